@@ -1,0 +1,1 @@
+//! pydeep's agent: process access, CPython layouts, sampler and snapshots.

@@ -1,0 +1,146 @@
+//! Shared support for pydeep's integration tests: finding the CPython
+//! interpreters on this machine and the pydeep binaries under test.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One CPython interpreter found on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Python {
+    /// Path of the interpreter executable.
+    pub path: PathBuf,
+    /// (major, minor, micro) as the interpreter reports it.
+    pub version: (u32, u32, u32),
+}
+
+impl Python {
+    /// "3.11.7 (/usr/bin/python3.11)"-style label for test output.
+    pub fn label(&self) -> String {
+        let (a, b, c) = self.version;
+        format!("{a}.{b}.{c} ({})", self.path.display())
+    }
+
+    /// True if this interpreter is at least `major.minor`.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.version.0, self.version.1) >= (major, minor)
+    }
+}
+
+/// Oldest CPython minor version pydeep supports.
+pub const OLDEST_SUPPORTED: (u32, u32) = (3, 9);
+
+/// Every supported interpreter on this machine (3.9 and newer), one per
+/// distinct executable, sorted by version.
+///
+/// `PYDEEP_TEST_PYTHONS` (paths separated by `:`) overrides discovery;
+/// otherwise `~/.pyenv/versions/*/bin/python` and `/usr/bin/python3.*` are
+/// searched.
+pub fn discover_pythons() -> Vec<Python> {
+    let candidates: Vec<PathBuf> = match std::env::var("PYDEEP_TEST_PYTHONS") {
+        Ok(list) if !list.trim().is_empty() => list.split(':').map(PathBuf::from).collect(),
+        _ => default_candidates(),
+    };
+    let mut found: Vec<Python> = Vec::new();
+    for path in candidates {
+        let Some(version) = query_version(&path) else {
+            continue;
+        };
+        if (version.0, version.1) < OLDEST_SUPPORTED {
+            continue;
+        }
+        let canonical = std::fs::canonicalize(&path).unwrap_or(path.clone());
+        if found
+            .iter()
+            .any(|p| std::fs::canonicalize(&p.path).ok().as_ref() == Some(&canonical))
+        {
+            continue;
+        }
+        found.push(Python { path, version });
+    }
+    found.sort_by(|a, b| a.version.cmp(&b.version).then(a.path.cmp(&b.path)));
+    found
+}
+
+/// The interpreters to test against, after printing them as the test matrix.
+///
+/// Panics if none is 3.11 or newer: the suite must exercise the modern
+/// frame layouts to mean anything.
+pub fn test_pythons(capability: &str) -> Vec<Python> {
+    let pythons = discover_pythons();
+    eprintln!("== {capability}: interpreter matrix ==");
+    for p in &pythons {
+        eprintln!("   {}", p.label());
+    }
+    assert!(
+        pythons.iter().any(|p| p.at_least(3, 11)),
+        "no CPython 3.11+ interpreter found (set PYDEEP_TEST_PYTHONS=path[:path...]); found: {:?}",
+        pythons.iter().map(Python::label).collect::<Vec<_>>()
+    );
+    pythons
+}
+
+fn default_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        let versions = Path::new(&home).join(".pyenv/versions");
+        if let Ok(entries) = std::fs::read_dir(&versions) {
+            for entry in entries.flatten() {
+                let exe = entry.path().join("bin/python");
+                if exe.exists() {
+                    out.push(exe);
+                }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/bin") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_versioned = name
+                .strip_prefix("python3.")
+                .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()));
+            if is_versioned {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+fn query_version(path: &Path) -> Option<(u32, u32, u32)> {
+    let output = Command::new(path)
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    let mut parts = text.trim().split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// Path of a binary built from this workspace (`pydeep`, `pydeep-view`), in
+/// the same target directory as the running test.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let candidate = profile_dir.join(name);
+    assert!(
+        candidate.exists(),
+        "{} not built; run the suite with `cargo test --workspace`",
+        candidate.display()
+    );
+    candidate
+}
+
+/// Path of a Python program under `tests/programs/`.
+pub fn program(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("programs")
+        .join(name)
+}

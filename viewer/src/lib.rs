@@ -1,0 +1,1 @@
+//! pydeep's viewer: reads `.pdr` recordings only, never a process.
