@@ -6,3 +6,5 @@
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/pydeep.v1.rs"));
 }
+
+pub mod linetable;
