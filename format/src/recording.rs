@@ -1,0 +1,284 @@
+//! [`Recording`]: the high-level streaming reader with the interned tables.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use crate::container::MAX_STACK_FRAMES;
+use crate::proto::{self, record::Kind};
+use crate::{FormatError, Reader};
+
+/// One sample, with its time made absolute again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sample {
+    /// Stream clock time in nanoseconds (the header's clock).
+    pub time_ns: u64,
+    /// ThreadDef id.
+    pub thread: u32,
+    /// Stack id (0: no Python frame).
+    pub stack: u64,
+    /// OR of [`proto::SampleFlag`] bits.
+    pub flags: u32,
+}
+
+/// What a [`Recording`] yields, in stream order. Definitions are not events:
+/// they are absorbed into [`Recording::tables`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// One stack sample.
+    Sample(Sample),
+    /// A deep snapshot.
+    Snapshot(Box<proto::Snapshot>),
+    /// A batch of trace events.
+    TraceEvents(proto::TraceEventBatch),
+    /// A process lifecycle event.
+    Process(proto::ProcessEvent),
+    /// The footer: the last event of a complete recording.
+    Footer(proto::Footer),
+}
+
+/// The interned tables of a recording, as far as it has been read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tables {
+    /// StringDef values by id.
+    pub strings: HashMap<u64, String>,
+    /// Embedded source files by id.
+    pub source_files: HashMap<u64, proto::SourceFileDef>,
+    /// Code objects by id.
+    pub code_objects: HashMap<u64, proto::CodeObjectDef>,
+    /// Frames by id.
+    pub frames: HashMap<u64, proto::FrameDef>,
+    /// Stack prefix-tree nodes by id.
+    pub stacks: HashMap<u64, proto::StackDef>,
+    /// Threads by id, in their latest definition.
+    pub threads: HashMap<u32, proto::ThreadDef>,
+}
+
+impl Tables {
+    /// The string with id `id`, or "" if it is 0 or unknown.
+    pub fn string(&self, id: u64) -> &str {
+        self.strings.get(&id).map(String::as_str).unwrap_or("")
+    }
+
+    /// The frame ids of `stack`, outermost first. Empty for stack 0 or an
+    /// unknown stack. The parent chain of a hostile file is followed at most
+    /// once per defined stack and for at most [`crate::MAX_STACK_FRAMES`]
+    /// frames, so cycles and absurd depths end; an unknown parent ends the
+    /// chain there.
+    pub fn stack_frames(&self, stack: u64) -> Vec<u64> {
+        let mut segments: Vec<&[u64]> = Vec::new();
+        let mut total = 0usize;
+        let mut id = stack;
+        let mut steps = 0usize;
+        while id != 0 && steps <= self.stacks.len() && total < MAX_STACK_FRAMES {
+            let Some(def) = self.stacks.get(&id) else {
+                break;
+            };
+            let take = def.frames.len().min(MAX_STACK_FRAMES - total);
+            // Keep the innermost part of an over-long segment: it is the part
+            // nearest the caller's sample.
+            segments.push(&def.frames[def.frames.len() - take..]);
+            total += take;
+            steps += 1;
+            id = def.parent;
+        }
+        let mut frames = Vec::with_capacity(total);
+        for segment in segments.iter().rev() {
+            frames.extend_from_slice(segment);
+        }
+        frames
+    }
+
+    /// Absorbs a definition record; returns false for anything else.
+    fn absorb(&mut self, kind: &mut Option<Kind>) -> bool {
+        match kind.take() {
+            Some(Kind::String(def)) => {
+                self.strings.insert(def.id, def.value);
+            }
+            Some(Kind::SourceFile(def)) => {
+                self.source_files.insert(def.id, def);
+            }
+            Some(Kind::CodeObject(def)) => {
+                self.code_objects.insert(def.id, def);
+            }
+            Some(Kind::Frame(def)) => {
+                self.frames.insert(def.id, def);
+            }
+            Some(Kind::Stack(def)) => {
+                self.stacks.insert(def.id, def);
+            }
+            Some(Kind::Thread(def)) => {
+                self.threads.insert(def.id, def);
+            }
+            other => {
+                *kind = other;
+                return false;
+            }
+        }
+        true
+    }
+}
+
+enum Pending {
+    Samples(proto::SampleBatch),
+    Event(Event),
+}
+
+/// Reads a recording as a stream of [`Event`]s, maintaining the [`Tables`].
+///
+/// Each chunk's definitions are absorbed before any of its events is returned,
+/// so every id an event uses is in [`Recording::tables`] when it arrives (the
+/// writer puts each definition in the chunk of its first use or earlier).
+/// Memory is bounded by one chunk plus the tables.
+pub struct Recording<R: Read> {
+    reader: Reader<R>,
+    header: proto::Header,
+    tables: Tables,
+    footer: Option<proto::Footer>,
+    queue: VecDeque<Pending>,
+    /// The batch being handed out and the index of its next sample.
+    batch: Option<(proto::SampleBatch, usize)>,
+    time: u64,
+    chunk_offset: u64,
+}
+
+impl Recording<BufReader<std::fs::File>> {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self, FormatError> {
+        Recording::new(Reader::open(path)?)
+    }
+}
+
+impl<R: Read> Recording<R> {
+    /// Reads the first chunk, which must start with the [`proto::Header`].
+    pub fn new(mut reader: Reader<R>) -> Result<Self, FormatError> {
+        let Some(chunk) = reader.next_chunk()? else {
+            return Err(FormatError::Truncated {
+                offset: reader.offset(),
+                complete_chunks: reader.complete_chunks(),
+            });
+        };
+        let mut records = chunk.records.into_iter();
+        let header = match records.next().and_then(|r| r.kind) {
+            Some(Kind::Header(header)) => header,
+            _ => {
+                return Err(FormatError::corrupt(
+                    chunk.offset,
+                    "the first record of the file is not a Header",
+                ))
+            }
+        };
+        let mut recording = Recording {
+            reader,
+            time: header.start_clock_ns,
+            header,
+            tables: Tables::default(),
+            footer: None,
+            queue: VecDeque::new(),
+            batch: None,
+            chunk_offset: chunk.offset,
+        };
+        recording.absorb_chunk(chunk.offset, records.collect())?;
+        Ok(recording)
+    }
+
+    /// The header of the recording.
+    pub fn header(&self) -> &proto::Header {
+        &self.header
+    }
+
+    /// The interned tables, as far as the recording has been read.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The footer, once read (only complete files have one).
+    pub fn footer(&self) -> Option<&proto::Footer> {
+        self.footer.as_ref()
+    }
+
+    /// The chunk reader underneath (offsets, chunk counts).
+    pub fn reader(&self) -> &Reader<R> {
+        &self.reader
+    }
+
+    /// Byte offset of the chunk the last event came from.
+    pub fn chunk_offset(&self) -> u64 {
+        self.chunk_offset
+    }
+
+    fn absorb_chunk(
+        &mut self,
+        offset: u64,
+        records: Vec<proto::Record>,
+    ) -> Result<(), FormatError> {
+        self.chunk_offset = offset;
+        for record in records {
+            let mut kind = record.kind;
+            if self.tables.absorb(&mut kind) {
+                continue;
+            }
+            let pending = match kind {
+                Some(Kind::Samples(batch)) => {
+                    let n = batch.time_delta_ns.len();
+                    if batch.thread.len() != n || batch.stack.len() != n || batch.flags.len() != n {
+                        return Err(FormatError::corrupt(
+                            offset,
+                            format!(
+                                "sample batch columns differ in length ({} times, {} threads, {} stacks, {} flags)",
+                                n,
+                                batch.thread.len(),
+                                batch.stack.len(),
+                                batch.flags.len()
+                            ),
+                        ));
+                    }
+                    Pending::Samples(batch)
+                }
+                Some(Kind::Snapshot(snapshot)) => {
+                    Pending::Event(Event::Snapshot(Box::new(snapshot)))
+                }
+                Some(Kind::TraceEvents(batch)) => Pending::Event(Event::TraceEvents(batch)),
+                Some(Kind::ProcessEvent(event)) => Pending::Event(Event::Process(event)),
+                Some(Kind::Footer(footer)) => {
+                    self.footer = Some(footer.clone());
+                    Pending::Event(Event::Footer(footer))
+                }
+                // A second header, or a record kind from a newer writer.
+                _ => continue,
+            };
+            self.queue.push_back(pending);
+        }
+        Ok(())
+    }
+
+    /// The next event, `Ok(None)` at the end of a complete recording. A
+    /// truncated or corrupt file gives every event of its complete chunks,
+    /// then the error.
+    pub fn next_event(&mut self) -> Result<Option<Event>, FormatError> {
+        loop {
+            if let Some((batch, index)) = &mut self.batch {
+                if *index < batch.time_delta_ns.len() {
+                    let i = *index;
+                    *index += 1;
+                    self.time = self.time.wrapping_add(batch.time_delta_ns[i]);
+                    return Ok(Some(Event::Sample(Sample {
+                        time_ns: self.time,
+                        thread: batch.thread[i],
+                        stack: batch.stack[i],
+                        flags: batch.flags[i],
+                    })));
+                }
+                self.batch = None;
+            }
+            match self.queue.pop_front() {
+                Some(Pending::Samples(batch)) => self.batch = Some((batch, 0)),
+                Some(Pending::Event(event)) => return Ok(Some(event)),
+                None => match self.reader.next_chunk()? {
+                    Some(chunk) => self.absorb_chunk(chunk.offset, chunk.records)?,
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+}

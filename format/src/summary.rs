@@ -1,0 +1,489 @@
+//! [`summarize`] and [`verify`]: what `pydeep info` and `pydeep verify` print.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::proto::{self, record::Kind};
+use crate::{Event, FormatError, Reader, Recording};
+
+/// A problem found in a file: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Byte offset of the chunk (or header) where it was found.
+    pub offset: u64,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: {}", self.offset, self.message)
+    }
+}
+
+fn problem_of(error: &FormatError, fallback_offset: u64) -> Problem {
+    let offset = match error {
+        FormatError::Truncated { offset, .. } | FormatError::Corrupt { offset, .. } => *offset,
+        FormatError::BadMagic | FormatError::UnsupportedVersion(_) => 0,
+        _ => fallback_offset,
+    };
+    Problem {
+        offset,
+        message: error.to_string(),
+    }
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The file checked.
+    pub path: PathBuf,
+    /// Its size in bytes (0 if it could not be read).
+    pub file_size: u64,
+    /// True if the file ends exactly after a final chunk holding a footer and
+    /// no problem was found.
+    pub complete: bool,
+    /// Complete, valid chunks read.
+    pub chunks: u64,
+    /// Records in those chunks.
+    pub records: u64,
+    /// Samples in those chunks.
+    pub samples: u64,
+    /// Bytes from the start of the file to the end of the last valid chunk.
+    pub bytes_readable: u64,
+    /// The first problem found, if any.
+    pub problem: Option<Problem>,
+}
+
+impl VerifyReport {
+    /// True for a complete, valid file: the only case `pydeep verify` exits 0.
+    pub fn is_valid(&self) -> bool {
+        self.complete && self.problem.is_none()
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        if self.is_valid() {
+            return writeln!(
+                f,
+                "{path}: OK, complete: {} chunks, {} records, {} samples, {} bytes",
+                self.chunks, self.records, self.samples, self.file_size
+            );
+        }
+        writeln!(f, "{path}: INVALID")?;
+        if let Some(problem) = &self.problem {
+            writeln!(f, "  problem: {problem}")?;
+        } else {
+            writeln!(f, "  problem: the file has no footer")?;
+        }
+        writeln!(
+            f,
+            "  readable: {} of {} bytes: {} chunks, {} records, {} samples",
+            self.bytes_readable, self.file_size, self.chunks, self.records, self.samples
+        )
+    }
+}
+
+/// Checks every chunk of `path` (CRC, lengths, deflate, protobuf), that every
+/// sample, stack and frame refers to defined ids, that the footer's counts
+/// match, and that the file ends exactly after the final chunk.
+pub fn verify(path: &Path) -> VerifyReport {
+    let mut report = VerifyReport {
+        path: path.to_path_buf(),
+        file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        complete: false,
+        chunks: 0,
+        records: 0,
+        samples: 0,
+        bytes_readable: 0,
+        problem: None,
+    };
+    let mut recording = match Recording::open(path) {
+        Ok(recording) => recording,
+        Err(error) => {
+            report.problem = Some(problem_of(&error, 0));
+            return report;
+        }
+    };
+    let mut snapshots = 0u64;
+    let result = loop {
+        match recording.next_event() {
+            Ok(Some(Event::Sample(sample))) => {
+                report.samples += 1;
+                let tables = recording.tables();
+                let unknown_thread = !tables.threads.contains_key(&sample.thread);
+                let unknown_stack = sample.stack != 0 && !tables.stacks.contains_key(&sample.stack);
+                if (unknown_thread || unknown_stack) && report.problem.is_none() {
+                    report.problem = Some(Problem {
+                        offset: recording.chunk_offset(),
+                        message: format!(
+                            "sample {} refers to an undefined {} (thread {}, stack {})",
+                            report.samples - 1,
+                            if unknown_thread { "thread" } else { "stack" },
+                            sample.thread,
+                            sample.stack
+                        ),
+                    });
+                }
+            }
+            Ok(Some(Event::Snapshot(_))) => snapshots += 1,
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    let reader = recording.reader();
+    report.chunks = reader.complete_chunks();
+    report.bytes_readable = reader.offset();
+    report.records = reader.records_read();
+    if let Err(error) = result {
+        report.problem = Some(problem_of(&error, reader.offset()));
+        return report;
+    }
+    let tables = recording.tables();
+    if report.problem.is_none() {
+        report.problem = dangling_references(tables).map(|message| Problem { offset: 0, message });
+    }
+    match recording.footer() {
+        Some(footer) => {
+            report.complete = true;
+            let mut mismatches = Vec::new();
+            if footer.sample_count != report.samples {
+                mismatches.push(format!(
+                    "footer says {} samples, the file holds {}",
+                    footer.sample_count, report.samples
+                ));
+            }
+            if footer.chunk_count != report.chunks {
+                mismatches.push(format!(
+                    "footer says {} chunks, the file holds {}",
+                    footer.chunk_count, report.chunks
+                ));
+            }
+            if footer.snapshot_count != snapshots {
+                mismatches.push(format!(
+                    "footer says {} snapshots, the file holds {snapshots}",
+                    footer.snapshot_count
+                ));
+            }
+            if !mismatches.is_empty() && report.problem.is_none() {
+                report.problem = Some(Problem {
+                    offset: report.bytes_readable,
+                    message: mismatches.join("; "),
+                });
+            }
+        }
+        None => {
+            report.problem.get_or_insert(Problem {
+                offset: report.bytes_readable,
+                message: "the final chunk has no footer".into(),
+            });
+        }
+    }
+    report
+}
+
+/// Finds a stack whose parent or frame, or a frame whose code object, is undefined.
+fn dangling_references(tables: &crate::Tables) -> Option<String> {
+    let mut ids: Vec<&u64> = tables.stacks.keys().collect();
+    ids.sort();
+    for id in ids {
+        let stack = &tables.stacks[id];
+        if stack.parent != 0 && !tables.stacks.contains_key(&stack.parent) {
+            return Some(format!("stack {id} has undefined parent {}", stack.parent));
+        }
+        if let Some(frame) = stack.frames.iter().find(|f| !tables.frames.contains_key(f)) {
+            return Some(format!("stack {id} uses undefined frame {frame}"));
+        }
+    }
+    let mut ids: Vec<&u64> = tables.frames.keys().collect();
+    ids.sort();
+    for id in ids {
+        let frame = &tables.frames[id];
+        if frame.code != 0 && !tables.code_objects.contains_key(&frame.code) {
+            return Some(format!(
+                "frame {id} uses undefined code object {}",
+                frame.code
+            ));
+        }
+    }
+    None
+}
+
+/// What `pydeep info` shows about a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub file_size: u64,
+    /// The header record.
+    pub header: proto::Header,
+    /// The footer, if the file is complete.
+    pub footer: Option<proto::Footer>,
+    /// Chunks read.
+    pub chunks: u64,
+    /// Records by kind ("string", "stack", "samples", ...).
+    pub records: BTreeMap<&'static str, u64>,
+    /// Samples read.
+    pub samples: u64,
+    /// Distinct thread ids defined.
+    pub threads: u64,
+    /// From the header's start clock to the last sample (or the footer's duration).
+    pub duration_ns: u64,
+    /// Bytes from the start of the file to the end of the last valid chunk.
+    pub bytes_readable: u64,
+    /// True if the file ends after a final chunk holding the footer.
+    pub complete: bool,
+    /// Why the file is not complete, if it is not.
+    pub problem: Option<Problem>,
+}
+
+impl Summary {
+    /// File bytes per sample (0 without samples).
+    pub fn bytes_per_sample(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.file_size as f64 / self.samples as f64
+        }
+    }
+}
+
+/// Names a record kind for [`Summary::records`].
+pub fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Header(_) => "header",
+        Kind::String(_) => "string",
+        Kind::SourceFile(_) => "source_file",
+        Kind::CodeObject(_) => "code_object",
+        Kind::Frame(_) => "frame",
+        Kind::Stack(_) => "stack",
+        Kind::Thread(_) => "thread",
+        Kind::Samples(_) => "sample_batch",
+        Kind::Snapshot(_) => "snapshot",
+        Kind::TraceEvents(_) => "trace_batch",
+        Kind::ProcessEvent(_) => "process_event",
+        Kind::Footer(_) => "footer",
+    }
+}
+
+/// Reads all of `path` and summarizes it. A truncated or corrupt file is
+/// summarized as far as it is readable (see [`Summary::problem`]); only a file
+/// without a readable header is an error.
+pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
+    let file_size = std::fs::metadata(path)?.len();
+    let mut reader = Reader::open(path)?;
+    let first = match reader.next_chunk()? {
+        Some(chunk) => chunk,
+        None => {
+            return Err(FormatError::Truncated {
+                offset: reader.offset(),
+                complete_chunks: 0,
+            })
+        }
+    };
+    let header = match first.records.first().and_then(|r| r.kind.as_ref()) {
+        Some(Kind::Header(header)) => header.clone(),
+        _ => {
+            return Err(FormatError::corrupt(
+                first.offset,
+                "the first record of the file is not a Header",
+            ))
+        }
+    };
+    let mut summary = Summary {
+        path: path.to_path_buf(),
+        file_size,
+        header,
+        footer: None,
+        chunks: 0,
+        records: BTreeMap::new(),
+        samples: 0,
+        threads: 0,
+        duration_ns: 0,
+        bytes_readable: 0,
+        complete: false,
+        problem: None,
+    };
+    let mut threads = HashSet::new();
+    let mut time = summary.header.start_clock_ns;
+    let mut chunk = Some(first);
+    while let Some(current) = chunk.take() {
+        for record in &current.records {
+            let Some(kind) = &record.kind else { continue };
+            *summary.records.entry(kind_name(kind)).or_default() += 1;
+            match kind {
+                Kind::Samples(batch) => {
+                    summary.samples += batch.time_delta_ns.len() as u64;
+                    for delta in &batch.time_delta_ns {
+                        time = time.wrapping_add(*delta);
+                    }
+                }
+                Kind::Thread(thread) => {
+                    threads.insert(thread.id);
+                }
+                Kind::Footer(footer) => summary.footer = Some(footer.clone()),
+                _ => {}
+            }
+        }
+        match reader.next_chunk() {
+            Ok(next) => chunk = next,
+            Err(error) => {
+                summary.problem = Some(problem_of(&error, reader.offset()));
+            }
+        }
+    }
+    summary.chunks = reader.complete_chunks();
+    summary.bytes_readable = reader.offset();
+    summary.threads = threads.len() as u64;
+    summary.complete = summary.problem.is_none() && summary.footer.is_some();
+    summary.duration_ns = match &summary.footer {
+        Some(footer) if footer.duration_ns != 0 => footer.duration_ns,
+        _ => time.saturating_sub(summary.header.start_clock_ns),
+    };
+    Ok(summary)
+}
+
+/// Formats Unix-epoch nanoseconds as a UTC date and time.
+fn utc(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.header;
+        let status = if self.complete {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        };
+        writeln!(
+            f,
+            "file:        {} ({} bytes, {status})",
+            self.path.display(),
+            self.file_size
+        )?;
+        writeln!(
+            f,
+            "format:      version {}, written by pydeep {}{}",
+            h.format_version,
+            if h.pydeep_version.is_empty() {
+                "?"
+            } else {
+                &h.pydeep_version
+            },
+            if h.mode.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", h.mode)
+            }
+        )?;
+        let python = match &h.python_version {
+            Some(v) => format!(
+                "Python {}.{}.{}{}{}{}",
+                v.major,
+                v.minor,
+                v.patch,
+                v.release,
+                if v.free_threaded {
+                    " free-threaded"
+                } else {
+                    ""
+                },
+                if v.debug_build { " debug" } else { "" }
+            ),
+            None => "Python ?".into(),
+        };
+        writeln!(f, "target:      pid {}, {python}, {}", h.pid, h.executable)?;
+        if !h.argv.is_empty() {
+            writeln!(f, "command:     {}", h.argv.join(" "))?;
+        }
+        writeln!(
+            f,
+            "recorded:    {} on {}",
+            utc(h.start_unix_ns),
+            if h.host_name.is_empty() {
+                "?"
+            } else {
+                &h.host_name
+            }
+        )?;
+        if let Some(s) = &h.sampling {
+            writeln!(
+                f,
+                "sampling:    {} Hz per thread{}{}, max depth {}",
+                s.rate_hz,
+                if s.blocking {
+                    ", blocking"
+                } else {
+                    ", non-blocking"
+                },
+                if s.include_idle {
+                    ", idle threads kept"
+                } else {
+                    ""
+                },
+                s.max_depth
+            )?;
+        }
+        writeln!(f, "duration:    {:.3} s", self.duration_ns as f64 / 1e9)?;
+        writeln!(
+            f,
+            "samples:     {} in {} threads, {:.2} bytes/sample",
+            self.samples,
+            self.threads,
+            self.bytes_per_sample()
+        )?;
+        let records: Vec<String> = self
+            .records
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "chunks:      {}", self.chunks)?;
+        writeln!(f, "records:     {}", records.join(", "))?;
+        if let Some(footer) = &self.footer {
+            writeln!(
+                f,
+                "footer:      ended by {:?}; {} missed ticks, {} dropped, {} torn samples, {} errors, max lag {:.3} ms",
+                footer.end_reason,
+                footer.missed_ticks,
+                footer.dropped_samples,
+                footer.torn_samples,
+                footer.errors,
+                footer.max_lag_ns as f64 / 1e6
+            )?;
+        }
+        if let Some(problem) = &self.problem {
+            writeln!(
+                f,
+                "problem:     {problem}\nreadable:    {} of {} bytes",
+                self.bytes_readable, self.file_size
+            )?;
+        } else if !self.complete {
+            writeln!(f, "problem:     the file has no footer")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,535 @@
+//! [`Writer`]: interning, columnar sample batches and chunk flushing.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::container::{encode_chunk, file_header, FLAG_FINAL, FORMAT_VERSION, MAX_RECORD_LEN};
+use crate::proto::{self, record::Kind};
+use crate::stacks::StackInterner;
+use crate::FormatError;
+
+/// Above this many buffered bytes the writer closes the chunk early, so a
+/// burst of definitions or snapshots cannot grow one chunk without bound.
+const SOFT_CHUNK_LEN: usize = 4 << 20;
+
+/// How a [`Writer`] cuts the stream into chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Longest time a chunk stays open: a killed writer loses at most this
+    /// much of the recording. Checked on every [`Writer::sample`],
+    /// [`Writer::record`] and [`Writer::maybe_flush`]. Default: 1 second.
+    pub flush_interval: Duration,
+    /// Most samples in one chunk. Default: 20 000.
+    pub max_samples_per_chunk: usize,
+    /// Deflate level, 0 (store) to 9 (smallest). Default: 6.
+    pub compression_level: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            flush_interval: Duration::from_secs(1),
+            max_samples_per_chunk: 20_000,
+            compression_level: 6,
+        }
+    }
+}
+
+/// Counters of what a [`Writer`] has written so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Samples written (or buffered in the open chunk).
+    pub samples: u64,
+    /// Chunks written to the sink.
+    pub chunks: u64,
+    /// Bytes written to the sink, file header included.
+    pub bytes_written: u64,
+    /// Records written to the sink (sample batches count once each).
+    pub records: u64,
+    /// Chunk payload bytes before compression.
+    pub uncompressed_bytes: u64,
+    /// Interned strings.
+    pub strings: u64,
+    /// Interned frames.
+    pub frames: u64,
+    /// StackDefs written (distinct stacks plus shared-prefix nodes).
+    pub stacks: u64,
+    /// Frame ids listed in all StackDefs: what the prefix tree saves shows here.
+    pub stack_frames: u64,
+    /// Code objects defined.
+    pub code_objects: u64,
+    /// Snapshots recorded.
+    pub snapshots: u64,
+}
+
+/// The identity of an interned frame: a code object and an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FrameKey {
+    /// Code object id (from [`Writer::next_code_id`]).
+    pub code: u64,
+    /// Byte offset of the instruction, as `dis` numbers it.
+    pub instruction_offset: u32,
+    /// Source line of the instruction (0 if unknown).
+    pub line: u32,
+    /// Generator, coroutine or async generator frame.
+    pub is_generator: bool,
+    /// Interpreter shim frame.
+    pub is_shim: bool,
+}
+
+/// Writes a `.pdr` recording to a sink.
+///
+/// Definitions (strings, frames, stacks, code objects, threads) are written
+/// once, in the chunk of their first use or earlier. Samples of one chunk are
+/// gathered into a columnar [`proto::SampleBatch`] written after the
+/// definitions they use. A chunk is written when [`WriterOptions::flush_interval`]
+/// has passed since it opened, when it holds
+/// [`WriterOptions::max_samples_per_chunk`] samples, or on [`Writer::flush`].
+/// Call [`Writer::maybe_flush`] periodically when no samples arrive.
+///
+/// Dropping a writer without [`Writer::finish`] leaves a file that readers
+/// report as truncated, with every written chunk readable.
+pub struct Writer<W: Write> {
+    sink: W,
+    options: WriterOptions,
+    /// Length-delimited records of the open chunk.
+    pending: Vec<u8>,
+    /// End offset in `pending` of each record.
+    boundaries: Vec<usize>,
+    batch: proto::SampleBatch,
+    chunk_opened: Option<Instant>,
+    chunk_samples: usize,
+    /// Stream time of the previous sample (or the header's start).
+    previous_time: u64,
+    start_clock: u64,
+    last_time: Option<u64>,
+    strings: HashMap<String, u64>,
+    frames: HashMap<FrameKey, u64>,
+    stacks: StackInterner,
+    stack_defs: Vec<proto::StackDef>,
+    source_files: HashMap<u64, u64>,
+    next_code: u64,
+    stats: WriterStats,
+    failed: bool,
+    /// An error from an infallible call, returned by the next fallible one.
+    deferred: Option<FormatError>,
+}
+
+impl Writer<std::fs::File> {
+    /// Creates `path` with mode 0600 and writes the file header and `header`.
+    ///
+    /// Without `overwrite` the file must not exist (`O_CREAT|O_EXCL`); with it,
+    /// an existing regular file is truncated. A symbolic link is never
+    /// followed (`O_NOFOLLOW`), so a planted link cannot redirect the
+    /// recording of a privileged profiler.
+    pub fn create(
+        path: &Path,
+        overwrite: bool,
+        header: proto::Header,
+        options: WriterOptions,
+    ) -> Result<Self, FormatError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.file_type().is_symlink() {
+                return Err(FormatError::Symlink(path.to_path_buf()));
+            }
+            if !overwrite {
+                return Err(FormatError::Exists(path.to_path_buf()));
+            }
+            if !meta.is_file() {
+                return Err(FormatError::NotARegularFile(path.to_path_buf()));
+            }
+        }
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if overwrite {
+            open.create(true).truncate(true);
+        } else {
+            open.create_new(true);
+        }
+        let file = open.open(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                FormatError::Exists(path.to_path_buf())
+            } else if error.raw_os_error() == Some(libc::ELOOP) {
+                FormatError::Symlink(path.to_path_buf())
+            } else {
+                FormatError::Io(error)
+            }
+        })?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(FormatError::NotARegularFile(path.to_path_buf()));
+        }
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Writer::new(file, header, options)
+    }
+}
+
+impl<W: Write> Writer<W> {
+    /// Writes the file header and a first chunk holding `header`, so even a
+    /// writer killed at once leaves a file that names its target.
+    /// `header.format_version` is set to [`FORMAT_VERSION`].
+    pub fn new(
+        mut sink: W,
+        mut header: proto::Header,
+        options: WriterOptions,
+    ) -> Result<Self, FormatError> {
+        header.format_version = FORMAT_VERSION;
+        let file_header = file_header();
+        sink.write_all(&file_header)?;
+        let start = header.start_clock_ns;
+        let mut writer = Writer {
+            sink,
+            options,
+            pending: Vec::new(),
+            boundaries: Vec::new(),
+            batch: proto::SampleBatch::default(),
+            chunk_opened: None,
+            chunk_samples: 0,
+            previous_time: start,
+            start_clock: start,
+            last_time: None,
+            strings: HashMap::new(),
+            frames: HashMap::new(),
+            stacks: StackInterner::new(),
+            stack_defs: Vec::new(),
+            source_files: HashMap::new(),
+            next_code: 1,
+            stats: WriterStats {
+                bytes_written: file_header.len() as u64,
+                ..WriterStats::default()
+            },
+            failed: false,
+            deferred: None,
+        };
+        writer.push_record(Kind::Header(header))?;
+        writer.flush()?;
+        Ok(writer)
+    }
+
+    /// Turns the sharing of stack prefixes on (the default) or off. Off, every
+    /// StackDef lists all its frames; only useful to measure what sharing buys.
+    pub fn set_stack_prefix_sharing(&mut self, on: bool) {
+        self.stacks.prefix_sharing = on;
+    }
+
+    fn open_chunk(&mut self) {
+        if self.chunk_opened.is_none() {
+            self.chunk_opened = Some(Instant::now());
+        }
+    }
+
+    /// Appends one record to the open chunk.
+    fn push_record(&mut self, kind: Kind) -> Result<(), FormatError> {
+        let record = proto::Record { kind: Some(kind) };
+        let size = record.encoded_len();
+        if size > MAX_RECORD_LEN {
+            return Err(FormatError::RecordTooLarge {
+                size,
+                limit: MAX_RECORD_LEN,
+            });
+        }
+        self.open_chunk();
+        record
+            .encode_length_delimited(&mut self.pending)
+            .map_err(|error| FormatError::Io(std::io::Error::other(error)))?;
+        self.boundaries.push(self.pending.len());
+        Ok(())
+    }
+
+    /// Appends a definition; an oversized one is reported by the next fallible call.
+    fn push_definition(&mut self, kind: Kind) {
+        if let Err(error) = self.push_record(kind) {
+            self.deferred.get_or_insert(error);
+        }
+    }
+
+    fn check(&mut self) -> Result<(), FormatError> {
+        if self.failed {
+            return Err(FormatError::WriterFailed);
+        }
+        match self.deferred.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns the id of `s`, defining it on first use. The empty string is id 0.
+    pub fn intern_string(&mut self, s: &str) -> u64 {
+        if s.is_empty() {
+            return 0;
+        }
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u64 + 1;
+        self.strings.insert(s.to_owned(), id);
+        self.stats.strings += 1;
+        self.push_definition(Kind::String(proto::StringDef {
+            id,
+            value: s.to_owned(),
+        }));
+        id
+    }
+
+    /// Returns the id of `frame`, defining it on first use.
+    pub fn intern_frame(&mut self, frame: FrameKey) -> u64 {
+        if let Some(&id) = self.frames.get(&frame) {
+            return id;
+        }
+        let id = self.frames.len() as u64 + 1;
+        self.frames.insert(frame, id);
+        self.stats.frames += 1;
+        self.push_definition(Kind::Frame(proto::FrameDef {
+            id,
+            code: frame.code,
+            instruction_offset: frame.instruction_offset,
+            line: frame.line,
+            is_generator: frame.is_generator,
+            is_shim: frame.is_shim,
+        }));
+        id
+    }
+
+    /// Returns the id of the stack made of `frames_outermost_first` (frame
+    /// ids), defining it on first use as an extension of the longest interned
+    /// prefix. The empty stack is id 0.
+    pub fn intern_stack(&mut self, frames_outermost_first: &[u64]) -> u64 {
+        let mut defs = std::mem::take(&mut self.stack_defs);
+        let id = self.stacks.intern(frames_outermost_first, &mut defs);
+        for def in defs.drain(..) {
+            self.stats.stacks += 1;
+            self.stats.stack_frames += def.frames.len() as u64;
+            self.push_definition(Kind::Stack(def));
+        }
+        self.stack_defs = defs;
+        id
+    }
+
+    /// Number of distinct stacks interned so far (shared-prefix nodes included).
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// Reserves the id of a code object to define with [`Writer::define_code_object`].
+    pub fn next_code_id(&mut self) -> u64 {
+        let id = self.next_code;
+        self.next_code += 1;
+        id
+    }
+
+    /// Writes a code object definition; `def.id` comes from [`Writer::next_code_id`].
+    pub fn define_code_object(&mut self, def: proto::CodeObjectDef) {
+        self.stats.code_objects += 1;
+        self.push_definition(Kind::CodeObject(def));
+    }
+
+    /// Embeds a source file once per path (string id) and returns its id. With
+    /// `content` `None` the file is recorded as missing. Content too large for
+    /// one chunk ([`crate::MAX_RECORD_LEN`]) is recorded as missing too.
+    pub fn define_source_file(&mut self, path: u64, content: Option<Vec<u8>>) -> u64 {
+        if let Some(&id) = self.source_files.get(&path) {
+            return id;
+        }
+        let id = self.source_files.len() as u64 + 1;
+        self.source_files.insert(path, id);
+        let content = content.filter(|c| c.len() <= MAX_RECORD_LEN - 64);
+        self.push_definition(Kind::SourceFile(proto::SourceFileDef {
+            id,
+            path,
+            missing: content.is_none(),
+            content: content.unwrap_or_default(),
+        }));
+        id
+    }
+
+    /// Writes a thread definition. The caller chooses `def.id`; writing the
+    /// same id again records a change of name or state.
+    pub fn define_thread(&mut self, def: proto::ThreadDef) {
+        self.push_definition(Kind::Thread(def));
+    }
+
+    /// Adds a sample taken at `clock_ns` (absolute, on the header's stream
+    /// clock) of `thread` (a ThreadDef id) with `stack` (a stack id) and
+    /// `flags` (OR of [`proto::SampleFlag`] bits); writes the chunk if due.
+    pub fn sample(
+        &mut self,
+        clock_ns: u64,
+        thread: u32,
+        stack: u64,
+        flags: u32,
+    ) -> Result<(), FormatError> {
+        self.check()?;
+        self.open_chunk();
+        // Wrapping, so a clock that steps back still round-trips exactly.
+        self.batch
+            .time_delta_ns
+            .push(clock_ns.wrapping_sub(self.previous_time));
+        self.batch.thread.push(thread);
+        self.batch.stack.push(stack);
+        self.batch.flags.push(flags);
+        self.previous_time = clock_ns;
+        self.last_time = Some(clock_ns);
+        self.chunk_samples += 1;
+        self.stats.samples += 1;
+        self.maybe_flush()?;
+        Ok(())
+    }
+
+    /// Writes a snapshot, process event, trace batch or a definition. Samples
+    /// before it stay before it in the stream. The header and footer are
+    /// refused: the writer writes those itself.
+    pub fn record(&mut self, kind: Kind) -> Result<(), FormatError> {
+        self.check()?;
+        match kind {
+            Kind::Header(_) | Kind::Footer(_) => {
+                return Err(FormatError::InvalidRecord(
+                    "the header and footer are written by Writer::new and Writer::finish",
+                ))
+            }
+            Kind::Snapshot(_) => self.stats.snapshots += 1,
+            Kind::CodeObject(_) => self.stats.code_objects += 1,
+            _ => {}
+        }
+        self.close_batch()?;
+        self.push_record(kind)?;
+        self.maybe_flush()?;
+        Ok(())
+    }
+
+    /// Moves the open sample batch into the chunk as one record.
+    fn close_batch(&mut self) -> Result<(), FormatError> {
+        if self.batch.time_delta_ns.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.push_record(Kind::Samples(batch))
+    }
+
+    /// Writes the open chunk if [`WriterOptions::flush_interval`] has passed
+    /// since it opened, it holds [`WriterOptions::max_samples_per_chunk`]
+    /// samples or it grew large. Returns whether a chunk was written.
+    pub fn maybe_flush(&mut self) -> Result<bool, FormatError> {
+        self.check()?;
+        let Some(opened) = self.chunk_opened else {
+            return Ok(false);
+        };
+        let due = self.chunk_samples >= self.options.max_samples_per_chunk
+            || self.pending.len() + self.batch.time_delta_ns.len() * 8 >= SOFT_CHUNK_LEN
+            || opened.elapsed() >= self.options.flush_interval;
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Closes the open chunk, writes it and flushes the sink.
+    pub fn flush(&mut self) -> Result<(), FormatError> {
+        self.check()?;
+        self.close_batch()?;
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let boundaries = std::mem::take(&mut self.boundaries);
+            let result = self.write_records(&pending, &boundaries, 0);
+            self.pending = pending;
+            self.pending.clear();
+            self.boundaries = boundaries;
+            self.boundaries.clear();
+            result?;
+        }
+        self.chunk_opened = None;
+        self.chunk_samples = 0;
+        self.sink_flush()
+    }
+
+    fn sink_flush(&mut self) -> Result<(), FormatError> {
+        if let Err(error) = self.sink.flush() {
+            self.failed = true;
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Writes `records` (ending at `boundaries`) as one chunk, or several if
+    /// they exceed a chunk's limit; the last one gets `last_flags`.
+    fn write_records(
+        &mut self,
+        records: &[u8],
+        boundaries: &[usize],
+        last_flags: u32,
+    ) -> Result<(), FormatError> {
+        let limit = MAX_RECORD_LEN;
+        let mut start = 0;
+        let mut index = 0;
+        while index < boundaries.len() {
+            let mut end_index = index;
+            while end_index + 1 < boundaries.len() && boundaries[end_index + 1] - start <= limit {
+                end_index += 1;
+            }
+            let end = boundaries[end_index];
+            let flags = if end_index + 1 == boundaries.len() {
+                last_flags
+            } else {
+                0
+            };
+            self.write_chunk(&records[start..end], (end_index + 1 - index) as u64, flags)?;
+            start = end;
+            index = end_index + 1;
+        }
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, payload: &[u8], records: u64, flags: u32) -> Result<(), FormatError> {
+        let chunk = encode_chunk(payload, self.options.compression_level, flags)?;
+        if let Err(error) = self.sink.write_all(&chunk) {
+            self.failed = true;
+            return Err(error.into());
+        }
+        self.stats.chunks += 1;
+        self.stats.records += records;
+        self.stats.bytes_written += chunk.len() as u64;
+        self.stats.uncompressed_bytes += payload.len() as u64;
+        Ok(())
+    }
+
+    /// What has been written so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.clone()
+    }
+
+    /// Writes the open chunk, then a final chunk holding `footer`, and returns
+    /// the sink. Zero counts in the footer are filled in: `chunk_count`,
+    /// `sample_count`, `snapshot_count`, and `duration_ns` (from the header's
+    /// start to the last sample).
+    pub fn finish(mut self, mut footer: proto::Footer) -> Result<W, FormatError> {
+        self.flush()?;
+        if footer.chunk_count == 0 {
+            footer.chunk_count = self.stats.chunks + 1;
+        }
+        if footer.sample_count == 0 {
+            footer.sample_count = self.stats.samples;
+        }
+        if footer.snapshot_count == 0 {
+            footer.snapshot_count = self.stats.snapshots;
+        }
+        if footer.duration_ns == 0 {
+            if let Some(last) = self.last_time {
+                footer.duration_ns = last.saturating_sub(self.start_clock);
+            }
+        }
+        self.push_record(Kind::Footer(footer))?;
+        let pending = std::mem::take(&mut self.pending);
+        let boundaries = std::mem::take(&mut self.boundaries);
+        self.write_records(&pending, &boundaries, FLAG_FINAL)?;
+        self.sink_flush()?;
+        Ok(self.sink)
+    }
+}
