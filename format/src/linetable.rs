@@ -253,13 +253,14 @@ fn location_entries(first_line: u32, table: &[u8]) -> Vec<Entry> {
     out
 }
 
-/// The `co_lines()` of a code object: byte ranges and their lines, in order.
+/// The line ranges of a code object as its table stores them, in order:
+/// the `co_lines()` of 3.10 and 3.11, which yield every non-empty entry.
+/// 3.12+'s `co_lines()` merges neighbours of the same line; see
+/// [`merge_line_ranges`].
 ///
-/// Follows each version's own iterator: 3.10 yields every non-empty range
-/// as stored, 3.11+ merges neighbouring ranges of the same line (the
-/// "Merge overlapping entries" loop of `lineiter_next`). 3.9 has no
-/// `co_lines()`; its ranges are derived from `co_lnotab`, merged the same
-/// way, and the last one ends at `code_len`.
+/// 3.9 has no `co_lines()`; its ranges are the stretches between the
+/// address increments of `co_lnotab`, the last one ending at `code_len`.
+/// Every range is clipped to `code_len`.
 pub fn line_ranges(
     kind: LineTableKind,
     first_line: u32,
@@ -267,25 +268,34 @@ pub fn line_ranges(
     code_len: u32,
 ) -> Vec<LineRange> {
     let mut out: Vec<LineRange> = Vec::new();
-    let merge = kind != LineTableKind::LineTable310;
     for entry in entries(kind, first_line, table) {
-        let end = entry.end.min(code_len.max(entry.start));
-        if kind == LineTableKind::LineTableLnotab && entry.start >= code_len {
+        if entry.start >= code_len {
             break;
         }
+        let end = entry.end.min(code_len);
         if end <= entry.start {
             continue;
         }
-        let line = entry.position.line;
+        out.push(LineRange {
+            start: entry.start,
+            end,
+            line: entry.position.line,
+        });
+    }
+    out
+}
+
+/// Merges neighbouring ranges of the same line, as 3.12+'s `co_lines()`
+/// does (the "Merge overlapping entries" loop of `lineiter_next` in
+/// `Objects/codeobject.c`).
+pub fn merge_line_ranges(ranges: &[LineRange]) -> Vec<LineRange> {
+    let mut out: Vec<LineRange> = Vec::with_capacity(ranges.len());
+    for range in ranges {
         match out.last_mut() {
-            Some(last) if merge && last.line == line && last.end == entry.start => {
-                last.end = end;
+            Some(last) if last.line == range.line && last.end == range.start => {
+                last.end = range.end;
             }
-            _ => out.push(LineRange {
-                start: entry.start,
-                end,
-                line,
-            }),
+            _ => out.push(*range),
         }
     }
     out

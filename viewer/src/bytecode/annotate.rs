@@ -1,0 +1,1 @@
+//! Heat per instruction and the annotated listing (work in progress).

@@ -1,0 +1,17 @@
+//! Annotated bytecode: the disassembly of recorded code objects, as the
+//! recording's own CPython `dis` prints it, with samples per instruction.
+//!
+//! * [`tables`]: opcode tables per CPython version (generated, committed);
+//! * [`dialect`]: the version-dependent rules of `dis` that are code;
+//! * [`code`]: a recorded code object with its strings resolved;
+//! * [`disassemble`]: bytes to instructions;
+//! * [`annotate`]: heat per instruction and the text report.
+
+pub mod annotate;
+pub mod code;
+pub mod dialect;
+pub mod disassemble;
+pub mod tables;
+
+pub use code::Code;
+pub use disassemble::{disassemble, DisassembleError, Form, Instruction};

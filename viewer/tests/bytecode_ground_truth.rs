@@ -1,0 +1,395 @@
+//! Ground truth for annotated bytecode: on every interpreter found, every
+//! code object of tests/programs/bytecode_corpus.py is dumped by the
+//! interpreter itself (tests/programs/dump_code.py), rebuilt as the agent
+//! records it (a CodeObjectDef with interned strings), and the viewer's
+//! disassembly and decoded line tables must equal what that interpreter's
+//! `dis.get_instructions`, `co_lines()` and `co_positions()` say.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use pydeep_format::linetable::{
+    line_for_offset, line_ranges, merge_line_ranges, positions, LineIndex,
+};
+use pydeep_format::proto::{CodeObjectDef, LineTableKind, PythonVersion};
+use pydeep_integration::{program, test_pythons, Python};
+use pydeep_view::bytecode::disassemble::{deoptimize, opcodes_of};
+use pydeep_view::bytecode::{disassemble, Code, Form, Instruction};
+use serde_json::Value;
+
+/// Interns strings the way the agent's writer does: one id per distinct text.
+#[derive(Default)]
+struct Strings {
+    ids: HashMap<String, u64>,
+    texts: HashMap<u64, String>,
+}
+
+impl Strings {
+    fn intern(&mut self, text: &str) -> u64 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = self.ids.len() as u64 + 1;
+        self.ids.insert(text.to_string(), id);
+        self.texts.insert(id, text.to_string());
+        id
+    }
+
+    fn intern_all(&mut self, list: &Value) -> Vec<u64> {
+        strings(list).iter().map(|s| self.intern(s)).collect()
+    }
+}
+
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().expect("string").to_string())
+        .collect()
+}
+
+fn hex(value: &Value) -> Vec<u8> {
+    let text = value.as_str().unwrap_or("");
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn dump(python: &Python) -> Value {
+    let output = Command::new(&python.path)
+        .arg(program("dump_code.py"))
+        .current_dir(program(""))
+        .output()
+        .expect("run dump_code.py");
+    assert!(
+        output.status.success(),
+        "dump_code.py failed under {}: {}",
+        python.label(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("dump_code.py prints JSON")
+}
+
+/// The CodeObjectDef the agent would write for one dumped code object.
+fn code_object_def(record: &Value, python: &Python, strings: &mut Strings) -> CodeObjectDef {
+    let (major, minor, patch) = python.version;
+    CodeObjectDef {
+        id: 1,
+        filename: strings.intern("bytecode_corpus.py"),
+        name: strings.intern(record["name"].as_str().unwrap()),
+        qualname: strings.intern(record["qualname"].as_str().unwrap()),
+        first_line: record["first_line"].as_u64().unwrap() as u32,
+        bytecode: hex(&record["bytecode"]),
+        // Left empty: the viewer must deoptimize the adaptive bytes itself.
+        bytecode_deoptimized: Vec::new(),
+        line_table: hex(&record["line_table"]),
+        line_table_kind: record["line_table_kind"].as_i64().unwrap() as i32,
+        varnames: strings.intern_all(&record["varnames"]),
+        cellvars: strings.intern_all(&record["cellvars"]),
+        freevars: strings.intern_all(&record["freevars"]),
+        names: strings.intern_all(&record["names"]),
+        consts: self::strings(&record["consts"]),
+        python_version: Some(PythonVersion {
+            major,
+            minor,
+            patch,
+            ..Default::default()
+        }),
+        localspluskinds: hex(&record["localspluskinds"]),
+        ..Default::default()
+    }
+}
+
+type Row = (u64, String, Option<i64>, String);
+
+fn truth_rows(list: &Value) -> Vec<Row> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_u64().unwrap(),
+                row[1].as_str().unwrap().to_string(),
+                row[2].as_i64(),
+                row[3].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn our_rows(instructions: &[Instruction]) -> Vec<Row> {
+    instructions
+        .iter()
+        .map(|i| {
+            (
+                u64::from(i.offset),
+                i.opname.to_string(),
+                i.arg,
+                i.argrepr.clone(),
+            )
+        })
+        .collect()
+}
+
+fn compare_rows(what: &str, qualname: &str, ours: &[Row], truth: &[Row], out: &mut Vec<String>) {
+    if ours.len() != truth.len() {
+        out.push(format!(
+            "{qualname} {what}: {} instructions, dis has {}",
+            ours.len(),
+            truth.len()
+        ));
+    }
+    for (a, b) in ours.iter().zip(truth) {
+        if a != b {
+            out.push(format!("{qualname} {what}: ours {a:?} != dis {b:?}"));
+        }
+    }
+}
+
+fn optional(value: &Value) -> Option<u32> {
+    value.as_u64().map(|v| v as u32)
+}
+
+type Span = [Option<u32>; 4];
+
+/// Compares decoded tables with co_lines(), co_positions() and
+/// dis.findlinestarts() of the interpreter.
+fn compare_lines(record: &Value, code: &Code, python: &Python, out: &mut Vec<String>) {
+    let kind = code.line_table_kind;
+    let first = code.first_line;
+    let table = &code.line_table;
+    let code_len = hex(&record["bytecode_deoptimized"]).len() as u32;
+    let name = &code.qualname;
+    let stored = line_ranges(kind, first, table, code_len);
+    let ranges = if python.at_least(3, 12) {
+        merge_line_ranges(&stored)
+    } else {
+        stored
+    };
+    if let Some(lines) = record.get("lines").and_then(Value::as_array) {
+        let truth: Vec<(u32, u32, Option<u32>)> = lines
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_u64().unwrap() as u32,
+                    r[1].as_u64().unwrap() as u32,
+                    optional(&r[2]),
+                )
+            })
+            .collect();
+        let ours: Vec<(u32, u32, Option<u32>)> =
+            ranges.iter().map(|r| (r.start, r.end, r.line)).collect();
+        if ours != truth {
+            out.push(format!("{name}: co_lines {ours:?} != {truth:?}"));
+        }
+    }
+    if let Some(list) = record.get("positions").and_then(Value::as_array) {
+        let truth: Vec<Span> = list
+            .iter()
+            .map(|p| {
+                [
+                    optional(&p[0]),
+                    optional(&p[1]),
+                    optional(&p[2]),
+                    optional(&p[3]),
+                ]
+            })
+            .collect();
+        let ours: Vec<Span> = positions(kind, first, table, code_len)
+            .iter()
+            .map(|p| [p.line, p.end_line, p.column, p.end_column])
+            .collect();
+        if ours != truth {
+            let at = ours.iter().zip(&truth).position(|(a, b)| a != b);
+            out.push(format!(
+                "{name}: co_positions differ (lengths {} vs {}, first difference at unit {at:?})",
+                ours.len(),
+                truth.len()
+            ));
+        }
+    }
+    // dis.findlinestarts: the first offset of each change of line; 3.13+
+    // also reports the changes to "no line" (None).
+    let truth_starts: Vec<(u32, Option<u32>)> = record["linestarts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as u32, optional(&p[1])))
+        .collect();
+    let mut ours_starts = Vec::new();
+    let mut last = None;
+    for range in &ranges {
+        let reported = range.line.is_some() || python.at_least(3, 13);
+        if reported && Some(range.line) != last {
+            ours_starts.push((range.start, range.line));
+            last = Some(range.line);
+        }
+    }
+    if ours_starts != truth_starts {
+        out.push(format!(
+            "{name}: linestarts {ours_starts:?} != {truth_starts:?}"
+        ));
+    }
+    // line_for_offset on every instruction equals the line of the range
+    // holding it (co_lines on 3.10+, findlinestarts on 3.9).
+    let index = LineIndex::new(kind, first, table);
+    for row in record["instructions"].as_array().unwrap() {
+        let offset = row[0].as_u64().unwrap() as u32;
+        let expected = if kind == LineTableKind::LineTableLnotab {
+            truth_starts
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= offset)
+                .and_then(|&(_, line)| line)
+        } else {
+            ranges
+                .iter()
+                .find(|r| r.start <= offset && offset < r.end)
+                .and_then(|r| r.line)
+        };
+        let got = line_for_offset(kind, first, table, offset);
+        if got != expected || index.line(offset) != expected {
+            out.push(format!(
+                "{name}: line_for_offset({offset}) = {got:?}, expected {expected:?}"
+            ));
+        }
+    }
+}
+
+/// Opcodes the corpus must produce on a version, so that a passing test
+/// covers the argument renderings that differ between versions.
+fn required_opnames(python: &Python) -> Vec<&'static str> {
+    let mut names = vec![
+        "EXTENDED_ARG",
+        "LOAD_GLOBAL",
+        "LOAD_DEREF",
+        "COMPARE_OP",
+        "FOR_ITER",
+    ];
+    if !python.at_least(3, 11) {
+        names.extend([
+            "JUMP_ABSOLUTE",
+            "LOAD_METHOD",
+            "MAKE_FUNCTION",
+            "FORMAT_VALUE",
+        ]);
+    }
+    if python.at_least(3, 10) {
+        names.push("MATCH_CLASS");
+    }
+    if python.at_least(3, 11) {
+        names.extend(["JUMP_BACKWARD", "BINARY_OP", "SEND", "CHECK_EG_MATCH"]);
+    }
+    if python.at_least(3, 11) && !python.at_least(3, 13) {
+        names.push("KW_NAMES");
+    }
+    if python.at_least(3, 12) {
+        names.extend([
+            "LOAD_SUPER_ATTR",
+            "CALL_INTRINSIC_1",
+            "CALL_INTRINSIC_2",
+            "RETURN_CONST",
+        ]);
+    }
+    if python.at_least(3, 13) {
+        names.extend([
+            "LOAD_FAST_LOAD_FAST",
+            "STORE_FAST_STORE_FAST",
+            "CONVERT_VALUE",
+            "SET_FUNCTION_ATTRIBUTE",
+        ]);
+    }
+    names
+}
+
+#[test]
+fn disassembly_and_line_tables_equal_dis_of_the_same_interpreter() {
+    let mut failures = Vec::new();
+    for python in test_pythons("bytecode") {
+        let dump = dump(&python);
+        let mut strings = Strings::default();
+        let (mut code_objects, mut instructions, mut specialized) = (0, 0, 0);
+        let mut problems = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for record in dump["code_objects"].as_array().unwrap() {
+            let def = code_object_def(record, &python, &mut strings);
+            let code = Code::from_def(&def, |id| strings.texts.get(&id).cloned(), None);
+            let opcodes = opcodes_of(&code).expect("a table for every interpreter here");
+            let co_code = hex(&record["bytecode_deoptimized"]);
+            if deoptimize(opcodes, &code.bytecode) != co_code {
+                problems.push(format!(
+                    "{}: deoptimized bytes differ from co_code",
+                    code.qualname
+                ));
+            }
+            if let Some(names) = record.get("localsplusnames") {
+                if code.localsplus != self::strings(names) {
+                    problems.push(format!(
+                        "{}: localsplus {:?}",
+                        code.qualname, code.localsplus
+                    ));
+                }
+            }
+            let base = disassemble(&code, Form::Deoptimized).unwrap();
+            let truth = truth_rows(&record["instructions"]);
+            compare_rows(
+                "base",
+                &code.qualname,
+                &our_rows(&base),
+                &truth,
+                &mut problems,
+            );
+            if let Some(truth) = record.get("adaptive_instructions") {
+                let adaptive = disassemble(&code, Form::Adaptive).unwrap();
+                specialized += adaptive.iter().filter(|i| i.is_specialized()).count();
+                let truth = truth_rows(truth);
+                compare_rows(
+                    "adaptive",
+                    &code.qualname,
+                    &our_rows(&adaptive),
+                    &truth,
+                    &mut problems,
+                );
+            }
+            seen.extend(base.iter().map(|i| i.opname));
+            compare_lines(record, &code, &python, &mut problems);
+            code_objects += 1;
+            instructions += base.len();
+        }
+        eprintln!(
+            "   {}: {code_objects} code objects, {instructions} instructions, {specialized} specialized, {} mismatches",
+            python.label(),
+            problems.len()
+        );
+        assert!(
+            code_objects > 30 && instructions > 1000,
+            "corpus too small under {}",
+            python.label()
+        );
+        for name in required_opnames(&python) {
+            assert!(
+                seen.contains(name),
+                "corpus has no {name} under {}",
+                python.label()
+            );
+        }
+        if python.at_least(3, 11) {
+            assert!(
+                specialized > 100,
+                "corpus did not specialize under {}",
+                python.label()
+            );
+        }
+        failures.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", python.label())),
+        );
+    }
+    let shown: Vec<&String> = failures.iter().take(40).collect();
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{shown:#?}",
+        failures.len()
+    );
+}
