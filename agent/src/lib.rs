@@ -1,1 +1,12 @@
 //! pydeep's agent: process access, CPython layouts, sampler and snapshots.
+#![deny(missing_docs)]
+
+pub mod cpython;
+pub mod memory;
+pub mod target;
+pub mod walker;
+
+pub use cpython::code::{CodeObject, LineTableKind};
+pub use cpython::PythonVersion;
+pub use target::{AttachError, CodeId, PauseGuard, ReadError, Target};
+pub use walker::{FrameSample, ThreadSample, WalkOptions};

@@ -1,0 +1,283 @@
+//! Code objects: read once from the target, with everything a recording
+//! embeds (names, bytecode, line table, variable names, constants).
+
+use super::objects::{ObjectError, ObjectReader};
+use super::FrameKind;
+use crate::memory::{field_u32, field_u64, read_vec};
+
+/// Largest bytecode array accepted (CPython caps code at INT_MAX, real code
+/// is far smaller).
+pub const MAX_BYTECODE: usize = 4 << 20;
+/// Longest constant repr kept.
+pub const MAX_CONST_REPR: usize = 80;
+
+/// How a code object's line table is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTableKind {
+    /// `co_lnotab` (3.9).
+    Lnotab,
+    /// `co_linetable` of 3.10 (PEP 626).
+    Python310,
+    /// `co_linetable` of 3.11+ (PEP 657 locations).
+    Locations,
+}
+
+/// A code object as read from the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeObject {
+    /// Address in the target.
+    pub address: u64,
+    /// `co_filename`.
+    pub filename: String,
+    /// `co_name`.
+    pub name: String,
+    /// `co_qualname` (`co_name` before 3.11).
+    pub qualname: String,
+    /// `co_firstlineno`.
+    pub first_line: u32,
+    /// The bytecode as it is in memory: on 3.11+ the adaptive form, with
+    /// specialized instructions and inline caches.
+    pub bytecode: Vec<u8>,
+    /// The bytecode with specializations undone, or empty when not
+    /// computed (pydeep does not yet carry per-version deopt tables).
+    pub bytecode_deoptimized: Vec<u8>,
+    /// `co_linetable` / `co_lnotab` bytes.
+    pub line_table: Vec<u8>,
+    /// Their encoding.
+    pub line_table_kind: LineTableKind,
+    /// Local variable names (`co_varnames`).
+    pub varnames: Vec<String>,
+    /// Cell variable names (`co_cellvars`).
+    pub cellvars: Vec<String>,
+    /// Free variable names (`co_freevars`).
+    pub freevars: Vec<String>,
+    /// Global and attribute names (`co_names`).
+    pub names: Vec<String>,
+    /// Bounded reprs of `co_consts` (nested code objects as "<code NAME>").
+    pub consts: Vec<String>,
+    /// Addresses of code objects among the constants.
+    pub const_code_addresses: Vec<u64>,
+    /// `co_argcount`.
+    pub argcount: u32,
+    /// `co_posonlyargcount`.
+    pub posonlyargcount: u32,
+    /// `co_kwonlyargcount`.
+    pub kwonlyargcount: u32,
+    /// `co_flags`.
+    pub flags: u32,
+    /// `co_stacksize`.
+    pub stacksize: u32,
+    /// `co_localspluskinds` (3.11+), one byte per local.
+    pub localspluskinds: Vec<u8>,
+}
+
+/// The fields of a code object that identify it: compared on every sample
+/// to detect a freed code object replaced by another at the same address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeFingerprint {
+    /// `ob_type`.
+    pub ob_type: u64,
+    /// Pointer to `co_filename`.
+    pub filename: u64,
+    /// Pointer to `co_name`.
+    pub name: u64,
+    /// `co_firstlineno`.
+    pub first_line: u32,
+}
+
+/// `co_localspluskinds` bits (Include/internal/pycore_code.h).
+const CO_FAST_LOCAL: u8 = 0x20;
+const CO_FAST_CELL: u8 = 0x40;
+const CO_FAST_FREE: u8 = 0x80;
+
+impl ObjectReader<'_> {
+    /// Bytes of the code object header needed for its fingerprint.
+    pub fn code_fingerprint_len(&self) -> usize {
+        let o = &self.layout.offsets;
+        [o.object_ob_type, o.code_co_filename, o.code_co_name]
+            .into_iter()
+            .flatten()
+            .chain(o.code_co_firstlineno.map(|f| f - 4))
+            .max()
+            .unwrap_or(0) as usize
+            + 8
+    }
+
+    /// The fingerprint in a copy of a code object's header.
+    pub fn code_fingerprint(&self, header: &[u8]) -> CodeFingerprint {
+        let o = &self.layout.offsets;
+        CodeFingerprint {
+            ob_type: field_u64(header, o.object_ob_type.unwrap_or(8)),
+            filename: o.code_co_filename.map_or(0, |f| field_u64(header, f)),
+            name: o.code_co_name.map_or(0, |f| field_u64(header, f)),
+            first_line: o.code_co_firstlineno.map_or(0, |f| field_u32(header, f)),
+        }
+    }
+
+    /// Reads the code object at `address`, checking its type is `code`.
+    pub fn code_object(&self, address: u64) -> Result<(CodeObject, CodeFingerprint), ObjectError> {
+        let o = &self.layout.offsets;
+        let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+        let header = read_vec(self.memory, address, header_len, 1024)?;
+        let fingerprint = self.code_fingerprint(&header);
+        let type_name = self.type_name(fingerprint.ob_type)?;
+        if type_name != "code" {
+            return Err(ObjectError::Invalid {
+                address,
+                expected: "code object",
+                detail: format!("type is {type_name:?}"),
+            });
+        }
+        let ptr = |field: Option<u64>| field.map_or(0, |f| field_u64(&header, f));
+        let int = |field: Option<u64>| field.map_or(0, |f| field_u32(&header, f));
+        let string = |field: Option<u64>| -> String {
+            match ptr(field) {
+                0 => String::new(),
+                p => self.unicode(p).unwrap_or_default(),
+            }
+        };
+        let strings = |field: Option<u64>| -> Vec<String> {
+            match ptr(field) {
+                0 => Vec::new(),
+                p => self.string_tuple(p).unwrap_or_default(),
+            }
+        };
+        let filename = string(o.code_co_filename);
+        let name = string(o.code_co_name);
+        let qualname = match o.code_co_qualname {
+            Some(_) => string(o.code_co_qualname),
+            None => name.clone(),
+        };
+        let (bytecode, line_table_kind) = match self.layout.semantics.frame_kind {
+            FrameKind::FrameObject => (
+                self.bytes(ptr(o.code_co_code), MAX_BYTECODE)?,
+                if o.code_co_lnotab.is_some() {
+                    LineTableKind::Lnotab
+                } else {
+                    LineTableKind::Python310
+                },
+            ),
+            FrameKind::InterpreterFrame => {
+                // co_code_adaptive is inline; its length in code units is
+                // the object's ob_size (Objects/codeobject.c).
+                let units = self.var_size(address)?;
+                let units = usize::try_from(units).unwrap_or(usize::MAX);
+                let start = address + o.code_co_code_adaptive.unwrap_or(0);
+                (
+                    read_vec(self.memory, start, units.saturating_mul(2), MAX_BYTECODE)?,
+                    LineTableKind::Locations,
+                )
+            }
+        };
+        let line_table = match ptr(o.code_co_linetable.or(o.code_co_lnotab)) {
+            0 => Vec::new(),
+            p => self.bytes(p, MAX_BYTECODE).unwrap_or_default(),
+        };
+        let (mut varnames, mut cellvars, mut freevars) = (
+            strings(o.code_co_varnames),
+            strings(o.code_co_cellvars),
+            strings(o.code_co_freevars),
+        );
+        let mut localspluskinds = Vec::new();
+        if o.code_co_localsplusnames.is_some() {
+            let names = strings(o.code_co_localsplusnames);
+            localspluskinds = match ptr(o.code_co_localspluskinds) {
+                0 => Vec::new(),
+                p => self.bytes(p, 1 << 16).unwrap_or_default(),
+            };
+            for (name, kind) in names.iter().zip(&localspluskinds) {
+                // A cell that is also an argument counts as a local and a
+                // cell, as co_varnames/co_cellvars show it.
+                if kind & CO_FAST_LOCAL != 0 {
+                    varnames.push(name.clone());
+                }
+                if kind & CO_FAST_CELL != 0 {
+                    cellvars.push(name.clone());
+                }
+                if kind & CO_FAST_FREE != 0 {
+                    freevars.push(name.clone());
+                }
+            }
+        }
+        let (consts, const_code_addresses) = match ptr(o.code_co_consts) {
+            0 => (Vec::new(), Vec::new()),
+            p => self.const_reprs(p),
+        };
+        Ok((
+            CodeObject {
+                address,
+                filename,
+                name,
+                qualname,
+                first_line: int(o.code_co_firstlineno),
+                bytecode,
+                bytecode_deoptimized: Vec::new(),
+                line_table,
+                line_table_kind,
+                varnames,
+                cellvars,
+                freevars,
+                names: strings(o.code_co_names),
+                consts,
+                const_code_addresses,
+                argcount: int(o.code_co_argcount),
+                posonlyargcount: int(o.code_co_posonlyargcount),
+                kwonlyargcount: int(o.code_co_kwonlyargcount),
+                flags: int(o.code_co_flags),
+                stacksize: int(o.code_co_stacksize),
+                localspluskinds,
+            },
+            fingerprint,
+        ))
+    }
+
+    fn const_reprs(&self, tuple: u64) -> (Vec<String>, Vec<u64>) {
+        let Ok(items) = self.tuple_items(tuple) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut reprs = Vec::with_capacity(items.len());
+        let mut codes = Vec::new();
+        for item in items {
+            let type_name = self
+                .type_of(item)
+                .and_then(|t| self.type_name(t))
+                .unwrap_or_else(|_| "?".into());
+            let repr = match type_name.as_str() {
+                "str" => self
+                    .unicode(item)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|_| "<str>".into()),
+                "int" => self
+                    .int(item)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| "<int>".into()),
+                "NoneType" => "None".into(),
+                "bool" => match self.int(item) {
+                    Ok(0) => "False".into(),
+                    Ok(_) => "True".into(),
+                    Err(_) => "<bool>".into(),
+                },
+                "code" => {
+                    codes.push(item);
+                    let o = &self.layout.offsets;
+                    let name = o
+                        .code_co_name
+                        .and_then(|f| crate::memory::read_u64(self.memory, item + f).ok())
+                        .and_then(|p| self.unicode(p).ok())
+                        .unwrap_or_default();
+                    format!("<code {name}>")
+                }
+                other => format!("<{other}>"),
+            };
+            reprs.push(truncate(repr));
+        }
+        (reprs, codes)
+    }
+}
+
+fn truncate(mut text: String) -> String {
+    if text.chars().count() > MAX_CONST_REPR {
+        text = text.chars().take(MAX_CONST_REPR - 3).collect::<String>() + "...";
+    }
+    text
+}

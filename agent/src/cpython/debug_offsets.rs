@@ -1,0 +1,574 @@
+//! `_Py_DebugOffsets`: the offsets table CPython 3.13+ keeps at the start of
+//! `_PyRuntime` for out-of-process tools.
+//!
+//! The table is a cookie (`xdebugpy`) followed by `uint64_t`s, grouped in
+//! sections. Its shape changes between minor versions (3.14 added sections
+//! and fields in the middle of existing ones), so each format here lists its
+//! fields in order, as Include/internal/pycore_runtime.h (3.13) and
+//! Include/internal/pycore_debug_offsets.h (3.14+) declare them. Every value
+//! is read from the target and validated; none is hard-coded.
+
+use super::{generated, LayoutError, Offsets, PythonVersion};
+use crate::memory::RemoteMemory;
+
+/// The cookie that starts the table.
+pub const COOKIE: &[u8; 8] = b"xdebugpy";
+
+/// One known shape of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// CPython 3.13 (pycore_runtime.h).
+    V3_13,
+    /// CPython 3.14 (pycore_debug_offsets.h): adds threads_main,
+    /// code_object_generation, tlbc_generation, stackpointer, tlbc_index,
+    /// co_tlbc, and the set, generator, llist and debugger sections.
+    V3_14,
+    /// CPython 3.15 (main): as 3.14, with thread_state extended by
+    /// base_frame and last_profiled_frame after current_frame and
+    /// holds_gil and gil_requested at its end. Untested: no 3.15 here.
+    V3_15,
+}
+
+const V3_13_FIELDS: &[&str] = &[
+    "version",
+    "free_threaded",
+    "runtime_state.size",
+    "runtime_state.finalizing",
+    "runtime_state.interpreters_head",
+    "interpreter_state.size",
+    "interpreter_state.id",
+    "interpreter_state.next",
+    "interpreter_state.threads_head",
+    "interpreter_state.gc",
+    "interpreter_state.imports_modules",
+    "interpreter_state.sysdict",
+    "interpreter_state.builtins",
+    "interpreter_state.ceval_gil",
+    "interpreter_state.gil_runtime_state",
+    "interpreter_state.gil_runtime_state_enabled",
+    "interpreter_state.gil_runtime_state_locked",
+    "interpreter_state.gil_runtime_state_holder",
+    "thread_state.size",
+    "thread_state.prev",
+    "thread_state.next",
+    "thread_state.interp",
+    "thread_state.current_frame",
+    "thread_state.thread_id",
+    "thread_state.native_thread_id",
+    "thread_state.datastack_chunk",
+    "thread_state.status",
+    "interpreter_frame.size",
+    "interpreter_frame.previous",
+    "interpreter_frame.executable",
+    "interpreter_frame.instr_ptr",
+    "interpreter_frame.localsplus",
+    "interpreter_frame.owner",
+    "code_object.size",
+    "code_object.filename",
+    "code_object.name",
+    "code_object.qualname",
+    "code_object.linetable",
+    "code_object.firstlineno",
+    "code_object.argcount",
+    "code_object.localsplusnames",
+    "code_object.localspluskinds",
+    "code_object.co_code_adaptive",
+    "pyobject.size",
+    "pyobject.ob_type",
+    "type_object.size",
+    "type_object.tp_name",
+    "type_object.tp_repr",
+    "type_object.tp_flags",
+    "tuple_object.size",
+    "tuple_object.ob_item",
+    "tuple_object.ob_size",
+    "list_object.size",
+    "list_object.ob_item",
+    "list_object.ob_size",
+    "dict_object.size",
+    "dict_object.ma_keys",
+    "dict_object.ma_values",
+    "float_object.size",
+    "float_object.ob_fval",
+    "long_object.size",
+    "long_object.lv_tag",
+    "long_object.ob_digit",
+    "bytes_object.size",
+    "bytes_object.ob_size",
+    "bytes_object.ob_sval",
+    "unicode_object.size",
+    "unicode_object.state",
+    "unicode_object.length",
+    "unicode_object.asciiobject_size",
+    "gc.size",
+    "gc.collecting",
+];
+
+const V3_14_FIELDS: &[&str] = &[
+    "version",
+    "free_threaded",
+    "runtime_state.size",
+    "runtime_state.finalizing",
+    "runtime_state.interpreters_head",
+    "interpreter_state.size",
+    "interpreter_state.id",
+    "interpreter_state.next",
+    "interpreter_state.threads_head",
+    "interpreter_state.threads_main",
+    "interpreter_state.gc",
+    "interpreter_state.imports_modules",
+    "interpreter_state.sysdict",
+    "interpreter_state.builtins",
+    "interpreter_state.ceval_gil",
+    "interpreter_state.gil_runtime_state",
+    "interpreter_state.gil_runtime_state_enabled",
+    "interpreter_state.gil_runtime_state_locked",
+    "interpreter_state.gil_runtime_state_holder",
+    "interpreter_state.code_object_generation",
+    "interpreter_state.tlbc_generation",
+    "thread_state.size",
+    "thread_state.prev",
+    "thread_state.next",
+    "thread_state.interp",
+    "thread_state.current_frame",
+    "thread_state.thread_id",
+    "thread_state.native_thread_id",
+    "thread_state.datastack_chunk",
+    "thread_state.status",
+    "interpreter_frame.size",
+    "interpreter_frame.previous",
+    "interpreter_frame.executable",
+    "interpreter_frame.instr_ptr",
+    "interpreter_frame.localsplus",
+    "interpreter_frame.owner",
+    "interpreter_frame.stackpointer",
+    "interpreter_frame.tlbc_index",
+    "code_object.size",
+    "code_object.filename",
+    "code_object.name",
+    "code_object.qualname",
+    "code_object.linetable",
+    "code_object.firstlineno",
+    "code_object.argcount",
+    "code_object.localsplusnames",
+    "code_object.localspluskinds",
+    "code_object.co_code_adaptive",
+    "code_object.co_tlbc",
+    "pyobject.size",
+    "pyobject.ob_type",
+    "type_object.size",
+    "type_object.tp_name",
+    "type_object.tp_repr",
+    "type_object.tp_flags",
+    "tuple_object.size",
+    "tuple_object.ob_item",
+    "tuple_object.ob_size",
+    "list_object.size",
+    "list_object.ob_item",
+    "list_object.ob_size",
+    "set_object.size",
+    "set_object.used",
+    "set_object.table",
+    "set_object.mask",
+    "dict_object.size",
+    "dict_object.ma_keys",
+    "dict_object.ma_values",
+    "float_object.size",
+    "float_object.ob_fval",
+    "long_object.size",
+    "long_object.lv_tag",
+    "long_object.ob_digit",
+    "bytes_object.size",
+    "bytes_object.ob_size",
+    "bytes_object.ob_sval",
+    "unicode_object.size",
+    "unicode_object.state",
+    "unicode_object.length",
+    "unicode_object.asciiobject_size",
+    "gc.size",
+    "gc.collecting",
+    "gen_object.size",
+    "gen_object.gi_name",
+    "gen_object.gi_iframe",
+    "gen_object.gi_frame_state",
+];
+
+impl TableFormat {
+    /// The table's fields after the cookie, in order.
+    pub fn fields(self) -> Vec<&'static str> {
+        match self {
+            TableFormat::V3_13 => V3_13_FIELDS.to_vec(),
+            TableFormat::V3_14 => V3_14_FIELDS.to_vec(),
+            TableFormat::V3_15 => {
+                let mut fields = V3_14_FIELDS.to_vec();
+                let at = fields
+                    .iter()
+                    .position(|f| *f == "thread_state.current_frame")
+                    .expect("3.14 table lists current_frame")
+                    + 1;
+                fields.insert(at, "thread_state.base_frame");
+                fields.insert(at + 1, "thread_state.last_profiled_frame");
+                let end = fields
+                    .iter()
+                    .position(|f| *f == "thread_state.status")
+                    .expect("3.14 table lists status")
+                    + 1;
+                fields.insert(end, "thread_state.holds_gil");
+                fields.insert(end + 1, "thread_state.gil_requested");
+                fields
+            }
+        }
+    }
+
+    /// Size in bytes of the table prefix pydeep reads.
+    pub fn byte_len(self) -> usize {
+        COOKIE.len() + 8 * self.fields().len()
+    }
+}
+
+/// The parsed table: field name to value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugTable {
+    values: Vec<(&'static str, u64)>,
+}
+
+impl DebugTable {
+    /// Parses `bytes` (the start of `_PyRuntime`) in `format`, checking the
+    /// cookie. Values are not validated here; see [`DebugTable::validate`].
+    pub fn parse(bytes: &[u8], format: TableFormat) -> Result<DebugTable, String> {
+        if bytes.len() < format.byte_len() {
+            return Err(format!(
+                "table truncated: {} of {} bytes",
+                bytes.len(),
+                format.byte_len()
+            ));
+        }
+        if &bytes[..8] != COOKIE {
+            return Err(format!(
+                "cookie is {:?}, expected \"xdebugpy\"",
+                String::from_utf8_lossy(&bytes[..8])
+            ));
+        }
+        let values = format
+            .fields()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let at = 8 + 8 * i;
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&bytes[at..at + 8]);
+                (name, u64::from_le_bytes(word))
+            })
+            .collect();
+        Ok(DebugTable { values })
+    }
+
+    /// The value of `name` (0 if the format has no such field).
+    pub fn get(&self, name: &str) -> u64 {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.values.iter().any(|(n, _)| *n == name)
+    }
+
+    /// Checks the table describes `version` and that every offset is sane:
+    /// section sizes within bounds and every field inside its section.
+    pub fn validate(&self, version: &PythonVersion) -> Result<(), String> {
+        let hex = self.get("version");
+        let (major, minor) = ((hex >> 24) & 0xff, (hex >> 16) & 0xff);
+        if (major, minor) != (u64::from(version.major), u64::from(version.minor)) {
+            return Err(format!(
+                "table is for version 0x{hex:08x} ({major}.{minor}), target reports {version}"
+            ));
+        }
+        if self.get("free_threaded") > 1 {
+            return Err(format!(
+                "free_threaded is {}, expected 0 or 1",
+                self.get("free_threaded")
+            ));
+        }
+        // (section, smallest plausible size, largest plausible size)
+        let bounds: &[(&str, u64, u64)] = &[
+            ("runtime_state", 64, 1 << 24),
+            ("interpreter_state", 64, 1 << 24),
+            ("thread_state", 64, 1 << 16),
+            ("interpreter_frame", 40, 512),
+            ("code_object", 64, 1024),
+            ("pyobject", 16, 64),
+            ("type_object", 128, 2048),
+            ("tuple_object", 24, 128),
+            ("list_object", 24, 128),
+            ("dict_object", 24, 128),
+            ("unicode_object", 24, 256),
+        ];
+        for (section, low, high) in bounds {
+            let size = self.get(&format!("{section}.size"));
+            if size < *low || size > *high {
+                return Err(format!("{section}.size is {size}, outside {low}..={high}"));
+            }
+            let prefix = format!("{section}.");
+            for (name, value) in &self.values {
+                if !name.starts_with(&prefix) || name.ends_with(".size") {
+                    continue;
+                }
+                // gil_runtime_state_enabled is 0 outside free-threaded
+                // builds; co_code_adaptive is the trailing flexible array.
+                if *value > size {
+                    return Err(format!("{name} is {value}, beyond {section}.size {size}"));
+                }
+            }
+        }
+        let gil = self.get("interpreter_state.gil_runtime_state");
+        for field in [
+            "interpreter_state.gil_runtime_state_locked",
+            "interpreter_state.gil_runtime_state_holder",
+        ] {
+            if self.get(field) < gil {
+                return Err(format!("{field} lies before gil_runtime_state"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The table in pydeep's offsets vocabulary.
+    pub fn to_offsets(&self, version: &PythonVersion) -> Offsets {
+        let some = |name: &str| self.has(name).then(|| self.get(name));
+        let gil = self.get("interpreter_state.gil_runtime_state");
+        let mut o = generated::EMPTY;
+        o.version = (version.major, version.minor, version.patch);
+        o.runtime_interpreters_head = some("runtime_state.interpreters_head");
+        o.interpreter_size = some("interpreter_state.size");
+        o.interpreter_id = some("interpreter_state.id");
+        o.interpreter_next = some("interpreter_state.next");
+        o.interpreter_threads_head = some("interpreter_state.threads_head");
+        o.interpreter_gc = some("interpreter_state.gc");
+        o.interpreter_modules = some("interpreter_state.imports_modules");
+        o.interpreter_sysdict = some("interpreter_state.sysdict");
+        o.interpreter_builtins = some("interpreter_state.builtins");
+        o.interpreter_ceval_gil = some("interpreter_state.ceval_gil");
+        // The table gives offsets of _gil.locked inside the interpreter;
+        // the walker follows ceval.gil (which may point at the main
+        // interpreter's _gil), so keep them relative to the GIL struct.
+        o.gil_locked = some("interpreter_state.gil_runtime_state_locked").map(|v| v - gil);
+        o.gil_last_holder = some("interpreter_state.gil_runtime_state_holder").map(|v| v - gil);
+        o.thread_size = some("thread_state.size");
+        o.thread_prev = some("thread_state.prev");
+        o.thread_next = some("thread_state.next");
+        o.thread_interp = some("thread_state.interp");
+        o.thread_current_frame = some("thread_state.current_frame");
+        o.thread_thread_id = some("thread_state.thread_id");
+        o.thread_native_thread_id = some("thread_state.native_thread_id");
+        o.thread_datastack_chunk = some("thread_state.datastack_chunk");
+        o.interpreter_frame_size = some("interpreter_frame.size");
+        o.interpreter_frame_previous = some("interpreter_frame.previous");
+        o.interpreter_frame_f_executable = some("interpreter_frame.executable");
+        o.interpreter_frame_instr_ptr = some("interpreter_frame.instr_ptr");
+        o.interpreter_frame_localsplus = some("interpreter_frame.localsplus");
+        o.interpreter_frame_owner = some("interpreter_frame.owner");
+        o.code_size = some("code_object.size");
+        o.code_co_filename = some("code_object.filename");
+        o.code_co_name = some("code_object.name");
+        o.code_co_qualname = some("code_object.qualname");
+        o.code_co_linetable = some("code_object.linetable");
+        o.code_co_firstlineno = some("code_object.firstlineno");
+        o.code_co_argcount = some("code_object.argcount");
+        o.code_co_localsplusnames = some("code_object.localsplusnames");
+        o.code_co_localspluskinds = some("code_object.localspluskinds");
+        o.code_co_code_adaptive = some("code_object.co_code_adaptive");
+        o.object_ob_type = some("pyobject.ob_type");
+        o.type_size = some("type_object.size");
+        o.type_tp_name = some("type_object.tp_name");
+        o.type_tp_flags = some("type_object.tp_flags");
+        o.tuple_ob_item = some("tuple_object.ob_item");
+        o.var_object_ob_size = some("tuple_object.ob_size");
+        o.list_ob_item = some("list_object.ob_item");
+        o.dict_ma_keys = some("dict_object.ma_keys");
+        o.dict_ma_values = some("dict_object.ma_values");
+        o.float_ob_fval = some("float_object.ob_fval");
+        o.long_lv_tag = some("long_object.lv_tag");
+        o.long_ob_digit = some("long_object.ob_digit");
+        o.bytes_ob_sval = some("bytes_object.ob_sval");
+        o.unicode_state = some("unicode_object.state");
+        o.unicode_length = some("unicode_object.length");
+        o.unicode_ascii_size = some("unicode_object.asciiobject_size");
+        o.gc_state_collecting = some("gc.collecting");
+        o.generator_gi_name = some("gen_object.gi_name");
+        o.generator_gi_iframe = some("gen_object.gi_iframe");
+        o.generator_gi_frame_state = some("gen_object.gi_frame_state");
+        o
+    }
+}
+
+/// Reads, validates and converts the target's table. For a version whose
+/// headers were also available to the generator (3.13), fields the table
+/// lacks (co_consts, dict internals, ...) are taken from the generated table
+/// only if every field both provide agrees, i.e. the target's build has the
+/// layout the headers describe.
+pub fn read(
+    memory: &dyn RemoteMemory,
+    runtime_address: u64,
+    format: TableFormat,
+    version: &PythonVersion,
+) -> Result<Offsets, LayoutError> {
+    let bad = |reason: String| LayoutError::BadDebugOffsets {
+        version: version.clone(),
+        reason,
+    };
+    let mut bytes = vec![0u8; format.byte_len()];
+    memory
+        .read(runtime_address, &mut bytes)
+        .map_err(|e| bad(format!("reading _PyRuntime: {e}")))?;
+    let table = DebugTable::parse(&bytes, format).map_err(bad)?;
+    table.validate(version).map_err(bad)?;
+    let mut offsets = table.to_offsets(version);
+    supplement(&mut offsets);
+    Ok(offsets)
+}
+
+/// Fills fields the debug table lacks from a generated table of the same
+/// minor version, if all the fields both know agree.
+pub fn supplement(offsets: &mut Offsets) {
+    let Some(generated) = generated::ALL
+        .iter()
+        .find(|g| (g.version.0, g.version.1) == (offsets.version.0, offsets.version.1))
+    else {
+        return;
+    };
+    let agree = offsets
+        .fields()
+        .iter()
+        .zip(generated.fields())
+        .all(|((_, ours), (_, theirs))| ours.is_none() || theirs.is_none() || *ours == theirs);
+    if agree {
+        offsets.fill_missing_from(generated);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a 3.13 table from the generated 3.13 offsets, as the target's
+    /// `_Py_DebugOffsets_INIT` would: each table field takes the generated
+    /// value of the offsets field `to_offsets` maps it to.
+    fn table_3_13(version_hex: u64) -> Vec<u8> {
+        let g = generated::CPYTHON_3_13;
+        let fields = TableFormat::V3_13.fields();
+        let gil_base = 4096u64;
+        let probe = |name: &str| -> Option<u64> {
+            let mut bytes = COOKIE.to_vec();
+            for field in &fields {
+                let value: u64 = if *field == name { 0x5a5a } else { 0 };
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+            let offsets = DebugTable::parse(&bytes, TableFormat::V3_13)
+                .unwrap()
+                .to_offsets(&v(13));
+            let index = offsets
+                .fields()
+                .iter()
+                .position(|(_, v)| *v == Some(0x5a5a))?;
+            g.fields()[index].1
+        };
+        let value = |name: &str| -> u64 {
+            match name {
+                "version" => version_hex,
+                "free_threaded" => 0,
+                "runtime_state.size" => 100_000,
+                "interpreter_state.gil_runtime_state" => gil_base,
+                "interpreter_state.gil_runtime_state_locked" => gil_base + g.gil_locked.unwrap(),
+                "interpreter_state.gil_runtime_state_holder" => {
+                    gil_base + g.gil_last_holder.unwrap()
+                }
+                "pyobject.size" => 16,
+                "tuple_object.size" => 32,
+                "list_object.size" => 40,
+                "dict_object.size" => 48,
+                "unicode_object.size" => 72,
+                _ if name.ends_with(".size") && probe(name).is_none() => 64,
+                _ => probe(name).unwrap_or(0),
+            }
+        };
+        let mut bytes = COOKIE.to_vec();
+        for name in &fields {
+            bytes.extend_from_slice(&value(name).to_le_bytes());
+        }
+        bytes
+    }
+
+    fn v(minor: u32) -> PythonVersion {
+        PythonVersion {
+            major: 3,
+            minor,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_well_formed_table_parses_validates_and_is_supplemented() {
+        let bytes = table_3_13(0x030d00f0);
+        let table = DebugTable::parse(&bytes, TableFormat::V3_13).unwrap();
+        table.validate(&v(13)).unwrap();
+        let mut offsets = table.to_offsets(&v(13));
+        assert_eq!(offsets.gil_locked, generated::CPYTHON_3_13.gil_locked);
+        assert_eq!(offsets.code_co_consts, None);
+        supplement(&mut offsets);
+        assert_eq!(
+            offsets.code_co_consts,
+            generated::CPYTHON_3_13.code_co_consts
+        );
+    }
+
+    #[test]
+    fn a_table_for_another_version_or_with_a_bad_cookie_is_refused() {
+        let bytes = table_3_13(0x030d00f0);
+        let table = DebugTable::parse(&bytes, TableFormat::V3_13).unwrap();
+        assert!(table.validate(&v(14)).unwrap_err().contains("3.13"));
+        let mut broken = bytes.clone();
+        broken[0] = b'y';
+        assert!(DebugTable::parse(&broken, TableFormat::V3_13)
+            .unwrap_err()
+            .contains("cookie"));
+        assert!(DebugTable::parse(&bytes[..40], TableFormat::V3_13).is_err());
+    }
+
+    #[test]
+    fn an_offset_beyond_its_struct_is_refused() {
+        let mut bytes = table_3_13(0x030d00f0);
+        let index = TableFormat::V3_13
+            .fields()
+            .iter()
+            .position(|f| *f == "interpreter_frame.owner")
+            .unwrap();
+        bytes[8 + 8 * index..16 + 8 * index].copy_from_slice(&4000u64.to_le_bytes());
+        let table = DebugTable::parse(&bytes, TableFormat::V3_13).unwrap();
+        assert!(table.validate(&v(13)).unwrap_err().contains("owner"));
+    }
+
+    #[test]
+    fn disagreeing_generated_tables_are_not_mixed_in() {
+        let bytes = table_3_13(0x030d00f0);
+        let mut offsets = DebugTable::parse(&bytes, TableFormat::V3_13)
+            .unwrap()
+            .to_offsets(&v(13));
+        offsets.code_co_filename = Some(offsets.code_co_filename.unwrap() + 8);
+        supplement(&mut offsets);
+        assert_eq!(offsets.code_co_consts, None);
+    }
+
+    #[test]
+    fn later_formats_extend_the_3_13_table() {
+        assert!(TableFormat::V3_14.fields().len() > TableFormat::V3_13.fields().len());
+        let v15 = TableFormat::V3_15.fields();
+        let at = |name: &str| v15.iter().position(|f| *f == name).unwrap();
+        assert_eq!(
+            at("thread_state.base_frame"),
+            at("thread_state.current_frame") + 1
+        );
+        assert_eq!(at("thread_state.holds_gil"), at("thread_state.status") + 1);
+    }
+}

@@ -1,0 +1,338 @@
+//! CPython versions and their memory layouts, in one place.
+//!
+//! [`semantics_for`] is the only table from a CPython minor version to how
+//! pydeep reads it: which frame family, what the instruction pointer means,
+//! and where the offsets come from (a generated table for 3.9–3.12, the
+//! target's own `_Py_DebugOffsets` for 3.13+). Everything downstream (the
+//! walker, the object and code readers) works from the resulting [`Layout`]
+//! and never matches on the version.
+
+pub mod code;
+pub mod debug_offsets;
+#[rustfmt::skip]
+#[allow(clippy::all)]
+pub mod generated;
+pub mod objects;
+
+pub use generated::Offsets;
+
+use crate::memory::RemoteMemory;
+
+/// A CPython version with its build flavour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct PythonVersion {
+    /// 3.
+    pub major: u32,
+    /// The minor version: 9 for 3.9.
+    pub minor: u32,
+    /// The patch (micro) version.
+    pub patch: u32,
+    /// Release level and serial: "" for a final release, "rc1", "a3", ...
+    pub release: String,
+    /// Built with `--disable-gil` (3.13t and later).
+    pub free_threaded: bool,
+    /// Built with `--with-pydebug`.
+    pub debug_build: bool,
+}
+
+impl std::fmt::Display for PythonVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}{}",
+            self.major, self.minor, self.patch, self.release
+        )?;
+        if self.free_threaded {
+            write!(f, " (free-threaded)")?;
+        }
+        if self.debug_build {
+            write!(f, " (debug build)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which kind of frame a version keeps on its call stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// 3.9/3.10: heap `PyFrameObject`s chained by `f_back`.
+    FrameObject,
+    /// 3.11+: `_PyInterpreterFrame`s in per-thread data-stack chunks (or
+    /// inside generator objects), chained by `previous`.
+    InterpreterFrame,
+}
+
+/// What a frame's instruction field means, and how it becomes the byte
+/// offset `frame.f_lasti` reports in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstructionPointer {
+    /// 3.9: `f_lasti` is already a byte offset.
+    LastiBytes,
+    /// 3.10: `f_lasti` counts 2-byte code units (Objects/frameobject.c
+    /// `frame_getlasti` multiplies by `sizeof(_Py_CODEUNIT)`).
+    LastiCodeUnits,
+    /// 3.11/3.12: `prev_instr` points at the code unit before the next
+    /// instruction; `f_lasti` is `prev_instr - _PyCode_CODE(code)` in bytes.
+    PrevInstr,
+    /// 3.13+: `instr_ptr` points at the instruction executing (or about to
+    /// begin); `f_lasti` is `instr_ptr - _PyCode_CODE(code)` in bytes.
+    InstrPtr,
+}
+
+/// Where a version's offsets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetsSource {
+    /// A table generated from the version's headers (agent/tools).
+    Generated(&'static Offsets),
+    /// The target's own `_Py_DebugOffsets`, parsed with this format.
+    DebugOffsets(debug_offsets::TableFormat),
+}
+
+/// How pydeep reads one CPython minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Semantics {
+    /// The frame family.
+    pub frame_kind: FrameKind,
+    /// What the frame's instruction field means.
+    pub instruction: InstructionPointer,
+    /// Low bits to clear from `f_executable` (3.14 made it a tagged
+    /// `_PyStackRef`, pycore_stackref.h).
+    pub executable_tag_mask: u64,
+    /// Frames whose `owner` is at least this are interpreter shims (3.12's
+    /// entry trampoline `FRAME_OWNED_BY_CSTACK`, 3.14's
+    /// `FRAME_OWNED_BY_INTERPRETER`), not Python code.
+    pub shim_owner_from: Option<u8>,
+    /// `FRAME_OWNED_BY_GENERATOR`.
+    pub owned_by_generator: u8,
+    /// Where the offsets come from.
+    pub offsets: OffsetsSource,
+    /// False for versions written from headers but never run here.
+    pub tested: bool,
+}
+
+/// The one table from CPython minor version to how it is read.
+pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
+    use debug_offsets::TableFormat;
+    use InstructionPointer::*;
+    let frame_object = |instruction, table| Semantics {
+        frame_kind: FrameKind::FrameObject,
+        instruction,
+        executable_tag_mask: 0,
+        shim_owner_from: None,
+        owned_by_generator: 1,
+        offsets: OffsetsSource::Generated(table),
+        tested: true,
+    };
+    let interpreter_frame = |instruction, shim, tag, offsets, tested| Semantics {
+        frame_kind: FrameKind::InterpreterFrame,
+        instruction,
+        executable_tag_mask: tag,
+        shim_owner_from: shim,
+        owned_by_generator: 1,
+        offsets,
+        tested,
+    };
+    if major != 3 {
+        return None;
+    }
+    Some(match minor {
+        9 => frame_object(LastiBytes, &generated::CPYTHON_3_9),
+        10 => frame_object(LastiCodeUnits, &generated::CPYTHON_3_10),
+        11 => interpreter_frame(
+            PrevInstr,
+            None,
+            0,
+            OffsetsSource::Generated(&generated::CPYTHON_3_11),
+            true,
+        ),
+        12 => interpreter_frame(
+            PrevInstr,
+            Some(3),
+            0,
+            OffsetsSource::Generated(&generated::CPYTHON_3_12),
+            true,
+        ),
+        13 => interpreter_frame(
+            InstrPtr,
+            Some(3),
+            0,
+            OffsetsSource::DebugOffsets(TableFormat::V3_13),
+            true,
+        ),
+        14 => interpreter_frame(
+            InstrPtr,
+            Some(3),
+            3,
+            OffsetsSource::DebugOffsets(TableFormat::V3_14),
+            false,
+        ),
+        15 => interpreter_frame(
+            InstrPtr,
+            Some(3),
+            3,
+            OffsetsSource::DebugOffsets(TableFormat::V3_15),
+            false,
+        ),
+        _ => return None,
+    })
+}
+
+/// Everything needed to read one target: its version, how that version is
+/// read, and the offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The target's version.
+    pub version: PythonVersion,
+    /// How the version is read.
+    pub semantics: Semantics,
+    /// Offsets and sizes (`None` where the field does not exist or is not
+    /// known for this target).
+    pub offsets: Offsets,
+}
+
+/// Why no layout could be built for a target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// No table or debug-offsets format for this version.
+    #[error("CPython {0} is not supported (pydeep reads 3.9 to 3.15)")]
+    Unsupported(PythonVersion),
+    /// The free-threaded build keeps per-thread bytecode copies pydeep does
+    /// not read yet.
+    #[error("free-threaded CPython {0} is not supported yet")]
+    FreeThreaded(PythonVersion),
+    /// `_Py_DebugOffsets` in the target is missing or fails validation.
+    #[error("CPython {version}: the target's _Py_DebugOffsets table is unusable: {reason}")]
+    BadDebugOffsets {
+        /// The version detected.
+        version: PythonVersion,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A field the walker needs is absent from the offsets.
+    #[error("CPython {version}: offset of {field} unknown")]
+    MissingField {
+        /// The version.
+        version: PythonVersion,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+impl Layout {
+    /// Builds the layout of a target of `version` whose `_PyRuntime` is at
+    /// `runtime_address` (read for 3.13+, where the offsets live there).
+    pub fn load(
+        version: &PythonVersion,
+        memory: &dyn RemoteMemory,
+        runtime_address: u64,
+    ) -> Result<Layout, LayoutError> {
+        let semantics = semantics_for(version.major, version.minor)
+            .ok_or_else(|| LayoutError::Unsupported(version.clone()))?;
+        if version.free_threaded {
+            return Err(LayoutError::FreeThreaded(version.clone()));
+        }
+        let offsets = match semantics.offsets {
+            OffsetsSource::Generated(table) => *table,
+            OffsetsSource::DebugOffsets(format) => {
+                debug_offsets::read(memory, runtime_address, format, version)?
+            }
+        };
+        let layout = Layout {
+            version: version.clone(),
+            semantics,
+            offsets,
+        };
+        layout.check_required()?;
+        Ok(layout)
+    }
+
+    /// Fails naming the first field the stack walker cannot do without.
+    pub fn check_required(&self) -> Result<(), LayoutError> {
+        let o = &self.offsets;
+        let mut required: Vec<(&'static str, Option<u64>)> = vec![
+            ("runtime.interpreters_head", o.runtime_interpreters_head),
+            ("interpreter.next", o.interpreter_next),
+            ("interpreter.threads_head", o.interpreter_threads_head),
+            ("thread.next", o.thread_next),
+            ("thread.thread_id", o.thread_thread_id),
+            ("code.co_filename", o.code_co_filename),
+            ("code.co_name", o.code_co_name),
+            ("code.co_firstlineno", o.code_co_firstlineno),
+            ("object.ob_type", o.object_ob_type),
+        ];
+        match self.semantics.frame_kind {
+            FrameKind::FrameObject => required.extend([
+                ("thread.frame", o.thread_frame),
+                ("frame.f_back", o.frame_object_f_back),
+                ("frame.f_code", o.frame_object_f_code),
+                ("frame.f_lasti", o.frame_object_f_lasti),
+                ("code.co_code", o.code_co_code),
+            ]),
+            FrameKind::InterpreterFrame => required.extend([
+                ("interpreter_frame.size", o.interpreter_frame_size),
+                ("interpreter_frame.previous", o.interpreter_frame_previous),
+                (
+                    "interpreter_frame.f_executable",
+                    o.interpreter_frame_f_executable
+                        .or(o.interpreter_frame_f_code),
+                ),
+                (
+                    "interpreter_frame.instr_ptr",
+                    o.interpreter_frame_instr_ptr
+                        .or(o.interpreter_frame_prev_instr),
+                ),
+                ("interpreter_frame.owner", o.interpreter_frame_owner),
+                ("code.co_code_adaptive", o.code_co_code_adaptive),
+                (
+                    "thread.current_frame",
+                    o.thread_current_frame.or(o.thread_cframe),
+                ),
+            ]),
+        }
+        for (field, value) in required {
+            if value.is_none() {
+                return Err(LayoutError::MissingField {
+                    version: self.version.clone(),
+                    field,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_minor_version_has_semantics_and_older_ones_do_not() {
+        for minor in 9..=15 {
+            assert!(semantics_for(3, minor).is_some(), "3.{minor}");
+        }
+        assert!(semantics_for(3, 8).is_none());
+        assert!(semantics_for(3, 16).is_none());
+        assert!(semantics_for(2, 7).is_none());
+    }
+
+    #[test]
+    fn generated_tables_match_the_version_they_serve() {
+        for minor in 9..=12 {
+            let semantics = semantics_for(3, minor).unwrap();
+            let OffsetsSource::Generated(table) = semantics.offsets else {
+                panic!("3.{minor} should use a generated table");
+            };
+            assert_eq!((table.version.0, table.version.1), (3, minor));
+            let layout = Layout {
+                version: PythonVersion {
+                    major: 3,
+                    minor,
+                    ..Default::default()
+                },
+                semantics,
+                offsets: *table,
+            };
+            layout.check_required().unwrap();
+        }
+    }
+}

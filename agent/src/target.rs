@@ -1,0 +1,545 @@
+//! An attached CPython process: discovery (through py-spy's library),
+//! layout, samples, code objects and thread names.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+
+use crate::cpython::code::{CodeFingerprint, CodeObject};
+use crate::cpython::objects::{ObjectError, ObjectReader};
+use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
+use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
+use crate::walker::{sample_interpreters, ThreadSample, WalkError, WalkOptions};
+
+/// Advice printed with every permission error.
+pub const PERMISSION_ADVICE: &str = "reading another process needs ptrace permission: run pydeep \
+as root (sudo), or grant it CAP_SYS_PTRACE (`sudo setcap cap_sys_ptrace+ep $(which pydeep)`); \
+with kernel.yama.ptrace_scope=1 only a parent may trace its child unless you have CAP_SYS_PTRACE \
+(`sudo sysctl kernel.yama.ptrace_scope=0` relaxes it); in Docker, start the container with \
+`docker run --cap-add SYS_PTRACE`";
+
+/// Why attaching to a process failed. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// No process has this pid.
+    #[error("no process with pid {pid}: check the pid (ps aux | grep python)")]
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// The kernel refused access.
+    #[error("permission denied attaching to process {pid}: {advice}")]
+    PermissionDenied {
+        /// The pid asked for.
+        pid: i32,
+        /// What to do about it.
+        advice: String,
+    },
+    /// The process is not running CPython.
+    #[error(
+        "process {pid} ({exe}) is not a Python process: no CPython interpreter found in its memory"
+    )]
+    NotPython {
+        /// The pid asked for.
+        pid: i32,
+        /// Its executable.
+        exe: String,
+    },
+    /// A CPython version pydeep cannot read.
+    #[error("process {pid} runs CPython {version}, which pydeep does not support ({reason}); supported: 3.9 to 3.15")]
+    UnsupportedVersion {
+        /// The pid asked for.
+        pid: i32,
+        /// The version found.
+        version: String,
+        /// Why it is not supported.
+        reason: String,
+    },
+    /// The process exited while pydeep attached.
+    #[error("process {pid} exited while pydeep was attaching")]
+    TargetExited {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// Anything else, with what was tried.
+    #[error("could not attach to process {pid}: {detail}")]
+    Other {
+        /// The pid asked for.
+        pid: i32,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Why a read of an attached process failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A memory read failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The walk could not start.
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    /// An object could not be read.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The process has exited.
+    #[error("process {pid} has exited")]
+    TargetExited {
+        /// The target's pid.
+        pid: i32,
+    },
+    /// Pausing the process failed.
+    #[error("could not pause process {pid}: {detail}")]
+    Pause {
+        /// The target's pid.
+        pid: i32,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Identifies a distinct code object for the life of a [`Target`]: a code
+/// object freed and replaced by another at the same address gets a new id.
+pub type CodeId = u64;
+
+struct CachedCode {
+    id: CodeId,
+    code: CodeObject,
+    fingerprint: CodeFingerprint,
+    validated: u64,
+}
+
+/// Keeps the target stopped while alive (for `--blocking` samples).
+pub struct PauseGuard {
+    _lock: remoteprocess::Lock,
+    paused: Rc<Cell<u32>>,
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        self.paused.set(self.paused.get().saturating_sub(1));
+    }
+}
+
+/// glibc x86-64 keeps the kernel tid in `struct pthread` at this offset
+/// (nptl/descr.h: after the 704-byte TCB header and a list head). Only
+/// used on 3.9/3.10, whose thread states lack native_thread_id; a value is
+/// accepted only if it names a thread of the target.
+const GLIBC_PTHREAD_TID_OFFSET: u64 = 0x2d0;
+
+/// An attached CPython process.
+pub struct Target {
+    pid: i32,
+    memory: LiveMemory,
+    layout: Layout,
+    runtime_address: u64,
+    process: remoteprocess::Process,
+    options: WalkOptions,
+    codes: HashMap<u64, CachedCode>,
+    next_code_id: CodeId,
+    generation: u64,
+    paused: Rc<Cell<u32>>,
+    stat_files: HashMap<u64, File>,
+    tasks: Vec<u64>,
+}
+
+impl Target {
+    /// Attaches to CPython process `pid`: finds the interpreter and its
+    /// version (py-spy's library), then builds the layout. The target keeps
+    /// running.
+    pub fn attach(pid: i32) -> Result<Target, AttachError> {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid <= 0 {
+            return Err(AttachError::NoSuchProcess { pid });
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        let process =
+            remoteprocess::Process::new(pid).map_err(|e| classify(pid, &exe, &e.to_string()))?;
+        let info = py_spy::python_process_info::PythonProcessInfo::new(&process)
+            .map_err(|e| classify(pid, &exe, &format!("{e:#}")))?;
+        let runtime = info.get_symbol("_PyRuntime").copied();
+        let has_python = runtime.is_some()
+            || info.get_symbol("Py_Version").is_some()
+            || info.libpython_binary.is_some();
+        let memory = LiveMemory::new(pid);
+        // Probe access before anything else, so a permission problem is
+        // reported as one rather than as "not Python".
+        if let Some(address) = runtime {
+            match read_u64(&memory, address) {
+                Err(MemoryError::PermissionDenied { .. }) => {
+                    return Err(AttachError::PermissionDenied {
+                        pid,
+                        advice: PERMISSION_ADVICE.into(),
+                    })
+                }
+                Err(MemoryError::ProcessGone { .. }) => {
+                    return Err(AttachError::TargetExited { pid })
+                }
+                _ => {}
+            }
+        }
+        let found = match py_spy::python_process_info::get_python_version(&info, &process) {
+            Ok(version) => version,
+            Err(e) if !has_python => {
+                let _ = e;
+                return Err(AttachError::NotPython { pid, exe });
+            }
+            Err(e) => return Err(classify(pid, &exe, &format!("{e:#}"))),
+        };
+        let mut version = PythonVersion {
+            major: found.major as u32,
+            minor: found.minor as u32,
+            patch: found.patch as u32,
+            release: found.release_flags.clone(),
+            free_threaded: false,
+            debug_build: false,
+        };
+        let Some(runtime_address) = runtime else {
+            return Err(AttachError::Other {
+                pid,
+                detail: format!(
+                    "CPython {version} found, but its _PyRuntime symbol is not (stripped binary?)"
+                ),
+            });
+        };
+        if version.major == 3 && version.minor >= 13 {
+            // free_threaded is the third word of _Py_DebugOffsets.
+            if let Ok(flag) = read_u64(&memory, runtime_address + 16) {
+                let mut cookie = [0u8; 8];
+                if memory.read(runtime_address, &mut cookie).is_ok()
+                    && &cookie == debug_offsets::COOKIE
+                {
+                    version.free_threaded = flag == 1;
+                }
+            }
+        }
+        let layout = Layout::load(&version, &memory, runtime_address).map_err(|e| match e {
+            LayoutError::Unsupported(_) | LayoutError::FreeThreaded(_) => {
+                AttachError::UnsupportedVersion {
+                    pid,
+                    version: version.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+            other => AttachError::Other {
+                pid,
+                detail: other.to_string(),
+            },
+        })?;
+        Ok(Target {
+            pid,
+            memory,
+            layout,
+            runtime_address,
+            process,
+            options: WalkOptions::default(),
+            codes: HashMap::new(),
+            next_code_id: 1,
+            generation: 0,
+            paused: Rc::new(Cell::new(0)),
+            stat_files: HashMap::new(),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// The target's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The target's CPython version.
+    pub fn python_version(&self) -> PythonVersion {
+        self.layout.version.clone()
+    }
+
+    /// The layout in use (offsets and per-version semantics).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The target's memory (for readers built on this crate).
+    pub fn memory(&self) -> &dyn RemoteMemory {
+        &self.memory
+    }
+
+    /// Address of `_PyRuntime` in the target.
+    pub fn runtime_address(&self) -> u64 {
+        self.runtime_address
+    }
+
+    /// Walk options (depth limit, shims); see [`WalkOptions`].
+    pub fn set_walk_options(&mut self, options: WalkOptions) {
+        self.options = options;
+    }
+
+    /// Number of `process_vm_readv` calls made so far.
+    pub fn read_calls(&self) -> u64 {
+        self.memory.read_calls()
+    }
+
+    /// Samples every thread of every interpreter into `out` (cleared
+    /// first). While a [`PauseGuard`] is alive the torn-read check is
+    /// skipped, since nothing can change.
+    pub fn sample_threads(&mut self, out: &mut Vec<ThreadSample>) -> Result<(), ReadError> {
+        self.generation += 1;
+        let mut options = self.options;
+        options.check_torn = options.check_torn && self.paused.get() == 0;
+        let result = sample_interpreters(
+            &self.memory,
+            &self.layout,
+            self.runtime_address,
+            &options,
+            out,
+        );
+        if let Err(e) = result {
+            if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+                return Err(ReadError::TargetExited { pid: self.pid });
+            }
+            return Err(e.into());
+        }
+        for thread in out.iter_mut() {
+            if thread.native_id == 0 && self.layout.semantics.frame_kind == FrameKind::FrameObject {
+                thread.native_id = self.native_id_from_pthread(thread.thread_id);
+            }
+            thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
+            thread.active = self.thread_running(thread.native_id);
+        }
+        self.validate_codes(out);
+        Ok(())
+    }
+
+    /// Re-reads the fingerprint of every cached code object the sample
+    /// references (one batched read) and forgets those replaced by another
+    /// object at the same address.
+    fn validate_codes(&mut self, samples: &[ThreadSample]) {
+        let mut addresses: Vec<u64> = samples
+            .iter()
+            .flat_map(|t| t.frames.iter().map(|f| f.code_address))
+            .filter(|a| {
+                self.codes
+                    .get(a)
+                    .is_some_and(|c| c.validated != self.generation)
+            })
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if addresses.is_empty() {
+            return;
+        }
+        let reader = ObjectReader::new(&self.memory, &self.layout);
+        let len = reader.code_fingerprint_len();
+        let mut buffers = vec![vec![0u8; len]; addresses.len()];
+        let mut pieces: Vec<(u64, &mut [u8])> = addresses
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|(a, b)| (*a, &mut b[..]))
+            .collect();
+        let ok = self.memory.read_many(&mut pieces).is_ok();
+        let fingerprints: Vec<CodeFingerprint> =
+            buffers.iter().map(|b| reader.code_fingerprint(b)).collect();
+        for (address, fingerprint) in addresses.into_iter().zip(fingerprints) {
+            let still = ok
+                && self
+                    .codes
+                    .get(&address)
+                    .is_some_and(|c| c.fingerprint == fingerprint);
+            if still {
+                if let Some(entry) = self.codes.get_mut(&address) {
+                    entry.validated = self.generation;
+                }
+            } else {
+                self.codes.remove(&address);
+            }
+        }
+    }
+
+    /// The code object at `address`, read once and cached. A cached entry
+    /// not validated in the current sample is checked against the target
+    /// first, so a recycled address yields a new [`CodeId`].
+    pub fn code_object(&mut self, address: u64) -> Result<(CodeId, &CodeObject), ReadError> {
+        let reader = ObjectReader::new(&self.memory, &self.layout);
+        let fresh = match self.codes.get(&address) {
+            Some(entry) if entry.validated == self.generation => false,
+            Some(entry) => {
+                let mut header = vec![0u8; reader.code_fingerprint_len()];
+                self.memory.read(address, &mut header)?;
+                reader.code_fingerprint(&header) != entry.fingerprint
+            }
+            None => true,
+        };
+        if fresh {
+            let (code, fingerprint) = reader.code_object(address)?;
+            let id = self.next_code_id;
+            self.next_code_id += 1;
+            self.codes.insert(
+                address,
+                CachedCode {
+                    id,
+                    code,
+                    fingerprint,
+                    validated: self.generation,
+                },
+            );
+        }
+        let entry = self.codes.get_mut(&address).expect("just inserted");
+        entry.validated = self.generation;
+        Ok((entry.id, &entry.code))
+    }
+
+    /// Names of the target's threads as `threading` knows them, by
+    /// `thread_id` (`threading.get_ident()`), read from `threading._active`.
+    /// Empty if `threading` was never imported.
+    pub fn thread_names(&mut self) -> Result<HashMap<u64, String>, ReadError> {
+        let reader = ObjectReader::new(&self.memory, &self.layout);
+        let o = &self.layout.offsets;
+        let mut names = HashMap::new();
+        let (Some(head_at), Some(modules_at)) =
+            (o.runtime_interpreters_head, o.interpreter_modules)
+        else {
+            return Ok(names);
+        };
+        let mut interpreter = read_u64(&self.memory, self.runtime_address + head_at)?;
+        let mut seen = 0;
+        while interpreter != 0 && seen < 256 {
+            seen += 1;
+            let modules = read_u64(&self.memory, interpreter + modules_at)?;
+            if modules != 0 {
+                if let Some(threading) = reader.dict_get_str(modules, "threading")? {
+                    self.names_from_threading(&reader, threading, &mut names)?;
+                }
+            }
+            interpreter = match o.interpreter_next {
+                Some(at) => read_u64(&self.memory, interpreter + at)?,
+                None => 0,
+            };
+        }
+        Ok(names)
+    }
+
+    fn names_from_threading(
+        &self,
+        reader: &ObjectReader<'_>,
+        module: u64,
+        names: &mut HashMap<u64, String>,
+    ) -> Result<(), ReadError> {
+        let Some(dict_at) = self.layout.offsets.module_md_dict else {
+            return Ok(());
+        };
+        let globals = read_u64(&self.memory, module + dict_at)?;
+        let Some(active) = reader.dict_get_str(globals, "_active")? else {
+            return Ok(());
+        };
+        for (ident, thread) in reader.dict_items(active)? {
+            let Ok(ident) = reader.int(ident) else {
+                continue;
+            };
+            if let Ok(Some(name)) = reader.instance_attribute(thread, "_name") {
+                if let Ok(name) = reader.unicode(name) {
+                    names.insert(ident as u64, name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every thread of the target until the guard is dropped.
+    pub fn pause(&self) -> Result<PauseGuard, ReadError> {
+        let lock = self.process.lock().map_err(|e| ReadError::Pause {
+            pid: self.pid,
+            detail: format!("{e}; {PERMISSION_ADVICE}"),
+        })?;
+        self.paused.set(self.paused.get() + 1);
+        Ok(PauseGuard {
+            _lock: lock,
+            paused: self.paused.clone(),
+        })
+    }
+
+    /// The kernel tid of a 3.9/3.10 thread, read from glibc's `struct
+    /// pthread` (the pthread id is its address).
+    fn native_id_from_pthread(&mut self, pthread: u64) -> u64 {
+        let mut tid = [0u8; 4];
+        if pthread == 0
+            || self
+                .memory
+                .read(pthread + GLIBC_PTHREAD_TID_OFFSET, &mut tid)
+                .is_err()
+        {
+            return 0;
+        }
+        let tid = u64::from(u32::from_le_bytes(tid));
+        if !self.tasks.contains(&tid) {
+            self.tasks = list_tasks(self.pid);
+        }
+        if self.tasks.contains(&tid) {
+            tid
+        } else {
+            0
+        }
+    }
+
+    /// True if the kernel reports thread `tid` running (state `R`).
+    fn thread_running(&mut self, tid: u64) -> bool {
+        if tid == 0 {
+            return false;
+        }
+        let pid = self.pid;
+        let file = match self.stat_files.entry(tid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match File::open(format!("/proc/{pid}/task/{tid}/stat")) {
+                    Ok(f) => e.insert(f),
+                    Err(_) => return false,
+                }
+            }
+        };
+        let mut buf = [0u8; 512];
+        let Ok(n) = file.read_at(&mut buf, 0) else {
+            self.stat_files.remove(&tid);
+            return false;
+        };
+        // "pid (comm) S ...": the state follows the last ')'.
+        let text = &buf[..n];
+        let Some(close) = text.iter().rposition(|&b| b == b')') else {
+            return false;
+        };
+        text.get(close + 2) == Some(&b'R')
+    }
+}
+
+fn list_tasks(pid: i32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn classify(pid: i32, exe: &str, message: &str) -> AttachError {
+    let lower = message.to_lowercase();
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        AttachError::TargetExited { pid }
+    } else if lower.contains("permission denied") || lower.contains("operation not permitted") {
+        AttachError::PermissionDenied {
+            pid,
+            advice: PERMISSION_ADVICE.into(),
+        }
+    } else if lower.contains("python") && lower.contains("version") {
+        AttachError::UnsupportedVersion {
+            pid,
+            version: "unknown".into(),
+            reason: message.into(),
+        }
+    } else {
+        AttachError::Other {
+            pid,
+            detail: format!("{message} (executable {exe})"),
+        }
+    }
+}

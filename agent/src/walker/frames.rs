@@ -1,0 +1,263 @@
+//! Frame chains of both families: `PyFrameObject` (3.9/3.10) and
+//! `_PyInterpreterFrame` (3.11+).
+//!
+//! Both walks are capped (depth, bytes read per window), detect cycles, and
+//! treat anything implausible as the end of the chain (flagged `broken`),
+//! never as a reason to panic or loop.
+
+use std::collections::HashSet;
+
+use super::{FrameSample, WalkOptions};
+use crate::cpython::{InstructionPointer, Layout};
+use crate::memory::{field_u32, field_u64, field_u8, RemoteMemory};
+
+/// Largest data-stack window copied in one read.
+const MAX_WINDOW: u64 = 1 << 20;
+/// Window read below a frame whose chunk is unknown (an older chunk or a
+/// generator's frame): the frames of its callers usually sit just below.
+const SPECULATIVE_WINDOW: u64 = 8 << 10;
+
+/// Where the bytes of a frame came from: already-copied memory, so the
+/// walker can be fed the data-stack window read in a batch.
+#[derive(Debug, Default, Clone)]
+pub struct FrameSource {
+    windows: Vec<(u64, Vec<u8>)>,
+}
+
+impl FrameSource {
+    /// No prefetched memory.
+    pub fn new() -> FrameSource {
+        FrameSource::default()
+    }
+
+    /// Adds a copied range of target memory starting at `address`.
+    pub fn add_window(&mut self, address: u64, bytes: Vec<u8>) {
+        self.windows.push((address, bytes));
+    }
+
+    fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
+        self.windows.iter().find_map(|(start, bytes)| {
+            let offset = address.checked_sub(*start)?;
+            let end = offset.checked_add(len)?;
+            (end <= bytes.len() as u64).then(|| &bytes[offset as usize..end as usize])
+        })
+    }
+
+    /// The `len` bytes at `address`: from a window if one holds them,
+    /// otherwise read (with a window below them when `chunk` says where
+    /// the data stack starts).
+    fn header(
+        &mut self,
+        memory: &dyn RemoteMemory,
+        address: u64,
+        len: u64,
+        chunk: u64,
+    ) -> Option<Vec<u8>> {
+        if let Some(bytes) = self.find(address, len) {
+            return Some(bytes.to_vec());
+        }
+        let end = address.checked_add(len)?;
+        let start = if chunk != 0 && address >= chunk && end - chunk <= MAX_WINDOW {
+            chunk
+        } else {
+            end.saturating_sub(SPECULATIVE_WINDOW)
+                .max(address.min(end - len))
+        };
+        let mut bytes = vec![0u8; (end - start) as usize];
+        if memory.read(start, &mut bytes).is_ok() {
+            self.windows.push((start, bytes));
+            return self.find(address, len).map(<[u8]>::to_vec);
+        }
+        let mut exact = vec![0u8; len as usize];
+        memory.read(address, &mut exact).ok()?;
+        Some(exact)
+    }
+}
+
+/// The result of walking one thread's frame chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Frames, innermost first.
+    pub frames: Vec<FrameSample>,
+    /// More frames than the depth limit.
+    pub truncated: bool,
+    /// The chain ended on something implausible (unreadable, a cycle, a
+    /// garbage field): in a running target, a sign of a torn read.
+    pub broken: bool,
+    /// Innermost frame's address and the bytes of its header, for the
+    /// torn-read check.
+    pub top: Option<(u64, Vec<u8>)>,
+}
+
+/// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back`.
+pub fn walk_frame_objects(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    first: u64,
+    options: &WalkOptions,
+) -> Walk {
+    let o = &layout.offsets;
+    let (Some(back_at), Some(code_at), Some(lasti_at)) = (
+        o.frame_object_f_back,
+        o.frame_object_f_code,
+        o.frame_object_f_lasti,
+    ) else {
+        return Walk {
+            broken: true,
+            ..Walk::default()
+        };
+    };
+    let gen_at = o.frame_object_f_gen;
+    let len = [back_at, code_at, lasti_at, gen_at.unwrap_or(0)]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 8;
+    let mut walk = Walk::default();
+    let mut seen = HashSet::new();
+    let mut address = first;
+    let mut header = vec![0u8; len as usize];
+    while address != 0 {
+        if walk.frames.len() >= options.max_depth {
+            walk.truncated = true;
+            break;
+        }
+        if !address.is_multiple_of(8)
+            || !seen.insert(address)
+            || memory.read(address, &mut header).is_err()
+        {
+            walk.broken = true;
+            break;
+        }
+        if walk.top.is_none() {
+            walk.top = Some((address, header.clone()));
+        }
+        let code = field_u64(&header, code_at);
+        let lasti = field_u32(&header, lasti_at) as i32;
+        if code == 0 || !code.is_multiple_of(8) {
+            walk.broken = true;
+            break;
+        }
+        let offset = match layout.semantics.instruction {
+            InstructionPointer::LastiCodeUnits => lasti.saturating_mul(2),
+            _ => lasti,
+        };
+        walk.frames.push(FrameSample {
+            code_address: code,
+            instruction_offset: offset.max(0) as u32,
+            is_generator: gen_at.is_some_and(|at| field_u64(&header, at) != 0),
+            is_shim: false,
+        });
+        address = field_u64(&header, back_at);
+    }
+    walk
+}
+
+/// Walks 3.11+ `_PyInterpreterFrame`s from `current` along `previous`,
+/// serving frames from `source` (a copy of the data stack) where possible.
+/// `chunk` is the thread's current data-stack chunk (0 if unknown).
+pub fn walk_interpreter_frames(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    current: u64,
+    chunk: u64,
+    source: &mut FrameSource,
+    options: &WalkOptions,
+) -> Walk {
+    let o = &layout.offsets;
+    let s = &layout.semantics;
+    let (
+        Some(size),
+        Some(previous_at),
+        Some(code_at),
+        Some(instr_at),
+        Some(owner_at),
+        Some(co_code),
+    ) = (
+        o.interpreter_frame_size,
+        o.interpreter_frame_previous,
+        o.interpreter_frame_f_executable
+            .or(o.interpreter_frame_f_code),
+        o.interpreter_frame_instr_ptr
+            .or(o.interpreter_frame_prev_instr),
+        o.interpreter_frame_owner,
+        o.code_co_code_adaptive,
+    )
+    else {
+        return Walk {
+            broken: true,
+            ..Walk::default()
+        };
+    };
+    // Read only the header of each frame, not its locals and stack.
+    let len = [previous_at, code_at, instr_at]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 8;
+    let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
+    let mut walk = Walk::default();
+    let mut seen = HashSet::new();
+    let mut address = current;
+    // Frames are visited, including skipped shims, at most this often.
+    let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
+    while address != 0 {
+        if walk.frames.len() >= options.max_depth {
+            walk.truncated = true;
+            break;
+        }
+        budget = budget.saturating_sub(1);
+        if budget == 0 || !address.is_multiple_of(8) || !seen.insert(address) {
+            walk.broken = true;
+            break;
+        }
+        let Some(header) = source.header(memory, address, len, chunk) else {
+            walk.broken = true;
+            break;
+        };
+        let owner = field_u8(&header, owner_at);
+        let code = field_u64(&header, code_at) & !s.executable_tag_mask;
+        let instr = field_u64(&header, instr_at);
+        let previous = field_u64(&header, previous_at);
+        if walk.top.is_none() {
+            walk.top = Some((address, header));
+        }
+        // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
+        // version (pycore_frame.h); anything else is not a frame.
+        if owner > 4 {
+            walk.broken = true;
+            break;
+        }
+        let is_shim = s.shim_owner_from.is_some_and(|from| owner >= from);
+        if is_shim && !options.include_shims {
+            address = previous;
+            continue;
+        }
+        if code == 0 || !code.is_multiple_of(8) {
+            if is_shim {
+                address = previous;
+                continue;
+            }
+            walk.broken = true;
+            break;
+        }
+        let offset = instr.wrapping_sub(code.wrapping_add(co_code)) as i64;
+        if !(-2..=i64::from(i32::MAX)).contains(&offset) {
+            walk.broken = true;
+            break;
+        }
+        // A frame whose instruction pointer is still before the first
+        // instruction has not started: CPython hides such "incomplete"
+        // frames from sys._current_frames (_PyFrame_IsIncomplete).
+        if offset >= 0 || is_shim {
+            walk.frames.push(FrameSample {
+                code_address: code,
+                instruction_offset: offset.max(0) as u32,
+                is_generator: owner == s.owned_by_generator,
+                is_shim,
+            });
+        }
+        address = previous;
+    }
+    walk
+}

@@ -1,0 +1,95 @@
+//! The stack walker: every thread of every interpreter, each frame as (code
+//! object, instruction offset), written once against [`Layout`].
+//!
+//! A sample reads in phases, batching the reads of all threads into one
+//! `process_vm_readv` where the data allows: the thread states, then the
+//! current-frame pointers and GIL, then each thread's data-stack window
+//! (3.11+ keeps frames contiguous in chunks, so a 30-deep stack is one
+//! copy), and, when the target is running, one final re-read that detects a
+//! stack that changed while it was read (a torn sample).
+
+mod frames;
+mod threads;
+
+pub use frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
+pub use threads::{sample_interpreters, InterpreterThreads};
+
+/// One frame of a sampled stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameSample {
+    /// Address of the code object in the target.
+    pub code_address: u64,
+    /// Byte offset of the instruction, equal to what `frame.f_lasti`
+    /// reports in-process (see notes/cpython-frames.md: on 3.11/3.12 a
+    /// frame that is calling points at the last inline cache entry of its
+    /// CALL; on 3.13+ at the CALL itself).
+    pub instruction_offset: u32,
+    /// The frame belongs to a generator, coroutine or async generator.
+    pub is_generator: bool,
+    /// The frame is an interpreter shim (only kept when asked for).
+    pub is_shim: bool,
+}
+
+/// One thread's stack and state at the moment of a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ThreadSample {
+    /// `PyThreadState.thread_id` (the pthread id, `threading.get_ident()`).
+    pub thread_id: u64,
+    /// The kernel's thread id (`threading.get_native_id()`), 0 if unknown.
+    pub native_id: u64,
+    /// Index of the interpreter in the runtime's list (0 = main, the oldest).
+    pub interpreter: u32,
+    /// True for the main thread of the main interpreter.
+    pub is_main: bool,
+    /// The thread held the GIL.
+    pub holds_gil: bool,
+    /// The thread was running (state `R` in /proc), not waiting.
+    pub active: bool,
+    /// Python frames, innermost first.
+    pub frames: Vec<FrameSample>,
+    /// The stack changed while it was read (non-blocking mode).
+    pub torn: bool,
+    /// The stack was deeper than the depth limit, or its chain broke off;
+    /// `frames` holds what was read.
+    pub truncated: bool,
+    /// Address of the thread's `PyThreadState` (diagnostics).
+    pub thread_state: u64,
+}
+
+/// Options of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// Most frames read per thread (default 4096); deeper stacks are
+    /// truncated and flagged.
+    pub max_depth: usize,
+    /// Most threads read per interpreter (default 4096).
+    pub max_threads: usize,
+    /// Keep interpreter shim frames (default false).
+    pub include_shims: bool,
+    /// Re-read each stack's top after the walk to detect torn samples
+    /// (default true; pointless while the target is paused).
+    pub check_torn: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            max_depth: 4096,
+            max_threads: 4096,
+            include_shims: false,
+            check_torn: true,
+        }
+    }
+}
+
+/// Why a sample could not be taken at all (individual broken stacks are
+/// flagged, not errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// A read the walk cannot go on without failed.
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
+    /// The runtime's interpreter list is empty or unreadable garbage.
+    #[error("no interpreter found in the target (is it finalizing?)")]
+    NoInterpreter,
+}

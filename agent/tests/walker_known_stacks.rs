@@ -1,0 +1,245 @@
+//! Ground truth: a fixture whose threads stop at known points writes its own
+//! stacks (sys._current_frames: function, file, line, f_lasti) and thread
+//! names; a paused pydeep snapshot must match it frame by frame, instruction
+//! offset included, on every interpreter found. py-spy's library, reading
+//! the same moment, must agree on names, files and lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use pydeep::{Target, ThreadSample};
+use pydeep_integration::{program, test_pythons, Python};
+use serde_json::Value;
+
+/// Kills the fixture when the test ends, however it ends.
+struct Fixture {
+    child: Child,
+    truth: Value,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_fixture(python: &Python, depth: u32) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let truth_path: PathBuf = dir.path().join("truth.json");
+    let mut child = Command::new(&python.path)
+        .arg(program("known_stacks.py"))
+        .arg(&truth_path)
+        .arg(depth.to_string())
+        .spawn()
+        .expect("start fixture");
+    let pid = child.id();
+    // The fixture writes its truth once every thread sleeps at its
+    // blocking point; the recorder thread then exits. Wait for both (a
+    // generous bound only guards against a hung fixture).
+    for _ in 0..6000 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{}: fixture exited early: {status}", python.label());
+        }
+        if truth_path.exists() && task_count(pid) == 5 {
+            let text = std::fs::read_to_string(&truth_path).expect("read truth");
+            let truth: Value = serde_json::from_str(&text).expect("truth is JSON");
+            return Fixture {
+                child,
+                truth,
+                _dir: dir,
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{}: fixture never wrote its truth", python.label());
+}
+
+fn task_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    a == b
+        || Path::new(a).file_name() == Path::new(b).file_name() && a.ends_with(b)
+        || b.ends_with(a)
+}
+
+/// Compares one thread's sample with its truth, frame by frame.
+fn assert_thread_matches(
+    target: &mut Target,
+    label: &str,
+    truth: &Value,
+    sample: &ThreadSample,
+    names: &std::collections::HashMap<u64, String>,
+) {
+    let name = truth["name"].as_str().unwrap();
+    let expected = truth["frames"].as_array().unwrap();
+    assert_eq!(
+        sample.native_id,
+        truth["native_id"].as_u64().unwrap(),
+        "{label} {name}: native id"
+    );
+    assert_eq!(
+        names.get(&sample.thread_id).map(String::as_str),
+        Some(name),
+        "{label}: thread name of {}",
+        sample.thread_id
+    );
+    assert_eq!(
+        sample.is_main,
+        truth["is_main"].as_bool().unwrap(),
+        "{label} {name}: is_main"
+    );
+    assert!(
+        !sample.torn && !sample.truncated,
+        "{label} {name}: flags {sample:?}"
+    );
+    let got: Vec<(String, String, String, u32)> = sample
+        .frames
+        .iter()
+        .map(|f| {
+            let (_, code) = target.code_object(f.code_address).expect("code object");
+            (
+                code.name.clone(),
+                code.qualname.clone(),
+                code.filename.clone(),
+                f.instruction_offset,
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String, u32)> = expected
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap().to_string(),
+                f["qualname"].as_str().unwrap().to_string(),
+                f["filename"].as_str().unwrap().to_string(),
+                f["lasti"].as_i64().unwrap() as u32,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{label} {name}: frames (name, qualname, file, f_lasti)"
+    );
+    // Generator frames are flagged as such, and only they.
+    for (frame, truth) in sample.frames.iter().zip(expected) {
+        assert_eq!(
+            frame.is_generator,
+            truth["function"] == "numbers",
+            "{label} {name}: is_generator of {}",
+            truth["function"]
+        );
+    }
+}
+
+#[test]
+fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
+    for python in test_pythons("walker: paused snapshot vs sys._current_frames") {
+        let label = python.label();
+        let fixture = start_fixture(&python, 60);
+        let pid = fixture.child.id() as i32;
+        let mut target = Target::attach(pid).unwrap_or_else(|e| panic!("{label}: attach: {e}"));
+        let version = target.python_version();
+        assert_eq!(
+            (version.major, version.minor, version.patch),
+            python.version,
+            "{label}: version"
+        );
+        let mut samples = Vec::new();
+        {
+            let _pause = target.pause().expect("pause");
+            target.sample_threads(&mut samples).expect("sample");
+        }
+        let names = target.thread_names().expect("thread names");
+        let threads = fixture.truth["threads"].as_array().unwrap();
+        assert_eq!(
+            samples.len(),
+            threads.len(),
+            "{label}: thread count {samples:?}"
+        );
+        for truth in threads {
+            let ident = truth["ident"].as_u64().unwrap();
+            let sample = samples
+                .iter()
+                .find(|s| s.thread_id == ident)
+                .unwrap_or_else(|| panic!("{label}: no sample of thread {ident}"));
+            assert_thread_matches(&mut target, &label, truth, sample, &names);
+            // Everyone sleeps in a lock wait: nobody holds the GIL or runs.
+            assert!(
+                !sample.holds_gil,
+                "{label}: {} holds the GIL",
+                truth["name"]
+            );
+            assert!(!sample.active, "{label}: {} is active", truth["name"]);
+        }
+        // Without pausing, the idle target reads the same stacks and none is
+        // torn. (`active` is not compared: threads just released from the
+        // ptrace stop are briefly runnable.)
+        let mut running = Vec::new();
+        target
+            .sample_threads(&mut running)
+            .expect("non-blocking sample");
+        let stacks = |s: &[ThreadSample]| -> Vec<_> {
+            s.iter()
+                .map(|t| (t.thread_id, t.frames.clone(), t.torn, t.truncated))
+                .collect()
+        };
+        assert_eq!(
+            stacks(&running),
+            stacks(&samples),
+            "{label}: non-blocking sample of an idle target"
+        );
+        eprintln!("   {label}: {} threads match", samples.len());
+    }
+}
+
+#[test]
+fn py_spy_reads_the_same_names_files_and_lines() {
+    for python in test_pythons("walker: truth vs py-spy") {
+        let label = python.label();
+        let fixture = start_fixture(&python, 60);
+        let pid = fixture.child.id() as i32;
+        let mut spy = py_spy::PythonSpy::new(pid, &py_spy::Config::default())
+            .unwrap_or_else(|e| panic!("{label}: py-spy attach: {e}"));
+        let traces = spy.get_stack_traces().expect("py-spy stacks");
+        for truth in fixture.truth["threads"].as_array().unwrap() {
+            let ident = truth["ident"].as_u64().unwrap();
+            let trace = traces
+                .iter()
+                .find(|t| t.thread_id == ident)
+                .unwrap_or_else(|| panic!("{label}: py-spy lacks thread {ident}"));
+            let theirs: Vec<(String, String, i32)> = trace
+                .frames
+                .iter()
+                .map(|f| (f.name.clone(), f.filename.clone(), f.line))
+                .collect();
+            let ours: Vec<(String, String, i32)> = truth["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f["function"].as_str().unwrap().to_string(),
+                        f["filename"].as_str().unwrap().to_string(),
+                        f["line"].as_i64().unwrap() as i32,
+                    )
+                })
+                .collect();
+            assert_eq!(theirs.len(), ours.len(), "{label} {}: depth", truth["name"]);
+            for (t, o) in theirs.iter().zip(&ours) {
+                assert!(
+                    (t.0 == o.0 || t.0.ends_with(&format!(".{}", o.0)))
+                        && same_file(&t.1, &o.1)
+                        && t.2 == o.2,
+                    "{label} {}: py-spy {t:?} vs truth {o:?}",
+                    truth["name"]
+                );
+            }
+        }
+    }
+}

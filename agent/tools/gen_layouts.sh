@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Regenerates agent/src/cpython/generated.rs: the struct offsets of every
+# CPython version whose headers are installed, taken by the C compiler from
+# the version's own headers (layout_offsets.c). The output is committed and
+# never edited by hand.
+#
+# Usage: agent/tools/gen_layouts.sh [PYTHON_PREFIX...]
+#   default prefixes: ~/.pyenv/versions/3.{9,10,11,12,13}.*
+# Each prefix must hold include/python3.X/internal/ (pyenv builds do).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$here/../src/cpython/generated.rs"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+prefixes=("$@")
+if [ ${#prefixes[@]} -eq 0 ]; then
+    for minor in 9 10 11 12 13; do
+        for p in "$HOME"/.pyenv/versions/3."$minor".*; do
+            [ -d "$p" ] && prefixes+=("$p") && break
+        done
+    done
+fi
+
+tables=()
+for prefix in "${prefixes[@]}"; do
+    include="$(ls -d "$prefix"/include/python3.* | head -n1)"
+    version="$(basename "$prefix")"
+    gcc -Wno-deprecated-declarations -I"$include" -I"$include/internal" \
+        -o "$work/offsets-$version" "$here/layout_offsets.c"
+    "$work/offsets-$version" > "$work/$version.tsv"
+    tables+=("$version=$work/$version.tsv")
+done
+
+python3 "$here/gen_layouts.py" "${tables[@]}" > "$out"
+echo "wrote $out (${#tables[@]} versions)"

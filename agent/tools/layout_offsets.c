@@ -1,0 +1,387 @@
+/*
+ * Prints the offsets and sizes pydeep needs from one CPython version's own
+ * headers, one line per field: "name<TAB>value<TAB>C expression" (value "-"
+ * when the field does not exist in this version).
+ *
+ * Compiled by gen_layouts.sh against each installed interpreter's headers
+ * (include/python3.X and its internal/ directory, with Py_BUILD_CORE so the
+ * private structs are visible). Never edit the generated Rust by hand: edit
+ * this file and rerun the script.
+ *
+ * Names follow CPython's where they match; the prefix says which struct the
+ * offset is relative to.
+ */
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include "internal/pycore_runtime.h"
+#include "internal/pycore_interp.h"
+#include "internal/pycore_pystate.h"
+#include "internal/pycore_gc.h"
+#include "internal/pycore_code.h"
+#if PY_VERSION_HEX >= 0x030b0000
+#include "internal/pycore_frame.h"
+#include "internal/pycore_dict.h"
+#include "internal/pycore_genobject.h"
+#endif
+#include "frameobject.h"
+#if PY_VERSION_HEX >= 0x030a0000
+#include "internal/pycore_moduleobject.h"
+#else
+/* 3.9 keeps PyModuleObject private to Objects/moduleobject.c; copied here. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *md_dict;
+    struct PyModuleDef *md_def;
+    void *md_state;
+    PyObject *md_weaklist;
+    PyObject *md_name;
+} PyModuleObject;
+#endif
+#if PY_VERSION_HEX < 0x030b0000
+/* 3.9/3.10 keep the dict internals in Objects/dict-common.h, which is not
+ * installed; copied here verbatim (identical in 3.9 and 3.10). */
+typedef struct {
+    Py_hash_t me_hash;
+    PyObject *me_key;
+    PyObject *me_value;
+} PyDictKeyEntry;
+struct _dictkeysobject {
+    Py_ssize_t dk_refcnt;
+    Py_ssize_t dk_size;
+    void *dk_lookup;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+};
+#endif
+
+#define F(name, expr) printf("%s\t%lu\t%s\n", #name, (unsigned long)(expr), #expr)
+#define NA(name) printf("%s\t-\t-\n", #name)
+#define OFF(name, type, field) F(name, offsetof(type, field))
+#define SIZE(name, type) F(name, sizeof(type))
+
+/* Which bit of PyASCIIObject.state a bitfield member starts at. */
+static int state_shift(void (*set)(PyASCIIObject *)) {
+    PyASCIIObject o;
+    memset(&o, 0, sizeof o);
+    set(&o);
+    unsigned int word;
+    memcpy(&word, &o.state, sizeof word);
+    for (int i = 0; i < 32; i++)
+        if (word & (1u << i))
+            return i;
+    return -1;
+}
+static void set_kind(PyASCIIObject *o) { o->state.kind = 1; }
+static void set_compact(PyASCIIObject *o) { o->state.compact = 1; }
+static void set_ascii(PyASCIIObject *o) { o->state.ascii = 1; }
+
+int main(void) {
+    F(version_hex, PY_VERSION_HEX);
+
+    /* _PyRuntimeState (the `_PyRuntime` symbol). */
+    OFF(runtime_interpreters_head, _PyRuntimeState, interpreters.head);
+    OFF(runtime_interpreters_main, _PyRuntimeState, interpreters.main);
+    OFF(runtime_main_thread, _PyRuntimeState, main_thread);
+#if PY_VERSION_HEX < 0x030c0000
+    /* The GIL lives in the runtime up to 3.11 (pycore_runtime.h, ceval.gil). */
+    OFF(runtime_gil, _PyRuntimeState, ceval.gil);
+    OFF(runtime_gilstate_tstate_current, _PyRuntimeState, gilstate.tstate_current);
+#else
+    NA(runtime_gil);
+    NA(runtime_gilstate_tstate_current);
+#endif
+
+    /* struct _gil_runtime_state (pycore_gil.h). */
+    OFF(gil_locked, struct _gil_runtime_state, locked);
+    OFF(gil_last_holder, struct _gil_runtime_state, last_holder);
+
+    /* PyInterpreterState (pycore_interp.h). */
+    SIZE(interpreter_size, PyInterpreterState);
+    OFF(interpreter_next, PyInterpreterState, next);
+    OFF(interpreter_id, PyInterpreterState, id);
+#if PY_VERSION_HEX >= 0x030b0000
+    OFF(interpreter_threads_head, PyInterpreterState, threads.head);
+#else
+    OFF(interpreter_threads_head, PyInterpreterState, tstate_head);
+#endif
+#if PY_VERSION_HEX >= 0x030c0000
+    OFF(interpreter_modules, PyInterpreterState, imports.modules);
+    /* 3.12 moved the GIL into the interpreter, reached through ceval.gil. */
+    OFF(interpreter_ceval_gil, PyInterpreterState, ceval.gil);
+#else
+    OFF(interpreter_modules, PyInterpreterState, modules);
+    NA(interpreter_ceval_gil);
+#endif
+    OFF(interpreter_sysdict, PyInterpreterState, sysdict);
+    OFF(interpreter_builtins, PyInterpreterState, builtins);
+    OFF(interpreter_gc, PyInterpreterState, gc);
+
+    /* PyThreadState (cpython/pystate.h). */
+    SIZE(thread_size, PyThreadState);
+    OFF(thread_prev, PyThreadState, prev);
+    OFF(thread_next, PyThreadState, next);
+    OFF(thread_interp, PyThreadState, interp);
+    OFF(thread_thread_id, PyThreadState, thread_id);
+#if PY_VERSION_HEX >= 0x030b0000
+    OFF(thread_native_thread_id, PyThreadState, native_thread_id);
+    NA(thread_frame);
+#if PY_VERSION_HEX >= 0x030d0000
+    OFF(thread_current_frame, PyThreadState, current_frame);
+    NA(thread_cframe);
+    NA(cframe_current_frame);
+#else
+    /* 3.11/3.12: the current frame is tstate->cframe->current_frame. */
+    NA(thread_current_frame);
+    OFF(thread_cframe, PyThreadState, cframe);
+    OFF(cframe_current_frame, _PyCFrame, current_frame);
+#endif
+    OFF(thread_datastack_chunk, PyThreadState, datastack_chunk);
+    OFF(thread_datastack_top, PyThreadState, datastack_top);
+    OFF(thread_datastack_limit, PyThreadState, datastack_limit);
+    OFF(stack_chunk_previous, _PyStackChunk, previous);
+    OFF(stack_chunk_size, _PyStackChunk, size);
+    OFF(stack_chunk_top, _PyStackChunk, top);
+    OFF(stack_chunk_data, _PyStackChunk, data);
+#else
+    NA(thread_native_thread_id);
+    OFF(thread_frame, PyThreadState, frame);
+    NA(thread_current_frame);
+    NA(thread_cframe);
+    NA(cframe_current_frame);
+    NA(thread_datastack_chunk);
+    NA(thread_datastack_top);
+    NA(thread_datastack_limit);
+    NA(stack_chunk_previous);
+    NA(stack_chunk_size);
+    NA(stack_chunk_top);
+    NA(stack_chunk_data);
+#endif
+
+#if PY_VERSION_HEX >= 0x030b0000
+    /* _PyInterpreterFrame (pycore_frame.h). */
+    SIZE(interpreter_frame_size, _PyInterpreterFrame);
+    OFF(interpreter_frame_previous, _PyInterpreterFrame, previous);
+#if PY_VERSION_HEX >= 0x030d0000
+    OFF(interpreter_frame_f_executable, _PyInterpreterFrame, f_executable);
+    NA(interpreter_frame_f_code);
+    OFF(interpreter_frame_instr_ptr, _PyInterpreterFrame, instr_ptr);
+    NA(interpreter_frame_prev_instr);
+#else
+    NA(interpreter_frame_f_executable);
+    OFF(interpreter_frame_f_code, _PyInterpreterFrame, f_code);
+    NA(interpreter_frame_instr_ptr);
+    OFF(interpreter_frame_prev_instr, _PyInterpreterFrame, prev_instr);
+#endif
+    OFF(interpreter_frame_owner, _PyInterpreterFrame, owner);
+    OFF(interpreter_frame_stacktop, _PyInterpreterFrame, stacktop);
+    OFF(interpreter_frame_localsplus, _PyInterpreterFrame, localsplus);
+    OFF(interpreter_frame_f_globals, _PyInterpreterFrame, f_globals);
+    OFF(interpreter_frame_f_builtins, _PyInterpreterFrame, f_builtins);
+    OFF(interpreter_frame_f_locals, _PyInterpreterFrame, f_locals);
+    OFF(interpreter_frame_frame_obj, _PyInterpreterFrame, frame_obj);
+#if PY_VERSION_HEX >= 0x030c0000
+    OFF(interpreter_frame_f_funcobj, _PyInterpreterFrame, f_funcobj);
+    NA(interpreter_frame_is_entry);
+    F(frame_owned_by_cstack, FRAME_OWNED_BY_CSTACK);
+#else
+    OFF(interpreter_frame_f_funcobj, _PyInterpreterFrame, f_func);
+    OFF(interpreter_frame_is_entry, _PyInterpreterFrame, is_entry);
+    NA(frame_owned_by_cstack);
+#endif
+    F(frame_owned_by_generator, FRAME_OWNED_BY_GENERATOR);
+    NA(frame_object_f_back);
+    NA(frame_object_f_code);
+    NA(frame_object_f_lasti);
+    NA(frame_object_f_gen);
+    OFF(frame_object_f_frame, PyFrameObject, f_frame);
+#else
+    NA(interpreter_frame_size);
+    NA(interpreter_frame_previous);
+    NA(interpreter_frame_f_executable);
+    NA(interpreter_frame_f_code);
+    NA(interpreter_frame_instr_ptr);
+    NA(interpreter_frame_prev_instr);
+    NA(interpreter_frame_owner);
+    NA(interpreter_frame_stacktop);
+    NA(interpreter_frame_localsplus);
+    NA(interpreter_frame_f_globals);
+    NA(interpreter_frame_f_builtins);
+    NA(interpreter_frame_f_locals);
+    NA(interpreter_frame_frame_obj);
+    NA(interpreter_frame_f_funcobj);
+    NA(interpreter_frame_is_entry);
+    NA(frame_owned_by_cstack);
+    NA(frame_owned_by_generator);
+    /* PyFrameObject (cpython/frameobject.h), the 3.9/3.10 frame. */
+    OFF(frame_object_f_back, PyFrameObject, f_back);
+    OFF(frame_object_f_code, PyFrameObject, f_code);
+    OFF(frame_object_f_lasti, PyFrameObject, f_lasti);
+    OFF(frame_object_f_gen, PyFrameObject, f_gen);
+    NA(frame_object_f_frame);
+#endif
+    OFF(frame_object_f_lineno, PyFrameObject, f_lineno);
+
+    /* PyCodeObject (cpython/code.h). */
+    SIZE(code_size, PyCodeObject);
+    OFF(code_co_argcount, PyCodeObject, co_argcount);
+    OFF(code_co_posonlyargcount, PyCodeObject, co_posonlyargcount);
+    OFF(code_co_kwonlyargcount, PyCodeObject, co_kwonlyargcount);
+    OFF(code_co_stacksize, PyCodeObject, co_stacksize);
+    OFF(code_co_flags, PyCodeObject, co_flags);
+    OFF(code_co_firstlineno, PyCodeObject, co_firstlineno);
+    OFF(code_co_consts, PyCodeObject, co_consts);
+    OFF(code_co_names, PyCodeObject, co_names);
+    OFF(code_co_filename, PyCodeObject, co_filename);
+    OFF(code_co_name, PyCodeObject, co_name);
+#if PY_VERSION_HEX >= 0x030b0000
+    OFF(code_co_qualname, PyCodeObject, co_qualname);
+    OFF(code_co_code_adaptive, PyCodeObject, co_code_adaptive);
+    NA(code_co_code);
+    OFF(code_co_localsplusnames, PyCodeObject, co_localsplusnames);
+    OFF(code_co_localspluskinds, PyCodeObject, co_localspluskinds);
+    OFF(code_co_exceptiontable, PyCodeObject, co_exceptiontable);
+    OFF(code_co_firsttraceable, PyCodeObject, _co_firsttraceable);
+    OFF(code_co_linetable, PyCodeObject, co_linetable);
+    NA(code_co_lnotab);
+    NA(code_co_varnames);
+    NA(code_co_cellvars);
+    NA(code_co_freevars);
+#else
+    NA(code_co_qualname);
+    NA(code_co_code_adaptive);
+    OFF(code_co_code, PyCodeObject, co_code);
+    NA(code_co_localsplusnames);
+    NA(code_co_localspluskinds);
+    NA(code_co_exceptiontable);
+    NA(code_co_firsttraceable);
+#if PY_VERSION_HEX >= 0x030a0000
+    OFF(code_co_linetable, PyCodeObject, co_linetable);
+    NA(code_co_lnotab);
+#else
+    NA(code_co_linetable);
+    OFF(code_co_lnotab, PyCodeObject, co_lnotab);
+#endif
+    OFF(code_co_varnames, PyCodeObject, co_varnames);
+    OFF(code_co_cellvars, PyCodeObject, co_cellvars);
+    OFF(code_co_freevars, PyCodeObject, co_freevars);
+#endif
+
+    /* Objects (object.h, cpython/*object.h), for the object readers. */
+    OFF(object_ob_refcnt, PyObject, ob_refcnt);
+    OFF(object_ob_type, PyObject, ob_type);
+    OFF(var_object_ob_size, PyVarObject, ob_size);
+    SIZE(type_size, PyTypeObject);
+    OFF(type_tp_name, PyTypeObject, tp_name);
+    OFF(type_tp_basicsize, PyTypeObject, tp_basicsize);
+    OFF(type_tp_itemsize, PyTypeObject, tp_itemsize);
+    OFF(type_tp_flags, PyTypeObject, tp_flags);
+    OFF(type_tp_dictoffset, PyTypeObject, tp_dictoffset);
+    OFF(type_tp_mro, PyTypeObject, tp_mro);
+    OFF(type_tp_base, PyTypeObject, tp_base);
+    OFF(type_tp_dict, PyTypeObject, tp_dict);
+#if PY_VERSION_HEX >= 0x030b0000
+    OFF(heap_type_ht_cached_keys, PyHeapTypeObject, ht_cached_keys);
+#else
+    NA(heap_type_ht_cached_keys);
+#endif
+    OFF(tuple_ob_item, PyTupleObject, ob_item);
+    OFF(list_ob_item, PyListObject, ob_item);
+    OFF(list_allocated, PyListObject, allocated);
+    OFF(dict_ma_used, PyDictObject, ma_used);
+    OFF(dict_ma_keys, PyDictObject, ma_keys);
+    OFF(dict_ma_values, PyDictObject, ma_values);
+    OFF(dict_keys_dk_refcnt, PyDictKeysObject, dk_refcnt);
+#if PY_VERSION_HEX >= 0x030b0000
+    OFF(dict_keys_dk_log2_size, PyDictKeysObject, dk_log2_size);
+    OFF(dict_keys_dk_log2_index_bytes, PyDictKeysObject, dk_log2_index_bytes);
+    OFF(dict_keys_dk_kind, PyDictKeysObject, dk_kind);
+    NA(dict_keys_dk_size);
+    SIZE(dict_unicode_entry_size, PyDictUnicodeEntry);
+#else
+    NA(dict_keys_dk_log2_size);
+    NA(dict_keys_dk_log2_index_bytes);
+    NA(dict_keys_dk_kind);
+    OFF(dict_keys_dk_size, PyDictKeysObject, dk_size);
+    NA(dict_unicode_entry_size);
+#endif
+#if PY_VERSION_HEX >= 0x030d0000
+    OFF(dict_values_values, PyDictValues, values);
+    F(tpflags_inline_values, Py_TPFLAGS_INLINE_VALUES);
+#elif PY_VERSION_HEX >= 0x030b0000
+    OFF(dict_values_values, PyDictValues, values);
+    NA(tpflags_inline_values);
+#else
+    NA(dict_values_values);
+    NA(tpflags_inline_values);
+#endif
+    OFF(dict_keys_dk_usable, PyDictKeysObject, dk_usable);
+    OFF(dict_keys_dk_nentries, PyDictKeysObject, dk_nentries);
+    OFF(dict_keys_dk_indices, PyDictKeysObject, dk_indices);
+    SIZE(dict_key_entry_size, PyDictKeyEntry);
+    OFF(dict_key_entry_me_hash, PyDictKeyEntry, me_hash);
+    OFF(dict_key_entry_me_key, PyDictKeyEntry, me_key);
+    OFF(dict_key_entry_me_value, PyDictKeyEntry, me_value);
+    SIZE(unicode_ascii_size, PyASCIIObject);
+    SIZE(unicode_compact_size, PyCompactUnicodeObject);
+    OFF(unicode_length, PyASCIIObject, length);
+    OFF(unicode_hash, PyASCIIObject, hash);
+    OFF(unicode_state, PyASCIIObject, state);
+    F(unicode_state_kind_shift, state_shift(set_kind));
+    F(unicode_state_compact_shift, state_shift(set_compact));
+    F(unicode_state_ascii_shift, state_shift(set_ascii));
+#if PY_VERSION_HEX >= 0x030c0000
+    OFF(long_lv_tag, PyLongObject, long_value.lv_tag);
+    OFF(long_ob_digit, PyLongObject, long_value.ob_digit);
+#else
+    NA(long_lv_tag);
+    OFF(long_ob_digit, PyLongObject, ob_digit);
+#endif
+    SIZE(long_digit_size, digit);
+    F(long_digit_bits, PyLong_SHIFT);
+    OFF(float_ob_fval, PyFloatObject, ob_fval);
+    OFF(bytes_ob_sval, PyBytesObject, ob_sval);
+    OFF(bytes_ob_shash, PyBytesObject, ob_shash);
+    OFF(cell_ob_ref, PyCellObject, ob_ref);
+    OFF(module_md_dict, PyModuleObject, md_dict);
+    OFF(function_func_code, PyFunctionObject, func_code);
+    OFF(function_func_globals, PyFunctionObject, func_globals);
+    OFF(function_func_name, PyFunctionObject, func_name);
+    OFF(function_func_qualname, PyFunctionObject, func_qualname);
+    OFF(function_func_closure, PyFunctionObject, func_closure);
+    OFF(function_func_defaults, PyFunctionObject, func_defaults);
+    OFF(function_func_module, PyFunctionObject, func_module);
+#if PY_VERSION_HEX >= 0x030b0000
+    NA(generator_gi_frame);
+    OFF(generator_gi_iframe, PyGenObject, gi_iframe);
+    OFF(generator_gi_frame_state, PyGenObject, gi_frame_state);
+#else
+    OFF(generator_gi_frame, PyGenObject, gi_frame);
+    NA(generator_gi_iframe);
+    NA(generator_gi_frame_state);
+#endif
+#if PY_VERSION_HEX < 0x030c0000
+    OFF(generator_gi_code, PyGenObject, gi_code);
+#else
+    NA(generator_gi_code);
+#endif
+    OFF(generator_gi_name, PyGenObject, gi_name);
+    OFF(generator_gi_qualname, PyGenObject, gi_qualname);
+    SIZE(gc_head_size, PyGC_Head);
+    OFF(gc_head_gc_next, PyGC_Head, _gc_next);
+    OFF(gc_head_gc_prev, PyGC_Head, _gc_prev);
+    OFF(gc_state_generations, struct _gc_runtime_state, generations);
+    SIZE(gc_generation_size, struct gc_generation);
+    OFF(gc_state_collecting, struct _gc_runtime_state, collecting);
+    F(tpflags_managed_dict, 
+#ifdef Py_TPFLAGS_MANAGED_DICT
+      Py_TPFLAGS_MANAGED_DICT
+#else
+      0
+#endif
+    );
+    return 0;
+}
