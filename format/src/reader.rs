@@ -100,6 +100,13 @@ impl<R: Read> Reader<R> {
         if version != FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion(version));
         }
+        if header[12..16] != [0; 4] {
+            // Version 1 writes zero; a newer feature would come with a new version.
+            return Err(FormatError::corrupt(
+                12,
+                "the reserved word of the file header is not zero",
+            ));
+        }
         Ok(Reader {
             source,
             offset: FILE_HEADER_LEN as u64,

@@ -1,0 +1,324 @@
+//! Property: whatever a random recording holds, the reader returns exactly it.
+
+mod common;
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use pydeep_format::proto::{self, record::Kind};
+use pydeep_format::{Event, FrameKey, Reader, Recording, Sample, Writer, WriterOptions};
+
+/// One step of a random recording.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A sample at an absolute time, of thread index, stack index, with flags.
+    Sample(u64, usize, usize, u32),
+    Snapshot(u64, Vec<String>, u64),
+    Process(u64, u32, i32, String),
+    Trace(Vec<(u64, u32, u64)>),
+    RenameThread(usize, String),
+    Flush,
+    MaybeFlush,
+}
+
+#[derive(Debug, Clone)]
+struct Script {
+    strings: Vec<String>,
+    codes: Vec<(String, u32, Vec<u8>, Vec<String>)>,
+    frames: Vec<(usize, u32, u32, bool, bool)>,
+    stacks: Vec<Vec<usize>>,
+    threads: Vec<(u64, String, bool)>,
+    ops: Vec<Op>,
+    footer: (u64, u64, String),
+    max_samples_per_chunk: usize,
+    compression_level: u32,
+    prefix_sharing: bool,
+}
+
+fn script() -> impl Strategy<Value = Script> {
+    (
+        prop::collection::vec(".{0,12}", 0..8),
+        prop::collection::vec(
+            (".{0,10}", any::<u32>(), prop::collection::vec(any::<u8>(), 0..40), prop::collection::vec(".{0,6}", 0..4)),
+            1..6,
+        ),
+        prop::collection::vec((any::<usize>(), any::<u32>(), 0u32..5000, any::<bool>(), any::<bool>()), 1..20),
+        prop::collection::vec(prop::collection::vec(any::<usize>(), 0..40), 1..30),
+        prop::collection::vec((any::<u64>(), ".{0,8}", any::<bool>()), 1..5),
+    )
+        .prop_flat_map(|(strings, codes, frames, stacks, threads)| {
+            let op = prop_oneof![
+                8 => (any::<u64>(), any::<usize>(), any::<usize>(), 0u32..32)
+                    .prop_map(|(t, th, st, fl)| Op::Sample(t, th, st, fl)),
+                8 => (1u64..5_000_000, any::<usize>(), any::<usize>(), 0u32..32)
+                    .prop_map(|(t, th, st, fl)| Op::Sample(t, th, st, fl)),
+                1 => (any::<u64>(), prop::collection::vec(".{0,8}", 0..3), any::<u64>())
+                    .prop_map(|(t, w, p)| Op::Snapshot(t, w, p)),
+                1 => (any::<u64>(), any::<u32>(), any::<i32>(), ".{0,8}")
+                    .prop_map(|(t, p, c, d)| Op::Process(t, p, c, d)),
+                1 => prop::collection::vec((any::<u64>(), any::<u32>(), any::<u64>()), 0..5).prop_map(Op::Trace),
+                1 => (any::<usize>(), ".{0,8}").prop_map(|(i, n)| Op::RenameThread(i, n)),
+                1 => Just(Op::Flush),
+                1 => Just(Op::MaybeFlush),
+            ];
+            (
+                Just((strings, codes, frames, stacks, threads)),
+                prop::collection::vec(op, 0..120),
+                (any::<u64>(), any::<u64>(), ".{0,10}"),
+                1usize..40,
+                0u32..10,
+                any::<bool>(),
+            )
+        })
+        .prop_map(
+            |((strings, codes, frames, stacks, threads), ops, footer, max_samples_per_chunk, compression_level, prefix_sharing)| Script {
+                strings,
+                codes,
+                frames,
+                stacks,
+                threads,
+                ops,
+                footer,
+                max_samples_per_chunk,
+                compression_level,
+                prefix_sharing,
+            },
+        )
+}
+
+/// What the reader must return.
+struct Expected {
+    events: Vec<Event>,
+    strings: HashMap<u64, String>,
+    code_objects: HashMap<u64, proto::CodeObjectDef>,
+    frames: HashMap<u64, proto::FrameDef>,
+    stacks: HashMap<u64, Vec<u64>>,
+    threads: HashMap<u32, proto::ThreadDef>,
+    bytes: Vec<u8>,
+}
+
+fn write(script: &Script) -> Expected {
+    let options = WriterOptions {
+        // Never by time: the test must not depend on timing.
+        flush_interval: std::time::Duration::from_secs(3600),
+        max_samples_per_chunk: script.max_samples_per_chunk,
+        compression_level: script.compression_level,
+    };
+    let mut header = common::header();
+    // Times of the first samples are also random: start anywhere.
+    header.start_clock_ns = script.footer.0 / 3;
+    let mut writer = Writer::new(Vec::new(), header, options).unwrap();
+    writer.set_stack_prefix_sharing(script.prefix_sharing);
+    let mut expected = Expected {
+        events: Vec::new(),
+        strings: HashMap::new(),
+        code_objects: HashMap::new(),
+        frames: HashMap::new(),
+        stacks: HashMap::new(),
+        threads: HashMap::new(),
+        bytes: Vec::new(),
+    };
+    let intern = |writer: &mut Writer<Vec<u8>>, s: &str, strings: &mut HashMap<u64, String>| {
+        let id = writer.intern_string(s);
+        if id != 0 {
+            strings.insert(id, s.to_owned());
+        }
+        id
+    };
+    for s in &script.strings {
+        intern(&mut writer, s, &mut expected.strings);
+    }
+    let mut code_ids = Vec::new();
+    for (name, first_line, bytecode, consts) in &script.codes {
+        let id = writer.next_code_id();
+        let name = intern(&mut writer, name, &mut expected.strings);
+        let def = proto::CodeObjectDef {
+            id,
+            name,
+            qualname: name,
+            first_line: *first_line,
+            bytecode: bytecode.clone(),
+            consts: consts.clone(),
+            line_table_kind: proto::LineTableKind::LineTableLocations as i32,
+            ..Default::default()
+        };
+        writer.define_code_object(def.clone());
+        expected.code_objects.insert(id, def);
+        code_ids.push(id);
+    }
+    let mut frame_ids = Vec::new();
+    for &(code, offset, line, is_generator, is_shim) in &script.frames {
+        let key = FrameKey {
+            code: code_ids[code % code_ids.len()],
+            instruction_offset: offset,
+            line,
+            is_generator,
+            is_shim,
+        };
+        let id = writer.intern_frame(key);
+        expected.frames.insert(
+            id,
+            proto::FrameDef {
+                id,
+                code: key.code,
+                instruction_offset: offset,
+                line,
+                is_generator,
+                is_shim,
+            },
+        );
+        frame_ids.push(id);
+    }
+    let mut thread_ids = Vec::new();
+    for (index, (native_id, name, is_main)) in script.threads.iter().enumerate() {
+        let id = index as u32 + 1;
+        let name = intern(&mut writer, name, &mut expected.strings);
+        let def = proto::ThreadDef {
+            id,
+            pid: 4242,
+            native_id: *native_id,
+            name,
+            is_main: *is_main,
+            ..Default::default()
+        };
+        writer.define_thread(def);
+        expected.threads.insert(id, def);
+        thread_ids.push(id);
+    }
+    let mut stack_ids = Vec::new();
+    let mut last_time = None;
+    let mut snapshots = 0;
+    for op in &script.ops {
+        match op {
+            Op::Sample(time, thread, stack, flags) => {
+                // Stacks are interned lazily, at first use, as the agent does.
+                let frames: Vec<u64> = script.stacks[stack % script.stacks.len()]
+                    .iter()
+                    .map(|f| frame_ids[f % frame_ids.len()])
+                    .collect();
+                let stack = writer.intern_stack(&frames);
+                if stack != 0 {
+                    expected.stacks.insert(stack, frames);
+                }
+                stack_ids.push(stack);
+                let thread = thread_ids[thread % thread_ids.len()];
+                writer.sample(*time, thread, stack, *flags).unwrap();
+                last_time = Some(*time);
+                expected.events.push(Event::Sample(Sample {
+                    time_ns: *time,
+                    thread,
+                    stack,
+                    flags: *flags,
+                }));
+            }
+            Op::Snapshot(time, warnings, pause) => {
+                let snapshot = proto::Snapshot {
+                    time_ns: *time,
+                    pid: 4242,
+                    pause_ns: *pause,
+                    warnings: warnings.clone(),
+                    threads: vec![proto::ThreadScopes {
+                        thread: 1,
+                        stack: stack_ids.last().copied().unwrap_or(0),
+                        frames: vec![],
+                    }],
+                    ..Default::default()
+                };
+                writer.record(Kind::Snapshot(snapshot.clone())).unwrap();
+                snapshots += 1;
+                expected.events.push(Event::Snapshot(Box::new(snapshot)));
+            }
+            Op::Process(time, pid, code, detail) => {
+                let event = proto::ProcessEvent {
+                    time_ns: *time,
+                    pid: *pid,
+                    kind: proto::ProcessEventKind::ProcessExited as i32,
+                    code: *code,
+                    detail: detail.clone(),
+                    ..Default::default()
+                };
+                writer.record(Kind::ProcessEvent(event.clone())).unwrap();
+                expected.events.push(Event::Process(event));
+            }
+            Op::Trace(entries) => {
+                let batch = proto::TraceEventBatch {
+                    time_delta_ns: entries.iter().map(|e| e.0).collect(),
+                    thread: entries.iter().map(|e| e.1).collect(),
+                    kind: entries
+                        .iter()
+                        .map(|_| proto::TraceEventKind::TraceCall as i32)
+                        .collect(),
+                    frame: entries.iter().map(|e| e.2).collect(),
+                };
+                writer.record(Kind::TraceEvents(batch.clone())).unwrap();
+                expected.events.push(Event::TraceEvents(batch));
+            }
+            Op::RenameThread(thread, name) => {
+                let id = thread_ids[thread % thread_ids.len()];
+                let name = intern(&mut writer, name, &mut expected.strings);
+                let mut def = expected.threads[&id];
+                def.name = name;
+                writer.define_thread(def);
+                expected.threads.insert(id, def);
+            }
+            Op::Flush => writer.flush().unwrap(),
+            Op::MaybeFlush => {
+                writer.maybe_flush().unwrap();
+            }
+        }
+    }
+    let stats = writer.stats();
+    let footer = proto::Footer {
+        missed_ticks: script.footer.1,
+        end_reason: script.footer.2.clone(),
+        ..Default::default()
+    };
+    let bytes = writer.finish(footer.clone()).unwrap();
+    let mut footer = footer;
+    footer.sample_count = stats.samples;
+    footer.snapshot_count = snapshots;
+    // The writer counts the chunks it writes in finish too; checked against
+    // the chunks the reader finds.
+    footer.chunk_count = 0;
+    footer.duration_ns = last_time
+        .map(|t| t.saturating_sub(script.footer.0 / 3))
+        .unwrap_or(0);
+    expected.events.push(Event::Footer(footer));
+    expected.bytes = bytes;
+    expected
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_random_recording_reads_back_exactly(script in script()) {
+        let expected = write(&script);
+        let mut recording = Recording::new(Reader::new(&expected.bytes[..]).unwrap()).unwrap();
+        let mut events = Vec::new();
+        while let Some(event) = recording.next_event().unwrap() {
+            events.push(event);
+        }
+        let mut expected_events = expected.events.clone();
+        if let Some(Event::Footer(footer)) = expected_events.last_mut() {
+            footer.chunk_count = recording.reader().complete_chunks();
+        }
+        prop_assert_eq!(&events, &expected_events);
+        let tables = recording.tables();
+        prop_assert_eq!(&tables.strings, &expected.strings);
+        prop_assert_eq!(&tables.code_objects, &expected.code_objects);
+        prop_assert_eq!(&tables.frames, &expected.frames);
+        prop_assert_eq!(&tables.threads, &expected.threads);
+        for (id, frames) in &expected.stacks {
+            prop_assert_eq!(&tables.stack_frames(*id), frames);
+        }
+        prop_assert!(recording.footer().is_some());
+        prop_assert!(recording.reader().saw_final());
+        // verify agrees, through a real file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pdr");
+        std::fs::write(&path, &expected.bytes).unwrap();
+        let report = pydeep_format::verify(&path);
+        prop_assert!(report.is_valid(), "{}", report);
+    }
+}
