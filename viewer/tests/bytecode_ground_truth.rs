@@ -5,100 +5,17 @@
 //! disassembly and decoded line tables must equal what that interpreter's
 //! `dis.get_instructions`, `co_lines()` and `co_positions()` say.
 
-use std::collections::HashMap;
-use std::process::Command;
+mod bytecode_common;
 
+use bytecode_common::{code_object_def, dump, hex, strings, Strings};
 use pydeep_format::linetable::{
     line_for_offset, line_ranges, merge_line_ranges, positions, LineIndex,
 };
-use pydeep_format::proto::{CodeObjectDef, LineTableKind, PythonVersion};
-use pydeep_integration::{program, test_pythons, Python};
+use pydeep_format::proto::LineTableKind;
+use pydeep_integration::{test_pythons, Python};
 use pydeep_view::bytecode::disassemble::{deoptimize, opcodes_of};
 use pydeep_view::bytecode::{disassemble, Code, Form, Instruction};
 use serde_json::Value;
-
-/// Interns strings the way the agent's writer does: one id per distinct text.
-#[derive(Default)]
-struct Strings {
-    ids: HashMap<String, u64>,
-    texts: HashMap<u64, String>,
-}
-
-impl Strings {
-    fn intern(&mut self, text: &str) -> u64 {
-        if let Some(&id) = self.ids.get(text) {
-            return id;
-        }
-        let id = self.ids.len() as u64 + 1;
-        self.ids.insert(text.to_string(), id);
-        self.texts.insert(id, text.to_string());
-        id
-    }
-
-    fn intern_all(&mut self, list: &Value) -> Vec<u64> {
-        strings(list).iter().map(|s| self.intern(s)).collect()
-    }
-}
-
-fn strings(list: &Value) -> Vec<String> {
-    list.as_array()
-        .expect("list")
-        .iter()
-        .map(|v| v.as_str().expect("string").to_string())
-        .collect()
-}
-
-fn hex(value: &Value) -> Vec<u8> {
-    let text = value.as_str().unwrap_or("");
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn dump(python: &Python) -> Value {
-    let output = Command::new(&python.path)
-        .arg(program("dump_code.py"))
-        .current_dir(program(""))
-        .output()
-        .expect("run dump_code.py");
-    assert!(
-        output.status.success(),
-        "dump_code.py failed under {}: {}",
-        python.label(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("dump_code.py prints JSON")
-}
-
-/// The CodeObjectDef the agent would write for one dumped code object.
-fn code_object_def(record: &Value, python: &Python, strings: &mut Strings) -> CodeObjectDef {
-    let (major, minor, patch) = python.version;
-    CodeObjectDef {
-        id: 1,
-        filename: strings.intern("bytecode_corpus.py"),
-        name: strings.intern(record["name"].as_str().unwrap()),
-        qualname: strings.intern(record["qualname"].as_str().unwrap()),
-        first_line: record["first_line"].as_u64().unwrap() as u32,
-        bytecode: hex(&record["bytecode"]),
-        // Left empty: the viewer must deoptimize the adaptive bytes itself.
-        bytecode_deoptimized: Vec::new(),
-        line_table: hex(&record["line_table"]),
-        line_table_kind: record["line_table_kind"].as_i64().unwrap() as i32,
-        varnames: strings.intern_all(&record["varnames"]),
-        cellvars: strings.intern_all(&record["cellvars"]),
-        freevars: strings.intern_all(&record["freevars"]),
-        names: strings.intern_all(&record["names"]),
-        consts: self::strings(&record["consts"]),
-        python_version: Some(PythonVersion {
-            major,
-            minor,
-            patch,
-            ..Default::default()
-        }),
-        localspluskinds: hex(&record["localspluskinds"]),
-        ..Default::default()
-    }
-}
 
 type Row = (u64, String, Option<i64>, String);
 
@@ -312,7 +229,7 @@ fn disassembly_and_line_tables_equal_dis_of_the_same_interpreter() {
         let mut problems = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for record in dump["code_objects"].as_array().unwrap() {
-            let def = code_object_def(record, &python, &mut strings);
+            let def = code_object_def(record, &python, &mut |text| strings.intern(text));
             let code = Code::from_def(&def, |id| strings.texts.get(&id).cloned(), None);
             let opcodes = opcodes_of(&code).expect("a table for every interpreter here");
             let co_code = hex(&record["bytecode_deoptimized"]);

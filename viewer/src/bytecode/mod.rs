@@ -5,9 +5,11 @@
 //! * [`dialect`]: the version-dependent rules of `dis` that are code;
 //! * [`code`]: a recorded code object with its strings resolved;
 //! * [`disassemble`]: bytes to instructions;
-//! * [`annotate`]: heat per instruction and the text report.
+//! * [`annotate`]: heat per instruction and the text report;
+//! * [`cli`]: the `pydeep-view bytecode` subcommand.
 
 pub mod annotate;
+pub mod cli;
 pub mod code;
 pub mod dialect;
 pub mod disassemble;
