@@ -11,7 +11,9 @@ use crate::cpython::code::{CodeFingerprint, CodeObject};
 use crate::cpython::objects::{ObjectError, ObjectReader};
 use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
 use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
-use crate::walker::{sample_interpreters, ThreadSample, WalkError, WalkOptions};
+use crate::walker::{
+    sample_interpreters, CodeCheck, ThreadListCache, ThreadSample, WalkError, WalkOptions,
+};
 
 /// Advice printed with every permission error.
 pub const PERMISSION_ADVICE: &str = "reading another process needs ptrace permission: run pydeep \
@@ -144,6 +146,7 @@ pub struct Target {
     paused: Rc<Cell<u32>>,
     stat_files: HashMap<u64, File>,
     tasks: Vec<u64>,
+    thread_lists: ThreadListCache,
 }
 
 impl Target {
@@ -243,6 +246,7 @@ impl Target {
             paused: Rc::new(Cell::new(0)),
             stat_files: HashMap::new(),
             tasks: Vec::new(),
+            thread_lists: ThreadListCache::default(),
         })
     }
 
@@ -288,13 +292,30 @@ impl Target {
         self.generation += 1;
         let mut options = self.options;
         options.check_torn = options.check_torn && self.paused.get() == 0;
+        let reader = ObjectReader::new(&self.memory, &self.layout);
+        let codes = &self.codes;
+        let generation = self.generation;
+        let needs_check = |address: u64| {
+            codes
+                .get(&address)
+                .is_some_and(|c| c.validated != generation)
+        };
+        let mut code_check = CodeCheck::new(&needs_check, reader.code_fingerprint_len());
         let result = sample_interpreters(
             &self.memory,
             &self.layout,
             self.runtime_address,
             &options,
+            &mut self.thread_lists,
+            &mut code_check,
             out,
         );
+        let checked: Vec<(u64, CodeFingerprint)> = code_check
+            .pieces
+            .iter()
+            .map(|(address, bytes)| (*address, reader.code_fingerprint(bytes)))
+            .collect();
+        let checked_ok = code_check.ok;
         if let Err(e) = result {
             if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
                 return Err(ReadError::TargetExited { pid: self.pid });
@@ -308,53 +329,21 @@ impl Target {
             thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
             thread.active = self.thread_running(thread.native_id);
         }
-        self.validate_codes(out);
-        Ok(())
-    }
-
-    /// Re-reads the fingerprint of every cached code object the sample
-    /// references (one batched read) and forgets those replaced by another
-    /// object at the same address.
-    fn validate_codes(&mut self, samples: &[ThreadSample]) {
-        let mut addresses: Vec<u64> = samples
-            .iter()
-            .flat_map(|t| t.frames.iter().map(|f| f.code_address))
-            .filter(|a| {
-                self.codes
-                    .get(a)
-                    .is_some_and(|c| c.validated != self.generation)
-            })
-            .collect();
-        addresses.sort_unstable();
-        addresses.dedup();
-        if addresses.is_empty() {
-            return;
-        }
-        let reader = ObjectReader::new(&self.memory, &self.layout);
-        let len = reader.code_fingerprint_len();
-        let mut buffers = vec![vec![0u8; len]; addresses.len()];
-        let mut pieces: Vec<(u64, &mut [u8])> = addresses
-            .iter()
-            .zip(buffers.iter_mut())
-            .map(|(a, b)| (*a, &mut b[..]))
-            .collect();
-        let ok = self.memory.read_many(&mut pieces).is_ok();
-        let fingerprints: Vec<CodeFingerprint> =
-            buffers.iter().map(|b| reader.code_fingerprint(b)).collect();
-        for (address, fingerprint) in addresses.into_iter().zip(fingerprints) {
-            let still = ok
+        // Forget code objects replaced by another at the same address.
+        for (address, fingerprint) in checked {
+            let still = checked_ok
                 && self
                     .codes
                     .get(&address)
                     .is_some_and(|c| c.fingerprint == fingerprint);
-            if still {
-                if let Some(entry) = self.codes.get_mut(&address) {
-                    entry.validated = self.generation;
+            match self.codes.get_mut(&address) {
+                Some(entry) if still => entry.validated = self.generation,
+                _ => {
+                    self.codes.remove(&address);
                 }
-            } else {
-                self.codes.remove(&address);
             }
         }
+        Ok(())
     }
 
     /// The code object at `address`, read once and cached. A cached entry

@@ -22,6 +22,12 @@ const SPECULATIVE_WINDOW: u64 = 8 << 10;
 #[derive(Debug, Default, Clone)]
 pub struct FrameSource {
     windows: Vec<(u64, Vec<u8>)>,
+    /// Starts of data-stack chunks known so far: the thread's current chunk
+    /// and, when the layout says where `_PyStackChunk.previous` is, the
+    /// older chunks read from each window's chunk header.
+    chunks: Vec<u64>,
+    /// Offset of `_PyStackChunk.previous`, if known.
+    chunk_previous_at: Option<u64>,
 }
 
 impl FrameSource {
@@ -30,9 +36,37 @@ impl FrameSource {
         FrameSource::default()
     }
 
+    /// Copies of target memory are served from here; `chunk_previous_at`
+    /// is the offset of `_PyStackChunk.previous` when the layout knows it.
+    pub fn with_chunk_layout(chunk_previous_at: Option<u64>) -> FrameSource {
+        FrameSource {
+            chunk_previous_at,
+            ..FrameSource::default()
+        }
+    }
+
     /// Adds a copied range of target memory starting at `address`.
     pub fn add_window(&mut self, address: u64, bytes: Vec<u8>) {
+        self.note_chunk(address, &bytes);
         self.windows.push((address, bytes));
+    }
+
+    /// Records `chunk` as the start of a data-stack chunk.
+    pub fn add_chunk(&mut self, chunk: u64) {
+        if chunk != 0 && !self.chunks.contains(&chunk) {
+            self.chunks.push(chunk);
+        }
+    }
+
+    fn note_chunk(&mut self, address: u64, bytes: &[u8]) {
+        if let Some(at) = self.chunk_previous_at {
+            if self.chunks.contains(&address) {
+                let previous = field_u64(bytes, at);
+                if previous != 0 && previous.is_multiple_of(8) {
+                    self.add_chunk(previous);
+                }
+            }
+        }
     }
 
     fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
@@ -44,28 +78,24 @@ impl FrameSource {
     }
 
     /// The `len` bytes at `address`: from a window if one holds them,
-    /// otherwise read (with a window below them when `chunk` says where
-    /// the data stack starts).
-    fn header(
-        &mut self,
-        memory: &dyn RemoteMemory,
-        address: u64,
-        len: u64,
-        chunk: u64,
-    ) -> Option<Vec<u8>> {
+    /// otherwise read with a window reaching down to the nearest known
+    /// chunk start (or a little below the frame), since callers' frames
+    /// sit below their callees'.
+    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<Vec<u8>> {
         if let Some(bytes) = self.find(address, len) {
             return Some(bytes.to_vec());
         }
         let end = address.checked_add(len)?;
-        let start = if chunk != 0 && address >= chunk && end - chunk <= MAX_WINDOW {
-            chunk
-        } else {
-            end.saturating_sub(SPECULATIVE_WINDOW)
-                .max(address.min(end - len))
-        };
+        let chunk = self
+            .chunks
+            .iter()
+            .copied()
+            .filter(|&c| c <= address && end - c <= MAX_WINDOW)
+            .max();
+        let start = chunk.unwrap_or_else(|| end.saturating_sub(SPECULATIVE_WINDOW.max(len)));
         let mut bytes = vec![0u8; (end - start) as usize];
         if memory.read(start, &mut bytes).is_ok() {
-            self.windows.push((start, bytes));
+            self.add_window(start, bytes);
             return self.find(address, len).map(<[u8]>::to_vec);
         }
         let mut exact = vec![0u8; len as usize];
@@ -155,12 +185,12 @@ pub fn walk_frame_objects(
 
 /// Walks 3.11+ `_PyInterpreterFrame`s from `current` along `previous`,
 /// serving frames from `source` (a copy of the data stack) where possible.
-/// `chunk` is the thread's current data-stack chunk (0 if unknown).
+/// `source` should know the thread's current data-stack chunk
+/// ([`FrameSource::add_chunk`]).
 pub fn walk_interpreter_frames(
     memory: &dyn RemoteMemory,
     layout: &Layout,
     current: u64,
-    chunk: u64,
     source: &mut FrameSource,
     options: &WalkOptions,
 ) -> Walk {
@@ -211,7 +241,7 @@ pub fn walk_interpreter_frames(
             walk.broken = true;
             break;
         }
-        let Some(header) = source.header(memory, address, len, chunk) else {
+        let Some(header) = source.header(memory, address, len) else {
             walk.broken = true;
             break;
         };

@@ -12,7 +12,9 @@ mod frames;
 mod threads;
 
 pub use frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
-pub use threads::{sample_interpreters, InterpreterThreads};
+pub use threads::{
+    list_threads, sample_interpreters, CodeCheck, InterpreterThreads, ThreadListCache,
+};
 
 /// One frame of a sampled stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -33,20 +33,30 @@ struct ThreadRead {
     walk: Walk,
 }
 
-/// Reads every thread of every interpreter into `out` (cleared first).
-pub fn sample_interpreters(
+/// The interpreter and thread lists of the previous sample. A sample first
+/// re-reads them all in one batch and checks every link still holds; only
+/// if one changed are the lists followed again, one read per link.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadListCache {
+    interpreters: Vec<InterpreterThreads>,
+}
+
+struct StateReads {
+    states: Vec<(u32, u64, Vec<u8>)>,
+    gils: Vec<Vec<u8>>,
+    consistent: bool,
+}
+
+/// Reads the runtime's interpreter-list head, every interpreter's header,
+/// every thread state and every GIL in one batch, and checks the links
+/// against `interpreters` (main interpreter first).
+fn read_states(
     memory: &dyn RemoteMemory,
     layout: &Layout,
     runtime_address: u64,
-    options: &WalkOptions,
-    out: &mut Vec<ThreadSample>,
-) -> Result<(), WalkError> {
-    out.clear();
-    let interpreters = list_threads(memory, layout, runtime_address, options)?;
+    interpreters: &[InterpreterThreads],
+) -> Result<StateReads, WalkError> {
     let o = &layout.offsets;
-    let mut reads: Vec<ThreadRead> = Vec::new();
-
-    // Phase 1: the thread states, and the GIL of each interpreter.
     let thread_len = [
         o.thread_next,
         o.thread_thread_id,
@@ -61,24 +71,27 @@ pub fn sample_interpreters(
     .max()
     .unwrap_or(0)
         + 8;
+    let interp_len = interpreter_len(layout);
     let gil_len = o.gil_locked.max(o.gil_last_holder).unwrap_or(0) + 8;
+    let mut head = [0u8; 8];
+    let mut headers: Vec<Vec<u8>> = vec![vec![0u8; interp_len as usize]; interpreters.len()];
     let mut states: Vec<(u32, u64, Vec<u8>)> = Vec::new();
     let mut gils: Vec<Vec<u8>> = Vec::new();
-    {
-        for interpreter in &interpreters {
-            for &thread in &interpreter.threads {
-                states.push((interpreter.index, thread, vec![0u8; thread_len as usize]));
-            }
-            gils.push(vec![
-                0u8;
-                if interpreter.gil != 0 {
-                    gil_len as usize
-                } else {
-                    0
-                }
-            ]);
+    for interpreter in interpreters {
+        for &thread in &interpreter.threads {
+            states.push((interpreter.index, thread, vec![0u8; thread_len as usize]));
         }
+        let len = if interpreter.gil != 0 { gil_len } else { 0 };
+        gils.push(vec![0u8; len as usize]);
+    }
+    {
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
+        if let Some(at) = o.runtime_interpreters_head {
+            pieces.push((runtime_address + at, &mut head[..]));
+        }
+        for (interpreter, header) in interpreters.iter().zip(headers.iter_mut()) {
+            pieces.push((interpreter.address, &mut header[..]));
+        }
         for (_, address, buf) in states.iter_mut() {
             pieces.push((*address, &mut buf[..]));
         }
@@ -89,6 +102,81 @@ pub fn sample_interpreters(
         }
         memory.read_many(&mut pieces)?;
     }
+    // Check every link: head -> newest interpreter -> ... -> main; each
+    // interpreter's threads_head -> its threads -> 0; the GIL pointer.
+    let mut consistent = !interpreters.is_empty()
+        && u64::from_le_bytes(head) == interpreters.last().map_or(0, |i| i.address);
+    let mut state_index = 0;
+    for (position, (interpreter, header)) in interpreters.iter().zip(&headers).enumerate() {
+        let next_expected = if position == 0 {
+            0
+        } else {
+            interpreters[position - 1].address
+        };
+        let next = o.interpreter_next.map_or(0, |at| field_u64(header, at));
+        let first = o
+            .interpreter_threads_head
+            .map_or(0, |at| field_u64(header, at));
+        consistent &= next == next_expected;
+        consistent &= first == interpreter.threads.first().copied().unwrap_or(0);
+        if let Some(at) = o.interpreter_ceval_gil {
+            consistent &= field_u64(header, at) == interpreter.gil;
+        }
+        for j in 0..interpreter.threads.len() {
+            let (_, _, state) = &states[state_index];
+            let next = o.thread_next.map_or(0, |at| field_u64(state, at));
+            consistent &= next == interpreter.threads.get(j + 1).copied().unwrap_or(0);
+            state_index += 1;
+        }
+    }
+    Ok(StateReads {
+        states,
+        gils,
+        consistent,
+    })
+}
+
+fn interpreter_len(layout: &Layout) -> u64 {
+    let o = &layout.offsets;
+    [
+        o.interpreter_next,
+        o.interpreter_threads_head,
+        o.interpreter_ceval_gil,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0)
+        + 8
+}
+
+/// Reads every thread of every interpreter into `out` (cleared first).
+///
+/// `cache` carries the thread lists from one sample to the next; `code_check`
+/// names code objects whose fingerprint (`code_check_len` bytes) should be
+/// re-read in the sample's last batch, and receives those bytes.
+pub fn sample_interpreters(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    runtime_address: u64,
+    options: &WalkOptions,
+    cache: &mut ThreadListCache,
+    code_check: &mut CodeCheck<'_>,
+    out: &mut Vec<ThreadSample>,
+) -> Result<(), WalkError> {
+    out.clear();
+    let o = &layout.offsets;
+    let mut reads: Vec<ThreadRead> = Vec::new();
+
+    // Phase 1: the thread states and the GIL of each interpreter, in one
+    // batch when the lists did not change since the last sample.
+    let mut batch = read_states(memory, layout, runtime_address, &cache.interpreters);
+    if !matches!(&batch, Ok(b) if b.consistent) {
+        cache.interpreters = list_threads(memory, layout, runtime_address, options)?;
+        batch = read_states(memory, layout, runtime_address, &cache.interpreters);
+    }
+    let StateReads { states, gils, .. } = batch?;
+    let interpreters = &cache.interpreters;
     let gil_holder = |index: u32| -> Option<u64> {
         let position = interpreters.iter().position(|i| i.index == index)?;
         let buf = &gils[position];
@@ -163,7 +251,9 @@ pub fn sample_interpreters(
             let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut owners: Vec<usize> = Vec::new();
             for (i, read) in reads.iter().enumerate() {
-                sources.push(FrameSource::new());
+                let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
+                source.add_chunk(read.chunk);
+                sources.push(source);
                 let frame = read.current_frame;
                 if frame == 0 || read.chunk == 0 || frame < read.chunk {
                     continue;
@@ -185,14 +275,8 @@ pub fn sample_interpreters(
                 }
             }
             for (read, source) in reads.iter_mut().zip(sources.iter_mut()) {
-                read.walk = walk_interpreter_frames(
-                    memory,
-                    layout,
-                    read.current_frame,
-                    read.chunk,
-                    source,
-                    options,
-                );
+                read.walk =
+                    walk_interpreter_frames(memory, layout, read.current_frame, source, options);
             }
         }
     }
@@ -216,7 +300,12 @@ pub fn sample_interpreters(
                 pieces.push((*address, &mut top[..]));
             }
         }
+        code_check.select(&reads);
+        for (address, buf) in code_check.pieces.iter_mut() {
+            pieces.push((*address, &mut buf[..]));
+        }
         let reread_ok = memory.read_many(&mut pieces).is_ok();
+        code_check.ok = reread_ok;
         for ((read, pointer), top) in reads.iter_mut().zip(pointers).zip(tops) {
             let frame_moved =
                 read.frame_pointer_at >= 8 && u64::from_le_bytes(pointer) != read.current_frame;
@@ -229,6 +318,16 @@ pub fn sample_interpreters(
         }
     }
 
+    if !options.check_torn {
+        code_check.select(&reads);
+        let mut pieces: Vec<(u64, &mut [u8])> = code_check
+            .pieces
+            .iter_mut()
+            .map(|(a, b)| (*a, &mut b[..]))
+            .collect();
+        code_check.ok = pieces.is_empty() || memory.read_many(&mut pieces).is_ok();
+    }
+
     for read in reads {
         let mut sample = read.sample;
         sample.truncated = read.walk.truncated || (read.walk.broken && !options.check_torn);
@@ -236,6 +335,44 @@ pub fn sample_interpreters(
         out.push(sample);
     }
     Ok(())
+}
+
+/// Code objects to re-check in a sample's last batch read.
+pub struct CodeCheck<'a> {
+    /// Which code addresses need checking.
+    pub needs_check: &'a dyn Fn(u64) -> bool,
+    /// Bytes to read of each.
+    pub len: usize,
+    /// The addresses chosen and the bytes read.
+    pub pieces: Vec<(u64, Vec<u8>)>,
+    /// True if the batch holding them was read.
+    pub ok: bool,
+}
+
+impl<'a> CodeCheck<'a> {
+    /// A check of the code objects `needs_check` accepts.
+    pub fn new(needs_check: &'a dyn Fn(u64) -> bool, len: usize) -> CodeCheck<'a> {
+        CodeCheck {
+            needs_check,
+            len,
+            pieces: Vec::new(),
+            ok: false,
+        }
+    }
+
+    fn select(&mut self, reads: &[ThreadRead]) {
+        let mut addresses: Vec<u64> = reads
+            .iter()
+            .flat_map(|r| r.walk.frames.iter().map(|f| f.code_address))
+            .filter(|a| (self.needs_check)(*a))
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        self.pieces = addresses
+            .into_iter()
+            .map(|a| (a, vec![0u8; self.len]))
+            .collect();
+    }
 }
 
 /// True if two copies of a frame header describe the same call: same code
