@@ -17,7 +17,7 @@ use pydeep_format::proto::{CodeObjectDef, LineTableKind};
 use pydeep_format::{Event, FormatError, Recording, Tables};
 
 use super::code::Code;
-use super::disassemble::{disassemble, DisassembleError, Form, Instruction};
+use super::disassemble::{disassemble, instruction_index_at, DisassembleError, Form, Instruction};
 
 /// Which code objects to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,11 +209,8 @@ fn covers_line(def: &CodeObjectDef, line: u32) -> bool {
 fn heat_per_instruction(instructions: &[Instruction], heat: &BTreeMap<u32, u64>) -> Vec<u64> {
     let mut out = vec![0u64; instructions.len()];
     for (&offset, &count) in heat {
-        let index = instructions.partition_point(|i| i.offset <= offset);
-        if let Some(i) = index.checked_sub(1) {
-            if offset < instructions[i].end_offset() {
-                out[i] += count;
-            }
+        if let Some(index) = instruction_index_at(instructions, offset) {
+            out[index] += count;
         }
     }
     out

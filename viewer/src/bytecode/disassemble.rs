@@ -67,6 +67,16 @@ pub enum DisassembleError {
     UnsupportedVersion(u32, u32, String),
 }
 
+/// The index of the instruction whose bytes (inline caches included) hold
+/// byte `offset`: where a sample's `instruction_offset` belongs. On 3.12 a
+/// frame stopped in a call can point at the call's last cache unit.
+pub fn instruction_index_at(instructions: &[Instruction], offset: u32) -> Option<usize> {
+    let index = instructions
+        .partition_point(|i| i.offset <= offset)
+        .checked_sub(1)?;
+    (offset < instructions[index].end_offset()).then_some(index)
+}
+
 /// The opcode table of `code`'s version, or an error naming the known ones.
 pub fn opcodes_of(code: &Code) -> Result<&'static Opcodes, DisassembleError> {
     let (major, minor) = code.version;

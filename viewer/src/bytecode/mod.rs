@@ -16,4 +16,4 @@ pub mod disassemble;
 pub mod tables;
 
 pub use code::Code;
-pub use disassemble::{disassemble, DisassembleError, Form, Instruction};
+pub use disassemble::{disassemble, instruction_index_at, DisassembleError, Form, Instruction};
