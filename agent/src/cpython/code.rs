@@ -8,8 +8,9 @@ use crate::memory::{field_u32, field_u64, read_vec};
 /// Largest bytecode array accepted (CPython caps code at INT_MAX, real code
 /// is far smaller).
 pub const MAX_BYTECODE: usize = 4 << 20;
-/// Longest constant repr kept.
-pub const MAX_CONST_REPR: usize = 80;
+/// Longest constant repr kept (longer ones keep 197 characters and "...",
+/// the bounded repr rule of notes/bytecode.md).
+pub const MAX_CONST_REPR: usize = 200;
 
 /// How a code object's line table is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

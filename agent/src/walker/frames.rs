@@ -114,9 +114,9 @@ pub struct Walk {
     /// The chain ended on something implausible (unreadable, a cycle, a
     /// garbage field): in a running target, a sign of a torn read.
     pub broken: bool,
-    /// Innermost frame's address and the bytes of its header, for the
-    /// torn-read check.
-    pub top: Option<(u64, Vec<u8>)>,
+    /// Every frame header read (address and bytes), innermost first, for
+    /// the torn-read check.
+    pub visited: Vec<(u64, Vec<u8>)>,
 }
 
 /// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back`.
@@ -159,9 +159,7 @@ pub fn walk_frame_objects(
             walk.broken = true;
             break;
         }
-        if walk.top.is_none() {
-            walk.top = Some((address, header.clone()));
-        }
+        walk.visited.push((address, header.clone()));
         let code = field_u64(&header, code_at);
         let lasti = field_u32(&header, lasti_at) as i32;
         if code == 0 || !code.is_multiple_of(8) {
@@ -249,9 +247,7 @@ pub fn walk_interpreter_frames(
         let code = field_u64(&header, code_at) & !s.executable_tag_mask;
         let instr = field_u64(&header, instr_at);
         let previous = field_u64(&header, previous_at);
-        if walk.top.is_none() {
-            walk.top = Some((address, header));
-        }
+        walk.visited.push((address, header));
         // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
         // version (pycore_frame.h); anything else is not a frame.
         if owner > 4 {

@@ -281,23 +281,33 @@ pub fn sample_interpreters(
         }
     }
 
-    // Phase 4: did any stack change while it was read? Re-read each
-    // thread's current-frame pointer and its innermost frame's header; a
-    // caller's frame cannot change while its callee still runs, so equal
-    // values mean the copy was of one moment.
+    // Phase 4: did any stack change while it was read? Re-read, in one
+    // batch, each thread's current-frame pointer and every frame header
+    // the walk used. The innermost frame's instruction moves on while it
+    // runs, but its code and caller may not change, and no caller's frame
+    // may change at all while its callee runs: if everything compares
+    // equal, the stack read was one the program really had.
     if options.check_torn {
         let mut pointers = vec![[0u8; 8]; reads.len()];
-        let mut tops: Vec<Vec<u8>> = reads
+        let mut again: Vec<Vec<Vec<u8>>> = reads
             .iter()
-            .map(|r| vec![0u8; r.walk.top.as_ref().map_or(0, |t| t.1.len())])
+            .map(|r| {
+                r.walk
+                    .visited
+                    .iter()
+                    .map(|(_, h)| vec![0u8; h.len()])
+                    .collect()
+            })
             .collect();
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
-        for ((read, pointer), top) in reads.iter().zip(pointers.iter_mut()).zip(tops.iter_mut()) {
+        for ((read, pointer), headers) in
+            reads.iter().zip(pointers.iter_mut()).zip(again.iter_mut())
+        {
             if read.frame_pointer_at >= 8 {
                 pieces.push((read.frame_pointer_at, &mut pointer[..]));
             }
-            if let Some((address, _)) = &read.walk.top {
-                pieces.push((*address, &mut top[..]));
+            for ((address, _), buf) in read.walk.visited.iter().zip(headers.iter_mut()) {
+                pieces.push((*address, &mut buf[..]));
             }
         }
         code_check.select(&reads);
@@ -306,15 +316,17 @@ pub fn sample_interpreters(
         }
         let reread_ok = memory.read_many(&mut pieces).is_ok();
         code_check.ok = reread_ok;
-        for ((read, pointer), top) in reads.iter_mut().zip(pointers).zip(tops) {
+        for ((read, pointer), headers) in reads.iter_mut().zip(pointers).zip(again) {
             let frame_moved =
                 read.frame_pointer_at >= 8 && u64::from_le_bytes(pointer) != read.current_frame;
-            let top_changed = read
+            let changed = read
                 .walk
-                .top
-                .as_ref()
-                .is_some_and(|(_, before)| !same_frame(layout, before, &top));
-            read.sample.torn = !reread_ok || frame_moved || top_changed || read.walk.broken;
+                .visited
+                .iter()
+                .zip(&headers)
+                .enumerate()
+                .any(|(i, ((_, before), after))| !same_frame(layout, before, after, i == 0));
+            read.sample.torn = !reread_ok || frame_moved || changed || read.walk.broken;
         }
     }
 
@@ -376,15 +388,23 @@ impl<'a> CodeCheck<'a> {
 }
 
 /// True if two copies of a frame header describe the same call: same code
-/// and same caller (the instruction pointer of the innermost frame moves
-/// on while it runs and is read as of the first copy).
-fn same_frame(layout: &Layout, before: &[u8], after: &[u8]) -> bool {
+/// and caller and, except for the innermost frame (whose instruction
+/// pointer moves on while it runs), the same instruction.
+fn same_frame(layout: &Layout, before: &[u8], after: &[u8], innermost: bool) -> bool {
     let o = &layout.offsets;
+    let instruction = if innermost {
+        None
+    } else {
+        o.interpreter_frame_instr_ptr
+            .or(o.interpreter_frame_prev_instr)
+            .or(o.frame_object_f_lasti)
+    };
     let fields = [
         o.interpreter_frame_previous.or(o.frame_object_f_back),
         o.interpreter_frame_f_executable
             .or(o.interpreter_frame_f_code)
             .or(o.frame_object_f_code),
+        instruction,
     ];
     fields
         .into_iter()

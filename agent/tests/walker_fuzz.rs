@@ -1,0 +1,193 @@
+//! The walkers over in-memory snapshots: exact on well-formed frame chains,
+//! and on garbage (random bytes full of self-pointers, cycles) they end
+//! without panicking, within their depth limit and a bounded number of
+//! reads.
+
+use proptest::prelude::*;
+use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
+use pydeep::memory::{RemoteMemory, SnapshotMemory};
+use pydeep::walker::{
+    sample_interpreters, walk_frame_objects, walk_interpreter_frames, CodeCheck, FrameSource,
+    ThreadListCache, WalkOptions,
+};
+
+fn layout(minor: u32) -> Layout {
+    let semantics = semantics_for(3, minor).unwrap();
+    let offsets = *generated::ALL
+        .iter()
+        .find(|t| t.version.1 == minor)
+        .expect("generated table");
+    Layout {
+        version: PythonVersion {
+            major: 3,
+            minor,
+            ..Default::default()
+        },
+        semantics,
+        offsets,
+    }
+}
+
+fn put(memory: &mut SnapshotMemory, address: u64, value: u64) {
+    assert!(
+        memory.write(address, &value.to_le_bytes()),
+        "write at {address:x}"
+    );
+}
+
+const BASE: u64 = 0x10_0000;
+
+#[test]
+fn a_well_formed_data_stack_is_walked_innermost_first_with_exact_offsets() {
+    for minor in [11u32, 12, 13] {
+        let layout = layout(minor);
+        let o = &layout.offsets;
+        let frame_size = o.interpreter_frame_size.unwrap() + 32;
+        let mut memory = SnapshotMemory::new();
+        memory.add_region(BASE, vec![0u8; 64 << 10]);
+        let chunk = BASE;
+        let code = BASE + 0x8000;
+        let co_code = code + o.code_co_code_adaptive.unwrap();
+        let code_at = o
+            .interpreter_frame_f_code
+            .or(o.interpreter_frame_f_executable)
+            .unwrap();
+        let instr_at = o
+            .interpreter_frame_prev_instr
+            .or(o.interpreter_frame_instr_ptr)
+            .unwrap();
+        let depth = 40u64;
+        let mut previous = 0;
+        let mut frame = chunk + 64;
+        for i in 0..depth {
+            put(
+                &mut memory,
+                frame + o.interpreter_frame_previous.unwrap(),
+                previous,
+            );
+            put(&mut memory, frame + code_at, code);
+            put(&mut memory, frame + instr_at, co_code + 2 * i);
+            previous = frame;
+            frame += frame_size;
+        }
+        let top = previous;
+        let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
+        source.add_chunk(chunk);
+        let before = memory.read_calls();
+        let walk =
+            walk_interpreter_frames(&memory, &layout, top, &mut source, &WalkOptions::default());
+        assert!(!walk.broken && !walk.truncated, "3.{minor}: {walk:?}");
+        let offsets: Vec<u32> = walk.frames.iter().map(|f| f.instruction_offset).collect();
+        let expected: Vec<u32> = (0..depth as u32).rev().map(|i| 2 * i).collect();
+        assert_eq!(offsets, expected, "3.{minor}");
+        assert!(walk.frames.iter().all(|f| f.code_address == code));
+        // The whole stack came from one window read.
+        assert_eq!(memory.read_calls() - before, 1, "3.{minor}: reads");
+    }
+}
+
+#[test]
+fn a_cycle_of_frames_ends_the_walk_as_broken() {
+    let layout = layout(12);
+    let o = &layout.offsets;
+    let mut memory = SnapshotMemory::new();
+    memory.add_region(BASE, vec![0u8; 4096]);
+    let (a, b) = (BASE + 256, BASE + 1024);
+    let code = BASE + 2048;
+    for (frame, previous) in [(a, b), (b, a)] {
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_previous.unwrap(),
+            previous,
+        );
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_f_code.unwrap(),
+            code,
+        );
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_prev_instr.unwrap(),
+            code + o.code_co_code_adaptive.unwrap(),
+        );
+    }
+    let mut source = FrameSource::new();
+    let walk = walk_interpreter_frames(&memory, &layout, a, &mut source, &WalkOptions::default());
+    assert!(walk.broken);
+    assert_eq!(walk.frames.len(), 2);
+
+    let legacy = self::layout(10);
+    let lo = &legacy.offsets;
+    let mut memory = SnapshotMemory::new();
+    memory.add_region(BASE, vec![0u8; 4096]);
+    for (frame, back) in [(a, b), (b, a)] {
+        put(&mut memory, frame + lo.frame_object_f_back.unwrap(), back);
+        put(&mut memory, frame + lo.frame_object_f_code.unwrap(), code);
+    }
+    let walk = walk_frame_objects(&memory, &legacy, a, &WalkOptions::default());
+    assert!(walk.broken);
+    assert_eq!(walk.frames.len(), 2);
+}
+
+#[test]
+fn a_stack_deeper_than_the_limit_is_truncated_not_read_to_the_end() {
+    let layout = layout(10);
+    let o = &layout.offsets;
+    let mut memory = SnapshotMemory::new();
+    memory.add_region(BASE, vec![0u8; 64 << 10]);
+    let code = BASE + 0xf000;
+    for i in 0..100u64 {
+        let frame = BASE + 256 * (i + 1);
+        let back = if i == 99 { 0 } else { frame + 256 };
+        put(&mut memory, frame + o.frame_object_f_back.unwrap(), back);
+        put(&mut memory, frame + o.frame_object_f_code.unwrap(), code);
+    }
+    let options = WalkOptions {
+        max_depth: 10,
+        ..WalkOptions::default()
+    };
+    let walk = walk_frame_objects(&memory, &layout, BASE + 256, &options);
+    assert!(walk.truncated && !walk.broken);
+    assert_eq!(walk.frames.len(), 10);
+    assert!(memory.read_calls() <= 10);
+}
+
+/// Random words, many of them pointers back into the same region, so chains
+/// wander through garbage and loop.
+fn garbage() -> impl Strategy<Value = Vec<u64>> {
+    prop::collection::vec(
+        prop_oneof![
+            (0u64..4096).prop_map(|i| BASE + 8 * i),
+            (0u64..4096).prop_map(|i| BASE + i),
+            any::<u64>(),
+            0u64..8,
+            Just(0u64),
+        ],
+        4096,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn garbage_never_panics_and_work_stays_bounded(words in garbage(), minor in 9u32..=13) {
+        let layout = layout(minor);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut memory = SnapshotMemory::new();
+        memory.add_region(BASE, bytes);
+        let options = WalkOptions { max_depth: 64, max_threads: 16, ..WalkOptions::default() };
+        let mut out = Vec::new();
+        let mut cache = ThreadListCache::default();
+        let never = |_: u64| false;
+        let mut check = CodeCheck::new(&never, 0);
+        let _ = sample_interpreters(&memory, &layout, BASE, &options, &mut cache, &mut check, &mut out);
+        prop_assert!(out.len() <= 256 * 16);
+        for thread in &out {
+            prop_assert!(thread.frames.len() <= 64);
+        }
+        // Interpreters (<= 256) x threads (<= 16) x frames (<= 64, twice
+        // for skipped shims), each at most two reads, plus the batches.
+        prop_assert!(memory.read_calls() <= 256 * 16 * 2 * (2 * 64 + 16) + 256 * 20);
+    }
+}

@@ -1,0 +1,87 @@
+//! Non-blocking sampling of a target that never stops: a stack read while
+//! it changed is flagged torn (and counted), and every stack not flagged is
+//! a stack the program can really have.
+
+use std::process::{Child, Command};
+
+use pydeep::Target;
+use pydeep_integration::{program, test_pythons};
+
+struct Running {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The busy thread's stacks are `churn`* `main` `<module>`, innermost first.
+fn is_possible(names: &[String]) -> bool {
+    let churns = names.iter().take_while(|n| *n == "churn").count();
+    names[churns..] == ["main".to_string(), "<module>".to_string()]
+}
+
+#[test]
+fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
+    for python in test_pythons("walker: torn reads in non-blocking mode") {
+        let label = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let child = Command::new(&python.path)
+            .arg(program("deep_stack.py"))
+            .arg(&ready)
+            .arg("50")
+            .arg("busy")
+            .spawn()
+            .expect("start");
+        let running = Running { child, _dir: dir };
+        while !ready.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = running.child.id() as i32;
+        let mut target = Target::attach(pid).expect("attach");
+        let (mut torn, mut good, mut empty) = (0u32, 0u32, 0u32);
+        let mut samples = Vec::new();
+        for _ in 0..3000 {
+            target.sample_threads(&mut samples).expect("sample");
+            let Some(busy) = samples.iter().find(|s| s.native_id == pid as u64) else {
+                panic!("{label}: no main thread in {samples:?}");
+            };
+            if busy.torn {
+                torn += 1;
+                continue;
+            }
+            if busy.frames.is_empty() {
+                empty += 1;
+                continue;
+            }
+            let mut names = Vec::new();
+            for frame in busy.frames.clone() {
+                match target.code_object(frame.code_address) {
+                    Ok((_, code)) => names.push(code.name.clone()),
+                    Err(e) => panic!("{label}: untorn stack with unreadable code: {e}"),
+                }
+            }
+            assert!(
+                is_possible(&names),
+                "{label}: untorn but impossible stack {names:?}"
+            );
+            good += 1;
+            // The idle thread is never torn.
+            let idle = samples
+                .iter()
+                .find(|s| s.native_id != pid as u64)
+                .expect("idle thread");
+            assert!(
+                !idle.torn && idle.frames.len() > 50,
+                "{label}: idle {idle:?}"
+            );
+        }
+        eprintln!("   {label}: 3000 samples: {good} consistent, {torn} torn, {empty} empty");
+        assert!(good > 0, "{label}: no consistent sample at all");
+    }
+}
