@@ -130,6 +130,38 @@ def walk(code, seen, out, version):
             walk(const, seen, out, version)
 
 
+def instrumented(version):
+    """3.12+: the adaptive bytes of two functions while sys.monitoring has
+    CALL, JUMP and BRANCH events on them, so INSTRUMENTED_* opcodes replace
+    their base opcodes in place (Python/instrumentation.c), with co_code,
+    which CPython de-instruments."""
+    if version < (3, 12):
+        return []
+    monitoring = sys.monitoring
+    tool = monitoring.PROFILER_ID
+    monitoring.use_tool_id(tool, "pydeep-dump")
+    events = monitoring.events
+    wanted = events.CALL | events.JUMP
+    wanted |= getattr(events, "BRANCH", 0) or (events.BRANCH_LEFT | events.BRANCH_RIGHT)
+    for event in (events.CALL, events.JUMP):
+        monitoring.register_callback(tool, event, lambda *args: None)
+    out = []
+    try:
+        for function in (bytecode_corpus.loops, bytecode_corpus.methods_and_attributes):
+            code = function.__code__
+            monitoring.set_local_events(tool, code, wanted)
+            function()
+            out.append({
+                "qualname": code.co_qualname,
+                "bytecode": code._co_code_adaptive.hex(),
+                "bytecode_deoptimized": code.co_code.hex(),
+            })
+            monitoring.set_local_events(tool, code, 0)
+    finally:
+        monitoring.free_tool_id(tool)
+    return out
+
+
 def main():
     version = sys.version_info[:2]
     # Enough runs for 3.11's warm-up (8 calls) and the adaptive counters.
@@ -138,7 +170,8 @@ def main():
     codes, seen = [], set()
     for function in bytecode_corpus.ROOTS:
         walk(function.__code__, seen, codes, version)
-    json.dump({"python_version": list(sys.version_info[:3]), "code_objects": codes},
+    json.dump({"python_version": list(sys.version_info[:3]), "code_objects": codes,
+               "instrumented": instrumented(version)},
               sys.stdout)
 
 

@@ -273,6 +273,53 @@ fn disassembly_and_line_tables_equal_dis_of_the_same_interpreter() {
             code_objects += 1;
             instructions += base.len();
         }
+        // 3.12+: code under sys.monitoring holds INSTRUMENTED_* opcodes in
+        // place of their base opcodes; the walk must stay aligned with the
+        // base's caches and undo them into co_code.
+        let mut instrumented = 0;
+        for entry in dump["instrumented"].as_array().into_iter().flatten() {
+            let record = dump["code_objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["qualname"] == entry["qualname"])
+                .expect("instrumented function is in the dump");
+            let mut def = code_object_def(record, &python, &mut |text| strings.intern(text));
+            def.bytecode = hex(&entry["bytecode"]);
+            let code = Code::from_def(&def, |id| strings.texts.get(&id).cloned(), None);
+            let opcodes = opcodes_of(&code).unwrap();
+            if deoptimize(opcodes, &code.bytecode) != hex(&entry["bytecode_deoptimized"]) {
+                problems.push(format!(
+                    "{}: instrumented bytes do not deoptimize to co_code",
+                    code.qualname
+                ));
+            }
+            let base = disassemble(&code, Form::Deoptimized).unwrap();
+            let truth = truth_rows(&record["instructions"]);
+            compare_rows(
+                "instrumented",
+                &code.qualname,
+                &our_rows(&base),
+                &truth,
+                &mut problems,
+            );
+            let adaptive = disassemble(&code, Form::Adaptive).unwrap();
+            for (ours, truth) in adaptive.iter().zip(&truth) {
+                if ours.opname.starts_with("INSTRUMENTED_") {
+                    instrumented += 1;
+                    if ours.base_opname != truth.1 || ours.argrepr != truth.3 {
+                        problems.push(format!("{}: {ours:?} is not {truth:?}", code.qualname));
+                    }
+                }
+            }
+        }
+        if python.at_least(3, 12) {
+            assert!(
+                instrumented >= 5,
+                "no instrumented opcodes under {}",
+                python.label()
+            );
+        }
         eprintln!(
             "   {}: {code_objects} code objects, {instructions} instructions, {specialized} specialized, {} mismatches",
             python.label(),

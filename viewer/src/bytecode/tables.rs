@@ -135,6 +135,20 @@ impl Opcodes {
             .filter(|(op, _)| *op < 256)
             .map(|(op, name)| (name.clone(), op as u8))
             .collect();
+        // An instrumented opcode (3.12+, sys.monitoring) replaces its base
+        // opcode in place and keeps the base's inline caches behind it
+        // (Python/instrumentation.c); `dis` has no deopt entry for it, but
+        // walking the bytes needs the base's cache count.
+        for (op, name) in table.opnames.iter().enumerate().take(256) {
+            let base = name
+                .strip_prefix("INSTRUMENTED_")
+                .and_then(|base| by_name.get(base));
+            if let Some(&base) = base {
+                if deopt[op] == op as u8 {
+                    deopt[op] = base;
+                }
+            }
+        }
         let mut caches = [0u8; 256];
         for (name, &count) in &table.cache_entries {
             if let Some(&op) = by_name.get(name) {
@@ -263,6 +277,19 @@ mod tests {
             assert_eq!(opcodes.table.opnames.len(), 256, "{}", opcodes.table.python);
             let extended = opcodes.opcode("EXTENDED_ARG");
             assert_eq!(extended, Some(opcodes.table.extended_arg));
+        }
+    }
+
+    #[test]
+    fn instrumented_opcodes_walk_like_their_base_opcode() {
+        for version in [(3, 12), (3, 13)] {
+            let opcodes = opcodes_for(version.0, version.1).unwrap();
+            let call = opcodes.opcode("CALL").unwrap();
+            let instrumented = opcodes.opcode("INSTRUMENTED_CALL").unwrap();
+            assert_eq!(opcodes.deopt(instrumented), call);
+            assert!(opcodes.caches(call) > 0);
+            let line = opcodes.opcode("INSTRUMENTED_LINE").unwrap();
+            assert_eq!(opcodes.deopt(line), line, "no base to fall back on");
         }
     }
 }
