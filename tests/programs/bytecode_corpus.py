@@ -346,6 +346,18 @@ def exercise():
 
 
 if __name__ == "__main__":
-    for _ in range(3):
-        exercise()
-    print("ok")
+    # `python bytecode_corpus.py` runs everything three times and prints ok;
+    # `python bytecode_corpus.py --loop SECONDS` keeps running for a sampler
+    # to record (prints "ready" once warmed up, for the test to attach).
+    if len(sys.argv) == 3 and sys.argv[1] == "--loop":
+        import time
+        deadline = time.monotonic() + float(sys.argv[2])
+        for _ in range(10):
+            exercise()
+        print("ready", flush=True)
+        while time.monotonic() < deadline:
+            loops(3000)
+    else:
+        for _ in range(3):
+            exercise()
+        print("ok")
