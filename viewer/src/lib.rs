@@ -1,3 +1,34 @@
-//! pydeep's viewer: reads `.pdr` recordings only, never a process.
+//! pydeep's viewer: turns `.pdr` recordings into profiles and standard
+//! exports. It reads recordings only, never a process.
+//!
+//! Every output streams the recording once. Samples are aggregated into maps
+//! keyed by distinct stacks (see [`aggregate`]), so memory is bounded by the
+//! number of distinct stacks, not by the number of samples; the Chrome trace
+//! keeps only each thread's open stack.
+//!
+//! One module per job:
+//! * [`input`] opens a recording and streams its samples, turning a damaged
+//!   tail into a warning;
+//! * [`filter`] decides which samples count (pid, thread, time window, flags);
+//! * [`symbols`] turns frames into labels at a [`symbols::Granularity`];
+//! * [`aggregate`] counts samples per distinct stack;
+//! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
+//!   [`pprof`] and [`chrome`] each write one output;
+//! * [`bytecode`] disassembles recorded code objects.
+#![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod bytecode;
+pub mod chrome;
+pub mod collapsed;
+pub mod error;
+pub mod filter;
+pub mod flamegraph;
+pub mod input;
+pub mod lines;
+pub mod pprof;
+pub mod speedscope;
+pub mod symbols;
+pub mod top;
+
+pub use error::ViewError;

@@ -1,27 +1,305 @@
-//! `pydeep-view`: turns pydeep `.pdr` recordings into reports.
+//! `pydeep-view`: profiles and standard exports from `.pdr` recordings.
+//! A thin command line over the `pydeep_view` library; it reads recordings
+//! only, never a process.
 
-use clap::{Parser, Subcommand};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use pydeep_view::aggregate::Profile;
+use pydeep_view::filter::{parse_offset, Filter};
+use pydeep_view::flamegraph::FlamegraphOptions;
+use pydeep_view::input::Input;
+use pydeep_view::pprof::PprofOptions;
+use pydeep_view::symbols::Granularity;
+use pydeep_view::{chrome, collapsed, flamegraph, lines, pprof, speedscope, top, ViewError};
+
+#[derive(Parser)]
 #[command(
     name = "pydeep-view",
     version,
-    about = "Reports from pydeep recordings"
+    about = "Profiles and standard exports from pydeep .pdr recordings"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+/// One variant per subcommand; each runs through its own `run` below.
+#[derive(Subcommand)]
 enum Command {
+    /// Interactive flamegraph SVG (search, zoom), drawn by inferno.
+    Flamegraph(FlamegraphArgs),
+    /// Functions by own (self) and total share of the samples.
+    Top(TopArgs),
+    /// A source file with each line's share of the samples in a gutter.
+    Lines(LinesArgs),
+    /// Folded stacks (Brendan Gregg's collapsed format), one line per stack.
+    Collapsed(CollapsedArgs),
+    /// speedscope JSON, one sampled profile per thread.
+    Speedscope(OutputArgs),
+    /// pprof (profile.proto, gzipped) for go tool pprof, Pyroscope, Parca.
+    Pprof(PprofArgs),
+    /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing.
+    Chrome(OutputArgs),
     /// Annotated bytecode: the disassembly of the recorded code objects with
     /// samples per instruction, source lines and specializations.
     Bytecode(pydeep_view::bytecode::cli::BytecodeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args),
+/// Which samples count, and at which granularity (shared by every subcommand).
+#[derive(Args)]
+struct SampleArgs {
+    /// The recording (.pdr).
+    file: PathBuf,
+    /// Only threads of this process (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Only this thread: a thread name or a thread id (repeatable).
+    #[arg(long = "thread", value_name = "NAME|TID")]
+    threads: Vec<String>,
+    /// Start of the time window after the recording's start (1.5, 1.5s, 250ms).
+    #[arg(long, value_name = "OFFSET")]
+    from: Option<String>,
+    /// End of the time window after the recording's start (exclusive).
+    #[arg(long, value_name = "OFFSET")]
+    to: Option<String>,
+    /// Only samples of running threads (not idle in a syscall, lock or sleep).
+    #[arg(long)]
+    active_only: bool,
+    /// Only samples of threads holding the GIL.
+    #[arg(long)]
+    gil_only: bool,
+    /// What a frame is counted as: function, line or instruction.
+    #[arg(
+        long,
+        default_value = "function",
+        value_name = "function|line|instruction"
+    )]
+    granularity: Granularity,
+}
+
+impl SampleArgs {
+    fn filter(&self) -> Result<Filter> {
+        let offset = |text: &Option<String>| text.as_deref().map(parse_offset).transpose();
+        let filter = Filter {
+            pids: self.pids.clone(),
+            threads: self.threads.clone(),
+            from_ns: offset(&self.from)?,
+            to_ns: offset(&self.to)?,
+            active_only: self.active_only,
+            gil_only: self.gil_only,
+        };
+        if let (Some(from), Some(to)) = (filter.from_ns, filter.to_ns) {
+            if from >= to {
+                bail!("--from must be before --to");
+            }
+        }
+        Ok(filter)
+    }
+
+    fn open(&self) -> Result<Input<io::BufReader<File>>> {
+        Ok(Input::open(&self.file)?)
+    }
+
+    /// Reads the whole recording into a profile at `granularity`.
+    fn profile_at(&self, granularity: Granularity) -> Result<Profile> {
+        let filter = self.filter()?;
+        let mut input = self.open()?;
+        let profile = Profile::read(&mut input, &filter, granularity);
+        warn_damage(profile.damage.as_deref());
+        if profile.total == 0 && profile.read > 0 {
+            warn(&format!(
+                "no sample of the {} read passes the filters",
+                profile.read
+            ));
+        }
+        Ok(profile)
+    }
+
+    fn profile(&self) -> Result<Profile> {
+        self.profile_at(self.granularity)
+    }
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    #[command(flatten)]
+    samples: SampleArgs,
+    /// Output file ("-" or absent: standard output).
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FlamegraphArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Reversed icicle graph: innermost frames at the root, drawn top down.
+    #[arg(long)]
+    reverse: bool,
+    /// Title above the graph.
+    #[arg(long)]
+    title: Option<String>,
+    /// Image width in pixels.
+    #[arg(long)]
+    width: Option<usize>,
+}
+
+#[derive(Args)]
+struct CollapsedArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// List frames innermost first.
+    #[arg(long)]
+    reverse: bool,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    #[command(flatten)]
+    samples: SampleArgs,
+    /// Rows to show (0: all).
+    #[arg(long, default_value_t = 40)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct LinesArgs {
+    #[command(flatten)]
+    samples: SampleArgs,
+    /// The source file to annotate: a path as the recording names it (or a
+    /// suffix of it); read from disk, else from the recording if embedded.
+    #[arg(long, value_name = "PATH")]
+    source: PathBuf,
+}
+
+#[derive(Args)]
+struct PprofArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The service_name label (default: the Python script's name).
+    #[arg(long)]
+    service_name: Option<String>,
+}
+
+impl Command {
+    fn run(self) -> Result<()> {
+        match self {
+            Command::Flamegraph(args) => {
+                let profile = args.output.samples.profile()?;
+                let options = FlamegraphOptions {
+                    title: args.title,
+                    reverse: args.reverse,
+                    width: args.width,
+                };
+                let out = create_output(args.output.output.as_deref(), false)?;
+                flamegraph::write(&profile, &options, out).map_err(ViewError::Write)?;
+            }
+            Command::Top(args) => {
+                let profile = args.samples.profile()?;
+                top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
+            }
+            Command::Lines(args) => {
+                let filter = args.samples.filter()?;
+                let mut input = args.samples.open()?;
+                // Lines need line granularity whatever --granularity says.
+                let profile = Profile::read(&mut input, &filter, Granularity::Line);
+                warn_damage(profile.damage.as_deref());
+                let source = args.source.to_string_lossy();
+                let file = lines::recorded_file(&profile, &source)?;
+                let text = lines::source_text(input.tables(), &args.source, &file)?;
+                lines::write(&profile, &file, &text, stdout()).map_err(ViewError::Write)?;
+            }
+            Command::Collapsed(args) => {
+                let profile = args.output.samples.profile()?;
+                let out = create_output(args.output.output.as_deref(), false)?;
+                collapsed::write(&profile, args.reverse, out).map_err(ViewError::Write)?;
+            }
+            Command::Speedscope(args) => {
+                let profile = args.samples.profile()?;
+                let name = args.samples.file.display().to_string();
+                let out = create_output(args.output.as_deref(), false)?;
+                speedscope::write(&profile, &name, out).map_err(ViewError::Write)?;
+            }
+            Command::Pprof(args) => {
+                let profile = args.output.samples.profile()?;
+                let options = PprofOptions {
+                    service_name: args.service_name,
+                };
+                let out = create_output(args.output.output.as_deref(), true)?;
+                pprof::write(&profile, &options, out).map_err(ViewError::Write)?;
+            }
+            Command::Chrome(args) => {
+                let filter = args.samples.filter()?;
+                let mut input = args.samples.open()?;
+                let out = create_output(args.output.as_deref(), false)?;
+                let summary = chrome::write(&mut input, &filter, args.samples.granularity, out)
+                    .map_err(ViewError::Write)?;
+                warn_damage(summary.damage.as_deref());
+            }
+            Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args)?,
+        }
+        Ok(())
+    }
+}
+
+fn stdout() -> impl Write {
+    BufWriter::with_capacity(1 << 16, io::stdout().lock())
+}
+
+/// The output file, or standard output for `None` and "-". Binary outputs
+/// are not written to a terminal.
+fn create_output(path: Option<&Path>, binary: bool) -> Result<Box<dyn Write>> {
+    match path {
+        Some(path) if path != Path::new("-") => {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            Ok(Box::new(BufWriter::with_capacity(1 << 16, file)))
+        }
+        _ => {
+            if binary && io::stdout().is_terminal() {
+                bail!("refusing to write binary output to a terminal: use -o FILE or a pipe");
+            }
+            Ok(Box::new(stdout()))
+        }
+    }
+}
+
+fn warn(message: &str) {
+    eprintln!("pydeep-view: warning: {message}");
+}
+
+fn warn_damage(damage: Option<&str>) {
+    if let Some(damage) = damage {
+        warn(damage);
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<ViewError>()
+                .is_some_and(ViewError::is_broken_pipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `pydeep-view collapsed x.pdr | head`: the reader had enough.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pydeep-view: error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,189 @@
+//! Counts samples per distinct stack.
+//!
+//! The recording is streamed once; each sample that passes the filter adds
+//! one to the count of its (thread, stack id) pair. Stacks are resolved into
+//! symbols once per distinct pair at the end, so memory is bounded by the
+//! number of distinct stacks, whatever the number of samples.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use pydeep_format::{proto, Tables};
+
+use crate::filter::Filter;
+use crate::input::Input;
+use crate::symbols::{Granularity, SymbolId, Symbols};
+
+/// Samples of one thread with one call stack (symbols outermost first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackCount {
+    /// The file-local thread id.
+    pub thread: u32,
+    /// The stack's symbols, outermost first; never empty.
+    pub frames: Vec<SymbolId>,
+    /// How many samples had this thread and stack.
+    pub count: u64,
+}
+
+/// A thread as the recording last defined it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// The file-local thread id that samples use.
+    pub id: u32,
+    /// Process id.
+    pub pid: u32,
+    /// The kernel's thread id (0 if unknown).
+    pub native_id: u64,
+    /// The pthread id.
+    pub thread_id: u64,
+    /// The name `threading` knows it by ("" if unnamed).
+    pub name: String,
+    /// True for the main thread.
+    pub is_main: bool,
+    /// Samples counted for this thread.
+    pub samples: u64,
+}
+
+impl ThreadInfo {
+    /// The thread `id` as `tables` define it (defaults if undefined).
+    pub fn from_tables(tables: &Tables, id: u32) -> Self {
+        match tables.threads.get(&id) {
+            Some(thread) => ThreadInfo {
+                id,
+                pid: thread.pid,
+                native_id: thread.native_id,
+                thread_id: thread.thread_id,
+                name: tables.string(thread.name).to_string(),
+                is_main: thread.is_main,
+                samples: 0,
+            },
+            None => ThreadInfo {
+                id,
+                ..ThreadInfo::default()
+            },
+        }
+    }
+
+    /// The kernel thread id if known, else the file-local id: what trace
+    /// viewers show as "tid".
+    pub fn tid(&self) -> u64 {
+        if self.native_id != 0 {
+            self.native_id
+        } else {
+            u64::from(self.id)
+        }
+    }
+
+    /// A display name such as `MainThread (pid 12, tid 34)`.
+    pub fn describe(&self) -> String {
+        let name = if self.name.is_empty() {
+            format!("thread {}", self.id)
+        } else {
+            self.name.clone()
+        };
+        format!("{name} (pid {}, tid {})", self.pid, self.tid())
+    }
+}
+
+/// The aggregated samples of a recording, after filtering.
+#[derive(Debug)]
+pub struct Profile {
+    /// The recording's header.
+    pub header: proto::Header,
+    /// Symbols that `stacks` refer to.
+    pub symbols: Symbols,
+    /// Sample counts per thread and stack, sorted by thread then stack.
+    pub stacks: Vec<StackCount>,
+    /// Threads that have samples in `stacks`, by file-local id.
+    pub threads: BTreeMap<u32, ThreadInfo>,
+    /// Samples counted (after filtering).
+    pub total: u64,
+    /// Samples read (before filtering).
+    pub read: u64,
+    /// Stream-clock time of the first and last counted sample.
+    pub time_range: Option<(u64, u64)>,
+    /// Why the recording ended early, if it did: the caller should warn.
+    pub damage: Option<String>,
+}
+
+impl Profile {
+    /// Reads the rest of `input`, counting samples that pass `filter`, with
+    /// frames resolved at `granularity`.
+    pub fn read<R: Read>(input: &mut Input<R>, filter: &Filter, granularity: Granularity) -> Self {
+        let mut bound = filter.bind(input.header());
+        let mut counts: HashMap<(u32, u64), u64> = HashMap::new();
+        let mut total = 0u64;
+        let mut time_range: Option<(u64, u64)> = None;
+        input.for_each_sample(|tables, sample| {
+            if !bound.accepts(tables, sample) {
+                return;
+            }
+            *counts.entry((sample.thread, sample.stack)).or_insert(0) += 1;
+            total += 1;
+            time_range = Some(match time_range {
+                None => (sample.time_ns, sample.time_ns),
+                Some((first, last)) => (first.min(sample.time_ns), last.max(sample.time_ns)),
+            });
+        });
+
+        let tables = input.tables();
+        let mut symbols = Symbols::new(granularity);
+        let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
+        let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
+        for ((thread, stack), count) in counts {
+            let mut frames = Vec::new();
+            symbols.resolve_stack(tables, stack, &mut frames);
+            *merged.entry((thread, frames)).or_insert(0) += count;
+            threads
+                .entry(thread)
+                .or_insert_with(|| ThreadInfo::from_tables(tables, thread))
+                .samples += count;
+        }
+        let mut stacks: Vec<StackCount> = merged
+            .into_iter()
+            .map(|((thread, frames), count)| StackCount {
+                thread,
+                frames,
+                count,
+            })
+            .collect();
+        let label = |f: &SymbolId| symbols.get(*f).label.as_str();
+        stacks.sort_by(|a, b| {
+            a.thread
+                .cmp(&b.thread)
+                .then_with(|| a.frames.iter().map(label).cmp(b.frames.iter().map(label)))
+        });
+        Profile {
+            header: input.header().clone(),
+            symbols,
+            stacks,
+            threads,
+            total,
+            read: input.samples_read(),
+            time_range,
+            damage: input.damage(),
+        }
+    }
+
+    /// Label of symbol `id`.
+    pub fn label(&self, id: SymbolId) -> &str {
+        &self.symbols.get(id).label
+    }
+
+    /// Nominal time one sample stands for, from the header's sampling rate
+    /// (10 ms if the header names no rate).
+    pub fn sample_period_ns(&self) -> u64 {
+        sample_period_ns(&self.header)
+    }
+}
+
+/// Nominal time one sample stands for, from the header's sampling rate
+/// (10 ms if the header names no rate).
+pub fn sample_period_ns(header: &proto::Header) -> u64 {
+    let rate = header.sampling.as_ref().map_or(0.0, |s| s.rate_hz);
+    if rate.is_finite() && rate > 0.0 {
+        ((1e9 / rate).round() as u64).max(1)
+    } else {
+        10_000_000
+    }
+}

@@ -1,0 +1,228 @@
+//! Chrome's trace-event JSON: a per-thread timeline that Perfetto and
+//! chrome://tracing load.
+//!
+//! Samples are streamed in recording order. Each thread keeps only its open
+//! stack: a sample whose stack shares a prefix with the previous sample of
+//! the thread keeps those frames open, closes ("E") the frames that left and
+//! opens ("B") the frames that came. A sample stands for one sampling period
+//! (from the header's rate); when the next sample of the thread comes more
+//! than 1.5 periods later (an idle gap, filtered samples, a missed tick), the
+//! open frames close one period after the last sample. Memory is bounded by
+//! distinct stacks (the stack cache) and threads times depth.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+
+use pydeep_format::Tables;
+
+use crate::aggregate::{sample_period_ns, ThreadInfo};
+use crate::filter::Filter;
+use crate::input::Input;
+use crate::symbols::{Granularity, SymbolId, Symbols};
+
+/// What was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChromeSummary {
+    /// Samples placed on the timeline (after filtering).
+    pub samples: u64,
+    /// Begin/end events written.
+    pub events: u64,
+    /// Why the recording ended early, if it did: the caller should warn.
+    pub damage: Option<String>,
+}
+
+struct ThreadState {
+    pid: u32,
+    tid: u64,
+    open: Rc<[SymbolId]>,
+    last_ns: u64,
+}
+
+struct Writer<W: Write> {
+    out: W,
+    start_ns: u64,
+    first: bool,
+    events: u64,
+    names: Vec<Option<String>>,
+}
+
+impl<W: Write> Writer<W> {
+    fn separator(&mut self) -> io::Result<()> {
+        if self.first {
+            self.first = false;
+            Ok(())
+        } else {
+            self.out.write_all(b",\n")
+        }
+    }
+
+    fn timestamp(&self, time_ns: u64) -> String {
+        let relative = time_ns.saturating_sub(self.start_ns);
+        format!("{}.{:03}", relative / 1000, relative % 1000)
+    }
+
+    fn begin(
+        &mut self,
+        symbols: &Symbols,
+        thread: &ThreadState,
+        symbol: SymbolId,
+        time_ns: u64,
+    ) -> io::Result<()> {
+        let index = symbol as usize;
+        if self.names.len() <= index {
+            self.names.resize(index + 1, None);
+        }
+        if self.names[index].is_none() {
+            self.names[index] = Some(json_string(&symbols.get(symbol).label));
+        }
+        self.separator()?;
+        let ts = self.timestamp(time_ns);
+        let name = self.names[index].as_deref().unwrap_or("\"\"");
+        write!(
+            self.out,
+            r#"{{"ph":"B","ts":{ts},"pid":{},"tid":{},"name":{name}}}"#,
+            thread.pid, thread.tid
+        )?;
+        self.events += 1;
+        Ok(())
+    }
+
+    fn end(&mut self, thread: &ThreadState, time_ns: u64) -> io::Result<()> {
+        self.separator()?;
+        let ts = self.timestamp(time_ns);
+        write!(
+            self.out,
+            r#"{{"ph":"E","ts":{ts},"pid":{},"tid":{}}}"#,
+            thread.pid, thread.tid
+        )?;
+        self.events += 1;
+        Ok(())
+    }
+
+    fn metadata(&mut self, kind: &str, pid: u32, tid: Option<u64>, name: &str) -> io::Result<()> {
+        self.separator()?;
+        let tid = tid
+            .map(|tid| format!(r#","tid":{tid}"#))
+            .unwrap_or_default();
+        write!(
+            self.out,
+            r#"{{"ph":"M","name":"{kind}","pid":{pid}{tid},"args":{{"name":{}}}}}"#,
+            json_string(name)
+        )
+    }
+
+    /// Closes the frames of `thread` beyond the first `keep`, innermost first.
+    fn close(&mut self, thread: &mut ThreadState, keep: usize, time_ns: u64) -> io::Result<()> {
+        for _ in keep..thread.open.len() {
+            self.end(thread, time_ns)?;
+        }
+        Ok(())
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Streams the rest of `input` as a trace-event JSON file into `out`.
+pub fn write<R: Read>(
+    input: &mut Input<R>,
+    filter: &Filter,
+    granularity: Granularity,
+    out: impl Write,
+) -> io::Result<ChromeSummary> {
+    let header = input.header().clone();
+    let period = sample_period_ns(&header);
+    // A sample more than 1.5 periods after the previous one of its thread
+    // starts a new stretch.
+    let gap = period + period / 2;
+    let mut bound = filter.bind(&header);
+    let mut symbols = Symbols::new(granularity);
+    let mut stacks: HashMap<u64, Rc<[SymbolId]>> = HashMap::new();
+    let mut threads: HashMap<u32, ThreadState> = HashMap::new();
+    let mut processes: HashSet<u32> = HashSet::new();
+    let mut writer = Writer {
+        out: io::BufWriter::with_capacity(1 << 16, out),
+        start_ns: header.start_clock_ns,
+        first: true,
+        events: 0,
+        names: Vec::new(),
+    };
+    writer
+        .out
+        .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
+    let process_name = if header.argv.is_empty() {
+        header.executable.clone()
+    } else {
+        header.argv.join(" ")
+    };
+    let mut samples = 0u64;
+    let mut scratch = Vec::new();
+    while let Some(sample) = input.next_sample() {
+        let tables: &Tables = input.tables();
+        if !bound.accepts(tables, &sample) {
+            continue;
+        }
+        samples += 1;
+        let stack = stacks
+            .entry(sample.stack)
+            .or_insert_with(|| {
+                scratch.clear();
+                symbols.resolve_stack(tables, sample.stack, &mut scratch);
+                Rc::from(scratch.as_slice())
+            })
+            .clone();
+        if !threads.contains_key(&sample.thread) {
+            let info = ThreadInfo::from_tables(tables, sample.thread);
+            if processes.insert(info.pid) {
+                writer.metadata("process_name", info.pid, None, &process_name)?;
+            }
+            writer.metadata("thread_name", info.pid, Some(info.tid()), &info.describe())?;
+            threads.insert(
+                sample.thread,
+                ThreadState {
+                    pid: info.pid,
+                    tid: info.tid(),
+                    open: Rc::from(Vec::new()),
+                    last_ns: sample.time_ns,
+                },
+            );
+        }
+        let Some(thread) = threads.get_mut(&sample.thread) else {
+            continue;
+        };
+        let time = sample.time_ns;
+        let contiguous = time >= thread.last_ns && time - thread.last_ns < gap;
+        if !contiguous {
+            let end = thread.last_ns + period;
+            writer.close(thread, 0, end)?;
+            thread.open = Rc::from(Vec::new());
+        }
+        let common = thread
+            .open
+            .iter()
+            .zip(stack.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        writer.close(thread, common, time)?;
+        for &symbol in &stack[common..] {
+            writer.begin(&symbols, thread, symbol, time)?;
+        }
+        thread.open = stack;
+        thread.last_ns = time;
+    }
+    let mut remaining: Vec<&mut ThreadState> = threads.values_mut().collect();
+    remaining.sort_by_key(|thread| (thread.pid, thread.tid));
+    for thread in remaining {
+        let end = thread.last_ns + period;
+        writer.close(thread, 0, end)?;
+    }
+    writer.out.write_all(b"\n]}\n")?;
+    writer.out.flush()?;
+    Ok(ChromeSummary {
+        samples,
+        events: writer.events,
+        damage: input.damage(),
+    })
+}

@@ -1,0 +1,119 @@
+//! Opens a recording and streams its samples.
+//!
+//! A recording whose tail is missing or damaged (the recorder was killed, the
+//! disk filled up) still holds a consistent prefix: the format guarantees that
+//! every definition precedes its first use chunk by chunk. So a read error
+//! after the header does not fail the output: the samples read so far are
+//! shown and [`Input::damage`] says what happened, for the caller to warn.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use pydeep_format::proto;
+use pydeep_format::{Event, Reader, Recording, Sample, Tables};
+
+use crate::ViewError;
+
+/// A recording being read, sample by sample.
+pub struct Input<R: Read> {
+    recording: Recording<R>,
+    name: String,
+    samples_read: u64,
+    damage: Option<String>,
+    saw_footer: bool,
+    finished: bool,
+}
+
+impl Input<BufReader<File>> {
+    /// Opens the recording at `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self, ViewError> {
+        let file = File::open(path).map_err(|reason| ViewError::Missing {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let open_error = |reason| ViewError::Open {
+            path: PathBuf::from(path),
+            reason,
+        };
+        let reader = Reader::new(BufReader::with_capacity(1 << 20, file)).map_err(open_error)?;
+        let recording = Recording::new(reader).map_err(open_error)?;
+        Ok(Self::new(recording, path.display().to_string()))
+    }
+}
+
+impl<R: Read> Input<R> {
+    /// Wraps an opened recording; `name` names it in warnings.
+    pub fn new(recording: Recording<R>, name: String) -> Self {
+        Input {
+            recording,
+            name,
+            samples_read: 0,
+            damage: None,
+            saw_footer: false,
+            finished: false,
+        }
+    }
+
+    /// The recording's header.
+    pub fn header(&self) -> &proto::Header {
+        self.recording.header()
+    }
+
+    /// The interned tables read so far (they only grow).
+    pub fn tables(&self) -> &Tables {
+        self.recording.tables()
+    }
+
+    /// The next sample, or `None` at the end of what is readable. Other
+    /// events (snapshots, trace events, process events) are skipped.
+    pub fn next_sample(&mut self) -> Option<Sample> {
+        while !self.finished {
+            match self.recording.next_event() {
+                Ok(Some(Event::Sample(sample))) => {
+                    self.samples_read += 1;
+                    return Some(sample);
+                }
+                Ok(Some(Event::Footer(_))) => self.saw_footer = true,
+                Ok(Some(_)) => {}
+                Ok(None) => self.finished = true,
+                Err(error) => {
+                    self.damage = Some(format!(
+                        "{}: unreadable after {} samples ({error}); showing what was readable",
+                        self.name, self.samples_read
+                    ));
+                    self.finished = true;
+                }
+            }
+        }
+        None
+    }
+
+    /// Calls `each` with every remaining sample and the tables as they stand
+    /// when the sample is read.
+    pub fn for_each_sample(&mut self, mut each: impl FnMut(&Tables, &Sample)) {
+        while let Some(sample) = self.next_sample() {
+            each(self.recording.tables(), &sample);
+        }
+    }
+
+    /// Number of samples returned so far.
+    pub fn samples_read(&self) -> u64 {
+        self.samples_read
+    }
+
+    /// After the last sample: why the recording ended early, if it did
+    /// (a read error, or no footer: the recorder stopped without finishing).
+    pub fn damage(&self) -> Option<String> {
+        if let Some(damage) = &self.damage {
+            return Some(damage.clone());
+        }
+        if self.finished && !self.saw_footer {
+            return Some(format!(
+                "{}: no footer (the recording was not finished); showing the {} samples readable",
+                self.name, self.samples_read
+            ));
+        }
+        None
+    }
+}

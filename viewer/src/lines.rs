@@ -1,0 +1,156 @@
+//! `lines`: a source file with each line's share of the samples in a gutter.
+//!
+//! The profile must be resolved at line granularity. "Own" counts samples
+//! whose innermost frame is on the line; "total" counts samples with the line
+//! anywhere on the stack (once per sample, even under recursion).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::path::Path;
+
+use pydeep_format::Tables;
+
+use crate::aggregate::Profile;
+use crate::ViewError;
+
+/// Samples counted against one source line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineShare {
+    /// Samples whose innermost frame was on the line.
+    pub own: u64,
+    /// Samples with the line anywhere on the stack.
+    pub total: u64,
+}
+
+/// Finds the file name the recording uses for `source`: the same string, the
+/// same file after resolving links, or the only recorded file whose path ends
+/// with the components of `source`.
+pub fn recorded_file(profile: &Profile, source: &str) -> Result<String, ViewError> {
+    let mut samples_per_file: HashMap<&str, u64> = HashMap::new();
+    for stack in &profile.stacks {
+        for &frame in &stack.frames {
+            let file = profile.symbols.get(frame).file.as_str();
+            if !file.is_empty() {
+                *samples_per_file.entry(file).or_insert(0) += stack.count;
+            }
+        }
+    }
+    if samples_per_file.contains_key(source) {
+        return Ok(source.to_string());
+    }
+    if let Ok(wanted) = Path::new(source).canonicalize() {
+        let same = samples_per_file
+            .keys()
+            .find(|file| Path::new(file).canonicalize().ok().as_ref() == Some(&wanted));
+        if let Some(file) = same {
+            return Ok(file.to_string());
+        }
+    }
+    let suffix: BTreeSet<&str> = samples_per_file
+        .keys()
+        .copied()
+        .filter(|file| Path::new(file).ends_with(source))
+        .collect();
+    if suffix.len() == 1 {
+        return Ok(suffix.into_iter().next().unwrap_or_default().to_string());
+    }
+    let mut files: Vec<(&str, u64)> = if suffix.is_empty() {
+        samples_per_file.into_iter().collect()
+    } else {
+        suffix
+            .into_iter()
+            .map(|file| (file, samples_per_file[file]))
+            .collect()
+    };
+    files.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let candidates: Vec<&str> = files.iter().take(5).map(|(file, _)| *file).collect();
+    Err(ViewError::SourceNotSampled {
+        path: source.to_string(),
+        candidates: if candidates.is_empty() {
+            "none (no samples)".into()
+        } else {
+            candidates.join(", ")
+        },
+    })
+}
+
+/// Own and total samples per line of `file` (a file name as recorded).
+pub fn line_shares(profile: &Profile, file: &str) -> BTreeMap<u32, LineShare> {
+    let mut shares: BTreeMap<u32, LineShare> = BTreeMap::new();
+    let mut seen: BTreeSet<u32> = BTreeSet::new();
+    for stack in &profile.stacks {
+        seen.clear();
+        for (depth, &frame) in stack.frames.iter().enumerate() {
+            let symbol = profile.symbols.get(frame);
+            if symbol.file != file || symbol.line == 0 {
+                continue;
+            }
+            let share = shares.entry(symbol.line).or_default();
+            if seen.insert(symbol.line) {
+                share.total += stack.count;
+            }
+            if depth + 1 == stack.frames.len() {
+                share.own += stack.count;
+            }
+        }
+    }
+    shares
+}
+
+/// The text of `source`: from disk, or else as embedded in the recording
+/// under the recorded name `file`.
+pub fn source_text(tables: &Tables, source: &Path, file: &str) -> Result<String, ViewError> {
+    match std::fs::read(source) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(error) => tables
+            .source_files
+            .values()
+            .find(|embedded| !embedded.missing && tables.string(embedded.path) == file)
+            .map(|embedded| String::from_utf8_lossy(&embedded.content).into_owned())
+            .ok_or_else(|| ViewError::SourceUnavailable {
+                path: source.display().to_string(),
+                reason: error.to_string(),
+            }),
+    }
+}
+
+/// Writes `text` with a gutter of own and total shares per line.
+pub fn write(profile: &Profile, file: &str, text: &str, mut out: impl Write) -> io::Result<()> {
+    let shares = line_shares(profile, file);
+    let in_file: u64 = shares.values().map(|s| s.own).sum();
+    writeln!(
+        out,
+        "{file}: {} samples counted, {in_file} with their innermost frame in this file",
+        profile.total
+    )?;
+    writeln!(out, "{:>7} {:>7} {:>6}", "%Own", "%Total", "Line")?;
+    let percent = |n: u64| {
+        if n == 0 || profile.total == 0 {
+            String::new()
+        } else {
+            format!("{:.2}%", 100.0 * n as f64 / profile.total as f64)
+        }
+    };
+    let mut last_line = 0;
+    for (index, line) in text.lines().enumerate() {
+        let number = index as u32 + 1;
+        last_line = number;
+        let share = shares.get(&number).copied().unwrap_or_default();
+        writeln!(
+            out,
+            "{:>7} {:>7} {:>6} | {line}",
+            percent(share.own),
+            percent(share.total),
+            number
+        )?;
+    }
+    // Samples on lines past the end mean the file changed since recording.
+    let beyond: u64 = shares.range(last_line + 1..).map(|(_, s)| s.total).sum();
+    if beyond > 0 {
+        writeln!(
+            out,
+            "({beyond} samples fall on lines past the end of the file: it has changed since the recording)"
+        )?;
+    }
+    out.flush()
+}

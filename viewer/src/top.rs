@@ -1,0 +1,98 @@
+//! `top`: functions (or lines, or instructions) by self and total share of
+//! the samples, the post-hoc cousin of `py-spy top`.
+
+use std::io::{self, Write};
+
+use crate::aggregate::Profile;
+use crate::symbols::SymbolId;
+
+/// Samples counted against one symbol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// The symbol.
+    pub symbol: SymbolId,
+    /// Samples where it was the innermost frame ("self" or "own").
+    pub own: u64,
+    /// Samples where it was anywhere on the stack, counted once per sample
+    /// even when it recurses.
+    pub total: u64,
+}
+
+/// Every symbol's shares, most own samples first (ties: most total, then
+/// label).
+pub fn shares(profile: &Profile) -> Vec<Share> {
+    let count = profile.symbols.all().len();
+    let mut own = vec![0u64; count];
+    let mut total = vec![0u64; count];
+    // Stamp of the last stack that counted a symbol's total, so recursion
+    // counts once per stack without a set per stack.
+    let mut stamp = vec![usize::MAX; count];
+    for (index, stack) in profile.stacks.iter().enumerate() {
+        if let Some(&leaf) = stack.frames.last() {
+            own[leaf as usize] += stack.count;
+        }
+        for &frame in &stack.frames {
+            let frame = frame as usize;
+            if stamp[frame] != index {
+                stamp[frame] = index;
+                total[frame] += stack.count;
+            }
+        }
+    }
+    let mut shares: Vec<Share> = (0..count)
+        .filter(|&id| total[id] > 0)
+        .map(|id| Share {
+            symbol: id as SymbolId,
+            own: own[id],
+            total: total[id],
+        })
+        .collect();
+    shares.sort_by(|a, b| {
+        b.own
+            .cmp(&a.own)
+            .then(b.total.cmp(&a.total))
+            .then_with(|| profile.label(a.symbol).cmp(profile.label(b.symbol)))
+    });
+    shares
+}
+
+/// Writes the table of the `limit` first shares (all if `limit` is 0).
+pub fn write(profile: &Profile, limit: usize, mut out: impl Write) -> io::Result<()> {
+    let shares = shares(profile);
+    writeln!(
+        out,
+        "{} samples counted of {} read, {} threads, by {}",
+        profile.total,
+        profile.read,
+        profile.threads.len(),
+        profile.symbols.granularity()
+    )?;
+    writeln!(
+        out,
+        "{:>7}  {:>7}  {:>10}  {:>10}  {}",
+        "%Own", "%Total", "Own", "Total", "Function"
+    )?;
+    let percent = |n: u64| {
+        if profile.total == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / profile.total as f64
+        }
+    };
+    let shown = if limit == 0 { shares.len() } else { limit };
+    for share in shares.iter().take(shown) {
+        writeln!(
+            out,
+            "{:>6.2}%  {:>6.2}%  {:>10}  {:>10}  {}",
+            percent(share.own),
+            percent(share.total),
+            share.own,
+            share.total,
+            profile.label(share.symbol)
+        )?;
+    }
+    if shares.len() > shown {
+        writeln!(out, "({} more; --limit 0 shows all)", shares.len() - shown)?;
+    }
+    out.flush()
+}
