@@ -53,7 +53,8 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
         ..Default::default()
     };
     let file = io::BufWriter::new(std::fs::File::create(path)?);
-    let mut writer = Writer::new(file, header, WriterOptions::default()).map_err(io::Error::other)?;
+    let mut writer =
+        Writer::new(file, header, WriterOptions::default()).map_err(io::Error::other)?;
     let mut codes = Vec::new();
     for index in 0..FUNCTIONS {
         let id = writer.next_code_id();
@@ -99,7 +100,8 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
                     is_generator: false,
                     is_shim: false,
                 });
-                function = (function * 7 + 1 + random.below(if level < 4 { 2 } else { 20 })) % FUNCTIONS;
+                function =
+                    (function * 7 + 1 + random.below(if level < 4 { 2 } else { 20 })) % FUNCTIONS;
             }
             pool.push(stack);
         }
@@ -129,7 +131,9 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
                 1 => SampleFlag::Active as u32,
                 _ => (SampleFlag::Active as u32) | (SampleFlag::HoldsGil as u32),
             };
-            writer.sample(time, thread + 1, stack, flags).map_err(io::Error::other)?;
+            writer
+                .sample(time, thread + 1, stack, flags)
+                .map_err(io::Error::other)?;
             written += 1;
         }
     }
@@ -272,7 +276,8 @@ fn main() -> io::Result<()> {
             "chrome trace (function)",
             Box::new(|path, sink| {
                 let mut input = Input::open(path).expect("open");
-                let summary = chrome::write(&mut input, &Filter::default(), Granularity::Function, sink)?;
+                let summary =
+                    chrome::write(&mut input, &Filter::default(), Granularity::Function, sink)?;
                 Ok(summary.samples)
             }),
         ),

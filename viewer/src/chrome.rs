@@ -10,6 +10,7 @@
 //! open frames close one period after the last sample. Memory is bounded by
 //! distinct stacks (the stack cache) and threads times depth.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
@@ -173,24 +174,21 @@ pub fn write<R: Read>(
                 Rc::from(scratch.as_slice())
             })
             .clone();
-        if !threads.contains_key(&sample.thread) {
-            let info = ThreadInfo::from_tables(tables, sample.thread);
-            if processes.insert(info.pid) {
-                writer.metadata("process_name", info.pid, None, &process_name)?;
-            }
-            writer.metadata("thread_name", info.pid, Some(info.tid()), &info.describe())?;
-            threads.insert(
-                sample.thread,
-                ThreadState {
+        let thread = match threads.entry(sample.thread) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let info = ThreadInfo::from_tables(tables, sample.thread);
+                if processes.insert(info.pid) {
+                    writer.metadata("process_name", info.pid, None, &process_name)?;
+                }
+                writer.metadata("thread_name", info.pid, Some(info.tid()), &info.describe())?;
+                entry.insert(ThreadState {
                     pid: info.pid,
                     tid: info.tid(),
                     open: Rc::from(Vec::new()),
                     last_ns: sample.time_ns,
-                },
-            );
-        }
-        let Some(thread) = threads.get_mut(&sample.thread) else {
-            continue;
+                })
+            }
         };
         let time = sample.time_ns;
         let contiguous = time >= thread.last_ns && time - thread.last_ns < gap;

@@ -69,8 +69,8 @@ pub fn write(profile: &Profile, limit: usize, mut out: impl Write) -> io::Result
     )?;
     writeln!(
         out,
-        "{:>7}  {:>7}  {:>10}  {:>10}  {}",
-        "%Own", "%Total", "Own", "Total", "Function"
+        "{:>7}  {:>7}  {:>10}  {:>10}  Function",
+        "%Own", "%Total", "Own", "Total"
     )?;
     let percent = |n: u64| {
         if profile.total == 0 {

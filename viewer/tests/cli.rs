@@ -26,19 +26,29 @@ fn a_missing_recording_is_a_one_line_error() {
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("pydeep-view: error: cannot open recording /nonexistent/x.pdr"), "{stderr}");
+    assert!(
+        stderr.starts_with("pydeep-view: error: cannot open recording /nonexistent/x.pdr"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_recording_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.pdr");
-    std::fs::write(&path, "just some text, long enough to hold a header of sixteen bytes").unwrap();
+    std::fs::write(
+        &path,
+        "just some text, long enough to hold a header of sixteen bytes",
+    )
+    .unwrap();
     let output = view(&["collapsed", path.to_str().unwrap()]);
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cannot read recording") && stderr.contains("not a pydeep recording"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read recording") && stderr.contains("not a pydeep recording"),
+        "{stderr}"
+    );
     assert!(output.stdout.is_empty());
 }
 
@@ -54,7 +64,10 @@ fn a_truncated_recording_renders_what_is_readable_with_a_warning() {
         assert!(output.status.success(), "{}", text(&output.stderr));
         let stderr = text(&output.stderr);
         assert!(stderr.starts_with("pydeep-view: warning: "), "{stderr}");
-        assert!(stderr.contains("showing what was readable") || stderr.contains("readable"), "{stderr}");
+        assert!(
+            stderr.contains("showing what was readable") || stderr.contains("readable"),
+            "{stderr}"
+        );
         let shown: u64 = parse_folded(&text(&output.stdout)).values().sum();
         assert!(shown <= plan.len() as u64);
     }
@@ -68,7 +81,11 @@ fn an_unfinished_recording_renders_every_flushed_sample_with_a_warning() {
     write_recording(&path, &plan, false);
     let output = view(&["collapsed", path.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("warning"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("warning"),
+        "{}",
+        text(&output.stderr)
+    );
     let shown: u64 = parse_folded(&text(&output.stdout)).values().sum();
     assert_eq!(shown, plan.len() as u64, "flushed samples are all readable");
 }
@@ -104,14 +121,17 @@ fn flamegraph_command_applies_filters_and_writes_the_file() {
     let svg = std::fs::read_to_string(&svg).unwrap();
     let all = format!("all ({} samples, 100%)", thousands(expected));
     assert!(svg.contains(&all), "expected {all}");
-    assert!(svg.contains("Job.work (/srv/app.py:12)"), "line granularity labels");
+    assert!(
+        svg.contains("Job.work (/srv/app.py:12)"),
+        "line granularity labels"
+    );
 }
 
 fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -122,23 +142,50 @@ fn thousands(n: usize) -> String {
 #[test]
 fn lines_command_shows_shares_in_the_gutter_from_the_embedded_source() {
     let recorded = record(&standard_plan());
-    let output = view(&["lines", recorded.path.to_str().unwrap(), "--source", "/srv/app.py"]);
+    let output = view(&[
+        "lines",
+        recorded.path.to_str().unwrap(),
+        "--source",
+        "/srv/app.py",
+    ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     let line = |n: u32| {
         stdout
             .lines()
-            .find(|l| l.split('|').next().unwrap().split_whitespace().last() == Some(&n.to_string()))
+            .find(|l| {
+                l.split('|').next().unwrap().split_whitespace().last() == Some(&n.to_string())
+            })
             .unwrap_or_else(|| panic!("line {n} in {stdout}"))
             .to_string()
     };
     // 1020 samples: line 12 is innermost in 300, line 13 in 100, line 14 is
     // on 200 stacks (helper is innermost), line 5 on all 600 of MainThread.
-    assert!(line(12).starts_with(" 29.41%  29.41%     12 | "), "{}", line(12));
-    assert!(line(13).starts_with("  9.80%   9.80%     13 | "), "{}", line(13));
-    assert!(line(14).starts_with("         19.61%     14 | "), "{}", line(14));
-    assert!(line(5).starts_with("         58.82%      5 | job = Job()"), "{}", line(5));
-    assert!(line(1).starts_with("                     1 | import lib"), "{}", line(1));
+    assert!(
+        line(12).starts_with(" 29.41%  29.41%     12 | "),
+        "{}",
+        line(12)
+    );
+    assert!(
+        line(13).starts_with("  9.80%   9.80%     13 | "),
+        "{}",
+        line(13)
+    );
+    assert!(
+        line(14).starts_with("         19.61%     14 | "),
+        "{}",
+        line(14)
+    );
+    assert!(
+        line(5).starts_with("         58.82%      5 | job = Job()"),
+        "{}",
+        line(5)
+    );
+    assert!(
+        line(1).starts_with("                     1 | import lib"),
+        "{}",
+        line(1)
+    );
 }
 
 #[test]
@@ -146,10 +193,19 @@ fn lines_command_reads_the_file_on_disk_when_a_suffix_names_it() {
     let recorded = record(&standard_plan());
     let srv = recorded.dir.path().join("srv");
     std::fs::create_dir(&srv).unwrap();
-    std::fs::write(srv.join("app.py"), APP_SOURCE.replace("import lib", "import lib  # on disk")).unwrap();
+    std::fs::write(
+        srv.join("app.py"),
+        APP_SOURCE.replace("import lib", "import lib  # on disk"),
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_pydeep-view"))
         .current_dir(recorded.dir.path())
-        .args(["lines", recorded.path.to_str().unwrap(), "--source", "srv/app.py"])
+        .args([
+            "lines",
+            recorded.path.to_str().unwrap(),
+            "--source",
+            "srv/app.py",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -159,10 +215,18 @@ fn lines_command_reads_the_file_on_disk_when_a_suffix_names_it() {
 #[test]
 fn lines_command_names_sampled_files_when_the_source_is_unknown() {
     let recorded = record(&standard_plan());
-    let output = view(&["lines", recorded.path.to_str().unwrap(), "--source", "nothere.py"]);
+    let output = view(&[
+        "lines",
+        recorded.path.to_str().unwrap(),
+        "--source",
+        "nothere.py",
+    ]);
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("/srv/app.py") && stderr.contains("/srv/lib.py"), "{stderr}");
+    assert!(
+        stderr.contains("/srv/app.py") && stderr.contains("/srv/lib.py"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -202,7 +266,12 @@ fn a_closed_pipe_ends_quietly_with_success() {
     }
     let recorded = record(&plan);
     let mut child = Command::new(env!("CARGO_BIN_EXE_pydeep-view"))
-        .args(["collapsed", recorded.path.to_str().unwrap(), "--granularity", "line"])
+        .args([
+            "collapsed",
+            recorded.path.to_str().unwrap(),
+            "--granularity",
+            "line",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -210,5 +279,9 @@ fn a_closed_pipe_ends_quietly_with_success() {
     drop(child.stdout.take());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(!text(&output.stderr).contains("error"), "{}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains("error"),
+        "{}",
+        text(&output.stderr)
+    );
 }

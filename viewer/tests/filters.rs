@@ -26,19 +26,44 @@ fn check(filter: Filter, keep: impl Fn(&Planned) -> bool) {
 
 #[test]
 fn thread_filter_by_name_keeps_only_that_thread() {
-    check(Filter { threads: vec!["worker".into()], ..Default::default() }, |s| s.thread == 2);
+    check(
+        Filter {
+            threads: vec!["worker".into()],
+            ..Default::default()
+        },
+        |s| s.thread == 2,
+    );
 }
 
 #[test]
 fn thread_filter_by_native_id_keeps_only_that_thread() {
-    check(Filter { threads: vec!["100".into()], ..Default::default() }, |s| s.thread == 1);
+    check(
+        Filter {
+            threads: vec!["100".into()],
+            ..Default::default()
+        },
+        |s| s.thread == 1,
+    );
 }
 
 #[test]
 fn pid_filter_keeps_the_process_and_drops_others() {
-    check(Filter { pids: vec![PID], ..Default::default() }, |_| true);
+    check(
+        Filter {
+            pids: vec![PID],
+            ..Default::default()
+        },
+        |_| true,
+    );
     let recorded = record(&standard_plan());
-    assert!(folded(&recorded, &Filter { pids: vec![1], ..Default::default() }).is_empty());
+    assert!(folded(
+        &recorded,
+        &Filter {
+            pids: vec![1],
+            ..Default::default()
+        }
+    )
+    .is_empty());
 }
 
 #[test]
@@ -46,25 +71,46 @@ fn time_window_keeps_samples_from_inclusive_to_exclusive() {
     let from = 1_000_000_000; // 1 s after the start: tick 100
     let to = 2_500_000_000; // tick 250
     check(
-        Filter { from_ns: Some(from), to_ns: Some(to), ..Default::default() },
+        Filter {
+            from_ns: Some(from),
+            to_ns: Some(to),
+            ..Default::default()
+        },
         |s| s.time_ns >= START_NS + from && s.time_ns < START_NS + to,
     );
 }
 
 #[test]
 fn active_only_drops_idle_samples() {
-    check(Filter { active_only: true, ..Default::default() }, |s| s.flags & ACTIVE != 0);
+    check(
+        Filter {
+            active_only: true,
+            ..Default::default()
+        },
+        |s| s.flags & ACTIVE != 0,
+    );
 }
 
 #[test]
 fn gil_only_keeps_samples_holding_the_gil() {
-    check(Filter { gil_only: true, ..Default::default() }, |s| s.flags & GIL != 0);
+    check(
+        Filter {
+            gil_only: true,
+            ..Default::default()
+        },
+        |s| s.flags & GIL != 0,
+    );
 }
 
 #[test]
 fn filters_combine() {
     check(
-        Filter { threads: vec!["MainThread".into()], gil_only: true, from_ns: Some(3_000_000_000), ..Default::default() },
+        Filter {
+            threads: vec!["MainThread".into()],
+            gil_only: true,
+            from_ns: Some(3_000_000_000),
+            ..Default::default()
+        },
         |s| s.thread == 1 && s.flags & GIL != 0 && s.time_ns >= START_NS + 3_000_000_000,
     );
 }

@@ -40,7 +40,11 @@ fn collapsed_stacks_count_every_sample_at_every_granularity() {
         let profile = profile(&recorded.path, &Filter::default(), granularity);
         assert_eq!(profile.total, plan.len() as u64);
         let folded = parse_folded(&folded_text(&profile, false));
-        assert_eq!(folded, expected_folded(&plan, name, |_| true), "granularity {name}");
+        assert_eq!(
+            folded,
+            expected_folded(&plan, name, |_| true),
+            "granularity {name}"
+        );
     }
 }
 
@@ -49,11 +53,15 @@ fn collapsed_output_matches_the_golden_file() {
     let recorded = record(&standard_plan());
     let profile = profile(&recorded.path, &Filter::default(), Granularity::Line);
     let text = folded_text(&profile, false);
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/collapsed_line.txt");
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/collapsed_line.txt"
+    );
     if std::env::var_os("PYDEEP_UPDATE_GOLDEN").is_some() {
         std::fs::write(golden, &text).unwrap();
     }
-    let expected = std::fs::read_to_string(golden).expect("golden file (PYDEEP_UPDATE_GOLDEN=1 writes it)");
+    let expected =
+        std::fs::read_to_string(golden).expect("golden file (PYDEEP_UPDATE_GOLDEN=1 writes it)");
     assert_eq!(text, expected);
 }
 
@@ -62,9 +70,18 @@ fn svg_titles(svg: &str) -> HashMap<String, u64> {
     let mut titles = HashMap::new();
     for piece in svg.split("<title>").skip(1) {
         let title = &piece[..piece.find("</title>").unwrap()];
-        let title = title.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+        let title = title
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
         if let Some((name, rest)) = title.rsplit_once(" (") {
-            let count: String = rest.split(' ').next().unwrap().chars().filter(char::is_ascii_digit).collect();
+            let count: String = rest
+                .split(' ')
+                .next()
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             if let Ok(count) = count.parse::<u64>() {
                 *titles.entry(name.to_string()).or_insert(0) += count;
             }
@@ -98,10 +115,20 @@ fn reversed_flamegraph_is_an_icicle_of_innermost_frames() {
     let profile = profile(&recorded.path, &Filter::default(), Granularity::Function);
     let folded = parse_folded(&folded_text(&profile, true));
     let helper = label(&(HELPER, 0, 0), "function");
-    let roots: u64 = folded.iter().filter(|(s, _)| s.starts_with(&helper)).map(|(_, c)| c).sum();
-    assert_eq!(roots, 300, "every sample innermost in helper starts with helper");
+    let roots: u64 = folded
+        .iter()
+        .filter(|(s, _)| s.starts_with(&helper))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(
+        roots, 300,
+        "every sample innermost in helper starts with helper"
+    );
     let mut svg = Vec::new();
-    let options = FlamegraphOptions { reverse: true, ..Default::default() };
+    let options = FlamegraphOptions {
+        reverse: true,
+        ..Default::default()
+    };
     flamegraph::write(&profile, &options, &mut svg).unwrap();
     let svg = String::from_utf8(svg).unwrap();
     assert_eq!(svg_titles(&svg)["all"], plan.len() as u64);
@@ -130,7 +157,10 @@ fn top_counts_own_and_total_once_per_sample() {
     top::write(&profile, 0, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     let first = text.lines().nth(2).unwrap();
-    assert!(first.contains("Job.work") && first.contains("39.22%"), "{first}");
+    assert!(
+        first.contains("Job.work") && first.contains("39.22%"),
+        "{first}"
+    );
 }
 
 fn speedscope_schema() -> serde_json::Value {
@@ -154,13 +184,21 @@ fn speedscope_export_validates_against_speedscope_schema_and_adds_up() {
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let schema = speedscope_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "schema errors: {errors:?}");
 
     let frames = json["shared"]["frames"].as_array().unwrap();
     let mut per_profile = BTreeMap::new();
     for p in json["profiles"].as_array().unwrap() {
-        let weights: u64 = p["weights"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).sum();
+        let weights: u64 = p["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .sum();
         assert_eq!(p["endValue"].as_u64().unwrap(), weights);
         for sample in p["samples"].as_array().unwrap() {
             for frame in sample.as_array().unwrap() {
@@ -179,7 +217,9 @@ fn speedscope_export_validates_against_speedscope_schema_and_adds_up() {
 
 fn decode_pprof(bytes: &[u8]) -> profile_proto::Profile {
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw).expect("gzipped");
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut raw)
+        .expect("gzipped");
     profile_proto::Profile::decode(raw.as_slice()).expect("decodes with profile.proto")
 }
 
@@ -203,15 +243,23 @@ fn pprof_decodes_with_profile_proto_and_totals_equal_the_recording() {
     assert_eq!(wall, plan.len() as i64 * PERIOD_NS as i64);
 
     // Every location resolves; leaf first.
-    let locations: HashMap<u64, &profile_proto::Location> = decoded.location.iter().map(|l| (l.id, l)).collect();
-    let functions: HashMap<u64, &profile_proto::Function> = decoded.function.iter().map(|f| (f.id, f)).collect();
+    let locations: HashMap<u64, &profile_proto::Location> =
+        decoded.location.iter().map(|l| (l.id, l)).collect();
+    let functions: HashMap<u64, &profile_proto::Function> =
+        decoded.function.iter().map(|f| (f.id, f)).collect();
     let mut per_thread: BTreeMap<String, i64> = BTreeMap::new();
     let mut helper_line_4 = 0;
     for sample in &decoded.sample {
-        let labels: HashMap<&str, &str> = sample.label.iter().map(|l| (text(l.key), text(l.str))).collect();
+        let labels: HashMap<&str, &str> = sample
+            .label
+            .iter()
+            .map(|l| (text(l.key), text(l.str)))
+            .collect();
         assert_eq!(labels["service_name"], "app.py");
         assert_eq!(labels["pid"], "4242");
-        *per_thread.entry(format!("{}/{}", labels["thread_name"], labels["thread_id"])).or_insert(0) += sample.value[0];
+        *per_thread
+            .entry(format!("{}/{}", labels["thread_name"], labels["thread_id"]))
+            .or_insert(0) += sample.value[0];
         let leaf = locations[&sample.location_id[0]];
         let function = functions[&leaf.line[0].function_id];
         if text(function.name) == "helper" {
@@ -221,7 +269,13 @@ fn pprof_decodes_with_profile_proto_and_totals_equal_the_recording() {
             helper_line_4 += sample.value[0];
         }
     }
-    assert_eq!(per_thread, BTreeMap::from([("MainThread/100".to_string(), 600), ("worker/101".to_string(), 420)]));
+    assert_eq!(
+        per_thread,
+        BTreeMap::from([
+            ("MainThread/100".to_string(), 600),
+            ("worker/101".to_string(), 420)
+        ])
+    );
     assert_eq!(helper_line_4, 300);
 }
 
@@ -236,12 +290,18 @@ fn chrome_root_durations(json: &serde_json::Value) -> BTreeMap<u64, f64> {
         let ts = event["ts"].as_f64().unwrap_or(0.0);
         match event["ph"].as_str().unwrap() {
             "B" => {
-                assert!(ts >= *last_ts.get(&tid).unwrap_or(&0.0), "events of a thread in time order");
+                assert!(
+                    ts >= *last_ts.get(&tid).unwrap_or(&0.0),
+                    "events of a thread in time order"
+                );
                 last_ts.insert(tid, ts);
                 open.entry(tid).or_default().push(ts);
             }
             "E" => {
-                assert!(ts >= *last_ts.get(&tid).unwrap_or(&0.0), "events of a thread in time order");
+                assert!(
+                    ts >= *last_ts.get(&tid).unwrap_or(&0.0),
+                    "events of a thread in time order"
+                );
                 last_ts.insert(tid, ts);
                 let stack = open.get_mut(&tid).expect("E after B");
                 let begin = stack.pop().expect("E matches a B");
@@ -257,7 +317,10 @@ fn chrome_root_durations(json: &serde_json::Value) -> BTreeMap<u64, f64> {
     durations
 }
 
-fn chrome_json(path: &std::path::Path, filter: &Filter) -> (serde_json::Value, chrome::ChromeSummary) {
+fn chrome_json(
+    path: &std::path::Path,
+    filter: &Filter,
+) -> (serde_json::Value, chrome::ChromeSummary) {
     let mut input = Input::open(path).unwrap();
     let mut out = Vec::new();
     let summary = chrome::write(&mut input, filter, Granularity::Function, &mut out).unwrap();
@@ -272,8 +335,14 @@ fn chrome_trace_durations_add_up_per_thread() {
     assert_eq!(summary.samples, plan.len() as u64);
     let durations = chrome_root_durations(&json);
     let period_us = PERIOD_NS as f64 / 1000.0;
-    assert!((durations[&100] - 600.0 * period_us).abs() < 1e-6, "{durations:?}");
-    assert!((durations[&101] - 420.0 * period_us).abs() < 1e-6, "{durations:?}");
+    assert!(
+        (durations[&100] - 600.0 * period_us).abs() < 1e-6,
+        "{durations:?}"
+    );
+    assert!(
+        (durations[&101] - 420.0 * period_us).abs() < 1e-6,
+        "{durations:?}"
+    );
     let names: Vec<&str> = json["traceEvents"]
         .as_array()
         .unwrap()
@@ -281,10 +350,21 @@ fn chrome_trace_durations_add_up_per_thread() {
         .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
         .map(|e| e["args"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["MainThread (pid 4242, tid 100)", "worker (pid 4242, tid 101)"]);
+    assert_eq!(
+        names,
+        [
+            "MainThread (pid 4242, tid 100)",
+            "worker (pid 4242, tid 101)"
+        ]
+    );
     // Job.work stays open across MainThread's samples: it opens once.
     let work = label(&(WORK, 0, 0), "function");
-    let work_opens = json["traceEvents"].as_array().unwrap().iter().filter(|e| e["name"] == work.as_str()).count();
+    let work_opens = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == work.as_str())
+        .count();
     assert_eq!(work_opens, 1);
 }
 
@@ -292,7 +372,10 @@ fn chrome_trace_durations_add_up_per_thread() {
 fn chrome_trace_of_filtered_samples_leaves_gaps() {
     let plan = standard_plan();
     let recorded = record(&plan);
-    let filter = Filter { gil_only: true, ..Default::default() };
+    let filter = Filter {
+        gil_only: true,
+        ..Default::default()
+    };
     let (json, summary) = chrome_json(&recorded.path, &filter);
     let kept = plan.iter().filter(|s| s.flags & GIL != 0).count() as u64;
     assert_eq!(summary.samples, kept);

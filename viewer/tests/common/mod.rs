@@ -27,11 +27,31 @@ pub struct Function {
     pub first_line: u32,
 }
 
-pub const MAIN: Function = Function { qualname: "<module>", file: "/srv/app.py", first_line: 1 };
-pub const WORK: Function = Function { qualname: "Job.work", file: "/srv/app.py", first_line: 10 };
-pub const HELPER: Function = Function { qualname: "helper", file: "/srv/lib.py", first_line: 3 };
-pub const LOOP: Function = Function { qualname: "worker_loop", file: "/srv/lib.py", first_line: 20 };
-pub const WAIT: Function = Function { qualname: "Condition.wait", file: "/usr/lib/python3.12/threading.py", first_line: 320 };
+pub const MAIN: Function = Function {
+    qualname: "<module>",
+    file: "/srv/app.py",
+    first_line: 1,
+};
+pub const WORK: Function = Function {
+    qualname: "Job.work",
+    file: "/srv/app.py",
+    first_line: 10,
+};
+pub const HELPER: Function = Function {
+    qualname: "helper",
+    file: "/srv/lib.py",
+    first_line: 3,
+};
+pub const LOOP: Function = Function {
+    qualname: "worker_loop",
+    file: "/srv/lib.py",
+    first_line: 20,
+};
+pub const WAIT: Function = Function {
+    qualname: "Condition.wait",
+    file: "/usr/lib/python3.12/threading.py",
+    first_line: 320,
+};
 pub const FUNCTIONS: [Function; 5] = [MAIN, WORK, HELPER, LOOP, WAIT];
 
 /// The text of /srv/app.py embedded in the recording (15 lines).
@@ -59,17 +79,30 @@ pub fn standard_plan() -> Vec<Planned> {
         let time_ns = START_NS + tick * PERIOD_NS;
         let (frames, flags) = match tick % 6 {
             0..=2 => (vec![(MAIN, 5, 20), (WORK, 12, 8)], GIL | ACTIVE),
-            3 | 4 => (vec![(MAIN, 5, 20), (WORK, 14, 30), (HELPER, 4, 2)], GIL | ACTIVE),
+            3 | 4 => (
+                vec![(MAIN, 5, 20), (WORK, 14, 30), (HELPER, 4, 2)],
+                GIL | ACTIVE,
+            ),
             _ => (vec![(MAIN, 5, 20), (WORK, 13, 16)], ACTIVE),
         };
-        plan.push(Planned { time_ns, thread: 1, frames, flags });
+        plan.push(Planned {
+            time_ns,
+            thread: 1,
+            frames,
+            flags,
+        });
         if tick < 420 {
             let (frames, flags) = match tick % 21 {
                 0..=14 => (vec![(LOOP, 22, 6), (WAIT, 330, 40)], 0),
                 15..=19 => (vec![(LOOP, 24, 18), (HELPER, 4, 2)], GIL | ACTIVE),
                 _ => (vec![], NO_PYTHON),
             };
-            plan.push(Planned { time_ns, thread: 2, frames, flags });
+            plan.push(Planned {
+                time_ns,
+                thread: 2,
+                frames,
+                flags,
+            });
         }
     }
     plan
@@ -111,13 +144,20 @@ pub fn write_recording(path: &Path, plan: &[Planned], finish: bool) {
             name,
             qualname,
             first_line: function.first_line,
-            source_file: if function.file == MAIN.file { app_source } else { 0 },
+            source_file: if function.file == MAIN.file {
+                app_source
+            } else {
+                0
+            },
             pid: PID,
             ..Default::default()
         });
         codes.insert(function.qualname, id);
     }
-    for (id, native_id, name, is_main) in [(1u32, 100u64, "MainThread", true), (2, 101, "worker", false)] {
+    for (id, native_id, name, is_main) in [
+        (1u32, 100u64, "MainThread", true),
+        (2, 101, "worker", false),
+    ] {
         let name = writer.intern_string(name);
         writer.define_thread(proto::ThreadDef {
             id,
@@ -143,8 +183,14 @@ pub fn write_recording(path: &Path, plan: &[Planned], finish: bool) {
                 })
             })
             .collect();
-        let stack = if frames.is_empty() { 0 } else { writer.intern_stack(&frames) };
-        writer.sample(sample.time_ns, sample.thread, stack, sample.flags).expect("sample");
+        let stack = if frames.is_empty() {
+            0
+        } else {
+            writer.intern_stack(&frames)
+        };
+        writer
+            .sample(sample.time_ns, sample.thread, stack, sample.flags)
+            .expect("sample");
     }
     if finish {
         let footer = proto::Footer {
@@ -179,7 +225,10 @@ pub fn label(frame: &Frame, granularity: &str) -> String {
     match granularity {
         "function" => format!("{} ({})", function.qualname, function.file),
         "line" => format!("{} ({}:{line})", function.qualname, function.file),
-        _ => format!("{} ({}:{line}) @ +{offset}", function.qualname, function.file),
+        _ => format!(
+            "{} ({}:{line}) @ +{offset}",
+            function.qualname, function.file
+        ),
     }
 }
 
@@ -194,7 +243,12 @@ pub fn expected_folded(
         let stack = if sample.frames.is_empty() {
             "<no Python frame>".to_string()
         } else {
-            sample.frames.iter().map(|f| label(f, granularity)).collect::<Vec<_>>().join(";")
+            sample
+                .frames
+                .iter()
+                .map(|f| label(f, granularity))
+                .collect::<Vec<_>>()
+                .join(";")
         };
         *folded.entry(stack).or_insert(0) += 1;
     }
