@@ -51,6 +51,11 @@ impl FrameSource {
         self.windows.push((address, bytes));
     }
 
+    /// The copied ranges: (address, bytes).
+    pub fn windows(&self) -> &[(u64, Vec<u8>)] {
+        &self.windows
+    }
+
     /// Records `chunk` as the start of a data-stack chunk.
     pub fn add_chunk(&mut self, chunk: u64) {
         if chunk != 0 && !self.chunks.contains(&chunk) {
@@ -69,7 +74,8 @@ impl FrameSource {
         }
     }
 
-    fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
+    /// The `len` bytes at `address` if a window holds them.
+    pub fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
         self.windows.iter().find_map(|(start, bytes)| {
             let offset = address.checked_sub(*start)?;
             let end = offset.checked_add(len)?;

@@ -31,6 +31,8 @@ struct ThreadRead {
     current_frame: u64,
     chunk: u64,
     walk: Walk,
+    /// The data-stack windows the walk was served from (3.11+).
+    source: FrameSource,
 }
 
 /// The interpreter and thread lists of the previous sample. A sample first
@@ -211,6 +213,7 @@ pub fn sample_interpreters(
                 .thread_datastack_chunk
                 .map_or(0, |at| field_u64(state, at)),
             walk: Walk::default(),
+            source: FrameSource::new(),
         });
     }
 
@@ -274,9 +277,15 @@ pub fn sample_interpreters(
                     sources[owner].add_window(address, bytes);
                 }
             }
-            for (read, source) in reads.iter_mut().zip(sources.iter_mut()) {
-                read.walk =
-                    walk_interpreter_frames(memory, layout, read.current_frame, source, options);
+            for (read, mut source) in reads.iter_mut().zip(sources) {
+                read.walk = walk_interpreter_frames(
+                    memory,
+                    layout,
+                    read.current_frame,
+                    &mut source,
+                    options,
+                );
+                read.source = source;
             }
         }
     }
@@ -288,26 +297,48 @@ pub fn sample_interpreters(
     // may change at all while its callee runs: if everything compares
     // equal, the stack read was one the program really had.
     if options.check_torn {
-        let mut pointers = vec![[0u8; 8]; reads.len()];
-        let mut again: Vec<Vec<Vec<u8>>> = reads
+        // Frames served from a data-stack window are re-read by re-reading
+        // the window (one iovec); others one header each.
+        struct Reread {
+            pointer: [u8; 8],
+            windows: Vec<(u64, Vec<u8>)>,
+            headers: Vec<Option<Vec<u8>>>,
+        }
+        let mut rereads: Vec<Reread> = reads
             .iter()
-            .map(|r| {
-                r.walk
+            .map(|r| Reread {
+                pointer: [0; 8],
+                windows: r
+                    .source
+                    .windows()
+                    .iter()
+                    .map(|(a, b)| (*a, vec![0u8; b.len()]))
+                    .collect(),
+                headers: r
+                    .walk
                     .visited
                     .iter()
-                    .map(|(_, h)| vec![0u8; h.len()])
-                    .collect()
+                    .map(|(a, h)| {
+                        r.source
+                            .find(*a, h.len() as u64)
+                            .is_none()
+                            .then(|| vec![0u8; h.len()])
+                    })
+                    .collect(),
             })
             .collect();
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
-        for ((read, pointer), headers) in
-            reads.iter().zip(pointers.iter_mut()).zip(again.iter_mut())
-        {
+        for (read, reread) in reads.iter().zip(rereads.iter_mut()) {
             if read.frame_pointer_at >= 8 {
-                pieces.push((read.frame_pointer_at, &mut pointer[..]));
+                pieces.push((read.frame_pointer_at, &mut reread.pointer[..]));
             }
-            for ((address, _), buf) in read.walk.visited.iter().zip(headers.iter_mut()) {
+            for (address, buf) in reread.windows.iter_mut() {
                 pieces.push((*address, &mut buf[..]));
+            }
+            for ((address, _), buf) in read.walk.visited.iter().zip(reread.headers.iter_mut()) {
+                if let Some(buf) = buf {
+                    pieces.push((*address, &mut buf[..]));
+                }
             }
         }
         code_check.select(&reads);
@@ -316,16 +347,26 @@ pub fn sample_interpreters(
         }
         let reread_ok = memory.read_many(&mut pieces).is_ok();
         code_check.ok = reread_ok;
-        for ((read, pointer), headers) in reads.iter_mut().zip(pointers).zip(again) {
-            let frame_moved =
-                read.frame_pointer_at >= 8 && u64::from_le_bytes(pointer) != read.current_frame;
+        for (read, reread) in reads.iter_mut().zip(rereads) {
+            let frame_moved = read.frame_pointer_at >= 8
+                && u64::from_le_bytes(reread.pointer) != read.current_frame;
+            let mut after = FrameSource::new();
+            for (address, bytes) in reread.windows {
+                after.add_window(address, bytes);
+            }
             let changed = read
                 .walk
                 .visited
                 .iter()
-                .zip(&headers)
+                .zip(&reread.headers)
                 .enumerate()
-                .any(|(i, ((_, before), after))| !same_frame(layout, before, after, i == 0));
+                .any(|(i, ((address, before), own))| {
+                    let now = match own {
+                        Some(bytes) => Some(&bytes[..]),
+                        None => after.find(*address, before.len() as u64),
+                    };
+                    now.is_none_or(|now| !same_frame(layout, before, now, i == 0))
+                });
             read.sample.torn = !reread_ok || frame_moved || changed || read.walk.broken;
         }
     }
@@ -428,12 +469,7 @@ pub fn list_threads(
     let threads_at = o.interpreter_threads_head.ok_or(WalkError::NoInterpreter)?;
     let thread_next_at = o.thread_next.ok_or(WalkError::NoInterpreter)?;
     let gil_pointer_at = o.interpreter_ceval_gil;
-    let interp_len = [Some(next_at), Some(threads_at), gil_pointer_at]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0)
-        + 8;
+    let interp_len = interpreter_len(layout);
     let mut address = read_u64(memory, runtime_address + head_at)?;
     if address == 0 {
         return Err(WalkError::NoInterpreter);
