@@ -201,6 +201,17 @@ impl Target {
             free_threaded: false,
             debug_build: false,
         };
+        if crate::cpython::semantics_for(version.major, version.minor).is_none() {
+            return Err(AttachError::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                reason: if (version.major, version.minor) < (3, 9) {
+                    "too old".into()
+                } else {
+                    "too new for this pydeep; upgrade pydeep".into()
+                },
+            });
+        }
         let Some(runtime_address) = runtime else {
             return Err(AttachError::Other {
                 pid,
@@ -221,13 +232,17 @@ impl Target {
             }
         }
         let layout = Layout::load(&version, &memory, runtime_address).map_err(|e| match e {
-            LayoutError::Unsupported(_) | LayoutError::FreeThreaded(_) => {
-                AttachError::UnsupportedVersion {
-                    pid,
-                    version: version.to_string(),
-                    reason: e.to_string(),
-                }
-            }
+            LayoutError::Unsupported(_) => AttachError::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                reason: "no layout for it".into(),
+            },
+            LayoutError::FreeThreaded(_) => AttachError::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                reason: "free-threaded builds are not supported yet; use the default (GIL) build"
+                    .into(),
+            },
             other => AttachError::Other {
                 pid,
                 detail: other.to_string(),

@@ -45,3 +45,48 @@ fn permission_advice_names_every_remedy() {
         assert!(text.contains(remedy), "advice lacks {remedy}");
     }
 }
+
+#[test]
+fn attaching_to_a_python_older_than_3_9_names_the_version() {
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let old: Vec<_> = ["3.8", "3.7", "3.6"]
+        .iter()
+        .filter_map(|minor| {
+            let dir = std::path::Path::new(&home).join(".pyenv/versions");
+            std::fs::read_dir(&dir).ok()?.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let exe = e.path().join("bin/python");
+                (name.starts_with(&format!("{minor}.")) && exe.exists()).then_some((name, exe))
+            })
+        })
+        .collect();
+    eprintln!("old interpreters: {old:?}");
+    for (version, exe) in old {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "-c",
+                "import time; print('up', flush=True); time.sleep(100)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start old python");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .expect("wait for startup");
+        let result = Target::attach(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        match result {
+            Err(AttachError::UnsupportedVersion { version: found, .. }) => {
+                assert!(found.starts_with(&version), "{found} vs {version}");
+            }
+            Err(other) => panic!("{version}: expected UnsupportedVersion, got {other}"),
+            Ok(_) => panic!("{version}: attached to an unsupported Python"),
+        }
+    }
+}

@@ -126,6 +126,11 @@ fn assert_thread_matches(
         got, want,
         "{label} {name}: frames (name, qualname, file, f_lasti)"
     );
+    // Each code object as CPython exposes it.
+    for (frame, truth) in sample.frames.iter().zip(expected) {
+        let (_, code) = target.code_object(frame.code_address).expect("code object");
+        assert_code_matches(label, code, &truth["code"]);
+    }
     // Generator frames are flagged as such, and only they.
     for (frame, truth) in sample.frames.iter().zip(expected) {
         assert_eq!(
@@ -134,6 +139,94 @@ fn assert_thread_matches(
             "{label} {name}: is_generator of {}",
             truth["function"]
         );
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn assert_code_matches(label: &str, code: &pydeep::CodeObject, truth: &Value) {
+    let what = format!("{label}: code {}", code.qualname);
+    assert_eq!(code.qualname, truth["qualname"].as_str().unwrap(), "{what}");
+    assert_eq!(
+        u64::from(code.first_line),
+        truth["first_line"].as_u64().unwrap(),
+        "{what}"
+    );
+    // On 3.11+ the bytecode is the adaptive form, whose specializations and
+    // counters change whenever the code runs. The fixture's own functions
+    // run no more after the truth is taken; threading's may (the recorder
+    // thread exits through them), so for those only the size is compared.
+    let expected = truth["bytecode"].as_str().unwrap();
+    if code.filename.ends_with("known_stacks.py") {
+        assert_eq!(hex(&code.bytecode), expected, "{what}: bytecode");
+    } else {
+        assert_eq!(
+            code.bytecode.len() * 2,
+            expected.len(),
+            "{what}: bytecode size"
+        );
+    }
+    assert_eq!(
+        hex(&code.line_table),
+        truth["line_table"].as_str().unwrap(),
+        "{what}: line table"
+    );
+    assert_eq!(
+        code.varnames,
+        strings(&truth["varnames"]),
+        "{what}: varnames"
+    );
+    assert_eq!(
+        code.cellvars,
+        strings(&truth["cellvars"]),
+        "{what}: cellvars"
+    );
+    assert_eq!(
+        code.freevars,
+        strings(&truth["freevars"]),
+        "{what}: freevars"
+    );
+    assert_eq!(code.names, strings(&truth["names"]), "{what}: names");
+    let numbers = [
+        ("argcount", code.argcount),
+        ("posonlyargcount", code.posonlyargcount),
+        ("kwonlyargcount", code.kwonlyargcount),
+        ("flags", code.flags),
+        ("stacksize", code.stacksize),
+    ];
+    for (name, ours) in numbers {
+        assert_eq!(
+            u64::from(ours),
+            truth[name].as_u64().unwrap(),
+            "{what}: {name}"
+        );
+    }
+    let consts = truth["consts"].as_array().unwrap();
+    assert_eq!(
+        code.consts.len(),
+        consts.len(),
+        "{what}: consts {:?}",
+        code.consts
+    );
+    for (ours, theirs) in code.consts.iter().zip(consts) {
+        let kind = theirs[0].as_str().unwrap();
+        // The agent renders these types' reprs itself; others by type name.
+        if ["str", "int", "bool", "NoneType", "code"].contains(&kind) {
+            assert_eq!(ours, theirs[1].as_str().unwrap(), "{what}: const");
+        } else {
+            assert_eq!(ours, &format!("<{kind}>"), "{what}: const");
+        }
     }
 }
 

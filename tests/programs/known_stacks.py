@@ -85,6 +85,38 @@ def kernel_state(native_id):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+def bounded_repr(value):
+    """notes/bytecode.md's rule, for the constant types the agent renders."""
+    if hasattr(value, "co_name"):
+        return "<code %s>" % value.co_name
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def code_truth(code):
+    """The code object as CPython exposes it, for comparison with the agent."""
+    adaptive = getattr(code, "_co_code_adaptive", None)
+    table = code.co_linetable if sys.version_info >= (3, 10) else code.co_lnotab
+    return {
+        "qualname": getattr(code, "co_qualname", code.co_name),
+        "first_line": code.co_firstlineno,
+        "bytecode": (adaptive if adaptive is not None else code.co_code).hex(),
+        "line_table": table.hex(),
+        "varnames": list(code.co_varnames),
+        "cellvars": list(code.co_cellvars),
+        "freevars": list(code.co_freevars),
+        "names": list(code.co_names),
+        "consts": [
+            [type(c).__name__, bounded_repr(c)] for c in code.co_consts
+        ],
+        "argcount": code.co_argcount,
+        "posonlyargcount": code.co_posonlyargcount,
+        "kwonlyargcount": code.co_kwonlyargcount,
+        "flags": code.co_flags,
+        "stacksize": code.co_stacksize,
+    }
+
+
 def frames_of(frame):
     out = []
     while frame is not None:
@@ -96,6 +128,7 @@ def frames_of(frame):
             "line": frame.f_lineno,
             "lasti": frame.f_lasti,
             "first_line": code.co_firstlineno,
+            "code": code_truth(code),
         })
         frame = frame.f_back
     return out

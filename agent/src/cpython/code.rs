@@ -246,7 +246,7 @@ impl ObjectReader<'_> {
             let repr = match type_name.as_str() {
                 "str" => self
                     .unicode(item)
-                    .map(|s| format!("{s:?}"))
+                    .map(|s| python_str_repr(&s))
                     .unwrap_or_else(|_| "<str>".into()),
                 "int" => self
                     .int(item)
@@ -276,9 +276,66 @@ impl ObjectReader<'_> {
     }
 }
 
+/// `repr()` of a `str` as CPython writes it (Objects/unicodeobject.c
+/// `unicode_repr`): single quotes unless the text holds a single quote and
+/// no double quote; backslash escapes for the quote, `\\`, `\t`, `\n`, `\r`
+/// and other non-printable characters.
+pub fn python_str_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if !c.is_alphanumeric() && (0x80..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
 fn truncate(mut text: String) -> String {
     if text.chars().count() > MAX_CONST_REPR {
         text = text.chars().take(MAX_CONST_REPR - 3).collect::<String>() + "...";
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_reprs_follow_cpython_quoting_and_escapes() {
+        assert_eq!(python_str_repr("x"), "'x'");
+        assert_eq!(python_str_repr("it's"), "\"it's\"");
+        assert_eq!(python_str_repr("'\""), "'\\'\"'");
+        assert_eq!(python_str_repr("a\nb\\"), "'a\\nb\\\\'");
+        assert_eq!(python_str_repr("\u{1}é"), "'\\x01é'");
+    }
+
+    #[test]
+    fn long_reprs_keep_197_characters_and_an_ellipsis() {
+        let long = "x".repeat(300);
+        let cut = truncate(long);
+        assert_eq!(cut.chars().count(), 200);
+        assert!(cut.ends_with("xx..."));
+    }
 }
