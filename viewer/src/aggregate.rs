@@ -127,7 +127,7 @@ impl Profile {
         });
 
         let tables = input.tables();
-        let mut symbols = Symbols::new(granularity);
+        let mut symbols = Symbols::new(granularity).with_header(input.header());
         let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
         let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
         for ((thread, stack), count) in counts {

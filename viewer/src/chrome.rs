@@ -139,7 +139,7 @@ pub fn write<R: Read>(
     // starts a new stretch.
     let gap = period + period / 2;
     let mut bound = filter.bind(&header);
-    let mut symbols = Symbols::new(granularity);
+    let mut symbols = Symbols::new(granularity).with_header(&header);
     let mut stacks: HashMap<u64, Rc<[SymbolId]>> = HashMap::new();
     let mut threads: HashMap<u32, ThreadState> = HashMap::new();
     let mut processes: HashSet<u32> = HashSet::new();

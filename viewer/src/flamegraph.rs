@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use inferno::flamegraph::color::{MultiPalette, Palette};
 use inferno::flamegraph::{self as inferno_flamegraph, Direction};
 
 use crate::aggregate::Profile;
@@ -34,6 +35,10 @@ pub fn write(profile: &Profile, options: &FlamegraphOptions, out: impl Write) ->
     inferno_options.count_name = "samples".into();
     inferno_options.image_width = options.width;
     inferno_options.subtitle = Some(subtitle(profile));
+    // Colours by Python semantics (stdlib, site-packages, user code), hashed
+    // from the name so a function keeps its colour across graphs and runs.
+    inferno_options.colors = Palette::Multi(MultiPalette::Python);
+    inferno_options.hash = true;
     if options.reverse {
         inferno_options.direction = Direction::Inverted;
     }

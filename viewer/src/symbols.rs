@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use pydeep_format::Tables;
+use pydeep_format::{proto, Tables};
 
+use crate::bytecode::code::Code;
+use crate::bytecode::disassemble::{disassemble, Form};
 use crate::ViewError;
 
 /// What a frame is counted as.
@@ -60,6 +62,9 @@ pub struct Symbol {
     pub line: u32,
     /// The instruction offset, at instruction granularity only.
     pub instruction_offset: Option<u32>,
+    /// The instruction's opname as found in memory (specialized on 3.11+),
+    /// at instruction granularity when the bytecode was recorded.
+    pub opname: Option<&'static str>,
     /// The display label, free of `;` and line breaks so that it can stand
     /// in a collapsed-stack line.
     pub label: String,
@@ -88,6 +93,10 @@ pub struct Symbols {
     by_frame: HashMap<u64, SymbolId>,
     by_key: HashMap<Key, SymbolId>,
     symbols: Vec<Symbol>,
+    /// Instruction offsets and opnames per code object id (instruction
+    /// granularity only), disassembled once per code object.
+    instructions: HashMap<u64, Vec<(u32, u32, &'static str)>>,
+    python_version: Option<(u32, u32)>,
 }
 
 /// Label of the symbol that stands for a sample without any Python frame.
@@ -101,7 +110,20 @@ impl Symbols {
             by_frame: HashMap::new(),
             by_key: HashMap::new(),
             symbols: Vec::new(),
+            instructions: HashMap::new(),
+            python_version: None,
         }
+    }
+
+    /// Takes the target's CPython version from the header, for code objects
+    /// that do not carry their own (it chooses the opcode table).
+    pub fn with_header(mut self, header: &proto::Header) -> Self {
+        self.python_version = header
+            .python_version
+            .as_ref()
+            .map(|v| (v.major, v.minor))
+            .filter(|&(major, _)| major > 0);
+        self
     }
 
     /// The granularity symbols are resolved at.
@@ -163,6 +185,10 @@ impl Symbols {
             Granularity::Instruction => Some(frame.instruction_offset),
             _ => None,
         };
+        let opname = match granularity {
+            Granularity::Instruction => self.opname(tables, code, frame.instruction_offset),
+            _ => None,
+        };
         let key = Key::Code {
             filename: code.filename,
             qualname: code.qualname,
@@ -193,9 +219,39 @@ impl Symbols {
                 first_line: code.first_line,
                 line,
                 instruction_offset,
+                opname,
                 label: sanitize(&label),
             }
         })
+    }
+
+    /// The opname of the instruction holding byte `offset` of `code`, if its
+    /// bytecode was recorded and its version has an opcode table.
+    fn opname(
+        &mut self,
+        tables: &Tables,
+        code: &proto::CodeObjectDef,
+        offset: u32,
+    ) -> Option<&'static str> {
+        let version = self.python_version;
+        let instructions = self.instructions.entry(code.id).or_insert_with(|| {
+            if code.bytecode.is_empty() {
+                return Vec::new();
+            }
+            let resolved = Code::from_def(code, |id| tables.strings.get(&id).cloned(), version);
+            disassemble(&resolved, Form::Adaptive)
+                .map(|list| {
+                    list.iter()
+                        .map(|i| (i.offset, i.end_offset(), i.opname))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let index = instructions
+            .partition_point(|i| i.0 <= offset)
+            .checked_sub(1)?;
+        let (_, end, opname) = instructions[index];
+        (offset < end).then_some(opname)
     }
 
     fn intern(&mut self, key: Key, make: impl FnOnce() -> Symbol) -> SymbolId {
@@ -217,6 +273,7 @@ fn unresolved(label: String) -> Symbol {
         first_line: 0,
         line: 0,
         instruction_offset: None,
+        opname: None,
         label,
     }
 }

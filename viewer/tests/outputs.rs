@@ -65,6 +65,22 @@ fn collapsed_output_matches_the_golden_file() {
     assert_eq!(text, expected);
 }
 
+#[test]
+fn top_output_matches_the_golden_file() {
+    let recorded = record(&standard_plan());
+    let profile = profile(&recorded.path, &Filter::default(), Granularity::Line);
+    let mut text = Vec::new();
+    top::write(&profile, 0, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/top_line.txt");
+    if std::env::var_os("PYDEEP_UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(golden).expect("golden file (PYDEEP_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(text, expected);
+}
+
 /// Reads "NAME (N samples, P%)" titles out of inferno's SVG.
 fn svg_titles(svg: &str) -> HashMap<String, u64> {
     let mut titles = HashMap::new();
@@ -189,6 +205,10 @@ fn speedscope_export_validates_against_speedscope_schema_and_adds_up() {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "schema errors: {errors:?}");
+    // The validator is live: a file without its shared frames fails.
+    let mut broken = json.clone();
+    broken.as_object_mut().unwrap().remove("shared");
+    assert!(!validator.is_valid(&broken));
 
     let frames = json["shared"]["frames"].as_array().unwrap();
     let mut per_profile = BTreeMap::new();

@@ -57,6 +57,25 @@ pub const FUNCTIONS: [Function; 5] = [MAIN, WORK, HELPER, LOOP, WAIT];
 /// The text of /srv/app.py embedded in the recording (15 lines).
 pub const APP_SOURCE: &str = "import lib\n\n\n\njob = Job(); job.work()  # line 5\n\n\n\n\nclass Job:\n    def work(self):\n        total = sum(range(10))  # line 12\n        total += 1  # line 13\n        lib.helper(total)  # line 14\n        return total\n";
 
+/// `def work(a): return a.x` compiled by CPython 3.12.1, the bytecode of
+/// Job.work in the recording, and what `dis` shows for it: RESUME at 0,
+/// LOAD_FAST at 2, LOAD_ATTR at 4 (with 9 cache units up to 24),
+/// RETURN_VALUE at 24.
+pub const WORK_BYTECODE_3_12: [u8; 26] = [
+    151, 0, 124, 0, 106, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 83, 0,
+];
+
+/// The opname `dis` gives the instruction holding `offset` of Job.work.
+pub fn work_opname(offset: u32) -> Option<&'static str> {
+    match offset {
+        0..=1 => Some("RESUME"),
+        2..=3 => Some("LOAD_FAST"),
+        4..=23 => Some("LOAD_ATTR"),
+        24..=25 => Some("RETURN_VALUE"),
+        _ => None,
+    }
+}
+
 /// A frame: function, line, instruction offset.
 pub type Frame = (Function, u32, u32);
 
@@ -138,7 +157,32 @@ pub fn write_recording(path: &Path, plan: &[Planned], finish: bool) {
         let filename = writer.intern_string(function.file);
         let name = writer.intern_string(function.qualname.rsplit('.').next().unwrap());
         let qualname = writer.intern_string(function.qualname);
+        let is_work = function == WORK;
+        let names = if is_work {
+            vec![writer.intern_string("x")]
+        } else {
+            vec![]
+        };
+        let varnames = if is_work {
+            vec![writer.intern_string("a")]
+        } else {
+            vec![]
+        };
         writer.define_code_object(proto::CodeObjectDef {
+            bytecode: if is_work {
+                WORK_BYTECODE_3_12.to_vec()
+            } else {
+                vec![]
+            },
+            python_version: is_work.then(|| proto::PythonVersion {
+                major: 3,
+                minor: 12,
+                patch: 1,
+                ..Default::default()
+            }),
+            argcount: u32::from(is_work),
+            names,
+            varnames,
             id,
             filename,
             name,
