@@ -342,7 +342,11 @@ impl Target {
                 thread.native_id = self.native_id_from_pthread(thread.thread_id);
             }
             thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
-            thread.active = self.thread_running(thread.native_id);
+            thread.active = if self.paused.get() > 0 {
+                stopped_thread_was_running(self.pid, thread.native_id)
+            } else {
+                self.thread_running(thread.native_id)
+            };
         }
         // Forget code objects replaced by another at the same address.
         for (address, fingerprint) in checked {
@@ -451,6 +455,12 @@ impl Target {
     }
 
     /// Stops every thread of the target until the guard is dropped.
+    ///
+    /// A stopped thread's kernel state is `t` (traced), so samples taken
+    /// while paused judge activity from `/proc/.../syscall` instead: a
+    /// thread stopped in user mode or in a non-blocking system call was
+    /// running; one stopped inside a blocking call (futex, poll, sleep,
+    /// read, ...) was idle.
     pub fn pause(&self) -> Result<PauseGuard, ReadError> {
         let lock = self.process.lock().map_err(|e| ReadError::Pause {
             pid: self.pid,
@@ -501,18 +511,59 @@ impl Target {
                 }
             }
         };
-        let mut buf = [0u8; 512];
-        let Ok(n) = file.read_at(&mut buf, 0) else {
+        let running = stat_is_running(file);
+        if !running && !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
             self.stat_files.remove(&tid);
-            return false;
-        };
-        // "pid (comm) S ...": the state follows the last ')'.
-        let text = &buf[..n];
-        let Some(close) = text.iter().rposition(|&b| b == b')') else {
-            return false;
-        };
-        text.get(close + 2) == Some(&b'R')
+        }
+        running
     }
+}
+
+/// System calls a thread waits in when it is idle (x86-64 numbers): read,
+/// poll, select, pause, nanosleep, accept, recvfrom, recvmsg, wait4,
+/// rt_sigtimedwait, rt_sigsuspend, futex, clock_nanosleep, epoll_wait,
+/// pselect6, ppoll, epoll_pwait, accept4, epoll_pwait2.
+#[cfg(target_arch = "x86_64")]
+const BLOCKING_SYSCALLS: &[i64] = &[
+    0, 7, 23, 34, 35, 43, 45, 47, 61, 128, 130, 202, 230, 232, 270, 271, 281, 288, 441,
+];
+/// The same calls on aarch64 (read, ppoll, pselect6, nanosleep,
+/// clock_nanosleep, rt_sigtimedwait, rt_sigsuspend, futex, epoll_pwait,
+/// accept, recvfrom, recvmsg, wait4, accept4, epoll_pwait2).
+#[cfg(not(target_arch = "x86_64"))]
+const BLOCKING_SYSCALLS: &[i64] = &[
+    63, 73, 72, 101, 115, 137, 133, 98, 22, 202, 207, 212, 260, 242, 441,
+];
+
+/// For a thread stopped by ptrace: true if it was running (stopped in user
+/// mode or a non-blocking system call), from `/proc/PID/task/TID/syscall`
+/// ("-1 sp pc" in user mode, "NR args..." inside a call).
+fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
+        return false;
+    };
+    match text.split_whitespace().next() {
+        Some("running") => true,
+        Some(number) => number
+            .parse::<i64>()
+            .map(|n| n < 0 || !BLOCKING_SYSCALLS.contains(&n))
+            .unwrap_or(false),
+        None => false,
+    }
+}
+
+/// True if a `/proc/.../stat` file says `R` (running or runnable).
+fn stat_is_running(file: &File) -> bool {
+    let mut buf = [0u8; 512];
+    let Ok(n) = file.read_at(&mut buf, 0) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let text = &buf[..n];
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    text.get(close + 2) == Some(&b'R')
 }
 
 fn list_tasks(pid: i32) -> Vec<u64> {

@@ -1,0 +1,72 @@
+//! GIL and activity flags on a paused target whose main thread computes in
+//! pure Python (it holds the GIL and is runnable) while another thread
+//! sleeps on an Event (no GIL, idle).
+
+use std::process::{Child, Command};
+
+use pydeep::Target;
+use pydeep_integration::{program, test_pythons};
+
+struct Running {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_computing_thread_holds_the_gil_and_is_active_the_sleeping_one_neither() {
+    for python in test_pythons("walker: GIL holder and active flags") {
+        let label = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let child = Command::new(&python.path)
+            .arg(program("deep_stack.py"))
+            .arg(&ready)
+            .arg("20")
+            .arg("busy")
+            .spawn()
+            .expect("start");
+        let running = Running { child, _dir: dir };
+        while !ready.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = running.child.id() as u64;
+        let mut target = Target::attach(pid as i32).expect("attach");
+        let mut samples = Vec::new();
+        for round in 0..5 {
+            {
+                let _pause = target.pause().expect("pause");
+                target.sample_threads(&mut samples).expect("sample");
+            }
+            let busy = samples
+                .iter()
+                .find(|s| s.native_id == pid)
+                .expect("main thread");
+            let idle = samples
+                .iter()
+                .find(|s| s.native_id != pid)
+                .expect("sleeping thread");
+            assert!(busy.is_main && !idle.is_main, "{label}: is_main");
+            assert!(
+                busy.holds_gil,
+                "{label} round {round}: computing thread lacks the GIL"
+            );
+            assert!(
+                busy.active,
+                "{label} round {round}: computing thread not active"
+            );
+            assert!(!idle.holds_gil, "{label}: sleeping thread holds the GIL");
+            assert!(!idle.active, "{label}: sleeping thread active");
+            assert!(
+                !busy.torn && !busy.truncated,
+                "{label}: paused sample flagged"
+            );
+        }
+    }
+}
