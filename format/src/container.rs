@@ -52,8 +52,8 @@ pub const MAX_RECORD_LEN: usize = MAX_CHUNK_LEN as usize - 16;
 /// chains in a hostile file are cut there).
 pub const MAX_STACK_FRAMES: usize = 1 << 16;
 
-/// The 16-byte file header.
-pub(crate) fn file_header() -> [u8; FILE_HEADER_LEN] {
+/// The 16-byte file header: [`MAGIC`], [`FORMAT_VERSION`], a zero reserved word.
+pub fn file_header() -> [u8; FILE_HEADER_LEN] {
     let mut header = [0u8; FILE_HEADER_LEN];
     header[..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -101,8 +101,10 @@ impl FrameHeader {
     }
 }
 
-/// Compresses `payload` and returns the whole chunk: frame header and deflate bytes.
-pub(crate) fn encode_chunk(payload: &[u8], level: u32, flags: u32) -> std::io::Result<Vec<u8>> {
+/// Compresses `payload` (varint-length-delimited records) and returns the
+/// whole chunk: frame header and deflate bytes. [`crate::Writer`] uses this;
+/// it is public for tools and the fuzz target, which build files by hand.
+pub fn encode_chunk(payload: &[u8], level: u32, flags: u32) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len() / 4 + 64);
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     let mut encoder = DeflateEncoder::new(out, Compression::new(level.min(9)));

@@ -24,6 +24,7 @@ pub mod proto {
 
 mod container;
 mod error;
+mod hash;
 pub mod linetable;
 mod reader;
 mod recording;
@@ -32,8 +33,8 @@ mod summary;
 mod writer;
 
 pub use container::{
-    FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_CHUNK_LEN, MAX_RECORD_LEN,
-    MAX_STACK_FRAMES,
+    encode_chunk, file_header, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_CHUNK_LEN,
+    MAX_RECORD_LEN, MAX_STACK_FRAMES,
 };
 pub use error::FormatError;
 pub use reader::{Chunk, Reader};

@@ -11,8 +11,7 @@
 //! new. Every hash hit is verified frame by frame, so a collision can never
 //! return a wrong stack.
 
-use std::collections::HashMap;
-
+use crate::hash::FastMap;
 use crate::proto::StackDef;
 
 /// A shared prefix shorter than this is not worth an intermediate StackDef
@@ -31,9 +30,9 @@ pub(crate) struct StackInterner {
     /// Node of stack id `i` at index `i - 1`.
     nodes: Vec<Node>,
     /// (length, hash of all frames) → stacks with that key.
-    exact: HashMap<(usize, u64), Vec<u64>>,
+    exact: FastMap<(usize, u64), Vec<u64>>,
     /// (length, hash of the first `length` frames) → a stack having that prefix.
-    prefixes: HashMap<(usize, u64), u64>,
+    prefixes: FastMap<(usize, u64), u64>,
     /// Scratch: hashes of every prefix of the stack being interned.
     hashes: Vec<u64>,
     /// Whether new stacks may reuse the prefix of an interned one.
@@ -49,8 +48,8 @@ impl StackInterner {
     pub fn new() -> Self {
         StackInterner {
             nodes: Vec::new(),
-            exact: HashMap::new(),
-            prefixes: HashMap::new(),
+            exact: FastMap::default(),
+            prefixes: FastMap::default(),
             hashes: Vec::new(),
             prefix_sharing: true,
         }

@@ -1,6 +1,5 @@
 //! [`Writer`]: interning, columnar sample batches and chunk flushing.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,6 +7,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::container::{encode_chunk, file_header, FLAG_FINAL, FORMAT_VERSION, MAX_RECORD_LEN};
+use crate::hash::FastMap;
 use crate::proto::{self, record::Kind};
 use crate::stacks::StackInterner;
 use crate::FormatError;
@@ -107,11 +107,11 @@ pub struct Writer<W: Write> {
     previous_time: u64,
     start_clock: u64,
     last_time: Option<u64>,
-    strings: HashMap<String, u64>,
-    frames: HashMap<FrameKey, u64>,
+    strings: FastMap<String, u64>,
+    frames: FastMap<FrameKey, u64>,
     stacks: StackInterner,
     stack_defs: Vec<proto::StackDef>,
-    source_files: HashMap<u64, u64>,
+    source_files: FastMap<u64, u64>,
     next_code: u64,
     stats: WriterStats,
     failed: bool,
@@ -197,11 +197,11 @@ impl<W: Write> Writer<W> {
             previous_time: start,
             start_clock: start,
             last_time: None,
-            strings: HashMap::new(),
-            frames: HashMap::new(),
+            strings: FastMap::default(),
+            frames: FastMap::default(),
             stacks: StackInterner::new(),
             stack_defs: Vec::new(),
-            source_files: HashMap::new(),
+            source_files: FastMap::default(),
             next_code: 1,
             stats: WriterStats {
                 bytes_written: file_header.len() as u64,
