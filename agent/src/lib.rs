@@ -6,6 +6,16 @@ pub mod memory;
 pub mod target;
 pub mod walker;
 
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod procfs;
+pub mod recorder;
+pub mod schedule;
+pub mod session;
+pub mod signals;
+pub mod status;
+
 pub use cpython::code::{CodeObject, LineTableKind};
 pub use cpython::PythonVersion;
 pub use target::{AttachError, CodeId, PauseGuard, ReadError, Target};

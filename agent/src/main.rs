@@ -1,1 +1,23 @@
-fn main() {}
+//! The `pydeep` binary: parses the command line, runs the command, and turns
+//! any error into one clear line and its exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pydeep::cli::Cli;
+use pydeep::exit::{exit_for, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pydeep::signals::install();
+    match pydeep::commands::run(cli.command) {
+        Ok(exit) => exit.code(),
+        Err(error) => {
+            let exit = exit_for(&error);
+            if exit != Exit::Ok {
+                eprintln!("pydeep: error: {error:#}");
+            }
+            exit.code()
+        }
+    }
+}

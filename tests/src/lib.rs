@@ -2,6 +2,8 @@
 //! interpreters on this machine and the pydeep binaries under test.
 #![deny(missing_docs)]
 
+pub mod recording;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

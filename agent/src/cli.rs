@@ -1,0 +1,140 @@
+//! The `pydeep` command line: every subcommand and its options, with their
+//! defaults documented where they are declared.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pydeep: look deep inside running CPython processes from the outside.
+#[derive(Debug, Parser)]
+#[command(name = "pydeep", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `pydeep`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a running Python process and record its stacks.
+    Attach {
+        /// Process id of the target.
+        pid: i32,
+        /// Sampling options.
+        #[command(flatten)]
+        options: RecordOptions,
+    },
+    /// Start a Python program and record it from its first Python frame;
+    /// exits with the program's exit code.
+    Record {
+        /// Sampling options.
+        #[command(flatten)]
+        options: RecordOptions,
+        /// The program and its arguments, after `--` (e.g. `-- python app.py`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a recording's header, counts, duration, size and bytes per sample.
+    Info {
+        /// The `.pdr` file.
+        file: PathBuf,
+    },
+    /// Check a recording: exit 0 only for a complete, valid file; otherwise
+    /// say what is wrong and how much is still readable.
+    Verify {
+        /// The `.pdr` file.
+        file: PathBuf,
+    },
+}
+
+/// Options shared by `attach` and `record`.
+#[derive(Debug, Clone, Args)]
+pub struct RecordOptions {
+    /// Output file. Default: `pydeep-PID-TIME.pdr` in the current directory.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Overwrite the output file if it exists (never follows a symlink).
+    #[arg(long)]
+    pub force: bool,
+    /// Samples per second per thread.
+    #[arg(short, long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Stop after this long (e.g. `10s`, `500ms`, `2m`); default: until
+    /// Ctrl-C or the target's exit.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Pause the target for every sample, for exactly consistent stacks.
+    #[arg(long)]
+    pub blocking: bool,
+    /// Keep samples of idle threads (waiting on a lock, in a syscall, asleep).
+    #[arg(long)]
+    pub idle: bool,
+    /// Follow child Python processes; their samples go into the same
+    /// recording, tagged with their pid.
+    #[arg(long)]
+    pub subprocesses: bool,
+    /// Do not embed source files in the recording.
+    #[arg(long)]
+    pub no_source: bool,
+    /// Deepest stack read; deeper stacks keep their outermost frames and are
+    /// flagged truncated.
+    #[arg(long, default_value_t = 4096)]
+    pub max_depth: u32,
+    /// Never show the live status line, even on a terminal.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Parses `1.5s`, `250ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 10s, 500ms, 2m)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("`{text}` is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn record_takes_the_program_after_the_double_dash() {
+        let cli = Cli::try_parse_from(["pydeep", "record", "-r", "50", "--", "python", "-c", "1"])
+            .unwrap();
+        match cli.command {
+            Command::Record { options, command } => {
+                assert_eq!(options.rate, 50.0);
+                assert_eq!(command, ["python", "-c", "1"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

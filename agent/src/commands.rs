@@ -1,0 +1,161 @@
+//! The subcommands of `pydeep`, each a function from parsed options to an
+//! exit code. `main` only parses and reports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Command, RecordOptions};
+use crate::exit::{Exit, Failure};
+use crate::session::{self, SessionOptions};
+use crate::{AttachError, Target};
+
+/// Runs one parsed command.
+pub fn run(command: Command) -> Result<Exit> {
+    match command {
+        Command::Attach { pid, options } => attach(pid, &options),
+        Command::Record { options, command } => record(&command, &options),
+        Command::Info { file } => info(&file),
+        Command::Verify { file } => verify(&file),
+    }
+}
+
+fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
+    let target = Target::attach(pid).map_err(attach_failure)?;
+    let output = output_path(options, pid);
+    let (summary, _) = session::run(
+        target,
+        None,
+        &output,
+        options.force,
+        &session_options(options, "attach"),
+    )?;
+    eprintln!("{summary}");
+    Ok(Exit::Ok)
+}
+
+fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
+    let mut child = Process::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+        .map_err(|e| {
+            Failure::new(
+                Exit::SpawnFailed,
+                format!("cannot start `{}`: {e}", command[0]),
+            )
+        })?;
+    let pid = child.id() as i32;
+    let target = match attach_when_ready(pid, &mut child) {
+        Ok(target) => target,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+    };
+    let output = output_path(options, pid);
+    let (summary, child) = session::run(
+        target,
+        Some(child),
+        &output,
+        options.force,
+        &session_options(options, "record"),
+    )?;
+    eprintln!("{summary}");
+    // The program decides the exit code; if recording stopped first, wait for it.
+    let status = match child {
+        Some(mut child) => child.wait().context("waiting for the program")?,
+        None => return Ok(Exit::Ok),
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    std::process::exit(code);
+}
+
+/// Attaches to a program we just started, as soon as its interpreter is
+/// initialised: the first attempts find no interpreter yet (or not even the
+/// Python binary, before exec), so retry for a while.
+fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Target::attach(pid) {
+            Ok(target) => return Ok(target),
+            Err(error @ AttachError::PermissionDenied { .. }) => {
+                return Err(attach_failure(error).into())
+            }
+            Err(error) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(Failure::new(
+                        Exit::TargetExited,
+                        format!(
+                            "the program exited ({status}) before pydeep could attach: {error}"
+                        ),
+                    )
+                    .into());
+                }
+                if Instant::now() >= deadline {
+                    return Err(attach_failure(error).into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// Gives an attach error its exit code.
+pub fn attach_failure(error: AttachError) -> Failure {
+    let exit = match error {
+        AttachError::NoSuchProcess { .. } => Exit::NoSuchProcess,
+        AttachError::PermissionDenied { .. } => Exit::PermissionDenied,
+        AttachError::NotPython { .. } => Exit::NotPython,
+        AttachError::UnsupportedVersion { .. } => Exit::UnsupportedVersion,
+        AttachError::TargetExited { .. } => Exit::TargetExited,
+        _ => Exit::Failure,
+    };
+    Failure::new(exit, error.to_string())
+}
+
+fn session_options(options: &RecordOptions, mode: &'static str) -> SessionOptions {
+    use std::io::IsTerminal;
+    SessionOptions {
+        rate_hz: options.rate,
+        duration: options.duration,
+        blocking: options.blocking,
+        include_idle: options.idle,
+        subprocesses: options.subprocesses,
+        embed_source: !options.no_source,
+        max_depth: options.max_depth,
+        show_status: !options.quiet && std::io::stderr().is_terminal(),
+        mode,
+    }
+}
+
+fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
+    options.output.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("pydeep-{pid}-{stamp}.pdr"))
+    })
+}
+
+fn info(file: &Path) -> Result<Exit> {
+    let summary = pydeep_format::summarize(file)
+        .map_err(|e| Failure::new(Exit::InvalidRecording, format!("{}: {e}", file.display())))?;
+    println!("{summary}");
+    Ok(Exit::Ok)
+}
+
+fn verify(file: &Path) -> Result<Exit> {
+    let report = pydeep_format::verify(file);
+    println!("{report}");
+    Ok(if report.is_valid() {
+        Exit::Ok
+    } else {
+        Exit::InvalidRecording
+    })
+}

@@ -1,0 +1,354 @@
+//! Turns what the walker reads (thread samples, code objects) into records of
+//! a `.pdr` file: interning code objects once per distinct object, embedding
+//! their source files once, and announcing threads when first seen or renamed.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use pydeep_format::linetable::LineIndex;
+use pydeep_format::proto::{self, SampleFlag};
+use pydeep_format::{FormatError, FrameKey, Writer};
+
+use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
+
+/// Where the recorder gets code objects from: a live [`crate::Target`] in
+/// production, a table in tests.
+pub trait CodeSource {
+    /// The code object at `address`, with its identity.
+    fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)>;
+}
+
+impl CodeSource for crate::Target {
+    fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)> {
+        crate::Target::code_object(self, address).ok()
+    }
+}
+
+/// A code object as recorded: its id in the file and its decoded line table.
+struct RecordedCode {
+    id: u64,
+    lines: LineIndex,
+}
+
+/// A thread as last announced in the recording.
+struct RecordedThread {
+    id: u32,
+    name: Option<String>,
+}
+
+/// Counters of what the recorder did, for the summary and the footer.
+#[derive(Debug, Clone, Default)]
+pub struct RecorderStats {
+    /// Samples written.
+    pub samples: u64,
+    /// Samples flagged torn.
+    pub torn: u64,
+    /// Frames whose code object could not be read (recorded as "<unknown>").
+    pub unreadable_code: u64,
+    /// Distinct code objects embedded.
+    pub code_objects: u64,
+    /// Source files embedded.
+    pub source_files: u64,
+}
+
+/// Writes samples of one or more targets into one recording.
+pub struct Recorder<W: Write> {
+    writer: Writer<W>,
+    embed_source: bool,
+    include_idle: bool,
+    codes: HashMap<(i32, CodeId), RecordedCode>,
+    unknown_code: Option<u64>,
+    sources: HashMap<String, u64>,
+    threads: HashMap<(i32, u64), RecordedThread>,
+    next_thread_id: u32,
+    frame_ids: Vec<u64>,
+    stats: RecorderStats,
+}
+
+impl<W: Write> Recorder<W> {
+    /// A recorder writing through `writer`.
+    pub fn new(writer: Writer<W>, embed_source: bool, include_idle: bool) -> Self {
+        Recorder {
+            writer,
+            embed_source,
+            include_idle,
+            codes: HashMap::new(),
+            unknown_code: None,
+            sources: HashMap::new(),
+            threads: HashMap::new(),
+            next_thread_id: 1,
+            frame_ids: Vec::new(),
+            stats: RecorderStats::default(),
+        }
+    }
+
+    /// What has been recorded so far.
+    pub fn stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// The underlying writer (for its byte counts).
+    pub fn writer(&self) -> &Writer<W> {
+        &self.writer
+    }
+
+    /// Announces `thread` of `pid` if it is new or its name changed, and
+    /// returns its id in the recording.
+    pub fn thread(&mut self, pid: i32, sample: &ThreadSample, name: Option<&str>) -> u32 {
+        let key = (pid, sample.thread_id);
+        if let Some(known) = self.threads.get(&key) {
+            if known.name.as_deref() == name || name.is_none() {
+                return known.id;
+            }
+        }
+        let id = match self.threads.get(&key) {
+            Some(known) => known.id,
+            None => {
+                let id = self.next_thread_id;
+                self.next_thread_id += 1;
+                id
+            }
+        };
+        let name_id = name.map_or(0, |n| self.writer.intern_string(n));
+        self.writer.define_thread(proto::ThreadDef {
+            id,
+            pid: pid as u32,
+            thread_id: sample.thread_id,
+            native_id: sample.native_id,
+            name: name_id,
+            is_main: sample.is_main,
+            interpreter: sample.interpreter,
+        });
+        self.threads.insert(
+            key,
+            RecordedThread {
+                id,
+                name: name.map(str::to_owned),
+            },
+        );
+        id
+    }
+
+    /// Records one thread's stack taken at `clock_ns`. Idle threads are
+    /// skipped unless idle recording was asked for; returns whether a sample
+    /// was written.
+    pub fn sample(
+        &mut self,
+        source: &mut impl CodeSource,
+        pid: i32,
+        version: &PythonVersion,
+        clock_ns: u64,
+        sample: &ThreadSample,
+        name: Option<&str>,
+    ) -> Result<bool, FormatError> {
+        if !sample.active && !self.include_idle {
+            return Ok(false);
+        }
+        let thread = self.thread(pid, sample, name);
+        let mut frame_ids = std::mem::take(&mut self.frame_ids);
+        frame_ids.clear();
+        // The walker gives frames innermost first; stacks are stored outermost first.
+        for frame in sample.frames.iter().rev() {
+            let (code, line) = match self.code(source, pid, version, frame.code_address) {
+                Some(code) => (
+                    code.id,
+                    code.lines.line(frame.instruction_offset).unwrap_or(0),
+                ),
+                None => {
+                    self.stats.unreadable_code += 1;
+                    (self.unknown_code(), 0)
+                }
+            };
+            frame_ids.push(self.writer.intern_frame(FrameKey {
+                code,
+                instruction_offset: frame.instruction_offset,
+                line,
+                is_generator: frame.is_generator,
+                is_shim: frame.is_shim,
+            }));
+        }
+        let stack = self.writer.intern_stack(&frame_ids);
+        self.frame_ids = frame_ids;
+        let mut flags = 0;
+        if sample.holds_gil {
+            flags |= SampleFlag::HoldsGil as u32;
+        }
+        if sample.active {
+            flags |= SampleFlag::Active as u32;
+        }
+        if sample.torn {
+            flags |= SampleFlag::Torn as u32;
+            self.stats.torn += 1;
+        }
+        if sample.truncated {
+            flags |= SampleFlag::Truncated as u32;
+        }
+        if sample.frames.is_empty() {
+            flags |= SampleFlag::NoPython as u32;
+        }
+        self.writer.sample(clock_ns, thread, stack, flags)?;
+        self.stats.samples += 1;
+        Ok(true)
+    }
+
+    /// Writes any other record (process events, snapshots).
+    pub fn record(&mut self, kind: proto::record::Kind) -> Result<(), FormatError> {
+        self.writer.record(kind)
+    }
+
+    /// Closes the current chunk if it is due.
+    pub fn maybe_flush(&mut self) -> Result<bool, FormatError> {
+        self.writer.maybe_flush()
+    }
+
+    /// Writes the footer and closes the file.
+    pub fn finish(self, footer: proto::Footer) -> Result<W, FormatError> {
+        self.writer.finish(footer)
+    }
+
+    fn code(
+        &mut self,
+        source: &mut impl CodeSource,
+        pid: i32,
+        version: &PythonVersion,
+        address: u64,
+    ) -> Option<&RecordedCode> {
+        let (code_id, code) = source.code_object(address)?;
+        let key = (pid, code_id);
+        if !self.codes.contains_key(&key) {
+            let recorded = self.define_code(pid, version, code);
+            self.codes.insert(key, recorded);
+        }
+        self.codes.get(&key)
+    }
+
+    fn define_code(
+        &mut self,
+        pid: i32,
+        version: &PythonVersion,
+        code: &CodeObject,
+    ) -> RecordedCode {
+        let id = self.writer.next_code_id();
+        let kind = line_table_kind(code.line_table_kind);
+        let source_file = self.source_file(pid, &code.filename);
+        let w = &mut self.writer;
+        let mut strings = |names: &[String]| names.iter().map(|n| w.intern_string(n)).collect();
+        let varnames = strings(&code.varnames);
+        let cellvars = strings(&code.cellvars);
+        let freevars = strings(&code.freevars);
+        let names = strings(&code.names);
+        let def = proto::CodeObjectDef {
+            id,
+            filename: self.writer.intern_string(&code.filename),
+            name: self.writer.intern_string(&code.name),
+            qualname: self.writer.intern_string(&code.qualname),
+            first_line: code.first_line,
+            bytecode: code.bytecode.clone(),
+            bytecode_deoptimized: if code.bytecode_deoptimized == code.bytecode {
+                Vec::new()
+            } else {
+                code.bytecode_deoptimized.clone()
+            },
+            line_table: code.line_table.clone(),
+            line_table_kind: kind as i32,
+            varnames,
+            cellvars,
+            freevars,
+            names,
+            consts: code.consts.clone(),
+            python_version: Some(proto_version(version)),
+            source_file,
+            argcount: code.argcount,
+            posonlyargcount: code.posonlyargcount,
+            kwonlyargcount: code.kwonlyargcount,
+            flags: code.flags,
+            stacksize: code.stacksize,
+            localspluskinds: code.localspluskinds.clone(),
+            address: code.address,
+            pid: pid as u32,
+            const_code_ids: Vec::new(),
+        };
+        self.writer.define_code_object(def);
+        self.stats.code_objects += 1;
+        RecordedCode {
+            id,
+            lines: LineIndex::new(kind, code.first_line, &code.line_table),
+        }
+    }
+
+    /// The code id standing for frames whose code object was unreadable.
+    fn unknown_code(&mut self) -> u64 {
+        if let Some(id) = self.unknown_code {
+            return id;
+        }
+        let id = self.writer.next_code_id();
+        let unknown = self.writer.intern_string("<unknown>");
+        self.writer.define_code_object(proto::CodeObjectDef {
+            id,
+            filename: unknown,
+            name: unknown,
+            qualname: unknown,
+            ..Default::default()
+        });
+        self.unknown_code = Some(id);
+        id
+    }
+
+    /// Embeds the source file `filename` once (if asked to) and returns its id.
+    fn source_file(&mut self, pid: i32, filename: &str) -> u64 {
+        if !self.embed_source || filename.starts_with('<') {
+            return 0;
+        }
+        if let Some(&id) = self.sources.get(filename) {
+            return id;
+        }
+        // Bounded: a source file larger than this is recorded as missing.
+        const MAX_SOURCE_BYTES: u64 = 16 << 20;
+        let content = source_paths(pid, filename).into_iter().find_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            (meta.is_file() && meta.len() <= MAX_SOURCE_BYTES)
+                .then(|| std::fs::read(&path).ok())
+                .flatten()
+        });
+        let path = self.writer.intern_string(filename);
+        let id = self.writer.define_source_file(path, content);
+        self.stats.source_files += 1;
+        self.sources.insert(filename.to_owned(), id);
+        id
+    }
+}
+
+/// Where the target's `filename` can be read from here, best first: through
+/// the target's own root and working directory (right even when it runs in
+/// another mount namespace, such as a container), then as named.
+fn source_paths(pid: i32, filename: &str) -> Vec<std::path::PathBuf> {
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let mut paths = Vec::new();
+    if let Some(relative) = filename.strip_prefix('/') {
+        paths.push(proc.join("root").join(relative));
+    } else {
+        paths.push(proc.join("cwd").join(filename));
+    }
+    paths.push(filename.into());
+    paths
+}
+
+/// The schema's version message for `version`.
+pub fn proto_version(version: &PythonVersion) -> proto::PythonVersion {
+    proto::PythonVersion {
+        major: version.major,
+        minor: version.minor,
+        patch: version.patch,
+        release: version.release.clone(),
+        free_threaded: version.free_threaded,
+        debug_build: version.debug_build,
+    }
+}
+
+fn line_table_kind(kind: LineTableKind) -> proto::LineTableKind {
+    match kind {
+        LineTableKind::Lnotab => proto::LineTableKind::LineTableLnotab,
+        LineTableKind::Python310 => proto::LineTableKind::LineTable310,
+        LineTableKind::Locations => proto::LineTableKind::LineTableLocations,
+    }
+}

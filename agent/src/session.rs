@@ -1,0 +1,484 @@
+//! One recording session: the sampling loop over one or more attached
+//! targets, from the first tick to the footer.
+//!
+//! The loop runs on the calling thread on a drift-free [`Schedule`]. Each
+//! tick reads every thread of every target (pausing them first in blocking
+//! mode), hands the stacks to the [`Recorder`], and lets the writer close a
+//! chunk when one is due, so a killed agent loses at most the last second.
+//! Lateness, missed ticks, read errors and torn stacks are counted and end
+//! up in the footer and the summary: the sampler never falls behind silently.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
+use pydeep_format::{Writer, WriterOptions};
+
+use crate::exit::{Exit, Failure};
+use crate::procfs;
+use crate::recorder::{proto_version, Recorder};
+use crate::schedule::Schedule;
+use crate::status::StatusLine;
+use crate::{AttachError, Target, ThreadSample, WalkOptions};
+
+/// Set by SIGINT / SIGTERM: stop at the next tick and finalize the file.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How a session samples. Defaults are those of the command line.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Samples per second per thread (default 100).
+    pub rate_hz: f64,
+    /// Stop after this long (default: until interrupted or the target exits).
+    pub duration: Option<Duration>,
+    /// Pause targets for every sample (default false).
+    pub blocking: bool,
+    /// Record idle threads too (default false).
+    pub include_idle: bool,
+    /// Follow child processes (default false).
+    pub subprocesses: bool,
+    /// Embed source files (default true).
+    pub embed_source: bool,
+    /// Deepest stack read (default 4096).
+    pub max_depth: u32,
+    /// Show a live status line on stderr (default: when stderr is a terminal).
+    pub show_status: bool,
+    /// "attach" or "record".
+    pub mode: &'static str,
+}
+
+/// What a session did, printed when it ends.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// The recording written.
+    pub output: PathBuf,
+    /// Samples written.
+    pub samples: u64,
+    /// Ticks taken.
+    pub ticks: u64,
+    /// Ticks missed because the sampler was late.
+    pub missed_ticks: u64,
+    /// Largest lateness of a tick.
+    pub max_lag: Duration,
+    /// Failed reads.
+    pub errors: u64,
+    /// Samples flagged torn.
+    pub torn: u64,
+    /// Wall time sampled.
+    pub elapsed: Duration,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Why it stopped.
+    pub end_reason: String,
+    /// process_vm_readv calls made.
+    pub read_calls: u64,
+    /// The last read error seen, if any.
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Display for SessionSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(f, "pydeep: wrote {}", self.output.display())?;
+        writeln!(
+            f,
+            "  {} samples in {:.2} s ({} ticks, {:.1} ticks/s achieved), stopped: {}",
+            self.samples,
+            seconds,
+            self.ticks,
+            self.ticks as f64 / seconds,
+            self.end_reason
+        )?;
+        writeln!(
+            f,
+            "  missed ticks {}, max lag {:.2} ms, read errors {}, torn samples {}, reads/tick {:.2}",
+            self.missed_ticks,
+            self.max_lag.as_secs_f64() * 1e3,
+            self.errors,
+            self.torn,
+            self.read_calls as f64 / self.ticks.max(1) as f64
+        )?;
+        write!(
+            f,
+            "  {} bytes, {:.2} bytes/sample",
+            self.bytes,
+            self.bytes as f64 / self.samples.max(1) as f64
+        )?;
+        if let Some(error) = &self.last_error {
+            write!(f, "\n  last read error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One attached process in the session.
+struct Attached {
+    target: Target,
+    /// The child we started (record mode), whose exit status we can read.
+    child: Option<Child>,
+    names: HashMap<u64, String>,
+    names_refreshed: Option<Instant>,
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC, the clock recordings are timed on.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records `target` (and, with `subprocesses`, its descendants) into
+/// `output` until the duration ends, the session is interrupted or every
+/// target has exited. `child` is the process `pydeep record` started.
+pub fn run(
+    target: Target,
+    child: Option<Child>,
+    output: &Path,
+    overwrite: bool,
+    options: &SessionOptions,
+) -> Result<(SessionSummary, Option<Child>)> {
+    let root_pid = target.pid();
+    let header = header(&target, options);
+    let file =
+        Writer::create(output, overwrite, header, WriterOptions::default()).map_err(|e| {
+            Failure::new(
+                Exit::OutputError,
+                format!("cannot create {}: {e}", output.display()),
+            )
+        })?;
+    let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
+
+    let mut attached = vec![Attached::new(target, child, options)];
+    let mut known_pids: HashSet<i32> = HashSet::from([root_pid]);
+    let mut not_python: HashMap<i32, PathBuf> = HashMap::new();
+    process_event(
+        &mut recorder,
+        &attached[0].target,
+        ProcessEventKind::ProcessAttached,
+        0,
+        0,
+    )?;
+
+    let start = Instant::now();
+    let mut schedule = Schedule::new(start, options.rate_hz);
+    let mut status = StatusLine::new(options.show_status);
+    let mut threads: Vec<ThreadSample> = Vec::new();
+    let mut ticks = 0u64;
+    let mut errors = 0u64;
+    let mut last_error: Option<String> = None;
+    let mut last_good_read = Instant::now();
+    let mut exited_child: Option<Child> = None;
+    let mut last_child_scan = start;
+    let mut finished_read_calls = 0u64;
+    let end_reason: String;
+
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            end_reason = "interrupted".into();
+            break;
+        }
+        if options.duration.is_some_and(|d| start.elapsed() >= d) {
+            end_reason = "duration reached".into();
+            break;
+        }
+        if attached.is_empty() {
+            end_reason = "target exited".into();
+            break;
+        }
+        schedule.wait();
+        if !schedule.take(Instant::now()) {
+            continue;
+        }
+        ticks += 1;
+        let clock_ns = monotonic_ns();
+        let mut index = 0;
+        while index < attached.len() {
+            let entry = &mut attached[index];
+            let read = {
+                let _pause = if options.blocking {
+                    entry.target.pause().ok()
+                } else {
+                    None
+                };
+                entry.target.sample_threads(&mut threads)
+            };
+            match read {
+                Ok(()) => {
+                    last_good_read = Instant::now();
+                    entry.refresh_names(&threads);
+                    let pid = entry.target.pid();
+                    let version = entry.target.python_version();
+                    for thread in &threads {
+                        let name = entry.names.get(&thread.thread_id).map(String::as_str);
+                        recorder.sample(
+                            &mut entry.target,
+                            pid,
+                            &version,
+                            clock_ns,
+                            thread,
+                            name,
+                        )?;
+                    }
+                    index += 1;
+                }
+                Err(error) => {
+                    if let Some((kind, code)) = entry.exit_status() {
+                        process_event(&mut recorder, &entry.target, kind, code, 0)?;
+                        let gone = attached.remove(index);
+                        finished_read_calls += gone.target.read_calls();
+                        if gone.target.pid() == root_pid {
+                            exited_child = gone.child;
+                        }
+                        continue;
+                    }
+                    errors += 1;
+                    last_error = Some(error.to_string());
+                    index += 1;
+                }
+            }
+        }
+        if last_good_read.elapsed() > Duration::from_secs(10) && !attached.is_empty() {
+            anyhow::bail!(
+                "no stack could be read for 10 s; last error: {}",
+                last_error.as_deref().unwrap_or("none")
+            );
+        }
+        if options.subprocesses && last_child_scan.elapsed() >= Duration::from_millis(100) {
+            last_child_scan = Instant::now();
+            follow_children(
+                root_pid,
+                &mut attached,
+                &mut known_pids,
+                &mut not_python,
+                &mut recorder,
+                options,
+            )?;
+        }
+        recorder.maybe_flush()?;
+        let bytes = recorder.writer().stats().bytes_written;
+        status.update(
+            recorder.stats().samples,
+            ticks,
+            start.elapsed(),
+            schedule.last_lag,
+            errors,
+            bytes,
+        );
+    }
+    status.clear();
+
+    for entry in &mut attached {
+        if let Some((kind, code)) = entry.exit_status() {
+            process_event(&mut recorder, &entry.target, kind, code, 0)?;
+        } else {
+            process_event(
+                &mut recorder,
+                &entry.target,
+                ProcessEventKind::ProcessDetached,
+                0,
+                0,
+            )?;
+        }
+    }
+    let read_calls =
+        finished_read_calls + attached.iter().map(|a| a.target.read_calls()).sum::<u64>();
+    let elapsed = start.elapsed();
+    let stats = recorder.stats().clone();
+    let footer = proto::Footer {
+        sample_count: stats.samples,
+        duration_ns: elapsed.as_nanos() as u64,
+        missed_ticks: schedule.missed_ticks,
+        dropped_samples: 0,
+        torn_samples: stats.torn,
+        errors,
+        max_lag_ns: schedule.max_lag.as_nanos() as u64,
+        end_reason: end_reason.clone(),
+        snapshot_count: 0,
+        chunk_count: 0,
+        read_calls,
+    };
+    recorder.finish(footer).map_err(|e| {
+        Failure::new(
+            Exit::OutputError,
+            format!("cannot finish {}: {e}", output.display()),
+        )
+    })?;
+    let child = exited_child.or_else(|| attached.into_iter().find_map(|a| a.child));
+    Ok((
+        SessionSummary {
+            output: output.to_owned(),
+            samples: stats.samples,
+            ticks,
+            missed_ticks: schedule.missed_ticks,
+            max_lag: schedule.max_lag,
+            errors,
+            torn: stats.torn,
+            elapsed,
+            bytes: std::fs::metadata(output).map_or(0, |m| m.len()),
+            end_reason,
+            read_calls,
+            last_error,
+        },
+        child,
+    ))
+}
+
+impl Attached {
+    fn new(mut target: Target, child: Option<Child>, options: &SessionOptions) -> Self {
+        target.set_walk_options(WalkOptions {
+            max_depth: options.max_depth as usize,
+            check_torn: !options.blocking,
+            ..WalkOptions::default()
+        });
+        Attached {
+            target,
+            child,
+            names: HashMap::new(),
+            names_refreshed: None,
+        }
+    }
+
+    /// Re-reads thread names once a second, or at once when a thread
+    /// appears whose name we do not know.
+    fn refresh_names(&mut self, threads: &[ThreadSample]) {
+        let stale = self
+            .names_refreshed
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        let unknown = threads
+            .iter()
+            .any(|t| !self.names.contains_key(&t.thread_id));
+        let recently = self
+            .names_refreshed
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(50));
+        if stale || (unknown && !recently) {
+            if let Ok(names) = self.target.thread_names() {
+                self.names = names;
+            }
+            self.names_refreshed = Some(Instant::now());
+        }
+    }
+
+    /// How the process ended, if it has: from its wait status when it is
+    /// our child, from /proc otherwise.
+    fn exit_status(&mut self) -> Option<(ProcessEventKind, i32)> {
+        if let Some(child) = &mut self.child {
+            use std::os::unix::process::ExitStatusExt;
+            return match child.try_wait() {
+                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
+                    (Some(code), _) => (ProcessEventKind::ProcessExited, code),
+                    (None, Some(signal)) => (ProcessEventKind::ProcessKilledBySignal, signal),
+                    _ => (ProcessEventKind::ProcessVanished, 0),
+                }),
+                _ => None,
+            };
+        }
+        (!procfs::is_alive(self.target.pid())).then_some((ProcessEventKind::ProcessVanished, 0))
+    }
+}
+
+fn process_event<W: Write>(
+    recorder: &mut Recorder<W>,
+    target: &Target,
+    kind: ProcessEventKind,
+    code: i32,
+    parent_pid: i32,
+) -> Result<()> {
+    let pid = target.pid();
+    recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
+        time_ns: monotonic_ns(),
+        pid: pid as u32,
+        kind: kind as i32,
+        code,
+        parent_pid: parent_pid as u32,
+        python_version: Some(proto_version(&target.python_version())),
+        argv: procfs::cmdline(pid),
+        detail: String::new(),
+    }))?;
+    Ok(())
+}
+
+/// Attaches to new Python descendants of `root_pid`.
+fn follow_children<W: Write>(
+    root_pid: i32,
+    attached: &mut Vec<Attached>,
+    known: &mut HashSet<i32>,
+    not_python: &mut HashMap<i32, PathBuf>,
+    recorder: &mut Recorder<W>,
+    options: &SessionOptions,
+) -> Result<()> {
+    for (pid, parent) in procfs::descendants(root_pid) {
+        if known.contains(&pid) {
+            continue;
+        }
+        // A fork that has not exec'd yet, or a non-Python program, is tried
+        // again only when its executable changes.
+        let exe = procfs::executable(pid).unwrap_or_default();
+        if not_python.get(&pid) == Some(&exe) {
+            continue;
+        }
+        match Target::attach(pid) {
+            Ok(target) => {
+                known.insert(pid);
+                not_python.remove(&pid);
+                process_event(
+                    recorder,
+                    &target,
+                    ProcessEventKind::ProcessSpawned,
+                    0,
+                    parent,
+                )?;
+                attached.push(Attached::new(target, None, options));
+            }
+            Err(AttachError::NoSuchProcess { .. }) | Err(AttachError::TargetExited { .. }) => {
+                known.insert(pid);
+            }
+            Err(_) => {
+                not_python.insert(pid, exe);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header(target: &Target, options: &SessionOptions) -> proto::Header {
+    let pid = target.pid();
+    let start_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    proto::Header {
+        format_version: pydeep_format::FORMAT_VERSION,
+        pydeep_version: env!("CARGO_PKG_VERSION").into(),
+        pid: pid as u32,
+        argv: procfs::cmdline(pid),
+        executable: procfs::executable(pid)
+            .unwrap_or_default()
+            .display()
+            .to_string(),
+        python_version: Some(proto_version(&target.python_version())),
+        host_name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        start_unix_ns,
+        clock: proto::ClockKind::ClockMonotonic as i32,
+        sampling: Some(proto::SamplingConfig {
+            rate_hz: options.rate_hz,
+            blocking: options.blocking,
+            include_idle: options.include_idle,
+            subprocesses: options.subprocesses,
+            embed_source: options.embed_source,
+            record_values: false,
+            max_depth: options.max_depth,
+        }),
+        start_clock_ns: monotonic_ns(),
+        mode: options.mode.into(),
+    }
+}

@@ -1,0 +1,72 @@
+//! Reading recordings back in tests.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use pydeep_format::proto::ProcessEventKind;
+use pydeep_format::{Event, Recording};
+
+/// What a test needs of a recording: per distinct stack its function names
+/// and sample count, plus the process events.
+pub struct Read {
+    /// Samples read.
+    pub samples: u64,
+    /// Function names of each distinct stack (outermost first) and its sample count.
+    pub stacks: Vec<(Vec<String>, u64)>,
+    /// Process events: kind and code.
+    pub events: Vec<(ProcessEventKind, i32)>,
+    /// The footer's sample count, if the file has a footer.
+    pub footer_samples: Option<u64>,
+}
+
+/// Reads the whole recording at `path`, panicking on any format error.
+pub fn read(path: &Path) -> Read {
+    let mut recording = Recording::open(path).expect("open recording");
+    let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut events = Vec::new();
+    let mut samples = 0;
+    let mut footer_samples = None;
+    while let Some(event) = recording.next_event().expect("read event") {
+        match event {
+            Event::Sample(sample) => {
+                samples += 1;
+                *counts.entry(sample.stack).or_default() += 1;
+            }
+            Event::Process(process) => events.push((process.kind(), process.code)),
+            Event::Footer(footer) => footer_samples = Some(footer.sample_count),
+            _ => {}
+        }
+    }
+    let tables = recording.tables();
+    let stacks = counts
+        .into_iter()
+        .map(|(stack, count)| {
+            let names = tables
+                .stack_frames(stack)
+                .into_iter()
+                .map(|frame| {
+                    let code = tables.frames[&frame].code;
+                    tables.string(tables.code_objects[&code].name).to_owned()
+                })
+                .collect();
+            (names, count)
+        })
+        .collect();
+    Read {
+        samples,
+        stacks,
+        events,
+        footer_samples,
+    }
+}
+
+impl Read {
+    /// Samples whose stack passes through a function called `name`.
+    pub fn samples_in(&self, name: &str) -> u64 {
+        self.stacks
+            .iter()
+            .filter(|(names, _)| names.iter().any(|n| n == name))
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
