@@ -17,6 +17,38 @@ const MAX_WINDOW: u64 = 1 << 20;
 /// generator's frame): the frames of its callers usually sit just below.
 const SPECULATIVE_WINDOW: u64 = 8 << 10;
 
+/// Most bytes of a frame header the walker copies (the fields it reads all
+/// lie in the first 128 bytes in every layout).
+pub const MAX_HEADER: usize = 128;
+
+/// A copy of the first bytes of a frame, kept inline (no allocation per
+/// frame).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    bytes: [u8; MAX_HEADER],
+    len: usize,
+}
+
+impl FrameHeader {
+    fn from_slice(slice: &[u8]) -> FrameHeader {
+        let mut bytes = [0u8; MAX_HEADER];
+        let len = slice.len().min(MAX_HEADER);
+        bytes[..len].copy_from_slice(&slice[..len]);
+        FrameHeader { bytes, len }
+    }
+
+    /// The copied bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Debug for FrameHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameHeader({} bytes)", self.len)
+    }
+}
+
 /// Where the bytes of a frame came from: already-copied memory, so the
 /// walker can be fed the data-stack window read in a batch.
 #[derive(Debug, Default, Clone)]
@@ -87,9 +119,12 @@ impl FrameSource {
     /// otherwise read with a window reaching down to the nearest known
     /// chunk start (or a little below the frame), since callers' frames
     /// sit below their callees'.
-    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<Vec<u8>> {
+    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<FrameHeader> {
+        if len as usize > MAX_HEADER {
+            return None;
+        }
         if let Some(bytes) = self.find(address, len) {
-            return Some(bytes.to_vec());
+            return Some(FrameHeader::from_slice(bytes));
         }
         let end = address.checked_add(len)?;
         let chunk = self
@@ -102,10 +137,15 @@ impl FrameSource {
         let mut bytes = vec![0u8; (end - start) as usize];
         if memory.read(start, &mut bytes).is_ok() {
             self.add_window(start, bytes);
-            return self.find(address, len).map(<[u8]>::to_vec);
+            return self.find(address, len).map(FrameHeader::from_slice);
         }
-        let mut exact = vec![0u8; len as usize];
-        memory.read(address, &mut exact).ok()?;
+        let mut exact = FrameHeader {
+            bytes: [0u8; MAX_HEADER],
+            len: len as usize,
+        };
+        memory
+            .read(address, &mut exact.bytes[..len as usize])
+            .ok()?;
         Some(exact)
     }
 }
@@ -122,7 +162,7 @@ pub struct Walk {
     pub broken: bool,
     /// Every frame header read (address and bytes), innermost first, for
     /// the torn-read check.
-    pub visited: Vec<(u64, Vec<u8>)>,
+    pub visited: Vec<(u64, FrameHeader)>,
 }
 
 /// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back`.
@@ -165,7 +205,8 @@ pub fn walk_frame_objects(
             walk.broken = true;
             break;
         }
-        walk.visited.push((address, header.clone()));
+        walk.visited
+            .push((address, FrameHeader::from_slice(&header)));
         let code = field_u64(&header, code_at);
         let lasti = field_u32(&header, lasti_at) as i32;
         if code == 0 || !code.is_multiple_of(8) {
@@ -245,15 +286,16 @@ pub fn walk_interpreter_frames(
             walk.broken = true;
             break;
         }
-        let Some(header) = source.header(memory, address, len) else {
+        let Some(copy) = source.header(memory, address, len) else {
             walk.broken = true;
             break;
         };
-        let owner = field_u8(&header, owner_at);
-        let code = field_u64(&header, code_at) & !s.executable_tag_mask;
-        let instr = field_u64(&header, instr_at);
-        let previous = field_u64(&header, previous_at);
-        walk.visited.push((address, header));
+        let header = copy.as_slice();
+        let owner = field_u8(header, owner_at);
+        let code = field_u64(header, code_at) & !s.executable_tag_mask;
+        let instr = field_u64(header, instr_at);
+        let previous = field_u64(header, previous_at);
+        walk.visited.push((address, copy));
         // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
         // version (pycore_frame.h); anything else is not a frame.
         if owner > 4 {

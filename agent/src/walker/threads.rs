@@ -319,10 +319,11 @@ pub fn sample_interpreters(
                     .visited
                     .iter()
                     .map(|(a, h)| {
+                        let len = h.as_slice().len();
                         r.source
-                            .find(*a, h.len() as u64)
+                            .find(*a, len as u64)
                             .is_none()
-                            .then(|| vec![0u8; h.len()])
+                            .then(|| vec![0u8; len])
                     })
                     .collect(),
             })
@@ -363,9 +364,9 @@ pub fn sample_interpreters(
                 .any(|(i, ((address, before), own))| {
                     let now = match own {
                         Some(bytes) => Some(&bytes[..]),
-                        None => after.find(*address, before.len() as u64),
+                        None => after.find(*address, before.as_slice().len() as u64),
                     };
-                    now.is_none_or(|now| !same_frame(layout, before, now, i == 0))
+                    now.is_none_or(|now| !same_frame(layout, before.as_slice(), now, i == 0))
                 });
             read.sample.torn = !reread_ok || frame_moved || changed || read.walk.broken;
         }
