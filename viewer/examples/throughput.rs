@@ -84,7 +84,7 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
     // Each thread's stacks: random walks down a call tree, so they share
     // prefixes; depth 8..40.
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
-    let mut pools: Vec<Vec<Vec<FrameKey>>> = Vec::new();
+    let mut pools: Vec<Vec<u64>> = Vec::new();
     for _ in 0..THREADS {
         let mut pool = Vec::new();
         for _ in 0..STACKS_PER_THREAD {
@@ -103,14 +103,17 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
                 function =
                     (function * 7 + 1 + random.below(if level < 4 { 2 } else { 20 })) % FUNCTIONS;
             }
-            pool.push(stack);
+            let frames: Vec<u64> = stack
+                .into_iter()
+                .map(|key| writer.intern_frame(key))
+                .collect();
+            pool.push(writer.intern_stack(&frames));
         }
         pools.push(pool);
     }
     let mut current = vec![0usize; THREADS as usize];
     let mut written = 0;
     let mut time = 1_000_000_000;
-    let mut frame_ids = Vec::new();
     while written < samples {
         time += PERIOD_NS;
         for thread in 0..THREADS {
@@ -121,11 +124,7 @@ fn generate(path: &Path, samples: u64) -> io::Result<()> {
             if random.below(4) == 0 {
                 current[thread as usize] = random.below(STACKS_PER_THREAD as u64) as usize;
             }
-            frame_ids.clear();
-            for key in &pools[thread as usize][current[thread as usize]] {
-                frame_ids.push(writer.intern_frame(*key));
-            }
-            let stack = writer.intern_stack(&frame_ids);
+            let stack = pools[thread as usize][current[thread as usize]];
             let flags = match random.below(4) {
                 0 => 0,
                 1 => SampleFlag::Active as u32,

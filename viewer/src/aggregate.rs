@@ -6,6 +6,7 @@
 //! number of distinct stacks, whatever the number of samples.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 
 use pydeep_format::{proto, Tables};
@@ -111,7 +112,7 @@ impl Profile {
     /// frames resolved at `granularity`.
     pub fn read<R: Read>(input: &mut Input<R>, filter: &Filter, granularity: Granularity) -> Self {
         let mut bound = filter.bind(input.header());
-        let mut counts: HashMap<(u32, u64), u64> = HashMap::new();
+        let mut counts: IdMap<(u32, u64), u64> = IdMap::default();
         let mut total = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
         input.for_each_sample(|tables, sample| {
@@ -187,3 +188,32 @@ pub fn sample_period_ns(header: &proto::Header) -> u64 {
         10_000_000
     }
 }
+
+/// A hasher for small integer keys (ids), much cheaper per sample than the
+/// default SipHash; ids come from our own tables, so flooding is no concern.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        // FxHash's step: rotate, mix in, multiply by a large odd constant.
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A HashMap keyed by ids, hashed with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;

@@ -36,6 +36,8 @@ pub struct ChromeSummary {
 struct ThreadState {
     pid: u32,
     tid: u64,
+    /// `,"pid":P,"tid":T}` rendered once.
+    suffix: String,
     open: Rc<[SymbolId]>,
     last_ns: u64,
 }
@@ -58,9 +60,26 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    fn timestamp(&self, time_ns: u64) -> String {
+    /// Writes `time_ns` as microseconds after the start with three decimals
+    /// (nanosecond precision), without allocating: this runs per event.
+    fn timestamp(&mut self, time_ns: u64) -> io::Result<()> {
         let relative = time_ns.saturating_sub(self.start_ns);
-        format!("{}.{:03}", relative / 1000, relative % 1000)
+        let mut digits = [0u8; 24];
+        let mut at = digits.len();
+        let mut rest = relative;
+        for place in 0.. {
+            if place == 3 {
+                at -= 1;
+                digits[at] = b'.';
+            }
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 && place >= 3 {
+                break;
+            }
+        }
+        self.out.write_all(&digits[at..])
     }
 
     fn begin(
@@ -78,25 +97,21 @@ impl<W: Write> Writer<W> {
             self.names[index] = Some(json_string(&symbols.get(symbol).label));
         }
         self.separator()?;
-        let ts = self.timestamp(time_ns);
+        self.out.write_all(br#"{"ph":"B","name":"#)?;
         let name = self.names[index].as_deref().unwrap_or("\"\"");
-        write!(
-            self.out,
-            r#"{{"ph":"B","ts":{ts},"pid":{},"tid":{},"name":{name}}}"#,
-            thread.pid, thread.tid
-        )?;
+        self.out.write_all(name.as_bytes())?;
+        self.out.write_all(br#","ts":"#)?;
+        self.timestamp(time_ns)?;
+        self.out.write_all(thread.suffix.as_bytes())?;
         self.events += 1;
         Ok(())
     }
 
     fn end(&mut self, thread: &ThreadState, time_ns: u64) -> io::Result<()> {
         self.separator()?;
-        let ts = self.timestamp(time_ns);
-        write!(
-            self.out,
-            r#"{{"ph":"E","ts":{ts},"pid":{},"tid":{}}}"#,
-            thread.pid, thread.tid
-        )?;
+        self.out.write_all(br#"{"ph":"E","ts":"#)?;
+        self.timestamp(time_ns)?;
+        self.out.write_all(thread.suffix.as_bytes())?;
         self.events += 1;
         Ok(())
     }
@@ -185,6 +200,7 @@ pub fn write<R: Read>(
                 entry.insert(ThreadState {
                     pid: info.pid,
                     tid: info.tid(),
+                    suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
                     open: Rc::from(Vec::new()),
                     last_ns: sample.time_ns,
                 })

@@ -22,6 +22,8 @@ pub struct Input<R: Read> {
     samples_read: u64,
     damage: Option<String>,
     saw_footer: bool,
+    /// The footer's sample count, to check against the samples read.
+    footer_samples: Option<u64>,
     finished: bool,
 }
 
@@ -51,6 +53,7 @@ impl<R: Read> Input<R> {
             samples_read: 0,
             damage: None,
             saw_footer: false,
+            footer_samples: None,
             finished: false,
         }
     }
@@ -74,7 +77,10 @@ impl<R: Read> Input<R> {
                     self.samples_read += 1;
                     return Some(sample);
                 }
-                Ok(Some(Event::Footer(_))) => self.saw_footer = true,
+                Ok(Some(Event::Footer(footer))) => {
+                    self.saw_footer = true;
+                    self.footer_samples = Some(footer.sample_count);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => self.finished = true,
                 Err(error) => {
@@ -107,6 +113,14 @@ impl<R: Read> Input<R> {
     pub fn damage(&self) -> Option<String> {
         if let Some(damage) = &self.damage {
             return Some(damage.clone());
+        }
+        if let Some(expected) = self.footer_samples {
+            if self.finished && expected != self.samples_read {
+                return Some(format!(
+                    "{}: the footer counts {expected} samples but {} were read",
+                    self.name, self.samples_read
+                ));
+            }
         }
         if self.finished && !self.saw_footer {
             return Some(format!(
