@@ -83,6 +83,26 @@ def truth_instructions(code, adaptive):
     return out
 
 
+def truth_caches(code, version):
+    """[offset, "name: value"] of every inline cache field dis shows with
+    show_caches=True on the adaptive code (3.11 only for quickened
+    instructions, as its dis does). 3.13's dis reads every field of an
+    instruction from the first cache unit (`code[offset + 2: ...]` in
+    `_get_instructions_bytes`), so only the first field of each is right
+    there and only that one is kept."""
+    out = []
+    if version >= (3, 13):
+        for instruction in dis.get_instructions(code, adaptive=True):
+            for name, size, data in (instruction.cache_info or ())[:1]:
+                value = int.from_bytes(data, sys.byteorder)
+                out.append([instruction.offset + 2, "%s: %d" % (name, value)])
+    else:
+        for instruction in dis.get_instructions(code, adaptive=True, show_caches=True):
+            if instruction.opname == "CACHE" and instruction.argrepr:
+                out.append([instruction.offset, instruction.argrepr])
+    return out
+
+
 def dump(code, version):
     record = {
         "name": code.co_name,
@@ -114,6 +134,7 @@ def dump(code, version):
         record["localspluskinds"] = bytes(kinds).hex()
         record["positions"] = [list(p) for p in code.co_positions()]
         record["adaptive_instructions"] = truth_instructions(code, adaptive=True)
+        record["caches"] = truth_caches(code, version)
     else:
         record["bytecode"] = code.co_code.hex()
         record["localspluskinds"] = ""

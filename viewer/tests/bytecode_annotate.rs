@@ -120,7 +120,7 @@ fn bytecode_listing_marks_samples_specializations_and_hot_columns() {
         };
         let ids = profile.select(&options).expect("loops is recorded");
         assert_eq!(ids.len(), 1);
-        let text = profile.render(ids[0]).expect("render");
+        let text = profile.render(ids[0], false).expect("render");
         if std::env::var_os("PYDEEP_SHOW_LISTING").is_some() {
             eprintln!("{text}");
         }
@@ -202,6 +202,28 @@ fn bytecode_listing_marks_samples_specializations_and_hot_columns() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert_eq!(String::from_utf8_lossy(&output.stdout), text);
+        // --show-caches prints the hot instruction's cache fields with the
+        // values dis shows for them.
+        if python.at_least(3, 11) {
+            let output = Command::new(env!("CARGO_BIN_EXE_pydeep-view"))
+                .args(["bytecode", path.to_str().unwrap(), "--function", "loops"])
+                .arg("--show-caches")
+                .output()
+                .expect("run pydeep-view");
+            let listing = String::from_utf8_lossy(&output.stdout);
+            let field = record["caches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c[0].as_u64() == Some(hot_offset + 2))
+                .expect("dis shows the hot instruction's cache");
+            let expected = format!("{} CACHE  {}", hot_offset + 2, field[1].as_str().unwrap());
+            assert!(
+                listing.lines().any(|l| l.trim_start() == expected),
+                "{}: no {expected:?} in\n{listing}",
+                python.label()
+            );
+        }
         // --at FILE:LINE finds the code object holding the hot line.
         let line = record["linestarts"]
             .as_array()

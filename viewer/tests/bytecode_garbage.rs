@@ -52,7 +52,7 @@ proptest! {
                 }
                 let heat: BTreeMap<u32, u64> = heat_offsets.iter().map(|&o| (o, 1)).collect();
                 let source = "def f():\n    é = 1\n";
-                let text = render_listing(&code, &instructions, &heat, Some(source), 3);
+                let text = render_listing(&code, &instructions, &heat, Some(source), 3, true);
                 prop_assert!(!text.is_empty());
             }
         }

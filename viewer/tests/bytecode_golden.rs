@@ -64,7 +64,7 @@ fn listing_of_loops_on_3_12_matches_the_golden_file() {
         .map(|(offset, count)| (offset.parse().unwrap(), count.as_u64().unwrap()))
         .collect();
     let source = fixture["source"].as_str().unwrap();
-    let text = render_listing(&code, &instructions, &heat, Some(source), 100);
+    let text = render_listing(&code, &instructions, &heat, Some(source), 100, false);
     let golden = directory.join("loops_3_12.txt");
     if std::env::var_os("PYDEEP_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).expect("write golden");

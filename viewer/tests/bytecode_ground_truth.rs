@@ -63,6 +63,47 @@ fn compare_rows(what: &str, qualname: &str, ours: &[Row], truth: &[Row], out: &m
     }
 }
 
+/// The inline cache fields and values equal what `dis` shows with
+/// show_caches=True (3.11: only for specialized instructions; 3.13: only
+/// the first field of each instruction, see dump_code.py).
+fn compare_caches(
+    record: &Value,
+    adaptive: &[Instruction],
+    python: &Python,
+    out: &mut Vec<String>,
+) {
+    let truth: Vec<(u64, String)> = record["caches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
+        .collect();
+    let ours: Vec<(u64, String)> = adaptive
+        .iter()
+        .filter(|i| python.at_least(3, 12) || i.is_specialized())
+        .flat_map(|i| {
+            let fields = if python.at_least(3, 13) {
+                1
+            } else {
+                usize::MAX
+            };
+            i.cache_fields.iter().take(fields)
+        })
+        .map(|f| (u64::from(f.offset), format!("{}: {}", f.name, f.value)))
+        .collect();
+    if ours != truth {
+        let at = ours.iter().zip(&truth).position(|(a, b)| a != b);
+        out.push(format!(
+            "{}: cache fields differ ({} vs {}, first at {at:?}: {:?} vs {:?})",
+            record["qualname"],
+            ours.len(),
+            truth.len(),
+            at.map(|i| &ours[i]),
+            at.map(|i| &truth[i])
+        ));
+    }
+}
+
 fn optional(value: &Value) -> Option<u32> {
     value.as_u64().map(|v| v as u32)
 }
@@ -260,6 +301,7 @@ fn disassembly_and_line_tables_equal_dis_of_the_same_interpreter() {
                 let adaptive = disassemble(&code, Form::Adaptive).unwrap();
                 specialized += adaptive.iter().filter(|i| i.is_specialized()).count();
                 let truth = truth_rows(truth);
+                compare_caches(record, &adaptive, &python, &mut problems);
                 compare_rows(
                     "adaptive",
                     &code.qualname,

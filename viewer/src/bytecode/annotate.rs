@@ -30,6 +30,9 @@ pub struct AnnotateOptions {
     pub at: Option<(String, u32)>,
     /// How many code objects to print at most, hottest first. Default: 3.
     pub top: usize,
+    /// Print each inline cache field and its value under its instruction
+    /// (3.11+), like `dis --show-caches`. Default: false.
+    pub show_caches: bool,
 }
 
 impl Default for AnnotateOptions {
@@ -38,6 +41,7 @@ impl Default for AnnotateOptions {
             function: None,
             at: None,
             top: 3,
+            show_caches: false,
         }
     }
 }
@@ -163,8 +167,9 @@ impl Profile {
         Ok(chosen)
     }
 
-    /// The annotated listing of code object `id`.
-    pub fn render(&self, id: u64) -> Result<String, AnnotateError> {
+    /// The annotated listing of code object `id` (with its cache fields if
+    /// `show_caches`).
+    pub fn render(&self, id: u64, show_caches: bool) -> Result<String, AnnotateError> {
         let Some(code) = self.code(id) else {
             return Err(AnnotateError::NoMatch(format!("code object {id}")));
         };
@@ -182,6 +187,7 @@ impl Profile {
             &heat,
             source.as_deref(),
             self.total_samples,
+            show_caches,
         ))
     }
 }
@@ -227,6 +233,7 @@ pub fn render_listing(
     heat: &BTreeMap<u32, u64>,
     source: Option<&str>,
     total_samples: u64,
+    show_caches: bool,
 ) -> String {
     let counts = heat_per_instruction(instructions, heat);
     let code_samples: u64 = counts.iter().sum();
@@ -308,6 +315,15 @@ pub fn render_listing(
             instruction.offset,
             describe(instruction)
         );
+        if show_caches {
+            for field in &instruction.cache_fields {
+                let _ = writeln!(
+                    out,
+                    "{:>15} {:>4}        {:>6} CACHE  {}: {}",
+                    "", "", field.offset, field.name, field.value
+                );
+            }
+        }
     }
     out
 }

@@ -21,6 +21,10 @@ pub struct BytecodeArgs {
     /// Show at most N code objects, hottest first.
     #[arg(long, default_value_t = 3)]
     pub top: usize,
+    /// Show the inline cache fields (counters, versions) under each
+    /// instruction (3.11+).
+    #[arg(long)]
+    pub show_caches: bool,
 }
 
 /// Runs the subcommand, printing to stdout. A closed pipe (`| head`) ends
@@ -42,13 +46,14 @@ pub fn run(args: &BytecodeArgs) -> anyhow::Result<()> {
         function: args.function.clone(),
         at,
         top: args.top,
+        show_caches: args.show_caches,
     };
     let profile =
         Profile::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let ids = profile.select(&options)?;
     let mut stdout = std::io::stdout().lock();
     for (index, id) in ids.iter().enumerate() {
-        let text = profile.render(*id)?;
+        let text = profile.render(*id, options.show_caches)?;
         let separator = if index > 0 { "\n" } else { "" };
         match write!(stdout, "{separator}{text}") {
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

@@ -45,6 +45,25 @@ pub struct Instruction {
     pub label: Option<u32>,
     /// Inline cache code units following the instruction (3.11+).
     pub caches: u32,
+    /// The named fields of those caches with their current values, as
+    /// `dis` shows them with `show_caches=True` (3.11+).
+    pub cache_fields: Vec<CacheField>,
+}
+
+/// One field of an instruction's inline cache (`opcode._cache_format`):
+/// specialization counters, type versions, dict key versions, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheField {
+    /// Field name, e.g. "counter" or "func_version".
+    pub name: String,
+    /// Byte offset of the field's first code unit.
+    pub offset: u32,
+    /// Size in code units.
+    pub size: u32,
+    /// The field's bytes read as a little-endian integer (`dis` reads them
+    /// with `int.from_bytes(data, sys.byteorder)` on the target's machine;
+    /// pydeep targets are little-endian).
+    pub value: u64,
 }
 
 impl Instruction {
@@ -215,10 +234,39 @@ pub fn disassemble(code: &Code, form: Form) -> Result<Vec<Instruction>, Disassem
                 jump_target,
                 label: labels.get(&r.offset).copied(),
                 caches: r.caches,
+                cache_fields: cache_fields(opcodes, base, r.offset, shown),
             }
         })
         .collect();
     Ok(instructions)
+}
+
+/// The cache fields of the instruction at `offset` with base opcode `base`,
+/// read from `code` (missing bytes read as 0; at most 8 bytes per value).
+fn cache_fields(opcodes: &Opcodes, base: u8, offset: u32, code: &[u8]) -> Vec<CacheField> {
+    let Some(format) = opcodes.table.cache_format.get(opcodes.name(base)) else {
+        return Vec::new();
+    };
+    let mut field_offset = offset + 2;
+    format
+        .iter()
+        .map(|(name, size)| {
+            let start = field_offset as usize;
+            let bytes = (2 * *size as usize).min(8);
+            let value = (0..bytes).fold(0u64, |value, i| {
+                let byte = code.get(start + i).copied().unwrap_or(0);
+                value | u64::from(byte) << (8 * i)
+            });
+            let field = CacheField {
+                name: name.clone(),
+                offset: field_offset,
+                size: *size,
+                value,
+            };
+            field_offset = field_offset.saturating_add(2 * size);
+            field
+        })
+        .collect()
 }
 
 /// Resolves arguments against one code object's names and constants.

@@ -16,4 +16,6 @@ pub mod disassemble;
 pub mod tables;
 
 pub use code::Code;
-pub use disassemble::{disassemble, instruction_index_at, DisassembleError, Form, Instruction};
+pub use disassemble::{
+    disassemble, instruction_index_at, CacheField, DisassembleError, Form, Instruction,
+};
