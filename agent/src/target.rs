@@ -511,11 +511,14 @@ impl Target {
                 }
             }
         };
-        let running = stat_is_running(file);
-        if !running && !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
-            self.stat_files.remove(&tid);
+        match stat_state(file) {
+            Some(state) => state == b'R',
+            None => {
+                // The thread is gone; reopen if the tid comes back.
+                self.stat_files.remove(&tid);
+                false
+            }
         }
-        running
     }
 }
 
@@ -552,18 +555,15 @@ fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
     }
 }
 
-/// True if a `/proc/.../stat` file says `R` (running or runnable).
-fn stat_is_running(file: &File) -> bool {
+/// The state letter of a `/proc/.../stat` file (`R` running or runnable,
+/// `S` sleeping, ...), `None` if unreadable.
+fn stat_state(file: &File) -> Option<u8> {
     let mut buf = [0u8; 512];
-    let Ok(n) = file.read_at(&mut buf, 0) else {
-        return false;
-    };
+    let n = file.read_at(&mut buf, 0).ok()?;
     // "pid (comm) S ...": the state follows the last ')'.
     let text = &buf[..n];
-    let Some(close) = text.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    text.get(close + 2) == Some(&b'R')
+    let close = text.iter().rposition(|&b| b == b')')?;
+    text.get(close + 2).copied()
 }
 
 fn list_tasks(pid: i32) -> Vec<u64> {

@@ -6,6 +6,7 @@
 //! never as a reason to panic or loop.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{FrameSample, WalkOptions};
 use crate::cpython::{InstructionPointer, Layout};
@@ -16,6 +17,30 @@ const MAX_WINDOW: u64 = 1 << 20;
 /// Window read below a frame whose chunk is unknown (an older chunk or a
 /// generator's frame): the frames of its callers usually sit just below.
 const SPECULATIVE_WINDOW: u64 = 8 << 10;
+
+/// Hashes frame addresses with one multiply: the cycle check runs for every
+/// frame of every sample, and SipHash showed in profiles.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (value ^ (value >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Frame addresses seen in one walk.
+type AddressSet = HashSet<u64, BuildHasherDefault<AddressHasher>>;
 
 /// Most bytes of a frame header the walker copies (the fields it reads all
 /// lie in the first 128 bytes in every layout).
@@ -190,7 +215,7 @@ pub fn walk_frame_objects(
         .unwrap_or(0)
         + 8;
     let mut walk = Walk::default();
-    let mut seen = HashSet::new();
+    let mut seen = AddressSet::with_capacity_and_hasher(64, Default::default());
     let mut address = first;
     let mut header = vec![0u8; len as usize];
     while address != 0 {
@@ -272,7 +297,7 @@ pub fn walk_interpreter_frames(
         + 8;
     let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
     let mut walk = Walk::default();
-    let mut seen = HashSet::new();
+    let mut seen = AddressSet::with_capacity_and_hasher(64, Default::default());
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
