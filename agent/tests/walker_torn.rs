@@ -46,6 +46,24 @@ fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
         let mut target = Target::attach(pid).expect("attach");
         let (mut torn, mut good, mut empty) = (0u32, 0u32, 0u32);
         let mut samples = Vec::new();
+        // Until Thread.start() returns, the main thread is legitimately in
+        // start -> wait; begin once it has been seen churning.
+        let mut churning = false;
+        for _ in 0..10_000 {
+            target.sample_threads(&mut samples).expect("sample");
+            let busy = samples.iter().find(|s| s.native_id == pid as u64);
+            if let Some(frame) = busy.and_then(|b| if b.torn { None } else { b.frames.first() }) {
+                if target
+                    .code_object(frame.code_address)
+                    .map(|c| c.1.name == "churn")
+                    .unwrap_or(false)
+                {
+                    churning = true;
+                    break;
+                }
+            }
+        }
+        assert!(churning, "{label}: the main thread never started churning");
         for _ in 0..3000 {
             target.sample_threads(&mut samples).expect("sample");
             let Some(busy) = samples.iter().find(|s| s.native_id == pid as u64) else {
