@@ -240,3 +240,35 @@ pub fn write<R: Read>(
         damage: input.damage(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timestamp(start_ns: u64, time_ns: u64) -> String {
+        let mut writer = Writer {
+            out: Vec::new(),
+            start_ns,
+            first: true,
+            events: 0,
+            names: Vec::new(),
+        };
+        writer.timestamp(time_ns).unwrap();
+        String::from_utf8(writer.out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_microseconds_with_nanosecond_decimals() {
+        assert_eq!(timestamp(0, 0), "0.000");
+        assert_eq!(timestamp(0, 7), "0.007");
+        assert_eq!(timestamp(0, 999), "0.999");
+        assert_eq!(timestamp(0, 1_000), "1.000");
+        assert_eq!(timestamp(100, 1_234_667), "1234.567");
+        assert_eq!(timestamp(0, u64::MAX), "18446744073709551.615");
+        assert_eq!(
+            timestamp(50, 10),
+            "0.000",
+            "times before the start clamp to 0"
+        );
+    }
+}
