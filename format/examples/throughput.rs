@@ -7,7 +7,8 @@
 //! Prints, per scenario: bytes per sample, write samples/s (interning every
 //! frame and the stack of every sample, as the agent does, then `sample`), and
 //! read samples/s (`Recording::next_event` over the file, with and without
-//! expanding each sample's stack).
+//! expanding each sample's stack). Rates are per CPU-second of the measuring
+//! thread (steady on a busy machine), with the wall-clock rate in brackets.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,39 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{Event, FrameKey, Recording, Writer, WriterOptions};
+
+/// CPU time of this thread: rates per CPU-second do not depend on how busy
+/// the (shared) machine is, unlike wall-clock rates.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall and CPU time of a piece of work.
+#[derive(Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+struct Timer(Instant, Duration);
+
+impl Timer {
+    fn start() -> Self {
+        Timer(Instant::now(), cpu_time())
+    }
+    fn stop(&self) -> Timed {
+        Timed {
+            wall: self.0.elapsed(),
+            cpu: cpu_time() - self.1,
+        }
+    }
+}
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);
@@ -105,9 +139,9 @@ struct Measured {
     chunks: u64,
     stack_defs: u64,
     stack_def_frames: u64,
-    write: Duration,
-    read: Duration,
-    read_expanding: Duration,
+    write: Timed,
+    read: Timed,
+    read_expanding: Timed,
 }
 
 fn header(rate_hz: u64) -> proto::Header {
@@ -179,7 +213,7 @@ fn run(scenario: &Scenario, path: &Path) -> Measured {
     let ticks = scenario.rate_hz * scenario.seconds;
     let period = 1_000_000_000 / scenario.rate_hz;
     let mut frame_ids = Vec::with_capacity(scenario.depth);
-    let started = Instant::now();
+    let timer = Timer::start();
     for tick in 0..ticks {
         let tick_time = 1_000_000_000 + tick * period + rng.below(period / 20);
         for thread in 0..scenario.threads {
@@ -226,11 +260,11 @@ fn run(scenario: &Scenario, path: &Path) -> Measured {
             ..Default::default()
         })
         .expect("finish");
-    let write = started.elapsed();
+    let write = timer.stop();
     let bytes = std::fs::metadata(path).expect("output").len();
 
     let read_pass = |expand: bool| {
-        let started = Instant::now();
+        let timer = Timer::start();
         let mut recording = Recording::open(path).expect("open");
         let mut samples = 0u64;
         let mut frames = 0usize;
@@ -244,7 +278,7 @@ fn run(scenario: &Scenario, path: &Path) -> Measured {
         }
         assert_eq!(samples, stats.samples);
         assert!(!expand || frames == samples as usize * scenario.depth);
-        started.elapsed()
+        timer.stop()
     };
     let read = read_pass(false);
     let read_expanding = read_pass(true);
@@ -260,13 +294,22 @@ fn run(scenario: &Scenario, path: &Path) -> Measured {
     }
 }
 
-fn per_second(samples: u64, elapsed: Duration) -> String {
+fn rate(samples: u64, elapsed: Duration) -> String {
     let rate = samples as f64 / elapsed.as_secs_f64();
     if rate >= 1e6 {
-        format!("{:.2} M/s", rate / 1e6)
+        format!("{:.2} M", rate / 1e6)
     } else {
-        format!("{:.0} k/s", rate / 1e3)
+        format!("{:.0} k", rate / 1e3)
     }
+}
+
+/// "CPU-rate (wall-rate)" in samples per second.
+fn per_second(samples: u64, timed: Timed) -> String {
+    format!(
+        "{} ({})",
+        rate(samples, timed.cpu),
+        rate(samples, timed.wall)
+    )
 }
 
 fn main() {
@@ -332,7 +375,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("pydeep-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     println!(
-        "| scenario | samples | file bytes | bytes/sample | chunks | StackDefs (frames listed) | write samples/s | read samples/s | read+expand samples/s |"
+        "| scenario | samples | file bytes | bytes/sample | chunks | StackDefs (frames listed) | write samples/s | read samples/s | read+expand samples/s |\n\
+         | | | | | | | per CPU-second (per wall-second) | | |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (i, scenario) in scenarios.iter().enumerate() {

@@ -282,3 +282,61 @@ impl<R: Read> Recording<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(id: u64, parent: u64, frames: Vec<u64>) -> proto::StackDef {
+        proto::StackDef { id, parent, frames }
+    }
+
+    fn tables(stacks: Vec<proto::StackDef>) -> Tables {
+        Tables {
+            stacks: stacks.into_iter().map(|s| (s.id, s)).collect(),
+            ..Tables::default()
+        }
+    }
+
+    #[test]
+    fn a_stack_is_its_parents_frames_then_its_own() {
+        let t = tables(vec![
+            stack(1, 0, vec![10, 11]),
+            stack(2, 1, vec![12]),
+            stack(3, 2, vec![13, 14]),
+        ]);
+        assert_eq!(t.stack_frames(3), vec![10, 11, 12, 13, 14]);
+        assert_eq!(t.stack_frames(0), Vec::<u64>::new());
+        assert_eq!(t.stack_frames(99), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn hostile_parent_chains_end() {
+        // A self-parent, a two-stack cycle, an unknown parent.
+        let t = tables(vec![
+            stack(1, 1, vec![7]),
+            stack(2, 3, vec![8]),
+            stack(3, 2, vec![9]),
+            stack(4, 77, vec![5, 6]),
+        ]);
+        assert!(t.stack_frames(1).len() <= 5);
+        assert!(t.stack_frames(2).len() <= 5);
+        assert_eq!(t.stack_frames(4), vec![5, 6]);
+    }
+
+    #[test]
+    fn an_absurdly_deep_chain_is_cut_at_max_stack_frames() {
+        let wide = vec![1u64; 40_000];
+        let t = tables(vec![stack(1, 2, wide.clone()), stack(2, 1, wide)]);
+        assert_eq!(t.stack_frames(1).len(), MAX_STACK_FRAMES);
+    }
+
+    #[test]
+    fn the_empty_string_and_unknown_ids_read_as_empty() {
+        let mut t = Tables::default();
+        t.strings.insert(1, "main".into());
+        assert_eq!(t.string(1), "main");
+        assert_eq!(t.string(0), "");
+        assert_eq!(t.string(2), "");
+    }
+}

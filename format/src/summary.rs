@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use prost::Message;
+
 use crate::proto::{self, record::Kind};
 use crate::{Event, FormatError, Reader, Recording};
 
@@ -226,8 +228,11 @@ pub struct Summary {
     pub footer: Option<proto::Footer>,
     /// Chunks read.
     pub chunks: u64,
-    /// Records by kind ("string", "stack", "samples", ...).
+    /// Records by kind ("string", "stack", "sample_batch", ...).
     pub records: BTreeMap<&'static str, u64>,
+    /// Encoded bytes of the records by kind, before compression: where the
+    /// size of the file goes.
+    pub record_bytes: BTreeMap<&'static str, u64>,
     /// Samples read.
     pub samples: u64,
     /// Distinct thread ids defined.
@@ -302,6 +307,7 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         footer: None,
         chunks: 0,
         records: BTreeMap::new(),
+        record_bytes: BTreeMap::new(),
         samples: 0,
         threads: 0,
         duration_ns: 0,
@@ -316,6 +322,8 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         for record in &current.records {
             let Some(kind) = &record.kind else { continue };
             *summary.records.entry(kind_name(kind)).or_default() += 1;
+            *summary.record_bytes.entry(kind_name(kind)).or_default() +=
+                record.encoded_len() as u64;
             match kind {
                 Kind::Samples(batch) => {
                     summary.samples += batch.time_delta_ns.len() as u64;
@@ -346,6 +354,14 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         _ => time.saturating_sub(summary.header.start_clock_ns),
     };
     Ok(summary)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..=9_999 => format!("{bytes} B"),
+        10_000..=9_999_999 => format!("{:.1} KB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
 }
 
 /// Formats Unix-epoch nanoseconds as a UTC date and time.
@@ -463,6 +479,17 @@ impl fmt::Display for Summary {
             .collect();
         writeln!(f, "chunks:      {}", self.chunks)?;
         writeln!(f, "records:     {}", records.join(", "))?;
+        let mut sizes: Vec<(&str, u64)> = self.record_bytes.iter().map(|(k, v)| (*k, *v)).collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let sizes: Vec<String> = sizes
+            .iter()
+            .map(|(k, v)| format!("{k} {}", human_bytes(*v)))
+            .collect();
+        writeln!(
+            f,
+            "payload:     {} (uncompressed, by record kind)",
+            sizes.join(", ")
+        )?;
         if let Some(footer) = &self.footer {
             writeln!(
                 f,
