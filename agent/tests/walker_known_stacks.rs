@@ -248,7 +248,16 @@ fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
             let _pause = target.pause().expect("pause");
             target.sample_threads(&mut samples).expect("sample");
         }
+        let before = target.read_calls();
         let names = target.thread_names().expect("thread names");
+        let name_reads = target.read_calls() - before;
+        eprintln!("   {label}: thread_names took {name_reads} reads");
+        // Key lengths are compared in one batch before any key is read in
+        // full, so the hundreds of sys.modules entries cost a few reads.
+        assert!(
+            name_reads < 200,
+            "{label}: thread_names took {name_reads} reads"
+        );
         let threads = fixture.truth["threads"].as_array().unwrap();
         assert_eq!(
             samples.len(),

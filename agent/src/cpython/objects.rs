@@ -305,9 +305,43 @@ impl<'a> ObjectReader<'a> {
 
     /// The value stored under the `str` key `name` in the dict at `address`.
     pub fn dict_get_str(&self, address: u64, name: &str) -> Result<Option<u64>, ObjectError> {
-        for (key, value) in self.dict_items(address)? {
-            if self.unicode(key).ok().as_deref() == Some(name) {
-                return Ok(Some(value));
+        let items = self.dict_items(address)?;
+        self.find_str_key(&items, name)
+    }
+
+    /// The value of the entry whose key is the `str` `name`. The lengths of
+    /// all keys are read in one batch first, so only keys of the right
+    /// length are read in full (sys.modules has hundreds of entries).
+    pub fn find_str_key(
+        &self,
+        items: &[(u64, u64)],
+        name: &str,
+    ) -> Result<Option<u64>, ObjectError> {
+        let wanted = name.chars().count() as u64;
+        let candidates: Vec<&(u64, u64)> = match self.layout.offsets.unicode_length {
+            Some(length_at) => {
+                let mut lengths = vec![[0u8; 8]; items.len()];
+                let mut pieces: Vec<(u64, &mut [u8])> = items
+                    .iter()
+                    .zip(lengths.iter_mut())
+                    .map(|((key, _), buf)| (key + length_at, &mut buf[..]))
+                    .collect();
+                if self.memory.read_many(&mut pieces).is_ok() {
+                    items
+                        .iter()
+                        .zip(&lengths)
+                        .filter(|(_, length)| u64::from_le_bytes(**length) == wanted)
+                        .map(|(item, _)| item)
+                        .collect()
+                } else {
+                    items.iter().collect()
+                }
+            }
+            None => items.iter().collect(),
+        };
+        for (key, value) in candidates {
+            if self.unicode(*key).ok().as_deref() == Some(name) {
+                return Ok(Some(*value));
             }
         }
         Ok(None)
@@ -384,15 +418,7 @@ impl<'a> ObjectReader<'a> {
         if cached_keys == 0 {
             return Ok(None);
         }
-        for (key, value) in self.keys_items_split(cached_keys, values)? {
-            if self.unicode(key).ok().as_deref() == Some(name) {
-                return Ok(Some(value));
-            }
-        }
-        Ok(None)
-    }
-
-    fn keys_items_split(&self, keys: u64, values: u64) -> Result<Vec<(u64, u64)>, ObjectError> {
-        self.keys_items(keys, values)
+        let items = self.keys_items(cached_keys, values)?;
+        self.find_str_key(&items, name)
     }
 }
