@@ -168,11 +168,6 @@ pub fn write<R: Read>(
     writer
         .out
         .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
-    let process_name = if header.argv.is_empty() {
-        header.executable.clone()
-    } else {
-        header.argv.join(" ")
-    };
     let mut samples = 0u64;
     let mut scratch = Vec::new();
     while let Some(sample) = input.next_sample() {
@@ -194,7 +189,15 @@ pub fn write<R: Read>(
             Entry::Vacant(entry) => {
                 let info = ThreadInfo::from_tables(tables, sample.thread);
                 if processes.insert(info.pid) {
-                    writer.metadata("process_name", info.pid, None, &process_name)?;
+                    let argv = input.process_argv(info.pid);
+                    let name = if !argv.is_empty() {
+                        argv.join(" ")
+                    } else if info.pid == header.pid && !header.executable.is_empty() {
+                        header.executable.clone()
+                    } else {
+                        format!("process {}", info.pid)
+                    };
+                    writer.metadata("process_name", info.pid, None, &name)?;
                 }
                 writer.metadata("thread_name", info.pid, Some(info.tid()), &info.describe())?;
                 entry.insert(ThreadState {

@@ -6,6 +6,7 @@
 //! after the header does not fail the output: the samples read so far are
 //! shown and [`Input::damage`] says what happened, for the caller to warn.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ pub struct Input<R: Read> {
     saw_footer: bool,
     /// The footer's sample count, to check against the samples read.
     footer_samples: Option<u64>,
+    /// Command lines of processes announced by process events (children
+    /// followed with subprocesses on), by pid.
+    process_argv: HashMap<u32, Vec<String>>,
     finished: bool,
 }
 
@@ -54,6 +58,7 @@ impl<R: Read> Input<R> {
             damage: None,
             saw_footer: false,
             footer_samples: None,
+            process_argv: HashMap::new(),
             finished: false,
         }
     }
@@ -81,6 +86,11 @@ impl<R: Read> Input<R> {
                     self.saw_footer = true;
                     self.footer_samples = Some(footer.sample_count);
                 }
+                Ok(Some(Event::Process(event))) => {
+                    if !event.argv.is_empty() {
+                        self.process_argv.insert(event.pid, event.argv);
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => self.finished = true,
                 Err(error) => {
@@ -100,6 +110,16 @@ impl<R: Read> Input<R> {
     pub fn for_each_sample(&mut self, mut each: impl FnMut(&Tables, &Sample)) {
         while let Some(sample) = self.next_sample() {
             each(self.recording.tables(), &sample);
+        }
+    }
+
+    /// The command line of process `pid`: from its latest process event
+    /// (spawn, exec) read so far, else the header's for the first target.
+    pub fn process_argv(&self, pid: u32) -> &[String] {
+        match self.process_argv.get(&pid) {
+            Some(argv) => argv,
+            None if pid == self.header().pid || self.header().pid == 0 => &self.header().argv,
+            None => &[],
         }
     }
 

@@ -403,3 +403,47 @@ fn chrome_trace_of_filtered_samples_leaves_gaps() {
     let total: f64 = durations.values().sum();
     assert!((total - kept as f64 * PERIOD_NS as f64 / 1000.0).abs() < 1e-6);
 }
+
+#[test]
+fn chrome_trace_names_each_process_by_its_command_line() {
+    let mut plan = standard_plan();
+    for tick in 0..50u64 {
+        plan.push(Planned {
+            time_ns: START_NS + 600 * PERIOD_NS + tick * PERIOD_NS,
+            thread: 3,
+            frames: vec![(MAIN, 5, 20)],
+            flags: GIL | ACTIVE,
+        });
+    }
+    let recorded = record(&plan);
+    let (json, summary) = chrome_json(&recorded.path, &Filter::default());
+    assert_eq!(summary.samples, plan.len() as u64);
+    let names: BTreeMap<u64, String> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+        .map(|e| {
+            (
+                e["pid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        BTreeMap::from([
+            (u64::from(PID), "python3 /srv/app.py --fast".to_string()),
+            (u64::from(CHILD_PID), "python3 /srv/child.py".to_string()),
+        ])
+    );
+    let durations = chrome_root_durations(&json);
+    assert!((durations[&200] - 50.0 * PERIOD_NS as f64 / 1000.0).abs() < 1e-6);
+    // The child's samples are also filtered by pid.
+    let child_only = Filter {
+        pids: vec![CHILD_PID],
+        ..Default::default()
+    };
+    let profile = profile(&recorded.path, &child_only, Granularity::Function);
+    assert_eq!(profile.total, 50);
+}

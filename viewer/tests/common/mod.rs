@@ -10,6 +10,8 @@ use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FrameKey, Writer, WriterOptions};
 
 pub const PID: u32 = 4242;
+/// A child process the recording announces; its thread is thread 3.
+pub const CHILD_PID: u32 = 4343;
 /// Stream clock at the start of the recording.
 pub const START_NS: u64 = 5_000_000_000;
 /// 100 Hz: one sample per thread every 10 ms.
@@ -83,7 +85,8 @@ pub type Frame = (Function, u32, u32);
 #[derive(Clone, Debug)]
 pub struct Planned {
     pub time_ns: u64,
-    /// 1 = MainThread (native id 100), 2 = "worker" (native id 101).
+    /// 1 = MainThread (native id 100), 2 = "worker" (native id 101), both
+    /// of PID; 3 = MainThread (native id 200) of CHILD_PID.
     pub thread: u32,
     /// Outermost first; empty for a thread running no Python.
     pub frames: Vec<Frame>,
@@ -198,14 +201,25 @@ pub fn write_recording(path: &Path, plan: &[Planned], finish: bool) {
         });
         codes.insert(function.qualname, id);
     }
-    for (id, native_id, name, is_main) in [
-        (1u32, 100u64, "MainThread", true),
-        (2, 101, "worker", false),
+    writer
+        .record(proto::record::Kind::ProcessEvent(proto::ProcessEvent {
+            time_ns: START_NS,
+            pid: CHILD_PID,
+            kind: proto::ProcessEventKind::ProcessSpawned as i32,
+            parent_pid: PID,
+            argv: vec!["python3".into(), "/srv/child.py".into()],
+            ..Default::default()
+        }))
+        .expect("process event");
+    for (id, pid, native_id, name, is_main) in [
+        (1u32, PID, 100u64, "MainThread", true),
+        (2, PID, 101, "worker", false),
+        (3, CHILD_PID, 200, "MainThread", true),
     ] {
         let name = writer.intern_string(name);
         writer.define_thread(proto::ThreadDef {
             id,
-            pid: PID,
+            pid,
             thread_id: 0x7f00 + native_id,
             native_id,
             name,
