@@ -384,9 +384,11 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    /// Writes a snapshot, process event, trace batch or a definition. Samples
-    /// before it stay before it in the stream. The header and footer are
-    /// refused: the writer writes those itself.
+    /// Writes a snapshot, process event or trace batch. Samples before it stay
+    /// before it in the stream. The header and footer are refused: the writer
+    /// writes those itself. A definition passed here is written as is,
+    /// outside the interning tables: use the `intern_*`/`define_*` methods,
+    /// whose ids cannot collide.
     pub fn record(&mut self, kind: Kind) -> Result<(), FormatError> {
         self.check()?;
         match kind {

@@ -73,3 +73,29 @@ fn a_directory_is_not_overwritten() {
         Err(FormatError::NotARegularFile(_))
     ));
 }
+
+#[test]
+fn a_writer_killed_before_finish_leaves_a_readable_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.pdr");
+    let options = WriterOptions {
+        max_samples_per_chunk: 10,
+        ..WriterOptions::default()
+    };
+    let mut writer = Writer::create(&path, false, common::header(), options).unwrap();
+    writer.define_thread(proto::ThreadDef {
+        id: 1,
+        ..Default::default()
+    });
+    for i in 0..25 {
+        writer.sample(2_000_000 + i, 1, 0, 0).unwrap();
+    }
+    // Dropped without finish, as a killed agent would leave it: the two full
+    // chunks of 10 samples are on disk, the 5 samples of the open chunk are not.
+    drop(writer);
+    let report = pydeep_format::verify(&path);
+    assert!(!report.is_valid());
+    assert_eq!(report.samples, 20);
+    assert_eq!(report.bytes_readable, report.file_size);
+    assert!(report.problem.unwrap().message.contains("truncated"));
+}

@@ -28,6 +28,7 @@ struct Script {
     frames: Vec<(usize, u32, u32, bool, bool)>,
     stacks: Vec<Vec<usize>>,
     threads: Vec<(u64, String, bool)>,
+    sources: Vec<(String, Option<Vec<u8>>)>,
     ops: Vec<Op>,
     footer: (u64, u64, String),
     max_samples_per_chunk: usize,
@@ -45,8 +46,12 @@ fn script() -> impl Strategy<Value = Script> {
         prop::collection::vec((any::<usize>(), any::<u32>(), 0u32..5000, any::<bool>(), any::<bool>()), 1..20),
         prop::collection::vec(prop::collection::vec(any::<usize>(), 0..40), 1..30),
         prop::collection::vec((any::<u64>(), ".{0,8}", any::<bool>()), 1..5),
+        prop::collection::vec(
+            (".{1,10}", prop::option::of(prop::collection::vec(any::<u8>(), 0..64))),
+            0..4,
+        ),
     )
-        .prop_flat_map(|(strings, codes, frames, stacks, threads)| {
+        .prop_flat_map(|(strings, codes, frames, stacks, threads, sources)| {
             let op = prop_oneof![
                 8 => (any::<u64>(), any::<usize>(), any::<usize>(), 0u32..32)
                     .prop_map(|(t, th, st, fl)| Op::Sample(t, th, st, fl)),
@@ -62,7 +67,7 @@ fn script() -> impl Strategy<Value = Script> {
                 1 => Just(Op::MaybeFlush),
             ];
             (
-                Just((strings, codes, frames, stacks, threads)),
+                Just((strings, codes, frames, stacks, threads, sources)),
                 prop::collection::vec(op, 0..120),
                 (any::<u64>(), any::<u64>(), ".{0,10}"),
                 1usize..40,
@@ -71,8 +76,9 @@ fn script() -> impl Strategy<Value = Script> {
             )
         })
         .prop_map(
-            |((strings, codes, frames, stacks, threads), ops, footer, max_samples_per_chunk, compression_level, prefix_sharing)| Script {
+            |((strings, codes, frames, stacks, threads, sources), ops, footer, max_samples_per_chunk, compression_level, prefix_sharing)| Script {
                 strings,
+                sources,
                 codes,
                 frames,
                 stacks,
@@ -86,6 +92,10 @@ fn script() -> impl Strategy<Value = Script> {
         )
 }
 
+fn assert_defined(known: bool) {
+    assert!(known, "define_source_file returned an id it never defined");
+}
+
 /// What the reader must return.
 struct Expected {
     events: Vec<Event>,
@@ -94,6 +104,7 @@ struct Expected {
     frames: HashMap<u64, proto::FrameDef>,
     stacks: HashMap<u64, Vec<u64>>,
     threads: HashMap<u32, proto::ThreadDef>,
+    source_files: HashMap<u64, proto::SourceFileDef>,
     bytes: Vec<u8>,
 }
 
@@ -116,6 +127,7 @@ fn write(script: &Script) -> Expected {
         frames: HashMap::new(),
         stacks: HashMap::new(),
         threads: HashMap::new(),
+        source_files: HashMap::new(),
         bytes: Vec::new(),
     };
     let intern = |writer: &mut Writer<Vec<u8>>, s: &str, strings: &mut HashMap<u64, String>| {
@@ -127,6 +139,24 @@ fn write(script: &Script) -> Expected {
     };
     for s in &script.strings {
         intern(&mut writer, s, &mut expected.strings);
+    }
+    for (path, content) in &script.sources {
+        let path = intern(&mut writer, path, &mut expected.strings);
+        let first = !expected.source_files.values().any(|f| f.path == path);
+        let id = writer.define_source_file(path, content.clone());
+        if first {
+            expected.source_files.insert(
+                id,
+                proto::SourceFileDef {
+                    id,
+                    path,
+                    content: content.clone().unwrap_or_default(),
+                    missing: content.is_none(),
+                },
+            );
+        }
+        // A path is embedded once: defining it again returns the same id.
+        assert_defined(expected.source_files.contains_key(&id));
     }
     let mut code_ids = Vec::new();
     for (name, first_line, bytecode, consts) in &script.codes {
@@ -309,6 +339,7 @@ proptest! {
         prop_assert_eq!(&tables.code_objects, &expected.code_objects);
         prop_assert_eq!(&tables.frames, &expected.frames);
         prop_assert_eq!(&tables.threads, &expected.threads);
+        prop_assert_eq!(&tables.source_files, &expected.source_files);
         for (id, frames) in &expected.stacks {
             prop_assert_eq!(&tables.stack_frames(*id), frames);
         }
