@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest single read pydeep ever asks for (a bytecode array, a source
 /// string, a data-stack chunk). Anything claiming to be larger is garbage.
@@ -135,7 +136,7 @@ fn field(bytes: &[u8], offset: u64, size: usize) -> u64 {
 #[derive(Debug)]
 pub struct LiveMemory {
     pid: i32,
-    calls: Cell<u64>,
+    calls: AtomicU64,
 }
 
 /// Most iovecs one `process_vm_readv` accepts (IOV_MAX on Linux).
@@ -146,7 +147,7 @@ impl LiveMemory {
     pub fn new(pid: i32) -> LiveMemory {
         LiveMemory {
             pid,
-            calls: Cell::new(0),
+            calls: AtomicU64::new(0),
         }
     }
 
@@ -177,7 +178,7 @@ impl LiveMemory {
                 iov_len: buf.len(),
             });
         }
-        self.calls.set(self.calls.get() + 1);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         // SAFETY: every local iovec points into a live, exclusively borrowed
         // buffer of exactly iov_len bytes; the remote ones are only read by
         // the kernel, which validates them against the target's mappings.
@@ -235,7 +236,7 @@ impl RemoteMemory for LiveMemory {
     }
 
     fn read_calls(&self) -> u64 {
-        self.calls.get()
+        self.calls.load(Ordering::Relaxed)
     }
 }
 

@@ -1,11 +1,11 @@
 //! An attached CPython process: discovery (through py-spy's library),
 //! layout, samples, code objects and thread names.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::cpython::code::{CodeFingerprint, CodeObject};
 use crate::cpython::objects::{ObjectError, ObjectReader};
@@ -117,12 +117,12 @@ struct CachedCode {
 /// Keeps the target stopped while alive (for `--blocking` samples).
 pub struct PauseGuard {
     _lock: remoteprocess::Lock,
-    paused: Rc<Cell<u32>>,
+    paused: Arc<AtomicU32>,
 }
 
 impl Drop for PauseGuard {
     fn drop(&mut self) {
-        self.paused.set(self.paused.get().saturating_sub(1));
+        self.paused.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -143,7 +143,7 @@ pub struct Target {
     codes: HashMap<u64, CachedCode>,
     next_code_id: CodeId,
     generation: u64,
-    paused: Rc<Cell<u32>>,
+    paused: Arc<AtomicU32>,
     stat_files: HashMap<u64, File>,
     tasks: Vec<u64>,
     thread_lists: ThreadListCache,
@@ -258,7 +258,7 @@ impl Target {
             codes: HashMap::new(),
             next_code_id: 1,
             generation: 0,
-            paused: Rc::new(Cell::new(0)),
+            paused: Arc::new(AtomicU32::new(0)),
             stat_files: HashMap::new(),
             tasks: Vec::new(),
             thread_lists: ThreadListCache::default(),
@@ -306,7 +306,7 @@ impl Target {
     pub fn sample_threads(&mut self, out: &mut Vec<ThreadSample>) -> Result<(), ReadError> {
         self.generation += 1;
         let mut options = self.options;
-        options.check_torn = options.check_torn && self.paused.get() == 0;
+        options.check_torn = options.check_torn && self.paused.load(Ordering::SeqCst) == 0;
         let reader = ObjectReader::new(&self.memory, &self.layout);
         let codes = &self.codes;
         let generation = self.generation;
@@ -342,7 +342,7 @@ impl Target {
                 thread.native_id = self.native_id_from_pthread(thread.thread_id);
             }
             thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
-            thread.active = if self.paused.get() > 0 {
+            thread.active = if self.paused.load(Ordering::SeqCst) > 0 {
                 stopped_thread_was_running(self.pid, thread.native_id)
             } else {
                 self.thread_running(thread.native_id)
@@ -466,7 +466,7 @@ impl Target {
             pid: self.pid,
             detail: format!("{e}; {PERMISSION_ADVICE}"),
         })?;
-        self.paused.set(self.paused.get() + 1);
+        self.paused.fetch_add(1, Ordering::SeqCst);
         Ok(PauseGuard {
             _lock: lock,
             paused: self.paused.clone(),
@@ -596,5 +596,18 @@ fn classify(pid: i32, exe: &str, message: &str) -> AttachError {
             pid,
             detail: format!("{message} (executable {exe})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn a_target_and_its_pause_guard_can_move_to_a_sampler_thread() {
+        assert_send::<Target>();
+        assert_send::<PauseGuard>();
     }
 }
