@@ -66,13 +66,13 @@ impl<'a> ObjectReader<'a> {
     /// The `ob_type` pointer of the object at `address`.
     pub fn type_of(&self, address: u64) -> Result<u64, ObjectError> {
         let offset = need(self.layout.offsets.object_ob_type, "ob_type")?;
-        Ok(read_u64(self.memory, address + offset)?)
+        Ok(read_u64(self.memory, address.wrapping_add(offset))?)
     }
 
     /// `tp_name` of the type at `type_address` (at most 256 bytes).
     pub fn type_name(&self, type_address: u64) -> Result<String, ObjectError> {
         let offset = need(self.layout.offsets.type_tp_name, "tp_name")?;
-        let name = read_u64(self.memory, type_address + offset)?;
+        let name = read_u64(self.memory, type_address.wrapping_add(offset))?;
         self.c_string(name, 256)
     }
 
@@ -96,7 +96,7 @@ impl<'a> ObjectReader<'a> {
     /// `ob_size` of a variable-size object.
     pub fn var_size(&self, address: u64) -> Result<i64, ObjectError> {
         let offset = need(self.layout.offsets.var_object_ob_size, "ob_size")?;
-        Ok(read_u64(self.memory, address + offset)? as i64)
+        Ok(read_u64(self.memory, address.wrapping_add(offset))? as i64)
     }
 
     /// The text of the `str` at `address`.
@@ -125,11 +125,11 @@ impl<'a> ObjectReader<'a> {
             return Err(invalid(address, "str", format!("length {length}")));
         }
         let data = if ascii {
-            address + ascii_size
+            address.wrapping_add(ascii_size)
         } else {
             // PyCompactUnicodeObject adds utf8_length and utf8 (and
             // wstr_length before 3.12) after PyASCIIObject.
-            address + o.unicode_compact_size.unwrap_or(ascii_size + 16)
+            address.wrapping_add(o.unicode_compact_size.unwrap_or(ascii_size + 16))
         };
         let bytes = read_vec(self.memory, data, length * kind as usize, MAX_STRING * 4)?;
         Ok(match kind {
@@ -158,7 +158,12 @@ impl<'a> ObjectReader<'a> {
         if size < 0 || size as usize > limit {
             return Err(invalid(address, "bytes", format!("size {size}")));
         }
-        Ok(read_vec(self.memory, address + sval, size as usize, limit)?)
+        Ok(read_vec(
+            self.memory,
+            address.wrapping_add(sval),
+            size as usize,
+            limit,
+        )?)
     }
 
     /// The item pointers of the tuple at `address`.
@@ -170,7 +175,7 @@ impl<'a> ObjectReader<'a> {
         }
         let bytes = read_vec(
             self.memory,
-            address + items,
+            address.wrapping_add(items),
             size as usize * 8,
             MAX_TUPLE * 8,
         )?;
@@ -197,7 +202,7 @@ impl<'a> ObjectReader<'a> {
             // 3.12+: lv_tag = ndigits << 3 | sign (0 positive, 1 zero, 2 negative),
             // Include/cpython/longintrepr.h.
             Some(tag_at) => {
-                let tag = read_u64(self.memory, address + tag_at)?;
+                let tag = read_u64(self.memory, address.wrapping_add(tag_at))?;
                 (tag & 3 == 2, (tag >> 3) as usize)
             }
             None => {
@@ -209,7 +214,7 @@ impl<'a> ObjectReader<'a> {
             return Err(invalid(address, "int", "does not fit in 64 bits"));
         }
         let bits = o.long_digit_bits.unwrap_or(30);
-        let digits = read_vec(self.memory, address + digits_at, count * 4, 16)?;
+        let digits = read_vec(self.memory, address.wrapping_add(digits_at), count * 4, 16)?;
         let mut value: i128 = 0;
         for (i, digit) in digits.chunks_exact(4).enumerate() {
             let digit = u32::from_le_bytes(digit.try_into().expect("4 bytes")) as i128;
@@ -222,8 +227,14 @@ impl<'a> ObjectReader<'a> {
     /// The (key, value) pointers of the dict at `address`, in insertion order.
     pub fn dict_items(&self, address: u64) -> Result<Vec<(u64, u64)>, ObjectError> {
         let o = &self.layout.offsets;
-        let keys = read_u64(self.memory, address + need(o.dict_ma_keys, "ma_keys")?)?;
-        let values = read_u64(self.memory, address + need(o.dict_ma_values, "ma_values")?)?;
+        let keys = read_u64(
+            self.memory,
+            address.wrapping_add(need(o.dict_ma_keys, "ma_keys")?),
+        )?;
+        let values = read_u64(
+            self.memory,
+            address.wrapping_add(need(o.dict_ma_values, "ma_values")?),
+        )?;
         self.keys_items(keys, values)
     }
 
@@ -354,19 +365,19 @@ impl<'a> ObjectReader<'a> {
         let type_address = self.type_of(address)?;
         let flags = read_u64(
             self.memory,
-            type_address + need(o.type_tp_flags, "tp_flags")?,
+            type_address.wrapping_add(need(o.type_tp_flags, "tp_flags")?),
         )?;
         let managed = o.tpflags_managed_dict.unwrap_or(0);
         if managed == 0 || flags & managed == 0 {
             // 3.9/3.10, or a type without a managed dict: tp_dictoffset.
             let dict_offset = read_u64(
                 self.memory,
-                type_address + need(o.type_tp_dictoffset, "tp_dictoffset")?,
+                type_address.wrapping_add(need(o.type_tp_dictoffset, "tp_dictoffset")?),
             )? as i64;
             if dict_offset <= 0 || dict_offset > 4096 {
                 return Ok(None);
             }
-            let dict = read_u64(self.memory, address + dict_offset as u64)?;
+            let dict = read_u64(self.memory, address.wrapping_add(dict_offset as u64))?;
             return if dict == 0 {
                 Ok(None)
             } else {
@@ -389,9 +400,9 @@ impl<'a> ObjectReader<'a> {
             }
             let basic_size = read_u64(
                 self.memory,
-                type_address + need(o.type_tp_basicsize, "tp_basicsize")?,
+                type_address.wrapping_add(need(o.type_tp_basicsize, "tp_basicsize")?),
             )?;
-            address + basic_size
+            address.wrapping_add(basic_size)
         } else if o.long_lv_tag.is_some() {
             if slot & 1 == 0 {
                 return if slot == 0 {
@@ -413,7 +424,7 @@ impl<'a> ObjectReader<'a> {
         }
         let cached_keys = read_u64(
             self.memory,
-            type_address + need(o.heap_type_ht_cached_keys, "ht_cached_keys")?,
+            type_address.wrapping_add(need(o.heap_type_ht_cached_keys, "ht_cached_keys")?),
         )?;
         if cached_keys == 0 {
             return Ok(None);
