@@ -454,6 +454,30 @@ impl Target {
         Ok(())
     }
 
+    /// The text of a source file as the target names it (`co_filename`),
+    /// read through `/proc/PID/root` (so paths inside a container resolve)
+    /// and, for relative paths, the target's working directory. `None` for
+    /// pseudo-files like `<string>` or unreadable files; files over
+    /// `limit` bytes are refused.
+    pub fn source_file(&self, filename: &str, limit: u64) -> Option<Vec<u8>> {
+        if filename.is_empty() || filename.starts_with('<') {
+            return None;
+        }
+        let path = std::path::Path::new(filename);
+        let candidates = if path.is_absolute() {
+            vec![format!("/proc/{}/root{}", self.pid, filename)]
+        } else {
+            vec![format!("/proc/{}/cwd/{}", self.pid, filename)]
+        };
+        candidates.into_iter().find_map(|candidate| {
+            let metadata = std::fs::metadata(&candidate).ok()?;
+            if !metadata.is_file() || metadata.len() > limit {
+                return None;
+            }
+            std::fs::read(&candidate).ok()
+        })
+    }
+
     /// Stops every thread of the target until the guard is dropped.
     ///
     /// A stopped thread's kernel state is `t` (traced), so samples taken

@@ -279,6 +279,16 @@ fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
             );
             assert!(!sample.active, "{label}: {} is active", truth["name"]);
         }
+        // Source files are read as the target sees them.
+        let fixture_source = target
+            .source_file(&program("known_stacks.py").display().to_string(), 1 << 20)
+            .expect("fixture source");
+        assert_eq!(
+            fixture_source,
+            std::fs::read(program("known_stacks.py")).unwrap(),
+            "{label}: source text"
+        );
+        assert_eq!(target.source_file("<string>", 1 << 20), None);
         // Without pausing, the idle target reads the same stacks and none is
         // torn. (`active` is not compared: threads just released from the
         // ptrace stop are briefly runnable.)
