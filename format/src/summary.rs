@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::proto::{self, record::Kind};
-use crate::{Event, FormatError, Reader, Recording};
+use crate::{FormatError, Reader};
 
 /// A problem found in a file: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,14 @@ impl VerifyReport {
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.write_text(&mut text)?;
+        f.write_str(text.trim_end())
+    }
+}
+
+impl VerifyReport {
+    fn write_text(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let path = self.path.display();
         if self.is_valid() {
             return writeln!(
@@ -89,9 +97,11 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Checks every chunk of `path` (CRC, lengths, deflate, protobuf), that every
-/// sample, stack and frame refers to defined ids, that the footer's counts
-/// match, and that the file ends exactly after the final chunk.
+/// Checks every chunk of `path` (CRC, lengths, deflate, protobuf, sample
+/// columns), that the file starts with a Header, that every id a chunk uses
+/// (a sample's thread and stack, a stack's parent and frames, a frame's code
+/// object) is defined in that chunk or an earlier one, that the footer's
+/// counts match, and that the file ends exactly after the final chunk.
 pub fn verify(path: &Path) -> VerifyReport {
     let mut report = VerifyReport {
         path: path.to_path_buf(),
@@ -103,53 +113,75 @@ pub fn verify(path: &Path) -> VerifyReport {
         bytes_readable: 0,
         problem: None,
     };
-    let mut recording = match Recording::open(path) {
-        Ok(recording) => recording,
+    let mut reader = match Reader::open(path) {
+        Ok(reader) => reader,
         Err(error) => {
             report.problem = Some(problem_of(&error, 0));
             return report;
         }
     };
+    let mut defined = Defined::default();
+    let mut footer = None;
     let mut snapshots = 0u64;
-    let result = loop {
-        match recording.next_event() {
-            Ok(Some(Event::Sample(sample))) => {
-                report.samples += 1;
-                let tables = recording.tables();
-                let unknown_thread = !tables.threads.contains_key(&sample.thread);
-                let unknown_stack = sample.stack != 0 && !tables.stacks.contains_key(&sample.stack);
-                if (unknown_thread || unknown_stack) && report.problem.is_none() {
+    let mut first = true;
+    loop {
+        let chunk = match reader.next_chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) => {
+                report.problem = Some(problem_of(&error, reader.offset()));
+                break;
+            }
+        };
+        if first
+            && !matches!(
+                chunk.records.first().and_then(|r| r.kind.as_ref()),
+                Some(Kind::Header(_))
+            )
+        {
+            report.problem = Some(Problem {
+                offset: chunk.offset,
+                message: "the first record of the file is not a Header".into(),
+            });
+            break;
+        }
+        first = false;
+        for record in &chunk.records {
+            defined.add(record.kind.as_ref());
+        }
+        for record in &chunk.records {
+            match &record.kind {
+                Some(Kind::Samples(batch)) => {
+                    let n = batch.time_delta_ns.len();
+                    if batch.thread.len() != n || batch.stack.len() != n || batch.flags.len() != n {
+                        report.problem.get_or_insert(Problem {
+                            offset: chunk.offset,
+                            message: "a sample batch's columns differ in length".into(),
+                        });
+                    }
+                    report.samples += n as u64;
+                }
+                Some(Kind::Snapshot(_)) => snapshots += 1,
+                Some(Kind::Footer(f)) => footer = Some(f.clone()),
+                _ => {}
+            }
+            if report.problem.is_none() {
+                if let Some(message) = defined.dangling(record.kind.as_ref()) {
                     report.problem = Some(Problem {
-                        offset: recording.chunk_offset(),
-                        message: format!(
-                            "sample {} refers to an undefined {} (thread {}, stack {})",
-                            report.samples - 1,
-                            if unknown_thread { "thread" } else { "stack" },
-                            sample.thread,
-                            sample.stack
-                        ),
+                        offset: chunk.offset,
+                        message,
                     });
                 }
             }
-            Ok(Some(Event::Snapshot(_))) => snapshots += 1,
-            Ok(Some(_)) => {}
-            Ok(None) => break Ok(()),
-            Err(error) => break Err(error),
         }
-    };
-    let reader = recording.reader();
+    }
     report.chunks = reader.complete_chunks();
     report.bytes_readable = reader.offset();
     report.records = reader.records_read();
-    if let Err(error) = result {
-        report.problem = Some(problem_of(&error, reader.offset()));
+    if report.problem.is_some() {
         return report;
     }
-    let tables = recording.tables();
-    if report.problem.is_none() {
-        report.problem = dangling_references(tables).map(|message| Problem { offset: 0, message });
-    }
-    match recording.footer() {
+    match footer {
         Some(footer) => {
             report.complete = true;
             let mut mismatches = Vec::new();
@@ -171,7 +203,7 @@ pub fn verify(path: &Path) -> VerifyReport {
                     footer.snapshot_count
                 ));
             }
-            if !mismatches.is_empty() && report.problem.is_none() {
+            if !mismatches.is_empty() {
                 report.problem = Some(Problem {
                     offset: report.bytes_readable,
                     message: mismatches.join("; "),
@@ -179,7 +211,7 @@ pub fn verify(path: &Path) -> VerifyReport {
             }
         }
         None => {
-            report.problem.get_or_insert(Problem {
+            report.problem = Some(Problem {
                 offset: report.bytes_readable,
                 message: "the final chunk has no footer".into(),
             });
@@ -188,31 +220,70 @@ pub fn verify(path: &Path) -> VerifyReport {
     report
 }
 
-/// Finds a stack whose parent or frame, or a frame whose code object, is undefined.
-fn dangling_references(tables: &crate::Tables) -> Option<String> {
-    let mut ids: Vec<&u64> = tables.stacks.keys().collect();
-    ids.sort();
-    for id in ids {
-        let stack = &tables.stacks[id];
-        if stack.parent != 0 && !tables.stacks.contains_key(&stack.parent) {
-            return Some(format!("stack {id} has undefined parent {}", stack.parent));
-        }
-        if let Some(frame) = stack.frames.iter().find(|f| !tables.frames.contains_key(f)) {
-            return Some(format!("stack {id} uses undefined frame {frame}"));
+/// The ids defined so far, for [`verify`]'s reference checks.
+#[derive(Default)]
+struct Defined {
+    threads: HashSet<u32>,
+    stacks: HashSet<u64>,
+    frames: HashSet<u64>,
+    code_objects: HashSet<u64>,
+}
+
+impl Defined {
+    fn add(&mut self, kind: Option<&Kind>) {
+        match kind {
+            Some(Kind::Thread(def)) => {
+                self.threads.insert(def.id);
+            }
+            Some(Kind::Stack(def)) => {
+                self.stacks.insert(def.id);
+            }
+            Some(Kind::Frame(def)) => {
+                self.frames.insert(def.id);
+            }
+            Some(Kind::CodeObject(def)) => {
+                self.code_objects.insert(def.id);
+            }
+            _ => {}
         }
     }
-    let mut ids: Vec<&u64> = tables.frames.keys().collect();
-    ids.sort();
-    for id in ids {
-        let frame = &tables.frames[id];
-        if frame.code != 0 && !tables.code_objects.contains_key(&frame.code) {
-            return Some(format!(
-                "frame {id} uses undefined code object {}",
-                frame.code
-            ));
+
+    /// Describes the first id `kind` uses that is not defined yet.
+    fn dangling(&self, kind: Option<&Kind>) -> Option<String> {
+        match kind {
+            Some(Kind::Samples(batch)) => {
+                let index = batch.thread.iter().position(|t| !self.threads.contains(t));
+                if let Some(i) = index {
+                    return Some(format!(
+                        "a sample uses undefined thread {}",
+                        batch.thread[i]
+                    ));
+                }
+                let index = batch
+                    .stack
+                    .iter()
+                    .position(|s| *s != 0 && !self.stacks.contains(s));
+                index.map(|i| format!("a sample uses undefined stack {}", batch.stack[i]))
+            }
+            Some(Kind::Stack(def)) => {
+                if def.parent != 0 && !self.stacks.contains(&def.parent) {
+                    return Some(format!(
+                        "stack {} has undefined parent {}",
+                        def.id, def.parent
+                    ));
+                }
+                let frame = def.frames.iter().find(|f| !self.frames.contains(f))?;
+                Some(format!("stack {} uses undefined frame {frame}", def.id))
+            }
+            Some(Kind::Frame(def)) if def.code != 0 && !self.code_objects.contains(&def.code) => {
+                Some(format!(
+                    "frame {} uses undefined code object {}",
+                    def.id, def.code
+                ))
+            }
+            _ => None,
         }
     }
-    None
 }
 
 /// What `pydeep info` shows about a recording.
@@ -389,6 +460,14 @@ fn utc(unix_ns: u64) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.write_text(&mut text)?;
+        f.write_str(text.trim_end())
+    }
+}
+
+impl Summary {
+    fn write_text(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let h = &self.header;
         let status = if self.complete {
             "complete"

@@ -120,3 +120,109 @@ fn a_sample_of_an_undefined_stack_fails_verification() {
     assert!(!report.is_valid());
     assert!(report.problem.unwrap().message.contains("undefined stack"));
 }
+
+#[test]
+fn a_definition_after_its_first_use_is_reported_at_the_chunk_of_the_use() {
+    use prost::Message;
+    use pydeep_format::proto::{self, record::Kind};
+    use pydeep_format::{encode_chunk, file_header, FLAG_FINAL};
+
+    fn payload(kinds: Vec<Kind>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for kind in kinds {
+            proto::Record { kind: Some(kind) }
+                .encode_length_delimited(&mut bytes)
+                .unwrap();
+        }
+        bytes
+    }
+    let mut file = file_header().to_vec();
+    file.extend(encode_chunk(&payload(vec![Kind::Header(common::header())]), 6, 0).unwrap());
+    let use_offset = file.len() as u64;
+    let samples = proto::SampleBatch {
+        time_delta_ns: vec![1],
+        thread: vec![1],
+        stack: vec![1],
+        flags: vec![0],
+    };
+    let chunk = payload(vec![
+        Kind::Thread(proto::ThreadDef {
+            id: 1,
+            ..Default::default()
+        }),
+        Kind::Samples(samples),
+    ]);
+    file.extend(encode_chunk(&chunk, 6, 0).unwrap());
+    let chunk = payload(vec![
+        Kind::CodeObject(proto::CodeObjectDef {
+            id: 1,
+            ..Default::default()
+        }),
+        Kind::Frame(proto::FrameDef {
+            id: 1,
+            code: 1,
+            ..Default::default()
+        }),
+        Kind::Stack(proto::StackDef {
+            id: 1,
+            parent: 0,
+            frames: vec![1],
+        }),
+        Kind::Footer(proto::Footer {
+            sample_count: 1,
+            chunk_count: 3,
+            ..Default::default()
+        }),
+    ]);
+    file.extend(encode_chunk(&chunk, 6, FLAG_FINAL).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = verify(&write(&dir, "late.pdr", &file));
+    assert!(!report.is_valid(), "{report}");
+    let problem = report.problem.unwrap();
+    assert_eq!(problem.offset, use_offset);
+    assert!(
+        problem.message.contains("undefined stack 1"),
+        "{}",
+        problem.message
+    );
+
+    // Defined in the same chunk instead, it is valid.
+    let mut fixed = file_header().to_vec();
+    fixed.extend(encode_chunk(&payload(vec![Kind::Header(common::header())]), 6, 0).unwrap());
+    let chunk = payload(vec![
+        Kind::Thread(proto::ThreadDef {
+            id: 1,
+            ..Default::default()
+        }),
+        Kind::Samples(proto::SampleBatch {
+            time_delta_ns: vec![1],
+            thread: vec![1],
+            stack: vec![1],
+            flags: vec![0],
+        }),
+        Kind::CodeObject(proto::CodeObjectDef {
+            id: 1,
+            ..Default::default()
+        }),
+        Kind::Frame(proto::FrameDef {
+            id: 1,
+            code: 1,
+            ..Default::default()
+        }),
+        Kind::Stack(proto::StackDef {
+            id: 1,
+            parent: 0,
+            frames: vec![1],
+        }),
+    ]);
+    fixed.extend(encode_chunk(&chunk, 6, 0).unwrap());
+    let footer = payload(vec![Kind::Footer(proto::Footer {
+        sample_count: 1,
+        chunk_count: 3,
+        ..Default::default()
+    })]);
+    fixed.extend(encode_chunk(&footer, 6, FLAG_FINAL).unwrap());
+    let report = verify(&write(&dir, "fixed.pdr", &fixed));
+    assert!(report.is_valid(), "{report}");
+}
