@@ -414,14 +414,14 @@ impl Target {
         let mut seen = 0;
         while interpreter != 0 && seen < 256 {
             seen += 1;
-            let modules = read_u64(&self.memory, interpreter + modules_at)?;
+            let modules = read_u64(&self.memory, interpreter.wrapping_add(modules_at))?;
             if modules != 0 {
                 if let Some(threading) = reader.dict_get_str(modules, "threading")? {
                     self.names_from_threading(&reader, threading, &mut names)?;
                 }
             }
             interpreter = match o.interpreter_next {
-                Some(at) => read_u64(&self.memory, interpreter + at)?,
+                Some(at) => read_u64(&self.memory, interpreter.wrapping_add(at))?,
                 None => 0,
             };
         }
@@ -437,7 +437,7 @@ impl Target {
         let Some(dict_at) = self.layout.offsets.module_md_dict else {
             return Ok(());
         };
-        let globals = read_u64(&self.memory, module + dict_at)?;
+        let globals = read_u64(&self.memory, module.wrapping_add(dict_at))?;
         let Some(active) = reader.dict_get_str(globals, "_active")? else {
             return Ok(());
         };
@@ -504,7 +504,7 @@ impl Target {
         if pthread == 0
             || self
                 .memory
-                .read(pthread + GLIBC_PTHREAD_TID_OFFSET, &mut tid)
+                .read(pthread.wrapping_add(GLIBC_PTHREAD_TID_OFFSET), &mut tid)
                 .is_err()
         {
             return 0;

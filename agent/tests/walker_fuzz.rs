@@ -159,6 +159,7 @@ fn garbage() -> impl Strategy<Value = Vec<u64>> {
         prop_oneof![
             (0u64..4096).prop_map(|i| BASE + 8 * i),
             (0u64..4096).prop_map(|i| BASE + i),
+            (0u64..64).prop_map(|i| u64::MAX - 8 * i),
             any::<u64>(),
             0u64..8,
             Just(0u64),
@@ -189,5 +190,32 @@ proptest! {
         // Interpreters (<= 256) x threads (<= 16) x frames (<= 64, twice
         // for skipped shims), each at most two reads, plus the batches.
         prop_assert!(memory.read_calls() <= 256 * 16 * 2 * (2 * 64 + 16) + 256 * 20);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn object_readers_on_garbage_never_panic(words in garbage(), minor in 9u32..=13, at in 0u64..4096) {
+        use pydeep::cpython::objects::ObjectReader;
+        let layout = layout(minor);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut memory = SnapshotMemory::new();
+        memory.add_region(BASE, bytes);
+        let reader = ObjectReader::new(&memory, &layout);
+        let address = BASE + 8 * at;
+        let _ = reader.unicode(address);
+        let _ = reader.int(address);
+        let _ = reader.tuple_items(address);
+        let _ = reader.string_tuple(address);
+        let _ = reader.bytes(address, 1 << 16);
+        let _ = reader.dict_items(address);
+        let _ = reader.dict_get_str(address, "threading");
+        let _ = reader.instance_attribute(address, "_name");
+        let _ = reader.code_object(address);
+        let _ = reader.type_of(address).and_then(|t| reader.type_name(t));
+        // Every read is bounded: even garbage costs a bounded number of reads.
+        prop_assert!(memory.read_calls() < 100_000);
     }
 }

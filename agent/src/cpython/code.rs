@@ -98,7 +98,7 @@ impl ObjectReader<'_> {
         [o.object_ob_type, o.code_co_filename, o.code_co_name]
             .into_iter()
             .flatten()
-            .chain(o.code_co_firstlineno.map(|f| f - 4))
+            .chain(o.code_co_firstlineno.map(|f| f.saturating_sub(4)))
             .max()
             .unwrap_or(0) as usize
             + 8
@@ -163,7 +163,7 @@ impl ObjectReader<'_> {
                 // the object's ob_size (Objects/codeobject.c).
                 let units = self.var_size(address)?;
                 let units = usize::try_from(units).unwrap_or(usize::MAX);
-                let start = address + o.code_co_code_adaptive.unwrap_or(0);
+                let start = address.wrapping_add(o.code_co_code_adaptive.unwrap_or(0));
                 (
                     read_vec(self.memory, start, units.saturating_mul(2), MAX_BYTECODE)?,
                     LineTableKind::Locations,
@@ -263,7 +263,9 @@ impl ObjectReader<'_> {
                     let o = &self.layout.offsets;
                     let name = o
                         .code_co_name
-                        .and_then(|f| crate::memory::read_u64(self.memory, item + f).ok())
+                        .and_then(|f| {
+                            crate::memory::read_u64(self.memory, item.wrapping_add(f)).ok()
+                        })
                         .and_then(|p| self.unicode(p).ok())
                         .unwrap_or_default();
                     format!("<code {name}>")

@@ -283,7 +283,7 @@ impl<'a> ObjectReader<'a> {
         if nentries > MAX_DICT_ENTRIES || index_bytes > (MAX_DICT_ENTRIES as u64) * 8 {
             return Err(invalid(keys, "dict keys", format!("{nentries} entries")));
         }
-        let entries_at = keys + indices + index_bytes;
+        let entries_at = keys.wrapping_add(indices).wrapping_add(index_bytes);
         let entries = read_vec(
             self.memory,
             entries_at,
@@ -293,7 +293,7 @@ impl<'a> ObjectReader<'a> {
         let unicode = entry_size == 16;
         let (key_at, value_at) = if unicode { (0, 8) } else { (8, 16) };
         let split_values = if values != 0 {
-            let base = values + o.dict_values_values.unwrap_or(0);
+            let base = values.wrapping_add(o.dict_values_values.unwrap_or(0));
             let bytes = read_vec(self.memory, base, nentries * 8, MAX_DICT_ENTRIES * 8)?;
             Some(bytes)
         } else {
@@ -335,7 +335,7 @@ impl<'a> ObjectReader<'a> {
                 let mut pieces: Vec<(u64, &mut [u8])> = items
                     .iter()
                     .zip(lengths.iter_mut())
-                    .map(|((key, _), buf)| (key + length_at, &mut buf[..]))
+                    .map(|((key, _), buf)| (key.wrapping_add(length_at), &mut buf[..]))
                     .collect();
                 if self.memory.read_many(&mut pieces).is_ok() {
                     items

@@ -89,7 +89,7 @@ fn read_states(
     {
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
         if let Some(at) = o.runtime_interpreters_head {
-            pieces.push((runtime_address + at, &mut head[..]));
+            pieces.push((runtime_address.wrapping_add(at), &mut head[..]));
         }
         for (interpreter, header) in interpreters.iter().zip(headers.iter_mut()) {
             pieces.push((interpreter.address, &mut header[..]));
@@ -188,9 +188,9 @@ pub fn sample_interpreters(
     };
     for (interpreter, address, state) in &states {
         let frame_pointer_at = match (o.thread_current_frame.or(o.thread_frame), o.thread_cframe) {
-            (Some(at), _) => address + at,
+            (Some(at), _) => address.wrapping_add(at),
             (None, Some(cframe_at)) => {
-                field_u64(state, cframe_at) + o.cframe_current_frame.unwrap_or(0)
+                field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
             }
             (None, None) => 0,
         };
@@ -490,7 +490,7 @@ pub fn list_threads(
         let mut seen_threads = HashSet::new();
         while thread != 0 && threads.len() < options.max_threads && seen_threads.insert(thread) {
             threads.push(thread);
-            thread = read_u64(memory, thread + thread_next_at)?;
+            thread = read_u64(memory, thread.wrapping_add(thread_next_at))?;
         }
         found.push(InterpreterThreads {
             address,
