@@ -208,9 +208,13 @@ impl Symbols {
             let label = match granularity {
                 Granularity::Function => format!("{function} ({file})"),
                 Granularity::Line => format!("{function} ({file}:{line})"),
-                Granularity::Instruction => {
-                    format!("{function} ({file}:{line}) @ +{}", frame.instruction_offset)
-                }
+                Granularity::Instruction => match opname {
+                    Some(opname) => format!(
+                        "{function} ({file}:{line}) @ +{} {opname}",
+                        frame.instruction_offset
+                    ),
+                    None => format!("{function} ({file}:{line}) @ +{}", frame.instruction_offset),
+                },
             };
             Symbol {
                 function,

@@ -45,6 +45,16 @@ fn collapsed_stacks_count_every_sample_at_every_granularity() {
             expected_folded(&plan, name, |_| true),
             "granularity {name}"
         );
+        if granularity == Granularity::Instruction {
+            let attr = folded
+                .keys()
+                .filter(|k| k.contains("@ +8 LOAD_ATTR"))
+                .count();
+            assert_eq!(
+                attr, 1,
+                "recorded bytecode names the instruction: {folded:?}"
+            );
+        }
     }
 }
 

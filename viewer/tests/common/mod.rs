@@ -283,10 +283,16 @@ pub fn label(frame: &Frame, granularity: &str) -> String {
     match granularity {
         "function" => format!("{} ({})", function.qualname, function.file),
         "line" => format!("{} ({}:{line})", function.qualname, function.file),
-        _ => format!(
-            "{} ({}:{line}) @ +{offset}",
-            function.qualname, function.file
-        ),
+        _ => match (*function == WORK).then(|| work_opname(*offset)).flatten() {
+            Some(opname) => format!(
+                "{} ({}:{line}) @ +{offset} {opname}",
+                function.qualname, function.file
+            ),
+            None => format!(
+                "{} ({}:{line}) @ +{offset}",
+                function.qualname, function.file
+            ),
+        },
     }
 }
 
