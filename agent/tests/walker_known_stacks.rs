@@ -222,7 +222,7 @@ fn assert_code_matches(label: &str, code: &pydeep::CodeObject, truth: &Value) {
     for (ours, theirs) in code.consts.iter().zip(consts) {
         let kind = theirs[0].as_str().unwrap();
         // The agent renders these types' reprs itself; others by type name.
-        if ["str", "int", "bool", "NoneType", "code"].contains(&kind) {
+        if ["str", "int", "bool", "NoneType", "code", "float", "tuple"].contains(&kind) {
             assert_eq!(ours, theirs[1].as_str().unwrap(), "{what}: const");
         } else {
             assert_eq!(ours, &format!("<{kind}>"), "{what}: const");

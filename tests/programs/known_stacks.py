@@ -53,6 +53,7 @@ def make_closure(label):
     def closure():
         if label:
             wait_forever()
+        return (1, "a", 2.5, None), 0.1, 1e16  # constants of several types
     return closure
 
 

@@ -239,42 +239,100 @@ impl ObjectReader<'_> {
         let mut reprs = Vec::with_capacity(items.len());
         let mut codes = Vec::new();
         for item in items {
-            let type_name = self
-                .type_of(item)
-                .and_then(|t| self.type_name(t))
-                .unwrap_or_else(|_| "?".into());
-            let repr = match type_name.as_str() {
-                "str" => self
-                    .unicode(item)
-                    .map(|s| python_str_repr(&s))
-                    .unwrap_or_else(|_| "<str>".into()),
-                "int" => self
-                    .int(item)
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|_| "<int>".into()),
-                "NoneType" => "None".into(),
-                "bool" => match self.int(item) {
-                    Ok(0) => "False".into(),
-                    Ok(_) => "True".into(),
-                    Err(_) => "<bool>".into(),
-                },
-                "code" => {
-                    codes.push(item);
-                    let o = &self.layout.offsets;
-                    let name = o
-                        .code_co_name
-                        .and_then(|f| {
-                            crate::memory::read_u64(self.memory, item.wrapping_add(f)).ok()
-                        })
-                        .and_then(|p| self.unicode(p).ok())
-                        .unwrap_or_default();
-                    format!("<code {name}>")
-                }
-                other => format!("<{other}>"),
-            };
+            let repr = self.const_repr(item, 0, &mut codes);
             reprs.push(truncate(repr));
         }
         (reprs, codes)
+    }
+
+    /// `repr()` of a constant for the types constants have (str, int,
+    /// bool, None, float, tuple, code); others as `<typename>`.
+    fn const_repr(&self, item: u64, depth: u32, codes: &mut Vec<u64>) -> String {
+        let type_name = self
+            .type_of(item)
+            .and_then(|t| self.type_name(t))
+            .unwrap_or_else(|_| "?".into());
+        match type_name.as_str() {
+            "str" => self
+                .unicode(item)
+                .map(|s| python_str_repr(&s))
+                .unwrap_or_else(|_| "<str>".into()),
+            "int" => self
+                .int(item)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| "<int>".into()),
+            "NoneType" => "None".into(),
+            "bool" => match self.int(item) {
+                Ok(0) => "False".into(),
+                Ok(_) => "True".into(),
+                Err(_) => "<bool>".into(),
+            },
+            "float" => self
+                .layout
+                .offsets
+                .float_ob_fval
+                .and_then(|at| crate::memory::read_u64(self.memory, item.wrapping_add(at)).ok())
+                .map(|bits| python_float_repr(f64::from_bits(bits)))
+                .unwrap_or_else(|| "<float>".into()),
+            "tuple" if depth < 2 => match self.tuple_items(item) {
+                Ok(items) if items.len() <= 64 => {
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|&i| self.const_repr(i, depth + 1, codes))
+                        .collect();
+                    match parts.len() {
+                        1 => format!("({},)", parts[0]),
+                        _ => format!("({})", parts.join(", ")),
+                    }
+                }
+                _ => "<tuple>".into(),
+            },
+            "code" => {
+                codes.push(item);
+                let o = &self.layout.offsets;
+                let name = o
+                    .code_co_name
+                    .and_then(|f| crate::memory::read_u64(self.memory, item.wrapping_add(f)).ok())
+                    .and_then(|p| self.unicode(p).ok())
+                    .unwrap_or_default();
+                format!("<code {name}>")
+            }
+            other => format!("<{other}>"),
+        }
+    }
+}
+
+/// `repr()` of a float as CPython writes it (Python/pystrtod.c, repr
+/// mode 'r'): the shortest round-tripping digits, positional for
+/// 1e-4 <= |x| < 1e16 with at least one decimal, otherwise exponent form
+/// with a sign and two or more exponent digits.
+pub fn python_float_repr(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let magnitude = value.abs();
+    if value == 0.0 || (1e-4..1e16).contains(&magnitude) {
+        let text = format!("{value}");
+        if text.contains('.') {
+            text
+        } else {
+            text + ".0"
+        }
+    } else {
+        let text = format!("{value:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(digits) => ('-', digits),
+            None => ('+', exponent),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
     }
 }
 
@@ -331,6 +389,18 @@ mod tests {
         assert_eq!(python_str_repr("'\""), "'\\'\"'");
         assert_eq!(python_str_repr("a\nb\\"), "'a\\nb\\\\'");
         assert_eq!(python_str_repr("\u{1}é"), "'\\x01é'");
+    }
+
+    #[test]
+    fn float_reprs_follow_cpython() {
+        assert_eq!(python_float_repr(2.5), "2.5");
+        assert_eq!(python_float_repr(1.0), "1.0");
+        assert_eq!(python_float_repr(-0.0), "-0.0");
+        assert_eq!(python_float_repr(0.1), "0.1");
+        assert_eq!(python_float_repr(1e16), "1e+16");
+        assert_eq!(python_float_repr(1.5e-5), "1.5e-05");
+        assert_eq!(python_float_repr(123456789012345.6), "123456789012345.6");
+        assert_eq!(python_float_repr(f64::INFINITY), "inf");
     }
 
     #[test]
