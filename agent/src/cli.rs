@@ -41,12 +41,45 @@ pub enum Command {
         /// The `.pdr` file.
         file: PathBuf,
     },
+    /// Print every thread's stack of a running process (paused while it is
+    /// read), optionally with each frame's variables.
+    Dump {
+        /// Process id of the target.
+        pid: i32,
+        /// Dump options.
+        #[command(flatten)]
+        options: DumpArgs,
+    },
     /// Check a recording: exit 0 only for a complete, valid file; otherwise
     /// say what is wrong and how much is still readable.
     Verify {
         /// The `.pdr` file.
         file: PathBuf,
     },
+}
+
+/// Options of `dump`.
+#[derive(Debug, Clone, Args)]
+pub struct DumpArgs {
+    /// Show each frame's locals: arguments, fast locals, cell variables
+    /// and free variables with their cells' contents.
+    #[arg(long)]
+    pub locals: bool,
+    /// Show each frame's module globals (`__builtins__` left out).
+    #[arg(long)]
+    pub globals: bool,
+    /// Print JSON (schema in notes/snapshots.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Deepest stack read per thread.
+    #[arg(long, default_value_t = 4096)]
+    pub max_depth: usize,
+    /// Longest str or bytes shown (characters).
+    #[arg(long, default_value_t = 200)]
+    pub max_string: usize,
+    /// Items shown per container.
+    #[arg(long, default_value_t = 10)]
+    pub max_items: usize,
 }
 
 /// Options shared by `attach` and `record`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Command, RecordOptions};
+use crate::cli::{Command, DumpArgs, RecordOptions};
 use crate::exit::{Exit, Failure};
 use crate::session::{self, SessionOptions};
 use crate::{AttachError, Target};
@@ -19,6 +19,7 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Record { options, command } => record(&command, &options),
         Command::Info { file } => info(&file),
         Command::Verify { file } => verify(&file),
+        Command::Dump { pid, options } => dump(pid, &options),
     }
 }
 
@@ -158,4 +159,27 @@ fn verify(file: &Path) -> Result<Exit> {
     } else {
         Exit::InvalidRecording
     })
+}
+
+fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
+    let mut target = Target::attach(pid).map_err(attach_failure)?;
+    let options = crate::dump::DumpOptions {
+        locals: args.locals,
+        globals: args.globals,
+        max_depth: args.max_depth,
+        rendering: crate::objects::Rendering {
+            max_string: args.max_string,
+            max_items: args.max_items,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let dump = crate::dump::dump(&mut target, &options)
+        .with_context(|| format!("reading process {pid}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&dump)?);
+    } else {
+        print!("{}", crate::dump::render_text(&dump));
+    }
+    Ok(Exit::Ok)
 }

@@ -2,7 +2,10 @@
 #![deny(missing_docs)]
 
 pub mod cpython;
+pub mod dump;
 pub mod memory;
+pub mod objects;
+pub mod scopes;
 pub mod target;
 pub mod walker;
 

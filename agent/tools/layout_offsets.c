@@ -27,6 +27,7 @@
 #include "internal/pycore_genobject.h"
 #endif
 #include "frameobject.h"
+#include "structmember.h"
 #if PY_VERSION_HEX >= 0x030a0000
 #include "internal/pycore_moduleobject.h"
 #else
@@ -383,5 +384,36 @@ int main(void) {
       0
 #endif
     );
+    /* Snapshot object readers (agent/src/objects, agent/src/scopes.rs). */
+#if PY_VERSION_HEX < 0x030b0000
+    OFF(frame_object_f_localsplus, PyFrameObject, f_localsplus);
+    OFF(frame_object_f_globals, PyFrameObject, f_globals);
+#else
+    NA(frame_object_f_localsplus);
+    NA(frame_object_f_globals);
+#endif
+    OFF(set_fill, PySetObject, fill);
+    OFF(set_used, PySetObject, used);
+    OFF(set_mask, PySetObject, mask);
+    OFF(set_table, PySetObject, table);
+    OFF(set_smalltable, PySetObject, smalltable);
+    SIZE(set_entry_size, setentry);
+    OFF(set_entry_key, setentry, key);
+    OFF(complex_cval, PyComplexObject, cval);
+    OFF(type_tp_members, PyTypeObject, tp_members);
+    SIZE(member_def_size, PyMemberDef);
+    OFF(member_def_name, PyMemberDef, name);
+    OFF(member_def_type, PyMemberDef, type);
+    OFF(member_def_offset, PyMemberDef, offset);
+    F(member_type_object_ex, T_OBJECT_EX);
+    F(tpflags_have_gc, Py_TPFLAGS_HAVE_GC);
+    F(tpflags_heaptype, Py_TPFLAGS_HEAPTYPE);
+#ifdef Py_TPFLAGS_PREHEADER
+    F(tpflags_preheader, Py_TPFLAGS_PREHEADER);
+#else
+    NA(tpflags_preheader);
+#endif
+    OFF(unicode_utf8_length, PyCompactUnicodeObject, utf8_length);
+    OFF(unicode_utf8, PyCompactUnicodeObject, utf8);
     return 0;
 }

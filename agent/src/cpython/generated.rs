@@ -315,6 +315,48 @@ pub struct Offsets {
     /// `0`
     /// `Py_TPFLAGS_MANAGED_DICT`
     pub tpflags_managed_dict: Option<u64>,
+    /// `offsetof(PyFrameObject, f_localsplus)`
+    pub frame_object_f_localsplus: Option<u64>,
+    /// `offsetof(PyFrameObject, f_globals)`
+    pub frame_object_f_globals: Option<u64>,
+    /// `offsetof(PySetObject, fill)`
+    pub set_fill: Option<u64>,
+    /// `offsetof(PySetObject, used)`
+    pub set_used: Option<u64>,
+    /// `offsetof(PySetObject, mask)`
+    pub set_mask: Option<u64>,
+    /// `offsetof(PySetObject, table)`
+    pub set_table: Option<u64>,
+    /// `offsetof(PySetObject, smalltable)`
+    pub set_smalltable: Option<u64>,
+    /// `sizeof(setentry)`
+    pub set_entry_size: Option<u64>,
+    /// `offsetof(setentry, key)`
+    pub set_entry_key: Option<u64>,
+    /// `offsetof(PyComplexObject, cval)`
+    pub complex_cval: Option<u64>,
+    /// `offsetof(PyTypeObject, tp_members)`
+    pub type_tp_members: Option<u64>,
+    /// `sizeof(PyMemberDef)`
+    pub member_def_size: Option<u64>,
+    /// `offsetof(PyMemberDef, name)`
+    pub member_def_name: Option<u64>,
+    /// `offsetof(PyMemberDef, type)`
+    pub member_def_type: Option<u64>,
+    /// `offsetof(PyMemberDef, offset)`
+    pub member_def_offset: Option<u64>,
+    /// `T_OBJECT_EX`
+    pub member_type_object_ex: Option<u64>,
+    /// `Py_TPFLAGS_HAVE_GC`
+    pub tpflags_have_gc: Option<u64>,
+    /// `Py_TPFLAGS_HEAPTYPE`
+    pub tpflags_heaptype: Option<u64>,
+    /// `Py_TPFLAGS_PREHEADER`
+    pub tpflags_preheader: Option<u64>,
+    /// `offsetof(PyCompactUnicodeObject, utf8_length)`
+    pub unicode_utf8_length: Option<u64>,
+    /// `offsetof(PyCompactUnicodeObject, utf8)`
+    pub unicode_utf8: Option<u64>,
 }
 
 impl Offsets {
@@ -471,6 +513,27 @@ impl Offsets {
             ("gc_generation_size", self.gc_generation_size),
             ("gc_state_collecting", self.gc_state_collecting),
             ("tpflags_managed_dict", self.tpflags_managed_dict),
+            ("frame_object_f_localsplus", self.frame_object_f_localsplus),
+            ("frame_object_f_globals", self.frame_object_f_globals),
+            ("set_fill", self.set_fill),
+            ("set_used", self.set_used),
+            ("set_mask", self.set_mask),
+            ("set_table", self.set_table),
+            ("set_smalltable", self.set_smalltable),
+            ("set_entry_size", self.set_entry_size),
+            ("set_entry_key", self.set_entry_key),
+            ("complex_cval", self.complex_cval),
+            ("type_tp_members", self.type_tp_members),
+            ("member_def_size", self.member_def_size),
+            ("member_def_name", self.member_def_name),
+            ("member_def_type", self.member_def_type),
+            ("member_def_offset", self.member_def_offset),
+            ("member_type_object_ex", self.member_type_object_ex),
+            ("tpflags_have_gc", self.tpflags_have_gc),
+            ("tpflags_heaptype", self.tpflags_heaptype),
+            ("tpflags_preheader", self.tpflags_preheader),
+            ("unicode_utf8_length", self.unicode_utf8_length),
+            ("unicode_utf8", self.unicode_utf8),
         ]
     }
 
@@ -626,6 +689,27 @@ impl Offsets {
         if self.gc_generation_size.is_none() { self.gc_generation_size = other.gc_generation_size; }
         if self.gc_state_collecting.is_none() { self.gc_state_collecting = other.gc_state_collecting; }
         if self.tpflags_managed_dict.is_none() { self.tpflags_managed_dict = other.tpflags_managed_dict; }
+        if self.frame_object_f_localsplus.is_none() { self.frame_object_f_localsplus = other.frame_object_f_localsplus; }
+        if self.frame_object_f_globals.is_none() { self.frame_object_f_globals = other.frame_object_f_globals; }
+        if self.set_fill.is_none() { self.set_fill = other.set_fill; }
+        if self.set_used.is_none() { self.set_used = other.set_used; }
+        if self.set_mask.is_none() { self.set_mask = other.set_mask; }
+        if self.set_table.is_none() { self.set_table = other.set_table; }
+        if self.set_smalltable.is_none() { self.set_smalltable = other.set_smalltable; }
+        if self.set_entry_size.is_none() { self.set_entry_size = other.set_entry_size; }
+        if self.set_entry_key.is_none() { self.set_entry_key = other.set_entry_key; }
+        if self.complex_cval.is_none() { self.complex_cval = other.complex_cval; }
+        if self.type_tp_members.is_none() { self.type_tp_members = other.type_tp_members; }
+        if self.member_def_size.is_none() { self.member_def_size = other.member_def_size; }
+        if self.member_def_name.is_none() { self.member_def_name = other.member_def_name; }
+        if self.member_def_type.is_none() { self.member_def_type = other.member_def_type; }
+        if self.member_def_offset.is_none() { self.member_def_offset = other.member_def_offset; }
+        if self.member_type_object_ex.is_none() { self.member_type_object_ex = other.member_type_object_ex; }
+        if self.tpflags_have_gc.is_none() { self.tpflags_have_gc = other.tpflags_have_gc; }
+        if self.tpflags_heaptype.is_none() { self.tpflags_heaptype = other.tpflags_heaptype; }
+        if self.tpflags_preheader.is_none() { self.tpflags_preheader = other.tpflags_preheader; }
+        if self.unicode_utf8_length.is_none() { self.unicode_utf8_length = other.unicode_utf8_length; }
+        if self.unicode_utf8.is_none() { self.unicode_utf8 = other.unicode_utf8; }
     }
 }
 
@@ -783,6 +867,27 @@ pub const EMPTY: Offsets = Offsets {
     gc_generation_size: None,
     gc_state_collecting: None,
     tpflags_managed_dict: None,
+    frame_object_f_localsplus: None,
+    frame_object_f_globals: None,
+    set_fill: None,
+    set_used: None,
+    set_mask: None,
+    set_table: None,
+    set_smalltable: None,
+    set_entry_size: None,
+    set_entry_key: None,
+    complex_cval: None,
+    type_tp_members: None,
+    member_def_size: None,
+    member_def_name: None,
+    member_def_type: None,
+    member_def_offset: None,
+    member_type_object_ex: None,
+    tpflags_have_gc: None,
+    tpflags_heaptype: None,
+    tpflags_preheader: None,
+    unicode_utf8_length: None,
+    unicode_utf8: None,
 };
 
 /// Offsets of CPython 3.9.18.
@@ -938,6 +1043,27 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     gc_generation_size: Some(24),
     gc_state_collecting: Some(200),
     tpflags_managed_dict: Some(0),
+    frame_object_f_localsplus: Some(360),
+    frame_object_f_globals: Some(48),
+    set_fill: Some(16),
+    set_used: Some(24),
+    set_mask: Some(32),
+    set_table: Some(40),
+    set_smalltable: Some(64),
+    set_entry_size: Some(16),
+    set_entry_key: Some(0),
+    complex_cval: Some(16),
+    type_tp_members: Some(240),
+    member_def_size: Some(40),
+    member_def_name: Some(0),
+    member_def_type: Some(8),
+    member_def_offset: Some(16),
+    member_type_object_ex: Some(16),
+    tpflags_have_gc: Some(16384),
+    tpflags_heaptype: Some(512),
+    tpflags_preheader: None,
+    unicode_utf8_length: Some(48),
+    unicode_utf8: Some(56),
 };
 
 /// Offsets of CPython 3.10.13.
@@ -1093,6 +1219,27 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     gc_generation_size: Some(24),
     gc_state_collecting: Some(200),
     tpflags_managed_dict: Some(0),
+    frame_object_f_localsplus: Some(352),
+    frame_object_f_globals: Some(48),
+    set_fill: Some(16),
+    set_used: Some(24),
+    set_mask: Some(32),
+    set_table: Some(40),
+    set_smalltable: Some(64),
+    set_entry_size: Some(16),
+    set_entry_key: Some(0),
+    complex_cval: Some(16),
+    type_tp_members: Some(240),
+    member_def_size: Some(40),
+    member_def_name: Some(0),
+    member_def_type: Some(8),
+    member_def_offset: Some(16),
+    member_type_object_ex: Some(16),
+    tpflags_have_gc: Some(16384),
+    tpflags_heaptype: Some(512),
+    tpflags_preheader: None,
+    unicode_utf8_length: Some(48),
+    unicode_utf8: Some(56),
 };
 
 /// Offsets of CPython 3.11.7.
@@ -1248,6 +1395,27 @@ pub const CPYTHON_3_11: Offsets = Offsets {
     gc_generation_size: Some(24),
     gc_state_collecting: Some(200),
     tpflags_managed_dict: Some(16),
+    frame_object_f_localsplus: None,
+    frame_object_f_globals: None,
+    set_fill: Some(16),
+    set_used: Some(24),
+    set_mask: Some(32),
+    set_table: Some(40),
+    set_smalltable: Some(64),
+    set_entry_size: Some(16),
+    set_entry_key: Some(0),
+    complex_cval: Some(16),
+    type_tp_members: Some(240),
+    member_def_size: Some(40),
+    member_def_name: Some(0),
+    member_def_type: Some(8),
+    member_def_offset: Some(16),
+    member_type_object_ex: Some(16),
+    tpflags_have_gc: Some(16384),
+    tpflags_heaptype: Some(512),
+    tpflags_preheader: None,
+    unicode_utf8_length: Some(48),
+    unicode_utf8: Some(56),
 };
 
 /// Offsets of CPython 3.12.1.
@@ -1403,6 +1571,27 @@ pub const CPYTHON_3_12: Offsets = Offsets {
     gc_generation_size: Some(24),
     gc_state_collecting: Some(200),
     tpflags_managed_dict: Some(16),
+    frame_object_f_localsplus: None,
+    frame_object_f_globals: None,
+    set_fill: Some(16),
+    set_used: Some(24),
+    set_mask: Some(32),
+    set_table: Some(40),
+    set_smalltable: Some(64),
+    set_entry_size: Some(16),
+    set_entry_key: Some(0),
+    complex_cval: Some(16),
+    type_tp_members: Some(240),
+    member_def_size: Some(40),
+    member_def_name: Some(0),
+    member_def_type: Some(8),
+    member_def_offset: Some(16),
+    member_type_object_ex: Some(16),
+    tpflags_have_gc: Some(16384),
+    tpflags_heaptype: Some(512),
+    tpflags_preheader: Some(24),
+    unicode_utf8_length: Some(40),
+    unicode_utf8: Some(48),
 };
 
 /// Offsets of CPython 3.13.0.
@@ -1558,6 +1747,27 @@ pub const CPYTHON_3_13: Offsets = Offsets {
     gc_generation_size: Some(24),
     gc_state_collecting: Some(200),
     tpflags_managed_dict: Some(16),
+    frame_object_f_localsplus: None,
+    frame_object_f_globals: None,
+    set_fill: Some(16),
+    set_used: Some(24),
+    set_mask: Some(32),
+    set_table: Some(40),
+    set_smalltable: Some(64),
+    set_entry_size: Some(16),
+    set_entry_key: Some(0),
+    complex_cval: Some(16),
+    type_tp_members: Some(240),
+    member_def_size: Some(40),
+    member_def_name: Some(0),
+    member_def_type: Some(8),
+    member_def_offset: Some(16),
+    member_type_object_ex: Some(16),
+    tpflags_have_gc: Some(16384),
+    tpflags_heaptype: Some(512),
+    tpflags_preheader: Some(24),
+    unicode_utf8_length: Some(40),
+    unicode_utf8: Some(48),
 };
 
 /// Every generated table, oldest version first.

@@ -1,0 +1,605 @@
+//! Python objects read from the target, written once against [`Layout`]:
+//! what an object is (type, `id()`, `sys.getsizeof()`, reference count),
+//! its contents (items, attributes, cells) and a bounded short rendering.
+//!
+//! Remote memory is untrusted: every read here is bounded (string length,
+//! item counts, depth), walks are cycle-safe, and garbage yields an error or
+//! a placeholder, never a panic or a hang. Version differences live in the
+//! layout's offsets and flags; the few that are not offsets (how `ob_size`
+//! of an `int` is encoded, where a managed dict sits) are commented with the
+//! CPython file that forces them.
+
+mod render;
+mod size;
+
+pub use render::{float_repr, Rendering};
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::cpython::objects::{ObjectError, ObjectReader};
+use crate::cpython::Layout;
+use crate::memory::{field_u32, field_u64, read_u64, read_vec, RemoteMemory};
+
+/// Most items of a container, or attributes of an instance, ever listed.
+pub const MAX_ITEMS: usize = 4096;
+/// Most bytes of a type object copied (every field read lies below this).
+const MAX_TYPE_BYTES: usize = 1024;
+/// Most 30-bit digits of an `int` rendered (about 9,000 decimal digits).
+pub const MAX_INT_DIGITS: usize = 1000;
+/// Most slots (`__slots__` members) read per type in the MRO chain.
+const MAX_MEMBERS: usize = 256;
+/// Most bases followed up `tp_base`.
+const MAX_BASES: usize = 64;
+
+/// Py_TPFLAGS_*_SUBCLASS bits (Include/object.h), the same in 3.9-3.15.
+const TPFLAGS_LONG_SUBCLASS: u64 = 1 << 24;
+const TPFLAGS_LIST_SUBCLASS: u64 = 1 << 25;
+const TPFLAGS_TUPLE_SUBCLASS: u64 = 1 << 26;
+const TPFLAGS_BYTES_SUBCLASS: u64 = 1 << 27;
+const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
+const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+
+/// What kind of object pydeep knows how to look inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `None`.
+    None,
+    /// `bool`.
+    Bool,
+    /// `int` (any size).
+    Int,
+    /// `float`.
+    Float,
+    /// `complex`.
+    Complex,
+    /// `str` (compact kinds).
+    Str,
+    /// `bytes`.
+    Bytes,
+    /// `tuple`.
+    Tuple,
+    /// `list`.
+    List,
+    /// `dict`.
+    Dict,
+    /// `set`.
+    Set,
+    /// `frozenset`.
+    FrozenSet,
+    /// A Python function.
+    Function,
+    /// A closure cell.
+    Cell,
+    /// A module.
+    Module,
+    /// A class.
+    Type,
+    /// An instance of a class defined in Python (a heap type).
+    Instance,
+    /// Anything else (builtin objects pydeep does not open).
+    Other,
+}
+
+/// A type object, as much of it as the readers use.
+#[derive(Debug, Clone)]
+pub struct TypeInfo {
+    /// Address of the type object.
+    pub address: u64,
+    /// `type.__name__` (for static types the part of `tp_name` after the last dot).
+    pub name: String,
+    /// `tp_flags`.
+    pub flags: u64,
+    /// `tp_basicsize`.
+    pub basicsize: u64,
+    /// `tp_itemsize`.
+    pub itemsize: u64,
+    /// `tp_dictoffset`.
+    pub dictoffset: i64,
+    /// `tp_base`.
+    pub base: u64,
+    /// `tp_members`.
+    pub members: u64,
+    /// What kind of object instances are.
+    pub kind: Kind,
+}
+
+/// The header facts of one object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Its address (`id()`).
+    pub address: u64,
+    /// Its type.
+    pub type_info: TypeInfo,
+    /// `ob_refcnt` (what `sys.getrefcount(x) - 1` reports in-process).
+    pub refcount: i64,
+    /// 3.12+ immortal object (None, small ints, interned strings...): its
+    /// reference count is a marker, not a count.
+    pub immortal: bool,
+}
+
+/// Object reads against one target: type cache, bounded readers.
+pub struct Objects<'a> {
+    /// The low-level reader (strings, tuples, dicts).
+    pub reader: ObjectReader<'a>,
+    types: RefCell<HashMap<u64, TypeInfo>>,
+}
+
+fn invalid(address: u64, expected: &'static str, detail: impl Into<String>) -> ObjectError {
+    ObjectError::Invalid {
+        address,
+        expected,
+        detail: detail.into(),
+    }
+}
+
+fn need(value: Option<u64>, field: &'static str) -> Result<u64, ObjectError> {
+    value.ok_or(ObjectError::MissingOffset(field))
+}
+
+impl<'a> Objects<'a> {
+    /// Readers over `memory` laid out as `layout`.
+    pub fn new(memory: &'a dyn RemoteMemory, layout: &'a Layout) -> Objects<'a> {
+        Objects {
+            reader: ObjectReader::new(memory, layout),
+            types: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The target's memory.
+    pub fn memory(&self) -> &'a dyn RemoteMemory {
+        self.reader.memory
+    }
+
+    /// The target's layout.
+    pub fn layout(&self) -> &'a Layout {
+        self.reader.layout
+    }
+
+    /// The type object at `address` (cached).
+    pub fn type_info(&self, address: u64) -> Result<TypeInfo, ObjectError> {
+        if let Some(info) = self.types.borrow().get(&address) {
+            return Ok(info.clone());
+        }
+        if address == 0 || !address.is_multiple_of(8) {
+            return Err(invalid(address, "type", "misaligned"));
+        }
+        let o = &self.layout().offsets;
+        let len = (o.type_size.unwrap_or(400) as usize).min(MAX_TYPE_BYTES);
+        let bytes = read_vec(self.memory(), address, len, MAX_TYPE_BYTES)?;
+        let full_name = self
+            .reader
+            .c_string(field_u64(&bytes, need(o.type_tp_name, "tp_name")?), 256)?;
+        let flags = field_u64(&bytes, need(o.type_tp_flags, "tp_flags")?);
+        let heap = flags & o.tpflags_heaptype.unwrap_or(1 << 9) != 0;
+        let name = full_name.rsplit('.').next().unwrap_or("").to_string();
+        // A class statement names its type without dots; heap types made
+        // by C extensions (PyType_FromSpec) carry "module.Name" and are
+        // opaque builtin objects, not instances with attributes.
+        let kind = classify(&name, flags, heap && !full_name.contains('.'));
+        let info = TypeInfo {
+            address,
+            name,
+            flags,
+            basicsize: o.type_tp_basicsize.map_or(0, |at| field_u64(&bytes, at)),
+            itemsize: o.type_tp_itemsize.map_or(0, |at| field_u64(&bytes, at)),
+            dictoffset: o.type_tp_dictoffset.map_or(0, |at| field_u64(&bytes, at)) as i64,
+            base: o.type_tp_base.map_or(0, |at| field_u64(&bytes, at)),
+            members: o.type_tp_members.map_or(0, |at| field_u64(&bytes, at)),
+            kind,
+        };
+        if self.types.borrow().len() < 65_536 {
+            self.types.borrow_mut().insert(address, info.clone());
+        }
+        Ok(info)
+    }
+
+    /// Type, reference count and immortality of the object at `address`.
+    pub fn info(&self, address: u64) -> Result<ObjectInfo, ObjectError> {
+        if address == 0 || !address.is_multiple_of(8) {
+            return Err(invalid(address, "object", "misaligned or null"));
+        }
+        let o = &self.layout().offsets;
+        let refcnt_at = o.object_ob_refcnt.unwrap_or(0);
+        let type_at = need(o.object_ob_type, "ob_type")?;
+        let header = read_vec(self.memory(), address, (type_at + 8) as usize, 64)?;
+        let refcount = field_u64(&header, refcnt_at) as i64;
+        let type_info = self.type_info(field_u64(&header, type_at))?;
+        // 3.12+ (Include/object.h, PEP 683): immortal objects have the low
+        // 32 bits of ob_refcnt at or above 2**31 (UINT_MAX in 3.12/3.13,
+        // 3 << 30 initially in 3.14), and increments never reach them.
+        let immortal = self.layout().version.minor >= 12 && (refcount as u32 as i32) < 0;
+        Ok(ObjectInfo {
+            address,
+            type_info,
+            refcount,
+            immortal,
+        })
+    }
+
+    /// `sys.getsizeof()` of the object, for the kinds whose `__sizeof__`
+    /// pydeep reproduces (builtins and plain/slotted instances).
+    pub fn getsizeof(&self, info: &ObjectInfo) -> Option<u64> {
+        size::getsizeof(self, info).ok().flatten()
+    }
+
+    /// `ob_size` of a variable-size object, checked to be within `limit`.
+    pub fn size_field(&self, address: u64, limit: usize) -> Result<usize, ObjectError> {
+        let size = self.reader.var_size(address)?;
+        if size < 0 || size as usize > limit {
+            return Err(invalid(address, "container", format!("size {size}")));
+        }
+        Ok(size as usize)
+    }
+
+    /// Number of items of a container (len()), or of characters of a str.
+    pub fn length(&self, info: &ObjectInfo) -> Option<u64> {
+        let o = &self.layout().offsets;
+        let address = info.address;
+        match info.type_info.kind {
+            Kind::Str => read_u64(self.memory(), address + o.unicode_length?).ok(),
+            Kind::Bytes | Kind::Tuple | Kind::List => {
+                self.reader.var_size(address).ok().map(|n| n.max(0) as u64)
+            }
+            Kind::Dict => read_u64(self.memory(), address + o.dict_ma_used?).ok(),
+            Kind::Set | Kind::FrozenSet => read_u64(self.memory(), address + o.set_used?).ok(),
+            _ => None,
+        }
+    }
+
+    /// The first `limit` item pointers of a tuple or list, and its length.
+    pub fn sequence_items(
+        &self,
+        address: u64,
+        kind: Kind,
+        limit: usize,
+    ) -> Result<(Vec<u64>, usize), ObjectError> {
+        let o = &self.layout().offsets;
+        let length = self.size_field(address, 1 << 28)?;
+        let count = length.min(limit).min(MAX_ITEMS);
+        let items_at = match kind {
+            Kind::Tuple => address + need(o.tuple_ob_item, "PyTupleObject.ob_item")?,
+            Kind::List => read_u64(self.memory(), address + need(o.list_ob_item, "ob_item")?)?,
+            _ => return Err(invalid(address, "tuple or list", "other kind")),
+        };
+        let bytes = read_vec(self.memory(), items_at, count * 8, MAX_ITEMS * 8)?;
+        Ok((pointers(&bytes), length))
+    }
+
+    /// The first `limit` keys of a set or frozenset, and its length.
+    pub fn set_items(&self, address: u64, limit: usize) -> Result<(Vec<u64>, usize), ObjectError> {
+        let o = &self.layout().offsets;
+        let used = read_u64(self.memory(), address + need(o.set_used, "set.used")?)? as usize;
+        let mask = read_u64(self.memory(), address + need(o.set_mask, "set.mask")?)? as usize;
+        let table = read_u64(self.memory(), address + need(o.set_table, "set.table")?)?;
+        let entry = need(o.set_entry_size, "sizeof(setentry)")? as usize;
+        let key_at = o.set_entry_key.unwrap_or(0);
+        if used > 1 << 28 || mask >= 1 << 22 || used > mask + 1 {
+            return Err(invalid(address, "set", format!("used {used}, mask {mask}")));
+        }
+        let bytes = read_vec(self.memory(), table, (mask + 1) * entry, (1 << 22) * 16)?;
+        // A deleted slot holds the `dummy` key (Objects/setobject.c); it
+        // is told apart by hash -1 in the entry's second word.
+        let mut items = Vec::new();
+        for chunk in bytes.chunks_exact(entry) {
+            if items.len() >= limit.min(MAX_ITEMS) {
+                break;
+            }
+            let key = field_u64(chunk, key_at);
+            let hash = field_u64(chunk, if key_at == 0 { 8 } else { 0 }) as i64;
+            if key != 0 && hash != -1 {
+                items.push(key);
+            }
+        }
+        Ok((items, used))
+    }
+
+    /// The first `limit` (key, value) pairs of a dict, and its length.
+    pub fn dict_items(
+        &self,
+        address: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, u64)>, usize), ObjectError> {
+        let mut items = self.reader.dict_items(address)?;
+        let length = items.len();
+        items.truncate(limit.min(MAX_ITEMS));
+        Ok((items, length))
+    }
+
+    /// The attributes of an instance, in the order CPython keeps them:
+    /// its `__dict__` (a dict, 3.11+ inline values or a 3.12 values
+    /// pointer) and then its `__slots__` (from every base's members).
+    pub fn attributes(&self, info: &ObjectInfo) -> Result<Vec<(String, u64)>, ObjectError> {
+        let mut out = Vec::new();
+        for (key, value) in self.instance_dict_items(info)? {
+            if out.len() >= MAX_ITEMS {
+                break;
+            }
+            let name = self
+                .reader
+                .unicode(key)
+                .unwrap_or_else(|_| format!("<key 0x{key:x}>"));
+            out.push((name, value));
+        }
+        out.extend(self.slots(info)?);
+        Ok(out)
+    }
+
+    /// The `__dict__` of an instance: `(key, value)` pointers.
+    pub fn instance_dict_items(&self, info: &ObjectInfo) -> Result<Vec<(u64, u64)>, ObjectError> {
+        match self.instance_dict(info)? {
+            InstanceDict::None => Ok(Vec::new()),
+            InstanceDict::Dict(dict) => self.reader.dict_items(dict),
+            InstanceDict::Values { keys, values } => self.reader.keys_items(keys, values),
+        }
+    }
+
+    /// Where an instance keeps its `__dict__`.
+    pub fn instance_dict(&self, info: &ObjectInfo) -> Result<InstanceDict, ObjectError> {
+        let o = &self.layout().offsets;
+        let address = info.address;
+        let ty = &info.type_info;
+        let managed = o.tpflags_managed_dict.unwrap_or(0);
+        if managed == 0 || ty.flags & managed == 0 {
+            // 3.9/3.10, or a type without a managed dict: tp_dictoffset
+            // (negative offsets count from the end of a variable-size
+            // object; those are int/tuple subclasses, not followed here).
+            if ty.dictoffset <= 0 || ty.dictoffset > 4096 {
+                return Ok(InstanceDict::None);
+            }
+            let dict = read_u64(self.memory(), address + ty.dictoffset as u64)?;
+            return Ok(if dict == 0 {
+                InstanceDict::None
+            } else {
+                InstanceDict::Dict(dict)
+            });
+        }
+        // Managed dicts (Include/internal/pycore_object.h): the dict
+        // pointer sits three words before the object. Without a dict, the
+        // values live in a split table keyed by the type's ht_cached_keys:
+        // four words before the object on 3.11, stored minus one (so odd)
+        // in the same slot as the dict on 3.12, inline after the object
+        // (at tp_basicsize) on 3.13+.
+        let slot = read_u64(self.memory(), address.wrapping_sub(24))?;
+        let inline = o.tpflags_inline_values.unwrap_or(0);
+        let values = if inline != 0 {
+            if slot != 0 {
+                return Ok(InstanceDict::Dict(slot));
+            }
+            if ty.flags & inline == 0 {
+                return Ok(InstanceDict::None);
+            }
+            let values = address + ty.basicsize;
+            // PyDictValues (3.13 pycore_dict.h): capacity, size, embedded,
+            // valid bytes; `valid` is cleared once a dict took the values.
+            let mut header = [0u8; 4];
+            self.memory().read(values, &mut header)?;
+            if header[3] == 0 {
+                return Ok(InstanceDict::None);
+            }
+            values
+        } else if o.long_lv_tag.is_some() {
+            if slot & 1 == 0 {
+                return Ok(if slot == 0 {
+                    InstanceDict::None
+                } else {
+                    InstanceDict::Dict(slot)
+                });
+            }
+            // _PyDictOrValues_GetValues: the slot holds values - 1.
+            slot.wrapping_add(1)
+        } else {
+            if slot != 0 {
+                return Ok(InstanceDict::Dict(slot));
+            }
+            read_u64(self.memory(), address.wrapping_sub(32))?
+        };
+        if values == 0 {
+            return Ok(InstanceDict::None);
+        }
+        let keys = read_u64(
+            self.memory(),
+            ty.address + need(o.heap_type_ht_cached_keys, "ht_cached_keys")?,
+        )?;
+        Ok(if keys == 0 {
+            InstanceDict::None
+        } else {
+            InstanceDict::Values { keys, values }
+        })
+    }
+
+    /// The `__slots__` of an instance that are set: (name, value), from the
+    /// `T_OBJECT_EX` members of its type and every base (most derived
+    /// first; CPython's `PyHeapType_GET_MEMBERS`).
+    pub fn slots(&self, info: &ObjectInfo) -> Result<Vec<(String, u64)>, ObjectError> {
+        let o = &self.layout().offsets;
+        let (Some(size), Some(name_at), Some(type_at), Some(offset_at)) = (
+            o.member_def_size,
+            o.member_def_name,
+            o.member_def_type,
+            o.member_def_offset,
+        ) else {
+            return Ok(Vec::new());
+        };
+        let object_ex = o.member_type_object_ex.unwrap_or(16) as u32;
+        let heap = o.tpflags_heaptype.unwrap_or(1 << 9);
+        let mut out = Vec::new();
+        let mut ty = info.type_info.clone();
+        for _ in 0..MAX_BASES {
+            if ty.flags & heap == 0 {
+                break;
+            }
+            if ty.members != 0 {
+                let bytes = read_vec(
+                    self.memory(),
+                    ty.members,
+                    MAX_MEMBERS * size as usize,
+                    MAX_MEMBERS * 64,
+                )
+                .or_else(|_| read_vec(self.memory(), ty.members, 4 * size as usize, 4096))?;
+                for member in bytes.chunks_exact(size as usize) {
+                    let name = field_u64(member, name_at);
+                    if name == 0 {
+                        break;
+                    }
+                    let offset = field_u64(member, offset_at);
+                    if field_u32(member, type_at) != object_ex || offset > 1 << 16 {
+                        continue;
+                    }
+                    let value = read_u64(self.memory(), info.address + offset)?;
+                    if value != 0 {
+                        out.push((self.reader.c_string(name, 256)?, value));
+                    }
+                }
+            }
+            if ty.base == 0 {
+                break;
+            }
+            ty = self.type_info(ty.base)?;
+        }
+        Ok(out)
+    }
+
+    /// The object a cell holds (0 if empty).
+    pub fn cell_contents(&self, address: u64) -> Result<u64, ObjectError> {
+        let at = need(self.layout().offsets.cell_ob_ref, "PyCellObject.ob_ref")?;
+        Ok(read_u64(self.memory(), address + at)?)
+    }
+
+    /// A function's fields: (name, address) of `__code__`, `__globals__`,
+    /// `__defaults__`, `__closure__` that are set.
+    pub fn function_fields(&self, address: u64) -> Vec<(&'static str, u64)> {
+        let o = &self.layout().offsets;
+        [
+            ("__code__", o.function_func_code),
+            ("__globals__", o.function_func_globals),
+            ("__defaults__", o.function_func_defaults),
+            ("__closure__", o.function_func_closure),
+        ]
+        .into_iter()
+        .filter_map(|(name, at)| {
+            let value = read_u64(self.memory(), address + at?).ok()?;
+            (value != 0).then_some((name, value))
+        })
+        .collect()
+    }
+
+    /// The `__qualname__` of a function.
+    pub fn function_qualname(&self, address: u64) -> Result<String, ObjectError> {
+        let o = &self.layout().offsets;
+        let at = need(
+            o.function_func_qualname.or(o.function_func_name),
+            "func_qualname",
+        )?;
+        self.reader.unicode(read_u64(self.memory(), address + at)?)
+    }
+
+    /// The objects `gc.get_referents()`-style edges lead to, labelled:
+    /// items of sequences and sets, dict keys and values, instance
+    /// attributes, cell contents, function closures/globals/defaults.
+    /// At most `limit` edges.
+    pub fn referents(
+        &self,
+        info: &ObjectInfo,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, ObjectError> {
+        let address = info.address;
+        let mut out = Vec::new();
+        match info.type_info.kind {
+            Kind::Tuple | Kind::List => {
+                let (items, _) = self.sequence_items(address, info.type_info.kind, limit)?;
+                for (i, item) in items.into_iter().enumerate() {
+                    out.push((format!("[{i}]"), item));
+                }
+            }
+            Kind::Set | Kind::FrozenSet => {
+                for item in self.set_items(address, limit)?.0 {
+                    out.push(("item".to_string(), item));
+                }
+            }
+            Kind::Dict => {
+                for (key, value) in self.dict_items(address, limit)?.0 {
+                    let label = self
+                        .reader
+                        .unicode(key)
+                        .map(|k| format!("[{}]", crate::cpython::code::python_str_repr(&k)))
+                        .unwrap_or_else(|_| "value".to_string());
+                    out.push(("key".to_string(), key));
+                    out.push((label, value));
+                }
+            }
+            Kind::Cell => {
+                let value = self.cell_contents(address)?;
+                if value != 0 {
+                    out.push(("cell_contents".to_string(), value));
+                }
+            }
+            Kind::Function => {
+                for (name, value) in self.function_fields(address) {
+                    out.push((name.to_string(), value));
+                }
+            }
+            Kind::Instance => {
+                for (name, value) in self.attributes(info)? {
+                    out.push((format!(".{name}"), value));
+                }
+            }
+            _ => {}
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Where an instance keeps its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceDict {
+    /// No `__dict__` (slotted, or not created yet).
+    None,
+    /// A real dict at this address.
+    Dict(u64),
+    /// Values without a dict (3.11+): a split table's keys and values.
+    Values {
+        /// The type's shared `PyDictKeysObject`.
+        keys: u64,
+        /// The `PyDictValues`.
+        values: u64,
+    },
+}
+
+fn classify(name: &str, flags: u64, heap: bool) -> Kind {
+    if heap {
+        return if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
+            Kind::Type
+        } else {
+            Kind::Instance
+        };
+    }
+    match name {
+        "NoneType" => Kind::None,
+        "bool" => Kind::Bool,
+        "int" if flags & TPFLAGS_LONG_SUBCLASS != 0 => Kind::Int,
+        "float" => Kind::Float,
+        "complex" => Kind::Complex,
+        "str" if flags & TPFLAGS_UNICODE_SUBCLASS != 0 => Kind::Str,
+        "bytes" if flags & TPFLAGS_BYTES_SUBCLASS != 0 => Kind::Bytes,
+        "tuple" if flags & TPFLAGS_TUPLE_SUBCLASS != 0 => Kind::Tuple,
+        "list" if flags & TPFLAGS_LIST_SUBCLASS != 0 => Kind::List,
+        "dict" if flags & TPFLAGS_DICT_SUBCLASS != 0 => Kind::Dict,
+        "set" => Kind::Set,
+        "frozenset" => Kind::FrozenSet,
+        "function" => Kind::Function,
+        "cell" => Kind::Cell,
+        "module" => Kind::Module,
+        "type" if flags & TPFLAGS_TYPE_SUBCLASS != 0 => Kind::Type,
+        _ => Kind::Other,
+    }
+}
+
+fn pointers(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+        .collect()
+}

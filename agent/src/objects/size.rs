@@ -1,0 +1,219 @@
+//! `sys.getsizeof()` reproduced from memory: the type's `__sizeof__` plus
+//! the pre-header (`_PySys_GetSizeOf` in Python/sysmodule.c).
+
+use super::{Kind, ObjectInfo, Objects};
+use crate::cpython::objects::ObjectError;
+use crate::memory::{field_u64, field_u8, read_u64, read_vec};
+
+/// `sys.getsizeof()` of the object, or `None` for kinds whose
+/// `__sizeof__` pydeep does not reproduce (types, code, builtin objects
+/// other than the ones listed in [`Kind`], instances of builtin subclasses).
+pub(super) fn getsizeof(
+    objects: &Objects<'_>,
+    info: &ObjectInfo,
+) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let ty = &info.type_info;
+    let memory = objects.memory();
+    let address = info.address;
+    let sizeof = match ty.kind {
+        Kind::Int | Kind::Bool => {
+            let digits = o.long_ob_digit.unwrap_or(24);
+            let count = match o.long_lv_tag {
+                Some(at) => read_u64(memory, address + at)? >> 3,
+                None => objects.reader.var_size(address)?.unsigned_abs(),
+            };
+            // Objects/longobject.c int___sizeof__: 3.11+ counts at least
+            // one digit (zero keeps one); 3.9/3.10 count |ob_size| digits.
+            let count = if objects.layout().version.minor >= 11 {
+                count.max(1)
+            } else {
+                count
+            };
+            digits + count * o.long_digit_size.unwrap_or(4)
+        }
+        Kind::Str => str_size(objects, address)?,
+        Kind::List => {
+            let allocated = read_u64(
+                memory,
+                address + o.list_allocated.ok_or(missing("allocated"))?,
+            )?;
+            if allocated > 1 << 40 {
+                return Ok(None);
+            }
+            ty.basicsize + allocated * 8
+        }
+        Kind::Dict => match dict_size(objects, address)? {
+            Some(size) => ty.basicsize + size,
+            None => return Ok(None),
+        },
+        Kind::Set | Kind::FrozenSet => {
+            let table = read_u64(memory, address + o.set_table.ok_or(missing("table"))?)?;
+            let mask = read_u64(memory, address + o.set_mask.ok_or(missing("mask"))?)?;
+            let small = address + o.set_smalltable.ok_or(missing("smalltable"))?;
+            let entry = o.set_entry_size.unwrap_or(16);
+            if table == small {
+                ty.basicsize
+            } else if mask < 1 << 40 {
+                ty.basicsize + (mask + 1) * entry
+            } else {
+                return Ok(None);
+            }
+        }
+        Kind::Instance => {
+            if !plain_object_base(objects, info)? {
+                return Ok(None);
+            }
+            object_sizeof(objects, info)?
+        }
+        Kind::None
+        | Kind::Float
+        | Kind::Complex
+        | Kind::Bytes
+        | Kind::Tuple
+        | Kind::Function
+        | Kind::Cell
+        | Kind::Module => object_sizeof(objects, info)?,
+        Kind::Type | Kind::Other => return Ok(None),
+    };
+    Ok(Some(sizeof + preheader(objects, info)))
+}
+
+fn missing(field: &'static str) -> ObjectError {
+    ObjectError::MissingOffset(field)
+}
+
+/// `object.__sizeof__`: `tp_basicsize + |ob_size| * tp_itemsize`.
+fn object_sizeof(objects: &Objects<'_>, info: &ObjectInfo) -> Result<u64, ObjectError> {
+    let ty = &info.type_info;
+    let items = if ty.itemsize > 0 {
+        objects.reader.var_size(info.address)?.unsigned_abs() * ty.itemsize
+    } else {
+        0
+    };
+    Ok(ty.basicsize + items)
+}
+
+/// What `sys.getsizeof` adds before the object: the GC header when the
+/// type is GC-tracked, and from 3.11 two more words when the type keeps a
+/// managed dict or weakref list there (`_PyType_PreHeaderSize`,
+/// Include/internal/pycore_object.h).
+fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
+    let o = &objects.layout().offsets;
+    let flags = info.type_info.flags;
+    let mut size = 0;
+    if flags & o.tpflags_have_gc.unwrap_or(1 << 14) != 0 {
+        size += o.gc_head_size.unwrap_or(16);
+    }
+    let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
+    if managed != 0 && flags & managed != 0 {
+        size += 16;
+    }
+    size
+}
+
+/// True if the first static type up the `tp_base` chain is `object`, so
+/// `object.__sizeof__` applies (and not, say, `list.__sizeof__`).
+fn plain_object_base(objects: &Objects<'_>, info: &ObjectInfo) -> Result<bool, ObjectError> {
+    let heap = objects.layout().offsets.tpflags_heaptype.unwrap_or(1 << 9);
+    let mut ty = info.type_info.clone();
+    for _ in 0..64 {
+        if ty.flags & heap == 0 {
+            return Ok(ty.name == "object");
+        }
+        if ty.base == 0 {
+            return Ok(false);
+        }
+        ty = objects.type_info(ty.base)?;
+    }
+    Ok(false)
+}
+
+/// `str.__sizeof__` (Objects/unicodeobject.c unicode_sizeof_impl) for
+/// compact strings: the header, the characters and their terminator, and
+/// a cached UTF-8 copy if one was made.
+fn str_size(objects: &Objects<'_>, address: u64) -> Result<u64, ObjectError> {
+    let o = &objects.layout().offsets;
+    let ascii_size = o
+        .unicode_ascii_size
+        .ok_or(missing("sizeof(PyASCIIObject)"))?;
+    let compact_size = o.unicode_compact_size.unwrap_or(ascii_size + 16);
+    let header = read_vec(objects.memory(), address, compact_size as usize, 256)?;
+    let length = field_u64(&header, o.unicode_length.ok_or(missing("length"))?);
+    let state = crate::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
+    let kind = u64::from((state >> o.unicode_state_kind_shift.unwrap_or(2)) & 7);
+    let ascii = (state >> o.unicode_state_ascii_shift.unwrap_or(6)) & 1 == 1;
+    if length > 1 << 40 {
+        return Err(ObjectError::Invalid {
+            address,
+            expected: "str",
+            detail: format!("length {length}"),
+        });
+    }
+    if ascii {
+        return Ok(ascii_size + length + 1);
+    }
+    let mut size = compact_size + (length + 1) * kind;
+    if let (Some(utf8_at), Some(utf8_length_at)) = (o.unicode_utf8, o.unicode_utf8_length) {
+        let utf8 = field_u64(&header, utf8_at);
+        if utf8 != 0 && utf8 != address + compact_size {
+            size += field_u64(&header, utf8_length_at) + 1;
+        }
+    }
+    Ok(size)
+}
+
+/// The keys part of `dict.__sizeof__` (Objects/dictobject.c
+/// `_PyDict_SizeOf`) for a combined table: the keys object counts when the
+/// dict owns it alone (`dk_refcnt == 1`). Split tables give `None`.
+fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let keys = read_u64(memory, address + o.dict_ma_keys.ok_or(missing("ma_keys"))?)?;
+    let values = read_u64(
+        memory,
+        address + o.dict_ma_values.ok_or(missing("ma_values"))?,
+    )?;
+    if values != 0 {
+        return Ok(None);
+    }
+    let indices = o.dict_keys_dk_indices.ok_or(missing("dk_indices"))?;
+    let header = read_vec(memory, keys, indices as usize, 256)?;
+    let refcnt = field_u64(&header, o.dict_keys_dk_refcnt.unwrap_or(0));
+    if refcnt != 1 {
+        return Ok(Some(0));
+    }
+    Ok(Some(match o.dict_keys_dk_log2_size {
+        // 3.11+ (_PyDict_KeysSize): header + index bytes + usable entries.
+        Some(log2_size_at) => {
+            let log2_size = field_u8(&header, log2_size_at);
+            let log2_index = field_u8(&header, o.dict_keys_dk_log2_index_bytes.unwrap_or(0));
+            let kind = field_u8(&header, o.dict_keys_dk_kind.unwrap_or(0));
+            if log2_size > 40 || log2_index > 40 {
+                return Ok(None);
+            }
+            let entry = if kind == 0 {
+                o.dict_key_entry_size.unwrap_or(24)
+            } else {
+                o.dict_unicode_entry_size.unwrap_or(16)
+            };
+            let usable = ((1u64 << log2_size) << 1) / 3;
+            indices + (1 << log2_index) + usable * entry
+        }
+        // 3.9/3.10: header + dk_size index slots of 1-8 bytes + usable entries.
+        None => {
+            let size = field_u64(&header, o.dict_keys_dk_size.unwrap_or(8));
+            if size > 1 << 40 {
+                return Ok(None);
+            }
+            let width = match size {
+                0..=0xff => 1,
+                0x100..=0xffff => 2,
+                0x10000..=0xffff_ffff => 4,
+                _ => 8,
+            };
+            let usable = (size << 1) / 3;
+            indices + width * size + usable * o.dict_key_entry_size.unwrap_or(24)
+        }
+    }))
+}

@@ -1,0 +1,324 @@
+//! The scopes of a paused thread's frames: every frame with its address,
+//! and each frame's fast locals, cell and free variables (the LEGB view's
+//! local and enclosing parts) and its module globals.
+//!
+//! The stack walker reports (code, instruction) pairs only; a snapshot
+//! also needs each frame's address to read its `localsplus` array, so the
+//! chain is followed here once more, with the walker's rules for skipping
+//! shim and not-yet-started frames. Meant for a paused target: no torn-read
+//! check.
+
+use std::collections::HashSet;
+
+use crate::cpython::code::CodeObject;
+use crate::cpython::objects::ObjectError;
+use crate::cpython::{FrameKind, InstructionPointer, Layout};
+use crate::memory::{field_u64, field_u8, read_u64, read_vec, RemoteMemory};
+use crate::objects::Objects;
+
+/// Most variables read from one frame.
+const MAX_LOCALS: usize = 65_536;
+
+/// `co_localspluskinds` bits (Include/internal/pycore_code.h, 3.11+).
+const CO_FAST_HIDDEN: u8 = 0x10;
+const CO_FAST_LOCAL: u8 = 0x20;
+const CO_FAST_CELL: u8 = 0x40;
+const CO_FAST_FREE: u8 = 0x80;
+/// `co_flags` bits for `*args` and `**kwargs` (Include/cpython/code.h).
+const CO_VARARGS: u32 = 0x04;
+const CO_VARKEYWORDS: u32 = 0x08;
+
+/// One frame of a paused thread, with where its variables are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    /// Address of the frame (`PyFrameObject` or `_PyInterpreterFrame`).
+    pub address: u64,
+    /// Its code object.
+    pub code: u64,
+    /// Byte offset of the instruction (as `frame.f_lasti` reports).
+    pub instruction_offset: u32,
+    /// Its globals dict.
+    pub globals: u64,
+    /// Address of its `localsplus` array.
+    pub localsplus: u64,
+    /// The frame belongs to a generator or coroutine.
+    pub is_generator: bool,
+}
+
+/// How a variable is bound in its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    /// A fast local (arguments included).
+    Local,
+    /// A local captured by an inner function: the frame holds a cell.
+    Cell,
+    /// A variable of an enclosing function, reached through a cell of the
+    /// closure.
+    Free,
+    /// A module global.
+    Global,
+}
+
+/// One variable of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// Its name.
+    pub name: String,
+    /// How it is bound.
+    pub binding: Binding,
+    /// It is a parameter of the function.
+    pub is_argument: bool,
+    /// The object bound (0 if unbound).
+    pub value: u64,
+    /// The cell holding it, for cell and free variables (0 otherwise).
+    pub cell: u64,
+}
+
+/// Address of the pointer to a thread's current frame.
+fn current_frame_pointer(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    thread_state: u64,
+) -> Option<u64> {
+    let o = &layout.offsets;
+    match (o.thread_current_frame.or(o.thread_frame), o.thread_cframe) {
+        (Some(at), _) => Some(thread_state + at),
+        (None, Some(cframe_at)) => {
+            let cframe = read_u64(memory, thread_state + cframe_at).ok()?;
+            (cframe != 0).then(|| cframe + o.cframe_current_frame.unwrap_or(0))
+        }
+        (None, None) => None,
+    }
+}
+
+/// The frames of the thread whose `PyThreadState` is at `thread_state`,
+/// innermost first, at most `max_depth`; the walk stops at anything
+/// implausible.
+pub fn thread_frames(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    thread_state: u64,
+    max_depth: usize,
+) -> Vec<FrameRef> {
+    let mut out = Vec::new();
+    let Some(pointer) = current_frame_pointer(memory, layout, thread_state) else {
+        return out;
+    };
+    let Ok(mut address) = read_u64(memory, pointer) else {
+        return out;
+    };
+    let o = &layout.offsets;
+    let s = &layout.semantics;
+    let mut seen = HashSet::new();
+    let mut budget = max_depth.saturating_mul(2) + 16;
+    while address != 0 && out.len() < max_depth && budget > 0 {
+        budget -= 1;
+        if !address.is_multiple_of(8) || !seen.insert(address) {
+            break;
+        }
+        let Ok(header) = read_vec(memory, address, 128, 128) else {
+            break;
+        };
+        match s.frame_kind {
+            FrameKind::FrameObject => {
+                let (Some(back), Some(code_at), Some(lasti_at), Some(locals_at)) = (
+                    o.frame_object_f_back,
+                    o.frame_object_f_code,
+                    o.frame_object_f_lasti,
+                    o.frame_object_f_localsplus,
+                ) else {
+                    break;
+                };
+                let lasti = crate::memory::field_u32(&header, lasti_at) as i32;
+                let offset = match s.instruction {
+                    InstructionPointer::LastiCodeUnits => lasti.saturating_mul(2),
+                    _ => lasti,
+                };
+                out.push(FrameRef {
+                    address,
+                    code: field_u64(&header, code_at),
+                    instruction_offset: offset.max(0) as u32,
+                    globals: o
+                        .frame_object_f_globals
+                        .map_or(0, |at| field_u64(&header, at)),
+                    localsplus: address + locals_at,
+                    is_generator: o
+                        .frame_object_f_gen
+                        .is_some_and(|at| field_u64(&header, at) != 0),
+                });
+                address = field_u64(&header, back);
+            }
+            FrameKind::InterpreterFrame => {
+                let (Some(previous_at), Some(code_at), Some(instr_at), Some(owner_at)) = (
+                    o.interpreter_frame_previous,
+                    o.interpreter_frame_f_executable
+                        .or(o.interpreter_frame_f_code),
+                    o.interpreter_frame_instr_ptr
+                        .or(o.interpreter_frame_prev_instr),
+                    o.interpreter_frame_owner,
+                ) else {
+                    break;
+                };
+                let owner = field_u8(&header, owner_at);
+                let code = field_u64(&header, code_at) & !s.executable_tag_mask;
+                let previous = field_u64(&header, previous_at);
+                if owner > 4 {
+                    break;
+                }
+                // Shims (3.12+ entry frames) and frames whose first
+                // instruction has not run are skipped, as the walker and
+                // sys._current_frames do.
+                let is_shim = s.shim_owner_from.is_some_and(|from| owner >= from);
+                let instr = field_u64(&header, instr_at);
+                let offset = instr
+                    .wrapping_sub(code.wrapping_add(o.code_co_code_adaptive.unwrap_or(0)))
+                    as i64;
+                if !is_shim && code != 0 && (0..=i64::from(i32::MAX)).contains(&offset) {
+                    out.push(FrameRef {
+                        address,
+                        code,
+                        instruction_offset: offset as u32,
+                        globals: o
+                            .interpreter_frame_f_globals
+                            .map_or(0, |at| field_u64(&header, at)),
+                        localsplus: address + o.interpreter_frame_localsplus.unwrap_or(0),
+                        is_generator: owner == s.owned_by_generator,
+                    });
+                }
+                address = previous;
+            }
+        }
+    }
+    out
+}
+
+/// The names and kinds of a code object's `localsplus` slots, in order.
+fn localsplus_layout(
+    objects: &Objects<'_>,
+    code: &CodeObject,
+) -> Result<Vec<(String, u8)>, ObjectError> {
+    let o = &objects.layout().offsets;
+    match o.code_co_localsplusnames {
+        Some(at) if !code.localspluskinds.is_empty() => {
+            let names = objects
+                .reader
+                .string_tuple(read_u64(objects.memory(), code.address + at)?)?;
+            Ok(names
+                .into_iter()
+                .zip(code.localspluskinds.iter().copied())
+                .collect())
+        }
+        // 3.9/3.10: f_localsplus holds co_varnames, then co_cellvars,
+        // then co_freevars (Objects/frameobject.c).
+        _ => Ok(code
+            .varnames
+            .iter()
+            .map(|n| (n.clone(), CO_FAST_LOCAL))
+            .chain(code.cellvars.iter().map(|n| (n.clone(), CO_FAST_CELL)))
+            .chain(code.freevars.iter().map(|n| (n.clone(), CO_FAST_FREE)))
+            .collect()),
+    }
+}
+
+/// The fast locals, cell and free variables of `frame` (whose code object
+/// is `code`), in `localsplus` order. Unbound variables have value 0.
+pub fn frame_variables(
+    objects: &Objects<'_>,
+    frame: &FrameRef,
+    code: &CodeObject,
+) -> Result<Vec<Variable>, ObjectError> {
+    let slots = localsplus_layout(objects, code)?;
+    if slots.len() > MAX_LOCALS {
+        return Err(ObjectError::Invalid {
+            address: code.address,
+            expected: "code object",
+            detail: format!("{} locals", slots.len()),
+        });
+    }
+    let bytes = read_vec(
+        objects.memory(),
+        frame.localsplus,
+        slots.len() * 8,
+        MAX_LOCALS * 8,
+    )?;
+    let tag_mask = !objects.layout().semantics.executable_tag_mask;
+    let arguments = code.argcount as usize
+        + code.kwonlyargcount as usize
+        + usize::from(code.flags & CO_VARARGS != 0)
+        + usize::from(code.flags & CO_VARKEYWORDS != 0);
+    let mut out = Vec::new();
+    for (index, (name, kind)) in slots.into_iter().enumerate() {
+        if kind & CO_FAST_HIDDEN != 0 {
+            continue;
+        }
+        // 3.14 stores _PyStackRefs whose low bits are tags.
+        let slot = field_u64(&bytes, index as u64 * 8) & tag_mask;
+        let binding = if kind & CO_FAST_FREE != 0 {
+            Binding::Free
+        } else if kind & CO_FAST_CELL != 0 {
+            Binding::Cell
+        } else {
+            Binding::Local
+        };
+        let (value, cell) = if binding != Binding::Local && slot != 0 && is_cell(objects, slot) {
+            (objects.cell_contents(slot).unwrap_or(0), slot)
+        } else {
+            // 3.11+: before MAKE_CELL runs, a cell slot holds the
+            // argument itself.
+            (slot, 0)
+        };
+        let is_argument = if objects.layout().semantics.frame_kind == FrameKind::FrameObject {
+            binding == Binding::Local && index < arguments
+        } else {
+            index < arguments
+        };
+        out.push(Variable {
+            name,
+            binding,
+            is_argument,
+            value,
+            cell,
+        });
+    }
+    Ok(out)
+}
+
+fn is_cell(objects: &Objects<'_>, address: u64) -> bool {
+    objects
+        .info(address)
+        .is_ok_and(|info| info.type_info.kind == crate::objects::Kind::Cell)
+}
+
+/// The module globals of a frame (its `f_globals`), `__builtins__` left
+/// out, at most `limit`.
+pub fn frame_globals(
+    objects: &Objects<'_>,
+    globals: u64,
+    limit: usize,
+) -> Result<Vec<Variable>, ObjectError> {
+    if globals == 0 {
+        return Ok(Vec::new());
+    }
+    let (items, _) = objects.dict_items(globals, limit.saturating_add(1))?;
+    let mut out = Vec::new();
+    for (key, value) in items {
+        let Ok(name) = objects.reader.unicode(key) else {
+            continue;
+        };
+        if name == "__builtins__" {
+            continue;
+        }
+        out.push(Variable {
+            name,
+            binding: Binding::Global,
+            is_argument: false,
+            value,
+            cell: 0,
+        });
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
