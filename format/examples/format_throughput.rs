@@ -2,7 +2,7 @@
 //! profile: many threads, deep stacks, few distinct stacks, long runs of the
 //! same stack per thread, idle threads parked on one stack.
 //!
-//!     cargo run --release -p pydeep-format --example throughput [-- --quick]
+//!     cargo run --release -p pydeep-format --example format_throughput [-- --quick]
 //!
 //! Prints, per scenario: bytes per sample, write samples/s (interning every
 //! frame and the stack of every sample, as the agent does, then `sample`), and

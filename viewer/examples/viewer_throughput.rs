@@ -3,7 +3,7 @@
 //! distinct stacks that share prefixes, runs of repeated stacks as a real
 //! program has), and the peak memory of each.
 //!
-//!     cargo run --release -p pydeep-view --example throughput [-- SAMPLES]
+//!     cargo run --release -p pydeep-view --example viewer_throughput [-- SAMPLES]
 //!
 //! Outputs are written to a byte-counting sink so that the figures measure
 //! the viewer, not the disk. Results go into notes/viewer.md by hand.
