@@ -123,7 +123,16 @@ struct Attached {
     child: Option<Child>,
     names: HashMap<u64, String>,
     names_refreshed: Option<Instant>,
+    /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
+    consecutive_errors: u32,
 }
+
+/// After this many failed samples in a row of a living process, attach to
+/// it afresh. A process caught early in its start-up (a child just spawned
+/// and followed with `--subprocesses`, or the program `record` started) can
+/// be attached before its interpreter is fully set up; what was found then
+/// (interpreter and thread-list addresses) may never become readable.
+const REATTACH_AFTER_ERRORS: u32 = 20;
 
 /// Nanoseconds on CLOCK_MONOTONIC, the clock recordings are timed on.
 pub fn monotonic_ns() -> u64 {
@@ -214,6 +223,7 @@ pub fn run(
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
+                    entry.consecutive_errors = 0;
                     entry.refresh_names(&threads);
                     let pid = entry.target.pid();
                     let version = entry.target.python_version();
@@ -242,6 +252,10 @@ pub fn run(
                     }
                     errors += 1;
                     last_error = Some(error.to_string());
+                    entry.consecutive_errors += 1;
+                    if entry.consecutive_errors >= REATTACH_AFTER_ERRORS {
+                        entry.reattach(options);
+                    }
                     index += 1;
                 }
             }
@@ -344,6 +358,17 @@ impl Attached {
             child,
             names: HashMap::new(),
             names_refreshed: None,
+            consecutive_errors: 0,
+        }
+    }
+
+    /// Replaces the target by a fresh attachment to the same process, if
+    /// one can be made.
+    fn reattach(&mut self, options: &SessionOptions) {
+        self.consecutive_errors = 0;
+        if let Ok(fresh) = Target::attach(self.target.pid()) {
+            let child = self.child.take();
+            *self = Attached::new(fresh, child, options);
         }
     }
 
