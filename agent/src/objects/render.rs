@@ -465,8 +465,8 @@ mod tests {
 
     #[test]
     fn big_digits_become_decimal() {
-        // 2**60 = digits [0, 1] in base 2**30.
-        assert_eq!(digits_to_decimal(&[0, 1], 30), "1152921504606846976");
+        // 2**60 = digits [0, 0, 1] in base 2**30.
+        assert_eq!(digits_to_decimal(&[0, 0, 1], 30), "1152921504606846976");
         assert_eq!(digits_to_decimal(&[], 30), "0");
         assert_eq!(digits_to_decimal(&[7], 30), "7");
     }
