@@ -65,3 +65,70 @@ fn verify_rejects_a_truncated_recording_and_says_how_much_is_readable() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+#[test]
+fn ctrl_c_stops_attach_and_leaves_a_complete_recording() {
+    let python = &test_pythons("attach: SIGINT")[0];
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("interrupted.pdr");
+    let mut target = Command::new(&python.path)
+        .arg(program("idle_forever.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(target.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let mut agent = Command::new(workspace_binary("pydeep"))
+        .args(["attach", &target.id().to_string(), "--idle", "-q", "-o"])
+        .arg(&output)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !output.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recording after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc_kill(agent.id() as i32, 2) };
+    let status = agent.wait().unwrap();
+    target.kill().unwrap();
+    target.wait().unwrap();
+    assert!(status.success(), "pydeep exited {status} on SIGINT");
+    let verify = Command::new(workspace_binary("pydeep"))
+        .arg("verify")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let info = Command::new(workspace_binary("pydeep"))
+        .arg("info")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("interrupted"), "{info}");
+    assert!(
+        read(&output).samples > 0,
+        "no idle samples recorded with --idle"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
