@@ -50,6 +50,24 @@ pub enum Command {
         #[command(flatten)]
         options: DumpArgs,
     },
+    /// Count the GC-tracked objects of a running process by type (paused
+    /// while counted); with --interval, the growth between counts.
+    Heap {
+        /// Process id of the target.
+        pid: i32,
+        /// Types shown, most numerous first (0 = all).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Time between counts (e.g. 5s); with --count, show growth.
+        #[arg(long, value_parser = parse_duration)]
+        interval: Option<Duration>,
+        /// Number of counts (default 1, or 2 with --interval).
+        #[arg(long)]
+        count: Option<u32>,
+        /// Print JSON (one summary per count) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a recording: exit 0 only for a complete, valid file; otherwise
     /// say what is wrong and how much is still readable.
     Verify {

@@ -20,6 +20,13 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Info { file } => info(&file),
         Command::Verify { file } => verify(&file),
         Command::Dump { pid, options } => dump(pid, &options),
+        Command::Heap {
+            pid,
+            top,
+            interval,
+            count,
+            json,
+        } => heap(pid, top, interval, count, json),
     }
 }
 
@@ -180,6 +187,61 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&dump)?);
     } else {
         print!("{}", crate::dump::render_text(&dump));
+    }
+    Ok(Exit::Ok)
+}
+
+fn heap(
+    pid: i32,
+    top: usize,
+    interval: Option<Duration>,
+    count: Option<u32>,
+    json: bool,
+) -> Result<Exit> {
+    let target = Target::attach(pid).map_err(attach_failure)?;
+    let count = count
+        .unwrap_or(if interval.is_some() { 2 } else { 1 })
+        .max(1);
+    let mut previous: Option<crate::heap::HeapSummary> = None;
+    for round in 0..count {
+        if round > 0 {
+            std::thread::sleep(interval.unwrap_or_default());
+        }
+        let summary = {
+            let _guard = target.pause().context("pausing the target")?;
+            let objects = crate::objects::Objects::new(target.memory(), target.layout());
+            crate::heap::heap_summary(&objects, target.runtime_address())
+                .with_context(|| format!("walking the GC lists of process {pid}"))?
+        };
+        let shown = if top == 0 { summary.types.len() } else { top };
+        if json {
+            let mut value = serde_json::to_value(&summary)?;
+            if let Some(types) = value.get_mut("types").and_then(|t| t.as_array_mut()) {
+                types.truncate(shown);
+            }
+            println!("{}", serde_json::to_string(&value)?);
+        } else if let Some(before) = &previous {
+            println!("growth since the previous count:");
+            for (name, now, increase) in crate::heap::growth(before, &summary)
+                .into_iter()
+                .take(shown)
+            {
+                println!("{name:<32} {now:>12} {:>+12}", increase as i64);
+            }
+        } else {
+            println!(
+                "{} objects in {:.3} s ({:.0} objects/s, {} reads){}",
+                summary.objects,
+                summary.seconds,
+                crate::heap::rate(&summary),
+                summary.read_calls,
+                if summary.truncated { ", truncated" } else { "" }
+            );
+            for t in summary.types.iter().take(shown) {
+                println!("{:<32} {:>12} {:>14} bytes", t.name, t.count, t.size);
+            }
+        }
+        previous = Some(summary);
     }
     Ok(Exit::Ok)
 }
