@@ -68,6 +68,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The objects reachable from a root, breadth first (paused while
+    /// read): DOT, JSON or SVG (through Graphviz `dot`).
+    Objects {
+        /// Process id of the target.
+        pid: i32,
+        /// Where to start: `0xADDRESS`, `module:NAME:GLOBAL` or
+        /// `thread:NAME:frame:FUNCTION:local:VARIABLE`.
+        #[arg(long)]
+        root: String,
+        /// References followed from the root.
+        #[arg(long, default_value_t = 3)]
+        depth: usize,
+        /// Most objects in the graph.
+        #[arg(long, default_value_t = 200)]
+        max_objects: usize,
+        /// Output file; its extension (.dot, .json, .svg) picks the format
+        /// unless --format says otherwise. Default: DOT on stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// dot, json or svg.
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Check a recording: exit 0 only for a complete, valid file; otherwise
     /// say what is wrong and how much is still readable.
     Verify {

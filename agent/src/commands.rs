@@ -20,6 +20,21 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Info { file } => info(&file),
         Command::Verify { file } => verify(&file),
         Command::Dump { pid, options } => dump(pid, &options),
+        Command::Objects {
+            pid,
+            root,
+            depth,
+            max_objects,
+            output,
+            format,
+        } => objects(
+            pid,
+            &root,
+            depth,
+            max_objects,
+            output.as_deref(),
+            format.as_deref(),
+        ),
         Command::Heap {
             pid,
             top,
@@ -242,6 +257,74 @@ fn heap(
             }
         }
         previous = Some(summary);
+    }
+    Ok(Exit::Ok)
+}
+
+fn objects(
+    pid: i32,
+    root: &str,
+    depth: usize,
+    max_objects: usize,
+    output: Option<&Path>,
+    format: Option<&str>,
+) -> Result<Exit> {
+    let mut target = Target::attach(pid).map_err(attach_failure)?;
+    let format = format
+        .map(str::to_string)
+        .or_else(|| {
+            output
+                .and_then(|p| p.extension())
+                .map(|e| e.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "dot".into());
+    let graph = {
+        let guard = target.pause().context("pausing the target")?;
+        let mut samples = Vec::new();
+        target
+            .sample_threads(&mut samples)
+            .with_context(|| format!("reading the threads of process {pid}"))?;
+        let address = crate::graph::resolve_root(&mut target, root, &samples)?;
+        let objects = crate::objects::Objects::new(target.memory(), target.layout());
+        let options = crate::graph::GraphOptions {
+            max_depth: depth,
+            max_objects: max_objects.max(1),
+            ..Default::default()
+        };
+        let graph = crate::graph::walk(&objects, address, &options);
+        drop(guard);
+        graph
+    };
+    let bytes = match format.as_str() {
+        "json" => serde_json::to_vec_pretty(&graph)?,
+        "dot" => crate::graph::to_dot(&graph).into_bytes(),
+        "svg" => {
+            use std::io::Write;
+            let mut child = Process::new("dot")
+                .arg("-Tsvg")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("running Graphviz `dot` for SVG (apt-get install graphviz)")?;
+            child
+                .stdin
+                .take()
+                .context("dot's stdin")?
+                .write_all(crate::graph::to_dot(&graph).as_bytes())?;
+            let out = child.wait_with_output().context("waiting for dot")?;
+            anyhow::ensure!(out.status.success(), "dot failed: {}", out.status);
+            out.stdout
+        }
+        other => anyhow::bail!("unknown format `{other}`: use dot, json or svg"),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
     }
     Ok(Exit::Ok)
 }

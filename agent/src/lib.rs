@@ -3,6 +3,7 @@
 
 pub mod cpython;
 pub mod dump;
+pub mod graph;
 pub mod heap;
 pub mod memory;
 pub mod objects;

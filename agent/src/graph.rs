@@ -1,0 +1,288 @@
+//! `pydeep objects`: the objects reachable from a root, breadth first,
+//! bounded by depth and object count, cycle-safe, as labelled nodes and
+//! edges (JSON, Graphviz DOT, SVG through `dot`).
+//!
+//! Root syntax (documented in notes/snapshots.md):
+//! - `0xADDRESS`: the object with that `id()`;
+//! - `module:NAME:GLOBAL`: `sys.modules[NAME].GLOBAL`;
+//! - `thread:THREAD:frame:FUNCTION:local:VARIABLE`: a variable (local, cell
+//!   or free) of the innermost frame whose `co_name` or `co_qualname` is
+//!   FUNCTION, on the thread named THREAD (or with that native id).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cpython::objects::ObjectReader;
+use crate::memory::read_u64;
+use crate::objects::{Objects, Rendering};
+use crate::scopes::{frame_variables, thread_frames};
+use crate::target::Target;
+use crate::walker::ThreadSample;
+
+/// Limits of a walk. Defaults: depth 3, 200 objects, 100 edges per object.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphOptions {
+    /// Edges followed from the root.
+    pub max_depth: usize,
+    /// Most objects in the graph.
+    pub max_objects: usize,
+    /// Most edges read per object.
+    pub max_edges: usize,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        GraphOptions {
+            max_depth: 3,
+            max_objects: 200,
+            max_edges: 100,
+        }
+    }
+}
+
+/// One object of the graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// `id()`.
+    pub address: u64,
+    /// `type(x).__name__`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `sys.getsizeof()` where reproduced.
+    pub size: Option<u64>,
+    /// `sys.getrefcount(x) - 1`.
+    pub refcount: i64,
+    /// Short bounded rendering.
+    pub repr: String,
+    /// Edges from the root to here.
+    pub depth: usize,
+}
+
+/// One reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    /// Referrer's address.
+    pub from: u64,
+    /// Referent's address.
+    pub to: u64,
+    /// `[0]`, `['key']`, `key`, `.attribute`, `cell_contents`, `__globals__`...
+    pub label: String,
+}
+
+/// The graph (the JSON root of `pydeep objects`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Graph {
+    /// The root's address.
+    pub root: u64,
+    /// Objects, breadth first.
+    pub nodes: Vec<Node>,
+    /// References between them.
+    pub edges: Vec<Edge>,
+    /// Some references were left out (object cap reached).
+    pub truncated: bool,
+}
+
+/// Why a root could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("root `{spec}`: {reason}")]
+pub struct RootError {
+    spec: String,
+    reason: String,
+}
+
+/// Resolves a root spec in a (paused) target.
+pub fn resolve_root(
+    target: &mut Target,
+    spec: &str,
+    samples: &[ThreadSample],
+) -> Result<u64, RootError> {
+    let fail = |reason: String| RootError {
+        spec: spec.to_string(),
+        reason,
+    };
+    if let Some(hex) = spec.strip_prefix("0x") {
+        return u64::from_str_radix(hex, 16).map_err(|e| fail(e.to_string()));
+    }
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        ["module", module, name] => {
+            let layout = target.layout();
+            let reader = ObjectReader::new(target.memory(), layout);
+            let o = &layout.offsets;
+            let (Some(main_at), Some(modules_at), Some(dict_at)) = (
+                o.runtime_interpreters_main,
+                o.interpreter_modules,
+                o.module_md_dict,
+            ) else {
+                return Err(fail("module offsets unknown for this version".into()));
+            };
+            let read =
+                |address| read_u64(target.memory(), address).map_err(|e| fail(e.to_string()));
+            let interpreter = read(target.runtime_address() + main_at)?;
+            let modules = read(interpreter + modules_at)?;
+            let module = reader
+                .dict_get_str(modules, module)
+                .map_err(|e| fail(e.to_string()))?
+                .ok_or_else(|| fail(format!("no module {module} in sys.modules")))?;
+            let globals = read(module + dict_at)?;
+            reader
+                .dict_get_str(globals, name)
+                .map_err(|e| fail(e.to_string()))?
+                .ok_or_else(|| fail(format!("module {module} has no global {name}")))
+        }
+        ["thread", thread, "frame", function, "local", variable] => {
+            let names = target.thread_names().unwrap_or_default();
+            let sample = samples
+                .iter()
+                .find(|s| {
+                    names.get(&s.thread_id).map(String::as_str) == Some(*thread)
+                        || s.native_id.to_string() == *thread
+                })
+                .ok_or_else(|| fail(format!("no thread named {thread}")))?;
+            let objects = Objects::new(target.memory(), target.layout());
+            for frame in thread_frames(target.memory(), target.layout(), sample.thread_state, 4096)
+            {
+                let Ok((code, _)) = objects.reader.code_object(frame.code) else {
+                    continue;
+                };
+                if code.name != *function && code.qualname != *function {
+                    continue;
+                }
+                let variables =
+                    frame_variables(&objects, &frame, &code).map_err(|e| fail(e.to_string()))?;
+                return variables
+                    .iter()
+                    .find(|v| v.name == *variable && v.value != 0)
+                    .map(|v| v.value)
+                    .ok_or_else(|| fail(format!("{function} has no bound variable {variable}")));
+            }
+            Err(fail(format!("no frame {function} on thread {thread}")))
+        }
+        _ => Err(fail(
+            "expected 0xADDRESS, module:NAME:GLOBAL or thread:NAME:frame:FUNCTION:local:VARIABLE"
+                .into(),
+        )),
+    }
+}
+
+/// Breadth-first referents walk from `root`.
+pub fn walk(objects: &Objects<'_>, root: u64, options: &GraphOptions) -> Graph {
+    let rendering = Rendering {
+        max_string: 40,
+        max_items: 4,
+        max_depth: 0,
+        max_length: 80,
+    };
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut queue: VecDeque<(u64, usize)> = VecDeque::new();
+    let mut truncated = false;
+    seen.insert(root);
+    queue.push_back((root, 0));
+    while let Some((address, depth)) = queue.pop_front() {
+        let Ok(info) = objects.info(address) else {
+            nodes.push(Node {
+                address,
+                type_name: "?".into(),
+                size: None,
+                refcount: 0,
+                repr: format!("<unreadable 0x{address:x}>"),
+                depth,
+            });
+            continue;
+        };
+        nodes.push(Node {
+            address,
+            type_name: info.type_info.name.clone(),
+            size: objects.getsizeof(&info),
+            refcount: info.refcount,
+            repr: objects.render(address, &rendering),
+            depth,
+        });
+        if depth >= options.max_depth {
+            continue;
+        }
+        for (label, to) in objects
+            .referents(&info, options.max_edges)
+            .unwrap_or_default()
+        {
+            if to == 0 {
+                continue;
+            }
+            if !seen.contains(&to) {
+                if seen.len() >= options.max_objects {
+                    truncated = true;
+                    continue;
+                }
+                seen.insert(to);
+                queue.push_back((to, depth + 1));
+            }
+            edges.push(Edge {
+                from: address,
+                to,
+                label,
+            });
+        }
+    }
+    Graph {
+        root,
+        nodes,
+        edges,
+        truncated,
+    }
+}
+
+/// The graph in Graphviz DOT.
+pub fn to_dot(graph: &Graph) -> String {
+    let quote = |text: &str| {
+        text.chars()
+            .flat_map(|c| match c {
+                '"' => vec!['\\', '"'],
+                '\\' => vec!['\\', '\\'],
+                '\n' => vec!['\\', 'n'],
+                c if c.is_control() => vec!['?'],
+                c => vec![c],
+            })
+            .collect::<String>()
+    };
+    let mut out = String::from("digraph objects {\n  node [shape=box, fontname=\"monospace\"];\n");
+    let index: HashMap<u64, usize> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.address, i))
+        .collect();
+    for node in &graph.nodes {
+        let size = node.size.map_or("?".to_string(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "  n{:x} [label=\"{} 0x{:x}\\nsize {size}, refs {}\\n{}\"{}];",
+            node.address,
+            quote(&node.type_name),
+            node.address,
+            node.refcount,
+            quote(&node.repr),
+            if node.address == graph.root {
+                ", style=bold"
+            } else {
+                ""
+            }
+        );
+    }
+    for edge in &graph.edges {
+        if index.contains_key(&edge.from) && index.contains_key(&edge.to) {
+            let _ = writeln!(
+                out,
+                "  n{:x} -> n{:x} [label=\"{}\"];",
+                edge.from,
+                edge.to,
+                quote(&edge.label)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}

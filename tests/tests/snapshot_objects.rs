@@ -1,0 +1,159 @@
+//! Ground truth for `pydeep objects`: a fixture builds a small graph with a
+//! cycle and writes, in-process, each object's id, type, sys.getsizeof and
+//! reference count and the references between them; the breadth-first walk
+//! from `module:__main__:root` (and from `0xADDRESS`) must report the same
+//! nodes and edges on every interpreter, as JSON, DOT and SVG.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use serde_json::Value;
+
+struct Fixture {
+    child: Child,
+    truth: Value,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn paused(pid: u32) -> bool {
+    let calls: &[&str] = if cfg!(target_arch = "x86_64") {
+        &["34", "130"]
+    } else {
+        &["133"]
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|text| {
+        text.split_whitespace()
+            .next()
+            .is_some_and(|n| calls.contains(&n))
+    })
+}
+
+fn start(python: &Python) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let truth_path: PathBuf = dir.path().join("truth.json");
+    let mut child = Command::new(&python.path)
+        .arg(program("snapshot_graph.py"))
+        .arg(&truth_path)
+        .spawn()
+        .expect("start fixture");
+    for _ in 0..6000 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{}: fixture exited early: {status}", python.label());
+        }
+        if truth_path.exists() && paused(child.id()) {
+            let text = std::fs::read_to_string(&truth_path).expect("read truth");
+            let truth = serde_json::from_str(&text).expect("truth is JSON");
+            return Fixture { child, truth, dir };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{}: fixture never blocked", python.label());
+}
+
+fn objects(pid: u32, args: &[&str]) -> Vec<u8> {
+    let output = Command::new(workspace_binary("pydeep"))
+        .args(["objects", &pid.to_string()])
+        .args(args)
+        .output()
+        .expect("run pydeep objects");
+    assert!(
+        output.status.success(),
+        "pydeep objects {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn objects_walks_references_from_a_root_with_the_sizes_and_refcounts_python_reports() {
+    for python in test_pythons("snapshot objects") {
+        let label = python.label();
+        let fixture = start(&python);
+        let pid = fixture.child.id();
+        let graph: Value = serde_json::from_slice(&objects(
+            pid,
+            &[
+                "--root",
+                "module:__main__:root",
+                "--depth",
+                "3",
+                "--format",
+                "json",
+            ],
+        ))
+        .expect("JSON");
+        let nodes = graph["nodes"].as_array().unwrap();
+        let truth = &fixture.truth;
+        assert_eq!(graph["root"], truth["objects"]["root"]["id"], "{label}");
+        for (name, expected) in truth["objects"].as_object().unwrap() {
+            let node = nodes
+                .iter()
+                .find(|n| n["address"] == expected["id"])
+                .unwrap_or_else(|| panic!("{label}: {name} not in the graph"));
+            for field in ["type", "size", "refcount"] {
+                assert_eq!(node[field], expected[field], "{label}: {field} of {name}");
+            }
+        }
+        let edges = graph["edges"].as_array().unwrap();
+        for edge in truth["edges"].as_array().unwrap() {
+            assert!(
+                edges
+                    .iter()
+                    .any(|e| e["from"] == edge[0] && e["to"] == edge[1] && e["label"] == edge[2]),
+                "{label}: missing edge {edge}"
+            );
+        }
+        // Each object appears once although the graph has a cycle.
+        let mut addresses: Vec<u64> = nodes
+            .iter()
+            .map(|n| n["address"].as_u64().unwrap())
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        assert_eq!(addresses.len(), nodes.len(), "{label}: duplicate nodes");
+
+        // An address root, capped at one object: just that object.
+        let a = truth["objects"]["a"]["id"].as_u64().unwrap();
+        let single: Value = serde_json::from_slice(&objects(
+            pid,
+            &[
+                "--root",
+                &format!("0x{a:x}"),
+                "--max-objects",
+                "1",
+                "--format",
+                "json",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(single["nodes"].as_array().unwrap().len(), 1, "{label}");
+        assert_eq!(single["nodes"][0]["type"], "Plain", "{label}");
+        assert_eq!(single["truncated"], true, "{label}");
+
+        // DOT on stdout and SVG through Graphviz, naming the same objects.
+        let dot = String::from_utf8(objects(pid, &["--root", "module:__main__:root"])).unwrap();
+        assert!(dot.starts_with("digraph objects {"), "{label}");
+        assert!(dot.contains(&format!("n{a:x} -> ")), "{label}: {dot}");
+        let svg_path = fixture.dir.path().join("graph.svg");
+        objects(
+            pid,
+            &[
+                "--root",
+                "module:__main__:root",
+                "-o",
+                svg_path.to_str().unwrap(),
+            ],
+        );
+        let svg = std::fs::read_to_string(&svg_path).expect("svg written");
+        assert!(svg.contains("<svg"), "{label}");
+        assert!(svg.contains(&format!("Plain 0x{a:x}")), "{label}");
+    }
+}
