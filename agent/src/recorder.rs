@@ -16,11 +16,20 @@ use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
 pub trait CodeSource {
     /// The code object at `address`, with its identity.
     fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)>;
+
+    /// A counter that changes whenever some address's code object changes
+    /// identity; while it stays the same, what the recorder derived from an
+    /// address (code id, line table) still holds.
+    fn code_epoch(&self) -> u64;
 }
 
 impl CodeSource for crate::Target {
     fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)> {
         crate::Target::code_object(self, address).ok()
+    }
+
+    fn code_epoch(&self) -> u64 {
+        crate::Target::code_epoch(self)
     }
 }
 
@@ -34,6 +43,41 @@ struct RecordedCode {
 struct RecordedThread {
     id: u32,
     name: Option<String>,
+    /// The thread's previous stack, to reuse the frame ids of the part of
+    /// the next one that did not change.
+    last: LastStack,
+}
+
+/// The previous stack of a thread: its frames as the walker gave them
+/// (innermost first) and their frame ids (outermost first).
+///
+/// Why: between two samples most of a stack is the same callers, and
+/// interning a frame costs several hash lookups (code object, line, frame
+/// key). At depth 1,000 that was most of the sampler's time; comparing
+/// 1,000 frames with the previous stack is a short memcmp-like loop.
+#[derive(Default)]
+struct LastStack {
+    frames: Vec<crate::FrameSample>,
+    frame_ids: Vec<u64>,
+    stack: u64,
+    /// The code epoch the ids were derived under; `None`: nothing reusable.
+    code_epoch: Option<u64>,
+}
+
+impl LastStack {
+    /// How many outermost frames `frames` (innermost first) shares with
+    /// the previous stack, if the previous stack is still reusable.
+    fn shared_prefix(&self, frames: &[crate::FrameSample], code_epoch: u64) -> usize {
+        if self.code_epoch != Some(code_epoch) {
+            return 0;
+        }
+        self.frames
+            .iter()
+            .rev()
+            .zip(frames.iter().rev())
+            .take_while(|(old, new)| old == new)
+            .count()
+    }
 }
 
 /// Counters of what the recorder did, for the summary and the footer.
@@ -101,12 +145,12 @@ impl<W: Write> Recorder<W> {
                 return known.id;
             }
         }
-        let id = match self.threads.get(&key) {
-            Some(known) => known.id,
+        let (id, last) = match self.threads.remove(&key) {
+            Some(known) => (known.id, known.last),
             None => {
                 let id = self.next_thread_id;
                 self.next_thread_id += 1;
-                id
+                (id, LastStack::default())
             }
         };
         let name_id = name.map_or(0, |n| self.writer.intern_string(n));
@@ -124,6 +168,7 @@ impl<W: Write> Recorder<W> {
             RecordedThread {
                 id,
                 name: name.map(str::to_owned),
+                last,
             },
         );
         id
@@ -145,30 +190,58 @@ impl<W: Write> Recorder<W> {
             return Ok(false);
         }
         let thread = self.thread(pid, sample, name);
-        let mut frame_ids = std::mem::take(&mut self.frame_ids);
-        frame_ids.clear();
-        // The walker gives frames innermost first; stacks are stored outermost first.
-        for frame in sample.frames.iter().rev() {
-            let (code, line) = match self.code(source, pid, version, frame.code_address) {
-                Some(code) => (
-                    code.id,
-                    code.lines.line(frame.instruction_offset).unwrap_or(0),
-                ),
-                None => {
-                    self.stats.unreadable_code += 1;
-                    (self.unknown_code(), 0)
-                }
-            };
-            frame_ids.push(self.writer.intern_frame(FrameKey {
-                code,
-                instruction_offset: frame.instruction_offset,
-                line,
-                is_generator: frame.is_generator,
-                is_shim: frame.is_shim,
-            }));
+        let key = (pid, sample.thread_id);
+        let mut last = self
+            .threads
+            .get_mut(&key)
+            .map(|t| std::mem::take(&mut t.last))
+            .unwrap_or_default();
+        let code_epoch = source.code_epoch();
+        let shared = last.shared_prefix(&sample.frames, code_epoch);
+        let stack = if shared == sample.frames.len() && shared == last.frames.len() {
+            last.stack
+        } else {
+            let mut frame_ids = std::mem::take(&mut self.frame_ids);
+            frame_ids.clear();
+            frame_ids.extend_from_slice(&last.frame_ids[..shared]);
+            let unreadable_before = self.stats.unreadable_code;
+            // The walker gives frames innermost first; stacks are stored outermost first.
+            for frame in sample.frames.iter().rev().skip(shared) {
+                let (code, line) = match self.code(source, pid, version, frame.code_address) {
+                    Some(code) => (
+                        code.id,
+                        code.lines.line(frame.instruction_offset).unwrap_or(0),
+                    ),
+                    None => {
+                        self.stats.unreadable_code += 1;
+                        (self.unknown_code(), 0)
+                    }
+                };
+                frame_ids.push(self.writer.intern_frame(FrameKey {
+                    code,
+                    instruction_offset: frame.instruction_offset,
+                    line,
+                    is_generator: frame.is_generator,
+                    is_shim: frame.is_shim,
+                }));
+            }
+            let stack = self.writer.intern_stack(&frame_ids);
+            // A frame recorded as "<unknown>" may be readable next time: keep
+            // nothing to reuse then. Reading a new code object may also have
+            // replaced a cached one, so the epoch is taken again.
+            last.code_epoch = (self.stats.unreadable_code == unreadable_before)
+                .then(|| source.code_epoch())
+                .filter(|&now| now == code_epoch);
+            last.frames.clear();
+            last.frames.extend_from_slice(&sample.frames);
+            std::mem::swap(&mut last.frame_ids, &mut frame_ids);
+            self.frame_ids = frame_ids;
+            last.stack = stack;
+            stack
+        };
+        if let Some(recorded) = self.threads.get_mut(&key) {
+            recorded.last = last;
         }
-        let stack = self.writer.intern_stack(&frame_ids);
-        self.frame_ids = frame_ids;
         let mut flags = 0;
         if sample.holds_gil {
             flags |= SampleFlag::HoldsGil as u32;

@@ -147,6 +147,8 @@ pub struct Target {
     stat_files: HashMap<u64, File>,
     tasks: Vec<u64>,
     thread_lists: ThreadListCache,
+    /// Bumped whenever a cached code object is dropped or replaced.
+    code_epoch: u64,
 }
 
 impl Target {
@@ -262,6 +264,7 @@ impl Target {
             stat_files: HashMap::new(),
             tasks: Vec::new(),
             thread_lists: ThreadListCache::default(),
+            code_epoch: 0,
         })
     }
 
@@ -359,6 +362,7 @@ impl Target {
                 Some(entry) if still => entry.validated = self.generation,
                 _ => {
                     self.codes.remove(&address);
+                    self.code_epoch += 1;
                 }
             }
         }
@@ -380,6 +384,9 @@ impl Target {
             None => true,
         };
         if fresh {
+            if self.codes.contains_key(&address) {
+                self.code_epoch += 1;
+            }
             let (code, fingerprint) = reader.code_object(address)?;
             let id = self.next_code_id;
             self.next_code_id += 1;
@@ -396,6 +403,13 @@ impl Target {
         let entry = self.codes.get_mut(&address).expect("just inserted");
         entry.validated = self.generation;
         Ok((entry.id, &entry.code))
+    }
+
+    /// A counter that changes whenever the code object cached for some
+    /// address is dropped or replaced (a freed code object whose address was
+    /// reused): while it stays the same, every address keeps its [`CodeId`].
+    pub fn code_epoch(&self) -> u64 {
+        self.code_epoch
     }
 
     /// Names of the target's threads as `threading` knows them, by

@@ -415,13 +415,15 @@ impl<'a> CodeCheck<'a> {
     }
 
     fn select(&mut self, reads: &[ThreadRead]) {
+        // Distinct addresses first, then the (hash lookup) filter: a deep
+        // recursion is 1,000 frames of one code object.
         let mut addresses: Vec<u64> = reads
             .iter()
             .flat_map(|r| r.walk.frames.iter().map(|f| f.code_address))
-            .filter(|a| (self.needs_check)(*a))
             .collect();
         addresses.sort_unstable();
         addresses.dedup();
+        addresses.retain(|a| (self.needs_check)(*a));
         self.pieces = addresses
             .into_iter()
             .map(|a| (a, vec![0u8; self.len]))
