@@ -164,10 +164,12 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                     })
                 })
                 .get_or_insert((0, 0, head_size));
-            let size = basic + item.saturating_mul(ob_size.unsigned_abs().min(1 << 40)) + pre;
+            let size = basic
+                .saturating_add(item.saturating_mul(ob_size.unsigned_abs().min(1 << 40)))
+                .saturating_add(pre);
             let entry = by_type.entry(object_type).or_insert((0, 0));
             entry.0 += 1;
-            entry.1 += size;
+            entry.1 = entry.1.saturating_add(size);
             total += 1;
             node = field_u64(&bytes, 0) & !1;
         }

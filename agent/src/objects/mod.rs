@@ -162,8 +162,8 @@ impl<'a> Objects<'a> {
         if let Some(info) = self.types.borrow().get(&address) {
             return Ok(info.clone());
         }
-        if address == 0 || !address.is_multiple_of(8) {
-            return Err(invalid(address, "type", "misaligned"));
+        if !plausible(address) {
+            return Err(invalid(address, "type", "misaligned or outside user space"));
         }
         let o = &self.layout().offsets;
         let len = (o.type_size.unwrap_or(400) as usize).min(MAX_TYPE_BYTES);
@@ -197,8 +197,12 @@ impl<'a> Objects<'a> {
 
     /// Type, reference count and immortality of the object at `address`.
     pub fn info(&self, address: u64) -> Result<ObjectInfo, ObjectError> {
-        if address == 0 || !address.is_multiple_of(8) {
-            return Err(invalid(address, "object", "misaligned or null"));
+        if !plausible(address) {
+            return Err(invalid(
+                address,
+                "object",
+                "misaligned, null or outside user space",
+            ));
         }
         let o = &self.layout().offsets;
         let refcnt_at = o.object_ob_refcnt.unwrap_or(0);
@@ -370,7 +374,7 @@ impl<'a> Objects<'a> {
             if ty.flags & inline == 0 {
                 return Ok(InstanceDict::None);
             }
-            let values = address + ty.basicsize;
+            let values = address.wrapping_add(ty.basicsize);
             // PyDictValues (3.13 pycore_dict.h): capacity, size, embedded,
             // valid bytes; `valid` is cleared once a dict took the values.
             let mut header = [0u8; 4];
@@ -595,6 +599,13 @@ fn classify(name: &str, flags: u64, heap: bool) -> Kind {
         "type" if flags & TPFLAGS_TYPE_SUBCLASS != 0 => Kind::Type,
         _ => Kind::Other,
     }
+}
+
+/// An object address pydeep follows: non-null, aligned, and below 2**56
+/// (user space on every 64-bit Linux), so adding a field offset cannot
+/// overflow.
+pub fn plausible(address: u64) -> bool {
+    address != 0 && address.is_multiple_of(8) && address < 1 << 56
 }
 
 fn pointers(bytes: &[u8]) -> Vec<u64> {

@@ -30,7 +30,7 @@ pub(super) fn getsizeof(
             } else {
                 count
             };
-            digits + count * o.long_digit_size.unwrap_or(4)
+            digits.saturating_add(count.saturating_mul(o.long_digit_size.unwrap_or(4)))
         }
         Kind::Str => str_size(objects, address)?,
         Kind::List => {
@@ -41,10 +41,10 @@ pub(super) fn getsizeof(
             if allocated > 1 << 40 {
                 return Ok(None);
             }
-            ty.basicsize + allocated * 8
+            ty.basicsize.saturating_add(allocated * 8)
         }
         Kind::Dict => match dict_size(objects, address)? {
-            Some(size) => ty.basicsize + size,
+            Some(size) => ty.basicsize.saturating_add(size),
             None => return Ok(None),
         },
         Kind::Set | Kind::FrozenSet => {
@@ -55,7 +55,8 @@ pub(super) fn getsizeof(
             if table == small {
                 ty.basicsize
             } else if mask < 1 << 40 {
-                ty.basicsize + (mask + 1) * entry
+                ty.basicsize
+                    .saturating_add((mask + 1).saturating_mul(entry))
             } else {
                 return Ok(None);
             }
@@ -76,7 +77,7 @@ pub(super) fn getsizeof(
         | Kind::Module => object_sizeof(objects, info)?,
         Kind::Type | Kind::Other => return Ok(None),
     };
-    Ok(Some(sizeof + preheader(objects, info)))
+    Ok(Some(sizeof.saturating_add(preheader(objects, info))))
 }
 
 fn missing(field: &'static str) -> ObjectError {
@@ -87,11 +88,15 @@ fn missing(field: &'static str) -> ObjectError {
 fn object_sizeof(objects: &Objects<'_>, info: &ObjectInfo) -> Result<u64, ObjectError> {
     let ty = &info.type_info;
     let items = if ty.itemsize > 0 {
-        objects.reader.var_size(info.address)?.unsigned_abs() * ty.itemsize
+        objects
+            .reader
+            .var_size(info.address)?
+            .unsigned_abs()
+            .saturating_mul(ty.itemsize)
     } else {
         0
     };
-    Ok(ty.basicsize + items)
+    Ok(ty.basicsize.saturating_add(items))
 }
 
 /// What `sys.getsizeof` adds before the object: the GC header when the
@@ -156,8 +161,8 @@ fn str_size(objects: &Objects<'_>, address: u64) -> Result<u64, ObjectError> {
     let mut size = compact_size + (length + 1) * kind;
     if let (Some(utf8_at), Some(utf8_length_at)) = (o.unicode_utf8, o.unicode_utf8_length) {
         let utf8 = field_u64(&header, utf8_at);
-        if utf8 != 0 && utf8 != address + compact_size {
-            size += field_u64(&header, utf8_length_at) + 1;
+        if utf8 != 0 && utf8 != address.wrapping_add(compact_size) {
+            size = size.saturating_add(field_u64(&header, utf8_length_at).saturating_add(1));
         }
     }
     Ok(size)
