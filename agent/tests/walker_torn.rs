@@ -47,16 +47,23 @@ fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
         let (mut torn, mut good, mut empty) = (0u32, 0u32, 0u32);
         let mut samples = Vec::new();
         // Until Thread.start() returns, the main thread is legitimately in
-        // start -> wait; begin once it has been seen churning.
+        // start -> wait, and the idle thread needs a moment to descend:
+        // begin once the main thread is seen churning and the idle thread
+        // deep (time-bounded, not count-bounded: a loaded machine is slow).
         let mut churning = false;
-        for _ in 0..10_000 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             target.sample_threads(&mut samples).expect("sample");
+            let idle_deep = samples
+                .iter()
+                .any(|s| s.native_id != pid as u64 && !s.torn && s.frames.len() > 50);
             let busy = samples.iter().find(|s| s.native_id == pid as u64);
             if let Some(frame) = busy.and_then(|b| if b.torn { None } else { b.frames.first() }) {
-                if target
-                    .code_object(frame.code_address)
-                    .map(|c| c.1.name == "churn")
-                    .unwrap_or(false)
+                if idle_deep
+                    && target
+                        .code_object(frame.code_address)
+                        .map(|c| c.1.name == "churn")
+                        .unwrap_or(false)
                 {
                     churning = true;
                     break;
