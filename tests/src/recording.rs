@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use pydeep_format::proto::ProcessEventKind;
+use pydeep_format::proto::{ProcessEventKind, SampleFlag};
 use pydeep_format::{Event, Recording};
 
 /// What a test needs of a recording: per distinct stack its function names
@@ -11,7 +11,9 @@ use pydeep_format::{Event, Recording};
 pub struct Read {
     /// Samples read.
     pub samples: u64,
-    /// Function names of each distinct stack (outermost first) and its sample count.
+    /// Samples flagged torn (left out of `stacks`).
+    pub torn: u64,
+    /// Function names of each distinct untorn stack (outermost first) and its sample count.
     pub stacks: Vec<(Vec<String>, u64)>,
     /// Process events: kind and code.
     pub events: Vec<(ProcessEventKind, i32)>,
@@ -25,12 +27,19 @@ pub fn read(path: &Path) -> Read {
     let mut counts: HashMap<u64, u64> = HashMap::new();
     let mut events = Vec::new();
     let mut samples = 0;
+    let mut torn = 0;
     let mut footer_samples = None;
     while let Some(event) = recording.next_event().expect("read event") {
         match event {
             Event::Sample(sample) => {
                 samples += 1;
-                *counts.entry(sample.stack).or_default() += 1;
+                // A torn stack may mix two moments: count it, but never as
+                // evidence of where the program was.
+                if sample.flags & SampleFlag::Torn as u32 != 0 {
+                    torn += 1;
+                } else {
+                    *counts.entry(sample.stack).or_default() += 1;
+                }
             }
             Event::Process(process) => events.push((process.kind(), process.code)),
             Event::Footer(footer) => footer_samples = Some(footer.sample_count),
@@ -54,6 +63,7 @@ pub fn read(path: &Path) -> Read {
         .collect();
     Read {
         samples,
+        torn,
         stacks,
         events,
         footer_samples,
