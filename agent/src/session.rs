@@ -168,7 +168,7 @@ pub fn run(
 
     let mut attached = vec![Attached::new(target, child, options)];
     let mut known_pids: HashSet<i32> = HashSet::from([root_pid]);
-    let mut not_python: HashMap<i32, PathBuf> = HashMap::new();
+    let mut not_python: HashMap<i32, Refused> = HashMap::new();
     process_event(
         &mut recorder,
         &attached[0].target,
@@ -431,12 +431,26 @@ fn process_event<W: Write>(
     Ok(())
 }
 
+/// A descendant that could not be attached, as it was then.
+struct Refused {
+    exe: PathBuf,
+    argv: Vec<String>,
+    at: Instant,
+}
+
+impl Refused {
+    /// True if `now` is the same program, seen again within a second.
+    fn still_applies(&self, now: &Refused) -> bool {
+        self.exe == now.exe && self.argv == now.argv && now.at - self.at < Duration::from_secs(1)
+    }
+}
+
 /// Attaches to new Python descendants of `root_pid`.
 fn follow_children<W: Write>(
     root_pid: i32,
     attached: &mut Vec<Attached>,
     known: &mut HashSet<i32>,
-    not_python: &mut HashMap<i32, PathBuf>,
+    not_python: &mut HashMap<i32, Refused>,
     recorder: &mut Recorder<W>,
     options: &SessionOptions,
 ) -> Result<()> {
@@ -445,9 +459,17 @@ fn follow_children<W: Write>(
             continue;
         }
         // A fork that has not exec'd yet, or a non-Python program, is tried
-        // again only when its executable changes.
-        let exe = procfs::executable(pid).unwrap_or_default();
-        if not_python.get(&pid) == Some(&exe) {
+        // again when its executable or command line changes (an exec of the
+        // same interpreter changes only the latter), or a second later.
+        let seen = Refused {
+            exe: procfs::executable(pid).unwrap_or_default(),
+            argv: procfs::cmdline(pid),
+            at: Instant::now(),
+        };
+        if not_python
+            .get(&pid)
+            .is_some_and(|refused| refused.still_applies(&seen))
+        {
             continue;
         }
         match Target::attach(pid) {
@@ -467,7 +489,7 @@ fn follow_children<W: Write>(
                 known.insert(pid);
             }
             Err(_) => {
-                not_python.insert(pid, exe);
+                not_python.insert(pid, seen);
             }
         }
     }
