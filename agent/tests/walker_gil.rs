@@ -2,41 +2,16 @@
 //! pure Python (it holds the GIL and is runnable) while another thread
 //! sleeps on an Event (no GIL, idle).
 
-use std::process::{Child, Command};
-
 use pydeep::Target;
-use pydeep_integration::{program, test_pythons};
-
-struct Running {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use pydeep_integration::{test_pythons, Fixture};
 
 #[test]
 fn the_computing_thread_holds_the_gil_and_is_active_the_sleeping_one_neither() {
     for python in test_pythons("walker: GIL holder and active flags") {
         let label = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ready = dir.path().join("ready");
-        let child = Command::new(&python.path)
-            .arg(program("deep_stack.py"))
-            .arg(&ready)
-            .arg("20")
-            .arg("busy")
-            .spawn()
-            .expect("start");
-        let running = Running { child, _dir: dir };
-        while !ready.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let pid = running.child.id() as u64;
+        let running = Fixture::start(&python, "deep_stack.py", &["20", "busy"]);
+        running.wait_ready();
+        let pid = running.pid() as u64;
         let mut target = Target::attach(pid as i32).expect("attach");
         let mut samples = Vec::new();
         // The sleeping thread writes the ready file just before it goes to

@@ -1,43 +1,16 @@
 //! Every interpreter is sampled: a thread running code in a subinterpreter
 //! shows up twice, once per interpreter, each with its own stack.
 
-use std::process::{Child, Command};
-
 use pydeep::Target;
-use pydeep_integration::{program, test_pythons};
-
-struct Running {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use pydeep_integration::{test_pythons, Fixture};
 
 #[test]
 fn a_thread_inside_a_subinterpreter_is_sampled_in_both_interpreters() {
     for python in test_pythons("walker: subinterpreters") {
         let label = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ready = dir.path().join("ready");
-        let child = Command::new(&python.path)
-            .arg(program("subinterpreter.py"))
-            .arg(&ready)
-            .spawn()
-            .expect("start");
-        let running = Running { child, _dir: dir };
-        for _ in 0..6000 {
-            if ready.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(ready.exists(), "{label}: subinterpreter never ran");
-        let pid = running.child.id() as i32;
+        let running = Fixture::start(&python, "subinterpreter.py", &[]);
+        running.wait_ready();
+        let pid = running.pid();
         let mut target = Target::attach(pid).expect("attach");
         let mut samples = Vec::new();
         {

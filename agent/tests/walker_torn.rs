@@ -2,22 +2,8 @@
 //! it changed is flagged torn (and counted), and every stack not flagged is
 //! a stack the program can really have.
 
-use std::process::{Child, Command};
-
 use pydeep::Target;
-use pydeep_integration::{program, test_pythons};
-
-struct Running {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use pydeep_integration::{test_pythons, Fixture};
 
 /// The busy thread's stacks are `churn`* `main` `<module>`, innermost first.
 fn is_possible(names: &[String]) -> bool {
@@ -29,20 +15,9 @@ fn is_possible(names: &[String]) -> bool {
 fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
     for python in test_pythons("walker: torn reads in non-blocking mode") {
         let label = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ready = dir.path().join("ready");
-        let child = Command::new(&python.path)
-            .arg(program("deep_stack.py"))
-            .arg(&ready)
-            .arg("50")
-            .arg("busy")
-            .spawn()
-            .expect("start");
-        let running = Running { child, _dir: dir };
-        while !ready.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let pid = running.child.id() as i32;
+        let running = Fixture::start(&python, "deep_stack.py", &["50", "busy"]);
+        running.wait_ready();
+        let pid = running.pid();
         let mut target = Target::attach(pid).expect("attach");
         let (mut torn, mut good, mut empty) = (0u32, 0u32, 0u32);
         let mut samples = Vec::new();

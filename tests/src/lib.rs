@@ -146,3 +146,57 @@ pub fn program(name: &str) -> PathBuf {
         .join("programs")
         .join(name)
 }
+
+/// A Python fixture program that signals readiness by creating the file
+/// passed as its first argument; killed (and its folder removed) on drop.
+pub struct Fixture {
+    /// The running interpreter.
+    pub child: std::process::Child,
+    /// The file the program creates when it has reached its known state.
+    pub ready: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Starts `python tests/programs/NAME READY_FILE ARGS...`.
+    pub fn start(python: &Python, name: &str, args: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let child = Command::new(&python.path)
+            .arg(program(name))
+            .arg(&ready)
+            .args(args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: cannot start {name}: {e}", python.label()));
+        Fixture {
+            child,
+            ready,
+            _dir: dir,
+        }
+    }
+
+    /// The program's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until the ready file exists; panics after 60 s rather than hang.
+    pub fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never became ready",
+                self.ready.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
