@@ -121,6 +121,15 @@ pub struct DumpArgs {
     /// Items shown per container.
     #[arg(long, default_value_t = 10)]
     pub max_items: usize,
+    /// Show generators, coroutines and async generators reachable from the
+    /// stacks (state, where suspended, what each awaits) and the asyncio
+    /// task tree (tasks are found by walking the GC lists).
+    #[arg(long = "async")]
+    pub async_: bool,
+    /// With --async: every generator-like object in the heap, not only those
+    /// reachable from the stacks and tasks.
+    #[arg(long, requires = "async_")]
+    pub all: bool,
 }
 
 /// Options shared by `attach` and `record`.

@@ -194,6 +194,10 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
             max_items: args.max_items,
             ..Default::default()
         },
+        asynchronous: args.async_.then(|| crate::asyncio::AsyncOptions {
+            all: args.all,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let dump = crate::dump::dump(&mut target, &options)

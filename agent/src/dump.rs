@@ -9,8 +9,10 @@ use std::time::Instant;
 use pydeep_format::linetable::LineIndex;
 use serde::Serialize;
 
+use crate::asyncio::{AsyncOptions, Task};
 use crate::cpython::code::{CodeObject, LineTableKind};
 use crate::cpython::objects::ObjectReader;
+use crate::generators::Generator;
 use crate::objects::{Kind, Objects, Rendering};
 use crate::scopes::{frame_globals, frame_variables, thread_frames, Binding, Variable};
 use crate::target::{ReadError, Target};
@@ -29,6 +31,8 @@ pub struct DumpOptions {
     pub max_globals: usize,
     /// Bounds of the rendered values.
     pub rendering: Rendering,
+    /// Generators, coroutines and asyncio tasks (`--async`), None to skip.
+    pub asynchronous: Option<AsyncOptions>,
 }
 
 impl Default for DumpOptions {
@@ -39,6 +43,7 @@ impl Default for DumpOptions {
             max_depth: 4096,
             max_globals: 200,
             rendering: Rendering::default(),
+            asynchronous: None,
         }
     }
 }
@@ -59,6 +64,15 @@ pub struct Dump {
     pub pause_seconds: f64,
     /// Every thread of every interpreter.
     pub threads: Vec<ThreadDump>,
+    /// With `--async`: generators, coroutines and async generators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generators: Option<Vec<Generator>>,
+    /// With `--async`: asyncio tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<Task>>,
+    /// With `--async`: what could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One thread.
@@ -170,6 +184,7 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
     let reader = ObjectReader::new(target.memory(), target.layout());
     let mut codes: HashMap<u64, Option<(CodeObject, LineIndex)>> = HashMap::new();
     let mut threads = Vec::new();
+    let mut all_frames = Vec::new();
     for sample in &samples {
         let frames = thread_frames(
             target.memory(),
@@ -224,7 +239,16 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
             active: sample.active,
             frames: frame_dumps,
         });
+        all_frames.push(frames);
     }
+    let asynchronous = options.asynchronous.map(|async_options| {
+        crate::asyncio::collect(
+            &objects,
+            target.runtime_address(),
+            &all_frames,
+            &async_options,
+        )
+    });
     let pause_seconds = started.elapsed().as_secs_f64();
     drop(guard);
     Ok(Dump {
@@ -233,10 +257,14 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
         python_version: target.python_version().to_string(),
         pause_seconds,
         threads,
+        generators: asynchronous.as_ref().map(|a| a.generators.clone()),
+        tasks: asynchronous.as_ref().map(|a| a.tasks.clone()),
+        warnings: asynchronous.map(|a| a.warnings).unwrap_or_default(),
     })
 }
 
-fn line_table_kind(kind: LineTableKind) -> pydeep_format::proto::LineTableKind {
+/// The format crate's name of a code object's line-table encoding.
+pub fn line_table_kind(kind: LineTableKind) -> pydeep_format::proto::LineTableKind {
     use pydeep_format::proto::LineTableKind as Proto;
     match kind {
         LineTableKind::Lnotab => Proto::LineTableLnotab,
@@ -363,5 +391,102 @@ pub fn render_text(dump: &Dump) -> String {
             }
         }
     }
+    if let Some(generators) = &dump.generators {
+        render_generators(&mut out, generators);
+    }
+    if let (Some(tasks), Some(generators)) = (&dump.tasks, &dump.generators) {
+        render_tasks(&mut out, tasks, generators);
+    }
+    for warning in &dump.warnings {
+        let _ = writeln!(out, "\nwarning: {warning}");
+    }
     out
+}
+
+fn generator_place(generator: &Generator) -> String {
+    match (generator.line, generator.instruction_offset) {
+        (Some(line), Some(offset)) => format!("{}:{line} (offset {offset})", generator.file),
+        _ => generator.file.clone(),
+    }
+}
+
+fn render_generators(out: &mut String, generators: &[Generator]) {
+    let _ = writeln!(out, "\nGenerators and coroutines ({}):", generators.len());
+    for generator in generators {
+        let kind = match generator.kind {
+            crate::generators::GeneratorKind::Generator => "generator",
+            crate::generators::GeneratorKind::Coroutine => "coroutine",
+            crate::generators::GeneratorKind::AsyncGenerator => "async generator",
+        };
+        let state = format!("{:?}", generator.state).to_lowercase();
+        let _ = write!(
+            out,
+            "    0x{:x} {kind} {} [{state}] {}",
+            generator.address,
+            generator.qualname,
+            generator_place(generator)
+        );
+        if let (Some(awaiting), Some(kind)) = (generator.awaiting, &generator.awaiting_type) {
+            let _ = write!(out, " -> {kind} 0x{awaiting:x}");
+        }
+        let _ = writeln!(out);
+    }
+}
+
+/// The task tree like `python -m asyncio pstree`: tasks nobody awaits at
+/// the roots, each task's coroutine stack under it, then the tasks it
+/// awaits.
+fn render_tasks(out: &mut String, tasks: &[Task], generators: &[Generator]) {
+    let _ = writeln!(out, "\nAsyncio tasks ({}):", tasks.len());
+    let by_task: HashMap<u64, &Task> = tasks.iter().map(|t| (t.address, t)).collect();
+    let by_generator: HashMap<u64, &Generator> =
+        generators.iter().map(|g| (g.address, g)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut roots: Vec<&Task> = tasks.iter().filter(|t| t.awaited_by.is_empty()).collect();
+    // Tasks only in cycles still get shown once.
+    roots.extend(tasks.iter().filter(|t| !t.awaited_by.is_empty()));
+    for task in roots {
+        render_task(out, task, 1, &by_task, &by_generator, &mut seen);
+    }
+}
+
+fn render_task(
+    out: &mut String,
+    task: &Task,
+    depth: usize,
+    by_task: &HashMap<u64, &Task>,
+    by_generator: &HashMap<u64, &Generator>,
+    seen: &mut std::collections::HashSet<u64>,
+) {
+    if depth > 64 || !seen.insert(task.address) {
+        return;
+    }
+    let indent = "    ".repeat(depth);
+    let _ = writeln!(
+        out,
+        "{indent}(T) {} [{}] 0x{:x}",
+        task.name, task.state, task.address
+    );
+    for address in &task.coroutine_stack {
+        if let Some(generator) = by_generator.get(address) {
+            let _ = writeln!(
+                out,
+                "{indent}      {} {}",
+                generator.qualname,
+                generator_place(generator)
+            );
+        }
+    }
+    if let Some(awaiting) = &task.awaiting {
+        let _ = writeln!(
+            out,
+            "{indent}      awaits {} 0x{:x}",
+            awaiting.type_name, awaiting.address
+        );
+    }
+    for child in &task.awaiting_tasks {
+        if let Some(child) = by_task.get(child) {
+            render_task(out, child, depth + 1, by_task, by_generator, seen);
+        }
+    }
 }

@@ -100,12 +100,26 @@ impl Blocks<'_> {
     }
 }
 
-/// Counts every object in the main interpreter's GC generations by type.
-pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapSummary, HeapError> {
-    let started = Instant::now();
+/// What [`walk_objects`] found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkStats {
+    /// Objects visited.
+    pub objects: u64,
+    /// The walk stopped at [`MAX_OBJECTS`] or on a broken list.
+    pub truncated: bool,
+}
+
+/// Calls `visit(object, type, ob_size)` for every object in the main
+/// interpreter's GC generations (what `gc.get_objects()` returns), in list
+/// order. `ob_size` is the word after `ob_type` (meaningful for
+/// variable-size objects only).
+pub fn walk_objects(
+    objects: &Objects<'_>,
+    runtime_address: u64,
+    visit: &mut dyn FnMut(u64, u64, i64),
+) -> Result<WalkStats, HeapError> {
     let memory = objects.memory();
     let layout = objects.layout();
-    let calls_before = memory.read_calls();
     let o = &layout.offsets;
     let version = layout.version.to_string();
     let (Some(main_at), Some(gc_at), Some(generations_at), Some(generation_size), Some(head_size)) = (
@@ -128,10 +142,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         memory,
         blocks: HashMap::new(),
     };
-    let mut by_type: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
-    let mut total = 0u64;
-    let mut truncated = false;
+    let mut stats = WalkStats::default();
     for generation in 0..GENERATIONS {
         let head = gc + generations_at + generation * generation_size;
         // _gc_next's low bit marks unreachable objects during a collection
@@ -139,41 +150,61 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !1;
         let mut steps = 0u64;
         while node != head {
-            if node == 0 || !node.is_multiple_of(8) || total >= MAX_OBJECTS || steps > MAX_OBJECTS {
-                truncated = true;
+            if node == 0
+                || !node.is_multiple_of(8)
+                || stats.objects >= MAX_OBJECTS
+                || steps > MAX_OBJECTS
+            {
+                stats.truncated = true;
                 break;
             }
             steps += 1;
             // PyGC_Head (next, prev), then ob_refcnt, ob_type, ob_size.
             let Some(bytes) = blocks.get::<40>(node) else {
-                truncated = true;
+                stats.truncated = true;
                 break;
             };
             let object_type = field_u64(&bytes, head_size + 8);
             let ob_size = field_u64(&bytes, head_size + 16) as i64;
-            let (basic, item, pre) = *sizes
-                .entry(object_type)
-                .or_insert_with(|| {
-                    objects.type_info(object_type).ok().map(|ty| {
-                        let mut pre = head_size;
-                        let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
-                        if managed != 0 && ty.flags & managed != 0 {
-                            pre += 16;
-                        }
-                        (ty.basicsize, ty.itemsize, pre)
-                    })
-                })
-                .get_or_insert((0, 0, head_size));
-            let size = basic
-                .saturating_add(item.saturating_mul(ob_size.unsigned_abs().min(1 << 40)))
-                .saturating_add(pre);
-            let entry = by_type.entry(object_type).or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 = entry.1.saturating_add(size);
-            total += 1;
+            visit(node.wrapping_add(head_size), object_type, ob_size);
+            stats.objects += 1;
             node = field_u64(&bytes, 0) & !1;
         }
     }
+    Ok(stats)
+}
+
+/// Counts every object in the main interpreter's GC generations by type.
+pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapSummary, HeapError> {
+    let started = Instant::now();
+    let memory = objects.memory();
+    let layout = objects.layout();
+    let calls_before = memory.read_calls();
+    let o = &layout.offsets;
+    let head_size = o.gc_head_size.unwrap_or(16);
+    let mut by_type: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
+    let stats = walk_objects(objects, runtime_address, &mut |_, object_type, ob_size| {
+        let (basic, item, pre) = *sizes
+            .entry(object_type)
+            .or_insert_with(|| {
+                objects.type_info(object_type).ok().map(|ty| {
+                    let mut pre = head_size;
+                    let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
+                    if managed != 0 && ty.flags & managed != 0 {
+                        pre += 16;
+                    }
+                    (ty.basicsize, ty.itemsize, pre)
+                })
+            })
+            .get_or_insert((0, 0, head_size));
+        let size = basic
+            .saturating_add(item.saturating_mul(ob_size.unsigned_abs().min(1 << 40)))
+            .saturating_add(pre);
+        let entry = by_type.entry(object_type).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry.1.saturating_add(size);
+    })?;
     let mut types: Vec<TypeCount> = by_type
         .into_iter()
         .map(|(address, (count, size))| TypeCount {
@@ -188,9 +219,9 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         .collect();
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
     Ok(HeapSummary {
-        objects: total,
+        objects: stats.objects,
         types,
-        truncated,
+        truncated: stats.truncated,
         seconds: started.elapsed().as_secs_f64(),
         read_calls: memory.read_calls() - calls_before,
     })

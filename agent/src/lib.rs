@@ -1,8 +1,10 @@
 //! pydeep's agent: process access, CPython layouts, sampler and snapshots.
 #![deny(missing_docs)]
 
+pub mod asyncio;
 pub mod cpython;
 pub mod dump;
+pub mod generators;
 pub mod graph;
 pub mod heap;
 pub mod memory;

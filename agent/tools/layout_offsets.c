@@ -28,6 +28,7 @@
 #endif
 #include "frameobject.h"
 #include "structmember.h"
+#include "opcode.h"
 #if PY_VERSION_HEX >= 0x030a0000
 #include "internal/pycore_moduleobject.h"
 #else
@@ -371,6 +372,48 @@ int main(void) {
 #endif
     OFF(generator_gi_name, PyGenObject, gi_name);
     OFF(generator_gi_qualname, PyGenObject, gi_qualname);
+    /* Generator states and delegation (agent/src/generators.rs). */
+#if PY_VERSION_HEX < 0x030a0000
+    OFF(generator_gi_running, PyGenObject, gi_running);
+#else
+    NA(generator_gi_running);
+#endif
+#if PY_VERSION_HEX < 0x030b0000
+    /* ag_running is ag_running_async (Objects/genobject.c async_gen_memberlist). */
+    OFF(generator_running_async, PyAsyncGenObject, ag_running_async);
+    OFF(frame_object_f_valuestack, PyFrameObject, f_valuestack);
+    F(opcode_yield_from, YIELD_FROM);
+    NA(opcode_resume);
+#else
+    OFF(generator_running_async, PyGenObject, gi_running_async);
+    NA(frame_object_f_valuestack);
+    NA(opcode_yield_from);
+    F(opcode_resume, RESUME);
+#endif
+#if PY_VERSION_HEX < 0x030a0000
+    OFF(frame_object_f_stacktop, PyFrameObject, f_stacktop);
+#else
+    NA(frame_object_f_stacktop);
+#endif
+#if PY_VERSION_HEX >= 0x030a0000 && PY_VERSION_HEX < 0x030b0000
+    OFF(frame_object_f_stackdepth, PyFrameObject, f_stackdepth);
+    OFF(frame_object_f_state, PyFrameObject, f_state);
+#else
+    NA(frame_object_f_stackdepth);
+    NA(frame_object_f_state);
+#endif
+#if PY_VERSION_HEX >= 0x030b0000 && PY_VERSION_HEX < 0x030c0000
+    F(opcode_resume_quick, RESUME_QUICK);
+#else
+    NA(opcode_resume_quick);
+#endif
+#if PY_VERSION_HEX >= 0x030c0000 && PY_VERSION_HEX < 0x030d0000
+    F(opcode_instrumented_resume, INSTRUMENTED_RESUME);
+#else
+    NA(opcode_instrumented_resume);
+#endif
+    /* 3.14's _PyInterpreterFrame.stackpointer (from its _Py_DebugOffsets). */
+    NA(interpreter_frame_stackpointer);
     SIZE(gc_head_size, PyGC_Head);
     OFF(gc_head_gc_next, PyGC_Head, _gc_next);
     OFF(gc_head_gc_prev, PyGC_Head, _gc_prev);

@@ -399,6 +399,13 @@ impl DebugTable {
         o.generator_gi_name = some("gen_object.gi_name");
         o.generator_gi_iframe = some("gen_object.gi_iframe");
         o.generator_gi_frame_state = some("gen_object.gi_frame_state");
+        o.interpreter_frame_stackpointer = some("interpreter_frame.stackpointer");
+        // The table has no running_async; in every version with a
+        // gen_object section it is the char right before gi_frame_state
+        // (`_PyGenObject_HEAD`, Include/internal/pycore_interpframe_structs.h).
+        if self.has("gen_object.gi_frame_state") {
+            o.generator_running_async = o.generator_gi_frame_state.map(|at| at - 1);
+        }
         o
     }
 }

@@ -300,6 +300,29 @@ pub struct Offsets {
     pub generator_gi_name: Option<u64>,
     /// `offsetof(PyGenObject, gi_qualname)`
     pub generator_gi_qualname: Option<u64>,
+    /// `offsetof(PyGenObject, gi_running)`
+    pub generator_gi_running: Option<u64>,
+    /// `offsetof(PyAsyncGenObject, ag_running_async)`
+    /// `offsetof(PyGenObject, gi_running_async)`
+    pub generator_running_async: Option<u64>,
+    /// `offsetof(PyFrameObject, f_valuestack)`
+    pub frame_object_f_valuestack: Option<u64>,
+    /// `YIELD_FROM`
+    pub opcode_yield_from: Option<u64>,
+    /// `RESUME`
+    pub opcode_resume: Option<u64>,
+    /// `offsetof(PyFrameObject, f_stacktop)`
+    pub frame_object_f_stacktop: Option<u64>,
+    /// `offsetof(PyFrameObject, f_stackdepth)`
+    pub frame_object_f_stackdepth: Option<u64>,
+    /// `offsetof(PyFrameObject, f_state)`
+    pub frame_object_f_state: Option<u64>,
+    /// `RESUME_QUICK`
+    pub opcode_resume_quick: Option<u64>,
+    /// `INSTRUMENTED_RESUME`
+    pub opcode_instrumented_resume: Option<u64>,
+    /// `(absent in every generated version)`
+    pub interpreter_frame_stackpointer: Option<u64>,
     /// `sizeof(PyGC_Head)`
     pub gc_head_size: Option<u64>,
     /// `offsetof(PyGC_Head, _gc_next)`
@@ -506,6 +529,17 @@ impl Offsets {
             ("generator_gi_code", self.generator_gi_code),
             ("generator_gi_name", self.generator_gi_name),
             ("generator_gi_qualname", self.generator_gi_qualname),
+            ("generator_gi_running", self.generator_gi_running),
+            ("generator_running_async", self.generator_running_async),
+            ("frame_object_f_valuestack", self.frame_object_f_valuestack),
+            ("opcode_yield_from", self.opcode_yield_from),
+            ("opcode_resume", self.opcode_resume),
+            ("frame_object_f_stacktop", self.frame_object_f_stacktop),
+            ("frame_object_f_stackdepth", self.frame_object_f_stackdepth),
+            ("frame_object_f_state", self.frame_object_f_state),
+            ("opcode_resume_quick", self.opcode_resume_quick),
+            ("opcode_instrumented_resume", self.opcode_instrumented_resume),
+            ("interpreter_frame_stackpointer", self.interpreter_frame_stackpointer),
             ("gc_head_size", self.gc_head_size),
             ("gc_head_gc_next", self.gc_head_gc_next),
             ("gc_head_gc_prev", self.gc_head_gc_prev),
@@ -682,6 +716,17 @@ impl Offsets {
         if self.generator_gi_code.is_none() { self.generator_gi_code = other.generator_gi_code; }
         if self.generator_gi_name.is_none() { self.generator_gi_name = other.generator_gi_name; }
         if self.generator_gi_qualname.is_none() { self.generator_gi_qualname = other.generator_gi_qualname; }
+        if self.generator_gi_running.is_none() { self.generator_gi_running = other.generator_gi_running; }
+        if self.generator_running_async.is_none() { self.generator_running_async = other.generator_running_async; }
+        if self.frame_object_f_valuestack.is_none() { self.frame_object_f_valuestack = other.frame_object_f_valuestack; }
+        if self.opcode_yield_from.is_none() { self.opcode_yield_from = other.opcode_yield_from; }
+        if self.opcode_resume.is_none() { self.opcode_resume = other.opcode_resume; }
+        if self.frame_object_f_stacktop.is_none() { self.frame_object_f_stacktop = other.frame_object_f_stacktop; }
+        if self.frame_object_f_stackdepth.is_none() { self.frame_object_f_stackdepth = other.frame_object_f_stackdepth; }
+        if self.frame_object_f_state.is_none() { self.frame_object_f_state = other.frame_object_f_state; }
+        if self.opcode_resume_quick.is_none() { self.opcode_resume_quick = other.opcode_resume_quick; }
+        if self.opcode_instrumented_resume.is_none() { self.opcode_instrumented_resume = other.opcode_instrumented_resume; }
+        if self.interpreter_frame_stackpointer.is_none() { self.interpreter_frame_stackpointer = other.interpreter_frame_stackpointer; }
         if self.gc_head_size.is_none() { self.gc_head_size = other.gc_head_size; }
         if self.gc_head_gc_next.is_none() { self.gc_head_gc_next = other.gc_head_gc_next; }
         if self.gc_head_gc_prev.is_none() { self.gc_head_gc_prev = other.gc_head_gc_prev; }
@@ -860,6 +905,17 @@ pub const EMPTY: Offsets = Offsets {
     generator_gi_code: None,
     generator_gi_name: None,
     generator_gi_qualname: None,
+    generator_gi_running: None,
+    generator_running_async: None,
+    frame_object_f_valuestack: None,
+    opcode_yield_from: None,
+    opcode_resume: None,
+    frame_object_f_stacktop: None,
+    frame_object_f_stackdepth: None,
+    frame_object_f_state: None,
+    opcode_resume_quick: None,
+    opcode_instrumented_resume: None,
+    interpreter_frame_stackpointer: None,
     gc_head_size: None,
     gc_head_gc_next: None,
     gc_head_gc_prev: None,
@@ -1036,6 +1092,17 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     generator_gi_code: Some(32),
     generator_gi_name: Some(48),
     generator_gi_qualname: Some(56),
+    generator_gi_running: Some(24),
+    generator_running_async: Some(112),
+    frame_object_f_valuestack: Some(64),
+    opcode_yield_from: Some(72),
+    opcode_resume: None,
+    frame_object_f_stacktop: Some(72),
+    frame_object_f_stackdepth: None,
+    frame_object_f_state: None,
+    opcode_resume_quick: None,
+    opcode_instrumented_resume: None,
+    interpreter_frame_stackpointer: None,
     gc_head_size: Some(16),
     gc_head_gc_next: Some(0),
     gc_head_gc_prev: Some(8),
@@ -1212,6 +1279,17 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     generator_gi_code: Some(24),
     generator_gi_name: Some(40),
     generator_gi_qualname: Some(48),
+    generator_gi_running: None,
+    generator_running_async: Some(104),
+    frame_object_f_valuestack: Some(64),
+    opcode_yield_from: Some(72),
+    opcode_resume: None,
+    frame_object_f_stacktop: None,
+    frame_object_f_stackdepth: Some(80),
+    frame_object_f_state: Some(108),
+    opcode_resume_quick: None,
+    opcode_instrumented_resume: None,
+    interpreter_frame_stackpointer: None,
     gc_head_size: Some(16),
     gc_head_gc_next: Some(0),
     gc_head_gc_prev: Some(8),
@@ -1388,6 +1466,17 @@ pub const CPYTHON_3_11: Offsets = Offsets {
     generator_gi_code: Some(16),
     generator_gi_name: Some(32),
     generator_gi_qualname: Some(40),
+    generator_gi_running: None,
+    generator_running_async: Some(74),
+    frame_object_f_valuestack: None,
+    opcode_yield_from: None,
+    opcode_resume: Some(151),
+    frame_object_f_stacktop: None,
+    frame_object_f_stackdepth: None,
+    frame_object_f_state: None,
+    opcode_resume_quick: Some(150),
+    opcode_instrumented_resume: None,
+    interpreter_frame_stackpointer: None,
     gc_head_size: Some(16),
     gc_head_gc_next: Some(0),
     gc_head_gc_prev: Some(8),
@@ -1564,6 +1653,17 @@ pub const CPYTHON_3_12: Offsets = Offsets {
     generator_gi_code: None,
     generator_gi_name: Some(24),
     generator_gi_qualname: Some(32),
+    generator_gi_running: None,
+    generator_running_async: Some(66),
+    frame_object_f_valuestack: None,
+    opcode_yield_from: None,
+    opcode_resume: Some(151),
+    frame_object_f_stacktop: None,
+    frame_object_f_stackdepth: None,
+    frame_object_f_state: None,
+    opcode_resume_quick: None,
+    opcode_instrumented_resume: Some(240),
+    interpreter_frame_stackpointer: None,
     gc_head_size: Some(16),
     gc_head_gc_next: Some(0),
     gc_head_gc_prev: Some(8),
@@ -1740,6 +1840,17 @@ pub const CPYTHON_3_13: Offsets = Offsets {
     generator_gi_code: None,
     generator_gi_name: Some(24),
     generator_gi_qualname: Some(32),
+    generator_gi_running: None,
+    generator_running_async: Some(66),
+    frame_object_f_valuestack: None,
+    opcode_yield_from: None,
+    opcode_resume: Some(149),
+    frame_object_f_stacktop: None,
+    frame_object_f_stackdepth: None,
+    frame_object_f_state: None,
+    opcode_resume_quick: None,
+    opcode_instrumented_resume: None,
+    interpreter_frame_stackpointer: None,
     gc_head_size: Some(16),
     gc_head_gc_next: Some(0),
     gc_head_gc_prev: Some(8),

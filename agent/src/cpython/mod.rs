@@ -13,6 +13,7 @@ pub mod debug_offsets;
 #[allow(clippy::all)]
 pub mod generated;
 pub mod objects;
+pub mod tasks;
 
 pub use generated::Offsets;
 
@@ -104,10 +105,37 @@ pub struct Semantics {
     pub shim_owner_from: Option<u8>,
     /// `FRAME_OWNED_BY_GENERATOR`.
     pub owned_by_generator: u8,
+    /// Values of a 3.11+ generator's `gi_frame_state` (None before 3.11,
+    /// where the state comes from `gi_frame`).
+    pub generator_states: Option<GeneratorStates>,
     /// Where the offsets come from.
     pub offsets: OffsetsSource,
     /// False for versions written from headers but never run here.
     pub tested: bool,
+}
+
+/// The `PyFrameState` values a generator's `gi_frame_state` takes
+/// (Include/internal/pycore_frame.h). They were renumbered twice: 3.13
+/// added `FRAME_SUSPENDED_YIELD_FROM` below `FRAME_SUSPENDED`, 3.15 made
+/// them all non-negative and dropped `FRAME_COMPLETED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneratorStates {
+    /// `FRAME_CREATED`.
+    pub created: i8,
+    /// `FRAME_SUSPENDED`.
+    pub suspended: i8,
+    /// `FRAME_SUSPENDED_YIELD_FROM` (3.13+): suspended inside `yield from`
+    /// or `await`. Before 3.13 the resume instruction's oparg says so.
+    pub suspended_yield_from: Option<i8>,
+    /// `FRAME_EXECUTING`.
+    pub executing: i8,
+    /// Smallest finished value (`FRAME_COMPLETED`, 3.15 `FRAME_CLEARED`):
+    /// at or above it `gi_frame` is None.
+    pub finished_from: i8,
+    /// 3.15: the awaited object is `stackpointer[-2]`
+    /// (`_PyFrame_StackPeek(frame, 2)`; `_SEND_GEN_FRAME` leaves a NULL on
+    /// top); 1 before.
+    pub yield_from_depth: u8,
 }
 
 /// The one table from CPython minor version to how it is read.
@@ -120,15 +148,45 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
         executable_tag_mask: 0,
         shim_owner_from: None,
         owned_by_generator: 1,
+        generator_states: None,
         offsets: OffsetsSource::Generated(table),
         tested: true,
     };
-    let interpreter_frame = |instruction, shim, tag, offsets, tested| Semantics {
+    // 3.11-3.14 share the negative numbering; 3.13 inserted
+    // FRAME_SUSPENDED_YIELD_FROM (-1) below FRAME_EXECUTING.
+    let states_3_11 = GeneratorStates {
+        created: -2,
+        suspended: -1,
+        suspended_yield_from: None,
+        executing: 0,
+        finished_from: 1,
+        yield_from_depth: 1,
+    };
+    let states_3_13 = GeneratorStates {
+        created: -3,
+        suspended: -2,
+        suspended_yield_from: Some(-1),
+        executing: 0,
+        finished_from: 1,
+        yield_from_depth: 1,
+    };
+    // 3.15: 0 created, 1 suspended, 2 suspended in yield from, 3 the same
+    // locked by a free-threaded send, 4 executing, 5 cleared.
+    let states_3_15 = GeneratorStates {
+        created: 0,
+        suspended: 1,
+        suspended_yield_from: Some(2),
+        executing: 4,
+        finished_from: 5,
+        yield_from_depth: 2,
+    };
+    let interpreter_frame = |instruction, shim, tag, states, offsets, tested| Semantics {
         frame_kind: FrameKind::InterpreterFrame,
         instruction,
         executable_tag_mask: tag,
         shim_owner_from: shim,
         owned_by_generator: 1,
+        generator_states: Some(states),
         offsets,
         tested,
     };
@@ -142,6 +200,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             PrevInstr,
             None,
             0,
+            states_3_11,
             OffsetsSource::Generated(&generated::CPYTHON_3_11),
             true,
         ),
@@ -149,6 +208,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             PrevInstr,
             Some(3),
             0,
+            states_3_11,
             OffsetsSource::Generated(&generated::CPYTHON_3_12),
             true,
         ),
@@ -156,6 +216,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             InstrPtr,
             Some(3),
             0,
+            states_3_13,
             OffsetsSource::DebugOffsets(TableFormat::V3_13),
             true,
         ),
@@ -163,6 +224,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             InstrPtr,
             Some(3),
             3,
+            states_3_13,
             OffsetsSource::DebugOffsets(TableFormat::V3_14),
             false,
         ),
@@ -170,6 +232,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             InstrPtr,
             Some(3),
             3,
+            states_3_15,
             OffsetsSource::DebugOffsets(TableFormat::V3_15),
             false,
         ),

@@ -1,0 +1,483 @@
+//! `pydeep dump --async`: the generators, coroutines and async generators
+//! of a paused target, and its asyncio task tree (each task's name, state,
+//! coroutine stack, what it awaits and which tasks await it: the view
+//! `python -m asyncio pstree` gives in-process on 3.14).
+//!
+//! Where things are found:
+//!
+//! * **Generators**: those whose frames are on a thread's stack (running),
+//!   those bound to a local, cell or free variable of a frame (directly or
+//!   as an item of a list, tuple, set or dict value), the coroutines of
+//!   every task, and everything their `yield from` / `await` chains reach.
+//!   With `all`, every generator-like object in the GC lists.
+//! * **Tasks**: by walking the GC lists ([`crate::heap::walk_objects`]) for
+//!   objects whose type is `_asyncio.Task`, the pure-Python
+//!   `asyncio.tasks.Task` (`_PyTask`) or a subclass of either. Asyncio's
+//!   own registries changed in every version (3.9-3.11 the `_all_tasks`
+//!   WeakSet, 3.12/3.13 `_scheduled_tasks` plus the `_eager_tasks` set,
+//!   3.14 per-thread linked lists inside the C module's state) and miss
+//!   tasks of other loops or created by third-party task factories; the
+//!   GC lists hold every task of every loop and thread in every version,
+//!   at the cost of one walk of the heap (1.4-4.3 million objects/s,
+//!   notes/snapshots.md).
+//!
+//! A task awaits its `_fut_waiter` (`task_fut_waiter`): another task, a
+//! `gather()` (`_GatheringFuture`, whose `_children` are the gathered tasks)
+//! or any future. `awaited_by` is the inverse of those edges.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::cpython::objects::ObjectError;
+use crate::cpython::tasks::{task_object_offsets, TaskObjectOffsets};
+use crate::generators::{chain, generator_of_frame, read_all, Codes, Generator, GeneratorKind};
+use crate::heap::{walk_objects, HeapError};
+use crate::memory::{read_u64, read_vec};
+use crate::objects::{plausible, Kind, Objects};
+use crate::scopes::{frame_variables, FrameRef};
+
+/// What [`collect`] reads. Defaults: stacks and tasks, no heap-wide
+/// generator search, at most 100,000 generators and 100,000 tasks, 1000
+/// items looked at per container variable.
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncOptions {
+    /// Every generator-like object in the GC lists, not only those
+    /// reachable from the stacks and tasks (`--all`).
+    pub all: bool,
+    /// Find asyncio tasks (a walk of the GC lists).
+    pub tasks: bool,
+    /// Most generators reported.
+    pub max_generators: usize,
+    /// Most tasks reported.
+    pub max_tasks: usize,
+    /// Items of a list/tuple/set/dict variable looked at for generators.
+    pub max_container_items: usize,
+}
+
+impl Default for AsyncOptions {
+    fn default() -> Self {
+        AsyncOptions {
+            all: false,
+            tasks: true,
+            max_generators: 100_000,
+            max_tasks: 100_000,
+            max_container_items: 1000,
+        }
+    }
+}
+
+/// An object a task waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Awaited {
+    /// `id()`.
+    pub address: u64,
+    /// `type(x).__name__`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// One asyncio task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    /// `id(task)`.
+    pub address: u64,
+    /// `type(task).__name__`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// "c" (`_asyncio.Task` and subclasses) or "python"
+    /// (`asyncio.tasks._PyTask` and subclasses).
+    pub implementation: &'static str,
+    /// `task.get_name()`.
+    pub name: String,
+    /// "pending", "cancelled" or "finished" (`task._state` lowercased);
+    /// `all_tasks()` lists the pending ones.
+    pub state: String,
+    /// `id(task.get_coro())`; null if none.
+    pub coroutine: Option<u64>,
+    /// The coroutine and what it awaits, down the `cr_await` chain, as
+    /// generator addresses: outermost first.
+    pub coroutine_stack: Vec<u64>,
+    /// `task._fut_waiter`; null if none.
+    pub awaiting: Option<Awaited>,
+    /// Tasks it waits for: its `_fut_waiter` if that is a task, the tasks
+    /// among a `gather()`'s `_children`.
+    pub awaiting_tasks: Vec<u64>,
+    /// Tasks waiting for it (the inverse of `awaiting_tasks`).
+    pub awaited_by: Vec<u64>,
+}
+
+/// Generators and tasks of one paused moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AsyncSnapshot {
+    /// Every generator, coroutine and async generator found.
+    pub generators: Vec<Generator>,
+    /// Every asyncio task found.
+    pub tasks: Vec<Task>,
+    /// Objects visited in the GC lists (0 if they were not walked).
+    pub heap_objects: u64,
+    /// What could not be read.
+    pub warnings: Vec<String>,
+}
+
+/// How a type relates to asyncio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskImplementation {
+    C,
+    Python,
+}
+
+/// Reads generators and tasks of a target the caller has paused.
+/// `frames` are the frames of each thread ([`crate::scopes::thread_frames`]);
+/// `runtime_address` is `_PyRuntime` ([`crate::Target::runtime_address`]).
+pub fn collect(
+    objects: &Objects<'_>,
+    runtime_address: u64,
+    frames: &[Vec<FrameRef>],
+    options: &AsyncOptions,
+) -> AsyncSnapshot {
+    let mut codes = Codes::default();
+    let mut snapshot = AsyncSnapshot::default();
+    let mut roots = stack_roots(objects, &mut codes, frames, options);
+    let mut task_addresses = Vec::new();
+    if options.tasks || options.all {
+        let mut types: HashMap<u64, (Option<TaskImplementation>, bool)> = HashMap::new();
+        let mut heap_generators = Vec::new();
+        let walk = walk_objects(objects, runtime_address, &mut |object, object_type, _| {
+            let (task, generator) = *types.entry(object_type).or_insert_with(|| {
+                let generator = objects
+                    .type_info(object_type)
+                    .is_ok_and(|t| GeneratorKind::from_type_name(&t.name).is_some());
+                (task_implementation(objects, object_type), generator)
+            });
+            if let Some(implementation) = task {
+                if task_addresses.len() < options.max_tasks {
+                    task_addresses.push((object, implementation));
+                }
+            } else if generator && options.all && heap_generators.len() < options.max_generators {
+                heap_generators.push(object);
+            }
+        });
+        match walk {
+            Ok(stats) => {
+                snapshot.heap_objects = stats.objects;
+                if stats.truncated {
+                    snapshot
+                        .warnings
+                        .push("the GC lists were not walked to the end".into());
+                }
+            }
+            Err(HeapError::Unsupported(version)) => snapshot.warnings.push(format!(
+                "CPython {version}: the GC lists are not read yet, so tasks and \
+                 heap generators are missing"
+            )),
+            Err(e) => snapshot
+                .warnings
+                .push(format!("walking the GC lists failed: {e}")),
+        }
+        if !options.tasks {
+            task_addresses.clear();
+        }
+        roots.extend(heap_generators);
+    }
+    let mut tasks = Vec::new();
+    for (address, implementation) in task_addresses {
+        match read_task(objects, address, implementation) {
+            Ok(task) => {
+                roots.extend(task.coroutine);
+                tasks.push(task);
+            }
+            Err(e) => snapshot
+                .warnings
+                .push(format!("task at 0x{address:x} unreadable: {e}")),
+        }
+    }
+    let (generators, unreadable) = read_all(objects, &mut codes, roots, options.max_generators);
+    if unreadable > 0 {
+        snapshot
+            .warnings
+            .push(format!("{unreadable} generator objects unreadable"));
+    }
+    link_tasks(objects, &mut tasks, &generators);
+    snapshot.generators = generators;
+    snapshot.tasks = tasks;
+    snapshot
+}
+
+/// Generators running on the stacks and bound to frames' variables.
+fn stack_roots(
+    objects: &Objects<'_>,
+    codes: &mut Codes,
+    frames: &[Vec<FrameRef>],
+    options: &AsyncOptions,
+) -> Vec<u64> {
+    let mut roots = Vec::new();
+    let is_generator = |address: u64| {
+        objects
+            .info(address)
+            .is_ok_and(|info| GeneratorKind::from_type_name(&info.type_info.name).is_some())
+    };
+    for frame in frames.iter().flatten() {
+        if frame.is_generator {
+            if let Some(generator) = generator_of_frame(objects, frame.address) {
+                if is_generator(generator) {
+                    roots.push(generator);
+                }
+            }
+        }
+        let Some((code, _)) = codes.get(objects, frame.code) else {
+            continue;
+        };
+        let Ok(variables) = frame_variables(objects, frame, code) else {
+            continue;
+        };
+        for variable in variables {
+            let value = variable.value;
+            let Ok(info) = objects.info(value) else {
+                continue;
+            };
+            if GeneratorKind::from_type_name(&info.type_info.name).is_some() {
+                roots.push(value);
+                continue;
+            }
+            let limit = options.max_container_items;
+            let items: Vec<u64> = match info.type_info.kind {
+                Kind::List | Kind::Tuple => objects
+                    .sequence_items(value, info.type_info.kind, limit)
+                    .map(|(items, _)| items)
+                    .unwrap_or_default(),
+                Kind::Set | Kind::FrozenSet => objects
+                    .set_items(value, limit)
+                    .map(|(items, _)| items)
+                    .unwrap_or_default(),
+                Kind::Dict => objects
+                    .dict_items(value, limit)
+                    .map(|(items, _)| items.into_iter().map(|(_, v)| v).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            roots.extend(items.into_iter().filter(|&item| is_generator(item)));
+        }
+    }
+    roots
+}
+
+/// Whether instances of the type at `type_address` are tasks, and of which
+/// implementation: the type or one of its bases (`tp_base` chain) is
+/// `_asyncio.Task`, or the class `Task` of module `asyncio.tasks`.
+fn task_implementation(objects: &Objects<'_>, type_address: u64) -> Option<TaskImplementation> {
+    let mut current = type_address;
+    for _ in 0..32 {
+        if current == 0 {
+            return None;
+        }
+        let info = objects.type_info(current).ok()?;
+        let full_name = objects.reader.type_name(current).ok()?;
+        if full_name == "_asyncio.Task" {
+            return Some(TaskImplementation::C);
+        }
+        if full_name == "Task" && type_module(objects, current).as_deref() == Some("asyncio.tasks")
+        {
+            return Some(TaskImplementation::Python);
+        }
+        current = info.base;
+    }
+    None
+}
+
+/// `__module__` of a heap type (from its dict).
+fn type_module(objects: &Objects<'_>, type_address: u64) -> Option<String> {
+    let dict_at = objects.layout().offsets.type_tp_dict?;
+    let dict = read_u64(objects.memory(), type_address + dict_at).ok()?;
+    let module = objects.reader.dict_get_str(dict, "__module__").ok()??;
+    objects.reader.unicode(module).ok()
+}
+
+fn invalid(address: u64, detail: impl Into<String>) -> ObjectError {
+    ObjectError::Invalid {
+        address,
+        expected: "asyncio task",
+        detail: detail.into(),
+    }
+}
+
+/// Reads one task.
+fn read_task(
+    objects: &Objects<'_>,
+    address: u64,
+    implementation: TaskImplementation,
+) -> Result<Task, ObjectError> {
+    let info = objects.info(address)?;
+    let (name, state, coroutine, waiter) = match implementation {
+        TaskImplementation::C => {
+            let minor = objects.layout().version.minor;
+            let offsets =
+                task_object_offsets(minor).ok_or(ObjectError::MissingOffset("TaskObj layout"))?;
+            read_c_task(objects, address, &offsets)?
+        }
+        TaskImplementation::Python => {
+            let attribute = |name: &str| objects.reader.instance_attribute(address, name);
+            let name = match attribute("_name")? {
+                Some(name) => objects.reader.unicode(name)?,
+                None => String::new(),
+            };
+            let state = match attribute("_state")? {
+                Some(state) => objects.reader.unicode(state)?.to_lowercase(),
+                None => return Err(invalid(address, "no _state")),
+            };
+            let coroutine = attribute("_coro")?;
+            let waiter = attribute("_fut_waiter")?;
+            (name, state, coroutine, waiter)
+        }
+    };
+    let none = |a: &Option<u64>| {
+        a.filter(|&a| {
+            plausible(a)
+                && objects
+                    .info(a)
+                    .is_ok_and(|i| i.type_info.kind != Kind::None)
+        })
+    };
+    let coroutine = none(&coroutine);
+    let awaiting = none(&waiter).map(|address| Awaited {
+        address,
+        type_name: objects
+            .info(address)
+            .map(|i| i.type_info.name)
+            .unwrap_or_default(),
+    });
+    Ok(Task {
+        address,
+        type_name: info.type_info.name,
+        implementation: match implementation {
+            TaskImplementation::C => "c",
+            TaskImplementation::Python => "python",
+        },
+        name,
+        state,
+        coroutine,
+        coroutine_stack: Vec::new(),
+        awaiting,
+        awaiting_tasks: Vec::new(),
+        awaited_by: Vec::new(),
+    })
+}
+
+type TaskFields = (String, String, Option<u64>, Option<u64>);
+
+/// A C `TaskObj`, validated: the loop and the coroutine must be readable
+/// objects, the state 0-2, the name a str (or an int counter, 3.12+).
+fn read_c_task(
+    objects: &Objects<'_>,
+    address: u64,
+    offsets: &TaskObjectOffsets,
+) -> Result<TaskFields, ObjectError> {
+    let len = (offsets.task_name + 8) as usize;
+    let bytes = read_vec(objects.memory(), address, len, 512)?;
+    let word = |at: u64| crate::memory::field_u64(&bytes, at);
+    let state = crate::memory::field_u32(&bytes, offsets.fut_state);
+    let state = match state {
+        0 => "pending",
+        1 => "cancelled",
+        2 => "finished",
+        other => {
+            return Err(invalid(
+                address,
+                format!("fut_state {other} (layout mismatch?)"),
+            ))
+        }
+    };
+    let loop_object = word(offsets.fut_loop);
+    if loop_object != 0 && objects.info(loop_object).is_err() {
+        return Err(invalid(
+            address,
+            "task_loop is not an object (layout mismatch?)",
+        ));
+    }
+    let coroutine = word(offsets.task_coro);
+    if coroutine != 0 && objects.info(coroutine).is_err() {
+        return Err(invalid(
+            address,
+            "task_coro is not an object (layout mismatch?)",
+        ));
+    }
+    let name_object = word(offsets.task_name);
+    let name = if name_object == 0 {
+        String::new()
+    } else {
+        let name_info = objects.info(name_object)?;
+        match name_info.type_info.kind {
+            Kind::Str => objects.reader.unicode(name_object)?,
+            // 3.12+ keeps the counter until get_name() (Modules/_asynciomodule.c
+            // TaskObj_get_name: "Task-%S").
+            Kind::Int => format!("Task-{}", objects.reader.int(name_object)?),
+            _ => {
+                return Err(invalid(
+                    address,
+                    format!(
+                        "task_name is a {} (layout mismatch?)",
+                        name_info.type_info.name
+                    ),
+                ))
+            }
+        }
+    };
+    let waiter = word(offsets.task_fut_waiter);
+    Ok((
+        name,
+        state.to_string(),
+        (coroutine != 0).then_some(coroutine),
+        (waiter != 0).then_some(waiter),
+    ))
+}
+
+/// Fills each task's coroutine stack, the tasks it awaits and those that
+/// await it.
+fn link_tasks(objects: &Objects<'_>, tasks: &mut [Task], generators: &[Generator]) {
+    let by_address: HashMap<u64, &Generator> = generators.iter().map(|g| (g.address, g)).collect();
+    let index: HashMap<u64, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.address, i))
+        .collect();
+    let mut edges = Vec::new();
+    for (i, task) in tasks.iter_mut().enumerate() {
+        if let Some(coroutine) = task.coroutine {
+            task.coroutine_stack = chain(&by_address, coroutine)
+                .iter()
+                .map(|g| g.address)
+                .collect();
+        }
+        let Some(awaiting) = &task.awaiting else {
+            continue;
+        };
+        let mut awaited = Vec::new();
+        if index.contains_key(&awaiting.address) {
+            awaited.push(awaiting.address);
+        } else if awaiting.type_name == "_GatheringFuture" {
+            // asyncio.tasks._GatheringFuture keeps the gathered futures in
+            // its `_children` list.
+            let children = objects
+                .reader
+                .instance_attribute(awaiting.address, "_children")
+                .ok()
+                .flatten()
+                .and_then(|list| objects.sequence_items(list, Kind::List, 100_000).ok())
+                .map(|(items, _)| items)
+                .unwrap_or_default();
+            awaited.extend(children.into_iter().filter(|c| index.contains_key(c)));
+        }
+        for &child in &awaited {
+            edges.push((i, child));
+        }
+        task.awaiting_tasks = awaited;
+    }
+    for (waiter, child) in edges {
+        let waiter_address = tasks[waiter].address;
+        if let Some(&c) = index.get(&child) {
+            if !tasks[c].awaited_by.contains(&waiter_address) {
+                tasks[c].awaited_by.push(waiter_address);
+            }
+        }
+    }
+}
