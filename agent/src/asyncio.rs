@@ -321,9 +321,11 @@ fn read_task(
                 Some(name) => objects.reader.unicode(name)?,
                 None => String::new(),
             };
+            // Until it finishes a task has no `_state` of its own: the
+            // class attribute `_state = _PENDING` (asyncio/futures.py) shows.
             let state = match attribute("_state")? {
                 Some(state) => objects.reader.unicode(state)?.to_lowercase(),
-                None => return Err(invalid(address, "no _state")),
+                None => "pending".to_string(),
             };
             let coroutine = attribute("_coro")?;
             let waiter = attribute("_fut_waiter")?;

@@ -1,0 +1,98 @@
+"""An asyncio task tree for tests/tests/snapshot_async.rs.
+
+Usage: snapshot_async_tasks.py TRUTH_PATH
+
+Tasks: "leaf-awaits-future" awaits a bare future; "waits-for-leaf" awaits
+that task; "gatherer" awaits gather() of two worker tasks; "python-task" is
+a pure-Python asyncio.tasks._PyTask; main awaits a future that is never
+set. Once every task is suspended, a plain callback (not a task, so nothing
+is running) writes asyncio's own view of every task (all_tasks(), names,
+states, coroutine chains with f_lineno, _fut_waiter, gather children, id()s)
+to TRUTH_PATH; the loop then blocks in its selector for an hour.
+"""
+import asyncio
+import inspect
+import json
+import os
+import sys
+import threading
+
+TRUTH_PATH = sys.argv[1]
+
+
+async def leaf(fut):
+    await fut
+
+
+async def worker(n):
+    await asyncio.sleep(3600 + n)
+
+
+async def gatherer():
+    await asyncio.gather(worker(1), worker(2))
+
+
+async def waiter(task):
+    await task
+
+
+def coroutine_stack(task):
+    stack = []
+    link = task.get_coro()
+    while link is not None and (inspect.iscoroutine(link) or inspect.isgenerator(link)):
+        frame = link.cr_frame if inspect.iscoroutine(link) else link.gi_frame
+        stack.append({"id": id(link), "qualname": link.__qualname__,
+                      "line": frame.f_lineno if frame else None})
+        link = link.cr_await if inspect.iscoroutine(link) else link.gi_yieldfrom
+    return stack
+
+
+def write_truth(loop):
+    tasks = {}
+    for task in asyncio.all_tasks(loop):
+        waiter_object = task._fut_waiter
+        awaiting_tasks = []
+        if isinstance(waiter_object, asyncio.Task) or isinstance(waiter_object, asyncio.tasks._PyTask):
+            awaiting_tasks = [id(waiter_object)]
+        elif type(waiter_object).__name__ == "_GatheringFuture":
+            awaiting_tasks = [id(c) for c in waiter_object._children
+                              if isinstance(c, (asyncio.Task, asyncio.tasks._PyTask))]
+        tasks[str(id(task))] = {
+            "id": id(task),
+            "name": task.get_name(),
+            "state": task._state.lower(),
+            "type": type(task).__name__,
+            "implementation": "python" if isinstance(task, asyncio.tasks._PyTask) else "c",
+            "coroutine": id(task.get_coro()),
+            "coroutine_stack": coroutine_stack(task),
+            "awaiting": id(waiter_object) if waiter_object is not None else None,
+            "awaiting_type": type(waiter_object).__name__ if waiter_object is not None else None,
+            "awaiting_tasks": awaiting_tasks,
+        }
+    for task in tasks.values():
+        task["awaited_by"] = sorted(t["id"] for t in tasks.values()
+                                    if task["id"] in t["awaiting_tasks"])
+    truth = {"tasks": tasks, "thread": {"native_id": threading.get_native_id()}}
+    tmp = TRUTH_PATH + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(truth))
+    os.rename(tmp, TRUTH_PATH)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    never = loop.create_future()
+    fut = loop.create_future()
+    t_leaf = asyncio.create_task(leaf(fut), name="leaf-awaits-future")
+    asyncio.create_task(gatherer(), name="gatherer")
+    asyncio.create_task(waiter(t_leaf), name="waits-for-leaf")
+    asyncio.tasks._PyTask(worker(3), name="python-task")
+    asyncio.create_task(worker(4))  # default name Task-N
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # Runs on a later iteration, when main too is suspended on `never`.
+    loop.call_soon(write_truth, loop)
+    await never
+
+
+asyncio.run(main())
