@@ -272,13 +272,18 @@ fn task_implementation(objects: &Objects<'_>, type_address: u64) -> Option<TaskI
             return None;
         }
         let info = objects.type_info(current).ok()?;
-        let full_name = objects.reader.type_name(current).ok()?;
-        if full_name == "_asyncio.Task" {
-            return Some(TaskImplementation::C);
-        }
-        if full_name == "Task" && type_module(objects, current).as_deref() == Some("asyncio.tasks")
-        {
-            return Some(TaskImplementation::Python);
+        // TypeInfo.name is tp_name after its last dot: only types named
+        // Task need a second look (the walk meets hundreds of types).
+        if info.name == "Task" {
+            let full_name = objects.reader.type_name(current).ok()?;
+            if full_name == "_asyncio.Task" {
+                return Some(TaskImplementation::C);
+            }
+            if full_name == "Task"
+                && type_module(objects, current).as_deref() == Some("asyncio.tasks")
+            {
+                return Some(TaskImplementation::Python);
+            }
         }
         current = info.base;
     }
