@@ -149,9 +149,14 @@ pub fn walk_objects(
         // (NEXT_MASK_UNREACHABLE); a paused target may be inside one.
         let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !1;
         let mut steps = 0u64;
+        // Brent's cycle detection: a list that loops without coming back
+        // to its head (garbage, or freed under a running target) meets the
+        // node saved at the last power-of-two step within twice its length.
+        let mut checkpoint = head;
         while node != head {
             if node == 0
                 || !node.is_multiple_of(8)
+                || node == checkpoint
                 || stats.objects >= MAX_OBJECTS
                 || steps > MAX_OBJECTS
             {
@@ -159,6 +164,9 @@ pub fn walk_objects(
                 break;
             }
             steps += 1;
+            if steps.is_power_of_two() {
+                checkpoint = node;
+            }
             // PyGC_Head (next, prev), then ob_refcnt, ob_type, ob_size.
             let Some(bytes) = blocks.get::<40>(node) else {
                 stats.truncated = true;
