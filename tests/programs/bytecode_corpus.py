@@ -213,7 +213,16 @@ async def async_generator():
 
 
 def run_async():
-    return asyncio.run(coroutine_outer())
+    """Drives coroutine_outer by hand instead of with asyncio.run: its only
+    suspension is asyncio.sleep(0), which yields None, and Pyodide's
+    WebAssembly CPython (used for 3.14/3.15) has no event loop that can run
+    synchronously under Node."""
+    coroutine = coroutine_outer()
+    while True:
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return done.value
 
 
 MATCH_SOURCE = '''

@@ -82,6 +82,57 @@ pub fn test_pythons(capability: &str) -> Vec<Python> {
     pythons
 }
 
+/// CPython interpreters compiled to WebAssembly (Pyodide, run by Node through
+/// `tests/wasm-python/python.mjs`), installed by `scripts/setup` under
+/// `target/wasm-python/3.N/python`: the only 3.14 and 3.15 this machine can
+/// run. pydeep cannot attach to them, so only tests that need an
+/// interpreter's own view of its bytecode (`dis`, `co_positions`) use them.
+pub fn wasm_pythons() -> Vec<Python> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("target/wasm-python");
+    let mut found: Vec<Python> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("python"))
+        .filter(|path| path.exists())
+        .filter_map(|path| query_version(&path).map(|version| Python { path, version }))
+        .collect();
+    found.sort_by_key(|python| python.version);
+    found
+}
+
+/// The native interpreters of [`test_pythons`] followed by the WebAssembly
+/// ones of [`wasm_pythons`] newer than every native one, for capabilities
+/// that only read an interpreter's bytecode. Prints the matrix and says so
+/// when `scripts/setup` has not installed the WebAssembly interpreters.
+pub fn bytecode_pythons(capability: &str) -> Vec<Python> {
+    let mut pythons = test_pythons(capability);
+    let newest_native = pythons.iter().map(|p| (p.version.0, p.version.1)).max();
+    let wasm: Vec<Python> = wasm_pythons()
+        .into_iter()
+        .filter(|p| Some((p.version.0, p.version.1)) > newest_native)
+        .collect();
+    if wasm.is_empty() {
+        eprintln!(
+            "[{capability}] no WebAssembly CPython 3.14/3.15 found under target/wasm-python \
+             (run scripts/setup); testing native interpreters only"
+        );
+    } else {
+        eprintln!(
+            "[{capability}] also on WebAssembly CPython: {}",
+            wasm.iter()
+                .map(Python::label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    pythons.extend(wasm);
+    pythons
+}
+
 fn default_candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(home) = std::env::var_os("HOME") {

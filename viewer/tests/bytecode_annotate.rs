@@ -12,7 +12,7 @@ use std::process::Command;
 use bytecode_common::{code_object_def, dump};
 use pydeep_format::proto::{Footer, Header, PythonVersion, ThreadDef};
 use pydeep_format::{FrameKey, Writer, WriterOptions};
-use pydeep_integration::{program, test_pythons, Python};
+use pydeep_integration::{bytecode_pythons, program, Python};
 use pydeep_view::bytecode::annotate::{AnnotateOptions, Profile};
 use serde_json::Value;
 
@@ -104,7 +104,7 @@ fn write_recording(python: &Python, dump: &Value, path: &Path) -> (Value, Plan) 
 
 #[test]
 fn bytecode_listing_marks_samples_specializations_and_hot_columns() {
-    for python in test_pythons("bytecode annotate") {
+    for python in bytecode_pythons("bytecode annotate") {
         let dump = dump(&python);
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("corpus.pdr");

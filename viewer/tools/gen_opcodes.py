@@ -28,10 +28,11 @@ def main():
         hasarg = [op for op in range(have_argument, 256)]
 
     # Inline cache entries per base opcode name (3.11+). 3.11/3.12 keep a
-    # list indexed by opcode, 3.13 a dict keyed by name.
+    # list indexed by opcode, 3.13+ a mapping keyed by name (3.15: a
+    # frozendict, which is not a dict subclass).
     cache_entries = {}
     raw = getattr(dis, "_inline_cache_entries", getattr(opcode, "_inline_cache_entries", None))
-    if isinstance(raw, dict):
+    if hasattr(raw, "items"):
         cache_entries = {name: n for name, n in raw.items() if n}
     elif raw is not None:
         cache_entries = {opcode.opname[op]: n for op, n in enumerate(raw) if n}
@@ -50,6 +51,16 @@ def main():
 
     converters = getattr(dis, "FORMAT_VALUE_CONVERTERS", ((None, ""), (str, "str"), (repr, "repr"), (ascii, "ascii")))
     function_flags = getattr(dis, "MAKE_FUNCTION_FLAGS", getattr(dis, "FUNCTION_ATTR_FLAGS", ()))
+
+    # 3.14+: LOAD_COMMON_CONSTANT and LOAD_SPECIAL index these lists; `dis`
+    # prints a type by its __name__ and anything else by repr().
+    common_constants = [
+        obj.__name__ if isinstance(obj, type) else repr(obj)
+        for obj in getattr(opcode, "_common_constants", getattr(dis, "_common_constants", ()))
+    ]
+    special_method_names = list(
+        getattr(opcode, "_special_method_names", getattr(dis, "_special_method_names", ()))
+    )
 
     table = {
         "generated_by": "viewer/tools/gen_opcodes.py",
@@ -75,6 +86,8 @@ def main():
         "intrinsic2": list(getattr(opcode, "_intrinsic_2_descs", [])),
         "format_value_converters": [name for _, name in converters],
         "function_flags": list(function_flags),
+        "common_constants": common_constants,
+        "special_method_names": special_method_names,
         "cache_entries": cache_entries,
         "cache_format": cache_format,
         "specializations": {base: list(family) for base, family in getattr(opcode, "_specializations", {}).items()},

@@ -51,6 +51,14 @@ pub struct Dialect {
     pub walk_deoptimized: bool,
     /// 3.13+: LOAD_FAST_LOAD_FAST and friends pack two locals in 4 bits each.
     pub packed_local_pairs: bool,
+    /// 3.14+: IS_OP and CONTAINS_OP print their sense ("is not", "in").
+    pub describes_is_and_contains: bool,
+    /// 3.14+: END_ASYNC_FOR's target prints as "from L3" (it jumps back to
+    /// the loop's SEND), every other jump as "to L3".
+    pub end_async_for_from: bool,
+    /// 3.15+: IMPORT_NAME's argument is `name << 2 | flags`, flag 1 "lazy"
+    /// and flag 2 "eager" (PEP 810 lazy imports).
+    pub import_name_flags: bool,
 }
 
 impl Dialect {
@@ -90,6 +98,9 @@ impl Dialect {
             compare_bool_bit: at_least(13),
             walk_deoptimized: at_least(13),
             packed_local_pairs: at_least(13),
+            describes_is_and_contains: at_least(14),
+            end_async_for_from: at_least(14),
+            import_name_flags: at_least(15),
         }
     }
 }

@@ -366,6 +366,16 @@ impl Resolver<'_> {
             let global = self.is(base, "LOAD_GLOBAL");
             let attr = self.is(base, "LOAD_ATTR");
             let super_attr = self.is(base, "LOAD_SUPER_ATTR");
+            if dialect.import_name_flags && self.is(base, "IMPORT_NAME") {
+                let name = self.name(arg >> 2);
+                let text = match arg & 3 {
+                    _ if name.is_empty() => name,
+                    1 | 3 => format!("{name} + lazy"),
+                    2 => format!("{name} + eager"),
+                    _ => name,
+                };
+                return (text, None);
+            }
             let text = match (dialect.global_null_bit, dialect.attr_null_bit) {
                 (Some(style), _) if global => {
                     let name = self.name(arg >> 1);
@@ -391,7 +401,12 @@ impl Resolver<'_> {
             let text = if opcodes.has_jabs(base) && !dialect.absolute_jumps_resolved {
                 String::new()
             } else if let Some(label) = labels.get(&target) {
-                format!("to L{label}")
+                let preposition = if dialect.end_async_for_from && self.is(base, "END_ASYNC_FOR") {
+                    "from"
+                } else {
+                    "to"
+                };
+                format!("{preposition} L{label}")
             } else {
                 format!("to {target}")
             };
@@ -399,6 +414,7 @@ impl Resolver<'_> {
         }
         let pair = [
             "LOAD_FAST_LOAD_FAST",
+            "LOAD_FAST_BORROW_LOAD_FAST_BORROW",
             "STORE_FAST_LOAD_FAST",
             "STORE_FAST_STORE_FAST",
         ];
@@ -443,6 +459,21 @@ impl Resolver<'_> {
         }
         if self.is(base, "CALL_INTRINSIC_2") {
             return (lookup(&opcodes.table.intrinsic2, arg), None);
+        }
+        if self.is(base, "LOAD_COMMON_CONSTANT") {
+            return (lookup(&opcodes.table.common_constants, arg), None);
+        }
+        if self.is(base, "LOAD_SPECIAL") {
+            return (lookup(&opcodes.table.special_method_names, arg), None);
+        }
+        if dialect.describes_is_and_contains {
+            let negated = arg != 0;
+            if self.is(base, "IS_OP") {
+                return ((if negated { "is not" } else { "is" }).to_string(), None);
+            }
+            if self.is(base, "CONTAINS_OP") {
+                return ((if negated { "not in" } else { "in" }).to_string(), None);
+            }
         }
         (String::new(), None)
     }
