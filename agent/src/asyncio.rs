@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 
+use pydeep_format::proto;
 use serde::Serialize;
 
 use crate::cpython::objects::ObjectError;
@@ -35,7 +36,9 @@ use crate::generators::{chain, generator_of_frame, read_all, Codes, Generator, G
 use crate::heap::{walk_objects, HeapError};
 use crate::memory::{read_u64, read_vec};
 use crate::objects::{plausible, Kind, Objects};
-use crate::scopes::{frame_variables, FrameRef};
+use crate::scopes::{frame_variables, thread_frames, FrameRef};
+use crate::target::{ReadError, Target};
+use crate::walker::{FrameSample, ThreadSample};
 
 /// What [`collect`] reads. Defaults: stacks and tasks, no heap-wide
 /// generator search, at most 100,000 generators and 100,000 tasks, 1000
@@ -486,5 +489,208 @@ fn link_tasks(objects: &Objects<'_>, tasks: &mut [Task], generators: &[Generator
                 tasks[c].awaited_by.push(waiter_address);
             }
         }
+    }
+}
+
+/// Reads generators and tasks of `target`, which the caller has paused
+/// ([`Target::pause`]); `threads` are its samples of the same pause.
+pub fn collect_from_target(
+    target: &Target,
+    threads: &[ThreadSample],
+    options: &AsyncOptions,
+) -> Result<AsyncSnapshot, ReadError> {
+    let objects = Objects::new(target.memory(), target.layout());
+    let frames: Vec<Vec<FrameRef>> = threads
+        .iter()
+        .map(|t| thread_frames(target.memory(), target.layout(), t.thread_state, 4096))
+        .collect();
+    Ok(collect(
+        &objects,
+        target.runtime_address(),
+        &frames,
+        options,
+    ))
+}
+
+/// The recording's ids for what [`to_proto`] references.
+pub trait Interner {
+    /// The id of string `text`.
+    fn string(&mut self, text: &str) -> u64;
+    /// The id of a frame (`FrameDef`).
+    fn frame(&mut self, frame: &FrameSample) -> u64;
+    /// The id of a stack of frame ids, outermost first (`StackDef`).
+    fn stack(&mut self, frames: &[u64]) -> u64;
+}
+
+/// The place of a generator as a frame (None when closed); f_lasti -1
+/// (not started, 3.9/3.10) becomes offset 0, as the walker reports it.
+pub fn generator_frame(generator: &Generator) -> Option<FrameSample> {
+    generator.frame_address?;
+    Some(FrameSample {
+        code_address: generator.code,
+        instruction_offset: generator.instruction_offset.unwrap_or(0).max(0) as u32,
+        is_generator: true,
+        is_shim: false,
+    })
+}
+
+/// The snapshot as the schema's `GeneratorInfo` and `AsyncTaskInfo`
+/// records (proto/pydeep.proto), with strings, frames and stacks interned
+/// by `interner`. A task's stack is its coroutine stack, outermost first.
+pub fn to_proto(
+    snapshot: &AsyncSnapshot,
+    interner: &mut dyn Interner,
+) -> (Vec<proto::GeneratorInfo>, Vec<proto::AsyncTaskInfo>) {
+    use crate::generators::GeneratorState;
+    let mut frames: HashMap<u64, u64> = HashMap::new();
+    let mut generators = Vec::new();
+    for generator in &snapshot.generators {
+        let frame = generator_frame(generator).map_or(0, |f| interner.frame(&f));
+        frames.insert(generator.address, frame);
+        generators.push(proto::GeneratorInfo {
+            address: generator.address,
+            kind: match generator.kind {
+                GeneratorKind::Generator => proto::GeneratorKind::Generator,
+                GeneratorKind::Coroutine => proto::GeneratorKind::Coroutine,
+                GeneratorKind::AsyncGenerator => proto::GeneratorKind::AsyncGenerator,
+            } as i32,
+            state: match generator.state {
+                GeneratorState::Created => proto::GeneratorState::StateCreated,
+                GeneratorState::Suspended => proto::GeneratorState::StateSuspended,
+                GeneratorState::Running => proto::GeneratorState::StateRunning,
+                GeneratorState::Closed => proto::GeneratorState::StateClosed,
+            } as i32,
+            qualname: interner.string(&generator.qualname),
+            frame,
+            awaiting: generator.awaiting.unwrap_or(0),
+            awaiting_type: generator
+                .awaiting_type
+                .as_deref()
+                .map_or(0, |t| interner.string(t)),
+        });
+    }
+    let tasks = snapshot
+        .tasks
+        .iter()
+        .map(|task| {
+            let stack_frames: Vec<u64> = task
+                .coroutine_stack
+                .iter()
+                .filter_map(|g| frames.get(g).copied())
+                .filter(|&f| f != 0)
+                .collect();
+            proto::AsyncTaskInfo {
+                address: task.address,
+                name: task.name.clone(),
+                coroutine: task.coroutine.unwrap_or(0),
+                stack: interner.stack(&stack_frames),
+                awaited_by: task.awaited_by.clone(),
+                done: task.state != "pending",
+                awaiting: task.awaiting.as_ref().map_or(0, |a| a.address),
+                awaiting_type: task
+                    .awaiting
+                    .as_ref()
+                    .map_or(0, |a| interner.string(&a.type_name)),
+                awaiting_tasks: task.awaiting_tasks.clone(),
+                state: task.state.clone(),
+            }
+        })
+        .collect();
+    (generators, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generators::GeneratorState;
+
+    #[derive(Default)]
+    struct Ids {
+        strings: Vec<String>,
+        frames: Vec<FrameSample>,
+        stacks: Vec<Vec<u64>>,
+    }
+
+    impl Interner for Ids {
+        fn string(&mut self, text: &str) -> u64 {
+            self.strings.push(text.to_string());
+            self.strings.len() as u64
+        }
+        fn frame(&mut self, frame: &FrameSample) -> u64 {
+            self.frames.push(frame.clone());
+            100 + self.frames.len() as u64
+        }
+        fn stack(&mut self, frames: &[u64]) -> u64 {
+            self.stacks.push(frames.to_vec());
+            1000 + self.stacks.len() as u64
+        }
+    }
+
+    fn generator(address: u64, state: GeneratorState, awaiting: Option<u64>) -> Generator {
+        Generator {
+            address,
+            kind: GeneratorKind::Coroutine,
+            state,
+            name: "f".into(),
+            qualname: format!("f{address}"),
+            file: "x.py".into(),
+            code: 0x500,
+            frame_address: (state != GeneratorState::Closed).then_some(address + 64),
+            line: Some(3),
+            instruction_offset: Some(if state == GeneratorState::Created {
+                -1
+            } else {
+                12
+            }),
+            awaiting,
+            awaiting_type: awaiting.map(|_| "coroutine".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_task_becomes_records_whose_stack_is_its_coroutine_chain_outermost_first() {
+        let snapshot = AsyncSnapshot {
+            generators: vec![
+                generator(0x10, GeneratorState::Suspended, Some(0x20)),
+                generator(0x20, GeneratorState::Suspended, None),
+                generator(0x30, GeneratorState::Closed, None),
+                generator(0x40, GeneratorState::Created, None),
+            ],
+            tasks: vec![Task {
+                address: 0x90,
+                type_name: "Task".into(),
+                implementation: "c",
+                name: "main".into(),
+                state: "pending".into(),
+                coroutine: Some(0x10),
+                coroutine_stack: vec![0x10, 0x20],
+                awaiting: Some(Awaited {
+                    address: 0x99,
+                    type_name: "Future".into(),
+                }),
+                awaiting_tasks: vec![],
+                awaited_by: vec![0x91],
+            }],
+            heap_objects: 0,
+            warnings: vec![],
+        };
+        let mut ids = Ids::default();
+        let (generators, tasks) = to_proto(&snapshot, &mut ids);
+        assert_eq!(generators.len(), 4);
+        assert_eq!(generators[0].frame, 101);
+        assert_eq!(generators[0].awaiting, 0x20);
+        assert_eq!(generators[2].frame, 0, "a closed generator has no frame");
+        assert_eq!(
+            generators[2].state,
+            proto::GeneratorState::StateClosed as i32
+        );
+        assert_eq!(ids.frames[2].instruction_offset, 0, "f_lasti -1 becomes 0");
+        assert_eq!(ids.frames[0].instruction_offset, 12);
+        assert_eq!(ids.stacks, vec![vec![101, 102]]);
+        assert_eq!(tasks[0].stack, 1001);
+        assert_eq!(tasks[0].awaiting, 0x99);
+        assert_eq!(ids.strings[tasks[0].awaiting_type as usize - 1], "Future");
+        assert!(!tasks[0].done);
+        assert_eq!(tasks[0].awaited_by, vec![0x91]);
     }
 }
