@@ -617,7 +617,7 @@ mod tests {
             self.strings.len() as u64
         }
         fn frame(&mut self, frame: &FrameSample) -> u64 {
-            self.frames.push(frame.clone());
+            self.frames.push(*frame);
             100 + self.frames.len() as u64
         }
         fn stack(&mut self, frames: &[u64]) -> u64 {
