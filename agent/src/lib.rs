@@ -16,6 +16,7 @@ pub mod walker;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod lifecycle;
 pub mod procfs;
 pub mod recorder;
 pub mod schedule;

@@ -20,6 +20,7 @@ use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{Writer, WriterOptions};
 
 use crate::exit::{Exit, Failure};
+use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder};
 use crate::schedule::Schedule;
@@ -125,6 +126,11 @@ struct Attached {
     names_refreshed: Option<Instant>,
     /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
     consecutive_errors: u32,
+    /// The program image attached; a change means an exec.
+    identity: Identity,
+    /// Set while our child runs a program that is not Python (after an
+    /// exec): when attaching was last tried.
+    execed_away: Option<Instant>,
 }
 
 /// After this many failed samples in a row of a living process, attach to
@@ -175,6 +181,7 @@ pub fn run(
         ProcessEventKind::ProcessAttached,
         0,
         0,
+        String::new(),
     )?;
 
     let start = Instant::now();
@@ -188,6 +195,8 @@ pub fn run(
     let mut exited_child: Option<Child> = None;
     let mut last_child_scan = start;
     let mut finished_read_calls = 0u64;
+    // How the first target ended, for the footer's end reason.
+    let mut root_ending: Option<String> = None;
     let end_reason: String;
 
     loop {
@@ -200,7 +209,7 @@ pub fn run(
             break;
         }
         if attached.is_empty() {
-            end_reason = "target exited".into();
+            end_reason = format!("target {}", root_ending.as_deref().unwrap_or("exited"));
             break;
         }
         schedule.wait();
@@ -212,6 +221,23 @@ pub fn run(
         let mut index = 0;
         while index < attached.len() {
             let entry = &mut attached[index];
+            if entry.execed_away.is_some() {
+                // Our child exec'd into a program that is not Python: no
+                // stacks to read, but its exit status is still to come,
+                // and it may yet exec a Python again.
+                match entry.watch(&mut recorder, options)? {
+                    Watch::Ended(ending) => {
+                        let gone = attached.remove(index);
+                        finished_read_calls += gone.target.read_calls();
+                        if gone.target.pid() == root_pid {
+                            root_ending = Some(ending);
+                            exited_child = gone.child;
+                        }
+                    }
+                    Watch::Waiting => index += 1,
+                }
+                continue;
+            }
             let read = {
                 let _pause = if options.blocking {
                     entry.target.pause().ok()
@@ -241,14 +267,32 @@ pub fn run(
                     index += 1;
                 }
                 Err(error) => {
-                    if let Some((kind, code)) = entry.exit_status() {
-                        process_event(&mut recorder, &entry.target, kind, code, 0)?;
-                        let gone = attached.remove(index);
-                        finished_read_calls += gone.target.read_calls();
-                        if gone.target.pid() == root_pid {
-                            exited_child = gone.child;
+                    match entry.fate() {
+                        Fate::Running => {}
+                        Fate::Ended(ending) => {
+                            let detail = ending.detail.clone();
+                            entry.record_ending(&mut recorder, ending)?;
+                            let gone = attached.remove(index);
+                            finished_read_calls += gone.target.read_calls();
+                            if gone.target.pid() == root_pid {
+                                root_ending = Some(detail);
+                                exited_child = gone.child;
+                            }
+                            continue;
                         }
-                        continue;
+                        Fate::Execed(now) => {
+                            match entry.execed(&mut recorder, now, options)? {
+                                AfterExec::Attached | AfterExec::Watching => index += 1,
+                                AfterExec::Detached(detail) => {
+                                    let gone = attached.remove(index);
+                                    finished_read_calls += gone.target.read_calls();
+                                    if gone.target.pid() == root_pid {
+                                        root_ending = Some(detail);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
                     }
                     errors += 1;
                     last_error = Some(error.to_string());
@@ -291,16 +335,16 @@ pub fn run(
     status.clear();
 
     for entry in &mut attached {
-        if let Some((kind, code)) = entry.exit_status() {
-            process_event(&mut recorder, &entry.target, kind, code, 0)?;
-        } else {
-            process_event(
+        match entry.fate() {
+            Fate::Ended(ending) => entry.record_ending(&mut recorder, ending)?,
+            _ => process_event(
                 &mut recorder,
                 &entry.target,
                 ProcessEventKind::ProcessDetached,
                 0,
                 0,
-            )?;
+                format!("still running when recording stopped ({end_reason})"),
+            )?,
         }
     }
     let read_calls =
@@ -354,11 +398,13 @@ impl Attached {
             ..WalkOptions::default()
         });
         Attached {
+            identity: Identity::of(target.pid()),
             target,
             child,
             names: HashMap::new(),
             names_refreshed: None,
             consecutive_errors: 0,
+            execed_away: None,
         }
     }
 
@@ -392,22 +438,139 @@ impl Attached {
         }
     }
 
-    /// How the process ended, if it has: from its wait status when it is
-    /// our child, from /proc otherwise.
-    fn exit_status(&mut self) -> Option<(ProcessEventKind, i32)> {
-        if let Some(child) = &mut self.child {
-            use std::os::unix::process::ExitStatusExt;
-            return match child.try_wait() {
-                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
-                    (Some(code), _) => (ProcessEventKind::ProcessExited, code),
-                    (None, Some(signal)) => (ProcessEventKind::ProcessKilledBySignal, signal),
-                    _ => (ProcessEventKind::ProcessVanished, 0),
-                }),
-                _ => None,
-            };
-        }
-        (!procfs::is_alive(self.target.pid())).then_some((ProcessEventKind::ProcessVanished, 0))
+    /// What became of the process since it was attached (see [`lifecycle`]).
+    fn fate(&mut self) -> Fate {
+        lifecycle::fate(self.target.pid(), &self.identity, self.child.as_mut())
     }
+
+    /// Writes the process event of `ending`.
+    fn record_ending<W: Write>(&self, recorder: &mut Recorder<W>, ending: Ending) -> Result<()> {
+        process_event(
+            recorder,
+            &self.target,
+            ending.kind,
+            ending.code,
+            0,
+            ending.detail,
+        )
+    }
+
+    /// The process exec'd into `now`: records it, then attaches to the new
+    /// program if it is a Python. Otherwise our own child is watched until
+    /// it exits (its status is still to come); any other process is left.
+    fn execed<W: Write>(
+        &mut self,
+        recorder: &mut Recorder<W>,
+        now: Identity,
+        options: &SessionOptions,
+    ) -> Result<AfterExec> {
+        let program = now
+            .exe
+            .as_ref()
+            .map_or_else(|| "?".into(), |p| p.display().to_string());
+        let detail = format!("exec'd into {program} ({})", now.argv.join(" "));
+        recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
+            time_ns: monotonic_ns(),
+            pid: self.target.pid() as u32,
+            kind: ProcessEventKind::ProcessExeced as i32,
+            code: 0,
+            parent_pid: 0,
+            python_version: None,
+            argv: now.argv.clone(),
+            detail: detail.clone(),
+        }))?;
+        self.identity = now;
+        if self.try_attach_again(recorder, options)? {
+            return Ok(AfterExec::Attached);
+        }
+        if self.child.is_some() {
+            self.execed_away = Some(Instant::now());
+            return Ok(AfterExec::Watching);
+        }
+        process_event(
+            recorder,
+            &self.target,
+            ProcessEventKind::ProcessDetached,
+            0,
+            0,
+            format!("{detail}, not a Python pydeep can read: detached"),
+        )?;
+        Ok(AfterExec::Detached(format!("{detail}, not a Python")))
+    }
+
+    /// Attaches to the process's new program; true (and an ATTACHED event)
+    /// if it is a Python pydeep reads.
+    fn try_attach_again<W: Write>(
+        &mut self,
+        recorder: &mut Recorder<W>,
+        options: &SessionOptions,
+    ) -> Result<bool> {
+        let Ok(fresh) = Target::attach(self.target.pid()) else {
+            return Ok(false);
+        };
+        let child = self.child.take();
+        let identity = self.identity.clone();
+        *self = Attached::new(fresh, child, options);
+        self.identity = identity;
+        process_event(
+            recorder,
+            &self.target,
+            ProcessEventKind::ProcessAttached,
+            0,
+            0,
+            "after exec".into(),
+        )?;
+        Ok(true)
+    }
+
+    /// One tick of watching a child that exec'd away from Python: has it
+    /// ended, or (tried once a second) become a Python again?
+    fn watch<W: Write>(
+        &mut self,
+        recorder: &mut Recorder<W>,
+        options: &SessionOptions,
+    ) -> Result<Watch> {
+        match self.fate() {
+            Fate::Ended(ending) => {
+                let detail = ending.detail.clone();
+                self.record_ending(recorder, ending)?;
+                return Ok(Watch::Ended(detail));
+            }
+            Fate::Execed(now) => {
+                self.identity = now;
+                self.execed_away = Some(Instant::now());
+                self.try_attach_again(recorder, options)?;
+            }
+            Fate::Running => {
+                if self
+                    .execed_away
+                    .is_some_and(|at| at.elapsed() >= Duration::from_secs(1))
+                {
+                    self.execed_away = Some(Instant::now());
+                    self.try_attach_again(recorder, options)?;
+                }
+            }
+        }
+        Ok(Watch::Waiting)
+    }
+}
+
+/// What [`Attached::execed`] did.
+enum AfterExec {
+    /// The new program is a Python and is sampled.
+    Attached,
+    /// Our child: watched until it exits.
+    Watching,
+    /// Left, with why.
+    Detached(String),
+}
+
+/// What [`Attached::watch`] found.
+enum Watch {
+    /// It ended, as said.
+    Ended(String),
+    /// Still running something else.
+    Waiting,
 }
 
 fn process_event<W: Write>(
@@ -416,6 +579,7 @@ fn process_event<W: Write>(
     kind: ProcessEventKind,
     code: i32,
     parent_pid: i32,
+    detail: String,
 ) -> Result<()> {
     let pid = target.pid();
     recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
@@ -426,7 +590,7 @@ fn process_event<W: Write>(
         parent_pid: parent_pid as u32,
         python_version: Some(proto_version(&target.python_version())),
         argv: procfs::cmdline(pid),
-        detail: String::new(),
+        detail,
     }))?;
     Ok(())
 }
@@ -482,6 +646,7 @@ fn follow_children<W: Write>(
                     ProcessEventKind::ProcessSpawned,
                     0,
                     parent,
+                    String::new(),
                 )?;
                 attached.push(Attached::new(target, None, options));
             }

@@ -59,8 +59,10 @@ pub enum AttachError {
         /// Why it is not supported.
         reason: String,
     },
-    /// The process exited while pydeep attached.
-    #[error("process {pid} exited while pydeep was attaching")]
+    /// The process exited before or while pydeep attached.
+    #[error(
+        "process {pid} has exited (or exited while pydeep was attaching): nothing left to read"
+    )]
     TargetExited {
         /// The pid asked for.
         pid: i32,
@@ -158,6 +160,11 @@ impl Target {
     pub fn attach(pid: i32) -> Result<Target, AttachError> {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid <= 0 {
             return Err(AttachError::NoSuchProcess { pid });
+        }
+        // A zombie has exited (its memory is gone) but keeps its pid until
+        // its parent reaps it: that is "exited", not "not Python".
+        if !crate::procfs::is_alive(pid) {
+            return Err(AttachError::TargetExited { pid });
         }
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())

@@ -78,5 +78,7 @@ pub use container::{
 pub use error::FormatError;
 pub use reader::{Chunk, Reader};
 pub use recording::{Event, Recording, Sample, Tables};
-pub use summary::{summarize, verify, Problem, Summary, VerifyReport};
+pub use summary::{
+    describe_ending, summarize, verify, Endings, Problem, Summary, VerifyReport, ENDINGS_SHOWN,
+};
 pub use writer::{FrameKey, Writer, WriterOptions, WriterStats};

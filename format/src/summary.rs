@@ -36,6 +36,67 @@ fn problem_of(error: &FormatError, fallback_offset: u64) -> Problem {
     }
 }
 
+/// How many process endings [`Summary`] and [`VerifyReport`] keep in full;
+/// the rest are only counted.
+pub const ENDINGS_SHOWN: usize = 10;
+
+/// Says in words how a process event left a process ("pid 42: exited with
+/// status 3 (...)"), or `None` for events that are not an ending (attached,
+/// spawned).
+pub fn describe_ending(event: &proto::ProcessEvent) -> Option<String> {
+    use proto::ProcessEventKind as K;
+    let kind = K::try_from(event.kind).ok()?;
+    let fallback = match kind {
+        K::ProcessExited => format!("exited with status {}", event.code),
+        K::ProcessKilledBySignal => format!("killed by signal {}", event.code),
+        K::ProcessExeced => "exec'd into another program".into(),
+        K::ProcessVanished => "exited; its exit status is unknown".into(),
+        K::ProcessDetached => "still running when recording stopped".into(),
+        K::ProcessAttached | K::ProcessSpawned | K::ProcessEventUnspecified => return None,
+    };
+    let text = if event.detail.is_empty() {
+        fallback
+    } else {
+        event.detail.clone()
+    };
+    Some(format!("pid {}: {text}", event.pid))
+}
+
+/// The endings of processes seen so far: the first [`ENDINGS_SHOWN`] in
+/// words, and how many in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endings {
+    /// The first endings, described by [`describe_ending`].
+    pub shown: Vec<String>,
+    /// All endings in the file.
+    pub total: u64,
+}
+
+impl Endings {
+    fn add(&mut self, event: &proto::ProcessEvent) {
+        if let Some(text) = describe_ending(event) {
+            self.total += 1;
+            if self.shown.len() < ENDINGS_SHOWN {
+                self.shown.push(text);
+            }
+        }
+    }
+
+    fn write_text(&self, f: &mut impl fmt::Write, label: &str) -> fmt::Result {
+        for text in &self.shown {
+            writeln!(f, "{label}{text}")?;
+        }
+        if self.total > self.shown.len() as u64 {
+            writeln!(
+                f,
+                "{label}... and {} more process endings",
+                self.total - self.shown.len() as u64
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -56,6 +117,8 @@ pub struct VerifyReport {
     pub bytes_readable: u64,
     /// The first problem found, if any.
     pub problem: Option<Problem>,
+    /// How the recorded processes ended, as far as the file tells.
+    pub endings: Endings,
 }
 
 impl VerifyReport {
@@ -77,11 +140,12 @@ impl VerifyReport {
     fn write_text(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let path = self.path.display();
         if self.is_valid() {
-            return writeln!(
+            writeln!(
                 f,
                 "{path}: OK, complete: {} chunks, {} records, {} samples, {} bytes",
                 self.chunks, self.records, self.samples, self.file_size
-            );
+            )?;
+            return self.endings.write_text(f, "  target: ");
         }
         writeln!(f, "{path}: INVALID")?;
         if let Some(problem) = &self.problem {
@@ -93,7 +157,8 @@ impl VerifyReport {
             f,
             "  readable: {} of {} bytes: {} chunks, {} records, {} samples",
             self.bytes_readable, self.file_size, self.chunks, self.records, self.samples
-        )
+        )?;
+        self.endings.write_text(f, "  target: ")
     }
 }
 
@@ -112,6 +177,7 @@ pub fn verify(path: &Path) -> VerifyReport {
         samples: 0,
         bytes_readable: 0,
         problem: None,
+        endings: Endings::default(),
     };
     let mut reader = match Reader::open(path) {
         Ok(reader) => reader,
@@ -163,6 +229,7 @@ pub fn verify(path: &Path) -> VerifyReport {
                 }
                 Some(Kind::Snapshot(_)) => snapshots += 1,
                 Some(Kind::Footer(f)) => footer = Some(f.clone()),
+                Some(Kind::ProcessEvent(event)) => report.endings.add(event),
                 _ => {}
             }
             if report.problem.is_none() {
@@ -316,6 +383,8 @@ pub struct Summary {
     pub complete: bool,
     /// Why the file is not complete, if it is not.
     pub problem: Option<Problem>,
+    /// How the recorded processes ended, as far as the file tells.
+    pub endings: Endings,
 }
 
 impl Summary {
@@ -385,6 +454,7 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         bytes_readable: 0,
         complete: false,
         problem: None,
+        endings: Endings::default(),
     };
     let mut threads = HashSet::new();
     let mut time = summary.header.start_clock_ns;
@@ -406,6 +476,7 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
                     threads.insert(thread.id);
                 }
                 Kind::Footer(footer) => summary.footer = Some(footer.clone()),
+                Kind::ProcessEvent(event) => summary.endings.add(event),
                 _ => {}
             }
         }
@@ -581,6 +652,7 @@ impl Summary {
                 footer.max_lag_ns as f64 / 1e6
             )?;
         }
+        self.endings.write_text(f, "process:     ")?;
         if let Some(problem) = &self.problem {
             writeln!(
                 f,
