@@ -65,6 +65,26 @@ pub trait RemoteMemory {
         Ok(())
     }
 
+    /// Like [`RemoteMemory::read_many`], but a piece that cannot be read
+    /// ends the batch instead of failing it: returns how many leading
+    /// pieces were filled (`process_vm_readv` itself stops at the first
+    /// unreadable piece). For batches that end with speculative pieces
+    /// (ranges that were readable last sample, and may be freed now).
+    /// Errors only when the process cannot be read at all (permission,
+    /// process gone).
+    fn read_prefix(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<usize, MemoryError> {
+        for (done, (address, buf)) in pieces.iter_mut().enumerate() {
+            match self.read(*address, buf) {
+                Ok(()) => {}
+                Err(MemoryError::Unreadable { .. } | MemoryError::TooLarge { .. }) => {
+                    return Ok(done)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pieces.len())
+    }
+
     /// How many read system calls (or simulated ones) were made so far.
     fn read_calls(&self) -> u64;
 }
@@ -157,17 +177,39 @@ impl LiveMemory {
     }
 
     fn readv(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        if let Some((address, buf)) = pieces.iter().find(|(_, buf)| buf.len() > MAX_READ) {
+            return Err(MemoryError::TooLarge {
+                address: *address,
+                len: buf.len(),
+                limit: MAX_READ,
+            });
+        }
+        let done = self.readv_prefix(pieces)?;
+        match pieces.get(done) {
+            None => Ok(()),
+            Some((address, buf)) => Err(MemoryError::Unreadable {
+                address: *address,
+                len: buf.len(),
+            }),
+        }
+    }
+
+    /// One `process_vm_readv` of at most [`IOV_MAX`] pieces: how many
+    /// leading pieces were filled. A piece larger than [`MAX_READ`] ends
+    /// the batch unread.
+    fn readv_prefix(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<usize, MemoryError> {
+        let count = pieces
+            .iter()
+            .position(|(_, buf)| buf.len() > MAX_READ)
+            .unwrap_or(pieces.len());
+        if count == 0 {
+            return Ok(0);
+        }
+        let pieces = &mut pieces[..count];
         let mut local: Vec<libc::iovec> = Vec::with_capacity(pieces.len());
         let mut remote: Vec<libc::iovec> = Vec::with_capacity(pieces.len());
         let mut total = 0usize;
         for (address, buf) in pieces.iter_mut() {
-            if buf.len() > MAX_READ {
-                return Err(MemoryError::TooLarge {
-                    address: *address,
-                    len: buf.len(),
-                    limit: MAX_READ,
-                });
-            }
             total += buf.len();
             local.push(libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
@@ -194,29 +236,25 @@ impl LiveMemory {
         };
         if read < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return Err(match errno {
-                libc::EPERM => MemoryError::PermissionDenied { pid: self.pid },
-                libc::ESRCH => MemoryError::ProcessGone { pid: self.pid },
-                _ => MemoryError::Unreadable {
-                    address: pieces.first().map_or(0, |p| p.0),
-                    len: pieces.first().map_or(0, |p| p.1.len()),
-                },
-            });
+            return match errno {
+                libc::EPERM => Err(MemoryError::PermissionDenied { pid: self.pid }),
+                libc::ESRCH => Err(MemoryError::ProcessGone { pid: self.pid }),
+                // EFAULT: the first piece is unreadable.
+                _ => Ok(0),
+            };
         }
-        if read as usize != total {
-            // A partial read stops at the first piece that failed.
-            let mut left = read as usize;
-            for (address, buf) in pieces.iter() {
-                if left < buf.len() {
-                    return Err(MemoryError::Unreadable {
-                        address: *address,
-                        len: buf.len(),
-                    });
-                }
-                left -= buf.len();
+        if read as usize == total {
+            return Ok(pieces.len());
+        }
+        // A partial read stops at the first piece that failed.
+        let mut left = read as usize;
+        for (done, (_, buf)) in pieces.iter().enumerate() {
+            if left < buf.len() {
+                return Ok(done);
             }
+            left -= buf.len();
         }
-        Ok(())
+        Ok(pieces.len())
     }
 }
 
@@ -233,6 +271,18 @@ impl RemoteMemory for LiveMemory {
             self.readv(batch)?;
         }
         Ok(())
+    }
+
+    fn read_prefix(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<usize, MemoryError> {
+        let mut total = 0;
+        for batch in pieces.chunks_mut(IOV_MAX) {
+            let done = self.readv_prefix(batch)?;
+            total += done;
+            if done < batch.len() {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     fn read_calls(&self) -> u64 {
@@ -315,6 +365,20 @@ impl RemoteMemory for SnapshotMemory {
         Ok(())
     }
 
+    fn read_prefix(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<usize, MemoryError> {
+        let mut done = 0;
+        for batch in pieces.chunks_mut(IOV_MAX) {
+            self.calls.set(self.calls.get() + 1);
+            for (address, buf) in batch.iter_mut() {
+                if self.copy(*address, buf).is_err() {
+                    return Ok(done);
+                }
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
     fn read_calls(&self) -> u64 {
         self.calls.get()
     }
@@ -361,5 +425,35 @@ mod tests {
         assert_eq!((x, y), (a, b));
         assert_eq!(memory.read_calls(), 1);
         assert!(memory.read(8, &mut x).is_err());
+    }
+
+    #[test]
+    fn a_prefix_read_stops_at_the_first_unreadable_piece_in_one_call() {
+        let a = 7u64.to_le_bytes();
+        let memory = LiveMemory::new(std::process::id() as i32);
+        let (mut x, mut y, mut z) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+        let done = memory
+            .read_prefix(&mut [
+                (a.as_ptr() as u64, &mut x[..]),
+                (8, &mut y[..]),
+                (a.as_ptr() as u64, &mut z[..]),
+            ])
+            .unwrap();
+        assert_eq!((done, x, z), (1, a, [0u8; 8]));
+        assert_eq!(memory.read_calls(), 1);
+        let mut pieces = [(8u64, &mut y[..])];
+        assert_eq!(memory.read_prefix(&mut pieces).unwrap(), 0);
+
+        let mut snapshot = SnapshotMemory::new();
+        snapshot.add_region(0x1000, vec![1u8; 16]);
+        let done = snapshot
+            .read_prefix(&mut [
+                (0x1000, &mut x[..]),
+                (0x2000, &mut y[..]),
+                (0x1008, &mut z[..]),
+            ])
+            .unwrap();
+        assert_eq!((done, x, z), (1, [1u8; 8], [0u8; 8]));
+        assert_eq!(snapshot.read_calls(), 1);
     }
 }

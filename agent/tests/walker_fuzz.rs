@@ -124,7 +124,13 @@ fn a_cycle_of_frames_ends_the_walk_as_broken() {
         put(&mut memory, frame + lo.frame_object_f_back.unwrap(), back);
         put(&mut memory, frame + lo.frame_object_f_code.unwrap(), code);
     }
-    let walk = walk_frame_objects(&memory, &legacy, a, &WalkOptions::default());
+    let walk = walk_frame_objects(
+        &memory,
+        &legacy,
+        a,
+        &mut FrameSource::new(),
+        &WalkOptions::default(),
+    );
     assert!(walk.broken);
     assert_eq!(walk.frames.len(), 2);
 }
@@ -146,7 +152,13 @@ fn a_stack_deeper_than_the_limit_is_truncated_not_read_to_the_end() {
         max_depth: 10,
         ..WalkOptions::default()
     };
-    let walk = walk_frame_objects(&memory, &layout, BASE + 256, &options);
+    let walk = walk_frame_objects(
+        &memory,
+        &layout,
+        BASE + 256,
+        &mut FrameSource::new(),
+        &options,
+    );
     assert!(walk.truncated && !walk.broken);
     assert_eq!(walk.frames.len(), 10);
     assert!(memory.read_calls() <= 10);

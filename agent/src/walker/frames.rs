@@ -42,7 +42,7 @@ impl Hasher for AddressHasher {
 /// Frame addresses seen in one walk.
 type AddressSet = HashSet<u64, BuildHasherDefault<AddressHasher>>;
 
-/// Most bytes of a frame header the walker copies (the fields it reads all
+/// Most bytes of a frame header the walker reads (the fields it reads all
 /// lie in the first 128 bytes in every layout).
 pub const MAX_HEADER: usize = 128;
 
@@ -52,36 +52,10 @@ fn address_set(options: &WalkOptions) -> AddressSet {
     AddressSet::with_capacity_and_hasher(options.max_depth.clamp(16, 1024), Default::default())
 }
 
-/// A copy of the first bytes of a frame, kept inline (no allocation per
-/// frame).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
-    bytes: [u8; MAX_HEADER],
-    len: usize,
-}
-
-impl FrameHeader {
-    fn from_slice(slice: &[u8]) -> FrameHeader {
-        let mut bytes = [0u8; MAX_HEADER];
-        let len = slice.len().min(MAX_HEADER);
-        bytes[..len].copy_from_slice(&slice[..len]);
-        FrameHeader { bytes, len }
-    }
-
-    /// The copied bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl std::fmt::Debug for FrameHeader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FrameHeader({} bytes)", self.len)
-    }
-}
-
-/// Where the bytes of a frame came from: already-copied memory, so the
-/// walker can be fed the data-stack window read in a batch.
+/// Copies of target memory the walker reads frames from: data-stack
+/// windows read in a batch (3.11+), or single frame headers. Every frame a
+/// walk visits is served from here, so the torn-read check can compare
+/// them with a re-read without copying each header.
 #[derive(Debug, Default, Clone)]
 pub struct FrameSource {
     windows: Vec<(u64, Vec<u8>)>,
@@ -91,6 +65,8 @@ pub struct FrameSource {
     chunks: Vec<u64>,
     /// Offset of `_PyStackChunk.previous`, if known.
     chunk_previous_at: Option<u64>,
+    /// The window of the last hit: a walk asks for neighbouring frames.
+    last: usize,
 }
 
 impl FrameSource {
@@ -119,11 +95,33 @@ impl FrameSource {
         &self.windows
     }
 
-    /// Records `chunk` as the start of a data-stack chunk.
+    /// Records `chunk` as the start of a data-stack chunk, and the chunks
+    /// linked below it whose headers are already copied.
     pub fn add_chunk(&mut self, chunk: u64) {
-        if chunk != 0 && !self.chunks.contains(&chunk) {
+        let mut next = Some(chunk);
+        // Each round adds one chunk, so this ends after at most one round
+        // per window.
+        for _ in 0..=self.windows.len() {
+            let Some(chunk) = next.take() else { break };
+            if chunk == 0 || self.chunks.contains(&chunk) {
+                break;
+            }
             self.chunks.push(chunk);
+            if let (Some(at), Some((_, bytes))) = (
+                self.chunk_previous_at,
+                self.windows.iter().find(|(start, _)| *start == chunk),
+            ) {
+                let previous = field_u64(bytes, at);
+                if previous != 0 && previous.is_multiple_of(8) {
+                    next = Some(previous);
+                }
+            }
         }
+    }
+
+    /// True if `address` is the start of a known data-stack chunk.
+    pub fn is_chunk(&self, address: u64) -> bool {
+        self.chunks.contains(&address)
     }
 
     fn note_chunk(&mut self, address: u64, bytes: &[u8]) {
@@ -137,6 +135,26 @@ impl FrameSource {
         }
     }
 
+    /// The index of a window holding the `len` bytes at `address`.
+    pub fn locate(&mut self, address: u64, len: u64) -> Option<usize> {
+        let holds = |(start, bytes): &(u64, Vec<u8>)| {
+            address
+                .checked_sub(*start)
+                .and_then(|offset| offset.checked_add(len))
+                .is_some_and(|end| end <= bytes.len() as u64)
+        };
+        let last = self.last;
+        for index in [last, last + 1] {
+            if self.windows.get(index).is_some_and(holds) {
+                self.last = index;
+                return Some(index);
+            }
+        }
+        let index = self.windows.iter().position(holds)?;
+        self.last = index;
+        Some(index)
+    }
+
     /// The `len` bytes at `address` if a window holds them.
     pub fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
         self.windows.iter().find_map(|(start, bytes)| {
@@ -146,16 +164,23 @@ impl FrameSource {
         })
     }
 
-    /// The `len` bytes at `address`: from a window if one holds them,
-    /// otherwise read with a window reaching down to the nearest known
-    /// chunk start (or a little below the frame), since callers' frames
-    /// sit below their callees'.
-    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<FrameHeader> {
+    /// The `len` bytes at `address` in window `index`.
+    pub fn bytes(&self, index: usize, address: u64, len: u64) -> &[u8] {
+        let (start, bytes) = &self.windows[index];
+        let offset = (address - start) as usize;
+        &bytes[offset..offset + len as usize]
+    }
+
+    /// The window holding the `len` bytes at `address`: a copied one if
+    /// any holds them, otherwise one read now reaching down to the nearest
+    /// known chunk start (or a little below the frame), since callers'
+    /// frames sit below their callees', else the exact bytes.
+    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
         if len as usize > MAX_HEADER {
             return None;
         }
-        if let Some(bytes) = self.find(address, len) {
-            return Some(FrameHeader::from_slice(bytes));
+        if let Some(index) = self.locate(address, len) {
+            return Some(index);
         }
         let end = address.checked_add(len)?;
         let chunk = self
@@ -168,16 +193,12 @@ impl FrameSource {
         let mut bytes = vec![0u8; (end - start) as usize];
         if memory.read(start, &mut bytes).is_ok() {
             self.add_window(start, bytes);
-            return self.find(address, len).map(FrameHeader::from_slice);
+            return self.locate(address, len);
         }
-        let mut exact = FrameHeader {
-            bytes: [0u8; MAX_HEADER],
-            len: len as usize,
-        };
-        memory
-            .read(address, &mut exact.bytes[..len as usize])
-            .ok()?;
-        Some(exact)
+        let mut exact = vec![0u8; len as usize];
+        memory.read(address, &mut exact).ok()?;
+        self.add_window(address, exact);
+        self.locate(address, len)
     }
 }
 
@@ -191,16 +212,21 @@ pub struct Walk {
     /// The chain ended on something implausible (unreadable, a cycle, a
     /// garbage field): in a running target, a sign of a torn read.
     pub broken: bool,
-    /// Every frame header read (address and bytes), innermost first, for
-    /// the torn-read check.
-    pub visited: Vec<(u64, FrameHeader)>,
+    /// Address of every frame header read, innermost first, for the
+    /// torn-read check; the bytes are in the walk's [`FrameSource`].
+    pub visited: Vec<u64>,
+    /// Bytes read of each frame header.
+    pub header_len: u64,
 }
 
-/// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back`.
+/// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back` (one read
+/// per frame: frame objects live anywhere on the heap); the headers read
+/// are kept in `source`.
 pub fn walk_frame_objects(
     memory: &dyn RemoteMemory,
     layout: &Layout,
     first: u64,
+    source: &mut FrameSource,
     options: &WalkOptions,
 ) -> Walk {
     let o = &layout.offsets;
@@ -220,26 +246,31 @@ pub fn walk_frame_objects(
         .max()
         .unwrap_or(0)
         + 8;
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        header_len: len,
+        ..Walk::default()
+    };
     let mut seen = address_set(options);
     let mut address = first;
-    let mut header = vec![0u8; len as usize];
     while address != 0 {
         if walk.frames.len() >= options.max_depth {
             walk.truncated = true;
             break;
         }
-        if !address.is_multiple_of(8)
-            || !seen.insert(address)
-            || memory.read(address, &mut header).is_err()
-        {
+        if !address.is_multiple_of(8) || !seen.insert(address) {
             walk.broken = true;
             break;
         }
-        walk.visited
-            .push((address, FrameHeader::from_slice(&header)));
-        let code = field_u64(&header, code_at);
-        let lasti = field_u32(&header, lasti_at) as i32;
+        let mut header = vec![0u8; len as usize];
+        if memory.read(address, &mut header).is_err() {
+            walk.broken = true;
+            break;
+        }
+        source.add_window(address, header);
+        let header = &source.windows[source.windows.len() - 1].1;
+        walk.visited.push(address);
+        let code = field_u64(header, code_at);
+        let lasti = field_u32(header, lasti_at) as i32;
         if code == 0 || !code.is_multiple_of(8) {
             walk.broken = true;
             break;
@@ -251,10 +282,10 @@ pub fn walk_frame_objects(
         walk.frames.push(FrameSample {
             code_address: code,
             instruction_offset: offset.max(0) as u32,
-            is_generator: gen_at.is_some_and(|at| field_u64(&header, at) != 0),
+            is_generator: gen_at.is_some_and(|at| field_u64(header, at) != 0),
             is_shim: false,
         });
-        address = field_u64(&header, back_at);
+        address = field_u64(header, back_at);
     }
     walk
 }
@@ -302,7 +333,10 @@ pub fn walk_interpreter_frames(
         .unwrap_or(0)
         + 8;
     let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        header_len: len,
+        ..Walk::default()
+    };
     let mut seen = address_set(options);
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
@@ -317,16 +351,16 @@ pub fn walk_interpreter_frames(
             walk.broken = true;
             break;
         }
-        let Some(copy) = source.header(memory, address, len) else {
+        let Some(window) = source.header(memory, address, len) else {
             walk.broken = true;
             break;
         };
-        let header = copy.as_slice();
+        let header = source.bytes(window, address, len);
         let owner = field_u8(header, owner_at);
         let code = field_u64(header, code_at) & !s.executable_tag_mask;
         let instr = field_u64(header, instr_at);
         let previous = field_u64(header, previous_at);
-        walk.visited.push((address, copy));
+        walk.visited.push(address);
         // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
         // version (pycore_frame.h); anything else is not a frame.
         if owner > 4 {

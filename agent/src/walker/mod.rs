@@ -9,7 +9,9 @@
 //! stack that changed while it was read (a torn sample).
 
 mod frames;
+mod prefetch;
 mod threads;
+mod torn;
 
 pub use frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
 pub use threads::{

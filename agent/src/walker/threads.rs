@@ -3,9 +3,11 @@
 use std::collections::HashSet;
 
 use super::frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
+use super::prefetch::{ThreadPrefetch, Used};
+use super::torn::Reread;
 use super::{ThreadSample, WalkError, WalkOptions};
 use crate::cpython::{FrameKind, Layout};
-use crate::memory::{field_u64, read_u64, RemoteMemory};
+use crate::memory::{field_u64, read_u64, MemoryError, RemoteMemory, MAX_READ};
 
 /// Most interpreters followed in the runtime's list.
 const MAX_INTERPRETERS: usize = 256;
@@ -23,40 +25,49 @@ pub struct InterpreterThreads {
     pub gil: u64,
 }
 
-struct ThreadRead {
-    sample: ThreadSample,
+/// One thread's sample while it is read.
+pub(super) struct ThreadRead {
+    pub sample: ThreadSample,
     /// Address of the pointer to the current frame (in the thread state on
     /// 3.13+ and 3.9/3.10, in the C-stack `_PyCFrame` on 3.11/3.12).
-    frame_pointer_at: u64,
-    current_frame: u64,
-    chunk: u64,
-    walk: Walk,
-    /// The data-stack windows the walk was served from (3.11+).
-    source: FrameSource,
+    pub frame_pointer_at: u64,
+    pub current_frame: u64,
+    pub chunk: u64,
+    pub walk: Walk,
+    /// The memory the walk was served from.
+    pub source: FrameSource,
 }
 
-/// The interpreter and thread lists of the previous sample. A sample first
-/// re-reads them all in one batch and checks every link still holds; only
-/// if one changed are the lists followed again, one read per link.
+/// The interpreter and thread lists of the previous sample, and what each
+/// thread's walk read. A sample first re-reads the lists in one batch and
+/// checks every link still holds; only if one changed are the lists
+/// followed again, one read per link. The same batch re-reads each
+/// thread's current-frame pointer and data-stack windows where they were
+/// last time (see `prefetch.rs`).
 #[derive(Debug, Clone, Default)]
 pub struct ThreadListCache {
     interpreters: Vec<InterpreterThreads>,
+    prefetch: Vec<ThreadPrefetch>,
 }
 
 struct StateReads {
     states: Vec<(u32, u64, Vec<u8>)>,
     gils: Vec<Vec<u8>>,
     consistent: bool,
+    /// How many of the extra pieces were read.
+    extra_done: usize,
 }
 
 /// Reads the runtime's interpreter-list head, every interpreter's header,
 /// every thread state and every GIL in one batch, and checks the links
-/// against `interpreters` (main interpreter first).
+/// against `interpreters` (main interpreter first). The `extra` pieces go
+/// last in the same batch, read as far as they can be.
 fn read_states(
     memory: &dyn RemoteMemory,
     layout: &Layout,
     runtime_address: u64,
     interpreters: &[InterpreterThreads],
+    extra: &mut [(u64, Vec<u8>)],
 ) -> Result<StateReads, WalkError> {
     let o = &layout.offsets;
     let thread_len = [
@@ -86,7 +97,7 @@ fn read_states(
         let len = if interpreter.gil != 0 { gil_len } else { 0 };
         gils.push(vec![0u8; len as usize]);
     }
-    {
+    let extra_done = {
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
         if let Some(at) = o.runtime_interpreters_head {
             pieces.push((runtime_address.wrapping_add(at), &mut head[..]));
@@ -102,8 +113,21 @@ fn read_states(
                 pieces.push((interpreter.gil, &mut buf[..]));
             }
         }
-        memory.read_many(&mut pieces)?;
-    }
+        let required = pieces.len();
+        for (address, buf) in extra.iter_mut() {
+            pieces.push((*address, &mut buf[..]));
+        }
+        let done = memory.read_prefix(&mut pieces)?;
+        if done < required {
+            let (address, buf) = &pieces[done];
+            return Err(MemoryError::Unreadable {
+                address: *address,
+                len: buf.len(),
+            }
+            .into());
+        }
+        done - required
+    };
     // Check every link: head -> newest interpreter -> ... -> main; each
     // interpreter's threads_head -> its threads -> 0; the GIL pointer.
     let mut consistent = !interpreters.is_empty()
@@ -135,6 +159,7 @@ fn read_states(
         states,
         gils,
         consistent,
+        extra_done,
     })
 }
 
@@ -152,11 +177,58 @@ fn interpreter_len(layout: &Layout) -> u64 {
         + 8
 }
 
+/// A piece of the first batch read for a thread's prefetch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefetched {
+    /// The current-frame pointer at this address.
+    Pointer(u64),
+    /// A data-stack window at this address.
+    Window(u64),
+}
+
+/// Copies of target memory: (address, bytes).
+type Copies = Vec<(u64, Vec<u8>)>;
+
+/// The prefetch pieces of every cached thread, each with its owner (thread
+/// state address): pointers first, then the windows, most recently used
+/// first (see `prefetch.rs`).
+fn prefetch_pieces(cache: &ThreadListCache) -> (Vec<(u64, Prefetched)>, Copies) {
+    let mut owners = Vec::new();
+    let mut pieces = Vec::new();
+    for thread in &cache.prefetch {
+        if thread.frame_pointer_at >= 8 {
+            owners.push((
+                thread.thread_state,
+                Prefetched::Pointer(thread.frame_pointer_at),
+            ));
+            pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
+        }
+    }
+    let mut windows: Vec<(u32, u64, u64, u64)> = cache
+        .prefetch
+        .iter()
+        .flat_map(|t| {
+            t.windows
+                .iter()
+                .map(|w| (w.age, t.thread_state, w.address, w.len))
+        })
+        .collect();
+    windows.sort_by_key(|w| w.0);
+    for (_, thread_state, address, len) in windows {
+        if len as usize <= MAX_READ {
+            owners.push((thread_state, Prefetched::Window(address)));
+            pieces.push((address, vec![0u8; len as usize]));
+        }
+    }
+    (owners, pieces)
+}
+
 /// Reads every thread of every interpreter into `out` (cleared first).
 ///
-/// `cache` carries the thread lists from one sample to the next; `code_check`
-/// names code objects whose fingerprint (`code_check_len` bytes) should be
-/// re-read in the sample's last batch, and receives those bytes.
+/// `cache` carries the thread lists and what each walk read from one
+/// sample to the next; `code_check` names code objects whose fingerprint
+/// (`code_check_len` bytes) should be re-read in the sample's last batch,
+/// and receives those bytes.
 pub fn sample_interpreters(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -171,13 +243,50 @@ pub fn sample_interpreters(
     let mut reads: Vec<ThreadRead> = Vec::new();
 
     // Phase 1: the thread states and the GIL of each interpreter, in one
-    // batch when the lists did not change since the last sample.
-    let mut batch = read_states(memory, layout, runtime_address, &cache.interpreters);
+    // batch when the lists did not change since the last sample, and in
+    // the same batch each thread's current-frame pointer and data-stack
+    // windows where they were last time.
+    let (mut owners, mut extra) = prefetch_pieces(cache);
+    let mut batch = read_states(
+        memory,
+        layout,
+        runtime_address,
+        &cache.interpreters,
+        &mut extra,
+    );
     if !matches!(&batch, Ok(b) if b.consistent) {
         cache.interpreters = list_threads(memory, layout, runtime_address, options)?;
-        batch = read_states(memory, layout, runtime_address, &cache.interpreters);
+        batch = read_states(
+            memory,
+            layout,
+            runtime_address,
+            &cache.interpreters,
+            &mut extra,
+        );
     }
-    let StateReads { states, gils, .. } = batch?;
+    let StateReads {
+        states,
+        gils,
+        extra_done,
+        ..
+    } = batch?;
+    // The prefetched pieces, by owner: read, failed (the first that could
+    // not be read: its memory is gone) or not reached.
+    let failed: Option<(u64, Prefetched)> = owners.get(extra_done).copied();
+    let not_reached: Vec<(u64, Prefetched, u64)> = owners
+        .iter()
+        .zip(&extra)
+        .skip(extra_done + 1)
+        .map(|((owner, what), (_, bytes))| (*owner, *what, bytes.len() as u64))
+        .collect();
+    owners.truncate(extra_done);
+    extra.truncate(extra_done);
+    let mut prefetched: Vec<(u64, Prefetched, Vec<u8>)> = owners
+        .into_iter()
+        .zip(extra)
+        .map(|((owner, what), (_, bytes))| (owner, what, bytes))
+        .collect();
+
     let interpreters = &cache.interpreters;
     let gil_holder = |index: u32| -> Option<u64> {
         let position = interpreters.iter().position(|i| i.index == index)?;
@@ -186,8 +295,10 @@ pub fn sample_interpreters(
         let holder = field_u64(buf, o.gil_last_holder?);
         (locked != 0).then_some(holder)
     };
+    let direct = o.thread_current_frame.or(o.thread_frame);
+    let mut missing: Vec<usize> = Vec::new();
     for (interpreter, address, state) in &states {
-        let frame_pointer_at = match (o.thread_current_frame.or(o.thread_frame), o.thread_cframe) {
+        let frame_pointer_at = match (direct, o.thread_cframe) {
             (Some(at), _) => address.wrapping_add(at),
             (None, Some(cframe_at)) => {
                 field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
@@ -204,175 +315,154 @@ pub fn sample_interpreters(
             thread_state: *address,
             ..ThreadSample::default()
         };
-        let direct = o.thread_current_frame.or(o.thread_frame);
+        let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
+        if direct.is_none() && frame_pointer_at >= 8 {
+            match prefetched.iter().find(|(owner, what, _)| {
+                *owner == *address && *what == Prefetched::Pointer(frame_pointer_at)
+            }) {
+                Some((_, _, bytes)) => current_frame = field_u64(bytes, 0),
+                None => missing.push(reads.len()),
+            }
+        }
+        let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
+        // This thread's prefetched windows move into its source.
+        let mut index = 0;
+        while index < prefetched.len() {
+            if prefetched[index].0 == *address
+                && matches!(prefetched[index].1, Prefetched::Window(_))
+            {
+                let (_, what, bytes) = prefetched.swap_remove(index);
+                if let Prefetched::Window(start) = what {
+                    source.add_window(start, bytes);
+                }
+            } else {
+                index += 1;
+            }
+        }
+        let chunk = o
+            .thread_datastack_chunk
+            .map_or(0, |at| field_u64(state, at));
+        source.add_chunk(chunk);
         reads.push(ThreadRead {
             sample,
             frame_pointer_at,
-            current_frame: direct.map_or(0, |at| field_u64(state, at)),
-            chunk: o
-                .thread_datastack_chunk
-                .map_or(0, |at| field_u64(state, at)),
+            current_frame,
+            chunk,
             walk: Walk::default(),
-            source: FrameSource::new(),
+            source,
         });
     }
 
-    // Phase 2 (3.11/3.12): the current frame lives in the C-stack _PyCFrame.
-    if o.thread_current_frame.or(o.thread_frame).is_none() {
-        let mut values = vec![[0u8; 8]; reads.len()];
-        let mut pieces: Vec<(u64, &mut [u8])> = reads
-            .iter()
-            .zip(values.iter_mut())
-            .filter(|(r, _)| r.frame_pointer_at >= 8)
-            .map(|(r, v)| (r.frame_pointer_at, &mut v[..]))
-            .collect();
-        if memory.read_many(&mut pieces).is_err() {
+    // Phase 2 (3.11/3.12): the current frame lives in the C-stack
+    // _PyCFrame; read here only where the prefetch missed (a new thread,
+    // or a thread that entered or left a C call since the last sample).
+    if !missing.is_empty() {
+        let mut values = vec![[0u8; 8]; missing.len()];
+        let ok = {
+            let mut pieces: Vec<(u64, &mut [u8])> = missing
+                .iter()
+                .zip(values.iter_mut())
+                .map(|(&i, v)| (reads[i].frame_pointer_at, &mut v[..]))
+                .collect();
+            memory.read_many(&mut pieces).is_ok()
+        };
+        for (&i, value) in missing.iter().zip(values.iter_mut()) {
             // One unreadable cframe (a thread exiting) must not cost the
             // others their sample: read them one by one.
-            for (read, value) in reads.iter().zip(values.iter_mut()) {
-                if read.frame_pointer_at < 8 || memory.read(read.frame_pointer_at, value).is_err() {
-                    *value = [0; 8];
-                }
+            if !ok && memory.read(reads[i].frame_pointer_at, value).is_err() {
+                *value = [0; 8];
             }
-        }
-        for (read, value) in reads.iter_mut().zip(values) {
-            read.current_frame = u64::from_le_bytes(value);
+            reads[i].current_frame = u64::from_le_bytes(*value);
         }
     }
 
-    // Phase 3: walk. On 3.11+ each thread's data stack is first copied in
-    // one batch, from its chunk's start up to its innermost frame.
+    // Phase 3: walk. On 3.11+ each thread's data stack is copied from its
+    // chunk's start up to its innermost frame, in one batch for the
+    // threads the prefetch did not cover (with the prefetch pieces the
+    // first batch did not reach, as far as they read).
     match layout.semantics.frame_kind {
         FrameKind::FrameObject => {
             for read in &mut reads {
-                read.walk = walk_frame_objects(memory, layout, read.current_frame, options);
+                read.walk = walk_frame_objects(
+                    memory,
+                    layout,
+                    read.current_frame,
+                    &mut read.source,
+                    options,
+                );
             }
         }
         FrameKind::InterpreterFrame => {
             let frame_size = o.interpreter_frame_size.unwrap_or(0);
-            let mut sources: Vec<FrameSource> = Vec::with_capacity(reads.len());
             let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
-            let mut owners: Vec<usize> = Vec::new();
-            for (i, read) in reads.iter().enumerate() {
-                let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
-                source.add_chunk(read.chunk);
-                sources.push(source);
+            let mut window_owners: Vec<usize> = Vec::new();
+            for (i, read) in reads.iter_mut().enumerate() {
                 let frame = read.current_frame;
                 if frame == 0 || read.chunk == 0 || frame < read.chunk {
+                    continue;
+                }
+                if read.source.locate(frame, frame_size).is_some() {
                     continue;
                 }
                 let end = frame.saturating_add(frame_size);
                 if end - read.chunk <= 1 << 20 {
                     windows.push((read.chunk, vec![0u8; (end - read.chunk) as usize]));
-                    owners.push(i);
+                    window_owners.push(i);
                 }
             }
-            let batch_ok = {
-                let mut pieces: Vec<(u64, &mut [u8])> =
-                    windows.iter_mut().map(|(a, b)| (*a, &mut b[..])).collect();
-                memory.read_many(&mut pieces).is_ok()
-            };
-            if batch_ok {
-                for ((address, bytes), owner) in windows.into_iter().zip(owners) {
-                    sources[owner].add_window(address, bytes);
+            if !windows.is_empty() {
+                let required = windows.len();
+                for (owner, what, len) in &not_reached {
+                    let Prefetched::Window(start) = *what else {
+                        continue;
+                    };
+                    if let Some(i) = reads.iter().position(|r| r.sample.thread_state == *owner) {
+                        windows.push((start, vec![0u8; *len as usize]));
+                        window_owners.push(i);
+                    }
+                }
+                let done = {
+                    let mut pieces: Vec<(u64, &mut [u8])> =
+                        windows.iter_mut().map(|(a, b)| (*a, &mut b[..])).collect();
+                    memory.read_prefix(&mut pieces).unwrap_or(0)
+                };
+                // The thread windows are all or nothing (as one batch
+                // was before the prefetch); prefetch pieces as far as read.
+                let keep = if done >= required { done } else { 0 };
+                for ((address, bytes), owner) in windows.into_iter().zip(window_owners).take(keep) {
+                    reads[owner].source.add_window(address, bytes);
                 }
             }
-            for (read, mut source) in reads.iter_mut().zip(sources) {
+            for read in &mut reads {
                 read.walk = walk_interpreter_frames(
                     memory,
                     layout,
                     read.current_frame,
-                    &mut source,
+                    &mut read.source,
                     options,
                 );
-                read.source = source;
             }
         }
     }
 
-    // Phase 4: did any stack change while it was read? Re-read, in one
-    // batch, each thread's current-frame pointer and every frame header
-    // the walk used. The innermost frame's instruction moves on while it
-    // runs, but its code and caller may not change, and no caller's frame
-    // may change at all while its callee runs: if everything compares
-    // equal, the stack read was one the program really had.
+    // Phase 4: was each stack one the program really had? See torn.rs.
     if options.check_torn {
-        // Frames served from a data-stack window are re-read by re-reading
-        // the window (one iovec); others one header each.
-        struct Reread {
-            pointer: [u8; 8],
-            windows: Vec<(u64, Vec<u8>)>,
-            headers: Vec<Option<Vec<u8>>>,
-        }
-        let mut rereads: Vec<Reread> = reads
-            .iter()
-            .map(|r| Reread {
-                pointer: [0; 8],
-                windows: r
-                    .source
-                    .windows()
-                    .iter()
-                    .map(|(a, b)| (*a, vec![0u8; b.len()]))
-                    .collect(),
-                headers: r
-                    .walk
-                    .visited
-                    .iter()
-                    .map(|(a, h)| {
-                        let len = h.as_slice().len();
-                        r.source
-                            .find(*a, len as u64)
-                            .is_none()
-                            .then(|| vec![0u8; len])
-                    })
-                    .collect(),
-            })
-            .collect();
+        let mut rereads: Vec<Reread> = reads.iter_mut().map(Reread::plan).collect();
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
         for (read, reread) in reads.iter().zip(rereads.iter_mut()) {
-            if read.frame_pointer_at >= 8 {
-                pieces.push((read.frame_pointer_at, &mut reread.pointer[..]));
-            }
-            for (address, buf) in reread.windows.iter_mut() {
-                pieces.push((*address, &mut buf[..]));
-            }
-            for ((address, _), buf) in read.walk.visited.iter().zip(reread.headers.iter_mut()) {
-                if let Some(buf) = buf {
-                    pieces.push((*address, &mut buf[..]));
-                }
-            }
+            reread.pieces(read, &mut pieces);
         }
         code_check.select(&reads);
         for (address, buf) in code_check.pieces.iter_mut() {
             pieces.push((*address, &mut buf[..]));
         }
         let reread_ok = memory.read_many(&mut pieces).is_ok();
+        drop(pieces);
         code_check.ok = reread_ok;
         for (read, reread) in reads.iter_mut().zip(rereads) {
-            let frame_moved = read.frame_pointer_at >= 8
-                && u64::from_le_bytes(reread.pointer) != read.current_frame;
-            let mut after = FrameSource::new();
-            for (address, bytes) in reread.windows {
-                after.add_window(address, bytes);
-            }
-            let changed = read
-                .walk
-                .visited
-                .iter()
-                .zip(&reread.headers)
-                .enumerate()
-                .any(|(i, ((address, before), own))| {
-                    let now = match own {
-                        Some(bytes) => Some(&bytes[..]),
-                        None => after.find(*address, before.as_slice().len() as u64),
-                    };
-                    now.is_none_or(|now| !same_frame(layout, before.as_slice(), now, i == 0))
-                });
-            read.sample.torn = !reread_ok || frame_moved || changed || read.walk.broken;
+            read.sample.torn = !reread_ok || read.walk.broken || reread.torn(layout, read);
         }
-    }
-
-    if !options.check_torn {
+    } else {
         code_check.select(&reads);
         let mut pieces: Vec<(u64, &mut [u8])> = code_check
             .pieces
@@ -382,6 +472,43 @@ pub fn sample_interpreters(
         code_check.ok = pieces.is_empty() || memory.read_many(&mut pieces).is_ok();
     }
 
+    // Remember where each thread's walk read, for the next sample.
+    let failed_window = match failed {
+        Some((owner, Prefetched::Window(address))) => Some((owner, address)),
+        _ => None,
+    };
+    let mut next: Vec<ThreadPrefetch> = Vec::with_capacity(reads.len());
+    for read in &mut reads {
+        let address = read.sample.thread_state;
+        let mut prefetch = cache
+            .prefetch
+            .iter()
+            .position(|p| p.thread_state == address)
+            .map(|i| cache.prefetch.swap_remove(i))
+            .unwrap_or_else(|| ThreadPrefetch {
+                thread_state: address,
+                ..ThreadPrefetch::default()
+            });
+        prefetch.frame_pointer_at = if direct.is_none() {
+            read.frame_pointer_at
+        } else {
+            0
+        };
+        let used = if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
+            used_windows(&mut read.source, &read.walk)
+        } else {
+            Vec::new()
+        };
+        let failed: Vec<u64> = failed_window
+            .filter(|(owner, _)| *owner == address)
+            .map(|(_, a)| a)
+            .into_iter()
+            .collect();
+        prefetch.update(&used, &failed);
+        next.push(prefetch);
+    }
+    cache.prefetch = next;
+
     for read in reads {
         let mut sample = read.sample;
         sample.truncated = read.walk.truncated || (read.walk.broken && !options.check_torn);
@@ -389,6 +516,28 @@ pub fn sample_interpreters(
         out.push(sample);
     }
     Ok(())
+}
+
+/// The windows of `source` the walk read frames from, outermost first,
+/// each with the end of the last frame header read in it.
+fn used_windows(source: &mut FrameSource, walk: &Walk) -> Vec<Used> {
+    let mut used: Vec<Used> = Vec::new();
+    for &address in walk.visited.iter().rev() {
+        let Some(index) = source.locate(address, walk.header_len) else {
+            continue;
+        };
+        let start = source.windows()[index].0;
+        let end = address + walk.header_len;
+        match used.iter_mut().find(|u| u.address == start) {
+            Some(u) => u.end = u.end.max(end),
+            None => used.push(Used {
+                address: start,
+                end,
+                is_chunk: source.is_chunk(start),
+            }),
+        }
+    }
+    used
 }
 
 /// Code objects to re-check in a sample's last batch read.
@@ -429,31 +578,6 @@ impl<'a> CodeCheck<'a> {
             .map(|a| (a, vec![0u8; self.len]))
             .collect();
     }
-}
-
-/// True if two copies of a frame header describe the same call: same code
-/// and caller and, except for the innermost frame (whose instruction
-/// pointer moves on while it runs), the same instruction.
-fn same_frame(layout: &Layout, before: &[u8], after: &[u8], innermost: bool) -> bool {
-    let o = &layout.offsets;
-    let instruction = if innermost {
-        None
-    } else {
-        o.interpreter_frame_instr_ptr
-            .or(o.interpreter_frame_prev_instr)
-            .or(o.frame_object_f_lasti)
-    };
-    let fields = [
-        o.interpreter_frame_previous.or(o.frame_object_f_back),
-        o.interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code)
-            .or(o.frame_object_f_code),
-        instruction,
-    ];
-    fields
-        .into_iter()
-        .flatten()
-        .all(|at| field_u64(before, at) == field_u64(after, at))
 }
 
 /// Follows the runtime's interpreter list and each interpreter's thread
