@@ -201,7 +201,7 @@ pub fn collect(
             .warnings
             .push(format!("{unreadable} generator objects unreadable"));
     }
-    link_tasks(objects, &mut tasks, &generators);
+    link_tasks(objects, &mut codes, &mut tasks, &generators);
     snapshot.generators = generators;
     snapshot.tasks = tasks;
     snapshot
@@ -441,9 +441,79 @@ fn read_c_task(
     ))
 }
 
+/// The tasks of a `TaskGroup` whose exit the coroutine stack is waiting
+/// in: a link running `TaskGroup.__aexit__` (3.11-3.13) or `_aexit` (3.14)
+/// of asyncio/taskgroups.py has the group as its `self`, whose `_tasks`
+/// set holds the children still running. The parent's `_fut_waiter` is the
+/// group's private `_on_completed_fut`, so without this the children
+/// would hang off nothing (3.14 records the edge itself in `awaited_by`).
+fn task_group_children(
+    objects: &Objects<'_>,
+    codes: &mut Codes,
+    stack: &[u64],
+    by_address: &HashMap<u64, &Generator>,
+) -> Vec<u64> {
+    for address in stack {
+        let Some(generator) = by_address.get(address) else {
+            continue;
+        };
+        let is_exit = matches!(
+            generator.qualname.as_str(),
+            "TaskGroup.__aexit__" | "TaskGroup._aexit"
+        ) && generator.file.ends_with("taskgroups.py");
+        if !is_exit {
+            continue;
+        }
+        let Some(frame) = generator_frame_ref(objects.layout(), generator) else {
+            continue;
+        };
+        let Some((code, _)) = codes.get(objects, generator.code) else {
+            continue;
+        };
+        let group = frame_variables(objects, &frame, code)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == "self" && v.value != 0)
+            .map(|v| v.value);
+        let Some(group) = group else {
+            continue;
+        };
+        let Ok(Some(set)) = objects.reader.instance_attribute(group, "_tasks") else {
+            continue;
+        };
+        return objects
+            .set_items(set, 100_000)
+            .map(|(items, _)| items)
+            .unwrap_or_default();
+    }
+    Vec::new()
+}
+
+/// A generator's frame as the scopes reader takes it (None when closed).
+fn generator_frame_ref(layout: &crate::cpython::Layout, generator: &Generator) -> Option<FrameRef> {
+    let frame = generator.frame_address?;
+    let o = &layout.offsets;
+    let localsplus = o
+        .interpreter_frame_localsplus
+        .or(o.frame_object_f_localsplus)?;
+    Some(FrameRef {
+        address: frame,
+        code: generator.code,
+        instruction_offset: generator.instruction_offset.unwrap_or(0).max(0) as u32,
+        globals: 0,
+        localsplus: frame.wrapping_add(localsplus),
+        is_generator: true,
+    })
+}
+
 /// Fills each task's coroutine stack, the tasks it awaits and those that
 /// await it.
-fn link_tasks(objects: &Objects<'_>, tasks: &mut [Task], generators: &[Generator]) {
+fn link_tasks(
+    objects: &Objects<'_>,
+    codes: &mut Codes,
+    tasks: &mut [Task],
+    generators: &[Generator],
+) {
     let by_address: HashMap<u64, &Generator> = generators.iter().map(|g| (g.address, g)).collect();
     let index: HashMap<u64, usize> = tasks
         .iter()
@@ -475,6 +545,10 @@ fn link_tasks(objects: &Objects<'_>, tasks: &mut [Task], generators: &[Generator
                 .and_then(|list| objects.sequence_items(list, Kind::List, 100_000).ok())
                 .map(|(items, _)| items)
                 .unwrap_or_default();
+            awaited.extend(children.into_iter().filter(|c| index.contains_key(c)));
+        }
+        if awaited.is_empty() {
+            let children = task_group_children(objects, codes, &task.coroutine_stack, &by_address);
             awaited.extend(children.into_iter().filter(|c| index.contains_key(c)));
         }
         for &child in &awaited {

@@ -4,8 +4,8 @@ Usage: snapshot_async_tasks.py TRUTH_PATH
 
 Tasks: "leaf-awaits-future" awaits a bare future; "waits-for-leaf" awaits
 that task; "gatherer" awaits gather() of two worker tasks; "python-task" is
-a pure-Python asyncio.tasks._PyTask; main awaits a future that is never
-set. Once every task is suspended, a plain callback (not a task, so nothing
+a pure-Python asyncio.tasks._PyTask; on 3.11+ "group-parent" waits for the
+two children of its TaskGroup; on 3.12+ "eager" started eagerly; main awaits a future that is never set. Once every task is suspended, a plain callback (not a task, so nothing
 is running) writes asyncio's own view of every task (all_tasks(), names,
 states, coroutine chains with f_lineno, _fut_waiter, gather children, id()s)
 to TRUTH_PATH; the loop then blocks in its selector for an hour.
@@ -36,6 +36,17 @@ async def waiter(task):
     await task
 
 
+GROUPS = []
+
+
+async def group_parent():
+    # 3.11+: the parent waits in TaskGroup.__aexit__ for its children.
+    async with asyncio.TaskGroup() as group:
+        GROUPS.append(group)
+        group.create_task(worker(5), name="group-child-1")
+        group.create_task(worker(6), name="group-child-2")
+
+
 def coroutine_stack(task):
     stack = []
     link = task.get_coro()
@@ -57,6 +68,8 @@ def write_truth(loop):
         elif type(waiter_object).__name__ == "_GatheringFuture":
             awaiting_tasks = [id(c) for c in waiter_object._children
                               if isinstance(c, (asyncio.Task, asyncio.tasks._PyTask))]
+        elif GROUPS and task is GROUPS[0]._parent_task:
+            awaiting_tasks = [id(c) for c in GROUPS[0]._tasks]
         tasks[str(id(task))] = {
             "id": id(task),
             "name": task.get_name(),
@@ -88,6 +101,11 @@ async def main():
     asyncio.create_task(waiter(t_leaf), name="waits-for-leaf")
     asyncio.tasks._PyTask(worker(3), name="python-task")
     asyncio.create_task(worker(4))  # default name Task-N
+    if sys.version_info >= (3, 11):
+        asyncio.create_task(group_parent(), name="group-parent")
+    if sys.version_info >= (3, 12):
+        # Runs its first step inside this call (eager), then suspends.
+        asyncio.Task(worker(7), loop=loop, name="eager", eager_start=True)
     for _ in range(5):
         await asyncio.sleep(0)
     # Runs on a later iteration, when main too is suspended on `never`.
