@@ -23,9 +23,13 @@ pub enum TableFormat {
     /// code_object_generation, tlbc_generation, stackpointer, tlbc_index,
     /// co_tlbc, and the set, generator, llist and debugger sections.
     V3_14,
-    /// CPython 3.15 (main): as 3.14, with thread_state extended by
-    /// base_frame and last_profiled_frame after current_frame and
-    /// holds_gil and gil_requested at its end. Untested: no 3.15 here.
+    /// CPython 3.15 (checked against 3.15.0rc1's own table): as 3.14, with
+    /// thread_state extended (base_frame, last_profiled_frame,
+    /// last_profiled_frame_seq after current_frame; holds_gil, gil_requested,
+    /// current_exception, exc_state after status), a new err_stackitem
+    /// section, type_object's tp_basicsize and tp_dictoffset, a new
+    /// heap_type_object section, unicode_object's compactunicodeobject_size
+    /// and gc's frame and generation statistics.
     V3_15,
 }
 
@@ -193,30 +197,122 @@ const V3_14_FIELDS: &[&str] = &[
     "gen_object.gi_frame_state",
 ];
 
+/// 3.15's fields, in the order of 3.15's Include/internal/pycore_debug_offsets.h.
+/// Checked field by field against 3.15.0rc1's own table and its live objects
+/// (agent/tests/debug_offsets_truth.rs, on the WebAssembly build): 3.15.0b4
+/// inserted last_profiled_frame_seq, so pre-releases before it differ.
+const V3_15_FIELDS: &[&str] = &[
+    "version",
+    "free_threaded",
+    "runtime_state.size",
+    "runtime_state.finalizing",
+    "runtime_state.interpreters_head",
+    "interpreter_state.size",
+    "interpreter_state.id",
+    "interpreter_state.next",
+    "interpreter_state.threads_head",
+    "interpreter_state.threads_main",
+    "interpreter_state.gc",
+    "interpreter_state.imports_modules",
+    "interpreter_state.sysdict",
+    "interpreter_state.builtins",
+    "interpreter_state.ceval_gil",
+    "interpreter_state.gil_runtime_state",
+    "interpreter_state.gil_runtime_state_enabled",
+    "interpreter_state.gil_runtime_state_locked",
+    "interpreter_state.gil_runtime_state_holder",
+    "interpreter_state.code_object_generation",
+    "interpreter_state.tlbc_generation",
+    "thread_state.size",
+    "thread_state.prev",
+    "thread_state.next",
+    "thread_state.interp",
+    "thread_state.current_frame",
+    "thread_state.base_frame",
+    "thread_state.last_profiled_frame",
+    "thread_state.last_profiled_frame_seq",
+    "thread_state.thread_id",
+    "thread_state.native_thread_id",
+    "thread_state.datastack_chunk",
+    "thread_state.status",
+    "thread_state.holds_gil",
+    "thread_state.gil_requested",
+    "thread_state.current_exception",
+    "thread_state.exc_state",
+    "err_stackitem.exc_value",
+    "interpreter_frame.size",
+    "interpreter_frame.previous",
+    "interpreter_frame.executable",
+    "interpreter_frame.instr_ptr",
+    "interpreter_frame.localsplus",
+    "interpreter_frame.owner",
+    "interpreter_frame.stackpointer",
+    "interpreter_frame.tlbc_index",
+    "code_object.size",
+    "code_object.filename",
+    "code_object.name",
+    "code_object.qualname",
+    "code_object.linetable",
+    "code_object.firstlineno",
+    "code_object.argcount",
+    "code_object.localsplusnames",
+    "code_object.localspluskinds",
+    "code_object.co_code_adaptive",
+    "code_object.co_tlbc",
+    "pyobject.size",
+    "pyobject.ob_type",
+    "type_object.size",
+    "type_object.tp_name",
+    "type_object.tp_repr",
+    "type_object.tp_flags",
+    "type_object.tp_basicsize",
+    "type_object.tp_dictoffset",
+    "heap_type_object.size",
+    "heap_type_object.ht_cached_keys",
+    "tuple_object.size",
+    "tuple_object.ob_item",
+    "tuple_object.ob_size",
+    "list_object.size",
+    "list_object.ob_item",
+    "list_object.ob_size",
+    "set_object.size",
+    "set_object.used",
+    "set_object.table",
+    "set_object.mask",
+    "dict_object.size",
+    "dict_object.ma_keys",
+    "dict_object.ma_values",
+    "float_object.size",
+    "float_object.ob_fval",
+    "long_object.size",
+    "long_object.lv_tag",
+    "long_object.ob_digit",
+    "bytes_object.size",
+    "bytes_object.ob_size",
+    "bytes_object.ob_sval",
+    "unicode_object.size",
+    "unicode_object.state",
+    "unicode_object.length",
+    "unicode_object.asciiobject_size",
+    "unicode_object.compactunicodeobject_size",
+    "gc.size",
+    "gc.collecting",
+    "gc.frame",
+    "gc.generation_stats_size",
+    "gc.generation_stats",
+    "gen_object.size",
+    "gen_object.gi_name",
+    "gen_object.gi_iframe",
+    "gen_object.gi_frame_state",
+];
+
 impl TableFormat {
     /// The table's fields after the cookie, in order.
     pub fn fields(self) -> Vec<&'static str> {
         match self {
             TableFormat::V3_13 => V3_13_FIELDS.to_vec(),
             TableFormat::V3_14 => V3_14_FIELDS.to_vec(),
-            TableFormat::V3_15 => {
-                let mut fields = V3_14_FIELDS.to_vec();
-                let at = fields
-                    .iter()
-                    .position(|f| *f == "thread_state.current_frame")
-                    .expect("3.14 table lists current_frame")
-                    + 1;
-                fields.insert(at, "thread_state.base_frame");
-                fields.insert(at + 1, "thread_state.last_profiled_frame");
-                let end = fields
-                    .iter()
-                    .position(|f| *f == "thread_state.status")
-                    .expect("3.14 table lists status")
-                    + 1;
-                fields.insert(end, "thread_state.holds_gil");
-                fields.insert(end + 1, "thread_state.gil_requested");
-                fields
-            }
+            TableFormat::V3_15 => V3_15_FIELDS.to_vec(),
         }
     }
 
