@@ -154,7 +154,52 @@ pub fn monotonic_ns() -> u64 {
 /// Records `target` (and, with `subprocesses`, its descendants) into
 /// `output` until the duration ends, the session is interrupted or every
 /// target has exited. `child` is the process `pydeep record` started.
+///
+/// A failure to write the recording (a full disk, a file size limit) ends
+/// the session at once with [`Exit::OutputError`] and a message naming the
+/// cause and the fix; what was written before stays readable.
 pub fn run(
+    target: Target,
+    child: Option<Child>,
+    output: &Path,
+    overwrite: bool,
+    options: &SessionOptions,
+) -> Result<(SessionSummary, Option<Child>)> {
+    record(target, child, output, overwrite, options).map_err(|error| {
+        let format_error = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<pydeep_format::FormatError>());
+        match format_error {
+            Some(format_error) if error.downcast_ref::<Failure>().is_none() => {
+                output_failure(output, format_error).into()
+            }
+            _ => error,
+        }
+    })
+}
+
+/// Says why writing `output` failed and what to do, with exit code 9.
+pub fn output_failure(output: &Path, error: &pydeep_format::FormatError) -> Failure {
+    let path = output.display();
+    let cause = match error {
+        pydeep_format::FormatError::Io(io) => match io.raw_os_error() {
+            Some(libc::ENOSPC) => "no space left on device (ENOSPC): free some space, or record to another file system with -o".to_string(),
+            Some(libc::EDQUOT) => "disk quota exceeded (EDQUOT): free some space, or record elsewhere with -o".to_string(),
+            Some(libc::EFBIG) => "file too large (EFBIG): a file size limit (ulimit -f) was reached; raise it, or record for less time (--duration)".to_string(),
+            Some(libc::EIO) => "input/output error (EIO) from the storage device: record to another file system with -o".to_string(),
+            _ => format!("{error}"),
+        },
+        other => format!("{other}"),
+    };
+    Failure::new(
+        Exit::OutputError,
+        format!(
+            "cannot write the recording {path}: {cause}. What was written before the failure is readable: `pydeep verify {path}` says how much"
+        ),
+    )
+}
+
+fn record(
     target: Target,
     child: Option<Child>,
     output: &Path,

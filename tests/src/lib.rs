@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod recording;
+pub mod waits;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,11 +6,13 @@
 //! test is that parent), and `verify` / `info` show it. On every interpreter.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use pydeep_format::proto::ProcessEventKind as Kind;
 use pydeep_integration::recording::read;
+use pydeep_integration::waits::{
+    wait_exit as wait_bounded, wait_for_file as wait_for, wait_for_samples,
+};
 use pydeep_integration::{program, test_pythons, workspace_binary, Python};
 
 /// One way to end: the program's arguments, the event the recording must
@@ -48,57 +50,6 @@ const WAYS: &[Way] = &[
         record_exit: 128 + 9,
     },
 ];
-
-/// Waits (bounded) until `path` exists; fails if `process` ended first.
-fn wait_for(path: &Path, process: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        if let Ok(Some(status)) = process.try_wait() {
-            panic!(
-                "{what}: ended ({status}) before {} appeared",
-                path.display()
-            );
-        }
-        assert!(Instant::now() < deadline, "{what}: no {}", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits for `child` for at most 60 s (then kills it and fails).
-fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("{what}: still running after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits (bounded) until the recording at `path` holds a flushed sample
-/// (the writer flushes at least once a second), so the target is known to
-/// have been sampled before it is told to end.
-fn wait_for_samples(path: &Path, process: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut recording) = pydeep_format::Recording::open(path) {
-            while let Ok(Some(event)) = recording.next_event() {
-                if matches!(event, pydeep_format::Event::Sample(_)) {
-                    return;
-                }
-            }
-        }
-        if let Ok(Some(status)) = process.try_wait() {
-            panic!("{what}: ended ({status}) before a sample was flushed");
-        }
-        assert!(Instant::now() < deadline, "{what}: no sample after 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn pydeep(args: &[&str], file: &Path) -> Output {
     Command::new(workspace_binary("pydeep"))
