@@ -171,7 +171,7 @@ pub fn collect(
                 }
             }
             Err(HeapError::Unsupported(version)) => snapshot.warnings.push(format!(
-                "CPython {version}: the GC lists are not read yet, so tasks and \
+                "CPython {version}: the GC lists could not be read, so tasks and \
                  heap generators are missing"
             )),
             Err(e) => snapshot

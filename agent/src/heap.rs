@@ -65,7 +65,9 @@ pub enum HeapError {
     #[error(transparent)]
     Object(#[from] ObjectError),
     /// The version's collector layout is not known to pydeep.
-    #[error("walking the GC lists of CPython {0} is not supported yet (3.9-3.13 are)")]
+    #[error(
+        "walking the GC lists of CPython {0} failed: no collector list was recognised in its GC state (3.9-3.13 are tested)"
+    )]
     Unsupported(String),
 }
 
@@ -122,32 +124,41 @@ pub fn walk_objects(
     let layout = objects.layout();
     let o = &layout.offsets;
     let version = layout.version.to_string();
-    let (Some(main_at), Some(gc_at), Some(generations_at), Some(generation_size), Some(head_size)) = (
-        o.runtime_interpreters_main,
+    let (Some(gc_at), Some(_)) = (
         o.interpreter_gc,
-        o.gc_state_generations,
-        o.gc_generation_size,
-        o.gc_head_size,
+        o.runtime_interpreters_main.or(o.runtime_interpreters_head),
     ) else {
         return Err(HeapError::Unsupported(version));
     };
-    // 3.14 replaced the three generations with young/old spaces
-    // (pycore_interp_structs.h); its layout is not read yet.
-    if layout.version.minor >= 14 {
-        return Err(HeapError::Unsupported(version));
-    }
-    let interpreter = read_u64(memory, runtime_address + main_at).map_err(ObjectError::from)?;
+    let head_size = o.gc_head_size.unwrap_or(16);
+    let interpreter = main_interpreter(memory, layout, runtime_address)?;
     let gc = interpreter + gc_at;
+    let heads = match (o.gc_state_generations, o.gc_generation_size) {
+        (Some(generations_at), Some(generation_size)) => (0..GENERATIONS)
+            .map(|generation| gc + generations_at + generation * generation_size)
+            .collect(),
+        // 3.14+ replaced the three generations with `young`, `old[2]` and
+        // `permanent_generation` (incremental collector), whose offsets no
+        // table gives: their heads are found by shape.
+        _ => {
+            let span = o.gc_state_collecting.unwrap_or(512).clamp(64, 4096);
+            let heads = generation_heads_by_shape(memory, gc, span);
+            if heads.is_empty() {
+                return Err(HeapError::Unsupported(version));
+            }
+            heads
+        }
+    };
     let mut blocks = Blocks {
         memory,
         blocks: HashMap::new(),
     };
     let mut stats = WalkStats::default();
-    for generation in 0..GENERATIONS {
-        let head = gc + generations_at + generation * generation_size;
-        // _gc_next's low bit marks unreachable objects during a collection
-        // (NEXT_MASK_UNREACHABLE); a paused target may be inside one.
-        let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !1;
+    for head in heads {
+        // _gc_next's low bits mark unreachable objects during a collection
+        // (NEXT_MASK_UNREACHABLE) and, from 3.14, the old space; a paused
+        // target may be inside a collection. Heads are 16-byte aligned.
+        let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !7;
         let mut steps = 0u64;
         // Brent's cycle detection: a list that loops without coming back
         // to its head (garbage, or freed under a running target) meets the
@@ -176,10 +187,75 @@ pub fn walk_objects(
             let ob_size = field_u64(&bytes, head_size + 16) as i64;
             visit(node.wrapping_add(head_size), object_type, ob_size);
             stats.objects += 1;
-            node = field_u64(&bytes, 0) & !1;
+            node = field_u64(&bytes, 0) & !7;
         }
     }
     Ok(stats)
+}
+
+/// The main interpreter: `_PyRuntime.interpreters.main`, or where no table
+/// gives it (3.14+) the last of the `interpreters.head` list (newest
+/// first, Python/pystate.c).
+fn main_interpreter(
+    memory: &dyn RemoteMemory,
+    layout: &crate::cpython::Layout,
+    runtime_address: u64,
+) -> Result<u64, HeapError> {
+    let o = &layout.offsets;
+    if let Some(main_at) = o.runtime_interpreters_main {
+        return Ok(read_u64(memory, runtime_address + main_at).map_err(ObjectError::from)?);
+    }
+    let head_at = o
+        .runtime_interpreters_head
+        .ok_or_else(|| HeapError::Unsupported(layout.version.to_string()))?;
+    let mut interpreter = read_u64(memory, runtime_address + head_at).map_err(ObjectError::from)?;
+    let next_at = o.interpreter_next.unwrap_or(0);
+    for _ in 0..256 {
+        let next = read_u64(memory, interpreter + next_at).map_err(ObjectError::from)?;
+        if next == 0 || next == interpreter {
+            break;
+        }
+        interpreter = next;
+    }
+    Ok(interpreter)
+}
+
+/// The heads of the collector's object lists inside the `gc` state at
+/// `gc` (the first `span` bytes), found by their shape: a `PyGC_Head`
+/// whose `_gc_next` and `_gc_prev` both point at itself (an empty list),
+/// or whose first node's `_gc_prev` and last node's `_gc_next` point back
+/// at it (low flag bits masked). Lists are circular and doubly linked in
+/// every version (Include/internal/pycore_gc.h), which no other pair of
+/// words in the state is. In address order: for 3.14, young, old[0],
+/// old[1], permanent.
+pub fn generation_heads_by_shape(memory: &dyn RemoteMemory, gc: u64, span: u64) -> Vec<u64> {
+    let Ok(region) = crate::memory::read_vec(memory, gc, span as usize, 4096) else {
+        return Vec::new();
+    };
+    let mut heads = Vec::new();
+    let mut offset = 0u64;
+    while offset + 16 <= span {
+        let at = gc + offset;
+        let next = field_u64(&region, offset) & !7;
+        let prev = field_u64(&region, offset + 8) & !3;
+        let is_head = at.is_multiple_of(8)
+            && next != 0
+            && prev != 0
+            && ((next == at && prev == at)
+                || (next != at
+                    && prev != at
+                    && next.is_multiple_of(8)
+                    && prev.is_multiple_of(8)
+                    && read_u64(memory, next + 8).is_ok_and(|p| p & !3 == at)
+                    && read_u64(memory, prev).is_ok_and(|n| n & !7 == at)));
+        if is_head {
+            heads.push(at);
+            offset += 16;
+        } else {
+            offset += 8;
+        }
+    }
+    heads
 }
 
 /// Counts every object in the main interpreter's GC generations by type.
