@@ -168,6 +168,21 @@ pub struct RecordOptions {
     /// Never show the live status line, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Store a snapshot of every thread's frames this often (e.g. `1s`);
+    /// the target is paused while it is read.
+    #[arg(long, value_parser = parse_duration)]
+    pub snapshot_every: Option<Duration>,
+    /// Snapshots include each frame's variables with their values and the
+    /// objects they reference (values are recorded only with this flag).
+    #[arg(long, requires = "snapshot_every")]
+    pub snapshot_locals: bool,
+    /// Most objects stored per snapshot, reached from the variables.
+    #[arg(long, default_value_t = 200, requires = "snapshot_locals")]
+    pub snapshot_objects: usize,
+    /// Count the GC-tracked objects by type this often (e.g. `5s`); the
+    /// target is paused while they are counted.
+    #[arg(long, value_parser = parse_duration)]
+    pub heap_every: Option<Duration>,
 }
 
 /// Parses `1.5s`, `250ms`, `2m`, `1h` or a bare number of seconds.

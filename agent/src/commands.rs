@@ -154,6 +154,10 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> SessionOption
         max_depth: options.max_depth,
         show_status: !options.quiet && std::io::stderr().is_terminal(),
         mode,
+        snapshot_every: options.snapshot_every,
+        snapshot_values: options.snapshot_locals,
+        snapshot_objects: options.snapshot_objects,
+        heap_every: options.heap_every,
     }
 }
 

@@ -169,6 +169,13 @@ pub fn resolve_root(
 
 /// Breadth-first referents walk from `root`.
 pub fn walk(objects: &Objects<'_>, root: u64, options: &GraphOptions) -> Graph {
+    walk_roots(objects, &[root], options)
+}
+
+/// Breadth-first referents walk from several roots at once (each at depth
+/// 0), every object once; `Graph::root` is the first root (0 if none).
+pub fn walk_roots(objects: &Objects<'_>, roots: &[u64], options: &GraphOptions) -> Graph {
+    let root = roots.first().copied().unwrap_or(0);
     let rendering = Rendering {
         max_string: 40,
         max_items: 4,
@@ -180,8 +187,11 @@ pub fn walk(objects: &Objects<'_>, root: u64, options: &GraphOptions) -> Graph {
     let mut seen: HashSet<u64> = HashSet::new();
     let mut queue: VecDeque<(u64, usize)> = VecDeque::new();
     let mut truncated = false;
-    seen.insert(root);
-    queue.push_back((root, 0));
+    for &root in roots {
+        if root != 0 && seen.len() < options.max_objects && seen.insert(root) {
+            queue.push_back((root, 0));
+        }
+    }
     while let Some((address, depth)) = queue.pop_front() {
         let Ok(info) = objects.info(address) else {
             nodes.push(Node {

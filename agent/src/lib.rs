@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod schedule;
 pub mod session;
 pub mod signals;
+pub mod snapshot;
 pub mod status;
 
 pub use cpython::code::{CodeObject, LineTableKind};

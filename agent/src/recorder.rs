@@ -207,23 +207,7 @@ impl<W: Write> Recorder<W> {
             let unreadable_before = self.stats.unreadable_code;
             // The walker gives frames innermost first; stacks are stored outermost first.
             for frame in sample.frames.iter().rev().skip(shared) {
-                let (code, line) = match self.code(source, pid, version, frame.code_address) {
-                    Some(code) => (
-                        code.id,
-                        code.lines.line(frame.instruction_offset).unwrap_or(0),
-                    ),
-                    None => {
-                        self.stats.unreadable_code += 1;
-                        (self.unknown_code(), 0)
-                    }
-                };
-                frame_ids.push(self.writer.intern_frame(FrameKey {
-                    code,
-                    instruction_offset: frame.instruction_offset,
-                    line,
-                    is_generator: frame.is_generator,
-                    is_shim: frame.is_shim,
-                }));
+                frame_ids.push(self.frame(source, pid, version, frame));
             }
             let stack = self.writer.intern_stack(&frame_ids);
             // A frame recorded as "<unknown>" may be readable next time: keep
@@ -262,6 +246,45 @@ impl<W: Write> Recorder<W> {
         self.writer.sample(clock_ns, thread, stack, flags)?;
         self.stats.samples += 1;
         Ok(true)
+    }
+
+    /// The id of `frame` in the recording, defining it (and its code
+    /// object) on first use.
+    pub fn frame(
+        &mut self,
+        source: &mut impl CodeSource,
+        pid: i32,
+        version: &PythonVersion,
+        frame: &crate::FrameSample,
+    ) -> u64 {
+        let (code, line) = match self.code(source, pid, version, frame.code_address) {
+            Some(code) => (
+                code.id,
+                code.lines.line(frame.instruction_offset).unwrap_or(0),
+            ),
+            None => {
+                self.stats.unreadable_code += 1;
+                (self.unknown_code(), 0)
+            }
+        };
+        self.writer.intern_frame(FrameKey {
+            code,
+            instruction_offset: frame.instruction_offset,
+            line,
+            is_generator: frame.is_generator,
+            is_shim: frame.is_shim,
+        })
+    }
+
+    /// The stack id of `frame_ids` (outermost first), defining it on first
+    /// use; samples of the same stack share the id.
+    pub fn stack(&mut self, frame_ids: &[u64]) -> u64 {
+        self.writer.intern_stack(frame_ids)
+    }
+
+    /// The id of string `text`, defining it on first use.
+    pub fn string(&mut self, text: &str) -> u64 {
+        self.writer.intern_string(text)
     }
 
     /// Writes any other record (process events, snapshots).

@@ -24,6 +24,7 @@ use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder};
 use crate::schedule::Schedule;
+use crate::snapshot::{SnapshotOptions, SnapshotSchedule};
 use crate::status::StatusLine;
 use crate::{AttachError, Target, ThreadSample, WalkOptions};
 
@@ -51,6 +52,15 @@ pub struct SessionOptions {
     pub show_status: bool,
     /// "attach" or "record".
     pub mode: &'static str,
+    /// Snapshot of every thread's frames this often (default: none).
+    pub snapshot_every: Option<Duration>,
+    /// Snapshots include variables, their values and the objects they
+    /// reference (default false).
+    pub snapshot_values: bool,
+    /// Most objects per snapshot (default 200).
+    pub snapshot_objects: usize,
+    /// Heap count by type this often (default: none).
+    pub heap_every: Option<Duration>,
 }
 
 /// What a session did, printed when it ends.
@@ -80,6 +90,8 @@ pub struct SessionSummary {
     pub read_calls: u64,
     /// The last read error seen, if any.
     pub last_error: Option<String>,
+    /// Snapshots taken and what they cost (None without snapshots).
+    pub snapshots: Option<crate::snapshot::SnapshotStats>,
 }
 
 impl std::fmt::Display for SessionSummary {
@@ -110,6 +122,9 @@ impl std::fmt::Display for SessionSummary {
             self.bytes,
             self.bytes as f64 / self.samples.max(1) as f64
         )?;
+        if let Some(snapshots) = &self.snapshots {
+            write!(f, "\n{snapshots}")?;
+        }
         if let Some(error) = &self.last_error {
             write!(f, "\n  last read error: {error}")?;
         }
@@ -231,6 +246,17 @@ fn record(
 
     let start = Instant::now();
     let mut schedule = Schedule::new(start, options.rate_hz);
+    let mut snapshots = SnapshotSchedule::new(
+        start,
+        options.snapshot_every,
+        options.heap_every,
+        SnapshotOptions {
+            values: options.snapshot_values,
+            max_depth: options.max_depth as usize,
+            max_objects: options.snapshot_objects,
+            ..SnapshotOptions::default()
+        },
+    );
     let mut status = StatusLine::new(options.show_status);
     let mut threads: Vec<ThreadSample> = Vec::new();
     let mut ticks = 0u64;
@@ -262,6 +288,7 @@ fn record(
             continue;
         }
         ticks += 1;
+        snapshots.tick(schedule.missed_ticks);
         let clock_ns = monotonic_ns();
         let mut index = 0;
         while index < attached.len() {
@@ -366,6 +393,12 @@ fn record(
                 options,
             )?;
         }
+        if let Some(asked) = snapshots.due(Instant::now()) {
+            for entry in &mut attached {
+                take_snapshot(&mut recorder, entry, &asked, &mut snapshots)?;
+            }
+            snapshots.ended(schedule.missed_ticks);
+        }
         recorder.maybe_flush()?;
         let bytes = recorder.writer().stats().bytes_written;
         status.update(
@@ -430,6 +463,8 @@ fn record(
             end_reason,
             read_calls,
             last_error,
+            snapshots: (options.snapshot_every.is_some() || options.heap_every.is_some())
+                .then(|| snapshots.stats.clone()),
         },
         child,
     ))
@@ -618,6 +653,42 @@ enum Watch {
     Waiting,
 }
 
+/// Takes one snapshot of `entry` and records it; a failed snapshot is
+/// counted, not fatal (the target may be exiting).
+fn take_snapshot<W: Write>(
+    recorder: &mut Recorder<W>,
+    entry: &mut Attached,
+    asked: &SnapshotOptions,
+    schedule: &mut SnapshotSchedule,
+) -> Result<()> {
+    let taken = match crate::snapshot::take(&mut entry.target, asked) {
+        Ok(taken) => taken,
+        Err(_) => {
+            schedule.stats.failures += 1;
+            return Ok(());
+        }
+    };
+    schedule.taken(&taken);
+    if asked.scopes {
+        if let Ok(names) = entry.target.thread_names() {
+            entry.names = names;
+            entry.names_refreshed = Some(Instant::now());
+        }
+    }
+    let pid = entry.target.pid();
+    let version = entry.target.python_version();
+    let record = crate::snapshot::to_record(
+        recorder,
+        &mut entry.target,
+        pid,
+        &version,
+        &taken,
+        &entry.names,
+    );
+    recorder.record(Kind::Snapshot(record))?;
+    Ok(())
+}
+
 fn process_event<W: Write>(
     recorder: &mut Recorder<W>,
     target: &Target,
@@ -732,7 +803,7 @@ fn header(target: &Target, options: &SessionOptions) -> proto::Header {
             include_idle: options.include_idle,
             subprocesses: options.subprocesses,
             embed_source: options.embed_source,
-            record_values: false,
+            record_values: options.snapshot_values,
             max_depth: options.max_depth,
         }),
         start_clock_ns: monotonic_ns(),

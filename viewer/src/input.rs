@@ -105,6 +105,31 @@ impl<R: Read> Input<R> {
         None
     }
 
+    /// The next snapshot, or `None` at the end of what is readable. Samples
+    /// are counted (for [`Input::damage`]) and skipped.
+    pub fn next_snapshot(&mut self) -> Option<Box<proto::Snapshot>> {
+        while !self.finished {
+            match self.recording.next_event() {
+                Ok(Some(Event::Snapshot(snapshot))) => return Some(snapshot),
+                Ok(Some(Event::Sample(_))) => self.samples_read += 1,
+                Ok(Some(Event::Footer(footer))) => {
+                    self.saw_footer = true;
+                    self.footer_samples = Some(footer.sample_count);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => self.finished = true,
+                Err(error) => {
+                    self.damage = Some(format!(
+                        "{}: unreadable after {} samples ({error}); showing what was readable",
+                        self.name, self.samples_read
+                    ));
+                    self.finished = true;
+                }
+            }
+        }
+        None
+    }
+
     /// Calls `each` with every remaining sample and the tables as they stand
     /// when the sample is read.
     pub fn for_each_sample(&mut self, mut each: impl FnMut(&Tables, &Sample)) {

@@ -14,7 +14,10 @@
 //! * [`aggregate`] counts samples per distinct stack;
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
-//! * [`bytecode`] disassembles recorded code objects.
+//! * [`bytecode`] disassembles recorded code objects;
+//! * [`snapshots`] picks deep snapshots, shown by [`scopes`] (frames,
+//!   variables, generators), [`objects`] (graphs) and [`heap`] (counts by
+//!   type, growth).
 #![deny(missing_docs)]
 
 pub mod aggregate;
@@ -24,9 +27,13 @@ pub mod collapsed;
 pub mod error;
 pub mod filter;
 pub mod flamegraph;
+pub mod heap;
 pub mod input;
 pub mod lines;
+pub mod objects;
 pub mod pprof;
+pub mod scopes;
+pub mod snapshots;
 pub mod speedscope;
 pub mod symbols;
 pub mod top;

@@ -15,8 +15,11 @@ use pydeep_view::filter::{parse_offset, Filter};
 use pydeep_view::flamegraph::FlamegraphOptions;
 use pydeep_view::input::Input;
 use pydeep_view::pprof::PprofOptions;
+use pydeep_view::snapshots::{self, Content, Selection};
 use pydeep_view::symbols::Granularity;
-use pydeep_view::{chrome, collapsed, flamegraph, lines, pprof, speedscope, top, ViewError};
+use pydeep_view::{
+    chrome, collapsed, flamegraph, heap, lines, objects, pprof, scopes, speedscope, top, ViewError,
+};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +52,112 @@ enum Command {
     /// Annotated bytecode: the disassembly of the recorded code objects with
     /// samples per instruction, source lines and specializations.
     Bytecode(pydeep_view::bytecode::cli::BytecodeArgs),
+    /// Snapshots' threads with their frames and variables (recorded with
+    /// --snapshot-every, values with --snapshot-locals).
+    Scopes(ScopesArgs),
+    /// Snapshots' generators, coroutines and asyncio tasks.
+    Generators(SnapshotArgs),
+    /// A snapshot's object graph (from --snapshot-locals) as DOT or JSON.
+    Objects(ObjectsArgs),
+    /// Heap snapshots' object counts by type (--heap-every); with --growth,
+    /// the types that grew between successive heap snapshots.
+    Heap(HeapArgs),
+}
+
+/// Which snapshots a snapshot command shows (default: all of them).
+#[derive(Args)]
+struct SnapshotArgs {
+    /// The recording (.pdr).
+    file: PathBuf,
+    /// The latest snapshot at or before this offset after the start (1.5,
+    /// 1.5s, 250ms); the first one if the offset precedes them all.
+    #[arg(long, value_name = "OFFSET", conflicts_with = "index")]
+    at: Option<String>,
+    /// Only the snapshot with this index, counted per kind from 0
+    /// (repeatable).
+    #[arg(long, value_name = "N")]
+    index: Vec<usize>,
+    /// Only snapshots of this process (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// JSON, one document per snapshot and line (schema in notes/viewer.md).
+    #[arg(long)]
+    json: bool,
+}
+
+impl SnapshotArgs {
+    fn selection(&self) -> Result<Selection> {
+        Ok(Selection {
+            at_ns: self.at.as_deref().map(parse_offset).transpose()?,
+            indexes: self.index.clone(),
+            pids: self.pids.clone(),
+        })
+    }
+
+    /// Streams the chosen snapshots holding `content` to `each`.
+    fn each(
+        &self,
+        content: Content,
+        mut each: impl FnMut(
+            &pydeep_format::Tables,
+            &pydeep_format::proto::Header,
+            &snapshots::Selected,
+        ) -> io::Result<()>,
+    ) -> Result<()> {
+        let selection = self.selection()?;
+        let mut input = Input::open(&self.file)?;
+        let result = snapshots::for_each(&mut input, content, &selection, &mut each);
+        warn_damage(input.damage().as_deref());
+        result?;
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct ScopesArgs {
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+    /// Only this thread: a thread name or a thread id (repeatable).
+    #[arg(long = "thread", value_name = "NAME|TID")]
+    threads: Vec<String>,
+}
+
+#[derive(Args)]
+struct ObjectsArgs {
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+    /// Only what is reachable from this object (`0xADDRESS` or decimal id()).
+    #[arg(long, value_name = "ADDRESS")]
+    root: Option<String>,
+    /// Output file ("-" or absent: standard output).
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct HeapArgs {
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+    /// Types shown per snapshot, most numerous (or most grown) first; 0: all.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Show the growth between successive heap snapshots (objgraph's
+    /// show_growth) instead of the counts.
+    #[arg(long, conflicts_with = "at")]
+    growth: bool,
+}
+
+fn json_line(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+fn parse_address(text: &str) -> Result<u64> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.with_context(|| format!("`{text}` is not an address (0xADDRESS or a decimal id())"))
 }
 
 /// Which samples count, and at which granularity (shared by every subcommand).
@@ -243,6 +352,83 @@ impl Command {
                 warn_damage(summary.damage.as_deref());
             }
             Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args)?,
+            Command::Scopes(args) => {
+                let mut out = stdout();
+                let json = args.snapshots.json;
+                args.snapshots
+                    .each(Content::Scopes, |tables, header, selected| {
+                        if json {
+                            let value =
+                                scopes::scopes_json(tables, header, selected, &args.threads);
+                            json_line(&mut out, &value)
+                        } else {
+                            scopes::write_scopes_text(
+                                &mut out,
+                                tables,
+                                header,
+                                selected,
+                                &args.threads,
+                            )
+                        }
+                    })?;
+                out.flush().map_err(ViewError::Write)?;
+            }
+            Command::Generators(args) => {
+                let mut out = stdout();
+                args.each(Content::Generators, |tables, header, selected| {
+                    if args.json {
+                        json_line(&mut out, &scopes::generators_json(tables, header, selected))
+                    } else {
+                        scopes::write_generators_text(&mut out, tables, header, selected)
+                    }
+                })?;
+                out.flush().map_err(ViewError::Write)?;
+            }
+            Command::Objects(args) => {
+                let root = args.root.as_deref().map(parse_address).transpose()?;
+                let mut out = create_output(args.output.as_deref(), false)?;
+                let json = args.snapshots.json;
+                args.snapshots
+                    .each(Content::Objects, |tables, header, selected| {
+                        if json {
+                            json_line(
+                                &mut out,
+                                &objects::graph_json(tables, header, selected, root),
+                            )
+                        } else {
+                            out.write_all(objects::graph_dot(tables, selected, root).as_bytes())
+                        }
+                    })?;
+                out.flush().map_err(ViewError::Write)?;
+            }
+            Command::Heap(args) => {
+                let mut out = stdout();
+                let json = args.snapshots.json;
+                let mut growth = heap::Growth::default();
+                args.snapshots
+                    .each(Content::Heap, |tables, header, selected| {
+                        if !args.growth {
+                            return if json {
+                                json_line(
+                                    &mut out,
+                                    &heap::heap_json(tables, header, selected, args.top),
+                                )
+                            } else {
+                                heap::write_heap_text(&mut out, tables, header, selected, args.top)
+                            };
+                        }
+                        match growth.next(tables, selected) {
+                            Some(step) if json => {
+                                json_line(&mut out, &heap::growth_json(header, &step, args.top))
+                            }
+                            Some(step) => {
+                                heap::write_growth_text(&mut out, header, &step, args.top)
+                            }
+                            None => Ok(()),
+                        }
+                    })?;
+                out.flush().map_err(ViewError::Write)?;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,575 @@
+//! Deep snapshots inside a recording (`--snapshot-every`, `--heap-every`):
+//! the target is paused, every thread's frames are read with (when asked)
+//! their variables and the objects they reach, and/or the GC lists are
+//! counted by type, with the same readers as `pydeep dump`, `objects` and
+//! `heap`. [`take`] reads; [`to_record`] turns what was read into a
+//! `Snapshot` record whose threads, stacks, frames and strings are the
+//! recording's own interned ids, so a viewer resolves them like samples.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use pydeep_format::proto;
+
+use crate::graph::{walk_roots, Graph, GraphOptions};
+use crate::heap::{heap_summary, HeapSummary};
+use crate::objects::{Objects, Rendering};
+use crate::recorder::{CodeSource, Recorder};
+use crate::scopes::{frame_variables, thread_frames, Binding};
+use crate::target::{ReadError, Target};
+use crate::{CodeObject, FrameSample, PythonVersion, ThreadSample};
+
+/// What one snapshot reads. Defaults: stacks only.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotOptions {
+    /// Read every thread's frames (scopes).
+    pub scopes: bool,
+    /// Read each frame's variables with their values, and the objects they
+    /// reach (values only when asked: `--snapshot-locals`).
+    pub values: bool,
+    /// Count the GC-tracked objects by type.
+    pub heap: bool,
+    /// Deepest stack read per thread (default 4096).
+    pub max_depth: usize,
+    /// Most objects of the graph from the variables (default 200; 0: none).
+    pub max_objects: usize,
+    /// References followed from each variable (default 1).
+    pub object_depth: usize,
+    /// Bounds of rendered values (default: 100 characters, 10 items).
+    pub rendering: Rendering,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            scopes: true,
+            values: false,
+            heap: false,
+            max_depth: 4096,
+            max_objects: 200,
+            object_depth: 1,
+            rendering: Rendering {
+                max_string: 100,
+                max_items: 10,
+                max_depth: 1,
+                max_length: 200,
+            },
+        }
+    }
+}
+
+/// One variable as read.
+#[derive(Debug, Clone)]
+pub struct TakenVariable {
+    /// Its name.
+    pub name: String,
+    /// How it is bound.
+    pub binding: Binding,
+    /// A parameter of the function.
+    pub is_argument: bool,
+    /// `id()` of the value (of a cell's content), 0 if unbound.
+    pub address: u64,
+    /// `type(value).__name__` (empty if unbound or unreadable).
+    pub type_name: String,
+    /// Bounded rendering of the value.
+    pub value: String,
+}
+
+/// One frame as read, innermost first.
+#[derive(Debug, Clone)]
+pub struct TakenFrame {
+    /// Code object and instruction, as the sampler records frames.
+    pub frame: FrameSample,
+    /// Variables in `localsplus` order (empty unless values were asked).
+    pub variables: Vec<TakenVariable>,
+}
+
+/// One thread as read.
+#[derive(Debug, Clone)]
+pub struct TakenThread {
+    /// The thread's identity and state (its `frames` are not used).
+    pub sample: ThreadSample,
+    /// Its frames, innermost first.
+    pub frames: Vec<TakenFrame>,
+}
+
+/// A snapshot as read from the target, before it is interned.
+#[derive(Debug, Clone, Default)]
+pub struct Taken {
+    /// CLOCK_MONOTONIC when the pause began.
+    pub clock_ns: u64,
+    /// How long the target was stopped (pause and resume included).
+    pub pause: Duration,
+    /// Every thread (when scopes were asked).
+    pub threads: Vec<TakenThread>,
+    /// Objects reached from the variables (when values were asked).
+    pub graph: Option<Graph>,
+    /// Objects by type (when the heap was asked).
+    pub heap: Option<HeapSummary>,
+    /// Limits hit and what could not be read.
+    pub warnings: Vec<String>,
+}
+
+/// Pauses `target` and reads what `options` asks for.
+pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, ReadError> {
+    let mut taken = Taken::default();
+    let started = Instant::now();
+    taken.clock_ns = crate::session::monotonic_ns();
+    let guard = target.pause()?;
+    let mut samples = Vec::new();
+    if options.scopes {
+        target.sample_threads(&mut samples)?;
+    }
+    // Frames first (they need the target's code cache, which borrows it
+    // mutably); then the object readers, which borrow it shared.
+    let mut frames_of = Vec::with_capacity(samples.len());
+    let mut codes: HashMap<u64, Option<CodeObject>> = HashMap::new();
+    for sample in &samples {
+        let frames = thread_frames(
+            target.memory(),
+            target.layout(),
+            sample.thread_state,
+            options.max_depth,
+        );
+        if options.values {
+            for frame in &frames {
+                codes.entry(frame.code).or_insert_with(|| {
+                    target
+                        .code_object(frame.code)
+                        .ok()
+                        .map(|(_, code)| code.clone())
+                });
+            }
+        }
+        frames_of.push(frames);
+    }
+    let target = &*target;
+    let objects = Objects::new(target.memory(), target.layout());
+    let mut roots = Vec::new();
+    for (sample, frames) in samples.into_iter().zip(frames_of) {
+        let mut taken_frames = Vec::with_capacity(frames.len());
+        for frame in &frames {
+            let mut variables = Vec::new();
+            if let Some(Some(code)) = codes.get(&frame.code) {
+                match frame_variables(&objects, frame, code) {
+                    Ok(vars) => {
+                        for var in vars {
+                            roots.push(var.value);
+                            variables.push(variable(&objects, var, &options.rendering));
+                        }
+                    }
+                    Err(error) => taken.warnings.push(format!(
+                        "variables of {} (frame 0x{:x}): {error}",
+                        code.qualname, frame.address
+                    )),
+                }
+            }
+            taken_frames.push(TakenFrame {
+                frame: FrameSample {
+                    code_address: frame.code,
+                    instruction_offset: frame.instruction_offset,
+                    is_generator: frame.is_generator,
+                    is_shim: false,
+                },
+                variables,
+            });
+        }
+        taken.threads.push(TakenThread {
+            sample,
+            frames: taken_frames,
+        });
+    }
+    if options.values && options.max_objects > 0 {
+        let graph = walk_roots(
+            &objects,
+            &roots,
+            &GraphOptions {
+                max_depth: options.object_depth,
+                max_objects: options.max_objects,
+                ..GraphOptions::default()
+            },
+        );
+        if graph.truncated {
+            taken.warnings.push(format!(
+                "object graph truncated at {} objects",
+                options.max_objects
+            ));
+        }
+        taken.graph = Some(graph);
+    }
+    if options.heap {
+        match heap_summary(&objects, target.runtime_address()) {
+            Ok(summary) => {
+                if summary.truncated {
+                    taken
+                        .warnings
+                        .push("heap walk truncated (list broken or too long)".into());
+                }
+                taken.heap = Some(summary);
+            }
+            Err(error) => taken.warnings.push(format!("heap: {error}")),
+        }
+    }
+    drop(guard);
+    taken.pause = started.elapsed();
+    Ok(taken)
+}
+
+fn variable(
+    objects: &Objects<'_>,
+    var: crate::scopes::Variable,
+    rendering: &Rendering,
+) -> TakenVariable {
+    let (type_name, value) = if var.value == 0 {
+        (String::new(), String::new())
+    } else {
+        match objects.info(var.value) {
+            Ok(info) => (
+                info.type_info.name.clone(),
+                objects.render(var.value, rendering),
+            ),
+            Err(_) => (String::new(), format!("<unreadable 0x{:x}>", var.value)),
+        }
+    };
+    TakenVariable {
+        name: var.name,
+        binding: var.binding,
+        is_argument: var.is_argument,
+        address: var.value,
+        type_name,
+        value,
+    }
+}
+
+/// Interns what `taken` refers to in `recorder` (threads, frames, stacks,
+/// strings) and returns the record. `names` are the threads' names.
+pub fn to_record<W: Write>(
+    recorder: &mut Recorder<W>,
+    source: &mut impl CodeSource,
+    pid: i32,
+    version: &PythonVersion,
+    taken: &Taken,
+    names: &HashMap<u64, String>,
+) -> proto::Snapshot {
+    let mut threads = Vec::with_capacity(taken.threads.len());
+    for thread in &taken.threads {
+        let name = names.get(&thread.sample.thread_id).map(String::as_str);
+        let id = recorder.thread(pid, &thread.sample, name);
+        // Stacks are stored outermost first, frames here innermost first.
+        let frame_ids: Vec<u64> = thread
+            .frames
+            .iter()
+            .rev()
+            .map(|f| recorder.frame(source, pid, version, &f.frame))
+            .collect();
+        let stack = recorder.stack(&frame_ids);
+        let frames = thread
+            .frames
+            .iter()
+            .zip(frame_ids.iter().rev())
+            .map(|(frame, &frame_id)| {
+                let mut scopes = proto::FrameScopes {
+                    frame: frame_id,
+                    ..Default::default()
+                };
+                for var in &frame.variables {
+                    let record = proto::Variable {
+                        name: recorder.string(&var.name),
+                        kind: variable_kind(var) as i32,
+                        address: var.address,
+                        type_name: if var.type_name.is_empty() {
+                            0
+                        } else {
+                            recorder.string(&var.type_name)
+                        },
+                        value: var.value.clone(),
+                        unbound: var.address == 0,
+                    };
+                    match var.binding {
+                        Binding::Local => scopes.locals.push(record),
+                        Binding::Cell => scopes.cells.push(record),
+                        Binding::Free => scopes.free_vars.push(record),
+                        Binding::Global => scopes.globals.push(record),
+                    }
+                }
+                scopes
+            })
+            .collect();
+        threads.push(proto::ThreadScopes {
+            thread: id,
+            stack,
+            frames,
+        });
+    }
+    let (objects, edges) = match &taken.graph {
+        Some(graph) => (
+            graph
+                .nodes
+                .iter()
+                .map(|node| proto::ObjectNode {
+                    address: node.address,
+                    type_name: recorder.string(&node.type_name),
+                    size: node.size.unwrap_or(0),
+                    refcount: node.refcount,
+                    value: node.repr.clone(),
+                    depth: node.depth as u32,
+                })
+                .collect(),
+            graph
+                .edges
+                .iter()
+                .map(|edge| proto::ObjectEdge {
+                    from: edge.from,
+                    to: edge.to,
+                    kind: edge_kind(&edge.label) as i32,
+                    label: edge.label.clone(),
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let heap = taken.heap.as_ref().map(|summary| proto::HeapSummary {
+        types: summary
+            .types
+            .iter()
+            .map(|t| proto::TypeCount {
+                type_name: recorder.string(&t.name),
+                count: t.count,
+                bytes: t.size,
+            })
+            .collect(),
+        total_objects: summary.objects,
+        total_bytes: summary.types.iter().map(|t| t.size).sum(),
+        unreadable: 0,
+    });
+    proto::Snapshot {
+        time_ns: taken.clock_ns,
+        pid: pid as u32,
+        pause_ns: taken.pause.as_nanos() as u64,
+        threads,
+        objects,
+        edges,
+        generators: Vec::new(),
+        tasks: Vec::new(),
+        heap,
+        warnings: taken.warnings.clone(),
+    }
+}
+
+fn variable_kind(var: &TakenVariable) -> proto::VariableKind {
+    match var.binding {
+        Binding::Local if var.is_argument => proto::VariableKind::VariableArgument,
+        Binding::Local => proto::VariableKind::VariableLocal,
+        Binding::Cell => proto::VariableKind::VariableCell,
+        Binding::Free => proto::VariableKind::VariableFree,
+        Binding::Global => proto::VariableKind::VariableGlobal,
+    }
+}
+
+/// The schema's edge kind of a graph label (see `Objects::referents`).
+fn edge_kind(label: &str) -> proto::EdgeKind {
+    if label == "key" {
+        proto::EdgeKind::EdgeDictKey
+    } else if label == "item" {
+        proto::EdgeKind::EdgeSetItem
+    } else if label == "cell_contents" {
+        proto::EdgeKind::EdgeCell
+    } else if label.starts_with('.') {
+        proto::EdgeKind::EdgeAttribute
+    } else if label.starts_with('[') && label[1..].starts_with(|c: char| c.is_ascii_digit()) {
+        proto::EdgeKind::EdgeIndex
+    } else if label.starts_with('[') {
+        proto::EdgeKind::EdgeDictValue
+    } else {
+        proto::EdgeKind::EdgeOther
+    }
+}
+
+/// When snapshots are due during a session, and what they cost.
+#[derive(Debug, Clone)]
+pub struct SnapshotSchedule {
+    every: Option<Duration>,
+    heap_every: Option<Duration>,
+    next: Option<Instant>,
+    next_heap: Option<Instant>,
+    options: SnapshotOptions,
+    /// Missed-tick count of the sampler when the last snapshot ended,
+    /// until the next tick is taken.
+    missed_before: Option<u64>,
+    /// What snapshots cost so far.
+    pub stats: SnapshotStats,
+}
+
+/// Counters of the snapshots of a session, for its summary.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotStats {
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Of which with a heap count.
+    pub heap_snapshots: u64,
+    /// Snapshots that could not be taken.
+    pub failures: u64,
+    /// Total and longest pause.
+    pub total_pause: Duration,
+    /// Longest pause.
+    pub max_pause: Duration,
+    /// Longest heap-counting pause and the objects it counted.
+    pub max_heap_pause: Duration,
+    /// Objects counted by the heap snapshot with the longest pause.
+    pub max_heap_objects: u64,
+    /// Sampler ticks missed right after a snapshot (the snapshot made the
+    /// sampler late).
+    pub missed_ticks: u64,
+}
+
+impl SnapshotSchedule {
+    /// A schedule starting at `start`; `every` for scopes, `heap_every`
+    /// for heap counts, `options` for what scopes include.
+    pub fn new(
+        start: Instant,
+        every: Option<Duration>,
+        heap_every: Option<Duration>,
+        options: SnapshotOptions,
+    ) -> Self {
+        let every = every.filter(|d| !d.is_zero());
+        let heap_every = heap_every.filter(|d| !d.is_zero());
+        SnapshotSchedule {
+            every,
+            heap_every,
+            next: every.map(|d| start + d),
+            next_heap: heap_every.map(|d| start + d),
+            options,
+            missed_before: None,
+            stats: SnapshotStats::default(),
+        }
+    }
+
+    /// What to read now, if a snapshot is due; advances the schedule
+    /// (a late snapshot is not repeated to catch up).
+    pub fn due(&mut self, now: Instant) -> Option<SnapshotOptions> {
+        let advance = |next: &mut Option<Instant>, every: Option<Duration>| -> bool {
+            match (next.as_mut(), every) {
+                (Some(at), Some(every)) if now >= *at => {
+                    while *at <= now {
+                        *at += every;
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        let scopes = advance(&mut self.next, self.every);
+        let heap = advance(&mut self.next_heap, self.heap_every);
+        (scopes || heap).then_some(SnapshotOptions {
+            scopes,
+            values: scopes && self.options.values,
+            heap,
+            ..self.options
+        })
+    }
+
+    /// Counts a snapshot taken.
+    pub fn taken(&mut self, taken: &Taken) {
+        self.stats.snapshots += 1;
+        self.stats.total_pause += taken.pause;
+        self.stats.max_pause = self.stats.max_pause.max(taken.pause);
+        if let Some(heap) = &taken.heap {
+            self.stats.heap_snapshots += 1;
+            if taken.pause >= self.stats.max_heap_pause {
+                self.stats.max_heap_pause = taken.pause;
+                self.stats.max_heap_objects = heap.objects;
+            }
+        }
+    }
+
+    /// Called when the snapshots due were taken, with the sampler's
+    /// missed-tick count: what it misses until its next tick is charged to
+    /// them.
+    pub fn ended(&mut self, missed: u64) {
+        self.missed_before = Some(missed);
+    }
+
+    /// Called after the sampler took a tick with its missed-tick count:
+    /// the ticks skipped since the last snapshot are charged to it.
+    pub fn tick(&mut self, missed: u64) {
+        if let Some(before) = self.missed_before.take() {
+            self.stats.missed_ticks += missed.saturating_sub(before);
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mean = self.total_pause.as_secs_f64() / self.snapshots.max(1) as f64;
+        write!(
+            f,
+            "  snapshots {} ({} with heap, {} failed), pause mean {:.2} ms max {:.2} ms, ticks missed after snapshots {}",
+            self.snapshots,
+            self.heap_snapshots,
+            self.failures,
+            mean * 1e3,
+            self.max_pause.as_secs_f64() * 1e3,
+            self.missed_ticks
+        )?;
+        if self.heap_snapshots > 0 {
+            write!(
+                f,
+                "\n  longest heap snapshot: {} objects in {:.2} ms",
+                self.max_heap_objects,
+                self.max_heap_pause.as_secs_f64() * 1e3
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_labels_map_to_the_schemas_edge_kinds() {
+        assert_eq!(edge_kind("[3]"), proto::EdgeKind::EdgeIndex);
+        assert_eq!(edge_kind("['a']"), proto::EdgeKind::EdgeDictValue);
+        assert_eq!(edge_kind("value"), proto::EdgeKind::EdgeOther);
+        assert_eq!(edge_kind("key"), proto::EdgeKind::EdgeDictKey);
+        assert_eq!(edge_kind(".name"), proto::EdgeKind::EdgeAttribute);
+        assert_eq!(edge_kind("item"), proto::EdgeKind::EdgeSetItem);
+        assert_eq!(edge_kind("cell_contents"), proto::EdgeKind::EdgeCell);
+        assert_eq!(edge_kind("__globals__"), proto::EdgeKind::EdgeOther);
+    }
+
+    #[test]
+    fn a_schedule_asks_for_scopes_and_heap_each_at_its_own_period() {
+        let start = Instant::now();
+        let mut schedule = SnapshotSchedule::new(
+            start,
+            Some(Duration::from_secs(1)),
+            Some(Duration::from_secs(2)),
+            SnapshotOptions {
+                values: true,
+                ..Default::default()
+            },
+        );
+        assert!(schedule.due(start).is_none());
+        let first = schedule.due(start + Duration::from_millis(1000)).unwrap();
+        assert!(first.scopes && first.values && !first.heap);
+        assert!(schedule.due(start + Duration::from_millis(1500)).is_none());
+        let second = schedule.due(start + Duration::from_millis(2000)).unwrap();
+        assert!(second.scopes && second.heap);
+        // Late by several periods: one snapshot, not a burst.
+        let late = schedule.due(start + Duration::from_millis(7500)).unwrap();
+        assert!(late.scopes && late.heap);
+        assert!(schedule.due(start + Duration::from_millis(7900)).is_none());
+        let heap_only = SnapshotSchedule::new(
+            start,
+            None,
+            Some(Duration::from_secs(1)),
+            Default::default(),
+        )
+        .due(start + Duration::from_secs(1))
+        .unwrap();
+        assert!(heap_only.heap && !heap_only.scopes && !heap_only.values);
+    }
+}

@@ -1,0 +1,277 @@
+//! `pydeep-view scopes` and `generators`: the threads of a snapshot with
+//! their frames and variables, and its generators, coroutines and asyncio
+//! tasks, as text or JSON (one JSON document per snapshot and line).
+
+use std::io::Write;
+
+use pydeep_format::proto::{self, GeneratorKind, GeneratorState, VariableKind};
+use pydeep_format::Tables;
+use serde_json::{json, Value};
+
+use crate::snapshots::{frame_json, frame_label, stamp, thread_matches, title, Selected};
+
+/// The JSON of one snapshot's scopes (schema in notes/viewer.md).
+pub fn scopes_json(
+    tables: &Tables,
+    header: &proto::Header,
+    selected: &Selected,
+    threads: &[String],
+) -> Value {
+    let mut root = stamp(header, selected);
+    let list: Vec<Value> = selected
+        .snapshot
+        .threads
+        .iter()
+        .filter(|t| thread_matches(tables, t.thread, threads))
+        .map(|thread| {
+            let definition = tables.threads.get(&thread.thread);
+            let frames: Vec<Value> = thread
+                .frames
+                .iter()
+                .map(|frame| {
+                    let mut map = frame_json(tables, frame.frame);
+                    for (key, vars) in [
+                        ("locals", &frame.locals),
+                        ("cells", &frame.cells),
+                        ("free", &frame.free_vars),
+                        ("globals", &frame.globals),
+                    ] {
+                        map.insert(
+                            key.into(),
+                            vars.iter().map(|v| variable_json(tables, v)).collect(),
+                        );
+                    }
+                    Value::Object(map)
+                })
+                .collect();
+            json!({
+                "thread": thread.thread,
+                "thread_id": definition.map(|t| t.thread_id),
+                "native_id": definition.map(|t| t.native_id),
+                "name": definition
+                    .filter(|t| t.name != 0)
+                    .map(|t| tables.string(t.name)),
+                "is_main": definition.is_some_and(|t| t.is_main),
+                "stack": thread.stack,
+                "frames": frames,
+            })
+        })
+        .collect();
+    root.insert("threads".into(), Value::Array(list));
+    root.insert("warnings".into(), json!(selected.snapshot.warnings));
+    Value::Object(root)
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match VariableKind::try_from(kind).unwrap_or(VariableKind::VariableUnspecified) {
+        VariableKind::VariableArgument => "argument",
+        VariableKind::VariableLocal => "local",
+        VariableKind::VariableCell => "cell",
+        VariableKind::VariableFree => "free",
+        VariableKind::VariableGlobal => "global",
+        VariableKind::VariableUnspecified => "unknown",
+    }
+}
+
+/// `{"name", "kind", "address", "type", "value", "unbound"}`; `address`,
+/// `type` and `value` are null when unbound, `value` also when values
+/// were not recorded.
+fn variable_json(tables: &Tables, var: &proto::Variable) -> Value {
+    json!({
+        "name": tables.string(var.name),
+        "kind": kind_name(var.kind),
+        "address": (!var.unbound).then_some(var.address),
+        "type": (var.type_name != 0).then(|| tables.string(var.type_name)),
+        "value": (!var.unbound && !var.value.is_empty()).then_some(var.value.as_str()),
+        "unbound": var.unbound,
+    })
+}
+
+/// One snapshot's scopes as text, like `pydeep dump`.
+pub fn write_scopes_text(
+    out: &mut dyn Write,
+    tables: &Tables,
+    header: &proto::Header,
+    selected: &Selected,
+    threads: &[String],
+) -> std::io::Result<()> {
+    writeln!(out, "{}", title(header, selected))?;
+    for thread in &selected.snapshot.threads {
+        if !thread_matches(tables, thread.thread, threads) {
+            continue;
+        }
+        let definition = tables.threads.get(&thread.thread);
+        let name = definition
+            .filter(|t| t.name != 0)
+            .map_or(String::new(), |t| format!(" \"{}\"", tables.string(t.name)));
+        writeln!(
+            out,
+            "\nThread {} (native {}){name}",
+            definition.map_or(0, |t| t.thread_id),
+            definition.map_or(0, |t| t.native_id)
+        )?;
+        for frame in &thread.frames {
+            let label = frame_label(tables, frame.frame);
+            let line = if label.line == 0 {
+                "?".to_string()
+            } else {
+                label.line.to_string()
+            };
+            writeln!(out, "    {} ({}:{line})", label.qualname, label.file)?;
+            for var in frame
+                .locals
+                .iter()
+                .chain(&frame.cells)
+                .chain(&frame.free_vars)
+                .chain(&frame.globals)
+            {
+                let value = if var.unbound {
+                    "<unbound>".to_string()
+                } else if var.value.is_empty() {
+                    format!("{} at 0x{:x}", tables.string(var.type_name), var.address)
+                } else {
+                    format!("{} = {}", tables.string(var.type_name), var.value)
+                };
+                writeln!(
+                    out,
+                    "        {} [{}]: {value}",
+                    tables.string(var.name),
+                    kind_name(var.kind)
+                )?;
+            }
+        }
+    }
+    for warning in &selected.snapshot.warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    writeln!(out)
+}
+
+fn generator_kind(kind: i32) -> &'static str {
+    match GeneratorKind::try_from(kind).unwrap_or(GeneratorKind::GeneratorUnspecified) {
+        GeneratorKind::Generator => "generator",
+        GeneratorKind::Coroutine => "coroutine",
+        GeneratorKind::AsyncGenerator => "async_generator",
+        GeneratorKind::GeneratorUnspecified => "unknown",
+    }
+}
+
+/// As `inspect.getgeneratorstate` names states (GEN_ or CORO_ prefix by kind).
+fn generator_state(kind: i32, state: i32) -> String {
+    let prefix = match GeneratorKind::try_from(kind) {
+        Ok(GeneratorKind::Coroutine) => "CORO",
+        Ok(GeneratorKind::AsyncGenerator) => "AGEN",
+        _ => "GEN",
+    };
+    let state = match GeneratorState::try_from(state).unwrap_or(GeneratorState::StateUnspecified) {
+        GeneratorState::StateCreated => "CREATED",
+        GeneratorState::StateSuspended => "SUSPENDED",
+        GeneratorState::StateRunning => "RUNNING",
+        GeneratorState::StateClosed => "CLOSED",
+        GeneratorState::StateUnspecified => return "unknown".into(),
+    };
+    format!("{prefix}_{state}")
+}
+
+/// The JSON of one snapshot's generators and tasks.
+pub fn generators_json(tables: &Tables, header: &proto::Header, selected: &Selected) -> Value {
+    let mut root = stamp(header, selected);
+    let snapshot = &selected.snapshot;
+    let generators: Vec<Value> = snapshot
+        .generators
+        .iter()
+        .map(|g| {
+            json!({
+                "address": g.address,
+                "kind": generator_kind(g.kind),
+                "state": generator_state(g.kind, g.state),
+                "qualname": tables.string(g.qualname),
+                "frame": (g.frame != 0).then(|| Value::Object(frame_json(tables, g.frame))),
+                "awaiting": (g.awaiting != 0).then_some(g.awaiting),
+            })
+        })
+        .collect();
+    let tasks: Vec<Value> = snapshot
+        .tasks
+        .iter()
+        .map(|t| {
+            let stack: Vec<Value> = tables
+                .stack_frames(t.stack)
+                .into_iter()
+                .map(|f| Value::Object(frame_json(tables, f)))
+                .collect();
+            json!({
+                "address": t.address,
+                "name": t.name,
+                "coroutine": t.coroutine,
+                "stack": stack,
+                "awaited_by": t.awaited_by,
+                "done": t.done,
+            })
+        })
+        .collect();
+    root.insert("generators".into(), Value::Array(generators));
+    root.insert("tasks".into(), Value::Array(tasks));
+    Value::Object(root)
+}
+
+/// One snapshot's generators and tasks as text.
+pub fn write_generators_text(
+    out: &mut dyn Write,
+    tables: &Tables,
+    header: &proto::Header,
+    selected: &Selected,
+) -> std::io::Result<()> {
+    writeln!(out, "{}", title(header, selected))?;
+    for g in &selected.snapshot.generators {
+        let at = if g.frame == 0 {
+            String::new()
+        } else {
+            let label = frame_label(tables, g.frame);
+            format!(" at {}:{}", label.file, label.line)
+        };
+        let awaiting = if g.awaiting == 0 {
+            String::new()
+        } else {
+            format!(" awaiting 0x{:x}", g.awaiting)
+        };
+        writeln!(
+            out,
+            "  {} {} 0x{:x} {}{at}{awaiting}",
+            generator_state(g.kind, g.state),
+            tables.string(g.qualname),
+            g.address,
+            generator_kind(g.kind),
+        )?;
+    }
+    for t in &selected.snapshot.tasks {
+        writeln!(
+            out,
+            "  task {:?} 0x{:x}{}{}",
+            t.name,
+            t.address,
+            if t.done { " done" } else { "" },
+            if t.awaited_by.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " awaited by {}",
+                    t.awaited_by
+                        .iter()
+                        .map(|a| format!("0x{a:x}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )?;
+        for frame in tables.stack_frames(t.stack).into_iter().rev() {
+            let label = frame_label(tables, frame);
+            writeln!(
+                out,
+                "      {} ({}:{})",
+                label.qualname, label.file, label.line
+            )?;
+        }
+    }
+    writeln!(out)
+}
