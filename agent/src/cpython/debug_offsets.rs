@@ -496,11 +496,16 @@ impl DebugTable {
         o.generator_gi_iframe = some("gen_object.gi_iframe");
         o.generator_gi_frame_state = some("gen_object.gi_frame_state");
         o.interpreter_frame_stackpointer = some("interpreter_frame.stackpointer");
-        // The table has no running_async; in every version with a
-        // gen_object section it is the char right before gi_frame_state
-        // (`_PyGenObject_HEAD`, Include/internal/pycore_interpframe_structs.h).
+        // The table has no gi_qualname: it is the word after gi_name in
+        // `_PyGenObject_HEAD` (weakreflist, name, qualname in 3.11-3.14).
+        if o.generator_gi_qualname.is_none() {
+            o.generator_gi_qualname = o.generator_gi_name.map(|at| at + 8);
+        }
+        // Nor running_async: in every version with a gen_object section it
+        // is the char right before gi_frame_state (`_PyGenObject_HEAD`:
+        // hooks_inited, closed, running_async, frame_state).
         if self.has("gen_object.gi_frame_state") {
-            o.generator_running_async = o.generator_gi_frame_state.map(|at| at - 1);
+            o.generator_running_async = o.generator_gi_frame_state.map(|at| at.saturating_sub(1));
         }
         o
     }
