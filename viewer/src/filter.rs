@@ -24,6 +24,11 @@ pub struct Filter {
     pub active_only: bool,
     /// Keep only samples of threads holding the GIL (flag HOLDS_GIL); default false.
     pub gil_only: bool,
+    /// Keep torn samples too (flag TORN: the thread's stack changed while
+    /// it was read, so the stack may mix two moments and name a call chain
+    /// that never existed). Default false: they are left out of profiles,
+    /// as the agent's summary counts them apart.
+    pub include_torn: bool,
 }
 
 impl Filter {
@@ -43,6 +48,11 @@ impl Filter {
             from: self.from_ns.map(|from| start.saturating_add(from)),
             to: self.to_ns.map(|to| start.saturating_add(to)),
             required_flags: required,
+            refused_flags: if self.include_torn {
+                0
+            } else {
+                SampleFlag::Torn as u32
+            },
             thread_cache: Vec::new(),
         }
     }
@@ -55,6 +65,7 @@ pub struct BoundFilter {
     from: Option<u64>,
     to: Option<u64>,
     required_flags: u32,
+    refused_flags: u32,
     /// Decision per file-local thread id, with the ThreadDef fields it was
     /// taken on (a thread is defined again when its name changes).
     thread_cache: Vec<Option<(u32, u64, bool)>>,
@@ -63,7 +74,9 @@ pub struct BoundFilter {
 impl BoundFilter {
     /// True if `sample` counts.
     pub fn accepts(&mut self, tables: &Tables, sample: &Sample) -> bool {
-        if sample.flags & self.required_flags != self.required_flags {
+        if sample.flags & self.required_flags != self.required_flags
+            || sample.flags & self.refused_flags != 0
+        {
             return false;
         }
         if self.from.is_some_and(|from| sample.time_ns < from)

@@ -183,6 +183,10 @@ struct SampleArgs {
     /// Only samples of threads holding the GIL.
     #[arg(long)]
     gil_only: bool,
+    /// Count torn samples too (stacks that changed while they were read,
+    /// which may mix two moments); left out by default.
+    #[arg(long)]
+    include_torn: bool,
     /// What a frame is counted as: function, line or instruction.
     #[arg(
         long,
@@ -202,6 +206,7 @@ impl SampleArgs {
             to_ns: offset(&self.to)?,
             active_only: self.active_only,
             gil_only: self.gil_only,
+            include_torn: self.include_torn,
         };
         if let (Some(from), Some(to)) = (filter.from_ns, filter.to_ns) {
             if from >= to {

@@ -114,3 +114,24 @@ fn filters_combine() {
         |s| s.thread == 1 && s.flags & GIL != 0 && s.time_ns >= START_NS + 3_000_000_000,
     );
 }
+
+#[test]
+fn torn_samples_are_left_out_unless_asked_for() {
+    const TORN: u32 = pydeep_format::proto::SampleFlag::Torn as u32;
+    let mut plan = standard_plan();
+    for (index, sample) in plan.iter_mut().enumerate() {
+        if index % 7 == 3 {
+            sample.flags |= TORN;
+        }
+    }
+    let recorded = record(&plan);
+    let untorn = expected_folded(&plan, "function", |s| s.flags & TORN == 0);
+    assert_eq!(folded(&recorded, &Filter::default()), untorn);
+    let all = expected_folded(&plan, "function", |_| true);
+    let with_torn = Filter {
+        include_torn: true,
+        ..Default::default()
+    };
+    assert_eq!(folded(&recorded, &with_torn), all);
+    assert_ne!(untorn, all, "the plan has torn samples");
+}
