@@ -552,3 +552,97 @@ pub fn chain<'g>(by_address: &HashMap<u64, &'g Generator>, start: u64) -> Vec<&'
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! The 3.14/3.15 paths (no interpreter here) on a generator laid out in
+    //! memory by hand: 3.13's struct offsets with the later versions'
+    //! state numbering, tagged stack references and `stackpointer`.
+    use super::*;
+    use crate::cpython::{generated, semantics_for, PythonVersion};
+    use crate::memory::SnapshotMemory;
+
+    const GENERATOR: u64 = 0x10_0000;
+    const AWAITED: u64 = 0x20_0000;
+    const TYPES: u64 = 0x30_0000;
+
+    fn layout(minor: u32) -> Layout {
+        let mut offsets = generated::CPYTHON_3_13;
+        // 3.14 replaced stacktop (an index) by stackpointer (a pointer);
+        // reuse its slot in the frame header.
+        offsets.interpreter_frame_stackpointer = offsets.interpreter_frame_stacktop.take();
+        Layout {
+            version: PythonVersion {
+                major: 3,
+                minor,
+                ..Default::default()
+            },
+            semantics: semantics_for(3, minor).unwrap(),
+            offsets,
+        }
+    }
+
+    /// A coroutine suspended in `await` at `state`, whose stack holds
+    /// `stack` (tagged words) with `stackpointer` just past it.
+    fn memory(layout: &Layout, state: i8, stack: &[u64]) -> SnapshotMemory {
+        let o = &layout.offsets;
+        let mut memory = SnapshotMemory::new();
+        let mut types = vec![0u8; 1024];
+        types[512..521].copy_from_slice(b"coroutine");
+        let name_at = o.type_tp_name.unwrap() as usize;
+        types[name_at..name_at + 8].copy_from_slice(&(TYPES + 512).to_le_bytes());
+        memory.add_region(TYPES, types);
+        let mut generator = vec![0u8; 1024];
+        let mut put = |at: u64, value: u64| {
+            generator[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        put(o.object_ob_type.unwrap(), TYPES);
+        let iframe = o.generator_gi_iframe.unwrap();
+        let localsplus = iframe + o.interpreter_frame_localsplus.unwrap();
+        for (i, word) in stack.iter().enumerate() {
+            put(localsplus + i as u64 * 8, *word);
+        }
+        put(
+            iframe + o.interpreter_frame_stackpointer.unwrap(),
+            GENERATOR + localsplus + stack.len() as u64 * 8,
+        );
+        generator[o.generator_gi_frame_state.unwrap() as usize] = state as u8;
+        memory.add_region(GENERATOR, generator);
+        let mut awaited = vec![0u8; 64];
+        awaited[8..16].copy_from_slice(&TYPES.to_le_bytes());
+        memory.add_region(AWAITED, awaited);
+        memory
+    }
+
+    fn read(minor: u32, state: i8, stack: &[u64]) -> Generator {
+        let layout = layout(minor);
+        let memory = memory(&layout, state, stack);
+        let objects = Objects::new(&memory, &layout);
+        read_generator(&objects, &mut Codes::default(), GENERATOR).unwrap()
+    }
+
+    #[test]
+    fn on_3_14_a_coroutine_suspended_in_await_delegates_to_the_untagged_stack_top() {
+        let generator = read(14, -1, &[0x1234_5670, AWAITED | 1]);
+        assert_eq!(generator.kind, GeneratorKind::Coroutine);
+        assert_eq!(generator.state, GeneratorState::Suspended);
+        assert_eq!(generator.awaiting, Some(AWAITED));
+        assert_eq!(generator.awaiting_type.as_deref(), Some("coroutine"));
+        let plain = read(14, -2, &[0x1234_5670, AWAITED | 1]);
+        assert_eq!(plain.state, GeneratorState::Suspended);
+        assert_eq!(plain.awaiting, None, "FRAME_SUSPENDED is a plain yield");
+    }
+
+    #[test]
+    fn on_3_15_the_awaited_object_is_below_a_null_top() {
+        let generator = read(15, 2, &[AWAITED | 1, 1]);
+        assert_eq!(generator.state, GeneratorState::Suspended);
+        assert_eq!(generator.awaiting, Some(AWAITED));
+        assert_eq!(read(15, 0, &[]).state, GeneratorState::Created);
+        assert_eq!(read(15, 4, &[]).state, GeneratorState::Running);
+        let closed = read(15, 5, &[]);
+        assert_eq!(closed.state, GeneratorState::Closed);
+        assert_eq!(closed.frame_address, None);
+        assert_eq!(read(14, 1, &[]).state, GeneratorState::Closed);
+    }
+}
