@@ -70,7 +70,8 @@ pub struct Dump {
     /// With `--async`: asyncio tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
-    /// With `--async`: what could not be read.
+    /// What could not be read: unreadable code objects, stacks cut short,
+    /// and with `--async` generators and tasks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -185,6 +186,9 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
     let mut codes: HashMap<u64, Option<(CodeObject, LineIndex)>> = HashMap::new();
     let mut threads = Vec::new();
     let mut all_frames = Vec::new();
+    // What could not be read, said rather than hidden (a hostile or
+    // corrupt target: see tests/programs/hostile_memory.py).
+    let mut warnings = Vec::new();
     for sample in &samples {
         let frames = thread_frames(
             target.memory(),
@@ -205,6 +209,10 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
                 })
             });
             let Some((code, lines)) = code.as_ref() else {
+                warnings.push(format!(
+                    "thread {}: the code object at {:#x} of the frame at {:#x} is unreadable; frame left out",
+                    sample.thread_id, frame.code, frame.address
+                ));
                 continue;
             };
             let locals = options.locals.then(|| {
@@ -228,6 +236,13 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
                 locals,
                 globals,
             });
+        }
+        if sample.truncated {
+            warnings.push(format!(
+                "thread {}: its stack was cut after {} frames (deeper than the depth limit, or its frame chain broke off: an unreadable frame or a cycle)",
+                sample.thread_id,
+                frames.len()
+            ));
         }
         threads.push(ThreadDump {
             thread_id: sample.thread_id,
@@ -259,7 +274,10 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
         threads,
         generators: asynchronous.as_ref().map(|a| a.generators.clone()),
         tasks: asynchronous.as_ref().map(|a| a.tasks.clone()),
-        warnings: asynchronous.map(|a| a.warnings).unwrap_or_default(),
+        warnings: warnings
+            .into_iter()
+            .chain(asynchronous.map(|a| a.warnings).unwrap_or_default())
+            .collect(),
     })
 }
 

@@ -61,3 +61,72 @@ pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// How a finished process ended and the most memory it held.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Peak resident set size in KiB (`ru_maxrss` from wait4).
+    pub max_rss_kib: u64,
+    /// Wall time it ran.
+    pub elapsed: Duration,
+}
+
+/// Runs `command` to its end with its output captured, measuring its peak
+/// RSS through wait4's rusage; kills it and panics after 60 s, so a hang
+/// fails the test instead of stalling it.
+// The child is reaped by libc::wait4 (for its rusage), not Child::wait.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(command: &mut std::process::Command, what: &str) -> Finished {
+    use std::io::Read;
+    use std::process::Stdio;
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let pid = child.id() as libc::pid_t;
+    let deadline = started + LIMIT;
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: wait4 writes into the status and rusage we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if done == pid {
+            break (status, usage);
+        }
+        assert!(done == 0, "{what}: wait4 failed");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after 60 s (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Finished {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        max_rss_kib: usage.ru_maxrss as u64,
+        elapsed: started.elapsed(),
+    }
+}

@@ -134,7 +134,11 @@ impl ObjectReader<'_> {
         let string = |field: Option<u64>| -> String {
             match ptr(field) {
                 0 => String::new(),
-                p => self.unicode(p).unwrap_or_default(),
+                // Named, not dropped: a frame whose code object's name
+                // points to garbage is still shown, and says so.
+                p => self
+                    .unicode(p)
+                    .unwrap_or_else(|_| format!("<unreadable str at {p:#x}>")),
             }
         };
         let strings = |field: Option<u64>| -> Vec<String> {

@@ -245,6 +245,19 @@ impl Objects<'_> {
         }
         let data = address + if ascii { ascii_size } else { compact_size };
         let shown = (length as usize).min(max_chars);
+        // A str's characters are all mapped: one whose claimed end is not
+        // readable has a wild length (a corrupt or torn object), which
+        // would otherwise be shown as a real string with garbage after it.
+        if length as usize > shown {
+            let end = data.checked_add(length * kind as u64 - 1);
+            if end.is_none_or(|end| read_vec(self.memory(), end, 1, 1).is_err()) {
+                return Err(ObjectError::Invalid {
+                    address,
+                    expected: "str",
+                    detail: format!("length {length} runs past readable memory"),
+                });
+            }
+        }
         let bytes = read_vec(self.memory(), data, shown * kind as usize, 4 << 20)?;
         let text = match kind {
             1 => bytes.iter().map(|&b| b as char).collect(),

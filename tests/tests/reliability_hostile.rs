@@ -1,0 +1,166 @@
+//! A hostile target (tests/programs/hostile_memory.py) corrupts its own
+//! memory through ctypes: a code object's name points to garbage, a frame
+//! chain loops on itself, a list claims 2**60 items, a str claims a length
+//! of 2**40. Every agent command that reads it — `attach`, `dump --locals
+//! --globals`, `objects`, `heap` — finishes (each run is bounded: a hang
+//! fails), reports the bad objects, keeps going with the rest, stays under
+//! a memory bound measured as its peak RSS, and leaves the target running.
+//! On every interpreter.
+
+use std::process::Command;
+
+use pydeep_integration::recording::read;
+use pydeep_integration::waits::{run_measured, Finished};
+use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
+
+/// The most memory (peak RSS) any command may use against the hostile
+/// target. A healthy run takes about 10 MiB; reading 2**60 list items or a
+/// 1 TiB string would take all the machine has.
+const MEMORY_BOUND_KIB: u64 = 64 << 10;
+
+/// What hostile_memory.py corrupted, from its ready file.
+struct Facts {
+    huge: u64,
+    wild: u64,
+}
+
+fn pydeep(args: &[&str], label: &str) -> Finished {
+    let what = format!("{label}: pydeep {}", args.join(" "));
+    let finished = run_measured(Command::new(workspace_binary("pydeep")).args(args), &what);
+    eprintln!(
+        "{what}: exit {:?}, peak RSS {} KiB, {:.2} s",
+        finished.code,
+        finished.max_rss_kib,
+        finished.elapsed.as_secs_f64()
+    );
+    assert!(
+        finished.max_rss_kib < MEMORY_BOUND_KIB,
+        "{what}: peak RSS {} KiB over the bound {MEMORY_BOUND_KIB} KiB",
+        finished.max_rss_kib
+    );
+    assert_eq!(finished.code, Some(0), "{what}: {}", finished.stderr);
+    finished
+}
+
+/// The garbage address hostile_memory.py writes into co_name.
+const GARBAGE_NAME: &str = "<unreadable str at 0xdead00beef0000>";
+
+fn hostile(python: &Python) {
+    let label = python.label();
+    let fixture = Fixture::start(python, "hostile_memory.py", &[]);
+    fixture.wait_ready();
+    let facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture.ready).unwrap()).unwrap();
+    let facts = Facts {
+        huge: facts["huge"].as_u64().unwrap(),
+        wild: facts["wild"].as_u64().unwrap(),
+    };
+    let pid = fixture.pid().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("hostile.pdr");
+
+    // A recording: complete, the frame with the garbage name recorded as
+    // such, the looped thread recorded up to the loop.
+    let out = output.to_str().unwrap();
+    pydeep(
+        &[
+            "attach",
+            &pid,
+            "--blocking",
+            "--idle",
+            "-q",
+            "-r",
+            "200",
+            "-d",
+            "1s",
+            "-o",
+            out,
+        ],
+        &label,
+    );
+    let verify = pydeep(&["verify", out], &label);
+    assert!(verify.stdout.contains("OK"), "{label}: {}", verify.stdout);
+    let recorded = read(&output);
+    assert!(
+        recorded.samples_in(GARBAGE_NAME) > 0,
+        "{label}: no sample names the garbage co_name: {:?}",
+        recorded.stacks
+    );
+    assert!(recorded.samples_in("looped_inner") > 0, "{label}");
+    // The non-blocking sampler meets the same target.
+    let out2 = dir.path().join("hostile2.pdr");
+    let out2 = out2.to_str().unwrap();
+    pydeep(
+        &[
+            "attach", &pid, "--idle", "-q", "-r", "1000", "-d", "1s", "-o", out2,
+        ],
+        &label,
+    );
+    assert!(pydeep(&["verify", out2], &label).stdout.contains("OK"));
+
+    // dump: the bad objects are named as unreadable, the loop is reported,
+    // everything else is shown.
+    let dump = pydeep(&["dump", &pid, "--locals", "--globals"], &label);
+    let text = &dump.stdout;
+    for expected in [
+        GARBAGE_NAME.to_string(),
+        format!("huge: list = <unreadable {:#x}>", facts.huge),
+        format!("wild: str = <unreadable {:#x}>", facts.wild),
+        "looped_inner".to_string(),
+        "its stack was cut".to_string(),
+        "victim_name: function = <function victim_name>".to_string(),
+    ] {
+        assert!(
+            text.contains(&expected),
+            "{label}: dump lacks {expected:?}:\n{text}"
+        );
+    }
+
+    // objects: the corrupt root is a node marked unreadable, not a hang or
+    // an allocation of 2**60 items.
+    for (root, address) in [("huge", facts.huge), ("wild", facts.wild)] {
+        let graph = pydeep(
+            &[
+                "objects",
+                &pid,
+                "--root",
+                &format!("module:__main__:{root}"),
+                "--format",
+                "json",
+            ],
+            &label,
+        );
+        let graph: serde_json::Value = serde_json::from_str(&graph.stdout).unwrap();
+        let node = &graph["nodes"][0];
+        assert_eq!(node["address"].as_u64(), Some(address), "{label}: {graph}");
+        assert!(
+            node["repr"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("<unreadable"),
+            "{label}: {root}: {node}"
+        );
+    }
+
+    // heap: the GC walk counts the list among the lists.
+    let heap = pydeep(&["heap", &pid, "--json", "--top", "0"], &label);
+    let heap: serde_json::Value = serde_json::from_str(heap.stdout.trim()).unwrap();
+    assert!(
+        heap.to_string().contains("\"list\""),
+        "{label}: no list counted: {heap}"
+    );
+
+    // The target was read, never hurt.
+    let mut fixture = fixture;
+    assert!(
+        fixture.child.try_wait().unwrap().is_none(),
+        "{label}: the hostile target died"
+    );
+}
+
+#[test]
+fn a_target_that_corrupts_its_own_memory_is_reported_never_followed() {
+    for python in test_pythons("hostile target") {
+        hostile(&python);
+    }
+}
