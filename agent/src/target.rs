@@ -12,8 +12,7 @@ use crate::cpython::objects::{ObjectError, ObjectReader};
 use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
 use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
 use crate::walker::{
-    sample_interpreters, CodeCheck, FrameSample, ThreadListCache, ThreadSample, WalkError,
-    WalkOptions,
+    sample_interpreters, CodeCheck, ThreadListCache, ThreadSample, WalkError, WalkOptions,
 };
 
 /// Advice printed with every permission error.
@@ -148,8 +147,6 @@ pub struct Target {
     generation: u64,
     paused: Arc<AtomicU32>,
     stat_files: HashMap<u64, File>,
-    /// Each thread's innermost frame at the last sample, by thread state.
-    innermost: HashMap<u64, (Option<FrameSample>, usize)>,
     tasks: Vec<u64>,
     thread_lists: ThreadListCache,
     /// Bumped whenever a cached code object is dropped or replaced.
@@ -272,7 +269,6 @@ impl Target {
             generation: 0,
             paused: Arc::new(AtomicU32::new(0)),
             stat_files: HashMap::new(),
-            innermost: HashMap::new(),
             tasks: Vec::new(),
             thread_lists: ThreadListCache::default(),
             code_epoch: 0,
@@ -356,24 +352,18 @@ impl Target {
                 thread.native_id = self.native_id_from_pthread(thread.thread_id);
             }
             thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
-            let innermost = (thread.frames.first().copied(), thread.frames.len());
-            let moved = thread.torn
-                || self.innermost.insert(thread.thread_state, innermost) != Some(innermost);
             thread.active = if self.paused.load(Ordering::SeqCst) > 0 {
                 stopped_thread_was_running(self.pid, thread.native_id)
-            } else if thread.holds_gil && moved {
-                // It holds the GIL now and ran Python code since the last
-                // sample: it is running (or runnable), state R. This skips
-                // the /proc read (~3 µs, a fifth of a sample's cost) for
-                // the thread doing the work; the others are asked.
+            } else if thread.holds_gil {
+                // The GIL holder runs Python code or a C call made from it
+                // (blocking calls release the GIL: Py_BEGIN_ALLOW_THREADS),
+                // so it is running or runnable, state R. This skips the
+                // /proc read (~3 us, a fifth of a sample's cost) for the
+                // thread doing the work; the others are asked.
                 true
             } else {
                 self.thread_running(thread.native_id)
             };
-        }
-        if self.innermost.len() > 2 * out.len() + 64 {
-            let live: std::collections::HashSet<u64> = out.iter().map(|t| t.thread_state).collect();
-            self.innermost.retain(|address, _| live.contains(address));
         }
         // Forget code objects replaced by another at the same address.
         for (address, fingerprint) in checked {

@@ -47,7 +47,9 @@ pub struct ThreadSample {
     pub is_main: bool,
     /// The thread held the GIL.
     pub holds_gil: bool,
-    /// The thread was running (state `R` in /proc), not waiting.
+    /// The thread was running (state `R` in /proc), not waiting. The GIL
+    /// holder counts as running without asking /proc (it runs Python
+    /// code, or a C call made from it: blocking calls release the GIL).
     pub active: bool,
     /// Python frames, innermost first.
     pub frames: Vec<FrameSample>,
