@@ -89,6 +89,16 @@ fn check(python: &Python) -> (usize, Vec<String>) {
                 "gi_iframe + executable = {at}, the generator's code pointer is at {found:?}"
             ));
         }
+        // The table has no gi_qualname; pydeep reads the word after gi_name.
+        checked += 1;
+        let pointer = truth["pointer_size"].as_u64().unwrap();
+        let at = table.get("gen_object.gi_name") + pointer;
+        let found = offsets(&truth["candidates"]["gen_object.qualname_pointer"]);
+        if !found.contains(&at) {
+            problems.push(format!(
+                "gi_name + one word = {at}, the generator's qualname is at {found:?}"
+            ));
+        }
         // gi_frame_state holds pydeep's state values for this version.
         let states = semantics.generator_states.expect("3.13+ generator states");
         let at = table.get("gen_object.gi_frame_state") as usize;

@@ -265,6 +265,10 @@ def main():
 
     created, suspended, closed = generator_states()
     candidates["gen_object.gi_name"] = offsets_holding(id(created), id(created.__name__), POINTER)
+    # not in the table: pydeep takes gi_qualname as the word after gi_name
+    candidates["gen_object.qualname_pointer"] = offsets_holding(
+        id(created), id(created.__qualname__), POINTER
+    )
     candidates["gen_object.gi_frame_state"] = [
         o
         for o in range(0, SCAN)
