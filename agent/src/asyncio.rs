@@ -108,6 +108,9 @@ pub struct Task {
     pub awaiting_tasks: Vec<u64>,
     /// Tasks waiting for it (the inverse of `awaiting_tasks`).
     pub awaited_by: Vec<u64>,
+    /// Its coroutine is executing on a thread (`asyncio.current_task()` of
+    /// that thread's loop is this task).
+    pub running: bool,
 }
 
 /// Generators and tasks of one paused moment.
@@ -370,6 +373,7 @@ fn read_task(
         awaiting,
         awaiting_tasks: Vec::new(),
         awaited_by: Vec::new(),
+        running: false,
     })
 }
 
@@ -527,6 +531,9 @@ fn link_tasks(
                 .iter()
                 .map(|g| g.address)
                 .collect();
+            task.running = by_address
+                .get(&coroutine)
+                .is_some_and(|g| g.state == crate::generators::GeneratorState::Running);
         }
         let Some(awaiting) = &task.awaiting else {
             continue;
@@ -744,6 +751,7 @@ mod tests {
                 }),
                 awaiting_tasks: vec![],
                 awaited_by: vec![0x91],
+                running: false,
             }],
             heap_objects: 0,
             warnings: vec![],

@@ -480,9 +480,10 @@ fn render_task(
         return;
     }
     let indent = "    ".repeat(depth);
+    let running = if task.running { ", running" } else { "" };
     let _ = writeln!(
         out,
-        "{indent}(T) {} [{}] 0x{:x}",
+        "{indent}(T) {} [{}{running}] 0x{:x}",
         task.name, task.state, task.address
     );
     for address in &task.coroutine_stack {

@@ -5,10 +5,14 @@ Usage: snapshot_async_tasks.py TRUTH_PATH
 Tasks: "leaf-awaits-future" awaits a bare future; "waits-for-leaf" awaits
 that task; "gatherer" awaits gather() of two worker tasks; "python-task" is
 a pure-Python asyncio.tasks._PyTask; on 3.11+ "group-parent" waits for the
-two children of its TaskGroup; on 3.12+ "eager" started eagerly; main awaits a future that is never set. Once every task is suspended, a plain callback (not a task, so nothing
-is running) writes asyncio's own view of every task (all_tasks(), names,
-states, coroutine chains with f_lineno, _fut_waiter, gather children, id()s)
-to TRUTH_PATH; the loop then blocks in its selector for an hour.
+two children of its TaskGroup; on 3.12+ "eager" started eagerly; main
+awaits a future that is never set. A second thread runs its own loop, whose
+main task blocks that thread in a lock wait (so it is running) with a child
+task suspended. Once every task of the main loop is suspended, a plain
+callback (not a task) writes asyncio's own view of every task of both loops
+(all_tasks(), names, states, coroutine chains with f_lineno, _fut_waiter,
+gather children, the running task, id()s) to TRUTH_PATH; the main loop then
+blocks in its selector for an hour.
 """
 import asyncio
 import inspect
@@ -58,7 +62,9 @@ def coroutine_stack(task):
     return stack
 
 
-def write_truth(loop):
+def describe_tasks(loop, running=None, running_line=None):
+    """asyncio's view of the pending tasks of `loop`; `running` is the
+    task executing now, whose coroutine will be at `running_line`."""
     tasks = {}
     for task in asyncio.all_tasks(loop):
         waiter_object = task._fut_waiter
@@ -70,6 +76,9 @@ def write_truth(loop):
                               if isinstance(c, (asyncio.Task, asyncio.tasks._PyTask))]
         elif GROUPS and task is GROUPS[0]._parent_task:
             awaiting_tasks = [id(c) for c in GROUPS[0]._tasks]
+        stack = coroutine_stack(task)
+        if task is running:
+            stack[0]["line"] = running_line
         tasks[str(id(task))] = {
             "id": id(task),
             "name": task.get_name(),
@@ -77,11 +86,18 @@ def write_truth(loop):
             "type": type(task).__name__,
             "implementation": "python" if isinstance(task, asyncio.tasks._PyTask) else "c",
             "coroutine": id(task.get_coro()),
-            "coroutine_stack": coroutine_stack(task),
+            "coroutine_stack": stack,
             "awaiting": id(waiter_object) if waiter_object is not None else None,
             "awaiting_type": type(waiter_object).__name__ if waiter_object is not None else None,
             "awaiting_tasks": awaiting_tasks,
+            "running": task is running,
         }
+    return tasks
+
+
+def write_truth(loop):
+    tasks = describe_tasks(loop)
+    tasks.update(OTHER)
     for task in tasks.values():
         task["awaited_by"] = sorted(t["id"] for t in tasks.values()
                                     if task["id"] in t["awaiting_tasks"])
@@ -90,6 +106,23 @@ def write_truth(loop):
     with open(tmp, "w") as f:
         f.write(json.dumps(truth))
     os.rename(tmp, TRUTH_PATH)
+
+
+# A second event loop in its own thread, whose task blocks the thread (so
+# it is that loop's current task while the dump is taken).
+OTHER = {}
+OTHER_READY = threading.Event()
+BLOCK = threading.Event()
+
+
+async def other_main():
+    loop = asyncio.get_running_loop()
+    asyncio.create_task(worker(8), name="other-loop-child")
+    await asyncio.sleep(0)
+    me = asyncio.current_task()
+    OTHER.update(describe_tasks(loop, running=me, running_line=sys._getframe().f_lineno + 2))
+    OTHER_READY.set()
+    BLOCK.wait()
 
 
 async def main():
@@ -113,4 +146,6 @@ async def main():
     await never
 
 
+threading.Thread(target=asyncio.run, args=(other_main(),), name="other-loop", daemon=True).start()
+OTHER_READY.wait()
 asyncio.run(main())

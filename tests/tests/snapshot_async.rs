@@ -186,6 +186,7 @@ fn asyncio_task_tree_matches_all_tasks_on_every_interpreter() {
                 ("type", "type"),
                 ("implementation", "implementation"),
                 ("coroutine", "coroutine"),
+                ("running", "running"),
             ] {
                 if found[field] != expected[truth_field] {
                     errors.push(format!(
