@@ -176,6 +176,11 @@ pub struct RecordOptions {
     /// objects they reference (values are recorded only with this flag).
     #[arg(long, requires = "snapshot_every")]
     pub snapshot_locals: bool,
+    /// Snapshots include asyncio tasks (their tree, names, coroutine
+    /// stacks), found by a walk of the GC lists; generators and coroutines
+    /// reachable from the stacks are always included.
+    #[arg(long, requires = "snapshot_every")]
+    pub snapshot_async: bool,
     /// Most objects stored per snapshot, reached from the variables.
     #[arg(long, default_value_t = 200, requires = "snapshot_locals")]
     pub snapshot_objects: usize,

@@ -156,6 +156,7 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> SessionOption
         mode,
         snapshot_every: options.snapshot_every,
         snapshot_values: options.snapshot_locals,
+        snapshot_tasks: options.snapshot_async,
         snapshot_objects: options.snapshot_objects,
         heap_every: options.heap_every,
     }

@@ -57,6 +57,8 @@ pub struct SessionOptions {
     /// Snapshots include variables, their values and the objects they
     /// reference (default false).
     pub snapshot_values: bool,
+    /// Snapshots include asyncio tasks (default false).
+    pub snapshot_tasks: bool,
     /// Most objects per snapshot (default 200).
     pub snapshot_objects: usize,
     /// Heap count by type this often (default: none).
@@ -252,6 +254,7 @@ fn record(
         options.heap_every,
         SnapshotOptions {
             values: options.snapshot_values,
+            tasks: options.snapshot_tasks,
             max_depth: options.max_depth as usize,
             max_objects: options.snapshot_objects,
             ..SnapshotOptions::default()

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::proto;
 
+use crate::asyncio::{collect_from_target, to_proto, AsyncOptions, AsyncSnapshot, Interner};
 use crate::graph::{walk_roots, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
 use crate::objects::{Objects, Rendering};
@@ -30,6 +31,10 @@ pub struct SnapshotOptions {
     pub values: bool,
     /// Count the GC-tracked objects by type.
     pub heap: bool,
+    /// Find asyncio tasks too (a walk of the GC lists); generators and
+    /// coroutines reachable from the stacks come with every scopes
+    /// snapshot.
+    pub tasks: bool,
     /// Deepest stack read per thread (default 4096).
     pub max_depth: usize,
     /// Most objects of the graph from the variables (default 200; 0: none).
@@ -46,6 +51,7 @@ impl Default for SnapshotOptions {
             scopes: true,
             values: false,
             heap: false,
+            tasks: false,
             max_depth: 4096,
             max_objects: 200,
             object_depth: 1,
@@ -107,6 +113,8 @@ pub struct Taken {
     pub graph: Option<Graph>,
     /// Objects by type (when the heap was asked).
     pub heap: Option<HeapSummary>,
+    /// Generators, coroutines and (when asked) asyncio tasks.
+    pub asynchronous: Option<AsyncSnapshot>,
     /// Limits hit and what could not be read.
     pub warnings: Vec<String>,
 }
@@ -145,6 +153,21 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         frames_of.push(frames);
     }
     let target = &*target;
+    if options.scopes {
+        let asked = AsyncOptions {
+            tasks: options.tasks,
+            ..AsyncOptions::default()
+        };
+        match collect_from_target(target, &samples, &asked) {
+            Ok(found) => {
+                taken
+                    .warnings
+                    .extend(found.warnings.iter().map(|w| format!("async: {w}")));
+                taken.asynchronous = Some(found);
+            }
+            Err(error) => taken.warnings.push(format!("async: {error}")),
+        }
+    }
     let objects = Objects::new(target.memory(), target.layout());
     let mut roots = Vec::new();
     for (sample, frames) in samples.into_iter().zip(frames_of) {
@@ -329,6 +352,18 @@ pub fn to_record<W: Write>(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    let (generators, tasks) = match &taken.asynchronous {
+        Some(found) => to_proto(
+            found,
+            &mut RecorderInterner {
+                recorder,
+                source,
+                pid,
+                version,
+            },
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let heap = taken.heap.as_ref().map(|summary| proto::HeapSummary {
         types: summary
             .types
@@ -350,10 +385,33 @@ pub fn to_record<W: Write>(
         threads,
         objects,
         edges,
-        generators: Vec::new(),
-        tasks: Vec::new(),
+        generators,
+        tasks,
         heap,
         warnings: taken.warnings.clone(),
+    }
+}
+
+/// The recording's interning, as the asyncio reader's [`Interner`].
+struct RecorderInterner<'a, W: Write, S: CodeSource> {
+    recorder: &'a mut Recorder<W>,
+    source: &'a mut S,
+    pid: i32,
+    version: &'a PythonVersion,
+}
+
+impl<W: Write, S: CodeSource> Interner for RecorderInterner<'_, W, S> {
+    fn string(&mut self, text: &str) -> u64 {
+        self.recorder.string(text)
+    }
+
+    fn frame(&mut self, frame: &FrameSample) -> u64 {
+        self.recorder
+            .frame(self.source, self.pid, self.version, frame)
+    }
+
+    fn stack(&mut self, frames: &[u64]) -> u64 {
+        self.recorder.stack(frames)
     }
 }
 
@@ -464,6 +522,7 @@ impl SnapshotSchedule {
         (scopes || heap).then_some(SnapshotOptions {
             scopes,
             values: scopes && self.options.values,
+            tasks: scopes && self.options.tasks,
             heap,
             ..self.options
         })

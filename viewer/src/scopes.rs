@@ -156,21 +156,52 @@ fn generator_kind(kind: i32) -> &'static str {
     }
 }
 
-/// As `inspect.getgeneratorstate` names states (GEN_ or CORO_ prefix by kind).
-fn generator_state(kind: i32, state: i32) -> String {
-    let prefix = match GeneratorKind::try_from(kind) {
-        Ok(GeneratorKind::Coroutine) => "CORO",
-        Ok(GeneratorKind::AsyncGenerator) => "AGEN",
-        _ => "GEN",
+/// The state as `pydeep dump --async` names it: `inspect`'s state
+/// without its GEN_/CORO_/AGEN_ prefix, lower case.
+fn generator_state(state: i32) -> &'static str {
+    match GeneratorState::try_from(state).unwrap_or(GeneratorState::StateUnspecified) {
+        GeneratorState::StateCreated => "created",
+        GeneratorState::StateSuspended => "suspended",
+        GeneratorState::StateRunning => "running",
+        GeneratorState::StateClosed => "closed",
+        GeneratorState::StateUnspecified => "unknown",
+    }
+}
+
+/// A generator's line and instruction offset as `gi_frame.f_lineno` and
+/// `f_lasti` report them in-process (None when closed). A generator not
+/// yet started reports its `def` line (`co_firstlineno`), and before 3.11
+/// `f_lasti` -1 (Objects/frameobject.c, Python/ceval.c of 3.9/3.10); the
+/// recording stores its frame at offset 0, whose line is the first line
+/// of the body.
+fn generator_position(
+    tables: &Tables,
+    header: &proto::Header,
+    generator: &proto::GeneratorInfo,
+    frame: Option<&crate::snapshots::FrameLabel>,
+) -> (Option<u32>, Option<i64>) {
+    let Some(frame) = frame else {
+        return (None, None);
     };
-    let state = match GeneratorState::try_from(state).unwrap_or(GeneratorState::StateUnspecified) {
-        GeneratorState::StateCreated => "CREATED",
-        GeneratorState::StateSuspended => "SUSPENDED",
-        GeneratorState::StateRunning => "RUNNING",
-        GeneratorState::StateClosed => "CLOSED",
-        GeneratorState::StateUnspecified => return "unknown".into(),
-    };
-    format!("{prefix}_{state}")
+    if generator.state == GeneratorState::StateCreated as i32 {
+        let first_line = tables
+            .frames
+            .get(&generator.frame)
+            .and_then(|f| tables.code_objects.get(&f.code))
+            .map(|c| c.first_line)
+            .filter(|&l| l != 0);
+        let minor = header.python_version.as_ref().map_or(0, |v| v.minor);
+        let offset = if minor < 11 {
+            -1
+        } else {
+            i64::from(frame.instruction_offset)
+        };
+        return (first_line, Some(offset));
+    }
+    (
+        (frame.line != 0).then_some(frame.line),
+        Some(i64::from(frame.instruction_offset)),
+    )
 }
 
 /// The JSON of one snapshot's generators and tasks.
@@ -181,13 +212,19 @@ pub fn generators_json(tables: &Tables, header: &proto::Header, selected: &Selec
         .generators
         .iter()
         .map(|g| {
+            let frame = (g.frame != 0).then(|| frame_label(tables, g.frame));
+            let (line, offset) = generator_position(tables, header, g, frame.as_ref());
             json!({
                 "address": g.address,
                 "kind": generator_kind(g.kind),
-                "state": generator_state(g.kind, g.state),
+                "state": generator_state(g.state),
                 "qualname": tables.string(g.qualname),
-                "frame": (g.frame != 0).then(|| Value::Object(frame_json(tables, g.frame))),
+                "file": frame.as_ref().map(|f| f.file.clone()),
+                "line": line,
+                "instruction_offset": offset,
+                "frame": (g.frame != 0).then_some(g.frame),
                 "awaiting": (g.awaiting != 0).then_some(g.awaiting),
+                "awaiting_type": (g.awaiting_type != 0).then(|| tables.string(g.awaiting_type)),
             })
         })
         .collect();
@@ -205,6 +242,10 @@ pub fn generators_json(tables: &Tables, header: &proto::Header, selected: &Selec
                 "name": t.name,
                 "coroutine": t.coroutine,
                 "stack": stack,
+                "state": t.state,
+                "awaiting": (t.awaiting != 0).then_some(t.awaiting),
+                "awaiting_type": (t.awaiting_type != 0).then(|| tables.string(t.awaiting_type)),
+                "awaiting_tasks": t.awaiting_tasks,
                 "awaited_by": t.awaited_by,
                 "done": t.done,
             })
@@ -224,11 +265,14 @@ pub fn write_generators_text(
 ) -> std::io::Result<()> {
     writeln!(out, "{}", title(header, selected))?;
     for g in &selected.snapshot.generators {
-        let at = if g.frame == 0 {
-            String::new()
-        } else {
-            let label = frame_label(tables, g.frame);
-            format!(" at {}:{}", label.file, label.line)
+        let label = (g.frame != 0).then(|| frame_label(tables, g.frame));
+        let at = match (
+            &label,
+            generator_position(tables, header, g, label.as_ref()).0,
+        ) {
+            (Some(label), Some(line)) => format!(" at {}:{line}", label.file),
+            (Some(label), None) => format!(" in {}", label.file),
+            _ => String::new(),
         };
         let awaiting = if g.awaiting == 0 {
             String::new()
@@ -238,7 +282,7 @@ pub fn write_generators_text(
         writeln!(
             out,
             "  {} {} 0x{:x} {}{at}{awaiting}",
-            generator_state(g.kind, g.state),
+            generator_state(g.state),
             tables.string(g.qualname),
             g.address,
             generator_kind(g.kind),
@@ -247,10 +291,18 @@ pub fn write_generators_text(
     for t in &selected.snapshot.tasks {
         writeln!(
             out,
-            "  task {:?} 0x{:x}{}{}",
+            "  task {:?} 0x{:x} {}{}",
             t.name,
             t.address,
-            if t.done { " done" } else { "" },
+            if t.state.is_empty() {
+                if t.done {
+                    "done"
+                } else {
+                    "pending"
+                }
+            } else {
+                t.state.as_str()
+            },
             if t.awaited_by.is_empty() {
                 String::new()
             } else {
