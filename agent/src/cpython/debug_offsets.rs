@@ -33,12 +33,17 @@ pub enum TableFormat {
     V3_15,
 }
 
-const V3_13_FIELDS: &[&str] = &[
-    "version",
-    "free_threaded",
+// The table's sections, as each version's header declares them. A format
+// is the concatenation of its sections (see `TableFormat::fields`), so each
+// difference between versions is stated once, in the section it changed.
+
+const HEAD: &[&str] = &["version", "free_threaded"];
+const RUNTIME: &[&str] = &[
     "runtime_state.size",
     "runtime_state.finalizing",
     "runtime_state.interpreters_head",
+];
+const INTERPRETER_3_13: &[&str] = &[
     "interpreter_state.size",
     "interpreter_state.id",
     "interpreter_state.next",
@@ -52,68 +57,9 @@ const V3_13_FIELDS: &[&str] = &[
     "interpreter_state.gil_runtime_state_enabled",
     "interpreter_state.gil_runtime_state_locked",
     "interpreter_state.gil_runtime_state_holder",
-    "thread_state.size",
-    "thread_state.prev",
-    "thread_state.next",
-    "thread_state.interp",
-    "thread_state.current_frame",
-    "thread_state.thread_id",
-    "thread_state.native_thread_id",
-    "thread_state.datastack_chunk",
-    "thread_state.status",
-    "interpreter_frame.size",
-    "interpreter_frame.previous",
-    "interpreter_frame.executable",
-    "interpreter_frame.instr_ptr",
-    "interpreter_frame.localsplus",
-    "interpreter_frame.owner",
-    "code_object.size",
-    "code_object.filename",
-    "code_object.name",
-    "code_object.qualname",
-    "code_object.linetable",
-    "code_object.firstlineno",
-    "code_object.argcount",
-    "code_object.localsplusnames",
-    "code_object.localspluskinds",
-    "code_object.co_code_adaptive",
-    "pyobject.size",
-    "pyobject.ob_type",
-    "type_object.size",
-    "type_object.tp_name",
-    "type_object.tp_repr",
-    "type_object.tp_flags",
-    "tuple_object.size",
-    "tuple_object.ob_item",
-    "tuple_object.ob_size",
-    "list_object.size",
-    "list_object.ob_item",
-    "list_object.ob_size",
-    "dict_object.size",
-    "dict_object.ma_keys",
-    "dict_object.ma_values",
-    "float_object.size",
-    "float_object.ob_fval",
-    "long_object.size",
-    "long_object.lv_tag",
-    "long_object.ob_digit",
-    "bytes_object.size",
-    "bytes_object.ob_size",
-    "bytes_object.ob_sval",
-    "unicode_object.size",
-    "unicode_object.state",
-    "unicode_object.length",
-    "unicode_object.asciiobject_size",
-    "gc.size",
-    "gc.collecting",
 ];
-
-const V3_14_FIELDS: &[&str] = &[
-    "version",
-    "free_threaded",
-    "runtime_state.size",
-    "runtime_state.finalizing",
-    "runtime_state.interpreters_head",
+/// 3.14: threads_main after threads_head; two generation counters at the end.
+const INTERPRETER_3_14: &[&str] = &[
     "interpreter_state.size",
     "interpreter_state.id",
     "interpreter_state.next",
@@ -130,6 +76,8 @@ const V3_14_FIELDS: &[&str] = &[
     "interpreter_state.gil_runtime_state_holder",
     "interpreter_state.code_object_generation",
     "interpreter_state.tlbc_generation",
+];
+const THREAD_3_13: &[&str] = &[
     "thread_state.size",
     "thread_state.prev",
     "thread_state.next",
@@ -139,90 +87,11 @@ const V3_14_FIELDS: &[&str] = &[
     "thread_state.native_thread_id",
     "thread_state.datastack_chunk",
     "thread_state.status",
-    "interpreter_frame.size",
-    "interpreter_frame.previous",
-    "interpreter_frame.executable",
-    "interpreter_frame.instr_ptr",
-    "interpreter_frame.localsplus",
-    "interpreter_frame.owner",
-    "interpreter_frame.stackpointer",
-    "interpreter_frame.tlbc_index",
-    "code_object.size",
-    "code_object.filename",
-    "code_object.name",
-    "code_object.qualname",
-    "code_object.linetable",
-    "code_object.firstlineno",
-    "code_object.argcount",
-    "code_object.localsplusnames",
-    "code_object.localspluskinds",
-    "code_object.co_code_adaptive",
-    "code_object.co_tlbc",
-    "pyobject.size",
-    "pyobject.ob_type",
-    "type_object.size",
-    "type_object.tp_name",
-    "type_object.tp_repr",
-    "type_object.tp_flags",
-    "tuple_object.size",
-    "tuple_object.ob_item",
-    "tuple_object.ob_size",
-    "list_object.size",
-    "list_object.ob_item",
-    "list_object.ob_size",
-    "set_object.size",
-    "set_object.used",
-    "set_object.table",
-    "set_object.mask",
-    "dict_object.size",
-    "dict_object.ma_keys",
-    "dict_object.ma_values",
-    "float_object.size",
-    "float_object.ob_fval",
-    "long_object.size",
-    "long_object.lv_tag",
-    "long_object.ob_digit",
-    "bytes_object.size",
-    "bytes_object.ob_size",
-    "bytes_object.ob_sval",
-    "unicode_object.size",
-    "unicode_object.state",
-    "unicode_object.length",
-    "unicode_object.asciiobject_size",
-    "gc.size",
-    "gc.collecting",
-    "gen_object.size",
-    "gen_object.gi_name",
-    "gen_object.gi_iframe",
-    "gen_object.gi_frame_state",
 ];
-
-/// 3.15's fields, in the order of 3.15's Include/internal/pycore_debug_offsets.h.
-/// Checked field by field against 3.15.0rc1's own table and its live objects
-/// (agent/tests/debug_offsets_truth.rs, on the WebAssembly build): 3.15.0b4
-/// inserted last_profiled_frame_seq, so pre-releases before it differ.
-const V3_15_FIELDS: &[&str] = &[
-    "version",
-    "free_threaded",
-    "runtime_state.size",
-    "runtime_state.finalizing",
-    "runtime_state.interpreters_head",
-    "interpreter_state.size",
-    "interpreter_state.id",
-    "interpreter_state.next",
-    "interpreter_state.threads_head",
-    "interpreter_state.threads_main",
-    "interpreter_state.gc",
-    "interpreter_state.imports_modules",
-    "interpreter_state.sysdict",
-    "interpreter_state.builtins",
-    "interpreter_state.ceval_gil",
-    "interpreter_state.gil_runtime_state",
-    "interpreter_state.gil_runtime_state_enabled",
-    "interpreter_state.gil_runtime_state_locked",
-    "interpreter_state.gil_runtime_state_holder",
-    "interpreter_state.code_object_generation",
-    "interpreter_state.tlbc_generation",
+/// 3.15: the frames Tachyon's sampler caches by (base_frame,
+/// last_profiled_frame and, from 3.15.0b4, last_profiled_frame_seq), the GIL
+/// flags and the exception state; then a new err_stackitem section.
+const THREAD_3_15: &[&str] = &[
     "thread_state.size",
     "thread_state.prev",
     "thread_state.next",
@@ -240,14 +109,20 @@ const V3_15_FIELDS: &[&str] = &[
     "thread_state.current_exception",
     "thread_state.exc_state",
     "err_stackitem.exc_value",
+];
+const FRAME_3_13: &[&str] = &[
     "interpreter_frame.size",
     "interpreter_frame.previous",
     "interpreter_frame.executable",
     "interpreter_frame.instr_ptr",
     "interpreter_frame.localsplus",
     "interpreter_frame.owner",
+];
+const FRAME_3_14_TAIL: &[&str] = &[
     "interpreter_frame.stackpointer",
     "interpreter_frame.tlbc_index",
+];
+const CODE_3_13: &[&str] = &[
     "code_object.size",
     "code_object.filename",
     "code_object.name",
@@ -258,27 +133,36 @@ const V3_15_FIELDS: &[&str] = &[
     "code_object.localsplusnames",
     "code_object.localspluskinds",
     "code_object.co_code_adaptive",
-    "code_object.co_tlbc",
-    "pyobject.size",
-    "pyobject.ob_type",
+];
+const CODE_3_14_TAIL: &[&str] = &["code_object.co_tlbc"];
+const PYOBJECT: &[&str] = &["pyobject.size", "pyobject.ob_type"];
+const TYPE_3_13: &[&str] = &[
     "type_object.size",
     "type_object.tp_name",
     "type_object.tp_repr",
     "type_object.tp_flags",
+];
+const TYPE_3_15_TAIL: &[&str] = &[
     "type_object.tp_basicsize",
     "type_object.tp_dictoffset",
     "heap_type_object.size",
     "heap_type_object.ht_cached_keys",
+];
+const TUPLE_AND_LIST: &[&str] = &[
     "tuple_object.size",
     "tuple_object.ob_item",
     "tuple_object.ob_size",
     "list_object.size",
     "list_object.ob_item",
     "list_object.ob_size",
+];
+const SET_3_14: &[&str] = &[
     "set_object.size",
     "set_object.used",
     "set_object.table",
     "set_object.mask",
+];
+const DICT_TO_BYTES: &[&str] = &[
     "dict_object.size",
     "dict_object.ma_keys",
     "dict_object.ma_values",
@@ -290,16 +174,23 @@ const V3_15_FIELDS: &[&str] = &[
     "bytes_object.size",
     "bytes_object.ob_size",
     "bytes_object.ob_sval",
+];
+const UNICODE_3_13: &[&str] = &[
     "unicode_object.size",
     "unicode_object.state",
     "unicode_object.length",
     "unicode_object.asciiobject_size",
-    "unicode_object.compactunicodeobject_size",
-    "gc.size",
-    "gc.collecting",
+];
+const UNICODE_3_15_TAIL: &[&str] = &["unicode_object.compactunicodeobject_size"];
+const GC_3_13: &[&str] = &["gc.size", "gc.collecting"];
+const GC_3_15_TAIL: &[&str] = &[
     "gc.frame",
     "gc.generation_stats_size",
     "gc.generation_stats",
+];
+/// 3.14+; after it come llist_node and debugger_support, which pydeep does
+/// not read (it reads only the table's prefix).
+const GEN_3_14: &[&str] = &[
     "gen_object.size",
     "gen_object.gi_name",
     "gen_object.gi_iframe",
@@ -310,9 +201,62 @@ impl TableFormat {
     /// The table's fields after the cookie, in order.
     pub fn fields(self) -> Vec<&'static str> {
         match self {
-            TableFormat::V3_13 => V3_13_FIELDS.to_vec(),
-            TableFormat::V3_14 => V3_14_FIELDS.to_vec(),
-            TableFormat::V3_15 => V3_15_FIELDS.to_vec(),
+            TableFormat::V3_13 => [
+                HEAD,
+                RUNTIME,
+                INTERPRETER_3_13,
+                THREAD_3_13,
+                FRAME_3_13,
+                CODE_3_13,
+                PYOBJECT,
+                TYPE_3_13,
+                TUPLE_AND_LIST,
+                DICT_TO_BYTES,
+                UNICODE_3_13,
+                GC_3_13,
+            ]
+            .concat(),
+            TableFormat::V3_14 => [
+                HEAD,
+                RUNTIME,
+                INTERPRETER_3_14,
+                THREAD_3_13,
+                FRAME_3_13,
+                FRAME_3_14_TAIL,
+                CODE_3_13,
+                CODE_3_14_TAIL,
+                PYOBJECT,
+                TYPE_3_13,
+                TUPLE_AND_LIST,
+                SET_3_14,
+                DICT_TO_BYTES,
+                UNICODE_3_13,
+                GC_3_13,
+                GEN_3_14,
+            ]
+            .concat(),
+            TableFormat::V3_15 => [
+                HEAD,
+                RUNTIME,
+                INTERPRETER_3_14,
+                THREAD_3_15,
+                FRAME_3_13,
+                FRAME_3_14_TAIL,
+                CODE_3_13,
+                CODE_3_14_TAIL,
+                PYOBJECT,
+                TYPE_3_13,
+                TYPE_3_15_TAIL,
+                TUPLE_AND_LIST,
+                SET_3_14,
+                DICT_TO_BYTES,
+                UNICODE_3_13,
+                UNICODE_3_15_TAIL,
+                GC_3_13,
+                GC_3_15_TAIL,
+                GEN_3_14,
+            ]
+            .concat(),
         }
     }
 
