@@ -64,9 +64,18 @@ pub enum Command {
         /// Number of counts (default 1, or 2 with --interval).
         #[arg(long)]
         count: Option<u32>,
-        /// Print JSON (one summary per count) instead of text.
+        /// Print JSON (one summary per count, or one growth per step with
+        /// --growth or --since) instead of text.
         #[arg(long)]
         json: bool,
+        /// Show only the growth between successive counts, like objgraph's
+        /// show_growth (text shows it already with --interval).
+        #[arg(long, requires = "interval")]
+        growth: bool,
+        /// Show the growth since a count saved before with
+        /// `pydeep heap PID --json --top 0 > FILE` (same process).
+        #[arg(long, value_name = "FILE")]
+        since: Option<PathBuf>,
     },
     /// The objects reachable from a root, breadth first (paused while
     /// read): DOT, JSON or SVG (through Graphviz `dot`).

@@ -41,7 +41,19 @@ pub fn run(command: Command) -> Result<Exit> {
             interval,
             count,
             json,
-        } => heap(pid, top, interval, count, json),
+            growth,
+            since,
+        } => heap(
+            pid,
+            top,
+            interval,
+            count,
+            HeapOutput {
+                json,
+                growth: growth || since.is_some(),
+                since,
+            },
+        ),
     }
 }
 
@@ -215,18 +227,30 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// How `pydeep heap` prints.
+struct HeapOutput {
+    json: bool,
+    /// Growth only (between counts, or since `since`).
+    growth: bool,
+    /// A saved `heap --json` count to compare the first count with.
+    since: Option<PathBuf>,
+}
+
 fn heap(
     pid: i32,
     top: usize,
     interval: Option<Duration>,
     count: Option<u32>,
-    json: bool,
+    output: HeapOutput,
 ) -> Result<Exit> {
+    let mut previous: Option<crate::heap::HeapSummary> = match &output.since {
+        Some(path) => Some(saved_heap(path)?),
+        None => None,
+    };
     let target = Target::attach(pid).map_err(attach_failure)?;
     let count = count
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
-    let mut previous: Option<crate::heap::HeapSummary> = None;
     for round in 0..count {
         if round > 0 {
             std::thread::sleep(interval.unwrap_or_default());
@@ -238,21 +262,46 @@ fn heap(
                 .with_context(|| format!("walking the GC lists of process {pid}"))?
         };
         let shown = if top == 0 { summary.types.len() } else { top };
-        if json {
+        if output.growth && output.json {
+            if let Some(before) = &previous {
+                let types: Vec<serde_json::Value> = crate::heap::growth(before, &summary)
+                    .into_iter()
+                    .take(shown)
+                    .map(|(name, count, growth)| {
+                        serde_json::json!({"name": name, "count": count, "growth": growth})
+                    })
+                    .collect();
+                let line = serde_json::json!({
+                    "count": round,
+                    "objects": summary.objects,
+                    "since_objects": before.objects,
+                    "truncated": summary.truncated || before.truncated,
+                    "types": types,
+                });
+                println!("{}", serde_json::to_string(&line)?);
+            }
+        } else if output.json {
             let mut value = serde_json::to_value(&summary)?;
             if let Some(types) = value.get_mut("types").and_then(|t| t.as_array_mut()) {
                 types.truncate(shown);
             }
             println!("{}", serde_json::to_string(&value)?);
         } else if let Some(before) = &previous {
-            println!("growth since the previous count:");
+            println!(
+                "growth since the {}:",
+                if round == 0 {
+                    "saved count"
+                } else {
+                    "previous count"
+                }
+            );
             for (name, now, increase) in crate::heap::growth(before, &summary)
                 .into_iter()
                 .take(shown)
             {
                 println!("{name:<32} {now:>12} {:>+12}", increase as i64);
             }
-        } else {
+        } else if !output.growth {
             println!(
                 "{} objects in {:.3} s ({:.0} objects/s, {} reads){}",
                 summary.objects,
@@ -268,6 +317,23 @@ fn heap(
         previous = Some(summary);
     }
     Ok(Exit::Ok)
+}
+
+/// The last count in a file `pydeep heap --json` wrote.
+fn saved_heap(path: &Path) -> Result<crate::heap::HeapSummary> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("{} is empty", path.display()))?;
+    serde_json::from_str(line).with_context(|| {
+        format!(
+            "{} is not the output of `pydeep heap PID --json --top 0`",
+            path.display()
+        )
+    })
 }
 
 fn objects(

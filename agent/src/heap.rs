@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpython::objects::ObjectError;
 use crate::memory::{field_u64, read_u64, RemoteMemory};
@@ -28,7 +28,7 @@ const BLOCK: u64 = 16 << 10;
 const MAX_BLOCKS: usize = 65_536;
 
 /// Objects of one type.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TypeCount {
     /// `type.__name__`.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct TypeCount {
 }
 
 /// One walk of the GC lists.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeapSummary {
     /// Objects found.
     pub objects: u64,
