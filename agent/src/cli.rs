@@ -99,6 +99,9 @@ pub enum Command {
         /// dot, json or svg.
         #[arg(long)]
         format: Option<String>,
+        /// What values are masked.
+        #[command(flatten)]
+        redact: RedactArgs,
     },
     /// Check a recording: exit 0 only for a complete, valid file; otherwise
     /// say what is wrong and how much is still readable.
@@ -130,6 +133,9 @@ pub struct DumpArgs {
     /// Items shown per container.
     #[arg(long, default_value_t = 10)]
     pub max_items: usize,
+    /// What values are masked.
+    #[command(flatten)]
+    pub redact: RedactArgs,
     /// Show generators, coroutines and async generators reachable from the
     /// stacks (state, where suspended, what each awaits) and the asyncio
     /// task tree (tasks are found by walking the GC lists).
@@ -197,6 +203,37 @@ pub struct RecordOptions {
     /// target is paused while they are counted.
     #[arg(long, value_parser = parse_duration)]
     pub heap_every: Option<Duration>,
+    /// What values are masked.
+    #[command(flatten)]
+    pub redact: RedactArgs,
+}
+
+/// `--redact REGEX` / `--no-redact`, shared by every command that can show
+/// or record values.
+#[derive(Debug, Clone, Args)]
+pub struct RedactArgs {
+    /// Mask the values of names matching REGEX (searched, so `db_password`
+    /// matches `password`): variables, dict items under a str key,
+    /// attributes, objects reached through such a name, and `NAME=VALUE` or
+    /// `--NAME VALUE` in recorded command lines. Names, types and addresses
+    /// are kept.
+    #[arg(long, value_name = "REGEX", default_value = crate::redact::DEFAULT_PATTERN)]
+    pub redact: String,
+    /// Show and record every value, even of names `--redact` matches.
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
+impl RedactArgs {
+    /// The compiled pattern (`None` with `--no-redact`).
+    pub fn regex(&self) -> Result<Option<&'static regex::Regex>, String> {
+        crate::redact::compile(&self.redact, self.no_redact).map_err(|e| {
+            format!(
+                "--redact {:?} is not a valid regular expression: {e}",
+                self.redact
+            )
+        })
+    }
 }
 
 /// Parses `1.5s`, `250ms`, `2m`, `1h` or a bare number of seconds.

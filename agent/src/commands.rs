@@ -27,6 +27,7 @@ pub fn run(command: Command) -> Result<Exit> {
             max_objects,
             output,
             format,
+            redact,
         } => objects(
             pid,
             &root,
@@ -34,6 +35,7 @@ pub fn run(command: Command) -> Result<Exit> {
             max_objects,
             output.as_deref(),
             format.as_deref(),
+            redact_regex(&redact)?,
         ),
         Command::Heap {
             pid,
@@ -65,7 +67,7 @@ fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
         None,
         &output,
         options.force,
-        &session_options(options, "attach"),
+        &session_options(options, "attach")?,
     )?;
     eprintln!("{summary}");
     Ok(Exit::Ok)
@@ -96,7 +98,7 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
         Some(child),
         &output,
         options.force,
-        &session_options(options, "record"),
+        &session_options(options, "record")?,
     )?;
     eprintln!("{summary}");
     // The program decides the exit code; if recording stopped first, wait for it.
@@ -154,9 +156,16 @@ pub fn attach_failure(error: AttachError) -> Failure {
     Failure::new(exit, error.to_string())
 }
 
-fn session_options(options: &RecordOptions, mode: &'static str) -> SessionOptions {
+/// The compiled `--redact` of a command; a bad pattern is a usage error.
+fn redact_regex(args: &crate::cli::RedactArgs) -> Result<Option<&'static regex::Regex>> {
+    Ok(args
+        .regex()
+        .map_err(|message| Failure::new(Exit::Usage, message))?)
+}
+
+fn session_options(options: &RecordOptions, mode: &'static str) -> Result<SessionOptions> {
     use std::io::IsTerminal;
-    SessionOptions {
+    Ok(SessionOptions {
         rate_hz: options.rate,
         duration: options.duration,
         blocking: options.blocking,
@@ -171,7 +180,8 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> SessionOption
         snapshot_tasks: options.snapshot_async,
         snapshot_objects: options.snapshot_objects,
         heap_every: options.heap_every,
-    }
+        redact: redact_regex(&options.redact)?,
+    })
 }
 
 fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
@@ -209,6 +219,7 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         rendering: crate::objects::Rendering {
             max_string: args.max_string,
             max_items: args.max_items,
+            redact: redact_regex(&args.redact)?,
             ..Default::default()
         },
         asynchronous: args.async_.then(|| crate::asyncio::AsyncOptions {
@@ -343,6 +354,7 @@ fn objects(
     max_objects: usize,
     output: Option<&Path>,
     format: Option<&str>,
+    redact: Option<&'static regex::Regex>,
 ) -> Result<Exit> {
     let mut target = Target::attach(pid).map_err(attach_failure)?;
     let format = format
@@ -364,9 +376,16 @@ fn objects(
         let options = crate::graph::GraphOptions {
             max_depth: depth,
             max_objects: max_objects.max(1),
+            redact,
             ..Default::default()
         };
-        let graph = crate::graph::walk(&objects, address, &options);
+        // A root named by a name that matches --redact is masked whole.
+        let root_name = root.rsplit(':').next().unwrap_or_default();
+        let graph = if !root.starts_with("0x") && crate::redact::matches(redact, root_name) {
+            crate::graph::walk_redacted_root(&objects, address, &options)
+        } else {
+            crate::graph::walk(&objects, address, &options)
+        };
         drop(guard);
         graph
     };

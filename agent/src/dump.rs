@@ -298,9 +298,32 @@ fn variables(objects: &Objects<'_>, vars: &[Variable], rendering: &Rendering) ->
             binding: var.binding,
             argument: var.is_argument,
             cell: (var.cell != 0).then_some(var.cell),
-            value: (var.value != 0).then(|| value(objects, var.value, rendering, true)),
+            value: (var.value != 0).then(|| {
+                if crate::redact::matches(rendering.redact, &var.name) {
+                    redacted_value(objects, var.value)
+                } else {
+                    value(objects, var.value, rendering, true)
+                }
+            }),
         })
         .collect()
+}
+
+/// A value whose name matches `--redact`: its type and address only.
+fn redacted_value(objects: &Objects<'_>, address: u64) -> ValueDump {
+    let info = objects.info(address).ok();
+    ValueDump {
+        address,
+        type_name: info
+            .as_ref()
+            .map_or_else(|| "?".into(), |i| i.type_info.name.clone()),
+        repr: crate::redact::REDACTED.into(),
+        size: None,
+        refcount: info.as_ref().map_or(0, |i| i.refcount),
+        immortal: info.as_ref().is_some_and(|i| i.immortal),
+        length: None,
+        attributes: None,
+    }
 }
 
 /// Renders the object at `address`; `attributes` also lists an instance's
@@ -330,8 +353,12 @@ pub fn value(
             .into_iter()
             .take(rendering.max_items.max(64))
             .map(|(name, value_address)| AttributeDump {
+                value: if crate::redact::matches(rendering.redact, &name) {
+                    redacted_value(objects, value_address)
+                } else {
+                    value(objects, value_address, rendering, false)
+                },
                 name,
-                value: value(objects, value_address, rendering, false),
             })
             .collect()
     });

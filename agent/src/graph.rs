@@ -30,6 +30,10 @@ pub struct GraphOptions {
     pub max_objects: usize,
     /// Most edges read per object.
     pub max_edges: usize,
+    /// Objects reached through a name that matches (an attribute, a str
+    /// dict key), and everything reached only through them, are shown as
+    /// `<redacted>`; so are the roots in `redacted_roots` (default: none).
+    pub redact: Option<&'static regex::Regex>,
 }
 
 impl Default for GraphOptions {
@@ -38,6 +42,7 @@ impl Default for GraphOptions {
             max_depth: 3,
             max_objects: 200,
             max_edges: 100,
+            redact: None,
         }
     }
 }
@@ -172,16 +177,36 @@ pub fn walk(objects: &Objects<'_>, root: u64, options: &GraphOptions) -> Graph {
     walk_roots(objects, &[root], options)
 }
 
+/// [`walk`], with the root itself redacted (it was named by a name that
+/// matches `options.redact`): its value and all it reaches only through it
+/// are shown as `<redacted>`.
+pub fn walk_redacted_root(objects: &Objects<'_>, root: u64, options: &GraphOptions) -> Graph {
+    walk_from(objects, &[root], &[root], options)
+}
+
 /// Breadth-first referents walk from several roots at once (each at depth
 /// 0), every object once; `Graph::root` is the first root (0 if none).
 pub fn walk_roots(objects: &Objects<'_>, roots: &[u64], options: &GraphOptions) -> Graph {
+    walk_from(objects, roots, &[], options)
+}
+
+/// [`walk_roots`], where the roots in `redacted` (and what is reached only
+/// through them) are shown as `<redacted>`.
+pub fn walk_from(
+    objects: &Objects<'_>,
+    roots: &[u64],
+    redacted: &[u64],
+    options: &GraphOptions,
+) -> Graph {
     let root = roots.first().copied().unwrap_or(0);
     let rendering = Rendering {
         max_string: 40,
         max_items: 4,
         max_depth: 0,
         max_length: 80,
+        redact: options.redact,
     };
+    let mut secret: HashSet<u64> = redacted.iter().copied().collect();
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
     let mut seen: HashSet<u64> = HashSet::new();
@@ -204,12 +229,17 @@ pub fn walk_roots(objects: &Objects<'_>, roots: &[u64], options: &GraphOptions) 
             });
             continue;
         };
+        let hidden = secret.contains(&address);
         nodes.push(Node {
             address,
             type_name: info.type_info.name.clone(),
             size: objects.getsizeof(&info),
             refcount: info.refcount,
-            repr: objects.render(address, &rendering),
+            repr: if hidden {
+                crate::redact::REDACTED.to_string()
+            } else {
+                objects.render(address, &rendering)
+            },
             depth,
         });
         if depth >= options.max_depth {
@@ -226,6 +256,12 @@ pub fn walk_roots(objects: &Objects<'_>, roots: &[u64], options: &GraphOptions) 
                 if seen.len() >= options.max_objects {
                     truncated = true;
                     continue;
+                }
+                if hidden
+                    || crate::redact::edge_name(&label)
+                        .is_some_and(|name| crate::redact::matches(options.redact, name))
+                {
+                    secret.insert(to);
                 }
                 seen.insert(to);
                 queue.push_back((to, depth + 1));

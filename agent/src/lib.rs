@@ -19,6 +19,7 @@ pub mod exit;
 pub mod lifecycle;
 pub mod procfs;
 pub mod recorder;
+pub mod redact;
 pub mod schedule;
 pub mod session;
 pub mod signals;

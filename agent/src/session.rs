@@ -21,6 +21,7 @@ use pydeep_format::{Writer, WriterOptions};
 
 use crate::exit::{Exit, Failure};
 use crate::lifecycle::{self, Ending, Fate, Identity};
+use crate::objects::Rendering;
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder};
 use crate::schedule::Schedule;
@@ -61,6 +62,9 @@ pub struct SessionOptions {
     pub snapshot_tasks: bool,
     /// Most objects per snapshot (default 200).
     pub snapshot_objects: usize,
+    /// Values of names matching this are masked in snapshots and in the
+    /// recorded command lines (default: [`crate::redact::DEFAULT_PATTERN`]).
+    pub redact: Option<&'static regex::Regex>,
     /// Heap count by type this often (default: none).
     pub heap_every: Option<Duration>,
 }
@@ -182,6 +186,9 @@ pub fn run(
     overwrite: bool,
     options: &SessionOptions,
 ) -> Result<(SessionSummary, Option<Child>)> {
+    if let Ok(mut redact) = REDACT.write() {
+        *redact = options.redact;
+    }
     record(target, child, output, overwrite, options).map_err(|error| {
         let format_error = error
             .chain()
@@ -257,6 +264,10 @@ fn record(
             tasks: options.snapshot_tasks,
             max_depth: options.max_depth as usize,
             max_objects: options.snapshot_objects,
+            rendering: Rendering {
+                redact: options.redact,
+                ..SnapshotOptions::default().rendering
+            },
             ..SnapshotOptions::default()
         },
     );
@@ -551,7 +562,8 @@ impl Attached {
             .exe
             .as_ref()
             .map_or_else(|| "?".into(), |p| p.display().to_string());
-        let detail = format!("exec'd into {program} ({})", now.argv.join(" "));
+        let argv = redacted_argv(&now.argv);
+        let detail = format!("exec'd into {program} ({})", argv.join(" "));
         recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
             time_ns: monotonic_ns(),
             pid: self.target.pid() as u32,
@@ -559,7 +571,7 @@ impl Attached {
             code: 0,
             parent_pid: 0,
             python_version: None,
-            argv: now.argv.clone(),
+            argv,
             detail: detail.clone(),
         }))?;
         self.identity = now;
@@ -708,10 +720,24 @@ fn process_event<W: Write>(
         code,
         parent_pid: parent_pid as u32,
         python_version: Some(proto_version(&target.python_version())),
-        argv: procfs::cmdline(pid),
+        argv: recorded_command_line(pid),
         detail,
     }))?;
     Ok(())
+}
+
+/// The `--redact` pattern of the running session, for the command lines
+/// it records (set once at the start of [`run`]).
+static REDACT: std::sync::RwLock<Option<&'static regex::Regex>> = std::sync::RwLock::new(None);
+
+/// The command line of `pid` as recorded: secret-looking values masked.
+fn recorded_command_line(pid: i32) -> Vec<String> {
+    redacted_argv(&procfs::cmdline(pid))
+}
+
+fn redacted_argv(argv: &[String]) -> Vec<String> {
+    let redact = REDACT.read().map_or(None, |r| *r);
+    crate::redact::command_line(redact, argv)
 }
 
 /// A descendant that could not be attached, as it was then.
@@ -789,7 +815,7 @@ fn header(target: &Target, options: &SessionOptions) -> proto::Header {
         format_version: pydeep_format::FORMAT_VERSION,
         pydeep_version: env!("CARGO_PKG_VERSION").into(),
         pid: pid as u32,
-        argv: procfs::cmdline(pid),
+        argv: recorded_command_line(pid),
         executable: procfs::executable(pid)
             .unwrap_or_default()
             .display()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto;
 
 use crate::asyncio::{collect_from_target, to_proto, AsyncOptions, AsyncSnapshot, Interner};
-use crate::graph::{walk_roots, Graph, GraphOptions};
+use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
 use crate::objects::{Objects, Rendering};
 use crate::recorder::{CodeSource, Recorder};
@@ -60,6 +60,7 @@ impl Default for SnapshotOptions {
                 max_items: 10,
                 max_depth: 1,
                 max_length: 200,
+                redact: None,
             },
         }
     }
@@ -170,6 +171,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     }
     let objects = Objects::new(target.memory(), target.layout());
     let mut roots = Vec::new();
+    let mut redacted_roots = Vec::new();
     for (sample, frames) in samples.into_iter().zip(frames_of) {
         let mut taken_frames = Vec::with_capacity(frames.len());
         for frame in &frames {
@@ -179,6 +181,9 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                     Ok(vars) => {
                         for var in vars {
                             roots.push(var.value);
+                            if crate::redact::matches(options.rendering.redact, &var.name) {
+                                redacted_roots.push(var.value);
+                            }
                             variables.push(variable(&objects, var, &options.rendering));
                         }
                     }
@@ -204,12 +209,14 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         });
     }
     if options.values && options.max_objects > 0 {
-        let graph = walk_roots(
+        let graph = walk_from(
             &objects,
             &roots,
+            &redacted_roots,
             &GraphOptions {
                 max_depth: options.object_depth,
                 max_objects: options.max_objects,
+                redact: options.rendering.redact,
                 ..GraphOptions::default()
             },
         );
@@ -246,6 +253,12 @@ fn variable(
 ) -> TakenVariable {
     let (type_name, value) = if var.value == 0 {
         (String::new(), String::new())
+    } else if crate::redact::matches(rendering.redact, &var.name) {
+        let type_name = objects
+            .info(var.value)
+            .map(|info| info.type_info.name.clone())
+            .unwrap_or_default();
+        (type_name, crate::redact::REDACTED.to_string())
     } else {
         match objects.info(var.value) {
             Ok(info) => (

@@ -138,6 +138,7 @@ proptest! {
             max_depth: 5,
             max_objects: 50,
             max_edges: 20,
+            redact: None,
         });
         prop_assert!(graph.nodes.len() <= 50);
         let frames = thread_frames(&memory, &layout, address, 64);

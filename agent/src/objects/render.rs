@@ -21,6 +21,10 @@ pub struct Rendering {
     pub max_depth: usize,
     /// Longest rendering (characters; default 1000); longer ones end in `...`.
     pub max_length: usize,
+    /// Values of dict items under a str key, and of instance attributes,
+    /// whose name matches are shown as `<redacted>` (default: none; the
+    /// commands pass `--redact`, see [`crate::redact`]).
+    pub redact: Option<&'static regex::Regex>,
 }
 
 impl Default for Rendering {
@@ -30,6 +34,7 @@ impl Default for Rendering {
             max_items: 10,
             max_depth: 2,
             max_length: 1000,
+            redact: None,
         }
     }
 }
@@ -171,10 +176,18 @@ impl Objects<'_> {
                 let mut parts: Vec<String> = items
                     .iter()
                     .map(|&(key, value)| {
+                        let secret = rendering.redact.is_some()
+                            && self.str_prefix(key, 256).is_ok_and(|(name, _)| {
+                                crate::redact::matches(rendering.redact, &name)
+                            });
                         format!(
                             "{}: {}",
                             self.render_at(key, rendering, depth + 1, active),
-                            self.render_at(value, rendering, depth + 1, active)
+                            if secret {
+                                crate::redact::REDACTED.to_string()
+                            } else {
+                                self.render_at(value, rendering, depth + 1, active)
+                            }
                         )
                     })
                     .collect();
@@ -205,6 +218,9 @@ impl Objects<'_> {
                     .iter()
                     .take(rendering.max_items)
                     .map(|(name, value)| {
+                        if crate::redact::matches(rendering.redact, name) {
+                            return format!("{name}={}", crate::redact::REDACTED);
+                        }
                         format!(
                             "{name}={}",
                             self.render_at(*value, rendering, depth + 1, active)
