@@ -71,9 +71,14 @@ impl Schedule {
         true
     }
 
-    /// Sleeps until the next tick is due (a short spin at the end keeps high
-    /// rates accurate, since the kernel's sleeps overshoot by ~50 µs).
+    /// Sleeps until the next tick is due, spinning only the last
+    /// [`SPIN`]: the sampler thread's timer slack is set to 1 ns (Linux
+    /// gives every thread 50 µs, which each sleep overshoots by), so a
+    /// sleep ends ~10-20 µs late here instead of ~70 µs, and the spin that
+    /// keeps high rates on time stays short. The spin was 100-200 µs per
+    /// tick before: at 1 kHz, 10-20% of a core spent waiting.
     pub fn wait(&self) {
+        precise_sleeps();
         let due = self.next_due();
         loop {
             let now = Instant::now();
@@ -81,13 +86,35 @@ impl Schedule {
                 return;
             }
             let left = due - now;
-            if left > Duration::from_micros(200) {
-                std::thread::sleep(left - Duration::from_micros(100));
+            if left > 2 * SPIN {
+                std::thread::sleep(left - SPIN);
             } else {
                 std::hint::spin_loop();
             }
         }
     }
+}
+
+/// The last stretch of a wait spent spinning instead of sleeping.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// Sets this thread's timer slack to 1 ns, once per thread
+/// (`prctl(PR_SET_TIMERSLACK)`; a failure leaves the default, which only
+/// costs precision).
+fn precise_sleeps() {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    DONE.with(|done| {
+        if !done.get() {
+            // SAFETY: PR_SET_TIMERSLACK takes one integer argument and
+            // touches no memory of ours.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+            }
+            done.set(true);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -136,6 +136,47 @@ fn a_cycle_of_frames_ends_the_walk_as_broken() {
 }
 
 #[test]
+fn a_chain_that_loops_after_a_tail_is_cut_at_its_first_repeated_frame() {
+    let layout = layout(12);
+    let o = &layout.offsets;
+    let mut memory = SnapshotMemory::new();
+    memory.add_region(BASE, vec![0u8; 8192]);
+    let code = BASE + 6144;
+    // a -> b -> c -> d -> e -> c: the walk must show a b c d e, then stop.
+    let frames: Vec<u64> = (0..5).map(|i| BASE + 256 + 512 * i).collect();
+    let next = [frames[1], frames[2], frames[3], frames[4], frames[2]];
+    for (i, (&frame, &previous)) in frames.iter().zip(&next).enumerate() {
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_previous.unwrap(),
+            previous,
+        );
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_f_code.unwrap(),
+            code,
+        );
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_prev_instr.unwrap(),
+            code + o.code_co_code_adaptive.unwrap() + 2 * i as u64,
+        );
+    }
+    let mut source = FrameSource::new();
+    let walk = walk_interpreter_frames(
+        &memory,
+        &layout,
+        frames[0],
+        &mut source,
+        &WalkOptions::default(),
+    );
+    assert!(walk.broken);
+    let offsets: Vec<u32> = walk.frames.iter().map(|f| f.instruction_offset).collect();
+    assert_eq!(offsets, [0, 2, 4, 6, 8]);
+    assert_eq!(walk.visited, frames);
+}
+
+#[test]
 fn a_stack_deeper_than_the_limit_is_truncated_not_read_to_the_end() {
     let layout = layout(10);
     let o = &layout.offsets;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
 use super::prefetch::{ThreadPrefetch, Used};
-use super::torn::Reread;
+use super::torn::{reaches, Reread};
 use super::{ThreadSample, WalkError, WalkOptions};
 use crate::cpython::{FrameKind, Layout};
 use crate::memory::{field_u64, read_u64, MemoryError, RemoteMemory, MAX_READ};
@@ -36,6 +36,10 @@ pub(super) struct ThreadRead {
     pub walk: Walk,
     /// The memory the walk was served from.
     pub source: FrameSource,
+    /// How many of `source`'s windows came from the first batch.
+    pub first_batch_windows: usize,
+    /// The current-frame pointer read again at the end of the first batch.
+    pub pointer_after: Option<u64>,
 }
 
 /// The interpreter and thread lists of the previous sample, and what each
@@ -48,6 +52,8 @@ pub(super) struct ThreadRead {
 pub struct ThreadListCache {
     interpreters: Vec<InterpreterThreads>,
     prefetch: Vec<ThreadPrefetch>,
+    /// The code objects the last sample's stacks referenced.
+    codes: Vec<u64>,
 }
 
 struct StateReads {
@@ -180,23 +186,35 @@ fn interpreter_len(layout: &Layout) -> u64 {
 /// A piece of the first batch read for a thread's prefetch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prefetched {
-    /// The current-frame pointer at this address.
+    /// The current-frame pointer at this address (3.11/3.12, before the
+    /// windows: where the walk starts).
     Pointer(u64),
     /// A data-stack window at this address.
     Window(u64),
+    /// The current-frame pointer at this address, after the windows: if
+    /// it still names the frame the walk started from, the windows were
+    /// read while that frame and so all its callers stayed on the stack.
+    PointerAfter(u64),
+    /// The fingerprint of the code object at this address.
+    Code(u64),
 }
 
 /// Copies of target memory: (address, bytes).
 type Copies = Vec<(u64, Vec<u8>)>;
 
 /// The prefetch pieces of every cached thread, each with its owner (thread
-/// state address): pointers first, then the windows, most recently used
-/// first (see `prefetch.rs`).
-fn prefetch_pieces(cache: &ThreadListCache) -> (Vec<(u64, Prefetched)>, Copies) {
+/// state address; 0 for code objects): the 3.11/3.12 pointers (`cframe`),
+/// then the windows, most recently used first (see `prefetch.rs`), then
+/// every pointer again and the code objects to check.
+fn prefetch_pieces(
+    cache: &ThreadListCache,
+    cframe: bool,
+    code_check: &CodeCheck<'_>,
+) -> (Vec<(u64, Prefetched)>, Copies) {
     let mut owners = Vec::new();
     let mut pieces = Vec::new();
     for thread in &cache.prefetch {
-        if thread.frame_pointer_at >= 8 {
+        if cframe && thread.frame_pointer_at >= 8 {
             owners.push((
                 thread.thread_state,
                 Prefetched::Pointer(thread.frame_pointer_at),
@@ -218,6 +236,21 @@ fn prefetch_pieces(cache: &ThreadListCache) -> (Vec<(u64, Prefetched)>, Copies) 
         if len as usize <= MAX_READ {
             owners.push((thread_state, Prefetched::Window(address)));
             pieces.push((address, vec![0u8; len as usize]));
+        }
+    }
+    for thread in &cache.prefetch {
+        if thread.frame_pointer_at >= 8 {
+            owners.push((
+                thread.thread_state,
+                Prefetched::PointerAfter(thread.frame_pointer_at),
+            ));
+            pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
+        }
+    }
+    for &code in &cache.codes {
+        if (code_check.needs_check)(code) {
+            owners.push((0, Prefetched::Code(code)));
+            pieces.push((code, vec![0u8; code_check.len]));
         }
     }
     (owners, pieces)
@@ -246,7 +279,8 @@ pub fn sample_interpreters(
     // batch when the lists did not change since the last sample, and in
     // the same batch each thread's current-frame pointer and data-stack
     // windows where they were last time.
-    let (mut owners, mut extra) = prefetch_pieces(cache);
+    let direct = o.thread_current_frame.or(o.thread_frame);
+    let (mut owners, mut extra) = prefetch_pieces(cache, direct.is_none(), code_check);
     let mut batch = read_states(
         memory,
         layout,
@@ -295,8 +329,15 @@ pub fn sample_interpreters(
         let holder = field_u64(buf, o.gil_last_holder?);
         (locked != 0).then_some(holder)
     };
-    let direct = o.thread_current_frame.or(o.thread_frame);
     let mut missing: Vec<usize> = Vec::new();
+    let mut first_batch_codes: Copies = Vec::new();
+    prefetched.retain_mut(|(_, what, bytes)| match what {
+        Prefetched::Code(address) => {
+            first_batch_codes.push((*address, std::mem::take(bytes)));
+            false
+        }
+        _ => true,
+    });
     for (interpreter, address, state) in &states {
         let frame_pointer_at = match (direct, o.thread_cframe) {
             (Some(at), _) => address.wrapping_add(at),
@@ -343,13 +384,21 @@ pub fn sample_interpreters(
             .thread_datastack_chunk
             .map_or(0, |at| field_u64(state, at));
         source.add_chunk(chunk);
+        let pointer_after = prefetched
+            .iter()
+            .find(|(owner, what, _)| {
+                *owner == *address && *what == Prefetched::PointerAfter(frame_pointer_at)
+            })
+            .map(|(_, _, bytes)| field_u64(bytes, 0));
         reads.push(ThreadRead {
             sample,
             frame_pointer_at,
             current_frame,
             chunk,
             walk: Walk::default(),
+            first_batch_windows: source.windows().len(),
             source,
+            pointer_after,
         });
     }
 
@@ -373,6 +422,8 @@ pub fn sample_interpreters(
                 *value = [0; 8];
             }
             reads[i].current_frame = u64::from_le_bytes(*value);
+            // Read after the first batch: its later pointer proves nothing.
+            reads[i].pointer_after = None;
         }
     }
 
@@ -446,31 +497,67 @@ pub fn sample_interpreters(
     }
 
     // Phase 4: was each stack one the program really had? See torn.rs.
-    if options.check_torn {
-        let mut rereads: Vec<Reread> = reads.iter_mut().map(Reread::plan).collect();
+    // A stack read entirely in the first batch, whose innermost frame the
+    // pointer read after the windows still names, needs no re-read; the
+    // others are re-read in one last batch, with the code objects whose
+    // fingerprints the first batch did not hold.
+    let codes = code_check.select(&reads);
+    let mut from_first_batch: Vec<u64> = Vec::new();
+    for (address, bytes) in code_check.pieces.iter_mut() {
+        if let Some((_, read)) = first_batch_codes.iter_mut().find(|(a, _)| a == address) {
+            *bytes = std::mem::take(read);
+            from_first_batch.push(*address);
+        }
+    }
+    let mut rereads: Vec<Option<Reread>> = Vec::with_capacity(reads.len());
+    for read in &mut reads {
+        let bracketed = layout.semantics.frame_kind == FrameKind::InterpreterFrame
+            && read.source.windows().len() == read.first_batch_windows;
+        rereads.push(match read.pointer_after {
+            _ if !options.check_torn => None,
+            Some(after) if bracketed => {
+                read.sample.torn = read.walk.broken
+                    || (after != read.current_frame
+                        && !reaches(
+                            layout,
+                            &mut read.source,
+                            after,
+                            read.current_frame,
+                            read.walk.header_len,
+                        ));
+                None
+            }
+            _ => Some(Reread::plan(read)),
+        });
+    }
+    let last_ok = {
         let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
         for (read, reread) in reads.iter().zip(rereads.iter_mut()) {
-            reread.pieces(read, &mut pieces);
+            if let Some(reread) = reread {
+                reread.pieces(read, &mut pieces);
+            }
         }
-        code_check.select(&reads);
-        for (address, buf) in code_check.pieces.iter_mut() {
-            pieces.push((*address, &mut buf[..]));
+        for (address, bytes) in code_check.pieces.iter_mut() {
+            if bytes.is_empty() {
+                bytes.resize(code_check.len, 0);
+                pieces.push((*address, &mut bytes[..]));
+            }
         }
-        let reread_ok = memory.read_many(&mut pieces).is_ok();
-        drop(pieces);
-        code_check.ok = reread_ok;
-        for (read, reread) in reads.iter_mut().zip(rereads) {
-            read.sample.torn = !reread_ok || read.walk.broken || reread.torn(layout, read);
+        pieces.is_empty() || memory.read_many(&mut pieces).is_ok()
+    };
+    for (read, reread) in reads.iter_mut().zip(rereads) {
+        if let Some(reread) = reread {
+            read.sample.torn = !last_ok || read.walk.broken || reread.torn(layout, read);
         }
-    } else {
-        code_check.select(&reads);
-        let mut pieces: Vec<(u64, &mut [u8])> = code_check
-            .pieces
-            .iter_mut()
-            .map(|(a, b)| (*a, &mut b[..]))
-            .collect();
-        code_check.ok = pieces.is_empty() || memory.read_many(&mut pieces).is_ok();
     }
+    if !last_ok {
+        // Only the fingerprints the first batch read are known.
+        code_check
+            .pieces
+            .retain(|(address, _)| from_first_batch.contains(address));
+    }
+    code_check.ok = true;
+    cache.codes = codes;
 
     // Remember where each thread's walk read, for the next sample.
     let failed_window = match failed {
@@ -489,11 +576,7 @@ pub fn sample_interpreters(
                 thread_state: address,
                 ..ThreadPrefetch::default()
             });
-        prefetch.frame_pointer_at = if direct.is_none() {
-            read.frame_pointer_at
-        } else {
-            0
-        };
+        prefetch.frame_pointer_at = read.frame_pointer_at;
         let used = if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
             used_windows(&mut read.source, &read.walk)
         } else {
@@ -546,9 +629,11 @@ pub struct CodeCheck<'a> {
     pub needs_check: &'a dyn Fn(u64) -> bool,
     /// Bytes to read of each.
     pub len: usize,
-    /// The addresses chosen and the bytes read.
+    /// The addresses chosen and the bytes read (only the pieces read are
+    /// kept).
     pub pieces: Vec<(u64, Vec<u8>)>,
-    /// True if the batch holding them was read.
+    /// True if `pieces` were read (kept for callers: always true now that
+    /// unread pieces are dropped).
     pub ok: bool,
 }
 
@@ -563,20 +648,26 @@ impl<'a> CodeCheck<'a> {
         }
     }
 
-    fn select(&mut self, reads: &[ThreadRead]) {
+    /// Chooses the code objects of `reads`' stacks to check (with empty
+    /// buffers); returns every distinct code address of the stacks.
+    fn select(&mut self, reads: &[ThreadRead]) -> Vec<u64> {
         // Distinct addresses first, then the (hash lookup) filter: a deep
         // recursion is 1,000 frames of one code object.
         let mut addresses: Vec<u64> = reads
             .iter()
             .flat_map(|r| r.walk.frames.iter().map(|f| f.code_address))
             .collect();
+        // Runs of one code object (recursion) first: sorting 1,000
+        // addresses per sample showed in profiles.
+        addresses.dedup();
         addresses.sort_unstable();
         addresses.dedup();
-        addresses.retain(|a| (self.needs_check)(*a));
         self.pieces = addresses
-            .into_iter()
-            .map(|a| (a, vec![0u8; self.len]))
+            .iter()
+            .filter(|a| (self.needs_check)(**a))
+            .map(|&a| (a, Vec::new()))
             .collect();
+        addresses
     }
 }
 

@@ -106,7 +106,13 @@ impl Reread {
 
 /// True if following callers from `from` through `memory` reaches `target`
 /// within [`MAX_NEW_CALLEES`] frames.
-fn reaches(layout: &Layout, memory: &mut FrameSource, from: u64, target: u64, len: u64) -> bool {
+pub(super) fn reaches(
+    layout: &Layout,
+    memory: &mut FrameSource,
+    from: u64,
+    target: u64,
+    len: u64,
+) -> bool {
     let Some(previous_at) = layout.offsets.interpreter_frame_previous else {
         return false;
     };
