@@ -1,27 +1,33 @@
-//! Layout of the C accelerator's `_asyncio.Task` (`TaskObj`) and
-//! `_asyncio.Future` (`FutureObj`) per CPython minor version.
+//! Layout of the C accelerator's `_asyncio.Task` (`TaskObj`) per CPython
+//! minor version.
 //!
-//! The structs are private to Modules/_asynciomodule.c (no header, so the
-//! generator in agent/tools cannot take them), and they changed in almost
-//! every version: 3.10 widened the future head, 3.11 replaced the
-//! `_PyErr_StackItem` of cancelled exceptions by one pointer and added
-//! `exception_tb`, 3.13 moved the instance dict and weak references out of
-//! the object (managed) and turned the flags into bit fields, 3.14 added
-//! `awaited_by`, `is_task` and `awaited_by_is_set`.
+//! The struct is private to Modules/_asynciomodule.c (no header, so the
+//! generator in agent/tools cannot take it), and it changed in almost every
+//! version: 3.10 added `exception_tb`, 3.11 replaced the
+//! `_PyErr_StackItem` of cancelled exceptions by one pointer, 3.13 moved
+//! the instance dict and weak references out of the object (managed) and
+//! turned the flags into bit fields, 3.14 added `awaited_by`, `is_task` and
+//! `awaited_by_is_set`. So each version's field list up to `task_name` is
+//! written here as the source declares it, and the offsets are computed
+//! from it with the C ABI's rules for the target's pointer size.
 //!
-//! 3.9-3.13: the offsets of the source's structs, checked on the installed
-//! interpreters (a task's words compared with `id(task._loop)`,
-//! `id(task.get_coro())`, `id(task._fut_waiter)`, `id(task.get_name())`
-//! and the state before and after `set_result`), and validated on every
-//! task read ([`crate::asyncio`]: the loop, coroutine and name must be
-//! objects of plausible types, the state 0-2). 3.14/3.15: from the 3.14
-//! source, UNTESTED.
+//! Checked (agent/tests/asyncio_layout_truth.rs, through ctypes on a live
+//! task: the words holding `id(loop)`, `id(task.get_coro())`,
+//! `id(task._fut_waiter)`, `id(task.get_name())`, the state before and
+//! after `set_result`) on 3.9-3.13 natively and on the WebAssembly
+//! (32-bit) builds of 3.14 and 3.15, whose field lists are thereby
+//! confirmed; the 64-bit offsets of 3.14/3.15 are computed, not observed.
+//! Every task read is also validated ([`crate::asyncio`]).
+
+use std::collections::HashMap;
 
 /// Offsets in `TaskObj` (bytes from the object's start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskObjectOffsets {
     /// `fut_loop` (`task_loop`): the event loop.
     pub fut_loop: u64,
+    /// `fut_result` (`task_result`).
+    pub fut_result: u64,
     /// `fut_state`: 0 pending, 1 cancelled, 2 finished (`fut_state` enum).
     pub fut_state: u64,
     /// `task_fut_waiter`: the future the task waits on, or NULL.
@@ -33,27 +39,184 @@ pub struct TaskObjectOffsets {
     pub task_name: u64,
 }
 
-/// The `TaskObj` offsets of CPython 3.`minor` (64-bit, default build).
-pub fn task_object_offsets(minor: u32) -> Option<TaskObjectOffsets> {
-    let offsets = |fut_state, task_fut_waiter| TaskObjectOffsets {
-        fut_loop: 16,
-        fut_state,
-        task_fut_waiter,
-        task_coro: task_fut_waiter + 8,
-        task_name: task_fut_waiter + 16,
-    };
-    Some(match minor {
-        // loop, callback0, context0, callbacks, exception, result,
-        // source_tb, cancel_msg, state, log_tb, blocking, dict,
-        // weakreflist, cancelled_exc_state (4 words), then the task.
-        9 => offsets(80, 144),
-        10 => offsets(88, 152),
-        // + exception_tb; cancelled_exc is one pointer.
-        11 | 12 => offsets(88, 128),
-        // dict and weakreflist managed; bit fields + num_cancels_requested.
-        13 => offsets(96, 112),
-        // + awaited_by (before state), is_task, awaited_by_is_set.
-        14 | 15 => offsets(104, 120),
+/// One member of the struct, as declared.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    /// `PyObject_HEAD` (two words).
+    Head,
+    /// A pointer.
+    Pointer(&'static str),
+    /// `int` or an enum.
+    Int(&'static str),
+    /// `char`.
+    Char(&'static str),
+    /// `unsigned name: 1`.
+    Bit(&'static str),
+    /// `_PyErr_StackItem` of 3.9/3.10: four pointers.
+    StackItem(&'static str),
+}
+
+use Field::*;
+
+/// `FutureObj_HEAD(task)` and `TaskObj` up to `task_name`.
+fn fields(minor: u32) -> Option<Vec<Field>> {
+    let mut out = vec![
+        Head,
+        Pointer("loop"),
+        Pointer("callback0"),
+        Pointer("context0"),
+        Pointer("callbacks"),
+        Pointer("exception"),
+    ];
+    if minor >= 10 {
+        out.push(Pointer("exception_tb"));
+    }
+    out.extend([
+        Pointer("result"),
+        Pointer("source_tb"),
+        Pointer("cancel_msg"),
+    ]);
+    match minor {
+        9..=12 => {
+            out.extend([
+                Int("state"),
+                Int("log_tb"),
+                Int("blocking"),
+                Pointer("dict"),
+                Pointer("weakreflist"),
+            ]);
+            if minor <= 10 {
+                out.push(StackItem("cancelled_exc_state"));
+            } else {
+                out.push(Pointer("cancelled_exc"));
+            }
+            out.extend([Pointer("fut_waiter"), Pointer("coro"), Pointer("name")]);
+        }
+        13..=15 => {
+            out.push(Pointer("cancelled_exc"));
+            if minor >= 14 {
+                out.push(Pointer("awaited_by"));
+            }
+            out.push(Int("state"));
+            if minor >= 14 {
+                out.extend([Char("is_task"), Char("awaited_by_is_set")]);
+            }
+            out.extend([
+                Bit("log_tb"),
+                Bit("blocking"),
+                Bit("must_cancel"),
+                Bit("log_destroy_pending"),
+                Int("num_cancels_requested"),
+                Pointer("fut_waiter"),
+                Pointer("coro"),
+                Pointer("name"),
+            ]);
+        }
         _ => return None,
+    }
+    Some(out)
+}
+
+/// Byte offsets of `fields` laid out by the C ABI (System V and
+/// WebAssembly agree here): each member at the next multiple of its
+/// alignment; one-bit fields packed into the current `unsigned` unit from
+/// the next free bit.
+fn offsets(fields: &[Field], pointer: u64) -> HashMap<&'static str, u64> {
+    let mut out = HashMap::new();
+    let mut bits = 0u64; // bits used so far
+    let align = |bits: u64, bytes: u64| bits.div_ceil(8).div_ceil(bytes) * bytes;
+    for field in fields {
+        match *field {
+            Head => bits = 2 * pointer * 8,
+            Pointer(name) => {
+                let at = align(bits, pointer);
+                out.insert(name, at);
+                bits = (at + pointer) * 8;
+            }
+            StackItem(name) => {
+                let at = align(bits, pointer);
+                out.insert(name, at);
+                bits = (at + 4 * pointer) * 8;
+            }
+            Int(name) => {
+                let at = align(bits, 4);
+                out.insert(name, at);
+                bits = (at + 4) * 8;
+            }
+            Char(name) => {
+                let at = bits.div_ceil(8);
+                out.insert(name, at);
+                bits = (at + 1) * 8;
+            }
+            Bit(name) => {
+                out.insert(name, bits / 8);
+                bits += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The `TaskObj` offsets of CPython 3.`minor` with `pointer`-byte pointers
+/// (8 natively, 4 on WebAssembly), default (not debug, not free-threaded)
+/// build.
+pub fn task_object_offsets_for(minor: u32, pointer: u64) -> Option<TaskObjectOffsets> {
+    let at = offsets(&fields(minor)?, pointer);
+    Some(TaskObjectOffsets {
+        fut_loop: at["loop"],
+        fut_result: at["result"],
+        fut_state: at["state"],
+        task_fut_waiter: at["fut_waiter"],
+        task_coro: at["coro"],
+        task_name: at["name"],
     })
+}
+
+/// The 64-bit `TaskObj` offsets of CPython 3.`minor`.
+pub fn task_object_offsets(minor: u32) -> Option<TaskObjectOffsets> {
+    task_object_offsets_for(minor, 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn computed_offsets_are_those_observed_on_the_installed_interpreters() {
+        // (minor, result, state, fut_waiter): from live tasks (3.9-3.13).
+        for (minor, result, state, waiter) in [
+            (9, 56, 80, 144),
+            (10, 64, 88, 152),
+            (11, 64, 88, 128),
+            (12, 64, 88, 128),
+            (13, 64, 96, 112),
+        ] {
+            let o = task_object_offsets(minor).unwrap();
+            assert_eq!(
+                (o.fut_loop, o.fut_result, o.fut_state, o.task_fut_waiter),
+                (16, result, state, waiter),
+                "3.{minor}"
+            );
+            assert_eq!((o.task_coro, o.task_name), (waiter + 8, waiter + 16));
+        }
+        // 3.14/3.15 on WebAssembly (32-bit): observed loop 8, result 32,
+        // state 52, fut_waiter 64, coro 68, name 72.
+        for minor in [14, 15] {
+            let o = task_object_offsets_for(minor, 4).unwrap();
+            assert_eq!(
+                (
+                    o.fut_loop,
+                    o.fut_result,
+                    o.fut_state,
+                    o.task_fut_waiter,
+                    o.task_coro,
+                    o.task_name
+                ),
+                (8, 32, 52, 64, 68, 72)
+            );
+            let o = task_object_offsets(minor).unwrap();
+            assert_eq!((o.fut_state, o.task_fut_waiter), (104, 120));
+        }
+        assert!(task_object_offsets(8).is_none());
+    }
 }
