@@ -229,6 +229,19 @@ int main(void) {
 
     /* PyCodeObject (cpython/code.h). */
     SIZE(code_size, PyCodeObject);
+    OFF(code_co_extra, PyCodeObject, co_extra);
+#if PY_VERSION_HEX < 0x030b0000
+    /* What code.__sizeof__ adds on 3.9/3.10 (Objects/codeobject.c). */
+    OFF(code_co_cell2arg, PyCodeObject, co_cell2arg);
+    OFF(code_co_opcache, PyCodeObject, co_opcache);
+    OFF(code_co_opcache_size, PyCodeObject, co_opcache_size);
+    SIZE(code_opcache_entry_size, _PyOpcache);
+#else
+    NA(code_co_cell2arg);
+    NA(code_co_opcache);
+    NA(code_co_opcache_size);
+    NA(code_opcache_entry_size);
+#endif
     OFF(code_co_argcount, PyCodeObject, co_argcount);
     OFF(code_co_posonlyargcount, PyCodeObject, co_posonlyargcount);
     OFF(code_co_kwonlyargcount, PyCodeObject, co_kwonlyargcount);
@@ -285,11 +298,7 @@ int main(void) {
     OFF(type_tp_mro, PyTypeObject, tp_mro);
     OFF(type_tp_base, PyTypeObject, tp_base);
     OFF(type_tp_dict, PyTypeObject, tp_dict);
-#if PY_VERSION_HEX >= 0x030b0000
     OFF(heap_type_ht_cached_keys, PyHeapTypeObject, ht_cached_keys);
-#else
-    NA(heap_type_ht_cached_keys);
-#endif
     OFF(tuple_ob_item, PyTupleObject, ob_item);
     OFF(list_ob_item, PyListObject, ob_item);
     OFF(list_allocated, PyListObject, allocated);

@@ -13,7 +13,8 @@ whose main thread stands on that line of phase() with `signum` unbound was
 taken inside the phase: nothing GC-tracked is created between the
 measurement and that line, nor until `signum` is stored); counts of
 GC-tracked objects by type name from gc.get_objects(); and for each local
-its id(), type name, repr() and sys.getsizeof().
+its id(), type name, repr() and sys.getsizeof(); for a split-table dict,
+types and code objects ("sized") id, type and sys.getsizeof().
 
 The measurement leaves nothing tracked behind (a str -> int dict stays
 untracked, the get_objects() list is deleted, JSON is encoded with
@@ -40,7 +41,29 @@ class Growth:
         self.i = i
 
 
+class Holder:
+    def __init__(self, k):
+        self.a = k
+        self.b = "b"
+        self.c = [k]
+
+
+def make_closure(x):
+    # x is an argument and a cell: 3.9/3.10 give the code a co_cell2arg map.
+    return lambda: x
+
+
 kept = []
+
+
+def hot():
+    # Run 2000 times below: 3.9/3.10 give it an opcache (for its
+    # LOAD_GLOBALs) after 1024 calls, which code.__sizeof__ counts.
+    return len(kept)
+
+
+for _ in range(2000):
+    hot()
 
 
 def count_types():
@@ -80,6 +103,16 @@ def phase(k, mask):
     big = 2**100 * k
     ratio = k / 4
     nothing = None
+    # Objects whose sys.getsizeof() pydeep reproduces without rendering
+    # them like repr(): a split-table dict (an instance's __dict__), heap
+    # and static types, code objects (with and without cell2arg).
+    holder = Holder(k)
+    attrs = holder.__dict__
+    cls = Holder
+    builtin = int
+    code = phase.__code__
+    cell_code = make_closure.__code__
+    hot_code = hot.__code__
     gc.enable()
     gc.collect()
     gc.disable()
@@ -90,9 +123,13 @@ def phase(k, mask):
     scope.update({"big": big, "ratio": ratio, "nothing": nothing})
     truth = {"pid": os.getpid(), "phase": k, "counts": counts}
     truth["locals"] = describe(scope)
+    sized = {"attrs": attrs, "cls": cls, "builtin": builtin, "code": code}
+    sized["cell_code"] = cell_code
+    sized["hot_code"] = hot_code
+    truth["sized"] = describe(sized)
     truth["wait_line"] = WAIT_LINE
     write("%s.%d.json" % (PREFIX, k), truth)
-    del truth, counts, scope
+    del truth, counts, scope, sized
     signum = _signal.sigwait(mask)
     return signum
 

@@ -297,14 +297,21 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
             }
         }
 
-        // Objects: the locals' values with their sys.getsizeof().
+        // Objects: the locals' values with their sys.getsizeof(), split
+        // dicts, heap and static types and code objects included.
         let graphs = json_lines(&view(&["objects", "--json"], &file));
         let mut sized = 0;
         for graph in &graphs {
             let Some(&k) = phase_at.get(&graph["time_ns"].as_u64().unwrap()) else {
                 continue;
             };
-            for (name, expected) in truths[k as usize - 1]["locals"].as_object().unwrap() {
+            let truth = &truths[k as usize - 1];
+            let expected_sizes = truth["locals"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .chain(truth["sized"].as_object().unwrap());
+            for (name, expected) in expected_sizes {
                 let node = graph["nodes"]
                     .as_array()
                     .unwrap()

@@ -127,6 +127,16 @@ pub struct Offsets {
     pub frame_object_f_lineno: Option<u64>,
     /// `sizeof(PyCodeObject)`
     pub code_size: Option<u64>,
+    /// `offsetof(PyCodeObject, co_extra)`
+    pub code_co_extra: Option<u64>,
+    /// `offsetof(PyCodeObject, co_cell2arg)`
+    pub code_co_cell2arg: Option<u64>,
+    /// `offsetof(PyCodeObject, co_opcache)`
+    pub code_co_opcache: Option<u64>,
+    /// `offsetof(PyCodeObject, co_opcache_size)`
+    pub code_co_opcache_size: Option<u64>,
+    /// `sizeof(_PyOpcache)`
+    pub code_opcache_entry_size: Option<u64>,
     /// `offsetof(PyCodeObject, co_argcount)`
     pub code_co_argcount: Option<u64>,
     /// `offsetof(PyCodeObject, co_posonlyargcount)`
@@ -443,6 +453,11 @@ impl Offsets {
             ("frame_object_f_frame", self.frame_object_f_frame),
             ("frame_object_f_lineno", self.frame_object_f_lineno),
             ("code_size", self.code_size),
+            ("code_co_extra", self.code_co_extra),
+            ("code_co_cell2arg", self.code_co_cell2arg),
+            ("code_co_opcache", self.code_co_opcache),
+            ("code_co_opcache_size", self.code_co_opcache_size),
+            ("code_opcache_entry_size", self.code_opcache_entry_size),
             ("code_co_argcount", self.code_co_argcount),
             ("code_co_posonlyargcount", self.code_co_posonlyargcount),
             ("code_co_kwonlyargcount", self.code_co_kwonlyargcount),
@@ -630,6 +645,11 @@ impl Offsets {
         if self.frame_object_f_frame.is_none() { self.frame_object_f_frame = other.frame_object_f_frame; }
         if self.frame_object_f_lineno.is_none() { self.frame_object_f_lineno = other.frame_object_f_lineno; }
         if self.code_size.is_none() { self.code_size = other.code_size; }
+        if self.code_co_extra.is_none() { self.code_co_extra = other.code_co_extra; }
+        if self.code_co_cell2arg.is_none() { self.code_co_cell2arg = other.code_co_cell2arg; }
+        if self.code_co_opcache.is_none() { self.code_co_opcache = other.code_co_opcache; }
+        if self.code_co_opcache_size.is_none() { self.code_co_opcache_size = other.code_co_opcache_size; }
+        if self.code_opcache_entry_size.is_none() { self.code_opcache_entry_size = other.code_opcache_entry_size; }
         if self.code_co_argcount.is_none() { self.code_co_argcount = other.code_co_argcount; }
         if self.code_co_posonlyargcount.is_none() { self.code_co_posonlyargcount = other.code_co_posonlyargcount; }
         if self.code_co_kwonlyargcount.is_none() { self.code_co_kwonlyargcount = other.code_co_kwonlyargcount; }
@@ -819,6 +839,11 @@ pub const EMPTY: Offsets = Offsets {
     frame_object_f_frame: None,
     frame_object_f_lineno: None,
     code_size: None,
+    code_co_extra: None,
+    code_co_cell2arg: None,
+    code_co_opcache: None,
+    code_co_opcache_size: None,
+    code_opcache_entry_size: None,
     code_co_argcount: None,
     code_co_posonlyargcount: None,
     code_co_kwonlyargcount: None,
@@ -1006,6 +1031,11 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     frame_object_f_frame: None,
     frame_object_f_lineno: Some(108),
     code_size: Some(176),
+    code_co_extra: Some(144),
+    code_co_cell2arg: Some(96),
+    code_co_opcache: Some(160),
+    code_co_opcache_size: Some(172),
+    code_opcache_entry_size: Some(32),
     code_co_argcount: Some(16),
     code_co_posonlyargcount: Some(20),
     code_co_kwonlyargcount: Some(24),
@@ -1040,7 +1070,7 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     type_tp_mro: Some(344),
     type_tp_base: Some(256),
     type_tp_dict: Some(264),
-    heap_type_ht_cached_keys: None,
+    heap_type_ht_cached_keys: Some(864),
     tuple_ob_item: Some(24),
     list_ob_item: Some(24),
     list_allocated: Some(32),
@@ -1193,6 +1223,11 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     frame_object_f_frame: None,
     frame_object_f_lineno: Some(100),
     code_size: Some(176),
+    code_co_extra: Some(144),
+    code_co_cell2arg: Some(96),
+    code_co_opcache: Some(160),
+    code_co_opcache_size: Some(172),
+    code_opcache_entry_size: Some(32),
     code_co_argcount: Some(16),
     code_co_posonlyargcount: Some(20),
     code_co_kwonlyargcount: Some(24),
@@ -1227,7 +1262,7 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     type_tp_mro: Some(344),
     type_tp_base: Some(256),
     type_tp_dict: Some(264),
-    heap_type_ht_cached_keys: None,
+    heap_type_ht_cached_keys: Some(872),
     tuple_ob_item: Some(24),
     list_ob_item: Some(24),
     list_allocated: Some(32),
@@ -1380,6 +1415,11 @@ pub const CPYTHON_3_11: Offsets = Offsets {
     frame_object_f_frame: Some(24),
     frame_object_f_lineno: Some(40),
     code_size: Some(192),
+    code_co_extra: Some(176),
+    code_co_cell2arg: None,
+    code_co_opcache: None,
+    code_co_opcache_size: None,
+    code_opcache_entry_size: None,
     code_co_argcount: Some(56),
     code_co_posonlyargcount: Some(60),
     code_co_kwonlyargcount: Some(64),
@@ -1567,6 +1607,11 @@ pub const CPYTHON_3_12: Offsets = Offsets {
     frame_object_f_frame: Some(24),
     frame_object_f_lineno: Some(40),
     code_size: Some(200),
+    code_co_extra: Some(184),
+    code_co_cell2arg: None,
+    code_co_opcache: None,
+    code_co_opcache_size: None,
+    code_opcache_entry_size: None,
     code_co_argcount: Some(52),
     code_co_posonlyargcount: Some(56),
     code_co_kwonlyargcount: Some(60),
@@ -1754,6 +1799,11 @@ pub const CPYTHON_3_13: Offsets = Offsets {
     frame_object_f_frame: Some(24),
     frame_object_f_lineno: Some(40),
     code_size: Some(208),
+    code_co_extra: Some(192),
+    code_co_cell2arg: None,
+    code_co_opcache: None,
+    code_co_opcache_size: None,
+    code_opcache_entry_size: None,
     code_co_argcount: Some(52),
     code_co_posonlyargcount: Some(56),
     code_co_kwonlyargcount: Some(60),

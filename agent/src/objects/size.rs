@@ -75,9 +75,145 @@ pub(super) fn getsizeof(
         | Kind::Function
         | Kind::Cell
         | Kind::Module => object_sizeof(objects, info)?,
-        Kind::Type | Kind::Other => return Ok(None),
+        Kind::Type => return type_size(objects, info),
+        Kind::Other if ty.name == "code" && ty.flags & heap_flag(objects) == 0 => {
+            match code_size(objects, info)? {
+                Some(size) => size,
+                None => return Ok(None),
+            }
+        }
+        Kind::Other => return Ok(None),
     };
     Ok(Some(sizeof.saturating_add(preheader(objects, info))))
+}
+
+fn heap_flag(objects: &Objects<'_>) -> u64 {
+    objects.layout().offsets.tpflags_heaptype.unwrap_or(1 << 9)
+}
+
+/// `type.__sizeof__` (Objects/typeobject.c type___sizeof___impl): a heap
+/// type is a `PyHeapTypeObject` plus its cached shared keys
+/// (`ht_cached_keys`), a static type a `PyTypeObject`. The pre-header is
+/// added for heap types; for static types only on 3.11 and 3.12, whose
+/// `_PySys_GetSizeOf` (Python/sysmodule.c) adds the metatype's pre-header
+/// without asking `tp_is_gc` (3.9/3.10 ask it, and `type_is_gc` says no
+/// for static types; 3.13 skips static types explicitly).
+fn type_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let heap = heap_flag(objects);
+    let flags = read_u64(
+        memory,
+        info.address + o.type_tp_flags.ok_or(missing("tp_flags"))?,
+    )?;
+    let minor = objects.layout().version.minor;
+    if flags & heap == 0 {
+        let Some(size) = o.type_size else {
+            return Ok(None);
+        };
+        let pre = if (11..=12).contains(&minor) {
+            preheader(objects, info)
+        } else {
+            0
+        };
+        return Ok(Some(size.saturating_add(pre)));
+    }
+    // sizeof(PyHeapTypeObject) is the basic size of `type` itself: the
+    // first static type up the metatype's tp_base chain.
+    let mut metatype = info.type_info.clone();
+    for _ in 0..64 {
+        if metatype.flags & heap == 0 {
+            break;
+        }
+        if metatype.base == 0 {
+            return Ok(None);
+        }
+        metatype = objects.type_info(metatype.base)?;
+    }
+    if metatype.flags & heap != 0 || metatype.name != "type" {
+        return Ok(None);
+    }
+    let Some(cached_at) = o.heap_type_ht_cached_keys else {
+        return Ok(None);
+    };
+    let keys = read_u64(memory, info.address + cached_at)?;
+    let keys_part = if keys == 0 {
+        0
+    } else {
+        match keys_size(objects, keys)? {
+            Some(size) => size,
+            None => return Ok(None),
+        }
+    };
+    Ok(Some(
+        metatype
+            .basicsize
+            .saturating_add(keys_part)
+            .saturating_add(preheader(objects, info)),
+    ))
+}
+
+/// `code.__sizeof__` (Objects/codeobject.c code_sizeof). 3.11+: the
+/// variable-size object rounded up to a word (`_PyObject_VAR_SIZE`);
+/// 3.9/3.10: the fixed object, the `co_cell2arg` map, and the opcache
+/// (`co_opcache_map`, one byte per code unit, and `co_opcache_size`
+/// entries) once a function ran often enough to get one. Both add the
+/// `co_extra` block (`_PyCode_SetExtra`, used by debuggers) when present.
+fn code_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let address = info.address;
+    let ty = &info.type_info;
+    let Some(extra_at) = o.code_co_extra else {
+        return Ok(None);
+    };
+    let mut size = if objects.layout().version.minor >= 11 {
+        let items = objects.reader.var_size(address)?.unsigned_abs();
+        if items > 1 << 40 {
+            return Ok(None);
+        }
+        ty.basicsize
+            .saturating_add(items.saturating_mul(ty.itemsize))
+            .next_multiple_of(8)
+    } else {
+        let mut size = ty.basicsize;
+        if let (Some(cell2arg_at), Some(cellvars_at)) = (o.code_co_cell2arg, o.code_co_cellvars) {
+            let cell2arg = read_u64(memory, address + cell2arg_at)?;
+            let cellvars = read_u64(memory, address + cellvars_at)?;
+            if cell2arg != 0 && cellvars != 0 {
+                let count = objects
+                    .reader
+                    .var_size(cellvars)?
+                    .unsigned_abs()
+                    .min(1 << 20);
+                size = size.saturating_add(count * 8);
+            }
+        }
+        if let (Some(opcache_at), Some(opcache_size_at), Some(code_at)) =
+            (o.code_co_opcache, o.code_co_opcache_size, o.code_co_code)
+        {
+            if read_u64(memory, address + opcache_at)? != 0 {
+                let entries =
+                    u64::from(crate::memory::read_vec(memory, address + opcache_size_at, 1, 1)?[0]);
+                let code = read_u64(memory, address + code_at)?;
+                let code_bytes = objects.reader.var_size(code)?.unsigned_abs().min(1 << 32);
+                size = size
+                    .saturating_add(code_bytes / 2)
+                    .saturating_add(entries * o.code_opcache_entry_size.unwrap_or(32));
+            }
+        }
+        size
+    };
+    let extra = read_u64(memory, address + extra_at)?;
+    if extra != 0 {
+        // _PyCodeObjectExtra: ce_size, then ce_size pointers (one inline).
+        let entries = read_u64(memory, extra)?;
+        if entries > 1 << 20 {
+            return Ok(None);
+        }
+        size = size.saturating_add(8 + entries.max(1) * 8);
+    }
+    Ok(Some(size))
 }
 
 fn missing(field: &'static str) -> ObjectError {
@@ -168,9 +304,13 @@ fn str_size(objects: &Objects<'_>, address: u64) -> Result<u64, ObjectError> {
     Ok(size)
 }
 
-/// The keys part of `dict.__sizeof__` (Objects/dictobject.c
-/// `_PyDict_SizeOf`) for a combined table: the keys object counts when the
-/// dict owns it alone (`dk_refcnt == 1`). Split tables give `None`.
+/// What `dict.__sizeof__` (Objects/dictobject.c `_PyDict_SizeOf`) adds to
+/// the basic size: for a split table (`ma_values` set: an instance's
+/// `__dict__` sharing its class's keys) the values array — before 3.11
+/// `USABLE_FRACTION(dk_size)` slots, from 3.11 `dk_nentries + dk_usable`
+/// (`shared_keys_usable_size`), counted even when 3.13 keeps the values
+/// inline in the instance; and the keys object when the dict owns it
+/// alone (`dk_refcnt == 1`; shared keys are counted in the type).
 fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectError> {
     let o = &objects.layout().offsets;
     let memory = objects.memory();
@@ -179,15 +319,39 @@ fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectE
         memory,
         address + o.dict_ma_values.ok_or(missing("ma_values"))?,
     )?;
-    if values != 0 {
-        return Ok(None);
-    }
     let indices = o.dict_keys_dk_indices.ok_or(missing("dk_indices"))?;
     let header = read_vec(memory, keys, indices as usize, 256)?;
+    let mut size = 0u64;
+    if values != 0 {
+        let slots = match o.dict_keys_dk_log2_size {
+            Some(_) => {
+                let usable = field_u64(&header, o.dict_keys_dk_usable.ok_or(missing("dk_usable"))?);
+                let entries = field_u64(
+                    &header,
+                    o.dict_keys_dk_nentries.ok_or(missing("dk_nentries"))?,
+                );
+                usable.saturating_add(entries)
+            }
+            None => (field_u64(&header, o.dict_keys_dk_size.unwrap_or(8)) << 1) / 3,
+        };
+        if slots > 1 << 40 {
+            return Ok(None);
+        }
+        size = slots * 8;
+    }
     let refcnt = field_u64(&header, o.dict_keys_dk_refcnt.unwrap_or(0));
     if refcnt != 1 {
-        return Ok(Some(0));
+        return Ok(Some(size));
     }
+    Ok(keys_size(objects, keys)?.map(|keys| size.saturating_add(keys)))
+}
+
+/// The size of a `PyDictKeysObject` (`_PyDict_KeysSize` on 3.11+; the
+/// same sum spelled out in `_PyDict_SizeOf` on 3.9/3.10).
+fn keys_size(objects: &Objects<'_>, keys: u64) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let indices = o.dict_keys_dk_indices.ok_or(missing("dk_indices"))?;
+    let header = read_vec(objects.memory(), keys, indices as usize, 256)?;
     Ok(Some(match o.dict_keys_dk_log2_size {
         // 3.11+ (_PyDict_KeysSize): header + index bytes + usable entries.
         Some(log2_size_at) => {
