@@ -86,6 +86,13 @@ fn task_offsets_states_and_delegate_depth_match_the_interpreters_own_objects() {
                     "{label}: {closed}"
                 );
             }
+            // running_async is the byte before gi_frame_state (pydeep's
+            // 3.14+ offsets assume it; 3.11-3.13 generate both).
+            assert_eq!(
+                seen["running_async"],
+                serde_json::json!([1, 0]),
+                "{label}: running_async"
+            );
             if let Some(depth) = seen["yield_from_depth"].as_u64() {
                 assert_eq!(
                     depth,

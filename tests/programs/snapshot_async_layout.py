@@ -6,6 +6,9 @@ agent/tests/asyncio_layout_truth.rs. Runs natively and on the WebAssembly
 * `states`: the byte of a generator that takes a different small value in
   each state (gi_frame_state, 3.11+): created, suspended at a yield,
   suspended in `yield from`, running, closed by close(), exhausted.
+* `running_async`: the byte before gi_frame_state in an async generator
+  whose asend() is pending (ag_running true) and in one suspended at a
+  yield (false).
 * `yield_from_depth`: in a generator suspended in `yield from`, how many
   words below the frame's stack pointer the delegate lies (3.14+ keep a
   pointer; before, an index, and nothing is reported).
@@ -74,6 +77,34 @@ def generator_states():
     return None
 
 
+class Suspend:
+    def __await__(self):
+        yield "suspended"
+
+
+async def agen():
+    yield 1
+    await Suspend()
+
+
+def running_async(offset):
+    """The byte before gi_frame_state: (ag_running true, false)."""
+    awaiting = agen()
+    try:
+        awaiting.asend(None).send(None)
+    except StopIteration:
+        pass
+    pending = awaiting.asend(None)
+    pending.send(None)
+    idle = agen()
+    try:
+        idle.asend(None).send(None)
+    except StopIteration:
+        pass
+    assert awaiting.ag_running and not idle.ag_running
+    return [ctypes.string_at(id(g) + offset - 1, 1)[0] for g in (awaiting, idle)]
+
+
 def yield_from_depth():
     generator = outer()
     next(generator)
@@ -137,10 +168,12 @@ def task_offsets():
     return found
 
 
+STATES = generator_states() if sys.version_info >= (3, 11) else None
 print(json.dumps({
     "version": list(sys.version_info[:3]),
     "pointer": POINTER,
-    "states": generator_states() if sys.version_info >= (3, 11) else None,
+    "states": STATES,
+    "running_async": running_async(STATES["offset"]) if STATES else None,
     "yield_from_depth": yield_from_depth(),
     "task": task_offsets(),
 }))
