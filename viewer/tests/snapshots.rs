@@ -40,7 +40,7 @@ fn write(path: &Path, finish: bool) {
     };
     let file = std::fs::File::create(path).unwrap();
     let mut w = Writer::new(file, header, WriterOptions::default()).unwrap();
-    let mut code = |w: &mut Writer<std::fs::File>, name: &str, first_line: u32| {
+    let code = |w: &mut Writer<std::fs::File>, name: &str, first_line: u32| {
         let id = w.next_code_id();
         let filename = w.intern_string("/srv/app.py");
         let qualname = w.intern_string(name);
@@ -83,7 +83,7 @@ fn write(path: &Path, finish: bool) {
             interpreter: 0,
         });
     }
-    let mut variable =
+    let variable =
         |w: &mut Writer<std::fs::File>, name: &str, kind, address, ty: &str| proto::Variable {
             name: w.intern_string(name),
             kind: kind as i32,
