@@ -129,7 +129,7 @@ fn record(python: &Python, dir: &Path) -> (PathBuf, Vec<Value>) {
     let prefix = dir.join("truth");
     let mut recorder = Recorder {
         child: Command::new(workspace_binary("pydeep"))
-            .args(["record", "-q", "-r", "50", "-o"])
+            .args(["record", "-q", "--idle", "-r", "50", "-o"])
             .arg(&file)
             .args([
                 "--snapshot-every",
@@ -178,6 +178,26 @@ fn record(python: &Python, dir: &Path) -> (PathBuf, Vec<Value>) {
     (file, truths)
 }
 
+/// The stack ids of the main thread's samples, read with the format
+/// crate (not through the viewer).
+fn main_thread_stacks(file: &Path) -> std::collections::BTreeSet<u64> {
+    let mut recording = pydeep_format::Recording::open(file).expect("open recording");
+    let mut out = std::collections::BTreeSet::new();
+    while let Some(event) = recording.next_event().expect("readable recording") {
+        if let pydeep_format::Event::Sample(sample) = event {
+            let is_main = recording
+                .tables()
+                .threads
+                .get(&sample.thread)
+                .is_some_and(|t| t.is_main);
+            if is_main {
+                out.insert(sample.stack);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
     for python in test_pythons("snapshots in recordings") {
@@ -220,6 +240,26 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
             seen.iter().all(|&n| n > 0),
             "{label}: snapshots per phase {seen:?}"
         );
+
+        // A snapshot's stack is the recording's own StackDef: the (idle)
+        // main thread's samples taken in the same phase carry the same id.
+        let sampled = main_thread_stacks(&file);
+        for snapshot in &scopes {
+            if phase_of(snapshot, wait_line).is_none() {
+                continue;
+            }
+            let main = snapshot["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["is_main"] == true)
+                .unwrap();
+            let stack = main["stack"].as_u64().unwrap();
+            assert!(
+                sampled.contains(&stack),
+                "{label}: snapshot stack {stack} not among the main thread's sampled stacks {sampled:?}"
+            );
+        }
 
         // Heap: every heap snapshot inside a phase counts exactly what
         // gc.get_objects() counted, type by type.
