@@ -4,62 +4,23 @@
 //! offset included, on every interpreter found. py-spy's library, reading
 //! the same moment, must agree on names, files and lines.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 
 use pydeep::{Target, ThreadSample};
-use pydeep_integration::{program, test_pythons, Python};
+use pydeep_integration::blocking::thread_count;
+use pydeep_integration::{program, test_pythons, Fixture, Python};
 use serde_json::Value;
 
-/// Kills the fixture when the test ends, however it ends.
-struct Fixture {
-    child: Child,
-    truth: Value,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_fixture(python: &Python, depth: u32) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let truth_path: PathBuf = dir.path().join("truth.json");
-    let mut child = Command::new(&python.path)
-        .arg(program("known_stacks.py"))
-        .arg(&truth_path)
-        .arg(depth.to_string())
-        .spawn()
-        .expect("start fixture");
-    let pid = child.id();
-    // The fixture writes its truth once every thread sleeps at its
-    // blocking point; the recorder thread then exits. Wait for both (a
-    // generous bound only guards against a hung fixture).
-    for _ in 0..6000 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{}: fixture exited early: {status}", python.label());
-        }
-        if truth_path.exists() && task_count(pid) == 5 {
-            let text = std::fs::read_to_string(&truth_path).expect("read truth");
-            let truth: Value = serde_json::from_str(&text).expect("truth is JSON");
-            return Fixture {
-                child,
-                truth,
-                _dir: dir,
-            };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("{}: fixture never wrote its truth", python.label());
-}
-
-fn task_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+/// Starts the fixture and waits for its truth: it writes its truth once
+/// every thread sleeps at its blocking point; the recorder thread then
+/// exits, leaving five threads. Wait for both.
+fn start_fixture(python: &Python, depth: u32) -> (Fixture, Value) {
+    Fixture::start_with_truth(
+        python,
+        "known_stacks.py",
+        &[&depth.to_string()],
+        |pid, _| thread_count(pid) == 5,
+    )
 }
 
 fn same_file(a: &str, b: &str) -> bool {
@@ -234,7 +195,7 @@ fn assert_code_matches(label: &str, code: &pydeep::CodeObject, truth: &Value) {
 fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
     for python in test_pythons("walker: paused snapshot vs sys._current_frames") {
         let label = python.label();
-        let fixture = start_fixture(&python, 60);
+        let (fixture, truth) = start_fixture(&python, 60);
         let pid = fixture.child.id() as i32;
         let mut target = Target::attach(pid).unwrap_or_else(|e| panic!("{label}: attach: {e}"));
         let version = target.python_version();
@@ -258,7 +219,7 @@ fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
             name_reads < 200,
             "{label}: thread_names took {name_reads} reads"
         );
-        let threads = fixture.truth["threads"].as_array().unwrap();
+        let threads = truth["threads"].as_array().unwrap();
         assert_eq!(
             samples.len(),
             threads.len(),
@@ -314,12 +275,12 @@ fn a_paused_snapshot_matches_the_targets_own_stacks_on_every_interpreter() {
 fn py_spy_reads_the_same_names_files_and_lines() {
     for python in test_pythons("walker: truth vs py-spy") {
         let label = python.label();
-        let fixture = start_fixture(&python, 60);
+        let (fixture, truth) = start_fixture(&python, 60);
         let pid = fixture.child.id() as i32;
         let mut spy = py_spy::PythonSpy::new(pid, &py_spy::Config::default())
             .unwrap_or_else(|e| panic!("{label}: py-spy attach: {e}"));
         let traces = spy.get_stack_traces().expect("py-spy stacks");
-        for truth in fixture.truth["threads"].as_array().unwrap() {
+        for truth in truth["threads"].as_array().unwrap() {
             let ident = truth["ident"].as_u64().unwrap();
             let trace = traces
                 .iter()

@@ -2,7 +2,9 @@
 //! interpreters on this machine and the pydeep binaries under test.
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod recording;
+pub mod run;
 pub mod waits;
 
 use std::path::{Path, PathBuf};
@@ -206,7 +208,9 @@ pub struct Fixture {
     pub child: std::process::Child,
     /// The file the program creates when it has reached its known state.
     pub ready: PathBuf,
-    _dir: tempfile::TempDir,
+    /// "LABEL: NAME", for messages.
+    what: String,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -223,8 +227,61 @@ impl Fixture {
         Fixture {
             child,
             ready,
-            _dir: dir,
+            what: format!("{}: {name}", python.label()),
+            dir,
         }
+    }
+
+    /// Starts the program like [`Fixture::start`] and waits until it has
+    /// written its truth (JSON, in the ready file) and `settled(pid,
+    /// &truth)` holds, e.g. until the thread the truth describes sleeps at
+    /// its blocking point (see [`blocking`]). Panics if the program ends
+    /// first, or after 60 s rather than hang.
+    pub fn start_with_truth(
+        python: &Python,
+        name: &str,
+        args: &[&str],
+        settled: impl Fn(u32, &serde_json::Value) -> bool,
+    ) -> (Fixture, serde_json::Value) {
+        let mut fixture = Fixture::start(python, name, args);
+        let truth = fixture.wait_truth(settled);
+        (fixture, truth)
+    }
+
+    /// Waits until the ready file holds the program's truth as complete
+    /// JSON and `settled(pid, &truth)` holds; returns the truth. Panics if
+    /// the program ends first, or after 60 s rather than hang.
+    pub fn wait_truth(
+        &mut self,
+        settled: impl Fn(u32, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let pid = self.child.id();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{}: fixture exited early: {status}", self.what);
+            }
+            let truth = std::fs::read(&self.ready)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            if let Some(truth) = truth {
+                if settled(pid, &truth) {
+                    return truth;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: fixture never wrote its truth and blocked",
+                self.what
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The fixture's own temporary folder (removed on drop), for files a
+    /// test writes next to it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The program's pid.

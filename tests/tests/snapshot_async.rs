@@ -5,61 +5,26 @@
 //! all_tasks(), names, _fut_waiter, id()s), then block; the dump of the
 //! paused process must match exactly, on every interpreter found.
 
-use std::process::Command;
-
-use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
+use pydeep_integration::blocking::{scene_thread_in, EPOLL, FUTEX};
+use pydeep_integration::run::pydeep_json;
+use pydeep_integration::{test_pythons, Fixture, Python};
 use serde_json::Value;
 
 /// Starts `name` and waits until it wrote its truth and its thread
 /// `truth.thread.native_id` sleeps in one of `syscalls`.
 fn start(python: &Python, name: &str, syscalls: &[&str]) -> (Fixture, Value) {
-    let fixture = Fixture::start(python, name, &[]);
-    fixture.wait_ready();
-    let text = std::fs::read_to_string(&fixture.ready).expect("read truth");
-    let truth: Value = serde_json::from_str(&text).expect("truth is JSON");
-    let tid = truth["thread"]["native_id"].as_u64().expect("native id");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let syscall =
-            std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", fixture.pid()))
-                .unwrap_or_default();
-        if syscalls.contains(&syscall.split_whitespace().next().unwrap_or("")) {
-            return (fixture, truth);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: {name} never blocked (syscall {syscall})",
-            python.label()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    Fixture::start_with_truth(python, name, &[], |pid, truth| {
+        scene_thread_in(pid, truth, syscalls)
+    })
 }
 
-/// futex(2) is system call 202 on x86-64, 98 on aarch64.
-const FUTEX: &[&str] = &["202", "98"];
-/// epoll_wait, epoll_pwait, epoll_pwait2 (x86-64), epoll_pwait (aarch64).
-const EPOLL: &[&str] = &["232", "281", "441", "22"];
-
 fn dump(pid: i32, all: bool) -> Value {
-    let mut args = vec![
-        "dump".to_string(),
-        pid.to_string(),
-        "--async".into(),
-        "--json".into(),
-    ];
+    let pid = pid.to_string();
+    let mut args = vec!["dump", &pid, "--async", "--json"];
     if all {
-        args.push("--all".into());
+        args.push("--all");
     }
-    let output = Command::new(workspace_binary("pydeep"))
-        .args(&args)
-        .output()
-        .expect("run pydeep dump");
-    assert!(
-        output.status.success(),
-        "pydeep dump failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("dump is JSON")
+    pydeep_json(args)
 }
 
 fn by_address<'a>(items: &'a Value, address: &Value) -> Option<&'a Value> {

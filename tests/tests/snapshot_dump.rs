@@ -5,80 +5,10 @@
 //! globals; the dump of the paused process must match exactly, on every
 //! interpreter found.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
-
-use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use pydeep_integration::blocking::{scene_thread_in, FUTEX};
+use pydeep_integration::run::pydeep_json;
+use pydeep_integration::{test_pythons, Fixture, Python};
 use serde_json::Value;
-
-struct Fixture {
-    child: Child,
-    truth: Value,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the fixture and waits until its scene thread has written the
-/// truth and sleeps in the kernel (futex) at its blocking point.
-fn start(python: &Python) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let truth_path: PathBuf = dir.path().join("truth.json");
-    let mut child = Command::new(&python.path)
-        .arg(program("snapshot_scopes.py"))
-        .arg(&truth_path)
-        .spawn()
-        .expect("start fixture");
-    let pid = child.id();
-    for _ in 0..6000 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{}: fixture exited early: {status}", python.label());
-        }
-        if truth_path.exists() {
-            let text = std::fs::read_to_string(&truth_path).expect("read truth");
-            let truth: Value = serde_json::from_str(&text).expect("truth is JSON");
-            let tid = truth["thread"]["native_id"].as_u64().expect("native id");
-            if sleeping_in_futex(pid, tid) {
-                return Fixture {
-                    child,
-                    truth,
-                    _dir: dir,
-                };
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("{}: fixture never blocked", python.label());
-}
-
-/// futex(2) is system call 202 on x86-64 and 98 on aarch64.
-fn sleeping_in_futex(pid: u32, tid: u64) -> bool {
-    let futex = if cfg!(target_arch = "x86_64") {
-        "202"
-    } else {
-        "98"
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
-        .is_ok_and(|text| text.split_whitespace().next() == Some(futex))
-}
-
-fn dump(pid: u32) -> Value {
-    let output = Command::new(workspace_binary("pydeep"))
-        .args(["dump", &pid.to_string(), "--locals", "--globals", "--json"])
-        .output()
-        .expect("run pydeep dump");
-    assert!(
-        output.status.success(),
-        "pydeep dump failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("dump is JSON")
-}
 
 fn frame<'a>(thread: &'a Value, qualname_end: &str) -> &'a Value {
     thread["frames"]
@@ -131,10 +61,16 @@ const UNIQUE: &[&str] = &[
 const INSTANCES: &[&str] = &["plain", "child", "slotted", "slot_child"];
 
 fn check(python: &Python) {
-    let fixture = start(python);
-    let truth = &fixture.truth;
+    // The scene thread writes the truth, then sleeps in the kernel
+    // (futex) at its blocking point.
+    let (fixture, truth) =
+        Fixture::start_with_truth(python, "snapshot_scopes.py", &[], |pid, truth| {
+            scene_thread_in(pid, truth, FUTEX)
+        });
+    let truth = &truth;
     let label = python.label();
-    let dump = dump(fixture.child.id());
+    let pid = fixture.pid().to_string();
+    let dump = pydeep_json(["dump", &pid, "--locals", "--globals", "--json"]);
     assert!(dump["pause_seconds"].as_f64().unwrap() > 0.0, "{label}");
     let scene = dump["threads"]
         .as_array()

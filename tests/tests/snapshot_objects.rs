@@ -4,79 +4,24 @@
 //! from `module:__main__:root` (and from `0xADDRESS`) must report the same
 //! nodes and edges on every interpreter, as JSON, DOT and SVG.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
-
-use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use pydeep_integration::blocking::{process_in, PAUSE};
+use pydeep_integration::run::succeeds;
+use pydeep_integration::{test_pythons, Fixture};
 use serde_json::Value;
 
-struct Fixture {
-    child: Child,
-    truth: Value,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn paused(pid: u32) -> bool {
-    let calls: &[&str] = if cfg!(target_arch = "x86_64") {
-        &["34", "130"]
-    } else {
-        &["133"]
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|text| {
-        text.split_whitespace()
-            .next()
-            .is_some_and(|n| calls.contains(&n))
-    })
-}
-
-fn start(python: &Python) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let truth_path: PathBuf = dir.path().join("truth.json");
-    let mut child = Command::new(&python.path)
-        .arg(program("snapshot_graph.py"))
-        .arg(&truth_path)
-        .spawn()
-        .expect("start fixture");
-    for _ in 0..6000 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{}: fixture exited early: {status}", python.label());
-        }
-        if truth_path.exists() && paused(child.id()) {
-            let text = std::fs::read_to_string(&truth_path).expect("read truth");
-            let truth = serde_json::from_str(&text).expect("truth is JSON");
-            return Fixture { child, truth, dir };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("{}: fixture never blocked", python.label());
-}
-
 fn objects(pid: u32, args: &[&str]) -> Vec<u8> {
-    let output = Command::new(workspace_binary("pydeep"))
-        .args(["objects", &pid.to_string()])
-        .args(args)
-        .output()
-        .expect("run pydeep objects");
-    assert!(
-        output.status.success(),
-        "pydeep objects {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    let pid = pid.to_string();
+    succeeds("pydeep", ["objects", pid.as_str()].iter().chain(args))
 }
 
 #[test]
 fn objects_walks_references_from_a_root_with_the_sizes_and_refcounts_python_reports() {
     for python in test_pythons("snapshot objects") {
         let label = python.label();
-        let fixture = start(&python);
+        let (fixture, truth) =
+            Fixture::start_with_truth(&python, "snapshot_graph.py", &[], |pid, _| {
+                process_in(pid, PAUSE)
+            });
         let pid = fixture.child.id();
         let graph: Value = serde_json::from_slice(&objects(
             pid,
@@ -91,7 +36,7 @@ fn objects_walks_references_from_a_root_with_the_sizes_and_refcounts_python_repo
         ))
         .expect("JSON");
         let nodes = graph["nodes"].as_array().unwrap();
-        let truth = &fixture.truth;
+        let truth = &truth;
         assert_eq!(graph["root"], truth["objects"]["root"]["id"], "{label}");
         for (name, expected) in truth["objects"].as_object().unwrap() {
             let node = nodes
@@ -142,7 +87,7 @@ fn objects_walks_references_from_a_root_with_the_sizes_and_refcounts_python_repo
         let dot = String::from_utf8(objects(pid, &["--root", "module:__main__:root"])).unwrap();
         assert!(dot.starts_with("digraph objects {"), "{label}");
         assert!(dot.contains(&format!("n{a:x} -> ")), "{label}: {dot}");
-        let svg_path = fixture.dir.path().join("graph.svg");
+        let svg_path = fixture.dir().join("graph.svg");
         objects(
             pid,
             &[

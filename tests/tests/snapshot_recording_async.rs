@@ -5,40 +5,21 @@
 //! then block), read back with `pydeep-view generators --json`; every
 //! snapshot must equal the truth, on every interpreter found.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
+use pydeep_integration::blocking::{scene_thread_in, EPOLL, FUTEX};
+use pydeep_integration::run::{json_lines, succeeds};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
 use serde_json::Value;
-
-/// futex(2) is system call 202 on x86-64, 98 on aarch64.
-const FUTEX: &[&str] = &["202", "98"];
-/// epoll_wait, epoll_pwait, epoll_pwait2 (x86-64), epoll_pwait (aarch64).
-const EPOLL: &[&str] = &["232", "281", "441", "22"];
 
 /// Starts `name`, waits for its truth and until its scene thread blocks
 /// in one of `syscalls`.
 fn start(python: &Python, name: &str, syscalls: &[&str]) -> (Fixture, Value) {
-    let fixture = Fixture::start(python, name, &[]);
-    fixture.wait_ready();
-    let text = std::fs::read_to_string(&fixture.ready).expect("read truth");
-    let truth: Value = serde_json::from_str(&text).expect("truth is JSON");
-    let tid = truth["thread"]["native_id"].as_u64().expect("native id");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let syscall =
-            std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", fixture.pid()))
-                .unwrap_or_default();
-        if syscalls.contains(&syscall.split_whitespace().next().unwrap_or("")) {
-            return (fixture, truth);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: {name} never blocked",
-            python.label()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    Fixture::start_with_truth(python, name, &[], |pid, truth| {
+        scene_thread_in(pid, truth, syscalls)
+    })
 }
 
 /// Attaches for a second with a snapshot every 200 ms and returns the
@@ -53,20 +34,14 @@ fn record_generators(fixture: &Fixture, dir: &Path, extra: &[&str], label: &str)
         .status()
         .expect("run pydeep attach");
     assert!(status.success(), "{label}: pydeep attach: {status}");
-    let output = Command::new(workspace_binary("pydeep-view"))
-        .args(["generators", "--json"])
-        .arg(&file)
-        .output()
-        .expect("run pydeep-view");
-    assert!(
-        output.status.success(),
-        "{label}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let snapshots: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON line"))
-        .collect();
+    let snapshots = json_lines(&succeeds(
+        "pydeep-view",
+        [
+            OsStr::new("generators"),
+            OsStr::new("--json"),
+            file.as_os_str(),
+        ],
+    ));
     assert!(!snapshots.is_empty(), "{label}: no snapshot");
     snapshots
 }
