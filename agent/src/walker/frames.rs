@@ -117,6 +117,14 @@ impl FrameSource {
         &self.windows
     }
 
+    /// Empties the source, handing back the buffers of its windows (to be
+    /// reused by the next sample).
+    pub fn take_windows(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.chunks.clear();
+        self.last = 0;
+        self.windows.drain(..).map(|(_, bytes)| bytes)
+    }
+
     /// Records `chunk` as the start of a data-stack chunk, and the chunks
     /// linked below it whose headers are already copied.
     pub fn add_chunk(&mut self, chunk: u64) {
@@ -270,10 +278,12 @@ pub fn walk_frame_objects(
         + 8;
     let mut walk = Walk {
         header_len: len,
+        frames: Vec::with_capacity(64),
+        visited: Vec::with_capacity(64),
         ..Walk::default()
     };
     let mut cycle = CycleCheck::new();
-    let mut frames_before: Vec<usize> = Vec::new();
+    let mut frames_before: Vec<usize> = Vec::with_capacity(64);
     let mut address = first;
     while address != 0 {
         if walk.frames.len() >= options.max_depth {
@@ -363,10 +373,12 @@ pub fn walk_interpreter_frames(
     let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
     let mut walk = Walk {
         header_len: len,
+        frames: Vec::with_capacity(64),
+        visited: Vec::with_capacity(64),
         ..Walk::default()
     };
     let mut cycle = CycleCheck::new();
-    let mut frames_before: Vec<usize> = Vec::new();
+    let mut frames_before: Vec<usize> = Vec::with_capacity(64);
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
