@@ -80,9 +80,19 @@ pub struct Finished {
 /// Runs `command` to its end with its output captured, measuring its peak
 /// RSS through wait4's rusage; kills it and panics after 60 s, so a hang
 /// fails the test instead of stalling it.
+pub fn run_measured(command: &mut std::process::Command, what: &str) -> Finished {
+    run_measured_within(command, what, LIMIT)
+}
+
+/// [`run_measured`] for commands meant to run long: killed and failed
+/// after `limit` instead of 60 s.
 // The child is reaped by libc::wait4 (for its rusage), not Child::wait.
 #[allow(clippy::zombie_processes)]
-pub fn run_measured(command: &mut std::process::Command, what: &str) -> Finished {
+pub fn run_measured_within(
+    command: &mut std::process::Command,
+    what: &str,
+    limit: Duration,
+) -> Finished {
     use std::io::Read;
     use std::process::Stdio;
     let started = Instant::now();
@@ -105,7 +115,7 @@ pub fn run_measured(command: &mut std::process::Command, what: &str) -> Finished
         text
     });
     let pid = child.id() as libc::pid_t;
-    let deadline = started + LIMIT;
+    let deadline = started + limit;
     let (status, usage) = loop {
         let mut status = 0;
         // SAFETY: wait4 writes into the status and rusage we own.
@@ -118,7 +128,7 @@ pub fn run_measured(command: &mut std::process::Command, what: &str) -> Finished
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what}: still running after 60 s (a hang)");
+            panic!("{what}: still running after {limit:?} (a hang)");
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 
 use pydeep_integration::recording::read;
-use pydeep_integration::waits::run_measured;
+use pydeep_integration::waits::run_measured_within;
 use pydeep_integration::{program, test_pythons, workspace_binary, Python};
 
 fn churn(python: &Python, seconds: u32) {
@@ -18,7 +18,7 @@ fn churn(python: &Python, seconds: u32) {
     let output = dir.path().join("churn.pdr");
     let truth = dir.path().join("truth.json");
     let what = format!("{label}: record churn_shares.py at 10 kHz for {seconds} s");
-    let finished = run_measured(
+    let finished = run_measured_within(
         Command::new(workspace_binary("pydeep"))
             .args(["record", "-r", "10000", "-q", "-o"])
             .arg(&output)
@@ -29,6 +29,8 @@ fn churn(python: &Python, seconds: u32) {
             .arg(seconds.to_string())
             .stdin(Stdio::null()),
         &what,
+        // The program's own time, plus a minute for start and finish.
+        std::time::Duration::from_secs(u64::from(seconds) + 60),
     );
     assert_eq!(finished.code, Some(0), "{what}: {}", finished.stderr);
     // The summary reports the torn samples; the footer counts them; the
