@@ -191,6 +191,11 @@ pub struct RecordOptions {
     /// objects they reference (values are recorded only with this flag).
     #[arg(long, requires = "snapshot_every")]
     pub snapshot_locals: bool,
+    /// Snapshots include module globals with their values (each module's
+    /// once per snapshot, on the outermost frame using it; `__builtins__`
+    /// left out, 200 per module).
+    #[arg(long, requires = "snapshot_every")]
+    pub snapshot_globals: bool,
     /// Snapshots include asyncio tasks (their tree, names, coroutine
     /// stacks), found by a walk of the GC lists; generators and coroutines
     /// reachable from the stacks are always included.

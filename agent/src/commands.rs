@@ -178,6 +178,7 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
         snapshot_every: options.snapshot_every,
         snapshot_values: options.snapshot_locals,
         snapshot_tasks: options.snapshot_async,
+        snapshot_globals: options.snapshot_globals,
         snapshot_objects: options.snapshot_objects,
         heap_every: options.heap_every,
         redact: redact_regex(&options.redact)?,

@@ -60,6 +60,8 @@ pub struct SessionOptions {
     pub snapshot_values: bool,
     /// Snapshots include asyncio tasks (default false).
     pub snapshot_tasks: bool,
+    /// Snapshots include module globals with values (default false).
+    pub snapshot_globals: bool,
     /// Most objects per snapshot (default 200).
     pub snapshot_objects: usize,
     /// Values of names matching this are masked in snapshots and in the
@@ -262,6 +264,7 @@ fn record(
         SnapshotOptions {
             values: options.snapshot_values,
             tasks: options.snapshot_tasks,
+            globals: options.snapshot_globals,
             max_depth: options.max_depth as usize,
             max_objects: options.snapshot_objects,
             rendering: Rendering {
@@ -832,7 +835,7 @@ fn header(target: &Target, options: &SessionOptions) -> proto::Header {
             include_idle: options.include_idle,
             subprocesses: options.subprocesses,
             embed_source: options.embed_source,
-            record_values: options.snapshot_values,
+            record_values: options.snapshot_values || options.snapshot_globals,
             max_depth: options.max_depth,
         }),
         start_clock_ns: monotonic_ns(),

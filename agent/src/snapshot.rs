@@ -17,7 +17,7 @@ use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
 use crate::objects::{Objects, Rendering};
 use crate::recorder::{CodeSource, Recorder};
-use crate::scopes::{frame_variables, thread_frames, Binding};
+use crate::scopes::{frame_globals, frame_variables, thread_frames, Binding};
 use crate::target::{ReadError, Target};
 use crate::{CodeObject, FrameSample, PythonVersion, ThreadSample};
 
@@ -29,6 +29,11 @@ pub struct SnapshotOptions {
     /// Read each frame's variables with their values, and the objects they
     /// reach (values only when asked: `--snapshot-locals`).
     pub values: bool,
+    /// Read module globals too (`--snapshot-globals`): each module's once
+    /// per snapshot, on the outermost frame that uses them.
+    pub globals: bool,
+    /// Most globals read per module (default 200).
+    pub max_globals: usize,
     /// Count the GC-tracked objects by type.
     pub heap: bool,
     /// Find asyncio tasks too (a walk of the GC lists); generators and
@@ -50,6 +55,8 @@ impl Default for SnapshotOptions {
         SnapshotOptions {
             scopes: true,
             values: false,
+            globals: false,
+            max_globals: 200,
             heap: false,
             tasks: false,
             max_depth: 4096,
@@ -172,9 +179,17 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     let objects = Objects::new(target.memory(), target.layout());
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
+    let mut modules_seen = std::collections::HashSet::new();
     for (sample, frames) in samples.into_iter().zip(frames_of) {
+        // The outermost frame of each module (globals dict) carries them.
+        let mut globals_at = vec![false; frames.len()];
+        if options.globals {
+            for (index, frame) in frames.iter().enumerate().rev() {
+                globals_at[index] = frame.globals != 0 && modules_seen.insert(frame.globals);
+            }
+        }
         let mut taken_frames = Vec::with_capacity(frames.len());
-        for frame in &frames {
+        for (index, frame) in frames.iter().enumerate() {
             let mut variables = Vec::new();
             if let Some(Some(code)) = codes.get(&frame.code) {
                 match frame_variables(&objects, frame, code) {
@@ -191,6 +206,17 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                         "variables of {} (frame 0x{:x}): {error}",
                         code.qualname, frame.address
                     )),
+                }
+            }
+            if globals_at[index] {
+                match frame_globals(&objects, frame.globals, options.max_globals) {
+                    Ok(vars) => variables.extend(
+                        vars.into_iter()
+                            .map(|var| variable(&objects, var, &options.rendering)),
+                    ),
+                    Err(error) => taken
+                        .warnings
+                        .push(format!("globals 0x{:x}: {error}", frame.globals)),
                 }
             }
             taken_frames.push(TakenFrame {
@@ -535,6 +561,7 @@ impl SnapshotSchedule {
         (scopes || heap).then_some(SnapshotOptions {
             scopes,
             values: scopes && self.options.values,
+            globals: scopes && self.options.globals,
             tasks: scopes && self.options.tasks,
             heap,
             ..self.options

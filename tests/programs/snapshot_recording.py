@@ -14,7 +14,8 @@ taken inside the phase: nothing GC-tracked is created between the
 measurement and that line, nor until `signum` is stored); counts of
 GC-tracked objects by type name from gc.get_objects(); and for each local
 its id(), type name, repr() and sys.getsizeof(); for a split-table dict,
-types and code objects ("sized") id, type and sys.getsizeof().
+types and code objects ("sized") id, type and sys.getsizeof(); for some
+module globals ("globals") id and type.
 
 The measurement leaves nothing tracked behind (a str -> int dict stays
 untracked, the get_objects() list is deleted, JSON is encoded with
@@ -128,8 +129,14 @@ def phase(k, mask):
     sized["hot_code"] = hot_code
     truth["sized"] = describe(sized)
     truth["wait_line"] = WAIT_LINE
+    module = {"PHASES": PHASES, "GROW": GROW, "PREFIX": PREFIX, "kept": kept}
+    module["Growth"] = Growth
+    truth["globals"] = {
+        name: {"id": id(value), "type": type(value).__name__}
+        for name, value in module.items()
+    }
     write("%s.%d.json" % (PREFIX, k), truth)
-    del truth, counts, scope, sized
+    del truth, counts, scope, sized, module
     signum = _signal.sigwait(mask)
     return signum
 

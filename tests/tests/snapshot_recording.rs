@@ -137,6 +137,7 @@ fn record(python: &Python, dir: &Path) -> (PathBuf, Vec<Value>) {
                 "--heap-every",
                 "150ms",
                 "--snapshot-locals",
+                "--snapshot-globals",
                 "--",
             ])
             .arg(&python.path)
@@ -235,6 +236,28 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
             }
             let k_var = locals.iter().find(|v| v["name"] == "k").unwrap();
             assert_eq!(k_var["kind"], "argument", "{label}");
+            // Module globals: once, on the outermost frame of the module.
+            let frames = main["frames"].as_array().unwrap();
+            let outermost = frames.last().unwrap();
+            assert_eq!(outermost["qualname"], "<module>", "{label}");
+            for frame in &frames[..frames.len() - 1] {
+                assert_eq!(frame["globals"], Value::Array(vec![]), "{label}");
+            }
+            let globals = outermost["globals"].as_array().unwrap();
+            assert!(
+                globals.iter().all(|g| g["name"] != "__builtins__"),
+                "{label}"
+            );
+            let truth_globals = truths[k as usize - 1]["globals"].as_object().unwrap();
+            for (name, expected) in truth_globals {
+                let var = globals
+                    .iter()
+                    .find(|g| g["name"] == name.as_str())
+                    .unwrap_or_else(|| panic!("{label}: no global {name}"));
+                assert_eq!(var["address"], expected["id"], "{label}: {name}");
+                assert_eq!(var["type"], expected["type"], "{label}: {name}");
+                assert_eq!(var["kind"], "global", "{label}: {name}");
+            }
         }
         assert!(
             seen.iter().all(|&n| n > 0),
