@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 
 use pydeep_format::proto::ProcessEventKind;
 use pydeep_integration::recording::read;
+use pydeep_integration::run::{info, record_program, verify};
 use pydeep_integration::{program, test_pythons, workspace_binary};
 
 #[test]
@@ -12,16 +13,7 @@ fn record_exits_with_the_programs_status_and_records_how_it_ended() {
     for python in test_pythons("record: exit status") {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("exit.pdr");
-        let status = Command::new(workspace_binary("pydeep"))
-            .args(["record", "-q", "-o"])
-            .arg(&output)
-            .arg("--")
-            .arg(&python.path)
-            .arg(program("exit_with.py"))
-            .args(["7", "0.5"])
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
+        let status = record_program(&python, &[], &output, "exit_with.py", &["7", "0.5"]);
         assert_eq!(status.code(), Some(7), "{}", python.label());
         let recorded = read(&output);
         assert!(
@@ -41,29 +33,12 @@ fn verify_rejects_a_truncated_recording_and_says_how_much_is_readable() {
     let python = &test_pythons("verify: truncation")[0];
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("cut.pdr");
-    let status = Command::new(workspace_binary("pydeep"))
-        .args(["record", "-q", "-o"])
-        .arg(&output)
-        .arg("--")
-        .arg(&python.path)
-        .arg(program("exit_with.py"))
-        .args(["0", "1.5"])
-        .status()
-        .unwrap();
+    let status = record_program(python, &[], &output, "exit_with.py", &["0", "1.5"]);
     assert!(status.success());
     let bytes = std::fs::read(&output).unwrap();
     std::fs::write(&output, &bytes[..bytes.len() - 10]).unwrap();
-    let verify = Command::new(workspace_binary("pydeep"))
-        .arg("verify")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert_eq!(
-        verify.status.code(),
-        Some(8),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    let (code, report) = verify(&output);
+    assert_eq!(code, Some(8), "{report}");
 }
 
 #[test]
@@ -105,22 +80,9 @@ fn ctrl_c_stops_attach_and_leaves_a_complete_recording() {
     target.kill().unwrap();
     target.wait().unwrap();
     assert!(status.success(), "pydeep exited {status} on SIGINT");
-    let verify = Command::new(workspace_binary("pydeep"))
-        .arg("verify")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    let info = Command::new(workspace_binary("pydeep"))
-        .arg("info")
-        .arg(&output)
-        .output()
-        .unwrap();
-    let info = String::from_utf8_lossy(&info.stdout);
+    let (code, report) = verify(&output);
+    assert_eq!(code, Some(0), "{report}");
+    let info = info(&output);
     assert!(info.contains("interrupted"), "{info}");
     assert!(
         read(&output).samples > 0,

@@ -4,11 +4,10 @@
 //! shares must be within 3 points of the measured ones. Alone in its own
 //! test binary so that no other test competes for the CPU meanwhile.
 
-use std::process::{Command, Stdio};
-
 use pydeep_format::proto::ProcessEventKind;
 use pydeep_integration::recording::read;
-use pydeep_integration::{program, test_pythons, workspace_binary};
+use pydeep_integration::run::{info, record_program, verify};
+use pydeep_integration::test_pythons;
 
 #[test]
 fn recorded_time_shares_match_what_the_program_measured_itself() {
@@ -16,17 +15,13 @@ fn recorded_time_shares_match_what_the_program_measured_itself() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("shares.pdr");
         let truth = dir.path().join("truth.json");
-        let status = Command::new(workspace_binary("pydeep"))
-            .args(["record", "-r", "100", "-q", "-o"])
-            .arg(&output)
-            .arg("--")
-            .arg(&python.path)
-            .arg(program("cpu_shares.py"))
-            .arg(&truth)
-            .arg("10")
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
+        let status = record_program(
+            &python,
+            &["-r", "100"],
+            &output,
+            "cpu_shares.py",
+            &[truth.as_os_str(), "10".as_ref()],
+        );
         assert!(
             status.success(),
             "{}: pydeep record failed: {status}",
@@ -71,22 +66,9 @@ fn recorded_time_shares_match_what_the_program_measured_itself() {
             .iter()
             .any(|&(kind, code)| kind == ProcessEventKind::ProcessExited && code == 0));
 
-        let verify = Command::new(workspace_binary("pydeep"))
-            .arg("verify")
-            .arg(&output)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "{}",
-            String::from_utf8_lossy(&verify.stdout)
-        );
-        let info = Command::new(workspace_binary("pydeep"))
-            .arg("info")
-            .arg(&output)
-            .output()
-            .unwrap();
-        let info = String::from_utf8_lossy(&info.stdout);
+        let (code, report) = verify(&output);
+        assert_eq!(code, Some(0), "{report}");
+        let info = info(&output);
         assert!(
             info.contains(&recorded.samples.to_string()),
             "info lacks the sample count: {info}"

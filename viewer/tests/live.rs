@@ -4,12 +4,13 @@
 //! Needs the `pydeep` binary (`cargo test --workspace` builds it).
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Read as _;
-use std::process::{Command, Stdio};
 
 use prost::Message;
 use pydeep_integration::recording::read;
-use pydeep_integration::{program, test_pythons, workspace_binary};
+use pydeep_integration::run::{record_program, succeeds};
+use pydeep_integration::test_pythons;
 use pydeep_view::aggregate::Profile;
 use pydeep_view::filter::Filter;
 use pydeep_view::input::Input;
@@ -23,17 +24,13 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("shares.pdr");
         let truth = dir.path().join("truth.json");
-        let status = Command::new(workspace_binary("pydeep"))
-            .args(["record", "-r", "100", "-q", "-o"])
-            .arg(&output)
-            .arg("--")
-            .arg(&python.path)
-            .arg(program("cpu_shares.py"))
-            .arg(&truth)
-            .arg("1.5")
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
+        let status = record_program(
+            &python,
+            &["-r", "100"],
+            &output,
+            "cpu_shares.py",
+            &[truth.as_os_str(), "1.5".as_ref()],
+        );
         assert!(
             status.success(),
             "{}: pydeep record: {status}",
@@ -150,17 +147,14 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
 
         // The binary's flamegraph.
         let svg = dir.path().join("flame.svg");
-        let view = Command::new(workspace_binary("pydeep-view"))
-            .arg("flamegraph")
-            .arg(&output)
-            .arg("-o")
-            .arg(&svg)
-            .output()
-            .unwrap();
-        assert!(
-            view.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&view.stderr)
+        succeeds(
+            "pydeep-view",
+            [
+                OsStr::new("flamegraph"),
+                output.as_os_str(),
+                OsStr::new("-o"),
+                svg.as_os_str(),
+            ],
         );
         let svg = std::fs::read_to_string(&svg).unwrap();
         let all = svg.split("<title>all (").nth(1).expect("root frame");
