@@ -4,16 +4,17 @@
 //! with bounded output for every generated layout (the GC walk included:
 //! the garbage is also the interpreter state).
 
+mod garbage;
+
+use garbage::{garbage, layout, BASE, LEN};
 use proptest::prelude::*;
 use pydeep::asyncio::{collect, AsyncOptions};
-use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
+use pydeep::cpython::Layout;
 use pydeep::generators::{read_all, read_generator, Codes};
 use pydeep::memory::SnapshotMemory;
 use pydeep::objects::Objects;
 use pydeep::scopes::FrameRef;
 
-const BASE: u64 = 0x10_0000;
-const LEN: usize = 16 << 10;
 const TYPES: u64 = 0x20_0000;
 const KINDS: &[&str] = &[
     "generator",
@@ -23,35 +24,8 @@ const KINDS: &[&str] = &[
     "list",
 ];
 
-fn layout(minor: u32) -> Layout {
-    Layout {
-        version: PythonVersion {
-            major: 3,
-            minor,
-            ..Default::default()
-        },
-        semantics: semantics_for(3, minor).unwrap(),
-        offsets: *generated::ALL
-            .iter()
-            .find(|t| t.version.1 == minor)
-            .unwrap(),
-    }
-}
-
 fn memory(words: &[(u8, u64)], layout: &Layout, kind: usize) -> SnapshotMemory {
-    let mut bytes = Vec::with_capacity(LEN);
-    for i in 0..LEN / 8 {
-        let (choice, value) = words[i % words.len()];
-        let word = match choice % 4 {
-            0 => BASE + (value % LEN as u64) / 8 * 8,
-            1 => BASE + value % LEN as u64,
-            2 => value % 64,
-            _ => value,
-        };
-        bytes.extend_from_slice(&word.to_le_bytes());
-    }
-    let mut memory = SnapshotMemory::new();
-    memory.add_region(BASE, bytes);
+    let mut memory = garbage(words);
     let o = &layout.offsets;
     let mut region = vec![0u8; KINDS.len() * 1024];
     for (i, name) in KINDS.iter().enumerate() {

@@ -3,49 +3,15 @@
 //! claim huge sizes) end without panicking and with bounded output, for
 //! every generated layout.
 
+mod garbage;
+
+use garbage::{garbage, layout, BASE, LEN};
 use proptest::prelude::*;
 use pydeep::cpython::code::CodeObject;
-use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
+use pydeep::cpython::Layout;
 use pydeep::memory::SnapshotMemory;
 use pydeep::objects::{Objects, Rendering};
 use pydeep::scopes::{frame_globals, frame_variables, thread_frames, FrameRef};
-
-const BASE: u64 = 0x10_0000;
-const LEN: usize = 16 << 10;
-
-fn layout(minor: u32) -> Layout {
-    Layout {
-        version: PythonVersion {
-            major: 3,
-            minor,
-            ..Default::default()
-        },
-        semantics: semantics_for(3, minor).unwrap(),
-        offsets: *generated::ALL
-            .iter()
-            .find(|t| t.version.1 == minor)
-            .unwrap(),
-    }
-}
-
-/// Garbage: each 8-byte word is a pointer into the region (aligned or
-/// not), a small number, or random bits, by the seed's choice.
-fn garbage(words: &[(u8, u64)]) -> SnapshotMemory {
-    let mut bytes = Vec::with_capacity(LEN);
-    for i in 0..LEN / 8 {
-        let (choice, value) = words[i % words.len()];
-        let word = match choice % 4 {
-            0 => BASE + (value % LEN as u64) / 8 * 8,
-            1 => BASE + value % LEN as u64,
-            2 => value % 64,
-            _ => value,
-        };
-        bytes.extend_from_slice(&word.to_le_bytes());
-    }
-    let mut memory = SnapshotMemory::new();
-    memory.add_region(BASE, bytes);
-    memory
-}
 
 /// Type names whose readers open the object (lists, dicts, strings, ...).
 const KINDS: &[&str] = &[
