@@ -36,7 +36,7 @@ use crate::generators::{chain, generator_of_frame, read_all, Codes, Generator, G
 use crate::heap::{walk_objects, HeapError};
 use crate::memory::{read_u64, read_vec};
 use crate::objects::{plausible, Kind, Objects};
-use crate::scopes::{frame_variables, thread_frames, FrameRef};
+use crate::scopes::{frame_variables, FrameRef};
 use crate::target::{ReadError, Target};
 use crate::walker::{FrameSample, ThreadSample};
 
@@ -583,7 +583,7 @@ pub fn collect_from_target(
     let objects = Objects::new(target.memory(), target.layout());
     let frames: Vec<Vec<FrameRef>> = threads
         .iter()
-        .map(|t| thread_frames(target.memory(), target.layout(), t.thread_state, 4096))
+        .map(|t| target.thread_frames(t, 4096))
         .collect();
     Ok(collect(
         &objects,

@@ -14,7 +14,7 @@ use crate::cpython::code::{CodeObject, LineTableKind};
 use crate::cpython::objects::ObjectReader;
 use crate::generators::Generator;
 use crate::objects::{Kind, Objects, Rendering};
-use crate::scopes::{frame_globals, frame_variables, thread_frames, Binding, Variable};
+use crate::scopes::{frame_globals, frame_variables, Binding, Variable};
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
 
@@ -190,12 +190,7 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
     // corrupt target: see tests/programs/hostile_memory.py).
     let mut warnings = Vec::new();
     for sample in &samples {
-        let frames = thread_frames(
-            target.memory(),
-            target.layout(),
-            sample.thread_state,
-            options.max_depth,
-        );
+        let frames = target.thread_frames(sample, options.max_depth);
         let mut frame_dumps = Vec::new();
         for frame in &frames {
             let code = codes.entry(frame.code).or_insert_with(|| {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::cpython::objects::ObjectReader;
 use crate::memory::read_u64;
 use crate::objects::{Objects, Rendering};
-use crate::scopes::{frame_variables, thread_frames};
+use crate::scopes::frame_variables;
 use crate::target::Target;
 use crate::walker::ThreadSample;
 
@@ -147,8 +147,7 @@ pub fn resolve_root(
                 })
                 .ok_or_else(|| fail(format!("no thread named {thread}")))?;
             let objects = Objects::new(target.memory(), target.layout());
-            for frame in thread_frames(target.memory(), target.layout(), sample.thread_state, 4096)
-            {
+            for frame in target.thread_frames(sample, 4096) {
                 let Ok((code, _)) = objects.reader.code_object(frame.code) else {
                     continue;
                 };

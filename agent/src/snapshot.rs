@@ -17,7 +17,7 @@ use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
 use crate::objects::{Objects, Rendering};
 use crate::recorder::{CodeSource, Recorder};
-use crate::scopes::{frame_globals, frame_variables, thread_frames, Binding};
+use crate::scopes::{frame_globals, frame_variables, Binding};
 use crate::target::{ReadError, Target};
 use crate::{CodeObject, FrameSample, PythonVersion, ThreadSample};
 
@@ -142,12 +142,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     let mut frames_of = Vec::with_capacity(samples.len());
     let mut codes: HashMap<u64, Option<CodeObject>> = HashMap::new();
     for sample in &samples {
-        let frames = thread_frames(
-            target.memory(),
-            target.layout(),
-            sample.thread_state,
-            options.max_depth,
-        );
+        let frames = target.thread_frames(sample, options.max_depth);
         if options.values {
             for frame in &frames {
                 codes.entry(frame.code).or_insert_with(|| {

@@ -310,6 +310,17 @@ impl Target {
         self.memory.read_calls()
     }
 
+    /// The frames of the thread `sample` was taken of, innermost first,
+    /// at most `max_depth` of them: [`crate::scopes::thread_frames`] over
+    /// this target's memory and layout.
+    pub fn thread_frames(
+        &self,
+        sample: &ThreadSample,
+        max_depth: usize,
+    ) -> Vec<crate::scopes::FrameRef> {
+        crate::scopes::thread_frames(&self.memory, &self.layout, sample.thread_state, max_depth)
+    }
+
     /// Samples every thread of every interpreter into `out` (cleared
     /// first). While a [`PauseGuard`] is alive the torn-read check is
     /// skipped, since nothing can change.
