@@ -272,3 +272,152 @@ proptest! {
         prop_assert!(memory.read_calls() < 100_000);
     }
 }
+
+/// Snapshot memory whose current-frame pointer changes right after the
+/// data-stack window of an armed read is copied: the thread returns or
+/// calls while pydeep reads it.
+struct Changing {
+    memory: std::cell::RefCell<SnapshotMemory>,
+    /// (address, value) written once the piece at `after` (the window)
+    /// has been copied in a multi-piece read.
+    pending: std::cell::Cell<Option<(u64, u64)>>,
+    after: u64,
+    /// Read calls made (each read, read_many or read_prefix is one).
+    calls: std::cell::Cell<u64>,
+}
+
+impl pydeep::memory::RemoteMemory for Changing {
+    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), pydeep::memory::MemoryError> {
+        self.calls.set(self.calls.get() + 1);
+        self.memory.borrow().read(address, buf)
+    }
+
+    fn read_many(
+        &self,
+        pieces: &mut [(u64, &mut [u8])],
+    ) -> Result<(), pydeep::memory::MemoryError> {
+        self.calls.set(self.calls.get() + 1);
+        for (address, buf) in pieces.iter_mut() {
+            self.memory.borrow().read(*address, buf)?;
+        }
+        Ok(())
+    }
+
+    fn read_prefix(
+        &self,
+        pieces: &mut [(u64, &mut [u8])],
+    ) -> Result<usize, pydeep::memory::MemoryError> {
+        self.calls.set(self.calls.get() + 1);
+        let mut done = 0;
+        for (address, buf) in pieces.iter_mut() {
+            if self.memory.borrow().read(*address, buf).is_err() {
+                break;
+            }
+            done += 1;
+            if *address == self.after {
+                if let Some((at, value)) = self.pending.take() {
+                    put(&mut self.memory.borrow_mut(), at, value);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn read_calls(&self) -> u64 {
+        self.calls.get()
+    }
+}
+
+/// One 3.13 interpreter, one thread, three frames F0 <- F1 <- F2 in one
+/// data-stack chunk, and a fourth slot F3 above F2 already holding a
+/// frame that calls from F2 (as a frame about to be pushed would).
+fn one_thread_three_frames() -> (Layout, SnapshotMemory, u64, [u64; 4]) {
+    let layout = layout(13);
+    let o = &layout.offsets;
+    let mut memory = SnapshotMemory::new();
+    memory.add_region(BASE, vec![0u8; 64 << 10]);
+    let (runtime, interpreter, thread, gil) = (BASE, BASE + 0x1000, BASE + 0x2000, BASE + 0x3000);
+    let chunk = BASE + 0x4000;
+    let code = BASE + 0xc000;
+    put(
+        &mut memory,
+        runtime + o.runtime_interpreters_head.unwrap(),
+        interpreter,
+    );
+    put(
+        &mut memory,
+        interpreter + o.interpreter_threads_head.unwrap(),
+        thread,
+    );
+    if let Some(at) = o.interpreter_ceval_gil {
+        put(&mut memory, interpreter + at, gil);
+    }
+    let size = o.interpreter_frame_size.unwrap() + 64;
+    let frames = [0u64, 1, 2, 3].map(|i| chunk + 64 + i * size);
+    let code_at = o.interpreter_frame_f_executable.unwrap();
+    let instr_at = o.interpreter_frame_instr_ptr.unwrap();
+    for (i, &frame) in frames.iter().enumerate() {
+        let previous = if i == 0 { 0 } else { frames[i - 1] };
+        put(
+            &mut memory,
+            frame + o.interpreter_frame_previous.unwrap(),
+            previous,
+        );
+        put(&mut memory, frame + code_at, code);
+        put(
+            &mut memory,
+            frame + instr_at,
+            code + o.code_co_code_adaptive.unwrap() + 2 * i as u64,
+        );
+    }
+    put(
+        &mut memory,
+        thread + o.thread_current_frame.unwrap(),
+        frames[2],
+    );
+    put(
+        &mut memory,
+        thread + o.thread_datastack_chunk.unwrap(),
+        chunk,
+    );
+    (layout, memory, thread, frames)
+}
+
+#[test]
+fn a_stack_read_while_its_innermost_frame_returned_is_torn_one_that_called_deeper_is_not() {
+    // (pointer after the window is copied, torn?)
+    for (after, torn_expected) in [(None, false), (Some(1usize), true), (Some(3), false)] {
+        let (layout, memory, thread, frames) = one_thread_three_frames();
+        let memory = Changing {
+            memory: std::cell::RefCell::new(memory),
+            pending: std::cell::Cell::new(None),
+            after: frames[0] - 64,
+            calls: std::cell::Cell::new(0),
+        };
+        let options = WalkOptions::default();
+        let mut cache = ThreadListCache::default();
+        let never = |_: u64| false;
+        let mut out = Vec::new();
+        // The first sample learns where the stack is; the second reads it
+        // in one batch, with the pointer read again after the window.
+        for round in 0..2 {
+            if round == 1 {
+                let at = thread + layout.offsets.thread_current_frame.unwrap();
+                memory.pending.set(after.map(|i| (at, frames[i])));
+            }
+            let mut check = CodeCheck::new(&never, 0);
+            let before = memory.read_calls();
+            sample_interpreters(
+                &memory, &layout, BASE, &options, &mut cache, &mut check, &mut out,
+            )
+            .expect("sample");
+            if round == 1 {
+                assert_eq!(memory.read_calls() - before, 1, "after {after:?}: one read");
+            }
+        }
+        let sample = &out[0];
+        assert_eq!(sample.torn, torn_expected, "pointer moved to {after:?}");
+        let offsets: Vec<u32> = sample.frames.iter().map(|f| f.instruction_offset).collect();
+        assert_eq!(offsets, [4, 2, 0], "the stack read, innermost first");
+    }
+}
