@@ -103,12 +103,78 @@ pub enum Command {
         #[command(flatten)]
         redact: RedactArgs,
     },
+    /// Record many processes continuously: discovery by pid, executable,
+    /// command line, user or cgroup; rotated, size- and age-limited files;
+    /// a control socket (see `pydeep ctl`). Runs until SIGTERM.
+    Daemon {
+        /// The configuration file (reference: notes/daemon.md).
+        #[arg(short, long, default_value = crate::daemon::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Talk to a running `pydeep daemon` through its control socket.
+    Ctl {
+        /// The daemon's control socket.
+        #[arg(long, default_value = crate::daemon::config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON reply as it is.
+        #[arg(long)]
+        json: bool,
+        /// What to ask.
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Check a recording: exit 0 only for a complete, valid file; otherwise
     /// say what is wrong and how much is still readable.
     Verify {
         /// The `.pdr` file.
         file: PathBuf,
     },
+}
+
+/// The requests of `pydeep ctl`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlAction {
+    /// Targets, rates, drops, bytes and files; the daemon's CPU and budget.
+    Status,
+    /// Write a deep snapshot of PID into its recording now.
+    Snapshot {
+        /// The target.
+        pid: i32,
+        /// Include each frame's variables.
+        #[arg(long)]
+        locals: bool,
+        /// Include the heap counted by type.
+        #[arg(long)]
+        heap: bool,
+    },
+    /// Start recording PID (even if no rule of the configuration selects it).
+    Start {
+        /// The process.
+        pid: i32,
+    },
+    /// Stop recording PID and finish its file; it is not picked up again.
+    Stop {
+        /// The target.
+        pid: i32,
+    },
+    /// Write every target's buffered samples to disk now.
+    Flush,
+}
+
+impl CtlAction {
+    /// The JSON request of the control protocol.
+    pub fn request(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            CtlAction::Status => json!({"command": "status"}),
+            CtlAction::Snapshot { pid, locals, heap } => {
+                json!({"command": "snapshot", "pid": pid, "locals": locals, "heap": heap})
+            }
+            CtlAction::Start { pid } => json!({"command": "start", "pid": pid}),
+            CtlAction::Stop { pid } => json!({"command": "stop", "pid": pid}),
+            CtlAction::Flush => json!({"command": "flush"}),
+        }
+    }
 }
 
 /// Options of `dump`.

@@ -19,6 +19,12 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Record { options, command } => record(&command, &options),
         Command::Info { file } => info(&file),
         Command::Verify { file } => verify(&file),
+        Command::Daemon { config } => crate::daemon::run(Some(&config)),
+        Command::Ctl {
+            socket,
+            json,
+            action,
+        } => crate::daemon::ctl(&socket, action.request(), json),
         Command::Dump { pid, options } => dump(pid, &options),
         Command::Objects {
             pid,

@@ -15,6 +15,7 @@ pub mod walker;
 
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod exit;
 pub mod lifecycle;
 pub mod procfs;

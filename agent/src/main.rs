@@ -9,7 +9,10 @@ use pydeep::exit::{exit_for, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pydeep::signals::install();
+    // The daemon handles its signals on its control plane (tokio).
+    if !matches!(cli.command, pydeep::cli::Command::Daemon { .. }) {
+        pydeep::signals::install();
+    }
     match pydeep::commands::run(cli.command) {
         Ok(exit) => exit.code(),
         Err(error) => {

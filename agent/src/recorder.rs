@@ -297,6 +297,12 @@ impl<W: Write> Recorder<W> {
         self.writer.maybe_flush()
     }
 
+    /// Closes the current chunk now, whether or not it is due (`pydeep
+    /// ctl flush`).
+    pub fn flush(&mut self) -> Result<(), FormatError> {
+        self.writer.flush()
+    }
+
     /// Writes the footer and closes the file.
     pub fn finish(self, footer: proto::Footer) -> Result<W, FormatError> {
         self.writer.finish(footer)

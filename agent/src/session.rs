@@ -809,7 +809,9 @@ fn follow_children<W: Write>(
     Ok(())
 }
 
-fn header(target: &Target, options: &SessionOptions) -> proto::Header {
+/// The recording header for `target` sampled with `options` (also used
+/// by the daemon for each file of a stream).
+pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
     let pid = target.pid();
     let start_unix_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

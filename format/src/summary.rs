@@ -52,7 +52,10 @@ pub fn describe_ending(event: &proto::ProcessEvent) -> Option<String> {
         K::ProcessExeced => "exec'd into another program".into(),
         K::ProcessVanished => "exited; its exit status is unknown".into(),
         K::ProcessDetached => "still running when recording stopped".into(),
-        K::ProcessAttached | K::ProcessSpawned | K::ProcessEventUnspecified => return None,
+        K::ProcessAttached
+        | K::ProcessSpawned
+        | K::ProcessRateChanged
+        | K::ProcessEventUnspecified => return None,
     };
     let text = if event.detail.is_empty() {
         fallback
