@@ -331,6 +331,7 @@ impl Worker {
             mode: "daemon",
             snapshot_every: s.snapshot_every,
             snapshot_values: s.locals,
+            snapshot_tasks: false,
             snapshot_objects: SnapshotOptions::default().max_objects,
             heap_every: s.heap_every,
         }
