@@ -332,6 +332,8 @@ impl Worker {
             snapshot_every: s.snapshot_every,
             snapshot_values: s.locals,
             snapshot_tasks: false,
+            snapshot_globals: false,
+            redact: default_redaction(),
             snapshot_objects: SnapshotOptions::default().max_objects,
             heap_every: s.heap_every,
         }
@@ -393,7 +395,10 @@ impl Worker {
                 pid: pid as u32,
                 kind: ProcessEventKind::ProcessAttached as i32,
                 python_version: Some(proto_version(&attached.target.python_version())),
-                argv: crate::procfs::cmdline(pid),
+                argv: crate::redact::command_line(
+                    default_redaction(),
+                    &crate::procfs::cmdline(pid),
+                ),
                 detail: detail.into(),
                 ..Default::default()
             }))?;
@@ -716,9 +721,21 @@ fn process_event<W: std::io::Write>(
         kind: kind as i32,
         code,
         python_version: Some(proto_version(&target.python_version())),
-        argv: crate::procfs::cmdline(pid),
+        argv: crate::redact::command_line(default_redaction(), &crate::procfs::cmdline(pid)),
         detail,
         ..Default::default()
     }))?;
     Ok(())
+}
+
+/// The default `--redact` pattern: secrets in command lines are masked in
+/// the daemon's files as in `pydeep attach`'s.
+/// Compiled once: `redact::compile` leaks its regex by design.
+fn default_redaction() -> Option<&'static regex::Regex> {
+    static PATTERN: std::sync::OnceLock<Option<&'static regex::Regex>> = std::sync::OnceLock::new();
+    *PATTERN.get_or_init(|| {
+        crate::redact::compile(crate::redact::DEFAULT_PATTERN, false)
+            .ok()
+            .flatten()
+    })
 }
