@@ -377,6 +377,12 @@ fn record(
                                     finished_read_calls += gone.target.read_calls();
                                     if gone.target.pid() == root_pid {
                                         root_ending = Some(detail);
+                                    } else {
+                                        // A followed descendant that exec'd
+                                        // (e.g. subprocess's fork exec'ing a
+                                        // new interpreter not yet up) is
+                                        // followed again like a new process.
+                                        known_pids.remove(&gone.target.pid());
                                     }
                                 }
                             }

@@ -49,6 +49,8 @@ def forked_child_work():
 
 
 def main():
+    # So that a failing test can end every process of this program.
+    open(os.path.join(pid_dir, "main-%d" % os.getpid()), "w").close()
     fork = os.fork()
     if fork == 0:
         forked_child_work()

@@ -67,12 +67,28 @@ fn pids(dir: &Path, prefix: &str) -> HashSet<u32> {
         .collect()
 }
 
+/// Kills (SIGKILL) every process churn_children.py said it started, so a
+/// failing test leaves nothing running.
+struct KillAll<'a>(&'a Path);
+
+impl Drop for KillAll<'_> {
+    fn drop(&mut self) {
+        for prefix in ["child-", "fork-", "main-"] {
+            for pid in pids(self.0, prefix) {
+                // SAFETY: kill(2) on pids this test's program wrote down.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 fn children(python: &Python) {
     let label = python.label();
     let dir = tempfile::tempdir().unwrap();
     let (pid_dir, control) = (dir.path().join("pids"), dir.path().join("control"));
     std::fs::create_dir(&pid_dir).unwrap();
     std::fs::create_dir(&control).unwrap();
+    let _cleanup = KillAll(&pid_dir);
     let output = dir.path().join("children.pdr");
     let mut agent = Command::new(workspace_binary("pydeep"))
         .args(["record", "--subprocesses", "-r", "200", "-q", "-o"])

@@ -1,6 +1,6 @@
 //! A program churning objects and frames as fast as it can
 //! (tests/programs/churn_shares.py) sampled at 10 kHz without pausing it,
-//! for 5 s, or 60 s with `PYDEEP_LONG_TESTS=1` (scripts/test sets it): no
+//! for 10 s, or 60 s with `PYDEEP_LONG_TESTS=1` (scripts/test sets it): no
 //! panic, torn samples counted, reported in the summary and flagged in the
 //! file, and the shares of the good samples within 3 points of the
 //! target's own measurement (time.thread_time_ns), on every interpreter.
@@ -82,7 +82,7 @@ fn churn(python: &Python, seconds: u32) {
 #[test]
 fn churning_objects_at_10_khz_keeps_good_samples_right_and_counts_torn_ones() {
     let long = std::env::var("PYDEEP_LONG_TESTS").is_ok_and(|v| v == "1");
-    let seconds = if long { 60 } else { 5 };
+    let seconds = if long { 60 } else { 10 };
     for python in test_pythons("object churn at 10 kHz") {
         churn(&python, seconds);
     }
