@@ -8,10 +8,9 @@ as JSON to argv[1] at the end, like cpu_shares.py.
 
 Usage: churn_shares.py TRUTH.json SECONDS
 """
-import json
-import random
 import sys
-import time
+
+from fixture_support import measure_shares
 
 
 class Node:
@@ -47,24 +46,7 @@ def light(k):
 
 
 def main():
-    truth_path = sys.argv[1]
-    seconds = float(sys.argv[2])
-    spent = {"heavy": 0, "light": 0}
-    end = time.monotonic() + seconds
-    rounds = 0
-    rng = random.Random(1234)
-    while time.monotonic() < end:
-        k = rng.choice((3, 4, 5))
-        t0 = time.thread_time_ns()
-        heavy(k)
-        t1 = time.thread_time_ns()
-        light(k)
-        t2 = time.thread_time_ns()
-        spent["heavy"] += t1 - t0
-        spent["light"] += t2 - t1
-        rounds += 1
-    with open(truth_path, "w") as f:
-        json.dump({"spent_ns": spent, "rounds": rounds}, f)
+    measure_shares(sys.argv[1], float(sys.argv[2]), heavy, light)
 
 
 if __name__ == "__main__":

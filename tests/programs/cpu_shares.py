@@ -7,10 +7,9 @@ time.thread_time_ns(), and writes it as JSON to the path in argv[1] when done.
 
 Usage: cpu_shares.py TRUTH.json SECONDS
 """
-import json
-import random
 import sys
-import time
+
+from fixture_support import measure_shares
 
 
 def spin(n):
@@ -36,26 +35,7 @@ def light(k):
 
 
 def main():
-    truth_path = sys.argv[1]
-    seconds = float(sys.argv[2])
-    spent = {"heavy": 0, "light": 0}
-    end = time.monotonic() + seconds
-    rounds = 0
-    # Rounds of varying length keep the phases from beating in step with
-    # the sampler's fixed interval (aliasing would bias the shares).
-    rng = random.Random(1234)
-    while time.monotonic() < end:
-        k = rng.choice((3, 4, 5))
-        t0 = time.thread_time_ns()
-        heavy(k)
-        t1 = time.thread_time_ns()
-        light(k)
-        t2 = time.thread_time_ns()
-        spent["heavy"] += t1 - t0
-        spent["light"] += t2 - t1
-        rounds += 1
-    with open(truth_path, "w") as f:
-        json.dump({"spent_ns": spent, "rounds": rounds}, f)
+    measure_shares(sys.argv[1], float(sys.argv[2]), heavy, light)
 
 
 if __name__ == "__main__":

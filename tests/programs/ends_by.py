@@ -15,17 +15,10 @@ import os
 import signal
 import sys
 
+from fixture_support import work
+
 ready, go, how = sys.argv[1], sys.argv[2], sys.argv[3]
 arg = sys.argv[4] if len(sys.argv) > 4 else "0"
-
-
-def work():
-    open(ready, "w").close()
-    total = 0
-    while not os.path.exists(go):
-        for i in range(2000):
-            total += i * i
-    return total
 
 
 def end():
@@ -42,5 +35,5 @@ def end():
     raise SystemExit("ends_by.py: unknown way to end: " + how)
 
 
-work()
+work(ready, go)
 end()

@@ -8,16 +8,9 @@ import base64
 import os
 import sys
 
+from fixture_support import work
+
 ready, go, module_dir = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-def work():
-    open(ready, "w").close()
-    total = 0
-    while not os.path.exists(go):
-        for i in range(2000):
-            total += i * i
-    return total
 
 
 def big_module():
@@ -31,5 +24,5 @@ def big_module():
     return big_blob
 
 
-work()
+work(ready, go)
 big_module().spin()

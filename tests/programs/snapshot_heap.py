@@ -10,10 +10,10 @@ returns is deleted, and the JSON/file machinery is warmed up once before
 counting so that no lazily created cache appears afterwards.
 """
 import gc
-import json
-import os
 import signal
 import sys
+
+from fixture_support import count_gc_objects_by_type, write_json_atomically
 
 TRUTH_PATH = sys.argv[1]
 
@@ -36,30 +36,9 @@ lists = [[i] for i in range(777)]
 tracked_dicts = [{"list": [i]} for i in range(321)]
 
 
-def measure():
-    counts = {}
-    objects = gc.get_objects()
-    for obj in objects:
-        name = type(obj).__name__
-        counts[name] = counts.get(name, 0) + 1
-    del objects, obj
-    return counts
-
-
-def write(path, data):
-    # json.dumps encodes in one shot in C; json.dump would build the pure
-    # Python encoder, whose recursive closures are a reference cycle left
-    # behind as garbage while the collector is disabled.
-    text = json.dumps(data)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
-write(TRUTH_PATH + ".warmup", measure())
+write_json_atomically(TRUTH_PATH + ".warmup", count_gc_objects_by_type())
 gc.collect()
 gc.disable()
-counts = measure()
-write(TRUTH_PATH, counts)
+counts = count_gc_objects_by_type()
+write_json_atomically(TRUTH_PATH, counts)
 signal.pause()

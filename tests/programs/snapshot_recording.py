@@ -23,7 +23,6 @@ json.dumps, which builds no garbage cycles), and the file machinery is
 warmed up once before the first measurement.
 """
 import gc
-import json
 import os
 import signal
 import sys
@@ -31,6 +30,8 @@ import sys
 # _signal's C functions: signal.sigwait is a Python wrapper on some versions,
 # whose frame (a GC-tracked object on 3.9/3.10) would appear after the count.
 import _signal
+
+from fixture_support import count_gc_objects_by_type, write_json_atomically
 
 PREFIX = sys.argv[1]
 PHASES = int(sys.argv[2])
@@ -67,24 +68,6 @@ for _ in range(2000):
     hot()
 
 
-def count_types():
-    counts = {}
-    objects = gc.get_objects()
-    for obj in objects:
-        name = type(obj).__name__
-        counts[name] = counts.get(name, 0) + 1
-    del objects, obj
-    return counts
-
-
-def write(path, data):
-    text = json.dumps(data)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
 def describe(scope):
     return {
         name: {
@@ -117,7 +100,7 @@ def phase(k, mask):
     gc.enable()
     gc.collect()
     gc.disable()
-    counts = count_types()
+    counts = count_gc_objects_by_type()
     # No locals(): on 3.9-3.12 it leaves a dict (and on 3.11+ a frame
     # object) on the frame, created after the count.
     scope = {"k": k, "label": label, "values": values, "table": table}
@@ -135,7 +118,7 @@ def phase(k, mask):
         name: {"id": id(value), "type": type(value).__name__}
         for name, value in module.items()
     }
-    write("%s.%d.json" % (PREFIX, k), truth)
+    write_json_atomically("%s.%d.json" % (PREFIX, k), truth)
     del truth, counts, scope, sized, module
     signum = _signal.sigwait(mask)
     return signum
@@ -151,7 +134,7 @@ with open(__file__) as source:
     )
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 mask = {signal.SIGUSR1}
-write(PREFIX + ".warmup", describe({"warmup": count_types()}))
+write_json_atomically(PREFIX + ".warmup", describe({"warmup": count_gc_objects_by_type()}))
 for k in range(1, PHASES + 1):
     kept.extend(Growth(i) for i in range(GROW))
     phase(k, mask)
