@@ -61,6 +61,26 @@ impl Objects<'_> {
         }
     }
 
+    /// The reprs of a container's first `items` (one level deeper), and
+    /// "..." after them when the container holds `length` > that many.
+    fn render_items(
+        &self,
+        items: &[u64],
+        length: usize,
+        rendering: &Rendering,
+        depth: usize,
+        active: &mut Vec<u64>,
+    ) -> Vec<String> {
+        let mut parts: Vec<String> = items
+            .iter()
+            .map(|&item| self.render_at(item, rendering, depth + 1, active))
+            .collect();
+        if length > items.len() {
+            parts.push("...".into());
+        }
+        parts
+    }
+
     fn try_render(
         &self,
         address: u64,
@@ -139,13 +159,7 @@ impl Objects<'_> {
             }
             Kind::Tuple | Kind::List => {
                 let (items, length) = self.sequence_items(address, kind, rendering.max_items)?;
-                let mut parts: Vec<String> = items
-                    .iter()
-                    .map(|&item| self.render_at(item, rendering, depth + 1, active))
-                    .collect();
-                if length > items.len() {
-                    parts.push("...".into());
-                }
+                let parts = self.render_items(&items, length, rendering, depth, active);
                 Ok(if kind == Kind::List {
                     format!("[{}]", parts.join(", "))
                 } else if length == 1 {
@@ -156,13 +170,7 @@ impl Objects<'_> {
             }
             Kind::Set | Kind::FrozenSet => {
                 let (items, length) = self.set_items(address, rendering.max_items)?;
-                let mut parts: Vec<String> = items
-                    .iter()
-                    .map(|&item| self.render_at(item, rendering, depth + 1, active))
-                    .collect();
-                if length > items.len() {
-                    parts.push("...".into());
-                }
+                let parts = self.render_items(&items, length, rendering, depth, active);
                 let inner = format!("{{{}}}", parts.join(", "));
                 Ok(match (kind, length) {
                     (Kind::Set, 0) => "set()".into(),
