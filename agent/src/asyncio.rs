@@ -580,7 +580,9 @@ pub fn collect_from_target(
     threads: &[ThreadSample],
     options: &AsyncOptions,
 ) -> Result<AsyncSnapshot, ReadError> {
-    let objects = Objects::new(target.memory(), target.layout());
+    // The caller paused the target: each page needs reading only once.
+    let memory = crate::page_cache::PageCache::new(target.memory());
+    let objects = Objects::new(&memory, target.layout());
     let frames: Vec<Vec<FrameRef>> = threads
         .iter()
         .map(|t| target.thread_frames(t, 4096))

@@ -379,7 +379,9 @@ fn objects(
             .sample_threads(&mut samples)
             .with_context(|| format!("reading the threads of process {pid}"))?;
         let address = crate::graph::resolve_root(&mut target, root, &samples)?;
-        let objects = crate::objects::Objects::new(target.memory(), target.layout());
+        // Paused: each page of the target needs reading only once.
+        let memory = crate::page_cache::PageCache::new(target.memory());
+        let objects = crate::objects::Objects::new(&memory, target.layout());
         let options = crate::graph::GraphOptions {
             max_depth: depth,
             max_objects: max_objects.max(1),

@@ -181,8 +181,10 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
     target.sample_threads(&mut samples)?;
     let names = target.thread_names().unwrap_or_default();
     let target = &*target;
-    let objects = Objects::new(target.memory(), target.layout());
-    let reader = ObjectReader::new(target.memory(), target.layout());
+    // The target is paused: each page of it needs reading only once.
+    let memory = crate::page_cache::PageCache::new(target.memory());
+    let objects = Objects::new(&memory, target.layout());
+    let reader = ObjectReader::new(&memory, target.layout());
     let mut codes: HashMap<u64, Option<(CodeObject, LineIndex)>> = HashMap::new();
     let mut threads = Vec::new();
     let mut all_frames = Vec::new();

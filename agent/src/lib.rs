@@ -9,6 +9,7 @@ pub mod graph;
 pub mod heap;
 pub mod memory;
 pub mod objects;
+pub mod page_cache;
 pub mod scopes;
 pub mod target;
 pub mod walker;

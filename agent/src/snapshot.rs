@@ -171,7 +171,9 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             Err(error) => taken.warnings.push(format!("async: {error}")),
         }
     }
-    let objects = Objects::new(target.memory(), target.layout());
+    // The caller paused the target: each page needs reading only once.
+    let memory = crate::page_cache::PageCache::new(target.memory());
+    let objects = Objects::new(&memory, target.layout());
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
     let mut modules_seen = std::collections::HashSet::new();
