@@ -225,7 +225,20 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let identity = Identity::of(pid);
+        // The identity pydeep attached to is the shell's: take it once the
+        // shell runs (read right after spawn, /proc can still show the
+        // forked parent's image, and the shell's own exec then reads as
+        // "the exec").
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let identity = loop {
+            let identity = Identity::of(pid);
+            let complete = identity.exe.is_some() && identity.auxv.is_some();
+            if complete && identity.argv.iter().any(|a| a.contains("exec sleep")) {
+                break identity;
+            }
+            assert!(Instant::now() < deadline, "sh never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
         assert_eq!(fate(pid, &identity, Some(&mut child)), Fate::Running);
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"go\n").unwrap();
