@@ -22,29 +22,12 @@ import json
 import sys
 import threading
 
+from fixture_support import readable_ranges
+
 POINTER = ctypes.sizeof(ctypes.c_void_p)
 SSIZE = ctypes.sizeof(ctypes.c_ssize_t)
 LONG = ctypes.sizeof(ctypes.c_ulong)
 SCAN = 512  # bytes of each object searched
-
-
-def readable_ranges():
-    """(start, end) of the memory this process can read: the WebAssembly
-    linear memory on Pyodide, the readable mappings natively."""
-    try:
-        import pyodide_js  # only on Pyodide
-
-        return [(4096, pyodide_js._module.HEAPU8.length)]
-    except ImportError:
-        pass
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            span, perms = line.split()[:2]
-            if perms.startswith("r"):
-                start, end = (int(x, 16) for x in span.split("-"))
-                ranges.append((start, end))
-    return ranges
 
 
 RANGES = readable_ranges()

@@ -19,27 +19,10 @@ import gc
 import json
 import sys
 
+from fixture_support import readable_ranges
+
 POINTER = ctypes.sizeof(ctypes.c_void_p)
 FLAGS = 3  # low bits of _gc_next / _gc_prev that are flags
-
-
-def readable_ranges():
-    """The WebAssembly linear memory on Pyodide, the readable mappings
-    natively: a wrong guess must not crash the process."""
-    try:
-        import pyodide_js  # only on Pyodide
-
-        return [(4096, pyodide_js._module.HEAPU8.length)]
-    except ImportError:
-        pass
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            span, perms = line.split()[:2]
-            if perms.startswith("r"):
-                start, end = (int(x, 16) for x in span.split("-"))
-                ranges.append((start, end))
-    return ranges
 
 
 RANGES = readable_ranges()
