@@ -612,41 +612,23 @@ pub fn sample_interpreters(
 }
 
 /// The windows of `source` the walk read frames from, outermost first,
-/// each with the end of the last frame header read in it. Consecutive
-/// frames mostly share a window, so the last one is tried first (a search
-/// per frame was a tenth of a depth-1,000 sample).
+/// each with the end of the last frame header read in it.
 fn used_windows(source: &mut FrameSource, walk: &Walk) -> Vec<Used> {
     let mut used: Vec<Used> = Vec::new();
-    // (index in `used`, window start, window end) of the last frame's window.
-    let mut last: Option<(usize, u64, u64)> = None;
     for &address in walk.visited.iter().rev() {
-        let end = address.saturating_add(walk.header_len);
-        if let Some((i, start, limit)) = last {
-            if address >= start && end <= limit {
-                used[i].end = used[i].end.max(end);
-                continue;
-            }
-        }
         let Some(index) = source.locate(address, walk.header_len) else {
             continue;
         };
-        let (start, bytes) = &source.windows()[index];
-        let (start, limit) = (*start, *start + bytes.len() as u64);
-        let i = match used.iter().position(|u| u.address == start) {
-            Some(i) => {
-                used[i].end = used[i].end.max(end);
-                i
-            }
-            None => {
-                used.push(Used {
-                    address: start,
-                    end,
-                    is_chunk: source.is_chunk(start),
-                });
-                used.len() - 1
-            }
-        };
-        last = Some((i, start, limit));
+        let start = source.windows()[index].0;
+        let end = address + walk.header_len;
+        match used.iter_mut().find(|u| u.address == start) {
+            Some(u) => u.end = u.end.max(end),
+            None => used.push(Used {
+                address: start,
+                end,
+                is_chunk: source.is_chunk(start),
+            }),
+        }
     }
     used
 }
