@@ -699,16 +699,8 @@ fn take_snapshot<W: Write>(
             entry.names_refreshed = Some(Instant::now());
         }
     }
-    let pid = entry.target.pid();
-    let version = entry.target.python_version();
-    let record = crate::snapshot::to_record(
-        recorder,
-        &mut entry.target,
-        pid,
-        &version,
-        &taken,
-        &entry.names,
-    );
+    let record =
+        crate::snapshot::to_record_of_target(recorder, &mut entry.target, &taken, &entry.names);
     recorder.record(Kind::Snapshot(record))?;
     Ok(())
 }

@@ -301,6 +301,19 @@ fn variable(
     }
 }
 
+/// [`to_record`] for a snapshot `taken` of `target`: its pid and version
+/// come from the target, which also serves the code objects.
+pub fn to_record_of_target<W: Write>(
+    recorder: &mut Recorder<W>,
+    target: &mut Target,
+    taken: &Taken,
+    names: &HashMap<u64, String>,
+) -> proto::Snapshot {
+    let pid = target.pid();
+    let version = target.python_version();
+    to_record(recorder, target, pid, &version, taken, names)
+}
+
 /// Interns what `taken` refers to in `recorder` (threads, frames, stacks,
 /// strings) and returns the record. `names` are the threads' names.
 pub fn to_record<W: Write>(

@@ -128,16 +128,8 @@ impl Tracked {
             self.names = names;
             self.names_refreshed = Some(Instant::now());
         }
-        let pid = self.target.pid();
-        let version = self.target.python_version();
-        let record = crate::snapshot::to_record(
-            recorder,
-            &mut self.target,
-            pid,
-            &version,
-            &taken,
-            &self.names,
-        );
+        let record =
+            crate::snapshot::to_record_of_target(recorder, &mut self.target, &taken, &self.names);
         recorder.record(Kind::Snapshot(record))?;
         Ok(SnapshotReport {
             threads: taken.threads.len(),
