@@ -130,24 +130,19 @@ fn redact(python: &Python) {
     // Recordings: without --snapshot-locals no value at all; with it,
     // values but not the secrets; the command line's --token masked.
     let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("bare.pdr");
+    // Records one second of snapshots every 200 ms into NAME, with `extra`
+    // options; returns the recording as text and its path.
+    let record = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        let mut args = vec!["attach", pid.as_str(), "-q", "--idle", "-d", "1s"];
+        args.extend(["--snapshot-every", "200ms"]);
+        args.extend(extra);
+        args.extend(["-o", path.to_str().unwrap()]);
+        pydeep(&args, &label);
+        (recording_text(&path), path)
+    };
+    let (text, bare) = record("bare.pdr", &[]);
     let bare_s = bare.to_str().unwrap();
-    pydeep(
-        &[
-            "attach",
-            &pid,
-            "-q",
-            "--idle",
-            "-d",
-            "1s",
-            "--snapshot-every",
-            "200ms",
-            "-o",
-            bare_s,
-        ],
-        &label,
-    );
-    let text = recording_text(&bare);
     assert!(text.contains("Snapshot"), "{label}: no snapshot recorded");
     for value in SECRETS[..4].iter().chain(PLAIN) {
         assert!(
@@ -162,51 +157,14 @@ fn redact(python: &Python) {
     let info = pydeep(&["info", bare_s], &label);
     assert!(info.contains("--token <redacted>"), "{label}: {info}");
 
-    let valued = dir.path().join("values.pdr");
-    let valued_s = valued.to_str().unwrap();
-    pydeep(
-        &[
-            "attach",
-            &pid,
-            "-q",
-            "--idle",
-            "-d",
-            "1s",
-            "--snapshot-every",
-            "200ms",
-            "--snapshot-locals",
-            "-o",
-            valued_s,
-        ],
-        &label,
-    );
-    let text = recording_text(&valued);
+    let (text, _) = record("values.pdr", &["--snapshot-locals"]);
     hides_secrets(&text, &format!("{label}: recording with --snapshot-locals"));
     assert!(
         text.contains("visible-local"),
         "{label}: plain values not recorded"
     );
 
-    let open = dir.path().join("open.pdr");
-    let open_s = open.to_str().unwrap();
-    pydeep(
-        &[
-            "attach",
-            &pid,
-            "-q",
-            "--idle",
-            "-d",
-            "1s",
-            "--snapshot-every",
-            "200ms",
-            "--snapshot-locals",
-            "--no-redact",
-            "-o",
-            open_s,
-        ],
-        &label,
-    );
-    let text = recording_text(&open);
+    let (text, _) = record("open.pdr", &["--snapshot-locals", "--no-redact"]);
     assert!(
         text.contains("hunter2-local"),
         "{label}: --no-redact did not record the local"
