@@ -106,9 +106,16 @@ fn record(python: &Python, way: &Way, dir: &Path) {
     check(&label, &output, way.event, way.says);
 }
 
-fn attach(python: &Python, way: &Way, dir: &Path) {
-    let label = format!("{} attach {:?}", python.label(), way.how);
-    let output = dir.join("attach.pdr");
+/// Starts `ends_by.py` ending the `way` way, attaches `pydeep attach` to it
+/// writing `output`, and once samples are in the file tells the program to
+/// end. Returns (target, agent).
+fn attach_then_end(
+    python: &Python,
+    way: &Way,
+    dir: &Path,
+    output: &Path,
+    label: &str,
+) -> (std::process::Child, std::process::Child) {
     let (ready, go) = (dir.join("ready"), dir.join("go"));
     let mut target = Command::new(&python.path)
         .arg(program("ends_by.py"))
@@ -117,16 +124,23 @@ fn attach(python: &Python, way: &Way, dir: &Path) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&ready, &mut target, &label);
+    wait_for(&ready, &mut target, label);
     let mut agent = Command::new(workspace_binary("pydeep"))
         .args(["attach", &target.id().to_string(), "-q", "-r", "200", "-o"])
-        .arg(&output)
+        .arg(output)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&output, &mut agent, &label);
-    wait_for_samples(&output, &mut agent, &label);
+    wait_for(output, &mut agent, label);
+    wait_for_samples(output, &mut agent, label);
     std::fs::write(&go, "").unwrap();
+    (target, agent)
+}
+
+fn attach(python: &Python, way: &Way, dir: &Path) {
+    let label = format!("{} attach {:?}", python.label(), way.how);
+    let output = dir.join("attach.pdr");
+    let (mut target, mut agent) = attach_then_end(python, way, dir, &output, &label);
     // The target stays a zombie (this test, its parent, reaps it only
     // after the agent is done), so its exact status is there to read.
     let status = wait_bounded(&mut agent, &label);
@@ -177,24 +191,8 @@ fn a_target_that_execs_into_a_non_python_program_is_recorded_as_execed() {
             record_exit: 0,
         };
         let output = dir.path().join("attach.pdr");
-        let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
-        let mut target = Command::new(&python.path)
-            .arg(program("ends_by.py"))
-            .args([&ready, &go])
-            .args(way.how)
-            .spawn()
-            .unwrap();
         let label = format!("{} attach exec", python.label());
-        wait_for(&ready, &mut target, &label);
-        let mut agent = Command::new(workspace_binary("pydeep"))
-            .args(["attach", &target.id().to_string(), "-q", "-r", "200", "-o"])
-            .arg(&output)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(&output, &mut agent, &label);
-        wait_for_samples(&output, &mut agent, &label);
-        std::fs::write(&go, "").unwrap();
+        let (mut target, mut agent) = attach_then_end(&python, &way, dir.path(), &output, &label);
         let status = wait_bounded(&mut agent, &label);
         target.kill().unwrap();
         target.wait().unwrap();
