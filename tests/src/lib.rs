@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod blocking;
+pub mod json_truth;
 pub mod recording;
 pub mod run;
 pub mod waits;

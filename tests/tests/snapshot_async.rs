@@ -6,6 +6,7 @@
 //! paused process must match exactly, on every interpreter found.
 
 use pydeep_integration::blocking::{scene_thread_in, EPOLL, FUTEX};
+use pydeep_integration::json_truth::{by_address, sorted_addresses};
 use pydeep_integration::run::pydeep_json;
 use pydeep_integration::{test_pythons, Fixture, Python};
 use serde_json::Value;
@@ -25,13 +26,6 @@ fn dump(pid: i32, all: bool) -> Value {
         args.push("--all");
     }
     pydeep_json(args)
-}
-
-fn by_address<'a>(items: &'a Value, address: &Value) -> Option<&'a Value> {
-    items
-        .as_array()?
-        .iter()
-        .find(|item| &item["address"] == address)
 }
 
 #[test]
@@ -105,15 +99,6 @@ fn generators_in_every_state_match_inspect_on_every_interpreter() {
             python.label()
         );
     }
-}
-
-fn sorted_addresses(value: &Value) -> Vec<u64> {
-    let mut out: Vec<u64> = value
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    out.sort_unstable();
-    out
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pydeep_integration::blocking::{scene_thread_in, EPOLL, FUTEX};
+use pydeep_integration::json_truth::{by_address, sorted_addresses};
 use pydeep_integration::run::{json_lines, succeeds};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
 use serde_json::Value;
@@ -44,22 +45,6 @@ fn record_generators(fixture: &Fixture, dir: &Path, extra: &[&str], label: &str)
     ));
     assert!(!snapshots.is_empty(), "{label}: no snapshot");
     snapshots
-}
-
-fn by_address<'a>(items: &'a Value, address: &Value) -> Option<&'a Value> {
-    items
-        .as_array()?
-        .iter()
-        .find(|item| &item["address"] == address)
-}
-
-fn sorted(value: &Value) -> Vec<u64> {
-    let mut out: Vec<u64> = value
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    out.sort_unstable();
-    out
 }
 
 #[test]
@@ -168,7 +153,7 @@ fn recorded_asyncio_task_trees_match_all_tasks() {
                     }
                 }
                 for field in ["awaiting_tasks", "awaited_by"] {
-                    if sorted(&found[field]) != sorted(&expected[field]) {
+                    if sorted_addresses(&found[field]) != sorted_addresses(&expected[field]) {
                         errors.push(format!(
                             "task {name}.{field}: recorded {} != in-process {}",
                             found[field], expected[field]
