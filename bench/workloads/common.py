@@ -17,6 +17,9 @@ class Counter:
 
     def __init__(self, slots=1):
         self.slots = [0] * slots
+        # Named nanosecond totals the workload measures of itself (e.g. the
+        # time spent at or below a stack depth), printed with each mark.
+        self.clocks = {}
 
     def total(self):
         return sum(self.slots)
@@ -34,7 +37,8 @@ def install(counter):
     """Signals: SIGUSR1 prints a mark, SIGTERM prints the total and exits."""
 
     def mark(_signum, _frame):
-        print(f"mark {counter.total()} {time.monotonic():.6f}", flush=True)
+        clocks = " ".join(f"{name}={ns}" for name, ns in counter.clocks.items())
+        print(f"mark {counter.total()} {time.monotonic():.6f} {clocks}".rstrip(), flush=True)
 
     def stop(_signum, _frame):
         finish(counter)
