@@ -203,13 +203,13 @@ fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
 fn info(file: &Path) -> Result<Exit> {
     let summary = pydeep_format::summarize(file)
         .map_err(|e| Failure::new(Exit::InvalidRecording, format!("{}: {e}", file.display())))?;
-    println!("{summary}");
+    crate::outln!("{summary}")?;
     Ok(Exit::Ok)
 }
 
 fn verify(file: &Path) -> Result<Exit> {
     let report = pydeep_format::verify(file);
-    println!("{report}");
+    crate::outln!("{report}")?;
     Ok(if report.is_valid() {
         Exit::Ok
     } else {
@@ -238,9 +238,9 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     let dump = crate::dump::dump(&mut target, &options)
         .with_context(|| format!("reading process {pid}"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&dump)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&dump)?)?;
     } else {
-        print!("{}", crate::dump::render_text(&dump));
+        crate::out!("{}", crate::dump::render_text(&dump))?;
     }
     Ok(Exit::Ok)
 }
@@ -296,40 +296,40 @@ fn heap(
                     "truncated": summary.truncated || before.truncated,
                     "types": types,
                 });
-                println!("{}", serde_json::to_string(&line)?);
+                crate::outln!("{}", serde_json::to_string(&line)?)?;
             }
         } else if output.json {
             let mut value = serde_json::to_value(&summary)?;
             if let Some(types) = value.get_mut("types").and_then(|t| t.as_array_mut()) {
                 types.truncate(shown);
             }
-            println!("{}", serde_json::to_string(&value)?);
+            crate::outln!("{}", serde_json::to_string(&value)?)?;
         } else if let Some(before) = &previous {
-            println!(
+            crate::outln!(
                 "growth since the {}:",
                 if round == 0 {
                     "saved count"
                 } else {
                     "previous count"
                 }
-            );
+            )?;
             for (name, now, increase) in crate::heap::growth(before, &summary)
                 .into_iter()
                 .take(shown)
             {
-                println!("{name:<32} {now:>12} {:>+12}", increase as i64);
+                crate::outln!("{name:<32} {now:>12} {:>+12}", increase as i64)?;
             }
         } else if !output.growth {
-            println!(
+            crate::outln!(
                 "{} objects in {:.3} s ({:.0} objects/s, {} reads){}",
                 summary.objects,
                 summary.seconds,
                 crate::heap::rate(&summary),
                 summary.read_calls,
                 if summary.truncated { ", truncated" } else { "" }
-            );
+            )?;
             for t in summary.types.iter().take(shown) {
-                println!("{:<32} {:>12} {:>14} bytes", t.name, t.count, t.size);
+                crate::outln!("{:<32} {:>12} {:>14} bytes", t.name, t.count, t.size)?;
             }
         }
         previous = Some(summary);

@@ -77,6 +77,27 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
     Exit::Failure
 }
 
+/// Writes to standard output like `print!`, but returns the `io::Error`
+/// instead of panicking: when the reader went away (`pydeep info | head -1`)
+/// the error travels up to [`exit_for`], which makes a broken pipe a clean
+/// exit. `print!` panics with "failed printing to stdout" there.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// [`out!`] with a newline, like `println!`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

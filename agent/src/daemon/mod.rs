@@ -512,11 +512,11 @@ fn create_output_dir(dir: &Path) -> Result<()> {
 pub fn ctl(socket: &Path, request: Value, json_output: bool) -> Result<Exit> {
     let reply = control::request(socket, &request)?;
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&reply)?)?;
     } else if request["command"] == "status" && reply["ok"] == true {
-        print!("{}", render_status(&reply));
+        crate::out!("{}", render_status(&reply))?;
     } else if reply["ok"] == true {
-        println!("{}", serde_json::to_string(&reply)?);
+        crate::outln!("{}", serde_json::to_string(&reply)?)?;
     }
     if reply["ok"] != true {
         let message = reply["error"]
