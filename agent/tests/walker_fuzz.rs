@@ -10,6 +10,7 @@ use pydeep::walker::{
     sample_interpreters, walk_frame_objects, walk_interpreter_frames, CodeCheck, FrameSource,
     ThreadListCache, WalkOptions,
 };
+use pydeep::ThreadSample;
 
 fn layout(minor: u32) -> Layout {
     let semantics = semantics_for(3, minor).unwrap();
@@ -278,9 +279,10 @@ proptest! {
 /// calls while pydeep reads it.
 struct Changing {
     memory: std::cell::RefCell<SnapshotMemory>,
-    /// (address, value) written once the piece at `after` (the window)
-    /// has been copied in a multi-piece read.
-    pending: std::cell::Cell<Option<(u64, u64)>>,
+    /// (address, value) writes, the first made once the piece at `after`
+    /// (the window) has been copied in a multi-piece read, the next after
+    /// the next such copy, and so on.
+    pending: std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>,
     after: u64,
     /// Read calls made (each read, read_many or read_prefix is one).
     calls: std::cell::Cell<u64>,
@@ -315,7 +317,8 @@ impl pydeep::memory::RemoteMemory for Changing {
             }
             done += 1;
             if *address == self.after {
-                if let Some((at, value)) = self.pending.take() {
+                let next = self.pending.borrow_mut().pop_front();
+                if let Some((at, value)) = next {
                     put(&mut self.memory.borrow_mut(), at, value);
                 }
             }
@@ -383,41 +386,79 @@ fn one_thread_three_frames() -> (Layout, SnapshotMemory, u64, [u64; 4]) {
     (layout, memory, thread, frames)
 }
 
-#[test]
-fn a_stack_read_while_its_innermost_frame_returned_is_torn_one_that_called_deeper_is_not() {
-    // (pointer after the window is copied, torn?)
-    for (after, torn_expected) in [(None, false), (Some(1usize), true), (Some(3), false)] {
-        let (layout, memory, thread, frames) = one_thread_three_frames();
-        let memory = Changing {
-            memory: std::cell::RefCell::new(memory),
-            pending: std::cell::Cell::new(None),
-            after: frames[0] - 64,
-            calls: std::cell::Cell::new(0),
-        };
-        let options = WalkOptions::default();
-        let mut cache = ThreadListCache::default();
-        let never = |_: u64| false;
-        let mut out = Vec::new();
-        // The first sample learns where the stack is; the second reads it
-        // in one batch, with the pointer read again after the window.
-        for round in 0..2 {
-            if round == 1 {
-                let at = thread + layout.offsets.thread_current_frame.unwrap();
-                memory.pending.set(after.map(|i| (at, frames[i])));
-            }
-            let mut check = CodeCheck::new(&never, 0);
-            let before = memory.read_calls();
-            sample_interpreters(
-                &memory, &layout, BASE, &options, &mut cache, &mut check, &mut out,
-            )
-            .expect("sample");
-            if round == 1 {
-                assert_eq!(memory.read_calls() - before, 1, "after {after:?}: one read");
-            }
+/// The thread's current-frame pointer moves to each of `moves` (frame
+/// indexes; None: 0) in turn, one move after each copy of its window, from
+/// the second sample on: (the last sample, read calls the second made).
+fn sample_while_moving(moves: &[Option<usize>]) -> (ThreadSample, u64) {
+    let (layout, memory, thread, frames) = one_thread_three_frames();
+    let memory = Changing {
+        memory: std::cell::RefCell::new(memory),
+        pending: Default::default(),
+        after: frames[0] - 64,
+        calls: std::cell::Cell::new(0),
+    };
+    let options = WalkOptions::default();
+    let mut cache = ThreadListCache::default();
+    let never = |_: u64| false;
+    let mut out = Vec::new();
+    let mut reads = 0;
+    // The first sample learns where the stack is; the second reads it
+    // in one batch, with the pointer read again after the window.
+    for round in 0..2 {
+        if round == 1 {
+            let at = thread + layout.offsets.thread_current_frame.unwrap();
+            memory
+                .pending
+                .borrow_mut()
+                .extend(moves.iter().map(|m| (at, m.map_or(0, |i| frames[i]))));
         }
-        let sample = &out[0];
-        assert_eq!(sample.torn, torn_expected, "pointer moved to {after:?}");
-        let offsets: Vec<u32> = sample.frames.iter().map(|f| f.instruction_offset).collect();
-        assert_eq!(offsets, [4, 2, 0], "the stack read, innermost first");
+        let mut check = CodeCheck::new(&never, 0);
+        let before = memory.read_calls();
+        sample_interpreters(
+            &memory, &layout, BASE, &options, &mut cache, &mut check, &mut out,
+        )
+        .expect("sample");
+        reads = memory.read_calls() - before;
     }
+    (out[0].clone(), reads)
+}
+
+fn offsets(sample: &ThreadSample) -> Vec<u32> {
+    sample.frames.iter().map(|f| f.instruction_offset).collect()
+}
+
+#[test]
+fn a_stack_that_only_called_deeper_while_read_is_kept_in_one_read() {
+    for moves in [&[][..], &[Some(3)]] {
+        let (sample, reads) = sample_while_moving(moves);
+        assert!(!sample.torn, "pointer moved to {moves:?}");
+        assert_eq!(sample.retries, 0, "pointer moved to {moves:?}");
+        assert_eq!(reads, 1, "pointer moved to {moves:?}: one read");
+        assert_eq!(
+            offsets(&sample),
+            [4, 2, 0],
+            "the stack read, innermost first"
+        );
+    }
+}
+
+#[test]
+fn a_stack_read_while_its_innermost_frame_returned_is_torn_and_read_again_at_once() {
+    // The innermost frame F2 returns while its window is copied: that
+    // attempt tears (first batch, then the re-read that compares), and
+    // the retry reads the stack as it is now, F1 <- F0.
+    let (sample, reads) = sample_while_moving(&[Some(1)]);
+    assert!(!sample.torn, "{sample:?}");
+    assert_eq!(sample.retries, 1);
+    assert_eq!(offsets(&sample), [2, 0], "the stack after the return");
+    assert_eq!(reads, 3, "first batch, re-read, retry");
+}
+
+#[test]
+fn a_stack_that_tears_in_every_attempt_stays_flagged_torn() {
+    // F2 returns during the first attempt, F1 during the retry, F0 during
+    // the last retry: each attempt reads a stack whose top left meanwhile.
+    let (sample, _) = sample_while_moving(&[Some(1), Some(0), None]);
+    assert!(sample.torn, "{sample:?}");
+    assert_eq!(sample.retries, 2);
 }

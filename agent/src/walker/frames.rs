@@ -89,6 +89,8 @@ pub struct FrameSource {
     chunk_previous_at: Option<u64>,
     /// The window of the last hit: a walk asks for neighbouring frames.
     last: usize,
+    /// The highest index of a window the walk read a frame from.
+    furthest: Option<usize>,
 }
 
 impl FrameSource {
@@ -122,6 +124,7 @@ impl FrameSource {
     pub fn take_windows(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
         self.chunks.clear();
         self.last = 0;
+        self.furthest = None;
         self.windows.drain(..).map(|(_, bytes)| bytes)
     }
 
@@ -185,6 +188,12 @@ impl FrameSource {
         Some(index)
     }
 
+    /// The highest index of a window the walk served a frame from (windows
+    /// are numbered in the order they were added).
+    pub fn furthest_used(&self) -> Option<usize> {
+        self.furthest
+    }
+
     /// The `len` bytes at `address` if a window holds them.
     pub fn find(&self, address: u64, len: u64) -> Option<&[u8]> {
         self.windows.iter().find_map(|(start, bytes)| {
@@ -206,6 +215,12 @@ impl FrameSource {
     /// known chunk start (or a little below the frame), since callers'
     /// frames sit below their callees', else the exact bytes.
     fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
+        let index = self.read_header(memory, address, len)?;
+        self.furthest = Some(self.furthest.map_or(index, |f| f.max(index)));
+        Some(index)
+    }
+
+    fn read_header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
         if len as usize > MAX_HEADER {
             return None;
         }

@@ -10,13 +10,13 @@
 
 mod frames;
 mod prefetch;
+mod sample;
 mod threads;
 mod torn;
 
 pub use frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
-pub use threads::{
-    list_threads, sample_interpreters, CodeCheck, InterpreterThreads, ThreadListCache,
-};
+pub use sample::{sample_interpreters, CodeCheck};
+pub use threads::{list_threads, InterpreterThreads, ThreadListCache};
 
 /// One frame of a sampled stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +53,12 @@ pub struct ThreadSample {
     pub active: bool,
     /// Python frames, innermost first.
     pub frames: Vec<FrameSample>,
-    /// The stack changed while it was read (non-blocking mode).
+    /// The stack changed while it was read (non-blocking mode), in every
+    /// attempt the sample made.
     pub torn: bool,
+    /// Attempts at this thread's stack that tore before this one, each
+    /// read again at once (non-blocking mode; at most 2).
+    pub retries: u32,
     /// The stack was deeper than the depth limit, or its chain broke off;
     /// `frames` holds what was read.
     pub truncated: bool,

@@ -16,7 +16,7 @@
 /// Every data-stack chunk is at least this long (`DATA_STACK_CHUNK_SIZE`,
 /// Python/pystate.c), so a window from a chunk's start up to this length is
 /// always readable while the chunk lives.
-const MIN_CHUNK: u64 = 16 << 10;
+pub(super) const MIN_CHUNK: u64 = 16 << 10;
 
 /// Room a chunk's window leaves above the frames used in the last samples:
 /// the stack grows between samples (a miss costs a read, ~3 us; each page
@@ -40,6 +40,11 @@ pub(super) struct Window {
     pub len: u64,
     /// Samples since the walk last used it (0: the last sample).
     pub age: u32,
+    /// Its place among the windows the walk used when it last used it,
+    /// outermost first: a stack's chunks live and die in this order.
+    pub position: u32,
+    /// It starts a data-stack chunk.
+    pub is_chunk: bool,
 }
 
 /// One thread's prefetch: where its current-frame pointer was, and which
@@ -51,8 +56,13 @@ pub(super) struct ThreadPrefetch {
     /// Address of the current-frame pointer when it lives outside the
     /// thread state (3.11/3.12: `tstate->cframe->current_frame`), else 0.
     pub frame_pointer_at: u64,
-    /// Windows to read, oldest chunk first.
+    /// Windows to read, outermost first.
     pub windows: Vec<Window>,
+    /// The position of the innermost window used, at its lowest in the
+    /// last samples (it climbs back one place per sample): from here on
+    /// the stack may end, so the first batch re-reads the current-frame
+    /// pointer after each window (see `sample.rs`).
+    pub shallowest: u32,
 }
 
 /// A range the walk just used: where it starts, the end of the last frame
@@ -65,14 +75,24 @@ pub(super) struct Used {
 }
 
 impl ThreadPrefetch {
-    /// Forgets windows that failed to read (`failed`), ages the others and
-    /// adds those the walk used (`used`, outermost chunk first).
+    /// Forgets windows that failed to read (`failed`) unless they start a
+    /// chunk, ages the others and adds those the walk used (`used`,
+    /// outermost chunk first).
+    ///
+    /// A chunk freed when the stack unwound is usually mapped again at the
+    /// same address when the stack grows back (mmap reuses the gap), so
+    /// its window stays until it ages out: it fails after the windows
+    /// below it, which are the ones the stack still uses.
     pub fn update(&mut self, used: &[Used], failed: &[u64]) {
-        self.windows.retain(|w| !failed.contains(&w.address));
+        self.windows
+            .retain(|w| w.is_chunk || !failed.contains(&w.address));
+        let innermost = used.len().saturating_sub(1) as u32;
+        self.shallowest = innermost.min(self.shallowest.saturating_add(1));
         for window in &mut self.windows {
             window.age += 1;
         }
-        for u in used {
+        for (position, u) in used.iter().enumerate() {
+            let position = position as u32;
             let extent = u.end.saturating_sub(u.address);
             // A chunk's window leaves room to grow (within the chunk's
             // guaranteed size); any other window (a frame on the C stack,
@@ -84,24 +104,33 @@ impl ThreadPrefetch {
             };
             match self.windows.iter_mut().find(|w| w.address == u.address) {
                 Some(window) => {
-                    window.len = if window.age <= 1 {
-                        window.len.max(len)
-                    } else {
-                        len
-                    };
+                    // A window keeps the most it held while in use: a
+                    // stack that moves up and down within its chunks
+                    // between samples (a recursion sampled at 1 kHz) finds
+                    // every chunk copied far enough, and a window not used
+                    // for MAX_AGE samples starts over.
+                    window.len = window.len.max(len);
                     window.age = 0;
+                    window.position = position;
+                    window.is_chunk = u.is_chunk;
                 }
                 None => self.windows.push(Window {
                     address: u.address,
                     len,
                     age: 0,
+                    position,
+                    is_chunk: u.is_chunk,
                 }),
             }
         }
         self.windows.retain(|w| w.age <= MAX_AGE && w.len > 0);
-        // Most recently used first: after a deep recursion unwinds, its
-        // freed chunks (the stale ones) fail last.
-        self.windows.sort_by_key(|w| w.age);
+        // Outermost first, as the stack's chunks live and die: a chunk is
+        // freed only after every chunk above it, so the windows still
+        // mapped come first and the first batch stops (at a freed chunk)
+        // only after them; the innermost frames, the ones that change,
+        // are copied last, right before the pointer read that brackets
+        // the copy. At one place, the most recently used first.
+        self.windows.sort_by_key(|w| (w.position, w.age));
         self.windows.truncate(MAX_WINDOWS);
     }
 }

@@ -13,9 +13,21 @@
 //! about it. Checking only the innermost frame was not enough: on 3.10
 //! frames recycled at the same addresses let a churning thread show an
 //! untorn, impossible stack.
+//!
+//! This re-read is needed only where the first batch cannot vouch for the
+//! stack (sample.rs): a walk served entirely from first-batch windows whose
+//! pointer, read right after them, still names the innermost frame or a
+//! callee linked to it in the same copy. When that pointer cannot be
+//! linked (the thread returned, or called deeper than the copy shows),
+//! the stack is re-read here rather than declared torn, with room above
+//! the innermost frame up to its chunk's end for the callees pushed since;
+//! a stack torn here is read again at once (sample.rs `MAX_RETRIES`).
+//! What the two checks prove, and what they cannot (a frame popped and
+//! pushed again at the same address), is in notes/cpython-frames.md.
 
 use super::frames::FrameSource;
-use super::threads::ThreadRead;
+use super::prefetch::MIN_CHUNK;
+use super::sample::ThreadRead;
 use crate::cpython::Layout;
 use crate::memory::field_u64;
 
@@ -24,8 +36,16 @@ use crate::memory::field_u64;
 const MAX_NEW_CALLEES: usize = 64;
 
 /// Bytes re-read above the innermost frame, where the frames it called
-/// since the first read are found (each page re-read costs ~0.25 us).
+/// since the first read are found, when its window is not a data-stack
+/// chunk's (each page re-read costs ~0.25 us).
 const CALLEE_ROOM: u64 = 1 << 10;
+
+/// Most bytes re-read above the innermost frame in its data-stack chunk.
+/// A recursion of small frames (~150 bytes each) calls tens of frames
+/// deeper during one sample's reads: the re-read goes up to the chunk's
+/// end, and past it the callees are in a new chunk, which the check
+/// cannot follow (the sample is then retried).
+const MAX_CALLEE_ROOM: u64 = 32 << 10;
 
 /// What one thread's check re-reads.
 pub(super) struct Reread {
@@ -38,7 +58,7 @@ pub(super) struct Reread {
 
 impl Reread {
     /// The ranges to re-read for `read`'s walk.
-    pub fn plan(read: &mut ThreadRead) -> Reread {
+    pub fn plan(layout: &Layout, read: &mut ThreadRead) -> Reread {
         let len = read.walk.header_len;
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for (i, &address) in read.walk.visited.iter().enumerate() {
@@ -47,7 +67,12 @@ impl Reread {
             };
             let (start, bytes) = &read.source.windows()[index];
             let end = if i == 0 {
-                (address + len + CALLEE_ROOM).min(start + bytes.len() as u64)
+                let room_end = if read.source.is_chunk(*start) {
+                    chunk_end(layout, *start, bytes).min(address + len + MAX_CALLEE_ROOM)
+                } else {
+                    (address + len + CALLEE_ROOM).min(start + bytes.len() as u64)
+                };
+                room_end.max(address + len)
             } else {
                 address + len
             };
@@ -103,6 +128,26 @@ impl Reread {
             && !reaches(layout, &mut after, pointer, read.current_frame, len)
     }
 }
+
+/// The end of the data-stack chunk starting at `start` whose first bytes
+/// are `header`: its `size` field if plausible, else the least any chunk
+/// has.
+fn chunk_end(layout: &Layout, start: u64, header: &[u8]) -> u64 {
+    let size = layout
+        .offsets
+        .stack_chunk_size
+        .filter(|at| at + 8 <= header.len() as u64)
+        .map_or(0, |at| field_u64(header, at));
+    if (MIN_CHUNK..=MAX_CHUNK).contains(&size) {
+        start.saturating_add(size)
+    } else {
+        start.saturating_add(MIN_CHUNK)
+    }
+}
+
+/// Chunk sizes above this are taken for garbage (a chunk holds one frame
+/// at least, and frames are bounded by `co_framesize`).
+const MAX_CHUNK: u64 = 64 << 20;
 
 /// True if following callers from `from` through `memory` reaches `target`
 /// within [`MAX_NEW_CALLEES`] frames.

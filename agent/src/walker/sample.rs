@@ -1,0 +1,688 @@
+//! One sample of every thread: the batches of reads, the walk, the
+//! torn-read check, and at once a new attempt for each thread whose stack
+//! tore.
+
+use super::frames::{walk_frame_objects, walk_interpreter_frames, FrameSource, Walk};
+use super::prefetch::{ThreadPrefetch, Used, Window, MIN_CHUNK};
+use super::threads::{list_threads, read_states, StateReads, ThreadListCache};
+use super::torn::{reaches, Reread};
+use super::{ThreadSample, WalkError, WalkOptions};
+use crate::cpython::{FrameKind, Layout};
+use crate::memory::{field_u64, RemoteMemory, MAX_READ};
+
+/// New attempts a sample makes at once for a thread whose stack tore. A
+/// tear is the target returning below the frames read while they were
+/// copied (or calling deeper faster than the check can follow): a moment
+/// later the same read usually holds. Each attempt costs one or two reads
+/// for that thread only, and tears are rare, so the average stays within
+/// the three reads a sample may cost.
+const MAX_RETRIES: u32 = 2;
+
+/// One thread's sample while it is read.
+pub(super) struct ThreadRead {
+    pub sample: ThreadSample,
+    /// Address of the pointer to the current frame (in the thread state on
+    /// 3.13+ and 3.9/3.10, in the C-stack `_PyCFrame` on 3.11/3.12).
+    pub frame_pointer_at: u64,
+    pub current_frame: u64,
+    pub chunk: u64,
+    pub walk: Walk,
+    /// The memory the walk was served from.
+    pub source: FrameSource,
+    /// How many of `source`'s windows came from the first batch.
+    pub first_batch_windows: usize,
+    /// For each of those windows, the current-frame pointer as the first
+    /// batch read it again after the window (None if it was not read).
+    pub pointer_after: Vec<Option<u64>>,
+}
+
+impl ThreadRead {
+    /// The current-frame pointer read after every window the walk used, if
+    /// the walk used only windows of the first batch and that pointer was
+    /// read: the windows were then copied between the two pointer reads.
+    fn bracket(&self) -> Option<u64> {
+        let used = self.source.furthest_used()?;
+        if used >= self.first_batch_windows {
+            return None;
+        }
+        self.pointer_after.get(used).copied().flatten()
+    }
+}
+
+/// A piece of the first batch read for a thread's prefetch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefetched {
+    /// The current-frame pointer (3.11/3.12, before the windows: where the
+    /// walk starts).
+    Pointer,
+    /// A data-stack window at this address.
+    Window(u64),
+    /// The current-frame pointer again, right after the thread's windows
+    /// read before it: if it still names the frame the walk started from
+    /// (or a callee of it), those windows were copied while that frame,
+    /// and so all its callers, stayed on the stack.
+    PointerAfter,
+    /// The fingerprint of the code object at this address.
+    Code(u64),
+}
+
+/// Copies of target memory: (address, bytes).
+type Copies = Vec<(u64, Vec<u8>)>;
+
+/// The prefetch pieces of the cached threads (all, or those `only` names),
+/// each with its owner (thread state address; 0 for code objects), in the
+/// order the kernel copies them:
+/// 1. the code objects to check;
+/// 2. the 3.11/3.12 current-frame pointers (`cframe`);
+/// 3. the windows, outermost first (`prefetch.rs`): a chunk freed since
+///    (CPython 3.11+ unmaps a chunk when its last frame returns) ends the
+///    batch, after the chunks below it, which are the ones still alive;
+/// 4. after each window of a thread that may be its last one read (from
+///    the one below its innermost window of the last samples on), its
+///    pointer again: it brackets the windows read before it, and the
+///    innermost frames, the ones that change, are copied right before it.
+fn prefetch_pieces(
+    cache: &mut ThreadListCache,
+    cframe: bool,
+    code_check: &CodeCheck<'_>,
+    only: Option<&[u64]>,
+) -> (Vec<(u64, Prefetched)>, Copies) {
+    let mut owners = Vec::new();
+    let mut pieces: Copies = Vec::new();
+    if only.is_none() {
+        for &code in &cache.codes {
+            if (code_check.needs_check)(code) {
+                owners.push((0, Prefetched::Code(code)));
+                pieces.push((code, vec![0u8; code_check.len]));
+            }
+        }
+    }
+    let wanted = |t: &&ThreadPrefetch| only.is_none_or(|o| o.contains(&t.thread_state));
+    for thread in cache.prefetch.iter().filter(wanted) {
+        if cframe && thread.frame_pointer_at >= 8 {
+            owners.push((thread.thread_state, Prefetched::Pointer));
+            pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
+        }
+    }
+    // (position, age, thread, window, read the pointer after it).
+    let mut windows: Vec<(u32, u32, usize, Window, bool)> = Vec::new();
+    for (thread_index, thread) in cache.prefetch.iter().enumerate() {
+        if !wanted(&thread) {
+            continue;
+        }
+        for w in &thread.windows {
+            // An older chunk window is read whole: the stack may have
+            // moved anywhere in it since.
+            let len = if w.age > 0 && w.is_chunk {
+                w.len.max(MIN_CHUNK)
+            } else {
+                w.len
+            };
+            if len as usize <= MAX_READ {
+                let window = Window { len, ..*w };
+                let bracket = w.position + 1 >= thread.shallowest;
+                windows.push((w.position, w.age, thread_index, window, bracket));
+            }
+        }
+    }
+    windows.sort_by_key(|w| (w.0, w.1));
+    for (_, _, thread_index, w, bracket) in windows {
+        let thread = &cache.prefetch[thread_index];
+        owners.push((thread.thread_state, Prefetched::Window(w.address)));
+        let mut buffer = cache.spare.pop().unwrap_or_default();
+        // Stale bytes are fine: a piece is used only if it was read.
+        buffer.resize(w.len as usize, 0);
+        pieces.push((w.address, buffer));
+        if bracket && thread.frame_pointer_at >= 8 {
+            owners.push((thread.thread_state, Prefetched::PointerAfter));
+            pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
+        }
+    }
+    (owners, pieces)
+}
+
+/// Reads every thread of every interpreter into `out` (cleared first).
+///
+/// `cache` carries the thread lists and what each walk read from one
+/// sample to the next; `code_check` names code objects whose fingerprint
+/// (`code_check_len` bytes) should be re-read in the sample's last batch,
+/// and receives those bytes.
+///
+/// A thread whose stack tore is read again at once, up to
+/// [`MAX_RETRIES`] times; its sample is the last attempt's, with
+/// [`ThreadSample::retries`] saying how many attempts tore before it.
+pub fn sample_interpreters(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    runtime_address: u64,
+    options: &WalkOptions,
+    cache: &mut ThreadListCache,
+    code_check: &mut CodeCheck<'_>,
+    out: &mut Vec<ThreadSample>,
+) -> Result<(), WalkError> {
+    out.clear();
+    let mut codes = attempt(
+        memory,
+        layout,
+        runtime_address,
+        options,
+        cache,
+        code_check,
+        None,
+        out,
+    )?;
+    let mut again: Vec<ThreadSample> = Vec::new();
+    for retry in 1..=MAX_RETRIES {
+        if !options.check_torn {
+            break;
+        }
+        let torn: Vec<u64> = out
+            .iter()
+            .filter(|s| s.torn)
+            .map(|s| s.thread_state)
+            .collect();
+        if torn.is_empty() {
+            break;
+        }
+        let earlier = std::mem::take(&mut code_check.pieces);
+        let result = attempt(
+            memory,
+            layout,
+            runtime_address,
+            options,
+            cache,
+            code_check,
+            Some(Retry {
+                threads: &torn,
+                checked: &earlier,
+            }),
+            &mut again,
+        );
+        let mut pieces = earlier;
+        pieces.append(&mut code_check.pieces);
+        code_check.pieces = pieces;
+        // A retry that cannot read keeps the torn samples it retried.
+        let Ok(more) = result else { break };
+        codes.extend(more);
+        for sample in again.drain(..) {
+            if let Some(slot) = out
+                .iter_mut()
+                .find(|s| s.thread_state == sample.thread_state)
+            {
+                *slot = ThreadSample {
+                    retries: retry,
+                    ..sample
+                };
+            }
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    cache.codes = codes;
+    code_check.ok = true;
+    Ok(())
+}
+
+/// A new attempt for the threads whose stacks tore.
+#[derive(Clone, Copy)]
+struct Retry<'a> {
+    /// Their thread states.
+    threads: &'a [u64],
+    /// Code objects an earlier attempt of this sample already read.
+    checked: &'a [(u64, Vec<u8>)],
+}
+
+/// One attempt: reads every thread (or those `retry` names) into `out`
+/// (appended), and returns the distinct code addresses of their stacks.
+#[allow(clippy::too_many_arguments)]
+fn attempt(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    runtime_address: u64,
+    options: &WalkOptions,
+    cache: &mut ThreadListCache,
+    code_check: &mut CodeCheck<'_>,
+    retry: Option<Retry<'_>>,
+    out: &mut Vec<ThreadSample>,
+) -> Result<Vec<u64>, WalkError> {
+    let o = &layout.offsets;
+    let only = retry.map(|r| r.threads);
+    let mut reads: Vec<ThreadRead> = Vec::new();
+
+    // Phase 1: the thread states and the GIL of each interpreter, in one
+    // batch when the lists did not change since the last sample, and in
+    // the same batch each thread's current-frame pointer and data-stack
+    // windows where they were last time.
+    let direct = o.thread_current_frame.or(o.thread_frame);
+    let (mut owners, mut extra) = prefetch_pieces(cache, direct.is_none(), code_check, only);
+    let mut batch = read_states(
+        memory,
+        layout,
+        runtime_address,
+        &cache.interpreters,
+        &mut extra,
+    );
+    if !matches!(&batch, Ok(b) if b.consistent) {
+        cache.interpreters = list_threads(memory, layout, runtime_address, options)?;
+        batch = read_states(
+            memory,
+            layout,
+            runtime_address,
+            &cache.interpreters,
+            &mut extra,
+        );
+    }
+    let StateReads {
+        states,
+        gils,
+        extra_done,
+        ..
+    } = batch?;
+    // The prefetched pieces, by owner: read, failed (the first that could
+    // not be read: its memory is gone) or not reached.
+    let failed: Option<(u64, Prefetched)> = owners.get(extra_done).copied();
+    let not_reached: Vec<(u64, Prefetched, u64)> = owners
+        .iter()
+        .zip(&extra)
+        .skip(extra_done + 1)
+        .map(|((owner, what), (_, bytes))| (*owner, *what, bytes.len() as u64))
+        .collect();
+    owners.truncate(extra_done);
+    extra.truncate(extra_done);
+    let mut prefetched: Vec<(u64, Prefetched, Vec<u8>)> = owners
+        .into_iter()
+        .zip(extra)
+        .map(|((owner, what), (_, bytes))| (owner, what, bytes))
+        .collect();
+
+    let interpreters = &cache.interpreters;
+    let gil_holder = |index: u32| -> Option<u64> {
+        let position = interpreters.iter().position(|i| i.index == index)?;
+        let buf = &gils[position];
+        let locked = field_u64(buf, o.gil_locked?) as u32;
+        let holder = field_u64(buf, o.gil_last_holder?);
+        (locked != 0).then_some(holder)
+    };
+    let mut missing: Vec<usize> = Vec::new();
+    let mut first_batch_codes: Copies = Vec::new();
+    prefetched.retain_mut(|(_, what, bytes)| match what {
+        Prefetched::Code(address) => {
+            first_batch_codes.push((*address, std::mem::take(bytes)));
+            false
+        }
+        _ => true,
+    });
+    for (interpreter, address, state) in &states {
+        if only.is_some_and(|o| !o.contains(address)) {
+            continue;
+        }
+        let frame_pointer_at = match (direct, o.thread_cframe) {
+            (Some(at), _) => address.wrapping_add(at),
+            (None, Some(cframe_at)) => {
+                field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
+            }
+            (None, None) => 0,
+        };
+        let sample = ThreadSample {
+            thread_id: o.thread_thread_id.map_or(0, |at| field_u64(state, at)),
+            native_id: o
+                .thread_native_thread_id
+                .map_or(0, |at| field_u64(state, at)),
+            interpreter: *interpreter,
+            holds_gil: gil_holder(*interpreter) == Some(*address),
+            thread_state: *address,
+            ..ThreadSample::default()
+        };
+        let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
+        let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
+        let mut pointer_after: Vec<Option<u64>> = Vec::new();
+        let mut pointer_read = direct.is_some();
+        // This thread's pieces, in batch order: the pointer, windows (into
+        // its source) and the pointer again after them. A pointer read at
+        // another address than the thread's pointer now (its C call
+        // changed) says nothing.
+        let mut bracket_from = 0;
+        for (owner, what, bytes) in prefetched.iter_mut() {
+            if *owner != *address {
+                continue;
+            }
+            match *what {
+                Prefetched::Pointer => {
+                    current_frame = field_u64(bytes, 0);
+                    pointer_read = true;
+                }
+                Prefetched::Window(start) => {
+                    source.add_window(start, std::mem::take(bytes));
+                    pointer_after.push(None);
+                }
+                Prefetched::PointerAfter => {
+                    let value = Some(field_u64(bytes, 0));
+                    for after in &mut pointer_after[bracket_from..] {
+                        *after = value;
+                    }
+                    bracket_from = pointer_after.len();
+                }
+                Prefetched::Code(_) => {}
+            }
+        }
+        let cached_at = cache
+            .prefetch
+            .iter()
+            .find(|p| p.thread_state == *address)
+            .map_or(0, |p| p.frame_pointer_at);
+        if cached_at != frame_pointer_at {
+            pointer_read = direct.is_some();
+            pointer_after.iter_mut().for_each(|p| *p = None);
+        }
+        if !pointer_read && frame_pointer_at >= 8 {
+            missing.push(reads.len());
+        }
+        let chunk = o
+            .thread_datastack_chunk
+            .map_or(0, |at| field_u64(state, at));
+        source.add_chunk(chunk);
+        reads.push(ThreadRead {
+            sample,
+            frame_pointer_at,
+            current_frame,
+            chunk,
+            walk: Walk::default(),
+            first_batch_windows: source.windows().len(),
+            source,
+            pointer_after,
+        });
+    }
+
+    // Phase 2 (3.11/3.12): the current frame lives in the C-stack
+    // _PyCFrame; read here only where the prefetch missed (a new thread,
+    // or a thread that entered or left a C call since the last sample).
+    if !missing.is_empty() {
+        let mut values = vec![[0u8; 8]; missing.len()];
+        let ok = {
+            let mut pieces: Vec<(u64, &mut [u8])> = missing
+                .iter()
+                .zip(values.iter_mut())
+                .map(|(&i, v)| (reads[i].frame_pointer_at, &mut v[..]))
+                .collect();
+            memory.read_many(&mut pieces).is_ok()
+        };
+        for (&i, value) in missing.iter().zip(values.iter_mut()) {
+            // One unreadable cframe (a thread exiting) must not cost the
+            // others their sample: read them one by one.
+            if !ok && memory.read(reads[i].frame_pointer_at, value).is_err() {
+                *value = [0; 8];
+            }
+            reads[i].current_frame = u64::from_le_bytes(*value);
+            // Read after the first batch: its later pointers prove nothing.
+            reads[i].pointer_after.iter_mut().for_each(|p| *p = None);
+        }
+    }
+
+    // Phase 3: walk. On 3.11+ each thread's data stack is copied from its
+    // chunk's start up to its innermost frame, in one batch for the
+    // threads the prefetch did not cover (with the prefetch pieces the
+    // first batch did not reach, as far as they read).
+    match layout.semantics.frame_kind {
+        FrameKind::FrameObject => {
+            for read in &mut reads {
+                read.walk = walk_frame_objects(
+                    memory,
+                    layout,
+                    read.current_frame,
+                    &mut read.source,
+                    options,
+                );
+            }
+        }
+        FrameKind::InterpreterFrame => {
+            let frame_size = o.interpreter_frame_size.unwrap_or(0);
+            let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut window_owners: Vec<usize> = Vec::new();
+            for (i, read) in reads.iter_mut().enumerate() {
+                let frame = read.current_frame;
+                if frame == 0 || read.chunk == 0 || frame < read.chunk {
+                    continue;
+                }
+                if read.source.locate(frame, frame_size).is_some() {
+                    continue;
+                }
+                let end = frame.saturating_add(frame_size);
+                if end - read.chunk <= 1 << 20 {
+                    windows.push((read.chunk, vec![0u8; (end - read.chunk) as usize]));
+                    window_owners.push(i);
+                }
+            }
+            if !windows.is_empty() {
+                let required = windows.len();
+                for (owner, what, len) in &not_reached {
+                    let Prefetched::Window(start) = *what else {
+                        continue;
+                    };
+                    if let Some(i) = reads.iter().position(|r| r.sample.thread_state == *owner) {
+                        windows.push((start, vec![0u8; *len as usize]));
+                        window_owners.push(i);
+                    }
+                }
+                let done = {
+                    let mut pieces: Vec<(u64, &mut [u8])> =
+                        windows.iter_mut().map(|(a, b)| (*a, &mut b[..])).collect();
+                    memory.read_prefix(&mut pieces).unwrap_or(0)
+                };
+                // The thread windows are all or nothing (as one batch
+                // was before the prefetch); prefetch pieces as far as read.
+                let keep = if done >= required { done } else { 0 };
+                for ((address, bytes), owner) in windows.into_iter().zip(window_owners).take(keep) {
+                    reads[owner].source.add_window(address, bytes);
+                }
+            }
+            for read in &mut reads {
+                read.walk = walk_interpreter_frames(
+                    memory,
+                    layout,
+                    read.current_frame,
+                    &mut read.source,
+                    options,
+                );
+            }
+        }
+    }
+
+    // Phase 4: was each stack one the program really had? See torn.rs.
+    // A stack read entirely in the first batch, whose innermost frame the
+    // pointer read after its windows still names (or a callee of it, in
+    // the same copy), needs no re-read; the others are re-read in one last
+    // batch, with the code objects whose fingerprints the first batch did
+    // not hold.
+    let codes = code_check.select(&reads);
+    if let Some(retry) = retry {
+        code_check
+            .pieces
+            .retain(|(address, _)| !retry.checked.iter().any(|(a, _)| a == address));
+    }
+    let mut from_first_batch: Vec<u64> = Vec::new();
+    for (address, bytes) in code_check.pieces.iter_mut() {
+        if let Some((_, read)) = first_batch_codes.iter_mut().find(|(a, _)| a == address) {
+            *bytes = std::mem::take(read);
+            from_first_batch.push(*address);
+        }
+    }
+    let mut rereads: Vec<Option<Reread>> = Vec::with_capacity(reads.len());
+    for read in &mut reads {
+        let bracketed = layout.semantics.frame_kind == FrameKind::InterpreterFrame;
+        let reread = if !options.check_torn {
+            None
+        } else if read.walk.broken {
+            read.sample.torn = true;
+            None
+        } else if read.walk.visited.is_empty() {
+            // No Python frame: nothing shown can be wrong.
+            None
+        } else {
+            match read.bracket().filter(|_| bracketed) {
+                Some(after)
+                    if after == read.current_frame
+                        || reaches(
+                            layout,
+                            &mut read.source,
+                            after,
+                            read.current_frame,
+                            read.walk.header_len,
+                        ) =>
+                {
+                    None
+                }
+                // Not bracketed, or the pointer after names a frame this
+                // copy cannot link to the innermost one (the thread
+                // returned, or called deeper than the copy holds): read
+                // again and compare.
+                _ => Some(Reread::plan(layout, read)),
+            }
+        };
+        rereads.push(reread);
+    }
+    let last_ok = {
+        let mut pieces: Vec<(u64, &mut [u8])> = Vec::new();
+        for (read, reread) in reads.iter().zip(rereads.iter_mut()) {
+            if let Some(reread) = reread {
+                reread.pieces(read, &mut pieces);
+            }
+        }
+        for (address, bytes) in code_check.pieces.iter_mut() {
+            if bytes.is_empty() {
+                bytes.resize(code_check.len, 0);
+                pieces.push((*address, &mut bytes[..]));
+            }
+        }
+        pieces.is_empty() || memory.read_many(&mut pieces).is_ok()
+    };
+    for (read, reread) in reads.iter_mut().zip(rereads) {
+        if let Some(reread) = reread {
+            read.sample.torn = !last_ok || reread.torn(layout, read);
+        }
+    }
+    if !last_ok {
+        // Only the fingerprints the first batch read are known.
+        code_check
+            .pieces
+            .retain(|(address, _)| from_first_batch.contains(address));
+    }
+
+    // Remember where each thread's walk read, for the next sample.
+    let failed_window = match failed {
+        Some((owner, Prefetched::Window(address))) => Some((owner, address)),
+        _ => None,
+    };
+    let mut next: Vec<ThreadPrefetch> = Vec::with_capacity(reads.len());
+    for read in &mut reads {
+        let address = read.sample.thread_state;
+        let mut prefetch = cache
+            .prefetch
+            .iter()
+            .position(|p| p.thread_state == address)
+            .map(|i| cache.prefetch.swap_remove(i))
+            .unwrap_or_else(|| ThreadPrefetch {
+                thread_state: address,
+                ..ThreadPrefetch::default()
+            });
+        prefetch.frame_pointer_at = read.frame_pointer_at;
+        let used = if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
+            used_windows(&mut read.source, &read.walk)
+        } else {
+            Vec::new()
+        };
+        let failed: Vec<u64> = failed_window
+            .filter(|(owner, _)| *owner == address)
+            .map(|(_, a)| a)
+            .into_iter()
+            .collect();
+        prefetch.update(&used, &failed);
+        next.push(prefetch);
+    }
+    if only.is_some() {
+        // The threads not retried keep what their first attempt learnt.
+        next.append(&mut cache.prefetch);
+    }
+    cache.prefetch = next;
+    cache.spare.clear();
+    for read in &mut reads {
+        cache.spare.extend(read.source.take_windows());
+    }
+
+    for read in reads {
+        let mut sample = read.sample;
+        sample.truncated = read.walk.truncated || (read.walk.broken && !options.check_torn);
+        sample.frames = read.walk.frames;
+        out.push(sample);
+    }
+    Ok(codes)
+}
+
+/// The windows of `source` the walk read frames from, outermost first,
+/// each with the end of the last frame header read in it.
+fn used_windows(source: &mut FrameSource, walk: &Walk) -> Vec<Used> {
+    let mut used: Vec<Used> = Vec::new();
+    for &address in walk.visited.iter().rev() {
+        let Some(index) = source.locate(address, walk.header_len) else {
+            continue;
+        };
+        let start = source.windows()[index].0;
+        let end = address + walk.header_len;
+        match used.iter_mut().find(|u| u.address == start) {
+            Some(u) => u.end = u.end.max(end),
+            None => used.push(Used {
+                address: start,
+                end,
+                is_chunk: source.is_chunk(start),
+            }),
+        }
+    }
+    used
+}
+
+/// Code objects to re-check in a sample's last batch read.
+pub struct CodeCheck<'a> {
+    /// Which code addresses need checking.
+    pub needs_check: &'a dyn Fn(u64) -> bool,
+    /// Bytes to read of each.
+    pub len: usize,
+    /// The addresses chosen and the bytes read (only the pieces read are
+    /// kept).
+    pub pieces: Vec<(u64, Vec<u8>)>,
+    /// True if `pieces` were read (kept for callers: always true now that
+    /// unread pieces are dropped).
+    pub ok: bool,
+}
+
+impl<'a> CodeCheck<'a> {
+    /// A check of the code objects `needs_check` accepts.
+    pub fn new(needs_check: &'a dyn Fn(u64) -> bool, len: usize) -> CodeCheck<'a> {
+        CodeCheck {
+            needs_check,
+            len,
+            pieces: Vec::new(),
+            ok: false,
+        }
+    }
+
+    /// Chooses the code objects of `reads`' stacks to check (with empty
+    /// buffers); returns every distinct code address of the stacks.
+    fn select(&mut self, reads: &[ThreadRead]) -> Vec<u64> {
+        // Distinct addresses first, then the (hash lookup) filter: a deep
+        // recursion is 1,000 frames of one code object.
+        let mut addresses: Vec<u64> = reads
+            .iter()
+            .flat_map(|r| r.walk.frames.iter().map(|f| f.code_address))
+            .collect();
+        // Runs of one code object (recursion) first: sorting 1,000
+        // addresses per sample showed in profiles.
+        addresses.dedup();
+        addresses.sort_unstable();
+        addresses.dedup();
+        self.pieces = addresses
+            .iter()
+            .filter(|a| (self.needs_check)(**a))
+            .map(|&a| (a, Vec::new()))
+            .collect();
+        addresses
+    }
+}
