@@ -87,6 +87,9 @@ pub struct RecorderStats {
     pub samples: u64,
     /// Samples flagged torn.
     pub torn: u64,
+    /// Attempts that tore and were read again at once (the samples kept
+    /// are the later attempts'), counted over every sample taken.
+    pub torn_retries: u64,
     /// Frames whose code object could not be read (recorded as "<unknown>").
     pub unreadable_code: u64,
     /// Distinct code objects embedded.
@@ -186,6 +189,8 @@ impl<W: Write> Recorder<W> {
         sample: &ThreadSample,
         name: Option<&str>,
     ) -> Result<bool, FormatError> {
+        // Counted for idle samples too: they cost the reads all the same.
+        self.stats.torn_retries += u64::from(sample.retries);
         if !sample.active && !self.include_idle {
             return Ok(false);
         }
