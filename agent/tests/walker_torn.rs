@@ -2,7 +2,10 @@
 //! it changed is flagged torn (and counted), and every stack not flagged is
 //! a stack the program can really have.
 
-use pydeep::Target;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pydeep::{Target, ThreadSample};
 use pydeep_integration::{test_pythons, Fixture};
 
 /// The busy thread's stacks are `churn`* `main` `<module>`, innermost first.
@@ -83,5 +86,167 @@ fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
         }
         eprintln!("   {label}: 3000 samples: {good} consistent, {torn} torn, {empty} empty");
         assert!(good > 0, "{label}: no consistent sample at all");
+    }
+}
+
+/// Levels of the growing threads: ~150-byte frames, so each stack crosses
+/// about ten 16 KiB data-stack chunks on 3.11+.
+const GROWTH_DEPTH: u32 = 1500;
+/// Threads growing at once.
+const GROWERS: u32 = 2;
+/// Loop iterations per level before it calls deeper (~10 us on 3.11: a
+/// sample of a 1,000-deep stack overlaps several calls).
+const BUSY: u32 = 300;
+
+/// What sampling `growing_stack.py` while its threads only call deeper
+/// found: samples of the growing threads kept and flagged torn, and kept
+/// samples caught part way down.
+struct Growth {
+    kept: u64,
+    torn: u64,
+    part_way: u64,
+    retried: u64,
+}
+
+/// Samples `growing_stack.py` non-blocking from before its threads start
+/// calling deeper until they have stopped, every `interval` (None: back to
+/// back), and checks every kept sample of a growing thread against the
+/// final stack the program reports: all frames but the innermost must be
+/// the final stack's frames at the same depth (function and f_lasti: a
+/// caller's instruction does not move while its callee runs), and the
+/// innermost must be the final stack's function at that depth.
+fn sample_growth(python: &pydeep_integration::Python, interval: Option<Duration>) -> Growth {
+    let label = python.label();
+    let args = [GROWTH_DEPTH, GROWERS, BUSY].map(|n| n.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fixture = Fixture::start(python, "growing_stack.py", &args);
+    fixture.wait_ready();
+    let pid = fixture.pid();
+    let mut target = Target::attach(pid).expect("attach");
+    let ready = fixture.ready.display().to_string();
+    let (go, truth_path) = (format!("{ready}.go"), format!("{ready}.truth"));
+    let mut samples = Vec::new();
+    let mut taken: Vec<ThreadSample> = Vec::new();
+    target.sample_threads(&mut samples).expect("sample");
+    std::fs::write(&go, b"").expect("go file");
+    // Until the truth is written, and once more after (all stopped).
+    let mut done = false;
+    loop {
+        let last = done;
+        done = std::path::Path::new(&truth_path).exists();
+        target.sample_threads(&mut samples).expect("sample");
+        taken.extend(
+            samples
+                .iter()
+                .filter(|s| s.native_id != pid as u64)
+                .cloned(),
+        );
+        if last {
+            break;
+        }
+        if let Some(interval) = interval {
+            std::thread::sleep(interval);
+        }
+    }
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&truth_path).expect("truth")).expect("json");
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut growth = Growth {
+        kept: 0,
+        torn: 0,
+        part_way: 0,
+        retried: 0,
+    };
+    for sample in &taken {
+        growth.retried += u64::from(sample.retries);
+        let Some(thread) = truth["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["ident"].as_u64() == Some(sample.thread_id))
+        else {
+            panic!("{label}: a sample of a thread the program does not know: {sample:?}");
+        };
+        if sample.torn {
+            growth.torn += 1;
+            continue;
+        }
+        let want: Vec<(&str, u64)> = thread["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["function"].as_str().unwrap(),
+                    f["lasti"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let got: Vec<(String, u64)> = sample
+            .frames
+            .iter()
+            .rev()
+            .map(|f| {
+                let name = names
+                    .entry(f.code_address)
+                    .or_insert_with(|| {
+                        let (_, code) = target.code_object(f.code_address).expect("code object");
+                        code.name.clone()
+                    })
+                    .clone();
+                (name, u64::from(f.instruction_offset))
+            })
+            .collect();
+        assert!(
+            !got.is_empty() && got.len() <= want.len(),
+            "{label}: {} frames, the final stack has {}",
+            got.len(),
+            want.len()
+        );
+        let innermost = got.len() - 1;
+        for (depth, ((name, offset), (want_name, want_offset))) in got.iter().zip(&want).enumerate()
+        {
+            assert_eq!(
+                name,
+                want_name,
+                "{label}: function at depth {depth} of {}",
+                got.len()
+            );
+            if depth < innermost {
+                assert_eq!(
+                    offset,
+                    want_offset,
+                    "{label}: caller {name} at depth {depth} of {} is not at its call",
+                    got.len()
+                );
+            }
+        }
+        growth.kept += 1;
+        if got.len() > 5 && got.len() < want.len() {
+            growth.part_way += 1;
+        }
+    }
+    growth
+}
+
+#[test]
+fn a_stack_that_only_grows_while_read_is_never_torn_and_always_a_prefix_of_its_final_stack() {
+    for python in test_pythons("walker: a growing stack sampled non-blocking") {
+        let label = python.label();
+        for (rate, interval) in [
+            ("1 kHz", Some(Duration::from_millis(1))),
+            ("back to back", None),
+        ] {
+            let growth = sample_growth(&python, interval);
+            eprintln!(
+                "   {label} {rate}: {} kept ({} part way down), {} torn, {} attempts retried",
+                growth.kept, growth.part_way, growth.torn, growth.retried
+            );
+            assert!(growth.kept > 0, "{label} {rate}: no sample kept");
+            if python.at_least(3, 11) {
+                // Nothing returned: any torn flag is a false positive.
+                assert_eq!(growth.torn, 0, "{label} {rate}: torn samples");
+            }
+        }
     }
 }
