@@ -11,10 +11,13 @@ use serde::Serialize;
 
 use crate::asyncio::{AsyncOptions, Task};
 use crate::cpython::code::{CodeObject, LineTableKind};
-use crate::cpython::objects::ObjectReader;
 use crate::generators::Generator;
 use crate::objects::{Kind, Objects, Rendering};
-use crate::scopes::{frame_globals, frame_variables, Binding, Variable};
+use crate::page_cache::PageCache;
+use crate::scopes::{
+    frame_globals, frame_variables_in, locals_layout, thread_frames, Binding, FrameRef,
+    LocalsLayout, Variable,
+};
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
 
@@ -174,54 +177,211 @@ pub struct AttributeDump {
 
 /// Reads `target` while it is paused: every thread's stack, and the
 /// variables `options` asks for.
+///
+/// Only reading happens while the target is stopped (notes/snapshots.md,
+/// "The pause"): the frame chains, each code object's slot names, the
+/// variables' slots and each distinct value once, through one page cache
+/// filled in batches. The code objects' names, files and line tables
+/// (immutable), the dump's structure and its JSON come after the release.
 pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadError> {
+    let registries = target
+        .thread_registries(target.memory())
+        .unwrap_or_default();
     let guard = target.pause()?;
     let started = Instant::now();
     let mut samples: Vec<ThreadSample> = Vec::new();
     target.sample_threads(&mut samples)?;
-    let names = target.thread_names().unwrap_or_default();
     let target = &*target;
     // The target is paused: each page of it needs reading only once.
-    let memory = crate::page_cache::PageCache::new(target.memory());
+    let memory = PageCache::exact(target.memory());
+    let names = target
+        .thread_names_in(&memory, &registries)
+        .unwrap_or_default();
     let objects = Objects::new(&memory, target.layout());
-    let reader = ObjectReader::new(&memory, target.layout());
-    let mut codes: HashMap<u64, Option<(CodeObject, LineIndex)>> = HashMap::new();
-    let mut threads = Vec::new();
-    let mut all_frames = Vec::new();
+    let paused = read_paused(&memory, &objects, &samples, options);
+    let asynchronous = options.asynchronous.map(|async_options| {
+        // Walks of the GC lists: objects allocated together, read ahead.
+        let memory = PageCache::new(target.memory());
+        crate::asyncio::collect(
+            &Objects::new(&memory, target.layout()),
+            target.runtime_address(),
+            &paused.frames,
+            &async_options,
+        )
+    });
+    let pause_seconds = started.elapsed().as_secs_f64();
+    drop(guard);
+    // Released. Code objects never change: read now, through the pages
+    // already copied where they hold them.
+    let codes = read_codes(&objects, &paused.frames);
+    let (threads, warnings) = assemble(&samples, &names, &codes, paused);
+    Ok(Dump {
+        schema: DUMP_SCHEMA,
+        pid: target.pid(),
+        python_version: target.python_version().to_string(),
+        pause_seconds,
+        threads,
+        generators: asynchronous.as_ref().map(|a| a.generators.clone()),
+        tasks: asynchronous.as_ref().map(|a| a.tasks.clone()),
+        warnings: warnings
+            .into_iter()
+            .chain(asynchronous.map(|a| a.warnings).unwrap_or_default())
+            .collect(),
+    })
+}
+
+/// What was read while the target was paused, before anything is named,
+/// formatted or arranged.
+struct PausedRead {
+    /// Every thread's frames, innermost first (as `samples`).
+    frames: Vec<Vec<FrameRef>>,
+    /// Each frame's variables, in `frames` order.
+    variables: Vec<Vec<FrameVariables>>,
+    /// Each distinct value, rendered once.
+    values: Values,
+}
+
+/// The variables of one frame as read: slots and addresses only (`None`
+/// where not asked).
+#[derive(Default)]
+struct FrameVariables {
+    locals: Option<Vec<Variable>>,
+    globals: Option<Vec<Variable>>,
+}
+
+/// Bytes of an object fetched ahead of rendering it: its header and the
+/// fields most renderings read (a small int's digit, a short string).
+const VALUE_BYTES: u64 = 64;
+/// Bytes of a type object fetched ahead (every field the readers use).
+const TYPE_BYTES: u64 = 1024;
+
+/// The reading half of [`dump`], run while the target is paused, in
+/// rounds: the frame chains; the code objects' slot layouts; every frame's
+/// slots (and cells); then every value's object and its type in one batch
+/// each, before the values are rendered from the copied pages.
+fn read_paused(
+    memory: &PageCache<'_>,
+    objects: &Objects<'_>,
+    samples: &[ThreadSample],
+    options: &DumpOptions,
+) -> PausedRead {
+    let frames: Vec<Vec<FrameRef>> = samples
+        .iter()
+        .map(|sample| {
+            thread_frames(
+                memory,
+                objects.layout(),
+                sample.thread_state,
+                options.max_depth,
+            )
+        })
+        .collect();
+    let mut layouts: HashMap<u64, Option<LocalsLayout>> = HashMap::new();
+    if options.locals {
+        let codes: Vec<u64> = frames.iter().flatten().map(|f| f.code).collect();
+        let _ = memory.prefetch(&codes, VALUE_BYTES);
+        for &code in &codes {
+            layouts
+                .entry(code)
+                .or_insert_with(|| locals_layout(objects, code).ok());
+        }
+    }
+    let variables: Vec<Vec<FrameVariables>> = frames
+        .iter()
+        .map(|frames| {
+            frames
+                .iter()
+                .map(|frame| FrameVariables {
+                    locals: options.locals.then(|| {
+                        layouts
+                            .get(&frame.code)
+                            .and_then(Option::as_ref)
+                            .and_then(|layout| frame_variables_in(objects, frame, layout).ok())
+                            .unwrap_or_default()
+                    }),
+                    globals: options.globals.then(|| {
+                        frame_globals(objects, frame.globals, options.max_globals)
+                            .unwrap_or_default()
+                    }),
+                })
+                .collect()
+        })
+        .collect();
+    let all = || {
+        variables
+            .iter()
+            .flatten()
+            .flat_map(|v| v.locals.iter().chain(v.globals.iter()).flatten())
+    };
+    let addresses: Vec<u64> = all().map(|var| var.value).filter(|&a| a != 0).collect();
+    let _ = memory.prefetch(&addresses, VALUE_BYTES);
+    let types: Vec<u64> = addresses
+        .iter()
+        .filter_map(|&address| objects.reader.type_of(address).ok())
+        .collect();
+    let _ = memory.prefetch(&types, TYPE_BYTES);
+    let mut values = Values::new(options.rendering);
+    for var in all() {
+        values.read(objects, &var.name, var.value);
+    }
+    PausedRead {
+        frames,
+        variables,
+        values,
+    }
+}
+
+/// The code objects of `frames` by address (`None` if unreadable).
+fn read_codes(
+    objects: &Objects<'_>,
+    frames: &[Vec<FrameRef>],
+) -> HashMap<u64, Option<(CodeObject, LineIndex)>> {
+    let mut codes = HashMap::new();
+    for frame in frames.iter().flatten() {
+        codes.entry(frame.code).or_insert_with(|| {
+            objects
+                .reader
+                .code_object(frame.code)
+                .ok()
+                .map(|(code, _)| {
+                    let kind = line_table_kind(code.line_table_kind);
+                    let lines = LineIndex::new(kind, code.first_line, &code.line_table);
+                    (code, lines)
+                })
+        });
+    }
+    codes
+}
+
+/// The arranging half of [`dump`], run after the release: names, line
+/// numbers, variables in order, warnings.
+fn assemble(
+    samples: &[ThreadSample],
+    names: &HashMap<u64, String>,
+    codes: &HashMap<u64, Option<(CodeObject, LineIndex)>>,
+    read: PausedRead,
+) -> (Vec<ThreadDump>, Vec<String>) {
+    let mut threads = Vec::with_capacity(samples.len());
     // What could not be read, said rather than hidden (a hostile or
     // corrupt target: see tests/programs/hostile_memory.py).
     let mut warnings = Vec::new();
-    for sample in &samples {
-        let frames = target.thread_frames(sample, options.max_depth);
-        let mut frame_dumps = Vec::new();
-        for frame in &frames {
-            let code = codes.entry(frame.code).or_insert_with(|| {
-                reader.code_object(frame.code).ok().map(|(code, _)| {
-                    let lines = LineIndex::new(
-                        line_table_kind(code.line_table_kind),
-                        code.first_line,
-                        &code.line_table,
-                    );
-                    (code, lines)
-                })
-            });
-            let Some((code, lines)) = code.as_ref() else {
+    for ((sample, frames), variables) in samples.iter().zip(&read.frames).zip(read.variables) {
+        let mut frame_dumps = Vec::with_capacity(frames.len());
+        for (frame, variables) in frames.iter().zip(variables) {
+            let Some(Some((code, lines))) = codes.get(&frame.code) else {
                 warnings.push(format!(
                     "thread {}: the code object at {:#x} of the frame at {:#x} is unreadable; frame left out",
                     sample.thread_id, frame.code, frame.address
                 ));
                 continue;
             };
-            let locals = options.locals.then(|| {
-                frame_variables(&objects, frame, code)
-                    .map(|vars| variables(&objects, &vars, &options.rendering))
-                    .unwrap_or_default()
-            });
-            let globals = options.globals.then(|| {
-                frame_globals(&objects, frame.globals, options.max_globals)
-                    .map(|vars| variables(&objects, &vars, &options.rendering))
-                    .unwrap_or_default()
-            });
+            let dump = |vars: Option<Vec<Variable>>| {
+                vars.map(|vars| {
+                    vars.iter()
+                        .map(|var| read.values.variable(var))
+                        .collect::<Vec<_>>()
+                })
+            };
             frame_dumps.push(FrameDump {
                 name: code.name.clone(),
                 qualname: code.qualname.clone(),
@@ -230,8 +390,8 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
                 instruction_offset: frame.instruction_offset,
                 is_generator: frame.is_generator,
                 frame_address: frame.address,
-                locals,
-                globals,
+                locals: dump(variables.locals),
+                globals: dump(variables.globals),
             });
         }
         if sample.truncated {
@@ -251,31 +411,8 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
             active: sample.active,
             frames: frame_dumps,
         });
-        all_frames.push(frames);
     }
-    let asynchronous = options.asynchronous.map(|async_options| {
-        crate::asyncio::collect(
-            &objects,
-            target.runtime_address(),
-            &all_frames,
-            &async_options,
-        )
-    });
-    let pause_seconds = started.elapsed().as_secs_f64();
-    drop(guard);
-    Ok(Dump {
-        schema: DUMP_SCHEMA,
-        pid: target.pid(),
-        python_version: target.python_version().to_string(),
-        pause_seconds,
-        threads,
-        generators: asynchronous.as_ref().map(|a| a.generators.clone()),
-        tasks: asynchronous.as_ref().map(|a| a.tasks.clone()),
-        warnings: warnings
-            .into_iter()
-            .chain(asynchronous.map(|a| a.warnings).unwrap_or_default())
-            .collect(),
-    })
+    (threads, warnings)
 }
 
 /// The format crate's name of a code object's line-table encoding.
@@ -288,22 +425,117 @@ pub fn line_table_kind(kind: LineTableKind) -> pydeep_format::proto::LineTableKi
     }
 }
 
-fn variables(objects: &Objects<'_>, vars: &[Variable], rendering: &Rendering) -> Vec<VariableDump> {
-    vars.iter()
-        .map(|var| VariableDump {
+/// Values rendered during one pause, each distinct object once: a deep
+/// stack shows the same objects in many frames (the same `self`, the same
+/// arguments passed down), and while the target is paused an object reads
+/// the same every time.
+struct Values {
+    rendering: Rendering,
+    /// With attributes (variables), without (attributes), redacted.
+    full: HashMap<u64, ValueDump>,
+    plain: HashMap<u64, ValueDump>,
+    redacted: HashMap<u64, ValueDump>,
+}
+
+impl Values {
+    fn new(rendering: Rendering) -> Values {
+        Values {
+            rendering,
+            full: HashMap::new(),
+            plain: HashMap::new(),
+            redacted: HashMap::new(),
+        }
+    }
+
+    /// Reads the value of variable `name` bound to `address` (0: unbound).
+    fn read(&mut self, objects: &Objects<'_>, name: &str, address: u64) {
+        if address == 0 {
+            return;
+        }
+        if crate::redact::matches(self.rendering.redact, name) {
+            self.redacted
+                .entry(address)
+                .or_insert_with(|| redacted_value(objects, address));
+        } else if !self.full.contains_key(&address) {
+            let value = self.value(objects, address, true);
+            self.full.insert(address, value);
+        }
+    }
+
+    /// The object at `address`, rendered (cached); `attributes` also lists
+    /// an instance's attributes (one level).
+    fn value(&mut self, objects: &Objects<'_>, address: u64, attributes: bool) -> ValueDump {
+        if !attributes {
+            if let Some(value) = self.plain.get(&address) {
+                return value.clone();
+            }
+        }
+        let mut value = value(objects, address, &self.rendering, false);
+        if attributes {
+            value.attributes = self.attributes(objects, address);
+        } else {
+            self.plain.insert(address, value.clone());
+        }
+        value
+    }
+
+    fn attributes(&mut self, objects: &Objects<'_>, address: u64) -> Option<Vec<AttributeDump>> {
+        let info = objects.info(address).ok()?;
+        if info.type_info.kind != Kind::Instance {
+            return None;
+        }
+        let attributes = objects.attributes(&info).unwrap_or_default();
+        Some(
+            attributes
+                .into_iter()
+                .take(self.rendering.max_items.max(64))
+                .map(|(name, value_address)| AttributeDump {
+                    value: if crate::redact::matches(self.rendering.redact, &name) {
+                        redacted_value(objects, value_address)
+                    } else {
+                        self.value(objects, value_address, false)
+                    },
+                    name,
+                })
+                .collect(),
+        )
+    }
+
+    /// The dump of `var`, whose value [`Values::read`] read.
+    fn variable(&self, var: &Variable) -> VariableDump {
+        let values = if crate::redact::matches(self.rendering.redact, &var.name) {
+            &self.redacted
+        } else {
+            &self.full
+        };
+        VariableDump {
             name: var.name.clone(),
             binding: var.binding,
             argument: var.is_argument,
             cell: (var.cell != 0).then_some(var.cell),
             value: (var.value != 0).then(|| {
-                if crate::redact::matches(rendering.redact, &var.name) {
-                    redacted_value(objects, var.value)
-                } else {
-                    value(objects, var.value, rendering, true)
-                }
+                values
+                    .get(&var.value)
+                    .cloned()
+                    .unwrap_or_else(|| unread_value(var.value))
             }),
-        })
-        .collect()
+        }
+    }
+}
+
+/// A value [`Values::read`] was not asked for (never happens: every
+/// variable's value is read while paused); said, not read late.
+fn unread_value(address: u64) -> ValueDump {
+    ValueDump {
+        address,
+        type_name: "?".into(),
+        repr: format!("<not read while paused 0x{address:x}>"),
+        size: None,
+        refcount: 0,
+        immortal: false,
+        length: None,
+        attributes: None,
+    }
 }
 
 /// A value whose name matches `--redact`: its type and address only.

@@ -8,6 +8,15 @@
 //! only once: this layer turns field reads into page reads, and a miss
 //! fetches its page together with the pages after it in one call.
 //!
+//! Two ways to fill it. A miss fetches its page (and, for walks over
+//! objects allocated together, the pages after it: [`PageCache::new`]), and
+//! a reader that knows what it will read next asks for all of it at once
+//! ([`PageCache::prefetch`]: every page of many addresses in one call), so
+//! the target waits for few calls that each copy only needed pages. Each
+//! page copied costs about as much as a call (the kernel pins the target's
+//! page, we fault in ours), so `pydeep dump` reads no page ahead
+//! ([`PageCache::exact`]).
+//!
 //! Only for a paused target: pages read before an object changed would be
 //! served stale. Bounded: at most [`PageCache::MAX_PAGES`] pages are kept
 //! (the cache starts over when full), and reads larger than
@@ -15,6 +24,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::memory::{MemoryError, RemoteMemory};
 
@@ -26,11 +36,36 @@ const PAGE: u64 = 4096;
 /// together: a list's items, a dict's entries, a frame's neighbours).
 const READ_AHEAD: usize = 8;
 
+/// Hashes a page address (a multiple of [`PAGE`]) with one multiply: every
+/// field read looks its page up, and SipHash cost more than the copy.
+#[derive(Default)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (value >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Pages = HashMap<u64, Option<Box<[u8]>>, BuildHasherDefault<PageHasher>>;
+
 /// A page cache over `inner` for the duration of one pause.
 pub struct PageCache<'a> {
     inner: &'a dyn RemoteMemory,
     /// Page address to its bytes, or `None` if the page is unreadable.
-    pages: RefCell<HashMap<u64, Option<Box<[u8]>>>>,
+    pages: RefCell<Pages>,
+    /// Pages a miss fetches (the missed one included).
+    read_ahead: usize,
     hits: Cell<u64>,
     misses: Cell<u64>,
 }
@@ -41,14 +76,90 @@ impl<'a> PageCache<'a> {
     /// Reads longer than this go straight to the target.
     pub const DIRECT_READ: usize = 64 * 1024;
 
-    /// A cache over `inner`, which must stay paused while the cache is used.
+    /// A cache over `inner`, which must stay paused while the cache is
+    /// used; a miss also fetches the uncached pages after it (up to 8 in
+    /// all), for walks over objects allocated together (heap lists,
+    /// object graphs).
     pub fn new(inner: &'a dyn RemoteMemory) -> PageCache<'a> {
+        PageCache::with_read_ahead(inner, READ_AHEAD)
+    }
+
+    /// A cache whose misses fetch their own page only: for readers that
+    /// [`PageCache::prefetch`] what they will read, like `pydeep dump`.
+    pub fn exact(inner: &'a dyn RemoteMemory) -> PageCache<'a> {
+        PageCache::with_read_ahead(inner, 1)
+    }
+
+    fn with_read_ahead(inner: &'a dyn RemoteMemory, read_ahead: usize) -> PageCache<'a> {
         PageCache {
             inner,
-            pages: RefCell::new(HashMap::new()),
+            pages: RefCell::new(Pages::default()),
+            read_ahead: read_ahead.max(1),
             hits: Cell::new(0),
             misses: Cell::new(0),
         }
+    }
+
+    /// Fetches every uncached page holding a byte of the `len` bytes at each
+    /// of `addresses` (`len` at most a page), in as few calls as
+    /// `process_vm_readv` allows (1024 pages per call). Unreadable pages are
+    /// remembered as such; nothing fails but a target that cannot be read
+    /// at all (the reads that follow say what was unreadable).
+    pub fn prefetch(&self, addresses: &[u64], len: u64) -> Result<(), MemoryError> {
+        let len = len.clamp(1, PAGE);
+        self.prefetch_ranges(
+            addresses
+                .iter()
+                .filter(|&&address| address != 0)
+                .map(|&address| (address, len)),
+        )
+    }
+
+    /// [`PageCache::prefetch`] of `(address, len)` ranges; ranges longer
+    /// than [`PageCache::DIRECT_READ`] are left to their reads.
+    fn prefetch_ranges(&self, ranges: impl Iterator<Item = (u64, u64)>) -> Result<(), MemoryError> {
+        let mut wanted: Vec<u64> = {
+            let pages = self.pages.borrow();
+            ranges
+                .filter(|&(_, len)| len > 0 && len <= Self::DIRECT_READ as u64)
+                .filter_map(|(address, len)| {
+                    let first = address & !(PAGE - 1);
+                    let last = address.checked_add(len - 1)? & !(PAGE - 1);
+                    Some((first..=last).step_by(PAGE as usize))
+                })
+                .flatten()
+                .filter(|page| !pages.contains_key(page))
+                .collect()
+        };
+        wanted.sort_unstable();
+        wanted.dedup();
+        let room = Self::MAX_PAGES.saturating_sub(self.pages.borrow().len());
+        wanted.truncate(room);
+        let mut next = 0;
+        while next < wanted.len() {
+            let batch = &wanted[next..];
+            self.misses.set(self.misses.get() + 1);
+            let mut buffers: Vec<Box<[u8]>> = batch
+                .iter()
+                .map(|_| vec![0u8; PAGE as usize].into_boxed_slice())
+                .collect();
+            let mut pieces: Vec<(u64, &mut [u8])> = batch
+                .iter()
+                .copied()
+                .zip(buffers.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            let filled = self.inner.read_prefix(&mut pieces)?;
+            drop(pieces);
+            let mut pages = self.pages.borrow_mut();
+            for (&address, buffer) in batch.iter().zip(buffers).take(filled) {
+                pages.insert(address, Some(buffer));
+            }
+            if let Some(&unreadable) = batch.get(filled) {
+                pages.insert(unreadable, None);
+            }
+            next += filled + 1;
+        }
+        Ok(())
     }
 
     /// (reads served from cached pages, page fetches), for measurements.
@@ -56,15 +167,15 @@ impl<'a> PageCache<'a> {
         (self.hits.get(), self.misses.get())
     }
 
-    /// Fetches the page at `page` and up to READ_AHEAD - 1 uncached pages
+    /// Fetches the page at `page` and up to `read_ahead - 1` uncached pages
     /// after it in one call.
     fn fetch(&self, page: u64) -> Result<(), MemoryError> {
         self.misses.set(self.misses.get() + 1);
         let mut pages = self.pages.borrow_mut();
-        if pages.len() + READ_AHEAD > Self::MAX_PAGES {
+        if pages.len() + self.read_ahead > Self::MAX_PAGES {
             pages.clear();
         }
-        let addresses: Vec<u64> = (0..READ_AHEAD as u64)
+        let addresses: Vec<u64> = (0..self.read_ahead as u64)
             .map(|i| page.wrapping_add(i * PAGE))
             .take_while(|&at| at >= page)
             .enumerate()
@@ -116,9 +227,12 @@ impl RemoteMemory for PageCache<'_> {
             }
             let pages = self.pages.borrow();
             let Some(Some(bytes)) = pages.get(&page) else {
-                drop(pages);
-                // Unreadable: let the target's own read say why, exactly.
-                return self.inner.read(address, buf);
+                // Unreadable, as the target said when the page was
+                // fetched; the error the target gives for the read itself.
+                return Err(MemoryError::Unreadable {
+                    address,
+                    len: buf.len(),
+                });
             };
             let from = (at - page) as usize;
             let take = (PAGE as usize - from).min(buf.len() - done);
@@ -126,6 +240,39 @@ impl RemoteMemory for PageCache<'_> {
             done += take;
         }
         Ok(())
+    }
+
+    /// The pages of every piece are fetched together first: readers that
+    /// batch their reads (a dict's key lengths, a walker's prefetch) cost
+    /// the target one call, not one per page.
+    fn read_many(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        self.prefetch_ranges(
+            pieces
+                .iter()
+                .map(|(address, buf)| (*address, buf.len() as u64)),
+        )?;
+        for (address, buf) in pieces.iter_mut() {
+            self.read(*address, buf)?;
+        }
+        Ok(())
+    }
+
+    fn read_prefix(&self, pieces: &mut [(u64, &mut [u8])]) -> Result<usize, MemoryError> {
+        self.prefetch_ranges(
+            pieces
+                .iter()
+                .map(|(address, buf)| (*address, buf.len() as u64)),
+        )?;
+        for (done, (address, buf)) in pieces.iter_mut().enumerate() {
+            match self.read(*address, buf) {
+                Ok(()) => {}
+                Err(MemoryError::Unreadable { .. } | MemoryError::TooLarge { .. }) => {
+                    return Ok(done)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pieces.len())
     }
 
     fn read_calls(&self) -> u64 {
@@ -221,8 +368,12 @@ mod tests {
         // A read running off the end of the mapping fails too.
         assert!(cache.read(0x12ffc, &mut [0u8; 8]).is_err());
         let calls = memory.read_calls();
-        assert!(cache.read(0x18000, &mut buf).is_err());
-        // Known unreadable: one exact read for the error, no page fetch.
+        assert_eq!(
+            cache.read(0x18004, &mut buf),
+            memory.read(0x18004, &mut buf),
+            "the same error as the target's"
+        );
+        // Known unreadable: no call at all (the one above is the truth's).
         assert_eq!(memory.read_calls(), calls + 1);
         cache.read(0x20000, &mut buf).unwrap();
         assert_eq!(buf, [0, 1, 2, 3, 4, 5, 6, 7]);

@@ -193,32 +193,104 @@ pub fn thread_frames(
     out
 }
 
-/// The names and kinds of a code object's `localsplus` slots, in order.
-fn localsplus_layout(
+/// What a frame's `localsplus` array holds, by its code object: each
+/// slot's name and kind, and how many leading slots are parameters.
+/// Immutable (code objects never change): readers of many frames read it
+/// once per code object, from the code object's header and name tuples
+/// only (not its bytecode, line table or constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalsLayout {
+    /// Name and `co_localspluskinds` bits of each slot, in order.
+    pub slots: Vec<(String, u8)>,
+    /// Parameters: positional, keyword-only, `*args`, `**kwargs`.
+    pub arguments: usize,
+}
+
+/// The [`LocalsLayout`] of the code object at `code`.
+pub fn locals_layout(objects: &Objects<'_>, code: u64) -> Result<LocalsLayout, ObjectError> {
+    let o = &objects.layout().offsets;
+    let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+    let header = read_vec(objects.memory(), code, header_len, 1024)?;
+    let pointer = |field: Option<u64>| field.map_or(0, |at| field_u64(&header, at));
+    let int = |field: Option<u64>| field.map_or(0, |at| crate::memory::field_u32(&header, at));
+    let names = |field: Option<u64>| -> Result<Vec<String>, ObjectError> {
+        match pointer(field) {
+            0 => Ok(Vec::new()),
+            tuple => objects.reader.string_tuple(tuple),
+        }
+    };
+    let slots: Vec<(String, u8)> = match o.code_co_localsplusnames {
+        Some(_) => {
+            let kinds = match pointer(o.code_co_localspluskinds) {
+                0 => Vec::new(),
+                bytes => objects.reader.bytes(bytes, MAX_LOCALS)?,
+            };
+            names(o.code_co_localsplusnames)?
+                .into_iter()
+                .zip(kinds)
+                .collect()
+        }
+        // 3.9/3.10: f_localsplus holds co_varnames, then co_cellvars,
+        // then co_freevars (Objects/frameobject.c).
+        None => names(o.code_co_varnames)?
+            .into_iter()
+            .map(|n| (n, CO_FAST_LOCAL))
+            .chain(
+                names(o.code_co_cellvars)?
+                    .into_iter()
+                    .map(|n| (n, CO_FAST_CELL)),
+            )
+            .chain(
+                names(o.code_co_freevars)?
+                    .into_iter()
+                    .map(|n| (n, CO_FAST_FREE)),
+            )
+            .collect(),
+    };
+    if slots.len() > MAX_LOCALS {
+        return Err(ObjectError::Invalid {
+            address: code,
+            expected: "code object",
+            detail: format!("{} locals", slots.len()),
+        });
+    }
+    let flags = int(o.code_co_flags);
+    let arguments = int(o.code_co_argcount) as usize
+        + int(o.code_co_kwonlyargcount) as usize
+        + usize::from(flags & CO_VARARGS != 0)
+        + usize::from(flags & CO_VARKEYWORDS != 0);
+    Ok(LocalsLayout { slots, arguments })
+}
+
+/// The [`LocalsLayout`] of an already read code object.
+fn code_locals_layout(
     objects: &Objects<'_>,
     code: &CodeObject,
-) -> Result<Vec<(String, u8)>, ObjectError> {
+) -> Result<LocalsLayout, ObjectError> {
     let o = &objects.layout().offsets;
-    match o.code_co_localsplusnames {
+    let slots = match o.code_co_localsplusnames {
         Some(at) if !code.localspluskinds.is_empty() => {
             let names = objects
                 .reader
                 .string_tuple(read_u64(objects.memory(), code.address + at)?)?;
-            Ok(names
+            names
                 .into_iter()
                 .zip(code.localspluskinds.iter().copied())
-                .collect())
+                .collect()
         }
-        // 3.9/3.10: f_localsplus holds co_varnames, then co_cellvars,
-        // then co_freevars (Objects/frameobject.c).
-        _ => Ok(code
+        _ => code
             .varnames
             .iter()
             .map(|n| (n.clone(), CO_FAST_LOCAL))
             .chain(code.cellvars.iter().map(|n| (n.clone(), CO_FAST_CELL)))
             .chain(code.freevars.iter().map(|n| (n.clone(), CO_FAST_FREE)))
-            .collect()),
-    }
+            .collect(),
+    };
+    let arguments = code.argcount as usize
+        + code.kwonlyargcount as usize
+        + usize::from(code.flags & CO_VARARGS != 0)
+        + usize::from(code.flags & CO_VARKEYWORDS != 0);
+    Ok(LocalsLayout { slots, arguments })
 }
 
 /// The fast locals, cell and free variables of `frame` (whose code object
@@ -228,10 +300,20 @@ pub fn frame_variables(
     frame: &FrameRef,
     code: &CodeObject,
 ) -> Result<Vec<Variable>, ObjectError> {
-    let slots = localsplus_layout(objects, code)?;
+    frame_variables_in(objects, frame, &code_locals_layout(objects, code)?)
+}
+
+/// [`frame_variables`] with the code object's [`LocalsLayout`] already
+/// read: reads the frame's slots and the cells among them.
+pub fn frame_variables_in(
+    objects: &Objects<'_>,
+    frame: &FrameRef,
+    layout: &LocalsLayout,
+) -> Result<Vec<Variable>, ObjectError> {
+    let slots = &layout.slots;
     if slots.len() > MAX_LOCALS {
         return Err(ObjectError::Invalid {
-            address: code.address,
+            address: frame.code,
             expected: "code object",
             detail: format!("{} locals", slots.len()),
         });
@@ -243,12 +325,10 @@ pub fn frame_variables(
         MAX_LOCALS * 8,
     )?;
     let tag_mask = !objects.layout().semantics.executable_tag_mask;
-    let arguments = code.argcount as usize
-        + code.kwonlyargcount as usize
-        + usize::from(code.flags & CO_VARARGS != 0)
-        + usize::from(code.flags & CO_VARKEYWORDS != 0);
+    let arguments = layout.arguments;
     let mut out = Vec::new();
-    for (index, (name, kind)) in slots.into_iter().enumerate() {
+    for (index, (name, kind)) in slots.iter().enumerate() {
+        let kind = *kind;
         if kind & CO_FAST_HIDDEN != 0 {
             continue;
         }
@@ -274,7 +354,7 @@ pub fn frame_variables(
             index < arguments
         };
         out.push(Variable {
-            name,
+            name: name.clone(),
             binding,
             is_argument,
             value,

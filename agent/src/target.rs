@@ -441,56 +441,80 @@ impl Target {
     /// `thread_id` (`threading.get_ident()`), read from `threading._active`.
     /// Empty if `threading` was never imported.
     pub fn thread_names(&mut self) -> Result<HashMap<u64, String>, ReadError> {
-        let reader = ObjectReader::new(&self.memory, &self.layout);
+        let registries = self.thread_registries(&self.memory)?;
+        self.thread_names_in(&self.memory, &registries)
+    }
+
+    /// The `threading._active` dict of every interpreter that imported
+    /// `threading`. Each is bound once, when `threading` is imported, and
+    /// only changed in place after (Lib/threading.py), so a caller about to
+    /// pause the target finds them first, while it runs, and reads only
+    /// their contents while it is paused ([`Target::thread_names_in`]):
+    /// finding them reads every key of `sys.modules`, hundreds of strings
+    /// on as many pages.
+    pub fn thread_registries(&self, memory: &dyn RemoteMemory) -> Result<Vec<u64>, ReadError> {
+        let reader = ObjectReader::new(memory, &self.layout);
         let o = &self.layout.offsets;
-        let mut names = HashMap::new();
-        let (Some(head_at), Some(modules_at)) =
-            (o.runtime_interpreters_head, o.interpreter_modules)
-        else {
-            return Ok(names);
+        let mut registries = Vec::new();
+        let (Some(head_at), Some(modules_at), Some(dict_at)) = (
+            o.runtime_interpreters_head,
+            o.interpreter_modules,
+            o.module_md_dict,
+        ) else {
+            return Ok(registries);
         };
-        let mut interpreter = read_u64(&self.memory, self.runtime_address + head_at)?;
+        let mut interpreter = read_u64(memory, self.runtime_address + head_at)?;
         let mut seen = 0;
         while interpreter != 0 && seen < 256 {
             seen += 1;
-            let modules = read_u64(&self.memory, interpreter.wrapping_add(modules_at))?;
+            let modules = read_u64(memory, interpreter.wrapping_add(modules_at))?;
             if modules != 0 {
                 if let Some(threading) = reader.dict_get_str(modules, "threading")? {
-                    self.names_from_threading(&reader, threading, &mut names)?;
+                    let globals = read_u64(memory, threading.wrapping_add(dict_at))?;
+                    if let Some(active) = reader.dict_get_str(globals, "_active")? {
+                        registries.push(active);
+                    }
                 }
             }
             interpreter = match o.interpreter_next {
-                Some(at) => read_u64(&self.memory, interpreter.wrapping_add(at))?,
+                Some(at) => read_u64(memory, interpreter.wrapping_add(at))?,
                 None => 0,
             };
         }
-        Ok(names)
+        Ok(registries)
     }
 
-    fn names_from_threading(
+    /// Names of the target's threads by `thread_id` from the
+    /// `threading._active` dicts `registries` ([`Target::thread_registries`]),
+    /// read through `memory` (a page cache over [`Target::memory`] while the
+    /// target is paused). A registry that is no longer a dict is skipped.
+    pub fn thread_names_in(
         &self,
-        reader: &ObjectReader<'_>,
-        module: u64,
-        names: &mut HashMap<u64, String>,
-    ) -> Result<(), ReadError> {
-        let Some(dict_at) = self.layout.offsets.module_md_dict else {
-            return Ok(());
-        };
-        let globals = read_u64(&self.memory, module.wrapping_add(dict_at))?;
-        let Some(active) = reader.dict_get_str(globals, "_active")? else {
-            return Ok(());
-        };
-        for (ident, thread) in reader.dict_items(active)? {
-            let Ok(ident) = reader.int(ident) else {
+        memory: &dyn RemoteMemory,
+        registries: &[u64],
+    ) -> Result<HashMap<u64, String>, ReadError> {
+        let reader = ObjectReader::new(memory, &self.layout);
+        let mut names = HashMap::new();
+        for &active in registries {
+            let is_dict = reader
+                .type_of(active)
+                .and_then(|t| reader.type_name(t))
+                .is_ok_and(|name| name == "dict");
+            if !is_dict {
                 continue;
-            };
-            if let Ok(Some(name)) = reader.instance_attribute(thread, "_name") {
-                if let Ok(name) = reader.unicode(name) {
-                    names.insert(ident as u64, name);
+            }
+            for (ident, thread) in reader.dict_items(active)? {
+                let Ok(ident) = reader.int(ident) else {
+                    continue;
+                };
+                if let Ok(Some(name)) = reader.instance_attribute(thread, "_name") {
+                    if let Ok(name) = reader.unicode(name) {
+                        names.insert(ident as u64, name);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(names)
     }
 
     /// The text of a source file as the target names it (`co_filename`),

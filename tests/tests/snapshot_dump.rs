@@ -193,3 +193,85 @@ fn dump_reports_every_variable_of_a_closure_three_levels_deep_exactly_as_python_
         check(&python);
     }
 }
+
+/// The int a one-item list renders as (`[1000123]`).
+fn list_item(value: &Value, what: &str) -> i64 {
+    let repr = value["repr"].as_str().unwrap_or_default();
+    repr.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: not a one-int list: {value:#}"))
+}
+
+/// One dump of snapshot_consistency.py's pair thread: `n` of the spinning
+/// frame and the lists' items as every frame shows them must be those of
+/// one moment. Returns `n`.
+fn check_one_moment(dump: &Value, truth: &Value, label: &str) -> i64 {
+    let pair = dump["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["native_id"] == truth["native_id"])
+        .unwrap_or_else(|| panic!("{label}: no pair thread in {dump:#}"));
+    let frames = pair["frames"].as_array().unwrap();
+    let spin = &frames[0];
+    assert_eq!(spin["name"], "spin", "{label}: innermost frame");
+    let descents: Vec<&Value> = frames.iter().filter(|f| f["name"] == "descend").collect();
+    assert_eq!(
+        descents.len() as u64,
+        truth["depth"].as_u64().unwrap(),
+        "{label}: every descend frame"
+    );
+    let n: i64 = variable(spin, "n", false)["value"]["repr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{label}: n is an int: {spin:#}"));
+    let first = &variable(spin, "first", false)["value"];
+    let second = &variable(spin, "second", false)["value"];
+    let (a, b) = (list_item(first, label), list_item(second, label));
+    // n += 1; first[0] = n; second[0] = n: at any one instant
+    // second <= first <= n and second >= n - 1.
+    assert!(
+        b <= a && a <= n && n - b <= 1,
+        "{label}: n={n} first={a} second={b} cannot be one moment"
+    );
+    for (level, frame) in descents.iter().rev().enumerate() {
+        let what = format!("{label}: descend frame {}", level + 1);
+        assert_eq!(
+            variable(frame, "level", false)["value"]["repr"],
+            (level + 1).to_string(),
+            "{what}"
+        );
+        for (name, seen) in [("first", first), ("second", second)] {
+            let value = &variable(frame, name, false)["value"];
+            assert_eq!(value["address"], seen["address"], "{what}: {name}");
+            assert_eq!(value["repr"], seen["repr"], "{what}: {name}");
+        }
+    }
+    n
+}
+
+#[test]
+fn dump_shows_the_variables_of_every_frame_as_they_were_at_one_moment() {
+    for python in test_pythons("snapshot dump --locals at one moment") {
+        let label = python.label();
+        let (fixture, truth) =
+            Fixture::start_with_truth(&python, "snapshot_consistency.py", &["300"], |_, _| true);
+        let pid = fixture.pid().to_string();
+        // Dumps until the target was seen at ten different moments (it
+        // runs between dumps); each must be one moment.
+        let mut moments = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let dump = pydeep_json(["dump", &pid, "--locals", "--json"]);
+            moments.insert(check_one_moment(&dump, &truth, &label));
+            if moments.len() >= 10 {
+                break;
+            }
+        }
+        assert!(
+            moments.len() >= 2,
+            "{label}: the pair thread never ran between dumps: {moments:?}"
+        );
+    }
+}
