@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::proto;
 
-use crate::asyncio::{collect_from_target, to_proto, AsyncOptions, AsyncSnapshot, Interner};
+use crate::asyncio::{collect, to_proto, AsyncOptions, AsyncSnapshot, Interner};
 use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
 use crate::objects::{Objects, Rendering};
+use crate::page_cache::PageCache;
 use crate::recorder::{CodeSource, Recorder};
-use crate::scopes::{frame_globals, frame_variables, Binding};
+use crate::scopes::{
+    frame_globals, frame_variables_in, locals_layout, thread_frames, Binding, FrameRef,
+    LocalsLayout,
+};
 use crate::target::{ReadError, Target};
-use crate::{CodeObject, FrameSample, PythonVersion, ThreadSample};
+use crate::{FrameSample, PythonVersion, ThreadSample};
 
 /// What one snapshot reads. Defaults: stacks only.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +132,11 @@ pub struct Taken {
 }
 
 /// Pauses `target` and reads what `options` asks for.
+///
+/// As `pydeep dump` does (notes/snapshots.md, "The pause"): everything
+/// goes through one page cache filled in batches, each code object's slot
+/// names are read once, each distinct value is rendered once, and code
+/// objects themselves are left to [`to_record`], after the release.
 pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, ReadError> {
     let mut taken = Taken::default();
     let started = Instant::now();
@@ -137,47 +146,70 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     if options.scopes {
         target.sample_threads(&mut samples)?;
     }
-    // Frames first (they need the target's code cache, which borrows it
-    // mutably); then the object readers, which borrow it shared.
-    let mut frames_of = Vec::with_capacity(samples.len());
-    let mut codes: HashMap<u64, Option<CodeObject>> = HashMap::new();
-    for sample in &samples {
-        let frames = target.thread_frames(sample, options.max_depth);
-        if options.values {
-            for frame in &frames {
-                codes.entry(frame.code).or_insert_with(|| {
-                    target
-                        .code_object(frame.code)
-                        .ok()
-                        .map(|(_, code)| code.clone())
-                });
-            }
-        }
-        frames_of.push(frames);
-    }
     let target = &*target;
+    // The caller paused the target: each page needs reading only once.
+    let memory = PageCache::exact(target.memory());
+    let objects = Objects::new(&memory, target.layout());
+    let frames_of: Vec<Vec<FrameRef>> = samples
+        .iter()
+        .map(|sample| {
+            thread_frames(
+                &memory,
+                target.layout(),
+                sample.thread_state,
+                options.max_depth,
+            )
+        })
+        .collect();
     if options.scopes {
         let asked = AsyncOptions {
             tasks: options.tasks,
             ..AsyncOptions::default()
         };
-        match collect_from_target(target, &samples, &asked) {
-            Ok(found) => {
-                taken
-                    .warnings
-                    .extend(found.warnings.iter().map(|w| format!("async: {w}")));
-                taken.asynchronous = Some(found);
-            }
-            Err(error) => taken.warnings.push(format!("async: {error}")),
+        // Generators are looked for in every frame up to 4096 deep.
+        let deeper;
+        let frames = if options.max_depth >= 4096 {
+            &frames_of
+        } else {
+            deeper = samples
+                .iter()
+                .map(|sample| thread_frames(&memory, target.layout(), sample.thread_state, 4096))
+                .collect();
+            &deeper
+        };
+        // A walk of the GC lists (tasks) reads objects allocated together:
+        // read ahead there.
+        let ahead = PageCache::new(target.memory());
+        let found = if options.tasks {
+            collect(
+                &Objects::new(&ahead, target.layout()),
+                target.runtime_address(),
+                frames,
+                &asked,
+            )
+        } else {
+            collect(&objects, target.runtime_address(), frames, &asked)
+        };
+        taken
+            .warnings
+            .extend(found.warnings.iter().map(|w| format!("async: {w}")));
+        taken.asynchronous = Some(found);
+    }
+    let mut layouts: HashMap<u64, Result<LocalsLayout, String>> = HashMap::new();
+    if options.values {
+        let codes: Vec<u64> = frames_of.iter().flatten().map(|f| f.code).collect();
+        let _ = memory.prefetch(&codes, 64);
+        for code in codes {
+            layouts
+                .entry(code)
+                .or_insert_with(|| locals_layout(&objects, code).map_err(|e| e.to_string()));
         }
     }
-    // The caller paused the target: each page needs reading only once.
-    let memory = crate::page_cache::PageCache::new(target.memory());
-    let objects = Objects::new(&memory, target.layout());
-    let mut roots = Vec::new();
-    let mut redacted_roots = Vec::new();
+    // Every frame's variables first (slots and cells), then their objects
+    // and types in one batch each, then the renderings.
     let mut modules_seen = std::collections::HashSet::new();
-    for (sample, frames) in samples.into_iter().zip(frames_of) {
+    let mut read_frames = Vec::with_capacity(frames_of.len());
+    for frames in &frames_of {
         // The outermost frame of each module (globals dict) carries them.
         let mut globals_at = vec![false; frames.len()];
         if options.globals {
@@ -185,37 +217,77 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                 globals_at[index] = frame.globals != 0 && modules_seen.insert(frame.globals);
             }
         }
-        let mut taken_frames = Vec::with_capacity(frames.len());
+        let mut read = Vec::with_capacity(frames.len());
         for (index, frame) in frames.iter().enumerate() {
             let mut variables = Vec::new();
-            if let Some(Some(code)) = codes.get(&frame.code) {
-                match frame_variables(&objects, frame, code) {
-                    Ok(vars) => {
-                        for var in vars {
-                            roots.push(var.value);
-                            if crate::redact::matches(options.rendering.redact, &var.name) {
-                                redacted_roots.push(var.value);
-                            }
-                            variables.push(variable(&objects, var, &options.rendering));
-                        }
-                    }
+            if let Some(layout) = layouts.get(&frame.code) {
+                match layout.as_ref().map_err(String::clone).and_then(|layout| {
+                    frame_variables_in(&objects, frame, layout).map_err(|e| e.to_string())
+                }) {
+                    Ok(vars) => variables.extend(vars),
                     Err(error) => taken.warnings.push(format!(
-                        "variables of {} (frame 0x{:x}): {error}",
-                        code.qualname, frame.address
+                        "variables of the frame 0x{:x} (code 0x{:x}): {error}",
+                        frame.address, frame.code
                     )),
                 }
             }
             if globals_at[index] {
                 match frame_globals(&objects, frame.globals, options.max_globals) {
-                    Ok(vars) => variables.extend(
-                        vars.into_iter()
-                            .map(|var| variable(&objects, var, &options.rendering)),
-                    ),
+                    Ok(vars) => variables.extend(vars),
                     Err(error) => taken
                         .warnings
                         .push(format!("globals 0x{:x}: {error}", frame.globals)),
                 }
             }
+            read.push(variables);
+        }
+        read_frames.push(read);
+    }
+    let addresses: Vec<u64> = read_frames
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|var| var.value)
+        .filter(|&address| address != 0)
+        .collect();
+    let _ = memory.prefetch(&addresses, 64);
+    let types: Vec<u64> = addresses
+        .iter()
+        .filter_map(|&address| objects.reader.type_of(address).ok())
+        .collect();
+    let _ = memory.prefetch(&types, 1024);
+    let mut roots = Vec::new();
+    let mut redacted_roots = Vec::new();
+    let mut rendered: HashMap<(u64, bool), (String, String)> = HashMap::new();
+    for ((sample, frames), read) in samples.into_iter().zip(&frames_of).zip(read_frames) {
+        let mut taken_frames = Vec::with_capacity(frames.len());
+        for (frame, variables) in frames.iter().zip(read) {
+            let variables = variables
+                .into_iter()
+                .map(|var| {
+                    let redacted = crate::redact::matches(options.rendering.redact, &var.name);
+                    if var.binding != Binding::Global {
+                        roots.push(var.value);
+                        if redacted {
+                            redacted_roots.push(var.value);
+                        }
+                    }
+                    let (type_name, value) = rendered
+                        .entry((var.value, redacted))
+                        .or_insert_with(|| {
+                            render(&objects, var.value, redacted, &options.rendering)
+                        })
+                        .clone();
+                    TakenVariable {
+                        name: var.name,
+                        binding: var.binding,
+                        is_argument: var.is_argument,
+                        address: var.value,
+                        type_name,
+                        value,
+                    }
+                })
+                .collect();
             taken_frames.push(TakenFrame {
                 frame: FrameSample {
                     code_address: frame.code,
@@ -252,6 +324,9 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         taken.graph = Some(graph);
     }
     if options.heap {
+        // The GC lists: objects allocated together, read ahead.
+        let ahead = PageCache::new(target.memory());
+        let objects = Objects::new(&ahead, target.layout());
         match heap_summary(&objects, target.runtime_address()) {
             Ok(summary) => {
                 if summary.truncated {
@@ -269,35 +344,31 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     Ok(taken)
 }
 
-fn variable(
+/// The type name and bounded rendering of the object at `address` bound
+/// to a variable (`redacted`: its name matches `--redact`, so its type
+/// only); empty strings when unbound.
+fn render(
     objects: &Objects<'_>,
-    var: crate::scopes::Variable,
+    address: u64,
+    redacted: bool,
     rendering: &Rendering,
-) -> TakenVariable {
-    let (type_name, value) = if var.value == 0 {
+) -> (String, String) {
+    if address == 0 {
         (String::new(), String::new())
-    } else if crate::redact::matches(rendering.redact, &var.name) {
+    } else if redacted {
         let type_name = objects
-            .info(var.value)
+            .info(address)
             .map(|info| info.type_info.name.clone())
             .unwrap_or_default();
         (type_name, crate::redact::REDACTED.to_string())
     } else {
-        match objects.info(var.value) {
+        match objects.info(address) {
             Ok(info) => (
                 info.type_info.name.clone(),
-                objects.render(var.value, rendering),
+                objects.render(address, rendering),
             ),
-            Err(_) => (String::new(), format!("<unreadable 0x{:x}>", var.value)),
+            Err(_) => (String::new(), format!("<unreadable 0x{address:x}>")),
         }
-    };
-    TakenVariable {
-        name: var.name,
-        binding: var.binding,
-        is_argument: var.is_argument,
-        address: var.value,
-        type_name,
-        value,
     }
 }
 
