@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::asyncio::{AsyncOptions, Task};
 use crate::cpython::code::{CodeObject, LineTableKind};
 use crate::generators::Generator;
+use crate::memory::read_u64;
 use crate::objects::{Kind, Objects, Rendering};
 use crate::page_cache::PageCache;
 use crate::scopes::{
@@ -254,6 +255,8 @@ struct FrameVariables {
 const VALUE_BYTES: u64 = 64;
 /// Bytes of a type object fetched ahead (every field the readers use).
 const TYPE_BYTES: u64 = 1024;
+/// Bytes of a type's `tp_name` fetched ahead (as much as is read of it).
+const TYPE_NAME_BYTES: u64 = 256;
 
 /// The reading half of [`dump`], run while the target is paused, in
 /// rounds: the frame chains; the code objects' slot layouts; every frame's
@@ -313,13 +316,8 @@ fn read_paused(
             .flatten()
             .flat_map(|v| v.locals.iter().chain(v.globals.iter()).flatten())
     };
-    let addresses: Vec<u64> = all().map(|var| var.value).filter(|&a| a != 0).collect();
-    let _ = memory.prefetch(&addresses, VALUE_BYTES);
-    let types: Vec<u64> = addresses
-        .iter()
-        .filter_map(|&address| objects.reader.type_of(address).ok())
-        .collect();
-    let _ = memory.prefetch(&types, TYPE_BYTES);
+    let addresses: Vec<u64> = all().map(|var| var.value).collect();
+    prefetch_values(memory, objects, &addresses);
     let mut values = Values::new(options.rendering);
     for var in all() {
         values.read(objects, &var.name, var.value);
@@ -328,6 +326,29 @@ fn read_paused(
         frames,
         variables,
         values,
+    }
+}
+
+/// Fetches, in one call per round, what rendering the objects at
+/// `addresses` reads first: their headers, their types, their types'
+/// names. What a rendering reads beyond (items, attributes) is fetched
+/// page by page as it is read.
+pub(crate) fn prefetch_values(memory: &PageCache<'_>, objects: &Objects<'_>, addresses: &[u64]) {
+    let addresses: Vec<u64> = addresses.iter().copied().filter(|&a| a != 0).collect();
+    let _ = memory.prefetch(&addresses, VALUE_BYTES);
+    let mut types: Vec<u64> = addresses
+        .iter()
+        .filter_map(|&address| objects.reader.type_of(address).ok())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let _ = memory.prefetch(&types, TYPE_BYTES);
+    if let Some(at) = objects.layout().offsets.type_tp_name {
+        let names: Vec<u64> = types
+            .iter()
+            .filter_map(|&address| read_u64(memory, address.wrapping_add(at)).ok())
+            .collect();
+        let _ = memory.prefetch(&names, TYPE_NAME_BYTES);
     }
 }
 

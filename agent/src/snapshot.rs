@@ -248,14 +248,8 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         .flatten()
         .flatten()
         .map(|var| var.value)
-        .filter(|&address| address != 0)
         .collect();
-    let _ = memory.prefetch(&addresses, 64);
-    let types: Vec<u64> = addresses
-        .iter()
-        .filter_map(|&address| objects.reader.type_of(address).ok())
-        .collect();
-    let _ = memory.prefetch(&types, 1024);
+    crate::dump::prefetch_values(&memory, &objects, &addresses);
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
     let mut rendered: HashMap<(u64, bool), (String, String)> = HashMap::new();
