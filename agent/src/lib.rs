@@ -10,6 +10,7 @@ pub mod heap;
 pub mod memory;
 pub mod objects;
 pub mod page_cache;
+pub mod pause;
 pub mod scopes;
 pub mod target;
 pub mod walker;

@@ -22,6 +22,7 @@ use pydeep_format::{Writer, WriterOptions};
 use crate::exit::{Exit, Failure};
 use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::objects::Rendering;
+use crate::pause::PauseStats;
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder};
 use crate::schedule::Schedule;
@@ -102,6 +103,9 @@ pub struct SessionSummary {
     pub last_error: Option<String>,
     /// Snapshots taken and what they cost (None without snapshots).
     pub snapshots: Option<crate::snapshot::SnapshotStats>,
+    /// How long blocking samples stopped the targets (None unless
+    /// `--blocking`).
+    pub pauses: Option<PauseStats>,
 }
 
 impl std::fmt::Display for SessionSummary {
@@ -133,6 +137,9 @@ impl std::fmt::Display for SessionSummary {
             self.bytes,
             self.bytes as f64 / self.samples.max(1) as f64
         )?;
+        if let Some(pauses) = &self.pauses {
+            write!(f, "\n  {pauses}")?;
+        }
         if let Some(snapshots) = &self.snapshots {
             write!(f, "\n{snapshots}")?;
         }
@@ -286,6 +293,7 @@ fn record(
     let mut exited_child: Option<Child> = None;
     let mut last_child_scan = start;
     let mut finished_read_calls = 0u64;
+    let mut pauses = PauseStats::default();
     // How the first target ended, for the footer's end reason.
     let mut root_ending: Option<String> = None;
     let end_reason: String;
@@ -330,12 +338,16 @@ fn record(
                 }
                 continue;
             }
-            let read = {
-                let _pause = if options.blocking {
-                    entry.target.pause().ok()
-                } else {
-                    None
-                };
+            // In blocking mode a sample whose pause failed is a failed
+            // read: taken unpaused, it would be neither consistent nor
+            // checked for tearing (the check is off in blocking mode).
+            let read = if options.blocking {
+                entry.target.pause().and_then(|guard| {
+                    let read = entry.target.sample_threads(&mut threads);
+                    pauses.record(guard.release());
+                    read
+                })
+            } else {
                 entry.target.sample_threads(&mut threads)
             };
             match read {
@@ -493,6 +505,7 @@ fn record(
             last_error,
             snapshots: (options.snapshot_every.is_some() || options.heap_every.is_some())
                 .then(|| snapshots.stats.clone()),
+            pauses: options.blocking.then_some(pauses),
         },
         child,
     ))

@@ -6,11 +6,13 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cpython::code::{CodeFingerprint, CodeObject};
 use crate::cpython::objects::{ObjectError, ObjectReader};
 use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
 use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
+use crate::pause::{Pause, PauseError, Tasks};
 use crate::walker::{
     sample_interpreters, CodeCheck, ThreadListCache, ThreadSample, WalkError, WalkOptions,
 };
@@ -116,15 +118,37 @@ struct CachedCode {
     validated: u64,
 }
 
-/// Keeps the target stopped while alive (for `--blocking` samples).
+/// Keeps the target stopped while alive (for `--blocking` samples); see
+/// [`crate::pause`]. Drop it (or [`PauseGuard::release`] it) on the thread
+/// that made it: only that thread may let the target's threads go.
 pub struct PauseGuard {
-    _lock: remoteprocess::Lock,
+    pause: Option<Pause>,
     paused: Arc<AtomicU32>,
+}
+
+impl PauseGuard {
+    /// Lets the target run again; returns how long it was stopped (from
+    /// the first thread asked to stop to the last one let go).
+    pub fn release(mut self) -> Duration {
+        let stopped = self.pause.take().map_or(Duration::ZERO, Pause::release);
+        self.paused.fetch_sub(1, Ordering::SeqCst);
+        stopped
+    }
+
+    /// Number of the target's threads stopped.
+    pub fn stopped_threads(&self) -> usize {
+        self.pause
+            .as_ref()
+            .map_or(0, |pause| pause.stopped_threads().count())
+    }
 }
 
 impl Drop for PauseGuard {
     fn drop(&mut self) {
-        self.paused.fetch_sub(1, Ordering::SeqCst);
+        if let Some(pause) = self.pause.take() {
+            pause.release();
+            self.paused.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -140,7 +164,6 @@ pub struct Target {
     memory: LiveMemory,
     layout: Layout,
     runtime_address: u64,
-    process: remoteprocess::Process,
     options: WalkOptions,
     codes: HashMap<u64, CachedCode>,
     next_code_id: CodeId,
@@ -148,6 +171,8 @@ pub struct Target {
     paused: Arc<AtomicU32>,
     stat_files: HashMap<u64, File>,
     tasks: Vec<u64>,
+    /// The thread list, kept open for pauses.
+    task_directory: Tasks,
     thread_lists: ThreadListCache,
     /// Bumped whenever a cached code object is dropped or replaced.
     code_epoch: u64,
@@ -262,7 +287,6 @@ impl Target {
             memory,
             layout,
             runtime_address,
-            process,
             options: WalkOptions::default(),
             codes: HashMap::new(),
             next_code_id: 1,
@@ -270,6 +294,7 @@ impl Target {
             paused: Arc::new(AtomicU32::new(0)),
             stat_files: HashMap::new(),
             tasks: Vec::new(),
+            task_directory: Tasks::open(pid),
             thread_lists: ThreadListCache::default(),
             code_epoch: 0,
         })
@@ -541,21 +566,29 @@ impl Target {
         })
     }
 
-    /// Stops every thread of the target until the guard is dropped.
+    /// Stops every thread of the target until the guard is dropped (see
+    /// [`crate::pause`] for how, and for keeping the stop short).
     ///
     /// A stopped thread's kernel state is `t` (traced), so samples taken
-    /// while paused judge activity from `/proc/.../syscall` instead: a
-    /// thread stopped in user mode or in a non-blocking system call was
-    /// running; one stopped inside a blocking call (futex, poll, sleep,
-    /// read, ...) was idle.
+    /// while paused judge activity from the system call it was stopped in
+    /// instead: a thread stopped in user mode or in a non-blocking system
+    /// call was running; one stopped inside a blocking call (futex, poll,
+    /// sleep, read, ...) was idle.
     pub fn pause(&self) -> Result<PauseGuard, ReadError> {
-        let lock = self.process.lock().map_err(|e| ReadError::Pause {
-            pid: self.pid,
-            detail: format!("{e}; {PERMISSION_ADVICE}"),
+        let pause = Pause::stop(self.pid, &self.task_directory).map_err(|e| match e {
+            PauseError::Exited { pid } => ReadError::TargetExited { pid },
+            PauseError::PermissionDenied { .. } => ReadError::Pause {
+                pid: self.pid,
+                detail: format!("{e}; {PERMISSION_ADVICE}"),
+            },
+            other => ReadError::Pause {
+                pid: self.pid,
+                detail: other.to_string(),
+            },
         })?;
         self.paused.fetch_add(1, Ordering::SeqCst);
         Ok(PauseGuard {
-            _lock: lock,
+            pause: Some(pause),
             paused: self.paused.clone(),
         })
     }
@@ -609,26 +642,15 @@ impl Target {
     }
 }
 
-/// System calls a thread waits in when it is idle (x86-64 numbers): read,
-/// poll, select, pause, nanosleep, accept, recvfrom, recvmsg, wait4,
-/// rt_sigtimedwait, rt_sigsuspend, futex, clock_nanosleep, epoll_wait,
-/// pselect6, ppoll, epoll_pwait, accept4, epoll_pwait2.
-#[cfg(target_arch = "x86_64")]
-const BLOCKING_SYSCALLS: &[i64] = &[
-    0, 7, 23, 34, 35, 43, 45, 47, 61, 128, 130, 202, 230, 232, 270, 271, 281, 288, 441,
-];
-/// The same calls on aarch64 (read, ppoll, pselect6, nanosleep,
-/// clock_nanosleep, rt_sigtimedwait, rt_sigsuspend, futex, epoll_pwait,
-/// accept, recvfrom, recvmsg, wait4, accept4, epoll_pwait2).
-#[cfg(not(target_arch = "x86_64"))]
-const BLOCKING_SYSCALLS: &[i64] = &[
-    63, 73, 72, 101, 115, 137, 133, 98, 22, 202, 207, 212, 260, 242, 441,
-];
-
-/// For a thread stopped by ptrace: true if it was running (stopped in user
-/// mode or a non-blocking system call), from `/proc/PID/task/TID/syscall`
-/// ("-1 sp pc" in user mode, "NR args..." inside a call).
+/// For a thread stopped by our pause: true if it was running (stopped in
+/// user mode or a non-blocking system call). Asks ptrace for the call it
+/// was stopped in ([`crate::pause::stopped_thread_was_running`]), else
+/// reads `/proc/PID/task/TID/syscall` ("-1 sp pc" in user mode, "NR
+/// args..." inside a call; "running" if it is not stopped).
 fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
+    if let Some(running) = crate::pause::stopped_thread_was_running(tid as i32) {
+        return running;
+    }
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
         return false;
     };
@@ -636,7 +658,7 @@ fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
         Some("running") => true,
         Some(number) => number
             .parse::<i64>()
-            .map(|n| n < 0 || !BLOCKING_SYSCALLS.contains(&n))
+            .map(crate::pause::syscall_was_running)
             .unwrap_or(false),
         None => false,
     }
