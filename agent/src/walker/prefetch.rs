@@ -185,4 +185,44 @@ mod tests {
         prefetch.update(&[big], &[]);
         assert_eq!(prefetch.windows[0].len, 3 * MIN_CHUNK);
     }
+
+    #[test]
+    fn chunks_go_outermost_first_and_a_freed_one_waits_to_be_mapped_again() {
+        let chunk = |address: u64, used: u64| Used {
+            address,
+            end: address + used,
+            is_chunk: true,
+        };
+        let mut prefetch = ThreadPrefetch::default();
+        // A stack over three chunks (mmap hands them out downwards).
+        let deep = [
+            chunk(0x90000, 16000),
+            chunk(0x50000, 16000),
+            chunk(0x10000, 500),
+        ];
+        prefetch.update(&deep, &[]);
+        let order = |p: &ThreadPrefetch| p.windows.iter().map(|w| w.address).collect::<Vec<_>>();
+        assert_eq!(order(&prefetch), [0x90000, 0x50000, 0x10000]);
+        assert_eq!(prefetch.shallowest, 1, "climbs one place per sample");
+        // The stack unwinds into its first chunk: the second one failed
+        // to read (freed). It stays, behind the one still used, and the
+        // window of the first chunk keeps its length.
+        prefetch.update(&[chunk(0x90000, 4000)], &[0x50000]);
+        assert_eq!(order(&prefetch), [0x90000, 0x50000, 0x10000]);
+        assert_eq!(
+            prefetch.windows[0].len,
+            16000 + GROWTH.min(MIN_CHUNK - 16000)
+        );
+        assert_eq!(prefetch.windows[1].age, 1);
+        assert_eq!(prefetch.shallowest, 0);
+        // Descending again through the same addresses finds them all.
+        prefetch.update(&deep, &[]);
+        assert!(prefetch.windows.iter().all(|w| w.age == 0));
+        assert_eq!(prefetch.shallowest, 1);
+        // Not used again, they age out.
+        for _ in 0..=MAX_AGE {
+            prefetch.update(&deep[..1], &[0x50000]);
+        }
+        assert_eq!(order(&prefetch), [0x90000]);
+    }
 }
