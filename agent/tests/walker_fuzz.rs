@@ -282,7 +282,7 @@ struct Changing {
     /// (address, value) writes, the first made once the piece at `after`
     /// (the window) has been copied in a multi-piece read, the next after
     /// the next such copy, and so on.
-    pending: std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>,
+    pending: std::cell::RefCell<std::collections::VecDeque<Vec<(u64, u64)>>>,
     after: u64,
     /// Read calls made (each read, read_many or read_prefix is one).
     calls: std::cell::Cell<u64>,
@@ -318,7 +318,7 @@ impl pydeep::memory::RemoteMemory for Changing {
             done += 1;
             if *address == self.after {
                 let next = self.pending.borrow_mut().pop_front();
-                if let Some((at, value)) = next {
+                for (at, value) in next.into_iter().flatten() {
                     put(&mut self.memory.borrow_mut(), at, value);
                 }
             }
@@ -390,7 +390,23 @@ fn one_thread_three_frames() -> (Layout, SnapshotMemory, u64, [u64; 4]) {
 /// indexes; None: 0) in turn, one move after each copy of its window, from
 /// the second sample on: (the last sample, read calls the second made).
 fn sample_while_moving(moves: &[Option<usize>]) -> (ThreadSample, u64) {
-    let (layout, memory, thread, frames) = one_thread_three_frames();
+    sample_while_changing(|_, at, frames| {
+        moves
+            .iter()
+            .map(|m| vec![(at, m.map_or(0, |i| frames[i]))])
+            .collect()
+    })
+}
+
+/// Like [`sample_while_moving`], with the writes made after each copy of
+/// the window given by `steps(memory, pointer address, frames)`, which may
+/// also change the memory before the first sample.
+fn sample_while_changing(
+    steps: impl FnOnce(&mut SnapshotMemory, u64, [u64; 4]) -> Vec<Vec<(u64, u64)>>,
+) -> (ThreadSample, u64) {
+    let (layout, mut memory, thread, frames) = one_thread_three_frames();
+    let at = thread + layout.offsets.thread_current_frame.unwrap();
+    let steps = steps(&mut memory, at, frames);
     let memory = Changing {
         memory: std::cell::RefCell::new(memory),
         pending: Default::default(),
@@ -406,11 +422,7 @@ fn sample_while_moving(moves: &[Option<usize>]) -> (ThreadSample, u64) {
     // in one batch, with the pointer read again after the window.
     for round in 0..2 {
         if round == 1 {
-            let at = thread + layout.offsets.thread_current_frame.unwrap();
-            memory
-                .pending
-                .borrow_mut()
-                .extend(moves.iter().map(|m| (at, m.map_or(0, |i| frames[i]))));
+            memory.pending.borrow_mut().extend(steps.iter().cloned());
         }
         let mut check = CodeCheck::new(&never, 0);
         let before = memory.read_calls();
@@ -421,6 +433,22 @@ fn sample_while_moving(moves: &[Option<usize>]) -> (ThreadSample, u64) {
         reads = memory.read_calls() - before;
     }
     (out[0].clone(), reads)
+}
+
+#[test]
+fn a_stack_that_called_deeper_than_the_first_copy_shows_is_kept_after_a_re_read() {
+    // F3 is pushed (its `previous` written) and named by the pointer only
+    // after the window was copied: the first copy cannot link the pointer
+    // to F2, the re-read can. Before, such a sample was flagged torn.
+    let previous_at = layout(13).offsets.interpreter_frame_previous.unwrap();
+    let (sample, reads) = sample_while_changing(|memory, at, frames| {
+        put(memory, frames[3] + previous_at, 0);
+        vec![vec![(frames[3] + previous_at, frames[2]), (at, frames[3])]]
+    });
+    assert!(!sample.torn, "{sample:?}");
+    assert_eq!(sample.retries, 0);
+    assert_eq!(offsets(&sample), [4, 2, 0], "the stack first read");
+    assert_eq!(reads, 2, "first batch, re-read");
 }
 
 fn offsets(sample: &ThreadSample) -> Vec<u32> {
