@@ -5,8 +5,10 @@
 //! `process_vm_readv` where the data allows: the thread states, then the
 //! current-frame pointers and GIL, then each thread's data-stack window
 //! (3.11+ keeps frames contiguous in chunks, so a 30-deep stack is one
-//! copy), and, when the target is running, one final re-read that detects a
-//! stack that changed while it was read (a torn sample).
+//! copy), and, when the target is running and the first batch cannot vouch
+//! for a stack, one final re-read that detects a stack that changed while
+//! it was read (a torn sample); a torn stack is read again at once, up to
+//! twice (`sample.rs`; what the checks prove: notes/cpython-frames.md).
 
 mod frames;
 mod prefetch;
