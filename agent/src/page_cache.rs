@@ -65,7 +65,7 @@ pub struct PageCache<'a> {
     /// Page address to its bytes, or `None` if the page is unreadable.
     pages: RefCell<Pages>,
     /// Pages a miss fetches (the missed one included).
-    read_ahead: usize,
+    read_ahead: Cell<usize>,
     hits: Cell<u64>,
     misses: Cell<u64>,
 }
@@ -94,10 +94,17 @@ impl<'a> PageCache<'a> {
         PageCache {
             inner,
             pages: RefCell::new(Pages::default()),
-            read_ahead: read_ahead.max(1),
+            read_ahead: Cell::new(read_ahead.max(1)),
             hits: Cell::new(0),
             misses: Cell::new(0),
         }
+    }
+
+    /// From now on a miss fetches `pages` pages (at least 1): more for a
+    /// walk through memory allocated in order (a frame chain), 1 again
+    /// after it.
+    pub fn set_read_ahead(&self, pages: usize) {
+        self.read_ahead.set(pages.max(1));
     }
 
     /// Fetches every uncached page holding a byte of the `len` bytes at each
@@ -172,10 +179,11 @@ impl<'a> PageCache<'a> {
     fn fetch(&self, page: u64) -> Result<(), MemoryError> {
         self.misses.set(self.misses.get() + 1);
         let mut pages = self.pages.borrow_mut();
-        if pages.len() + self.read_ahead > Self::MAX_PAGES {
+        let read_ahead = self.read_ahead.get();
+        if pages.len() + read_ahead > Self::MAX_PAGES {
             pages.clear();
         }
-        let addresses: Vec<u64> = (0..self.read_ahead as u64)
+        let addresses: Vec<u64> = (0..read_ahead as u64)
             .map(|i| page.wrapping_add(i * PAGE))
             .take_while(|&at| at >= page)
             .enumerate()
@@ -377,6 +385,62 @@ mod tests {
         assert_eq!(memory.read_calls(), calls + 1);
         cache.read(0x20000, &mut buf).unwrap();
         assert_eq!(buf, [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_prefetch_copies_the_pages_of_many_addresses_in_one_call_per_readable_run() {
+        let memory = fake();
+        let cache = PageCache::exact(&memory);
+        // 0x12ff0 + 32 runs into the unmapped page at 0x13000; 0x18000 is
+        // unmapped; 0 is skipped.
+        cache
+            .prefetch(&[0x20008, 0x10010, 0x12ff0, 0x18000, 0], 32)
+            .unwrap();
+        // 0x10000 and 0x12000 (stops at 0x13000), 0x18000 (fails at
+        // once), 0x20000.
+        assert_eq!(memory.read_calls(), 3);
+        for (address, len) in [(0x10010u64, 8usize), (0x12ff0, 16), (0x20008, 24)] {
+            let mut ours = vec![0u8; len];
+            let mut truth = vec![0u8; len];
+            cache.read(address, &mut ours).unwrap();
+            memory.read(address, &mut truth).unwrap();
+            assert_eq!(ours, truth, "{address:#x}+{len}");
+        }
+        let calls = memory.read_calls();
+        assert!(cache.read(0x18000, &mut [0u8; 8]).is_err());
+        assert!(cache.read(0x12ff8, &mut [0u8; 16]).is_err());
+        // The three reads of the truth above, none by the cache.
+        assert_eq!(calls, 3 + 3);
+        assert_eq!(memory.read_calls(), calls);
+    }
+
+    #[test]
+    fn a_batch_read_costs_one_call_for_all_its_pages() {
+        let memory = fake();
+        let cache = PageCache::exact(&memory);
+        let (mut a, mut b, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+        cache
+            .read_many(&mut [
+                (0x10008, &mut a[..]),
+                (0x12000, &mut b[..]),
+                (0x20000, &mut c[..]),
+            ])
+            .unwrap();
+        assert_eq!(memory.read_calls(), 1);
+        let mut truth = [0u8; 8];
+        memory.read(0x12000, &mut truth).unwrap();
+        assert_eq!(b, truth);
+        assert_eq!(c, [0, 1, 2, 3, 4, 5, 6, 7]);
+        // A piece in unmapped memory ends a prefix read there, as the
+        // target's own process_vm_readv does.
+        let done = cache
+            .read_prefix(&mut [
+                (0x10000, &mut a[..]),
+                (0x18000, &mut b[..]),
+                (0x20000, &mut c[..]),
+            ])
+            .unwrap();
+        assert_eq!(done, 1);
     }
 
     #[test]

@@ -101,12 +101,25 @@ pub fn thread_frames(
     thread_state: u64,
     max_depth: usize,
 ) -> Vec<FrameRef> {
+    thread_frames_whole(memory, layout, thread_state, max_depth).0
+}
+
+/// [`thread_frames`], and whether the walk was cut short (deeper than
+/// `max_depth`, or the chain broke off: an unreadable or implausible frame,
+/// a cycle) rather than reaching the thread's first frame.
+pub fn thread_frames_whole(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    thread_state: u64,
+    max_depth: usize,
+) -> (Vec<FrameRef>, bool) {
     let mut out = Vec::new();
     let Some(pointer) = current_frame_pointer(memory, layout, thread_state) else {
-        return out;
+        // No frame at all (3.11/3.12: no cframe yet).
+        return (out, false);
     };
     let Ok(mut address) = read_u64(memory, pointer) else {
-        return out;
+        return (out, true);
     };
     let o = &layout.offsets;
     let s = &layout.semantics;
@@ -190,7 +203,8 @@ pub fn thread_frames(
             }
         }
     }
-    out
+    let cut = address != 0;
+    (out, cut)
 }
 
 /// What a frame's `localsplus` array holds, by its code object: each

@@ -325,6 +325,11 @@ impl Target {
         self.runtime_address
     }
 
+    /// The walk options in force.
+    pub fn walk_options(&self) -> WalkOptions {
+        self.options
+    }
+
     /// Walk options (depth limit, shims); see [`WalkOptions`].
     pub fn set_walk_options(&mut self, options: WalkOptions) {
         self.options = options;
