@@ -2,7 +2,11 @@
 //! so building pydeep never needs a system `protoc`.
 
 fn main() {
-    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    // Read at run time, not baked in with env!(): a build script binary
+    // copied with a target/ directory from another checkout would otherwise
+    // keep compiling that checkout's schema.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let proto_dir = format!("{manifest_dir}/../proto");
     let schema = format!("{proto_dir}/pydeep.proto");
     println!("cargo:rerun-if-changed={schema}");
     let descriptors =
