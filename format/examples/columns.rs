@@ -52,7 +52,7 @@ fn main() {
             let Some(Kind::Samples(batch)) = record.kind else {
                 continue;
             };
-            samples += batch.time_delta_ns.len();
+            samples += batch.len();
             batch_bytes += batch.encoded_len();
             for &delta in &batch.time_delta_ns {
                 let bucket = match delta {

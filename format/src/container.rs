@@ -24,8 +24,14 @@ use flate2::Compression;
 /// `0x1a` stops a DOS `type`, and the final `\n` catches LF→CRLF mangling.
 pub const MAGIC: [u8; 8] = [0x89, b'P', b'D', b'R', b'\r', b'\n', 0x1a, b'\n'];
 
-/// The container and schema version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The container and schema version this crate writes. Version 2 codes
+/// sample times on the sampler's tick grid (`SampleBatch.ticks`); the
+/// framing is unchanged.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this crate still reads: every version from here to
+/// [`FORMAT_VERSION`] is read.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Length of the file header: magic, version, reserved word.
 pub(crate) const FILE_HEADER_LEN: usize = 16;
@@ -105,10 +111,38 @@ impl FrameHeader {
 /// whole chunk: frame header and deflate bytes. [`crate::Writer`] uses this;
 /// it is public for tools and the fuzz target, which build files by hand.
 pub fn encode_chunk(payload: &[u8], level: u32, flags: u32) -> std::io::Result<Vec<u8>> {
+    encode_chunk_in_blocks(payload, level, flags, &[])
+}
+
+/// [`encode_chunk`], ending a deflate block at each offset of `block_ends`
+/// (increasing, within `payload`).
+///
+/// Why: deflate codes a block with one pair of Huffman tables. The columns
+/// of a sample batch have unlike byte distributions (time offsets, thread
+/// ids, stack ids, flags); coded together they share one table that fits
+/// none. A block per column costs a sync marker (5 bytes) and a table
+/// (~50 bytes) and saves 5-10% of a sample batch. The stream stays one
+/// ordinary deflate stream: readers see no difference.
+pub(crate) fn encode_chunk_in_blocks(
+    payload: &[u8],
+    level: u32,
+    flags: u32,
+    block_ends: &[usize],
+) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len() / 4 + 64);
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     let mut encoder = DeflateEncoder::new(out, Compression::new(level.min(9)));
-    encoder.write_all(payload)?;
+    let mut start = 0;
+    for &end in block_ends {
+        if end <= start || end >= payload.len() {
+            continue;
+        }
+        encoder.write_all(&payload[start..end])?;
+        // A sync flush: ends the block, the next one gets its own tables.
+        encoder.flush()?;
+        start = end;
+    }
+    encoder.write_all(&payload[start..])?;
     let mut out = encoder.finish()?;
     let compressed_len = out.len() - FRAME_HEADER_LEN;
     if compressed_len > MAX_CHUNK_LEN as usize || payload.len() > MAX_CHUNK_LEN as usize {

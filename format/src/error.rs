@@ -22,7 +22,7 @@ pub enum FormatError {
     #[error("not a pydeep recording: the file does not start with the .pdr magic (was it written by pydeep, or mangled by a text-mode transfer?)")]
     BadMagic,
     /// The file's format version is not one this build reads.
-    #[error("the recording uses format version {0}, but this pydeep reads version {supported} only; upgrade pydeep", supported = crate::FORMAT_VERSION)]
+    #[error("the recording uses format version {0}, but this pydeep reads versions {oldest} to {newest} only; upgrade pydeep", oldest = crate::OLDEST_READABLE_VERSION, newest = crate::FORMAT_VERSION)]
     UnsupportedVersion(u32),
     /// The file ends in the middle of a chunk or without the final chunk.
     #[error("the recording is truncated at byte {offset}: {complete_chunks} complete chunks are readable before it (the writer was probably killed or the disk filled)")]

@@ -69,11 +69,40 @@ mod reader;
 mod recording;
 mod stacks;
 mod summary;
+mod timing;
 mod writer;
+
+impl proto::SampleBatch {
+    /// Number of samples: the length of the time column this batch uses
+    /// (`ticks` in version 2 batches, `time_delta_ns` in version 1 ones).
+    pub fn len(&self) -> usize {
+        if self.tick_interval_ns == 0 {
+            self.time_delta_ns.len()
+        } else {
+            self.ticks.len()
+        }
+    }
+
+    /// True if the batch holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every column has one entry per sample.
+    pub fn columns_agree(&self) -> bool {
+        let n = self.len();
+        let times = if self.tick_interval_ns == 0 {
+            self.ticks.is_empty() && self.tick_offset_ns.is_empty()
+        } else {
+            self.time_delta_ns.is_empty() && self.tick_offset_ns.len() == n
+        };
+        times && self.thread.len() == n && self.stack.len() == n && self.flags.len() == n
+    }
+}
 
 pub use container::{
     encode_chunk, file_header, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_CHUNK_LEN,
-    MAX_RECORD_LEN, MAX_STACK_FRAMES,
+    MAX_RECORD_LEN, MAX_STACK_FRAMES, OLDEST_READABLE_VERSION,
 };
 pub use error::FormatError;
 pub use reader::{Chunk, Reader};
@@ -81,4 +110,4 @@ pub use recording::{Event, Recording, Sample, Tables};
 pub use summary::{
     describe_ending, summarize, verify, Endings, Problem, Summary, VerifyReport, ENDINGS_SHOWN,
 };
-pub use writer::{FrameKey, Writer, WriterOptions, WriterStats};
+pub use writer::{tick_interval_of, FrameKey, Writer, WriterOptions, WriterStats};

@@ -8,7 +8,7 @@ use prost::Message;
 
 use crate::container::{
     FrameHeader, FILE_HEADER_LEN, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, KNOWN_FLAGS, MAGIC,
-    MAX_CHUNK_LEN,
+    MAX_CHUNK_LEN, OLDEST_READABLE_VERSION,
 };
 use crate::proto;
 use crate::FormatError;
@@ -57,6 +57,7 @@ pub struct Reader<R: Read> {
     state: State,
     final_read: bool,
     records: u64,
+    version: u32,
 }
 
 impl Reader<BufReader<std::fs::File>> {
@@ -97,11 +98,11 @@ impl<R: Read> Reader<R> {
             });
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
         if header[12..16] != [0; 4] {
-            // Version 1 writes zero; a newer feature would come with a new version.
+            // Versions 1 and 2 write zero; a newer feature would come with a new version.
             return Err(FormatError::corrupt(
                 12,
                 "the reserved word of the file header is not zero",
@@ -114,7 +115,13 @@ impl<R: Read> Reader<R> {
             state: State::Reading,
             final_read: false,
             records: 0,
+            version,
         })
+    }
+
+    /// The format version of the file header.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Bytes of the file read and validated so far: the end of the last

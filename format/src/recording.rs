@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::container::MAX_STACK_FRAMES;
 use crate::proto::{self, record::Kind};
+use crate::timing::SampleClock;
 use crate::{FormatError, Reader};
 
 /// One sample, with its time made absolute again.
@@ -138,7 +139,7 @@ pub struct Recording<R: Read> {
     queue: VecDeque<Pending>,
     /// The batch being handed out and the index of its next sample.
     batch: Option<(proto::SampleBatch, usize)>,
-    time: u64,
+    clock: SampleClock,
     chunk_offset: u64,
 }
 
@@ -170,7 +171,7 @@ impl<R: Read> Recording<R> {
         };
         let mut recording = Recording {
             reader,
-            time: header.start_clock_ns,
+            clock: SampleClock::new(header.start_clock_ns),
             header,
             tables: Tables::default(),
             footer: None,
@@ -220,13 +221,14 @@ impl<R: Read> Recording<R> {
             }
             let pending = match kind {
                 Some(Kind::Samples(batch)) => {
-                    let n = batch.time_delta_ns.len();
-                    if batch.thread.len() != n || batch.stack.len() != n || batch.flags.len() != n {
+                    if !batch.columns_agree() {
                         return Err(FormatError::corrupt(
                             offset,
                             format!(
-                                "sample batch columns differ in length ({} times, {} threads, {} stacks, {} flags)",
-                                n,
+                                "sample batch columns differ in length ({} time deltas, {} ticks, {} tick offsets, {} threads, {} stacks, {} flags)",
+                                batch.time_delta_ns.len(),
+                                batch.ticks.len(),
+                                batch.tick_offset_ns.len(),
                                 batch.thread.len(),
                                 batch.stack.len(),
                                 batch.flags.len()
@@ -258,12 +260,16 @@ impl<R: Read> Recording<R> {
     pub fn next_event(&mut self) -> Result<Option<Event>, FormatError> {
         loop {
             if let Some((batch, index)) = &mut self.batch {
-                if *index < batch.time_delta_ns.len() {
+                if *index < batch.len() {
                     let i = *index;
                     *index += 1;
-                    self.time = self.time.wrapping_add(batch.time_delta_ns[i]);
+                    let time_ns = if batch.tick_interval_ns == 0 {
+                        self.clock.decode_delta(batch.time_delta_ns[i])
+                    } else {
+                        self.clock.decode(batch.ticks[i], batch.tick_offset_ns[i])
+                    };
                     return Ok(Some(Event::Sample(Sample {
-                        time_ns: self.time,
+                        time_ns,
                         thread: batch.thread[i],
                         stack: batch.stack[i],
                         flags: batch.flags[i],
@@ -272,7 +278,10 @@ impl<R: Read> Recording<R> {
                 self.batch = None;
             }
             match self.queue.pop_front() {
-                Some(Pending::Samples(batch)) => self.batch = Some((batch, 0)),
+                Some(Pending::Samples(batch)) => {
+                    self.clock.start_batch(batch.tick_interval_ns);
+                    self.batch = Some((batch, 0));
+                }
                 Some(Pending::Event(event)) => return Ok(Some(event)),
                 None => match self.reader.next_chunk()? {
                     Some(chunk) => self.absorb_chunk(chunk.offset, chunk.records)?,

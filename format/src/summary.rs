@@ -221,8 +221,8 @@ pub fn verify(path: &Path) -> VerifyReport {
         for record in &chunk.records {
             match &record.kind {
                 Some(Kind::Samples(batch)) => {
-                    let n = batch.time_delta_ns.len();
-                    if batch.thread.len() != n || batch.stack.len() != n || batch.flags.len() != n {
+                    let n = batch.len();
+                    if !batch.columns_agree() {
                         report.problem.get_or_insert(Problem {
                             offset: chunk.offset,
                             message: "a sample batch's columns differ in length".into(),
@@ -460,6 +460,7 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         endings: Endings::default(),
     };
     let mut threads = HashSet::new();
+    let mut clock = crate::timing::SampleClock::new(summary.header.start_clock_ns);
     let mut time = summary.header.start_clock_ns;
     let mut chunk = Some(first);
     while let Some(current) = chunk.take() {
@@ -470,9 +471,16 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
                 record.encoded_len() as u64;
             match kind {
                 Kind::Samples(batch) => {
-                    summary.samples += batch.time_delta_ns.len() as u64;
-                    for delta in &batch.time_delta_ns {
-                        time = time.wrapping_add(*delta);
+                    summary.samples += batch.len() as u64;
+                    clock.start_batch(batch.tick_interval_ns);
+                    if batch.tick_interval_ns == 0 {
+                        for &delta in &batch.time_delta_ns {
+                            time = clock.decode_delta(delta);
+                        }
+                    } else {
+                        for (&ticks, &offset) in batch.ticks.iter().zip(&batch.tick_offset_ns) {
+                            time = clock.decode(ticks, offset);
+                        }
                     }
                 }
                 Kind::Thread(thread) => {

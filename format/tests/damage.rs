@@ -50,7 +50,7 @@ fn samples_in(chunks: &[Chunk]) -> usize {
         .iter()
         .flat_map(|c| &c.records)
         .filter_map(|r| match &r.kind {
-            Some(pydeep_format::proto::record::Kind::Samples(b)) => Some(b.time_delta_ns.len()),
+            Some(pydeep_format::proto::record::Kind::Samples(b)) => Some(b.len()),
             _ => None,
         })
         .sum()
@@ -198,10 +198,16 @@ fn a_foreign_or_newer_file_is_refused_by_its_header() {
         Err(FormatError::BadMagic)
     ));
     let mut newer = file_header();
-    newer[8] = 2;
+    newer[8] = FORMAT_VERSION as u8 + 1;
     assert!(matches!(
         Reader::new(&newer[..]),
-        Err(FormatError::UnsupportedVersion(2))
+        Err(FormatError::UnsupportedVersion(v)) if v == FORMAT_VERSION + 1
+    ));
+    let mut older = file_header();
+    older[8] = 0;
+    assert!(matches!(
+        Reader::new(&older[..]),
+        Err(FormatError::UnsupportedVersion(0))
     ));
 }
 

@@ -6,13 +6,25 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use pydeep_format::proto::{self, record::Kind};
-use pydeep_format::{Event, FrameKey, Reader, Recording, Sample, Writer, WriterOptions};
+use pydeep_format::{
+    tick_interval_of, Event, FrameKey, Reader, Recording, Sample, Writer, WriterOptions,
+};
 
 /// One step of a random recording.
 #[derive(Debug, Clone)]
 enum Op {
     /// A sample at an absolute time, of thread index, stack index, with flags.
     Sample(u64, usize, usize, u32),
+    /// A tick of a sampler on a schedule: `ticks` intervals after the
+    /// previous tick, `lateness` ns late, one sample per (thread, stack,
+    /// flags), all stamped with the tick's time as the agent does.
+    Tick(u64, u64, Vec<(usize, usize, u32)>),
+    /// A `PROCESS_RATE_CHANGED` event with this rate in millihertz: the
+    /// schedule (and the writer's grid) changes interval.
+    RateChange(u64, i32),
+    /// `Writer::set_tick_interval` with a different interval than the
+    /// schedule's (times stay exact, just larger).
+    SetInterval(u64),
     Snapshot(u64, Vec<String>, u64),
     Process(u64, u32, i32, String),
     Trace(Vec<(u64, u32, u64)>),
@@ -34,6 +46,8 @@ struct Script {
     max_samples_per_chunk: usize,
     compression_level: u32,
     prefix_sharing: bool,
+    /// The header's sampling rate (None: no sampling config, version-1 deltas).
+    rate_hz: Option<f64>,
 }
 
 fn script() -> impl Strategy<Value = Script> {
@@ -63,6 +77,12 @@ fn script() -> impl Strategy<Value = Script> {
                     .prop_map(|(t, p, c, d)| Op::Process(t, p, c, d)),
                 1 => prop::collection::vec((any::<u64>(), any::<u32>(), any::<u64>()), 0..5).prop_map(Op::Trace),
                 1 => (any::<usize>(), ".{0,8}").prop_map(|(i, n)| Op::RenameThread(i, n)),
+                12 => (0u64..4, prop_oneof![0u64..2_000, 0u64..2_000_000, any::<u64>()],
+                       prop::collection::vec((any::<usize>(), any::<usize>(), 0u32..32), 0..4))
+                    .prop_map(|(k, late, samples)| Op::Tick(k, late, samples)),
+                1 => (any::<u64>(), prop_oneof![1i32..200_000_000, any::<i32>()])
+                    .prop_map(|(t, mhz)| Op::RateChange(t, mhz)),
+                1 => prop_oneof![Just(0u64), 1u64..10_000_000, any::<u64>()].prop_map(Op::SetInterval),
                 1 => Just(Op::Flush),
                 1 => Just(Op::MaybeFlush),
             ];
@@ -73,10 +93,17 @@ fn script() -> impl Strategy<Value = Script> {
                 1usize..40,
                 0u32..10,
                 any::<bool>(),
+                prop_oneof![
+                    Just(None),
+                    Just(Some(1000.0)),
+                    Just(Some(100_000.0)),
+                    (1e-3f64..1e7).prop_map(Some),
+                    Just(Some(0.0)),
+                ],
             )
         })
         .prop_map(
-            |((strings, codes, frames, stacks, threads, sources), ops, footer, max_samples_per_chunk, compression_level, prefix_sharing)| Script {
+            |((strings, codes, frames, stacks, threads, sources), ops, footer, max_samples_per_chunk, compression_level, prefix_sharing, rate_hz)| Script {
                 strings,
                 sources,
                 codes,
@@ -88,6 +115,7 @@ fn script() -> impl Strategy<Value = Script> {
                 max_samples_per_chunk,
                 compression_level,
                 prefix_sharing,
+                rate_hz,
             },
         )
 }
@@ -118,6 +146,15 @@ fn write(script: &Script) -> Expected {
     let mut header = common::header();
     // Times of the first samples are also random: start anywhere.
     header.start_clock_ns = script.footer.0 / 3;
+    header.sampling = script.rate_hz.map(|rate_hz| proto::SamplingConfig {
+        rate_hz,
+        ..Default::default()
+    });
+    // The sampler's schedule: tick n due at origin + n * interval.
+    let mut interval = script.rate_hz.map_or(1_000_000, tick_interval_of).max(1);
+    let mut due = header
+        .start_clock_ns
+        .wrapping_add(script.footer.1 % interval);
     let mut writer = Writer::new(Vec::new(), header, options).unwrap();
     writer.set_stack_prefix_sharing(script.prefix_sharing);
     let mut expected = Expected {
@@ -241,6 +278,45 @@ fn write(script: &Script) -> Expected {
                     flags: *flags,
                 }));
             }
+            Op::Tick(ticks, lateness, samples) => {
+                due = due.wrapping_add(ticks.wrapping_mul(interval));
+                let time = due.wrapping_add(*lateness);
+                for &(thread, stack, flags) in samples {
+                    let frames: Vec<u64> = script.stacks[stack % script.stacks.len()]
+                        .iter()
+                        .map(|f| frame_ids[f % frame_ids.len()])
+                        .collect();
+                    let stack = writer.intern_stack(&frames);
+                    if stack != 0 {
+                        expected.stacks.insert(stack, frames);
+                    }
+                    stack_ids.push(stack);
+                    let thread = thread_ids[thread % thread_ids.len()];
+                    writer.sample(time, thread, stack, flags).unwrap();
+                    last_time = Some(time);
+                    expected.events.push(Event::Sample(Sample {
+                        time_ns: time,
+                        thread,
+                        stack,
+                        flags,
+                    }));
+                }
+            }
+            Op::RateChange(time, millihertz) => {
+                let event = proto::ProcessEvent {
+                    time_ns: *time,
+                    pid: 4242,
+                    kind: proto::ProcessEventKind::ProcessRateChanged as i32,
+                    code: *millihertz,
+                    ..Default::default()
+                };
+                writer.record(Kind::ProcessEvent(event.clone())).unwrap();
+                expected.events.push(Event::Process(event));
+                if *millihertz > 0 {
+                    interval = tick_interval_of(f64::from(*millihertz) / 1000.0).max(1);
+                }
+            }
+            Op::SetInterval(nanoseconds) => writer.set_tick_interval(*nanoseconds),
             Op::Snapshot(time, warnings, pause) => {
                 let snapshot = proto::Snapshot {
                     time_ns: *time,

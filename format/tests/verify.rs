@@ -144,6 +144,7 @@ fn a_definition_after_its_first_use_is_reported_at_the_chunk_of_the_use() {
         thread: vec![1],
         stack: vec![1],
         flags: vec![0],
+        ..Default::default()
     };
     let chunk = payload(vec![
         Kind::Thread(proto::ThreadDef {
@@ -200,6 +201,7 @@ fn a_definition_after_its_first_use_is_reported_at_the_chunk_of_the_use() {
             thread: vec![1],
             stack: vec![1],
             flags: vec![0],
+            ..Default::default()
         }),
         Kind::CodeObject(proto::CodeObjectDef {
             id: 1,
