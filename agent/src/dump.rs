@@ -267,7 +267,7 @@ struct FrameVariables {
 /// fields most renderings read (a small int's digit, a short string).
 const VALUE_BYTES: u64 = 64;
 /// Pages a miss fetches while the frame chains are walked.
-const FRAME_READ_AHEAD: usize = 8;
+pub(crate) const FRAME_READ_AHEAD: usize = 8;
 /// Bytes of a type object fetched ahead (every field the readers use).
 const TYPE_BYTES: u64 = 1024;
 /// Bytes of a type's `tp_name` fetched ahead (as much as is read of it).

@@ -23,7 +23,7 @@ use crate::scopes::{
     LocalsLayout,
 };
 use crate::target::{ReadError, Target};
-use crate::{FrameSample, PythonVersion, ThreadSample};
+use crate::{FrameSample, PythonVersion, ThreadSample, WalkOptions};
 
 /// What one snapshot reads. Defaults: stacks only.
 #[derive(Debug, Clone, Copy)]
@@ -144,12 +144,22 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     let guard = target.pause()?;
     let mut samples = Vec::new();
     if options.scopes {
-        target.sample_threads(&mut samples)?;
+        // The threads only: their frames are read below, through the
+        // cache, as `pydeep dump` does.
+        let walk = target.walk_options();
+        target.set_walk_options(WalkOptions {
+            max_depth: 0,
+            ..walk
+        });
+        let sampled = target.sample_threads(&mut samples);
+        target.set_walk_options(walk);
+        sampled?;
     }
     let target = &*target;
     // The caller paused the target: each page needs reading only once.
     let memory = PageCache::exact(target.memory());
     let objects = Objects::new(&memory, target.layout());
+    memory.set_read_ahead(crate::dump::FRAME_READ_AHEAD);
     let frames_of: Vec<Vec<FrameRef>> = samples
         .iter()
         .map(|sample| {
@@ -177,6 +187,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                 .collect();
             &deeper
         };
+        memory.set_read_ahead(1);
         // A walk of the GC lists (tasks) reads objects allocated together:
         // read ahead there.
         let ahead = PageCache::new(target.memory());
@@ -195,6 +206,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             .extend(found.warnings.iter().map(|w| format!("async: {w}")));
         taken.asynchronous = Some(found);
     }
+    memory.set_read_ahead(1);
     let mut layouts: HashMap<u64, Result<LocalsLayout, String>> = HashMap::new();
     if options.values {
         let codes: Vec<u64> = frames_of.iter().flatten().map(|f| f.code).collect();
