@@ -182,7 +182,15 @@ impl Pause {
     /// Lets every thread run again; returns how long the target was
     /// stopped, from the first `PTRACE_INTERRUPT` to the last detach.
     pub fn release(mut self) -> Duration {
-        self.release_all()
+        self.release_all(&[])
+    }
+
+    /// Like [`Pause::release`], letting the threads of `first` go before
+    /// the others: the threads that were running lose the least, while
+    /// threads that were waiting (for the GIL, a lock, I/O) would only go
+    /// back to waiting. With 500 threads that is hundreds of microseconds.
+    pub fn release_first(mut self, first: &[i32]) -> Duration {
+        self.release_all(first)
     }
 
     /// Seizes the threads of `listed` not yet seized nor `skipped`
@@ -478,7 +486,7 @@ impl Pause {
         }
     }
 
-    fn release_all(&mut self) -> Duration {
+    fn release_all(&mut self, first: &[i32]) -> Duration {
         if let Some(done) = self.released {
             return done;
         }
@@ -495,15 +503,20 @@ impl Pause {
             let _ = self.wait_all();
         }
         let mut dying = false;
-        for thread in &mut self.threads {
-            if let State::Stopped { signal } = thread.state {
-                if detach(thread.tid, signal).is_err() {
-                    // Only SIGKILL takes a thread out of a ptrace stop:
-                    // it is dying, and ours to reap.
-                    dying = true;
+        for early in [true, false] {
+            for thread in &mut self.threads {
+                if first.contains(&thread.tid) != early {
                     continue;
                 }
-                thread.state = State::Gone;
+                if let State::Stopped { signal } = thread.state {
+                    if detach(thread.tid, signal).is_err() {
+                        // Only SIGKILL takes a thread out of a ptrace
+                        // stop: it is dying, and ours to reap.
+                        dying = true;
+                        continue;
+                    }
+                    thread.state = State::Gone;
+                }
             }
         }
         let stopped = self
@@ -520,7 +533,7 @@ impl Pause {
 
 impl Drop for Pause {
     fn drop(&mut self) {
-        self.release_all();
+        self.release_all(&[]);
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cpython::code::{CodeFingerprint, CodeObject};
@@ -123,16 +123,35 @@ struct CachedCode {
 /// that made it: only that thread may let the target's threads go.
 pub struct PauseGuard {
     pause: Option<Pause>,
-    paused: Arc<AtomicU32>,
+    paused: Arc<PauseShared>,
+}
+
+/// What a [`Target`] and its [`PauseGuard`]s share: how many guards are
+/// alive, and the threads the last sample taken while paused found
+/// running, which are let go first (the others were waiting anyway).
+#[derive(Default)]
+struct PauseShared {
+    depth: AtomicU32,
+    running: Mutex<Vec<i32>>,
+}
+
+impl PauseShared {
+    fn release(&self, pause: Pause) -> Duration {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let stopped = pause.release_first(&running);
+        self.depth.fetch_sub(1, Ordering::SeqCst);
+        stopped
+    }
 }
 
 impl PauseGuard {
     /// Lets the target run again; returns how long it was stopped (from
     /// the first thread asked to stop to the last one let go).
     pub fn release(mut self) -> Duration {
-        let stopped = self.pause.take().map_or(Duration::ZERO, Pause::release);
-        self.paused.fetch_sub(1, Ordering::SeqCst);
-        stopped
+        match self.pause.take() {
+            Some(pause) => self.paused.release(pause),
+            None => Duration::ZERO,
+        }
     }
 
     /// Number of the target's threads stopped.
@@ -146,8 +165,7 @@ impl PauseGuard {
 impl Drop for PauseGuard {
     fn drop(&mut self) {
         if let Some(pause) = self.pause.take() {
-            pause.release();
-            self.paused.fetch_sub(1, Ordering::SeqCst);
+            self.paused.release(pause);
         }
     }
 }
@@ -168,7 +186,7 @@ pub struct Target {
     codes: HashMap<u64, CachedCode>,
     next_code_id: CodeId,
     generation: u64,
-    paused: Arc<AtomicU32>,
+    paused: Arc<PauseShared>,
     stat_files: HashMap<u64, File>,
     tasks: Vec<u64>,
     /// The thread list, kept open for pauses.
@@ -291,7 +309,7 @@ impl Target {
             codes: HashMap::new(),
             next_code_id: 1,
             generation: 0,
-            paused: Arc::new(AtomicU32::new(0)),
+            paused: Arc::new(PauseShared::default()),
             stat_files: HashMap::new(),
             tasks: Vec::new(),
             task_directory: Tasks::open(pid),
@@ -357,7 +375,7 @@ impl Target {
     pub fn sample_threads(&mut self, out: &mut Vec<ThreadSample>) -> Result<(), ReadError> {
         self.generation += 1;
         let mut options = self.options;
-        options.check_torn = options.check_torn && self.paused.load(Ordering::SeqCst) == 0;
+        options.check_torn = options.check_torn && self.paused.depth.load(Ordering::SeqCst) == 0;
         let reader = ObjectReader::new(&self.memory, &self.layout);
         let codes = &self.codes;
         let generation = self.generation;
@@ -393,7 +411,7 @@ impl Target {
                 thread.native_id = self.native_id_from_pthread(thread.thread_id);
             }
             thread.is_main = thread.interpreter == 0 && thread.native_id == self.pid as u64;
-            thread.active = if self.paused.load(Ordering::SeqCst) > 0 {
+            thread.active = if self.paused.depth.load(Ordering::SeqCst) > 0 {
                 stopped_thread_was_running(self.pid, thread.native_id)
             } else if thread.holds_gil {
                 // The GIL holder runs Python code or a C call made from it
@@ -405,6 +423,19 @@ impl Target {
             } else {
                 self.thread_running(thread.native_id)
             };
+        }
+        if self.paused.depth.load(Ordering::SeqCst) > 0 {
+            let mut running = self
+                .paused
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            running.clear();
+            running.extend(
+                out.iter()
+                    .filter(|t| t.active && t.native_id != 0)
+                    .map(|t| t.native_id as i32),
+            );
         }
         // Forget code objects replaced by another at the same address.
         for (address, fingerprint) in checked {
@@ -591,7 +622,7 @@ impl Target {
                 detail: other.to_string(),
             },
         })?;
-        self.paused.fetch_add(1, Ordering::SeqCst);
+        self.paused.depth.fetch_add(1, Ordering::SeqCst);
         Ok(PauseGuard {
             pause: Some(pause),
             paused: self.paused.clone(),
