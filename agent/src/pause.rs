@@ -104,6 +104,8 @@ pub struct Pause {
     released: Option<Duration>,
     /// Some thread exited (or began to) during the pause.
     exit_seen: bool,
+    /// The thread that seized: the only one the kernel lets release.
+    tracer: i32,
 }
 
 impl Pause {
@@ -117,6 +119,8 @@ impl Pause {
             stopping_since: None,
             released: None,
             exit_seen: false,
+            // SAFETY: gettid has no preconditions.
+            tracer: unsafe { libc::gettid() },
         };
         let mut listed = Vec::new();
         let mut skipped = Vec::new();
@@ -489,6 +493,19 @@ impl Pause {
     fn release_all(&mut self, first: &[i32]) -> Duration {
         if let Some(done) = self.released {
             return done;
+        }
+        // SAFETY: gettid has no preconditions.
+        let here = unsafe { libc::gettid() };
+        if here != self.tracer && !self.threads.is_empty() {
+            // Every request below would fail with ESRCH and the threads
+            // would stay stopped until this process exits: a bug in the
+            // caller, said loudly.
+            tracing::error!(
+                pid = self.pid,
+                "pause released on thread {here}, not on thread {} that made it; \
+                 the target stays stopped until pydeep exits",
+                self.tracer
+            );
         }
         // Seized but not seen stopped (an error cut the pause short):
         // PTRACE_DETACH needs a stopped tracee, so stop them first, else
