@@ -27,12 +27,16 @@ fn recorded_code_objects_disassemble_like_dis_of_the_live_target() {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| workspace_binary("pydeep"));
         let status = Command::new(pydeep)
-            .args(["record", "-q", "-r", "200", "-o"])
+            // 1 kHz for 5 s: the corpus's short functions are rarely
+            // sampled (a read that a returning call tears is retried, and
+            // the retry lands on the caller: notes/cpython-frames.md), and
+            // at 200 Hz for 2 s fewer than 5 were sometimes recorded.
+            .args(["record", "-q", "-r", "1000", "-o"])
             .arg(&output)
             .arg("--")
             .arg(&python.path)
             .arg(program("bytecode_corpus.py"))
-            .args(["--loop", "2"])
+            .args(["--loop", "5"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
