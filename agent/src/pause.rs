@@ -619,48 +619,29 @@ fn seize(tid: i32) -> Result<(), Errno> {
     // zombie leader that waitpid would wait on until every other thread
     // exits (delay_group_leader, kernel/exit.c).
     let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACECLONE;
-    // SAFETY: PTRACE_SEIZE takes no pointer; data carries the options.
-    let done = unsafe {
-        libc::ptrace(
-            libc::PTRACE_SEIZE,
-            tid,
-            std::ptr::null_mut::<libc::c_void>(),
-            options as usize as *mut libc::c_void,
-        )
-    };
-    if done < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    request(libc::PTRACE_SEIZE, tid, options as usize)
 }
 
 fn interrupt(tid: i32) -> Result<(), Errno> {
-    // SAFETY: PTRACE_INTERRUPT takes no pointers.
-    let done = unsafe {
-        libc::ptrace(
-            libc::PTRACE_INTERRUPT,
-            tid,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-        )
-    };
-    if done < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    request(libc::PTRACE_INTERRUPT, tid, 0)
 }
 
 fn detach(tid: i32, signal: i32) -> Result<(), Errno> {
-    // SAFETY: PTRACE_DETACH takes no pointer; data carries the signal to
-    // deliver.
+    // The data carries the signal to deliver.
+    request(libc::PTRACE_DETACH, tid, signal as usize)
+}
+
+/// A ptrace request that takes no address and an integer (or nothing) as
+/// its data: SEIZE (options), INTERRUPT, DETACH (signal).
+fn request(request: libc::c_uint, tid: i32, data: usize) -> Result<(), Errno> {
+    // SAFETY: these requests read no pointer; the address is null and the
+    // data is an integer passed in a pointer-sized argument.
     let done = unsafe {
         libc::ptrace(
-            libc::PTRACE_DETACH,
+            request,
             tid,
             std::ptr::null_mut::<libc::c_void>(),
-            signal as usize as *mut libc::c_void,
+            data as *mut libc::c_void,
         )
     };
     if done < 0 {
