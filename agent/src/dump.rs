@@ -21,7 +21,6 @@ use crate::scopes::{
 };
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
-use crate::walker::WalkOptions;
 
 /// What a dump includes. Defaults: stacks only, up to 4096 frames.
 #[derive(Debug, Clone, Copy)]
@@ -192,17 +191,8 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
     let guard = target.pause()?;
     let started = Instant::now();
     let mut samples: Vec<ThreadSample> = Vec::new();
-    // The threads only: their frames are read below, through the cache
-    // (the walker would read them once more, on 3.9/3.10 one call per
-    // frame).
-    let walk = target.walk_options();
-    target.set_walk_options(WalkOptions {
-        max_depth: 0,
-        ..walk
-    });
-    let sampled = target.sample_threads(&mut samples);
-    target.set_walk_options(walk);
-    sampled?;
+    // The threads only: their frames are read below, through the cache.
+    target.sample_threads_without_frames(&mut samples)?;
     let target = &*target;
     // The target is paused: each page of it needs reading only once.
     let memory = PageCache::exact(target.memory());

@@ -23,7 +23,7 @@ use crate::scopes::{
     LocalsLayout,
 };
 use crate::target::{ReadError, Target};
-use crate::{FrameSample, PythonVersion, ThreadSample, WalkOptions};
+use crate::{FrameSample, PythonVersion, ThreadSample};
 
 /// What one snapshot reads. Defaults: stacks only.
 #[derive(Debug, Clone, Copy)]
@@ -144,16 +144,8 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     let guard = target.pause()?;
     let mut samples = Vec::new();
     if options.scopes {
-        // The threads only: their frames are read below, through the
-        // cache, as `pydeep dump` does.
-        let walk = target.walk_options();
-        target.set_walk_options(WalkOptions {
-            max_depth: 0,
-            ..walk
-        });
-        let sampled = target.sample_threads(&mut samples);
-        target.set_walk_options(walk);
-        sampled?;
+        // The threads only: their frames are read below, through the cache.
+        target.sample_threads_without_frames(&mut samples)?;
     }
     let target = &*target;
     // The caller paused the target: each page needs reading only once.
