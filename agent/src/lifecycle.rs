@@ -90,24 +90,25 @@ pub fn fate(pid: i32, identity: &Identity, child: Option<&mut Child>) -> Fate {
             ));
         }
     } else {
-        let start_time = procfs::start_time(pid);
-        if start_time.is_none() {
+        // One reading: a process read as still exiting, then as a zombie
+        // by a second read, must not be taken for one whose status is gone.
+        let Some(stat) = procfs::stat(pid) else {
             return Fate::Ended(unknown(
                 "exited; its exit status is unknown: pydeep is not its parent, and its parent had already reaped it",
             ));
-        }
-        if start_time != identity.start_time {
+        };
+        if stat.start_time != identity.start_time {
             return Fate::Ended(unknown(
                 "exited; its exit status is unknown: its pid already belongs to another process",
             ));
         }
-        if let Some(status) = procfs::zombie_wait_status(pid) {
+        if let Some(status) = stat.zombie_wait_status() {
             return Fate::Ended(from_exit_status(
                 ExitStatus::from_raw(status),
                 "read from /proc/PID/stat while it awaited its parent",
             ));
         }
-        if !procfs::is_alive(pid) {
+        if !stat.is_alive() {
             return Fate::Ended(unknown("exited; its exit status is unknown"));
         }
     }

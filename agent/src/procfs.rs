@@ -34,44 +34,64 @@ pub fn executable(pid: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
-/// State letter and parent pid from `/proc/PID/stat`. The command name sits
-/// in parentheses and may itself contain spaces and parentheses, so the
-/// fields are taken after the last `)`.
-fn stat(pid: i32) -> Option<(char, i32)> {
-    let bytes = read_proc(&format!("/proc/{pid}/stat"))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let parent = fields.next()?.parse().ok()?;
-    Some((state, parent))
+/// One reading of `/proc/PID/stat`: the facts below come from the same
+/// instant, so a process that becomes a zombie between two reads is never
+/// seen half living, half dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The state letter (field 3): `R`, `S`, `D`, `Z` (zombie), `X` (dead)...
+    pub state: char,
+    /// The parent's pid (field 4).
+    pub parent: i32,
+    /// When the process started, in clock ticks after boot (field 22). It
+    /// stays the same across `exec`, and tells a process from a later one
+    /// that was given the same pid.
+    pub start_time: Option<u64>,
+    /// The exit status in waitpid(2)'s encoding (field 52; kernel 3.5+).
+    /// Meaningful only for a zombie.
+    exit_code: Option<i32>,
 }
 
-/// The fields of `/proc/PID/stat` after the command name: index 0 is field
-/// 3 of proc(5) (the state letter), so field N is at index N - 3.
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let bytes = read_proc(&format!("/proc/{pid}/stat"))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let rest = &text[text.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// When `pid` started, in clock ticks after boot (field 22 of
-/// `/proc/PID/stat`). It stays the same across `exec`, and tells a process
-/// from a later one that was given the same pid.
-pub fn start_time(pid: i32) -> Option<u64> {
-    stat_fields(pid)?.get(22 - 3)?.parse().ok()
-}
-
-/// The wait status of `pid` if it is a zombie (exited, not yet reaped by
-/// its parent): field 52 of `/proc/PID/stat`, in waitpid(2)'s encoding.
-/// `None` for a living process, a reaped one, or a kernel before 3.5.
-pub fn zombie_wait_status(pid: i32) -> Option<i32> {
-    let fields = stat_fields(pid)?;
-    if fields.first().map(String::as_str) != Some("Z") {
-        return None;
+impl Stat {
+    /// True if the process exists and is neither a zombie nor dead.
+    pub fn is_alive(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
     }
-    fields.get(52 - 3)?.parse().ok()
+
+    /// The wait status if the process is a zombie (exited, not yet reaped
+    /// by its parent).
+    pub fn zombie_wait_status(&self) -> Option<i32> {
+        (self.state == 'Z').then_some(self.exit_code).flatten()
+    }
+}
+
+/// Reads `/proc/PID/stat` once. The command name sits in parentheses and
+/// may itself contain spaces and parentheses, so the fields are taken after
+/// the last `)`: index 0 is field 3 of proc(5), field N is at index N - 3.
+pub fn stat(pid: i32) -> Option<Stat> {
+    let bytes = read_proc(&format!("/proc/{pid}/stat"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(Stat {
+        state: field(3)?.chars().next()?,
+        parent: field(4)?.parse().ok()?,
+        start_time: field(22).and_then(|f| f.parse().ok()),
+        exit_code: field(52).and_then(|f| f.parse().ok()),
+    })
+}
+
+/// When `pid` started (see [`Stat::start_time`]).
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid)?.start_time
+}
+
+/// The wait status of `pid` if it is a zombie (see
+/// [`Stat::zombie_wait_status`]). `None` for a living process, a reaped
+/// one, or a kernel before 3.5.
+pub fn zombie_wait_status(pid: i32) -> Option<i32> {
+    stat(pid)?.zombie_wait_status()
 }
 
 /// The auxiliary vector the kernel gave `pid` at its last `exec` (raw
@@ -84,7 +104,7 @@ pub fn auxv(pid: i32) -> Option<Vec<u8>> {
 
 /// True if `pid` exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
-    matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+    stat(pid).is_some_and(|stat| stat.is_alive())
 }
 
 /// Every living descendant of `root` as (pid, parent pid), parents first.
@@ -95,9 +115,9 @@ pub fn descendants(root: i32) -> Vec<(i32, i32)> {
     let mut parents: Vec<(i32, i32)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| match stat(pid)? {
-            (state, parent) if state != 'Z' && state != 'X' => Some((pid, parent)),
-            _ => None,
+        .filter_map(|pid| {
+            let stat = stat(pid)?;
+            stat.is_alive().then_some((pid, stat.parent))
         })
         .collect();
     parents.sort_unstable();
