@@ -286,6 +286,8 @@ struct Changing {
     after: u64,
     /// Read calls made (each read, read_many or read_prefix is one).
     calls: std::cell::Cell<u64>,
+    /// Bytes the last `read_many` asked for (a sample's last batch).
+    last_many_bytes: std::cell::Cell<u64>,
 }
 
 impl pydeep::memory::RemoteMemory for Changing {
@@ -299,6 +301,8 @@ impl pydeep::memory::RemoteMemory for Changing {
         pieces: &mut [(u64, &mut [u8])],
     ) -> Result<(), pydeep::memory::MemoryError> {
         self.calls.set(self.calls.get() + 1);
+        let bytes = pieces.iter().map(|(_, buf)| buf.len() as u64).sum();
+        self.last_many_bytes.set(bytes);
         for (address, buf) in pieces.iter_mut() {
             self.memory.borrow().read(*address, buf)?;
         }
@@ -404,6 +408,15 @@ fn sample_while_moving(moves: &[Option<usize>]) -> (ThreadSample, u64) {
 fn sample_while_changing(
     steps: impl FnOnce(&mut SnapshotMemory, u64, [u64; 4]) -> Vec<Vec<(u64, u64)>>,
 ) -> (ThreadSample, u64) {
+    let (sample, reads, _) = sample_while_changing_counted(steps);
+    (sample, reads)
+}
+
+/// [`sample_while_changing`], also returning the bytes the second
+/// sample's last batch (its re-read) asked for.
+fn sample_while_changing_counted(
+    steps: impl FnOnce(&mut SnapshotMemory, u64, [u64; 4]) -> Vec<Vec<(u64, u64)>>,
+) -> (ThreadSample, u64, u64) {
     let (layout, mut memory, thread, frames) = one_thread_three_frames();
     let at = thread + layout.offsets.thread_current_frame.unwrap();
     let steps = steps(&mut memory, at, frames);
@@ -412,6 +425,7 @@ fn sample_while_changing(
         pending: Default::default(),
         after: frames[0] - 64,
         calls: std::cell::Cell::new(0),
+        last_many_bytes: std::cell::Cell::new(0),
     };
     let options = WalkOptions::default();
     let mut cache = ThreadListCache::default();
@@ -432,7 +446,7 @@ fn sample_while_changing(
         .expect("sample");
         reads = memory.read_calls() - before;
     }
-    (out[0].clone(), reads)
+    (out[0].clone(), reads, memory.last_many_bytes.get())
 }
 
 #[test]
@@ -440,8 +454,12 @@ fn a_stack_that_called_deeper_than_the_first_copy_shows_is_kept_after_a_re_read(
     // F3 is pushed (its `previous` written) and named by the pointer only
     // after the window was copied: the first copy cannot link the pointer
     // to F2, the re-read can. Before, such a sample was flagged torn.
+    // The re-read covers only F2 up to F3's header, not the stack from
+    // its chunk's start.
     let previous_at = layout(13).offsets.interpreter_frame_previous.unwrap();
-    let (sample, reads) = sample_while_changing(|memory, at, frames| {
+    let mut spacing = 0;
+    let (sample, reads, reread_bytes) = sample_while_changing_counted(|memory, at, frames| {
+        spacing = frames[3] - frames[2];
         put(memory, frames[3] + previous_at, 0);
         vec![vec![(frames[3] + previous_at, frames[2]), (at, frames[3])]]
     });
@@ -449,6 +467,28 @@ fn a_stack_that_called_deeper_than_the_first_copy_shows_is_kept_after_a_re_read(
     assert_eq!(sample.retries, 0);
     assert_eq!(offsets(&sample), [4, 2, 0], "the stack first read");
     assert_eq!(reads, 2, "first batch, re-read");
+    assert!(
+        reread_bytes > spacing && reread_bytes <= 2 * spacing,
+        "re-read {reread_bytes} bytes; frames are {spacing} apart"
+    );
+}
+
+#[test]
+fn a_deeper_frame_that_does_not_lead_back_to_the_innermost_one_read_is_torn() {
+    // After the copy the pointer names the slot above F2, but that frame
+    // calls from F1: F2 returned and F1 called again, one slot higher (not
+    // how CPython lays frames out, but what garbage or a missed return
+    // would look like). The callees' re-read cannot link it to F2, so the
+    // attempt tore, and the retry reads the stack as it is now.
+    let previous_at = layout(13).offsets.interpreter_frame_previous.unwrap();
+    let (sample, reads) = sample_while_changing(|memory, at, frames| {
+        put(memory, frames[3] + previous_at, 0);
+        vec![vec![(frames[3] + previous_at, frames[1]), (at, frames[3])]]
+    });
+    assert!(!sample.torn, "{sample:?}");
+    assert_eq!(sample.retries, 1);
+    assert_eq!(offsets(&sample), [6, 2, 0], "the stack after the change");
+    assert!(reads >= 3, "first batch, re-read, retry: {reads}");
 }
 
 fn offsets(sample: &ThreadSample) -> Vec<u32> {

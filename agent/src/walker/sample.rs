@@ -531,11 +531,15 @@ fn attempt(
                 {
                     None
                 }
-                // Not bracketed, or the pointer after names a frame this
-                // copy cannot link to the innermost one (the thread
-                // returned, or called deeper than the copy holds): read
-                // again and compare.
-                _ => Some(Reread::plan(layout, read)),
+                // The pointer after names a frame above the innermost
+                // one that this copy cannot link to it (the thread called
+                // deeper after the copy): re-read only those callees.
+                Some(after) => {
+                    Some(Reread::callees(read, after).unwrap_or_else(|| Reread::plan(layout, read)))
+                }
+                // Not bracketed, or the thread returned below the frames
+                // read: read again and compare.
+                None => Some(Reread::plan(layout, read)),
             }
         };
         rereads.push(reread);
