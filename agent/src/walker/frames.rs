@@ -354,6 +354,21 @@ pub fn walk_interpreter_frames(
     source: &mut FrameSource,
     options: &WalkOptions,
 ) -> Walk {
+    walk_interpreter_frames_expecting(memory, layout, current, source, options, 64)
+}
+
+/// [`walk_interpreter_frames`] with room for `expected` frames from the
+/// start (the sampler passes the thread's last depth): a walk of 1,000
+/// frames that grows its vectors from 64 copies them four times, ~8% of a
+/// sample's CPU at that depth.
+pub(super) fn walk_interpreter_frames_expecting(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    current: u64,
+    source: &mut FrameSource,
+    options: &WalkOptions,
+    expected: usize,
+) -> Walk {
     let o = &layout.offsets;
     let s = &layout.semantics;
     let (
@@ -386,14 +401,15 @@ pub fn walk_interpreter_frames(
         .unwrap_or(0)
         + 8;
     let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
+    let expected = expected.clamp(16, options.max_depth.max(16));
     let mut walk = Walk {
         header_len: len,
-        frames: Vec::with_capacity(64),
-        visited: Vec::with_capacity(64),
+        frames: Vec::with_capacity(expected),
+        visited: Vec::with_capacity(expected),
         ..Walk::default()
     };
     let mut cycle = CycleCheck::new();
-    let mut frames_before: Vec<usize> = Vec::with_capacity(64);
+    let mut frames_before: Vec<usize> = Vec::with_capacity(expected);
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);

@@ -63,6 +63,8 @@ pub(super) struct ThreadPrefetch {
     /// the stack may end, so the first batch re-reads the current-frame
     /// pointer after each window (see `sample.rs`).
     pub shallowest: u32,
+    /// Frame headers the last walk visited (room reserved for the next).
+    pub last_depth: usize,
 }
 
 /// A range the walk just used: where it starts, the end of the last frame
