@@ -530,3 +530,67 @@ fn a_stack_that_tears_in_every_attempt_stays_flagged_torn() {
     assert!(sample.torn, "{sample:?}");
     assert_eq!(sample.retries, 2);
 }
+
+#[test]
+fn a_stack_that_grew_into_a_chunk_the_prefetch_missed_is_kept_without_a_re_read() {
+    // The first sample learns F0 <- F1 <- F2 in one chunk. Then the thread
+    // calls F3 in a new chunk: the second sample's first batch holds the
+    // old chunk, the data-stack batch the new one and, after it, the
+    // pointer again, which still names F3: the stack is bracketed by it
+    // and needs no re-read of every frame (before: a third read).
+    let (layout, mut memory, thread, frames) = one_thread_three_frames();
+    let o = &layout.offsets;
+    let options = WalkOptions::default();
+    let mut cache = ThreadListCache::default();
+    let never = |_: u64| false;
+    let mut out = Vec::new();
+    let mut sample = |memory: &SnapshotMemory, out: &mut Vec<ThreadSample>| {
+        let mut check = CodeCheck::new(&never, 0);
+        let before = memory.read_calls();
+        sample_interpreters(memory, &layout, BASE, &options, &mut cache, &mut check, out)
+            .expect("sample");
+        memory.read_calls() - before
+    };
+    sample(&memory, &mut out);
+    assert_eq!(offsets(&out[0]), [4, 2, 0]);
+
+    let new_chunk = BASE + 0x8000;
+    let callee = new_chunk + 64;
+    let code = BASE + 0xc000;
+    put(
+        &mut memory,
+        new_chunk + o.stack_chunk_previous.unwrap(),
+        frames[0] - 64,
+    );
+    put(&mut memory, new_chunk + o.stack_chunk_size.unwrap(), 0x4000);
+    put(
+        &mut memory,
+        callee + o.interpreter_frame_previous.unwrap(),
+        frames[2],
+    );
+    put(
+        &mut memory,
+        callee + o.interpreter_frame_f_executable.unwrap(),
+        code,
+    );
+    put(
+        &mut memory,
+        callee + o.interpreter_frame_instr_ptr.unwrap(),
+        code + o.code_co_code_adaptive.unwrap() + 10,
+    );
+    put(
+        &mut memory,
+        thread + o.thread_current_frame.unwrap(),
+        callee,
+    );
+    put(
+        &mut memory,
+        thread + o.thread_datastack_chunk.unwrap(),
+        new_chunk,
+    );
+    let reads = sample(&memory, &mut out);
+    assert!(!out[0].torn, "{:?}", out[0]);
+    assert_eq!(out[0].retries, 0);
+    assert_eq!(offsets(&out[0]), [10, 4, 2, 0]);
+    assert_eq!(reads, 2, "first batch, the new chunk with the pointer");
+}

@@ -29,11 +29,17 @@ pub(super) struct ThreadRead {
     pub walk: Walk,
     /// The memory the walk was served from.
     pub source: FrameSource,
-    /// How many of `source`'s windows came from the first batch.
-    pub first_batch_windows: usize,
-    /// For each of those windows, the current-frame pointer as the first
-    /// batch read it again after the window (None if it was not read).
+    /// How many of `source`'s windows (the first ones) a pointer read
+    /// after them may bracket: the first batch's, and the windows the
+    /// data-stack batch added before the pointer it read again.
+    pub bracketed_windows: usize,
+    /// For each of those windows, the current-frame pointer as read again
+    /// after the window (None if it was not read).
     pub pointer_after: Vec<Option<u64>>,
+    /// The current-frame pointer was read after the first batch (phase 2:
+    /// the prefetch missed it), so no later pointer brackets the first
+    /// batch's windows.
+    pointer_read_late: bool,
     /// Frame headers the thread's last walk visited: room reserved for
     /// this walk.
     expected_frames: usize,
@@ -45,7 +51,7 @@ impl ThreadRead {
     /// read: the windows were then copied between the two pointer reads.
     fn bracket(&self) -> Option<u64> {
         let used = self.source.furthest_used()?;
-        if used >= self.first_batch_windows {
+        if used >= self.bracketed_windows {
             return None;
         }
         self.pointer_after.get(used).copied().flatten()
@@ -390,10 +396,11 @@ fn attempt(
             current_frame,
             chunk,
             walk: Walk::default(),
-            first_batch_windows: source.windows().len(),
+            bracketed_windows: source.windows().len(),
             source,
             pointer_after,
             expected_frames: last_depth + last_depth / 8 + 16,
+            pointer_read_late: false,
         });
     }
 
@@ -419,6 +426,7 @@ fn attempt(
             reads[i].current_frame = u64::from_le_bytes(*value);
             // Read after the first batch: its later pointers prove nothing.
             reads[i].pointer_after.iter_mut().for_each(|p| *p = None);
+            reads[i].pointer_read_late = true;
         }
     }
 
@@ -457,6 +465,24 @@ fn attempt(
                 }
             }
             if !windows.is_empty() {
+                // After the threads' windows, each thread's pointer again:
+                // read after every window its walk may use, it brackets
+                // them as the first batch's pointer does its windows
+                // (torn.rs), so a stack that grew into a chunk the
+                // prefetch did not hold needs no re-read of every frame.
+                // Not for a pointer read late (phase 2): the first
+                // batch's windows were copied before it.
+                let mut owners: Vec<(usize, bool)> =
+                    window_owners.iter().map(|&i| (i, false)).collect();
+                let mut bracket_owners: Vec<usize> = window_owners.clone();
+                bracket_owners.dedup();
+                for i in bracket_owners {
+                    let read = &reads[i];
+                    if read.frame_pointer_at >= 8 && !read.pointer_read_late {
+                        windows.push((read.frame_pointer_at, vec![0u8; 8]));
+                        owners.push((i, true));
+                    }
+                }
                 let required = windows.len();
                 for (owner, what, len) in &not_reached {
                     let Prefetched::Window(start) = *what else {
@@ -464,7 +490,7 @@ fn attempt(
                     };
                     if let Some(i) = reads.iter().position(|r| r.sample.thread_state == *owner) {
                         windows.push((start, vec![0u8; *len as usize]));
-                        window_owners.push(i);
+                        owners.push((i, false));
                     }
                 }
                 let done = {
@@ -475,8 +501,18 @@ fn attempt(
                 // The thread windows are all or nothing (as one batch
                 // was before the prefetch); prefetch pieces as far as read.
                 let keep = if done >= required { done } else { 0 };
-                for ((address, bytes), owner) in windows.into_iter().zip(window_owners).take(keep) {
-                    reads[owner].source.add_window(address, bytes);
+                for ((address, bytes), (owner, is_pointer)) in
+                    windows.into_iter().zip(owners).take(keep)
+                {
+                    let read = &mut reads[owner];
+                    if is_pointer {
+                        let value = Some(field_u64(&bytes, 0));
+                        let count = read.source.windows().len();
+                        read.pointer_after.resize(count, value);
+                        read.bracketed_windows = count;
+                    } else {
+                        read.source.add_window(address, bytes);
+                    }
                 }
             }
             for read in &mut reads {
