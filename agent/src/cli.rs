@@ -242,6 +242,11 @@ pub struct RecordOptions {
     /// Do not embed source files in the recording.
     #[arg(long)]
     pub no_source: bool,
+    /// Embed whole source files, not only the lines of the functions
+    /// recorded (the default: the recording stays self-contained for every
+    /// function it holds, at a fraction of the bytes).
+    #[arg(long, conflicts_with = "no_source")]
+    pub full_source: bool,
     /// Deepest stack read; deeper stacks keep their outermost frames and are
     /// flagged truncated.
     #[arg(long, default_value_t = 4096)]

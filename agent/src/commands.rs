@@ -178,6 +178,7 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
         include_idle: options.idle,
         subprocesses: options.subprocesses,
         embed_source: !options.no_source,
+        full_source: options.full_source,
         max_depth: options.max_depth,
         show_status: !options.quiet && std::io::stderr().is_terminal(),
         mode,

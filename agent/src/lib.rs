@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod snapshot;
+pub mod sources;
 pub mod status;
 
 pub use cpython::code::{CodeObject, LineTableKind};

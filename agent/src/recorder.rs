@@ -9,6 +9,7 @@ use pydeep_format::linetable::LineIndex;
 use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
+use crate::sources::Sources;
 use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
 
 /// Where the recorder gets code objects from: a live [`crate::Target`] in
@@ -94,7 +95,7 @@ pub struct RecorderStats {
     pub unreadable_code: u64,
     /// Distinct code objects embedded.
     pub code_objects: u64,
-    /// Source files embedded.
+    /// Source definitions embedded (whole files or spans of lines).
     pub source_files: u64,
 }
 
@@ -105,7 +106,7 @@ pub struct Recorder<W: Write> {
     include_idle: bool,
     codes: HashMap<(i32, CodeId), RecordedCode>,
     unknown_code: Option<u64>,
-    sources: HashMap<String, u64>,
+    sources: Sources,
     threads: HashMap<(i32, u64), RecordedThread>,
     next_thread_id: u32,
     frame_ids: Vec<u64>,
@@ -121,12 +122,18 @@ impl<W: Write> Recorder<W> {
             include_idle,
             codes: HashMap::new(),
             unknown_code: None,
-            sources: HashMap::new(),
+            sources: Sources::new(false),
             threads: HashMap::new(),
             next_thread_id: 1,
             frame_ids: Vec::new(),
             stats: RecorderStats::default(),
         }
+    }
+
+    /// Embeds whole source files rather than the lines of the code objects
+    /// recorded (`--full-source`; see sources.rs).
+    pub fn embed_whole_files(&mut self, whole: bool) {
+        self.sources = Sources::new(whole);
     }
 
     /// What has been recorded so far.
@@ -337,7 +344,11 @@ impl<W: Write> Recorder<W> {
     ) -> RecordedCode {
         let id = self.writer.next_code_id();
         let kind = line_table_kind(code.line_table_kind);
-        let source_file = self.source_file(pid, &code.filename);
+        let lines = LineIndex::new(kind, code.first_line, &code.line_table);
+        let span = lines
+            .last_line()
+            .map(|last| (code.first_line, last.max(code.first_line)));
+        let source_file = self.source_file(pid, &code.filename, span);
         let w = &mut self.writer;
         let mut strings = |names: &[String]| names.iter().map(|n| w.intern_string(n)).collect();
         let varnames = strings(&code.varnames);
@@ -377,10 +388,7 @@ impl<W: Write> Recorder<W> {
         };
         self.writer.define_code_object(def);
         self.stats.code_objects += 1;
-        RecordedCode {
-            id,
-            lines: LineIndex::new(kind, code.first_line, &code.line_table),
-        }
+        RecordedCode { id, lines }
     }
 
     /// The code id standing for frames whose code object was unreadable.
@@ -401,43 +409,18 @@ impl<W: Write> Recorder<W> {
         id
     }
 
-    /// Embeds the source file `filename` once (if asked to) and returns its id.
-    fn source_file(&mut self, pid: i32, filename: &str) -> u64 {
+    /// The source definition holding `lines` of `filename` (if asked to
+    /// embed sources; 0 otherwise), defined on first use (sources.rs).
+    fn source_file(&mut self, pid: i32, filename: &str, lines: Option<(u32, u32)>) -> u64 {
         if !self.embed_source || filename.starts_with('<') {
             return 0;
         }
-        if let Some(&id) = self.sources.get(filename) {
-            return id;
+        let (id, new) = self.sources.embed(&mut self.writer, pid, filename, lines);
+        if new {
+            self.stats.source_files += 1;
         }
-        // Bounded: a source file larger than this is recorded as missing.
-        const MAX_SOURCE_BYTES: u64 = 16 << 20;
-        let content = source_paths(pid, filename).into_iter().find_map(|path| {
-            let meta = std::fs::metadata(&path).ok()?;
-            (meta.is_file() && meta.len() <= MAX_SOURCE_BYTES)
-                .then(|| std::fs::read(&path).ok())
-                .flatten()
-        });
-        let path = self.writer.intern_string(filename);
-        let id = self.writer.define_source_file(path, content);
-        self.stats.source_files += 1;
-        self.sources.insert(filename.to_owned(), id);
         id
     }
-}
-
-/// Where the target's `filename` can be read from here, best first: through
-/// the target's own root and working directory (right even when it runs in
-/// another mount namespace, such as a container), then as named.
-fn source_paths(pid: i32, filename: &str) -> Vec<std::path::PathBuf> {
-    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let mut paths = Vec::new();
-    if let Some(relative) = filename.strip_prefix('/') {
-        paths.push(proc.join("root").join(relative));
-    } else {
-        paths.push(proc.join("cwd").join(filename));
-    }
-    paths.push(filename.into());
-    paths
 }
 
 /// The schema's version message for `version`.

@@ -48,6 +48,9 @@ pub struct SessionOptions {
     pub subprocesses: bool,
     /// Embed source files (default true).
     pub embed_source: bool,
+    /// Embed whole source files rather than the lines of the code objects
+    /// recorded (default false; see sources.rs).
+    pub full_source: bool,
     /// Deepest stack read (default 4096).
     pub max_depth: u32,
     /// Show a live status line on stderr (default: when stderr is a terminal).
@@ -252,6 +255,7 @@ fn record(
             )
         })?;
     let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
+    recorder.embed_whole_files(options.full_source);
 
     let mut attached = vec![Attached::new(target, child, options)];
     let mut known_pids: HashSet<i32> = HashSet::from([root_pid]);

@@ -25,9 +25,10 @@ use flate2::Compression;
 pub const MAGIC: [u8; 8] = [0x89, b'P', b'D', b'R', b'\r', b'\n', 0x1a, b'\n'];
 
 /// The container and schema version this crate writes. Version 2 codes
-/// sample times on the sampler's tick grid (`SampleBatch.ticks`); the
-/// framing is unchanged.
-pub const FORMAT_VERSION: u32 = 2;
+/// sample times on the sampler's tick grid (`SampleBatch.ticks`); version 3
+/// may embed a source file as spans of lines (`SourceFileDef.first_line`);
+/// the framing is unchanged.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest version this crate still reads: every version from here to
 /// [`FORMAT_VERSION`] is read.
@@ -58,12 +59,27 @@ pub const MAX_RECORD_LEN: usize = MAX_CHUNK_LEN as usize - 16;
 /// chains in a hostile file are cut there).
 pub const MAX_STACK_FRAMES: usize = 1 << 16;
 
-/// The 16-byte file header: [`MAGIC`], [`FORMAT_VERSION`], a zero reserved word.
+/// The 16-byte file header: [`MAGIC`], [`FORMAT_VERSION`] and its check
+/// word ([`version_check`]).
 pub fn file_header() -> [u8; FILE_HEADER_LEN] {
     let mut header = [0u8; FILE_HEADER_LEN];
     header[..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&version_check(FORMAT_VERSION).to_le_bytes());
     header
+}
+
+/// The word after the version in the file header: zero in versions 1 and
+/// 2, the version's complement from version 3 on. Nothing else covers the
+/// file header, and a single flipped bit turns 3 into 2 or 1, which would
+/// read as an older, readable version: with the complement beside it, any
+/// flipped bit of either word is caught.
+pub fn version_check(version: u32) -> u32 {
+    if version >= 3 {
+        !version
+    } else {
+        0
+    }
 }
 
 /// A parsed chunk frame header.

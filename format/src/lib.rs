@@ -101,8 +101,8 @@ impl proto::SampleBatch {
 }
 
 pub use container::{
-    encode_chunk, file_header, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_CHUNK_LEN,
-    MAX_RECORD_LEN, MAX_STACK_FRAMES, OLDEST_READABLE_VERSION,
+    encode_chunk, file_header, version_check, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
+    MAX_CHUNK_LEN, MAX_RECORD_LEN, MAX_STACK_FRAMES, OLDEST_READABLE_VERSION,
 };
 pub use error::FormatError;
 pub use reader::{Chunk, Reader};

@@ -388,6 +388,15 @@ impl LineIndex {
     pub fn line(&self, offset: u32) -> Option<u32> {
         self.position(offset).and_then(|p| p.line)
     }
+
+    /// The last line any instruction's span reaches (its end line where the
+    /// table gives one), if the table names a line at all.
+    pub fn last_line(&self) -> Option<u32> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.position.end_line.max(e.position.line))
+            .max()
+    }
 }
 
 #[cfg(test)]

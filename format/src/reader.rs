@@ -7,8 +7,8 @@ use flate2::read::DeflateDecoder;
 use prost::Message;
 
 use crate::container::{
-    FrameHeader, FILE_HEADER_LEN, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN, KNOWN_FLAGS, MAGIC,
-    MAX_CHUNK_LEN, OLDEST_READABLE_VERSION,
+    version_check, FrameHeader, FILE_HEADER_LEN, FLAG_FINAL, FORMAT_VERSION, FRAME_HEADER_LEN,
+    KNOWN_FLAGS, MAGIC, MAX_CHUNK_LEN, OLDEST_READABLE_VERSION,
 };
 use crate::proto;
 use crate::FormatError;
@@ -101,11 +101,11 @@ impl<R: Read> Reader<R> {
         if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
-        if header[12..16] != [0; 4] {
-            // Versions 1 and 2 write zero; a newer feature would come with a new version.
+        let check = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        if check != version_check(version) {
             return Err(FormatError::corrupt(
                 12,
-                "the reserved word of the file header is not zero",
+                "the word after the version in the file header does not match it",
             ));
         }
         Ok(Reader {

@@ -55,10 +55,69 @@ pub struct Tables {
     pub threads: HashMap<u32, proto::ThreadDef>,
 }
 
+/// The lines of `spans` (in order of first line; a whole file has first
+/// line 0) laid out at their own line numbers: later spans overwrite the
+/// lines they share with earlier ones, gaps are empty lines. Bounded by the
+/// spans' own lengths plus their first lines, which a hostile file could
+/// make large: first lines past [`MAX_SOURCE_LINE`] are dropped.
+fn spans_text<'a>(spans: impl Iterator<Item = &'a proto::SourceFileDef>) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for def in spans {
+        let text = String::from_utf8_lossy(&def.content);
+        let first = def.first_line.max(1) as usize;
+        if first > MAX_SOURCE_LINE {
+            continue;
+        }
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let at = first - 1 + i;
+            if lines.len() <= at {
+                lines.resize(at + 1, String::new());
+            }
+            lines[at] = line.trim_end_matches(['\n', '\r']).to_owned();
+        }
+    }
+    lines.join("\n")
+}
+
+/// Highest first line of an embedded span honoured (no Python file has
+/// more lines; a larger one is garbage).
+const MAX_SOURCE_LINE: usize = 1 << 22;
+
 impl Tables {
     /// The string with id `id`, or "" if it is 0 or unknown.
     pub fn string(&self, id: u64) -> &str {
         self.strings.get(&id).map(String::as_str).unwrap_or("")
+    }
+
+    /// The text of source definition `id` with each line at its own line
+    /// number: a span of a file (`first_line` > 0) is preceded by empty
+    /// lines. None if unknown or missing.
+    pub fn source_text(&self, id: u64) -> Option<String> {
+        let def = self.source_files.get(&id).filter(|def| !def.missing)?;
+        if def.first_line == 0 {
+            return Some(String::from_utf8_lossy(&def.content).into_owned());
+        }
+        Some(spans_text([def].into_iter()))
+    }
+
+    /// Everything embedded of the file the recording names `path`: the
+    /// whole file if it was embedded so, else every span of it merged, each
+    /// line at its own line number and lines not embedded left empty. None
+    /// if nothing of it is there.
+    pub fn file_text(&self, path: &str) -> Option<String> {
+        let mut defs: Vec<&proto::SourceFileDef> = self
+            .source_files
+            .values()
+            .filter(|def| !def.missing && self.string(def.path) == path)
+            .collect();
+        if defs.is_empty() {
+            return None;
+        }
+        if let Some(whole) = defs.iter().find(|def| def.first_line == 0) {
+            return Some(String::from_utf8_lossy(&whole.content).into_owned());
+        }
+        defs.sort_by_key(|def| (def.first_line, def.id));
+        Some(spans_text(defs.into_iter()))
     }
 
     /// The frame ids of `stack`, outermost first. Empty for stack 0 or an

@@ -126,6 +126,8 @@ pub struct Writer<W: Write> {
     stacks: StackInterner,
     stack_defs: Vec<proto::StackDef>,
     source_files: FastMap<u64, u64>,
+    /// Source definitions (whole files and spans) made so far: the last id.
+    source_ids: u64,
     next_code: u64,
     stats: WriterStats,
     failed: bool,
@@ -223,6 +225,7 @@ impl<W: Write> Writer<W> {
             stacks: StackInterner::new(),
             stack_defs: Vec::new(),
             source_files: FastMap::default(),
+            source_ids: 0,
             next_code: 1,
             stats: WriterStats {
                 bytes_written: file_header.len() as u64,
@@ -400,7 +403,8 @@ impl<W: Write> Writer<W> {
         if let Some(&id) = self.source_files.get(&path) {
             return id;
         }
-        let id = self.source_files.len() as u64 + 1;
+        self.source_ids += 1;
+        let id = self.source_ids;
         self.source_files.insert(path, id);
         let content = content.filter(|c| c.len() <= MAX_RECORD_LEN - 64);
         self.push_definition(Kind::SourceFile(proto::SourceFileDef {
@@ -408,6 +412,26 @@ impl<W: Write> Writer<W> {
             path,
             missing: content.is_none(),
             content: content.unwrap_or_default(),
+            first_line: 0,
+        }));
+        id
+    }
+
+    /// Embeds the lines of `path` (string id) from 1-based line
+    /// `first_line` on (`content`: those lines) as a new definition and
+    /// returns its id. Unlike [`Writer::define_source_file`] every call
+    /// defines a span, even of a path already embedded: the caller chooses
+    /// which lines each code object needs.
+    pub fn define_source_span(&mut self, path: u64, first_line: u32, content: Vec<u8>) -> u64 {
+        self.source_ids += 1;
+        let id = self.source_ids;
+        let fits = content.len() <= MAX_RECORD_LEN - 64;
+        self.push_definition(Kind::SourceFile(proto::SourceFileDef {
+            id,
+            path,
+            missing: !fits,
+            content: if fits { content } else { Vec::new() },
+            first_line: first_line.max(1),
         }));
         id
     }

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pydeep_format::{FormatError, Reader, FORMAT_VERSION, MAGIC, MAX_CHUNK_LEN};
+use pydeep_format::{version_check, FormatError, Reader, FORMAT_VERSION, MAGIC, MAX_CHUNK_LEN};
 
 /// The system allocator, remembering the largest single request.
 struct Largest;
@@ -33,7 +33,7 @@ static ALLOCATOR: Largest = Largest;
 fn a_huge_declared_chunk_in_a_short_file_allocates_little() {
     let mut data = MAGIC.to_vec();
     data.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    data.extend_from_slice(&[0; 4]);
+    data.extend_from_slice(&version_check(FORMAT_VERSION).to_le_bytes());
     data.extend_from_slice(&MAX_CHUNK_LEN.to_le_bytes()); // compressed: the largest allowed
     data.extend_from_slice(&MAX_CHUNK_LEN.to_le_bytes()); // uncompressed
     data.extend_from_slice(&[0; 8]);

@@ -189,11 +189,32 @@ fn write(script: &Script) -> Expected {
                     path,
                     content: content.clone().unwrap_or_default(),
                     missing: content.is_none(),
+                    first_line: 0,
                 },
             );
         }
         // A path is embedded once: defining it again returns the same id.
         assert_defined(expected.source_files.contains_key(&id));
+        // A span of the same path is a definition of its own, with an id
+        // no other source definition has.
+        if let Some(content) = content {
+            let lines = content.len() as u32 % 7;
+            let id = writer.define_source_span(path, lines + 1, content.clone());
+            assert!(
+                !expected.source_files.contains_key(&id),
+                "define_source_span reused source id {id}"
+            );
+            expected.source_files.insert(
+                id,
+                proto::SourceFileDef {
+                    id,
+                    path,
+                    content: content.clone(),
+                    missing: false,
+                    first_line: lines + 1,
+                },
+            );
+        }
     }
     let mut code_ids = Vec::new();
     for (name, first_line, bytecode, consts) in &script.codes {

@@ -103,10 +103,7 @@ pub fn source_text(tables: &Tables, source: &Path, file: &str) -> Result<String,
     match std::fs::read(source) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Err(error) => tables
-            .source_files
-            .values()
-            .find(|embedded| !embedded.missing && tables.string(embedded.path) == file)
-            .map(|embedded| String::from_utf8_lossy(&embedded.content).into_owned())
+            .file_text(file)
             .ok_or_else(|| ViewError::SourceUnavailable {
                 path: source.display().to_string(),
                 reason: error.to_string(),

@@ -318,6 +318,7 @@ impl Worker {
             include_idle: s.idle,
             subprocesses: false,
             embed_source: s.embed_source,
+            full_source: false,
             max_depth: s.max_depth,
             show_status: false,
             mode: "daemon",

@@ -175,12 +175,7 @@ impl Profile {
         };
         let instructions = disassemble(&code, Form::Adaptive)?;
         let heat = self.heat.get(&id).cloned().unwrap_or_default();
-        let source = self
-            .tables
-            .source_files
-            .get(&code.source_file)
-            .filter(|file| !file.missing)
-            .map(|file| String::from_utf8_lossy(&file.content).into_owned());
+        let source = self.tables.source_text(code.source_file);
         Ok(render_listing(
             &code,
             &instructions,
