@@ -99,6 +99,16 @@ pub struct RecorderStats {
     pub source_files: u64,
 }
 
+/// When a sampler tick was taken, and how many ticks its samples stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The stream clock at the tick, in nanoseconds.
+    pub clock_ns: u64,
+    /// 1 plus the ticks the sampler missed right before this one
+    /// (`Schedule::weight`).
+    pub weight: u32,
+}
+
 /// Writes samples of one or more targets into one recording.
 pub struct Recorder<W: Write> {
     writer: Writer<W>,
@@ -184,7 +194,7 @@ impl<W: Write> Recorder<W> {
         id
     }
 
-    /// Records one thread's stack taken at `clock_ns`. Idle threads are
+    /// Records one thread's stack taken at `tick`. Idle threads are
     /// skipped unless idle recording was asked for; returns whether a sample
     /// was written.
     pub fn sample(
@@ -192,10 +202,11 @@ impl<W: Write> Recorder<W> {
         source: &mut impl CodeSource,
         pid: i32,
         version: &PythonVersion,
-        clock_ns: u64,
+        tick: Tick,
         sample: &ThreadSample,
         name: Option<&str>,
     ) -> Result<bool, FormatError> {
+        let Tick { clock_ns, weight } = tick;
         // Counted for idle samples too: they cost the reads all the same.
         self.stats.torn_retries += u64::from(sample.retries);
         if !sample.active && !self.include_idle {
@@ -255,7 +266,8 @@ impl<W: Write> Recorder<W> {
         if sample.frames.is_empty() {
             flags |= SampleFlag::NoPython as u32;
         }
-        self.writer.sample(clock_ns, thread, stack, flags)?;
+        self.writer
+            .weighted_sample(clock_ns, thread, stack, flags, weight)?;
         self.stats.samples += 1;
         Ok(true)
     }

@@ -21,6 +21,10 @@ pub struct Schedule {
     pub max_lag: Duration,
     /// Lateness of the last taken tick.
     pub last_lag: Duration,
+    /// Ticks skipped right before the last taken tick: its samples stand
+    /// for them too (`SampleBatch.weight` = this + 1), so a profile's time
+    /// shares stay right when the sampler falls behind.
+    pub last_missed: u64,
 }
 
 impl Schedule {
@@ -35,7 +39,14 @@ impl Schedule {
             missed_ticks: 0,
             max_lag: Duration::ZERO,
             last_lag: Duration::ZERO,
+            last_missed: 0,
         }
+    }
+
+    /// The sampler ticks the samples of the last taken tick stand for: 1
+    /// plus the ticks skipped right before it.
+    pub fn weight(&self) -> u32 {
+        u32::try_from(self.last_missed.saturating_add(1)).unwrap_or(u32::MAX)
     }
 
     /// The interval between ticks.
@@ -60,6 +71,7 @@ impl Schedule {
         }
         let late = now - due;
         let behind = (late.as_nanos() / self.interval.as_nanos().max(1)) as u64;
+        self.last_missed = behind;
         if behind > 0 {
             self.missed_ticks += behind;
             self.next_tick += behind;
@@ -144,5 +156,9 @@ mod tests {
         assert_eq!(schedule.missed_ticks, 4);
         assert_eq!(schedule.last_lag, Duration::from_micros(500));
         assert_eq!(schedule.next_due(), start + Duration::from_millis(6));
+        // Its samples stand for the four missed ticks and their own.
+        assert_eq!(schedule.weight(), 5);
+        assert!(schedule.take(start + Duration::from_micros(6100)));
+        assert_eq!(schedule.weight(), 1);
     }
 }

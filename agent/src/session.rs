@@ -24,7 +24,7 @@ use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::objects::Rendering;
 use crate::pause::PauseStats;
 use crate::procfs;
-use crate::recorder::{proto_version, Recorder};
+use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
 use crate::snapshot::{SnapshotOptions, SnapshotSchedule};
 use crate::status::StatusLine;
@@ -322,6 +322,7 @@ fn record(
         ticks += 1;
         snapshots.tick(schedule.missed_ticks);
         let clock_ns = monotonic_ns();
+        let weight = schedule.weight();
         let mut index = 0;
         while index < attached.len() {
             let entry = &mut attached[index];
@@ -367,7 +368,7 @@ fn record(
                             &mut entry.target,
                             pid,
                             &version,
-                            clock_ns,
+                            Tick { clock_ns, weight },
                             thread,
                             name,
                         )?;

@@ -96,7 +96,11 @@ impl proto::SampleBatch {
         } else {
             self.time_delta_ns.is_empty() && self.tick_offset_ns.len() == n
         };
-        times && self.thread.len() == n && self.stack.len() == n && self.flags.len() == n
+        times
+            && self.thread.len() == n
+            && self.stack.len() == n
+            && self.flags.len() == n
+            && (self.weight.is_empty() || self.weight.len() == n)
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Sample {
     pub stack: u64,
     /// OR of [`proto::SampleFlag`] bits.
     pub flags: u32,
+    /// Sampler ticks this sample stands for (1, or more after ticks the
+    /// sampler missed: `SampleBatch.weight`). Profiles count samples by it.
+    pub weight: u32,
 }
 
 /// What a [`Recording`] yields, in stream order. Definitions are not events:
@@ -284,13 +287,14 @@ impl<R: Read> Recording<R> {
                         return Err(FormatError::corrupt(
                             offset,
                             format!(
-                                "sample batch columns differ in length ({} time deltas, {} ticks, {} tick offsets, {} threads, {} stacks, {} flags)",
+                                "sample batch columns differ in length ({} time deltas, {} ticks, {} tick offsets, {} threads, {} stacks, {} flags, {} weights)",
                                 batch.time_delta_ns.len(),
                                 batch.ticks.len(),
                                 batch.tick_offset_ns.len(),
                                 batch.thread.len(),
                                 batch.stack.len(),
-                                batch.flags.len()
+                                batch.flags.len(),
+                                batch.weight.len()
                             ),
                         ));
                     }
@@ -332,6 +336,7 @@ impl<R: Read> Recording<R> {
                         thread: batch.thread[i],
                         stack: batch.stack[i],
                         flags: batch.flags[i],
+                        weight: batch.weight.get(i).copied().unwrap_or(1).max(1),
                     })));
                 }
                 self.batch = None;

@@ -452,8 +452,28 @@ impl<W: Write> Writer<W> {
         stack: u64,
         flags: u32,
     ) -> Result<(), FormatError> {
+        self.weighted_sample(clock_ns, thread, stack, flags, 1)
+    }
+
+    /// Writes a sample standing for `weight` sampler ticks (1 plus the
+    /// ticks missed right before it; see `SampleBatch.weight`).
+    pub fn weighted_sample(
+        &mut self,
+        clock_ns: u64,
+        thread: u32,
+        stack: u64,
+        flags: u32,
+        weight: u32,
+    ) -> Result<(), FormatError> {
         self.check()?;
         self.open_chunk();
+        let weight = weight.max(1);
+        // The column is written only for a batch that needs it: from its
+        // first weight other than 1, with 1 for the samples before.
+        if weight != 1 || !self.batch.weight.is_empty() {
+            self.batch.weight.resize(self.batch_times.len(), 1);
+            self.batch.weight.push(weight);
+        }
         self.batch_times.push(clock_ns);
         self.batch.thread.push(thread);
         self.batch.stack.push(stack);
@@ -728,7 +748,7 @@ fn deflated_len(parts: &[&[u8]]) -> usize {
 
 /// Encoded lengths of the columns of `batch`, in the order prost writes
 /// them (tag order; the scalar tick interval goes with the ticks).
-fn column_lengths(batch: &proto::SampleBatch) -> [usize; 6] {
+fn column_lengths(batch: &proto::SampleBatch) -> [usize; 7] {
     use prost::encoding::{sint64, uint32, uint64};
     let interval = if batch.tick_interval_ns == 0 {
         0
@@ -742,6 +762,7 @@ fn column_lengths(batch: &proto::SampleBatch) -> [usize; 6] {
         uint32::encoded_len_packed(4, &batch.flags),
         interval + uint64::encoded_len_packed(6, &batch.ticks),
         sint64::encoded_len_packed(7, &batch.tick_offset_ns),
+        uint32::encoded_len_packed(8, &batch.weight),
     ]
 }
 

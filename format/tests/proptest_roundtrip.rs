@@ -297,6 +297,7 @@ fn write(script: &Script) -> Expected {
                     thread,
                     stack,
                     flags: *flags,
+                    weight: 1,
                 }));
             }
             Op::Tick(ticks, lateness, samples) => {
@@ -313,13 +314,19 @@ fn write(script: &Script) -> Expected {
                     }
                     stack_ids.push(stack);
                     let thread = thread_ids[thread % thread_ids.len()];
-                    writer.sample(time, thread, stack, flags).unwrap();
+                    // As the agent weighs them: the ticks since the last
+                    // one taken (more than 1 after missed ticks).
+                    let weight = (*ticks % 5).max(1) as u32;
+                    writer
+                        .weighted_sample(time, thread, stack, flags, weight)
+                        .unwrap();
                     last_time = Some(time);
                     expected.events.push(Event::Sample(Sample {
                         time_ns: time,
                         thread,
                         stack,
                         flags,
+                        weight,
                     }));
                 }
             }

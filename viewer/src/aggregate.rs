@@ -94,11 +94,15 @@ pub struct Profile {
     /// Symbols that `stacks` refer to.
     pub symbols: Symbols,
     /// Sample counts per thread and stack, sorted by thread then stack.
+    /// Each sample counts its weight: the sampler ticks it stands for (more
+    /// than 1 after ticks the sampler missed), so counts are shares of time.
     pub stacks: Vec<StackCount>,
     /// Threads that have samples in `stacks`, by file-local id.
     pub threads: BTreeMap<u32, ThreadInfo>,
-    /// Samples counted (after filtering).
+    /// Sampler ticks counted (after filtering): the samples' weights.
     pub total: u64,
+    /// Samples counted (after filtering), each once.
+    pub samples: u64,
     /// Samples read (before filtering).
     pub read: u64,
     /// Stream-clock time of the first and last counted sample.
@@ -114,13 +118,16 @@ impl Profile {
         let mut bound = filter.bind(input.header());
         let mut counts: IdMap<(u32, u64), u64> = IdMap::default();
         let mut total = 0u64;
+        let mut samples = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
         input.for_each_sample(|tables, sample| {
             if !bound.accepts(tables, sample) {
                 return;
             }
-            *counts.entry((sample.thread, sample.stack)).or_insert(0) += 1;
-            total += 1;
+            let weight = u64::from(sample.weight.max(1));
+            *counts.entry((sample.thread, sample.stack)).or_insert(0) += weight;
+            total += weight;
+            samples += 1;
             time_range = Some(match time_range {
                 None => (sample.time_ns, sample.time_ns),
                 Some((first, last)) => (first.min(sample.time_ns), last.max(sample.time_ns)),
@@ -160,6 +167,7 @@ impl Profile {
             stacks,
             threads,
             total,
+            samples,
             read: input.samples_read(),
             time_range,
             damage: input.damage(),

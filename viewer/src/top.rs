@@ -59,10 +59,20 @@ pub fn shares(profile: &Profile) -> Vec<Share> {
 /// Writes the table of the `limit` first shares (all if `limit` is 0).
 pub fn write(profile: &Profile, limit: usize, mut out: impl Write) -> io::Result<()> {
     let shares = shares(profile);
+    // Counts are sampler ticks: a sample taken after ticks the sampler
+    // missed stands for them too (format version 3, `SampleBatch.weight`).
+    let ticks = if profile.total == profile.samples {
+        String::new()
+    } else {
+        format!(
+            " (standing for {} sampler ticks, with those it missed)",
+            profile.total
+        )
+    };
     writeln!(
         out,
-        "{} samples counted of {} read, {} threads, by {}",
-        profile.total,
+        "{} samples counted{ticks} of {} read, {} threads, by {}",
+        profile.samples,
         profile.read,
         profile.threads.len(),
         profile.symbols.granularity()

@@ -262,6 +262,7 @@ fn a_closed_pipe_ends_quietly_with_success() {
             thread: 1,
             frames: vec![(MAIN, 5, 0), (WORK, line, 2 * line)],
             flags: ACTIVE,
+            weight: 1,
         });
     }
     let recorded = record(&plan);

@@ -75,6 +75,41 @@ fn collapsed_output_matches_the_golden_file() {
     assert_eq!(text, expected);
 }
 
+/// The standard plan with some samples standing for missed ticks (as a
+/// saturated sampler writes them): every count is in ticks.
+#[test]
+fn a_sample_after_missed_ticks_counts_for_them_in_every_profile() {
+    let mut plan = standard_plan();
+    for (i, sample) in plan.iter_mut().enumerate() {
+        sample.weight = match i % 13 {
+            3 => 4,
+            7 => 2,
+            _ => 1,
+        };
+    }
+    let ticks: u64 = plan.iter().map(|s| u64::from(s.weight)).sum();
+    let recorded = record(&plan);
+    let profile = profile(&recorded.path, &Filter::default(), Granularity::Function);
+    assert_eq!(profile.total, ticks);
+    assert_eq!(profile.samples, plan.len() as u64);
+    let folded = parse_folded(&folded_text(&profile, false));
+    assert_eq!(folded, expected_folded(&plan, "function", |_| true));
+    let mut text = Vec::new();
+    top::write(&profile, 0, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "{} samples counted (standing for {ticks} sampler ticks",
+            plan.len()
+        )),
+        "{first}"
+    );
+    let pprof = pprof::build(&profile, &PprofOptions::default());
+    let values: i64 = pprof.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(values, ticks as i64);
+}
+
 #[test]
 fn top_output_matches_the_golden_file() {
     let recorded = record(&standard_plan());
@@ -423,6 +458,7 @@ fn chrome_trace_names_each_process_by_its_command_line() {
             thread: 3,
             frames: vec![(MAIN, 5, 20)],
             flags: GIL | ACTIVE,
+            weight: 1,
         });
     }
     let recorded = record(&plan);

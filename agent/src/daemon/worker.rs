@@ -19,7 +19,7 @@ use super::config::{Rotation, TargetSettings};
 use super::discovery::Process;
 use super::rotation::StreamFile;
 use crate::lifecycle::{self, Fate, Identity};
-use crate::recorder::{proto_version, Recorder};
+use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
 use crate::session::{self, monotonic_ns, SessionOptions};
 use crate::snapshot::SnapshotOptions;
@@ -551,6 +551,7 @@ impl Worker {
             ticks += 1;
             counters.max_lag = counters.max_lag.max(schedule.last_lag);
             let clock_ns = monotonic_ns();
+            let weight = schedule.weight();
             match attached.target.sample_threads(&mut threads) {
                 Ok(()) => {
                     last_good_read = Instant::now();
@@ -562,7 +563,7 @@ impl Worker {
                             &mut attached.target,
                             pid,
                             &version,
-                            clock_ns,
+                            Tick { clock_ns, weight },
                             thread,
                             name,
                         )?;

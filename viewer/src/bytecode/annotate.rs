@@ -100,8 +100,10 @@ impl Profile {
                 Some((def.code, def.instruction_offset))
             });
             if let Some((code, offset)) = leaf {
-                total_samples += 1;
-                *heat.entry(code).or_default().entry(offset).or_default() += 1;
+                // Weighted, as every profile: the ticks each sample stands for.
+                let weight = u64::from(sample.weight.max(1));
+                total_samples += weight;
+                *heat.entry(code).or_default().entry(offset).or_default() += weight;
             }
         }
         Ok(Profile {

@@ -91,6 +91,8 @@ pub struct Planned {
     /// Outermost first; empty for a thread running no Python.
     pub frames: Vec<Frame>,
     pub flags: u32,
+    /// Sampler ticks the sample stands for (1, more after missed ticks).
+    pub weight: u32,
 }
 
 /// The standard plan: 600 ticks of MainThread and 420 of the worker, with
@@ -112,6 +114,7 @@ pub fn standard_plan() -> Vec<Planned> {
             thread: 1,
             frames,
             flags,
+            weight: 1,
         });
         if tick < 420 {
             let (frames, flags) = match tick % 21 {
@@ -124,6 +127,7 @@ pub fn standard_plan() -> Vec<Planned> {
                 thread: 2,
                 frames,
                 flags,
+                weight: 1,
             });
         }
     }
@@ -247,7 +251,13 @@ pub fn write_recording(path: &Path, plan: &[Planned], finish: bool) {
             writer.intern_stack(&frames)
         };
         writer
-            .sample(sample.time_ns, sample.thread, stack, sample.flags)
+            .weighted_sample(
+                sample.time_ns,
+                sample.thread,
+                stack,
+                sample.flags,
+                sample.weight,
+            )
             .expect("sample");
     }
     if finish {
@@ -314,7 +324,7 @@ pub fn expected_folded(
                 .collect::<Vec<_>>()
                 .join(";")
         };
-        *folded.entry(stack).or_insert(0) += 1;
+        *folded.entry(stack).or_insert(0) += u64::from(sample.weight);
     }
     folded
 }

@@ -1,0 +1,89 @@
+//! A sampler asked for more than it can take misses ticks; each sample it
+//! takes after missed ticks stands for them (`SampleBatch.weight`), so a
+//! profile counts time, not reads. The truth is the sampler's own count:
+//! for a target with one always-running thread, the weights of its samples
+//! add up exactly to the ticks taken plus the ticks missed (the footer's),
+//! and the viewer's profile counts exactly those ticks. On every
+//! interpreter.
+
+use std::process::{Command, Stdio};
+
+use pydeep_format::{Event, Recording};
+use pydeep_integration::waits::{wait_exit, wait_for_file};
+use pydeep_integration::{test_pythons, workspace_binary};
+
+/// Busy in one thread, after writing the ready file argv[1].
+const BUSY: &str =
+    "import sys\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(1000))\n";
+
+#[test]
+fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
+    for python in test_pythons("sample weights") {
+        let label = python.label();
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let output = dir.path().join("weights.pdr");
+        let mut target = Command::new(&python.path)
+            .args(["-c", BUSY])
+            .arg(&ready)
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready, &mut target, &label);
+        // 1 MHz: far more than any sampler takes, so ticks are missed.
+        let mut agent = Command::new(workspace_binary("pydeep"))
+            .args(["attach", &target.id().to_string(), "-q", "-r", "1000000"])
+            .args(["-d", "1s", "-o"])
+            .arg(&output)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut agent, &label);
+        target.kill().unwrap();
+        target.wait().unwrap();
+        assert!(status.success(), "{label}: attach failed");
+
+        let mut recording = Recording::open(&output).unwrap();
+        let (mut samples, mut weights, mut heavier) = (0u64, 0u64, 0u64);
+        let mut footer = None;
+        while let Some(event) = recording.next_event().unwrap() {
+            match event {
+                Event::Sample(sample) => {
+                    samples += 1;
+                    weights += u64::from(sample.weight);
+                    heavier += u64::from(sample.weight > 1);
+                }
+                Event::Footer(f) => footer = Some(f),
+                _ => {}
+            }
+        }
+        let footer = footer.expect("complete recording");
+        assert_eq!(footer.errors, 0, "{label}");
+        assert_eq!(footer.sample_count, samples, "{label}");
+        assert!(
+            footer.missed_ticks > 0 && heavier > 0,
+            "{label}: no tick missed at 1 MHz ({samples} samples)"
+        );
+        assert_eq!(
+            weights,
+            samples + footer.missed_ticks,
+            "{label}: weights against ticks taken + missed"
+        );
+
+        let top = Command::new(workspace_binary("pydeep-view"))
+            .arg("top")
+            .arg(&output)
+            .output()
+            .unwrap();
+        let top = String::from_utf8_lossy(&top.stdout);
+        assert!(
+            top.lines()
+                .next()
+                .is_some_and(|l| l.contains(&format!("standing for {weights} sampler ticks"))),
+            "{label}: {top}"
+        );
+        eprintln!(
+            "{label}: {samples} samples, {} ticks missed, weights add up to {weights}",
+            footer.missed_ticks
+        );
+    }
+}
