@@ -15,6 +15,10 @@ pub struct Read {
     pub torn: u64,
     /// Function names of each distinct untorn stack (outermost first) and its sample count.
     pub stacks: Vec<(Vec<String>, u64)>,
+    /// The same stacks with the sampler ticks their samples stand for (each
+    /// sample's weight: more than 1 after ticks the sampler missed), which
+    /// is what the viewer's profiles count.
+    pub tick_stacks: Vec<(Vec<String>, u64)>,
     /// Process events: kind and code.
     pub events: Vec<(ProcessEventKind, i32)>,
     /// The footer's sample count, if the file has a footer.
@@ -25,6 +29,7 @@ pub struct Read {
 pub fn read(path: &Path) -> Read {
     let mut recording = Recording::open(path).expect("open recording");
     let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut ticks: HashMap<u64, u64> = HashMap::new();
     let mut events = Vec::new();
     let mut samples = 0;
     let mut torn = 0;
@@ -39,6 +44,7 @@ pub fn read(path: &Path) -> Read {
                     torn += 1;
                 } else {
                     *counts.entry(sample.stack).or_default() += 1;
+                    *ticks.entry(sample.stack).or_default() += u64::from(sample.weight);
                 }
             }
             Event::Process(process) => events.push((process.kind(), process.code)),
@@ -47,30 +53,50 @@ pub fn read(path: &Path) -> Read {
         }
     }
     let tables = recording.tables();
-    let stacks = counts
-        .into_iter()
-        .map(|(stack, count)| {
-            let names = tables
-                .stack_frames(stack)
-                .into_iter()
-                .map(|frame| {
-                    let code = tables.frames[&frame].code;
-                    tables.string(tables.code_objects[&code].name).to_owned()
-                })
-                .collect();
-            (names, count)
-        })
-        .collect();
+    let named = |counts: HashMap<u64, u64>| -> Vec<(Vec<String>, u64)> {
+        counts
+            .into_iter()
+            .map(|(stack, count)| {
+                let names = tables
+                    .stack_frames(stack)
+                    .into_iter()
+                    .map(|frame| {
+                        let code = tables.frames[&frame].code;
+                        tables.string(tables.code_objects[&code].name).to_owned()
+                    })
+                    .collect();
+                (names, count)
+            })
+            .collect()
+    };
+    let stacks = named(counts);
+    let tick_stacks = named(ticks);
     Read {
         samples,
         torn,
         stacks,
+        tick_stacks,
         events,
         footer_samples,
     }
 }
 
 impl Read {
+    /// Sampler ticks the untorn samples stand for (their weights).
+    pub fn kept_ticks(&self) -> u64 {
+        self.tick_stacks.iter().map(|(_, ticks)| ticks).sum()
+    }
+
+    /// Sampler ticks of the untorn samples whose stack passes through a
+    /// function called `name`.
+    pub fn ticks_in(&self, name: &str) -> u64 {
+        self.tick_stacks
+            .iter()
+            .filter(|(names, _)| names.iter().any(|n| n == name))
+            .map(|(_, ticks)| ticks)
+            .sum()
+    }
+
     /// Samples whose stack passes through a function called `name`.
     pub fn samples_in(&self, name: &str) -> u64 {
         self.stacks

@@ -45,8 +45,10 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
         );
         let label = python.label();
         // The viewer leaves torn samples out by default, as the reader's
-        // `stacks` do.
-        let kept = recorded.samples - recorded.torn;
+        // `stacks` do, and its profiles count the sampler ticks each sample
+        // stands for (1, more after ticks the sampler missed).
+        let kept = recorded.kept_ticks();
+        let kept_samples = recorded.samples - recorded.torn;
 
         let mut input = Input::open(&output).unwrap();
         let profile = Profile::read(&mut input, &Filter::default(), Granularity::Line);
@@ -76,7 +78,7 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
         for name in ["heavy", "light"] {
             assert_eq!(
                 totals.get(name).copied().unwrap_or(0),
-                recorded.samples_in(name),
+                recorded.ticks_in(name),
                 "{label}: samples through {name}"
             );
         }
@@ -142,7 +144,7 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
             &mut trace,
         )
         .unwrap();
-        assert_eq!(summary.samples, kept, "{label}: chrome");
+        assert_eq!(summary.samples, kept_samples, "{label}: chrome");
         let _: serde_json::Value = serde_json::from_slice(&trace).expect("chrome trace is JSON");
 
         // The binary's flamegraph.
