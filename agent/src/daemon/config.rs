@@ -125,8 +125,10 @@ pub struct TargetSettings {
     pub locals: bool,
     /// Record idle threads too (default false).
     pub idle: bool,
-    /// Embed source files (default true).
+    /// Embed source: each recorded function's lines (default true).
     pub embed_source: bool,
+    /// Embed whole source files instead of functions' lines (default false).
+    pub full_source: bool,
     /// Deepest stack read (default 4096).
     pub max_depth: u32,
 }
@@ -140,6 +142,7 @@ impl Default for TargetSettings {
             locals: false,
             idle: false,
             embed_source: true,
+            full_source: false,
             max_depth: 4096,
         }
     }
@@ -206,6 +209,7 @@ struct RawTarget {
     locals: Option<bool>,
     idle: Option<bool>,
     embed_source: Option<bool>,
+    full_source: Option<bool>,
     max_depth: Option<u32>,
 }
 
@@ -336,6 +340,7 @@ impl Config {
                 locals: target.locals.unwrap_or(defaults.locals),
                 idle: target.idle.unwrap_or(defaults.idle),
                 embed_source: target.embed_source.unwrap_or(defaults.embed_source),
+                full_source: target.full_source.unwrap_or(defaults.full_source),
                 max_depth: target.max_depth.unwrap_or(defaults.max_depth).max(1),
             };
             targets.push(TargetRule {
@@ -418,6 +423,7 @@ mod tests {
             rate = 50
             snapshot_every = "30s"
             locals = true
+            full_source = true
             "#,
             Path::new("t.toml"),
         )
@@ -437,6 +443,7 @@ mod tests {
         assert_eq!(rule.settings.rate_hz, 50.0);
         assert_eq!(rule.settings.snapshot_every, Some(Duration::from_secs(30)));
         assert!(rule.settings.locals);
+        assert!(rule.settings.embed_source && rule.settings.full_source);
     }
 
     #[test]

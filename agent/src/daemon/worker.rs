@@ -318,7 +318,7 @@ impl Worker {
             include_idle: s.idle,
             subprocesses: false,
             embed_source: s.embed_source,
-            full_source: false,
+            full_source: s.full_source,
             max_depth: s.max_depth,
             show_status: false,
             mode: "daemon",
@@ -381,6 +381,8 @@ impl Worker {
             self.spec.settings.idle,
         )
         .with_context(|| format!("creating a recording in {}", self.spec.output_dir.display()))?;
+        file.recorder
+            .embed_whole_files(self.spec.settings.full_source);
         let pid = attached.target.pid();
         file.recorder
             .record(Kind::ProcessEvent(proto::ProcessEvent {
