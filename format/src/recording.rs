@@ -82,9 +82,11 @@ fn spans_text<'a>(spans: impl Iterator<Item = &'a proto::SourceFileDef>) -> Stri
     lines.join("\n")
 }
 
-/// Highest first line of an embedded span honoured (no Python file has
-/// more lines; a larger one is garbage).
-const MAX_SOURCE_LINE: usize = 1 << 22;
+/// Highest first line of an embedded span honoured: a hostile file could
+/// otherwise make the reader lay out billions of empty lines (each costs a
+/// `String`, 24 bytes: at most 24 MiB here). No real Python file has this
+/// many lines.
+const MAX_SOURCE_LINE: usize = 1 << 20;
 
 impl Tables {
     /// The string with id `id`, or "" if it is 0 or unknown.
