@@ -90,19 +90,20 @@ impl Read {
     /// Sampler ticks of the untorn samples whose stack passes through a
     /// function called `name`.
     pub fn ticks_in(&self, name: &str) -> u64 {
-        self.tick_stacks
-            .iter()
-            .filter(|(names, _)| names.iter().any(|n| n == name))
-            .map(|(_, ticks)| ticks)
-            .sum()
+        through(&self.tick_stacks, name)
     }
 
     /// Samples whose stack passes through a function called `name`.
     pub fn samples_in(&self, name: &str) -> u64 {
-        self.stacks
-            .iter()
-            .filter(|(names, _)| names.iter().any(|n| n == name))
-            .map(|(_, count)| count)
-            .sum()
+        through(&self.stacks, name)
     }
+}
+
+/// The counts of the `stacks` that pass through a function called `name`.
+fn through(stacks: &[(Vec<String>, u64)], name: &str) -> u64 {
+    stacks
+        .iter()
+        .filter(|(names, _)| names.iter().any(|n| n == name))
+        .map(|(_, count)| count)
+        .sum()
 }
