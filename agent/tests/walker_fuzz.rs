@@ -361,33 +361,53 @@ fn one_thread_three_frames() -> (Layout, SnapshotMemory, u64, [u64; 4]) {
     }
     let size = o.interpreter_frame_size.unwrap() + 64;
     let frames = [0u64, 1, 2, 3].map(|i| chunk + 64 + i * size);
-    let code_at = o.interpreter_frame_f_executable.unwrap();
-    let instr_at = o.interpreter_frame_instr_ptr.unwrap();
     for (i, &frame) in frames.iter().enumerate() {
         let previous = if i == 0 { 0 } else { frames[i - 1] };
-        put(
-            &mut memory,
-            frame + o.interpreter_frame_previous.unwrap(),
-            previous,
-        );
-        put(&mut memory, frame + code_at, code);
-        put(
-            &mut memory,
-            frame + instr_at,
-            code + o.code_co_code_adaptive.unwrap() + 2 * i as u64,
-        );
+        put_frame(&mut memory, &layout, frame, previous, code, 2 * i as u64);
     }
-    put(
-        &mut memory,
-        thread + o.thread_current_frame.unwrap(),
-        frames[2],
-    );
-    put(
-        &mut memory,
-        thread + o.thread_datastack_chunk.unwrap(),
-        chunk,
-    );
+    put_thread_top(&mut memory, &layout, thread, frames[2], chunk);
     (layout, memory, thread, frames)
+}
+
+/// Writes a 3.13 frame header at `frame`: its caller, its code object and
+/// its instruction `offset` bytes into the code.
+fn put_frame(
+    memory: &mut SnapshotMemory,
+    layout: &Layout,
+    frame: u64,
+    previous: u64,
+    code: u64,
+    offset: u64,
+) {
+    let o = &layout.offsets;
+    put(
+        memory,
+        frame + o.interpreter_frame_previous.unwrap(),
+        previous,
+    );
+    put(
+        memory,
+        frame + o.interpreter_frame_f_executable.unwrap(),
+        code,
+    );
+    put(
+        memory,
+        frame + o.interpreter_frame_instr_ptr.unwrap(),
+        code + o.code_co_code_adaptive.unwrap() + offset,
+    );
+}
+
+/// Points `thread`'s current frame at `frame` and its data stack at `chunk`.
+fn put_thread_top(
+    memory: &mut SnapshotMemory,
+    layout: &Layout,
+    thread: u64,
+    frame: u64,
+    chunk: u64,
+) {
+    let o = &layout.offsets;
+    put(memory, thread + o.thread_current_frame.unwrap(), frame);
+    put(memory, thread + o.thread_datastack_chunk.unwrap(), chunk);
 }
 
 /// The thread's current-frame pointer moves to each of `moves` (frame
@@ -563,31 +583,8 @@ fn a_stack_that_grew_into_a_chunk_the_prefetch_missed_is_kept_without_a_re_read(
         frames[0] - 64,
     );
     put(&mut memory, new_chunk + o.stack_chunk_size.unwrap(), 0x4000);
-    put(
-        &mut memory,
-        callee + o.interpreter_frame_previous.unwrap(),
-        frames[2],
-    );
-    put(
-        &mut memory,
-        callee + o.interpreter_frame_f_executable.unwrap(),
-        code,
-    );
-    put(
-        &mut memory,
-        callee + o.interpreter_frame_instr_ptr.unwrap(),
-        code + o.code_co_code_adaptive.unwrap() + 10,
-    );
-    put(
-        &mut memory,
-        thread + o.thread_current_frame.unwrap(),
-        callee,
-    );
-    put(
-        &mut memory,
-        thread + o.thread_datastack_chunk.unwrap(),
-        new_chunk,
-    );
+    put_frame(&mut memory, &layout, callee, frames[2], code, 10);
+    put_thread_top(&mut memory, &layout, thread, callee, new_chunk);
     let reads = sample(&memory, &mut out);
     assert!(!out[0].torn, "{:?}", out[0]);
     assert_eq!(out[0].retries, 0);

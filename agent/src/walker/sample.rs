@@ -472,11 +472,11 @@ fn attempt(
                 // prefetch did not hold needs no re-read of every frame.
                 // Not for a pointer read late (phase 2): the first
                 // batch's windows were copied before it.
+                // (Each thread has one window here: from its chunk's start
+                // to its innermost frame.)
                 let mut owners: Vec<(usize, bool)> =
                     window_owners.iter().map(|&i| (i, false)).collect();
-                let mut bracket_owners: Vec<usize> = window_owners.clone();
-                bracket_owners.dedup();
-                for i in bracket_owners {
+                for &i in &window_owners {
                     let read = &reads[i];
                     if read.frame_pointer_at >= 8 && !read.pointer_read_late {
                         windows.push((read.frame_pointer_at, vec![0u8; 8]));
