@@ -88,9 +88,6 @@ pub struct RecorderStats {
     pub samples: u64,
     /// Samples flagged torn.
     pub torn: u64,
-    /// Attempts that tore and were read again at once (the samples kept
-    /// are the later attempts'), counted over every sample taken.
-    pub torn_retries: u64,
     /// Frames whose code object could not be read (recorded as "<unknown>").
     pub unreadable_code: u64,
     /// Distinct code objects embedded.
@@ -207,8 +204,6 @@ impl<W: Write> Recorder<W> {
         name: Option<&str>,
     ) -> Result<bool, FormatError> {
         let Tick { clock_ns, weight } = tick;
-        // Counted for idle samples too: they cost the reads all the same.
-        self.stats.torn_retries += u64::from(sample.retries);
         if !sample.active && !self.include_idle {
             return Ok(false);
         }

@@ -92,8 +92,6 @@ pub struct SessionSummary {
     pub errors: u64,
     /// Samples flagged torn.
     pub torn: u64,
-    /// Torn attempts read again at once.
-    pub torn_retries: u64,
     /// Wall time sampled.
     pub elapsed: Duration,
     /// Size of the file.
@@ -126,13 +124,12 @@ impl std::fmt::Display for SessionSummary {
         )?;
         writeln!(
             f,
-            "  missed ticks {}, max lag {:.2} ms, read errors {}, torn samples {}, reads/tick {:.2}, torn attempts retried {}",
+            "  missed ticks {}, max lag {:.2} ms, read errors {}, torn samples {}, reads/tick {:.2}",
             self.missed_ticks,
             self.max_lag.as_secs_f64() * 1e3,
             self.errors,
             self.torn,
             self.read_calls as f64 / self.ticks.max(1) as f64,
-            self.torn_retries
         )?;
         write!(
             f,
@@ -478,7 +475,9 @@ fn record(
         missed_ticks: schedule.missed_ticks,
         dropped_samples: 0,
         torn_samples: stats.torn,
-        torn_retries: stats.torn_retries,
+        // No torn stack is read again since format version 3's
+        // recordings of pydeep 0.1 (a retry is another moment's stack).
+        torn_retries: 0,
         errors,
         max_lag_ns: schedule.max_lag.as_nanos() as u64,
         end_reason: end_reason.clone(),
@@ -502,7 +501,6 @@ fn record(
             max_lag: schedule.max_lag,
             errors,
             torn: stats.torn,
-            torn_retries: stats.torn_retries,
             elapsed,
             bytes: std::fs::metadata(output).map_or(0, |m| m.len()),
             end_reason,

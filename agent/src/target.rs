@@ -399,7 +399,9 @@ impl Target {
                 .get(&address)
                 .is_some_and(|c| c.validated != generation)
         };
-        let mut code_check = CodeCheck::new(&needs_check, reader.code_fingerprint_len());
+        let frame_size = |address: u64| codes.get(&address).and_then(|c| c.code.frame_size);
+        let mut code_check = CodeCheck::new(&needs_check, reader.code_fingerprint_len())
+            .with_frame_sizes(&frame_size);
         let result = sample_interpreters(
             &self.memory,
             &self.layout,

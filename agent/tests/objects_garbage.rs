@@ -132,6 +132,7 @@ proptest! {
             flags: 0,
             stacksize: 0,
             localspluskinds: Vec::new(),
+            frame_size: None,
         };
         let frame = FrameRef {
             address,

@@ -123,7 +123,6 @@ struct Growth {
     kept: u64,
     torn: u64,
     part_way: u64,
-    retried: u64,
 }
 
 /// Samples `growing_stack.py` non-blocking from before its threads start
@@ -173,10 +172,8 @@ fn sample_growth(python: &pydeep_integration::Python, interval: Option<Duration>
         kept: 0,
         torn: 0,
         part_way: 0,
-        retried: 0,
     };
     for sample in &taken {
-        growth.retried += u64::from(sample.retries);
         let Some(thread) = truth["threads"]
             .as_array()
             .unwrap()
@@ -257,8 +254,8 @@ fn a_stack_that_only_grows_while_read_is_never_torn_and_always_a_prefix_of_its_f
         ] {
             let growth = sample_growth(&python, interval);
             eprintln!(
-                "   {label} {rate}: {} kept ({} part way down), {} torn, {} attempts retried",
-                growth.kept, growth.part_way, growth.torn, growth.retried
+                "   {label} {rate}: {} kept ({} part way down), {} torn",
+                growth.kept, growth.part_way, growth.torn
             );
             assert!(growth.kept > 0, "{label} {rate}: no sample kept");
             if python.at_least(3, 11) {

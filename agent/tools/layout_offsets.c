@@ -254,6 +254,18 @@ int main(void) {
     OFF(code_co_name, PyCodeObject, co_name);
 #if PY_VERSION_HEX >= 0x030b0000
     OFF(code_co_qualname, PyCodeObject, co_qualname);
+    /* Words a frame of this code takes on the data stack: a frame pushed
+       at F ends at F + 8 * words, where tstate->datastack_top then points
+       (pycore_frame.h _PyFrame_PushUnchecked). co_framesize from 3.12 on;
+       on 3.11 co_nlocalsplus + co_stacksize + FRAME_SPECIALS_SIZE
+       (_PyFrame_NumSlotsForCodeObject). */
+#if PY_VERSION_HEX >= 0x030c0000
+    OFF(code_co_framesize, PyCodeObject, co_framesize);
+#else
+    NA(code_co_framesize);
+#endif
+    OFF(code_co_nlocalsplus, PyCodeObject, co_nlocalsplus);
+    F(frame_specials_words, FRAME_SPECIALS_SIZE);
     OFF(code_co_code_adaptive, PyCodeObject, co_code_adaptive);
     NA(code_co_code);
     OFF(code_co_localsplusnames, PyCodeObject, co_localsplusnames);
@@ -267,6 +279,9 @@ int main(void) {
     NA(code_co_freevars);
 #else
     NA(code_co_qualname);
+    NA(code_co_framesize);
+    NA(code_co_nlocalsplus);
+    NA(frame_specials_words);
     NA(code_co_code_adaptive);
     OFF(code_co_code, PyCodeObject, co_code);
     NA(code_co_localsplusnames);

@@ -70,6 +70,9 @@ pub struct CodeObject {
     pub stacksize: u32,
     /// `co_localspluskinds` (3.11+), one byte per local.
     pub localspluskinds: Vec<u8>,
+    /// Bytes a frame of this code takes on the thread's data stack (3.11+;
+    /// see [`ObjectReader::frame_size`]), `None` if unknown.
+    pub frame_size: Option<u64>,
 }
 
 /// The fields of a code object that identify it: compared on every sample
@@ -113,6 +116,29 @@ impl ObjectReader<'_> {
             name: o.code_co_name.map_or(0, |f| field_u64(header, f)),
             first_line: o.code_co_firstlineno.map_or(0, |f| field_u32(header, f)),
         }
+    }
+
+    /// Bytes a frame of the code object whose header is `header` takes on
+    /// the data stack (3.11+): a frame pushed at `F` ends at `F + size`,
+    /// where `tstate->datastack_top` points while it is the innermost one
+    /// (pycore_frame.h `_PyFrame_PushUnchecked`). `co_framesize` words
+    /// from 3.12 on; on 3.11 `co_nlocalsplus + co_stacksize +
+    /// FRAME_SPECIALS_SIZE` (`_PyFrame_NumSlotsForCodeObject`). `None`
+    /// where the layout does not say, or the size is implausible.
+    pub fn frame_size(&self, header: &[u8]) -> Option<u64> {
+        let o = &self.layout.offsets;
+        let int = |at: u64| -> Option<u64> {
+            (at + 4 <= header.len() as u64).then(|| u64::from(field_u32(header, at)))
+        };
+        let words = match o.code_co_framesize {
+            Some(at) => int(at)?,
+            None => {
+                int(o.code_co_nlocalsplus?)? + int(o.code_co_stacksize?)? + o.frame_specials_words?
+            }
+        };
+        // A frame holds its specials at least; CPython caps a code's
+        // locals and stack far below a million words.
+        (1..1 << 20).contains(&words).then_some(words * 8)
     }
 
     /// Reads the code object at `address`, checking its type is `code`.
@@ -231,6 +257,7 @@ impl ObjectReader<'_> {
                 flags: int(o.code_co_flags),
                 stacksize: int(o.code_co_stacksize),
                 localspluskinds,
+                frame_size: self.frame_size(&header),
             },
             fingerprint,
         ))

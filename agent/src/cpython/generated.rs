@@ -159,6 +159,12 @@ pub struct Offsets {
     pub code_co_name: Option<u64>,
     /// `offsetof(PyCodeObject, co_qualname)`
     pub code_co_qualname: Option<u64>,
+    /// `offsetof(PyCodeObject, co_framesize)`
+    pub code_co_framesize: Option<u64>,
+    /// `offsetof(PyCodeObject, co_nlocalsplus)`
+    pub code_co_nlocalsplus: Option<u64>,
+    /// `FRAME_SPECIALS_SIZE`
+    pub frame_specials_words: Option<u64>,
     /// `offsetof(PyCodeObject, co_code_adaptive)`
     pub code_co_code_adaptive: Option<u64>,
     /// `offsetof(PyCodeObject, co_code)`
@@ -469,6 +475,9 @@ impl Offsets {
             ("code_co_filename", self.code_co_filename),
             ("code_co_name", self.code_co_name),
             ("code_co_qualname", self.code_co_qualname),
+            ("code_co_framesize", self.code_co_framesize),
+            ("code_co_nlocalsplus", self.code_co_nlocalsplus),
+            ("frame_specials_words", self.frame_specials_words),
             ("code_co_code_adaptive", self.code_co_code_adaptive),
             ("code_co_code", self.code_co_code),
             ("code_co_localsplusnames", self.code_co_localsplusnames),
@@ -661,6 +670,9 @@ impl Offsets {
         if self.code_co_filename.is_none() { self.code_co_filename = other.code_co_filename; }
         if self.code_co_name.is_none() { self.code_co_name = other.code_co_name; }
         if self.code_co_qualname.is_none() { self.code_co_qualname = other.code_co_qualname; }
+        if self.code_co_framesize.is_none() { self.code_co_framesize = other.code_co_framesize; }
+        if self.code_co_nlocalsplus.is_none() { self.code_co_nlocalsplus = other.code_co_nlocalsplus; }
+        if self.frame_specials_words.is_none() { self.frame_specials_words = other.frame_specials_words; }
         if self.code_co_code_adaptive.is_none() { self.code_co_code_adaptive = other.code_co_code_adaptive; }
         if self.code_co_code.is_none() { self.code_co_code = other.code_co_code; }
         if self.code_co_localsplusnames.is_none() { self.code_co_localsplusnames = other.code_co_localsplusnames; }
@@ -855,6 +867,9 @@ pub const EMPTY: Offsets = Offsets {
     code_co_filename: None,
     code_co_name: None,
     code_co_qualname: None,
+    code_co_framesize: None,
+    code_co_nlocalsplus: None,
+    frame_specials_words: None,
     code_co_code_adaptive: None,
     code_co_code: None,
     code_co_localsplusnames: None,
@@ -1047,6 +1062,9 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     code_co_filename: Some(104),
     code_co_name: Some(112),
     code_co_qualname: None,
+    code_co_framesize: None,
+    code_co_nlocalsplus: None,
+    frame_specials_words: None,
     code_co_code_adaptive: None,
     code_co_code: Some(48),
     code_co_localsplusnames: None,
@@ -1239,6 +1257,9 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     code_co_filename: Some(104),
     code_co_name: Some(112),
     code_co_qualname: None,
+    code_co_framesize: None,
+    code_co_nlocalsplus: None,
+    frame_specials_words: None,
     code_co_code_adaptive: None,
     code_co_code: Some(48),
     code_co_localsplusnames: None,
@@ -1431,6 +1452,9 @@ pub const CPYTHON_3_11: Offsets = Offsets {
     code_co_filename: Some(112),
     code_co_name: Some(120),
     code_co_qualname: Some(128),
+    code_co_framesize: None,
+    code_co_nlocalsplus: Some(76),
+    frame_specials_words: Some(9),
     code_co_code_adaptive: Some(184),
     code_co_code: None,
     code_co_localsplusnames: Some(96),
@@ -1623,6 +1647,9 @@ pub const CPYTHON_3_12: Offsets = Offsets {
     code_co_filename: Some(112),
     code_co_name: Some(120),
     code_co_qualname: Some(128),
+    code_co_framesize: Some(76),
+    code_co_nlocalsplus: Some(72),
+    frame_specials_words: Some(9),
     code_co_code_adaptive: Some(192),
     code_co_code: None,
     code_co_localsplusnames: Some(96),
@@ -1815,6 +1842,9 @@ pub const CPYTHON_3_13: Offsets = Offsets {
     code_co_filename: Some(112),
     code_co_name: Some(120),
     code_co_qualname: Some(128),
+    code_co_framesize: Some(76),
+    code_co_nlocalsplus: Some(72),
+    frame_specials_words: Some(9),
     code_co_code_adaptive: Some(200),
     code_co_code: None,
     code_co_localsplusnames: Some(96),

@@ -419,7 +419,7 @@ impl Worker {
             duration_ns: file.opened.elapsed().as_nanos() as u64,
             missed_ticks: missed_total.saturating_sub(counters.missed_at_open),
             torn_samples: file.recorder.stats().torn,
-            torn_retries: file.recorder.stats().torn_retries,
+            torn_retries: 0,
             errors: counters.errors,
             max_lag_ns: counters.max_lag.as_nanos() as u64,
             end_reason: reason.into(),

@@ -55,18 +55,18 @@ impl CycleCheck {
 }
 
 /// Cuts a walk found looping with cycle length `length` back to its first
-/// repeated frame, as if repeats were caught at once: `frames_before[i]` is
-/// how many frames the walk had before visit `i`.
-fn cut_cycle(walk: &mut Walk, frames_before: &[usize], length: usize) {
+/// repeated frame, as if repeats were caught at once.
+fn cut_cycle(walk: &mut Walk, length: usize) {
     let visited = &walk.visited;
     let start = (0..visited.len().saturating_sub(length))
         .find(|&i| visited[i] == visited[i + length])
         .unwrap_or(visited.len().saturating_sub(length));
     let first_repeat = (start + length).min(visited.len());
     walk.visited.truncate(first_repeat);
-    if let Some(&frames) = frames_before.get(first_repeat) {
+    if let Some(&frames) = walk.frame_index.get(first_repeat) {
         walk.frames.truncate(frames);
     }
+    walk.frame_index.truncate(first_repeat);
     walk.broken = true;
 }
 
@@ -262,6 +262,73 @@ pub struct Walk {
     pub visited: Vec<u64>,
     /// Bytes read of each frame header.
     pub header_len: u64,
+    /// For each entry of `visited`, how many of `frames` come before it
+    /// (shims and incomplete frames are visited but not shown).
+    pub frame_index: Vec<usize>,
+    /// The address the walk stopped at because its hints said so
+    /// ([`WalkHints::stop_at`]), not visited.
+    pub stopped_at: Option<u64>,
+}
+
+impl Walk {
+    /// Keeps only the frames from `visited[index]` outwards: the stack
+    /// after its innermost frames returned down to that one.
+    pub fn cut_at(&mut self, index: usize) {
+        let Some(&first_frame) = self.frame_index.get(index) else {
+            return;
+        };
+        self.frames.drain(..first_frame);
+        self.visited.drain(..index);
+        self.frame_index.drain(..index);
+        self.frame_index.iter_mut().for_each(|i| *i -= first_frame);
+    }
+
+    /// Puts `callees` (a walk that stopped at `visited[index]`) on top of
+    /// the frames from `visited[index]` outwards: the stack after the
+    /// thread returned down to that frame (or not at all) and called the
+    /// frames `callees` holds.
+    pub fn graft(&mut self, callees: Walk, index: usize) {
+        self.cut_at(index);
+        let shift = callees.frames.len();
+        let mut frames = callees.frames;
+        frames.append(&mut self.frames);
+        self.frames = frames;
+        let mut visited = callees.visited;
+        visited.append(&mut self.visited);
+        self.visited = visited;
+        let mut frame_index = callees.frame_index;
+        frame_index.extend(self.frame_index.iter().map(|i| i + shift));
+        self.frame_index = frame_index;
+        self.truncated |= callees.truncated;
+    }
+}
+
+/// What a walk of 3.11+ frames may know in advance.
+#[derive(Clone, Copy)]
+pub struct WalkHints<'a> {
+    /// Room reserved for this many frames (the sampler passes the thread's
+    /// last depth): a walk of 1,000 frames that grows its vectors from 64
+    /// copies them four times, ~8% of a sample's CPU at that depth.
+    pub expected: usize,
+    /// The walk stops before visiting an address for which this is true
+    /// ([`Walk::stopped_at`]).
+    pub stop_at: &'a dyn Fn(u64) -> bool,
+    /// The walk reads a thread's whole stack, which never ends on a
+    /// generator's frame: a generator's frame links its caller while it
+    /// runs and is unlinked (`previous = NULL`) when it yields
+    /// (Python/bytecodes.c YIELD_VALUE), so a chain ending on one was read
+    /// from a copy taken after it yielded, and is flagged `broken`.
+    pub whole_stack: bool,
+}
+
+impl Default for WalkHints<'_> {
+    fn default() -> Self {
+        WalkHints {
+            expected: 64,
+            stop_at: &|_| false,
+            whole_stack: false,
+        }
+    }
 }
 
 /// Walks 3.9/3.10 `PyFrameObject`s from `first` along `f_back` (one read
@@ -298,7 +365,6 @@ pub fn walk_frame_objects(
         ..Walk::default()
     };
     let mut cycle = CycleCheck::new();
-    let mut frames_before: Vec<usize> = Vec::with_capacity(64);
     let mut address = first;
     while address != 0 {
         if walk.frames.len() >= options.max_depth {
@@ -309,9 +375,8 @@ pub fn walk_frame_objects(
             walk.broken = true;
             break;
         }
-        frames_before.push(walk.frames.len());
         if let Some(length) = cycle.visit(address, walk.visited.len()) {
-            cut_cycle(&mut walk, &frames_before, length);
+            cut_cycle(&mut walk, length);
             break;
         }
         let mut header = vec![0u8; len as usize];
@@ -322,6 +387,7 @@ pub fn walk_frame_objects(
         source.add_window(address, header);
         let header = &source.windows[source.windows.len() - 1].1;
         walk.visited.push(address);
+        walk.frame_index.push(walk.frames.len());
         let code = field_u64(header, code_at);
         let lasti = field_u32(header, lasti_at) as i32;
         if code == 0 || !code.is_multiple_of(8) {
@@ -354,20 +420,24 @@ pub fn walk_interpreter_frames(
     source: &mut FrameSource,
     options: &WalkOptions,
 ) -> Walk {
-    walk_interpreter_frames_expecting(memory, layout, current, source, options, 64)
+    walk_interpreter_frames_hinted(
+        memory,
+        layout,
+        current,
+        source,
+        options,
+        WalkHints::default(),
+    )
 }
 
-/// [`walk_interpreter_frames`] with room for `expected` frames from the
-/// start (the sampler passes the thread's last depth): a walk of 1,000
-/// frames that grows its vectors from 64 copies them four times, ~8% of a
-/// sample's CPU at that depth.
-pub(super) fn walk_interpreter_frames_expecting(
+/// [`walk_interpreter_frames`] with [`WalkHints`].
+pub(super) fn walk_interpreter_frames_hinted(
     memory: &dyn RemoteMemory,
     layout: &Layout,
     current: u64,
     source: &mut FrameSource,
     options: &WalkOptions,
-    expected: usize,
+    hints: WalkHints<'_>,
 ) -> Walk {
     let o = &layout.offsets;
     let s = &layout.semantics;
@@ -401,19 +471,23 @@ pub(super) fn walk_interpreter_frames_expecting(
         .unwrap_or(0)
         + 8;
     let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
-    let expected = expected.clamp(16, options.max_depth.max(16));
+    let expected = hints.expected.clamp(16, options.max_depth.max(16));
     let mut walk = Walk {
         header_len: len,
         frames: Vec::with_capacity(expected),
         visited: Vec::with_capacity(expected),
+        frame_index: Vec::with_capacity(expected),
         ..Walk::default()
     };
     let mut cycle = CycleCheck::new();
-    let mut frames_before: Vec<usize> = Vec::with_capacity(expected);
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
     while address != 0 {
+        if (hints.stop_at)(address) {
+            walk.stopped_at = Some(address);
+            break;
+        }
         if walk.frames.len() >= options.max_depth {
             walk.truncated = true;
             break;
@@ -423,9 +497,8 @@ pub(super) fn walk_interpreter_frames_expecting(
             walk.broken = true;
             break;
         }
-        frames_before.push(walk.frames.len());
         if let Some(length) = cycle.visit(address, walk.visited.len()) {
-            cut_cycle(&mut walk, &frames_before, length);
+            cut_cycle(&mut walk, length);
             break;
         }
         let Some(window) = source.header(memory, address, len) else {
@@ -438,6 +511,7 @@ pub(super) fn walk_interpreter_frames_expecting(
         let instr = field_u64(header, instr_at);
         let previous = field_u64(header, previous_at);
         walk.visited.push(address);
+        walk.frame_index.push(walk.frames.len());
         // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
         // version (pycore_frame.h); anything else is not a frame.
         if owner > 4 {
@@ -472,6 +546,10 @@ pub(super) fn walk_interpreter_frames_expecting(
                 is_generator: owner == s.owned_by_generator,
                 is_shim,
             });
+        }
+        if previous == 0 && hints.whole_stack && owner == s.owned_by_generator {
+            walk.broken = true;
+            break;
         }
         address = previous;
     }

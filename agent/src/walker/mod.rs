@@ -58,9 +58,6 @@ pub struct ThreadSample {
     /// The stack changed while it was read (non-blocking mode), in every
     /// attempt the sample made.
     pub torn: bool,
-    /// Attempts at this thread's stack that tore before this one, each
-    /// read again at once (non-blocking mode; at most 2).
-    pub retries: u32,
     /// The stack was deeper than the depth limit, or its chain broke off;
     /// `frames` holds what was read.
     pub truncated: bool,

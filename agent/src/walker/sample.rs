@@ -1,22 +1,17 @@
-//! One sample of every thread: the batches of reads, the walk, the
-//! torn-read check, and at once a new attempt for each thread whose stack
-//! tore.
+//! One sample of every thread: the batches of reads, the walk and the
+//! torn-read check. A stack that tore is not read again: a later read
+//! would be another moment's stack, and which ticks such retries save
+//! depends on the code being run (short calls return before the retry).
 
-use super::frames::{walk_frame_objects, walk_interpreter_frames_expecting, FrameSource, Walk};
+use super::frames::{
+    walk_frame_objects, walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints,
+};
 use super::prefetch::{ThreadPrefetch, Used, Window, MIN_CHUNK};
 use super::threads::{list_threads, read_states, StateReads, ThreadListCache};
-use super::torn::{reaches, Reread};
+use super::torn::{top_agrees, walk_callees, Reread};
 use super::{ThreadSample, WalkError, WalkOptions};
 use crate::cpython::{FrameKind, Layout};
 use crate::memory::{field_u64, RemoteMemory, MAX_READ};
-
-/// New attempts a sample makes at once for a thread whose stack tore. A
-/// tear is the target returning below the frames read while they were
-/// copied (or calling deeper faster than the check can follow): a moment
-/// later the same read usually holds. Each attempt costs one or two reads
-/// for that thread only, and tears are rare, so the average stays within
-/// the three reads a sample may cost.
-const MAX_RETRIES: u32 = 2;
 
 /// One thread's sample while it is read.
 pub(super) struct ThreadRead {
@@ -36,6 +31,9 @@ pub(super) struct ThreadRead {
     /// For each of those windows, the current-frame pointer as read again
     /// after the window (None if it was not read).
     pub pointer_after: Vec<Option<u64>>,
+    /// For each of those windows, `tstate->datastack_top` as read right
+    /// after that pointer (None if it was not read).
+    pub top_after: Vec<Option<u64>>,
     /// The current-frame pointer was read after the first batch (phase 2:
     /// the prefetch missed it), so no later pointer brackets the first
     /// batch's windows.
@@ -49,12 +47,22 @@ impl ThreadRead {
     /// The current-frame pointer read after every window the walk used, if
     /// the walk used only windows of the first batch and that pointer was
     /// read: the windows were then copied between the two pointer reads.
-    fn bracket(&self) -> Option<u64> {
+    pub fn bracket(&self) -> Option<u64> {
         let used = self.source.furthest_used()?;
         if used >= self.bracketed_windows {
             return None;
         }
         self.pointer_after.get(used).copied().flatten()
+    }
+
+    /// The data-stack top read right after [`ThreadRead::bracket`]'s
+    /// pointer, if it was.
+    pub fn bracket_top(&self) -> Option<u64> {
+        let used = self.source.furthest_used()?;
+        if used >= self.bracketed_windows {
+            return None;
+        }
+        self.top_after.get(used).copied().flatten()
     }
 }
 
@@ -71,6 +79,9 @@ enum Prefetched {
     /// (or a callee of it), those windows were copied while that frame,
     /// and so all its callers, stayed on the stack.
     PointerAfter,
+    /// `tstate->datastack_top`, right after the pointer read again: with
+    /// it the pointer says where the innermost data-stack frame ends.
+    TopAfter,
     /// The fingerprint of the code object at this address.
     Code(u64),
 }
@@ -78,7 +89,7 @@ enum Prefetched {
 /// Copies of target memory: (address, bytes).
 type Copies = Vec<(u64, Vec<u8>)>;
 
-/// The prefetch pieces of the cached threads (all, or those `only` names),
+/// The prefetch pieces of the cached threads,
 /// each with its owner (thread state address; 0 for code objects), in the
 /// order the kernel copies them:
 /// 1. the code objects to check;
@@ -94,20 +105,17 @@ fn prefetch_pieces(
     cache: &mut ThreadListCache,
     cframe: bool,
     code_check: &CodeCheck<'_>,
-    only: Option<&[u64]>,
+    top_at: Option<u64>,
 ) -> (Vec<(u64, Prefetched)>, Copies) {
     let mut owners = Vec::new();
     let mut pieces: Copies = Vec::new();
-    if only.is_none() {
-        for &code in &cache.codes {
-            if (code_check.needs_check)(code) {
-                owners.push((0, Prefetched::Code(code)));
-                pieces.push((code, vec![0u8; code_check.len]));
-            }
+    for &code in &cache.codes {
+        if (code_check.needs_check)(code) {
+            owners.push((0, Prefetched::Code(code)));
+            pieces.push((code, vec![0u8; code_check.len]));
         }
     }
-    let wanted = |t: &&ThreadPrefetch| only.is_none_or(|o| o.contains(&t.thread_state));
-    for thread in cache.prefetch.iter().filter(wanted) {
+    for thread in &cache.prefetch {
         if cframe && thread.frame_pointer_at >= 8 {
             owners.push((thread.thread_state, Prefetched::Pointer));
             pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
@@ -116,9 +124,6 @@ fn prefetch_pieces(
     // (position, age, thread, window, read the pointer after it).
     let mut windows: Vec<(u32, u32, usize, Window, bool)> = Vec::new();
     for (thread_index, thread) in cache.prefetch.iter().enumerate() {
-        if !wanted(&thread) {
-            continue;
-        }
         for w in &thread.windows {
             // An older chunk window is read whole: the stack may have
             // moved anywhere in it since.
@@ -145,6 +150,10 @@ fn prefetch_pieces(
         if bracket && thread.frame_pointer_at >= 8 {
             owners.push((thread.thread_state, Prefetched::PointerAfter));
             pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
+            if let Some(at) = top_at {
+                owners.push((thread.thread_state, Prefetched::TopAfter));
+                pieces.push((thread.thread_state.wrapping_add(at), vec![0u8; 8]));
+            }
         }
     }
     (owners, pieces)
@@ -157,9 +166,8 @@ fn prefetch_pieces(
 /// (`code_check_len` bytes) should be re-read in the sample's last batch,
 /// and receives those bytes.
 ///
-/// A thread whose stack tore is read again at once, up to
-/// [`MAX_RETRIES`] times; its sample is the last attempt's, with
-/// [`ThreadSample::retries`] saying how many attempts tore before it.
+/// A thread whose stack tore keeps the callers both reads agree on,
+/// flagged [`ThreadSample::torn`] (torn.rs).
 pub fn sample_interpreters(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -177,54 +185,8 @@ pub fn sample_interpreters(
         options,
         cache,
         code_check,
-        None,
         out,
     )?;
-    let mut again: Vec<ThreadSample> = Vec::new();
-    for retry in 1..=MAX_RETRIES {
-        if !options.check_torn {
-            break;
-        }
-        let torn: Vec<u64> = out
-            .iter()
-            .filter(|s| s.torn)
-            .map(|s| s.thread_state)
-            .collect();
-        if torn.is_empty() {
-            break;
-        }
-        let earlier = std::mem::take(&mut code_check.pieces);
-        let result = attempt(
-            memory,
-            layout,
-            runtime_address,
-            options,
-            cache,
-            code_check,
-            Some(Retry {
-                threads: &torn,
-                checked: &earlier,
-            }),
-            &mut again,
-        );
-        let mut pieces = earlier;
-        pieces.append(&mut code_check.pieces);
-        code_check.pieces = pieces;
-        // A retry that cannot read keeps the torn samples it retried.
-        let Ok(more) = result else { break };
-        codes.extend(more);
-        for sample in again.drain(..) {
-            if let Some(slot) = out
-                .iter_mut()
-                .find(|s| s.thread_state == sample.thread_state)
-            {
-                *slot = ThreadSample {
-                    retries: retry,
-                    ..sample
-                };
-            }
-        }
-    }
     codes.sort_unstable();
     codes.dedup();
     cache.codes = codes;
@@ -232,18 +194,8 @@ pub fn sample_interpreters(
     Ok(())
 }
 
-/// A new attempt for the threads whose stacks tore.
-#[derive(Clone, Copy)]
-struct Retry<'a> {
-    /// Their thread states.
-    threads: &'a [u64],
-    /// Code objects an earlier attempt of this sample already read.
-    checked: &'a [(u64, Vec<u8>)],
-}
-
-/// One attempt: reads every thread (or those `retry` names) into `out`
-/// (appended), and returns the distinct code addresses of their stacks.
-#[allow(clippy::too_many_arguments)]
+/// Reads every thread into `out` (appended), and returns the distinct
+/// code addresses of their stacks.
 fn attempt(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -251,11 +203,9 @@ fn attempt(
     options: &WalkOptions,
     cache: &mut ThreadListCache,
     code_check: &mut CodeCheck<'_>,
-    retry: Option<Retry<'_>>,
     out: &mut Vec<ThreadSample>,
 ) -> Result<Vec<u64>, WalkError> {
     let o = &layout.offsets;
-    let only = retry.map(|r| r.threads);
     let mut reads: Vec<ThreadRead> = Vec::new();
 
     // Phase 1: the thread states and the GIL of each interpreter, in one
@@ -263,7 +213,8 @@ fn attempt(
     // the same batch each thread's current-frame pointer and data-stack
     // windows where they were last time.
     let direct = o.thread_current_frame.or(o.thread_frame);
-    let (mut owners, mut extra) = prefetch_pieces(cache, direct.is_none(), code_check, only);
+    let (mut owners, mut extra) =
+        prefetch_pieces(cache, direct.is_none(), code_check, o.thread_datastack_top);
     let mut batch = read_states(
         memory,
         layout,
@@ -322,9 +273,6 @@ fn attempt(
         _ => true,
     });
     for (interpreter, address, state) in &states {
-        if only.is_some_and(|o| !o.contains(address)) {
-            continue;
-        }
         let frame_pointer_at = match (direct, o.thread_cframe) {
             (Some(at), _) => address.wrapping_add(at),
             (None, Some(cframe_at)) => {
@@ -345,6 +293,8 @@ fn attempt(
         let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
         let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
         let mut pointer_after: Vec<Option<u64>> = Vec::new();
+        let mut top_after: Vec<Option<u64>> = Vec::new();
+        let mut top_from = 0;
         let mut pointer_read = direct.is_some();
         // This thread's pieces, in batch order: the pointer, windows (into
         // its source) and the pointer again after them. A pointer read at
@@ -363,13 +313,21 @@ fn attempt(
                 Prefetched::Window(start) => {
                     source.add_window(start, std::mem::take(bytes));
                     pointer_after.push(None);
+                    top_after.push(None);
                 }
                 Prefetched::PointerAfter => {
                     let value = Some(field_u64(bytes, 0));
                     for after in &mut pointer_after[bracket_from..] {
                         *after = value;
                     }
+                    top_from = bracket_from;
                     bracket_from = pointer_after.len();
+                }
+                Prefetched::TopAfter => {
+                    let value = Some(field_u64(bytes, 0));
+                    for top in &mut top_after[top_from..] {
+                        *top = value;
+                    }
                 }
                 Prefetched::Code(_) => {}
             }
@@ -382,6 +340,7 @@ fn attempt(
         if cached_at != frame_pointer_at {
             pointer_read = direct.is_some();
             pointer_after.iter_mut().for_each(|p| *p = None);
+            top_after.iter_mut().for_each(|p| *p = None);
         }
         if !pointer_read && frame_pointer_at >= 8 {
             missing.push(reads.len());
@@ -399,6 +358,7 @@ fn attempt(
             bracketed_windows: source.windows().len(),
             source,
             pointer_after,
+            top_after,
             expected_frames: last_depth + last_depth / 8 + 16,
             pointer_read_late: false,
         });
@@ -426,6 +386,7 @@ fn attempt(
             reads[i].current_frame = u64::from_le_bytes(*value);
             // Read after the first batch: its later pointers prove nothing.
             reads[i].pointer_after.iter_mut().for_each(|p| *p = None);
+            reads[i].top_after.iter_mut().for_each(|p| *p = None);
             reads[i].pointer_read_late = true;
         }
     }
@@ -509,6 +470,7 @@ fn attempt(
                         let value = Some(field_u64(&bytes, 0));
                         let count = read.source.windows().len();
                         read.pointer_after.resize(count, value);
+                        read.top_after.resize(count, None);
                         read.bracketed_windows = count;
                     } else {
                         read.source.add_window(address, bytes);
@@ -516,13 +478,17 @@ fn attempt(
                 }
             }
             for read in &mut reads {
-                read.walk = walk_interpreter_frames_expecting(
+                read.walk = walk_interpreter_frames_hinted(
                     memory,
                     layout,
                     read.current_frame,
                     &mut read.source,
                     options,
-                    read.expected_frames,
+                    WalkHints {
+                        expected: read.expected_frames,
+                        whole_stack: true,
+                        ..WalkHints::default()
+                    },
                 );
             }
         }
@@ -535,11 +501,6 @@ fn attempt(
     // batch, with the code objects whose fingerprints the first batch did
     // not hold.
     let codes = code_check.select(&reads);
-    if let Some(retry) = retry {
-        code_check
-            .pieces
-            .retain(|(address, _)| !retry.checked.iter().any(|(a, _)| a == address));
-    }
     let mut from_first_batch: Vec<u64> = Vec::new();
     for (address, bytes) in code_check.pieces.iter_mut() {
         if let Some((_, read)) = first_batch_codes.iter_mut().find(|(a, _)| a == address) {
@@ -549,39 +510,22 @@ fn attempt(
     }
     let mut rereads: Vec<Option<Reread>> = Vec::with_capacity(reads.len());
     for read in &mut reads {
-        let bracketed = layout.semantics.frame_kind == FrameKind::InterpreterFrame;
         let reread = if !options.check_torn {
             None
         } else if read.walk.broken {
-            read.sample.torn = true;
-            None
+            if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
+                (!rewalk_from_bracket(layout, read, options)).then(|| Reread::plan(layout, read))
+            } else {
+                read.sample.torn = true;
+                None
+            }
         } else if read.walk.visited.is_empty() {
             // No Python frame: nothing shown can be wrong.
             None
+        } else if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
+            settle_from_bracket(layout, read, options, code_check.frame_size)
         } else {
-            match read.bracket().filter(|_| bracketed) {
-                Some(after)
-                    if after == read.current_frame
-                        || reaches(
-                            layout,
-                            &mut read.source,
-                            after,
-                            read.current_frame,
-                            read.walk.header_len,
-                        ) =>
-                {
-                    None
-                }
-                // The pointer after names a frame above the innermost
-                // one that this copy cannot link to it (the thread called
-                // deeper after the copy): re-read only those callees.
-                Some(after) => {
-                    Some(Reread::callees(read, after).unwrap_or_else(|| Reread::plan(layout, read)))
-                }
-                // Not bracketed, or the thread returned below the frames
-                // read: read again and compare.
-                None => Some(Reread::plan(layout, read)),
-            }
+            Some(Reread::plan(layout, read))
         };
         rereads.push(reread);
     }
@@ -602,7 +546,7 @@ fn attempt(
     };
     for (read, reread) in reads.iter_mut().zip(rereads) {
         if let Some(reread) = reread {
-            read.sample.torn = !last_ok || reread.torn(layout, read);
+            read.sample.torn = !last_ok || !reread.settle(layout, read, options);
         }
     }
     if !last_ok {
@@ -644,10 +588,6 @@ fn attempt(
         prefetch.update(&used, &failed);
         next.push(prefetch);
     }
-    if only.is_some() {
-        // The threads not retried keep what their first attempt learnt.
-        next.append(&mut cache.prefetch);
-    }
     cache.prefetch = next;
     cache.spare.clear();
     for read in &mut reads {
@@ -661,6 +601,111 @@ fn attempt(
         out.push(sample);
     }
     Ok(codes)
+}
+
+/// Settles a 3.11+ thread's sample from its first batch where the pointer
+/// read right after the windows its walk used (`t1`, the bracket) allows;
+/// otherwise says what to re-read. The sample shows the stack at `t1`:
+///
+/// * the pointer names the innermost frame read: that stack;
+/// * it names a caller of it (the thread returned): the stack from that
+///   caller outwards;
+/// * its chain in the same copy reaches a frame of the stack read (the
+///   thread called deeper, perhaps after returning): those callees on top
+///   of the frames from that one outwards;
+/// * otherwise (the callees were pushed after their bytes were copied, or
+///   the walk needed memory the first batch did not hold) the last batch
+///   re-reads the callees, or the whole stack.
+///
+/// Every frame shown was on the stack at `t0`, before the copy, and at
+/// `t1`, after it (or was pushed between and linked to such a frame in the
+/// copy), so its callers' copies were taken while they could not change
+/// (notes/cpython-frames.md, "Torn reads"). Which stacks are kept does not
+/// depend on what the thread did in between: a return, a call or both
+/// each give the stack at `t1`.
+fn settle_from_bracket(
+    layout: &Layout,
+    read: &mut ThreadRead,
+    options: &WalkOptions,
+    frame_size: &dyn Fn(u64) -> Option<u64>,
+) -> Option<Reread> {
+    let Some(after) = read.bracket() else {
+        return Some(Reread::plan(layout, read));
+    };
+    let top = read.bracket_top();
+    let len = read.walk.header_len;
+    // `callees` on top of `frames` (addresses, innermost first).
+    let agrees = |read: &ThreadRead, callees: &[u64], frames: &[u64]| {
+        let frames = callees.iter().chain(frames).copied();
+        top_agrees(
+            layout,
+            &[&read.source],
+            &read.source,
+            frames,
+            len,
+            top,
+            frame_size,
+        )
+    };
+    if after == read.current_frame {
+        if !agrees(read, &[], &read.walk.visited) {
+            return Some(Reread::plan(layout, read));
+        }
+        return None;
+    }
+    if let Some(index) = read.walk.visited.iter().position(|&a| a == after) {
+        if !agrees(read, &[], &read.walk.visited[index..]) {
+            return Some(Reread::plan(layout, read));
+        }
+        read.walk.cut_at(index);
+        return None;
+    }
+    let callees = walk_callees(layout, &mut read.source, after, &read.walk.visited, options);
+    if let Some((callees, index)) = callees {
+        if !agrees(read, &callees.visited, &read.walk.visited[index..]) {
+            return Some(Reread::plan(layout, read));
+        }
+        read.walk.graft(callees, index);
+        return None;
+    }
+    Some(Reread::join(layout, read, after).unwrap_or_else(|| Reread::plan(layout, read)))
+}
+
+/// A 3.11+ walk from the first pointer that broke off (its frame was
+/// popped and its bytes overwritten before they were copied) is walked
+/// again, in the same copy, from the pointer read right after it (`t1`):
+/// kept if that chain is whole, as the stack at `t1`. Its frames were
+/// copied before `t1`; those below the first pointer's frame were on the
+/// stack at `t0` already, and those above it were pushed since and are
+/// linked to them in the copy, as a graft's callees are
+/// ([`settle_from_bracket`]). False if there is no such pointer or its
+/// chain breaks too.
+fn rewalk_from_bracket(layout: &Layout, read: &mut ThreadRead, options: &WalkOptions) -> bool {
+    let Some(after) = read
+        .bracket()
+        .filter(|&a| a != read.current_frame && a != 0)
+    else {
+        return false;
+    };
+    let nothing = crate::memory::SnapshotMemory::new();
+    let walk = walk_interpreter_frames_hinted(
+        &nothing,
+        layout,
+        after,
+        &mut read.source,
+        options,
+        WalkHints {
+            expected: read.expected_frames,
+            whole_stack: true,
+            ..WalkHints::default()
+        },
+    );
+    if walk.broken || walk.visited.is_empty() {
+        return false;
+    }
+    read.current_frame = after;
+    read.walk = walk;
+    true
 }
 
 /// The windows of `source` the walk read frames from, outermost first,
@@ -732,6 +777,12 @@ pub struct CodeCheck<'a> {
     /// True if `pieces` were read (kept for callers: always true now that
     /// unread pieces are dropped).
     pub ok: bool,
+    /// Bytes a frame of the code object at an address takes on the data
+    /// stack, where known ([`crate::cpython::CodeObject::frame_size`]):
+    /// with the data-stack top read beside the current-frame pointer it
+    /// tells whether the innermost frame copied is the one the pointer
+    /// names (torn.rs [`top_agrees`]).
+    pub frame_size: &'a dyn Fn(u64) -> Option<u64>,
 }
 
 impl<'a> CodeCheck<'a> {
@@ -742,7 +793,13 @@ impl<'a> CodeCheck<'a> {
             len,
             pieces: Vec::new(),
             ok: false,
+            frame_size: &|_| None,
         }
+    }
+
+    /// The same check, knowing the frame sizes `frame_size` gives.
+    pub fn with_frame_sizes(self, frame_size: &'a dyn Fn(u64) -> Option<u64>) -> CodeCheck<'a> {
+        CodeCheck { frame_size, ..self }
     }
 
     /// Chooses the code objects of `reads`' stacks to check (with empty

@@ -36,14 +36,14 @@
 //! What the two checks prove, and what they cannot (a frame popped and
 //! pushed again at the same address), is in notes/cpython-frames.md.
 
-use super::frames::FrameSource;
+use super::frames::{walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints};
 use super::prefetch::MIN_CHUNK;
 use super::sample::ThreadRead;
-use crate::cpython::Layout;
-use crate::memory::field_u64;
+use super::WalkOptions;
+use crate::cpython::{FrameKind, Layout};
+use crate::memory::{field_u64, SnapshotMemory};
 
-/// Callee frames followed from the re-read pointer down to the frame read
-/// as innermost.
+/// Callee frames followed from a pointer down to a frame of the stack read.
 const MAX_NEW_CALLEES: usize = 64;
 
 /// Bytes re-read above the innermost frame, where the frames it called
@@ -55,29 +55,30 @@ const CALLEE_ROOM: u64 = 1 << 10;
 /// A recursion of small frames (~150 bytes each) calls tens of frames
 /// deeper during one sample's reads: the re-read goes up to the chunk's
 /// end, and past it the callees are in a new chunk, which the check
-/// cannot follow (the sample is then retried).
+/// cannot follow.
 const MAX_CALLEE_ROOM: u64 = 32 << 10;
 
-/// What one thread's check re-reads.
-pub(super) enum Reread {
-    /// The whole stack: each window the walk used, trimmed to the frames
-    /// read in it, and in the innermost frame's window [`CALLEE_ROOM`]
-    /// above it (its callees since the first read are found there), with
-    /// the current-frame pointer.
-    Stack {
-        pointer: [u8; 8],
-        windows: Vec<(u64, Vec<u8>)>,
-    },
-    /// Only the memory from the innermost frame read up to the end of the
-    /// frame the pointer named right after the copy (`pointer_after`).
-    Callees {
-        pointer_after: u64,
-        window: (u64, Vec<u8>),
-    },
+/// Bytes re-read below the frame of the stack read nearest under the
+/// pointer when only the callees are re-read: if the thread returned
+/// below that frame and called frames of other sizes, their chain joins
+/// the stack read further out.
+const JOIN_ROOM: u64 = 1 << 10;
+
+/// What one thread's check re-reads, then the current-frame pointer
+/// after it (`t2`): the sample becomes the stack at `t2`.
+pub(super) struct Reread {
+    /// Copies of target memory: (address, bytes).
+    windows: Vec<(u64, Vec<u8>)>,
+    pointer: [u8; 8],
+    /// Only the memory around the frame the pointer named after the first
+    /// copy was re-read ([`Reread::join`]), not the whole stack.
+    partial: bool,
 }
 
 impl Reread {
-    /// The ranges to re-read for `read`'s walk: the whole stack.
+    /// The whole stack: each window the walk used, trimmed to the frames
+    /// read in it, and in the innermost frame's window room above it (its
+    /// callees since the first read are found there).
     pub fn plan(layout: &Layout, read: &mut ThreadRead) -> Reread {
         let len = read.walk.header_len;
         let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -88,7 +89,7 @@ impl Reread {
             let (start, bytes) = &read.source.windows()[index];
             let end = if i == 0 {
                 let room_end = if read.source.is_chunk(*start) {
-                    chunk_end(layout, *start, bytes).min(address + len + MAX_CALLEE_ROOM)
+                    chunk_end(layout, *start, bytes).min(address + len + callee_room(read))
                 } else {
                     (address + len + CALLEE_ROOM).min(start + bytes.len() as u64)
                 };
@@ -101,86 +102,315 @@ impl Reread {
                 None => ranges.push((*start, end)),
             }
         }
-        Reread::Stack {
-            pointer: [0; 8],
+        Reread {
             windows: ranges
                 .into_iter()
                 .map(|(start, end)| (start, vec![0u8; (end - start) as usize]))
                 .collect(),
+            pointer: [0; 8],
+            partial: false,
         }
     }
 
-    /// The re-read of the callees of `read`'s innermost frame when the
-    /// pointer read right after the copy (`pointer_after`) names a frame
-    /// above it, at most [`MAX_CALLEE_ROOM`] away: that frame's chain of
-    /// callers must lead down to the innermost frame in a copy made after
-    /// the pointer was read. `None` if `pointer_after` is not above the
-    /// innermost frame (the thread returned) or too far from it.
-    pub fn callees(read: &ThreadRead, pointer_after: u64) -> Option<Reread> {
-        let start = read.current_frame;
-        let end = pointer_after.checked_add(read.walk.header_len)?;
-        if pointer_after <= start || end - start > MAX_CALLEE_ROOM {
+    /// The re-read that joins the frame `pointer_after` names (read right
+    /// after the first copy) to the stack read: from a little below the
+    /// nearest frame of that stack under it to a little above the named
+    /// frame, inside the data-stack chunk that frame was copied from.
+    /// `None` if no frame of the stack read lies at most
+    /// [`MAX_CALLEE_ROOM`] under it in such a chunk.
+    pub fn join(layout: &Layout, read: &ThreadRead, pointer_after: u64) -> Option<Reread> {
+        let len = read.walk.header_len;
+        let below = read
+            .walk
+            .visited
+            .iter()
+            .copied()
+            .filter(|&a| a < pointer_after && pointer_after - a <= MAX_CALLEE_ROOM)
+            .max()?;
+        let (window_start, bytes) =
+            read.source.windows().iter().find(|(start, bytes)| {
+                *start <= below && below + len <= start + bytes.len() as u64
+            })?;
+        // The named frame must lie in the same chunk: past its end the
+        // memory may not be mapped, and a failed read costs every
+        // thread's check.
+        let chunk_end = chunk_end(layout, *window_start, bytes);
+        let end = pointer_after.checked_add(len)?;
+        if !read.source.is_chunk(*window_start) || end > chunk_end {
             return None;
         }
-        Some(Reread::Callees {
-            pointer_after,
-            window: (start, vec![0u8; (end - start) as usize]),
+        let start = below.saturating_sub(JOIN_ROOM).max(*window_start);
+        let end = end.saturating_add(CALLEE_ROOM).min(chunk_end);
+        Some(Reread {
+            windows: vec![(start, vec![0u8; (end - start) as usize])],
+            pointer: [0; 8],
+            partial: true,
         })
     }
 
-    /// Adds the pieces to re-read to a batch.
+    /// Adds the pieces to re-read to a batch: the windows, then the
+    /// pointer, which so brackets them with the first read.
     pub fn pieces<'a>(&'a mut self, read: &ThreadRead, pieces: &mut Vec<(u64, &'a mut [u8])>) {
-        match self {
-            Reread::Stack { pointer, windows } => {
-                if read.frame_pointer_at >= 8 {
-                    pieces.push((read.frame_pointer_at, &mut pointer[..]));
-                }
-                for (address, bytes) in windows.iter_mut() {
-                    pieces.push((*address, &mut bytes[..]));
-                }
-            }
-            Reread::Callees { window, .. } => pieces.push((window.0, &mut window.1[..])),
+        for (address, bytes) in self.windows.iter_mut() {
+            pieces.push((*address, &mut bytes[..]));
+        }
+        if read.frame_pointer_at >= 8 {
+            pieces.push((read.frame_pointer_at, &mut self.pointer[..]));
         }
     }
 
-    /// True if the stack `read` holds changed while it was read (the batch
-    /// holding the re-read pieces was read).
-    pub fn torn(self, layout: &Layout, read: &mut ThreadRead) -> bool {
-        let len = read.walk.header_len;
-        let (pointer, windows) = match self {
-            Reread::Stack { pointer, windows } => (pointer, windows),
-            Reread::Callees {
-                pointer_after,
-                window,
-            } => {
-                let mut after = FrameSource::new();
-                after.add_window(window.0, window.1);
-                return !reaches(layout, &mut after, pointer_after, read.current_frame, len);
-            }
-        };
+    /// Settles `read`'s sample with the re-read pieces (the batch holding
+    /// them was read): true if `read.walk` now holds the stack the thread
+    /// had when the pointer was read last (`t2`), false if it tore.
+    ///
+    /// * The pointer names a frame of the stack read that both copies
+    ///   agree on from there outwards (the thread returned to it, or
+    ///   never left it): the stack from that frame outwards.
+    /// * Its chain in the re-read copy reaches such a frame (whole-stack
+    ///   re-read: every frame from some one outwards the same in both
+    ///   copies; callees' re-read: a frame of the stack read): those
+    ///   callees on top of it.
+    ///
+    /// A torn sample keeps the frames both copies agree on from the
+    /// outermost one in: its callers that stayed put.
+    pub fn settle(self, layout: &Layout, read: &mut ThreadRead, options: &WalkOptions) -> bool {
         let mut after = FrameSource::new();
-        for (address, bytes) in windows {
+        for (address, bytes) in self.windows {
             after.add_window(address, bytes);
         }
-        for (i, &address) in read.walk.visited.iter().enumerate() {
-            let (Some(before), Some(now)) =
-                (read.source.locate(address, len), after.locate(address, len))
-            else {
-                return true;
-            };
-            let before = read.source.bytes(before, address, len);
-            let now = after.bytes(now, address, len);
-            if !same_frame(layout, before, now, i == 0) {
-                return true;
+        if read.frame_pointer_at < 8 {
+            return !self.partial && stable_from(layout, read, &mut after) == 0;
+        }
+        let pointer = u64::from_le_bytes(self.pointer);
+        if read.walk.broken {
+            // Nothing to join: the first walk broke off on a frame popped
+            // before it was copied (sample.rs `rewalk_from_bracket`).
+            match verified_walk(layout, &mut read.source, &mut after, pointer, options) {
+                Some(walk) => {
+                    read.walk = walk;
+                    return true;
+                }
+                None => {
+                    read.walk.frames.clear();
+                    return false;
+                }
             }
         }
-        if read.frame_pointer_at < 8 {
-            return false;
+        let stable = if self.partial {
+            0
+        } else {
+            stable_from(layout, read, &mut after)
+        };
+        let stable_frames = &read.walk.visited[stable..];
+        if let Some(index) = stable_frames.iter().position(|&a| a == pointer) {
+            read.walk.cut_at(stable + index);
+            return true;
         }
-        let pointer = u64::from_le_bytes(pointer);
-        pointer != read.current_frame
-            && !reaches(layout, &mut after, pointer, read.current_frame, len)
+        if let Some((callees, index)) =
+            walk_callees(layout, &mut after, pointer, stable_frames, options)
+        {
+            read.walk.graft(callees, stable + index);
+            return true;
+        }
+        if !self.partial {
+            if let Some(walk) =
+                verified_walk(layout, &mut read.source, &mut after, pointer, options)
+            {
+                read.walk = walk;
+                return true;
+            }
+            read.walk.cut_at(stable.min(read.walk.visited.len()));
+        }
+        false
     }
+}
+
+/// Bytes re-read above the innermost frame in its data-stack chunk: the
+/// thread's callees since the first read are found there. The more is
+/// copied after the innermost frames, the older their copy is when the
+/// pointer is read after it (a 32 KiB copy takes microseconds, in which a
+/// call-heavy thread calls and returns many times): room for twice as
+/// deep as the thread went between the first two pointer reads, at
+/// least [`CALLEE_ROOM`], at most [`MAX_CALLEE_ROOM`].
+fn callee_room(read: &ThreadRead) -> u64 {
+    let deeper = read
+        .bracket()
+        .map_or(0, |after| after.saturating_sub(read.current_frame));
+    deeper.saturating_mul(2).clamp(CALLEE_ROOM, MAX_CALLEE_ROOM)
+}
+
+/// The index of the innermost frame from which outwards both copies of
+/// `read`'s stack agree: every frame the same call at the same
+/// instruction, but that one, whose instruction may have moved on if it
+/// became the innermost frame. `visited.len()` if even the outermost
+/// differs.
+fn stable_from(layout: &Layout, read: &mut ThreadRead, after: &mut FrameSource) -> usize {
+    agreeing_from(
+        layout,
+        &read.walk.visited,
+        read.walk.header_len,
+        &mut read.source,
+        after,
+    )
+}
+
+/// The index in `frames` (addresses, innermost first) of the innermost
+/// frame from which outwards `first` and `second` hold the same frames
+/// (that one's instruction may differ); `frames.len()` if none.
+fn agreeing_from(
+    layout: &Layout,
+    frames: &[u64],
+    len: u64,
+    first: &mut FrameSource,
+    second: &mut FrameSource,
+) -> usize {
+    let mut stable = frames.len();
+    for i in (0..frames.len()).rev() {
+        let address = frames[i];
+        let (Some(before), Some(now)) = (first.locate(address, len), second.locate(address, len))
+        else {
+            break;
+        };
+        let before = first.bytes(before, address, len);
+        let now = second.bytes(now, address, len);
+        if same_frame(layout, before, now, false) {
+            stable = i;
+        } else {
+            if same_frame(layout, before, now, true) {
+                stable = i;
+            }
+            break;
+        }
+    }
+    stable
+}
+
+/// The stack from `pointer` in the re-read copy `second`, if from some
+/// frame outwards the first copy holds the same frames (they stayed put
+/// between the two copies) and the frames above it link to it in the
+/// re-read copy: used when the first walk cannot be joined (it broke off
+/// on a frame popped before it was copied).
+fn verified_walk(
+    layout: &Layout,
+    first: &mut FrameSource,
+    second: &mut FrameSource,
+    pointer: u64,
+    options: &WalkOptions,
+) -> Option<Walk> {
+    if layout.semantics.frame_kind != FrameKind::InterpreterFrame || pointer == 0 {
+        return None;
+    }
+    let nothing = SnapshotMemory::new();
+    let walk = walk_interpreter_frames_hinted(
+        &nothing,
+        layout,
+        pointer,
+        second,
+        options,
+        WalkHints {
+            whole_stack: true,
+            ..WalkHints::default()
+        },
+    );
+    if walk.broken || walk.visited.is_empty() {
+        return None;
+    }
+    let stable = agreeing_from(layout, &walk.visited, walk.header_len, first, second);
+    (stable < walk.visited.len()).then_some(walk)
+}
+
+/// False if the data-stack top read right after the current-frame
+/// pointer (`top`) proves that the innermost data-stack frame of `frames`
+/// (addresses, innermost first; generator frames and shims live
+/// elsewhere) was copied before the frame the program has there now was
+/// pushed. A frame pushed at `F` ends at `F + frame_size(code)`
+/// (pycore_frame.h `_PyFrame_PushUnchecked`), and `datastack_top` is
+/// never below the end of the innermost frame: it is that end, or past it
+/// by the frame a call is pushing or a return is clearing (CPython
+/// updates the current-frame pointer after pushing and before popping).
+/// A copy older than the frame now at `F` shows the frame that was there
+/// before (the same depth reached again by another call: the usual
+/// mistake on method-heavy code); when that one was longer, the top
+/// shows it. `sources` hold the frames' bytes, newest copy first;
+/// `chunks` knows the chunks.
+pub(super) fn top_agrees(
+    layout: &Layout,
+    sources: &[&FrameSource],
+    chunks: &FrameSource,
+    frames: impl IntoIterator<Item = u64>,
+    len: u64,
+    top: Option<u64>,
+    frame_size: &dyn Fn(u64) -> Option<u64>,
+) -> bool {
+    let (Some(top), Some(code_at)) = (
+        top,
+        layout
+            .offsets
+            .interpreter_frame_f_executable
+            .or(layout.offsets.interpreter_frame_f_code),
+    ) else {
+        return true;
+    };
+    let chunk_of = |address: u64| {
+        chunks.windows().iter().find_map(|(start, bytes)| {
+            let end = chunk_end(layout, *start, bytes);
+            (chunks.is_chunk(*start) && *start <= address && address < end).then_some((*start, end))
+        })
+    };
+    let Some((address, (start, end))) = frames
+        .into_iter()
+        .find_map(|a| chunk_of(a).map(|chunk| (a, chunk)))
+    else {
+        return true;
+    };
+    // A top in another chunk: a call is pushing a new chunk, or returning
+    // from one.
+    if !(start..end).contains(&top) {
+        return true;
+    }
+    let Some(header) = sources.iter().find_map(|s| s.find(address, len)) else {
+        return true;
+    };
+    let code = field_u64(header, code_at) & !layout.semantics.executable_tag_mask;
+    frame_size(code).is_none_or(|size| address.saturating_add(size) <= top)
+}
+
+/// Walks from `from` through `memory` only (nothing is read from the
+/// target) until a frame of `stack` (addresses of a walk, innermost first):
+/// the frames before it, and its index in `stack`. `None` if the chain
+/// breaks, leaves `memory` or runs [`MAX_NEW_CALLEES`] frames first.
+pub(super) fn walk_callees(
+    layout: &Layout,
+    memory: &mut FrameSource,
+    from: u64,
+    stack: &[u64],
+    options: &WalkOptions,
+) -> Option<(Walk, usize)> {
+    if layout.semantics.frame_kind != FrameKind::InterpreterFrame {
+        return None;
+    }
+    let nothing = SnapshotMemory::new();
+    let callees = walk_interpreter_frames_hinted(
+        &nothing,
+        layout,
+        from,
+        memory,
+        &WalkOptions {
+            max_depth: MAX_NEW_CALLEES,
+            ..*options
+        },
+        WalkHints {
+            expected: 16,
+            stop_at: &|address| stack.contains(&address),
+            whole_stack: true,
+        },
+    );
+    let joined = callees.stopped_at?;
+    if callees.broken {
+        return None;
+    }
+    let index = stack.iter().position(|&a| a == joined)?;
+    Some((callees, index))
 }
 
 /// The end of the data-stack chunk starting at `start` whose first bytes
@@ -202,31 +432,6 @@ fn chunk_end(layout: &Layout, start: u64, header: &[u8]) -> u64 {
 /// Chunk sizes above this are taken for garbage (a chunk holds one frame
 /// at least, and frames are bounded by `co_framesize`).
 const MAX_CHUNK: u64 = 64 << 20;
-
-/// True if following callers from `from` through `memory` reaches `target`
-/// within [`MAX_NEW_CALLEES`] frames.
-pub(super) fn reaches(
-    layout: &Layout,
-    memory: &mut FrameSource,
-    from: u64,
-    target: u64,
-    len: u64,
-) -> bool {
-    let Some(previous_at) = layout.offsets.interpreter_frame_previous else {
-        return false;
-    };
-    let mut address = from;
-    for _ in 0..MAX_NEW_CALLEES {
-        if address == target {
-            return true;
-        }
-        let Some(index) = memory.locate(address, len) else {
-            return false;
-        };
-        address = field_u64(memory.bytes(index, address, len), previous_at);
-    }
-    false
-}
 
 /// True if two copies of a frame header describe the same call: same code
 /// and caller and, except for the innermost frame (whose instruction
