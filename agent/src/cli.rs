@@ -230,8 +230,16 @@ pub struct RecordOptions {
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Pause the target for every sample, for exactly consistent stacks.
-    #[arg(long)]
+    /// By default a target is paused only while its stacks change too fast
+    /// to read without stopping it (call-heavy code), and only for its
+    /// samples then.
+    #[arg(long, conflicts_with = "nonblocking")]
     pub blocking: bool,
+    /// Never pause the target: stacks that change while read are recorded
+    /// as torn (their callers only), and on call-heavy code the profile
+    /// then misses some of the short calls.
+    #[arg(long)]
+    pub nonblocking: bool,
     /// Keep samples of idle threads (waiting on a lock, in a syscall, asleep).
     #[arg(long)]
     pub idle: bool,

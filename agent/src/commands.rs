@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cli::{Command, DumpArgs, RecordOptions};
+use crate::exactness::ReadMode;
 use crate::exit::{Exit, Failure};
 use crate::session::{self, SessionOptions};
 use crate::{AttachError, Target};
@@ -174,7 +175,13 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
     Ok(SessionOptions {
         rate_hz: options.rate,
         duration: options.duration,
-        blocking: options.blocking,
+        read_mode: if options.blocking {
+            ReadMode::Paused
+        } else if options.nonblocking {
+            ReadMode::Fast
+        } else {
+            ReadMode::Adaptive
+        },
         include_idle: options.idle,
         subprocesses: options.subprocesses,
         embed_source: !options.no_source,

@@ -4,6 +4,7 @@
 pub mod asyncio;
 pub mod cpython;
 pub mod dump;
+pub mod exactness;
 pub mod generators;
 pub mod graph;
 pub mod heap;

@@ -19,10 +19,10 @@ use anyhow::Result;
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{Writer, WriterOptions};
 
+use crate::exactness::{Exactness, ReadCounts, ReadMode};
 use crate::exit::{Exit, Failure};
 use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::objects::Rendering;
-use crate::pause::PauseStats;
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
@@ -40,8 +40,10 @@ pub struct SessionOptions {
     pub rate_hz: f64,
     /// Stop after this long (default: until interrupted or the target exits).
     pub duration: Option<Duration>,
-    /// Pause targets for every sample (default false).
-    pub blocking: bool,
+    /// When ticks are read with the targets paused (default: only while
+    /// their stacks change too fast to read them running; see
+    /// [`crate::exactness`]).
+    pub read_mode: ReadMode,
     /// Record idle threads too (default false).
     pub include_idle: bool,
     /// Follow child processes (default false).
@@ -104,9 +106,12 @@ pub struct SessionSummary {
     pub last_error: Option<String>,
     /// Snapshots taken and what they cost (None without snapshots).
     pub snapshots: Option<crate::snapshot::SnapshotStats>,
-    /// How long blocking samples stopped the targets (None unless
-    /// `--blocking`).
-    pub pauses: Option<PauseStats>,
+    /// How the ticks were read: paused (and how long that stopped the
+    /// targets) or not.
+    pub reads: ReadCounts,
+    /// Why ticks the default mode would have read paused were not (a
+    /// pause failed), if one did.
+    pub cannot_pause: Option<String>,
 }
 
 impl std::fmt::Display for SessionSummary {
@@ -137,8 +142,12 @@ impl std::fmt::Display for SessionSummary {
             self.bytes,
             self.bytes as f64 / self.samples.max(1) as f64
         )?;
-        if let Some(pauses) = &self.pauses {
-            write!(f, "\n  {pauses}")?;
+        write!(f, "\n  {}", self.reads)?;
+        if let Some(why) = &self.cannot_pause {
+            write!(
+                f,
+                "\n  warning: could not pause the target ({why}): stacks that changed while read are flagged torn"
+            )?;
         }
         if let Some(snapshots) = &self.snapshots {
             write!(f, "\n{snapshots}")?;
@@ -161,6 +170,8 @@ struct Attached {
     consecutive_errors: u32,
     /// The program image attached; a change means an exec.
     identity: Identity,
+    /// Whether its ticks are read paused now.
+    exactness: Exactness,
     /// Set while our child runs a program that is not Python (after an
     /// exec): when attaching was last tried.
     execed_away: Option<Instant>,
@@ -294,7 +305,8 @@ fn record(
     let mut exited_child: Option<Child> = None;
     let mut last_child_scan = start;
     let mut finished_read_calls = 0u64;
-    let mut pauses = PauseStats::default();
+    let mut reads = ReadCounts::default();
+    let mut cannot_pause: Option<String> = None;
     // How the first target ended, for the footer's end reason.
     let mut root_ending: Option<String> = None;
     let end_reason: String;
@@ -340,18 +352,14 @@ fn record(
                 }
                 continue;
             }
-            // In blocking mode a sample whose pause failed is a failed
-            // read: taken unpaused, it would be neither consistent nor
-            // checked for tearing (the check is off in blocking mode).
-            let read = if options.blocking {
-                entry.target.pause().and_then(|guard| {
-                    let read = entry.target.sample_threads(&mut threads);
-                    pauses.record(guard.release());
-                    read
-                })
-            } else {
-                entry.target.sample_threads(&mut threads)
-            };
+            // With --blocking a sample whose pause failed is a failed read:
+            // taken unpaused, it would not be what was asked.
+            let read = entry
+                .exactness
+                .read(&mut entry.target, &mut threads, &mut reads);
+            if cannot_pause.is_none() {
+                cannot_pause = entry.exactness.cannot_pause().map(str::to_owned);
+            }
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
@@ -475,9 +483,10 @@ fn record(
         missed_ticks: schedule.missed_ticks,
         dropped_samples: 0,
         torn_samples: stats.torn,
-        // No torn stack is read again since format version 3's
-        // recordings of pydeep 0.1 (a retry is another moment's stack).
+        // A torn stack is never read again (a retry is another moment's
+        // stack): see crate::exactness.
         torn_retries: 0,
+        paused_ticks: reads.pauses.count(),
         errors,
         max_lag_ns: schedule.max_lag.as_nanos() as u64,
         end_reason: end_reason.clone(),
@@ -508,7 +517,8 @@ fn record(
             last_error,
             snapshots: (options.snapshot_every.is_some() || options.heap_every.is_some())
                 .then(|| snapshots.stats.clone()),
-            pauses: options.blocking.then_some(pauses),
+            reads,
+            cannot_pause,
         },
         child,
     ))
@@ -518,7 +528,7 @@ impl Attached {
     fn new(mut target: Target, child: Option<Child>, options: &SessionOptions) -> Self {
         target.set_walk_options(WalkOptions {
             max_depth: options.max_depth as usize,
-            check_torn: !options.blocking,
+            check_torn: true,
             ..WalkOptions::default()
         });
         Attached {
@@ -529,6 +539,7 @@ impl Attached {
             names_refreshed: None,
             consecutive_errors: 0,
             execed_away: None,
+            exactness: Exactness::new(options.read_mode),
         }
     }
 
@@ -852,7 +863,7 @@ pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
         clock: proto::ClockKind::ClockMonotonic as i32,
         sampling: Some(proto::SamplingConfig {
             rate_hz: options.rate_hz,
-            blocking: options.blocking,
+            blocking: options.read_mode == ReadMode::Paused,
             include_idle: options.include_idle,
             subprocesses: options.subprocesses,
             embed_source: options.embed_source,

@@ -654,12 +654,13 @@ impl Summary {
         if let Some(footer) = &self.footer {
             writeln!(
                 f,
-                "footer:      ended by {:?}; {} missed ticks, {} dropped, {} torn samples ({} torn attempts retried), {} errors, max lag {:.3} ms",
+                "footer:      ended by {:?}; {} missed ticks, {} dropped, {} torn samples ({} torn attempts retried), {} ticks read paused, {} errors, max lag {:.3} ms",
                 footer.end_reason,
                 footer.missed_ticks,
                 footer.dropped_samples,
                 footer.torn_samples,
                 footer.torn_retries,
+                footer.paused_ticks,
                 footer.errors,
                 footer.max_lag_ns as f64 / 1e6
             )?;

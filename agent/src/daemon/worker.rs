@@ -18,6 +18,7 @@ use super::budget::{effective_rate, thread_cpu, RateFactor};
 use super::config::{Rotation, TargetSettings};
 use super::discovery::Process;
 use super::rotation::StreamFile;
+use crate::exactness::{Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::{self, Fate, Identity};
 use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
@@ -74,6 +75,8 @@ struct Tracked {
     names_refreshed: Option<Instant>,
     consecutive_errors: u32,
     identity: Identity,
+    /// Whether its ticks are read paused now.
+    exactness: Exactness,
 }
 
 impl Tracked {
@@ -89,6 +92,7 @@ impl Tracked {
             names: HashMap::new(),
             names_refreshed: None,
             consecutive_errors: 0,
+            exactness: Exactness::new(ReadMode::Adaptive),
         }
     }
 
@@ -302,6 +306,8 @@ struct FileCounters {
     errors: u64,
     max_lag: Duration,
     read_calls_at_open: u64,
+    /// How this file's ticks were read (paused or not).
+    reads: ReadCounts,
 }
 
 impl Worker {
@@ -314,7 +320,7 @@ impl Worker {
         SessionOptions {
             rate_hz: s.rate_hz,
             duration: None,
-            blocking: false,
+            read_mode: ReadMode::Adaptive,
             include_idle: s.idle,
             subprocesses: false,
             embed_source: s.embed_source,
@@ -420,6 +426,7 @@ impl Worker {
             missed_ticks: missed_total.saturating_sub(counters.missed_at_open),
             torn_samples: file.recorder.stats().torn,
             torn_retries: 0,
+            paused_ticks: counters.reads.pauses.count(),
             errors: counters.errors,
             max_lag_ns: counters.max_lag.as_nanos() as u64,
             end_reason: reason.into(),
@@ -554,7 +561,11 @@ impl Worker {
             counters.max_lag = counters.max_lag.max(schedule.last_lag);
             let clock_ns = monotonic_ns();
             let weight = schedule.weight();
-            match attached.target.sample_threads(&mut threads) {
+            let read =
+                attached
+                    .exactness
+                    .read(&mut attached.target, &mut threads, &mut counters.reads);
+            match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
                     attached.consecutive_errors = 0;

@@ -32,7 +32,8 @@ pub(super) struct ThreadRead {
     /// after the window (None if it was not read).
     pub pointer_after: Vec<Option<u64>>,
     /// For each of those windows, `tstate->datastack_top` as read right
-    /// after that pointer (None if it was not read).
+    /// before and right after that pointer, if both reads agree (None if
+    /// they were not read, or the thread called or returned between them).
     pub top_after: Vec<Option<u64>>,
     /// The current-frame pointer was read after the first batch (phase 2:
     /// the prefetch missed it), so no later pointer brackets the first
@@ -47,7 +48,7 @@ impl ThreadRead {
     /// The current-frame pointer read after every window the walk used, if
     /// the walk used only windows of the first batch and that pointer was
     /// read: the windows were then copied between the two pointer reads.
-    pub fn bracket(&self) -> Option<u64> {
+    fn bracket(&self) -> Option<u64> {
         let used = self.source.furthest_used()?;
         if used >= self.bracketed_windows {
             return None;
@@ -79,8 +80,11 @@ enum Prefetched {
     /// (or a callee of it), those windows were copied while that frame,
     /// and so all its callers, stayed on the stack.
     PointerAfter,
-    /// `tstate->datastack_top`, right after the pointer read again: with
-    /// it the pointer says where the innermost data-stack frame ends.
+    /// `tstate->datastack_top`, right before and right after the pointer
+    /// read again: when both agree, no frame was pushed or popped around
+    /// that pointer read, and the innermost data-stack frame ends at or
+    /// below that top.
+    TopBefore,
     TopAfter,
     /// The fingerprint of the code object at this address.
     Code(u64),
@@ -148,6 +152,10 @@ fn prefetch_pieces(
         buffer.resize(w.len as usize, 0);
         pieces.push((w.address, buffer));
         if bracket && thread.frame_pointer_at >= 8 {
+            if let Some(at) = top_at {
+                owners.push((thread.thread_state, Prefetched::TopBefore));
+                pieces.push((thread.thread_state.wrapping_add(at), vec![0u8; 8]));
+            }
             owners.push((thread.thread_state, Prefetched::PointerAfter));
             pieces.push((thread.frame_pointer_at, vec![0u8; 8]));
             if let Some(at) = top_at {
@@ -295,6 +303,7 @@ fn attempt(
         let mut pointer_after: Vec<Option<u64>> = Vec::new();
         let mut top_after: Vec<Option<u64>> = Vec::new();
         let mut top_from = 0;
+        let mut top_before: Option<u64> = None;
         let mut pointer_read = direct.is_some();
         // This thread's pieces, in batch order: the pointer, windows (into
         // its source) and the pointer again after them. A pointer read at
@@ -323,8 +332,10 @@ fn attempt(
                     top_from = bracket_from;
                     bracket_from = pointer_after.len();
                 }
+                Prefetched::TopBefore => top_before = Some(field_u64(bytes, 0)),
                 Prefetched::TopAfter => {
-                    let value = Some(field_u64(bytes, 0));
+                    let read = field_u64(bytes, 0);
+                    let value = (top_before.take() == Some(read)).then_some(read);
                     for top in &mut top_after[top_from..] {
                         *top = value;
                     }
@@ -513,11 +524,14 @@ fn attempt(
         let reread = if !options.check_torn {
             None
         } else if read.walk.broken {
-            if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
-                (!rewalk_from_bracket(layout, read, options)).then(|| Reread::plan(layout, read))
-            } else {
-                read.sample.torn = true;
+            if layout.semantics.frame_kind != FrameKind::InterpreterFrame {
+                tear(read)
+            } else if read.bracket().is_none() {
+                Some(Reread::plan(layout, read))
+            } else if rewalk_from_bracket(layout, read, options) {
                 None
+            } else {
+                tear(read)
             }
         } else if read.walk.visited.is_empty() {
             // No Python frame: nothing shown can be wrong.
@@ -613,9 +627,15 @@ fn attempt(
 /// * its chain in the same copy reaches a frame of the stack read (the
 ///   thread called deeper, perhaps after returning): those callees on top
 ///   of the frames from that one outwards;
-/// * otherwise (the callees were pushed after their bytes were copied, or
-///   the walk needed memory the first batch did not hold) the last batch
-///   re-reads the callees, or the whole stack.
+/// * a stack that does not end where the data-stack top read beside the
+///   pointer says (its innermost frame was copied before the frame there
+///   now was pushed), or a pointer that cannot be joined to the stack
+///   read (its callees were pushed after their bytes were copied): torn.
+///
+/// Only a walk that needed memory the first batch did not hold (a new
+/// chunk, a pointer read after the batch) is re-read, whatever it shows:
+/// a re-read chosen because the first read looked wrong would land on
+/// another moment's stack, chosen by the code being run (issue #13).
 ///
 /// Every frame shown was on the stack at `t0`, before the copy, and at
 /// `t1`, after it (or was pushed between and linked to such a frame in the
@@ -649,13 +669,13 @@ fn settle_from_bracket(
     };
     if after == read.current_frame {
         if !agrees(read, &[], &read.walk.visited) {
-            return Some(Reread::plan(layout, read));
+            return tear(read);
         }
         return None;
     }
     if let Some(index) = read.walk.visited.iter().position(|&a| a == after) {
         if !agrees(read, &[], &read.walk.visited[index..]) {
-            return Some(Reread::plan(layout, read));
+            return tear(read);
         }
         read.walk.cut_at(index);
         return None;
@@ -663,12 +683,23 @@ fn settle_from_bracket(
     let callees = walk_callees(layout, &mut read.source, after, &read.walk.visited, options);
     if let Some((callees, index)) = callees {
         if !agrees(read, &callees.visited, &read.walk.visited[index..]) {
-            return Some(Reread::plan(layout, read));
+            return tear(read);
         }
         read.walk.graft(callees, index);
         return None;
     }
-    Some(Reread::join(layout, read, after).unwrap_or_else(|| Reread::plan(layout, read)))
+    tear(read)
+}
+
+/// Flags `read`'s sample torn: its stack could not be settled from its
+/// own read. It is not read again: a later read would be another moment's
+/// stack, and which ticks it saves would depend on the code being run
+/// (short calls return before it). Torn ticks are counted by
+/// [`crate::exactness`], which reads the next ticks paused when they are
+/// more than one in a hundred.
+fn tear(read: &mut ThreadRead) -> Option<Reread> {
+    read.sample.torn = true;
+    None
 }
 
 /// A 3.11+ walk from the first pointer that broke off (its frame was

@@ -1,40 +1,31 @@
-//! The torn-read check of non-blocking samples.
+//! Settling a non-blocking sample that its first batch could not: the
+//! re-read, and what it proves.
 //!
-//! A sample's last batch re-reads each thread's current-frame pointer and
-//! the memory of every frame header its walk used. The innermost frame's
+//! The first batch copies each thread's stack and reads its current-frame
+//! pointer right after (`t1`); sample.rs settles most samples from that
+//! alone, as the stack at `t1`. A walk that needed memory the first batch
+//! did not hold (a chunk the prefetch missed, a 3.11/3.12 pointer read
+//! after the batch, 3.9/3.10 frame objects read one by one) is re-read
+//! here: every frame header it used, with room above the innermost one
+//! for its callees, then the pointer again (`t2`). The innermost frame's
 //! instruction moves on while it runs, but its code and caller may not
 //! change, and no caller's frame may change at all while its callee runs:
-//! if every header compares equal, the stack read was one the program
-//! really had. The innermost frame must also still be on the stack: the
-//! pointer re-read names it, or names a frame whose chain of callers (in
-//! the re-read copy) reaches it, i.e. the thread called deeper meanwhile,
-//! which leaves the stack read intact. A frame popped since leaves its
-//! bytes behind above the stack top, so equal bytes alone prove nothing
-//! about it. Checking only the innermost frame was not enough: on 3.10
-//! frames recycled at the same addresses let a churning thread show an
-//! untorn, impossible stack.
+//! the frames both copies agree on from the outermost one in stayed put.
+//! The sample is then the stack at `t2`: the pointer names one of those
+//! frames (the thread returned to it, or never left it), or its chain in
+//! the re-read copy reaches one (callees on top of it). A frame popped
+//! since leaves its bytes behind above the stack top, so equal bytes alone
+//! prove nothing about the innermost one: the pointer must name or reach
+//! it. (Checking only the innermost frame was not enough: on 3.10 frames
+//! recycled at the same addresses let a churning thread show an untorn,
+//! impossible stack.)
 //!
-//! This re-read is needed only where the first batch cannot vouch for the
-//! stack (sample.rs): a walk served entirely from first-batch windows whose
-//! pointer, read right after them, still names the innermost frame or a
-//! callee linked to it in the same copy. When that pointer cannot be
-//! linked (the thread returned, or called deeper than the copy shows),
-//! the stack is re-read here rather than declared torn, with room above
-//! the innermost frame up to its chunk's end for the callees pushed since;
-//! a stack torn here is read again at once (sample.rs `MAX_RETRIES`).
-//!
-//! One case needs far less: the pointer read after the copy names a frame
-//! above the innermost one in its chunk, which the copy cannot link to it
-//! because the callee was written after its bytes were copied (a thread
-//! calling deeper, the common case of a deep recursion). Then only the
-//! frames from the innermost one up to the named one are re-read
-//! ([`Reread::callees`]), and their chain must lead down to the innermost
-//! frame: it then stayed on the stack from the first pointer read, before
-//! the copy, to the re-read, after it, and so did all its callers (a frame
-//! cannot change while its callee runs). At depth 1,000 that is a few
-//! hundred bytes instead of the ~150 KB of the whole stack.
-//! What the two checks prove, and what they cannot (a frame popped and
-//! pushed again at the same address), is in notes/cpython-frames.md.
+//! The re-read is made whatever the first batch showed of the stack, so
+//! which ticks it settles does not depend on the code being run; a stack
+//! that looked wrong in the first batch is torn there and not read again
+//! (issue #13). What the checks prove, and what they cannot (a frame
+//! popped and pushed again at the same address), is in
+//! notes/cpython-frames.md.
 
 use super::frames::{walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints};
 use super::prefetch::MIN_CHUNK;
@@ -58,21 +49,12 @@ const CALLEE_ROOM: u64 = 1 << 10;
 /// cannot follow.
 const MAX_CALLEE_ROOM: u64 = 32 << 10;
 
-/// Bytes re-read below the frame of the stack read nearest under the
-/// pointer when only the callees are re-read: if the thread returned
-/// below that frame and called frames of other sizes, their chain joins
-/// the stack read further out.
-const JOIN_ROOM: u64 = 1 << 10;
-
 /// What one thread's check re-reads, then the current-frame pointer
 /// after it (`t2`): the sample becomes the stack at `t2`.
 pub(super) struct Reread {
     /// Copies of target memory: (address, bytes).
     windows: Vec<(u64, Vec<u8>)>,
     pointer: [u8; 8],
-    /// Only the memory around the frame the pointer named after the first
-    /// copy was re-read ([`Reread::join`]), not the whole stack.
-    partial: bool,
 }
 
 impl Reread {
@@ -89,7 +71,7 @@ impl Reread {
             let (start, bytes) = &read.source.windows()[index];
             let end = if i == 0 {
                 let room_end = if read.source.is_chunk(*start) {
-                    chunk_end(layout, *start, bytes).min(address + len + callee_room(read))
+                    chunk_end(layout, *start, bytes).min(address + len + MAX_CALLEE_ROOM)
                 } else {
                     (address + len + CALLEE_ROOM).min(start + bytes.len() as u64)
                 };
@@ -102,50 +84,16 @@ impl Reread {
                 None => ranges.push((*start, end)),
             }
         }
+        // Outermost first: the innermost frames, the ones that change, are
+        // copied last, right before the pointer.
         Reread {
             windows: ranges
                 .into_iter()
+                .rev()
                 .map(|(start, end)| (start, vec![0u8; (end - start) as usize]))
                 .collect(),
             pointer: [0; 8],
-            partial: false,
         }
-    }
-
-    /// The re-read that joins the frame `pointer_after` names (read right
-    /// after the first copy) to the stack read: from a little below the
-    /// nearest frame of that stack under it to a little above the named
-    /// frame, inside the data-stack chunk that frame was copied from.
-    /// `None` if no frame of the stack read lies at most
-    /// [`MAX_CALLEE_ROOM`] under it in such a chunk.
-    pub fn join(layout: &Layout, read: &ThreadRead, pointer_after: u64) -> Option<Reread> {
-        let len = read.walk.header_len;
-        let below = read
-            .walk
-            .visited
-            .iter()
-            .copied()
-            .filter(|&a| a < pointer_after && pointer_after - a <= MAX_CALLEE_ROOM)
-            .max()?;
-        let (window_start, bytes) =
-            read.source.windows().iter().find(|(start, bytes)| {
-                *start <= below && below + len <= start + bytes.len() as u64
-            })?;
-        // The named frame must lie in the same chunk: past its end the
-        // memory may not be mapped, and a failed read costs every
-        // thread's check.
-        let chunk_end = chunk_end(layout, *window_start, bytes);
-        let end = pointer_after.checked_add(len)?;
-        if !read.source.is_chunk(*window_start) || end > chunk_end {
-            return None;
-        }
-        let start = below.saturating_sub(JOIN_ROOM).max(*window_start);
-        let end = end.saturating_add(CALLEE_ROOM).min(chunk_end);
-        Some(Reread {
-            windows: vec![(start, vec![0u8; (end - start) as usize])],
-            pointer: [0; 8],
-            partial: true,
-        })
     }
 
     /// Adds the pieces to re-read to a batch: the windows, then the
@@ -166,10 +114,11 @@ impl Reread {
     /// * The pointer names a frame of the stack read that both copies
     ///   agree on from there outwards (the thread returned to it, or
     ///   never left it): the stack from that frame outwards.
-    /// * Its chain in the re-read copy reaches such a frame (whole-stack
-    ///   re-read: every frame from some one outwards the same in both
-    ///   copies; callees' re-read: a frame of the stack read): those
-    ///   callees on top of it.
+    /// * Its chain in the re-read copy reaches such a frame: those callees
+    ///   on top of it.
+    /// * The first walk broke off (a frame popped before it was copied):
+    ///   the stack from the pointer in the re-read copy, if from some frame
+    ///   outwards both copies agree on it.
     ///
     /// A torn sample keeps the frames both copies agree on from the
     /// outermost one in: its callers that stayed put.
@@ -179,7 +128,7 @@ impl Reread {
             after.add_window(address, bytes);
         }
         if read.frame_pointer_at < 8 {
-            return !self.partial && stable_from(layout, read, &mut after) == 0;
+            return stable_from(layout, read, &mut after) == 0;
         }
         let pointer = u64::from_le_bytes(self.pointer);
         if read.walk.broken {
@@ -196,11 +145,7 @@ impl Reread {
                 }
             }
         }
-        let stable = if self.partial {
-            0
-        } else {
-            stable_from(layout, read, &mut after)
-        };
+        let stable = stable_from(layout, read, &mut after);
         let stable_frames = &read.walk.visited[stable..];
         if let Some(index) = stable_frames.iter().position(|&a| a == pointer) {
             read.walk.cut_at(stable + index);
@@ -212,31 +157,13 @@ impl Reread {
             read.walk.graft(callees, stable + index);
             return true;
         }
-        if !self.partial {
-            if let Some(walk) =
-                verified_walk(layout, &mut read.source, &mut after, pointer, options)
-            {
-                read.walk = walk;
-                return true;
-            }
-            read.walk.cut_at(stable.min(read.walk.visited.len()));
+        if let Some(walk) = verified_walk(layout, &mut read.source, &mut after, pointer, options) {
+            read.walk = walk;
+            return true;
         }
+        read.walk.cut_at(stable.min(read.walk.visited.len()));
         false
     }
-}
-
-/// Bytes re-read above the innermost frame in its data-stack chunk: the
-/// thread's callees since the first read are found there. The more is
-/// copied after the innermost frames, the older their copy is when the
-/// pointer is read after it (a 32 KiB copy takes microseconds, in which a
-/// call-heavy thread calls and returns many times): room for twice as
-/// deep as the thread went between the first two pointer reads, at
-/// least [`CALLEE_ROOM`], at most [`MAX_CALLEE_ROOM`].
-fn callee_room(read: &ThreadRead) -> u64 {
-    let deeper = read
-        .bracket()
-        .map_or(0, |after| after.saturating_sub(read.current_frame));
-    deeper.saturating_mul(2).clamp(CALLEE_ROOM, MAX_CALLEE_ROOM)
 }
 
 /// The index of the innermost frame from which outwards both copies of
@@ -319,8 +246,9 @@ fn verified_walk(
     (stable < walk.visited.len()).then_some(walk)
 }
 
-/// False if the data-stack top read right after the current-frame
-/// pointer (`top`) proves that the innermost data-stack frame of `frames`
+/// False if the data-stack top read right before and right after the
+/// current-frame pointer (`top`: both reads agreed, so no frame was pushed
+/// or popped around the pointer read) proves that the innermost data-stack frame of `frames`
 /// (addresses, innermost first; generator frames and shims live
 /// elsewhere) was copied before the frame the program has there now was
 /// pushed. A frame pushed at `F` ends at `F + frame_size(code)`
