@@ -69,6 +69,7 @@ mod reader;
 mod recording;
 mod stacks;
 mod summary;
+pub mod text;
 mod timing;
 mod writer;
 
