@@ -63,6 +63,7 @@ pub mod proto {
 
 mod container;
 mod error;
+pub mod files;
 mod hash;
 pub mod linetable;
 mod reader;

@@ -50,7 +50,9 @@ const FINISHED_KEPT: usize = 100;
 pub fn run(config_path: Option<&Path>) -> Result<Exit> {
     init_logging();
     let path = config_path.unwrap_or(Path::new(DEFAULT_CONFIG)).to_owned();
-    let config = Config::load(&path)?;
+    // A bad configuration is bad input, like a bad option: exit 2.
+    let config =
+        Config::load(&path).map_err(|e| crate::exit::Failure::new(Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
