@@ -119,6 +119,9 @@ pub enum Command {
         /// Print the daemon's JSON reply as it is.
         #[arg(long)]
         json: bool,
+        /// Give up (exit 11) if the daemon has not answered after this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
         /// What to ask.
         #[command(subcommand)]
         action: CtlAction,
@@ -216,7 +219,9 @@ pub struct DumpArgs {
 /// Options shared by `attach` and `record`.
 #[derive(Debug, Clone, Args)]
 pub struct RecordOptions {
-    /// Output file. Default: `pydeep-PID-TIME.pdr` in the current directory.
+    /// Output file. Default: `pydeep-PID-TIME.pdr` in the current directory
+    /// (PID: the target's for `attach`; pydeep's own for `record`, which
+    /// creates its output before it starts the program).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Overwrite the output file if it exists (never follows a symlink).

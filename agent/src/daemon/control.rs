@@ -16,7 +16,7 @@
 //! error reply even if the socket's mode was loosened; a malformed request
 //! gets an error reply and the connection stays usable.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,26 +202,91 @@ async fn write_reply(
     write.write_all(&bytes).await
 }
 
-/// `pydeep ctl`: sends one request, returns the reply.
-pub fn request(socket: &Path, request: &Value) -> Result<Value> {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+/// `pydeep ctl`: sends one request, returns the reply. Waits `timeout` at
+/// most for the whole exchange ([`Exit::Timeout`] after it, naming the
+/// socket), and stops at once on SIGINT, SIGTERM or SIGHUP
+/// ([`crate::signals::Interrupted`]): a daemon that accepts but never
+/// answers cannot hold `ctl` forever.
+pub fn request(socket: &Path, request: &Value, timeout: Duration) -> Result<Value> {
+    use crate::exit::{Exit, Failure};
+    use crate::signals::Interrupted;
+    let deadline = std::time::Instant::now() + timeout;
+    let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(
             "connecting to {} (is `pydeep daemon` running, and are you its user?)",
             socket.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    // Short timeouts: each expiry is a chance to see a signal or the deadline.
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(POLL))?;
+    let waited = || {
+        Interrupted::check(|| "while waiting for the daemon's reply".into())?;
+        if std::time::Instant::now() >= deadline {
+            return Err(anyhow::Error::from(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "the daemon at {} did not answer within {} s (--timeout); is it stuck, or is something else listening there?",
+                    socket.display(),
+                    timeout.as_secs_f64()
+                ),
+            )));
+        }
+        Ok(())
+    };
+    let again = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::Interrupted
+        )
+    };
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .take(16 << 20)
-        .read_line(&mut reply)
-        .context("reading the daemon's reply")?;
+    let mut sent = 0;
+    while sent < line.len() {
+        waited()?;
+        match (&stream).write(&line[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if again(&e) => {}
+            Err(e) => return Err(e).context("sending the request to the daemon"),
+        }
+    }
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 64 << 10];
+    loop {
+        waited()?;
+        match (&stream).read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&buffer[..n]);
+                if reply.contains(&b'\n') {
+                    break;
+                }
+                anyhow::ensure!(
+                    reply.len() <= MAX_REPLY,
+                    "the daemon's reply is longer than {MAX_REPLY} bytes"
+                );
+            }
+            Err(e) if again(&e) => {}
+            Err(e) => return Err(e).context("reading the daemon's reply"),
+        }
+    }
+    let end = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(reply.len());
+    let reply = String::from_utf8_lossy(&reply[..end]);
     serde_json::from_str(&reply)
         .with_context(|| format!("the daemon's reply is not JSON: {reply:?}"))
 }
+
+/// How often `ctl` looks up from a wait for a signal or its deadline.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Longest reply `ctl` reads.
+const MAX_REPLY: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -511,8 +511,8 @@ fn create_output_dir(dir: &Path) -> Result<()> {
 
 /// `pydeep ctl ...`: sends `request`, prints the reply (JSON with `json`,
 /// otherwise a readable form), fails on an error reply.
-pub fn ctl(socket: &Path, request: Value, json_output: bool) -> Result<Exit> {
-    let reply = control::request(socket, &request)?;
+pub fn ctl(socket: &Path, request: Value, json_output: bool, timeout: Duration) -> Result<Exit> {
+    let reply = control::request(socket, &request, timeout)?;
     if json_output {
         crate::outln!("{}", serde_json::to_string_pretty(&reply)?)?;
     } else if request["command"] == "status" && reply["ok"] == true {
