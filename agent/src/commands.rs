@@ -173,6 +173,10 @@ fn spawn(command: &[String]) -> Result<Child> {
 /// the wait with [`crate::signals::Interrupted`].
 fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The last program seen that is not Python (pydeep itself before the
+    // exec does not count), to say so if the program ends as that.
+    let own = std::env::current_exe().ok();
+    let mut not_python: Option<String> = None;
     loop {
         crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
         match Target::attach(pid) {
@@ -181,12 +185,24 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
                 return Err(attach_failure(error).into())
             }
             Err(error) => {
+                if let AttachError::NotPython { exe, .. } = &error {
+                    let python = std::path::Path::new(exe)
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains("python"));
+                    let ours = own.as_deref() == Some(std::path::Path::new(exe));
+                    not_python = (!python && !ours).then(|| exe.clone());
+                }
                 if let Ok(Some(status)) = child.try_wait() {
+                    let why = match &not_python {
+                        Some(exe) => format!(
+                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs)",
+                            pydeep_format::text::escape(exe)
+                        ),
+                        None => error.to_string(),
+                    };
                     return Err(Failure::new(
                         Exit::TargetExited,
-                        format!(
-                            "the program exited ({status}) before pydeep could attach: {error}"
-                        ),
+                        format!("the program exited ({status}) before pydeep could attach: {why}"),
                     )
                     .into());
                 }
