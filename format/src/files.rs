@@ -26,21 +26,35 @@ use crate::FormatError;
 /// the open) and read with a bound, so a device that never ends
 /// (`/dev/zero`) fails after `limit` bytes.
 pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = open_input(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(too_large(limit));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(bytes)
+}
+
+/// Opens an input file for reading without blocking on it: a FIFO without
+/// a writer would hold `open(2)` (restarted after every signal, so deaf to
+/// Ctrl-C); opened non-blocking it reads as empty instead. A directory is
+/// refused. Reads block as usual after (a pipe with a writer is read to
+/// its end). Recordings (`Reader::open`, the viewer) are opened this way.
+pub fn open_input(path: &Path) -> io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
+    if file.metadata()?.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "is a directory, not a file",
         ));
     }
-    if meta.is_file() && meta.len() > limit {
-        return Err(too_large(limit));
-    }
-    // Blocking again: a pipe with a writer is read to its end.
     // SAFETY: fcntl on a descriptor we own, with integer arguments only.
     unsafe {
         use std::os::fd::AsRawFd;
@@ -50,12 +64,7 @@ pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
             libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
     }
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(limit));
-    }
-    Ok(bytes)
+    Ok(file)
 }
 
 fn too_large(limit: u64) -> io::Error {
@@ -293,6 +302,8 @@ mod tests {
         // SAFETY: mkfifo with a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert_eq!(read_limited(&path, 10).unwrap(), b"");
+        // A recording named by a FIFO is an error, not a hang.
+        assert!(crate::Reader::open(&path).is_err());
     }
 
     #[test]
