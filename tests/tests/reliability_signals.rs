@@ -258,3 +258,44 @@ fn record_passes_sigterm_to_its_program_and_a_killed_record_leaves_no_orphan() {
         }
     }
 }
+
+#[test]
+fn ctl_against_a_socket_whose_backlog_is_full_stops_on_its_timeout_or_a_signal() {
+    let python = &test_pythons("ctl: full backlog")[0];
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("full.sock");
+    // A listener with a backlog of 0, filled by connections never accepted:
+    // a blocking connect(2) would wait for ever.
+    let script = "import socket, sys, time\n\
+        s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(0)\n\
+        held = []\n\
+        for _ in range(3):\n    \
+            c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n    \
+            try: c.connect(sys.argv[1])\n    \
+            except BlockingIOError: pass\n    \
+            held.append(c)\n\
+        print('ready', flush=True)\n\
+        time.sleep(120)\n";
+    let mut holder = Command::new(&python.path)
+        .args(["-c", script])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let path = socket.to_str().unwrap();
+    let mut ctl = spawn(&["ctl", "--socket", path, "--timeout", "1s", "status"]);
+    let status = wait_exit(&mut ctl, "ctl --timeout, full backlog");
+    let stderr = stderr_of(&mut ctl);
+    assert_eq!(status.code(), Some(11), "{status}: {stderr}");
+    let mut ctl = spawn(&["ctl", "--socket", path, "status"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = stops_quickly(&mut ctl, libc::SIGINT, "ctl, full backlog");
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
