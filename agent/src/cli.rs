@@ -119,6 +119,9 @@ pub enum Command {
         /// Print the daemon's JSON reply as it is.
         #[arg(long)]
         json: bool,
+        /// Give up (exit 11) if the daemon has not answered after this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
         /// What to ask.
         #[command(subcommand)]
         action: CtlAction,
@@ -216,14 +219,16 @@ pub struct DumpArgs {
 /// Options shared by `attach` and `record`.
 #[derive(Debug, Clone, Args)]
 pub struct RecordOptions {
-    /// Output file. Default: `pydeep-PID-TIME.pdr` in the current directory.
+    /// Output file. Default: `pydeep-PID-TIME.pdr` in the current directory
+    /// (PID: the target's for `attach`; pydeep's own for `record`, which
+    /// creates its output before it starts the program).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Overwrite the output file if it exists (never follows a symlink).
     #[arg(long)]
     pub force: bool,
     /// Samples per second per thread.
-    #[arg(short, long, default_value_t = 100.0)]
+    #[arg(short, long, default_value_t = 100.0, value_parser = parse_rate)]
     pub rate: f64,
     /// Stop after this long (e.g. `10s`, `500ms`, `2m`); default: until
     /// Ctrl-C or the target's exit.
@@ -320,28 +325,87 @@ impl RedactArgs {
     }
 }
 
-/// Parses `1.5s`, `250ms`, `2m`, `1h` or a bare number of seconds.
+/// The shortest duration any option or configuration key takes: 1 ms.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// The longest duration any option or configuration key takes: 3650 days
+/// (ten years). Longer ones are typing mistakes, and would overflow the
+/// clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// The one range every duration is checked against, as users read it.
+pub const DURATION_RANGE: &str = "1ms to 3650d (ten years)";
+
+/// Parses a duration: `250ms`, `1.5s`, `2m`, `1h`, `7d` or a bare number
+/// of seconds, from [`MIN_DURATION`] to [`MAX_DURATION`]. Every duration of
+/// the command line (`-d`, `--snapshot-every`, `--heap-every`, `heap
+/// --interval`) and of the daemon's configuration goes through here; a value
+/// outside the range is refused with a message naming it (a usage error,
+/// exit 2, on the command line), never rounded or clamped.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+    let trimmed = text.trim();
+    let (number, scale) = if let Some(n) = trimmed.strip_suffix("ms") {
         (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
+    } else if let Some(n) = trimmed.strip_suffix('s') {
         (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
+    } else if let Some(n) = trimmed.strip_suffix('m') {
         (n, 60.0)
-    } else if let Some(n) = text.strip_suffix('h') {
+    } else if let Some(n) = trimmed.strip_suffix('h') {
         (n, 3600.0)
+    } else if let Some(n) = trimmed.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
-        (text, 1.0)
+        (trimmed, 1.0)
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 10s, 500ms, 2m)"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("`{text}` is not a positive duration"));
+    let number = number.trim();
+    // Digits and one decimal point only: no `inf`, `nan`, exponents or signs.
+    let plain = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.chars().filter(|&c| c == '.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let value: f64 = match number.parse() {
+        Ok(value) if plain => value,
+        _ => {
+            return Err(format!(
+                "`{trimmed}` is not a duration: write a number and a unit, such as 500ms, 10s, 2m, 1h or 7d; a duration is {DURATION_RANGE}"
+            ))
+        }
+    };
+    let seconds = value * scale;
+    if !(MIN_DURATION.as_secs_f64()..=MAX_DURATION.as_secs_f64()).contains(&seconds) {
+        return Err(format!(
+            "`{trimmed}` is out of range: a duration is {DURATION_RANGE}"
+        ));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The slowest sampling rate `--rate` takes: one sample per 100 s.
+pub const MIN_RATE_HZ: f64 = 0.01;
+
+/// The fastest sampling rate `--rate` takes (a sampler asked for more than
+/// it can take skips ticks and says so).
+pub const MAX_RATE_HZ: f64 = 1_000_000.0;
+
+/// Parses `--rate`: samples per second, from [`MIN_RATE_HZ`] to
+/// [`MAX_RATE_HZ`]; zero, negative, not-a-number and infinite rates are
+/// refused with the range.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let value: f64 = trimmed
+        .parse()
+        .map_err(|_| format!("`{trimmed}` is not a number of samples per second"))?;
+    check_rate(value, MAX_RATE_HZ)
+}
+
+/// Checks a sampling rate against [`MIN_RATE_HZ`] and `max_hz`.
+pub fn check_rate(value: f64, max_hz: f64) -> Result<f64, String> {
+    if !(value.is_finite() && (MIN_RATE_HZ..=max_hz).contains(&value)) {
+        return Err(format!(
+            "a sampling rate is {MIN_RATE_HZ} to {max_hz} Hz (samples per second), not {value:?}"
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -354,8 +418,59 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration(" 1ms ").unwrap(), Duration::from_millis(1));
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn durations_outside_the_one_range_are_refused_and_name_it() {
+        for text in [
+            "99999999999999999999s",
+            "1e20s",
+            "10000000000000d",
+            "5000000000000h",
+            "3651d",
+            "0",
+            "0s",
+            "0.5ms",
+            "inf",
+            "infs",
+            "nan",
+            "NaNs",
+            "1e3s",
+            "+5s",
+            "-0s",
+            "",
+            "s",
+            ".s",
+            "1..2s",
+            "1 2s",
+        ] {
+            let error = parse_duration(text).expect_err(text);
+            assert!(error.contains(DURATION_RANGE), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn rates_outside_the_range_are_refused_and_name_it() {
+        for text in [
+            "0", "-5", "nan", "inf", "-inf", "1e-300", "1e300", "1000001", "x",
+        ] {
+            let error = parse_rate(text).expect_err(text);
+            assert!(
+                error.contains("0.01 to 1000000 Hz") || error.contains("not a number"),
+                "{text}: {error}"
+            );
+        }
+        assert_eq!(parse_rate("0.01").unwrap(), 0.01);
+        assert_eq!(parse_rate("1e6").unwrap(), 1e6);
+        assert_eq!(parse_rate("100").unwrap(), 100.0);
     }
 
     #[test]

@@ -24,8 +24,9 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Ctl {
             socket,
             json,
+            timeout,
             action,
-        } => crate::daemon::ctl(&socket, action.request(), json),
+        } => crate::daemon::ctl(&socket, action.request(), json, timeout),
         Command::Dump { pid, options } => dump(pid, &options),
         Command::Objects {
             pid,
@@ -67,52 +68,59 @@ pub fn run(command: Command) -> Result<Exit> {
 }
 
 fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
+    let session_options = session_options(options, "attach")?;
     let target = Target::attach(pid).map_err(attach_failure)?;
-    let output = output_path(options, pid);
-    let (summary, _) = session::run(
-        target,
-        None,
-        &output,
-        options.force,
-        &session_options(options, "attach")?,
-    )?;
+    let output = session::create_output(&output_path(options, pid), options.force)?;
+    let (summary, _) = session::run(target, None, output, &session_options)?;
     eprintln!("{summary}");
     Ok(Exit::Ok)
 }
 
 fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
-    let mut child = Process::new(&command[0])
-        .args(&command[1..])
-        .spawn()
-        .map_err(|e| {
-            Failure::new(
-                Exit::SpawnFailed,
-                format!("cannot start `{}`: {e}", command[0]),
-            )
-        })?;
+    let session_options = session_options(options, "record")?;
+    // The output is checked (and created) before the program starts: a
+    // path that is taken or cannot be written fails before the program has
+    // done anything. Without -o the name holds pydeep's pid, not the
+    // program's, since the program does not exist yet.
+    let output = session::create_output(
+        &output_path(options, std::process::id() as i32),
+        options.force,
+    )?;
+    let mut child = spawn(command)?;
     let pid = child.id() as i32;
+    crate::signals::forward_to(pid);
     let target = match attach_when_ready(pid, &mut child) {
         Ok(target) => target,
         Err(error) => {
+            if error
+                .downcast_ref::<crate::signals::Interrupted>()
+                .is_some()
+            {
+                // Passed on to the program (or sent to it by the terminal):
+                // it decides how it ends, and pydeep ends with it.
+                let status = child.wait().context("waiting for the program")?;
+                drop(output);
+                eprintln!("pydeep: {error}; nothing was recorded");
+                exit_like(status);
+            }
             let _ = child.kill();
             let _ = child.wait();
             return Err(error);
         }
     };
-    let output = output_path(options, pid);
-    let (summary, child) = session::run(
-        target,
-        Some(child),
-        &output,
-        options.force,
-        &session_options(options, "record")?,
-    )?;
+    let (summary, child) = session::run(target, Some(child), output, &session_options)?;
     eprintln!("{summary}");
     // The program decides the exit code; if recording stopped first, wait for it.
     let status = match child {
         Some(mut child) => child.wait().context("waiting for the program")?,
         None => return Ok(Exit::Ok),
     };
+    exit_like(status);
+}
+
+/// Ends pydeep the way the program ended: its exit code, or 128+N after
+/// signal N (as a shell reports it).
+fn exit_like(status: std::process::ExitStatus) -> ! {
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
@@ -120,31 +128,89 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     std::process::exit(code);
 }
 
+/// Starts the program of `pydeep record`. It gets SIGTERM if pydeep dies
+/// (`PR_SET_PDEATHSIG`: even a SIGKILLed pydeep leaves no orphan running
+/// unrecorded); it stays in pydeep's process group, so the terminal's
+/// Ctrl-C reaches it directly, and SIGINT or SIGTERM sent to pydeep alone
+/// are forwarded to it ([`crate::signals`]).
+fn spawn(command: &[String]) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    let mut process = Process::new(&command[0]);
+    process.args(&command[1..]);
+    // SAFETY: the hook runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid).
+    unsafe {
+        process.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // pydeep died between the fork and the prctl: do not run.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    process.spawn().map_err(|e| {
+        Failure::new(
+            Exit::SpawnFailed,
+            format!("cannot start `{}`: {e}", command[0]),
+        )
+        .into()
+    })
+}
+
 /// Attaches to a program we just started, as soon as its interpreter is
 /// initialised: the first attempts find no interpreter yet (or not even the
-/// Python binary, before exec), so retry for a while.
+/// Python binary, before exec), so retry for a while. A stop signal ends
+/// the wait with [`crate::signals::Interrupted`].
 fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The last program seen that is not Python (pydeep itself before the
+    // exec does not count), to say so if the program ends as that.
+    let own = std::env::current_exe().ok();
+    let mut not_python: Option<String> = None;
     loop {
+        crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
         match Target::attach(pid) {
             Ok(target) => return Ok(target),
             Err(error @ AttachError::PermissionDenied { .. }) => {
                 return Err(attach_failure(error).into())
             }
             Err(error) => {
+                if let AttachError::NotPython { exe, .. } = &error {
+                    let python = std::path::Path::new(exe)
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains("python"));
+                    let ours = own.as_deref() == Some(std::path::Path::new(exe));
+                    not_python = (!python && !ours).then(|| exe.clone());
+                }
                 if let Ok(Some(status)) = child.try_wait() {
+                    let why = match &not_python {
+                        Some(exe) => format!(
+                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs)",
+                            pydeep_format::text::escape(exe)
+                        ),
+                        None => error.to_string(),
+                    };
                     return Err(Failure::new(
                         Exit::TargetExited,
-                        format!(
-                            "the program exited ({status}) before pydeep could attach: {error}"
-                        ),
+                        format!("the program exited ({status}) before pydeep could attach: {why}"),
                     )
                     .into());
                 }
                 if Instant::now() >= deadline {
                     return Err(attach_failure(error).into());
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                crate::signals::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -278,8 +344,8 @@ fn heap(
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
     for round in 0..count {
-        if round > 0 {
-            std::thread::sleep(interval.unwrap_or_default());
+        if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
+            crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
         }
         let summary = {
             let _guard = target.pause().context("pausing the target")?;
@@ -325,6 +391,7 @@ fn heap(
                 .into_iter()
                 .take(shown)
             {
+                let name = pydeep_format::text::escape(&name);
                 crate::outln!("{name:<32} {now:>12} {:>+12}", increase as i64)?;
             }
         } else if !output.growth {
@@ -337,7 +404,8 @@ fn heap(
                 if summary.truncated { ", truncated" } else { "" }
             )?;
             for t in summary.types.iter().take(shown) {
-                crate::outln!("{:<32} {:>12} {:>14} bytes", t.name, t.count, t.size)?;
+                let name = pydeep_format::text::escape(&t.name);
+                crate::outln!("{name:<32} {:>12} {:>14} bytes", t.count, t.size)?;
             }
         }
         previous = Some(summary);
@@ -345,21 +413,47 @@ fn heap(
     Ok(Exit::Ok)
 }
 
+/// Writes a whole output file (`objects -o`) the one safe way
+/// ([`pydeep_format::files::OutputFile`]): never through a symbolic link,
+/// an existing file replaced by a new one renamed over it (a FIFO or a
+/// device such as `/dev/null` written as it is).
+fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    use pydeep_format::files::{Existing, OutputFile};
+    use std::io::Write;
+    let failed = |e: &dyn std::fmt::Display| {
+        Failure::new(
+            Exit::OutputError,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    };
+    let mut file =
+        OutputFile::create(path, Existing::ReplaceOrWriteDevice, 0o666).map_err(|e| failed(&e))?;
+    file.write_all(bytes).map_err(|e| failed(&e))?;
+    file.commit().map_err(|e| failed(&e))?;
+    Ok(())
+}
+
+/// The largest `heap --since` file read: a count of every type of a big
+/// program is a few megabytes.
+const MAX_SAVED_HEAP_BYTES: u64 = 64 << 20;
+
 /// The last count in a file `pydeep heap --json` wrote.
 fn saved_heap(path: &Path) -> Result<crate::heap::HeapSummary> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // A bad file is bad input from the command line: a usage error.
+    let refused = |why: String| Failure::new(Exit::Usage, format!("{}: {why}", path.display()));
+    let bytes = pydeep_format::files::read_limited(path, MAX_SAVED_HEAP_BYTES)
+        .map_err(|e| refused(format!("cannot read it: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
     let line = text
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("{} is empty", path.display()))?;
-    serde_json::from_str(line).with_context(|| {
-        format!(
-            "{} is not the output of `pydeep heap PID --json --top 0`",
-            path.display()
-        )
-    })
+        .ok_or_else(|| refused("it is empty".into()))?;
+    Ok(serde_json::from_str(line).map_err(|e| {
+        refused(format!(
+            "not the output of `pydeep heap PID --json --top 0` ({e})"
+        ))
+    })?)
 }
 
 fn objects(
@@ -429,9 +523,7 @@ fn objects(
         other => anyhow::bail!("unknown format `{other}`: use dot, json or svg"),
     };
     match output {
-        Some(path) => {
-            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
-        }
+        Some(path) => write_output(path, &bytes)?,
         None => {
             use std::io::Write;
             std::io::stdout().write_all(&bytes)?;

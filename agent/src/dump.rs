@@ -641,7 +641,8 @@ pub fn value(
 }
 
 /// The dump as text, like `py-spy dump`: one block per thread, frames
-/// innermost first, variables indented under their frame.
+/// innermost first, variables indented under their frame. Every name and
+/// value the target controls goes through [`esc`] (JSON escapes by itself).
 pub fn render_text(dump: &Dump) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -662,7 +663,7 @@ pub fn render_text(dump: &Dump) -> String {
         let name = thread
             .name
             .as_deref()
-            .map_or(String::new(), |n| format!(" \"{n}\""));
+            .map_or(String::new(), |n| format!(" \"{}\"", esc(n)));
         let _ = writeln!(
             out,
             "\nThread {} (native {}){name} ({})",
@@ -672,7 +673,12 @@ pub fn render_text(dump: &Dump) -> String {
         );
         for frame in &thread.frames {
             let line = frame.line.map_or("?".to_string(), |l| l.to_string());
-            let _ = writeln!(out, "    {} ({}:{line})", frame.qualname, frame.file);
+            let _ = writeln!(
+                out,
+                "    {} ({}:{line})",
+                esc(&frame.qualname),
+                esc(&frame.file)
+            );
             for (title, vars) in [("locals", &frame.locals), ("globals", &frame.globals)] {
                 let Some(vars) = vars else { continue };
                 if vars.is_empty() {
@@ -695,9 +701,9 @@ pub fn render_text(dump: &Dump) -> String {
                         format!(" [{}]", tags.join(", "))
                     };
                     let value = var.value.as_ref().map_or("<unbound>".to_string(), |v| {
-                        format!("{} = {}", v.type_name, v.repr)
+                        format!("{} = {}", esc(&v.type_name), esc(&v.repr))
                     });
-                    let _ = writeln!(out, "            {}{tags}: {value}", var.name);
+                    let _ = writeln!(out, "            {}{tags}: {value}", esc(&var.name));
                 }
             }
         }
@@ -709,15 +715,22 @@ pub fn render_text(dump: &Dump) -> String {
         render_tasks(&mut out, tasks, generators);
     }
     for warning in &dump.warnings {
-        let _ = writeln!(out, "\nwarning: {warning}");
+        let _ = writeln!(out, "\nwarning: {}", esc(warning));
     }
     out
 }
 
+/// Names and values from the target, printable: [`pydeep_format::text::escape`].
+fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    pydeep_format::text::escape(text)
+}
+
 fn generator_place(generator: &Generator) -> String {
     match (generator.line, generator.instruction_offset) {
-        (Some(line), Some(offset)) => format!("{}:{line} (offset {offset})", generator.file),
-        _ => generator.file.clone(),
+        (Some(line), Some(offset)) => {
+            format!("{}:{line} (offset {offset})", esc(&generator.file))
+        }
+        _ => esc(&generator.file).into_owned(),
     }
 }
 
@@ -734,11 +747,11 @@ fn render_generators(out: &mut String, generators: &[Generator]) {
             out,
             "    0x{:x} {kind} {} [{state}] {}",
             generator.address,
-            generator.qualname,
+            esc(&generator.qualname),
             generator_place(generator)
         );
         if let (Some(awaiting), Some(kind)) = (generator.awaiting, &generator.awaiting_type) {
-            let _ = write!(out, " -> {kind} 0x{awaiting:x}");
+            let _ = write!(out, " -> {} 0x{awaiting:x}", esc(kind));
         }
         let _ = writeln!(out);
     }
@@ -777,14 +790,16 @@ fn render_task(
     let _ = writeln!(
         out,
         "{indent}(T) {} [{}{running}] 0x{:x}",
-        task.name, task.state, task.address
+        esc(&task.name),
+        esc(&task.state),
+        task.address
     );
     for address in &task.coroutine_stack {
         if let Some(generator) = by_generator.get(address) {
             let _ = writeln!(
                 out,
                 "{indent}      {} {}",
-                generator.qualname,
+                esc(&generator.qualname),
                 generator_place(generator)
             );
         }
@@ -793,7 +808,8 @@ fn render_task(
         let _ = writeln!(
             out,
             "{indent}      awaits {} 0x{:x}",
-            awaiting.type_name, awaiting.address
+            esc(&awaiting.type_name),
+            awaiting.address
         );
     }
     for child in &task.awaiting_tasks {

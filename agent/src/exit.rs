@@ -32,6 +32,8 @@ pub enum Exit {
     OutputError = 9,
     /// `record`: the program could not be started.
     SpawnFailed = 10,
+    /// `ctl`: the daemon did not answer in time (`--timeout`).
+    Timeout = 11,
 }
 
 impl Exit {

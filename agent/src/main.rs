@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     match pydeep::commands::run(cli.command) {
         Ok(exit) => exit.code(),
         Err(error) => {
+            if let Some(stop) = error
+                .chain()
+                .find_map(|c| c.downcast_ref::<pydeep::signals::Interrupted>())
+            {
+                eprintln!("pydeep: {stop}");
+                pydeep::signals::die_by(stop.signal);
+            }
             let exit = exit_for(&error);
             if exit != Exit::Ok {
                 eprintln!("pydeep: error: {error:#}");

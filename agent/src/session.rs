@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use pydeep_format::files::{Existing, OutputFile};
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{Writer, WriterOptions};
 
@@ -184,6 +185,10 @@ struct Attached {
 /// (interpreter and thread-list addresses) may never become readable.
 const REATTACH_AFTER_ERRORS: u32 = 20;
 
+/// How long a recording stopped by SIGINT or SIGTERM waits for the program
+/// `record` started, which got the signal too, to end.
+const CHILD_GRACE: Duration = Duration::from_secs(2);
+
 /// Nanoseconds on CLOCK_MONOTONIC, the clock recordings are timed on.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -205,14 +210,14 @@ pub fn monotonic_ns() -> u64 {
 pub fn run(
     target: Target,
     child: Option<Child>,
-    output: &Path,
-    overwrite: bool,
+    file: OutputFile,
     options: &SessionOptions,
 ) -> Result<(SessionSummary, Option<Child>)> {
     if let Ok(mut redact) = REDACT.write() {
         *redact = options.redact;
     }
-    record(target, child, output, overwrite, options).map_err(|error| {
+    let output = &file.path().to_path_buf();
+    record(target, child, file, options).map_err(|error| {
         let format_error = error
             .chain()
             .find_map(|cause| cause.downcast_ref::<pydeep_format::FormatError>());
@@ -228,7 +233,30 @@ pub fn run(
 /// Says why writing `output` failed and what to do, with exit code 9.
 pub fn output_failure(output: &Path, error: &pydeep_format::FormatError) -> Failure {
     let path = output.display();
-    let cause = match error {
+    Failure::new(
+        Exit::OutputError,
+        format!(
+            "cannot write the recording {path}: {}. What was written before the failure is readable: `pydeep verify {path}` says how much",
+            output_cause(error)
+        ),
+    )
+}
+
+/// Says why `output` could not be created and what to do, with exit code 9.
+pub fn creation_failure(output: &Path, error: &pydeep_format::FormatError) -> Failure {
+    Failure::new(
+        Exit::OutputError,
+        format!(
+            "cannot create {}: {}",
+            output.display(),
+            output_cause(error)
+        ),
+    )
+}
+
+/// The cause of an output error in words, with the fix for the usual ones.
+fn output_cause(error: &pydeep_format::FormatError) -> String {
+    match error {
         pydeep_format::FormatError::Io(io) => match io.raw_os_error() {
             Some(libc::ENOSPC) => "no space left on device (ENOSPC): free some space, or record to another file system with -o".to_string(),
             Some(libc::EDQUOT) => "disk quota exceeded (EDQUOT): free some space, or record elsewhere with -o".to_string(),
@@ -237,31 +265,35 @@ pub fn output_failure(output: &Path, error: &pydeep_format::FormatError) -> Fail
             _ => format!("{error}"),
         },
         other => format!("{other}"),
+    }
+}
+
+/// Creates the recording's file at `output` (before attaching or starting
+/// anything, so a bad path fails first): never through a symbolic link,
+/// mode 0600, an existing file refused, or replaced with `overwrite` by a
+/// new file renamed over it. Dropped unused, the file is removed (and a
+/// file it was to replace is left as it was).
+pub fn create_output(output: &Path, overwrite: bool) -> Result<OutputFile, Failure> {
+    let existing = if overwrite {
+        Existing::Replace
+    } else {
+        Existing::Refuse
     };
-    Failure::new(
-        Exit::OutputError,
-        format!(
-            "cannot write the recording {path}: {cause}. What was written before the failure is readable: `pydeep verify {path}` says how much"
-        ),
-    )
+    OutputFile::create(output, existing, 0o600).map_err(|e| creation_failure(output, &e))
 }
 
 fn record(
     target: Target,
     child: Option<Child>,
-    output: &Path,
-    overwrite: bool,
+    output_file: OutputFile,
     options: &SessionOptions,
 ) -> Result<(SessionSummary, Option<Child>)> {
+    let output = &output_file.path().to_path_buf();
     let root_pid = target.pid();
     let header = header(&target, options);
-    let file =
-        Writer::create(output, overwrite, header, WriterOptions::default()).map_err(|e| {
-            Failure::new(
-                Exit::OutputError,
-                format!("cannot create {}: {e}", output.display()),
-            )
-        })?;
+    // The first write failing removes the file: nothing to verify.
+    let file = Writer::create_in(output_file, header, WriterOptions::default())
+        .map_err(|e| creation_failure(output, &e))?;
     let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
     recorder.embed_whole_files(options.full_source);
 
@@ -459,6 +491,24 @@ fn record(
         );
     }
     status.clear();
+
+    // SIGINT or SIGTERM reached the program `record` started too (passed
+    // on by pydeep, or sent by the terminal to the whole group): give it a
+    // moment to end, so that its ending is recorded rather than "still
+    // running".
+    if matches!(
+        crate::signals::received(),
+        Some(libc::SIGINT | libc::SIGTERM)
+    ) {
+        let deadline = Instant::now() + CHILD_GRACE;
+        while Instant::now() < deadline
+            && attached
+                .iter_mut()
+                .any(|a| a.child.is_some() && matches!(a.fate(), Fate::Running))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     for entry in &mut attached {
         match entry.fate() {

@@ -153,8 +153,9 @@ fn lines_of(content: &[u8], first: u32, last: u32) -> &[u8] {
 fn read_source(pid: i32, filename: &str) -> Option<Vec<u8>> {
     source_paths(pid, filename).into_iter().find_map(|path| {
         let meta = std::fs::metadata(&path).ok()?;
+        // Bounded twice: by the size now, and by the read (it may grow).
         (meta.is_file() && meta.len() <= MAX_SOURCE_BYTES)
-            .then(|| std::fs::read(&path).ok())
+            .then(|| pydeep_format::files::read_limited(&path, MAX_SOURCE_BYTES).ok())
             .flatten()
     })
 }

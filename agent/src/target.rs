@@ -615,7 +615,7 @@ impl Target {
             if !metadata.is_file() || metadata.len() > limit {
                 return None;
             }
-            std::fs::read(&candidate).ok()
+            pydeep_format::files::read_limited(std::path::Path::new(&candidate), limit).ok()
         })
     }
 

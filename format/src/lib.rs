@@ -63,12 +63,14 @@ pub mod proto {
 
 mod container;
 mod error;
+pub mod files;
 mod hash;
 pub mod linetable;
 mod reader;
 mod recording;
 mod stacks;
 mod summary;
+pub mod text;
 mod timing;
 mod writer;
 

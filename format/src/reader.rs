@@ -63,7 +63,7 @@ pub struct Reader<R: Read> {
 impl Reader<BufReader<std::fs::File>> {
     /// Opens `path` and checks its file header.
     pub fn open(path: &Path) -> Result<Self, FormatError> {
-        let file = std::fs::File::open(path)?;
+        let file = crate::files::open_input(path)?;
         Reader::new(BufReader::with_capacity(1 << 16, file))
     }
 }

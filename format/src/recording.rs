@@ -94,6 +94,13 @@ impl Tables {
         self.strings.get(&id).map(String::as_str).unwrap_or("")
     }
 
+    /// The string with id `id` as a name to print ([`crate::text::escape`]:
+    /// no control character): for every name a target controls (functions,
+    /// files, threads, types, variables) in a text output.
+    pub fn name(&self, id: u64) -> std::borrow::Cow<'_, str> {
+        crate::text::escape(self.string(id))
+    }
+
     /// The text of source definition `id` with each line at its own line
     /// number: a span of a file (`first_line` > 0) is preceded by empty
     /// lines. None if unknown or missing.

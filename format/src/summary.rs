@@ -57,10 +57,11 @@ pub fn describe_ending(event: &proto::ProcessEvent) -> Option<String> {
         | K::ProcessRateChanged
         | K::ProcessEventUnspecified => return None,
     };
+    // The detail names programs and command lines the target chose.
     let text = if event.detail.is_empty() {
         fallback
     } else {
-        event.detail.clone()
+        crate::text::escape(&event.detail).into_owned()
     };
     Some(format!("pid {}: {text}", event.pid))
 }
@@ -593,18 +594,24 @@ impl Summary {
             ),
             None => "Python ?".into(),
         };
-        writeln!(f, "target:      pid {}, {python}, {}", h.pid, h.executable)?;
+        let esc = crate::text::escape;
+        writeln!(
+            f,
+            "target:      pid {}, {python}, {}",
+            h.pid,
+            esc(&h.executable)
+        )?;
         if !h.argv.is_empty() {
-            writeln!(f, "command:     {}", h.argv.join(" "))?;
+            writeln!(f, "command:     {}", esc(&h.argv.join(" ")))?;
         }
         writeln!(
             f,
             "recorded:    {} on {}",
             utc(h.start_unix_ns),
             if h.host_name.is_empty() {
-                "?"
+                "?".into()
             } else {
-                &h.host_name
+                esc(&h.host_name)
             }
         )?;
         if let Some(s) = &h.sampling {

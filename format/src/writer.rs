@@ -138,9 +138,12 @@ pub struct Writer<W: Write> {
 impl Writer<std::fs::File> {
     /// Creates `path` with mode 0600 and writes the file header and `header`.
     ///
-    /// Without `overwrite` the file must not exist (`O_CREAT|O_EXCL`); with it,
-    /// an existing regular file is truncated. A symbolic link is never
-    /// followed (`O_NOFOLLOW`), so a planted link cannot redirect the
+    /// Without `overwrite` the file must not exist (`O_CREAT|O_EXCL`). With
+    /// it, an existing regular file is replaced by a new one, created beside
+    /// it and renamed over it before anything is written (see
+    /// [`crate::files::OutputFile`]): the old file is never written through,
+    /// so another user's file or a hard link keeps its contents. A symbolic
+    /// link is never followed, so a planted link cannot redirect the
     /// recording of a privileged profiler.
     pub fn create(
         path: &Path,
@@ -148,44 +151,29 @@ impl Writer<std::fs::File> {
         header: proto::Header,
         options: WriterOptions,
     ) -> Result<Self, FormatError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if meta.file_type().is_symlink() {
-                return Err(FormatError::Symlink(path.to_path_buf()));
-            }
-            if !overwrite {
-                return Err(FormatError::Exists(path.to_path_buf()));
-            }
-            if !meta.is_file() {
-                return Err(FormatError::NotARegularFile(path.to_path_buf()));
-            }
-        }
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-        if overwrite {
-            open.create(true).truncate(true);
+        use crate::files::{Existing, OutputFile};
+        let existing = if overwrite {
+            Existing::Replace
         } else {
-            open.create_new(true);
-        }
-        let file = open.open(path).map_err(|error| {
-            if error.kind() == std::io::ErrorKind::AlreadyExists {
-                FormatError::Exists(path.to_path_buf())
-            } else if error.raw_os_error() == Some(libc::ELOOP) {
-                FormatError::Symlink(path.to_path_buf())
-            } else {
-                FormatError::Io(error)
-            }
-        })?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(FormatError::NotARegularFile(path.to_path_buf()));
-        }
-        if meta.permissions().mode() & 0o777 != 0o600 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        Writer::new(file, header, options)
+            Existing::Refuse
+        };
+        Writer::create_in(OutputFile::create(path, existing, 0o600)?, header, options)
+    }
+
+    /// Writes a recording into `output`, created before (see
+    /// [`Writer::create`]): the file takes its name, then gets the file
+    /// header and `header`. If that first write fails (a full disk), the
+    /// file is removed rather than left empty.
+    pub fn create_in(
+        output: crate::files::OutputFile,
+        header: proto::Header,
+        options: WriterOptions,
+    ) -> Result<Self, FormatError> {
+        let path = output.path().to_path_buf();
+        let file = output.commit()?;
+        Writer::new(file, header, options).inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })
     }
 }
 

@@ -122,9 +122,19 @@ fn ptrace_refused_exits_4_and_explains_how_to_grant_it() {
 
 #[test]
 fn a_program_that_cannot_start_exits_10() {
-    let (code, err) = pydeep(&["record", "-o", "/dev/null", "--", "/nonexistent/python"]);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("never.pdr");
+    let (code, err) = pydeep(&[
+        "record",
+        "-o",
+        output.to_str().unwrap(),
+        "--",
+        "/nonexistent/python",
+    ]);
     assert_eq!(code, 10, "{err}");
     assert!(err.contains("cannot start"), "{err}");
+    // The output was created before the start was tried, and removed after.
+    assert!(!output.exists(), "an empty recording was left");
 }
 
 fn nix_is_root() -> bool {

@@ -180,3 +180,51 @@ fn a_file_size_limit_stops_the_recording_with_a_clear_error_and_a_readable_file(
         fill_up(&python, false);
     }
 }
+
+#[test]
+fn a_disk_already_full_at_creation_says_so_and_leaves_no_empty_file() {
+    for python in test_pythons("disk full at creation") {
+        let dir = tempfile::tempdir().unwrap();
+        let full = Full::new(dir.path(), true);
+        let Full::Tmpfs(mount_point) = &full else {
+            eprintln!("mount refused: the full-at-creation case is not run");
+            return;
+        };
+        // Take the last 32 KiB too.
+        let mut filler = std::fs::File::create(mount_point.join("last")).unwrap();
+        while filler.write_all(&[3u8; 512]).is_ok() {}
+        drop(filler);
+        let label = python.label();
+        let mut target = Command::new(&python.path)
+            .arg(program("idle_forever.py"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let output = mount_point.join("x.pdr");
+        // Retried while the interpreter starts (exit 5 then), bounded.
+        let mut last = None;
+        for _ in 0..100 {
+            let out = Command::new(workspace_binary("pydeep"))
+                .args(["attach", &target.id().to_string(), "-q", "-d", "1s", "-o"])
+                .arg(&output)
+                .output()
+                .unwrap();
+            if out.status.code() != Some(5) {
+                last = Some(out);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = target.kill();
+        let _ = target.wait();
+        let out = last.expect("the target never became attachable");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{label}: pydeep said: {}", stderr.trim());
+        assert_eq!(out.status.code(), Some(9), "{label}: {stderr}");
+        assert!(
+            stderr.contains("cannot create") && stderr.contains("ENOSPC") && stderr.contains("-o"),
+            "{label}: {stderr}"
+        );
+        assert!(!output.exists(), "{label}: an empty recording was left");
+    }
+}

@@ -80,6 +80,11 @@ fn a_program_that_exits_before_it_becomes_python_exits_7() {
         stderr.contains("exit status: 3") && stderr.contains("before pydeep could attach"),
         "{stderr}"
     );
+    // It was never Python, and the message says so (not that pydeep was late).
+    assert!(
+        stderr.contains("it never ran Python") && stderr.contains("is not a Python interpreter"),
+        "{stderr}"
+    );
     assert!(!output.exists(), "a recording was left");
 }
 

@@ -54,7 +54,7 @@ impl ThreadInfo {
                 pid: thread.pid,
                 native_id: thread.native_id,
                 thread_id: thread.thread_id,
-                name: tables.string(thread.name).to_string(),
+                name: tables.name(thread.name).into_owned(),
                 is_main: thread.is_main,
                 samples: 0,
             },

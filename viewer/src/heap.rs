@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use pydeep_format::proto;
+use pydeep_format::text::escape;
 use pydeep_format::Tables;
 use serde_json::{json, Value};
 
@@ -87,6 +88,7 @@ pub fn write_heap_text(
         heap.total_bytes
     )?;
     for (name, c) in ranked(&counts(tables, &heap), top) {
+        let name = escape(name);
         writeln!(out, "  {name:<40} {:>12} {:>14} bytes", c.count, c.bytes)?;
     }
     for warning in &selected.snapshot.warnings {
@@ -172,6 +174,7 @@ pub fn write_growth_text(
     )?;
     let limit = if top == 0 { usize::MAX } else { top };
     for (name, count, growth) in step.types.iter().take(limit) {
+        let name = escape(name);
         writeln!(out, "  {name:<40} {count:>12} {:>+12}", *growth as i64)?;
     }
     if step.types.is_empty() {

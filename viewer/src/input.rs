@@ -34,7 +34,7 @@ pub struct Input<R: Read> {
 impl Input<BufReader<File>> {
     /// Opens the recording at `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self, ViewError> {
-        let file = File::open(path).map_err(|reason| ViewError::Missing {
+        let file = pydeep_format::files::open_input(path).map_err(|reason| ViewError::Missing {
             path: path.to_path_buf(),
             reason,
         })?;

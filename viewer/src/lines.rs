@@ -97,10 +97,13 @@ pub fn line_shares(profile: &Profile, file: &str) -> BTreeMap<u32, LineShare> {
     shares
 }
 
+/// The largest source file `lines` reads from disk.
+pub const MAX_SOURCE_BYTES: u64 = 64 << 20;
+
 /// The text of `source`: from disk, or else as embedded in the recording
 /// under the recorded name `file`.
 pub fn source_text(tables: &Tables, source: &Path, file: &str) -> Result<String, ViewError> {
-    match std::fs::read(source) {
+    match pydeep_format::files::read_limited(source, MAX_SOURCE_BYTES) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Err(error) => tables
             .file_text(file)

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use pydeep_format::files::{Existing, OutputFile};
 use pydeep_view::aggregate::Profile;
 use pydeep_view::filter::{parse_offset, Filter};
 use pydeep_view::flamegraph::FlamegraphOptions;
@@ -311,8 +312,9 @@ impl Command {
                     reverse: args.reverse,
                     width: args.width,
                 };
-                let out = create_output(args.output.output.as_deref(), false)?;
-                flamegraph::write(&profile, &options, out).map_err(ViewError::Write)?;
+                let mut out = Output::create(args.output.output.as_deref(), false)?;
+                flamegraph::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;
+                out.finish()?;
             }
             Command::Top(args) => {
                 let profile = args.samples.profile()?;
@@ -331,29 +333,34 @@ impl Command {
             }
             Command::Collapsed(args) => {
                 let profile = args.output.samples.profile()?;
-                let out = create_output(args.output.output.as_deref(), false)?;
-                collapsed::write(&profile, args.reverse, out).map_err(ViewError::Write)?;
+                let mut out = Output::create(args.output.output.as_deref(), false)?;
+                collapsed::write(&profile, args.reverse, out.writer()).map_err(ViewError::Write)?;
+                out.finish()?;
             }
             Command::Speedscope(args) => {
                 let profile = args.samples.profile()?;
                 let name = args.samples.file.display().to_string();
-                let out = create_output(args.output.as_deref(), false)?;
-                speedscope::write(&profile, &name, out).map_err(ViewError::Write)?;
+                let mut out = Output::create(args.output.as_deref(), false)?;
+                speedscope::write(&profile, &name, out.writer()).map_err(ViewError::Write)?;
+                out.finish()?;
             }
             Command::Pprof(args) => {
                 let profile = args.output.samples.profile()?;
                 let options = PprofOptions {
                     service_name: args.service_name,
                 };
-                let out = create_output(args.output.output.as_deref(), true)?;
-                pprof::write(&profile, &options, out).map_err(ViewError::Write)?;
+                let mut out = Output::create(args.output.output.as_deref(), true)?;
+                pprof::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;
+                out.finish()?;
             }
             Command::Chrome(args) => {
                 let filter = args.samples.filter()?;
                 let mut input = args.samples.open()?;
-                let out = create_output(args.output.as_deref(), false)?;
-                let summary = chrome::write(&mut input, &filter, args.samples.granularity, out)
-                    .map_err(ViewError::Write)?;
+                let mut out = Output::create(args.output.as_deref(), false)?;
+                let summary =
+                    chrome::write(&mut input, &filter, args.samples.granularity, out.writer())
+                        .map_err(ViewError::Write)?;
+                out.finish()?;
                 warn_damage(summary.damage.as_deref());
             }
             Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args)?,
@@ -391,20 +398,18 @@ impl Command {
             }
             Command::Objects(args) => {
                 let root = args.root.as_deref().map(parse_address).transpose()?;
-                let mut out = create_output(args.output.as_deref(), false)?;
+                let mut output = Output::create(args.output.as_deref(), false)?;
+                let out = output.writer();
                 let json = args.snapshots.json;
                 args.snapshots
                     .each(Content::Objects, |tables, header, selected| {
                         if json {
-                            json_line(
-                                &mut out,
-                                &objects::graph_json(tables, header, selected, root),
-                            )
+                            json_line(out, &objects::graph_json(tables, header, selected, root))
                         } else {
                             out.write_all(objects::graph_dot(tables, selected, root).as_bytes())
                         }
                     })?;
-                out.flush().map_err(ViewError::Write)?;
+                output.finish()?;
             }
             Command::Heap(args) => {
                 let mut out = stdout();
@@ -443,21 +448,56 @@ fn stdout() -> impl Write {
     BufWriter::with_capacity(1 << 16, io::stdout().lock())
 }
 
-/// The output file, or standard output for `None` and "-". Binary outputs
-/// are not written to a terminal.
-fn create_output(path: Option<&Path>, binary: bool) -> Result<Box<dyn Write>> {
-    match path {
-        Some(path) if path != Path::new("-") => {
-            let file =
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            Ok(Box::new(BufWriter::with_capacity(1 << 16, file)))
-        }
-        _ => {
-            if binary && io::stdout().is_terminal() {
-                bail!("refusing to write binary output to a terminal: use -o FILE or a pipe");
+/// Where an export goes: a file or standard output.
+enum Output {
+    File(BufWriter<OutputFile>),
+    Stdout(Box<dyn Write>),
+}
+
+impl Output {
+    /// The output file, or standard output for `None` and "-". Binary
+    /// outputs are not written to a terminal. A file is created the one safe
+    /// way ([`OutputFile`]): never through a symbolic link; an existing file
+    /// is replaced by a new one renamed over it once the output is complete
+    /// (a failed export leaves the old file as it was); a FIFO or a device
+    /// such as `/dev/null` is written as it is.
+    fn create(path: Option<&Path>, binary: bool) -> Result<Output> {
+        match path {
+            Some(path) if path != Path::new("-") => {
+                let file = OutputFile::create(path, Existing::ReplaceOrWriteDevice, 0o666)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                Ok(Output::File(BufWriter::with_capacity(1 << 16, file)))
             }
-            Ok(Box::new(stdout()))
+            _ => {
+                if binary && io::stdout().is_terminal() {
+                    bail!("refusing to write binary output to a terminal: use -o FILE or a pipe");
+                }
+                Ok(Output::Stdout(Box::new(stdout())))
+            }
         }
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::File(file) => file,
+            Output::Stdout(out) => out,
+        }
+    }
+
+    /// Flushes and, for a file, gives it its name.
+    fn finish(self) -> Result<()> {
+        match self {
+            Output::File(file) => {
+                let file = file
+                    .into_inner()
+                    .map_err(|e| ViewError::Write(e.into_error()))?;
+                let path = file.path().to_path_buf();
+                file.commit()
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+            }
+            Output::Stdout(mut out) => out.flush().map_err(ViewError::Write)?,
+        }
+        Ok(())
     }
 }
 

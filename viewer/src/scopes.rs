@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use pydeep_format::proto::{self, GeneratorKind, GeneratorState, VariableKind};
+use pydeep_format::text::escape;
 use pydeep_format::Tables;
 use serde_json::{json, Value};
 
@@ -103,7 +104,7 @@ pub fn write_scopes_text(
         let definition = tables.threads.get(&thread.thread);
         let name = definition
             .filter(|t| t.name != 0)
-            .map_or(String::new(), |t| format!(" \"{}\"", tables.string(t.name)));
+            .map_or(String::new(), |t| format!(" \"{}\"", tables.name(t.name)));
         writeln!(
             out,
             "\nThread {} (native {}){name}",
@@ -128,21 +129,21 @@ pub fn write_scopes_text(
                 let value = if var.unbound {
                     "<unbound>".to_string()
                 } else if var.value.is_empty() {
-                    format!("{} at 0x{:x}", tables.string(var.type_name), var.address)
+                    format!("{} at 0x{:x}", tables.name(var.type_name), var.address)
                 } else {
-                    format!("{} = {}", tables.string(var.type_name), var.value)
+                    format!("{} = {}", tables.name(var.type_name), escape(&var.value))
                 };
                 writeln!(
                     out,
                     "        {} [{}]: {value}",
-                    tables.string(var.name),
+                    tables.name(var.name),
                     kind_name(var.kind)
                 )?;
             }
         }
     }
     for warning in &selected.snapshot.warnings {
-        writeln!(out, "warning: {warning}")?;
+        writeln!(out, "warning: {}", escape(warning))?;
     }
     writeln!(out)
 }
@@ -283,7 +284,7 @@ pub fn write_generators_text(
             out,
             "  {} {} 0x{:x} {}{at}{awaiting}",
             generator_state(g.state),
-            tables.string(g.qualname),
+            tables.name(g.qualname),
             g.address,
             generator_kind(g.kind),
         )?;
@@ -296,12 +297,12 @@ pub fn write_generators_text(
             t.address,
             if t.state.is_empty() {
                 if t.done {
-                    "done"
+                    "done".into()
                 } else {
-                    "pending"
+                    "pending".into()
                 }
             } else {
-                t.state.as_str()
+                escape(&t.state)
             },
             if t.awaited_by.is_empty() {
                 String::new()

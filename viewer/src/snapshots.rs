@@ -194,9 +194,9 @@ pub fn frame_label(tables: &Tables, id: u64) -> FrameLabel {
     FrameLabel {
         qualname: code.map_or_else(
             || format!("<unknown frame {id}>"),
-            |c| tables.string(c.qualname).to_string(),
+            |c| tables.name(c.qualname).into_owned(),
         ),
-        file: code.map_or_else(String::new, |c| tables.string(c.filename).to_string()),
+        file: code.map_or_else(String::new, |c| tables.name(c.filename).into_owned()),
         line: frame.map_or(0, |f| f.line),
         instruction_offset: frame.map_or(0, |f| f.instruction_offset),
         is_generator: frame.is_some_and(|f| f.is_generator),

@@ -196,15 +196,16 @@ impl Symbols {
             instruction_offset: instruction_offset.unwrap_or(u32::MAX),
         };
         self.intern(key, || {
-            let mut function = tables.string(code.qualname).to_string();
-            let name = tables.string(code.name).to_string();
+            // Names the target controls, escaped once here for every output.
+            let mut function = tables.name(code.qualname).into_owned();
+            let name = tables.name(code.name).into_owned();
             if function.is_empty() {
                 function = name.clone();
             }
             if function.is_empty() {
                 function = format!("<code {}>", code.id);
             }
-            let file = tables.string(code.filename).to_string();
+            let file = tables.name(code.filename).into_owned();
             let label = match granularity {
                 Granularity::Function => format!("{function} ({file})"),
                 Granularity::Line => format!("{function} ({file}:{line})"),

@@ -216,9 +216,16 @@ struct RawTarget {
 impl Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes =
+            pydeep_format::files::read_limited(path, MAX_CONFIG_BYTES).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Syntax {
             path: path.to_owned(),
-            source,
+            message: "not UTF-8 text".into(),
         })?;
         Config::parse(&text, path)
     }
@@ -324,11 +331,8 @@ impl Config {
             }
             let defaults = TargetSettings::default();
             let rate_hz = target.rate.unwrap_or(defaults.rate_hz);
-            if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= 10_000.0) {
-                return Err(invalid(format!(
-                    "{at}: rate must be in (0, 10000] Hz, not {rate_hz}"
-                )));
-            }
+            crate::cli::check_rate(rate_hz, MAX_RATE_HZ)
+                .map_err(|e| invalid(format!("{at}: rate: {e}")))?;
             let settings = TargetSettings {
                 rate_hz,
                 snapshot_every: duration(
@@ -363,16 +367,21 @@ impl Config {
     }
 }
 
+/// The fastest rate a daemon target may be given (the command line takes
+/// up to [`crate::cli::MAX_RATE_HZ`]; a daemon samples many targets at once).
+pub const MAX_RATE_HZ: f64 = 10_000.0;
+
+/// The largest configuration file read (a config is a few kilobytes; this
+/// keeps `--config /dev/zero` from eating memory).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Where `pydeep daemon` listens and `pydeep ctl` connects by default.
 pub const DEFAULT_SOCKET: &str = "/run/pydeep/control.sock";
 
-/// Parses a duration: `250ms`, `10s`, `5m`, `2h`, `7d` or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    match text.trim().strip_suffix('d') {
-        Some(days) => crate::cli::parse_duration(days).map(|d| d * 86_400),
-        None => crate::cli::parse_duration(text),
-    }
-}
+/// Parses a duration: the command line's one parser and range
+/// ([`crate::cli::parse_duration`]: `250ms`, `10s`, `5m`, `2h`, `7d` or bare
+/// seconds, 1ms to 3650d).
+pub use crate::cli::parse_duration;
 
 /// Parses a size: `4096`, `512KiB`, `64MiB`, `1GiB` (also KB, MB, GB as
 /// powers of 1000, and K/M/G as powers of 1024).
@@ -459,5 +468,44 @@ mod tests {
         assert!(error("[[target]]\nname = \"a\"\ncmdline = \"(\"").contains("cmdline"));
         assert!(error("[rotation]\nmax_bytes = \"12 parsecs\"").contains("parsecs"));
         assert!(error("cpu_budget_percent = 0").contains("cpu_budget"));
+    }
+
+    #[test]
+    fn every_duration_and_rate_is_checked_against_one_range() {
+        let error = |text: &str| {
+            Config::parse(text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let rule = "[[target]]\nname = \"a\"\ncmdline = \"x\"\n";
+        for huge in ["99999999999999999999s", "1e20s", "10000000000000d", "0s"] {
+            for (text, key) in [
+                (format!("scan_interval = \"{huge}\""), "scan_interval"),
+                (
+                    format!("[rotation]\nmax_age = \"{huge}\""),
+                    "rotation.max_age",
+                ),
+                (
+                    format!("[retention]\nmax_age = \"{huge}\""),
+                    "retention.max_age",
+                ),
+                (
+                    format!("{rule}snapshot_every = \"{huge}\""),
+                    "snapshot_every",
+                ),
+                (format!("{rule}heap_every = \"{huge}\""), "heap_every"),
+            ] {
+                let message = error(&text);
+                assert!(message.contains(key), "{text}: {message}");
+                assert!(
+                    message.contains(crate::cli::DURATION_RANGE),
+                    "{text}: {message}"
+                );
+            }
+        }
+        for rate in ["0", "-5", "nan", "inf", "1e-300", "10001"] {
+            let message = error(&format!("{rule}rate = {rate}"));
+            assert!(message.contains("0.01 to 10000 Hz"), "{rate}: {message}");
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! error reply even if the socket's mode was loosened; a malformed request
 //! gets an error reply and the connection stays usable.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,26 +202,148 @@ async fn write_reply(
     write.write_all(&bytes).await
 }
 
-/// `pydeep ctl`: sends one request, returns the reply.
-pub fn request(socket: &Path, request: &Value) -> Result<Value> {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-        format!(
-            "connecting to {} (is `pydeep daemon` running, and are you its user?)",
-            socket.display()
+/// `pydeep ctl`: sends one request, returns the reply. Waits `timeout` at
+/// most for the whole exchange ([`Exit::Timeout`] after it, naming the
+/// socket), and stops at once on SIGINT, SIGTERM or SIGHUP
+/// ([`crate::signals::Interrupted`]): a daemon that accepts but never
+/// answers cannot hold `ctl` forever.
+pub fn request(socket: &Path, request: &Value, timeout: Duration) -> Result<Value> {
+    use crate::exit::{Exit, Failure};
+    use crate::signals::Interrupted;
+    let deadline = std::time::Instant::now() + timeout;
+    let timed_out = || {
+        anyhow::Error::from(Failure::new(
+            Exit::Timeout,
+            format!(
+                "the daemon at {} did not answer within {} s (--timeout); is it stuck, or is something else listening there?",
+                socket.display(),
+                timeout.as_secs_f64()
+            ),
+        ))
+    };
+    // A listener whose backlog is full makes connect(2) wait: it is tried
+    // non-blocking (EAGAIN) until the deadline or a signal.
+    let stream = loop {
+        match connect_now(socket) {
+            Ok(stream) => break stream,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                Interrupted::check(|| "while connecting to the daemon".into())?;
+                if std::time::Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "connecting to {} (is `pydeep daemon` running, and are you its user?)",
+                        socket.display()
+                    )
+                })
+            }
+        }
+    };
+    // Short timeouts: each expiry is a chance to see a signal or the deadline.
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(POLL))?;
+    let waited = || {
+        Interrupted::check(|| "while waiting for the daemon's reply".into())?;
+        if std::time::Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        Ok(())
+    };
+    let again = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::Interrupted
         )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    };
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .take(16 << 20)
-        .read_line(&mut reply)
-        .context("reading the daemon's reply")?;
+    let mut sent = 0;
+    while sent < line.len() {
+        waited()?;
+        match (&stream).write(&line[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if again(&e) => {}
+            Err(e) => return Err(e).context("sending the request to the daemon"),
+        }
+    }
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 64 << 10];
+    loop {
+        waited()?;
+        match (&stream).read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&buffer[..n]);
+                if reply.contains(&b'\n') {
+                    break;
+                }
+                anyhow::ensure!(
+                    reply.len() <= MAX_REPLY,
+                    "the daemon's reply is longer than {MAX_REPLY} bytes"
+                );
+            }
+            Err(e) if again(&e) => {}
+            Err(e) => return Err(e).context("reading the daemon's reply"),
+        }
+    }
+    let end = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(reply.len());
+    let reply = String::from_utf8_lossy(&reply[..end]);
     serde_json::from_str(&reply)
         .with_context(|| format!("the daemon's reply is not JSON: {reply:?}"))
 }
+
+/// Connects to `socket` without waiting: EAGAIN if its backlog is full.
+fn connect_now(socket: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let path = socket.as_os_str().as_bytes();
+    // SAFETY: a zeroed sockaddr_un is valid; the path is copied within its
+    // bounds (checked), and the descriptor is owned by the stream returned
+    // or closed on error.
+    unsafe {
+        let mut address: libc::sockaddr_un = std::mem::zeroed();
+        address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        if path.len() >= address.sun_path.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "socket path too long",
+            ));
+        }
+        for (to, from) in address.sun_path.iter_mut().zip(path) {
+            *to = *from as libc::c_char;
+        }
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = std::os::unix::net::UnixStream::from_raw_fd(fd);
+        let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::connect(fd, &address as *const _ as *const libc::sockaddr, length) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
+/// How often `ctl` looks up from a wait for a signal or its deadline.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Longest reply `ctl` reads.
+const MAX_REPLY: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {

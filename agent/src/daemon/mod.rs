@@ -50,7 +50,9 @@ const FINISHED_KEPT: usize = 100;
 pub fn run(config_path: Option<&Path>) -> Result<Exit> {
     init_logging();
     let path = config_path.unwrap_or(Path::new(DEFAULT_CONFIG)).to_owned();
-    let config = Config::load(&path)?;
+    // A bad configuration is bad input, like a bad option: exit 2.
+    let config =
+        Config::load(&path).map_err(|e| crate::exit::Failure::new(Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -509,8 +511,8 @@ fn create_output_dir(dir: &Path) -> Result<()> {
 
 /// `pydeep ctl ...`: sends `request`, prints the reply (JSON with `json`,
 /// otherwise a readable form), fails on an error reply.
-pub fn ctl(socket: &Path, request: Value, json_output: bool) -> Result<Exit> {
-    let reply = control::request(socket, &request)?;
+pub fn ctl(socket: &Path, request: Value, json_output: bool, timeout: Duration) -> Result<Exit> {
+    let reply = control::request(socket, &request, timeout)?;
     if json_output {
         crate::outln!("{}", serde_json::to_string_pretty(&reply)?)?;
     } else if request["command"] == "status" && reply["ok"] == true {

@@ -64,9 +64,7 @@ impl StreamFile {
                 }
                 // Lost a race for the name (another file in the same
                 // millisecond): take the next suffix.
-                Err(pydeep_format::FormatError::Io(e))
-                    if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 =>
-                {
+                Err(pydeep_format::FormatError::Exists(_)) if attempt < 100 => {
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

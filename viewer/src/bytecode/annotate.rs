@@ -260,7 +260,11 @@ pub fn render_listing(
     let _ = writeln!(
         out,
         "{} ({}:{}) CPython {}.{}: {code_samples} samples ({share_of_all:.1}% of all)",
-        code.qualname, code.filename, code.first_line, code.version.0, code.version.1
+        pydeep_format::text::escape(&code.qualname),
+        pydeep_format::text::escape(&code.filename),
+        code.first_line,
+        code.version.0,
+        code.version.1
     );
     let _ = writeln!(
         out,
