@@ -97,6 +97,16 @@ impl Read {
     pub fn samples_in(&self, name: &str) -> u64 {
         through(&self.stacks, name)
     }
+
+    /// Sampler ticks of the untorn samples whose innermost frame is a
+    /// function called `name` (its own time).
+    pub fn own_ticks_in(&self, name: &str) -> u64 {
+        self.tick_stacks
+            .iter()
+            .filter(|(names, _)| names.last().is_some_and(|n| n == name))
+            .map(|(_, ticks)| ticks)
+            .sum()
+    }
 }
 
 /// The counts of the `stacks` that pass through a function called `name`.
