@@ -72,7 +72,7 @@ fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
             }
             assert!(
                 is_possible(&names),
-                "{label}: untorn but impossible stack {names:?}"
+                "{label}: untorn but impossible stack {names:?}: {busy:?}"
             );
             // Every caller should be at its one call site: `churn` calls
             // itself in one place, `main` calls `churn` in one place,
@@ -245,7 +245,7 @@ fn sample_growth(python: &pydeep_integration::Python, interval: Option<Duration>
 }
 
 #[test]
-fn a_stack_that_only_grows_while_read_is_never_torn_and_always_a_prefix_of_its_final_stack() {
+fn a_stack_that_only_grows_while_read_is_rarely_torn_and_always_a_prefix_of_its_final_stack() {
     for python in test_pythons("walker: a growing stack sampled non-blocking") {
         let label = python.label();
         for (rate, interval) in [
@@ -259,8 +259,18 @@ fn a_stack_that_only_grows_while_read_is_never_torn_and_always_a_prefix_of_its_f
             );
             assert!(growth.kept > 0, "{label} {rate}: no sample kept");
             if python.at_least(3, 11) {
-                // Nothing returned: any torn flag is a false positive.
-                assert_eq!(growth.torn, 0, "{label} {rate}: torn samples");
+                // Nothing returned, yet a callee pushed after its bytes
+                // were copied cannot be linked to the stack read: such a
+                // sample is torn rather than read again later (issue #13),
+                // and the default mode reads the next ticks paused once
+                // torn ones pass 1%. Back to back, on a loaded machine, a
+                // deep recursion passes that now and then: 5% at most.
+                let taken = growth.kept + growth.torn;
+                assert!(
+                    growth.torn * 20 <= taken,
+                    "{label} {rate}: {} of {taken} samples torn",
+                    growth.torn
+                );
             }
         }
     }

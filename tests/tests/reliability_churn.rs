@@ -1,5 +1,6 @@
 //! A program churning objects and frames as fast as it can
-//! (tests/programs/churn_shares.py) sampled at 10 kHz without pausing it,
+//! (tests/programs/churn_shares.py) sampled at 10 kHz without pausing it
+//! (`--nonblocking`: the default mode would read such churn paused),
 //! for 10 s, or 60 s with `PYDEEP_LONG_TESTS=1` (scripts/test sets it): no
 //! panic, torn samples counted, reported in the summary and flagged in the
 //! file, and the shares of the good samples within 3 points of the
@@ -20,7 +21,7 @@ fn churn(python: &Python, seconds: u32) {
     let what = format!("{label}: record churn_shares.py at 10 kHz for {seconds} s");
     let finished = run_measured_within(
         Command::new(workspace_binary("pydeep"))
-            .args(["record", "-r", "10000", "-q", "-o"])
+            .args(["record", "-r", "10000", "--nonblocking", "-q", "-o"])
             .arg(&output)
             .arg("--")
             .arg(&python.path)
