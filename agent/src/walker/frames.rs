@@ -6,8 +6,8 @@
 //! never as a reason to panic or loop.
 
 use super::{FrameSample, WalkOptions};
-use crate::cpython::{InstructionPointer, Layout};
-use crate::memory::{field_u32, field_u64, field_u8, RemoteMemory};
+use crate::cpython::{FrameKind, InstructionPointer, Layout};
+use crate::memory::{field_u32, field_u64, field_u8, RemoteMemory, SnapshotMemory};
 
 /// Largest data-stack window copied in one read.
 const MAX_WINDOW: u64 = 1 << 20;
@@ -353,10 +353,21 @@ pub fn walk_frame_objects(
         };
     };
     let gen_at = o.frame_object_f_gen;
-    let len = [back_at, code_at, lasti_at, gen_at.unwrap_or(0)]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
+    // Whether the frame object runs: 3.10's `f_state` is FRAME_EXECUTING
+    // (0) while it or a callee runs; 3.9's `f_executing` is non-zero. A
+    // frame object reached through a stale pointer (a code's zombie frame
+    // or the free list, whose `f_back` links the free list) does not run.
+    let running_at = o.frame_object_f_state.or(o.frame_object_f_executing);
+    let len = [
+        back_at,
+        code_at,
+        lasti_at,
+        gen_at.unwrap_or(0),
+        running_at.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
         + 8;
     let mut walk = Walk {
         header_len: len,
@@ -390,7 +401,12 @@ pub fn walk_frame_objects(
         walk.frame_index.push(walk.frames.len());
         let code = field_u64(header, code_at);
         let lasti = field_u32(header, lasti_at) as i32;
-        if code == 0 || !code.is_multiple_of(8) {
+        let running = match (o.frame_object_f_state, o.frame_object_f_executing) {
+            (Some(at), _) => field_u8(header, at) == 0,
+            (None, Some(at)) => field_u8(header, at) != 0,
+            (None, None) => true,
+        };
+        if code == 0 || !code.is_multiple_of(8) || !running {
             walk.broken = true;
             break;
         }
@@ -428,6 +444,26 @@ pub fn walk_interpreter_frames(
         options,
         WalkHints::default(),
     )
+}
+
+/// Walks 3.11+ frames from `current` in copies already made (`source`),
+/// reading nothing from the target: how a sample re-walks its stack from a
+/// later pointer. `None` for 3.9/3.10 frame objects, which are read one at
+/// a time and never copied ahead.
+pub(super) fn walk_copied_frames(
+    layout: &Layout,
+    current: u64,
+    source: &mut FrameSource,
+    options: &WalkOptions,
+    hints: WalkHints<'_>,
+) -> Option<Walk> {
+    if layout.semantics.frame_kind != FrameKind::InterpreterFrame {
+        return None;
+    }
+    let nothing = SnapshotMemory::new();
+    Some(walk_interpreter_frames_hinted(
+        &nothing, layout, current, source, options, hints,
+    ))
 }
 
 /// [`walk_interpreter_frames`] with [`WalkHints`].

@@ -528,8 +528,6 @@ fn attempt(
                 tear(read)
             } else if read.bracket().is_none() {
                 Some(Reread::plan(layout, read))
-            } else if rewalk_from_bracket(layout, read, options) {
-                None
             } else {
                 tear(read)
             }
@@ -654,9 +652,10 @@ fn settle_from_bracket(
     };
     let top = read.bracket_top();
     let len = read.walk.header_len;
-    // `callees` on top of `frames` (addresses, innermost first).
-    let agrees = |read: &ThreadRead, callees: &[u64], frames: &[u64]| {
-        let frames = callees.iter().chain(frames).copied();
+    // The stack `frames` (addresses, innermost first) ends where the top
+    // says it may.
+    let agrees = |read: &ThreadRead, frames: &[u64]| {
+        let frames = frames.iter().copied();
         top_agrees(
             layout,
             &[&read.source],
@@ -668,23 +667,28 @@ fn settle_from_bracket(
         )
     };
     if after == read.current_frame {
-        if !agrees(read, &[], &read.walk.visited) {
+        if !agrees(read, &read.walk.visited) {
             return tear(read);
         }
         return None;
     }
     if let Some(index) = read.walk.visited.iter().position(|&a| a == after) {
-        if !agrees(read, &[], &read.walk.visited[index..]) {
+        if !agrees(read, &read.walk.visited[index..]) {
             return tear(read);
         }
         read.walk.cut_at(index);
         return None;
     }
-    let callees = walk_callees(layout, &mut read.source, after, &read.walk.visited, options);
-    if let Some((callees, index)) = callees {
-        if !agrees(read, &callees.visited, &read.walk.visited[index..]) {
-            return tear(read);
-        }
+    // The thread called deeper, perhaps after returning: its callees on
+    // top of the frames from the one their chain joins outwards, which
+    // were on the stack throughout. (Leaving the callees out would give
+    // their caller the tick: with a return, a call or both, the stack
+    // shown would always be the shallower one.) A caller among them copied
+    // before it made its call shows the instruction it had saved before
+    // (notes/cpython-frames.md, "What it cannot prove").
+    if let Some((callees, index)) =
+        walk_callees(layout, &mut read.source, after, &read.walk.visited, options)
+    {
         read.walk.graft(callees, index);
         return None;
     }
@@ -700,43 +704,6 @@ fn settle_from_bracket(
 fn tear(read: &mut ThreadRead) -> Option<Reread> {
     read.sample.torn = true;
     None
-}
-
-/// A 3.11+ walk from the first pointer that broke off (its frame was
-/// popped and its bytes overwritten before they were copied) is walked
-/// again, in the same copy, from the pointer read right after it (`t1`):
-/// kept if that chain is whole, as the stack at `t1`. Its frames were
-/// copied before `t1`; those below the first pointer's frame were on the
-/// stack at `t0` already, and those above it were pushed since and are
-/// linked to them in the copy, as a graft's callees are
-/// ([`settle_from_bracket`]). False if there is no such pointer or its
-/// chain breaks too.
-fn rewalk_from_bracket(layout: &Layout, read: &mut ThreadRead, options: &WalkOptions) -> bool {
-    let Some(after) = read
-        .bracket()
-        .filter(|&a| a != read.current_frame && a != 0)
-    else {
-        return false;
-    };
-    let nothing = crate::memory::SnapshotMemory::new();
-    let walk = walk_interpreter_frames_hinted(
-        &nothing,
-        layout,
-        after,
-        &mut read.source,
-        options,
-        WalkHints {
-            expected: read.expected_frames,
-            whole_stack: true,
-            ..WalkHints::default()
-        },
-    );
-    if walk.broken || walk.visited.is_empty() {
-        return false;
-    }
-    read.current_frame = after;
-    read.walk = walk;
-    true
 }
 
 /// The windows of `source` the walk read frames from, outermost first,

@@ -27,12 +27,12 @@
 //! popped and pushed again at the same address), is in
 //! notes/cpython-frames.md.
 
-use super::frames::{walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints};
+use super::frames::{walk_copied_frames, FrameSource, Walk, WalkHints};
 use super::prefetch::MIN_CHUNK;
 use super::sample::ThreadRead;
 use super::WalkOptions;
-use crate::cpython::{FrameKind, Layout};
-use crate::memory::{field_u64, SnapshotMemory};
+use crate::cpython::Layout;
+use crate::memory::field_u64;
 
 /// Callee frames followed from a pointer down to a frame of the stack read.
 const MAX_NEW_CALLEES: usize = 64;
@@ -212,11 +212,11 @@ fn agreeing_from(
     stable
 }
 
-/// The stack from `pointer` in the re-read copy `second`, if from some
-/// frame outwards the first copy holds the same frames (they stayed put
-/// between the two copies) and the frames above it link to it in the
-/// re-read copy: used when the first walk cannot be joined (it broke off
-/// on a frame popped before it was copied).
+/// The stack from `pointer` in the re-read copy `second`, from the frame
+/// on which both copies agree outwards (they stayed put between the two
+/// copies), if the frames above it link to it in the re-read copy: used
+/// when the first walk cannot be joined (it broke off on a frame popped
+/// before it was copied).
 fn verified_walk(
     layout: &Layout,
     first: &mut FrameSource,
@@ -224,26 +224,26 @@ fn verified_walk(
     pointer: u64,
     options: &WalkOptions,
 ) -> Option<Walk> {
-    if layout.semantics.frame_kind != FrameKind::InterpreterFrame || pointer == 0 {
+    if pointer == 0 {
         return None;
     }
-    let nothing = SnapshotMemory::new();
-    let walk = walk_interpreter_frames_hinted(
-        &nothing,
-        layout,
-        pointer,
-        second,
-        options,
-        WalkHints {
-            whole_stack: true,
-            ..WalkHints::default()
-        },
-    );
+    let hints = WalkHints {
+        whole_stack: true,
+        ..WalkHints::default()
+    };
+    let walk = walk_copied_frames(layout, pointer, second, options, hints)?;
     if walk.broken || walk.visited.is_empty() {
         return None;
     }
     let stable = agreeing_from(layout, &walk.visited, walk.header_len, first, second);
-    (stable < walk.visited.len()).then_some(walk)
+    if stable >= walk.visited.len() {
+        return None;
+    }
+    // Only the frames both copies hold alike: those above were pushed in
+    // between, and their callers' copies may predate the calls.
+    let mut walk = walk;
+    walk.cut_at(stable);
+    Some(walk)
 }
 
 /// False if the data-stack top read right before and right after the
@@ -314,25 +314,16 @@ pub(super) fn walk_callees(
     stack: &[u64],
     options: &WalkOptions,
 ) -> Option<(Walk, usize)> {
-    if layout.semantics.frame_kind != FrameKind::InterpreterFrame {
-        return None;
-    }
-    let nothing = SnapshotMemory::new();
-    let callees = walk_interpreter_frames_hinted(
-        &nothing,
-        layout,
-        from,
-        memory,
-        &WalkOptions {
-            max_depth: MAX_NEW_CALLEES,
-            ..*options
-        },
-        WalkHints {
-            expected: 16,
-            stop_at: &|address| stack.contains(&address),
-            whole_stack: true,
-        },
-    );
+    let options = WalkOptions {
+        max_depth: MAX_NEW_CALLEES,
+        ..*options
+    };
+    let hints = WalkHints {
+        expected: 16,
+        stop_at: &|address| stack.contains(&address),
+        whole_stack: true,
+    };
+    let callees = walk_copied_frames(layout, from, memory, &options, hints)?;
     let joined = callees.stopped_at?;
     if callees.broken {
         return None;
