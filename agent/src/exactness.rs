@@ -82,15 +82,19 @@ pub struct ReadCounts {
     pub fast_ticks: u64,
     /// Non-blocking probe reads made while reading paused (not recorded).
     pub probes: u64,
+    /// Fast ticks whose stack moved while it was read (a thread called or
+    /// returned between the pointer reads that bracket its copy).
+    pub moved: u64,
 }
 
 impl std::fmt::Display for ReadCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "ticks read paused {} (stacks changing too fast to read running), unpaused {}, probes {}",
+            "ticks read paused {} (stacks changing too fast to read running), unpaused {} ({} moved while read), probes {}",
             self.pauses.count(),
             self.fast_ticks,
+            self.moved,
             self.probes
         )?;
         if self.pauses.count() > 0 {
@@ -140,6 +144,7 @@ impl Exactness {
             Plan::Fast => {
                 target.sample_threads(out)?;
                 counts.fast_ticks += 1;
+                counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
                 Ok(())
             }

@@ -58,6 +58,10 @@ pub struct ThreadSample {
     /// The stack changed while it was read (non-blocking mode), in every
     /// attempt the sample made.
     pub torn: bool,
+    /// The current-frame pointer read after the copy named another frame
+    /// than the one read before it (non-blocking mode): the thread called
+    /// or returned while its stack was read.
+    pub moved: bool,
     /// The stack was deeper than the depth limit, or its chain broke off;
     /// `frames` holds what was read.
     pub truncated: bool,

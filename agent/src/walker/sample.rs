@@ -650,6 +650,7 @@ fn settle_from_bracket(
     let Some(after) = read.bracket() else {
         return Some(Reread::plan(layout, read));
     };
+    read.sample.moved = after != read.current_frame;
     let top = read.bracket_top();
     let len = read.walk.header_len;
     // The stack `frames` (addresses, innermost first) ends where the top

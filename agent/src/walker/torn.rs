@@ -131,6 +131,7 @@ impl Reread {
             return stable_from(layout, read, &mut after) == 0;
         }
         let pointer = u64::from_le_bytes(self.pointer);
+        read.sample.moved = pointer != read.current_frame;
         if read.walk.broken {
             // Nothing to join: the first walk broke off on a frame popped
             // before it was copied (sample.rs `rewalk_from_bracket`).
