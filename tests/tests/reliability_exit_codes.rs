@@ -73,7 +73,10 @@ fn a_program_that_exits_before_it_becomes_python_exits_7() {
         "--",
         "sh",
         "-c",
-        "exit 3",
+        // Alive long enough for an attach attempt to see what it is: a
+        // program gone before any attempt cannot be told from a Python one
+        // that exited early (the message then says only that it exited).
+        "sleep 0.5; exit 3",
     ]);
     assert_eq!(code, Some(7), "{stderr}");
     assert!(
