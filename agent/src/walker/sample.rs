@@ -49,21 +49,27 @@ impl ThreadRead {
     /// the walk used only windows of the first batch and that pointer was
     /// read: the windows were then copied between the two pointer reads.
     fn bracket(&self) -> Option<u64> {
-        let used = self.source.furthest_used()?;
-        if used >= self.bracketed_windows {
-            return None;
-        }
-        self.pointer_after.get(used).copied().flatten()
+        self.pointer_after
+            .get(self.bracketing_window()?)
+            .copied()
+            .flatten()
     }
 
-    /// The data-stack top read right after [`ThreadRead::bracket`]'s
-    /// pointer, if it was.
-    pub fn bracket_top(&self) -> Option<u64> {
-        let used = self.source.furthest_used()?;
-        if used >= self.bracketed_windows {
-            return None;
-        }
-        self.top_after.get(used).copied().flatten()
+    /// The data-stack top read around [`ThreadRead::bracket`]'s pointer,
+    /// if both reads of it agreed.
+    fn bracket_top(&self) -> Option<u64> {
+        self.top_after
+            .get(self.bracketing_window()?)
+            .copied()
+            .flatten()
+    }
+
+    /// The furthest window the walk used, if a pointer read after it may
+    /// bracket it.
+    fn bracketing_window(&self) -> Option<usize> {
+        self.source
+            .furthest_used()
+            .filter(|&used| used < self.bracketed_windows)
     }
 }
 
