@@ -26,16 +26,25 @@ fn stacks_changing_under_the_reader_are_flagged_torn_never_shown_wrong() {
         let mut call_sites: HashMap<String, HashMap<u32, u32>> = HashMap::new();
         let mut samples = Vec::new();
         // Until Thread.start() returns, the main thread is legitimately in
-        // start -> wait, and the idle thread needs a moment to descend:
+        // start -> wait, and the idle thread needs a moment to descend and
+        // then to reach `forever.wait()` (it writes the ready file first,
+        // and on a loaded machine it may wait for the GIL in between):
         // begin once the main thread is seen churning and the idle thread
-        // deep (time-bounded, not count-bounded: a loaded machine is slow).
+        // deep and blocked in `wait` (time-bounded, not count-bounded).
         let mut churning = false;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             target.sample_threads(&mut samples).expect("sample");
-            let idle_deep = samples
+            let idle_innermost = samples
                 .iter()
-                .any(|s| s.native_id != pid as u64 && !s.torn && s.frames.len() > 50);
+                .find(|s| s.native_id != pid as u64 && !s.torn && s.frames.len() > 50)
+                .map(|s| s.frames[0].code_address);
+            let idle_deep = idle_innermost.is_some_and(|address| {
+                target
+                    .code_object(address)
+                    .map(|c| c.1.name == "wait")
+                    .unwrap_or(false)
+            });
             let busy = samples.iter().find(|s| s.native_id == pid as u64);
             if let Some(frame) = busy.and_then(|b| if b.torn { None } else { b.frames.first() }) {
                 if idle_deep
