@@ -55,7 +55,8 @@ impl CycleCheck {
 }
 
 /// Cuts a walk found looping with cycle length `length` back to its first
-/// repeated frame, as if repeats were caught at once.
+/// repeated frame, as if repeats were caught at once, and flags it
+/// [`Walk::looped`].
 fn cut_cycle(walk: &mut Walk, length: usize) {
     let visited = &walk.visited;
     let start = (0..visited.len().saturating_sub(length))
@@ -67,7 +68,7 @@ fn cut_cycle(walk: &mut Walk, length: usize) {
         walk.frames.truncate(frames);
     }
     walk.frame_index.truncate(first_repeat);
-    walk.broken = true;
+    walk.looped = true;
 }
 
 /// Most bytes of a frame header the walker reads (the fields it reads all
@@ -257,6 +258,13 @@ pub struct Walk {
     /// The chain ended on something implausible (unreadable, a cycle, a
     /// garbage field): in a running target, a sign of a torn read.
     pub broken: bool,
+    /// The chain led back to a frame it had visited: the walk stopped
+    /// before the first repeat. A read of a stack that did not move
+    /// showing a loop shows the target's own chain (corrupt or hostile),
+    /// not a torn copy: its sample keeps the frames up to the loop and is
+    /// flagged cut short ([`crate::ThreadSample::truncated`]), so the
+    /// thread stays in the profile.
+    pub looped: bool,
     /// Address of every frame header read, innermost first, for the
     /// torn-read check; the bytes are in the walk's [`FrameSource`].
     pub visited: Vec<u64>,

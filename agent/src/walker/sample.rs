@@ -614,7 +614,8 @@ fn attempt(
 
     for read in reads {
         let mut sample = read.sample;
-        sample.truncated = read.walk.truncated || (read.walk.broken && !options.check_torn);
+        sample.truncated =
+            read.walk.truncated || read.walk.looped || (read.walk.broken && !options.check_torn);
         sample.frames = read.walk.frames;
         out.push(sample);
     }
@@ -657,6 +658,11 @@ fn settle_from_bracket(
         return Some(Reread::plan(layout, read));
     };
     read.sample.moved = after != read.current_frame;
+    if read.walk.looped && read.sample.moved {
+        // A loop read while the stack moved may be the copy's, not the
+        // target's.
+        return tear(read);
+    }
     let top = read.bracket_top();
     let len = read.walk.header_len;
     // The stack `frames` (addresses, innermost first) ends where the top

@@ -233,7 +233,7 @@ fn verified_walk(
         ..WalkHints::default()
     };
     let walk = walk_copied_frames(layout, pointer, second, options, hints)?;
-    if walk.broken || walk.visited.is_empty() {
+    if walk.broken || walk.looped || walk.visited.is_empty() {
         return None;
     }
     let stable = agreeing_from(layout, &walk.visited, walk.header_len, first, second);
@@ -326,7 +326,7 @@ pub(super) fn walk_callees(
     };
     let callees = walk_copied_frames(layout, from, memory, &options, hints)?;
     let joined = callees.stopped_at?;
-    if callees.broken {
+    if callees.broken || callees.looped {
         return None;
     }
     let index = stack.iter().position(|&a| a == joined)?;
