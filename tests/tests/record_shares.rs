@@ -44,15 +44,20 @@ fn recorded_time_shares_match_what_the_program_measured_itself() {
             recorded_heavy * 100.0,
             true_heavy * 100.0
         );
+        // 1,000 ticks asked; a loaded machine makes the sampler miss some
+        // (each kept sample then stands for them too).
+        let n = heavy + light;
         assert!(
-            heavy + light >= 800,
-            "{}: only {} samples in heavy/light",
-            python.label(),
-            heavy + light
+            n >= 400,
+            "{}: only {n} samples in heavy/light",
+            python.label()
         );
+        // 3 points, or three standard errors of a share estimated from n
+        // samples when fewer were taken.
+        let tolerance = 0.03f64.max(3.0 * (true_heavy * (1.0 - true_heavy) / n as f64).sqrt());
         assert!(
-            (recorded_heavy - true_heavy).abs() <= 0.03,
-            "{}: recorded share {recorded_heavy:.3} vs measured {true_heavy:.3}",
+            (recorded_heavy - true_heavy).abs() <= tolerance,
+            "{}: recorded share {recorded_heavy:.3} vs measured {true_heavy:.3} ({n} samples)",
             python.label()
         );
         assert_eq!(

@@ -178,7 +178,9 @@ impl FrameSource {
                 .is_some_and(|end| end <= bytes.len() as u64)
         };
         let last = self.last;
-        for index in [last, last + 1] {
+        // A walk goes from window to window in order, a comparison of two
+        // copies in the reverse order.
+        for index in [last, last + 1, last.wrapping_sub(1)] {
             if self.windows.get(index).is_some_and(holds) {
                 self.last = index;
                 return Some(index);
@@ -398,13 +400,20 @@ pub fn walk_frame_objects(
             cut_cycle(&mut walk, length);
             break;
         }
-        let mut header = vec![0u8; len as usize];
-        if memory.read(address, &mut header).is_err() {
-            walk.broken = true;
-            break;
-        }
-        source.add_window(address, header);
-        let header = &source.windows[source.windows.len() - 1].1;
+        // Prefetched in the sample's first batch (prefetch.rs), or read now.
+        let index = match source.locate(address, len) {
+            Some(index) => index,
+            None => {
+                let mut header = vec![0u8; len as usize];
+                if memory.read(address, &mut header).is_err() {
+                    walk.broken = true;
+                    break;
+                }
+                source.add_window(address, header);
+                source.windows.len() - 1
+            }
+        };
+        let header = source.bytes(index, address, len);
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
         let code = field_u64(header, code_at);

@@ -12,6 +12,15 @@
 //! makes its piece fail; the kernel stops the batch there, so these pieces
 //! come last, the ones most likely still mapped first. Whatever turns out
 //! missing is read as before, in a batch or by the walk.
+//!
+//! 3.9/3.10 frame objects live anywhere on the heap, one read each when
+//! walked: the first batch reads the headers of the frame objects the last
+//! walks visited instead (a stack's callers stay at their addresses, and a
+//! returning frame's object is recycled, through its code's zombie frame
+//! or the free list, for the next call), so a stack that did not change is
+//! walked without another read, and one that did reads only its new frames.
+
+use std::collections::HashSet;
 
 /// Every data-stack chunk is at least this long (`DATA_STACK_CHUNK_SIZE`,
 /// Python/pystate.c), so a window from a chunk's start up to this length is
@@ -29,6 +38,24 @@ const MAX_AGE: u32 = 8;
 
 /// Most windows prefetched per thread.
 const MAX_WINDOWS: usize = 64;
+
+/// Frame objects prefetched per thread beyond those its last walk
+/// visited: the recently visited ones a churning stack recycles.
+const RECENT_FRAME_OBJECTS: usize = 64;
+
+/// Most frame objects prefetched per thread.
+const MAX_FRAME_OBJECTS: usize = 4096;
+
+/// Frame objects less than this far apart are read as one range: the
+/// bytes between lie on the pages of the two headers (the gap crosses at
+/// most one page boundary), so the range is readable when they are, and
+/// each piece of a batch costs the kernel a page pin (~0.4 µs measured on
+/// a 1,000-deep 3.9 stack read as 1,000 pieces) where copying a page
+/// costs a tenth of that.
+const FRAME_OBJECT_GAP: u64 = 4096;
+
+/// Longest range of frame objects read as one piece.
+const MAX_FRAME_OBJECT_RANGE: u64 = 64 << 10;
 
 /// A range read in the first batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +92,11 @@ pub(super) struct ThreadPrefetch {
     pub shallowest: u32,
     /// Frame headers the last walk visited (room reserved for the next).
     pub last_depth: usize,
+    /// 3.9/3.10: frame objects to read (`frame_header_len` bytes each),
+    /// the last walk's first, innermost first, then others visited lately.
+    pub frame_objects: Vec<u64>,
+    /// Bytes of each frame object's header the walk reads.
+    pub frame_header_len: u64,
 }
 
 /// A range the walk just used: where it starts, the end of the last frame
@@ -135,11 +167,100 @@ impl ThreadPrefetch {
         self.windows.sort_by_key(|w| (w.position, w.age));
         self.windows.truncate(MAX_WINDOWS);
     }
+
+    /// 3.9/3.10: the frame objects to read next time: those the walk just
+    /// `visited` (innermost first), then up to [`RECENT_FRAME_OBJECTS`]
+    /// of the ones read before, minus any that failed to read (`failed`:
+    /// its memory is gone).
+    pub fn update_frame_objects(&mut self, visited: &[u64], header_len: u64, failed: &[u64]) {
+        let limit = visited
+            .len()
+            .saturating_add(RECENT_FRAME_OBJECTS)
+            .min(MAX_FRAME_OBJECTS);
+        let seen: HashSet<u64> = visited.iter().copied().collect();
+        let recent = self
+            .frame_objects
+            .iter()
+            .copied()
+            .filter(|a| !seen.contains(a) && !failed.contains(a))
+            .take(RECENT_FRAME_OBJECTS);
+        let mut next: Vec<u64> = visited
+            .iter()
+            .copied()
+            .filter(|a| !failed.contains(a))
+            .collect();
+        next.extend(recent);
+        next.truncate(limit);
+        self.frame_objects = next;
+        self.frame_header_len = header_len;
+    }
+
+    /// The ranges to read for [`ThreadPrefetch::frame_objects`]: (start,
+    /// end), by address, headers less than [`FRAME_OBJECT_GAP`] apart
+    /// merged into one range of at most [`MAX_FRAME_OBJECT_RANGE`] bytes.
+    pub fn frame_object_ranges(&self) -> Vec<(u64, u64)> {
+        let len = self.frame_header_len;
+        let mut starts = self.frame_objects.clone();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for start in starts {
+            let end = start.saturating_add(len);
+            match ranges.last_mut() {
+                Some((from, to))
+                    if start < to.saturating_add(FRAME_OBJECT_GAP)
+                        && end - *from <= MAX_FRAME_OBJECT_RANGE =>
+                {
+                    *to = (*to).max(end);
+                }
+                _ => ranges.push((start, end)),
+            }
+        }
+        ranges
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_objects_close_together_are_read_as_one_range() {
+        let mut prefetch = ThreadPrefetch::default();
+        let addresses = [0x10_0000, 0x10_0200, 0x10_1000, 0x20_0000, 0x10_0400];
+        prefetch.update_frame_objects(&addresses, 0x80, &[]);
+        assert_eq!(
+            prefetch.frame_object_ranges(),
+            [(0x10_0000, 0x10_1080), (0x20_0000, 0x20_0080)]
+        );
+        // A gap of a page or more is not read.
+        prefetch.update_frame_objects(&[0x10_0000, 0x10_0000 + 0x80 + FRAME_OBJECT_GAP], 0x80, &[]);
+        assert_eq!(prefetch.frame_object_ranges().len(), 2);
+        // Nor is a range longer than the bound.
+        let far: Vec<u64> = (0..1000).map(|i| 0x100_0000 + i * 0x800).collect();
+        prefetch.update_frame_objects(&far, 0x80, &[]);
+        let ranges = prefetch.frame_object_ranges();
+        assert!(ranges.iter().all(|(s, e)| e - s <= MAX_FRAME_OBJECT_RANGE));
+        assert!(ranges.len() < 40, "{}", ranges.len());
+    }
+
+    #[test]
+    fn frame_objects_visited_come_first_then_recent_ones_and_failed_ones_go() {
+        let mut prefetch = ThreadPrefetch::default();
+        prefetch.update_frame_objects(&[0x30, 0x20, 0x10], 88, &[]);
+        assert_eq!(prefetch.frame_objects, [0x30, 0x20, 0x10]);
+        assert_eq!(prefetch.frame_header_len, 88);
+        // The stack unwound and called again through a recycled object.
+        prefetch.update_frame_objects(&[0x40, 0x10], 88, &[]);
+        assert_eq!(prefetch.frame_objects, [0x40, 0x10, 0x30, 0x20]);
+        prefetch.update_frame_objects(&[0x40, 0x10], 88, &[0x30]);
+        assert_eq!(prefetch.frame_objects, [0x40, 0x10, 0x20]);
+        // Bounded: the walk's own frames, then at most RECENT_FRAME_OBJECTS.
+        let many: Vec<u64> = (1..=200).map(|i| i * 0x100).collect();
+        prefetch.update_frame_objects(&many, 88, &[]);
+        prefetch.update_frame_objects(&[0x8], 88, &[]);
+        assert_eq!(prefetch.frame_objects.len(), 1 + RECENT_FRAME_OBJECTS);
+    }
 
     #[test]
     fn chunk_windows_leave_room_to_grow_and_stale_ones_are_dropped() {

@@ -150,6 +150,20 @@ fn prefetch_pieces(
         }
     }
     windows.sort_by_key(|w| (w.0, w.1));
+    // 3.9/3.10 frame objects, after every thread's chunk windows (there
+    // are none on these versions): the walk reads only those not here.
+    for (thread_index, thread) in cache.prefetch.iter().enumerate() {
+        for (address, end) in thread.frame_object_ranges() {
+            let window = Window {
+                address,
+                len: end - address,
+                age: 0,
+                position: u32::MAX,
+                is_chunk: false,
+            };
+            windows.push((u32::MAX, 0, thread_index, window, false));
+        }
+    }
     for (_, _, thread_index, w, bracket) in windows {
         let thread = &cache.prefetch[thread_index];
         owners.push((thread.thread_state, Prefetched::Window(w.address)));
@@ -604,6 +618,9 @@ fn attempt(
             .into_iter()
             .collect();
         prefetch.update(&used, &failed);
+        if layout.semantics.frame_kind == FrameKind::FrameObject {
+            prefetch.update_frame_objects(&read.walk.visited, read.walk.header_len, &failed);
+        }
         next.push(prefetch);
     }
     cache.prefetch = next;
