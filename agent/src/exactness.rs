@@ -23,7 +23,18 @@
 //! phases: under one in a hundred. What it costs is a pause per tick
 //! (~50 us) while the program churns: at the default 100 Hz, about 0.5% of
 //! its time.
+//!
+//! On 3.9/3.10 the default reads every tick paused: stacks there are heap
+//! frame objects, so a read that sees the thread call deeper meanwhile has
+//! no copy of the new callee to join (walker/torn.rs grafts callees only
+//! from data-stack copies, 3.11+), and the fast reads that hold were
+//! measured biased all the same (3.10.13, `churn.py --shape chain` at 1
+//! kHz, `fib` own: 20.6% `--nonblocking`, 26.9% adaptive, 30.2%
+//! `--blocking`; their torn ticks stayed under the threshold). Since the
+//! frame objects are read in one batch (walker/prefetch.rs) a paused read
+//! of a 1,000-deep 3.9 stack stops the target for ~0.2 ms (it was ~1.7).
 
+use crate::cpython::FrameKind;
 use crate::pause::PauseStats;
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
@@ -71,6 +82,9 @@ pub struct Exactness {
     probes_held: u32,
     /// A pause failed (no permission to stop the target): fast from then on.
     cannot_pause: Option<String>,
+    /// Adaptive mode found the target's fast reads untrue by construction
+    /// (3.9/3.10 frame objects): every tick paused, no probes.
+    always_paused: bool,
 }
 
 /// How the ticks of a session were read, over all its targets.
@@ -127,6 +141,16 @@ impl Exactness {
         self.cannot_pause.as_deref()
     }
 
+    /// Adaptive reads of a target whose fast reads cannot follow a call
+    /// made while they read (3.9/3.10 heap frame objects): every tick is
+    /// read paused, and no probe tries the fast path.
+    fn settle_for(&mut self, frame_kind: FrameKind) {
+        if self.mode == ReadMode::Adaptive && frame_kind == FrameKind::FrameObject {
+            self.always_paused = true;
+            self.paused = true;
+        }
+    }
+
     /// True while ticks are read paused.
     pub fn reading_paused(&self) -> bool {
         self.paused && self.cannot_pause.is_none()
@@ -140,6 +164,7 @@ impl Exactness {
         out: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
     ) -> Result<(), ReadError> {
+        self.settle_for(target.layout().semantics.frame_kind);
         match self.plan() {
             Plan::Fast => {
                 target.sample_threads(out)?;
@@ -178,7 +203,7 @@ impl Exactness {
         if !self.paused || self.cannot_pause.is_some() {
             return Plan::Fast;
         }
-        let probe = self.mode == ReadMode::Adaptive && {
+        let probe = self.mode == ReadMode::Adaptive && !self.always_paused && {
             self.since_probe += 1;
             self.since_probe >= PROBE_EVERY
         };
@@ -277,6 +302,24 @@ mod tests {
         );
         assert_eq!(*plans.last().unwrap(), Plan::Fast);
         assert!(!exactness.reading_paused());
+    }
+
+    #[test]
+    fn frame_object_targets_are_read_paused_without_probes_in_adaptive_mode() {
+        let mut adaptive = Exactness::new(ReadMode::Adaptive);
+        adaptive.settle_for(FrameKind::FrameObject);
+        let plans = decide(&mut adaptive, &[false; 100]);
+        assert!(plans.iter().all(|p| *p == Plan::Paused { probe: false }));
+        let mut fast = Exactness::new(ReadMode::Fast);
+        fast.settle_for(FrameKind::FrameObject);
+        assert!(decide(&mut fast, &[false; 10])
+            .iter()
+            .all(|p| *p == Plan::Fast));
+        let mut modern = Exactness::new(ReadMode::Adaptive);
+        modern.settle_for(FrameKind::InterpreterFrame);
+        assert!(decide(&mut modern, &[false; 10])
+            .iter()
+            .all(|p| *p == Plan::Fast));
     }
 
     #[test]
