@@ -8,6 +8,7 @@ pub mod exactness;
 pub mod generators;
 pub mod graph;
 pub mod heap;
+pub mod live_views;
 pub mod memory;
 pub mod objects;
 pub mod page_cache;
