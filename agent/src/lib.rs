@@ -13,6 +13,7 @@ pub mod memory;
 pub mod objects;
 pub mod page_cache;
 pub mod pause;
+pub mod paused_read;
 pub mod scopes;
 pub mod target;
 pub mod walker;

@@ -151,7 +151,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     // The caller paused the target: each page needs reading only once.
     let memory = PageCache::exact(target.memory());
     let objects = Objects::new(&memory, target.layout());
-    memory.set_read_ahead(crate::dump::FRAME_READ_AHEAD);
+    memory.set_read_ahead(crate::paused_read::FRAME_READ_AHEAD);
     let frames_of: Vec<Vec<FrameRef>> = samples
         .iter()
         .map(|sample| {
@@ -253,7 +253,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         .flatten()
         .map(|var| var.value)
         .collect();
-    crate::dump::prefetch_values(&memory, &objects, &addresses);
+    crate::paused_read::prefetch_values(&memory, &objects, &addresses);
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
     let mut rendered: HashMap<(u64, bool), (String, String)> = HashMap::new();
