@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process};
 use std::time::{Duration, Instant};
 
+use std::io::Write as _;
+
 use anyhow::{Context, Result};
 
 use crate::cli::{Command, DumpArgs, RecordOptions};
@@ -335,80 +337,74 @@ fn heap(
     count: Option<u32>,
     output: HeapOutput,
 ) -> Result<Exit> {
-    let mut previous: Option<crate::heap::HeapSummary> = match &output.since {
-        Some(path) => Some(saved_heap(path)?),
-        None => None,
-    };
-    let target = Target::attach(pid).map_err(attach_failure)?;
+    use pydeep_view::heap::{growth_json, heap_json, write_growth_text, write_heap_text, Growth};
+    let saved = output.since.as_deref().map(saved_heap).transpose()?;
+    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let count = count
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
+    // The same read as a recording's heap snapshot, rendered by the viewer.
+    let options = crate::snapshot::SnapshotOptions {
+        scopes: false,
+        heap: true,
+        ..Default::default()
+    };
+    let mut live: Option<crate::live_views::LiveTables> = None;
+    let mut growth = Growth::default();
+    // A saved count is heap snapshot 0; this run's counts follow it.
+    let first_index = usize::from(saved.is_some());
+    let mut stdout = std::io::stdout().lock();
     for round in 0..count {
         if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
             crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
         }
-        let summary = {
-            let _guard = target.pause().context("pausing the target")?;
-            let objects = crate::objects::Objects::new(target.memory(), target.layout());
-            crate::heap::heap_summary(&objects, target.runtime_address())
-                .with_context(|| format!("walking the GC lists of process {pid}"))?
+        let taken = crate::snapshot::take(&mut target, &options)
+            .with_context(|| format!("pausing process {pid}"))?;
+        let Some(summary) = &taken.heap else {
+            anyhow::bail!(
+                "walking the GC lists of process {pid}: {}",
+                taken.warnings.join("; ")
+            );
         };
-        let shown = if top == 0 { summary.types.len() } else { top };
-        if output.growth && output.json {
-            if let Some(before) = &previous {
-                let types: Vec<serde_json::Value> = crate::heap::growth(before, &summary)
-                    .into_iter()
-                    .take(shown)
-                    .map(|(name, count, growth)| {
-                        serde_json::json!({"name": name, "count": count, "growth": growth})
-                    })
-                    .collect();
-                let line = serde_json::json!({
-                    "count": round,
-                    "objects": summary.objects,
-                    "since_objects": before.objects,
-                    "truncated": summary.truncated || before.truncated,
-                    "types": types,
-                });
-                crate::outln!("{}", serde_json::to_string(&line)?)?;
-            }
-        } else if output.json {
-            let mut value = serde_json::to_value(&summary)?;
-            if let Some(types) = value.get_mut("types").and_then(|t| t.as_array_mut()) {
-                types.truncate(shown);
-            }
-            crate::outln!("{}", serde_json::to_string(&value)?)?;
-        } else if let Some(before) = &previous {
-            crate::outln!(
-                "growth since the {}:",
-                if round == 0 {
-                    "saved count"
-                } else {
-                    "previous count"
-                }
-            )?;
-            for (name, now, increase) in crate::heap::growth(before, &summary)
-                .into_iter()
-                .take(shown)
-            {
-                let name = pydeep_format::text::escape(&name);
-                crate::outln!("{name:<32} {now:>12} {:>+12}", increase as i64)?;
-            }
-        } else if !output.growth {
-            crate::outln!(
-                "{} objects in {:.3} s ({:.0} objects/s, {} reads){}",
-                summary.objects,
-                summary.seconds,
-                crate::heap::rate(&summary),
-                summary.read_calls,
-                if summary.truncated { ", truncated" } else { "" }
-            )?;
-            for t in summary.types.iter().take(shown) {
-                let name = pydeep_format::text::escape(&t.name);
-                crate::outln!("{name:<32} {:>12} {:>14} bytes", t.count, t.size)?;
+        let live = live.get_or_insert_with(|| {
+            let start = saved
+                .as_ref()
+                .and_then(|s| s.time_ns)
+                .map_or(taken.clock_ns, |t| t.min(taken.clock_ns));
+            crate::live_views::LiveTables::new(pid, &target.python_version(), start)
+        });
+        if round == 0 {
+            if let Some(saved) = &saved {
+                let before = saved.snapshot(live, pid);
+                growth.next(live.tables(), &crate::live_views::selected(0, before));
             }
         }
-        previous = Some(summary);
+        let heap = crate::snapshot::heap_record(summary, &mut |text| live.string(text));
+        let selected = crate::live_views::selected(
+            first_index + round as usize,
+            pydeep_format::proto::Snapshot {
+                time_ns: taken.clock_ns,
+                pid: pid as u32,
+                pause_ns: taken.pause.as_nanos() as u64,
+                heap: Some(heap),
+                warnings: taken.warnings.clone(),
+                ..Default::default()
+            },
+        );
+        let (tables, header) = (live.tables(), live.header());
+        let step = growth.next(tables, &selected);
+        if output.json && !output.growth {
+            writeln!(stdout, "{}", heap_json(tables, header, &selected, top))?;
+        } else if let Some(step) = step {
+            if output.json {
+                writeln!(stdout, "{}", growth_json(header, &step, top))?;
+            } else {
+                write_growth_text(&mut stdout, header, &step, top)?;
+            }
+        } else if !output.growth {
+            write_heap_text(&mut stdout, tables, header, &selected, top)?;
+        }
+        stdout.flush()?;
     }
     Ok(Exit::Ok)
 }
@@ -437,8 +433,48 @@ fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
 /// program is a few megabytes.
 const MAX_SAVED_HEAP_BYTES: u64 = 64 << 20;
 
-/// The last count in a file `pydeep heap --json` wrote.
-fn saved_heap(path: &Path) -> Result<crate::heap::HeapSummary> {
+/// A count saved by `pydeep heap PID --json --top 0`: its time and its
+/// counts by type name (bytes 0 where the file has none).
+struct SavedHeap {
+    time_ns: Option<u64>,
+    objects: u64,
+    types: Vec<(String, u64, u64)>,
+}
+
+impl SavedHeap {
+    /// The saved count as a heap snapshot of process `pid`.
+    fn snapshot(
+        &self,
+        live: &mut crate::live_views::LiveTables,
+        pid: i32,
+    ) -> pydeep_format::proto::Snapshot {
+        use pydeep_format::proto;
+        proto::Snapshot {
+            time_ns: self.time_ns.unwrap_or(live.header().start_clock_ns),
+            pid: pid as u32,
+            heap: Some(proto::HeapSummary {
+                types: self
+                    .types
+                    .iter()
+                    .map(|(name, count, bytes)| proto::TypeCount {
+                        type_name: live.string(name),
+                        count: *count,
+                        bytes: *bytes,
+                    })
+                    .collect(),
+                total_objects: self.objects,
+                total_bytes: self.types.iter().map(|t| t.2).sum(),
+                unreadable: 0,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The last count in a file `pydeep heap --json` wrote. Files written
+/// before the live heap took the viewer's schema (`size` for `bytes`, no
+/// `time_ns`) are read too: only names and counts matter for growth.
+fn saved_heap(path: &Path) -> Result<SavedHeap> {
     // A bad file is bad input from the command line: a usage error.
     let refused = |why: String| Failure::new(Exit::Usage, format!("{}: {why}", path.display()));
     let bytes = pydeep_format::files::read_limited(path, MAX_SAVED_HEAP_BYTES)
@@ -449,11 +485,34 @@ fn saved_heap(path: &Path) -> Result<crate::heap::HeapSummary> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .ok_or_else(|| refused("it is empty".into()))?;
-    Ok(serde_json::from_str(line).map_err(|e| {
+    let not_a_count = |why: String| {
         refused(format!(
-            "not the output of `pydeep heap PID --json --top 0` ({e})"
+            "not the output of `pydeep heap PID --json --top 0` ({why})"
         ))
-    })?)
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| not_a_count(e.to_string()))?;
+    let types = value["types"]
+        .as_array()
+        .ok_or_else(|| not_a_count("no `types` list".into()))?
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str();
+            let count = t["count"].as_u64();
+            let bytes = t["bytes"].as_u64().or(t["size"].as_u64()).unwrap_or(0);
+            match (name, count) {
+                (Some(name), Some(count)) => Ok((name.to_string(), count, bytes)),
+                _ => Err(not_a_count(format!("a type without name or count: {t}"))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SavedHeap {
+        time_ns: value["time_ns"].as_u64(),
+        objects: value["objects"]
+            .as_u64()
+            .unwrap_or_else(|| types.iter().map(|t| t.1).sum()),
+        types,
+    })
 }
 
 fn objects(
@@ -474,6 +533,9 @@ fn objects(
                 .map(|e| e.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "dot".into());
+    let started = std::time::Instant::now();
+    let clock_ns = crate::session::monotonic_ns();
+    let max_objects = max_objects.max(1);
     let graph = {
         let guard = target.pause().context("pausing the target")?;
         let mut samples = Vec::new();
@@ -486,7 +548,7 @@ fn objects(
         let objects = crate::objects::Objects::new(&memory, target.layout());
         let options = crate::graph::GraphOptions {
             max_depth: depth,
-            max_objects: max_objects.max(1),
+            max_objects,
             redact,
             ..Default::default()
         };
@@ -500,9 +562,36 @@ fn objects(
         drop(guard);
         graph
     };
+    // The graph as a recording's snapshot holds it, drawn by the viewer.
+    let mut live = crate::live_views::LiveTables::new(pid, &target.python_version(), clock_ns);
+    let (nodes, edges) = crate::snapshot::graph_record(&graph, &mut |text| live.string(text));
+    let selected = crate::live_views::selected(
+        0,
+        pydeep_format::proto::Snapshot {
+            time_ns: clock_ns,
+            pid: pid as u32,
+            pause_ns: started.elapsed().as_nanos() as u64,
+            objects: nodes,
+            edges,
+            warnings: graph
+                .truncated
+                .then(|| crate::snapshot::graph_truncated_warning(max_objects))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        },
+    );
+    let (tables, header) = (live.tables(), live.header());
+    let dot = || pydeep_view::objects::graph_dot(tables, &selected, None);
     let bytes = match format.as_str() {
-        "json" => serde_json::to_vec_pretty(&graph)?,
-        "dot" => crate::graph::to_dot(&graph).into_bytes(),
+        "json" => {
+            let mut line = serde_json::to_vec(&pydeep_view::objects::graph_json(
+                tables, header, &selected, None,
+            ))?;
+            line.push(b'\n');
+            line
+        }
+        "dot" => dot().into_bytes(),
         "svg" => {
             use std::io::Write;
             let mut child = Process::new("dot")
@@ -515,7 +604,7 @@ fn objects(
                 .stdin
                 .take()
                 .context("dot's stdin")?
-                .write_all(crate::graph::to_dot(&graph).as_bytes())?;
+                .write_all(dot().as_bytes())?;
             let out = child.wait_with_output().context("waiting for dot")?;
             anyhow::ensure!(out.status.success(), "dot failed: {}", out.status);
             out.stdout

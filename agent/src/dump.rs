@@ -10,11 +10,11 @@ use pydeep_format::linetable::LineIndex;
 use serde::Serialize;
 
 use crate::asyncio::{AsyncOptions, Task};
-use crate::cpython::code::{CodeObject, LineTableKind};
+use crate::cpython::code::CodeObject;
 use crate::generators::Generator;
-use crate::memory::read_u64;
 use crate::objects::{Kind, Objects, Rendering};
 use crate::page_cache::PageCache;
+use crate::paused_read::{prefetch_values, FRAME_READ_AHEAD, VALUE_BYTES};
 use crate::scopes::{
     frame_globals, frame_variables_in, locals_layout, thread_frames_whole, Binding, FrameRef,
     LocalsLayout, Variable,
@@ -253,16 +253,6 @@ struct FrameVariables {
     globals: Option<Vec<Variable>>,
 }
 
-/// Bytes of an object fetched ahead of rendering it: its header and the
-/// fields most renderings read (a small int's digit, a short string).
-const VALUE_BYTES: u64 = 64;
-/// Pages a miss fetches while the frame chains are walked.
-pub(crate) const FRAME_READ_AHEAD: usize = 8;
-/// Bytes of a type object fetched ahead (every field the readers use).
-const TYPE_BYTES: u64 = 1024;
-/// Bytes of a type's `tp_name` fetched ahead (as much as is read of it).
-const TYPE_NAME_BYTES: u64 = 256;
-
 /// The reading half of [`dump`], run while the target is paused, in
 /// rounds: the frame chains; the code objects' slot layouts; every frame's
 /// slots (and cells); then every value's object and its type in one batch
@@ -340,29 +330,6 @@ fn read_paused(
     }
 }
 
-/// Fetches, in one call per round, what rendering the objects at
-/// `addresses` reads first: their headers, their types, their types'
-/// names. What a rendering reads beyond (items, attributes) is fetched
-/// page by page as it is read.
-pub(crate) fn prefetch_values(memory: &PageCache<'_>, objects: &Objects<'_>, addresses: &[u64]) {
-    let addresses: Vec<u64> = addresses.iter().copied().filter(|&a| a != 0).collect();
-    let _ = memory.prefetch(&addresses, VALUE_BYTES);
-    let mut types: Vec<u64> = addresses
-        .iter()
-        .filter_map(|&address| objects.reader.type_of(address).ok())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    let _ = memory.prefetch(&types, TYPE_BYTES);
-    if let Some(at) = objects.layout().offsets.type_tp_name {
-        let names: Vec<u64> = types
-            .iter()
-            .filter_map(|&address| read_u64(memory, address.wrapping_add(at)).ok())
-            .collect();
-        let _ = memory.prefetch(&names, TYPE_NAME_BYTES);
-    }
-}
-
 /// The code objects of `frames` by address (`None` if unreadable).
 fn read_codes(
     objects: &Objects<'_>,
@@ -376,7 +343,7 @@ fn read_codes(
                 .code_object(frame.code)
                 .ok()
                 .map(|(code, _)| {
-                    let kind = line_table_kind(code.line_table_kind);
+                    let kind = code.line_table_kind.to_proto();
                     let lines = LineIndex::new(kind, code.first_line, &code.line_table);
                     (code, lines)
                 })
@@ -450,16 +417,6 @@ fn assemble(
         });
     }
     (threads, warnings)
-}
-
-/// The format crate's name of a code object's line-table encoding.
-pub fn line_table_kind(kind: LineTableKind) -> pydeep_format::proto::LineTableKind {
-    use pydeep_format::proto::LineTableKind as Proto;
-    match kind {
-        LineTableKind::Lnotab => Proto::LineTableLnotab,
-        LineTableKind::Python310 => Proto::LineTable310,
-        LineTableKind::Locations => Proto::LineTableLocations,
-    }
 }
 
 /// Values rendered during one pause, each distinct object once: a deep

@@ -131,7 +131,7 @@ impl Codes {
             .or_insert_with(|| {
                 objects.reader.code_object(address).ok().map(|(code, _)| {
                     let lines = LineIndex::new(
-                        crate::dump::line_table_kind(code.line_table_kind),
+                        code.line_table_kind.to_proto(),
                         code.first_line,
                         &code.line_table,
                     );

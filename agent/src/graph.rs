@@ -1,6 +1,7 @@
 //! `pydeep objects`: the objects reachable from a root, breadth first,
 //! bounded by depth and object count, cycle-safe, as labelled nodes and
-//! edges (JSON, Graphviz DOT, SVG through `dot`).
+//! edges. `snapshot::graph_record` turns them into a snapshot's records,
+//! which the viewer's library draws (JSON, Graphviz DOT).
 //!
 //! Root syntax (documented in notes/snapshots.md):
 //! - `0xADDRESS`: the object with that `id()`;
@@ -9,10 +10,7 @@
 //!   or free) of the innermost frame whose `co_name` or `co_qualname` is
 //!   FUNCTION, on the thread named THREAD (or with that native id).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
-
-use serde::Serialize;
+use std::collections::{HashSet, VecDeque};
 
 use crate::cpython::objects::ObjectReader;
 use crate::memory::read_u64;
@@ -48,12 +46,11 @@ impl Default for GraphOptions {
 }
 
 /// One object of the graph.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Node {
     /// `id()`.
     pub address: u64,
     /// `type(x).__name__`.
-    #[serde(rename = "type")]
     pub type_name: String,
     /// `sys.getsizeof()` where reproduced.
     pub size: Option<u64>,
@@ -66,7 +63,7 @@ pub struct Node {
 }
 
 /// One reference.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Edge {
     /// Referrer's address.
     pub from: u64,
@@ -76,8 +73,8 @@ pub struct Edge {
     pub label: String,
 }
 
-/// The graph (the JSON root of `pydeep objects`).
-#[derive(Debug, Clone, Serialize)]
+/// The graph as walked.
+#[derive(Debug, Clone)]
 pub struct Graph {
     /// The root's address.
     pub root: u64,
@@ -278,56 +275,4 @@ pub fn walk_from(
         edges,
         truncated,
     }
-}
-
-/// The graph in Graphviz DOT.
-pub fn to_dot(graph: &Graph) -> String {
-    let quote = |text: &str| {
-        text.chars()
-            .flat_map(|c| match c {
-                '"' => vec!['\\', '"'],
-                '\\' => vec!['\\', '\\'],
-                '\n' => vec!['\\', 'n'],
-                c if c.is_control() => vec!['?'],
-                c => vec![c],
-            })
-            .collect::<String>()
-    };
-    let mut out = String::from("digraph objects {\n  node [shape=box, fontname=\"monospace\"];\n");
-    let index: HashMap<u64, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.address, i))
-        .collect();
-    for node in &graph.nodes {
-        let size = node.size.map_or("?".to_string(), |s| s.to_string());
-        let _ = writeln!(
-            out,
-            "  n{:x} [label=\"{} 0x{:x}\\nsize {size}, refs {}\\n{}\"{}];",
-            node.address,
-            quote(&node.type_name),
-            node.address,
-            node.refcount,
-            quote(&node.repr),
-            if node.address == graph.root {
-                ", style=bold"
-            } else {
-                ""
-            }
-        );
-    }
-    for edge in &graph.edges {
-        if index.contains_key(&edge.from) && index.contains_key(&edge.to) {
-            let _ = writeln!(
-                out,
-                "  n{:x} -> n{:x} [label=\"{}\"];",
-                edge.from,
-                edge.to,
-                quote(&edge.label)
-            );
-        }
-    }
-    out.push_str("}\n");
-    out
 }

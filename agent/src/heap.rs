@@ -10,9 +10,7 @@
 //! Meant for a paused target; capped and cycle-safe on garbage.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 use crate::cpython::objects::ObjectError;
 use crate::memory::{field_u64, read_u64, RemoteMemory};
@@ -28,7 +26,7 @@ const BLOCK: u64 = 16 << 10;
 const MAX_BLOCKS: usize = 65_536;
 
 /// Objects of one type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TypeCount {
     /// `type.__name__`.
     pub name: String,
@@ -40,11 +38,11 @@ pub struct TypeCount {
     /// plus the pre-header (GC header, managed dict words). Exact
     /// `sys.getsizeof` for fixed-size objects and tuples; an underestimate
     /// for objects with separate buffers (list, dict, set, str).
-    pub size: u64,
+    pub bytes: u64,
 }
 
 /// One walk of the GC lists.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct HeapSummary {
     /// Objects found.
     pub objects: u64,
@@ -291,14 +289,14 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
     })?;
     let mut types: Vec<TypeCount> = by_type
         .into_iter()
-        .map(|(address, (count, size))| TypeCount {
+        .map(|(address, (count, bytes))| TypeCount {
             name: objects
                 .type_info(address)
                 .map(|t| t.name)
                 .unwrap_or_else(|_| format!("<type 0x{address:x}>")),
             type_address: address,
             count,
-            size,
+            bytes,
         })
         .collect();
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
@@ -309,29 +307,4 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         seconds: started.elapsed().as_secs_f64(),
         read_calls: memory.read_calls() - calls_before,
     })
-}
-
-/// Per-type growth between two summaries, like objgraph's `show_growth`:
-/// (name, count now, increase), largest increase first, increases only.
-pub fn growth(before: &HeapSummary, after: &HeapSummary) -> Vec<(String, u64, u64)> {
-    let old: HashMap<u64, u64> = before
-        .types
-        .iter()
-        .map(|t| (t.type_address, t.count))
-        .collect();
-    let mut out: Vec<(String, u64, u64)> = after
-        .types
-        .iter()
-        .filter_map(|t| {
-            let was = old.get(&t.type_address).copied().unwrap_or(0);
-            (t.count > was).then(|| (t.name.clone(), t.count, t.count - was))
-        })
-        .collect();
-    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-    out
-}
-
-/// Objects per second of a walk.
-pub fn rate(summary: &HeapSummary) -> f64 {
-    summary.objects as f64 / summary.seconds.max(Duration::from_nanos(1).as_secs_f64())
 }

@@ -151,7 +151,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     // The caller paused the target: each page needs reading only once.
     let memory = PageCache::exact(target.memory());
     let objects = Objects::new(&memory, target.layout());
-    memory.set_read_ahead(crate::dump::FRAME_READ_AHEAD);
+    memory.set_read_ahead(crate::paused_read::FRAME_READ_AHEAD);
     let frames_of: Vec<Vec<FrameRef>> = samples
         .iter()
         .map(|sample| {
@@ -253,7 +253,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         .flatten()
         .map(|var| var.value)
         .collect();
-    crate::dump::prefetch_values(&memory, &objects, &addresses);
+    crate::paused_read::prefetch_values(&memory, &objects, &addresses);
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
     let mut rendered: HashMap<(u64, bool), (String, String)> = HashMap::new();
@@ -314,10 +314,9 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             },
         );
         if graph.truncated {
-            taken.warnings.push(format!(
-                "object graph truncated at {} objects",
-                options.max_objects
-            ));
+            taken
+                .warnings
+                .push(graph_truncated_warning(options.max_objects));
         }
         taken.graph = Some(graph);
     }
@@ -444,30 +443,7 @@ pub fn to_record<W: Write>(
         });
     }
     let (objects, edges) = match &taken.graph {
-        Some(graph) => (
-            graph
-                .nodes
-                .iter()
-                .map(|node| proto::ObjectNode {
-                    address: node.address,
-                    type_name: recorder.string(&node.type_name),
-                    size: node.size.unwrap_or(0),
-                    refcount: node.refcount,
-                    value: node.repr.clone(),
-                    depth: node.depth as u32,
-                })
-                .collect(),
-            graph
-                .edges
-                .iter()
-                .map(|edge| proto::ObjectEdge {
-                    from: edge.from,
-                    to: edge.to,
-                    kind: edge_kind(&edge.label) as i32,
-                    label: edge.label.clone(),
-                })
-                .collect(),
-        ),
+        Some(graph) => graph_record(graph, &mut |text| recorder.string(text)),
         None => (Vec::new(), Vec::new()),
     };
     let (generators, tasks) = match &taken.asynchronous {
@@ -482,20 +458,10 @@ pub fn to_record<W: Write>(
         ),
         None => (Vec::new(), Vec::new()),
     };
-    let heap = taken.heap.as_ref().map(|summary| proto::HeapSummary {
-        types: summary
-            .types
-            .iter()
-            .map(|t| proto::TypeCount {
-                type_name: recorder.string(&t.name),
-                count: t.count,
-                bytes: t.size,
-            })
-            .collect(),
-        total_objects: summary.objects,
-        total_bytes: summary.types.iter().map(|t| t.size).sum(),
-        unreadable: 0,
-    });
+    let heap = taken
+        .heap
+        .as_ref()
+        .map(|summary| heap_record(summary, &mut |text| recorder.string(text)));
     proto::Snapshot {
         time_ns: taken.clock_ns,
         pid: pid as u32,
@@ -507,6 +473,67 @@ pub fn to_record<W: Write>(
         tasks,
         heap,
         warnings: taken.warnings.clone(),
+    }
+}
+
+/// An object graph as the records of a snapshot (`Snapshot.objects` and
+/// `edges`), its type names interned by `string`; a size not reproduced
+/// is 0. The one conversion both recordings and `pydeep objects` use.
+pub fn graph_record(
+    graph: &Graph,
+    string: &mut dyn FnMut(&str) -> u64,
+) -> (Vec<proto::ObjectNode>, Vec<proto::ObjectEdge>) {
+    let nodes = graph
+        .nodes
+        .iter()
+        .map(|node| proto::ObjectNode {
+            address: node.address,
+            type_name: string(&node.type_name),
+            size: node.size.unwrap_or(0),
+            refcount: node.refcount,
+            value: node.repr.clone(),
+            depth: node.depth as u32,
+        })
+        .collect();
+    let edges = graph
+        .edges
+        .iter()
+        .map(|edge| proto::ObjectEdge {
+            from: edge.from,
+            to: edge.to,
+            kind: edge_kind(&edge.label) as i32,
+            label: edge.label.clone(),
+        })
+        .collect();
+    (nodes, edges)
+}
+
+/// The warning a snapshot carries when its object graph stopped at
+/// `max_objects` (references were left out).
+pub fn graph_truncated_warning(max_objects: usize) -> String {
+    format!("object graph truncated at {max_objects} objects")
+}
+
+/// A heap count as the record of a snapshot (`Snapshot.heap`), its type
+/// names interned by `string`. The one conversion both recordings and
+/// `pydeep heap` use.
+pub fn heap_record(
+    summary: &HeapSummary,
+    string: &mut dyn FnMut(&str) -> u64,
+) -> proto::HeapSummary {
+    proto::HeapSummary {
+        types: summary
+            .types
+            .iter()
+            .map(|t| proto::TypeCount {
+                type_name: string(&t.name),
+                count: t.count,
+                bytes: t.bytes,
+            })
+            .collect(),
+        total_objects: summary.objects,
+        total_bytes: summary.types.iter().map(|t| t.bytes).sum(),
+        unreadable: 0,
     }
 }
 

@@ -100,7 +100,7 @@ fn heap_waiting_between_counts_stops_on_sigint() {
         let mut stdout = BufReader::new(heap.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
-        assert!(first.contains("objects in"), "{label}: {first}");
+        assert!(first.contains(" objects, "), "{label}: {first}");
         let status = stops_quickly(&mut heap, libc::SIGINT, &label);
         assert_eq!(status.signal(), Some(libc::SIGINT), "{label}: {status}");
         let stderr = stderr_of(&mut heap);

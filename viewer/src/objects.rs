@@ -1,7 +1,7 @@
 //! `pydeep-view objects`: the object graph of a snapshot (the objects
 //! reached from the frames' variables, recorded with `--snapshot-locals`)
-//! as JSON or Graphviz DOT, in the shape `pydeep objects` gives for a live
-//! process. `--root` keeps what is reachable from one object.
+//! as JSON or Graphviz DOT. `pydeep objects` draws a live process's graph
+//! with these same functions. `--root` keeps what is reachable from one object.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -50,7 +50,8 @@ pub fn subgraph(
 /// The JSON of one snapshot's graph: the stamp, `roots` (the depth-0
 /// objects: the variables' values), `nodes` [{`address`, `type`, `size`
 /// (null: not reproduced), `refcount`, `repr`, `depth`}], `edges`
-/// [{`from`, `to`, `label`}].
+/// [{`from`, `to`, `label`}], `warnings` (a graph cut at its object
+/// limit says so here).
 pub fn graph_json(
     tables: &Tables,
     header: &proto::Header,
@@ -91,6 +92,7 @@ pub fn graph_json(
             .map(|e| json!({"from": e.from, "to": e.to, "label": e.label}))
             .collect(),
     );
+    map.insert("warnings".into(), json!(selected.snapshot.warnings));
     Value::Object(map)
 }
 

@@ -23,6 +23,18 @@ pub enum LineTableKind {
     Locations,
 }
 
+impl LineTableKind {
+    /// The format crate's name of this encoding.
+    pub fn to_proto(self) -> pydeep_format::proto::LineTableKind {
+        use pydeep_format::proto::LineTableKind as Proto;
+        match self {
+            LineTableKind::Lnotab => Proto::LineTableLnotab,
+            LineTableKind::Python310 => Proto::LineTable310,
+            LineTableKind::Locations => Proto::LineTableLocations,
+        }
+    }
+}
+
 /// A code object as read from the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeObject {

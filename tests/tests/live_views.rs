@@ -1,0 +1,128 @@
+//! The live commands and the viewer draw a view with one renderer: for one
+//! still fixture (tests/programs/live_views.py, blocked in pause(2)), what
+//! `pydeep objects` and `pydeep heap` print for the live process equals
+//! what `pydeep-view objects` and `heap` print from a recording's snapshot
+//! of the same state: the same DOT, the same heap table, the same JSON keys
+//! and counts; on every interpreter.
+
+use std::path::Path;
+
+use pydeep_integration::blocking::{process_in, PAUSE};
+use pydeep_integration::run::{json_lines, succeeds};
+use pydeep_integration::{test_pythons, Fixture};
+use serde_json::Value;
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Text output without its first line (the title, which names the
+/// snapshot's time and pause: those differ between two reads).
+fn after_title(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    text.split_once('\n')
+        .map_or("", |(_, rest)| rest)
+        .to_string()
+}
+
+fn record_snapshots(pid: &str, recording: &Path) {
+    succeeds(
+        "pydeep",
+        [
+            "attach",
+            pid,
+            "-q",
+            "--idle",
+            "-d",
+            "600ms",
+            "--snapshot-every",
+            "200ms",
+            "--snapshot-locals",
+            "--heap-every",
+            "200ms",
+            "-o",
+            recording.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn live_objects_and_heap_print_what_the_viewer_renders_from_a_snapshot_of_the_same_state() {
+    for python in test_pythons("live views") {
+        let label = python.label();
+        let (fixture, truth) =
+            Fixture::start_with_truth(&python, "live_views.py", &[], |pid, _| {
+                process_in(pid, PAUSE)
+            });
+        let pid = fixture.pid().to_string();
+        let root = format!("0x{:x}", truth["root"].as_u64().unwrap());
+        let recording = fixture.dir().join("still.pdr");
+        record_snapshots(&pid, &recording);
+        let file = recording.to_str().unwrap();
+
+        // objects: the same DOT text, the same JSON keys and graph.
+        let live_args = ["objects", &pid, "--root", &root, "--depth", "1"];
+        let view_args = ["objects", file, "--index", "0", "--root", &root];
+        let live_dot = String::from_utf8(succeeds("pydeep", live_args)).unwrap();
+        let view_dot = String::from_utf8(succeeds("pydeep-view", view_args)).unwrap();
+        assert!(live_dot.contains(" -> "), "{label}: {live_dot}");
+        assert_eq!(live_dot, view_dot, "{label}: objects DOT");
+        let live = json_lines(&succeeds(
+            "pydeep",
+            live_args.iter().chain(&["--format", "json"]),
+        ));
+        let view = json_lines(&succeeds(
+            "pydeep-view",
+            view_args.iter().chain(&["--json"]),
+        ));
+        assert_eq!(keys(&live[0]), keys(&view[0]), "{label}: objects JSON keys");
+        for field in ["roots", "edges", "warnings"] {
+            assert_eq!(live[0][field], view[0][field], "{label}: objects {field}");
+        }
+        let addresses = |graph: &Value| -> Vec<Value> {
+            graph["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["address"].clone())
+                .collect()
+        };
+        assert_eq!(addresses(&live[0]), addresses(&view[0]), "{label}: nodes");
+        assert_eq!(
+            keys(&live[0]["nodes"][0]),
+            keys(&view[0]["nodes"][0]),
+            "{label}: node keys"
+        );
+
+        // heap: the same table, the same JSON keys and counts.
+        let live_text = succeeds("pydeep", ["heap", &pid, "--top", "0"]);
+        let view_text = succeeds("pydeep-view", ["heap", file, "--index", "0", "--top", "0"]);
+        assert_eq!(
+            after_title(&live_text),
+            after_title(&view_text),
+            "{label}: heap text"
+        );
+        let live = json_lines(&succeeds("pydeep", ["heap", &pid, "--json", "--top", "0"]));
+        let view = json_lines(&succeeds(
+            "pydeep-view",
+            ["heap", file, "--index", "0", "--json", "--top", "0"],
+        ));
+        assert_eq!(keys(&live[0]), keys(&view[0]), "{label}: heap JSON keys");
+        assert_eq!(
+            keys(&live[0]["types"][0]),
+            keys(&view[0]["types"][0]),
+            "{label}: heap type keys"
+        );
+        for field in ["objects", "bytes", "types"] {
+            assert_eq!(live[0][field], view[0][field], "{label}: heap {field}");
+        }
+    }
+}
