@@ -222,8 +222,26 @@ pub fn sample_interpreters(
     Ok(())
 }
 
+/// What the first batch of a sample read besides the thread states.
+struct FirstBatch {
+    /// One read per thread, its walk still to come.
+    reads: Vec<ThreadRead>,
+    /// Threads whose current-frame pointer the batch did not hold (indexes
+    /// into `reads`): read in phase 2.
+    missing: Vec<usize>,
+    /// Code-object fingerprints read in the batch.
+    codes: Copies,
+    /// The first prefetched piece that could not be read (its memory is
+    /// gone), if any: the kernel stopped the batch there.
+    failed: Option<(u64, Prefetched)>,
+    /// The prefetched pieces after it, not reached: (owner, what, length).
+    not_reached: Vec<(u64, Prefetched, u64)>,
+}
+
 /// Reads every thread into `out` (appended), and returns the distinct
-/// code addresses of their stacks.
+/// code addresses of their stacks: the first batch (thread states with
+/// last sample's pieces), the pointers it missed, the walks, the torn-read
+/// check, and what the next sample should prefetch.
 fn attempt(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -233,13 +251,48 @@ fn attempt(
     code_check: &mut CodeCheck<'_>,
     out: &mut Vec<ThreadSample>,
 ) -> Result<Vec<u64>, WalkError> {
+    let FirstBatch {
+        mut reads,
+        missing,
+        codes: first_batch_codes,
+        failed,
+        not_reached,
+    } = read_first_batch(memory, layout, runtime_address, options, cache, code_check)?;
+    read_missing_pointers(memory, &mut reads, &missing);
+    walk_threads(memory, layout, options, &mut reads, &not_reached);
+    let codes = settle_threads(
+        memory,
+        layout,
+        options,
+        code_check,
+        &mut reads,
+        first_batch_codes,
+    );
+    remember_reads(layout, cache, &mut reads, failed);
+    for read in reads {
+        let mut sample = read.sample;
+        sample.truncated =
+            read.walk.truncated || read.walk.looped || (read.walk.broken && !options.check_torn);
+        sample.frames = read.walk.frames;
+        out.push(sample);
+    }
+    Ok(codes)
+}
+
+/// Phase 1: the thread states and the GIL of each interpreter, in one
+/// batch when the lists did not change since the last sample, and in the
+/// same batch each thread's current-frame pointer and data-stack windows
+/// (or 3.9/3.10 frame objects) where they were last time.
+fn read_first_batch(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    runtime_address: u64,
+    options: &WalkOptions,
+    cache: &mut ThreadListCache,
+    code_check: &CodeCheck<'_>,
+) -> Result<FirstBatch, WalkError> {
     let o = &layout.offsets;
     let mut reads: Vec<ThreadRead> = Vec::new();
-
-    // Phase 1: the thread states and the GIL of each interpreter, in one
-    // batch when the lists did not change since the last sample, and in
-    // the same batch each thread's current-frame pointer and data-stack
-    // windows where they were last time.
     let direct = o.thread_current_frame.or(o.thread_frame);
     let (mut owners, mut extra) =
         prefetch_pieces(cache, direct.is_none(), code_check, o.thread_datastack_top);
@@ -301,13 +354,6 @@ fn attempt(
         _ => true,
     });
     for (interpreter, address, state) in &states {
-        let frame_pointer_at = match (direct, o.thread_cframe) {
-            (Some(at), _) => address.wrapping_add(at),
-            (None, Some(cframe_at)) => {
-                field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
-            }
-            (None, None) => 0,
-        };
         let sample = ThreadSample {
             thread_id: o.thread_thread_id.map_or(0, |at| field_u64(state, at)),
             native_id: o
@@ -318,86 +364,123 @@ fn attempt(
             thread_state: *address,
             ..ThreadSample::default()
         };
-        let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
-        let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
-        let mut pointer_after: Vec<Option<u64>> = Vec::new();
-        let mut top_after: Vec<Option<u64>> = Vec::new();
-        let mut top_from = 0;
-        let mut top_before: Option<u64> = None;
-        let mut pointer_read = direct.is_some();
-        // This thread's pieces, in batch order: the pointer, windows (into
-        // its source) and the pointer again after them. A pointer read at
-        // another address than the thread's pointer now (its C call
-        // changed) says nothing.
-        let mut bracket_from = 0;
-        for (owner, what, bytes) in prefetched.iter_mut() {
-            if *owner != *address {
-                continue;
-            }
-            match *what {
-                Prefetched::Pointer => {
-                    current_frame = field_u64(bytes, 0);
-                    pointer_read = true;
-                }
-                Prefetched::Window(start) => {
-                    source.add_window(start, std::mem::take(bytes));
-                    pointer_after.push(None);
-                    top_after.push(None);
-                }
-                Prefetched::PointerAfter => {
-                    let value = Some(field_u64(bytes, 0));
-                    for after in &mut pointer_after[bracket_from..] {
-                        *after = value;
-                    }
-                    top_from = bracket_from;
-                    bracket_from = pointer_after.len();
-                }
-                Prefetched::TopBefore => top_before = Some(field_u64(bytes, 0)),
-                Prefetched::TopAfter => {
-                    let read = field_u64(bytes, 0);
-                    let value = (top_before.take() == Some(read)).then_some(read);
-                    for top in &mut top_after[top_from..] {
-                        *top = value;
-                    }
-                }
-                Prefetched::Code(_) => {}
-            }
-        }
-        let (cached_at, last_depth) = cache
-            .prefetch
-            .iter()
-            .find(|p| p.thread_state == *address)
-            .map_or((0, 0), |p| (p.frame_pointer_at, p.last_depth));
-        if cached_at != frame_pointer_at {
-            pointer_read = direct.is_some();
-            pointer_after.iter_mut().for_each(|p| *p = None);
-            top_after.iter_mut().for_each(|p| *p = None);
-        }
-        if !pointer_read && frame_pointer_at >= 8 {
+        let (read, pointer_missing) =
+            assemble_thread_read(layout, sample, state, &mut prefetched, &cache.prefetch);
+        if pointer_missing {
             missing.push(reads.len());
         }
-        let chunk = o
-            .thread_datastack_chunk
-            .map_or(0, |at| field_u64(state, at));
-        source.add_chunk(chunk);
-        reads.push(ThreadRead {
-            sample,
-            frame_pointer_at,
-            current_frame,
-            chunk,
-            walk: Walk::default(),
-            bracketed_windows: source.windows().len(),
-            source,
-            pointer_after,
-            top_after,
-            expected_frames: last_depth + last_depth / 8 + 16,
-            pointer_read_late: false,
-        });
+        reads.push(read);
     }
 
-    // Phase 2 (3.11/3.12): the current frame lives in the C-stack
-    // _PyCFrame; read here only where the prefetch missed (a new thread,
-    // or a thread that entered or left a C call since the last sample).
+    Ok(FirstBatch {
+        reads,
+        missing,
+        codes: first_batch_codes,
+        failed,
+        not_reached,
+    })
+}
+
+/// One thread's read from the first batch: its state (`state`, copied),
+/// and its pieces among `prefetched` (taken), in batch order: the
+/// pointer, windows (into its source) and the pointer again after them,
+/// with the data-stack top around it. Also whether its current-frame
+/// pointer is still to be read (phase 2).
+fn assemble_thread_read(
+    layout: &Layout,
+    sample: ThreadSample,
+    state: &[u8],
+    prefetched: &mut [(u64, Prefetched, Vec<u8>)],
+    prefetch: &[ThreadPrefetch],
+) -> (ThreadRead, bool) {
+    let o = &layout.offsets;
+    let direct = o.thread_current_frame.or(o.thread_frame);
+    let address = &sample.thread_state;
+    let frame_pointer_at = match (direct, o.thread_cframe) {
+        (Some(at), _) => address.wrapping_add(at),
+        (None, Some(cframe_at)) => {
+            field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
+        }
+        (None, None) => 0,
+    };
+    let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
+    let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
+    let mut pointer_after: Vec<Option<u64>> = Vec::new();
+    let mut top_after: Vec<Option<u64>> = Vec::new();
+    let mut top_from = 0;
+    let mut top_before: Option<u64> = None;
+    let mut pointer_read = direct.is_some();
+    // This thread's pieces, in batch order: the pointer, windows (into
+    // its source) and the pointer again after them. A pointer read at
+    // another address than the thread's pointer now (its C call
+    // changed) says nothing.
+    let mut bracket_from = 0;
+    for (owner, what, bytes) in prefetched.iter_mut() {
+        if *owner != *address {
+            continue;
+        }
+        match *what {
+            Prefetched::Pointer => {
+                current_frame = field_u64(bytes, 0);
+                pointer_read = true;
+            }
+            Prefetched::Window(start) => {
+                source.add_window(start, std::mem::take(bytes));
+                pointer_after.push(None);
+                top_after.push(None);
+            }
+            Prefetched::PointerAfter => {
+                let value = Some(field_u64(bytes, 0));
+                for after in &mut pointer_after[bracket_from..] {
+                    *after = value;
+                }
+                top_from = bracket_from;
+                bracket_from = pointer_after.len();
+            }
+            Prefetched::TopBefore => top_before = Some(field_u64(bytes, 0)),
+            Prefetched::TopAfter => {
+                let read = field_u64(bytes, 0);
+                let value = (top_before.take() == Some(read)).then_some(read);
+                for top in &mut top_after[top_from..] {
+                    *top = value;
+                }
+            }
+            Prefetched::Code(_) => {}
+        }
+    }
+    let (cached_at, last_depth) = prefetch
+        .iter()
+        .find(|p| p.thread_state == *address)
+        .map_or((0, 0), |p| (p.frame_pointer_at, p.last_depth));
+    if cached_at != frame_pointer_at {
+        pointer_read = direct.is_some();
+        pointer_after.iter_mut().for_each(|p| *p = None);
+        top_after.iter_mut().for_each(|p| *p = None);
+    }
+    let chunk = o
+        .thread_datastack_chunk
+        .map_or(0, |at| field_u64(state, at));
+    source.add_chunk(chunk);
+    let read = ThreadRead {
+        sample,
+        frame_pointer_at,
+        current_frame,
+        chunk,
+        walk: Walk::default(),
+        bracketed_windows: source.windows().len(),
+        source,
+        pointer_after,
+        top_after,
+        expected_frames: last_depth + last_depth / 8 + 16,
+        pointer_read_late: false,
+    };
+    (read, !pointer_read && frame_pointer_at >= 8)
+}
+
+/// Phase 2 (3.11/3.12): the current frame lives in the C-stack
+/// `_PyCFrame`; read here only where the prefetch missed (a new thread, or
+/// a thread that entered or left a C call since the last sample).
+fn read_missing_pointers(memory: &dyn RemoteMemory, reads: &mut [ThreadRead], missing: &[usize]) {
     if !missing.is_empty() {
         let mut values = vec![[0u8; 8]; missing.len()];
         let ok = {
@@ -421,14 +504,23 @@ fn attempt(
             reads[i].pointer_read_late = true;
         }
     }
+}
 
-    // Phase 3: walk. On 3.11+ each thread's data stack is copied from its
-    // chunk's start up to its innermost frame, in one batch for the
-    // threads the prefetch did not cover (with the prefetch pieces the
-    // first batch did not reach, as far as they read).
+/// Phase 3: walk. On 3.11+ each thread's data stack is copied from its
+/// chunk's start up to its innermost frame, in one batch for the threads
+/// the prefetch did not cover (with the prefetch pieces the first batch
+/// did not reach, as far as they read).
+fn walk_threads(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    options: &WalkOptions,
+    reads: &mut [ThreadRead],
+    not_reached: &[(u64, Prefetched, u64)],
+) {
+    let o = &layout.offsets;
     match layout.semantics.frame_kind {
         FrameKind::FrameObject => {
-            for read in &mut reads {
+            for read in reads.iter_mut() {
                 read.walk = walk_frame_objects(
                     memory,
                     layout,
@@ -476,7 +568,7 @@ fn attempt(
                     }
                 }
                 let required = windows.len();
-                for (owner, what, len) in &not_reached {
+                for (owner, what, len) in not_reached {
                     let Prefetched::Window(start) = *what else {
                         continue;
                     };
@@ -508,7 +600,7 @@ fn attempt(
                     }
                 }
             }
-            for read in &mut reads {
+            for read in reads.iter_mut() {
                 read.walk = walk_interpreter_frames_hinted(
                     memory,
                     layout,
@@ -524,14 +616,23 @@ fn attempt(
             }
         }
     }
+}
 
-    // Phase 4: was each stack one the program really had? See torn.rs.
-    // A stack read entirely in the first batch, whose innermost frame the
-    // pointer read after its windows still names (or a callee of it, in
-    // the same copy), needs no re-read; the others are re-read in one last
-    // batch, with the code objects whose fingerprints the first batch did
-    // not hold.
-    let codes = code_check.select(&reads);
+/// Phase 4: was each stack one the program really had? See torn.rs. A
+/// stack read entirely in the first batch, whose innermost frame the
+/// pointer read after its windows still names (or a callee of it, in the
+/// same copy), needs no re-read; the others are re-read in one last batch,
+/// with the code objects whose fingerprints the first batch did not hold.
+/// Returns the code addresses checked.
+fn settle_threads(
+    memory: &dyn RemoteMemory,
+    layout: &Layout,
+    options: &WalkOptions,
+    code_check: &mut CodeCheck<'_>,
+    reads: &mut [ThreadRead],
+    mut first_batch_codes: Copies,
+) -> Vec<u64> {
+    let codes = code_check.select(reads);
     let mut from_first_batch: Vec<u64> = Vec::new();
     for (address, bytes) in code_check.pieces.iter_mut() {
         if let Some((_, read)) = first_batch_codes.iter_mut().find(|(a, _)| a == address) {
@@ -540,7 +641,7 @@ fn attempt(
         }
     }
     let mut rereads: Vec<Option<Reread>> = Vec::with_capacity(reads.len());
-    for read in &mut reads {
+    for read in reads.iter_mut() {
         let reread = if !options.check_torn {
             None
         } else if read.walk.broken {
@@ -588,13 +689,23 @@ fn attempt(
             .retain(|(address, _)| from_first_batch.contains(address));
     }
 
-    // Remember where each thread's walk read, for the next sample.
+    codes
+}
+
+/// Remembers where each thread's walk read, for the next sample's first
+/// batch (prefetch.rs), and keeps the buffers for reuse.
+fn remember_reads(
+    layout: &Layout,
+    cache: &mut ThreadListCache,
+    reads: &mut [ThreadRead],
+    failed: Option<(u64, Prefetched)>,
+) {
     let failed_window = match failed {
         Some((owner, Prefetched::Window(address))) => Some((owner, address)),
         _ => None,
     };
     let mut next: Vec<ThreadPrefetch> = Vec::with_capacity(reads.len());
-    for read in &mut reads {
+    for read in reads.iter_mut() {
         let address = read.sample.thread_state;
         let mut prefetch = cache
             .prefetch
@@ -625,18 +736,9 @@ fn attempt(
     }
     cache.prefetch = next;
     cache.spare.clear();
-    for read in &mut reads {
+    for read in reads.iter_mut() {
         cache.spare.extend(read.source.take_windows());
     }
-
-    for read in reads {
-        let mut sample = read.sample;
-        sample.truncated =
-            read.walk.truncated || read.walk.looped || (read.walk.broken && !options.check_torn);
-        sample.frames = read.walk.frames;
-        out.push(sample);
-    }
-    Ok(codes)
 }
 
 /// Settles a 3.11+ thread's sample from its first batch where the pointer
