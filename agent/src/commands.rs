@@ -216,7 +216,7 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
     }
 }
 
-/// Gives an attach error its exit code.
+/// Gives an attach error its exit code: every kind has its own, none is 1.
 pub fn attach_failure(error: AttachError) -> Failure {
     let exit = match error {
         AttachError::NoSuchProcess { .. } => Exit::NoSuchProcess,
@@ -224,7 +224,6 @@ pub fn attach_failure(error: AttachError) -> Failure {
         AttachError::NotPython { .. } => Exit::NotPython,
         AttachError::UnsupportedVersion { .. } => Exit::UnsupportedVersion,
         AttachError::TargetExited { .. } => Exit::TargetExited,
-        _ => Exit::Failure,
     };
     Failure::new(exit, error.to_string())
 }
@@ -292,7 +291,6 @@ fn verify(file: &Path) -> Result<Exit> {
 }
 
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
-    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let options = crate::dump::DumpOptions {
         locals: args.locals,
         globals: args.globals,
@@ -309,8 +307,9 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         }),
         ..Default::default()
     };
-    let dump = crate::dump::dump(&mut target, &options)
-        .with_context(|| format!("reading process {pid}"))?;
+    let (_, dump) = crate::one_shot::read(pid, |target| {
+        crate::dump::dump(target, &options).with_context(|| format!("reading process {pid}"))
+    })?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&dump)?)?;
     } else {
@@ -339,19 +338,18 @@ fn heap(
         Some(path) => Some(saved_heap(path)?),
         None => None,
     };
-    let target = Target::attach(pid).map_err(attach_failure)?;
     let count = count
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
+    let (target, first) = crate::one_shot::read(pid, |target| heap_count(target, pid))?;
+    let mut first = Some(first);
     for round in 0..count {
         if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
             crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
         }
-        let summary = {
-            let _guard = target.pause().context("pausing the target")?;
-            let objects = crate::objects::Objects::new(target.memory(), target.layout());
-            crate::heap::heap_summary(&objects, target.runtime_address())
-                .with_context(|| format!("walking the GC lists of process {pid}"))?
+        let summary = match first.take() {
+            Some(summary) => summary,
+            None => heap_count(&target, pid)?,
         };
         let shown = if top == 0 { summary.types.len() } else { top };
         if output.growth && output.json {
@@ -413,6 +411,14 @@ fn heap(
     Ok(Exit::Ok)
 }
 
+/// One count of the objects of `target` by type, paused.
+fn heap_count(target: &Target, pid: i32) -> Result<crate::heap::HeapSummary> {
+    let _guard = target.pause().context("pausing the target")?;
+    let objects = crate::objects::Objects::new(target.memory(), target.layout());
+    crate::heap::heap_summary(&objects, target.runtime_address())
+        .with_context(|| format!("walking the GC lists of process {pid}"))
+}
+
 /// Writes a whole output file (`objects -o`) the one safe way
 /// ([`pydeep_format::files::OutputFile`]): never through a symbolic link,
 /// an existing file replaced by a new one renamed over it (a FIFO or a
@@ -465,7 +471,6 @@ fn objects(
     format: Option<&str>,
     redact: Option<&'static regex::Regex>,
 ) -> Result<Exit> {
-    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let format = format
         .map(str::to_string)
         .or_else(|| {
@@ -474,13 +479,13 @@ fn objects(
                 .map(|e| e.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "dot".into());
-    let graph = {
+    let (_, graph) = crate::one_shot::read(pid, |target| {
         let guard = target.pause().context("pausing the target")?;
         let mut samples = Vec::new();
         target
             .sample_threads(&mut samples)
             .with_context(|| format!("reading the threads of process {pid}"))?;
-        let address = crate::graph::resolve_root(&mut target, root, &samples)?;
+        let address = crate::graph::resolve_root(target, root, &samples)?;
         // Paused: each page of the target needs reading only once.
         let memory = crate::page_cache::PageCache::new(target.memory());
         let objects = crate::objects::Objects::new(&memory, target.layout());
@@ -498,8 +503,8 @@ fn objects(
             crate::graph::walk(&objects, address, &options)
         };
         drop(guard);
-        graph
-    };
+        Ok(graph)
+    })?;
     let bytes = match format.as_str() {
         "json" => serde_json::to_vec_pretty(&graph)?,
         "dot" => crate::graph::to_dot(&graph).into_bytes(),
