@@ -403,7 +403,17 @@ fn heap(
             )?;
             for t in summary.types.iter().take(shown) {
                 let name = pydeep_format::text::escape(&t.name);
-                crate::outln!("{name:<32} {:>12} {:>14} bytes", t.count, t.size)?;
+                let implausible = match t.implausible {
+                    0 => String::new(),
+                    n => format!(
+                        " + {n} of implausible size (claim more memory than the process has; left out)"
+                    ),
+                };
+                crate::outln!(
+                    "{name:<32} {:>12} {:>14} bytes{implausible}",
+                    t.count,
+                    t.size
+                )?;
             }
         }
         previous = Some(summary);

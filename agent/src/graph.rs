@@ -55,8 +55,12 @@ pub struct Node {
     /// `type(x).__name__`.
     #[serde(rename = "type")]
     pub type_name: String,
-    /// `sys.getsizeof()` where reproduced.
+    /// `sys.getsizeof()` where reproduced (null when implausible).
     pub size: Option<u64>,
+    /// The size the object claims when its memory cannot hold it (a
+    /// hostile or corrupt header): a flag with what it said, not a size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implausible_size: Option<u64>,
     /// `sys.getrefcount(x) - 1`.
     pub refcount: i64,
     /// Short bounded rendering.
@@ -222,6 +226,7 @@ pub fn walk_from(
                 address,
                 type_name: "?".into(),
                 size: None,
+                implausible_size: None,
                 refcount: 0,
                 repr: format!("<unreadable 0x{address:x}>"),
                 depth,
@@ -229,10 +234,12 @@ pub fn walk_from(
             continue;
         };
         let hidden = secret.contains(&address);
+        let size = objects.getsizeof(&info);
         nodes.push(Node {
             address,
             type_name: info.type_info.name.clone(),
-            size: objects.getsizeof(&info),
+            size: size.and_then(|s| s.bytes()),
+            implausible_size: size.and_then(|s| s.implausible()),
             refcount: info.refcount,
             repr: if hidden {
                 crate::redact::REDACTED.to_string()
@@ -301,7 +308,11 @@ pub fn to_dot(graph: &Graph) -> String {
         .map(|(i, n)| (n.address, i))
         .collect();
     for node in &graph.nodes {
-        let size = node.size.map_or("?".to_string(), |s| s.to_string());
+        let size = match (node.size, node.implausible_size) {
+            (_, Some(claimed)) => crate::objects::plausible::describe_implausible(claimed, "bytes"),
+            (Some(size), None) => size.to_string(),
+            (None, None) => "?".to_string(),
+        };
         let _ = writeln!(
             out,
             "  n{:x} [label=\"{} 0x{:x}\\nsize {size}, refs {}\\n{}\"{}];",

@@ -452,6 +452,7 @@ pub fn to_record<W: Write>(
                     address: node.address,
                     type_name: recorder.string(&node.type_name),
                     size: node.size.unwrap_or(0),
+                    implausible_size: node.implausible_size.unwrap_or(0),
                     refcount: node.refcount,
                     value: node.repr.clone(),
                     depth: node.depth as u32,
@@ -490,6 +491,7 @@ pub fn to_record<W: Write>(
                 type_name: recorder.string(&t.name),
                 count: t.count,
                 bytes: t.size,
+                implausible: t.implausible,
             })
             .collect(),
         total_objects: summary.objects,
