@@ -218,7 +218,7 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
     }
 }
 
-/// Gives an attach error its exit code.
+/// Gives an attach error its exit code: every kind has its own, none is 1.
 pub fn attach_failure(error: AttachError) -> Failure {
     let exit = match error {
         AttachError::NoSuchProcess { .. } => Exit::NoSuchProcess,
@@ -226,7 +226,6 @@ pub fn attach_failure(error: AttachError) -> Failure {
         AttachError::NotPython { .. } => Exit::NotPython,
         AttachError::UnsupportedVersion { .. } => Exit::UnsupportedVersion,
         AttachError::TargetExited { .. } => Exit::TargetExited,
-        _ => Exit::Failure,
     };
     Failure::new(exit, error.to_string())
 }
@@ -294,7 +293,6 @@ fn verify(file: &Path) -> Result<Exit> {
 }
 
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
-    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let options = crate::dump::DumpOptions {
         locals: args.locals,
         globals: args.globals,
@@ -311,8 +309,9 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         }),
         ..Default::default()
     };
-    let dump = crate::dump::dump(&mut target, &options)
-        .with_context(|| format!("reading process {pid}"))?;
+    let (_, dump) = crate::one_shot::read(pid, |target| {
+        crate::dump::dump(target, &options).with_context(|| format!("reading process {pid}"))
+    })?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&dump)?)?;
     } else {
@@ -339,7 +338,6 @@ fn heap(
 ) -> Result<Exit> {
     use pydeep_view::heap::{growth_json, heap_json, write_growth_text, write_heap_text, Growth};
     let saved = output.since.as_deref().map(saved_heap).transpose()?;
-    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let count = count
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
@@ -354,12 +352,20 @@ fn heap(
     // A saved count is heap snapshot 0; this run's counts follow it.
     let first_index = usize::from(saved.is_some());
     let mut stdout = std::io::stdout().lock();
+    // The first count attaches (again, if the process exec'd meanwhile).
+    let take = |target: &mut Target| {
+        crate::snapshot::take(target, &options).with_context(|| format!("pausing process {pid}"))
+    };
+    let (mut target, first) = crate::one_shot::read(pid, take)?;
+    let mut first = Some(first);
     for round in 0..count {
         if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
             crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
         }
-        let taken = crate::snapshot::take(&mut target, &options)
-            .with_context(|| format!("pausing process {pid}"))?;
+        let taken = match first.take() {
+            Some(taken) => taken,
+            None => take(&mut target)?,
+        };
         let Some(summary) = &taken.heap else {
             anyhow::bail!(
                 "walking the GC lists of process {pid}: {}",
@@ -460,6 +466,7 @@ impl SavedHeap {
                         type_name: live.string(name),
                         count: *count,
                         bytes: *bytes,
+                        implausible: 0,
                     })
                     .collect(),
                 total_objects: self.objects,
@@ -524,7 +531,6 @@ fn objects(
     format: Option<&str>,
     redact: Option<&'static regex::Regex>,
 ) -> Result<Exit> {
-    let mut target = Target::attach(pid).map_err(attach_failure)?;
     let format = format
         .map(str::to_string)
         .or_else(|| {
@@ -536,13 +542,13 @@ fn objects(
     let started = std::time::Instant::now();
     let clock_ns = crate::session::monotonic_ns();
     let max_objects = max_objects.max(1);
-    let graph = {
+    let (target, graph) = crate::one_shot::read(pid, |target| {
         let guard = target.pause().context("pausing the target")?;
         let mut samples = Vec::new();
         target
             .sample_threads(&mut samples)
             .with_context(|| format!("reading the threads of process {pid}"))?;
-        let address = crate::graph::resolve_root(&mut target, root, &samples)?;
+        let address = crate::graph::resolve_root(target, root, &samples)?;
         // Paused: each page of the target needs reading only once.
         let memory = crate::page_cache::PageCache::new(target.memory());
         let objects = crate::objects::Objects::new(&memory, target.layout());
@@ -560,8 +566,8 @@ fn objects(
             crate::graph::walk(&objects, address, &options)
         };
         drop(guard);
-        graph
-    };
+        Ok(graph)
+    })?;
     // The graph as a recording's snapshot holds it, drawn by the viewer.
     let mut live = crate::live_views::LiveTables::new(pid, &target.python_version(), clock_ns);
     let (nodes, edges) = crate::snapshot::graph_record(&graph, &mut |text| live.string(text));

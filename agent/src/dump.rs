@@ -153,8 +153,12 @@ pub struct ValueDump {
     pub type_name: String,
     /// Bounded `repr()`-like rendering.
     pub repr: String,
-    /// `sys.getsizeof()` (null where not reproduced).
+    /// `sys.getsizeof()` (null where not reproduced, or implausible).
     pub size: Option<u64>,
+    /// The size the object claims when its memory cannot hold it (a
+    /// hostile or corrupt header): not a size, a flag with what it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implausible_size: Option<u64>,
     /// `sys.getrefcount(x) - 1` (`ob_refcnt`).
     pub refcount: i64,
     /// 3.12+ immortal object (refcount is a marker).
@@ -525,6 +529,7 @@ fn unread_value(address: u64) -> ValueDump {
         type_name: "?".into(),
         repr: format!("<not read while paused 0x{address:x}>"),
         size: None,
+        implausible_size: None,
         refcount: 0,
         immortal: false,
         length: None,
@@ -542,6 +547,7 @@ fn redacted_value(objects: &Objects<'_>, address: u64) -> ValueDump {
             .map_or_else(|| "?".into(), |i| i.type_info.name.clone()),
         repr: crate::redact::REDACTED.into(),
         size: None,
+        implausible_size: None,
         refcount: info.as_ref().map_or(0, |i| i.refcount),
         immortal: info.as_ref().is_some_and(|i| i.immortal),
         length: None,
@@ -563,6 +569,7 @@ pub fn value(
             type_name: "?".into(),
             repr: format!("<unreadable 0x{address:x}>"),
             size: None,
+            implausible_size: None,
             refcount: 0,
             immortal: false,
             length: None,
@@ -585,11 +592,13 @@ pub fn value(
             })
             .collect()
     });
+    let size = objects.getsizeof(&info);
     ValueDump {
         address,
         type_name: info.type_info.name.clone(),
         repr: objects.render(address, rendering),
-        size: objects.getsizeof(&info),
+        size: size.and_then(|s| s.bytes()),
+        implausible_size: size.and_then(|s| s.implausible()),
         refcount: info.refcount,
         immortal: info.immortal,
         length: objects.length(&info),

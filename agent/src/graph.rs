@@ -52,8 +52,11 @@ pub struct Node {
     pub address: u64,
     /// `type(x).__name__`.
     pub type_name: String,
-    /// `sys.getsizeof()` where reproduced.
+    /// `sys.getsizeof()` where reproduced (null when implausible).
     pub size: Option<u64>,
+    /// The size the object claims when its memory cannot hold it (a
+    /// hostile or corrupt header): a flag with what it said, not a size.
+    pub implausible_size: Option<u64>,
     /// `sys.getrefcount(x) - 1`.
     pub refcount: i64,
     /// Short bounded rendering.
@@ -219,6 +222,7 @@ pub fn walk_from(
                 address,
                 type_name: "?".into(),
                 size: None,
+                implausible_size: None,
                 refcount: 0,
                 repr: format!("<unreadable 0x{address:x}>"),
                 depth,
@@ -226,10 +230,12 @@ pub fn walk_from(
             continue;
         };
         let hidden = secret.contains(&address);
+        let size = objects.getsizeof(&info);
         nodes.push(Node {
             address,
             type_name: info.type_info.name.clone(),
-            size: objects.getsizeof(&info),
+            size: size.and_then(|s| s.bytes()),
+            implausible_size: size.and_then(|s| s.implausible()),
             refcount: info.refcount,
             repr: if hidden {
                 crate::redact::REDACTED.to_string()

@@ -37,8 +37,14 @@ pub struct TypeCount {
     /// Their total shallow size: `tp_basicsize + |ob_size| * tp_itemsize`
     /// plus the pre-header (GC header, managed dict words). Exact
     /// `sys.getsizeof` for fixed-size objects and tuples; an underestimate
-    /// for objects with separate buffers (list, dict, set, str).
+    /// for objects with separate buffers (list, dict, set, str). Objects
+    /// whose header claims more memory than the target has are left out
+    /// and counted in `implausible`.
     pub bytes: u64,
+    /// Objects of this type whose size cannot be true: their `ob_size`
+    /// claims items the target's memory cannot hold (a hostile or corrupt
+    /// header; see `objects::plausible`).
+    pub implausible: u64,
 }
 
 /// One walk of the GC lists.
@@ -264,32 +270,39 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
     let calls_before = memory.read_calls();
     let o = &layout.offsets;
     let head_size = o.gc_head_size.unwrap_or(16);
-    let mut by_type: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Per type: objects, bytes, objects of implausible size.
+    let mut by_type: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
-    let stats = walk_objects(objects, runtime_address, &mut |_, object_type, ob_size| {
-        let (basic, item, pre) = *sizes
-            .entry(object_type)
-            .or_insert_with(|| {
-                objects.type_info(object_type).ok().map(|ty| {
-                    let mut pre = head_size;
-                    let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
-                    if managed != 0 && ty.flags & managed != 0 {
-                        pre += 16;
-                    }
-                    (ty.basicsize, ty.itemsize, pre)
+    let stats = walk_objects(
+        objects,
+        runtime_address,
+        &mut |object, object_type, ob_size| {
+            let (basic, item, pre) = *sizes
+                .entry(object_type)
+                .or_insert_with(|| {
+                    objects.type_info(object_type).ok().map(|ty| {
+                        let mut pre = head_size;
+                        let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
+                        if managed != 0 && ty.flags & managed != 0 {
+                            pre += 16;
+                        }
+                        (ty.basicsize, ty.itemsize, pre)
+                    })
                 })
-            })
-            .get_or_insert((0, 0, head_size));
-        let size = basic
-            .saturating_add(item.saturating_mul(ob_size.unsigned_abs().min(1 << 40)))
-            .saturating_add(pre);
-        let entry = by_type.entry(object_type).or_insert((0, 0));
-        entry.0 += 1;
-        entry.1 = entry.1.saturating_add(size);
-    })?;
+                .get_or_insert((0, 0, head_size));
+            let inline = basic.saturating_add(item.saturating_mul(ob_size.unsigned_abs()));
+            let entry = by_type.entry(object_type).or_insert((0, 0, 0));
+            entry.0 += 1;
+            if crate::objects::plausible::can_hold(memory, object, inline) {
+                entry.1 = entry.1.saturating_add(inline.saturating_add(pre));
+            } else {
+                entry.2 += 1;
+            }
+        },
+    )?;
     let mut types: Vec<TypeCount> = by_type
         .into_iter()
-        .map(|(address, (count, bytes))| TypeCount {
+        .map(|(address, (count, bytes, implausible))| TypeCount {
             name: objects
                 .type_info(address)
                 .map(|t| t.name)
@@ -297,6 +310,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
             type_address: address,
             count,
             bytes,
+            implausible,
         })
         .collect();
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod daemon;
 pub mod exit;
 pub mod lifecycle;
+pub mod one_shot;
 pub mod procfs;
 pub mod recorder;
 pub mod redact;

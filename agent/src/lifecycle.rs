@@ -46,7 +46,7 @@ impl Identity {
     /// True if `now` is another program image of the same process: the
     /// same start time, but a different executable, command line or
     /// auxiliary vector. Fields that could not be read compare as equal.
-    fn execed_into(&self, now: &Identity) -> bool {
+    pub fn execed_into(&self, now: &Identity) -> bool {
         fn differs<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             a.is_some() && b.is_some() && a != b
         }

@@ -922,5 +922,7 @@ pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
         }),
         start_clock_ns: monotonic_ns(),
         mode: options.mode.into(),
+        // Drawn by the writer, one per file.
+        recording_id: 0,
     }
 }

@@ -490,6 +490,7 @@ pub fn graph_record(
             address: node.address,
             type_name: string(&node.type_name),
             size: node.size.unwrap_or(0),
+            implausible_size: node.implausible_size.unwrap_or(0),
             refcount: node.refcount,
             value: node.repr.clone(),
             depth: node.depth as u32,
@@ -529,6 +530,7 @@ pub fn heap_record(
                 type_name: string(&t.name),
                 count: t.count,
                 bytes: t.bytes,
+                implausible: t.implausible,
             })
             .collect(),
         total_objects: summary.objects,

@@ -41,15 +41,18 @@ pub enum AttachError {
         /// What to do about it.
         advice: String,
     },
-    /// The process is not running CPython.
-    #[error(
-        "process {pid} ({exe}) is not a Python process: no CPython interpreter found in its memory"
-    )]
+    /// No CPython interpreter could be found or read in the process: it is
+    /// not Python, or it has only just started and its interpreter is not
+    /// up yet (between fork and exec, or before `Py_Initialize`).
+    #[error("process {pid} ({exe}) is not a Python process: no CPython interpreter found in its memory{}", reason_suffix(.reason))]
     NotPython {
         /// The pid asked for.
         pid: i32,
         /// Its executable.
         exe: String,
+        /// What was tried and failed, when there is more to say than
+        /// "not found" (empty otherwise).
+        reason: String,
     },
     /// A CPython version pydeep cannot read.
     #[error("process {pid} runs CPython {version}, which pydeep does not support ({reason}); supported: 3.9 to 3.15")]
@@ -69,14 +72,18 @@ pub enum AttachError {
         /// The pid asked for.
         pid: i32,
     },
-    /// Anything else, with what was tried.
-    #[error("could not attach to process {pid}: {detail}")]
-    Other {
-        /// The pid asked for.
-        pid: i32,
-        /// What went wrong.
-        detail: String,
-    },
+}
+
+/// ": REASON (a process that has only just started ...)" for a
+/// [`AttachError::NotPython`] that says what failed.
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({reason}; a Python that has only just started may not have its interpreter up yet: try again)"
+        )
+    }
 }
 
 /// Why a read of an attached process failed.
@@ -200,7 +207,28 @@ impl Target {
     /// Attaches to CPython process `pid`: finds the interpreter and its
     /// version (py-spy's library), then builds the layout. The target keeps
     /// running.
+    ///
+    /// Every failure is one of the documented kinds, whatever the moment:
+    /// a process that has only just started (between fork and exec, or
+    /// before its interpreter is up) is [`AttachError::NotPython`], never
+    /// an unclassified error. A process that `exec`s while it is read is
+    /// read again (up to [`ATTACH_READS`] times), since what was read mixes
+    /// two program images.
     pub fn attach(pid: i32) -> Result<Target, AttachError> {
+        let mut reads = 0;
+        loop {
+            let before = crate::lifecycle::Identity::of(pid);
+            let result = Target::attach_image(pid);
+            reads += 1;
+            let execed = before.execed_into(&crate::lifecycle::Identity::of(pid));
+            if !execed || reads >= ATTACH_READS {
+                return result;
+            }
+        }
+    }
+
+    /// One attempt of [`Target::attach`], on the program image `pid` runs now.
+    fn attach_image(pid: i32) -> Result<Target, AttachError> {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid <= 0 {
             return Err(AttachError::NoSuchProcess { pid });
         }
@@ -241,7 +269,11 @@ impl Target {
             Ok(version) => version,
             Err(e) if !has_python => {
                 let _ = e;
-                return Err(AttachError::NotPython { pid, exe });
+                return Err(AttachError::NotPython {
+                    pid,
+                    exe,
+                    reason: String::new(),
+                });
             }
             Err(e) => return Err(classify(pid, &exe, &format!("{e:#}"))),
         };
@@ -265,10 +297,11 @@ impl Target {
             });
         }
         let Some(runtime_address) = runtime else {
-            return Err(AttachError::Other {
+            return Err(AttachError::NotPython {
                 pid,
-                detail: format!(
-                    "CPython {version} found, but its _PyRuntime symbol is not (stripped binary?)"
+                exe,
+                reason: format!(
+                    "CPython {version} found, but not its _PyRuntime symbol (a stripped binary?)"
                 ),
             });
         };
@@ -295,10 +328,14 @@ impl Target {
                 reason: "free-threaded builds are not supported yet; use the default (GIL) build"
                     .into(),
             },
-            other => AttachError::Other {
+            LayoutError::MissingField { .. } => AttachError::UnsupportedVersion {
                 pid,
-                detail: other.to_string(),
+                version: version.to_string(),
+                reason: e.to_string(),
             },
+            // Read from the target before its interpreter wrote them (or
+            // from a hostile one): no interpreter to be found.
+            LayoutError::BadDebugOffsets { .. } => classify(pid, &exe, &e.to_string()),
         })?;
         Ok(Target {
             pid,
@@ -738,25 +775,30 @@ fn list_tasks(pid: i32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Most reads of a process by [`Target::attach`] when it keeps `exec`ing.
+const ATTACH_READS: u32 = 3;
+
+/// The documented kind of an attach failure that py-spy's library (or the
+/// layout) reported as `message`: the process is gone or a zombie
+/// (exited), access was refused (permission), or else no interpreter
+/// could be found in it (not Python, or not Python yet). A version counts
+/// as unsupported only once one was read, never from a message: a
+/// 3.9 or 3.10 that has not initialised its `sys.version` yet says
+/// "Failed to find python version", which is "not Python yet".
 fn classify(pid: i32, exe: &str, message: &str) -> AttachError {
     let lower = message.to_lowercase();
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() || !crate::procfs::is_alive(pid) {
         AttachError::TargetExited { pid }
     } else if lower.contains("permission denied") || lower.contains("operation not permitted") {
         AttachError::PermissionDenied {
             pid,
             advice: PERMISSION_ADVICE.into(),
         }
-    } else if lower.contains("python") && lower.contains("version") {
-        AttachError::UnsupportedVersion {
-            pid,
-            version: "unknown".into(),
-            reason: message.into(),
-        }
     } else {
-        AttachError::Other {
+        AttachError::NotPython {
             pid,
-            detail: format!("{message} (executable {exe})"),
+            exe: exe.into(),
+            reason: message.lines().next().unwrap_or_default().into(),
         }
     }
 }

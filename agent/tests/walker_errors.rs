@@ -24,7 +24,7 @@ fn attaching_to_a_program_that_is_not_python_reports_not_python() {
     let _ = sleep.kill();
     let _ = sleep.wait();
     match result {
-        Err(AttachError::NotPython { pid, exe }) => {
+        Err(AttachError::NotPython { pid, exe, .. }) => {
             assert_eq!(pid, sleep.id() as i32);
             assert!(exe.contains("sleep"), "exe {exe}");
         }

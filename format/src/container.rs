@@ -52,8 +52,9 @@ pub(crate) const KNOWN_FLAGS: u32 = FLAG_FINAL;
 pub const MAX_CHUNK_LEN: u32 = 64 << 20;
 
 /// Largest single encoded record the writer accepts (room is left for the
-/// record's length prefix).
-pub const MAX_RECORD_LEN: usize = MAX_CHUNK_LEN as usize - 16;
+/// record's length prefix and the chunk's `ChunkStart`).
+pub const MAX_RECORD_LEN: usize =
+    MAX_CHUNK_LEN as usize - 16 - crate::sequence::CHUNK_START_MAX_LEN;
 
 /// Most frames [`crate::Tables::stack_frames`] returns for one stack (deeper
 /// chains in a hostile file are cut there).

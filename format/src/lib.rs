@@ -68,6 +68,7 @@ mod hash;
 pub mod linetable;
 mod reader;
 mod recording;
+mod sequence;
 mod stacks;
 mod summary;
 pub mod text;

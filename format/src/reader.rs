@@ -11,6 +11,7 @@ use crate::container::{
     KNOWN_FLAGS, MAGIC, MAX_CHUNK_LEN, OLDEST_READABLE_VERSION,
 };
 use crate::proto;
+use crate::sequence::ChunkSequence;
 use crate::FormatError;
 
 /// One decoded chunk.
@@ -45,6 +46,10 @@ enum State {
 /// allocated, and a declared length is only filled as far as the input
 /// really goes. No input makes it panic.
 ///
+/// Each chunk must follow the one before it in the recording its Header
+/// names (`ChunkStart`, see `sequence.rs`): a chunk spliced in from another
+/// recording, duplicated or out of order is [`FormatError::Corrupt`].
+///
 /// [`Reader::next_chunk`] returns `Ok(None)` only after the final chunk of a
 /// complete file. A file that ends early gives every complete chunk and then
 /// [`FormatError::Truncated`]; a chunk failing its checks gives
@@ -58,6 +63,8 @@ pub struct Reader<R: Read> {
     final_read: bool,
     records: u64,
     version: u32,
+    /// Checks that each chunk follows the one before it in one recording.
+    sequence: ChunkSequence,
 }
 
 impl Reader<BufReader<std::fs::File>> {
@@ -116,6 +123,7 @@ impl<R: Read> Reader<R> {
             final_read: false,
             records: 0,
             version,
+            sequence: ChunkSequence::default(),
         })
     }
 
@@ -251,6 +259,9 @@ impl<R: Read> Reader<R> {
         }
         let records =
             decode_records(&payload).map_err(|reason| FormatError::corrupt(start, reason))?;
+        self.sequence
+            .check(&records)
+            .map_err(|reason| FormatError::corrupt(start, reason))?;
         let size = (FRAME_HEADER_LEN as u64) + u64::from(header.compressed_len);
         self.offset += size;
         self.chunks += 1;

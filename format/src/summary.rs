@@ -416,6 +416,7 @@ pub fn kind_name(kind: &Kind) -> &'static str {
         Kind::Snapshot(_) => "snapshot",
         Kind::TraceEvents(_) => "trace_batch",
         Kind::ProcessEvent(_) => "process_event",
+        Kind::ChunkStart(_) => "chunk_start",
         Kind::Footer(_) => "footer",
     }
 }

@@ -133,6 +133,8 @@ pub struct Writer<W: Write> {
     failed: bool,
     /// An error from an infallible call, returned by the next fallible one.
     deferred: Option<FormatError>,
+    /// `Header.recording_id`, repeated by every later chunk's `ChunkStart`.
+    recording_id: u64,
 }
 
 impl Writer<std::fs::File> {
@@ -180,13 +182,18 @@ impl Writer<std::fs::File> {
 impl<W: Write> Writer<W> {
     /// Writes the file header and a first chunk holding `header`, so even a
     /// writer killed at once leaves a file that names its target.
-    /// `header.format_version` is set to [`FORMAT_VERSION`].
+    /// `header.format_version` is set to [`FORMAT_VERSION`], and a
+    /// `header.recording_id` of 0 to a random one.
     pub fn new(
         mut sink: W,
         mut header: proto::Header,
         options: WriterOptions,
     ) -> Result<Self, FormatError> {
         header.format_version = FORMAT_VERSION;
+        if header.recording_id == 0 {
+            header.recording_id = crate::sequence::new_recording_id();
+        }
+        let recording_id = header.recording_id;
         let file_header = file_header();
         sink.write_all(&file_header)?;
         let start = header.start_clock_ns;
@@ -221,6 +228,7 @@ impl<W: Write> Writer<W> {
             },
             failed: false,
             deferred: None,
+            recording_id,
         };
         writer.push_record(Kind::Header(header))?;
         writer.flush()?;
@@ -657,8 +665,18 @@ impl<W: Write> Writer<W> {
         records: u64,
         flags: u32,
     ) -> Result<(), FormatError> {
+        // Every chunk after the Header's starts with its ChunkStart.
+        let (payload, block_ends, records) = if self.stats.chunks == 0 {
+            (payload.to_vec(), block_ends.to_vec(), records)
+        } else {
+            let mut marked = crate::sequence::chunk_start(self.recording_id, self.stats.chunks);
+            let shift = marked.len();
+            marked.extend_from_slice(payload);
+            let ends = block_ends.iter().map(|end| end + shift).collect();
+            (marked, ends, records + 1)
+        };
         let chunk =
-            encode_chunk_in_blocks(payload, self.options.compression_level, flags, block_ends)?;
+            encode_chunk_in_blocks(&payload, self.options.compression_level, flags, &block_ends)?;
         if let Err(error) = self.sink.write_all(&chunk) {
             self.failed = true;
             return Err(error.into());

@@ -10,7 +10,10 @@ restored. Corruptions:
   (f_back of the frame object before 3.11, `previous` of the
   _PyInterpreterFrame from 3.11);
 * the global list `huge` claims 2**60 items (ob_size);
-* the global str `wild` claims a length of 2**40.
+* the global str `wild` claims a length of 2**40;
+* the global tuple `vast` claims 2**40 items (ob_size), and the global int
+  `big` 2**40 digits (ob_size before 3.12, lv_tag from 3.12): sizes no
+  memory of the process can hold.
 
 The garbage collector is disabled first: it would traverse the list and the
 frame and crash the target itself.
@@ -31,6 +34,8 @@ POINTER = ctypes.sizeof(ctypes.c_void_p)
 
 huge = [1, 2, 3]
 wild = "".join(["wild string "] * 3)
+vast = tuple(range(5))
+big = int("7" * 40)
 facts = {}
 arrived = threading.Barrier(3)
 forever = threading.Event()
@@ -92,6 +97,12 @@ facts["huge"] = id(huge)
 # str: PyASCIIObject's length at slot 2.
 slots(id(wild), 3)[2] = 2**40
 facts["wild"] = id(wild)
+# tuple: ob_size at slot 2.
+slots(id(vast), 3)[2] = 2**40
+facts["vast"] = id(vast)
+# int: ob_size at slot 2, or from 3.12 lv_tag = ndigits << 3 | sign.
+slots(id(big), 3)[2] = 2**40 << 3 if sys.version_info >= (3, 12) else 2**40
+facts["big"] = id(big)
 
 with open(ready_path + ".tmp", "w") as f:
     json.dump(facts, f)

@@ -1,10 +1,12 @@
 //! A hostile target (tests/programs/hostile_memory.py) corrupts its own
 //! memory through ctypes: a code object's name points to garbage, a frame
 //! chain loops on itself, a list claims 2**60 items, a str claims a length
-//! of 2**40. Every agent command that reads it — `attach`, `dump --locals
+//! of 2**40, a tuple 2**40 items and an int 2**40 digits. Every agent command that reads it — `attach`, `dump --locals
 //! --globals`, `objects`, `heap` — finishes (each run is bounded: a hang
 //! fails), reports the bad objects, keeps going with the rest, stays under
 //! a memory bound measured as its peak RSS, and leaves the target running.
+//! Sizes that no memory of the target could hold are flagged as
+//! implausible, never shown as sizes (issue #14 item 6).
 //! On every interpreter.
 
 use std::process::Command;
@@ -22,6 +24,7 @@ const MEMORY_BOUND_KIB: u64 = 64 << 10;
 struct Facts {
     huge: u64,
     wild: u64,
+    vast: u64,
 }
 
 fn pydeep(args: &[&str], label: &str) -> Finished {
@@ -54,6 +57,7 @@ fn hostile(python: &Python) {
     let facts = Facts {
         huge: facts["huge"].as_u64().unwrap(),
         wild: facts["wild"].as_u64().unwrap(),
+        vast: facts["vast"].as_u64().unwrap(),
     };
     let pid = fixture.pid().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -141,6 +145,8 @@ fn hostile(python: &Python) {
         "looped_inner".to_string(),
         "its stack was cut".to_string(),
         "victim_name: function = <function victim_name>".to_string(),
+        format!("vast: tuple = <unreadable {:#x}>", facts.vast),
+        "big: int = <int of implausible (claims 1099511627776 digits)>".to_string(),
     ] {
         assert!(
             text.contains(&expected),
@@ -174,13 +180,63 @@ fn hostile(python: &Python) {
         );
     }
 
-    // heap: the GC walk counts the list among the lists.
+    // The tuple's size is a claim no memory can hold: flagged, with what
+    // it claimed, never given as its size.
+    let graph = pydeep(
+        &[
+            "objects",
+            &pid,
+            "--root",
+            "module:__main__:vast",
+            "--format",
+            "json",
+        ],
+        &label,
+    );
+    let graph: serde_json::Value = serde_json::from_str(&graph.stdout).unwrap();
+    let node = &graph["nodes"][0];
+    assert_eq!(
+        node["address"].as_u64(),
+        Some(facts.vast),
+        "{label}: {graph}"
+    );
+    assert!(node["size"].is_null(), "{label}: {node}");
+    assert!(
+        node["implausible_size"].as_u64().unwrap_or(0) > 1 << 43,
+        "{label}: {node}"
+    );
+    let dot = pydeep(&["objects", &pid, "--root", "module:__main__:vast"], &label);
+    assert!(
+        dot.stdout.contains("size implausible (claims "),
+        "{label}: {}",
+        dot.stdout
+    );
+
+    // heap: the GC walk counts the list among the lists, and the tuple
+    // among the tuples, its claimed size left out and flagged.
     let heap = pydeep(&["heap", &pid, "--json", "--top", "0"], &label);
     let heap: serde_json::Value = serde_json::from_str(heap.stdout.trim()).unwrap();
     assert!(
         heap.to_string().contains("\"list\""),
         "{label}: no list counted: {heap}"
     );
+    let tuples = heap["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "tuple")
+        .unwrap_or_else(|| panic!("{label}: no tuple counted: {heap}"));
+    assert_eq!(tuples["implausible"].as_u64(), Some(1), "{label}: {tuples}");
+    assert!(
+        tuples["bytes"].as_u64().unwrap() < 1 << 40,
+        "{label}: a claimed size was added up: {tuples}"
+    );
+    let text = pydeep(&["heap", &pid, "--top", "0"], &label).stdout;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("tuple "))
+        .unwrap_or_else(|| panic!("{label}: no tuple line:\n{text}"));
+    assert!(line.contains("+ 1 of implausible size"), "{label}: {line}");
 
     // The target was read, never hurt.
     let mut fixture = fixture;

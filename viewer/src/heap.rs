@@ -20,8 +20,11 @@ use crate::snapshots::{offset_seconds, stamp, title, Selected};
 pub struct Count {
     /// Objects.
     pub count: u64,
-    /// Their shallow size (see notes/snapshots.md).
+    /// Their shallow size (see notes/snapshots.md), those of implausible
+    /// size left out.
     pub bytes: u64,
+    /// Objects whose header claimed more memory than the target had.
+    pub implausible: u64,
 }
 
 /// A heap snapshot's counts by type name.
@@ -33,6 +36,7 @@ pub fn counts(tables: &Tables, heap: &proto::HeapSummary) -> BTreeMap<String, Co
             .or_default();
         entry.count = entry.count.saturating_add(t.count);
         entry.bytes = entry.bytes.saturating_add(t.bytes);
+        entry.implausible = entry.implausible.saturating_add(t.implausible);
     }
     out
 }
@@ -61,7 +65,13 @@ pub fn heap_json(
     let counts = counts(tables, &heap);
     let types: Vec<Value> = ranked(&counts, top)
         .into_iter()
-        .map(|(name, c)| json!({"name": name, "count": c.count, "bytes": c.bytes}))
+        .map(|(name, c)| {
+            let mut entry = json!({"name": name, "count": c.count, "bytes": c.bytes});
+            if c.implausible != 0 {
+                entry["implausible"] = json!(c.implausible);
+            }
+            entry
+        })
         .collect();
     root.insert("objects".into(), json!(heap.total_objects));
     root.insert("bytes".into(), json!(heap.total_bytes));
@@ -89,7 +99,15 @@ pub fn write_heap_text(
     )?;
     for (name, c) in ranked(&counts(tables, &heap), top) {
         let name = escape(name);
-        writeln!(out, "  {name:<40} {:>12} {:>14} bytes", c.count, c.bytes)?;
+        let implausible = match c.implausible {
+            0 => String::new(),
+            n => format!(" + {n} of implausible size (left out)"),
+        };
+        writeln!(
+            out,
+            "  {name:<40} {:>12} {:>14} bytes{implausible}",
+            c.count, c.bytes
+        )?;
     }
     for warning in &selected.snapshot.warnings {
         writeln!(out, "warning: {warning}")?;

@@ -78,6 +78,7 @@ pub fn graph_json(
                     "address": n.address,
                     "type": tables.string(n.type_name),
                     "size": (n.size != 0).then_some(n.size),
+                    "implausible_size": (n.implausible_size != 0).then_some(n.implausible_size),
                     "refcount": n.refcount,
                     "repr": n.value,
                     "depth": n.depth,
@@ -118,7 +119,9 @@ pub fn graph_dot(tables: &Tables, selected: &Selected, root: Option<u64>) -> Str
     );
     let present: HashSet<u64> = nodes.iter().map(|n| n.address).collect();
     for node in &nodes {
-        let size = if node.size == 0 {
+        let size = if node.implausible_size != 0 {
+            format!("implausible (claims {} bytes)", node.implausible_size)
+        } else if node.size == 0 {
             "?".to_string()
         } else {
             node.size.to_string()

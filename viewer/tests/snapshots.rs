@@ -141,6 +141,7 @@ fn write(path: &Path, finish: bool) {
                 refcount: 1,
                 value: format!("v{address:x}"),
                 depth,
+                ..Default::default()
             };
             (
                 vec![
@@ -209,6 +210,7 @@ fn write(path: &Path, finish: bool) {
                 type_name: w.intern_string(name),
                 count: *count,
                 bytes: count * 100,
+                ..Default::default()
             })
             .collect();
         w.record(Kind::Snapshot(proto::Snapshot {

@@ -95,6 +95,8 @@ fn snapshot() -> impl Strategy<Value = proto::Snapshot> {
                         address,
                         type_name,
                         size,
+                        // Garbage too: a claimed size beside a size.
+                        implausible_size: size / 3,
                         refcount: -1,
                         value: String::new(),
                         depth,
@@ -138,6 +140,7 @@ fn snapshot() -> impl Strategy<Value = proto::Snapshot> {
                             type_name: type_name % 4,
                             count,
                             bytes,
+                            implausible: count / 2,
                         })
                         .collect(),
                     ..Default::default()

@@ -9,6 +9,7 @@
 //! of an `int` is encoded, where a managed dict sits) are commented with the
 //! CPython file that forces them.
 
+pub mod plausible;
 mod render;
 mod size;
 
@@ -223,8 +224,10 @@ impl<'a> Objects<'a> {
     }
 
     /// `sys.getsizeof()` of the object, for the kinds whose `__sizeof__`
-    /// pydeep reproduces (builtins and plain/slotted instances).
-    pub fn getsizeof(&self, info: &ObjectInfo) -> Option<u64> {
+    /// pydeep reproduces (builtins and plain/slotted instances): a size,
+    /// or [`plausible::Size::Implausible`] when the object claims more
+    /// memory than the target has (a hostile or corrupt header).
+    pub fn getsizeof(&self, info: &ObjectInfo) -> Option<plausible::Size> {
         size::getsizeof(self, info).ok().flatten()
     }
 
@@ -241,15 +244,41 @@ impl<'a> Objects<'a> {
     pub fn length(&self, info: &ObjectInfo) -> Option<u64> {
         let o = &self.layout().offsets;
         let address = info.address;
-        match info.type_info.kind {
-            Kind::Str => read_u64(self.memory(), address + o.unicode_length?).ok(),
-            Kind::Bytes | Kind::Tuple | Kind::List => {
-                self.reader.var_size(address).ok().map(|n| n.max(0) as u64)
-            }
-            Kind::Dict => read_u64(self.memory(), address + o.dict_ma_used?).ok(),
-            Kind::Set | Kind::FrozenSet => read_u64(self.memory(), address + o.set_used?).ok(),
-            _ => None,
-        }
+        let memory = self.memory();
+        // The least memory each item needs, and where the items are: a
+        // length that memory cannot hold is not shown.
+        let (length, item_bytes, items_at) = match info.type_info.kind {
+            Kind::Str => (
+                read_u64(memory, address + o.unicode_length?).ok()?,
+                1,
+                address,
+            ),
+            Kind::Bytes => (
+                self.reader.var_size(address).ok()?.max(0) as u64,
+                1,
+                address,
+            ),
+            Kind::Tuple => (
+                self.reader.var_size(address).ok()?.max(0) as u64,
+                8,
+                address,
+            ),
+            Kind::List => (
+                self.reader.var_size(address).ok()?.max(0) as u64,
+                8,
+                read_u64(memory, address + o.list_ob_item?).ok()?,
+            ),
+            Kind::Dict => (read_u64(memory, address + o.dict_ma_used?).ok()?, 0, 0),
+            Kind::Set | Kind::FrozenSet => (read_u64(memory, address + o.set_used?).ok()?, 0, 0),
+            _ => return None,
+        };
+        let bytes = length.checked_mul(item_bytes.max(1))?;
+        let holdable = if item_bytes == 0 {
+            bytes <= plausible::ADDRESS_SPACE
+        } else {
+            plausible::can_hold(memory, items_at, bytes)
+        };
+        holdable.then_some(length)
     }
 
     /// The first `limit` item pointers of a tuple or list, and its length.

@@ -323,7 +323,18 @@ impl Objects<'_> {
             }
         };
         if count > MAX_INT_DIGITS {
-            return Ok(format!("<int of {count} digits>"));
+            let digit_size = o.long_digit_size.unwrap_or(4);
+            let bytes = (count as u64).saturating_mul(digit_size);
+            return Ok(
+                if super::plausible::can_hold(self.memory(), address + digits_at, bytes) {
+                    format!("<int of {count} digits>")
+                } else {
+                    format!(
+                        "<int of {}>",
+                        super::plausible::describe_implausible(count as u64, "digits")
+                    )
+                },
+            );
         }
         let bits = o.long_digit_bits.unwrap_or(30) as u32;
         let bytes = read_vec(

@@ -1,6 +1,7 @@
 //! `sys.getsizeof()` reproduced from memory: the type's `__sizeof__` plus
 //! the pre-header (`_PySys_GetSizeOf` in Python/sysmodule.c).
 
+use super::plausible::{self, Size};
 use super::{Kind, ObjectInfo, Objects};
 use crate::cpython::objects::ObjectError;
 use crate::memory::{field_u64, field_u8, read_u64, read_vec};
@@ -8,14 +9,18 @@ use crate::memory::{field_u64, field_u8, read_u64, read_vec};
 /// `sys.getsizeof()` of the object, or `None` for kinds whose
 /// `__sizeof__` pydeep does not reproduce (types, code, builtin objects
 /// other than the ones listed in [`Kind`], instances of builtin subclasses).
+/// A size whose memory the target cannot hold (the object's own memory,
+/// or a list's or set's separate item table) is [`Size::Implausible`].
 pub(super) fn getsizeof(
     objects: &Objects<'_>,
     info: &ObjectInfo,
-) -> Result<Option<u64>, ObjectError> {
+) -> Result<Option<Size>, ObjectError> {
     let o = &objects.layout().offsets;
     let ty = &info.type_info;
     let memory = objects.memory();
     let address = info.address;
+    // Where the bytes counted lie, when not all in the object itself.
+    let mut items: Option<(u64, u64)> = None;
     let sizeof = match ty.kind {
         Kind::Int | Kind::Bool => {
             let digits = o.long_ob_digit.unwrap_or(24);
@@ -32,19 +37,27 @@ pub(super) fn getsizeof(
             };
             digits.saturating_add(count.saturating_mul(o.long_digit_size.unwrap_or(4)))
         }
-        Kind::Str => str_size(objects, address)?,
+        Kind::Str => {
+            let (size, inline) = str_size(objects, address)?;
+            items = Some((address, inline));
+            size
+        }
         Kind::List => {
             let allocated = read_u64(
                 memory,
                 address + o.list_allocated.ok_or(missing("allocated"))?,
             )?;
-            if allocated > 1 << 40 {
-                return Ok(None);
-            }
-            ty.basicsize.saturating_add(allocated * 8)
+            let table = read_u64(memory, address + o.list_ob_item.ok_or(missing("ob_item"))?)?;
+            items = Some((table, allocated.saturating_mul(8)));
+            ty.basicsize.saturating_add(allocated.saturating_mul(8))
         }
         Kind::Dict => match dict_size(objects, address)? {
-            Some(size) => ty.basicsize.saturating_add(size),
+            Some(size) => {
+                // Its tables' sizes come from small log2 fields: nothing
+                // absurd to check.
+                items = Some((address, 0));
+                ty.basicsize.saturating_add(size)
+            }
             None => return Ok(None),
         },
         Kind::Set | Kind::FrozenSet => {
@@ -54,11 +67,10 @@ pub(super) fn getsizeof(
             let entry = o.set_entry_size.unwrap_or(16);
             if table == small {
                 ty.basicsize
-            } else if mask < 1 << 40 {
-                ty.basicsize
-                    .saturating_add((mask + 1).saturating_mul(entry))
             } else {
-                return Ok(None);
+                let bytes = mask.saturating_add(1).saturating_mul(entry);
+                items = Some((table, bytes));
+                ty.basicsize.saturating_add(bytes)
             }
         }
         Kind::Instance => {
@@ -75,7 +87,7 @@ pub(super) fn getsizeof(
         | Kind::Function
         | Kind::Cell
         | Kind::Module => object_sizeof(objects, info)?,
-        Kind::Type => return type_size(objects, info),
+        Kind::Type => return Ok(type_size(objects, info)?.map(Size::Bytes)),
         Kind::Other if ty.name == "code" && ty.flags & heap_flag(objects) == 0 => {
             match code_size(objects, info)? {
                 Some(size) => size,
@@ -84,7 +96,16 @@ pub(super) fn getsizeof(
         }
         Kind::Other => return Ok(None),
     };
-    Ok(Some(sizeof.saturating_add(preheader(objects, info))))
+    let holdable = match items {
+        Some((table, bytes)) => plausible::can_hold(memory, table, bytes),
+        None => plausible::can_hold(memory, address, sizeof),
+    };
+    let size = sizeof.saturating_add(preheader(objects, info));
+    Ok(Some(if holdable {
+        Size::Bytes(size)
+    } else {
+        Size::Implausible(size)
+    }))
 }
 
 fn heap_flag(objects: &Objects<'_>) -> u64 {
@@ -272,8 +293,9 @@ fn plain_object_base(objects: &Objects<'_>, info: &ObjectInfo) -> Result<bool, O
 
 /// `str.__sizeof__` (Objects/unicodeobject.c unicode_sizeof_impl) for
 /// compact strings: the header, the characters and their terminator, and
-/// a cached UTF-8 copy if one was made.
-fn str_size(objects: &Objects<'_>, address: u64) -> Result<u64, ObjectError> {
+/// a cached UTF-8 copy if one was made; and the bytes of the first two,
+/// which lie in the object itself.
+fn str_size(objects: &Objects<'_>, address: u64) -> Result<(u64, u64), ObjectError> {
     let o = &objects.layout().offsets;
     let ascii_size = o
         .unicode_ascii_size
@@ -292,16 +314,17 @@ fn str_size(objects: &Objects<'_>, address: u64) -> Result<u64, ObjectError> {
         });
     }
     if ascii {
-        return Ok(ascii_size + length + 1);
+        return Ok((ascii_size + length + 1, ascii_size + length + 1));
     }
-    let mut size = compact_size + (length + 1) * kind;
+    let inline = compact_size + (length + 1) * kind;
+    let mut size = inline;
     if let (Some(utf8_at), Some(utf8_length_at)) = (o.unicode_utf8, o.unicode_utf8_length) {
         let utf8 = field_u64(&header, utf8_at);
         if utf8 != 0 && utf8 != address.wrapping_add(compact_size) {
             size = size.saturating_add(field_u64(&header, utf8_length_at).saturating_add(1));
         }
     }
-    Ok(size)
+    Ok((size, inline))
 }
 
 /// What `dict.__sizeof__` (Objects/dictobject.c `_PyDict_SizeOf`) adds to
