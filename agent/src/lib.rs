@@ -20,7 +20,9 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod exit;
+pub mod gaps;
 pub mod lifecycle;
+pub mod output;
 pub mod procfs;
 pub mod recorder;
 pub mod redact;
@@ -28,6 +30,7 @@ pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod snapshot;
+pub mod source_access;
 pub mod sources;
 pub mod status;
 

@@ -143,6 +143,23 @@ impl<W: Write> Recorder<W> {
         self.sources = Sources::new(whole);
     }
 
+    /// Forgets everything derived from the program image `pid` ran until
+    /// now: its code objects, its threads (with their last stacks) and the
+    /// source files read for it. Called when the process `exec`s or is
+    /// attached afresh, so that nothing of the old image names a frame of
+    /// the new one; its threads are announced again when next sampled.
+    pub fn forget_process(&mut self, pid: i32) {
+        self.codes.retain(|(owner, _), _| *owner != pid);
+        self.threads.retain(|(owner, _), _| *owner != pid);
+        self.sources.forget_process(pid);
+    }
+
+    /// Source files withheld because the target's own user could not read
+    /// them: (name, why).
+    pub fn withheld_sources(&self) -> &[(String, String)] {
+        self.sources.withheld()
+    }
+
     /// What has been recorded so far.
     pub fn stats(&self) -> &RecorderStats {
         &self.stats

@@ -22,8 +22,10 @@ use pydeep_format::{Writer, WriterOptions};
 
 use crate::exactness::{Exactness, ReadCounts, ReadMode};
 use crate::exit::{Exit, Failure};
+use crate::gaps::{GapCounts, Stalls};
 use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::objects::Rendering;
+use crate::output::BackgroundFile;
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
@@ -113,6 +115,11 @@ pub struct SessionSummary {
     /// Why ticks the default mode would have read paused were not (a
     /// pause failed), if one did.
     pub cannot_pause: Option<String>,
+    /// Stretches the sampler did not observe (recorded as gaps).
+    pub gaps: GapCounts,
+    /// Source files withheld because the target's own user could not read
+    /// them: (name, why).
+    pub withheld_sources: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for SessionSummary {
@@ -144,6 +151,15 @@ impl std::fmt::Display for SessionSummary {
             self.bytes as f64 / self.samples.max(1) as f64
         )?;
         write!(f, "\n  {}", self.reads)?;
+        write!(f, "\n  {}", self.gaps)?;
+        for (name, why) in &self.withheld_sources {
+            write!(
+                f,
+                "\n  source withheld: {}: {}",
+                pydeep_format::text::escape(name),
+                pydeep_format::text::escape(why)
+            )?;
+        }
         if let Some(why) = &self.cannot_pause {
             write!(
                 f,
@@ -176,7 +192,15 @@ struct Attached {
     /// Set while our child runs a program that is not Python (after an
     /// exec): when attaching was last tried.
     execed_away: Option<Instant>,
+    /// When its fate (exit, exec) was last asked.
+    fate_checked: Instant,
 }
+
+/// How often a target whose reads succeed is asked whether it exited or
+/// exec'd (a failed read asks at once). Each asking reads three small
+/// `/proc` files; a program image replaced by `exec` is read through the
+/// old attachment for at most this long, and those samples are dropped.
+const FATE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// After this many failed samples in a row of a living process, attach to
 /// it afresh. A process caught early in its start-up (a child just spawned
@@ -282,6 +306,25 @@ pub fn create_output(output: &Path, overwrite: bool) -> Result<OutputFile, Failu
     OutputFile::create(output, existing, 0o600).map_err(|e| creation_failure(output, &e))
 }
 
+/// The recording's writer over `output`, its bytes written by a thread of
+/// their own ([`BackgroundFile`]): the sampler never waits on the disk.
+/// If the header cannot be written the file is removed.
+pub fn open_writer(
+    output: OutputFile,
+    header: proto::Header,
+) -> Result<Writer<BackgroundFile>, pydeep_format::FormatError> {
+    let path = output.path().to_path_buf();
+    let file = BackgroundFile::new(output.commit()?)?;
+    let remove = |e| {
+        let _ = std::fs::remove_file(&path);
+        e
+    };
+    let writer = Writer::new(file, header, WriterOptions::default()).map_err(remove)?;
+    // The header must be on disk: a full disk fails here, not later.
+    writer.sink().sync().map_err(|e| remove(e.into()))?;
+    Ok(writer)
+}
+
 fn record(
     target: Target,
     child: Option<Child>,
@@ -292,8 +335,7 @@ fn record(
     let root_pid = target.pid();
     let header = header(&target, options);
     // The first write failing removes the file: nothing to verify.
-    let file = Writer::create_in(output_file, header, WriterOptions::default())
-        .map_err(|e| creation_failure(output, &e))?;
+    let file = open_writer(output_file, header).map_err(|e| creation_failure(output, &e))?;
     let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
     recorder.embed_whole_files(options.full_source);
 
@@ -339,6 +381,8 @@ fn record(
     let mut finished_read_calls = 0u64;
     let mut reads = ReadCounts::default();
     let mut cannot_pause: Option<String> = None;
+    let mut stalls = Stalls::default();
+    let mut gaps = GapCounts::default();
     // How the first target ended, for the footer's end reason.
     let mut root_ending: Option<String> = None;
     let end_reason: String;
@@ -357,13 +401,17 @@ fn record(
             break;
         }
         schedule.wait();
-        if !schedule.take(Instant::now()) {
+        let now = Instant::now();
+        if !schedule.take(now) {
             continue;
         }
         ticks += 1;
         snapshots.tick(schedule.missed_ticks);
         let clock_ns = monotonic_ns();
         let weight = schedule.weight();
+        if let Some(gap) = stalls.gap(&schedule, now, clock_ns, &mut gaps) {
+            recorder.record(Kind::Gap(gap))?;
+        }
         let mut index = 0;
         while index < attached.len() {
             let entry = &mut attached[index];
@@ -386,11 +434,53 @@ fn record(
             }
             // With --blocking a sample whose pause failed is a failed read:
             // taken unpaused, it would not be what was asked.
-            let read = entry
-                .exactness
-                .read(&mut entry.target, &mut threads, &mut reads);
+            let read = stalls.time("reading the target", || {
+                entry
+                    .exactness
+                    .read(&mut entry.target, &mut threads, &mut reads)
+            });
             if cannot_pause.is_none() {
                 cannot_pause = entry.exactness.cannot_pause().map(str::to_owned);
+            }
+            // Whether the process ended or exec'd is asked after every
+            // failed read, and every FATE_CHECK_EVERY after good ones: a
+            // new program image read through the old attachment must not
+            // be recorded (its samples are dropped here).
+            if read.is_err() || entry.fate_checked.elapsed() >= FATE_CHECK_EVERY {
+                entry.fate_checked = Instant::now();
+                match entry.fate() {
+                    Fate::Running => {}
+                    Fate::Ended(ending) => {
+                        let detail = ending.detail.clone();
+                        entry.record_ending(&mut recorder, ending)?;
+                        let gone = attached.remove(index);
+                        finished_read_calls += gone.target.read_calls();
+                        if gone.target.pid() == root_pid {
+                            root_ending = Some(detail);
+                            exited_child = gone.child;
+                        }
+                        continue;
+                    }
+                    Fate::Execed(now) => {
+                        match entry.execed(&mut recorder, now, options)? {
+                            AfterExec::Attached | AfterExec::Watching => index += 1,
+                            AfterExec::Detached(detail) => {
+                                let gone = attached.remove(index);
+                                finished_read_calls += gone.target.read_calls();
+                                if gone.target.pid() == root_pid {
+                                    root_ending = Some(detail);
+                                } else {
+                                    // A followed descendant that exec'd
+                                    // (e.g. subprocess's fork exec'ing a
+                                    // new interpreter not yet up) is
+                                    // followed again like a new process.
+                                    known_pids.remove(&gone.target.pid());
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
             }
             match read {
                 Ok(()) => {
@@ -399,6 +489,7 @@ fn record(
                     entry.refresh_names(&threads);
                     let pid = entry.target.pid();
                     let version = entry.target.python_version();
+                    let started = Instant::now();
                     for thread in &threads {
                         let name = entry.names.get(&thread.thread_id).map(String::as_str);
                         recorder.sample(
@@ -410,47 +501,15 @@ fn record(
                             name,
                         )?;
                     }
+                    stalls.note("recording the samples", started.elapsed());
                     index += 1;
                 }
                 Err(error) => {
-                    match entry.fate() {
-                        Fate::Running => {}
-                        Fate::Ended(ending) => {
-                            let detail = ending.detail.clone();
-                            entry.record_ending(&mut recorder, ending)?;
-                            let gone = attached.remove(index);
-                            finished_read_calls += gone.target.read_calls();
-                            if gone.target.pid() == root_pid {
-                                root_ending = Some(detail);
-                                exited_child = gone.child;
-                            }
-                            continue;
-                        }
-                        Fate::Execed(now) => {
-                            match entry.execed(&mut recorder, now, options)? {
-                                AfterExec::Attached | AfterExec::Watching => index += 1,
-                                AfterExec::Detached(detail) => {
-                                    let gone = attached.remove(index);
-                                    finished_read_calls += gone.target.read_calls();
-                                    if gone.target.pid() == root_pid {
-                                        root_ending = Some(detail);
-                                    } else {
-                                        // A followed descendant that exec'd
-                                        // (e.g. subprocess's fork exec'ing a
-                                        // new interpreter not yet up) is
-                                        // followed again like a new process.
-                                        known_pids.remove(&gone.target.pid());
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                    }
                     errors += 1;
                     last_error = Some(error.to_string());
                     entry.consecutive_errors += 1;
                     if entry.consecutive_errors >= REATTACH_AFTER_ERRORS {
-                        entry.reattach(options);
+                        stalls.time("attaching again", || entry.reattach(&mut recorder, options));
                     }
                     index += 1;
                 }
@@ -464,22 +523,29 @@ fn record(
         }
         if options.subprocesses && last_child_scan.elapsed() >= Duration::from_millis(100) {
             last_child_scan = Instant::now();
-            follow_children(
-                root_pid,
-                &mut attached,
-                &mut known_pids,
-                &mut not_python,
-                &mut recorder,
-                options,
-            )?;
+            stalls.time("looking for child processes", || {
+                follow_children(
+                    root_pid,
+                    &mut attached,
+                    &mut known_pids,
+                    &mut not_python,
+                    &mut recorder,
+                    options,
+                )
+            })?;
         }
         if let Some(asked) = snapshots.due(Instant::now()) {
-            for entry in &mut attached {
-                take_snapshot(&mut recorder, entry, &asked, &mut snapshots)?;
-            }
+            stalls.time("taking a snapshot", || -> Result<()> {
+                for entry in &mut attached {
+                    take_snapshot(&mut recorder, entry, &asked, &mut snapshots)?;
+                }
+                Ok(())
+            })?;
             snapshots.ended(schedule.missed_ticks);
         }
-        recorder.maybe_flush()?;
+        stalls.time("compressing a chunk of the recording", || {
+            recorder.maybe_flush()
+        })?;
         let bytes = recorder.writer().stats().bytes_written;
         status.update(
             recorder.stats().samples,
@@ -543,13 +609,14 @@ fn record(
         snapshot_count: 0,
         chunk_count: 0,
         read_calls,
+        gap_count: gaps.count,
+        gap_ticks: gaps.ticks,
     };
-    recorder.finish(footer).map_err(|e| {
-        Failure::new(
-            Exit::OutputError,
-            format!("cannot finish {}: {e}", output.display()),
-        )
-    })?;
+    let withheld_sources = recorder.withheld_sources().to_vec();
+    recorder
+        .finish(footer)
+        .and_then(|file| Ok(file.close()?))
+        .map_err(|e| output_failure(output, &e))?;
     let child = exited_child.or_else(|| attached.into_iter().find_map(|a| a.child));
     Ok((
         SessionSummary {
@@ -569,6 +636,8 @@ fn record(
                 .then(|| snapshots.stats.clone()),
             reads,
             cannot_pause,
+            gaps,
+            withheld_sources,
         },
         child,
     ))
@@ -590,16 +659,21 @@ impl Attached {
             consecutive_errors: 0,
             execed_away: None,
             exactness: Exactness::new(options.read_mode),
+            fate_checked: Instant::now(),
         }
     }
 
     /// Replaces the target by a fresh attachment to the same process, if
-    /// one can be made.
-    fn reattach(&mut self, options: &SessionOptions) {
+    /// one can be made; what the recorder derived from the old one is
+    /// forgotten.
+    fn reattach<W: Write>(&mut self, recorder: &mut Recorder<W>, options: &SessionOptions) {
         self.consecutive_errors = 0;
         if let Ok(fresh) = Target::attach(self.target.pid()) {
             let child = self.child.take();
+            let identity = self.identity.clone();
             *self = Attached::new(fresh, child, options);
+            self.identity = identity;
+            recorder.forget_process(self.target.pid());
         }
     }
 
@@ -698,6 +772,8 @@ impl Attached {
         let identity = self.identity.clone();
         *self = Attached::new(fresh, child, options);
         self.identity = identity;
+        // Nothing known of the old image may name a frame of the new one.
+        recorder.forget_process(self.target.pid());
         process_event(
             recorder,
             &self.target,

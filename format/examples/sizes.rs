@@ -40,6 +40,7 @@ fn kind_name(record: &Record) -> &'static str {
         Some(Kind::Snapshot(_)) => "snapshot",
         Some(Kind::TraceEvents(_)) => "trace_events",
         Some(Kind::ProcessEvent(_)) => "process_event",
+        Some(Kind::Gap(_)) => "gap",
         Some(Kind::Footer(_)) => "footer",
         None => "unknown",
     }

@@ -19,6 +19,7 @@ use super::config::{Rotation, TargetSettings};
 use super::discovery::Process;
 use super::rotation::StreamFile;
 use crate::exactness::{Exactness, ReadCounts, ReadMode};
+use crate::gaps::{GapCounts, Stalls};
 use crate::lifecycle::{self, Fate, Identity};
 use crate::recorder::{proto_version, Recorder, Tick};
 use crate::schedule::Schedule;
@@ -35,6 +36,10 @@ const UNREADABLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The longest the thread sleeps before looking at its commands again.
 const COMMAND_LATENCY: Duration = Duration::from_millis(50);
+
+/// How often a target whose reads succeed is asked whether it exited or
+/// exec'd (as the session does).
+const FATE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// After this many failed samples in a row of a living process, attach to
 /// it afresh (as the session does: what was found early in a start-up may
@@ -308,6 +313,8 @@ struct FileCounters {
     read_calls_at_open: u64,
     /// How this file's ticks were read (paused or not).
     reads: ReadCounts,
+    /// This file's gaps.
+    gaps: GapCounts,
 }
 
 impl Worker {
@@ -431,6 +438,8 @@ impl Worker {
             max_lag_ns: counters.max_lag.as_nanos() as u64,
             end_reason: reason.into(),
             read_calls: attached.target.read_calls() - counters.read_calls_at_open,
+            gap_count: counters.gaps.count,
+            gap_ticks: counters.gaps.ticks,
             ..Default::default()
         };
         let bytes_before = file.bytes();
@@ -468,6 +477,8 @@ impl Worker {
             status.rate_hz = rate;
         }
         let mut threads: Vec<ThreadSample> = Vec::new();
+        let mut stalls = Stalls::default();
+        let mut fate_checked = Instant::now();
         let mut last_good_read = Instant::now();
         let mut next_snapshot = self
             .spec
@@ -495,7 +506,7 @@ impl Worker {
                 match command {
                     Command::Stop { reason } => break 'sampling reason,
                     Command::Flush { reply } => {
-                        let result = file.recorder.flush().map_err(|e| e.to_string());
+                        let result = file.flush().map_err(|e| e.to_string());
                         let _ = reply.send(result.map(|()| file.bytes()));
                     }
                     Command::Snapshot { request, reply } => {
@@ -554,22 +565,40 @@ impl Worker {
                 continue;
             }
             schedule.wait();
-            if !schedule.take(Instant::now()) {
+            let now = Instant::now();
+            if !schedule.take(now) {
                 continue;
             }
             ticks += 1;
             counters.max_lag = counters.max_lag.max(schedule.last_lag);
             let clock_ns = monotonic_ns();
             let weight = schedule.weight();
-            let read =
+            if let Some(gap) = stalls.gap(&schedule, now, clock_ns, &mut counters.gaps) {
+                file.recorder.record(Kind::Gap(gap))?;
+            }
+            let mut read = stalls.time("reading the target", || {
                 attached
                     .exactness
-                    .read(&mut attached.target, &mut threads, &mut counters.reads);
+                    .read(&mut attached.target, &mut threads, &mut counters.reads)
+            });
+            // An exit or exec is asked after every failed read, and every
+            // FATE_CHECK_EVERY after good ones: a new program image read
+            // through the old attachment is not recorded.
+            if read.is_ok() && fate_checked.elapsed() >= FATE_CHECK_EVERY {
+                fate_checked = Instant::now();
+                if !matches!(
+                    lifecycle::fate(pid, &attached.identity, None),
+                    Fate::Running
+                ) {
+                    read = Err(crate::target::ReadError::TargetExited { pid });
+                }
+            }
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
                     attached.consecutive_errors = 0;
                     attached.refresh_names(&threads);
+                    let started = Instant::now();
                     for thread in &threads {
                         let name = attached.names.get(&thread.thread_id).map(String::as_str);
                         file.recorder.sample(
@@ -581,6 +610,7 @@ impl Worker {
                             name,
                         )?;
                     }
+                    stalls.note("recording the samples", started.elapsed());
                 }
                 Err(error) => {
                     match lifecycle::fate(pid, &attached.identity, None) {
@@ -615,8 +645,11 @@ impl Worker {
                     attached.consecutive_errors += 1;
                     if attached.consecutive_errors >= REATTACH_AFTER_ERRORS {
                         attached.consecutive_errors = 0;
-                        if let Ok(fresh) = Target::attach(pid) {
+                        if let Ok(fresh) = stalls.time("attaching again", || Target::attach(pid)) {
+                            let identity = attached.identity.clone();
                             attached = Tracked::new(fresh, &self.spec.settings);
+                            attached.identity = identity;
+                            file.recorder.forget_process(pid);
                         }
                     }
                     if last_good_read.elapsed() > UNREADABLE_LIMIT {
@@ -624,7 +657,9 @@ impl Worker {
                     }
                 }
             }
-            file.recorder.maybe_flush()?;
+            stalls.time("compressing a chunk of the recording", || {
+                file.recorder.maybe_flush()
+            })?;
 
             let now = Instant::now();
             for (due, heap) in [(&mut next_snapshot, false), (&mut next_heap, true)] {
@@ -639,11 +674,11 @@ impl Worker {
                         locals: !heap && self.spec.settings.locals,
                         heap,
                     };
-                    match attached.snapshot(
-                        &mut file.recorder,
-                        request,
-                        self.spec.settings.max_depth as usize,
-                    ) {
+                    let max_depth = self.spec.settings.max_depth as usize;
+                    let taken = stalls.time("taking a snapshot", || {
+                        attached.snapshot(&mut file.recorder, request, max_depth)
+                    });
+                    match taken {
                         Ok(_) => snapshots += 1,
                         Err(error) => tracing::warn!(pid, "snapshot failed: {error:#}"),
                     }
