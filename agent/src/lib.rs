@@ -26,6 +26,7 @@ pub mod output;
 pub mod procfs;
 pub mod recorder;
 pub mod redact;
+pub mod sampled;
 pub mod schedule;
 pub mod session;
 pub mod signals;
