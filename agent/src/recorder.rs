@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use pydeep_format::linetable::LineIndex;
-use pydeep_format::proto::{self, SampleFlag};
+use pydeep_format::proto::{self, ProcessEventKind, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
 use crate::sources::Sources;
@@ -118,6 +118,8 @@ pub struct Recorder<W: Write> {
     next_thread_id: u32,
     frame_ids: Vec<u64>,
     stats: RecorderStats,
+    /// Masks secret-looking values of recorded command lines (`--redact`).
+    redact: Option<&'static regex::Regex>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -134,13 +136,67 @@ impl<W: Write> Recorder<W> {
             next_thread_id: 1,
             frame_ids: Vec::new(),
             stats: RecorderStats::default(),
+            redact: None,
         }
+    }
+
+    /// Masks values of command lines recorded from now on that match
+    /// `pattern` (`--redact`; the daemon uses the default pattern).
+    pub fn set_redaction(&mut self, pattern: Option<&'static regex::Regex>) {
+        self.redact = pattern;
+    }
+
+    /// `argv` as recorded: secret-looking values masked.
+    pub fn command_line(&self, argv: &[String]) -> Vec<String> {
+        crate::redact::command_line(self.redact, argv)
+    }
+
+    /// Records a process event of `target` now, with its command line as
+    /// recorded and its Python version: the one way every driver writes
+    /// them.
+    pub fn process_event(
+        &mut self,
+        target: &crate::Target,
+        kind: ProcessEventKind,
+        code: i32,
+        parent_pid: i32,
+        detail: String,
+    ) -> Result<(), FormatError> {
+        let pid = target.pid();
+        let argv = self.command_line(&crate::procfs::cmdline(pid));
+        self.record(proto::record::Kind::ProcessEvent(proto::ProcessEvent {
+            time_ns: crate::session::monotonic_ns(),
+            pid: pid as u32,
+            kind: kind as i32,
+            code,
+            parent_pid: parent_pid as u32,
+            python_version: Some(proto_version(&target.python_version())),
+            argv,
+            detail,
+        }))
     }
 
     /// Embeds whole source files rather than the lines of the code objects
     /// recorded (`--full-source`; see sources.rs).
     pub fn embed_whole_files(&mut self, whole: bool) {
         self.sources = Sources::new(whole);
+    }
+
+    /// Forgets everything derived from the program image `pid` ran until
+    /// now: its code objects, its threads (with their last stacks) and the
+    /// source files read for it. Called when the process `exec`s or is
+    /// attached afresh, so that nothing of the old image names a frame of
+    /// the new one; its threads are announced again when next sampled.
+    pub fn forget_process(&mut self, pid: i32) {
+        self.codes.retain(|(owner, _), _| *owner != pid);
+        self.threads.retain(|(owner, _), _| *owner != pid);
+        self.sources.forget_process(pid);
+    }
+
+    /// Source files withheld because the target's own user could not read
+    /// them: (name, why).
+    pub fn withheld_sources(&self) -> &[(String, String)] {
+        self.sources.withheld()
     }
 
     /// What has been recorded so far.

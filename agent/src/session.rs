@@ -20,16 +20,19 @@ use pydeep_format::files::{Existing, OutputFile};
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{Writer, WriterOptions};
 
-use crate::exactness::{Exactness, ReadCounts, ReadMode};
+use crate::exactness::{ReadCounts, ReadMode};
 use crate::exit::{Exit, Failure};
+use crate::gaps::{GapCounts, Stalls};
 use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::objects::Rendering;
+use crate::output::BackgroundFile;
 use crate::procfs;
 use crate::recorder::{proto_version, Recorder, Tick};
+use crate::sampled::Sampled;
 use crate::schedule::Schedule;
 use crate::snapshot::{SnapshotOptions, SnapshotSchedule};
 use crate::status::StatusLine;
-use crate::{AttachError, Target, ThreadSample, WalkOptions};
+use crate::{AttachError, Target, ThreadSample};
 
 /// Set by SIGINT / SIGTERM: stop at the next tick and finalize the file.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -113,6 +116,11 @@ pub struct SessionSummary {
     /// Why ticks the default mode would have read paused were not (a
     /// pause failed), if one did.
     pub cannot_pause: Option<String>,
+    /// Stretches the sampler did not observe (recorded as gaps).
+    pub gaps: GapCounts,
+    /// Source files withheld because the target's own user could not read
+    /// them: (name, why).
+    pub withheld_sources: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for SessionSummary {
@@ -144,6 +152,15 @@ impl std::fmt::Display for SessionSummary {
             self.bytes as f64 / self.samples.max(1) as f64
         )?;
         write!(f, "\n  {}", self.reads)?;
+        write!(f, "\n  {}", self.gaps)?;
+        for (name, why) in &self.withheld_sources {
+            write!(
+                f,
+                "\n  source withheld: {}: {}",
+                pydeep_format::text::escape(name),
+                pydeep_format::text::escape(why)
+            )?;
+        }
         if let Some(why) = &self.cannot_pause {
             write!(
                 f,
@@ -160,30 +177,17 @@ impl std::fmt::Display for SessionSummary {
     }
 }
 
-/// One attached process in the session.
+/// One attached process in the session: how it is sampled, and what
+/// only `record` and `attach` follow (our child's exit status, an exec
+/// away from Python).
 struct Attached {
-    target: Target,
+    sampled: Sampled,
     /// The child we started (record mode), whose exit status we can read.
     child: Option<Child>,
-    names: HashMap<u64, String>,
-    names_refreshed: Option<Instant>,
-    /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
-    consecutive_errors: u32,
-    /// The program image attached; a change means an exec.
-    identity: Identity,
-    /// Whether its ticks are read paused now.
-    exactness: Exactness,
     /// Set while our child runs a program that is not Python (after an
     /// exec): when attaching was last tried.
     execed_away: Option<Instant>,
 }
-
-/// After this many failed samples in a row of a living process, attach to
-/// it afresh. A process caught early in its start-up (a child just spawned
-/// and followed with `--subprocesses`, or the program `record` started) can
-/// be attached before its interpreter is fully set up; what was found then
-/// (interpreter and thread-list addresses) may never become readable.
-const REATTACH_AFTER_ERRORS: u32 = 20;
 
 /// How long a recording stopped by SIGINT or SIGTERM waits for the program
 /// `record` started, which got the signal too, to end.
@@ -213,9 +217,6 @@ pub fn run(
     file: OutputFile,
     options: &SessionOptions,
 ) -> Result<(SessionSummary, Option<Child>)> {
-    if let Ok(mut redact) = REDACT.write() {
-        *redact = options.redact;
-    }
     let output = &file.path().to_path_buf();
     record(target, child, file, options).map_err(|error| {
         let format_error = error
@@ -282,6 +283,25 @@ pub fn create_output(output: &Path, overwrite: bool) -> Result<OutputFile, Failu
     OutputFile::create(output, existing, 0o600).map_err(|e| creation_failure(output, &e))
 }
 
+/// The recording's writer over `output`, its bytes written by a thread of
+/// their own ([`BackgroundFile`]): the sampler never waits on the disk.
+/// If the header cannot be written the file is removed.
+pub fn open_writer(
+    output: OutputFile,
+    header: proto::Header,
+) -> Result<Writer<BackgroundFile>, pydeep_format::FormatError> {
+    let path = output.path().to_path_buf();
+    let file = BackgroundFile::new(output.commit()?)?;
+    let remove = |e| {
+        let _ = std::fs::remove_file(&path);
+        e
+    };
+    let writer = Writer::new(file, header, WriterOptions::default()).map_err(remove)?;
+    // The header must be on disk: a full disk fails here, not later.
+    writer.sink().sync().map_err(|e| remove(e.into()))?;
+    Ok(writer)
+}
+
 fn record(
     target: Target,
     child: Option<Child>,
@@ -292,9 +312,9 @@ fn record(
     let root_pid = target.pid();
     let header = header(&target, options);
     // The first write failing removes the file: nothing to verify.
-    let file = Writer::create_in(output_file, header, WriterOptions::default())
-        .map_err(|e| creation_failure(output, &e))?;
+    let file = open_writer(output_file, header).map_err(|e| creation_failure(output, &e))?;
     let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
+    recorder.set_redaction(options.redact);
     recorder.embed_whole_files(options.full_source);
 
     let mut attached = vec![Attached::new(target, child, options)];
@@ -302,7 +322,7 @@ fn record(
     let mut not_python: HashMap<i32, Refused> = HashMap::new();
     process_event(
         &mut recorder,
-        &attached[0].target,
+        &attached[0].sampled.target,
         ProcessEventKind::ProcessAttached,
         0,
         0,
@@ -339,6 +359,8 @@ fn record(
     let mut finished_read_calls = 0u64;
     let mut reads = ReadCounts::default();
     let mut cannot_pause: Option<String> = None;
+    let mut stalls = Stalls::default();
+    let mut gaps = GapCounts::default();
     // How the first target ended, for the footer's end reason.
     let mut root_ending: Option<String> = None;
     let end_reason: String;
@@ -357,13 +379,17 @@ fn record(
             break;
         }
         schedule.wait();
-        if !schedule.take(Instant::now()) {
+        let now = Instant::now();
+        if !schedule.take(now) {
             continue;
         }
         ticks += 1;
         snapshots.tick(schedule.missed_ticks);
         let clock_ns = monotonic_ns();
         let weight = schedule.weight();
+        if let Some(gap) = stalls.gap(&schedule, now, clock_ns, &mut gaps) {
+            recorder.record(Kind::Gap(gap))?;
+        }
         let mut index = 0;
         while index < attached.len() {
             let entry = &mut attached[index];
@@ -371,11 +397,11 @@ fn record(
                 // Our child exec'd into a program that is not Python: no
                 // stacks to read, but its exit status is still to come,
                 // and it may yet exec a Python again.
-                match entry.watch(&mut recorder, options)? {
+                match entry.watch(&mut recorder)? {
                     Watch::Ended(ending) => {
                         let gone = attached.remove(index);
-                        finished_read_calls += gone.target.read_calls();
-                        if gone.target.pid() == root_pid {
+                        finished_read_calls += gone.sampled.target.read_calls();
+                        if gone.sampled.target.pid() == root_pid {
                             root_ending = Some(ending);
                             exited_child = gone.child;
                         }
@@ -386,72 +412,65 @@ fn record(
             }
             // With --blocking a sample whose pause failed is a failed read:
             // taken unpaused, it would not be what was asked.
-            let read = entry
-                .exactness
-                .read(&mut entry.target, &mut threads, &mut reads);
+            let read = stalls.time("reading the target", || {
+                entry.sampled.read(&mut threads, &mut reads)
+            });
             if cannot_pause.is_none() {
-                cannot_pause = entry.exactness.cannot_pause().map(str::to_owned);
+                cannot_pause = entry.sampled.exactness.cannot_pause().map(str::to_owned);
+            }
+            // Whether the process ended or exec'd is asked after every
+            // failed read, and every FATE_CHECK_EVERY after good ones: a
+            // new program image read through the old attachment must not
+            // be recorded (its samples are dropped here).
+            if entry.sampled.fate_due(read.is_err()) {
+                match entry.fate() {
+                    Fate::Running => {}
+                    Fate::Ended(ending) => {
+                        let detail = ending.detail.clone();
+                        entry.record_ending(&mut recorder, ending)?;
+                        let gone = attached.remove(index);
+                        finished_read_calls += gone.sampled.target.read_calls();
+                        if gone.sampled.target.pid() == root_pid {
+                            root_ending = Some(detail);
+                            exited_child = gone.child;
+                        }
+                        continue;
+                    }
+                    Fate::Execed(now) => {
+                        match entry.execed(&mut recorder, now)? {
+                            AfterExec::Attached | AfterExec::Watching => index += 1,
+                            AfterExec::Detached(detail) => {
+                                let gone = attached.remove(index);
+                                finished_read_calls += gone.sampled.target.read_calls();
+                                if gone.sampled.target.pid() == root_pid {
+                                    root_ending = Some(detail);
+                                } else {
+                                    // A followed descendant that exec'd
+                                    // (e.g. subprocess's fork exec'ing a
+                                    // new interpreter not yet up) is
+                                    // followed again like a new process.
+                                    known_pids.remove(&gone.sampled.target.pid());
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
             }
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
-                    entry.consecutive_errors = 0;
-                    entry.refresh_names(&threads);
-                    let pid = entry.target.pid();
-                    let version = entry.target.python_version();
-                    for thread in &threads {
-                        let name = entry.names.get(&thread.thread_id).map(String::as_str);
-                        recorder.sample(
-                            &mut entry.target,
-                            pid,
-                            &version,
-                            Tick { clock_ns, weight },
-                            thread,
-                            name,
-                        )?;
-                    }
+                    let started = Instant::now();
+                    entry
+                        .sampled
+                        .record(&mut recorder, Tick { clock_ns, weight }, &threads)?;
+                    stalls.note("recording the samples", started.elapsed());
                     index += 1;
                 }
                 Err(error) => {
-                    match entry.fate() {
-                        Fate::Running => {}
-                        Fate::Ended(ending) => {
-                            let detail = ending.detail.clone();
-                            entry.record_ending(&mut recorder, ending)?;
-                            let gone = attached.remove(index);
-                            finished_read_calls += gone.target.read_calls();
-                            if gone.target.pid() == root_pid {
-                                root_ending = Some(detail);
-                                exited_child = gone.child;
-                            }
-                            continue;
-                        }
-                        Fate::Execed(now) => {
-                            match entry.execed(&mut recorder, now, options)? {
-                                AfterExec::Attached | AfterExec::Watching => index += 1,
-                                AfterExec::Detached(detail) => {
-                                    let gone = attached.remove(index);
-                                    finished_read_calls += gone.target.read_calls();
-                                    if gone.target.pid() == root_pid {
-                                        root_ending = Some(detail);
-                                    } else {
-                                        // A followed descendant that exec'd
-                                        // (e.g. subprocess's fork exec'ing a
-                                        // new interpreter not yet up) is
-                                        // followed again like a new process.
-                                        known_pids.remove(&gone.target.pid());
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                    }
                     errors += 1;
                     last_error = Some(error.to_string());
-                    entry.consecutive_errors += 1;
-                    if entry.consecutive_errors >= REATTACH_AFTER_ERRORS {
-                        entry.reattach(options);
-                    }
+                    stalls.time("attaching again", || entry.sampled.failed(&mut recorder));
                     index += 1;
                 }
             }
@@ -464,22 +483,29 @@ fn record(
         }
         if options.subprocesses && last_child_scan.elapsed() >= Duration::from_millis(100) {
             last_child_scan = Instant::now();
-            follow_children(
-                root_pid,
-                &mut attached,
-                &mut known_pids,
-                &mut not_python,
-                &mut recorder,
-                options,
-            )?;
+            stalls.time("looking for child processes", || {
+                follow_children(
+                    root_pid,
+                    &mut attached,
+                    &mut known_pids,
+                    &mut not_python,
+                    &mut recorder,
+                    options,
+                )
+            })?;
         }
         if let Some(asked) = snapshots.due(Instant::now()) {
-            for entry in &mut attached {
-                take_snapshot(&mut recorder, entry, &asked, &mut snapshots)?;
-            }
+            stalls.time("taking a snapshot", || -> Result<()> {
+                for entry in &mut attached {
+                    take_snapshot(&mut recorder, entry, &asked, &mut snapshots)?;
+                }
+                Ok(())
+            })?;
             snapshots.ended(schedule.missed_ticks);
         }
-        recorder.maybe_flush()?;
+        stalls.time("compressing a chunk of the recording", || {
+            recorder.maybe_flush()
+        })?;
         let bytes = recorder.writer().stats().bytes_written;
         status.update(
             recorder.stats().samples,
@@ -515,7 +541,7 @@ fn record(
             Fate::Ended(ending) => entry.record_ending(&mut recorder, ending)?,
             _ => process_event(
                 &mut recorder,
-                &entry.target,
+                &entry.sampled.target,
                 ProcessEventKind::ProcessDetached,
                 0,
                 0,
@@ -523,8 +549,11 @@ fn record(
             )?,
         }
     }
-    let read_calls =
-        finished_read_calls + attached.iter().map(|a| a.target.read_calls()).sum::<u64>();
+    let read_calls = finished_read_calls
+        + attached
+            .iter()
+            .map(|a| a.sampled.target.read_calls())
+            .sum::<u64>();
     let elapsed = start.elapsed();
     let stats = recorder.stats().clone();
     let footer = proto::Footer {
@@ -543,13 +572,14 @@ fn record(
         snapshot_count: 0,
         chunk_count: 0,
         read_calls,
+        gap_count: gaps.count,
+        gap_ticks: gaps.ticks,
     };
-    recorder.finish(footer).map_err(|e| {
-        Failure::new(
-            Exit::OutputError,
-            format!("cannot finish {}: {e}", output.display()),
-        )
-    })?;
+    let withheld_sources = recorder.withheld_sources().to_vec();
+    recorder
+        .finish(footer)
+        .and_then(|file| Ok(file.close()?))
+        .map_err(|e| output_failure(output, &e))?;
     let child = exited_child.or_else(|| attached.into_iter().find_map(|a| a.child));
     Ok((
         SessionSummary {
@@ -569,70 +599,36 @@ fn record(
                 .then(|| snapshots.stats.clone()),
             reads,
             cannot_pause,
+            gaps,
+            withheld_sources,
         },
         child,
     ))
 }
 
 impl Attached {
-    fn new(mut target: Target, child: Option<Child>, options: &SessionOptions) -> Self {
-        target.set_walk_options(WalkOptions {
-            max_depth: options.max_depth as usize,
-            check_torn: true,
-            ..WalkOptions::default()
-        });
+    fn new(target: Target, child: Option<Child>, options: &SessionOptions) -> Self {
         Attached {
-            identity: Identity::of(target.pid()),
-            target,
+            sampled: Sampled::new(target, options.read_mode, options.max_depth),
             child,
-            names: HashMap::new(),
-            names_refreshed: None,
-            consecutive_errors: 0,
             execed_away: None,
-            exactness: Exactness::new(options.read_mode),
-        }
-    }
-
-    /// Replaces the target by a fresh attachment to the same process, if
-    /// one can be made.
-    fn reattach(&mut self, options: &SessionOptions) {
-        self.consecutive_errors = 0;
-        if let Ok(fresh) = Target::attach(self.target.pid()) {
-            let child = self.child.take();
-            *self = Attached::new(fresh, child, options);
-        }
-    }
-
-    /// Re-reads thread names once a second, or at once when a thread
-    /// appears whose name we do not know.
-    fn refresh_names(&mut self, threads: &[ThreadSample]) {
-        let stale = self
-            .names_refreshed
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        let unknown = threads
-            .iter()
-            .any(|t| !self.names.contains_key(&t.thread_id));
-        let recently = self
-            .names_refreshed
-            .is_some_and(|at| at.elapsed() < Duration::from_millis(50));
-        if stale || (unknown && !recently) {
-            if let Ok(names) = self.target.thread_names() {
-                self.names = names;
-            }
-            self.names_refreshed = Some(Instant::now());
         }
     }
 
     /// What became of the process since it was attached (see [`lifecycle`]).
     fn fate(&mut self) -> Fate {
-        lifecycle::fate(self.target.pid(), &self.identity, self.child.as_mut())
+        lifecycle::fate(
+            self.sampled.target.pid(),
+            &self.sampled.identity,
+            self.child.as_mut(),
+        )
     }
 
     /// Writes the process event of `ending`.
     fn record_ending<W: Write>(&self, recorder: &mut Recorder<W>, ending: Ending) -> Result<()> {
         process_event(
             recorder,
-            &self.target,
+            &self.sampled.target,
             ending.kind,
             ending.code,
             0,
@@ -643,21 +639,16 @@ impl Attached {
     /// The process exec'd into `now`: records it, then attaches to the new
     /// program if it is a Python. Otherwise our own child is watched until
     /// it exits (its status is still to come); any other process is left.
-    fn execed<W: Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        now: Identity,
-        options: &SessionOptions,
-    ) -> Result<AfterExec> {
+    fn execed<W: Write>(&mut self, recorder: &mut Recorder<W>, now: Identity) -> Result<AfterExec> {
         let program = now
             .exe
             .as_ref()
             .map_or_else(|| "?".into(), |p| p.display().to_string());
-        let argv = redacted_argv(&now.argv);
+        let argv = recorder.command_line(&now.argv);
         let detail = format!("exec'd into {program} ({})", argv.join(" "));
         recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
             time_ns: monotonic_ns(),
-            pid: self.target.pid() as u32,
+            pid: self.sampled.target.pid() as u32,
             kind: ProcessEventKind::ProcessExeced as i32,
             code: 0,
             parent_pid: 0,
@@ -665,8 +656,8 @@ impl Attached {
             argv,
             detail: detail.clone(),
         }))?;
-        self.identity = now;
-        if self.try_attach_again(recorder, options)? {
+        self.sampled.identity = now;
+        if self.try_attach_again(recorder)? {
             return Ok(AfterExec::Attached);
         }
         if self.child.is_some() {
@@ -675,7 +666,7 @@ impl Attached {
         }
         process_event(
             recorder,
-            &self.target,
+            &self.sampled.target,
             ProcessEventKind::ProcessDetached,
             0,
             0,
@@ -686,21 +677,16 @@ impl Attached {
 
     /// Attaches to the process's new program; true (and an ATTACHED event)
     /// if it is a Python pydeep reads.
-    fn try_attach_again<W: Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        options: &SessionOptions,
-    ) -> Result<bool> {
-        let Ok(fresh) = Target::attach(self.target.pid()) else {
+    fn try_attach_again<W: Write>(&mut self, recorder: &mut Recorder<W>) -> Result<bool> {
+        let Ok(fresh) = Target::attach(self.sampled.target.pid()) else {
             return Ok(false);
         };
-        let child = self.child.take();
-        let identity = self.identity.clone();
-        *self = Attached::new(fresh, child, options);
-        self.identity = identity;
+        // Nothing known of the old image may name a frame of the new one.
+        self.sampled.replace(fresh, recorder);
+        self.execed_away = None;
         process_event(
             recorder,
-            &self.target,
+            &self.sampled.target,
             ProcessEventKind::ProcessAttached,
             0,
             0,
@@ -711,11 +697,7 @@ impl Attached {
 
     /// One tick of watching a child that exec'd away from Python: has it
     /// ended, or (tried once a second) become a Python again?
-    fn watch<W: Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        options: &SessionOptions,
-    ) -> Result<Watch> {
+    fn watch<W: Write>(&mut self, recorder: &mut Recorder<W>) -> Result<Watch> {
         match self.fate() {
             Fate::Ended(ending) => {
                 let detail = ending.detail.clone();
@@ -723,9 +705,9 @@ impl Attached {
                 return Ok(Watch::Ended(detail));
             }
             Fate::Execed(now) => {
-                self.identity = now;
+                self.sampled.identity = now;
                 self.execed_away = Some(Instant::now());
-                self.try_attach_again(recorder, options)?;
+                self.try_attach_again(recorder)?;
             }
             Fate::Running => {
                 if self
@@ -733,7 +715,7 @@ impl Attached {
                     .is_some_and(|at| at.elapsed() >= Duration::from_secs(1))
                 {
                     self.execed_away = Some(Instant::now());
-                    self.try_attach_again(recorder, options)?;
+                    self.try_attach_again(recorder)?;
                 }
             }
         }
@@ -767,7 +749,7 @@ fn take_snapshot<W: Write>(
     asked: &SnapshotOptions,
     schedule: &mut SnapshotSchedule,
 ) -> Result<()> {
-    let taken = match crate::snapshot::take(&mut entry.target, asked) {
+    let taken = match crate::snapshot::take(&mut entry.sampled.target, asked) {
         Ok(taken) => taken,
         Err(_) => {
             schedule.stats.failures += 1;
@@ -776,13 +758,14 @@ fn take_snapshot<W: Write>(
     };
     schedule.taken(&taken);
     if asked.scopes {
-        if let Ok(names) = entry.target.thread_names() {
-            entry.names = names;
-            entry.names_refreshed = Some(Instant::now());
-        }
+        entry.sampled.read_names();
     }
-    let record =
-        crate::snapshot::to_record_of_target(recorder, &mut entry.target, &taken, &entry.names);
+    let record = crate::snapshot::to_record_of_target(
+        recorder,
+        &mut entry.sampled.target,
+        &taken,
+        &entry.sampled.names,
+    );
     recorder.record(Kind::Snapshot(record))?;
     Ok(())
 }
@@ -795,32 +778,7 @@ fn process_event<W: Write>(
     parent_pid: i32,
     detail: String,
 ) -> Result<()> {
-    let pid = target.pid();
-    recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
-        time_ns: monotonic_ns(),
-        pid: pid as u32,
-        kind: kind as i32,
-        code,
-        parent_pid: parent_pid as u32,
-        python_version: Some(proto_version(&target.python_version())),
-        argv: recorded_command_line(pid),
-        detail,
-    }))?;
-    Ok(())
-}
-
-/// The `--redact` pattern of the running session, for the command lines
-/// it records (set once at the start of [`run`]).
-static REDACT: std::sync::RwLock<Option<&'static regex::Regex>> = std::sync::RwLock::new(None);
-
-/// The command line of `pid` as recorded: secret-looking values masked.
-fn recorded_command_line(pid: i32) -> Vec<String> {
-    redacted_argv(&procfs::cmdline(pid))
-}
-
-fn redacted_argv(argv: &[String]) -> Vec<String> {
-    let redact = REDACT.read().map_or(None, |r| *r);
-    crate::redact::command_line(redact, argv)
+    Ok(recorder.process_event(target, kind, code, parent_pid, detail)?)
 }
 
 /// A descendant that could not be attached, as it was then.
@@ -900,7 +858,7 @@ pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
         format_version: pydeep_format::FORMAT_VERSION,
         pydeep_version: env!("CARGO_PKG_VERSION").into(),
         pid: pid as u32,
-        argv: recorded_command_line(pid),
+        argv: crate::redact::command_line(options.redact, &procfs::cmdline(pid)),
         executable: procfs::executable(pid)
             .unwrap_or_default()
             .display()

@@ -11,17 +11,18 @@
 //! whose lines an earlier span already holds names that span.
 //! `pydeep record --full-source` embeds whole files instead.
 //!
-//! Each file is read once (the first time one of its code objects is
-//! recorded) and kept, so that every span of it comes from the same
-//! reading even if the file changes on disk meanwhile.
+//! Each file is read once per process (the first time one of its code
+//! objects is recorded) and kept, so that every span of it comes from the
+//! same reading even if the file changes on disk meanwhile. It is read only
+//! through the target's root and only if the target's own user could read
+//! it (source_access.rs); a file withheld or missing is recorded with why.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use pydeep_format::Writer;
 
-/// Longest source file read; a larger one is recorded as missing.
-const MAX_SOURCE_BYTES: u64 = 16 << 20;
+use crate::source_access::{read_as_target, Unreadable};
 
 /// Lines kept around a code object's span: the line above (a decorator or
 /// comment often introduces a function) is not worth a second span later.
@@ -31,20 +32,25 @@ const CONTEXT_LINES: u32 = 1;
 struct File {
     /// String id of its name in the recording.
     path: u64,
-    /// Its bytes, or None if it could not be read.
-    content: Option<Vec<u8>>,
+    /// Its bytes, or why it was not read.
+    content: Result<Vec<u8>, Unreadable>,
     /// The definition standing for the whole file (or for its absence).
     whole: Option<u64>,
     /// (first line, last line, definition id) of each span embedded.
     spans: Vec<(u32, u32, u64)>,
 }
 
-/// The source files embedded so far, by the name code objects give them.
+/// The source files embedded so far, by process and the name its code
+/// objects give them (two processes may see different files under one
+/// name, and may not have the same right to read them).
 #[derive(Default)]
 pub struct Sources {
-    files: HashMap<String, File>,
+    files: HashMap<(i32, String), File>,
     /// Embed whole files rather than the spans code objects cover.
     whole_files: bool,
+    /// Files withheld because the target's user could not read them:
+    /// (name, why), in the order found.
+    withheld: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -53,7 +59,19 @@ impl Sources {
         Sources {
             files: HashMap::new(),
             whole_files,
+            withheld: Vec::new(),
         }
+    }
+
+    /// Forgets the files read for `pid` (its program image is gone).
+    pub fn forget_process(&mut self, pid: i32) {
+        self.files.retain(|(owner, _), _| *owner != pid);
+    }
+
+    /// Files withheld because the target's own user could not read them,
+    /// with why.
+    pub fn withheld(&self) -> &[(String, String)] {
+        &self.withheld
     }
 
     /// The source definition holding `lines` (first and last, 1-based) of
@@ -68,22 +86,31 @@ impl Sources {
         lines: Option<(u32, u32)>,
     ) -> (u64, bool) {
         let whole_files = self.whole_files;
+        let withheld = &mut self.withheld;
         let file = self
             .files
-            .entry(filename.to_owned())
-            .or_insert_with(|| File {
-                path: writer.intern_string(filename),
-                content: read_source(pid, filename),
-                whole: None,
-                spans: Vec::new(),
+            .entry((pid, filename.to_owned()))
+            .or_insert_with(|| {
+                let content = read_as_target(pid, filename);
+                if let Err(Unreadable::Forbidden(why)) = &content {
+                    withheld.push((filename.to_owned(), why.clone()));
+                }
+                File {
+                    path: writer.intern_string(filename),
+                    content,
+                    whole: None,
+                    spans: Vec::new(),
+                }
             });
         let lines = lines.filter(|(first, last)| *first >= 1 && first <= last);
-        let (Some(content), Some((first, last)), false) = (&file.content, lines, whole_files)
-        else {
+        let (Ok(content), Some((first, last)), false) = (&file.content, lines, whole_files) else {
             if let Some(id) = file.whole {
                 return (id, false);
             }
-            let id = writer.define_source_file(file.path, file.content.clone());
+            let id = match &file.content {
+                Ok(content) => writer.define_source_file(file.path, Some(content.clone())),
+                Err(why) => writer.define_unreadable_source(file.path, why.reason()),
+            };
             file.whole = Some(id);
             return (id, true);
         };
@@ -147,32 +174,6 @@ fn lines_of(content: &[u8], first: u32, last: u32) -> &[u8] {
     start.map_or(&[][..], |s| &content[s..])
 }
 
-/// The target's `filename`, read through its own root and working
-/// directory (right even when it runs in another mount namespace, such as
-/// a container), then as named; None if unreadable or too large.
-fn read_source(pid: i32, filename: &str) -> Option<Vec<u8>> {
-    source_paths(pid, filename).into_iter().find_map(|path| {
-        let meta = std::fs::metadata(&path).ok()?;
-        // Bounded twice: by the size now, and by the read (it may grow).
-        (meta.is_file() && meta.len() <= MAX_SOURCE_BYTES)
-            .then(|| pydeep_format::files::read_limited(&path, MAX_SOURCE_BYTES).ok())
-            .flatten()
-    })
-}
-
-/// Where the target's `filename` can be read from here, best first.
-fn source_paths(pid: i32, filename: &str) -> Vec<std::path::PathBuf> {
-    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let mut paths = Vec::new();
-    if let Some(relative) = filename.strip_prefix('/') {
-        paths.push(proc.join("root").join(relative));
-    } else {
-        paths.push(proc.join("cwd").join(filename));
-    }
-    paths.push(filename.into());
-    paths
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +231,7 @@ mod tests {
         assert!(new && b != a);
         // Touching the first span: a new span covering both.
         let (c, _) = sources.embed(&mut writer, me, &name, Some((9, 12)));
-        let spans = &sources.files[&name].spans;
+        let spans = &sources.files[&(me, name.clone())].spans;
         assert_eq!(
             spans.iter().find(|s| s.2 == c).map(|s| (s.0, s.1)),
             Some((4, 12))

@@ -114,9 +114,20 @@ pub enum ReadError {
     },
 }
 
-/// Identifies a distinct code object for the life of a [`Target`]: a code
-/// object freed and replaced by another at the same address gets a new id.
+/// Identifies a distinct code object: a code object freed and replaced by
+/// another at the same address gets a new id, and so does every code object
+/// read through a new [`Target`] (a re-attachment, or the new image after
+/// an `exec`): ids are never reused within the agent, so nothing keyed by
+/// one can name a code object of an image that is gone.
 pub type CodeId = u64;
+
+/// The next [`CodeId`] of any target of this agent.
+static NEXT_CODE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A [`CodeId`] no code object has had before.
+fn fresh_code_id() -> CodeId {
+    NEXT_CODE_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 struct CachedCode {
     id: CodeId,
@@ -191,7 +202,6 @@ pub struct Target {
     runtime_address: u64,
     options: WalkOptions,
     codes: HashMap<u64, CachedCode>,
-    next_code_id: CodeId,
     generation: u64,
     paused: Arc<PauseShared>,
     stat_files: HashMap<u64, File>,
@@ -344,7 +354,6 @@ impl Target {
             runtime_address,
             options: WalkOptions::default(),
             codes: HashMap::new(),
-            next_code_id: 1,
             generation: 0,
             paused: Arc::new(PauseShared::default()),
             stat_files: HashMap::new(),
@@ -528,8 +537,7 @@ impl Target {
                 self.code_epoch += 1;
             }
             let (code, fingerprint) = reader.code_object(address)?;
-            let id = self.next_code_id;
-            self.next_code_id += 1;
+            let id = fresh_code_id();
             self.codes.insert(
                 address,
                 CachedCode {
@@ -634,26 +642,17 @@ impl Target {
 
     /// The text of a source file as the target names it (`co_filename`),
     /// read through `/proc/PID/root` (so paths inside a container resolve)
-    /// and, for relative paths, the target's working directory. `None` for
-    /// pseudo-files like `<string>` or unreadable files; files over
-    /// `limit` bytes are refused.
+    /// and, for relative paths, the target's working directory, and only if
+    /// the target's own user could read it ([`crate::source_access`]).
+    /// `None` for pseudo-files like `<string>` or unreadable files; files
+    /// over `limit` bytes are refused.
     pub fn source_file(&self, filename: &str, limit: u64) -> Option<Vec<u8>> {
         if filename.is_empty() || filename.starts_with('<') {
             return None;
         }
-        let path = std::path::Path::new(filename);
-        let candidates = if path.is_absolute() {
-            vec![format!("/proc/{}/root{}", self.pid, filename)]
-        } else {
-            vec![format!("/proc/{}/cwd/{}", self.pid, filename)]
-        };
-        candidates.into_iter().find_map(|candidate| {
-            let metadata = std::fs::metadata(&candidate).ok()?;
-            if !metadata.is_file() || metadata.len() > limit {
-                return None;
-            }
-            pydeep_format::files::read_limited(std::path::Path::new(&candidate), limit).ok()
-        })
+        crate::source_access::read_as_target(self.pid, filename)
+            .ok()
+            .filter(|content| content.len() as u64 <= limit)
     }
 
     /// Stops every thread of the target until the guard is dropped (see

@@ -41,6 +41,7 @@ fn kind_name(record: &Record) -> &'static str {
         Some(Kind::TraceEvents(_)) => "trace_events",
         Some(Kind::ProcessEvent(_)) => "process_event",
         Some(Kind::ChunkStart(_)) => "chunk_start",
+        Some(Kind::Gap(_)) => "gap",
         Some(Kind::Footer(_)) => "footer",
         None => "unknown",
     }

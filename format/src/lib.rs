@@ -115,6 +115,7 @@ pub use error::FormatError;
 pub use reader::{Chunk, Reader};
 pub use recording::{Event, Recording, Sample, Tables};
 pub use summary::{
-    describe_ending, summarize, verify, Endings, Problem, Summary, VerifyReport, ENDINGS_SHOWN,
+    describe_ending, summarize, verify, Endings, Gaps, Problem, Summary, VerifyReport,
+    ENDINGS_SHOWN,
 };
 pub use writer::{tick_interval_of, FrameKey, Writer, WriterOptions, WriterStats};

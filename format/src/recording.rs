@@ -37,6 +37,8 @@ pub enum Event {
     TraceEvents(proto::TraceEventBatch),
     /// A process lifecycle event.
     Process(proto::ProcessEvent),
+    /// A stretch of time the sampler did not observe.
+    Gap(proto::Gap),
     /// The footer: the last event of a complete recording.
     Footer(proto::Footer),
 }
@@ -314,6 +316,7 @@ impl<R: Read> Recording<R> {
                 }
                 Some(Kind::TraceEvents(batch)) => Pending::Event(Event::TraceEvents(batch)),
                 Some(Kind::ProcessEvent(event)) => Pending::Event(Event::Process(event)),
+                Some(Kind::Gap(gap)) => Pending::Event(Event::Gap(gap)),
                 Some(Kind::Footer(footer)) => {
                     self.footer = Some(footer.clone());
                     Pending::Event(Event::Footer(footer))

@@ -1,6 +1,6 @@
 //! [`summarize`] and [`verify`]: what `pydeep info` and `pydeep verify` print.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -125,6 +125,60 @@ pub struct VerifyReport {
     pub endings: Endings,
 }
 
+/// The gaps of a recording, summed up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gaps {
+    /// Gap records.
+    pub count: u64,
+    /// Sampler ticks they cover.
+    pub ticks: u64,
+    /// Wall time they cover, in nanoseconds.
+    pub total_ns: u64,
+    /// The longest one.
+    pub longest: Option<proto::Gap>,
+}
+
+impl Gaps {
+    /// Counts `gap` in.
+    pub fn add(&mut self, gap: &proto::Gap) {
+        let length = gap.to_ns.saturating_sub(gap.from_ns);
+        self.count += 1;
+        self.ticks += gap.ticks;
+        self.total_ns += length;
+        if self
+            .longest
+            .as_ref()
+            .is_none_or(|l| l.to_ns.saturating_sub(l.from_ns) < length)
+        {
+            self.longest = Some(gap.clone());
+        }
+    }
+}
+
+impl fmt::Display for Gaps {
+    /// "2 (57 ticks, 0.312 s not observed; longest 0.301 s: taking a snapshot took 300.2 ms)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} ticks, {:.3} s not observed",
+            self.count,
+            self.ticks,
+            self.total_ns as f64 / 1e9
+        )?;
+        if let Some(longest) = &self.longest {
+            write!(
+                f,
+                "; longest {:.3} s",
+                longest.to_ns.saturating_sub(longest.from_ns) as f64 / 1e9
+            )?;
+            if !longest.cause.is_empty() {
+                write!(f, ": {}", crate::text::escape(&longest.cause))?;
+            }
+        }
+        write!(f, ")")
+    }
+}
+
 impl VerifyReport {
     /// True for a complete, valid file: the only case `pydeep verify` exits 0.
     pub fn is_valid(&self) -> bool {
@@ -193,6 +247,7 @@ pub fn verify(path: &Path) -> VerifyReport {
     let mut defined = Defined::default();
     let mut footer = None;
     let mut snapshots = 0u64;
+    let mut gaps = 0u64;
     let mut first = true;
     loop {
         let chunk = match reader.next_chunk() {
@@ -234,6 +289,7 @@ pub fn verify(path: &Path) -> VerifyReport {
                 Some(Kind::Snapshot(_)) => snapshots += 1,
                 Some(Kind::Footer(f)) => footer = Some(f.clone()),
                 Some(Kind::ProcessEvent(event)) => report.endings.add(event),
+                Some(Kind::Gap(_)) => gaps += 1,
                 _ => {}
             }
             if report.problem.is_none() {
@@ -266,6 +322,12 @@ pub fn verify(path: &Path) -> VerifyReport {
                 mismatches.push(format!(
                     "footer says {} chunks, the file holds {}",
                     footer.chunk_count, report.chunks
+                ));
+            }
+            if footer.gap_count != gaps {
+                mismatches.push(format!(
+                    "footer says {} gaps, the file holds {gaps}",
+                    footer.gap_count
                 ));
             }
             if footer.snapshot_count != snapshots {
@@ -389,6 +451,11 @@ pub struct Summary {
     pub problem: Option<Problem>,
     /// How the recorded processes ended, as far as the file tells.
     pub endings: Endings,
+    /// Stretches the sampler did not observe.
+    pub gaps: Gaps,
+    /// Source files not embedded because the target's user could not read
+    /// them, with why: (path, reason).
+    pub withheld_sources: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -417,6 +484,7 @@ pub fn kind_name(kind: &Kind) -> &'static str {
         Kind::TraceEvents(_) => "trace_batch",
         Kind::ProcessEvent(_) => "process_event",
         Kind::ChunkStart(_) => "chunk_start",
+        Kind::Gap(_) => "gap",
         Kind::Footer(_) => "footer",
     }
 }
@@ -460,7 +528,11 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
         complete: false,
         problem: None,
         endings: Endings::default(),
+        gaps: Gaps::default(),
+        withheld_sources: Vec::new(),
     };
+    let mut strings: HashMap<u64, String> = HashMap::new();
+    let mut withheld: Vec<(u64, String)> = Vec::new();
     let mut threads = HashSet::new();
     let mut clock = crate::timing::SampleClock::new(summary.header.start_clock_ns);
     let mut time = summary.header.start_clock_ns;
@@ -490,6 +562,15 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
                 }
                 Kind::Footer(footer) => summary.footer = Some(footer.clone()),
                 Kind::ProcessEvent(event) => summary.endings.add(event),
+                Kind::Gap(gap) => summary.gaps.add(gap),
+                Kind::String(def) => {
+                    strings.insert(def.id, def.value.clone());
+                }
+                Kind::SourceFile(def)
+                    if def.missing && def.missing_reason.starts_with("not readable") =>
+                {
+                    withheld.push((def.path, def.missing_reason.clone()));
+                }
                 _ => {}
             }
         }
@@ -500,6 +581,10 @@ pub fn summarize(path: &Path) -> Result<Summary, FormatError> {
             }
         }
     }
+    summary.withheld_sources = withheld
+        .into_iter()
+        .map(|(path, why)| (strings.get(&path).cloned().unwrap_or_default(), why))
+        .collect();
     summary.chunks = reader.complete_chunks();
     summary.bytes_readable = reader.offset();
     summary.threads = threads.len() as u64;
@@ -671,6 +756,17 @@ impl Summary {
                 footer.paused_ticks,
                 footer.errors,
                 footer.max_lag_ns as f64 / 1e6
+            )?;
+        }
+        if self.gaps.count > 0 {
+            writeln!(f, "gaps:        {}", self.gaps)?;
+        }
+        for (path, why) in &self.withheld_sources {
+            writeln!(
+                f,
+                "withheld:    source {}: {}",
+                crate::text::escape(path),
+                crate::text::escape(why)
             )?;
         }
         self.endings.write_text(f, "process:     ")?;

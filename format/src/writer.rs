@@ -409,6 +409,26 @@ impl<W: Write> Writer<W> {
             missing: content.is_none(),
             content: content.unwrap_or_default(),
             first_line: 0,
+            missing_reason: String::new(),
+        }));
+        id
+    }
+
+    /// Records that the source file `path` (string id) was not embedded, and
+    /// `reason` why (not readable by the target's user, not found, ...), as
+    /// a new definition: unlike [`Writer::define_source_file`] it is never
+    /// shared with another definition of the same path, which another
+    /// process of the recording may have been allowed to read.
+    pub fn define_unreadable_source(&mut self, path: u64, reason: &str) -> u64 {
+        self.source_ids += 1;
+        let id = self.source_ids;
+        self.push_definition(Kind::SourceFile(proto::SourceFileDef {
+            id,
+            path,
+            missing: true,
+            content: Vec::new(),
+            first_line: 0,
+            missing_reason: reason.to_owned(),
         }));
         id
     }
@@ -428,6 +448,11 @@ impl<W: Write> Writer<W> {
             missing: !fits,
             content: if fits { content } else { Vec::new() },
             first_line: first_line.max(1),
+            missing_reason: if fits {
+                String::new()
+            } else {
+                "too large for one chunk".into()
+            },
         }));
         id
     }
@@ -686,6 +711,11 @@ impl<W: Write> Writer<W> {
         self.stats.bytes_written += chunk.len() as u64;
         self.stats.uncompressed_bytes += payload.len() as u64;
         Ok(())
+    }
+
+    /// The sink the file is written to.
+    pub fn sink(&self) -> &W {
+        &self.sink
     }
 
     /// What has been written so far.

@@ -76,6 +76,12 @@ fn describe(path: &Path) -> String {
                 event.time_ns, event.kind, event.code
             )
             .unwrap(),
+            Event::Gap(gap) => writeln!(
+                out,
+                "gap from={} to={} ticks={} cause={}",
+                gap.from_ns, gap.to_ns, gap.ticks, gap.cause
+            )
+            .unwrap(),
             Event::Footer(footer) => writeln!(
                 out,
                 "footer samples={} chunks={} duration={} end={}",

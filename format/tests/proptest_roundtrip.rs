@@ -190,6 +190,7 @@ fn write(script: &Script) -> Expected {
                     content: content.clone().unwrap_or_default(),
                     missing: content.is_none(),
                     first_line: 0,
+                    missing_reason: String::new(),
                 },
             );
         }
@@ -212,6 +213,7 @@ fn write(script: &Script) -> Expected {
                     content: content.clone(),
                     missing: false,
                     first_line: lines + 1,
+                    missing_reason: String::new(),
                 },
             );
         }

@@ -1,10 +1,11 @@
 //! A sampler asked for more than it can take misses ticks; each sample it
 //! takes after missed ticks stands for them (`SampleBatch.weight`), so a
-//! profile counts time, not reads. The truth is the sampler's own count:
-//! for a target with one always-running thread, the weights of its samples
-//! add up exactly to the ticks taken plus the ticks missed (the footer's),
-//! and the viewer's profile counts exactly those ticks. On every
-//! interpreter.
+//! profile counts time, not reads, unless they were a gap (a stall of 20 ms
+//! or more: a `Gap` record says so and no sample stands for it). The truth
+//! is the sampler's own count: for a target with one always-running
+//! thread, the weights of its samples plus the ticks of its gaps add up
+//! exactly to the ticks taken plus the ticks missed (the footer's), and the
+//! viewer's profile counts exactly the weights. On every interpreter.
 
 use std::process::{Command, Stdio};
 
@@ -44,6 +45,7 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
 
         let mut recording = Recording::open(&output).unwrap();
         let (mut samples, mut weights, mut heavier) = (0u64, 0u64, 0u64);
+        let (mut gaps, mut gap_ticks, mut heaviest) = (0u64, 0u64, 0u32);
         let mut footer = None;
         while let Some(event) = recording.next_event().unwrap() {
             match event {
@@ -51,6 +53,11 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
                     samples += 1;
                     weights += u64::from(sample.weight);
                     heavier += u64::from(sample.weight > 1);
+                    heaviest = heaviest.max(sample.weight);
+                }
+                Event::Gap(gap) => {
+                    gaps += 1;
+                    gap_ticks += gap.ticks;
                 }
                 Event::Footer(f) => footer = Some(f),
                 _ => {}
@@ -64,9 +71,15 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
             "{label}: no tick missed at 1 MHz ({samples} samples)"
         );
         assert_eq!(
-            weights,
+            weights + gap_ticks,
             samples + footer.missed_ticks,
-            "{label}: weights against ticks taken + missed"
+            "{label}: weights and gaps against ticks taken + missed"
+        );
+        assert_eq!((gaps, gap_ticks), (footer.gap_count, footer.gap_ticks));
+        // 1 MHz: no sample stands for 20 ms (20,000 ticks) or more.
+        assert!(
+            heaviest < 20_000,
+            "{label}: a sample stands for {heaviest} ticks"
         );
 
         let top = Command::new(workspace_binary("pydeep-view"))
@@ -82,7 +95,7 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
             "{label}: {top}"
         );
         eprintln!(
-            "{label}: {samples} samples, {} ticks missed, weights add up to {weights}",
+            "{label}: {samples} samples, {} ticks missed, weights add up to {weights}, {gaps} gaps of {gap_ticks} ticks, heaviest sample {heaviest}",
             footer.missed_ticks
         );
     }

@@ -109,6 +109,9 @@ pub struct Profile {
     pub time_range: Option<(u64, u64)>,
     /// Why the recording ended early, if it did: the caller should warn.
     pub damage: Option<String>,
+    /// The time the sampler did not observe, if any (`Input::gap_note`):
+    /// the caller should say so.
+    pub gaps: Option<String>,
 }
 
 impl Profile {
@@ -171,6 +174,7 @@ impl Profile {
             read: input.samples_read(),
             time_range,
             damage: input.damage(),
+            gaps: input.gap_note(),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Input<R: Read> {
     /// followed with subprocesses on), by pid.
     process_argv: HashMap<u32, Vec<String>>,
     finished: bool,
+    /// Stretches the sampler did not observe (`Gap` records).
+    gaps: pydeep_format::Gaps,
 }
 
 impl Input<BufReader<File>> {
@@ -60,6 +62,7 @@ impl<R: Read> Input<R> {
             footer_samples: None,
             process_argv: HashMap::new(),
             finished: false,
+            gaps: Default::default(),
         }
     }
 
@@ -91,6 +94,7 @@ impl<R: Read> Input<R> {
                         self.process_argv.insert(event.pid, event.argv);
                     }
                 }
+                Ok(Some(Event::Gap(gap))) => self.gaps.add(&gap),
                 Ok(Some(_)) => {}
                 Ok(None) => self.finished = true,
                 Err(error) => {
@@ -151,6 +155,18 @@ impl<R: Read> Input<R> {
     /// Number of samples returned so far.
     pub fn samples_read(&self) -> u64 {
         self.samples_read
+    }
+
+    /// After the last sample: the stretches the sampler did not observe,
+    /// in words, if there were any. Profiles are shares of the time
+    /// observed: no sample stands for a gap.
+    pub fn gap_note(&self) -> Option<String> {
+        (self.gaps.count > 0).then(|| {
+            format!(
+                "{}: gaps {}: the profile covers only the time observed",
+                self.name, self.gaps
+            )
+        })
     }
 
     /// After the last sample: why the recording ended early, if it did

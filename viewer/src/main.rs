@@ -227,6 +227,7 @@ impl SampleArgs {
         let mut input = self.open()?;
         let profile = Profile::read(&mut input, &filter, granularity);
         warn_damage(profile.damage.as_deref());
+        warn_damage(profile.gaps.as_deref());
         if profile.total == 0 && profile.read > 0 {
             warn(&format!(
                 "no sample of the {} read passes the filters",
@@ -326,6 +327,7 @@ impl Command {
                 // Lines need line granularity whatever --granularity says.
                 let profile = Profile::read(&mut input, &filter, Granularity::Line);
                 warn_damage(profile.damage.as_deref());
+                warn_damage(profile.gaps.as_deref());
                 let source = args.source.to_string_lossy();
                 let file = lines::recorded_file(&profile, &source)?;
                 let text = lines::source_text(input.tables(), &args.source, &file)?;

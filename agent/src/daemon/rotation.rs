@@ -8,13 +8,14 @@
 //! first moment in UTC, `YYYYMMDDTHHMMSS.mmmZ`, so names sort by time.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pydeep_format::{proto, Writer, WriterOptions};
+use pydeep_format::files::{Existing, OutputFile};
+use pydeep_format::proto;
 
 use super::config::Retention;
+use crate::output::BackgroundFile;
 use crate::recorder::Recorder;
 
 /// Suffix of a file being written.
@@ -22,8 +23,9 @@ pub const PART_SUFFIX: &str = ".part";
 
 /// The open file of one target's stream.
 pub struct StreamFile {
-    /// Writes the records.
-    pub recorder: Recorder<File>,
+    /// Writes the records (the bytes on a thread of their own: see
+    /// [`crate::output`]).
+    pub recorder: Recorder<BackgroundFile>,
     /// Where it is being written (`.pdr.part`).
     pub part_path: PathBuf,
     /// What it will be called when finished (`.pdr`).
@@ -53,7 +55,9 @@ impl StreamFile {
                 attempt += 1;
                 continue;
             }
-            match Writer::create(&part_path, false, header.clone(), WriterOptions::default()) {
+            let created = OutputFile::create(&part_path, Existing::Refuse, 0o600)
+                .and_then(|output| crate::session::open_writer(output, header.clone()));
+            match created {
                 Ok(writer) => {
                     return Ok(StreamFile {
                         recorder: Recorder::new(writer, embed_source, include_idle),
@@ -77,9 +81,16 @@ impl StreamFile {
         self.recorder.writer().stats().bytes_written
     }
 
+    /// Waits until everything recorded so far is on disk (`pydeep ctl
+    /// flush`): closes the open chunk and waits for the output thread.
+    pub fn flush(&mut self) -> Result<(), pydeep_format::FormatError> {
+        self.recorder.flush()?;
+        Ok(self.recorder.writer().sink().sync()?)
+    }
+
     /// Writes the footer, syncs, and gives the file its final name.
     pub fn finish(self, footer: proto::Footer) -> Result<PathBuf, pydeep_format::FormatError> {
-        let file = self.recorder.finish(footer)?;
+        let file = self.recorder.finish(footer)?.close()?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.part_path, &self.final_path)?;
@@ -220,7 +231,7 @@ mod tests {
         for (index, age) in [40u64, 30, 20, 10].iter().enumerate() {
             let path = dir.path().join(format!("a-1-{index}.pdr"));
             std::fs::write(&path, vec![0u8; 100]).unwrap();
-            let file = File::options().write(true).open(&path).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
             file.set_modified(SystemTime::now() - Duration::from_secs(*age))
                 .unwrap();
             paths.push(path);

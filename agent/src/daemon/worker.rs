@@ -4,7 +4,6 @@
 //! stop). Sampling makes blocking system calls (`process_vm_readv`,
 //! ptrace) at up to kHz rates: it never runs on the async executor.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -18,13 +17,15 @@ use super::budget::{effective_rate, thread_cpu, RateFactor};
 use super::config::{Rotation, TargetSettings};
 use super::discovery::Process;
 use super::rotation::StreamFile;
-use crate::exactness::{Exactness, ReadCounts, ReadMode};
-use crate::lifecycle::{self, Fate, Identity};
-use crate::recorder::{proto_version, Recorder, Tick};
+use crate::exactness::{ReadCounts, ReadMode};
+use crate::gaps::{GapCounts, Stalls};
+use crate::lifecycle::{self, Fate};
+use crate::recorder::{Recorder, Tick};
+use crate::sampled::Sampled;
 use crate::schedule::Schedule;
 use crate::session::{self, monotonic_ns, SessionOptions};
 use crate::snapshot::SnapshotOptions;
-use crate::{AttachError, Target, ThreadSample, WalkOptions};
+use crate::{AttachError, Target, ThreadSample};
 
 /// How long a selected process may take to become attachable: a process
 /// found just after `exec` has no interpreter yet.
@@ -35,11 +36,6 @@ const UNREADABLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The longest the thread sleeps before looking at its commands again.
 const COMMAND_LATENCY: Duration = Duration::from_millis(50);
-
-/// After this many failed samples in a row of a living process, attach to
-/// it afresh (as the session does: what was found early in a start-up may
-/// never become readable).
-const REATTACH_AFTER_ERRORS: u32 = 20;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,88 +63,39 @@ pub struct SnapshotReport {
     pub warnings: Vec<String>,
 }
 
-/// The attached process with what sampling it needs besides the target:
-/// its thread names, its error streak and its program identity.
-struct Tracked {
-    target: Target,
-    names: HashMap<u64, String>,
-    names_refreshed: Option<Instant>,
-    consecutive_errors: u32,
-    identity: Identity,
-    /// Whether its ticks are read paused now.
-    exactness: Exactness,
-}
-
-impl Tracked {
-    fn new(mut target: Target, settings: &TargetSettings) -> Tracked {
-        target.set_walk_options(WalkOptions {
-            max_depth: settings.max_depth as usize,
-            check_torn: true,
-            ..WalkOptions::default()
-        });
-        Tracked {
-            identity: Identity::of(target.pid()),
-            target,
-            names: HashMap::new(),
-            names_refreshed: None,
-            consecutive_errors: 0,
-            exactness: Exactness::new(ReadMode::Adaptive),
-        }
-    }
-
-    /// Re-reads thread names once a second, or soon when an unknown thread
-    /// appears (the session's policy).
-    fn refresh_names(&mut self, threads: &[ThreadSample]) {
-        let age = self.names_refreshed.map(|at| at.elapsed());
-        let stale = age.is_none_or(|a| a >= Duration::from_secs(1));
-        let unknown = threads
+/// Pauses the target, reads what `request` asks for, and writes one
+/// `Snapshot` record (the snapshot module's reader and encoder).
+fn snapshot<W: std::io::Write>(
+    sampled: &mut Sampled,
+    recorder: &mut Recorder<W>,
+    request: SnapshotRequest,
+    max_depth: usize,
+) -> Result<SnapshotReport> {
+    let options = SnapshotOptions {
+        scopes: true,
+        values: request.locals,
+        heap: request.heap,
+        max_depth,
+        ..SnapshotOptions::default()
+    };
+    let taken = crate::snapshot::take(&mut sampled.target, &options)?;
+    sampled.read_names();
+    let record =
+        crate::snapshot::to_record_of_target(recorder, &mut sampled.target, &taken, &sampled.names);
+    recorder.record(Kind::Snapshot(record))?;
+    Ok(SnapshotReport {
+        threads: taken.threads.len(),
+        frames: taken.threads.iter().map(|t| t.frames.len()).sum(),
+        variables: taken
+            .threads
             .iter()
-            .any(|t| !self.names.contains_key(&t.thread_id));
-        if stale || (unknown && age.is_some_and(|a| a >= Duration::from_millis(50))) {
-            if let Ok(names) = self.target.thread_names() {
-                self.names = names;
-            }
-            self.names_refreshed = Some(Instant::now());
-        }
-    }
-
-    /// Pauses the target, reads what `request` asks for, and writes one
-    /// `Snapshot` record (the snapshot module's reader and encoder).
-    fn snapshot<W: std::io::Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        request: SnapshotRequest,
-        max_depth: usize,
-    ) -> Result<SnapshotReport> {
-        let options = SnapshotOptions {
-            scopes: true,
-            values: request.locals,
-            heap: request.heap,
-            max_depth,
-            ..SnapshotOptions::default()
-        };
-        let taken = crate::snapshot::take(&mut self.target, &options)?;
-        if let Ok(names) = self.target.thread_names() {
-            self.names = names;
-            self.names_refreshed = Some(Instant::now());
-        }
-        let record =
-            crate::snapshot::to_record_of_target(recorder, &mut self.target, &taken, &self.names);
-        recorder.record(Kind::Snapshot(record))?;
-        Ok(SnapshotReport {
-            threads: taken.threads.len(),
-            frames: taken.threads.iter().map(|t| t.frames.len()).sum(),
-            variables: taken
-                .threads
-                .iter()
-                .flat_map(|t| &t.frames)
-                .map(|f| f.variables.len())
-                .sum(),
-            heap_objects: taken.heap.as_ref().map_or(0, |h| h.objects),
-            pause_ms: taken.pause.as_secs_f64() * 1e3,
-            warnings: taken.warnings.clone(),
-        })
-    }
+            .flat_map(|t| &t.frames)
+            .map(|f| f.variables.len())
+            .sum(),
+        heap_objects: taken.heap.as_ref().map_or(0, |h| h.objects),
+        pause_ms: taken.pause.as_secs_f64() * 1e3,
+        warnings: taken.warnings.clone(),
+    })
 }
 
 /// What a target thread is told to record.
@@ -308,6 +255,8 @@ struct FileCounters {
     read_calls_at_open: u64,
     /// How this file's ticks were read (paused or not).
     reads: ReadCounts,
+    /// This file's gaps.
+    gaps: GapCounts,
 }
 
 impl Worker {
@@ -376,7 +325,7 @@ impl Worker {
         }
     }
 
-    fn open(&self, attached: &Tracked, detail: &str) -> Result<StreamFile> {
+    fn open(&self, attached: &Sampled, detail: &str) -> Result<StreamFile> {
         let header = session::header(&attached.target, &self.session_options());
         let mut file = StreamFile::create(
             &self.spec.output_dir,
@@ -389,20 +338,15 @@ impl Worker {
         .with_context(|| format!("creating a recording in {}", self.spec.output_dir.display()))?;
         file.recorder
             .embed_whole_files(self.spec.settings.full_source);
+        file.recorder.set_redaction(default_redaction());
         let pid = attached.target.pid();
-        file.recorder
-            .record(Kind::ProcessEvent(proto::ProcessEvent {
-                time_ns: monotonic_ns(),
-                pid: pid as u32,
-                kind: ProcessEventKind::ProcessAttached as i32,
-                python_version: Some(proto_version(&attached.target.python_version())),
-                argv: crate::redact::command_line(
-                    default_redaction(),
-                    &crate::procfs::cmdline(pid),
-                ),
-                detail: detail.into(),
-                ..Default::default()
-            }))?;
+        file.recorder.process_event(
+            &attached.target,
+            ProcessEventKind::ProcessAttached,
+            0,
+            0,
+            detail.into(),
+        )?;
         {
             let mut status = self.status();
             status.current_file = Some(file.final_path.clone());
@@ -415,7 +359,7 @@ impl Worker {
     fn finish(
         &self,
         file: StreamFile,
-        attached: &Tracked,
+        attached: &Sampled,
         missed_total: u64,
         counters: &FileCounters,
         reason: &str,
@@ -431,6 +375,8 @@ impl Worker {
             max_lag_ns: counters.max_lag.as_nanos() as u64,
             end_reason: reason.into(),
             read_calls: attached.target.read_calls() - counters.read_calls_at_open,
+            gap_count: counters.gaps.count,
+            gap_ticks: counters.gaps.ticks,
             ..Default::default()
         };
         let bytes_before = file.bytes();
@@ -455,7 +401,7 @@ impl Worker {
         let pid = target.pid();
         let version = target.python_version();
         tracing::info!(pid, target = %self.spec.name, python = %version, "attached");
-        let mut attached = Tracked::new(target, &self.spec.settings);
+        let mut attached = Sampled::new(target, ReadMode::Adaptive, self.spec.settings.max_depth);
         let mut file = self.open(&attached, "")?;
         let mut counters = FileCounters::default();
         let mut rate = effective_rate(self.spec.settings.rate_hz, self.factor.get());
@@ -468,6 +414,7 @@ impl Worker {
             status.rate_hz = rate;
         }
         let mut threads: Vec<ThreadSample> = Vec::new();
+        let mut stalls = Stalls::default();
         let mut last_good_read = Instant::now();
         let mut next_snapshot = self
             .spec
@@ -495,11 +442,12 @@ impl Worker {
                 match command {
                     Command::Stop { reason } => break 'sampling reason,
                     Command::Flush { reply } => {
-                        let result = file.recorder.flush().map_err(|e| e.to_string());
+                        let result = file.flush().map_err(|e| e.to_string());
                         let _ = reply.send(result.map(|()| file.bytes()));
                     }
                     Command::Snapshot { request, reply } => {
-                        let result = attached.snapshot(
+                        let result = snapshot(
+                            &mut attached,
                             &mut file.recorder,
                             request,
                             self.spec.settings.max_depth as usize,
@@ -554,33 +502,38 @@ impl Worker {
                 continue;
             }
             schedule.wait();
-            if !schedule.take(Instant::now()) {
+            let now = Instant::now();
+            if !schedule.take(now) {
                 continue;
             }
             ticks += 1;
             counters.max_lag = counters.max_lag.max(schedule.last_lag);
             let clock_ns = monotonic_ns();
             let weight = schedule.weight();
-            let read =
-                attached
-                    .exactness
-                    .read(&mut attached.target, &mut threads, &mut counters.reads);
+            if let Some(gap) = stalls.gap(&schedule, now, clock_ns, &mut counters.gaps) {
+                file.recorder.record(Kind::Gap(gap))?;
+            }
+            let mut read = stalls.time("reading the target", || {
+                attached.read(&mut threads, &mut counters.reads)
+            });
+            // An exit or exec is asked after every failed read, and every
+            // FATE_CHECK_EVERY after good ones: a new program image read
+            // through the old attachment is not recorded.
+            if read.is_ok()
+                && attached.fate_due(false)
+                && !matches!(
+                    lifecycle::fate(pid, &attached.identity, None),
+                    Fate::Running
+                )
+            {
+                read = Err(crate::target::ReadError::TargetExited { pid });
+            }
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
-                    attached.consecutive_errors = 0;
-                    attached.refresh_names(&threads);
-                    for thread in &threads {
-                        let name = attached.names.get(&thread.thread_id).map(String::as_str);
-                        file.recorder.sample(
-                            &mut attached.target,
-                            pid,
-                            &version,
-                            Tick { clock_ns, weight },
-                            thread,
-                            name,
-                        )?;
-                    }
+                    let started = Instant::now();
+                    attached.record(&mut file.recorder, Tick { clock_ns, weight }, &threads)?;
+                    stalls.note("recording the samples", started.elapsed());
                 }
                 Err(error) => {
                     match lifecycle::fate(pid, &attached.identity, None) {
@@ -612,19 +565,15 @@ impl Worker {
                     }
                     errors += 1;
                     counters.errors += 1;
-                    attached.consecutive_errors += 1;
-                    if attached.consecutive_errors >= REATTACH_AFTER_ERRORS {
-                        attached.consecutive_errors = 0;
-                        if let Ok(fresh) = Target::attach(pid) {
-                            attached = Tracked::new(fresh, &self.spec.settings);
-                        }
-                    }
+                    stalls.time("attaching again", || attached.failed(&mut file.recorder));
                     if last_good_read.elapsed() > UNREADABLE_LIMIT {
                         break 'sampling format!("no stack readable for 10 s: {error}");
                     }
                 }
             }
-            file.recorder.maybe_flush()?;
+            stalls.time("compressing a chunk of the recording", || {
+                file.recorder.maybe_flush()
+            })?;
 
             let now = Instant::now();
             for (due, heap) in [(&mut next_snapshot, false), (&mut next_heap, true)] {
@@ -639,11 +588,11 @@ impl Worker {
                         locals: !heap && self.spec.settings.locals,
                         heap,
                     };
-                    match attached.snapshot(
-                        &mut file.recorder,
-                        request,
-                        self.spec.settings.max_depth as usize,
-                    ) {
+                    let max_depth = self.spec.settings.max_depth as usize;
+                    let taken = stalls.time("taking a snapshot", || {
+                        snapshot(&mut attached, &mut file.recorder, request, max_depth)
+                    });
+                    match taken {
                         Ok(_) => snapshots += 1,
                         Err(error) => tracing::warn!(pid, "snapshot failed: {error:#}"),
                     }
@@ -714,7 +663,7 @@ impl Worker {
     }
 }
 
-/// Records a process event of `target`.
+/// Records a process event of `target` (see [`Recorder::process_event`]).
 fn process_event<W: std::io::Write>(
     recorder: &mut Recorder<W>,
     target: &Target,
@@ -722,18 +671,7 @@ fn process_event<W: std::io::Write>(
     code: i32,
     detail: String,
 ) -> Result<()> {
-    let pid = target.pid();
-    recorder.record(Kind::ProcessEvent(proto::ProcessEvent {
-        time_ns: monotonic_ns(),
-        pid: pid as u32,
-        kind: kind as i32,
-        code,
-        python_version: Some(proto_version(&target.python_version())),
-        argv: crate::redact::command_line(default_redaction(), &crate::procfs::cmdline(pid)),
-        detail,
-        ..Default::default()
-    }))?;
-    Ok(())
+    Ok(recorder.process_event(target, kind, code, 0, detail)?)
 }
 
 /// The default `--redact` pattern: secrets in command lines are masked in

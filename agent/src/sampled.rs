@@ -1,0 +1,161 @@
+//! One attached process as every sampling loop keeps it: the target, its
+//! thread names, its failure streak, the program image it was attached as,
+//! and how its ticks are read. `record`/`attach` (session.rs) and the
+//! daemon's workers share it, so they refresh names, ask for exits and
+//! execs, re-attach and forget a gone image the same way.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::exactness::{Exactness, ReadCounts, ReadMode};
+use crate::lifecycle::Identity;
+use crate::recorder::{Recorder, Tick};
+use crate::{ReadError, Target, ThreadSample, WalkOptions};
+
+/// After this many failed samples in a row of a living process, attach to
+/// it afresh. A process caught early in its start-up (a child just spawned
+/// and followed with `--subprocesses`, or the program `record` started) can
+/// be attached before its interpreter is fully set up; what was found then
+/// (interpreter and thread-list addresses) may never become readable.
+pub const REATTACH_AFTER_ERRORS: u32 = 20;
+
+/// How often a target whose reads succeed is asked whether it exited or
+/// exec'd (a failed read asks at once). Each asking reads three small
+/// `/proc` files; a program image replaced by `exec` is read through the
+/// old attachment for at most this long, and those samples are dropped.
+pub const FATE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// An attached process and what sampling it needs besides the target.
+pub struct Sampled {
+    /// The attachment.
+    pub target: Target,
+    /// Thread names by `thread_id`, as `threading` knows them.
+    pub names: HashMap<u64, String>,
+    names_refreshed: Option<Instant>,
+    /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
+    pub consecutive_errors: u32,
+    /// The program image attached; a change means an exec.
+    pub identity: Identity,
+    /// Whether its ticks are read paused now.
+    pub exactness: Exactness,
+    read_mode: ReadMode,
+    fate_checked: Instant,
+}
+
+impl Sampled {
+    /// Samples `target` reading ticks as `read_mode` says, stacks at most
+    /// `max_depth` deep.
+    pub fn new(mut target: Target, read_mode: ReadMode, max_depth: u32) -> Sampled {
+        target.set_walk_options(WalkOptions {
+            max_depth: max_depth as usize,
+            check_torn: true,
+            ..WalkOptions::default()
+        });
+        Sampled {
+            identity: Identity::of(target.pid()),
+            target,
+            names: HashMap::new(),
+            names_refreshed: None,
+            consecutive_errors: 0,
+            exactness: Exactness::new(read_mode),
+            read_mode,
+            fate_checked: Instant::now(),
+        }
+    }
+
+    /// The target's pid.
+    pub fn pid(&self) -> i32 {
+        self.target.pid()
+    }
+
+    /// Reads one tick of every thread into `threads` ([`Exactness::read`]).
+    pub fn read(
+        &mut self,
+        threads: &mut Vec<ThreadSample>,
+        counts: &mut ReadCounts,
+    ) -> Result<(), ReadError> {
+        self.exactness.read(&mut self.target, threads, counts)
+    }
+
+    /// True if it is time to ask whether the process exited or exec'd:
+    /// after a failed read, or [`FATE_CHECK_EVERY`] after the last asking.
+    pub fn fate_due(&mut self, read_failed: bool) -> bool {
+        let due = read_failed || self.fate_checked.elapsed() >= FATE_CHECK_EVERY;
+        if due {
+            self.fate_checked = Instant::now();
+        }
+        due
+    }
+
+    /// Records the stacks of a good read taken at `tick`, with their
+    /// threads' names (refreshed first if due).
+    pub fn record<W: Write>(
+        &mut self,
+        recorder: &mut Recorder<W>,
+        tick: Tick,
+        threads: &[ThreadSample],
+    ) -> Result<(), pydeep_format::FormatError> {
+        self.consecutive_errors = 0;
+        self.refresh_names(threads);
+        let pid = self.target.pid();
+        let version = self.target.python_version();
+        for thread in threads {
+            let name = self.names.get(&thread.thread_id).map(String::as_str);
+            recorder.sample(&mut self.target, pid, &version, tick, thread, name)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a failed read; after [`REATTACH_AFTER_ERRORS`] in a row,
+    /// attaches afresh (keeping the identity: an exec is still told by
+    /// it) and makes `recorder` forget what it derived from the old
+    /// attachment. True if it re-attached.
+    pub fn failed<W: Write>(&mut self, recorder: &mut Recorder<W>) -> bool {
+        self.consecutive_errors += 1;
+        if self.consecutive_errors < REATTACH_AFTER_ERRORS {
+            return false;
+        }
+        self.consecutive_errors = 0;
+        let Ok(fresh) = Target::attach(self.pid()) else {
+            return false;
+        };
+        self.replace(fresh, recorder);
+        true
+    }
+
+    /// Continues with `fresh`, a new attachment to the same process (after
+    /// an exec, or failed reads): what `recorder` derived from the old
+    /// one is forgotten, names are read again, the read mode starts over.
+    pub fn replace<W: Write>(&mut self, fresh: Target, recorder: &mut Recorder<W>) {
+        let depth = self.target.walk_options().max_depth as u32;
+        let identity = self.identity.clone();
+        *self = Sampled::new(fresh, self.read_mode, depth);
+        self.identity = identity;
+        recorder.forget_process(self.pid());
+    }
+
+    /// Reads the thread names now (a snapshot names its threads).
+    pub fn read_names(&mut self) {
+        if let Ok(names) = self.target.thread_names() {
+            self.names = names;
+            self.names_refreshed = Some(Instant::now());
+        }
+    }
+
+    /// Re-reads thread names once a second, or soon (50 ms after the last
+    /// reading at the earliest) when a thread appears whose name is unknown.
+    fn refresh_names(&mut self, threads: &[ThreadSample]) {
+        let age = self.names_refreshed.map(|at| at.elapsed());
+        let stale = age.is_none_or(|a| a >= Duration::from_secs(1));
+        let unknown = threads
+            .iter()
+            .any(|t| !self.names.contains_key(&t.thread_id));
+        if stale || (unknown && age.is_some_and(|a| a >= Duration::from_millis(50))) {
+            if let Ok(names) = self.target.thread_names() {
+                self.names = names;
+            }
+            self.names_refreshed = Some(Instant::now());
+        }
+    }
+}

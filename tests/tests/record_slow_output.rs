@@ -1,0 +1,85 @@
+//! The sampler never waits on the disk: with every write of the recording
+//! slowed to 2 s (`PYDEEP_TEST_OUTPUT_DELAY_MS`, a hook only tests use),
+//! `record` still takes its ticks on time, and whatever it did miss is
+//! recorded as gaps that add up (footer, records, summary), none caused by
+//! writing. The recording is complete and verifies.
+//!
+//! One interpreter: what is tested is the agent's pipeline, not a layout.
+
+use std::process::Command;
+
+use pydeep_format::{Event, Recording};
+use pydeep_integration::{test_pythons, workspace_binary};
+
+const BUSY: &str = "import time\nend = time.monotonic() + 4\nwhile time.monotonic() < end:\n    sum(range(1000))\n";
+
+#[test]
+fn ticks_stay_on_time_while_the_output_is_slow_and_missed_time_is_recorded_as_gaps() {
+    let python = test_pythons("slow output")
+        .into_iter()
+        .rfind(|p| p.at_least(3, 11))
+        .unwrap();
+    let label = python.label();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("slow.pdr");
+    let rate = 200.0;
+    let run = Command::new(workspace_binary("pydeep"))
+        .env("PYDEEP_TEST_OUTPUT_DELAY_MS", "2000")
+        .args(["record", "-r", "200", "-d", "3s", "-o"])
+        .arg(&output)
+        .arg("--")
+        .arg(&python.path)
+        .args(["-c", BUSY])
+        .output()
+        .unwrap();
+    let summary =
+        String::from_utf8_lossy(&run.stderr).into_owned() + &String::from_utf8_lossy(&run.stdout);
+    // The program is stopped when the duration ends: SIGTERM or similar.
+    assert!(
+        summary.contains("stopped: duration reached"),
+        "{label}: {summary}"
+    );
+
+    let (code, report) = pydeep_integration::run::verify(&output);
+    assert_eq!(code, Some(0), "{label}: {report}");
+    let mut recording = Recording::open(&output).unwrap();
+    let (mut samples, mut gaps, mut gap_ticks) = (0u64, 0u64, 0u64);
+    let mut footer = None;
+    while let Some(event) = recording.next_event().unwrap() {
+        match event {
+            Event::Sample(_) => samples += 1,
+            Event::Gap(gap) => {
+                gaps += 1;
+                gap_ticks += gap.ticks;
+                assert!(
+                    !gap.cause.contains("recording") && !gap.cause.contains("writing"),
+                    "{label}: a gap caused by the output: {gap:?}"
+                );
+            }
+            Event::Footer(f) => footer = Some(f),
+            _ => {}
+        }
+    }
+    let footer = footer.expect("complete recording");
+    assert_eq!(
+        (gaps, gap_ticks),
+        (footer.gap_count, footer.gap_ticks),
+        "{label}"
+    );
+    assert!(
+        summary.contains(&format!("gaps {gaps}")),
+        "{label}: the summary does not count the gaps: {summary}"
+    );
+    // One thread, one sample per tick. The old tick thread waited 2 s on
+    // each chunk written (one a second): a third of the ticks at most.
+    let expected = rate * footer.duration_ns as f64 / 1e9;
+    assert!(
+        samples as f64 >= 0.6 * expected,
+        "{label}: {samples} samples of {expected:.0} ticks due, {} missed: {summary}",
+        footer.missed_ticks
+    );
+    println!(
+        "{label}: {samples} samples of {expected:.0} due ({} missed, {gaps} gaps of {gap_ticks} ticks) with every write delayed 2 s",
+        footer.missed_ticks
+    );
+}
