@@ -27,14 +27,18 @@ use pydeep_integration::{test_pythons, workspace_binary};
 /// machine) and sampling noise.
 const BOUND: f64 = 5.0;
 
-/// Points the default profile may differ from the blocking one by: the
-/// blocking reads perturb what they measure (a pause per tick; the chain,
-/// which measures itself, spent 26.5% of its time in fib during its
-/// blocking slices and 30.3% during the default ones of the same run), so
-/// the two differ by more than noise on a loaded machine (up to 6.8 points
-/// on 3.13's generators at a load of 10) while the default stayed within
-/// 2.2 points of the chain's own measure.
-const BLOCKING_BOUND: f64 = 8.0;
+/// Points the default profile may differ from the blocking one by, at
+/// least: 3 points plus a quarter of the larger share. The blocking reads
+/// perturb what they measure (a pause per tick; the chain, which measures
+/// itself, spent 26.5% of its time in fib during its blocking slices and
+/// 30.3% during the default ones of one run), and at a load of 10 two sets
+/// of slices read the same way (3.9, where the default pauses too) put
+/// `evens` at 31.1% and 39.8% of the generators' time. This catches the
+/// losses issue #13 was about (a leaf at 0.4% for 8%, fib at 13.9% for
+/// 26.9%); the chain's own clock holds the default to a few points.
+fn blocking_floor(own_or_total_exact: f64, seen: f64) -> f64 {
+    3.0 + 0.25 * own_or_total_exact.max(seen)
+}
 
 /// The bound for two shares (percent) measured over `n1` and `n2` ticks,
 /// at least `floor`: 2 points of drift plus four standard errors of their
@@ -227,8 +231,18 @@ fn the_default_profile_of_call_heavy_code_matches_the_exact_one() {
                 assert!(total_exact > 1.0, "{label}: {name} never ran");
                 let ticks = sum(&default, Read::kept_ticks);
                 let (own_bound, total_bound) = (
-                    bound(BLOCKING_BOUND, own_exact, exact_ticks, ticks),
-                    bound(BLOCKING_BOUND, total_exact, exact_ticks, ticks),
+                    bound(
+                        blocking_floor(own_exact, own),
+                        own_exact,
+                        exact_ticks,
+                        ticks,
+                    ),
+                    bound(
+                        blocking_floor(total_exact, total),
+                        total_exact,
+                        exact_ticks,
+                        ticks,
+                    ),
                 );
                 assert!(
                     (own - own_exact).abs() <= own_bound && (total - total_exact).abs() <= total_bound,
