@@ -56,17 +56,7 @@ pub fn read(path: &Path) -> Read {
     let named = |counts: HashMap<u64, u64>| -> Vec<(Vec<String>, u64)> {
         counts
             .into_iter()
-            .map(|(stack, count)| {
-                let names = tables
-                    .stack_frames(stack)
-                    .into_iter()
-                    .map(|frame| {
-                        let code = tables.frames[&frame].code;
-                        tables.string(tables.code_objects[&code].name).to_owned()
-                    })
-                    .collect();
-                (names, count)
-            })
+            .map(|(stack, count)| (stack_names(tables, stack), count))
             .collect()
     };
     let stacks = named(counts);
@@ -116,4 +106,17 @@ fn through(stacks: &[(Vec<String>, u64)], name: &str) -> u64 {
         .filter(|(names, _)| names.iter().any(|n| n == name))
         .map(|(_, count)| count)
         .sum()
+}
+
+/// The function names of recorded stack `stack`, innermost first as
+/// `Tables::stack_frames` gives them.
+pub fn stack_names(tables: &pydeep_format::Tables, stack: u64) -> Vec<String> {
+    tables
+        .stack_frames(stack)
+        .into_iter()
+        .map(|frame| {
+            let code = tables.frames[&frame].code;
+            tables.string(tables.code_objects[&code].name).to_owned()
+        })
+        .collect()
 }

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::{Event, Recording};
 
+/// A Python program (`python -c BUSY READY`) that writes the file named by
+/// its first argument, then keeps one thread busy forever.
+pub const BUSY: &str =
+    "import sys\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(1000))\n";
+
 /// The longest any of these waits.
 pub const LIMIT: Duration = Duration::from_secs(60);
 

@@ -14,9 +14,6 @@ use pydeep_integration::test_pythons;
 use pydeep_integration::waits::wait_for_file;
 use serde_json::json;
 
-const BUSY: &str =
-    "import sys\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(1000))\n";
-
 #[test]
 fn the_daemon_masks_secrets_in_the_recorded_command_lines_of_headers_and_events() {
     let python = test_pythons("daemon redaction")
@@ -31,7 +28,7 @@ fn the_daemon_masks_secrets_in_the_recorded_command_lines_of_headers_and_events(
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let mut target = Command::new(&python.path)
-        .args(["-c", BUSY])
+        .args(["-c", pydeep_integration::waits::BUSY])
         .arg(&ready)
         .arg(&tag)
         .arg("--password=hunter2-in-argv")

@@ -29,14 +29,7 @@ fn samples_by_phase(path: &std::path::Path) -> (Vec<Vec<String>>, Vec<Vec<String
     }
     let tables = recording.tables();
     for (execed, stack) in stacks {
-        let names: Vec<String> = tables
-            .stack_frames(stack)
-            .into_iter()
-            .map(|frame| {
-                let code = tables.frames[&frame].code;
-                tables.string(tables.code_objects[&code].name).to_owned()
-            })
-            .collect();
+        let names = pydeep_integration::recording::stack_names(tables, stack);
         if execed { &mut after } else { &mut before }.push(names);
     }
     (before, after)

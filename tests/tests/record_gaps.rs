@@ -12,9 +12,6 @@ use pydeep_format::{Event, Recording};
 use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{test_pythons, workspace_binary};
 
-const BUSY: &str =
-    "import sys\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(1000))\n";
-
 #[test]
 fn a_stopped_sampler_leaves_a_gap_that_no_sample_stands_for_and_every_view_reports() {
     let python = test_pythons("gaps")
@@ -26,7 +23,7 @@ fn a_stopped_sampler_leaves_a_gap_that_no_sample_stands_for_and_every_view_repor
     let ready = dir.path().join("ready");
     let output = dir.path().join("gaps.pdr");
     let mut target = Command::new(&python.path)
-        .args(["-c", BUSY])
+        .args(["-c", pydeep_integration::waits::BUSY])
         .arg(&ready)
         .spawn()
         .unwrap();

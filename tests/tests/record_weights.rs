@@ -13,10 +13,6 @@ use pydeep_format::{Event, Recording};
 use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{test_pythons, workspace_binary};
 
-/// Busy in one thread, after writing the ready file argv[1].
-const BUSY: &str =
-    "import sys\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(1000))\n";
-
 #[test]
 fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
     for python in test_pythons("sample weights") {
@@ -25,7 +21,7 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
         let ready = dir.path().join("ready");
         let output = dir.path().join("weights.pdr");
         let mut target = Command::new(&python.path)
-            .args(["-c", BUSY])
+            .args(["-c", pydeep_integration::waits::BUSY])
             .arg(&ready)
             .spawn()
             .unwrap();
