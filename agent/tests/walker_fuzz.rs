@@ -8,7 +8,7 @@ use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
 use pydeep::memory::{RemoteMemory, SnapshotMemory};
 use pydeep::walker::{
     sample_interpreters, walk_frame_objects, walk_interpreter_frames, CodeCheck, FrameSource,
-    ThreadListCache, WalkOptions,
+    ThreadListCache, Walk, WalkOptions,
 };
 use pydeep::ThreadSample;
 
@@ -593,4 +593,55 @@ fn a_stack_that_grew_into_a_chunk_the_prefetch_missed_is_kept_without_a_re_read(
     assert!(!out[0].torn, "{:?}", out[0]);
     assert_eq!(offsets(&out[0]), [10, 4, 2, 0]);
     assert_eq!(reads, 2, "first batch, the new chunk with the pointer");
+}
+
+#[test]
+fn an_innermost_frame_object_entering_or_leaving_ends_a_running_read_only() {
+    fn walk(memory: &SnapshotMemory, layout: &Layout, first: u64, check_torn: bool) -> Walk {
+        let options = WalkOptions {
+            check_torn,
+            ..WalkOptions::default()
+        };
+        walk_frame_objects(memory, layout, first, &mut FrameSource::new(), &options)
+    }
+    for minor in [9u32, 10] {
+        let layout = layout(minor);
+        let o = &layout.offsets;
+        let mut memory = SnapshotMemory::new();
+        memory.add_region(BASE, vec![0u8; 4096]);
+        let (inner, outer) = (BASE + 256, BASE + 1024);
+        let code = BASE + 2048;
+        // 3.10: FRAME_CREATED (-2) innermost, FRAME_EXECUTING (0) outer;
+        // 3.9: f_executing 0 innermost, 1 outer.
+        let (entering, executing) = if minor == 10 { (0xfe, 0) } else { (0, 1) };
+        let state_at = o
+            .frame_object_f_state
+            .or(o.frame_object_f_executing)
+            .unwrap();
+        for (frame, back, state) in [(inner, outer, entering), (outer, 0, executing)] {
+            put(&mut memory, frame + o.frame_object_f_back.unwrap(), back);
+            put(&mut memory, frame + o.frame_object_f_code.unwrap(), code);
+            put(&mut memory, frame + state_at, state);
+        }
+        // Paused: the thread state names it, so it is the current frame.
+        let paused = walk(&memory, &layout, inner, false);
+        assert!(
+            !paused.broken && paused.frames.len() == 2,
+            "3.{minor}: {paused:?}"
+        );
+        // Running: it may be a frame popped before the copy.
+        let running = walk(&memory, &layout, inner, true);
+        assert!(
+            running.broken && running.frames.is_empty(),
+            "3.{minor}: {running:?}"
+        );
+        // An outer frame that does not run ends even a paused walk.
+        put(&mut memory, outer + state_at, entering);
+        put(&mut memory, inner + state_at, executing);
+        let broken = walk(&memory, &layout, inner, false);
+        assert!(
+            broken.broken && broken.frames.len() == 1,
+            "3.{minor}: {broken:?}"
+        );
+    }
 }

@@ -423,6 +423,14 @@ pub fn walk_frame_objects(
             (None, Some(at)) => field_u8(header, at) != 0,
             (None, None) => true,
         };
+        // Read paused, the frame the thread state names is the thread's
+        // current frame even while it is entering (3.10 sets `f_state` to
+        // FRAME_EXECUTING, 3.9 `f_executing` to 1, a few instructions
+        // after the thread state names it) or leaving (RETURN_VALUE marks
+        // it returned before the thread state names its caller): its
+        // callers must run. Read running, such a frame may be one popped
+        // before the copy, and ends the walk.
+        let running = running || (walk.visited.len() == 1 && !options.check_torn);
         if code == 0 || !code.is_multiple_of(8) || !running {
             walk.broken = true;
             break;
