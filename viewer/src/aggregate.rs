@@ -41,7 +41,8 @@ pub struct ThreadInfo {
     pub name: String,
     /// True for the main thread.
     pub is_main: bool,
-    /// Samples counted for this thread.
+    /// Sampler ticks counted for this thread: its samples' weights (see
+    /// [`Profile::stacks`]); times the period, its time in every output.
     pub samples: u64,
 }
 
@@ -183,6 +184,13 @@ impl Profile {
     /// (10 ms if the header names no rate).
     pub fn sample_period_ns(&self) -> u64 {
         sample_period_ns(&self.header)
+    }
+
+    /// The time `ticks` sampler ticks stand for: ticks × period. The one
+    /// rule every output follows (top, pprof, speedscope, the Chrome trace,
+    /// the report), so a thread's time is the same in each.
+    pub fn ticks_ns(&self, ticks: u64) -> u64 {
+        ticks.saturating_mul(self.sample_period_ns())
     }
 }
 

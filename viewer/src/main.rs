@@ -281,6 +281,10 @@ struct TopArgs {
     /// Rows to show (0: all).
     #[arg(long, default_value_t = 40)]
     limit: usize,
+    /// One JSON document: totals, each thread's ticks and time, the rows
+    /// (schema in notes/viewer.md).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -318,7 +322,14 @@ impl Command {
             }
             Command::Top(args) => {
                 let profile = args.samples.profile()?;
-                top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
+                if args.json {
+                    let mut out = stdout();
+                    json_line(&mut out, &top::json(&profile, args.limit))
+                        .and_then(|()| out.flush())
+                        .map_err(ViewError::Write)?;
+                } else {
+                    top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
+                }
             }
             Command::Lines(args) => {
                 let filter = args.samples.filter()?;

@@ -273,11 +273,18 @@ fn speedscope_export_validates_against_speedscope_schema_and_adds_up() {
         per_profile.insert(p["name"].as_str().unwrap().to_string(), weights);
     }
     let expected: BTreeMap<String, u64> = [
-        ("MainThread (pid 4242, tid 100)".to_string(), 600),
-        ("worker (pid 4242, tid 101)".to_string(), 420),
+        (
+            "MainThread (pid 4242, tid 100)".to_string(),
+            600 * PERIOD_NS,
+        ),
+        ("worker (pid 4242, tid 101)".to_string(), 420 * PERIOD_NS),
     ]
     .into();
-    assert_eq!(per_profile, expected);
+    assert_eq!(per_profile, expected, "weights are ticks × period");
+    for p in json["profiles"].as_array().unwrap() {
+        assert_eq!(p["unit"], "nanoseconds");
+    }
+    assert_eq!(json["activeProfileIndex"], 0, "opens on the busiest thread");
 }
 
 fn decode_pprof(bytes: &[u8]) -> profile_proto::Profile {
