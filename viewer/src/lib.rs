@@ -11,6 +11,7 @@
 //!   tail into a warning;
 //! * [`filter`] decides which samples count (pid, thread, time window, flags);
 //! * [`symbols`] turns frames into labels at a [`symbols::Granularity`];
+//!   [`labels`] names them short (graphs) and full (tooltips);
 //! * [`aggregate`] counts samples per distinct stack;
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
@@ -29,6 +30,7 @@ pub mod filter;
 pub mod flamegraph;
 pub mod heap;
 pub mod input;
+pub mod labels;
 pub mod lines;
 pub mod objects;
 pub mod pprof;

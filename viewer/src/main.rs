@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pydeep_format::files::{Existing, OutputFile};
-use pydeep_view::aggregate::Profile;
+use pydeep_view::aggregate::{Profile, ProfileOptions};
 use pydeep_view::filter::{parse_offset, Filter};
 use pydeep_view::flamegraph::FlamegraphOptions;
 use pydeep_view::input::Input;
@@ -223,9 +223,15 @@ impl SampleArgs {
 
     /// Reads the whole recording into a profile at `granularity`.
     fn profile_at(&self, granularity: Granularity) -> Result<Profile> {
+        self.profile_with(granularity, &ProfileOptions::default())
+    }
+
+    /// Reads the whole recording into a profile at `granularity` with
+    /// `options`.
+    fn profile_with(&self, granularity: Granularity, options: &ProfileOptions) -> Result<Profile> {
         let filter = self.filter()?;
         let mut input = self.open()?;
-        let profile = Profile::read(&mut input, &filter, granularity);
+        let profile = Profile::read_with(&mut input, &filter, granularity, options);
         warn_damage(profile.damage.as_deref());
         if profile.total == 0 && profile.read > 0 {
             warn(&format!(
@@ -263,6 +269,13 @@ struct FlamegraphArgs {
     /// Image width in pixels.
     #[arg(long)]
     width: Option<usize>,
+    /// One root frame per thread under "all".
+    #[arg(long)]
+    per_thread: bool,
+    /// Leave out the thread-state frames (<GIL held>, <no GIL>, <idle>)
+    /// that end every stack by default.
+    #[arg(long)]
+    no_states: bool,
 }
 
 #[derive(Args)]
@@ -310,11 +323,16 @@ impl Command {
     fn run(self) -> Result<()> {
         match self {
             Command::Flamegraph(args) => {
-                let profile = args.output.samples.profile()?;
+                let samples = &args.output.samples;
+                let read = ProfileOptions {
+                    thread_states: !args.no_states,
+                };
+                let profile = samples.profile_with(samples.granularity, &read)?;
                 let options = FlamegraphOptions {
                     title: args.title,
                     reverse: args.reverse,
                     width: args.width,
+                    per_thread: args.per_thread,
                 };
                 let mut out = Output::create(args.output.output.as_deref(), false)?;
                 flamegraph::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;
