@@ -160,6 +160,30 @@ fn escape(text: &str) -> String {
         .replace('\'', "&apos;")
 }
 
+/// Draws folded lines with two counts each (`stack before after`) as
+/// inferno's differential flamegraph titled `title`, with the frames'
+/// titles given their full labels from `full` (short label to full).
+pub(crate) fn write_differential(
+    lines: &[String],
+    title: &str,
+    full: &HashMap<&str, &str>,
+    out: impl Write,
+) -> io::Result<()> {
+    let mut inferno_options = inferno_flamegraph::Options::default();
+    inferno_options.title = title.to_string();
+    inferno_options.count_name = "samples".into();
+    if lines.is_empty() {
+        return write_empty(title, out);
+    }
+    let mut svg = Vec::new();
+    inferno_flamegraph::from_lines(
+        &mut inferno_options,
+        lines.iter().map(String::as_str),
+        &mut svg,
+    )?;
+    write_with_full_titles(&svg, full, out)
+}
+
 fn subtitle(profile: &Profile) -> String {
     let granularity = profile.symbols.granularity();
     let argv = profile.header.argv.join(" ");

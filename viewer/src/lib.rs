@@ -15,6 +15,7 @@
 //! * [`aggregate`] counts samples per distinct stack;
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
+//! * [`diff`] compares two recordings (a table and a differential flamegraph);
 //! * [`bytecode`] disassembles recorded code objects;
 //! * [`snapshots`] picks deep snapshots, shown by [`scopes`] (frames,
 //!   variables, generators), [`objects`] (graphs) and [`heap`] (counts by
@@ -25,6 +26,7 @@ pub mod aggregate;
 pub mod bytecode;
 pub mod chrome;
 pub mod collapsed;
+pub mod diff;
 pub mod error;
 pub mod filter;
 pub mod flamegraph;

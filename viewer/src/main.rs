@@ -19,7 +19,8 @@ use pydeep_view::pprof::PprofOptions;
 use pydeep_view::snapshots::{self, Content, Selection};
 use pydeep_view::symbols::Granularity;
 use pydeep_view::{
-    chrome, collapsed, flamegraph, heap, lines, objects, pprof, scopes, speedscope, top, ViewError,
+    chrome, collapsed, diff, flamegraph, heap, lines, objects, pprof, scopes, speedscope, top,
+    ViewError,
 };
 
 #[derive(Parser)]
@@ -50,6 +51,9 @@ enum Command {
     Pprof(PprofArgs),
     /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing.
     Chrome(OutputArgs),
+    /// What grew and shrank between two recordings: a table (text or
+    /// --json) and, with -o, a differential flamegraph SVG.
+    Diff(DiffArgs),
     /// Annotated bytecode: the disassembly of the recorded code objects with
     /// samples per instruction, source lines and specializations.
     Bytecode(pydeep_view::bytecode::cli::BytecodeArgs),
@@ -311,6 +315,39 @@ struct LinesArgs {
 }
 
 #[derive(Args)]
+struct DiffArgs {
+    /// The first recording (before the change).
+    before: PathBuf,
+    /// The second recording (after the change).
+    after: PathBuf,
+    /// What a frame is counted as: function, line or instruction.
+    #[arg(
+        long,
+        default_value = "function",
+        value_name = "function|line|instruction"
+    )]
+    granularity: Granularity,
+    /// Rows to show (0: all).
+    #[arg(long, default_value_t = 40)]
+    limit: usize,
+    /// One JSON document instead of the table (schema in notes/viewer.md).
+    #[arg(long)]
+    json: bool,
+    /// Also write the differential flamegraph SVG here.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+impl DiffArgs {
+    fn profile(&self, path: &Path) -> Result<Profile> {
+        let mut input = Input::open(path)?;
+        let profile = Profile::read(&mut input, &Filter::default(), self.granularity);
+        warn_damage(profile.damage.as_deref());
+        Ok(profile)
+    }
+}
+
+#[derive(Args)]
 struct PprofArgs {
     #[command(flatten)]
     output: OutputArgs,
@@ -391,6 +428,26 @@ impl Command {
                         .map_err(ViewError::Write)?;
                 out.finish()?;
                 warn_damage(summary.damage.as_deref());
+            }
+            Command::Diff(args) => {
+                let before = args.profile(&args.before)?;
+                let after = args.profile(&args.after)?;
+                let rows = diff::changes(&before, &after);
+                if let Some(path) = args.output.as_deref() {
+                    let mut out = Output::create(Some(path), false)?;
+                    diff::write_flamegraph(&before, &after, out.writer())
+                        .map_err(ViewError::Write)?;
+                    out.finish()?;
+                }
+                let mut out = stdout();
+                if args.json {
+                    json_line(&mut out, &diff::json(&before, &after, &rows, args.limit))
+                        .and_then(|()| out.flush())
+                        .map_err(ViewError::Write)?;
+                } else {
+                    diff::write_text(&before, &after, &rows, args.limit, out)
+                        .map_err(ViewError::Write)?;
+                }
             }
             Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args)?,
             Command::Scopes(args) => {
