@@ -15,6 +15,7 @@
 //! * [`aggregate`] counts samples per distinct stack;
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
+//! * [`report`] gathers every view into one self-contained HTML page;
 //! * [`diff`] compares two recordings (a table and a differential flamegraph);
 //! * [`bytecode`] disassembles recorded code objects;
 //! * [`snapshots`] picks deep snapshots, shown by [`scopes`] (frames,
@@ -36,6 +37,7 @@ pub mod labels;
 pub mod lines;
 pub mod objects;
 pub mod pprof;
+pub mod report;
 pub mod scopes;
 pub mod snapshots;
 pub mod speedscope;

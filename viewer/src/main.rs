@@ -51,6 +51,9 @@ enum Command {
     Pprof(PprofArgs),
     /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing.
     Chrome(OutputArgs),
+    /// One self-contained HTML page (no network) with every view: flame
+    /// graph, timeline, top, source heat, bytecode, snapshots, heap.
+    Report(OutputArgs),
     /// What grew and shrank between two recordings: a table (text or
     /// --json) and, with -o, a differential flamegraph SVG.
     Diff(DiffArgs),
@@ -428,6 +431,19 @@ impl Command {
                         .map_err(ViewError::Write)?;
                 out.finish()?;
                 warn_damage(summary.damage.as_deref());
+            }
+            Command::Report(args) => {
+                let filter = args.samples.filter()?;
+                let report = pydeep_view::report::gather(
+                    &args.samples.file,
+                    &filter,
+                    &pydeep_view::report::ReportOptions::default(),
+                )?;
+                warn_damage(report.damage.as_deref());
+                let mut out = Output::create(args.output.as_deref(), false)?;
+                pydeep_view::report::write_page(&report.data, out.writer())
+                    .map_err(ViewError::Write)?;
+                out.finish()?;
             }
             Command::Diff(args) => {
                 let before = args.profile(&args.before)?;
