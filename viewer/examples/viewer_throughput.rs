@@ -3,7 +3,9 @@
 //! distinct stacks that share prefixes, runs of repeated stacks as a real
 //! program has), and the peak memory of each.
 //!
-//!     cargo run --release -p pydeep-view --example viewer_throughput [-- SAMPLES]
+//!     cargo run --release -p pydeep-view --example viewer_throughput [-- SAMPLES [OUTPUT]]
+//!
+//! OUTPUT keeps only the outputs whose name contains it (e.g. `report`).
 //!
 //! Outputs are written to a byte-counting sink so that the figures measure
 //! the viewer, not the disk. Results go into notes/viewer.md by hand.
@@ -272,6 +274,19 @@ fn main() -> io::Result<()> {
             }),
         ),
         (
+            "report page (HTML)",
+            Box::new(|path, sink| {
+                let report = pydeep_view::report::gather(
+                    path,
+                    &Filter::default(),
+                    &pydeep_view::report::ReportOptions::default(),
+                )
+                .expect("report");
+                pydeep_view::report::write_page(&report.data, sink)?;
+                Ok(report.data["top"]["samples"].as_u64().unwrap_or(0))
+            }),
+        ),
+        (
             "chrome trace (function)",
             Box::new(|path, sink| {
                 let mut input = Input::open(path).expect("open");
@@ -281,7 +296,12 @@ fn main() -> io::Result<()> {
             }),
         ),
     ];
+    // An optional second argument keeps the outputs whose name contains it.
+    let only = std::env::args().nth(2).unwrap_or_default();
     for (name, job) in jobs {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         reset_peak();
         let mut sink = CountingSink(0);
         let started = Instant::now();

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 
+use pydeep_format::proto::SampleFlag;
 use pydeep_format::{proto, Tables};
 
 use crate::filter::Filter;
@@ -41,7 +42,8 @@ pub struct ThreadInfo {
     pub name: String,
     /// True for the main thread.
     pub is_main: bool,
-    /// Samples counted for this thread.
+    /// Sampler ticks counted for this thread: its samples' weights (see
+    /// [`Profile::stacks`]); times the period, its time in every output.
     pub samples: u64,
 }
 
@@ -86,6 +88,37 @@ impl ThreadInfo {
     }
 }
 
+/// What [`Profile::read_with`] adds to the stacks. The default adds nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProfileOptions {
+    /// Ends every stack with a pseudo-frame saying what the thread was doing:
+    /// [`IDLE_LABEL`] (not running: in a syscall, a lock or a sleep),
+    /// [`GIL_LABEL`] (running, holding the GIL) or [`NO_GIL_LABEL`] (running
+    /// without the GIL: native code that released it, or waiting for it).
+    /// Default false.
+    pub thread_states: bool,
+}
+
+/// The pseudo-frame of samples of an idle thread (flag ACTIVE unset).
+pub const IDLE_LABEL: &str = "<idle>";
+/// The pseudo-frame of samples of a running thread holding the GIL.
+pub const GIL_LABEL: &str = "<GIL held>";
+/// The pseudo-frame of samples of a running thread not holding the GIL.
+pub const NO_GIL_LABEL: &str = "<no GIL>";
+
+/// The thread state a sample's flags give (an index into [`STATE_LABELS`]).
+fn thread_state(flags: u32) -> u8 {
+    if flags & SampleFlag::Active as u32 == 0 {
+        0
+    } else if flags & SampleFlag::HoldsGil as u32 != 0 {
+        1
+    } else {
+        2
+    }
+}
+
+const STATE_LABELS: [&str; 3] = [IDLE_LABEL, GIL_LABEL, NO_GIL_LABEL];
+
 /// The aggregated samples of a recording, after filtering.
 #[derive(Debug)]
 pub struct Profile {
@@ -118,8 +151,19 @@ impl Profile {
     /// Reads the rest of `input`, counting samples that pass `filter`, with
     /// frames resolved at `granularity`.
     pub fn read<R: Read>(input: &mut Input<R>, filter: &Filter, granularity: Granularity) -> Self {
+        Self::read_with(input, filter, granularity, &ProfileOptions::default())
+    }
+
+    /// [`Profile::read`] with `options` (thread states as pseudo-frames).
+    pub fn read_with<R: Read>(
+        input: &mut Input<R>,
+        filter: &Filter,
+        granularity: Granularity,
+        options: &ProfileOptions,
+    ) -> Self {
         let mut bound = filter.bind(input.header());
-        let mut counts: IdMap<(u32, u64), u64> = IdMap::default();
+        let with_states = options.thread_states;
+        let mut counts: IdMap<(u32, u64, u8), u64> = IdMap::default();
         let mut total = 0u64;
         let mut samples = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
@@ -128,7 +172,14 @@ impl Profile {
                 return;
             }
             let weight = u64::from(sample.weight.max(1));
-            *counts.entry((sample.thread, sample.stack)).or_insert(0) += weight;
+            let state = if with_states {
+                thread_state(sample.flags)
+            } else {
+                u8::MAX
+            };
+            *counts
+                .entry((sample.thread, sample.stack, state))
+                .or_insert(0) += weight;
             total += weight;
             samples += 1;
             time_range = Some(match time_range {
@@ -141,9 +192,12 @@ impl Profile {
         let mut symbols = Symbols::new(granularity).with_header(input.header());
         let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
         let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-        for ((thread, stack), count) in counts {
+        for ((thread, stack, state), count) in counts {
             let mut frames = Vec::new();
             symbols.resolve_stack(tables, stack, &mut frames);
+            if let Some(label) = STATE_LABELS.get(usize::from(state)) {
+                frames.push(symbols.pseudo(label));
+            }
             *merged.entry((thread, frames)).or_insert(0) += count;
             threads
                 .entry(thread)
@@ -187,6 +241,13 @@ impl Profile {
     /// (10 ms if the header names no rate).
     pub fn sample_period_ns(&self) -> u64 {
         sample_period_ns(&self.header)
+    }
+
+    /// The time `ticks` sampler ticks stand for: ticks × period. The one
+    /// rule every output follows (top, pprof, speedscope, the Chrome trace,
+    /// the report), so a thread's time is the same in each.
+    pub fn ticks_ns(&self, ticks: u64) -> u64 {
+        ticks.saturating_mul(self.sample_period_ns())
     }
 }
 

@@ -4,11 +4,19 @@
 //! Samples are streamed in recording order. Each thread keeps only its open
 //! stack: a sample whose stack shares a prefix with the previous sample of
 //! the thread keeps those frames open, closes ("E") the frames that left and
-//! opens ("B") the frames that came. A sample stands for one sampling period
-//! (from the header's rate); when the next sample of the thread comes more
-//! than 1.5 periods later (an idle gap, filtered samples, a missed tick), the
-//! open frames close one period after the last sample. Memory is bounded by
-//! distinct stacks (the stack cache) and threads times depth.
+//! opens ("B") the frames that came.
+//!
+//! Time follows the one rule of every output: a sample stands for its
+//! weight in sampler ticks (1, plus the ticks the sampler missed right
+//! before it) times the sampling period (from the header's rate). So a
+//! sample of weight `w` taken at `t` covers `[t - (w-1)·period, t + period)`,
+//! moved later if that would overlap the thread's previous sample, and each
+//! thread's outermost events add up to its ticks × period, as its total
+//! does in `top`, pprof and speedscope. When a sample's span starts more
+//! than half a period after the previous one ended (an idle gap, filtered
+//! samples), the open frames close at that end and a new stretch begins.
+//! Memory is bounded by distinct stacks (the stack cache) and threads times
+//! depth.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -27,6 +35,8 @@ use crate::symbols::{Granularity, SymbolId, Symbols};
 pub struct ChromeSummary {
     /// Samples placed on the timeline (after filtering).
     pub samples: u64,
+    /// Sampler ticks they stand for: the timeline spans ticks × period.
+    pub ticks: u64,
     /// Begin/end events written.
     pub events: u64,
     /// Why the recording ended early, if it did: the caller should warn.
@@ -39,7 +49,8 @@ struct ThreadState {
     /// `,"pid":P,"tid":T}` rendered once.
     suffix: String,
     open: Rc<[SymbolId]>,
-    last_ns: u64,
+    /// Where the span of the thread's previous sample ended.
+    end_ns: u64,
 }
 
 struct Writer<W: Write> {
@@ -150,9 +161,9 @@ pub fn write<R: Read>(
 ) -> io::Result<ChromeSummary> {
     let header = input.header().clone();
     let period = sample_period_ns(&header);
-    // A sample more than 1.5 periods after the previous one of its thread
-    // starts a new stretch.
-    let gap = period + period / 2;
+    // A span starting more than half a period after the previous one of its
+    // thread ended starts a new stretch; a closer one continues it.
+    let gap = period / 2;
     let mut bound = filter.bind(&header);
     let mut symbols = Symbols::new(granularity).with_header(&header);
     let mut stacks: HashMap<u64, Rc<[SymbolId]>> = HashMap::new();
@@ -169,6 +180,7 @@ pub fn write<R: Read>(
         .out
         .write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
     let mut samples = 0u64;
+    let mut ticks = 0u64;
     let mut scratch = Vec::new();
     while let Some(sample) = input.next_sample() {
         let tables: &Tables = input.tables();
@@ -176,6 +188,8 @@ pub fn write<R: Read>(
             continue;
         }
         samples += 1;
+        let weight = u64::from(sample.weight.max(1));
+        ticks += weight;
         let stack = stacks
             .entry(sample.stack)
             .or_insert_with(|| {
@@ -205,17 +219,19 @@ pub fn write<R: Read>(
                     tid: info.tid(),
                     suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
                     open: Rc::from(Vec::new()),
-                    last_ns: sample.time_ns,
+                    end_ns: 0,
                 })
             }
         };
-        let time = sample.time_ns;
-        let contiguous = time >= thread.last_ns && time - thread.last_ns < gap;
-        if !contiguous {
-            let end = thread.last_ns + period;
-            writer.close(thread, 0, end)?;
+        let covered = (weight - 1).saturating_mul(period);
+        let span_start = sample.time_ns.saturating_sub(covered).max(thread.end_ns);
+        let time = if !thread.open.is_empty() && span_start - thread.end_ns <= gap {
+            thread.end_ns
+        } else {
+            writer.close(thread, 0, thread.end_ns)?;
             thread.open = Rc::from(Vec::new());
-        }
+            span_start
+        };
         let common = thread
             .open
             .iter()
@@ -227,18 +243,19 @@ pub fn write<R: Read>(
             writer.begin(&symbols, thread, symbol, time)?;
         }
         thread.open = stack;
-        thread.last_ns = time;
+        thread.end_ns = time + weight.saturating_mul(period);
     }
     let mut remaining: Vec<&mut ThreadState> = threads.values_mut().collect();
     remaining.sort_by_key(|thread| (thread.pid, thread.tid));
     for thread in remaining {
-        let end = thread.last_ns + period;
+        let end = thread.end_ns;
         writer.close(thread, 0, end)?;
     }
     writer.out.write_all(b"\n]}\n")?;
     writer.out.flush()?;
     Ok(ChromeSummary {
         samples,
+        ticks,
         events: writer.events,
         damage: input.damage(),
     })

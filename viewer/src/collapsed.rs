@@ -6,20 +6,36 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::aggregate::Profile;
+use crate::symbols::SymbolId;
 
 /// The profile's stacks merged across threads, as (folded stack, count)
 /// sorted by folded stack. With `reverse`, frames are listed innermost
 /// first (a "reversed" or bottom-up profile).
 pub fn folded(profile: &Profile, reverse: bool) -> Vec<(String, u64)> {
+    folded_with(profile, reverse, None, &|id| profile.label(id))
+}
+
+/// [`folded`] with each symbol named by `label` and, with `thread_root`,
+/// each stack under a root frame naming its thread (given the file-local
+/// thread id; it should be free of `;` and line breaks).
+pub fn folded_with<'p>(
+    profile: &'p Profile,
+    reverse: bool,
+    thread_root: Option<&dyn Fn(u32) -> String>,
+    label: &dyn Fn(SymbolId) -> &'p str,
+) -> Vec<(String, u64)> {
     let mut merged: HashMap<String, u64> = HashMap::new();
     let mut line = String::new();
     for stack in &profile.stacks {
         line.clear();
+        if let Some(root) = thread_root {
+            line.push_str(&root(stack.thread));
+        }
         let mut push = |id| {
             if !line.is_empty() {
                 line.push(';');
             }
-            line.push_str(profile.label(id));
+            line.push_str(label(id));
         };
         if reverse {
             stack.frames.iter().rev().for_each(|&id| push(id));

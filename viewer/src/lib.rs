@@ -11,9 +11,12 @@
 //!   tail into a warning;
 //! * [`filter`] decides which samples count (pid, thread, time window, flags);
 //! * [`symbols`] turns frames into labels at a [`symbols::Granularity`];
+//!   [`labels`] names them short (graphs) and full (tooltips);
 //! * [`aggregate`] counts samples per distinct stack;
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
+//! * [`report`] gathers every view into one self-contained HTML page;
+//! * [`diff`] compares two recordings (a table and a differential flamegraph);
 //! * [`bytecode`] disassembles recorded code objects;
 //! * [`snapshots`] picks deep snapshots, shown by [`scopes`] (frames,
 //!   variables, generators), [`objects`] (graphs) and [`heap`] (counts by
@@ -24,14 +27,17 @@ pub mod aggregate;
 pub mod bytecode;
 pub mod chrome;
 pub mod collapsed;
+pub mod diff;
 pub mod error;
 pub mod filter;
 pub mod flamegraph;
 pub mod heap;
 pub mod input;
+pub mod labels;
 pub mod lines;
 pub mod objects;
 pub mod pprof;
+pub mod report;
 pub mod scopes;
 pub mod snapshots;
 pub mod speedscope;

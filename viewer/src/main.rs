@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pydeep_format::files::{Existing, OutputFile};
-use pydeep_view::aggregate::Profile;
+use pydeep_view::aggregate::{Profile, ProfileOptions};
 use pydeep_view::filter::{parse_offset, Filter};
 use pydeep_view::flamegraph::FlamegraphOptions;
 use pydeep_view::input::Input;
@@ -19,7 +19,8 @@ use pydeep_view::pprof::PprofOptions;
 use pydeep_view::snapshots::{self, Content, Selection};
 use pydeep_view::symbols::Granularity;
 use pydeep_view::{
-    chrome, collapsed, flamegraph, heap, lines, objects, pprof, scopes, speedscope, top, ViewError,
+    chrome, collapsed, diff, flamegraph, heap, lines, objects, pprof, scopes, speedscope, top,
+    ViewError,
 };
 
 #[derive(Parser)]
@@ -50,6 +51,12 @@ enum Command {
     Pprof(PprofArgs),
     /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing.
     Chrome(OutputArgs),
+    /// One self-contained HTML page (no network) with every view: flame
+    /// graph, timeline, top, source heat, bytecode, snapshots, heap.
+    Report(OutputArgs),
+    /// What grew and shrank between two recordings: a table (text or
+    /// --json) and, with -o, a differential flamegraph SVG.
+    Diff(DiffArgs),
     /// Annotated bytecode: the disassembly of the recorded code objects with
     /// samples per instruction, source lines and specializations.
     Bytecode(pydeep_view::bytecode::cli::BytecodeArgs),
@@ -223,9 +230,15 @@ impl SampleArgs {
 
     /// Reads the whole recording into a profile at `granularity`.
     fn profile_at(&self, granularity: Granularity) -> Result<Profile> {
+        self.profile_with(granularity, &ProfileOptions::default())
+    }
+
+    /// Reads the whole recording into a profile at `granularity` with
+    /// `options`.
+    fn profile_with(&self, granularity: Granularity, options: &ProfileOptions) -> Result<Profile> {
         let filter = self.filter()?;
         let mut input = self.open()?;
-        let profile = Profile::read(&mut input, &filter, granularity);
+        let profile = Profile::read_with(&mut input, &filter, granularity, options);
         warn_damage(profile.damage.as_deref());
         warn_damage(profile.gaps.as_deref());
         if profile.total == 0 && profile.read > 0 {
@@ -264,6 +277,13 @@ struct FlamegraphArgs {
     /// Image width in pixels.
     #[arg(long)]
     width: Option<usize>,
+    /// One root frame per thread under "all".
+    #[arg(long)]
+    per_thread: bool,
+    /// Leave out the thread-state frames (<GIL held>, <no GIL>, <idle>)
+    /// that end every stack by default.
+    #[arg(long)]
+    no_states: bool,
 }
 
 #[derive(Args)]
@@ -282,6 +302,10 @@ struct TopArgs {
     /// Rows to show (0: all).
     #[arg(long, default_value_t = 40)]
     limit: usize,
+    /// One JSON document: totals, each thread's ticks and time, the rows
+    /// (schema in notes/viewer.md).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -292,6 +316,39 @@ struct LinesArgs {
     /// suffix of it); read from disk, else from the recording if embedded.
     #[arg(long, value_name = "PATH")]
     source: PathBuf,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The first recording (before the change).
+    before: PathBuf,
+    /// The second recording (after the change).
+    after: PathBuf,
+    /// What a frame is counted as: function, line or instruction.
+    #[arg(
+        long,
+        default_value = "function",
+        value_name = "function|line|instruction"
+    )]
+    granularity: Granularity,
+    /// Rows to show (0: all).
+    #[arg(long, default_value_t = 40)]
+    limit: usize,
+    /// One JSON document instead of the table (schema in notes/viewer.md).
+    #[arg(long)]
+    json: bool,
+    /// Also write the differential flamegraph SVG here.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+impl DiffArgs {
+    fn profile(&self, path: &Path) -> Result<Profile> {
+        let mut input = Input::open(path)?;
+        let profile = Profile::read(&mut input, &Filter::default(), self.granularity);
+        warn_damage(profile.damage.as_deref());
+        Ok(profile)
+    }
 }
 
 #[derive(Args)]
@@ -307,11 +364,16 @@ impl Command {
     fn run(self) -> Result<()> {
         match self {
             Command::Flamegraph(args) => {
-                let profile = args.output.samples.profile()?;
+                let samples = &args.output.samples;
+                let read = ProfileOptions {
+                    thread_states: !args.no_states,
+                };
+                let profile = samples.profile_with(samples.granularity, &read)?;
                 let options = FlamegraphOptions {
                     title: args.title,
                     reverse: args.reverse,
                     width: args.width,
+                    per_thread: args.per_thread,
                 };
                 let mut out = Output::create(args.output.output.as_deref(), false)?;
                 flamegraph::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;
@@ -319,7 +381,14 @@ impl Command {
             }
             Command::Top(args) => {
                 let profile = args.samples.profile()?;
-                top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
+                if args.json {
+                    let mut out = stdout();
+                    json_line(&mut out, &top::json(&profile, args.limit))
+                        .and_then(|()| out.flush())
+                        .map_err(ViewError::Write)?;
+                } else {
+                    top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
+                }
             }
             Command::Lines(args) => {
                 let filter = args.samples.filter()?;
@@ -364,6 +433,39 @@ impl Command {
                         .map_err(ViewError::Write)?;
                 out.finish()?;
                 warn_damage(summary.damage.as_deref());
+            }
+            Command::Report(args) => {
+                let filter = args.samples.filter()?;
+                let report = pydeep_view::report::gather(
+                    &args.samples.file,
+                    &filter,
+                    &pydeep_view::report::ReportOptions::default(),
+                )?;
+                warn_damage(report.damage.as_deref());
+                let mut out = Output::create(args.output.as_deref(), false)?;
+                pydeep_view::report::write_page(&report.data, out.writer())
+                    .map_err(ViewError::Write)?;
+                out.finish()?;
+            }
+            Command::Diff(args) => {
+                let before = args.profile(&args.before)?;
+                let after = args.profile(&args.after)?;
+                let rows = diff::changes(&before, &after);
+                if let Some(path) = args.output.as_deref() {
+                    let mut out = Output::create(Some(path), false)?;
+                    diff::write_flamegraph(&before, &after, out.writer())
+                        .map_err(ViewError::Write)?;
+                    out.finish()?;
+                }
+                let mut out = stdout();
+                if args.json {
+                    json_line(&mut out, &diff::json(&before, &after, &rows, args.limit))
+                        .and_then(|()| out.flush())
+                        .map_err(ViewError::Write)?;
+                } else {
+                    diff::write_text(&before, &after, &rows, args.limit, out)
+                        .map_err(ViewError::Write)?;
+                }
             }
             Command::Bytecode(args) => pydeep_view::bytecode::cli::run(&args)?,
             Command::Scopes(args) => {

@@ -3,9 +3,11 @@
 //! profile per thread over a shared frame table.
 //!
 //! Samples are written aggregated, one entry per distinct stack weighted by
-//! its sample count (unit "none"), which keeps the file and the memory used
+//! its time in nanoseconds (its sampler ticks × the sampling period, the
+//! rule every output follows), which keeps the file and the memory used
 //! bounded by distinct stacks; speedscope's left-heavy and sandwich views
-//! show the same as with one entry per sample.
+//! show the same as with one entry per sample. The file opens on the
+//! busiest thread (most ticks; the first by id among equals).
 
 use std::io::{self, Write};
 
@@ -78,27 +80,25 @@ pub fn write(profile: &Profile, name: &str, out: impl Write) -> io::Result<()> {
         })
         .collect();
 
+    let period = profile.sample_period_ns();
     let mut profiles = Vec::new();
     let mut active_profile_index = 0;
     let mut most = 0;
     for (index, thread) in profile.threads.values().enumerate() {
         let stacks = profile.stacks.iter().filter(|s| s.thread == thread.id);
-        let (samples, weights): (Vec<&[SymbolId]>, Vec<u64>) =
-            stacks.map(|s| (s.frames.as_slice(), s.count)).unzip();
-        if thread.is_main || thread.samples > most {
-            if thread.is_main {
-                most = u64::MAX;
-            } else {
-                most = thread.samples;
-            }
+        let (samples, weights): (Vec<&[SymbolId]>, Vec<u64>) = stacks
+            .map(|s| (s.frames.as_slice(), s.count.saturating_mul(period)))
+            .unzip();
+        if thread.samples > most {
+            most = thread.samples;
             active_profile_index = index;
         }
         profiles.push(SampledProfile {
             kind: "sampled",
             name: thread.describe(),
-            unit: "none",
+            unit: "nanoseconds",
             start_value: 0,
-            end_value: thread.samples,
+            end_value: thread.samples.saturating_mul(period),
             samples,
             weights,
         });

@@ -83,6 +83,7 @@ enum Key {
     },
     UnknownFrame(u64),
     NoPython,
+    Pseudo(&'static str),
 }
 
 /// The symbols of one output, interned as frames are resolved. Both maps
@@ -156,6 +157,12 @@ impl Symbols {
             let symbol = self.intern(Key::NoPython, || unresolved(NO_PYTHON_LABEL.to_string()));
             out.push(symbol);
         }
+    }
+
+    /// A symbol that is no Python frame, labelled `label` (such as a
+    /// thread state), interned like the others.
+    pub fn pseudo(&mut self, label: &'static str) -> SymbolId {
+        self.intern(Key::Pseudo(label), || unresolved(label.to_string()))
     }
 
     /// The symbol of frame `frame_id`.
@@ -285,7 +292,7 @@ fn unresolved(label: String) -> Symbol {
 
 /// Makes a label safe for the collapsed-stack format, where `;` separates
 /// frames and a line holds one stack.
-fn sanitize(label: &str) -> String {
+pub(crate) fn sanitize(label: &str) -> String {
     label
         .chars()
         .map(|c| match c {

@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 
+use serde_json::{json, Value};
+
 use crate::aggregate::Profile;
 use crate::symbols::SymbolId;
 
@@ -105,4 +107,66 @@ pub fn write(profile: &Profile, limit: usize, mut out: impl Write) -> io::Result
         writeln!(out, "({} more; --limit 0 shows all)", shares.len() - shown)?;
     }
     out.flush()
+}
+
+/// The same table as JSON (`top --json`), one document: the totals, each
+/// thread's ticks and time, and the `limit` first shares (all if 0), in the
+/// order [`write`] prints them. Times are ticks × the sampling period in
+/// nanoseconds ([`Profile::ticks_ns`]), the rule every output follows.
+pub fn json(profile: &Profile, limit: usize) -> Value {
+    let shares = shares(profile);
+    let shown = if limit == 0 { shares.len() } else { limit };
+    let percent = |n: u64| {
+        if profile.total == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / profile.total as f64
+        }
+    };
+    let threads: Vec<Value> = profile
+        .threads
+        .values()
+        .map(|thread| {
+            json!({
+                "thread": thread.id,
+                "pid": thread.pid,
+                "tid": thread.tid(),
+                "name": thread.name,
+                "describe": thread.describe(),
+                "is_main": thread.is_main,
+                "ticks": thread.samples,
+                "time_ns": profile.ticks_ns(thread.samples),
+            })
+        })
+        .collect();
+    let functions: Vec<Value> = shares
+        .iter()
+        .take(shown)
+        .map(|share| {
+            let symbol = profile.symbols.get(share.symbol);
+            json!({
+                "label": symbol.label,
+                "function": symbol.function,
+                "file": symbol.file,
+                "line": if symbol.line != 0 { symbol.line } else { symbol.first_line },
+                "own": share.own,
+                "total": share.total,
+                "own_percent": percent(share.own),
+                "total_percent": percent(share.total),
+                "own_ns": profile.ticks_ns(share.own),
+                "total_ns": profile.ticks_ns(share.total),
+            })
+        })
+        .collect();
+    json!({
+        "granularity": profile.symbols.granularity().to_string(),
+        "samples": profile.samples,
+        "ticks": profile.total,
+        "read": profile.read,
+        "period_ns": profile.sample_period_ns(),
+        "time_ns": profile.ticks_ns(profile.total),
+        "threads": threads,
+        "functions": functions,
+        "more": shares.len().saturating_sub(shown),
+    })
 }

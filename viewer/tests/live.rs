@@ -117,7 +117,11 @@ fn outputs_of_real_recordings_count_what_the_recording_holds() {
             .flat_map(|p| p["weights"].as_array().unwrap().iter())
             .map(|w| w.as_u64().unwrap())
             .sum();
-        assert_eq!(weights, kept, "{label}: speedscope");
+        assert_eq!(
+            weights,
+            profile.ticks_ns(kept),
+            "{label}: speedscope (ticks × period)"
+        );
 
         // pprof, decoded with profile.proto.
         let mut gz = Vec::new();

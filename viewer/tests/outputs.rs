@@ -7,7 +7,7 @@ use std::io::Read;
 
 use common::*;
 use prost::Message;
-use pydeep_view::aggregate::Profile;
+use pydeep_view::aggregate::{Profile, ProfileOptions};
 use pydeep_view::filter::Filter;
 use pydeep_view::flamegraph::FlamegraphOptions;
 use pydeep_view::input::Input;
@@ -164,9 +164,65 @@ fn flamegraph_total_equals_the_recorded_sample_count() {
     let titles = svg_titles(&svg);
     assert_eq!(titles["all"], plan.len() as u64);
     // Job.work is on every MainThread stack: 600 samples.
-    assert_eq!(titles[&label(&(WORK, 0, 0), "function")], 600);
+    assert_eq!(titles[&flame_title(WORK)], 600);
     // helper is called from two places: 200 under Job.work and 100 under worker_loop.
-    assert_eq!(titles[&label(&(HELPER, 0, 0), "function")], 300);
+    assert_eq!(titles[&flame_title(HELPER)], 300);
+    // Frames show the file's name and the function's first line; titles
+    // (tooltips, search) the full path.
+    assert!(
+        svg.contains("\">Job.work (app.py:10)"),
+        "short labels drawn"
+    );
+    assert!(
+        svg.contains("<title>Job.work (/srv/app.py:10) ("),
+        "full path in titles"
+    );
+    assert!(!svg.contains("\">Job.work (/srv"), "no path in frame texts");
+}
+
+/// A flamegraph frame's title at function granularity:
+/// `qualname (/full/path.py:first_line)`.
+fn flame_title(function: Function) -> String {
+    format!(
+        "{} ({}:{})",
+        function.qualname, function.file, function.first_line
+    )
+}
+
+#[test]
+fn flamegraph_shows_thread_roots_and_states_when_asked() {
+    let plan = standard_plan();
+    let recorded = record(&plan);
+    let mut input = Input::open(&recorded.path).unwrap();
+    let options = ProfileOptions {
+        thread_states: true,
+    };
+    let profile = Profile::read_with(
+        &mut input,
+        &Filter::default(),
+        Granularity::Function,
+        &options,
+    );
+    let mut svg = Vec::new();
+    let options = FlamegraphOptions {
+        per_thread: true,
+        ..Default::default()
+    };
+    flamegraph::write(&profile, &options, &mut svg).unwrap();
+    let titles = svg_titles(&String::from_utf8(svg).unwrap());
+    assert_eq!(titles["all"], plan.len() as u64);
+    assert_eq!(titles["MainThread (pid 4242, tid 100)"], 600);
+    assert_eq!(titles["worker (pid 4242, tid 101)"], 420);
+    let count = |keep: &dyn Fn(u32) -> bool| plan.iter().filter(|s| keep(s.flags)).count() as u64;
+    assert_eq!(titles["<idle>"], count(&|f| f & ACTIVE == 0));
+    assert_eq!(
+        titles["<GIL held>"],
+        count(&|f| f & ACTIVE != 0 && f & GIL != 0)
+    );
+    assert_eq!(
+        titles["<no GIL>"],
+        count(&|f| f & ACTIVE != 0 && f & GIL == 0)
+    );
 }
 
 #[test]
@@ -193,7 +249,7 @@ fn reversed_flamegraph_is_an_icicle_of_innermost_frames() {
     flamegraph::write(&profile, &options, &mut svg).unwrap();
     let svg = String::from_utf8(svg).unwrap();
     assert_eq!(svg_titles(&svg)["all"], plan.len() as u64);
-    assert_eq!(svg_titles(&svg)[&helper], 300);
+    assert_eq!(svg_titles(&svg)[&flame_title(HELPER)], 300);
 }
 
 #[test]
@@ -273,11 +329,18 @@ fn speedscope_export_validates_against_speedscope_schema_and_adds_up() {
         per_profile.insert(p["name"].as_str().unwrap().to_string(), weights);
     }
     let expected: BTreeMap<String, u64> = [
-        ("MainThread (pid 4242, tid 100)".to_string(), 600),
-        ("worker (pid 4242, tid 101)".to_string(), 420),
+        (
+            "MainThread (pid 4242, tid 100)".to_string(),
+            600 * PERIOD_NS,
+        ),
+        ("worker (pid 4242, tid 101)".to_string(), 420 * PERIOD_NS),
     ]
     .into();
-    assert_eq!(per_profile, expected);
+    assert_eq!(per_profile, expected, "weights are ticks × period");
+    for p in json["profiles"].as_array().unwrap() {
+        assert_eq!(p["unit"], "nanoseconds");
+    }
+    assert_eq!(json["activeProfileIndex"], 0, "opens on the busiest thread");
 }
 
 fn decode_pprof(bytes: &[u8]) -> profile_proto::Profile {
