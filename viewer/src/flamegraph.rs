@@ -65,8 +65,22 @@ pub fn write(profile: &Profile, options: &FlamegraphOptions, out: impl Write) ->
     if options.reverse {
         inferno_options.direction = Direction::Inverted;
     }
+    let full: HashMap<&str, &str> = (0..profile.symbols.all().len() as u32)
+        .map(|id| (labels.short(id), labels.full(id)))
+        .collect();
+    draw(&lines, inferno_options, &full, out)
+}
+
+/// Draws folded `lines` with inferno, then gives the frames' titles their
+/// full labels from `full` (short label to full). inferno refuses an empty
+/// input; an empty profile is still an answer (an empty page).
+fn draw(
+    lines: &[String],
+    mut inferno_options: inferno_flamegraph::Options,
+    full: &HashMap<&str, &str>,
+    out: impl Write,
+) -> io::Result<()> {
     if lines.is_empty() {
-        // inferno refuses an empty input; an empty profile is still an answer.
         return write_empty(&inferno_options.title, out);
     }
     let mut svg = Vec::new();
@@ -75,10 +89,7 @@ pub fn write(profile: &Profile, options: &FlamegraphOptions, out: impl Write) ->
         lines.iter().map(String::as_str),
         &mut svg,
     )?;
-    let full: HashMap<&str, &str> = (0..profile.symbols.all().len() as u32)
-        .map(|id| (labels.short(id), labels.full(id)))
-        .collect();
-    write_with_full_titles(&svg, &full, out)
+    write_with_full_titles(&svg, full, out)
 }
 
 /// inferno's way of turning a frame's title into its text, and ours: the
@@ -172,16 +183,7 @@ pub(crate) fn write_differential(
     let mut inferno_options = inferno_flamegraph::Options::default();
     inferno_options.title = title.to_string();
     inferno_options.count_name = "samples".into();
-    if lines.is_empty() {
-        return write_empty(title, out);
-    }
-    let mut svg = Vec::new();
-    inferno_flamegraph::from_lines(
-        &mut inferno_options,
-        lines.iter().map(String::as_str),
-        &mut svg,
-    )?;
-    write_with_full_titles(&svg, full, out)
+    draw(lines, inferno_options, full, out)
 }
 
 fn subtitle(profile: &Profile) -> String {
