@@ -20,8 +20,6 @@
 //! or the free list, for the next call), so a stack that did not change is
 //! walked without another read, and one that did reads only its new frames.
 
-use std::collections::HashSet;
-
 /// Every data-stack chunk is at least this long (`DATA_STACK_CHUNK_SIZE`,
 /// Python/pystate.c), so a window from a chunk's start up to this length is
 /// always readable while the chunk lives.
@@ -177,12 +175,16 @@ impl ThreadPrefetch {
             .len()
             .saturating_add(RECENT_FRAME_OBJECTS)
             .min(MAX_FRAME_OBJECTS);
-        let seen: HashSet<u64> = visited.iter().copied().collect();
+        // Sorted, not hashed: this runs every sample of a 3.9/3.10 target,
+        // and at depth 1,000 sorting the addresses costs a fraction of
+        // hashing them.
+        let mut seen = visited.to_vec();
+        seen.sort_unstable();
         let recent = self
             .frame_objects
             .iter()
             .copied()
-            .filter(|a| !seen.contains(a) && !failed.contains(a))
+            .filter(|a| seen.binary_search(a).is_err() && !failed.contains(a))
             .take(RECENT_FRAME_OBJECTS);
         let mut next: Vec<u64> = visited
             .iter()
