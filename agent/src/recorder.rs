@@ -1,12 +1,16 @@
 //! Turns what the walker reads (thread samples, code objects) into records of
 //! a `.pdr` file: interning code objects once per distinct object, embedding
 //! their source files once, and announcing threads when first seen or renamed.
+//!
+//! It runs on the recording's sink thread ([`crate::sink`]) and never reads
+//! the target: code objects come from a [`CodeSource`], in production the
+//! sink's mirror of what the sampler resolved ([`crate::codes`]).
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use pydeep_format::linetable::LineIndex;
-use pydeep_format::proto::{self, ProcessEventKind, SampleFlag};
+use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
 use crate::sources::Sources;
@@ -149,31 +153,6 @@ impl<W: Write> Recorder<W> {
     /// `argv` as recorded: secret-looking values masked.
     pub fn command_line(&self, argv: &[String]) -> Vec<String> {
         crate::redact::command_line(self.redact, argv)
-    }
-
-    /// Records a process event of `target` now, with its command line as
-    /// recorded and its Python version: the one way every driver writes
-    /// them.
-    pub fn process_event(
-        &mut self,
-        target: &crate::Target,
-        kind: ProcessEventKind,
-        code: i32,
-        parent_pid: i32,
-        detail: String,
-    ) -> Result<(), FormatError> {
-        let pid = target.pid();
-        let argv = self.command_line(&crate::procfs::cmdline(pid));
-        self.record(proto::record::Kind::ProcessEvent(proto::ProcessEvent {
-            time_ns: crate::session::monotonic_ns(),
-            pid: pid as u32,
-            kind: kind as i32,
-            code,
-            parent_pid: parent_pid as u32,
-            python_version: Some(proto_version(&target.python_version())),
-            argv,
-            detail,
-        }))
     }
 
     /// Embeds whole source files rather than the lines of the code objects

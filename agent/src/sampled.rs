@@ -3,15 +3,22 @@
 //! and how its ticks are read. `record`/`attach` (session.rs) and the
 //! daemon's workers share it, so they refresh names, ask for exits and
 //! execs, re-attach and forget a gone image the same way.
+//!
+//! It is the only thing that reads the process: what it sends to the
+//! recording's sink ([`crate::sink`]) names code objects it resolved
+//! itself ([`Resolver`]), so the sink never reads the target.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codes::Resolver;
 use crate::exactness::{Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::Identity;
-use crate::recorder::{Recorder, Tick};
-use crate::{ReadError, Target, ThreadSample, WalkOptions};
+use crate::recorder::Tick;
+use crate::sink::{Batch, Input, Sink, SnapshotInput};
+use crate::snapshot::{SnapshotOptions, SnapshotReport};
+use crate::{PythonVersion, ReadError, Target, ThreadSample, WalkOptions};
 
 /// After this many failed samples in a row of a living process, attach to
 /// it afresh. A process caught early in its start-up (a child just spawned
@@ -31,7 +38,11 @@ pub struct Sampled {
     /// The attachment.
     pub target: Target,
     /// Thread names by `thread_id`, as `threading` knows them.
-    pub names: HashMap<u64, String>,
+    pub names: Arc<HashMap<u64, String>>,
+    /// The interpreter's version.
+    pub version: Arc<PythonVersion>,
+    /// Which code objects the sink has been told of.
+    resolver: Resolver,
     names_refreshed: Option<Instant>,
     /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
     pub consecutive_errors: u32,
@@ -54,8 +65,10 @@ impl Sampled {
         });
         Sampled {
             identity: Identity::of(target.pid()),
+            version: Arc::new(target.python_version()),
             target,
-            names: HashMap::new(),
+            names: Arc::default(),
+            resolver: Resolver::default(),
             names_refreshed: None,
             consecutive_errors: 0,
             exactness: Exactness::new(read_mode),
@@ -88,30 +101,77 @@ impl Sampled {
         due
     }
 
-    /// Records the stacks of a good read taken at `tick`, with their
-    /// threads' names (refreshed first if due).
-    pub fn record<W: Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        tick: Tick,
-        threads: &[ThreadSample],
-    ) -> Result<(), pydeep_format::FormatError> {
+    /// Sends the stacks of a good read taken at `tick` to `sink`, with
+    /// their threads' names (refreshed first if due) and the code objects
+    /// the sink has not been told of. `threads` is handed over (left
+    /// empty). Returns how many samples the sink's full queue refused.
+    pub fn record(&mut self, sink: &Sink, tick: Tick, threads: &mut Vec<ThreadSample>) -> u64 {
         self.consecutive_errors = 0;
         self.refresh_names(threads);
-        let pid = self.target.pid();
-        let version = self.target.python_version();
-        for thread in threads {
-            let name = self.names.get(&thread.thread_id).map(String::as_str);
-            recorder.sample(&mut self.target, pid, &version, tick, thread, name)?;
+        let mut mappings = Vec::new();
+        self.resolver
+            .resolve(&mut self.target, threads, &mut mappings);
+        let batch = Box::new(Batch {
+            pid: self.target.pid(),
+            version: self.version.clone(),
+            tick,
+            code_epoch: self.target.code_epoch(),
+            mappings,
+            threads: std::mem::take(threads),
+            names: self.names.clone(),
+        });
+        match sink.samples(batch) {
+            Ok(()) => 0,
+            Err(batch) => {
+                self.resolver.not_delivered(&batch.mappings);
+                batch.threads.len() as u64
+            }
         }
-        Ok(())
+    }
+
+    /// Pauses the target, reads what `asked` says, and sends the snapshot
+    /// to `sink` (interned there); what it held, for reports.
+    pub fn snapshot(
+        &mut self,
+        sink: &Sink,
+        asked: &SnapshotOptions,
+    ) -> Result<SnapshotReport, ReadError> {
+        let taken = crate::snapshot::take(&mut self.target, asked)?;
+        if asked.scopes {
+            self.read_names();
+        }
+        let report = SnapshotReport::of(&taken);
+        let mut mappings = Vec::new();
+        let generators = taken
+            .asynchronous
+            .iter()
+            .flat_map(|found| &found.generators)
+            .filter_map(crate::asyncio::generator_frame)
+            .collect::<Vec<_>>();
+        let frames = taken
+            .threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|f| &f.frame)
+            .chain(&generators);
+        self.resolver
+            .resolve_frames(&mut self.target, frames, &mut mappings);
+        sink.send(Input::Snapshot(Box::new(SnapshotInput {
+            pid: self.target.pid(),
+            version: self.version.clone(),
+            code_epoch: self.target.code_epoch(),
+            mappings,
+            taken,
+            names: self.names.clone(),
+        })));
+        Ok(report)
     }
 
     /// Counts a failed read; after [`REATTACH_AFTER_ERRORS`] in a row,
     /// attaches afresh (keeping the identity: an exec is still told by
-    /// it) and makes `recorder` forget what it derived from the old
+    /// it) and makes `sink` forget what it derived from the old
     /// attachment. True if it re-attached.
-    pub fn failed<W: Write>(&mut self, recorder: &mut Recorder<W>) -> bool {
+    pub fn failed(&mut self, sink: &Sink) -> bool {
         self.consecutive_errors += 1;
         if self.consecutive_errors < REATTACH_AFTER_ERRORS {
             return false;
@@ -120,25 +180,25 @@ impl Sampled {
         let Ok(fresh) = Target::attach(self.pid()) else {
             return false;
         };
-        self.replace(fresh, recorder);
+        self.replace(fresh, sink);
         true
     }
 
     /// Continues with `fresh`, a new attachment to the same process (after
-    /// an exec, or failed reads): what `recorder` derived from the old
-    /// one is forgotten, names are read again, the read mode starts over.
-    pub fn replace<W: Write>(&mut self, fresh: Target, recorder: &mut Recorder<W>) {
+    /// an exec, or failed reads): what `sink` derived from the old one is
+    /// forgotten, names are read again, the read mode starts over.
+    pub fn replace(&mut self, fresh: Target, sink: &Sink) {
         let depth = self.target.walk_options().max_depth as u32;
         let identity = self.identity.clone();
         *self = Sampled::new(fresh, self.read_mode, depth);
         self.identity = identity;
-        recorder.forget_process(self.pid());
+        sink.send(Input::Forget { pid: self.pid() });
     }
 
     /// Reads the thread names now (a snapshot names its threads).
     pub fn read_names(&mut self) {
         if let Ok(names) = self.target.thread_names() {
-            self.names = names;
+            self.names = Arc::new(names);
             self.names_refreshed = Some(Instant::now());
         }
     }
@@ -153,7 +213,9 @@ impl Sampled {
             .any(|t| !self.names.contains_key(&t.thread_id));
         if stale || (unknown && age.is_some_and(|a| a >= Duration::from_millis(50))) {
             if let Ok(names) = self.target.thread_names() {
-                self.names = names;
+                if *self.names != names {
+                    self.names = Arc::new(names);
+                }
             }
             self.names_refreshed = Some(Instant::now());
         }
