@@ -20,8 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a running Python process and record its stacks.
     Attach {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Sampling options.
         #[command(flatten)]
         options: RecordOptions,
@@ -40,12 +41,16 @@ pub enum Command {
     Info {
         /// The `.pdr` file.
         file: PathBuf,
+        /// Print JSON (the same facts, machine-readable) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print every thread's stack of a running process (paused while it is
     /// read), optionally with each frame's variables.
     Dump {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Dump options.
         #[command(flatten)]
         options: DumpArgs,
@@ -53,8 +58,9 @@ pub enum Command {
     /// Count the GC-tracked objects of a running process by type (paused
     /// while counted); with --interval, the growth between counts.
     Heap {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Types shown, most numerous first (0 = all).
         #[arg(long, default_value_t = 20)]
         top: usize,
@@ -80,8 +86,9 @@ pub enum Command {
     /// The objects reachable from a root, breadth first (paused while
     /// read): DOT, JSON or SVG (through Graphviz `dot`).
     Objects {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Where to start: `0xADDRESS`, `module:NAME:GLOBAL` or
         /// `thread:NAME:frame:FUNCTION:local:VARIABLE`.
         #[arg(long)]
@@ -132,6 +139,37 @@ pub enum Command {
         /// The `.pdr` file.
         file: PathBuf,
     },
+    /// Print a shell completion script, e.g.
+    /// `pydeep completions bash > ~/.local/share/bash-completion/completions/pydeep`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The process a live command reads: a positional PID, or `--pid PID` as
+/// py-spy users type it.
+#[derive(Debug, Clone, Args)]
+pub struct TargetPid {
+    /// Process id of the target.
+    #[arg(
+        value_name = "PID",
+        required_unless_present = "pid_option",
+        conflicts_with = "pid_option"
+    )]
+    pid: Option<i32>,
+    /// Process id of the target (the same as the positional PID).
+    #[arg(long = "pid", id = "pid_option", value_name = "PID")]
+    pid_option: Option<i32>,
+}
+
+impl TargetPid {
+    /// The process id, however it was given.
+    pub fn pid(&self) -> i32 {
+        self.pid
+            .or(self.pid_option)
+            .expect("clap requires a PID, positional or --pid")
+    }
 }
 
 /// The requests of `pydeep ctl`.

@@ -18,9 +18,9 @@ use crate::{AttachError, Target};
 /// Runs one parsed command.
 pub fn run(command: Command) -> Result<Exit> {
     match command {
-        Command::Attach { pid, options } => attach(pid, &options),
+        Command::Attach { target, options } => attach(target.pid(), &options),
         Command::Record { options, command } => record(&command, &options),
-        Command::Info { file } => info(&file),
+        Command::Info { file, json } => info(&file, json),
         Command::Verify { file } => verify(&file),
         Command::Daemon { config } => crate::daemon::run(Some(&config)),
         Command::Ctl {
@@ -29,9 +29,9 @@ pub fn run(command: Command) -> Result<Exit> {
             timeout,
             action,
         } => crate::daemon::ctl(&socket, action.request(), json, timeout),
-        Command::Dump { pid, options } => dump(pid, &options),
+        Command::Dump { target, options } => dump(target.pid(), &options),
         Command::Objects {
-            pid,
+            target,
             root,
             depth,
             max_objects,
@@ -39,7 +39,7 @@ pub fn run(command: Command) -> Result<Exit> {
             format,
             redact,
         } => objects(
-            pid,
+            target.pid(),
             &root,
             depth,
             max_objects,
@@ -48,7 +48,7 @@ pub fn run(command: Command) -> Result<Exit> {
             redact_regex(&redact)?,
         ),
         Command::Heap {
-            pid,
+            target,
             top,
             interval,
             count,
@@ -56,7 +56,7 @@ pub fn run(command: Command) -> Result<Exit> {
             growth,
             since,
         } => heap(
-            pid,
+            target.pid(),
             top,
             interval,
             count,
@@ -66,7 +66,22 @@ pub fn run(command: Command) -> Result<Exit> {
                 since,
             },
         ),
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+/// Writes the completion script of `shell` for every subcommand and option.
+fn completions(shell: clap_complete::Shell) -> Result<Exit> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::Cli::command(),
+        "pydeep",
+        &mut script,
+    );
+    crate::out!("{}", String::from_utf8_lossy(&script))?;
+    Ok(Exit::Ok)
 }
 
 fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
@@ -275,10 +290,15 @@ fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
     })
 }
 
-fn info(file: &Path) -> Result<Exit> {
+fn info(file: &Path, json: bool) -> Result<Exit> {
     let summary = pydeep_format::summarize(file)
         .map_err(|e| Failure::new(Exit::InvalidRecording, format!("{}: {e}", file.display())))?;
-    crate::outln!("{summary}")?;
+    if json {
+        let facts = crate::info_json::summary_json(&summary);
+        crate::outln!("{}", serde_json::to_string_pretty(&facts)?)?;
+    } else {
+        crate::outln!("{summary}")?;
+    }
     Ok(Exit::Ok)
 }
 

@@ -8,6 +8,7 @@ pub mod exactness;
 pub mod generators;
 pub mod graph;
 pub mod heap;
+pub mod info_json;
 pub mod live_views;
 pub mod memory;
 pub mod objects;
