@@ -265,6 +265,17 @@ pub struct RecordOptions {
     /// Overwrite the output file if it exists (never follows a symlink).
     #[arg(long)]
     pub force: bool,
+    /// When recording ends, also write it as FORMAT: flamegraph (.svg),
+    /// speedscope, pprof (.pb.gz), chrome (Perfetto), collapsed (py-spy's
+    /// raw) or report (.html). It goes to `-o` if that names a file not
+    /// ending in `.pdr` (the recording then beside it, as NAME.pdr), else
+    /// beside the recording.
+    #[arg(short, long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<pydeep_view::export::Format>,
+    /// With --format: keep only that output; the recording is deleted once
+    /// it is written (and kept if writing it fails).
+    #[arg(long, requires = "format")]
+    pub no_pdr: bool,
     /// Samples per second per thread.
     #[arg(short, long, default_value_t = 100.0, value_parser = parse_rate)]
     pub rate: f64,
@@ -424,6 +435,12 @@ pub const MIN_RATE_HZ: f64 = 0.01;
 /// The fastest sampling rate `--rate` takes (a sampler asked for more than
 /// it can take skips ticks and says so).
 pub const MAX_RATE_HZ: f64 = 1_000_000.0;
+
+/// Parses `--format`: a name of [`pydeep_view::export::Format`] (or
+/// py-spy's `raw`, `chrometrace`).
+pub fn parse_format(text: &str) -> Result<pydeep_view::export::Format, String> {
+    pydeep_view::export::Format::parse(text)
+}
 
 /// Parses `--rate`: samples per second, from [`MIN_RATE_HZ`] to
 /// [`MAX_RATE_HZ`]; zero, negative, not-a-number and infinite rates are

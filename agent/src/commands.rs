@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Command, DumpArgs, RecordOptions};
 use crate::exactness::ReadMode;
 use crate::exit::{Exit, Failure};
+use crate::exports::Outputs;
 use crate::session::{self, SessionOptions};
 use crate::{AttachError, Target};
 
@@ -86,10 +87,13 @@ fn completions(shell: clap_complete::Shell) -> Result<Exit> {
 
 fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
     let session_options = session_options(options, "attach")?;
+    let outputs = Outputs::plan(options, pid);
+    outputs.check(options.force)?;
     let target = Target::attach(pid).map_err(attach_failure)?;
-    let output = session::create_output(&output_path(options, pid), options.force)?;
+    let output = session::create_output(&outputs.recording, options.force)?;
     let (summary, _) = session::run(target, None, output, &session_options)?;
     eprintln!("{summary}");
+    outputs.finish(options.force)?;
     Ok(Exit::Ok)
 }
 
@@ -99,10 +103,9 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     // path that is taken or cannot be written fails before the program has
     // done anything. Without -o the name holds pydeep's pid, not the
     // program's, since the program does not exist yet.
-    let output = session::create_output(
-        &output_path(options, std::process::id() as i32),
-        options.force,
-    )?;
+    let outputs = Outputs::plan(options, std::process::id() as i32);
+    outputs.check(options.force)?;
+    let output = session::create_output(&outputs.recording, options.force)?;
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
     crate::signals::forward_to(pid);
@@ -127,6 +130,11 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     };
     let (summary, child) = session::run(target, Some(child), output, &session_options)?;
     eprintln!("{summary}");
+    // An export that fails is said, but the program still decides the
+    // exit code (its recording is kept).
+    if let Err(failure) = outputs.finish(options.force) {
+        eprintln!("pydeep: error: {failure}");
+    }
     // The program decides the exit code; if recording stopped first, wait for it.
     let status = match child {
         Some(mut child) => child.wait().context("waiting for the program")?,
@@ -278,15 +286,6 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
         snapshot_objects: options.snapshot_objects,
         heap_every: options.heap_every,
         redact: redact_regex(&options.redact)?,
-    })
-}
-
-fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
-    options.output.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("pydeep-{pid}-{stamp}.pdr"))
     })
 }
 

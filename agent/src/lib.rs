@@ -23,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod exit;
+pub mod exports;
 pub mod gaps;
 pub mod lifecycle;
 pub mod one_shot;
