@@ -37,6 +37,42 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// A live view of a running process, refreshed every second like
+    /// `py-spy top`: functions by own and total share, each thread's
+    /// running and GIL shares, rate and missed ticks. Keys: o (sort by own),
+    /// t (by total), q (quit). Not on a terminal (or with --once), prints
+    /// the view once after --interval and exits.
+    Top {
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
+        /// Samples per second per thread.
+        #[arg(short, long, default_value_t = 100.0, value_parser = parse_rate)]
+        rate: f64,
+        /// Time between refreshes (the view lags the process by up to this
+        /// plus a second: it shows the recording's flushed chunks).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Print the view once, after --interval of sampling, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Stop after this long.
+        #[arg(short, long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Rows of the function table (0 = all).
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        /// Sort by own or total share first.
+        #[arg(long, default_value = "own", value_parser = ["own", "total"])]
+        sort: String,
+        /// Keep samples of idle threads.
+        #[arg(long)]
+        idle: bool,
+        /// Keep the recording behind the view in this file (default: a
+        /// temporary file, deleted at the end).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print a recording's header, counts, duration, size and bytes per sample.
     Info {
         /// The `.pdr` file.

@@ -68,6 +68,29 @@ pub fn run(command: Command) -> Result<Exit> {
             },
         ),
         Command::Completions { shell } => completions(shell),
+        Command::Top {
+            target,
+            rate,
+            interval,
+            once,
+            duration,
+            limit,
+            sort,
+            idle,
+            output,
+        } => crate::live_top::run(
+            target.pid(),
+            &crate::live_top::TopOptions {
+                rate_hz: rate,
+                interval,
+                once,
+                duration,
+                limit,
+                sort_by_total: sort == "total",
+                include_idle: idle,
+                output,
+            },
+        ),
     }
 }
 

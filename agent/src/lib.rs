@@ -26,6 +26,7 @@ pub mod exit;
 pub mod exports;
 pub mod gaps;
 pub mod lifecycle;
+pub mod live_top;
 pub mod one_shot;
 pub mod output;
 pub mod procfs;
