@@ -20,8 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a running Python process and record its stacks.
     Attach {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Sampling options.
         #[command(flatten)]
         options: RecordOptions,
@@ -36,16 +37,56 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// A live view of a running process, refreshed every second like
+    /// `py-spy top`: functions by own and total share, each thread's
+    /// running and GIL shares, rate and missed ticks. Keys: o (sort by own),
+    /// t (by total), q (quit). Not on a terminal (or with --once), prints
+    /// the view once after --interval and exits.
+    Top {
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
+        /// Samples per second per thread.
+        #[arg(short, long, default_value_t = 100.0, value_parser = parse_rate)]
+        rate: f64,
+        /// Time between refreshes (the view lags the process by up to this
+        /// plus a second: it shows the recording's flushed chunks).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Print the view once, after --interval of sampling, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Stop after this long.
+        #[arg(short, long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Rows of the function table (0 = all).
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        /// Sort by own or total share first.
+        #[arg(long, default_value = "own", value_parser = ["own", "total"])]
+        sort: String,
+        /// Keep samples of idle threads.
+        #[arg(long)]
+        idle: bool,
+        /// Keep the recording behind the view in this file (default: a
+        /// temporary file, deleted at the end).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print a recording's header, counts, duration, size and bytes per sample.
     Info {
         /// The `.pdr` file.
         file: PathBuf,
+        /// Print JSON (the same facts, machine-readable) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print every thread's stack of a running process (paused while it is
     /// read), optionally with each frame's variables.
     Dump {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Dump options.
         #[command(flatten)]
         options: DumpArgs,
@@ -53,8 +94,9 @@ pub enum Command {
     /// Count the GC-tracked objects of a running process by type (paused
     /// while counted); with --interval, the growth between counts.
     Heap {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Types shown, most numerous first (0 = all).
         #[arg(long, default_value_t = 20)]
         top: usize,
@@ -80,8 +122,9 @@ pub enum Command {
     /// The objects reachable from a root, breadth first (paused while
     /// read): DOT, JSON or SVG (through Graphviz `dot`).
     Objects {
-        /// Process id of the target.
-        pid: i32,
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
         /// Where to start: `0xADDRESS`, `module:NAME:GLOBAL` or
         /// `thread:NAME:frame:FUNCTION:local:VARIABLE`.
         #[arg(long)]
@@ -132,6 +175,37 @@ pub enum Command {
         /// The `.pdr` file.
         file: PathBuf,
     },
+    /// Print a shell completion script, e.g.
+    /// `pydeep completions bash > ~/.local/share/bash-completion/completions/pydeep`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The process a live command reads: a positional PID, or `--pid PID` as
+/// py-spy users type it.
+#[derive(Debug, Clone, Args)]
+pub struct TargetPid {
+    /// Process id of the target.
+    #[arg(
+        value_name = "PID",
+        required_unless_present = "pid_option",
+        conflicts_with = "pid_option"
+    )]
+    pid: Option<i32>,
+    /// Process id of the target (the same as the positional PID).
+    #[arg(long = "pid", id = "pid_option", value_name = "PID")]
+    pid_option: Option<i32>,
+}
+
+impl TargetPid {
+    /// The process id, however it was given.
+    pub fn pid(&self) -> i32 {
+        self.pid
+            .or(self.pid_option)
+            .expect("clap requires a PID, positional or --pid")
+    }
 }
 
 /// The requests of `pydeep ctl`.
@@ -227,6 +301,17 @@ pub struct RecordOptions {
     /// Overwrite the output file if it exists (never follows a symlink).
     #[arg(long)]
     pub force: bool,
+    /// When recording ends, also write it as FORMAT: flamegraph (.svg),
+    /// speedscope, pprof (.pb.gz), chrome (Perfetto), collapsed (py-spy's
+    /// raw) or report (.html). It goes to `-o` if that names a file not
+    /// ending in `.pdr` (the recording then beside it, as NAME.pdr), else
+    /// beside the recording.
+    #[arg(short, long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<pydeep_view::export::Format>,
+    /// With --format: keep only that output; the recording is deleted once
+    /// it is written (and kept if writing it fails).
+    #[arg(long, requires = "format")]
+    pub no_pdr: bool,
     /// Samples per second per thread.
     #[arg(short, long, default_value_t = 100.0, value_parser = parse_rate)]
     pub rate: f64,
@@ -386,6 +471,12 @@ pub const MIN_RATE_HZ: f64 = 0.01;
 /// The fastest sampling rate `--rate` takes (a sampler asked for more than
 /// it can take skips ticks and says so).
 pub const MAX_RATE_HZ: f64 = 1_000_000.0;
+
+/// Parses `--format`: a name of [`pydeep_view::export::Format`] (or
+/// py-spy's `raw`, `chrometrace`).
+pub fn parse_format(text: &str) -> Result<pydeep_view::export::Format, String> {
+    pydeep_view::export::Format::parse(text)
+}
 
 /// Parses `--rate`: samples per second, from [`MIN_RATE_HZ`] to
 /// [`MAX_RATE_HZ`]; zero, negative, not-a-number and infinite rates are

@@ -12,15 +12,16 @@ use anyhow::{Context, Result};
 use crate::cli::{Command, DumpArgs, RecordOptions};
 use crate::exactness::ReadMode;
 use crate::exit::{Exit, Failure};
+use crate::exports::Outputs;
 use crate::session::{self, SessionOptions};
 use crate::{AttachError, Target};
 
 /// Runs one parsed command.
 pub fn run(command: Command) -> Result<Exit> {
     match command {
-        Command::Attach { pid, options } => attach(pid, &options),
+        Command::Attach { target, options } => attach(target.pid(), &options),
         Command::Record { options, command } => record(&command, &options),
-        Command::Info { file } => info(&file),
+        Command::Info { file, json } => info(&file, json),
         Command::Verify { file } => verify(&file),
         Command::Daemon { config } => crate::daemon::run(Some(&config)),
         Command::Ctl {
@@ -29,9 +30,9 @@ pub fn run(command: Command) -> Result<Exit> {
             timeout,
             action,
         } => crate::daemon::ctl(&socket, action.request(), json, timeout),
-        Command::Dump { pid, options } => dump(pid, &options),
+        Command::Dump { target, options } => dump(target.pid(), &options),
         Command::Objects {
-            pid,
+            target,
             root,
             depth,
             max_objects,
@@ -39,7 +40,7 @@ pub fn run(command: Command) -> Result<Exit> {
             format,
             redact,
         } => objects(
-            pid,
+            target.pid(),
             &root,
             depth,
             max_objects,
@@ -48,7 +49,7 @@ pub fn run(command: Command) -> Result<Exit> {
             redact_regex(&redact)?,
         ),
         Command::Heap {
-            pid,
+            target,
             top,
             interval,
             count,
@@ -56,7 +57,7 @@ pub fn run(command: Command) -> Result<Exit> {
             growth,
             since,
         } => heap(
-            pid,
+            target.pid(),
             top,
             interval,
             count,
@@ -66,15 +67,56 @@ pub fn run(command: Command) -> Result<Exit> {
                 since,
             },
         ),
+        Command::Completions { shell } => completions(shell),
+        Command::Top {
+            target,
+            rate,
+            interval,
+            once,
+            duration,
+            limit,
+            sort,
+            idle,
+            output,
+        } => crate::live_top::run(
+            target.pid(),
+            &crate::live_top::TopOptions {
+                rate_hz: rate,
+                interval,
+                once,
+                duration,
+                limit,
+                sort_by_total: sort == "total",
+                include_idle: idle,
+                output,
+            },
+        ),
     }
+}
+
+/// Writes the completion script of `shell` for every subcommand and option.
+fn completions(shell: clap_complete::Shell) -> Result<Exit> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::Cli::command(),
+        "pydeep",
+        &mut script,
+    );
+    crate::out!("{}", String::from_utf8_lossy(&script))?;
+    Ok(Exit::Ok)
 }
 
 fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
     let session_options = session_options(options, "attach")?;
+    let outputs = Outputs::plan(options, pid);
+    outputs.check(options.force)?;
     let target = Target::attach(pid).map_err(attach_failure)?;
-    let output = session::create_output(&output_path(options, pid), options.force)?;
+    let output = session::create_output(&outputs.recording, options.force)?;
     let (summary, _) = session::run(target, None, output, &session_options)?;
     eprintln!("{summary}");
+    outputs.finish(options.force)?;
     Ok(Exit::Ok)
 }
 
@@ -84,10 +126,9 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     // path that is taken or cannot be written fails before the program has
     // done anything. Without -o the name holds pydeep's pid, not the
     // program's, since the program does not exist yet.
-    let output = session::create_output(
-        &output_path(options, std::process::id() as i32),
-        options.force,
-    )?;
+    let outputs = Outputs::plan(options, std::process::id() as i32);
+    outputs.check(options.force)?;
+    let output = session::create_output(&outputs.recording, options.force)?;
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
     crate::signals::forward_to(pid);
@@ -112,6 +153,11 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     };
     let (summary, child) = session::run(target, Some(child), output, &session_options)?;
     eprintln!("{summary}");
+    // An export that fails is said, but the program still decides the
+    // exit code (its recording is kept).
+    if let Err(failure) = outputs.finish(options.force) {
+        eprintln!("pydeep: error: {failure}");
+    }
     // The program decides the exit code; if recording stopped first, wait for it.
     let status = match child {
         Some(mut child) => child.wait().context("waiting for the program")?,
@@ -266,19 +312,15 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
     })
 }
 
-fn output_path(options: &RecordOptions, pid: i32) -> PathBuf {
-    options.output.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("pydeep-{pid}-{stamp}.pdr"))
-    })
-}
-
-fn info(file: &Path) -> Result<Exit> {
+fn info(file: &Path, json: bool) -> Result<Exit> {
     let summary = pydeep_format::summarize(file)
         .map_err(|e| Failure::new(Exit::InvalidRecording, format!("{}: {e}", file.display())))?;
-    crate::outln!("{summary}")?;
+    if json {
+        let facts = crate::info_json::summary_json(&summary);
+        crate::outln!("{}", serde_json::to_string_pretty(&facts)?)?;
+    } else {
+        crate::outln!("{summary}")?;
+    }
     Ok(Exit::Ok)
 }
 

@@ -47,6 +47,9 @@ struct RecordedCode {
 /// A thread as last announced in the recording.
 struct RecordedThread {
     id: u32,
+    /// The OS thread: an ident (`thread_id`) is reused once its thread is
+    /// joined, and the new thread is another thread of the recording.
+    native_id: u64,
     name: Option<String>,
     /// The thread's previous stack, to reuse the frame ids of the part of
     /// the next one that did not change.
@@ -188,16 +191,22 @@ impl<W: Write> Recorder<W> {
         &self.writer
     }
 
-    /// Announces `thread` of `pid` if it is new or its name changed, and
-    /// returns its id in the recording.
+    /// Announces `thread` of `pid` if it is new (a new ident, or a new OS
+    /// thread under a reused ident) or its name changed, and returns its id
+    /// in the recording.
     pub fn thread(&mut self, pid: i32, sample: &ThreadSample, name: Option<&str>) -> u32 {
         let key = (pid, sample.thread_id);
         if let Some(known) = self.threads.get(&key) {
-            if known.name.as_deref() == name || name.is_none() {
+            let same_thread = known.native_id == sample.native_id;
+            if same_thread && (known.name.as_deref() == name || name.is_none()) {
                 return known.id;
             }
         }
-        let (id, last) = match self.threads.remove(&key) {
+        let known = self
+            .threads
+            .remove(&key)
+            .filter(|known| known.native_id == sample.native_id);
+        let (id, last) = match known {
             Some(known) => (known.id, known.last),
             None => {
                 let id = self.next_thread_id;
@@ -219,6 +228,7 @@ impl<W: Write> Recorder<W> {
             key,
             RecordedThread {
                 id,
+                native_id: sample.native_id,
                 name: name.map(str::to_owned),
                 last,
             },

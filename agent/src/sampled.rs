@@ -8,7 +8,7 @@
 //! recording's sink ([`crate::sink`]) names code objects it resolved
 //! itself ([`Resolver`]), so the sink never reads the target.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,17 @@ pub struct Sampled {
     /// Which code objects the sink has been told of.
     resolver: Resolver,
     names_refreshed: Option<Instant>,
+    /// For each named thread present at the reading of the names, its
+    /// native id then: `threading.get_ident()` values are reused once a
+    /// thread is joined, so a thread with a known ident but another native
+    /// id is a new thread whose name is not known yet.
+    named_natives: Arc<HashMap<u64, u64>>,
+    /// The threads present at the last reading of the names: one of them
+    /// without a name (a thread `threading` does not know, or a program
+    /// that never imported it) is not a reason to read them again early.
+    names_asked_for: HashSet<(u64, u64)>,
+    /// Readings in a row that left some thread without a name.
+    unnamed_retries: u32,
     /// Failed samples in a row; see [`REATTACH_AFTER_ERRORS`].
     pub consecutive_errors: u32,
     /// The program image attached; a change means an exec.
@@ -70,6 +81,9 @@ impl Sampled {
             names: Arc::default(),
             resolver: Resolver::default(),
             names_refreshed: None,
+            named_natives: Arc::default(),
+            names_asked_for: HashSet::new(),
+            unnamed_retries: 0,
             consecutive_errors: 0,
             exactness: Exactness::new(read_mode),
             read_mode,
@@ -119,6 +133,7 @@ impl Sampled {
             mappings,
             threads: std::mem::take(threads),
             names: self.names.clone(),
+            natives: self.named_natives.clone(),
         });
         match sink.samples(batch) {
             Ok(()) => 0,
@@ -203,21 +218,83 @@ impl Sampled {
         }
     }
 
-    /// Re-reads thread names once a second, or soon (50 ms after the last
-    /// reading at the earliest) when a thread appears whose name is unknown.
+    /// Re-reads thread names once a second, or soon when a thread has no
+    /// name: 50 ms after the last reading for a thread that was not there
+    /// then, and for one still nameless after it, at doubling intervals up
+    /// to the second. (Reading them walks `sys.modules`, about 16 reads: a
+    /// thread `threading` never names, or a program that never imported
+    /// it, must not cost them every 50 ms; a thread registered a moment
+    /// after it started is still named within a few ticks.)
     fn refresh_names(&mut self, threads: &[ThreadSample]) {
         let age = self.names_refreshed.map(|at| at.elapsed());
-        let stale = age.is_none_or(|a| a >= Duration::from_secs(1));
-        let unknown = threads
-            .iter()
-            .any(|t| !self.names.contains_key(&t.thread_id));
-        if stale || (unknown && age.is_some_and(|a| a >= Duration::from_millis(50))) {
+        let new_unnamed = unnamed(threads, &self.names, &self.named_natives)
+            .any(|t| !self.names_asked_for.contains(&(t.thread_id, t.native_id)));
+        if new_unnamed {
+            self.unnamed_retries = 0;
+        }
+        let wait = if unnamed(threads, &self.names, &self.named_natives)
+            .next()
+            .is_some()
+        {
+            (Duration::from_millis(50) * (1 << self.unnamed_retries.saturating_sub(1).min(5)))
+                .min(Duration::from_secs(1))
+        } else {
+            Duration::from_secs(1)
+        };
+        if age.is_none_or(|a| a >= wait) {
             if let Ok(names) = self.target.thread_names() {
                 if *self.names != names {
                     self.names = Arc::new(names);
                 }
             }
+            self.named_natives = Arc::new(
+                threads
+                    .iter()
+                    .filter(|t| self.names.contains_key(&t.thread_id))
+                    .map(|t| (t.thread_id, t.native_id))
+                    .collect(),
+            );
             self.names_refreshed = Some(Instant::now());
+            let still_unnamed = unnamed(threads, &self.names, &self.named_natives)
+                .next()
+                .is_some();
+            self.unnamed_retries = if still_unnamed {
+                self.unnamed_retries + 1
+            } else {
+                0
+            };
+            self.names_asked_for = threads.iter().map(|t| (t.thread_id, t.native_id)).collect();
         }
     }
+}
+
+/// The threads of `threads` that `names` does not name, or names after
+/// another OS thread that had the same ident (`named_natives`).
+fn unnamed<'a>(
+    threads: &'a [ThreadSample],
+    names: &'a HashMap<u64, String>,
+    named_natives: &'a HashMap<u64, u64>,
+) -> impl Iterator<Item = &'a ThreadSample> + 'a {
+    threads.iter().filter(move |t| {
+        !names.contains_key(&t.thread_id)
+            || named_natives
+                .get(&t.thread_id)
+                .is_some_and(|native| *native != t.native_id)
+    })
+}
+
+/// The name of `thread` in `names`, unless the name was read for another OS
+/// thread with the same ident (`named_natives`).
+pub fn name_of<'a>(
+    names: &'a HashMap<u64, String>,
+    named_natives: &HashMap<u64, u64>,
+    thread: &ThreadSample,
+) -> Option<&'a str> {
+    let reused = named_natives
+        .get(&thread.thread_id)
+        .is_some_and(|native| *native != thread.native_id);
+    if reused {
+        return None;
+    }
+    names.get(&thread.thread_id).map(String::as_str)
 }

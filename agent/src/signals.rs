@@ -72,6 +72,13 @@ pub fn forward_to(pid: i32) {
     CHILD.store(pid, Ordering::Relaxed);
 }
 
+/// Asks the running command to stop the way a stop signal does (the user
+/// pressed `q` in `pydeep top`): a recording stops at its next tick and is
+/// finished with its footer.
+pub fn stop() {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
 /// The stop signal received, if one was.
 pub fn received() -> Option<i32> {
     match SIGNAL.load(Ordering::Relaxed) {

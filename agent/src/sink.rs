@@ -77,6 +77,9 @@ pub struct Batch {
     pub threads: Vec<ThreadSample>,
     /// The threads' names by `thread_id`.
     pub names: Arc<HashMap<u64, String>>,
+    /// The native id of each named thread when the names were read (an
+    /// ident reused by a new thread is not that name's).
+    pub natives: Arc<HashMap<u64, u64>>,
 }
 
 /// A snapshot read by a sampler, to be interned and recorded.
@@ -596,7 +599,7 @@ impl State {
         let mirror = self.mirrors.entry(batch.pid).or_default();
         mirror.learn(batch.code_epoch, batch.mappings);
         for thread in &batch.threads {
-            let name = batch.names.get(&thread.thread_id).map(String::as_str);
+            let name = crate::sampled::name_of(&batch.names, &batch.natives, thread);
             self.recorder
                 .sample(mirror, batch.pid, &batch.version, batch.tick, thread, name)?;
         }

@@ -16,6 +16,8 @@
 //! * [`collapsed`], [`flamegraph`], [`top`], [`lines`], [`speedscope`],
 //!   [`pprof`] and [`chrome`] each write one output;
 //! * [`report`] gathers every view into one self-contained HTML page;
+//! * [`export`] writes a whole recording as one of them with the
+//!   defaults, for `pydeep record --format`;
 //! * [`diff`] compares two recordings (a table and a differential flamegraph);
 //! * [`bytecode`] disassembles recorded code objects;
 //! * [`snapshots`] picks deep snapshots, shown by [`scopes`] (frames,
@@ -29,6 +31,7 @@ pub mod chrome;
 pub mod collapsed;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod filter;
 pub mod flamegraph;
 pub mod heap;

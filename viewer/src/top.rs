@@ -170,3 +170,171 @@ pub fn json(profile: &Profile, limit: usize) -> Value {
         "more": shares.len().saturating_sub(shown),
     })
 }
+
+/// How `pydeep top` orders its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortBy {
+    /// Most own (self) time first.
+    Own,
+    /// Most total time first.
+    Total,
+}
+
+/// What one thread did over the samples read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadActivity {
+    /// Sampler ticks its samples stand for.
+    pub ticks: u64,
+    /// Of those, ticks it was running (not idle in a syscall, lock or sleep).
+    pub active: u64,
+    /// Of those, ticks it held the GIL.
+    pub gil: u64,
+}
+
+/// The live view of `pydeep top` for the readable part of the recording at
+/// `path` (a recording still being written: its complete chunks): a header
+/// with the target, rate and missed ticks, one line per thread (running and
+/// GIL shares), and the function table of [`write`], sorted by `sort`, at
+/// most `limit` rows.
+pub fn live_screen(
+    path: &std::path::Path,
+    sort: SortBy,
+    limit: usize,
+) -> Result<String, crate::ViewError> {
+    use crate::filter::Filter;
+    use crate::input::Input;
+    use crate::symbols::Granularity;
+    use pydeep_format::proto::SampleFlag;
+    use std::collections::BTreeMap;
+
+    let mut input = Input::open(path)?;
+    let header = input.header().clone();
+    let mut threads: BTreeMap<u32, ThreadActivity> = BTreeMap::new();
+    let mut samples = 0u64;
+    let mut last_ns = 0u64;
+    input.for_each_sample(|_, sample| {
+        samples += 1;
+        last_ns = last_ns.max(sample.time_ns);
+        let ticks = u64::from(sample.weight.max(1));
+        let thread = threads.entry(sample.thread).or_default();
+        thread.ticks += ticks;
+        if sample.flags & SampleFlag::Active as u32 != 0 {
+            thread.active += ticks;
+        }
+        if sample.flags & SampleFlag::HoldsGil as u32 != 0 {
+            thread.gil += ticks;
+        }
+    });
+    let tables_threads: Vec<(u32, String)> = threads
+        .keys()
+        .map(|&id| {
+            let info = crate::aggregate::ThreadInfo::from_tables(input.tables(), id);
+            (id, info.describe())
+        })
+        .collect();
+    let profile = Profile::read(
+        &mut Input::open(path)?,
+        &Filter::default(),
+        Granularity::Function,
+    );
+
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let python = header
+        .python_version
+        .as_ref()
+        .map(|v| {
+            format!(
+                "Python {}.{}.{}{}",
+                v.major,
+                v.minor,
+                v.patch,
+                if v.free_threaded {
+                    " free-threaded"
+                } else {
+                    ""
+                }
+            )
+        })
+        .unwrap_or_else(|| "Python ?".into());
+    let rate = header.sampling.as_ref().map_or(0.0, |s| s.rate_hz);
+    let elapsed = last_ns.saturating_sub(header.start_clock_ns) as f64 / 1e9;
+    let ticks: u64 = threads.values().map(|t| t.ticks).sum();
+    let missed = ticks.saturating_sub(samples);
+    let _ = writeln!(
+        out,
+        "pydeep top: pid {}, {python}, {rate} Hz, {elapsed:.1} s, {samples} samples, {missed} missed ticks ({:.1}%)",
+        header.pid,
+        if ticks == 0 { 0.0 } else { 100.0 * missed as f64 / ticks as f64 },
+    );
+    let free_threaded = header
+        .python_version
+        .as_ref()
+        .is_some_and(|v| v.free_threaded);
+    for (id, name) in &tables_threads {
+        let t = &threads[id];
+        let share = |n: u64| {
+            if t.ticks == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / t.ticks as f64
+            }
+        };
+        let gil = if free_threaded {
+            "no GIL (free-threaded)".to_string()
+        } else {
+            format!("GIL {:5.1}%", share(t.gil))
+        };
+        let _ = writeln!(
+            out,
+            "  {:<48} running {:5.1}%  {gil}",
+            cut(&pydeep_format::text::escape(name), 48),
+            share(t.active)
+        );
+    }
+    let mut shares = shares(&profile);
+    if sort == SortBy::Total {
+        shares.sort_by(|a, b| b.total.cmp(&a.total).then(b.own.cmp(&a.own)));
+    }
+    let seconds = |n: u64| profile.ticks_ns(n) as f64 / 1e9;
+    let percent = |n: u64| {
+        if profile.total == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / profile.total as f64
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\n{:>7}  {:>7}  {:>9}  {:>9}  Function   (sorted by {}; keys: o own, t total, q quit)",
+        if sort == SortBy::Own { "%Own*" } else { "%Own" },
+        if sort == SortBy::Total {
+            "%Total*"
+        } else {
+            "%Total"
+        },
+        "Own s",
+        "Total s",
+        if sort == SortBy::Own { "own" } else { "total" },
+    );
+    for share in shares
+        .iter()
+        .take(if limit == 0 { usize::MAX } else { limit })
+    {
+        let _ = writeln!(
+            out,
+            "{:>6.2}%  {:>6.2}%  {:>9.2}  {:>9.2}  {}",
+            percent(share.own),
+            percent(share.total),
+            seconds(share.own),
+            seconds(share.total),
+            profile.label(share.symbol)
+        );
+    }
+    Ok(out)
+}
+
+/// The first `width` characters of `text`.
+fn cut(text: &str, width: usize) -> String {
+    text.chars().take(width).collect()
+}
