@@ -129,6 +129,13 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     let outputs = Outputs::plan(options, std::process::id() as i32);
     outputs.check(options.force)?;
     let output = session::create_output(&outputs.recording, options.force)?;
+    if options.subprocesses {
+        // A child whose parent exits right after forking it must still be
+        // found: it is re-parented to pydeep (lifecycle::become_subreaper).
+        if let Err(error) = crate::lifecycle::become_subreaper() {
+            eprintln!("pydeep: warning: cannot become the subreaper of the program ({error}): a child whose parent exits at once may be missed");
+        }
+    }
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
     crate::signals::forward_to(pid);

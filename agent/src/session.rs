@@ -310,6 +310,15 @@ fn record(
 ) -> Result<(SessionSummary, Option<Child>)> {
     let output = &output_file.path().to_path_buf();
     let root_pid = target.pid();
+    // `record --subprocesses` makes pydeep the subreaper of the program's
+    // tree (commands.rs): a child whose parent exited right after forking
+    // is re-parented to pydeep, not to init, and is found among pydeep's
+    // own descendants.
+    let discovery_root = if child.is_some() && crate::lifecycle::is_subreaper() {
+        std::process::id() as i32
+    } else {
+        root_pid
+    };
     let header = header(&target, options);
     // The first write failing removes the file: nothing to verify.
     let file = open_writer(output_file, header).map_err(|e| creation_failure(output, &e))?;
@@ -373,6 +382,18 @@ fn record(
         if options.duration.is_some_and(|d| start.elapsed() >= d) {
             end_reason = "duration reached".into();
             break;
+        }
+        if attached.is_empty() && options.subprocesses {
+            // A last look: the program may have ended right after forking
+            // a child not found yet.
+            follow_children(
+                discovery_root,
+                &mut attached,
+                &mut known_pids,
+                &mut not_python,
+                &mut recorder,
+                options,
+            )?;
         }
         if attached.is_empty() {
             end_reason = format!("target {}", root_ending.as_deref().unwrap_or("exited"));
@@ -485,7 +506,7 @@ fn record(
             last_child_scan = Instant::now();
             stalls.time("looking for child processes", || {
                 follow_children(
-                    root_pid,
+                    discovery_root,
                     &mut attached,
                     &mut known_pids,
                     &mut not_python,
@@ -795,7 +816,8 @@ impl Refused {
     }
 }
 
-/// Attaches to new Python descendants of `root_pid`.
+/// Attaches to new Python descendants of `root_pid` (pydeep's own pid when it
+/// is the subreaper of the program it started).
 fn follow_children<W: Write>(
     root_pid: i32,
     attached: &mut Vec<Attached>,
