@@ -362,6 +362,11 @@ fn record(
     let mut ticks = 0u64;
     let mut errors = 0u64;
     let mut last_error: Option<String> = None;
+    // The failed reads of each process since its last good one (how many,
+    // the last error), counted once the process is read again or recording
+    // ends with it attached: reads that failed because the process was
+    // exiting (its end came next) are not errors.
+    let mut unconfirmed_errors: HashMap<i32, (u64, String)> = HashMap::new();
     let mut last_good_read = Instant::now();
     let mut exited_child: Option<Child> = None;
     let mut last_child_scan = start;
@@ -448,6 +453,7 @@ fn record(
                     Fate::Running => {}
                     Fate::Ended(ending) => {
                         let detail = ending.detail.clone();
+                        unconfirmed_errors.remove(&entry.sampled.pid());
                         entry.record_ending(&mut recorder, ending)?;
                         let gone = attached.remove(index);
                         finished_read_calls += gone.sampled.target.read_calls();
@@ -481,6 +487,10 @@ fn record(
             match read {
                 Ok(()) => {
                     last_good_read = Instant::now();
+                    if let Some((count, error)) = unconfirmed_errors.remove(&entry.sampled.pid()) {
+                        errors += count;
+                        last_error = Some(error);
+                    }
                     let started = Instant::now();
                     entry
                         .sampled
@@ -489,8 +499,11 @@ fn record(
                     index += 1;
                 }
                 Err(error) => {
-                    errors += 1;
-                    last_error = Some(error.to_string());
+                    let failed = unconfirmed_errors
+                        .entry(entry.sampled.pid())
+                        .or_insert((0, String::new()));
+                    failed.0 += 1;
+                    failed.1 = error.to_string();
                     stalls.time("attaching again", || entry.sampled.failed(&mut recorder));
                     index += 1;
                 }
@@ -538,6 +551,14 @@ fn record(
         );
     }
     status.clear();
+    // A failed read of a process still attached at the end is an error; one
+    // of a process that ended or exec'd away was its ending.
+    for entry in &attached {
+        if let Some((count, error)) = unconfirmed_errors.remove(&entry.sampled.pid()) {
+            errors += count;
+            last_error = Some(error);
+        }
+    }
 
     // SIGINT or SIGTERM reached the program `record` started too (passed
     // on by pydeep, or sent by the terminal to the whole group): give it a

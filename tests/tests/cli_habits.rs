@@ -132,3 +132,30 @@ fn info_json_holds_the_same_facts_as_the_text_and_the_file() {
     );
     assert_eq!(facts["process_endings"]["total"], 1);
 }
+
+#[test]
+fn a_clean_run_reports_no_read_error_for_the_targets_own_exit() {
+    for python in test_pythons("record: summary of a clean run") {
+        for _ in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let output = dir.path().join("clean.pdr");
+            let out = Command::new(workspace_binary("pydeep"))
+                .args(["record", "-r", "500", "-o"])
+                .arg(&output)
+                .arg("--")
+                .arg(&python.path)
+                .arg(program("exit_with.py"))
+                .args(["0", "0.3"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let summary = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{}: {summary}", python.label());
+            assert!(
+                summary.contains("read errors 0") && !summary.contains("last read error"),
+                "{}: the program's normal exit is reported as a read error:\n{summary}",
+                python.label()
+            );
+        }
+    }
+}
