@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod asyncio;
+pub mod blocking;
 pub mod cpython;
 pub mod dump;
 pub mod exactness;

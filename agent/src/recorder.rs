@@ -311,6 +311,9 @@ impl<W: Write> Recorder<W> {
             recorded.last = last;
         }
         let mut flags = 0;
+        if sample.collecting {
+            flags |= SampleFlag::Gc as u32;
+        }
         if sample.holds_gil {
             flags |= SampleFlag::HoldsGil as u32;
         }
