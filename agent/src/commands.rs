@@ -20,6 +20,18 @@ pub fn run(command: Command) -> Result<Exit> {
     match command {
         Command::Attach { pid, options } => attach(pid, &options),
         Command::Record { options, command } => record(&command, &options),
+        Command::Trace { pid, options } => crate::trace::run(
+            pid,
+            &crate::trace::TraceOptions {
+                duration: (!options.until_stopped).then_some(options.duration),
+                output: options
+                    .output
+                    .unwrap_or_else(|| PathBuf::from(format!("pydeep-trace-{pid}.pdr"))),
+                overwrite: options.force,
+                c_calls: options.c_calls,
+                start_timeout: options.start_timeout,
+            },
+        ),
         Command::Info { file } => info(&file),
         Command::Verify { file } => verify(&file),
         Command::Daemon { config } => crate::daemon::run(Some(&config)),
