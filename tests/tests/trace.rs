@@ -227,6 +227,29 @@ fn check(python: &Python) {
         round["threads"].as_array().map_or(0, Vec::len)
     );
 
+    // The viewer's exact table counts what the threads ran: fib's row
+    // holds both threads' calls.
+    let table = Command::new(workspace_binary("pydeep-view"))
+        .args(["top", "--trace", "--limit", "0"])
+        .arg(&first)
+        .output()
+        .expect("run pydeep-view top --trace");
+    assert!(
+        table.status.success(),
+        "{what}: pydeep-view top --trace failed"
+    );
+    let table = String::from_utf8_lossy(&table.stdout);
+    let fib_calls = table
+        .lines()
+        .find(|l| l.contains(" fib (") && l.contains("trace_calls.py"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(
+        fib_calls,
+        Some(2 * expected["fib"]),
+        "{what}: top --trace's fib row:\n{table}"
+    );
+
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
     let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
