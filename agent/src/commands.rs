@@ -22,6 +22,21 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Attach { target, options } => attach(target.pid(), &options),
         Command::Record { options, command } => record(&command, &options),
         Command::Info { file, json } => info(&file, json),
+        Command::Trace { target, options } => {
+            let pid = target.pid();
+            crate::trace::run(
+                pid,
+                &crate::trace::TraceOptions {
+                    duration: (!options.until_stopped).then_some(options.duration),
+                    output: options
+                        .output
+                        .unwrap_or_else(|| PathBuf::from(format!("pydeep-trace-{pid}.pdr"))),
+                    overwrite: options.force,
+                    c_calls: options.c_calls,
+                    start_timeout: options.start_timeout,
+                },
+            )
+        }
         Command::Verify { file } => verify(&file),
         Command::Daemon { config } => crate::daemon::run(Some(&config)),
         Command::Ctl {

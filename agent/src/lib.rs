@@ -41,6 +41,7 @@ pub mod snapshot;
 pub mod source_access;
 pub mod sources;
 pub mod status;
+pub mod trace;
 
 pub use cpython::code::{CodeObject, LineTableKind};
 pub use cpython::PythonVersion;

@@ -364,6 +364,29 @@ impl<W: Write> Recorder<W> {
         })
     }
 
+    /// The frame id standing for the C function `name` in a trace
+    /// (`pydeep trace --c-calls`): a code object of that name in the file
+    /// "<built-in>", defined on each call (callers keep the id).
+    pub fn native_frame(&mut self, name: &str) -> u64 {
+        let id = self.writer.next_code_id();
+        let filename = self.writer.intern_string("<built-in>");
+        let name = self.writer.intern_string(name);
+        self.writer.define_code_object(proto::CodeObjectDef {
+            id,
+            filename,
+            name,
+            qualname: name,
+            ..Default::default()
+        });
+        self.writer.intern_frame(FrameKey {
+            code: id,
+            instruction_offset: 0,
+            line: 0,
+            is_generator: false,
+            is_shim: false,
+        })
+    }
+
     /// The stack id of `frame_ids` (outermost first), defining it on first
     /// use; samples of the same stack share the id.
     pub fn stack(&mut self, frame_ids: &[u64]) -> u64 {
