@@ -103,7 +103,7 @@ pub fn fate(pid: i32, identity: &Identity, child: Option<&mut Child>) -> Fate {
             ));
         }
         if let Some(status) = stat.zombie_wait_status() {
-            if stat.parent == std::process::id() as i32 {
+            if stat.parent == std::process::id() as i32 && is_subreaper() {
                 // Ours by re-parenting (`record --subprocesses` is the
                 // subreaper of its program's tree): reap it, its status
                 // is read.

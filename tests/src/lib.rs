@@ -52,7 +52,9 @@ pub const OLDEST_SUPPORTED: (u32, u32) = (3, 9);
 /// (`${PYDEEP_PYTHONS_DIR:-~/.cache/pydeep/pythons}/*/bin/python3`: a
 /// free-threaded 3.13 and a distribution-flagged one) are searched;
 /// `PYDEEP_TEST_FREE_THREADED=0` leaves free-threaded builds out of that
-/// search (scripts/test runs them on a chosen set of tests instead).
+/// search, `PYDEEP_TEST_BUILT_PYTHONS=0` every interpreter
+/// `scripts/build-pythons` built (scripts/test runs those on a chosen set of
+/// tests instead).
 pub fn discover_pythons() -> Vec<Python> {
     let overridden = std::env::var("PYDEEP_TEST_PYTHONS").is_ok_and(|list| !list.trim().is_empty());
     let candidates: Vec<PathBuf> = match std::env::var("PYDEEP_TEST_PYTHONS") {
@@ -186,6 +188,10 @@ fn default_candidates() -> Vec<PathBuf> {
         Some(dir) => Some(PathBuf::from(dir)),
         None => std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pydeep/pythons")),
     };
+    // PYDEEP_TEST_BUILT_PYTHONS=0: scripts/test runs the whole suite without
+    // them and a chosen set of tests on them (the whole suite has not passed
+    // on them yet: see notes/cpython-frames.md).
+    let built = built.filter(|_| std::env::var("PYDEEP_TEST_BUILT_PYTHONS").as_deref() != Ok("0"));
     if let Some(Ok(entries)) = built.map(std::fs::read_dir) {
         for entry in entries.flatten() {
             let exe = entry.path().join("bin/python3");
