@@ -27,6 +27,17 @@ pub enum Command {
         #[command(flatten)]
         options: RecordOptions,
     },
+    /// Trace a running Python process: every call and return (exact
+    /// counts, real durations) for a window, from a tracer loaded into it
+    /// (ptrace, x86_64; notes/tracing.md). The process is left as it was.
+    Trace {
+        /// The target.
+        #[command(flatten)]
+        target: TargetPid,
+        /// Trace options.
+        #[command(flatten)]
+        options: TraceArgs,
+    },
     /// Start a Python program and record it from its first Python frame;
     /// exits with the program's exit code.
     Record {
@@ -576,4 +587,33 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
     }
+}
+
+/// Options of `pydeep trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The recording to write (default: pydeep-trace-PID.pdr).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Overwrite the output file if it exists (never follows a symlink).
+    #[arg(long)]
+    pub force: bool,
+    /// How long the window stays open (e.g. `5s`, `500ms`); Ctrl-C or
+    /// SIGTERM end it earlier.
+    #[arg(short, long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Keep the window open until Ctrl-C or SIGTERM, whatever --duration.
+    #[arg(long)]
+    pub until_stopped: bool,
+    /// Python calls and returns (the default, and for now the only kind
+    /// of event besides --c-calls).
+    #[arg(long)]
+    pub calls: bool,
+    /// C functions called from Python too (builtins, methods of C types).
+    #[arg(long)]
+    pub c_calls: bool,
+    /// How long to wait for a thread of the target to run Python code, the
+    /// only moment the tracer can be loaded safely (exit 19 after it).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub start_timeout: Duration,
 }

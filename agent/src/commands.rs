@@ -22,6 +22,21 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Attach { target, options } => attach(target.pid(), &options),
         Command::Record { options, command } => record(&command, &options),
         Command::Info { file, json } => info(&file, json),
+        Command::Trace { target, options } => {
+            let pid = target.pid();
+            crate::trace::run(
+                pid,
+                &crate::trace::TraceOptions {
+                    duration: (!options.until_stopped).then_some(options.duration),
+                    output: options
+                        .output
+                        .unwrap_or_else(|| PathBuf::from(format!("pydeep-trace-{pid}.pdr"))),
+                    overwrite: options.force,
+                    c_calls: options.c_calls,
+                    start_timeout: options.start_timeout,
+                },
+            )
+        }
         Command::Verify { file } => verify(&file),
         Command::Daemon { config } => crate::daemon::run(Some(&config)),
         Command::Ctl {
@@ -129,6 +144,13 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     let outputs = Outputs::plan(options, std::process::id() as i32);
     outputs.check(options.force)?;
     let output = session::create_output(&outputs.recording, options.force)?;
+    if options.subprocesses {
+        // A child whose parent exits right after forking it must still be
+        // found: it is re-parented to pydeep (lifecycle::become_subreaper).
+        if let Err(error) = crate::lifecycle::become_subreaper() {
+            eprintln!("pydeep: warning: cannot become the subreaper of the program ({error}): a child whose parent exits at once may be missed");
+        }
+    }
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
     crate::signals::forward_to(pid);

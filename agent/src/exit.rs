@@ -34,6 +34,13 @@ pub enum Exit {
     SpawnFailed = 10,
     /// `ctl`: the daemon did not answer in time (`--timeout`).
     Timeout = 11,
+    /// `trace`: no thread of the target ran Python code in time (every
+    /// thread blocked), so the tracer could not be loaded at a safe point.
+    NoSafePoint = 19,
+    /// `trace`: the target already has a profile function (sys.setprofile,
+    /// cProfile, another tracer) or another trace window is open; pydeep
+    /// never replaces one.
+    TraceRefused = 20,
 }
 
 impl Exit {

@@ -108,7 +108,14 @@ pub fn resolve_root(
         reason,
     };
     if let Some(hex) = spec.strip_prefix("0x") {
-        return u64::from_str_radix(hex, 16).map_err(|e| fail(e.to_string()));
+        let address = u64::from_str_radix(hex, 16).map_err(|e| fail(e.to_string()))?;
+        // An address typed by the user that holds no object is a mistake
+        // to report, not a graph of one unreadable node (exit 0). A root
+        // found by name that turns out corrupt is still drawn as such.
+        crate::objects::Objects::new(target.memory(), target.layout())
+            .info(address)
+            .map_err(|e| fail(format!("no object can be read there ({e})")))?;
+        return Ok(address);
     }
     let parts: Vec<&str> = spec.split(':').collect();
     match parts.as_slice() {

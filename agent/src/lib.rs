@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod asyncio;
+pub mod blocking;
 pub mod cpython;
 pub mod dump;
 pub mod exactness;
@@ -43,6 +44,7 @@ pub mod snapshot;
 pub mod source_access;
 pub mod sources;
 pub mod status;
+pub mod trace;
 
 pub use cpython::code::{CodeObject, LineTableKind};
 pub use cpython::PythonVersion;

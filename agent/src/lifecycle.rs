@@ -103,6 +103,13 @@ pub fn fate(pid: i32, identity: &Identity, child: Option<&mut Child>) -> Fate {
             ));
         }
         if let Some(status) = stat.zombie_wait_status() {
+            if stat.parent == std::process::id() as i32 && is_subreaper() {
+                // Ours by re-parenting (`record --subprocesses` is the
+                // subreaper of its program's tree): reap it, its status
+                // is read.
+                // SAFETY: waitpid on one pid, no status pointer.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            }
             return Fate::Ended(from_exit_status(
                 ExitStatus::from_raw(status),
                 "read from /proc/PID/stat while it awaited its parent",
@@ -118,6 +125,34 @@ pub fn fate(pid: i32, identity: &Identity, child: Option<&mut Child>) -> Fate {
     } else {
         Fate::Running
     }
+}
+
+/// Makes pydeep the subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`):
+/// an orphan among them is re-parented to pydeep instead of init, so
+/// `record --subprocesses` still finds (and reaps) a child whose parent
+/// exited right after forking it.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True if pydeep is a subreaper ([`become_subreaper`]).
+pub fn is_subreaper() -> bool {
+    let mut on: libc::c_int = 0;
+    // SAFETY: prctl writes one int through the pointer.
+    let ok = unsafe {
+        libc::prctl(
+            libc::PR_GET_CHILD_SUBREAPER,
+            &mut on as *mut libc::c_int,
+            0,
+            0,
+            0,
+        )
+    };
+    ok == 0 && on != 0
 }
 
 fn unknown(detail: &str) -> Ending {

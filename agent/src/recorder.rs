@@ -290,6 +290,9 @@ impl<W: Write> Recorder<W> {
             recorded.last = last;
         }
         let mut flags = 0;
+        if sample.collecting {
+            flags |= SampleFlag::Gc as u32;
+        }
         if sample.holds_gil {
             flags |= SampleFlag::HoldsGil as u32;
         }
@@ -337,6 +340,29 @@ impl<W: Write> Recorder<W> {
             line,
             is_generator: frame.is_generator,
             is_shim: frame.is_shim,
+        })
+    }
+
+    /// The frame id standing for the C function `name` in a trace
+    /// (`pydeep trace --c-calls`): a code object of that name in the file
+    /// "<built-in>", defined on each call (callers keep the id).
+    pub fn native_frame(&mut self, name: &str) -> u64 {
+        let id = self.writer.next_code_id();
+        let filename = self.writer.intern_string("<built-in>");
+        let name = self.writer.intern_string(name);
+        self.writer.define_code_object(proto::CodeObjectDef {
+            id,
+            filename,
+            name,
+            qualname: name,
+            ..Default::default()
+        });
+        self.writer.intern_frame(FrameKey {
+            code: id,
+            instruction_offset: 0,
+            line: 0,
+            is_generator: false,
+            is_shim: false,
         })
     }
 

@@ -14,7 +14,14 @@ use regex::Regex;
 pub const REDACTED: &str = "<redacted>";
 
 /// The default `--redact`: names that usually hold credentials.
-pub const DEFAULT_PATTERN: &str = r"(?i)passw(or)?d|passphrase|secret|token|key|credential";
+///
+/// `key` alone is not one: `primary_key=`, `_sort_key`, a `key=`
+/// argument and a dict loop's `key` were masked on real programs, which
+/// hid what a reader came to see. A key is masked when the name says
+/// which kind of credential it is (`api_key`, `SecretKey`, `private-key`,
+/// `aws_access_key`, `ssh_key`...). Widen it with `--redact` when an
+/// application names its secrets otherwise.
+pub const DEFAULT_PATTERN: &str = r"(?i)passw(or)?d|passphrase|secret|token|credential|(api|private|access|auth|signing|encryption|client|aws|ssh|session|master|license|jwt|hmac|fernet)[_-]?key";
 
 /// Compiles a `--redact` pattern into the process-wide regex the readers
 /// share (leaked once: it lives as long as the command), or `None` for
@@ -91,7 +98,26 @@ mod tests {
         ] {
             assert!(matches(regex, name), "{name}");
         }
-        for name in ["user", "count", "path"] {
+        for name in [
+            "private_key",
+            "x-api-key",
+            "ApiKey",
+            "ssh_key",
+            "aws_access_key",
+        ] {
+            assert!(matches(regex, name), "{name}");
+        }
+        // Keys that are not credentials (issue #16 item 6).
+        for name in [
+            "user",
+            "count",
+            "path",
+            "key",
+            "primary_key",
+            "_sort_key",
+            "keys",
+            "monkey",
+        ] {
             assert!(!matches(regex, name), "{name}");
         }
         assert!(!matches(

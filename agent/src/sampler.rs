@@ -131,6 +131,9 @@ pub struct Sampler {
     sink: Sink,
     processes: Vec<Watched>,
     root_pid: i32,
+    /// Whose descendants are followed: the first process, or pydeep itself
+    /// when it is the subreaper of the program `record` started.
+    discovery_root: i32,
     known_pids: HashSet<i32>,
     not_python: HashMap<i32, Refused>,
     start: Instant,
@@ -148,6 +151,11 @@ pub struct Sampler {
     threads: Vec<ThreadSample>,
     ticks: u64,
     errors: u64,
+    /// The failed reads of each process since its last good one (how many,
+    /// the last error), counted in `errors` once the process is read again
+    /// or recording ends with it attached: reads that failed because the
+    /// process was ending (its end came next) are not errors.
+    unconfirmed_errors: HashMap<i32, (u64, String)>,
     dropped_samples: u64,
     last_error: Option<String>,
     last_good_read: Instant,
@@ -171,6 +179,15 @@ impl Sampler {
         detail: &str,
     ) -> Sampler {
         let root_pid = target.pid();
+        // `record --subprocesses` makes pydeep the subreaper of the
+        // program's tree (commands.rs): a child whose parent exited right
+        // after forking is re-parented to pydeep, not to init, and is
+        // found among pydeep's own descendants.
+        let discovery_root = if child.is_some() && lifecycle::is_subreaper() {
+            std::process::id() as i32
+        } else {
+            root_pid
+        };
         sink.send(Input::Event(Event::of(
             &target,
             ProcessEventKind::ProcessAttached,
@@ -182,6 +199,7 @@ impl Sampler {
             processes: vec![Watched::new(target, child, options)],
             sink,
             root_pid,
+            discovery_root,
             known_pids: HashSet::from([root_pid]),
             not_python: HashMap::new(),
             start,
@@ -197,6 +215,7 @@ impl Sampler {
             threads: Vec::new(),
             ticks: 0,
             errors: 0,
+            unconfirmed_errors: HashMap::new(),
             dropped_samples: 0,
             last_error: None,
             last_good_read: start,
@@ -311,14 +330,25 @@ impl Sampler {
             if self.sink.ended() {
                 return Ok("the recording could not be written".into());
             }
+            if self.processes.is_empty() && self.options.subprocesses {
+                // A last look: the program may have ended right after
+                // forking a child not found yet.
+                self.follow_children();
+            }
             if self.processes.is_empty() {
                 let ending = self.root_ending.as_deref().unwrap_or("exited");
                 return Ok(format!("target {ending}"));
             }
             if self.last_good_read.elapsed() > UNREADABLE_LIMIT {
+                let latest = self
+                    .unconfirmed_errors
+                    .values()
+                    .map(|(_, error)| error.as_str())
+                    .next()
+                    .or(self.last_error.as_deref());
                 let why = format!(
                     "no stack could be read for 10 s; last error: {}",
-                    self.last_error.as_deref().unwrap_or("none")
+                    latest.unwrap_or("none")
                 );
                 self.gave_up = Some(why.clone());
                 return Ok(why);
@@ -430,6 +460,7 @@ impl Sampler {
                 Fate::Running => {}
                 Fate::Ended(ending) => {
                     let detail = ending.detail.clone();
+                    self.unconfirmed_errors.remove(&process.sampled.pid());
                     process.record_ending(&self.sink, ending);
                     self.remove(index, Some(detail));
                     return false;
@@ -444,14 +475,23 @@ impl Sampler {
         match read {
             Ok(()) => {
                 self.last_good_read = Instant::now();
+                if let Some((count, error)) = self.unconfirmed_errors.remove(&process.sampled.pid())
+                {
+                    self.errors += count;
+                    self.last_error = Some(error);
+                }
                 let started = Instant::now();
                 self.dropped_samples += process.sampled.record(&self.sink, tick, &mut self.threads);
                 self.stalls
                     .note("reading code objects and thread names", started.elapsed());
             }
             Err(error) => {
-                self.errors += 1;
-                self.last_error = Some(error.to_string());
+                let failed = self
+                    .unconfirmed_errors
+                    .entry(process.sampled.pid())
+                    .or_insert((0, String::new()));
+                failed.0 += 1;
+                failed.1 = error.to_string();
                 let started = Instant::now();
                 process.sampled.failed(&self.sink);
                 self.stalls.note("attaching again", started.elapsed());
@@ -470,9 +510,10 @@ impl Sampler {
         }
     }
 
-    /// Attaches to new Python descendants of the first process.
+    /// Attaches to new Python descendants of the first process (of pydeep
+    /// itself when it is the subreaper of the program it started).
     fn follow_children(&mut self) {
-        for (pid, parent) in procfs::descendants(self.root_pid) {
+        for (pid, parent) in procfs::descendants(self.discovery_root) {
             if self.known_pids.contains(&pid) {
                 continue;
             }
@@ -553,15 +594,24 @@ impl Sampler {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        // A failed read of a process still attached at the end is an
+        // error; one of a process that ended meanwhile was its ending.
         for process in &mut self.processes {
+            let unconfirmed = self.unconfirmed_errors.remove(&process.sampled.pid());
             match process.fate() {
                 Fate::Ended(ending) => process.record_ending(&self.sink, ending),
-                _ => self.sink.send(Input::Event(Event::of(
-                    &process.sampled.target,
-                    ProcessEventKind::ProcessDetached,
-                    0,
-                    format!("still running when recording stopped ({end_reason})"),
-                ))),
+                _ => {
+                    if let Some((count, error)) = unconfirmed {
+                        self.errors += count;
+                        self.last_error = Some(error);
+                    }
+                    self.sink.send(Input::Event(Event::of(
+                        &process.sampled.target,
+                        ProcessEventKind::ProcessDetached,
+                        0,
+                        format!("still running when recording stopped ({end_reason})"),
+                    )))
+                }
             }
         }
         let counters = self.counters();

@@ -134,6 +134,9 @@ struct CachedCode {
     code: CodeObject,
     fingerprint: CodeFingerprint,
     validated: u64,
+    /// Call sites of this code already classified: (instruction offset,
+    /// a call to a waiting function: [`crate::blocking`]).
+    blocking_sites: Vec<(u32, bool)>,
 }
 
 /// Keeps the target stopped while alive (for `--blocking` samples); see
@@ -515,6 +518,23 @@ impl Target {
                 }
             }
         }
+        // Running without the GIL (state R) while stopped at a call to a
+        // waiting function: woken from the wait but not yet run, or back
+        // from it and not yet holding the GIL. The kernel cannot tell that
+        // from computing without the GIL; the call site can (blocking.rs).
+        // Only such threads pay for the lookup, once per call site (after the
+        // check above, so the code object is known valid: no read).
+        if self.paused.depth.load(Ordering::SeqCst) == 0 {
+            for thread in out.iter_mut() {
+                if thread.active && !thread.holds_gil {
+                    if let Some(top) = thread.frames.first().copied() {
+                        if self.blocking_call_at(top.code_address, top.instruction_offset) {
+                            thread.active = false;
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -545,6 +565,7 @@ impl Target {
                     code,
                     fingerprint,
                     validated: self.generation,
+                    blocking_sites: Vec::new(),
                 },
             );
         }
@@ -706,6 +727,28 @@ impl Target {
     }
 
     /// True if the kernel reports thread `tid` running (state `R`).
+    /// True if the frame of the code object at `code` stopped at
+    /// `offset` is calling a waiting function ([`crate::blocking`]);
+    /// remembered per call site.
+    fn blocking_call_at(&mut self, code: u64, offset: u32) -> bool {
+        let minor = self.layout.version.minor;
+        if self.code_object(code).is_err() {
+            return false;
+        }
+        let Some(entry) = self.codes.get_mut(&code) else {
+            return false;
+        };
+        if let Some(&(_, blocks)) = entry.blocking_sites.iter().find(|(at, _)| *at == offset) {
+            return blocks;
+        }
+        let blocks = crate::blocking::blocks_at(&entry.code, minor, offset);
+        // Bounded: a code object has as many call sites as its bytecode.
+        if entry.blocking_sites.len() < 4096 {
+            entry.blocking_sites.push((offset, blocks));
+        }
+        blocks
+    }
+
     fn thread_running(&mut self, tid: u64) -> bool {
         if tid == 0 {
             return false;

@@ -73,6 +73,7 @@ mod stacks;
 mod summary;
 pub mod text;
 mod timing;
+mod trace;
 mod writer;
 
 impl proto::SampleBatch {
@@ -118,4 +119,5 @@ pub use summary::{
     describe_ending, summarize, verify, Endings, Gaps, Problem, Summary, VerifyReport,
     ENDINGS_SHOWN,
 };
+pub use trace::{TraceClock, TraceEvent};
 pub use writer::{tick_interval_of, FrameKey, Writer, WriterOptions, WriterStats};

@@ -385,6 +385,7 @@ fn write(script: &Script) -> Expected {
                         .map(|_| proto::TraceEventKind::TraceCall as i32)
                         .collect(),
                     frame: entries.iter().map(|e| e.2).collect(),
+                    ..Default::default()
                 };
                 writer.record(Kind::TraceEvents(batch.clone())).unwrap();
                 expected.events.push(Event::TraceEvents(batch));

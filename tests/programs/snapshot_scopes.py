@@ -39,6 +39,15 @@ class Child(Plain):
         self.c = [n]
 
 
+class Meta(type):
+    """A metaclass, as pydantic's ModelMetaclass: its classes are named by
+    their own name."""
+
+
+class Model(metaclass=Meta):
+    pass
+
+
 class Slotted:
     __slots__ = ("x", "y")
 
@@ -116,6 +125,8 @@ def outer(p):
             cycle = []
             cycle.append(cycle)
             function = describe
+            klass = Plain
+            model_class = Model
             nothing = None
             flag = True
             seen = {}
@@ -150,6 +161,8 @@ def outer(p):
             seen["slot_child"] = describe(slot_child)
             seen["cycle"] = describe(cycle)
             seen["function"] = describe(function)
+            seen["klass"] = describe(klass)
+            seen["model_class"] = describe(model_class)
             seen["nothing"] = describe(nothing)
             seen["flag"] = describe(flag)
             for entry in seen.values():

@@ -145,3 +145,20 @@ pub fn run_measured_within(
         elapsed: started.elapsed(),
     }
 }
+
+/// Starts `python tests/programs/NAME` with its stdout piped and waits for
+/// the line "ready" it prints once running (panics on anything else).
+pub fn start_until_ready(python: &crate::Python, name: &str) -> Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(&python.path)
+        .arg(crate::program(name))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: cannot start {name}: {e}", python.label()));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "{}: {name}", python.label());
+    child
+}

@@ -156,3 +156,27 @@ fn wait_for_ready(child: &mut std::process::Child) {
         .unwrap();
     assert_eq!(line.trim(), "ready");
 }
+
+#[test]
+fn an_objects_root_address_that_holds_no_object_is_an_error_that_says_so() {
+    for python in test_pythons("objects: a root address with no object") {
+        let mut child = Command::new(&python.path)
+            .arg(program("idle_forever.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_ready(&mut child);
+        let pid = child.id().to_string();
+        let (code, err) = pydeep(&["objects", &pid, "--root", "0xdeadbeef"]);
+        let (good, _) = pydeep(&["objects", &pid, "--root", "module:__main__:time"]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let label = python.label();
+        assert_ne!(code, 0, "{label}: {err}");
+        assert!(
+            err.contains("0xdeadbeef") && err.contains("no object"),
+            "{label}: {err}"
+        );
+        assert_eq!(good, 0, "{label}: a named root still works");
+    }
+}

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 
 use pydeep_format::Recording;
 use pydeep_integration::run::record_program;
-use pydeep_integration::{program, test_pythons, workspace_binary};
+use pydeep_integration::waits::start_until_ready;
+use pydeep_integration::{test_pythons, workspace_binary};
 
 #[test]
 fn a_thread_reusing_an_ident_is_its_own_thread_with_its_own_name() {
@@ -73,19 +74,7 @@ fn a_thread_reusing_an_ident_is_its_own_thread_with_its_own_name() {
 #[test]
 fn a_program_without_thread_names_costs_at_most_three_reads_a_tick() {
     for python in test_pythons("attach: reads per tick, nameless threads") {
-        let mut target = Command::new(&python.path)
-            .arg(program("busy_unthreaded.py"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(target.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line.trim(), "ready", "{}", python.label());
-        }
+        let mut target = start_until_ready(&python, "busy_unthreaded.py");
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("reads.pdr");
         let out = Command::new(workspace_binary("pydeep"))

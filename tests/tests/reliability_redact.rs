@@ -1,5 +1,5 @@
 //! Values are shown or recorded only when asked, and `--redact REGEX`
-//! (on by default: password, secret, token, key, ...) masks the values of
+//! (on by default: password, secret, token, api_key, ...) masks the values of
 //! matching names in `dump`, `objects`, recorded snapshots and recorded
 //! command lines, while plain values stay. `--no-redact` shows everything,
 //! which proves the secrets were there to hide. On every interpreter.

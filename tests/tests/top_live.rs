@@ -7,21 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pydeep_integration::run::{succeeds, verify};
-use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use pydeep_integration::waits::start_until_ready;
+use pydeep_integration::{test_pythons, workspace_binary, Python};
 
 fn start_target(python: &Python) -> Child {
-    let mut target = Command::new(&python.path)
-        .arg(program("top_target.py"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "{}", python.label());
-    target
+    start_until_ready(python, "top_target.py")
 }
 
 #[test]

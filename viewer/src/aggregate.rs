@@ -99,6 +99,10 @@ pub struct ProfileOptions {
     pub thread_states: bool,
 }
 
+/// The pseudo-frame on top of the stack of samples taken while the
+/// interpreter's garbage collector ran on the thread (flag GC): the time
+/// is the collector's, not the allocating frame's. Always shown.
+pub const GC_LABEL: &str = "<gc>";
 /// The pseudo-frame of samples of an idle thread (flag ACTIVE unset).
 pub const IDLE_LABEL: &str = "<idle>";
 /// The pseudo-frame of samples of a running thread holding the GIL.
@@ -163,7 +167,8 @@ impl Profile {
     ) -> Self {
         let mut bound = filter.bind(input.header());
         let with_states = options.thread_states;
-        let mut counts: IdMap<(u32, u64, u8), u64> = IdMap::default();
+        // (thread, stack, thread state or u8::MAX, collector running).
+        let mut counts: IdMap<(u32, u64, u8, bool), u64> = IdMap::default();
         let mut total = 0u64;
         let mut samples = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
@@ -177,8 +182,9 @@ impl Profile {
             } else {
                 u8::MAX
             };
+            let collecting = sample.flags & SampleFlag::Gc as u32 != 0;
             *counts
-                .entry((sample.thread, sample.stack, state))
+                .entry((sample.thread, sample.stack, state, collecting))
                 .or_insert(0) += weight;
             total += weight;
             samples += 1;
@@ -192,9 +198,12 @@ impl Profile {
         let mut symbols = Symbols::new(granularity).with_header(input.header());
         let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
         let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-        for ((thread, stack, state), count) in counts {
+        for ((thread, stack, state, collecting), count) in counts {
             let mut frames = Vec::new();
             symbols.resolve_stack(tables, stack, &mut frames);
+            if collecting {
+                frames.push(symbols.pseudo(GC_LABEL));
+            }
             if let Some(label) = STATE_LABELS.get(usize::from(state)) {
                 frames.push(symbols.pseudo(label));
             }

@@ -46,5 +46,6 @@ pub mod snapshots;
 pub mod speedscope;
 pub mod symbols;
 pub mod top;
+pub mod traced;
 
 pub use error::ViewError;

@@ -306,6 +306,10 @@ struct TopArgs {
     /// (schema in notes/viewer.md).
     #[arg(long)]
     json: bool,
+    /// Exact calls from the recording's trace window (`pydeep trace`):
+    /// calls, total and own time, per-call percentiles, instead of samples.
+    #[arg(long, conflicts_with = "json")]
+    trace: bool,
 }
 
 #[derive(Args)]
@@ -378,6 +382,16 @@ impl Command {
                 let mut out = Output::create(args.output.output.as_deref(), false)?;
                 flamegraph::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;
                 out.finish()?;
+            }
+            Command::Top(args) if args.trace => {
+                let calls = pydeep_view::traced::read(&args.samples.file).map_err(|reason| {
+                    ViewError::Open {
+                        path: args.samples.file.clone(),
+                        reason,
+                    }
+                })?;
+                pydeep_view::traced::write(&calls, args.limit, stdout())
+                    .map_err(ViewError::Write)?;
             }
             Command::Top(args) => {
                 let profile = args.samples.profile()?;

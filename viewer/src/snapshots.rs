@@ -40,6 +40,18 @@ impl Content {
         }
     }
 
+    /// What a snapshot of this content holds, for messages.
+    fn held(self) -> &'static str {
+        match self {
+            Content::Scopes => "threads",
+            Content::Generators => {
+                "a generator, coroutine or asyncio task (none was alive, or none was asked for)"
+            }
+            Content::Objects => "an object graph (record with --snapshot-locals)",
+            Content::Heap => "a heap count (record with --heap-every)",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Content::Scopes => "scopes",
@@ -85,10 +97,16 @@ pub fn for_each<R: Read>(
     let mut count = 0usize;
     let mut shown = 0usize;
     let mut best: Option<Selected> = None;
+    // Snapshots of the selected processes, whatever they hold: a
+    // recording whose snapshots held nothing of `content` (no generator
+    // alive at any of them) must not be told to record snapshots.
+    let mut taken = 0usize;
     while let Some(snapshot) = input.next_snapshot() {
-        if !content.in_snapshot(&snapshot)
-            || !(selection.pids.is_empty() || selection.pids.contains(&snapshot.pid))
-        {
+        if !(selection.pids.is_empty() || selection.pids.contains(&snapshot.pid)) {
+            continue;
+        }
+        taken += 1;
+        if !content.in_snapshot(&snapshot) {
             continue;
         }
         let index = count;
@@ -116,6 +134,12 @@ pub fn for_each<R: Read>(
     if let Some(selected) = best {
         each(input.tables(), input.header(), &selected)?;
         shown += 1;
+    }
+    if shown == 0 && count == 0 && taken > 0 {
+        return Err(ViewError::InvalidArgument(format!(
+            "none of the recording's {taken} snapshots holds {}",
+            content.held()
+        )));
     }
     if shown == 0 {
         return Err(ViewError::InvalidArgument(format!(

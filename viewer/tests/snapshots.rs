@@ -440,3 +440,40 @@ fn unfinished_recordings_warn_and_missing_snapshots_are_an_error() {
         "{message}"
     );
 }
+
+#[test]
+fn a_recording_whose_snapshots_hold_no_generator_says_so_rather_than_to_record_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no_generators.pdr");
+    let header = proto::Header {
+        pid: 77,
+        start_clock_ns: START_NS,
+        ..Default::default()
+    };
+    let mut w = Writer::new(
+        std::fs::File::create(&file).unwrap(),
+        header,
+        WriterOptions::default(),
+    )
+    .unwrap();
+    for at in 0..2 {
+        w.record(Kind::Snapshot(proto::Snapshot {
+            time_ns: START_NS + at * SECOND,
+            pid: 77,
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    w.finish(proto::Footer::default()).unwrap();
+    let none = view(&["generators"], &file);
+    assert!(!none.status.success());
+    let message = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        message.contains("none of the recording's 2 snapshots holds a generator"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("record with --snapshot-every"),
+        "{message}"
+    );
+}

@@ -238,7 +238,14 @@ impl Objects<'_> {
                     .collect();
                 Ok(format!("{}({})", info.type_info.name, parts.join(", ")))
             }
-            Kind::Module | Kind::Type | Kind::Other => {
+            // A class by its own name, as `repr` names it, not by its
+            // metaclass's (`<ModelMetaclass object at ...>` for a pydantic
+            // model): the object at `address` is itself a type.
+            Kind::Type => match self.type_info(address) {
+                Ok(class) => Ok(format!("<class '{}'>", class.name)),
+                Err(_) => Ok(format!("<{} object at 0x{address:x}>", info.type_info.name)),
+            },
+            Kind::Module | Kind::Other => {
                 Ok(format!("<{} object at 0x{address:x}>", info.type_info.name))
             }
         };

@@ -53,6 +53,10 @@ pub struct ThreadSample {
     /// holder counts as running without asking /proc (it runs Python
     /// code, or a C call made from it: blocking calls release the GIL).
     pub active: bool,
+    /// The interpreter's garbage collector was running on this thread
+    /// (`gcstate->collecting` set while the thread held the GIL): the
+    /// collector's time, not the frames'. Read in the sample's first batch.
+    pub collecting: bool,
     /// Python frames, innermost first.
     pub frames: Vec<FrameSample>,
     /// The stack changed while it was read (non-blocking mode), in every

@@ -316,6 +316,7 @@ fn read_first_batch(
     let StateReads {
         states,
         gils,
+        collecting,
         extra_done,
         ..
     } = batch?;
@@ -344,6 +345,13 @@ fn read_first_batch(
         let holder = field_u64(buf, o.gil_last_holder?);
         (locked != 0).then_some(holder)
     };
+    let collector_running = |index: u32| -> bool {
+        interpreters
+            .iter()
+            .position(|i| i.index == index)
+            .and_then(|position| collecting.get(position).copied())
+            .unwrap_or(false)
+    };
     let mut missing: Vec<usize> = Vec::new();
     let mut first_batch_codes: Copies = Vec::new();
     prefetched.retain_mut(|(_, what, bytes)| match what {
@@ -354,13 +362,17 @@ fn read_first_batch(
         _ => true,
     });
     for (interpreter, address, state) in &states {
+        let holds_gil = gil_holder(*interpreter) == Some(*address);
         let sample = ThreadSample {
             thread_id: o.thread_thread_id.map_or(0, |at| field_u64(state, at)),
             native_id: o
                 .thread_native_thread_id
                 .map_or(0, |at| field_u64(state, at)),
             interpreter: *interpreter,
-            holds_gil: gil_holder(*interpreter) == Some(*address),
+            holds_gil,
+            // The collector runs on the thread that holds the GIL (it
+            // keeps it throughout, finalizers and callbacks included).
+            collecting: holds_gil && collector_running(*interpreter),
             thread_state: *address,
             ..ThreadSample::default()
         };

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::prefetch::ThreadPrefetch;
 use super::{WalkError, WalkOptions};
 use crate::cpython::Layout;
-use crate::memory::{field_u64, read_u64, MemoryError, RemoteMemory};
+use crate::memory::{field_u32, field_u64, read_u64, MemoryError, RemoteMemory};
 
 /// Most interpreters followed in the runtime's list.
 const MAX_INTERPRETERS: usize = 256;
@@ -47,6 +47,9 @@ pub struct ThreadListCache {
 pub(super) struct StateReads {
     pub states: Vec<(u32, u64, Vec<u8>)>,
     pub gils: Vec<Vec<u8>>,
+    /// Per interpreter (in `interpreters`' order): its collector was
+    /// running (`gcstate->collecting`), read in the same batch.
+    pub collecting: Vec<bool>,
     pub consistent: bool,
     pub extra_done: usize,
 }
@@ -135,6 +138,7 @@ pub(super) fn read_states(
     let mut consistent = !interpreters.is_empty()
         && u64::from_le_bytes(head) == interpreters.last().map_or(0, |i| i.address);
     let mut state_index = 0;
+    let mut collecting = Vec::with_capacity(interpreters.len());
     for (position, (interpreter, header)) in interpreters.iter().zip(&headers).enumerate() {
         let next_expected = if position == 0 {
             0
@@ -150,6 +154,7 @@ pub(super) fn read_states(
         if let Some(at) = o.interpreter_ceval_gil {
             consistent &= field_u64(header, at) == interpreter.gil;
         }
+        collecting.push(gc_collecting_at(layout).is_some_and(|at| field_u32(header, at) != 0));
         for j in 0..interpreter.threads.len() {
             let (_, _, state) = &states[state_index];
             let next = o.thread_next.map_or(0, |at| field_u64(state, at));
@@ -160,6 +165,7 @@ pub(super) fn read_states(
     Ok(StateReads {
         states,
         gils,
+        collecting,
         consistent,
         extra_done,
     })
@@ -176,6 +182,7 @@ fn interpreter_spans(layout: &Layout) -> Vec<(usize, usize)> {
         o.interpreter_next,
         o.interpreter_threads_head,
         o.interpreter_ceval_gil,
+        gc_collecting_at(layout),
     ]
     .into_iter()
     .flatten()
@@ -202,12 +209,22 @@ fn interpreter_len(layout: &Layout) -> u64 {
         o.interpreter_next,
         o.interpreter_threads_head,
         o.interpreter_ceval_gil,
+        gc_collecting_at(layout),
     ]
     .into_iter()
     .flatten()
     .max()
     .unwrap_or(0)
         + 8
+}
+
+/// Offset in `PyInterpreterState` of `gc.collecting` (`int`, set while a
+/// collection runs: Python/gc.c `gc_collect_main`, 3.13+ `_PyGC_Collect`),
+/// if the layout knows both fields. Read with the interpreter's header in
+/// each sample's first batch: no call of its own.
+fn gc_collecting_at(layout: &Layout) -> Option<u64> {
+    let o = &layout.offsets;
+    o.interpreter_gc?.checked_add(o.gc_state_collecting?)
 }
 
 /// Follows the runtime's interpreter list and each interpreter's thread

@@ -1,0 +1,169 @@
+"""Fixture of tests/tests/trace.rs: a deterministic call-heavy workload run
+by two threads once the test says go, with its own truth.
+
+argv[1]: the ready file. Files in its folder drive the rounds:
+  go1, go2 ...  run round N: main thread and worker thread each call work()
+                once, reading time.monotonic_ns() (CLOCK_MONOTONIC, the
+                tracer's clock) right before and after; written to roundN.json
+  end           write final.json (sys.getprofile/gettrace now, the settrace
+                counter) and exit 0
+
+The truth (per-function call counts of one work()) is taken before any
+trace window with a sys.setprofile counter, then removed: work() is
+deterministic, so each thread's traced counts must equal it. A sys.settrace
+function stays installed on the main thread throughout: a trace window must
+keep it working (it counts calls of marker()).
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+class Shape:
+    def __init__(self, side):
+        self.side = side
+
+    def area(self):
+        return square(self.side)
+
+
+def square(x):
+    return x * x
+
+
+def countdown(n):
+    while n > 0:
+        yield n
+        n -= 1
+
+
+def make_adder(k):
+    def add(x):
+        return x + k
+
+    return add
+
+
+def fails():
+    raise ValueError("expected")
+
+
+def work():
+    fib(12)
+    total = sum(countdown(20))
+    add = make_adder(3)
+    for i in range(30):
+        total += add(Shape(i).area())
+    for _ in range(5):
+        try:
+            fails()
+        except ValueError:
+            pass
+    return total
+
+
+WORKLOAD = {"work", "fib", "__init__", "area", "square", "countdown", "make_adder", "add", "fails"}
+
+
+def count_calls():
+    counts = {}
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == __file__:
+            name = frame.f_code.co_name
+            if name in WORKLOAD:
+                counts[name] = counts.get(name, 0) + 1
+
+    sys.setprofile(profiler)
+    work()
+    sys.setprofile(None)
+    return counts
+
+
+marker_calls = 0
+
+
+def marker():
+    pass
+
+
+def tracer(frame, event, arg):
+    global marker_calls
+    if event == "call" and frame.f_code.co_name == "marker":
+        marker_calls += 1
+    return None
+
+
+truth = count_calls()
+start_round = threading.Event()
+round_done = threading.Event()
+worker_clock = {}
+
+
+def worker():
+    while True:
+        start_round.wait()
+        start_round.clear()
+        before = time.monotonic_ns()
+        work()
+        after = time.monotonic_ns()
+        worker_clock.update(thread=threading.get_native_id(), before=before, after=after)
+        round_done.set()
+
+
+threading.Thread(target=worker, name="worker", daemon=True).start()
+sys.settrace(tracer)
+profile_before = repr(sys.getprofile())
+trace_before = sys.gettrace() is tracer
+marker()
+with open(ready + ".tmp", "w") as f:
+    json.dump({"truth": truth, "pid": os.getpid()}, f)
+os.rename(ready + ".tmp", ready)
+
+n = 1
+while True:
+    if os.path.exists(os.path.join(folder, "end")):
+        break
+    if not os.path.exists(os.path.join(folder, "go%d" % n)):
+        time.sleep(0.005)
+        continue
+    round_done.clear()
+    start_round.set()
+    before = time.monotonic_ns()
+    work()
+    after = time.monotonic_ns()
+    round_done.wait()
+    marker()
+    result = {
+        "threads": [
+            {"thread": threading.get_native_id(), "before": before, "after": after},
+            dict(worker_clock),
+        ],
+        "marker_calls": marker_calls,
+    }
+    with open(os.path.join(folder, "round%d.tmp" % n), "w") as f:
+        json.dump(result, f)
+    os.rename(os.path.join(folder, "round%d.tmp" % n), os.path.join(folder, "round%d.json" % n))
+    n += 1
+
+marker()
+final = {
+    "profile_before": profile_before,
+    "profile_after": repr(sys.getprofile()),
+    "trace_kept": trace_before and sys.gettrace() is tracer,
+    "marker_calls": marker_calls,
+    "rounds": n - 1,
+}
+with open(os.path.join(folder, "final.tmp"), "w") as f:
+    json.dump(final, f)
+os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
+print("trace_calls: done", flush=True)

@@ -1,0 +1,357 @@
+//! `pydeep trace` against the target's own truth, on every interpreter
+//! found: per-function call counts equal a `sys.setprofile` counter's, every
+//! thread's events nest, times are monotonic and lie within the target's own
+//! clock readings around the work, and after the window the target's
+//! `sys.getprofile()` / `sys.gettrace()` are what they were, its `settrace`
+//! function kept working, it runs on and ends by itself, and a second window
+//! right after works.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pydeep_format::proto::TraceEventKind;
+use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
+use pydeep_integration::waits::{wait_exit, wait_for_file, LIMIT};
+use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
+use serde_json::Value;
+
+/// A started `pydeep trace` and the lines of its stderr.
+struct Trace {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Trace {
+    fn start(pid: i32, output: &Path, args: &[&str], what: &str) -> Trace {
+        let mut child = Command::new(workspace_binary("pydeep"))
+            .args(["trace", &pid.to_string(), "-o"])
+            .arg(output)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pydeep trace");
+        let stderr = child.stderr.take().expect("stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("   pydeep: {line}");
+                let _ = send.send(line);
+            }
+        });
+        Trace {
+            child,
+            lines,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Waits until the hooks are in (pydeep says "tracing").
+    fn wait_tracing(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                if line.contains("tracing process") {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{}: pydeep trace ended ({status}) before tracing",
+                    self.what
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: never started tracing",
+                self.what
+            );
+        }
+    }
+}
+
+/// Every trace event of a recording, with the names of threads and frames.
+struct Traced {
+    events: Vec<TraceEvent>,
+    lost: u64,
+    /// ThreadDef id → native thread id.
+    native: HashMap<u32, u64>,
+    /// FrameDef id → (file name, function name).
+    names: HashMap<u64, (String, String)>,
+}
+
+fn read_trace(path: &Path) -> Traced {
+    let mut recording = Recording::open(path).expect("open the trace recording");
+    let mut clock = TraceClock::new(recording.header().start_clock_ns);
+    let mut events = Vec::new();
+    let mut lost = 0;
+    while let Some(event) = recording.next_event().expect("a complete recording") {
+        if let Event::TraceEvents(batch) = event {
+            lost += batch.lost;
+            events.extend(clock.decode(&batch));
+        }
+    }
+    let tables = recording.tables();
+    let native = tables
+        .threads
+        .iter()
+        .map(|(id, t)| (*id, t.native_id))
+        .collect();
+    let names = tables
+        .frames
+        .iter()
+        .map(|(id, frame)| {
+            let code = tables.code_objects.get(&frame.code);
+            let name = |f: fn(&pydeep_format::proto::CodeObjectDef) -> u64| {
+                code.map(|c| tables.string(f(c)).to_owned())
+                    .unwrap_or_default()
+            };
+            (*id, (name(|c| c.filename), name(|c| c.name)))
+        })
+        .collect();
+    Traced {
+        events,
+        lost,
+        native,
+        names,
+    }
+}
+
+fn wait_json(path: &Path, fixture: &mut Fixture, what: &str) -> Value {
+    wait_for_file(path, &mut fixture.child, what);
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+fn check(python: &Python) {
+    let what = python.label();
+    let mut fixture = Fixture::start(python, "trace_calls.py", &[]);
+    let truth = fixture.wait_truth(|_, _| true);
+    let dir: PathBuf = fixture.dir().to_path_buf();
+    let pid = fixture.pid();
+
+    // Window 1: open until SIGTERM; one round of work inside it.
+    let first = dir.join("first.pdr");
+    let mut trace = Trace::start(pid, &first, &["--until-stopped"], &what);
+    trace.wait_tracing();
+    std::fs::write(dir.join("go1"), "").expect("go1");
+    let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
+    sigterm(&trace.child);
+    let status = wait_exit(&mut trace.child, &what);
+    assert!(status.success(), "{what}: pydeep trace ended with {status}");
+
+    let traced = read_trace(&first);
+    assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+    // Times never go backwards in the stream (the GIL orders the events).
+    assert!(
+        traced
+            .events
+            .windows(2)
+            .all(|w| w[0].time_ns <= w[1].time_ns),
+        "{what}: trace times go backwards"
+    );
+    let expected: HashMap<String, u64> = truth["truth"]
+        .as_object()
+        .expect("truth")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    let fixture_file = |file: &str| file.ends_with("trace_calls.py");
+    for clock in round["threads"].as_array().expect("threads") {
+        let native = clock["thread"].as_u64().expect("thread");
+        let (before, after) = (
+            clock["before"].as_u64().expect("before"),
+            clock["after"].as_u64().expect("after"),
+        );
+        let thread_events: Vec<&TraceEvent> = traced
+            .events
+            .iter()
+            .filter(|e| traced.native.get(&e.thread) == Some(&native))
+            .collect();
+        assert!(
+            !thread_events.is_empty(),
+            "{what}: no events of thread {native}"
+        );
+        // Every return matches the call on top of the thread's stack
+        // (returns of frames entered before the window come first, on an
+        // empty stack).
+        let mut stack: Vec<u64> = Vec::new();
+        let mut unmatched_later = 0;
+        for e in &thread_events {
+            match e.kind {
+                TraceEventKind::TraceCall => stack.push(e.frame),
+                TraceEventKind::TraceReturn => match stack.pop() {
+                    Some(top) if top == e.frame => {}
+                    Some(_) => unmatched_later += 1,
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        assert_eq!(
+            unmatched_later, 0,
+            "{what}: thread {native}'s events do not nest"
+        );
+        // Call counts of the workload equal the truth, and every workload
+        // event lies within the thread's own clock readings around it.
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for e in &thread_events {
+            let Some((file, name)) = traced.names.get(&e.frame) else {
+                continue;
+            };
+            if !fixture_file(file) || !expected.contains_key(name) {
+                continue;
+            }
+            assert!(
+                (before..=after).contains(&e.time_ns),
+                "{what}: {name} event at {} outside the thread's work [{before}, {after}]",
+                e.time_ns
+            );
+            if e.kind == TraceEventKind::TraceCall {
+                *counts.entry(name.clone()).or_default() += 1;
+            }
+        }
+        assert_eq!(counts, expected, "{what}: thread {native}'s call counts");
+    }
+    eprintln!(
+        "   {what}: {} events, call counts equal the in-process truth on {} threads",
+        traced.events.len(),
+        round["threads"].as_array().map_or(0, Vec::len)
+    );
+
+    // The viewer's exact table counts what the threads ran: fib's row
+    // holds both threads' calls.
+    let table = Command::new(workspace_binary("pydeep-view"))
+        .args(["top", "--trace", "--limit", "0"])
+        .arg(&first)
+        .output()
+        .expect("run pydeep-view top --trace");
+    assert!(
+        table.status.success(),
+        "{what}: pydeep-view top --trace failed"
+    );
+    let table = String::from_utf8_lossy(&table.stdout);
+    let fib_calls = table
+        .lines()
+        .find(|l| l.contains(" fib (") && l.contains("trace_calls.py"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(
+        fib_calls,
+        Some(2 * expected["fib"]),
+        "{what}: top --trace's fib row:\n{table}"
+    );
+
+    // Window 2, right after, through its duration this time.
+    let second = dir.join("second.pdr");
+    let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
+    let status = wait_exit(&mut again.child, &what);
+    assert!(
+        status.success(),
+        "{what}: the second trace ended with {status}"
+    );
+    assert!(
+        !read_trace(&second).events.is_empty(),
+        "{what}: the second trace saw no event"
+    );
+
+    // The target as it was: no profile function, its trace function still
+    // installed and called throughout, and it ends by itself.
+    std::fs::write(dir.join("end"), "").expect("end");
+    let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
+    assert_eq!(
+        last["profile_after"], last["profile_before"],
+        "{what}: {last}"
+    );
+    assert_eq!(
+        last["trace_kept"], true,
+        "{what}: sys.settrace lost: {last}"
+    );
+    assert_eq!(
+        last["marker_calls"].as_u64(),
+        last["rounds"].as_u64().map(|r| r + 2),
+        "{what}: the settrace function missed calls: {last}"
+    );
+    let status = wait_exit(&mut fixture.child, &what);
+    assert!(status.success(), "{what}: the target ended with {status}");
+}
+
+#[test]
+fn traced_calls_match_the_targets_own_truth_and_the_target_is_left_as_it_was() {
+    for python in test_pythons("pydeep trace") {
+        check(&python);
+    }
+}
+
+/// `python -c PROGRAM READY`: writes READY then does what PROGRAM says.
+fn start_program(python: &Python, program: &str, dir: &Path) -> (Child, PathBuf) {
+    let ready = dir.join("ready");
+    let child = Command::new(&python.path)
+        .args(["-c", program])
+        .arg(&ready)
+        .spawn()
+        .expect("start python");
+    (child, ready)
+}
+
+#[test]
+fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running() {
+    let pythons = test_pythons("pydeep trace refusals");
+    let python = pythons.last().expect("an interpreter");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pydeep = workspace_binary("pydeep");
+
+    let idle = "import sys, time\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
+    let (mut child, ready) = start_program(python, idle, dir.path());
+    wait_for_file(&ready, &mut child, "idle target");
+    let output = Command::new(&pydeep)
+        .args([
+            "trace",
+            &child.id().to_string(),
+            "--start-timeout",
+            "1s",
+            "-o",
+        ])
+        .arg(dir.path().join("idle.pdr"))
+        .output()
+        .expect("run pydeep trace");
+    assert_eq!(
+        output.status.code(),
+        Some(19),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the idle target died"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let profiled = "import sys, time\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(100))\n    time.sleep(0.001)\n";
+    let (mut child, ready) = start_program(python, profiled, dir.path());
+    wait_for_file(&ready, &mut child, "profiled target");
+    let output = Command::new(&pydeep)
+        .args(["trace", &child.id().to_string(), "-o"])
+        .arg(dir.path().join("profiled.pdr"))
+        .output()
+        .expect("run pydeep trace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(20), "{stderr}");
+    assert!(stderr.contains("profile function"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the profiled target died"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,126 @@
+//! The memory layout the tracer and the agent share: the control block's
+//! field offsets, the event record, and the words each side writes.
+//!
+//! This file is compiled into both: the tracer (`tracer/src/lib.rs`, which
+//! checks every offset against its `Control` at compile time) and the agent
+//! (`agent/src/trace/ring.rs`, which reads the block with `process_vm_readv`).
+//! Change it only together with [`LAYOUT_VERSION`].
+
+/// First word of the control block: "PYDEEPT1" little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT1");
+/// Version of this layout; the exported names carry it too.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Exported name of the control block.
+pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V1";
+/// Exported name of the start function:
+/// `int start(uint32_t agent_pid, uint32_t flags)`.
+pub const START_SYMBOL: &str = "pydeep_tracer_v1_start";
+
+/// Events the ring holds (a power of two).
+pub const CAPACITY: u64 = 1 << 19;
+/// Size of one event record in bytes.
+pub const EVENT_SIZE: u64 = 32;
+/// Distinct code objects (and C functions) one window can keep alive; an
+/// event naming one more is dropped and counted.
+pub const KEPT_CAPACITY: usize = 1 << 16;
+/// Bytes of the control block's message (a refusal or failure, UTF-8, NUL
+/// padded).
+pub const MESSAGE_SIZE: usize = 256;
+
+/// Event kind: a Python function (or generator resumption) was entered.
+pub const KIND_CALL: u32 = 1;
+/// Event kind: a Python function returned (or a generator yielded).
+pub const KIND_RETURN: u32 = 2;
+/// Event kind: a C function was called from Python (`--c-calls`).
+pub const KIND_C_CALL: u32 = 3;
+/// Event kind: a C function returned or raised (`--c-calls`).
+pub const KIND_C_RETURN: u32 = 4;
+
+/// Flag: record Python calls and returns.
+pub const FLAG_CALLS: u32 = 1;
+/// Flag: record C calls and returns too.
+pub const FLAG_C_CALLS: u32 = 2;
+
+/// Command (agent → tracer): trace.
+pub const COMMAND_RUN: u32 = 1;
+/// Command: remove every hook (the agent then drains what is left).
+pub const COMMAND_STOP: u32 = 2;
+/// Command: the agent has read every code object: release them and end.
+pub const COMMAND_RELEASE: u32 = 3;
+
+/// State (tracer → agent): no window open.
+pub const STATE_IDLE: u32 = 0;
+/// The watchdog is waiting for the GIL to install the hooks.
+pub const STATE_STARTING: u32 = 1;
+/// Hooks installed, events flowing.
+pub const STATE_TRACING: u32 = 2;
+/// The tracer refused: another profiler is installed (see the message).
+pub const STATE_REFUSED: u32 = 3;
+/// Every hook is removed; the code objects are still kept.
+pub const STATE_STOPPED: u32 = 4;
+/// The window is over and every kept object released.
+pub const STATE_RELEASED: u32 = 5;
+/// The tracer could not run (see the message).
+pub const STATE_FAILED: u32 = 6;
+
+/// Milliseconds without a heartbeat after which the watchdog decides the
+/// agent is gone and ends the window by itself.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 3000;
+
+/// Offsets of the control block's fields (all little-endian).
+pub mod offset {
+    /// `u64` [`super::MAGIC`].
+    pub const MAGIC: u64 = 0;
+    /// `u32` [`super::LAYOUT_VERSION`].
+    pub const VERSION: u64 = 8;
+    /// `u32` one of the `STATE_*` words, written by the tracer.
+    pub const STATE: u64 = 12;
+    /// `u32` one of the `COMMAND_*` words, written by the agent.
+    pub const COMMAND: u64 = 16;
+    /// `u32` the `FLAG_*` bits of the window.
+    pub const FLAGS: u64 = 20;
+    /// `u32` the agent's pid (diagnostics).
+    pub const AGENT_PID: u64 = 24;
+    /// `u32` threads that got the hook.
+    pub const THREADS_HOOKED: u64 = 28;
+    /// `u64` a counter the agent bumps while it is alive.
+    pub const HEARTBEAT: u64 = 32;
+    /// `u64` events written (the ring index is this modulo the capacity).
+    pub const WRITE_POS: u64 = 40;
+    /// `u64` events the agent has consumed, written by the agent.
+    pub const READ_POS: u64 = 48;
+    /// `u64` events dropped because the ring was full or the kept-object
+    /// table was.
+    pub const DROPPED: u64 = 56;
+    /// `u64` CLOCK_MONOTONIC ns of the first and the last drop.
+    pub const FIRST_DROP_NS: u64 = 64;
+    /// See [`FIRST_DROP_NS`].
+    pub const LAST_DROP_NS: u64 = 72;
+    /// `u64` objects the window keeps alive.
+    pub const KEPT_OBJECTS: u64 = 80;
+    /// `u64` address of the event ring in the target.
+    pub const RING_ADDRESS: u64 = 88;
+    /// `u64` CLOCK_MONOTONIC ns when the hooks were installed and removed.
+    pub const START_NS: u64 = 96;
+    /// See [`START_NS`].
+    pub const STOP_NS: u64 = 104;
+    /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
+    pub const MESSAGE: u64 = 112;
+    /// Size of the whole block.
+    pub const SIZE: u64 = MESSAGE + super::MESSAGE_SIZE as u64;
+}
+
+/// Offsets inside one event record.
+pub mod event {
+    /// `u64` CLOCK_MONOTONIC ns.
+    pub const TIME_NS: usize = 0;
+    /// `u64` address of the code object (calls, returns) or the C function
+    /// object (C calls).
+    pub const OBJECT: usize = 8;
+    /// `u32` the kernel's thread id.
+    pub const THREAD: usize = 16;
+    /// `u32` one of the `KIND_*` words.
+    pub const KIND: usize = 20;
+    /// `u32` instruction offset in bytes (0 when not known).
+    pub const OFFSET: usize = 24;
+}
