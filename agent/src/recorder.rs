@@ -13,6 +13,7 @@ use pydeep_format::linetable::LineIndex;
 use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
+use crate::codes::Continuity;
 use crate::sources::Sources;
 use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
 
@@ -56,35 +57,35 @@ struct RecordedThread {
     last: LastStack,
 }
 
-/// The previous stack of a thread: its frames as the walker gave them
-/// (innermost first) and their frame ids (outermost first).
+/// The previous stack of a thread: its frame ids (outermost first) and
+/// its stack id.
 ///
 /// Why: between two samples most of a stack is the same callers, and
 /// interning a frame costs several hash lookups (code object, line, frame
-/// key). At depth 1,000 that was most of the sampler's time; comparing
-/// 1,000 frames with the previous stack is a short memcmp-like loop.
+/// key). At depth 1,000 that was most of the sampler's time. Which
+/// outermost frames did not change is found once, by the sampler
+/// ([`crate::codes::Resolver`]), and given to [`Recorder::sample`].
 #[derive(Default)]
 struct LastStack {
-    frames: Vec<crate::FrameSample>,
     frame_ids: Vec<u64>,
     stack: u64,
     /// The code epoch the ids were derived under; `None`: nothing reusable.
     code_epoch: Option<u64>,
+    /// Which of the thread's stacks sent it was ([`Continuity`]).
+    sequence: u64,
 }
 
 impl LastStack {
-    /// How many outermost frames `frames` (innermost first) shares with
-    /// the previous stack, if the previous stack is still reusable.
-    fn shared_prefix(&self, frames: &[crate::FrameSample], code_epoch: u64) -> usize {
-        if self.code_epoch != Some(code_epoch) {
+    /// How many outermost frame ids of the previous stack can be reused
+    /// for a stack of `frames` frames that follows a stack sent as
+    /// `continuity` says: none unless the previous stack is the one sent
+    /// just before and is still reusable under `code_epoch`.
+    fn reusable(&self, continuity: Continuity, frames: usize, code_epoch: u64) -> usize {
+        let follows = continuity.sequence != 0 && self.sequence + 1 == continuity.sequence;
+        if !follows || self.code_epoch != Some(code_epoch) {
             return 0;
         }
-        self.frames
-            .iter()
-            .rev()
-            .zip(frames.iter().rev())
-            .take_while(|(old, new)| old == new)
-            .count()
+        continuity.unchanged.min(frames).min(self.frame_ids.len())
     }
 }
 
@@ -239,6 +240,10 @@ impl<W: Write> Recorder<W> {
     /// Records one thread's stack taken at `tick`. Idle threads are
     /// skipped unless idle recording was asked for; returns whether a sample
     /// was written.
+    ///
+    /// `continuity`: how the stack follows the thread's previous one sent
+    /// (default: unknown); the frame ids of its unchanged outermost frames
+    /// are reused if that previous stack is the one recorded last.
     pub fn sample(
         &mut self,
         source: &mut impl CodeSource,
@@ -247,6 +252,7 @@ impl<W: Write> Recorder<W> {
         tick: Tick,
         sample: &ThreadSample,
         name: Option<&str>,
+        continuity: Continuity,
     ) -> Result<bool, FormatError> {
         let Tick { clock_ns, weight } = tick;
         if !sample.active && !self.include_idle {
@@ -260,8 +266,9 @@ impl<W: Write> Recorder<W> {
             .map(|t| std::mem::take(&mut t.last))
             .unwrap_or_default();
         let code_epoch = source.code_epoch();
-        let shared = last.shared_prefix(&sample.frames, code_epoch);
-        let stack = if shared == sample.frames.len() && shared == last.frames.len() {
+        let shared = last.reusable(continuity, sample.frames.len(), code_epoch);
+        last.sequence = continuity.sequence;
+        let stack = if shared == sample.frames.len() && shared == last.frame_ids.len() {
             last.stack
         } else {
             let mut frame_ids = std::mem::take(&mut self.frame_ids);
@@ -279,8 +286,6 @@ impl<W: Write> Recorder<W> {
             last.code_epoch = (self.stats.unreadable_code == unreadable_before)
                 .then(|| source.code_epoch())
                 .filter(|&now| now == code_epoch);
-            last.frames.clear();
-            last.frames.extend_from_slice(&sample.frames);
             std::mem::swap(&mut last.frame_ids, &mut frame_ids);
             self.frame_ids = frame_ids;
             last.stack = stack;

@@ -16,7 +16,7 @@ use crate::codes::Resolver;
 use crate::exactness::{Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::Identity;
 use crate::recorder::Tick;
-use crate::sink::{Batch, Input, Sink, SnapshotInput};
+use crate::sink::{Input, Sink, SnapshotInput};
 use crate::snapshot::{SnapshotOptions, SnapshotReport};
 use crate::{PythonVersion, ReadError, Target, ThreadSample, WalkOptions};
 
@@ -62,13 +62,20 @@ pub struct Sampled {
     /// Whether its ticks are read paused now.
     pub exactness: Exactness,
     read_mode: ReadMode,
+    /// Idle threads are recorded (`--idle`); otherwise they are not sent.
+    include_idle: bool,
     fate_checked: Instant,
 }
 
 impl Sampled {
     /// Samples `target` reading ticks as `read_mode` says, stacks at most
-    /// `max_depth` deep.
-    pub fn new(mut target: Target, read_mode: ReadMode, max_depth: u32) -> Sampled {
+    /// `max_depth` deep, idle threads recorded if `include_idle`.
+    pub fn new(
+        mut target: Target,
+        read_mode: ReadMode,
+        max_depth: u32,
+        include_idle: bool,
+    ) -> Sampled {
         target.set_walk_options(WalkOptions {
             max_depth: max_depth as usize,
             check_torn: true,
@@ -87,6 +94,7 @@ impl Sampled {
             consecutive_errors: 0,
             exactness: Exactness::new(read_mode),
             read_mode,
+            include_idle,
             fate_checked: Instant::now(),
         }
     }
@@ -117,29 +125,37 @@ impl Sampled {
 
     /// Sends the stacks of a good read taken at `tick` to `sink`, with
     /// their threads' names (refreshed first if due) and the code objects
-    /// the sink has not been told of. `threads` is handed over (left
-    /// empty). Returns how many samples the sink's full queue refused.
+    /// the sink has not been told of. Idle threads are sent only if they
+    /// are recorded (`--idle`). `threads` is handed over (what it holds
+    /// after is a batch the sink gave back, to be overwritten by the next
+    /// read). Returns how many samples the sink's full queue refused.
     pub fn record(&mut self, sink: &Sink, tick: Tick, threads: &mut Vec<ThreadSample>) -> u64 {
         self.consecutive_errors = 0;
         self.refresh_names(threads);
-        let mut mappings = Vec::new();
-        self.resolver
-            .resolve(&mut self.target, threads, &mut mappings);
-        let batch = Box::new(Batch {
-            pid: self.target.pid(),
-            version: self.version.clone(),
-            tick,
-            code_epoch: self.target.code_epoch(),
-            mappings,
-            threads: std::mem::take(threads),
-            names: self.names.clone(),
-            natives: self.named_natives.clone(),
-        });
+        if !self.include_idle {
+            threads.retain(|thread| thread.active);
+        }
+        let mut batch = sink.spare_batch(&self.version);
+        batch.pid = self.target.pid();
+        batch.version.clone_from(&self.version);
+        batch.tick = tick;
+        self.resolver.resolve(
+            &mut self.target,
+            threads,
+            &mut batch.mappings,
+            &mut batch.continuity,
+        );
+        batch.code_epoch = self.target.code_epoch();
+        std::mem::swap(&mut batch.threads, threads);
+        batch.names.clone_from(&self.names);
+        batch.natives.clone_from(&self.named_natives);
         match sink.samples(batch) {
             Ok(()) => 0,
             Err(batch) => {
                 self.resolver.not_delivered(&batch.mappings);
-                batch.threads.len() as u64
+                let refused = batch.threads.len() as u64;
+                sink.recycle(batch);
+                refused
             }
         }
     }
@@ -205,7 +221,7 @@ impl Sampled {
     pub fn replace(&mut self, fresh: Target, sink: &Sink) {
         let depth = self.target.walk_options().max_depth as u32;
         let identity = self.identity.clone();
-        *self = Sampled::new(fresh, self.read_mode, depth);
+        *self = Sampled::new(fresh, self.read_mode, depth, self.include_idle);
         self.identity = identity;
         sink.send(Input::Forget { pid: self.pid() });
     }

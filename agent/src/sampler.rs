@@ -43,6 +43,10 @@ pub const UNREADABLE_LIMIT: Duration = Duration::from_secs(10);
 /// The longest the loop sleeps before asking its driver again.
 const DRIVER_LATENCY: Duration = Duration::from_millis(50);
 
+/// A sleep longer than this until the next tick sends the sink's outbox
+/// first ([`crate::sink::OUTBOX_AGE`]).
+const OUTBOX_SLEEP: Duration = Duration::from_millis(1);
+
 /// How often the sink is sent the counters (a rotated file's footer).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -353,7 +357,12 @@ impl Sampler {
                 self.gave_up = Some(why.clone());
                 return Ok(why);
             }
-            if self.schedule.next_due() > Instant::now() + DRIVER_LATENCY {
+            let next_due = self.schedule.next_due();
+            if next_due > Instant::now() + OUTBOX_SLEEP {
+                // About to sleep: what waits for the sink goes now.
+                self.sink.send_outbox();
+            }
+            if next_due > Instant::now() + DRIVER_LATENCY {
                 std::thread::sleep(DRIVER_LATENCY);
                 continue;
             }
@@ -667,7 +676,12 @@ fn snapshot_schedule(start: Instant, options: &SessionOptions) -> SnapshotSchedu
 impl Watched {
     fn new(target: Target, child: Option<Child>, options: &SessionOptions) -> Self {
         Watched {
-            sampled: Sampled::new(target, options.read_mode, options.max_depth),
+            sampled: Sampled::new(
+                target,
+                options.read_mode,
+                options.max_depth,
+                options.include_idle,
+            ),
             child,
             execed_away: None,
             execed: None,

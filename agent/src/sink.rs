@@ -20,6 +20,15 @@
 //! chunk to deflate costs samples that are counted, never ticks that are
 //! late.
 //!
+//! What it costs the sampler per tick is kept to a push onto a vector:
+//! the sampler's inputs wait in an outbox sent as one message every
+//! [`OUTBOX_AGE`] (at once for anything but samples, and before the
+//! sampler sleeps), so the sink thread, which blocks on the channel, wakes
+//! a few hundred times a second at most however fast the sampler ticks;
+//! and each recorded batch is given back to the sampler to be filled again
+//! ([`Sink::spare_batch`]), so its vectors are allocated once and freed on
+//! the thread that allocated them.
+//!
 //! The thread writes each chunk through a [`BackgroundFile`] (the disk is
 //! a thread further on) and closes a chunk at least every second even
 //! when no input comes, so a killed agent loses at most the last second.
@@ -29,18 +38,19 @@
 //! Tests slow the sink with `PYDEEP_TEST_SINK_DELAY_MS`: a sleep after
 //! each chunk it closes (read once at start; nothing else reads it).
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{FormatError, Writer};
 
-use crate::codes::{CodeMapping, CodeMirror};
+use crate::codes::{CodeMapping, CodeMirror, Continuity};
 use crate::daemon::config::Rotation;
 use crate::daemon::rotation::StreamFile;
 use crate::output::BackgroundFile;
@@ -53,13 +63,19 @@ use crate::{PythonVersion, ThreadSample};
 /// about a third of a second at 100 kHz and depth 30, and are 16 MiB.
 pub const MAX_QUEUED_FRAMES: usize = 1 << 20;
 
-/// How long the sink thread sleeps after taking inputs.
-const BUSY_SLEEP: Duration = Duration::from_millis(1);
+/// The longest a sampler's samples wait in its outbox before being sent
+/// (they are sent sooner when the sampler sleeps, or sends anything else).
+pub const OUTBOX_AGE: Duration = Duration::from_millis(4);
 
-/// The longest it sleeps when none came (it doubles from [`BUSY_SLEEP`]):
-/// the open chunk is closed on time, a flush or the footer waits this
-/// long at most.
-const IDLE_SLEEP: Duration = Duration::from_millis(16);
+/// The most inputs an outbox holds before it is sent.
+const OUTBOX_LEN: usize = 256;
+
+/// How long the sink thread waits for inputs before closing the open
+/// chunk if it is due (a chunk is closed at least every second).
+const CHUNK_CHECK: Duration = Duration::from_millis(100);
+
+/// The most batches kept for reuse.
+const SPARE_BATCHES: usize = 512;
 
 /// One tick's stacks of one process.
 pub struct Batch {
@@ -73,8 +89,11 @@ pub struct Batch {
     pub code_epoch: u64,
     /// What the sink must learn before recording the stacks.
     pub mappings: Vec<CodeMapping>,
-    /// Every thread read.
+    /// Every thread read that is to be recorded.
     pub threads: Vec<ThreadSample>,
+    /// For each of `threads`, how its stack follows the thread's previous
+    /// one sent ([`crate::codes::Resolver::resolve`]).
+    pub continuity: Vec<Continuity>,
     /// The threads' names by `thread_id`.
     pub names: Arc<HashMap<u64, String>>,
     /// The native id of each named thread when the names were read (an
@@ -272,45 +291,27 @@ struct Shared {
 /// A sender into a sink, for another source of records.
 #[derive(Clone)]
 pub struct SinkInput {
-    inputs: Sender<Input>,
+    inputs: Sender<Vec<Input>>,
     shared: Arc<Shared>,
 }
 
 impl SinkInput {
     /// Queues `input`; never blocks. False if the sink has ended.
     pub fn send(&self, input: Input) -> bool {
-        self.inputs.send(input).is_ok()
-    }
-
-    /// Queues `batch` unless [`MAX_QUEUED_FRAMES`] frames wait already;
-    /// gives it back then (or if the sink has ended).
-    pub fn samples(&self, batch: Box<Batch>) -> Result<(), Box<Batch>> {
-        let frames = batch.threads.iter().map(|t| t.frames.len() + 1).sum();
-        let queued = self
-            .shared
-            .queued_frames
-            .fetch_add(frames, Ordering::Relaxed);
-        if queued + frames > MAX_QUEUED_FRAMES {
-            self.shared
-                .queued_frames
-                .fetch_sub(frames, Ordering::Relaxed);
-            return Err(batch);
-        }
-        self.inputs.send(Input::Samples(batch)).map_err(|returned| {
-            self.shared
-                .queued_frames
-                .fetch_sub(frames, Ordering::Relaxed);
-            match returned.0 {
-                Input::Samples(batch) => batch,
-                _ => unreachable!("sent a batch"),
-            }
-        })
+        self.inputs.send(vec![input]).is_ok()
     }
 }
 
-/// A recording's sink thread; see the module documentation.
+/// A recording's sink thread; see the module documentation. Its sending
+/// half belongs to the one sampler thread of the recording.
 pub struct Sink {
     input: SinkInput,
+    /// Inputs not sent yet, and since when the oldest waits.
+    outbox: RefCell<Vec<Input>>,
+    outbox_since: Cell<Option<Instant>>,
+    /// Batches the sink thread gave back, and those taken from it.
+    returned: Receiver<Vec<Box<Batch>>>,
+    spare: RefCell<Vec<Box<Batch>>>,
     thread: Option<JoinHandle<Result<SinkEnd, FormatError>>>,
 }
 
@@ -318,6 +319,7 @@ impl Sink {
     /// Starts the thread writing into `destination`.
     pub fn start(destination: Destination, options: SinkOptions) -> std::io::Result<Sink> {
         let (inputs, queue) = channel();
+        let (give_back, returned) = channel();
         let shared = Arc::new(Shared::default());
         let delay = std::env::var("PYDEEP_TEST_SINK_DELAY_MS")
             .ok()
@@ -329,26 +331,106 @@ impl Sink {
                 let shared = shared.clone();
                 move || {
                     let result = State::new(destination, options, shared.clone(), delay)
-                        .and_then(|state| state.run(queue));
+                        .and_then(|state| state.run(queue, give_back));
                     shared.ended.store(true, Ordering::Release);
                     result
                 }
             })?;
         Ok(Sink {
             input: SinkInput { inputs, shared },
+            outbox: RefCell::new(Vec::new()),
+            outbox_since: Cell::new(None),
+            returned,
+            spare: RefCell::new(Vec::new()),
             thread: Some(thread),
         })
     }
 
-    /// Queues `input` (never blocks).
+    /// Queues `input` (never blocks), sent at once with what waits in the
+    /// outbox.
     pub fn send(&self, input: Input) {
-        self.input.send(input);
+        self.outbox.borrow_mut().push(input);
+        self.send_outbox();
     }
 
-    /// Queues a tick's batch, or gives it back if the queue is full; see
-    /// [`SinkInput::samples`].
+    /// Queues a tick's batch, or gives it back if [`MAX_QUEUED_FRAMES`]
+    /// frames wait already (or the sink has ended). It waits in the outbox
+    /// for at most [`OUTBOX_AGE`].
     pub fn samples(&self, batch: Box<Batch>) -> Result<(), Box<Batch>> {
-        self.input.samples(batch)
+        if self.ended() {
+            return Err(batch);
+        }
+        let frames = batch_frames(&batch);
+        let shared = &self.input.shared;
+        let queued = shared.queued_frames.fetch_add(frames, Ordering::Relaxed);
+        if queued + frames > MAX_QUEUED_FRAMES {
+            shared.queued_frames.fetch_sub(frames, Ordering::Relaxed);
+            return Err(batch);
+        }
+        let waiting = {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.push(Input::Samples(batch));
+            outbox.len()
+        };
+        let now = Instant::now();
+        match self.outbox_since.get() {
+            None => self.outbox_since.set(Some(now)),
+            Some(since) if waiting >= OUTBOX_LEN || now - since >= OUTBOX_AGE => self.send_outbox(),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Sends what waits in the outbox (the sampler calls it before it
+    /// sleeps).
+    pub fn send_outbox(&self) {
+        let inputs = std::mem::take(&mut *self.outbox.borrow_mut());
+        self.outbox_since.set(None);
+        if !inputs.is_empty() {
+            // A sink that ended has said why (Sink::finish).
+            let _ = self.input.inputs.send(inputs);
+        }
+    }
+
+    /// An empty batch to fill: one the sink gave back if there is one
+    /// (its `threads` still hold old samples: swap them out), or a new one.
+    pub fn spare_batch(&self, version: &Arc<PythonVersion>) -> Box<Batch> {
+        let mut spare = self.spare.borrow_mut();
+        if spare.is_empty() {
+            while let Ok(batches) = self.returned.try_recv() {
+                let room = SPARE_BATCHES.saturating_sub(spare.len());
+                spare.extend(batches.into_iter().take(room));
+            }
+        }
+        match spare.pop() {
+            Some(mut batch) => {
+                batch.mappings.clear();
+                batch.continuity.clear();
+                batch
+            }
+            None => Box::new(Batch {
+                pid: 0,
+                version: version.clone(),
+                tick: Tick {
+                    clock_ns: 0,
+                    weight: 1,
+                },
+                code_epoch: 0,
+                mappings: Vec::new(),
+                threads: Vec::new(),
+                continuity: Vec::new(),
+                names: Arc::default(),
+                natives: Arc::default(),
+            }),
+        }
+    }
+
+    /// Keeps `batch` (refused by [`Sink::samples`]) for reuse.
+    pub fn recycle(&self, batch: Box<Batch>) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARE_BATCHES {
+            spare.push(batch);
+        }
     }
 
     /// Another sender into this sink.
@@ -380,7 +462,7 @@ impl Sink {
         duration: Duration,
         end_reason: String,
     ) -> Result<SinkEnd, FormatError> {
-        self.input.send(Input::Finish {
+        self.send(Input::Finish {
             counters,
             duration,
             end_reason,
@@ -396,6 +478,11 @@ impl Sink {
             ))),
         }
     }
+}
+
+/// The frames a batch holds, as counted against [`MAX_QUEUED_FRAMES`].
+fn batch_frames(batch: &Batch) -> usize {
+    batch.threads.iter().map(|t| t.frames.len() + 1).sum()
 }
 
 impl Drop for Sink {
@@ -463,46 +550,56 @@ impl State {
         Ok(state)
     }
 
-    /// Takes what is queued, closes the chunks due, sleeps, again. It
-    /// polls rather than blocks on the channel: a sampler at 100 kHz
-    /// would otherwise wake the thread (a futex call on each side) for
-    /// every tick; this way it sends without a system call, and the sink
-    /// takes a few hundred batches at each wake.
-    fn run(mut self, queue: Receiver<Input>) -> Result<SinkEnd, FormatError> {
-        let mut idle = BUSY_SLEEP;
+    /// Takes what comes, closing the chunks due (at least every
+    /// [`CHUNK_CHECK`] when nothing comes), until told to finish; gives
+    /// each wake's recorded batches back through `give_back`.
+    fn run(
+        mut self,
+        queue: Receiver<Vec<Input>>,
+        give_back: Sender<Vec<Box<Batch>>>,
+    ) -> Result<SinkEnd, FormatError> {
+        let mut chunks = self.recorder.writer().stats().chunks;
+        let mut recorded: Vec<Box<Batch>> = Vec::new();
         loop {
-            let mut chunks = self.recorder.writer().stats().chunks;
+            let mut next = match queue.recv_timeout(CHUNK_CHECK) {
+                Ok(inputs) => Some(inputs),
+                Err(RecvTimeoutError::Timeout) => None,
+                // Dropped unfinished: end without a footer.
+                Err(RecvTimeoutError::Disconnected) => return Ok(self.end()),
+            };
             let mut taken = 0usize;
-            loop {
-                match queue.try_recv() {
-                    Ok(Input::Finish {
-                        counters,
-                        duration,
-                        end_reason,
-                    }) => {
-                        self.progress(counters);
-                        return self.finish(duration, &end_reason);
-                    }
-                    Ok(input) => {
-                        self.take(input)?;
-                        taken += 1;
-                        // Close a chunk between inputs when one is due.
-                        if taken.is_multiple_of(256) {
-                            self.maintain(&mut chunks)?;
+            while let Some(inputs) = next {
+                for input in inputs {
+                    match input {
+                        Input::Finish {
+                            counters,
+                            duration,
+                            end_reason,
+                        } => {
+                            self.progress(counters);
+                            return self.finish(duration, &end_reason);
                         }
+                        Input::Samples(batch) => {
+                            let batch = self.samples(batch)?;
+                            if recorded.len() < SPARE_BATCHES {
+                                recorded.push(batch);
+                            }
+                        }
+                        input => self.take(input)?,
                     }
-                    Err(TryRecvError::Empty) => break,
-                    // Dropped unfinished: end without a footer.
-                    Err(TryRecvError::Disconnected) => return Ok(self.end()),
+                    taken += 1;
+                    // Close a chunk between inputs when one is due.
+                    if taken.is_multiple_of(OUTBOX_LEN) {
+                        self.maintain(&mut chunks)?;
+                    }
                 }
+                next = queue.try_recv().ok();
+            }
+            if !recorded.is_empty() {
+                // A sampler gone has no use for them.
+                let _ = give_back.send(std::mem::take(&mut recorded));
             }
             self.maintain(&mut chunks)?;
-            idle = if taken > 0 {
-                BUSY_SLEEP
-            } else {
-                (idle * 2).min(IDLE_SLEEP)
-            };
-            std::thread::sleep(idle);
         }
     }
 
@@ -532,12 +629,7 @@ impl State {
     fn take(&mut self, input: Input) -> Result<(), FormatError> {
         match input {
             Input::Samples(batch) => {
-                let frames: usize = batch.threads.iter().map(|t| t.frames.len() + 1).sum();
-                let result = self.samples(*batch);
-                self.shared
-                    .queued_frames
-                    .fetch_sub(frames, Ordering::Relaxed);
-                result?;
+                self.samples(batch)?;
             }
             Input::Event(event) => {
                 if event.kind == ProcessEventKind::ProcessAttached {
@@ -595,15 +687,35 @@ impl State {
         Ok(())
     }
 
-    fn samples(&mut self, batch: Batch) -> Result<(), FormatError> {
+    /// Records `batch`; gives it back to be reused.
+    fn samples(&mut self, mut batch: Box<Batch>) -> Result<Box<Batch>, FormatError> {
+        let frames = batch_frames(&batch);
         let mirror = self.mirrors.entry(batch.pid).or_default();
-        mirror.learn(batch.code_epoch, batch.mappings);
-        for thread in &batch.threads {
+        mirror.learn(batch.code_epoch, batch.mappings.drain(..));
+        let mut result = Ok(());
+        for (index, thread) in batch.threads.iter().enumerate() {
             let name = crate::sampled::name_of(&batch.names, &batch.natives, thread);
-            self.recorder
-                .sample(mirror, batch.pid, &batch.version, batch.tick, thread, name)?;
+            let continuity = batch.continuity.get(index).copied().unwrap_or_default();
+            result = self
+                .recorder
+                .sample(
+                    mirror,
+                    batch.pid,
+                    &batch.version,
+                    batch.tick,
+                    thread,
+                    name,
+                    continuity,
+                )
+                .map(drop);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.shared
+            .queued_frames
+            .fetch_sub(frames, Ordering::Relaxed);
+        result.map(|()| batch)
     }
 
     fn event(&mut self, event: &Event) -> Result<(), FormatError> {
