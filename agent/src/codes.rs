@@ -18,7 +18,7 @@
 //! recorder reuses those frames' ids without comparing the stacks again,
 //! and asks the sink's mirror only for the frames below.
 
-use std::collections::HashMap;
+use crate::address_hash::AddressMap;
 use std::sync::Arc;
 
 use crate::recorder::CodeSource;
@@ -49,11 +49,11 @@ pub struct Continuity {
 #[derive(Default)]
 pub struct Resolver {
     /// What the sink knows each address to be.
-    sent: HashMap<u64, CodeId>,
+    sent: AddressMap<u64, CodeId>,
     /// Code objects the sink holds, shared with the mappings sent.
-    objects: HashMap<CodeId, Arc<CodeObject>>,
+    objects: AddressMap<CodeId, Arc<CodeObject>>,
     /// Each thread's last stack sent, by `thread_id`.
-    last: HashMap<u64, LastSent>,
+    last: AddressMap<u64, LastSent>,
 }
 
 /// A thread's last stack sent to the sink.
@@ -157,8 +157,8 @@ impl Resolver {
 /// Resolves `address` and, if the sink does not know it as that code
 /// object, appends the mapping. False if it could not be read.
 fn resolve_one(
-    sent: &mut HashMap<u64, CodeId>,
-    objects: &mut HashMap<CodeId, Arc<CodeObject>>,
+    sent: &mut AddressMap<u64, CodeId>,
+    objects: &mut AddressMap<CodeId, Arc<CodeObject>>,
     target: &mut Target,
     address: u64,
     mappings: &mut Vec<CodeMapping>,
@@ -187,7 +187,7 @@ fn resolve_one(
 /// The sink's half: one process's addresses as the sampler resolved them.
 #[derive(Default)]
 pub struct CodeMirror {
-    codes: HashMap<u64, (CodeId, Arc<CodeObject>)>,
+    codes: AddressMap<u64, (CodeId, Arc<CodeObject>)>,
     /// The sampler's code epoch of the last batch.
     target_epoch: Option<u64>,
     /// Changes whenever the target's epoch does or a known address is

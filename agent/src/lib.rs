@@ -1,6 +1,7 @@
 //! pydeep's agent: process access, CPython layouts, sampler and snapshots.
 #![deny(missing_docs)]
 
+pub mod address_hash;
 pub mod asyncio;
 pub mod blocking;
 pub mod cpython;

@@ -6,13 +6,13 @@
 //! the target: code objects come from a [`CodeSource`], in production the
 //! sink's mirror of what the sampler resolved ([`crate::codes`]).
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use pydeep_format::linetable::LineIndex;
 use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
+use crate::address_hash::AddressMap;
 use crate::codes::Continuity;
 use crate::sources::Sources;
 use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
@@ -119,10 +119,10 @@ pub struct Recorder<W: Write> {
     writer: Writer<W>,
     embed_source: bool,
     include_idle: bool,
-    codes: HashMap<(i32, CodeId), RecordedCode>,
+    codes: AddressMap<(i32, CodeId), RecordedCode>,
     unknown_code: Option<u64>,
     sources: Sources,
-    threads: HashMap<(i32, u64), RecordedThread>,
+    threads: AddressMap<(i32, u64), RecordedThread>,
     next_thread_id: u32,
     frame_ids: Vec<u64>,
     stats: RecorderStats,
@@ -137,10 +137,10 @@ impl<W: Write> Recorder<W> {
             writer,
             embed_source,
             include_idle,
-            codes: HashMap::new(),
+            codes: AddressMap::default(),
             unknown_code: None,
             sources: Sources::new(false),
-            threads: HashMap::new(),
+            threads: AddressMap::default(),
             next_thread_id: 1,
             frame_ids: Vec::new(),
             stats: RecorderStats::default(),

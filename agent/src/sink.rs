@@ -24,7 +24,7 @@
 //! the sampler's inputs wait in an outbox sent as one message every
 //! [`OUTBOX_AGE`] (at once for anything but samples, and before the
 //! sampler sleeps), so the sink thread, which blocks on the channel, wakes
-//! a few hundred times a second at most however fast the sampler ticks;
+//! at most about a hundred times a second however fast the sampler ticks;
 //! and each recorded batch is given back to the sampler to be filled again
 //! ([`Sink::spare_batch`]), so its vectors are allocated once and freed on
 //! the thread that allocated them.
@@ -65,17 +65,17 @@ pub const MAX_QUEUED_FRAMES: usize = 1 << 20;
 
 /// The longest a sampler's samples wait in its outbox before being sent
 /// (they are sent sooner when the sampler sleeps, or sends anything else).
-pub const OUTBOX_AGE: Duration = Duration::from_millis(4);
+pub const OUTBOX_AGE: Duration = Duration::from_millis(16);
 
 /// The most inputs an outbox holds before it is sent.
-const OUTBOX_LEN: usize = 256;
+const OUTBOX_LEN: usize = 1024;
 
 /// How long the sink thread waits for inputs before closing the open
 /// chunk if it is due (a chunk is closed at least every second).
 const CHUNK_CHECK: Duration = Duration::from_millis(100);
 
 /// The most batches kept for reuse.
-const SPARE_BATCHES: usize = 512;
+const SPARE_BATCHES: usize = 1024;
 
 /// One tick's stacks of one process.
 pub struct Batch {
