@@ -348,8 +348,7 @@ mod tests {
             recorder
                 .sample(
                     &mut mirror,
-                    7,
-                    &version,
+                    (7, &version),
                     tick,
                     &thread(addresses),
                     None,

@@ -237,7 +237,8 @@ impl<W: Write> Recorder<W> {
         id
     }
 
-    /// Records one thread's stack taken at `tick`. Idle threads are
+    /// Records one stack of thread `sample` of process `pid` (its
+    /// interpreter's `version`) taken at `tick`. Idle threads are
     /// skipped unless idle recording was asked for; returns whether a sample
     /// was written.
     ///
@@ -247,8 +248,7 @@ impl<W: Write> Recorder<W> {
     pub fn sample(
         &mut self,
         source: &mut impl CodeSource,
-        pid: i32,
-        version: &PythonVersion,
+        (pid, version): (i32, &PythonVersion),
         tick: Tick,
         sample: &ThreadSample,
         name: Option<&str>,

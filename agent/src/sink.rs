@@ -101,6 +101,11 @@ pub struct Batch {
     pub natives: Arc<HashMap<u64, u64>>,
 }
 
+/// Batches given back to be reused: boxed as they travel in
+/// [`Input::Samples`], so that giving one back moves a pointer.
+#[allow(clippy::vec_box)]
+type Batches = Vec<Box<Batch>>;
+
 /// A snapshot read by a sampler, to be interned and recorded.
 pub struct SnapshotInput {
     /// The process.
@@ -310,8 +315,8 @@ pub struct Sink {
     outbox: RefCell<Vec<Input>>,
     outbox_since: Cell<Option<Instant>>,
     /// Batches the sink thread gave back, and those taken from it.
-    returned: Receiver<Vec<Box<Batch>>>,
-    spare: RefCell<Vec<Box<Batch>>>,
+    returned: Receiver<Batches>,
+    spare: RefCell<Batches>,
     thread: Option<JoinHandle<Result<SinkEnd, FormatError>>>,
 }
 
@@ -556,10 +561,10 @@ impl State {
     fn run(
         mut self,
         queue: Receiver<Vec<Input>>,
-        give_back: Sender<Vec<Box<Batch>>>,
+        give_back: Sender<Batches>,
     ) -> Result<SinkEnd, FormatError> {
         let mut chunks = self.recorder.writer().stats().chunks;
-        let mut recorded: Vec<Box<Batch>> = Vec::new();
+        let mut recorded: Batches = Vec::new();
         loop {
             let mut next = match queue.recv_timeout(CHUNK_CHECK) {
                 Ok(inputs) => Some(inputs),
@@ -700,8 +705,7 @@ impl State {
                 .recorder
                 .sample(
                     mirror,
-                    batch.pid,
-                    &batch.version,
+                    (batch.pid, &batch.version),
                     batch.tick,
                     thread,
                     name,
