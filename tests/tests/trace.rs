@@ -110,7 +110,7 @@ fn read_trace(path: &Path) -> Traced {
                 code.map(|c| tables.string(f(c)).to_owned())
                     .unwrap_or_default()
             };
-            (*id, (name(|c| c.filename), name(|c| c.name)))
+            (id, (name(|c| c.filename), name(|c| c.name)))
         })
         .collect();
     Traced {

@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 
 use pydeep_format::proto::SampleFlag;
-use pydeep_format::{proto, Tables};
+use pydeep_format::{proto, IdTable, Tables};
 
 use crate::filter::Filter;
 use crate::input::Input;
@@ -167,8 +167,17 @@ impl Profile {
     ) -> Self {
         let mut bound = filter.bind(input.header());
         let with_states = options.thread_states;
-        // (thread, stack, thread state or u8::MAX, collector running).
-        let mut counts: IdMap<(u32, u64, u8, bool), u64> = IdMap::default();
+        let mut symbols = Symbols::new(granularity).with_header(input.header());
+        // Each distinct stack is resolved once, when first met, into a node
+        // of the tree of symbol paths: stacks that differ only where the
+        // view does not look (another line or instruction, at function
+        // granularity) are one node, so what is counted grows with what
+        // is shown, not with the stacks the file defines (issue #14 item 9).
+        let mut paths = SymbolPaths::default();
+        let mut path_of_stack: IdTable<u32> = IdTable::new();
+        let mut frames: Vec<SymbolId> = Vec::new();
+        // (thread, path, thread state or u8::MAX, collector running).
+        let mut counts: IdMap<(u32, u32, u8, bool), u64> = IdMap::default();
         let mut total = 0u64;
         let mut samples = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
@@ -176,6 +185,16 @@ impl Profile {
             if !bound.accepts(tables, sample) {
                 return;
             }
+            let path = match path_of_stack.get(&sample.stack) {
+                Some(path) => *path,
+                None => {
+                    frames.clear();
+                    symbols.resolve_stack(tables, sample.stack, &mut frames);
+                    let path = paths.intern(&frames);
+                    path_of_stack.insert(sample.stack, path);
+                    path
+                }
+            };
             let weight = u64::from(sample.weight.max(1));
             let state = if with_states {
                 thread_state(sample.flags)
@@ -184,7 +203,7 @@ impl Profile {
             };
             let collecting = sample.flags & SampleFlag::Gc as u32 != 0;
             *counts
-                .entry((sample.thread, sample.stack, state, collecting))
+                .entry((sample.thread, path, state, collecting))
                 .or_insert(0) += weight;
             total += weight;
             samples += 1;
@@ -193,14 +212,13 @@ impl Profile {
                 Some((first, last)) => (first.min(sample.time_ns), last.max(sample.time_ns)),
             });
         });
+        drop(path_of_stack);
 
         let tables = input.tables();
-        let mut symbols = Symbols::new(granularity).with_header(input.header());
         let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
         let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-        for ((thread, stack, state, collecting), count) in counts {
-            let mut frames = Vec::new();
-            symbols.resolve_stack(tables, stack, &mut frames);
+        for ((thread, path, state, collecting), count) in counts {
+            let mut frames = paths.symbols(path);
             if collecting {
                 frames.push(symbols.pseudo(GC_LABEL));
             }
@@ -268,6 +286,49 @@ pub fn sample_period_ns(header: &proto::Header) -> u64 {
         ((1e9 / rate).round() as u64).max(1)
     } else {
         10_000_000
+    }
+}
+
+/// The distinct symbol paths (stacks as a view shows them) met so far, as
+/// a tree: node 0 is the empty path, every other node one symbol below its
+/// parent.
+#[derive(Debug, Default)]
+struct SymbolPaths {
+    /// (parent node, symbol) of node i + 1.
+    nodes: Vec<(u32, SymbolId)>,
+    children: IdMap<(u32, SymbolId), u32>,
+}
+
+impl SymbolPaths {
+    /// The node of path `symbols` (outermost first), added if new.
+    fn intern(&mut self, symbols: &[SymbolId]) -> u32 {
+        let mut node = 0u32;
+        for &symbol in symbols {
+            node = match self.children.get(&(node, symbol)) {
+                Some(child) => *child,
+                None => {
+                    self.nodes.push((node, symbol));
+                    let child = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+                    self.children.insert((node, symbol), child);
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// The symbols of path `node`, outermost first.
+    fn symbols(&self, mut node: u32) -> Vec<SymbolId> {
+        let mut symbols = Vec::new();
+        while let Some(&(parent, symbol)) = (node as usize)
+            .checked_sub(1)
+            .and_then(|index| self.nodes.get(index))
+        {
+            symbols.push(symbol);
+            node = parent;
+        }
+        symbols.reverse();
+        symbols
     }
 }
 
