@@ -73,6 +73,11 @@ pub enum HeapError {
         "walking the GC lists of CPython {0} failed: no collector list was recognised in its GC state (3.9-3.13 are tested)"
     )]
     Unsupported(String),
+    /// A free-threaded target keeps no collector lists.
+    #[error(
+        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), which pydeep does not read yet"
+    )]
+    NoGcLists(String),
 }
 
 /// Copies of heap blocks.
@@ -128,6 +133,9 @@ pub fn walk_objects(
     let layout = objects.layout();
     let o = &layout.offsets;
     let version = layout.version.to_string();
+    if !layout.has_gc_lists() {
+        return Err(HeapError::NoGcLists(version));
+    }
     let (Some(gc_at), Some(_)) = (
         o.interpreter_gc,
         o.runtime_interpreters_main.or(o.runtime_interpreters_head),

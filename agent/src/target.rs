@@ -338,8 +338,9 @@ impl Target {
             LayoutError::FreeThreaded(_) => AttachError::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
-                reason: "free-threaded builds are not supported yet; use the default (GIL) build"
-                    .into(),
+                reason:
+                    "free-threaded builds are read from 3.13 on (through their _Py_DebugOffsets)"
+                        .into(),
             },
             LayoutError::MissingField { .. } => AttachError::UnsupportedVersion {
                 pid,

@@ -36,6 +36,8 @@ w("#[derive(Debug, Clone, Copy, PartialEq, Eq)]")
 w("pub struct Offsets {")
 w("    /// The CPython version the offsets were generated from: (major, minor, patch).")
 w("    pub version: (u32, u32, u32),")
+w("    /// Generated from a free-threaded build's headers (`Py_GIL_DISABLED`).")
+w("    pub free_threaded: bool,")
 for name in order:
     if name == "version_hex":
         continue
@@ -65,6 +67,7 @@ w("/// A table with every field absent: the starting point of tables read")
 w("/// from a target's `_Py_DebugOffsets`.")
 w("pub const EMPTY: Offsets = Offsets {")
 w("    version: (0, 0, 0),")
+w("    free_threaded: false,")
 for name in order:
     if name != "version_hex":
         w(f"    {name}: None,")
@@ -72,12 +75,16 @@ w("};")
 w("")
 consts = []
 for version, fields in tables:
-    major, minor, patch = (int(x) for x in version.split(".")[:3])
-    const = f"CPYTHON_{major}_{minor}"
+    free_threaded = version.endswith("t")
+    major, minor, patch = (int(x) for x in version.rstrip("t").split(".")[:3])
+    const = f"CPYTHON_{major}_{minor}" + ("T" if free_threaded else "")
+    if const in consts:  # a second patch release of the same minor
+        const = f"CPYTHON_{major}_{minor}_{patch}" + ("T" if free_threaded else "")
     consts.append(const)
     w(f"/// Offsets of CPython {version}.")
     w(f"pub const {const}: Offsets = Offsets {{")
     w(f"    version: ({major}, {minor}, {patch}),")
+    w(f"    free_threaded: {'true' if free_threaded else 'false'},")
     for name in order:
         if name == "version_hex":
             continue
