@@ -479,4 +479,66 @@ mod tests {
             layout.check_required().unwrap();
         }
     }
+
+    /// Fields CPython itself declares less aligned in some builds, each
+    /// checked against the target's memory. `gc_state_generations`: from
+    /// 3.13.5, `PyGC_Head` is `Py_ALIGNED(4)` on its typedef
+    /// (Include/internal/pycore_gc.h), which GCC takes as an alignment of
+    /// 4, so the generations follow `debug` at offset 20; in a running
+    /// 3.13.5 the thresholds `gc.get_threshold()` gives lie 16 bytes after
+    /// heads at 20, 44, 68, and gc_heads finds the heads there by shape.
+    const LOWER_ALIGNED: &[&str] = &["gc_state_generations"];
+
+    #[test]
+    fn generated_offsets_are_aligned_and_plausible_in_every_table() {
+        // The reference: the default builds of 3.9 to 3.13.0 (pyenv's),
+        // none of whose structs CPython declared with a lowered alignment.
+        // A field 8-aligned in every one of them is a word (or holds
+        // words); in any other table it must stay 8-aligned, or be one
+        // CPython lowered (LOWER_ALIGNED, 4-aligned at least): a generator
+        // or header mistake otherwise.
+        let reference = [
+            generated::CPYTHON_3_9,
+            generated::CPYTHON_3_10,
+            generated::CPYTHON_3_11,
+            generated::CPYTHON_3_12,
+            generated::CPYTHON_3_13,
+        ];
+        for table in generated::ALL {
+            let label = format!(
+                "{}.{}.{}{}",
+                table.version.0,
+                table.version.1,
+                table.version.2,
+                if table.free_threaded { "t" } else { "" }
+            );
+            for (index, (name, value)) in table.fields().into_iter().enumerate() {
+                let Some(value) = value else { continue };
+                assert!(value < 1 << 20, "{label}: {name} = {value} is implausible");
+                let word = reference
+                    .iter()
+                    .all(|r| r.fields()[index].1.is_some_and(|v| v.is_multiple_of(8)));
+                if word && !value.is_multiple_of(8) {
+                    assert!(
+                        LOWER_ALIGNED.contains(&name) && value.is_multiple_of(4),
+                        "{label}: {name} = {value}, a word 8-aligned in 3.9-3.13.0"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_lower_aligned_gc_generations_leave_room_before_collecting() {
+        for t in generated::ALL {
+            let (Some(at), Some(size), Some(collecting)) = (
+                t.gc_state_generations,
+                t.gc_generation_size,
+                t.gc_state_collecting,
+            ) else {
+                continue;
+            };
+            assert!(at.is_multiple_of(4) && at + 3 * size <= collecting, "{t:?}");
+        }
+    }
 }
