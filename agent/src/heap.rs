@@ -358,7 +358,7 @@ mod tests {
     fn state(first: u64) -> SnapshotMemory {
         let mut state = vec![0u8; 256];
         let mut objects = vec![0u8; 4096];
-        let mut put = |buf: &mut Vec<u8>, at: u64, value: u64| {
+        let put = |buf: &mut Vec<u8>, at: u64, value: u64| {
             buf[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes())
         };
         let heads: Vec<u64> = (0..3).map(|g| GC + first + 24 * g).collect();
