@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto;
 
 use crate::asyncio::{collect, to_proto, AsyncOptions, AsyncSnapshot, Interner};
+use crate::cpython::code::CodeFingerprint;
+use crate::cpython::objects::ObjectReader;
 use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
+use crate::memory::read_vec;
 use crate::objects::{Objects, Rendering};
 use crate::page_cache::PageCache;
 use crate::recorder::{CodeSource, Recorder};
@@ -129,6 +132,11 @@ pub struct Taken {
     pub asynchronous: Option<AsyncSnapshot>,
     /// Limits hit and what could not be read.
     pub warnings: Vec<String>,
+    /// The fingerprint of each frame's code object, read in the pause:
+    /// [`to_record_of_target`] revalidates the target's cached code objects
+    /// with them, so frames stay named when the target ends (or the
+    /// object is freed) between the release and [`to_record`].
+    pub code_fingerprints: Vec<(u64, CodeFingerprint)>,
 }
 
 /// Pauses `target` and reads what `options` asks for.
@@ -163,6 +171,20 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             )
         })
         .collect();
+    // Each code object's identity as of the pause (a read per distinct
+    // code object, most already in the cache from the walk).
+    let reader = ObjectReader::new(&memory, target.layout());
+    let fingerprint_len = reader.code_fingerprint_len();
+    let mut codes: Vec<u64> = frames_of.iter().flatten().map(|f| f.code).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    for code in codes {
+        if let Ok(header) = read_vec(&memory, code, fingerprint_len, fingerprint_len) {
+            taken
+                .code_fingerprints
+                .push((code, reader.code_fingerprint(&header)));
+        }
+    }
     if options.scopes {
         let asked = AsyncOptions {
             tasks: options.tasks,
@@ -377,6 +399,7 @@ pub fn to_record_of_target<W: Write>(
     taken: &Taken,
     names: &HashMap<u64, String>,
 ) -> proto::Snapshot {
+    target.revalidate_codes(&taken.code_fingerprints);
     let pid = target.pid();
     let version = target.python_version();
     to_record(recorder, target, pid, &version, taken, names)

@@ -287,8 +287,40 @@ fn check(python: &Python) {
 #[test]
 fn traced_calls_match_the_targets_own_truth_and_the_target_is_left_as_it_was() {
     for python in test_pythons("pydeep trace") {
-        check(&python);
+        if python.free_threaded {
+            refuses_free_threaded(&python);
+        } else {
+            check(&python);
+        }
     }
+}
+
+/// A free-threaded target is refused before anything is loaded into it
+/// (the tracer's ring has one writer at a time, which only the GIL
+/// guarantees): exit 6, the reason said, the target left running.
+fn refuses_free_threaded(python: &Python) {
+    let what = python.label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idle = "import sys, time\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
+    let (mut child, ready) = start_program(python, idle, dir.path());
+    wait_for_file(&ready, &mut child, &what);
+    let output = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &child.id().to_string(), "-o"])
+        .arg(dir.path().join("ft.pdr"))
+        .output()
+        .expect("run pydeep trace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let alive = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(output.status.code(), Some(6), "{what}: {stderr}");
+    assert!(stderr.contains("free-threaded"), "{what}: {stderr}");
+    assert!(alive, "{what}: the refused target died");
+    assert!(
+        !dir.path().join("ft.pdr").exists(),
+        "{what}: a refused trace left a recording"
+    );
+    eprintln!("   {what}: refused (free-threaded), exit 6");
 }
 
 /// `python -c PROGRAM READY`: writes READY then does what PROGRAM says.
@@ -304,8 +336,14 @@ fn start_program(python: &Python, program: &str, dir: &Path) -> (Child, PathBuf)
 
 #[test]
 fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running() {
+    // The newest interpreter pydeep trace loads into: a free-threaded one
+    // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
-    let python = pythons.last().expect("an interpreter");
+    let python = pythons
+        .iter()
+        .rev()
+        .find(|p| !p.free_threaded)
+        .expect("an interpreter with a GIL");
     let dir = tempfile::tempdir().expect("tempdir");
     let pydeep = workspace_binary("pydeep");
 

@@ -94,8 +94,9 @@ pub struct ProfileOptions {
     /// Ends every stack with a pseudo-frame saying what the thread was doing:
     /// [`IDLE_LABEL`] (not running: in a syscall, a lock or a sleep),
     /// [`GIL_LABEL`] (running, holding the GIL) or [`NO_GIL_LABEL`] (running
-    /// without the GIL: native code that released it, or waiting for it).
-    /// Default false.
+    /// without the GIL: native code that released it, or waiting for it);
+    /// on a free-threaded target (no GIL) every running sample ends in
+    /// [`FREE_THREADED_RUNNING_LABEL`]. Default false.
     pub thread_states: bool,
 }
 
@@ -109,6 +110,18 @@ pub const IDLE_LABEL: &str = "<idle>";
 pub const GIL_LABEL: &str = "<GIL held>";
 /// The pseudo-frame of samples of a running thread not holding the GIL.
 pub const NO_GIL_LABEL: &str = "<no GIL>";
+
+/// The pseudo-frame of samples of a running thread of a free-threaded
+/// target (PEP 703): there is no GIL to hold or lack.
+pub const FREE_THREADED_RUNNING_LABEL: &str = "<running (free-threaded: no GIL)>";
+
+/// True if the recording's target was a free-threaded CPython (no GIL).
+pub fn free_threaded(header: &proto::Header) -> bool {
+    header
+        .python_version
+        .as_ref()
+        .is_some_and(|version| version.free_threaded)
+}
 
 /// The thread state a sample's flags give (an index into [`STATE_LABELS`]).
 fn thread_state(flags: u32) -> u8 {
@@ -223,6 +236,11 @@ impl Profile {
                 frames.push(symbols.pseudo(GC_LABEL));
             }
             if let Some(label) = STATE_LABELS.get(usize::from(state)) {
+                let label = if state != 0 && free_threaded(input.header()) {
+                    FREE_THREADED_RUNNING_LABEL
+                } else {
+                    label
+                };
                 frames.push(symbols.pseudo(label));
             }
             *merged.entry((thread, frames)).or_insert(0) += count;

@@ -238,6 +238,12 @@ impl SampleArgs {
     fn profile_with(&self, granularity: Granularity, options: &ProfileOptions) -> Result<Profile> {
         let filter = self.filter()?;
         let mut input = self.open()?;
+        if filter.gil_only && pydeep_view::aggregate::free_threaded(input.header()) {
+            bail!(
+                "--gil-only: this recording's target is a free-threaded CPython, which has no GIL, \
+                 so no sample holds it; use --active-only for the threads that were running"
+            );
+        }
         let profile = Profile::read_with(&mut input, &filter, granularity, options);
         warn_damage(profile.damage.as_deref());
         warn_damage(profile.gaps.as_deref());

@@ -206,15 +206,11 @@ impl<'a> Objects<'a> {
             ));
         }
         let o = &self.layout().offsets;
-        let refcnt_at = o.object_ob_refcnt.unwrap_or(0);
         let type_at = need(o.object_ob_type, "ob_type")?;
         let header = read_vec(self.memory(), address, (type_at + 8) as usize, 64)?;
-        let refcount = field_u64(&header, refcnt_at) as i64;
         let type_info = self.type_info(field_u64(&header, type_at))?;
-        // 3.12+ (Include/object.h, PEP 683): immortal objects have the low
-        // 32 bits of ob_refcnt at or above 2**31 (UINT_MAX in 3.12/3.13,
-        // 3 << 30 initially in 3.14), and increments never reach them.
-        let immortal = self.layout().version.minor >= 12 && (refcount as u32 as i32) < 0;
+        // Py_REFCNT and PEP 683 immortality, per build (cpython/mod.rs).
+        let (refcount, immortal) = self.layout().refcount(&header);
         Ok(ObjectInfo {
             address,
             type_info,
@@ -394,7 +390,10 @@ impl<'a> Objects<'a> {
         // four words before the object on 3.11, stored minus one (so odd)
         // in the same slot as the dict on 3.12, inline after the object
         // (at tp_basicsize) on 3.13+.
-        let slot = read_u64(self.memory(), address.wrapping_sub(24))?;
+        let slot = read_u64(
+            self.memory(),
+            address.wrapping_sub(o.object_managed_dict_before.unwrap_or(24)),
+        )?;
         let inline = o.tpflags_inline_values.unwrap_or(0);
         let values = if inline != 0 {
             if slot != 0 {

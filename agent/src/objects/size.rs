@@ -265,7 +265,8 @@ fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
     let flags = info.type_info.flags;
     let mut size = 0;
     if flags & o.tpflags_have_gc.unwrap_or(1 << 14) != 0 {
-        size += o.gc_head_size.unwrap_or(16);
+        // No PyGC_Head on free-threaded builds (object_gc_preheader_size 0).
+        size += o.object_gc_preheader_size.or(o.gc_head_size).unwrap_or(16);
     }
     let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
     if managed != 0 && flags & managed != 0 {

@@ -71,6 +71,9 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     let mut target = Target::attach(pid).map_err(crate::commands::attach_failure)?;
     let version = target.python_version();
     if version.free_threaded {
+        // Refused before anything is written: no empty recording left.
+        drop(output);
+        let _ = std::fs::remove_file(&options.output);
         return Err(Failure::new(
             Exit::UnsupportedVersion,
             format!("process {pid} runs a free-threaded CPython ({version}): pydeep trace's ring has one writer at a time, which only the GIL guarantees"),
