@@ -33,17 +33,6 @@
 //! `--blocking`; their torn ticks stayed under the threshold). Since the
 //! frame objects are read in one batch (walker/prefetch.rs) a paused read
 //! of a 1,000-deep 3.9 stack stops the target for ~0.2 ms (it was ~1.7).
-//!
-//! Paused reads never hold a target stopped more than [`MAX_PAUSED_SHARE`]
-//! of the time: after each, the ticks due while the target makes up for it
-//! are held (skipped; the next sample stands for them by its weight, as for
-//! ticks the sampler missed). At 1 kHz a ~70 us pause is under the share;
-//! asked for 1 MHz, a churning program is read paused about 1,300 times a
-//! second instead of being held stopped 90% of the time (12,000 pauses a
-//! second measured, the program at a quarter of its speed and its profile
-//! 7-11 points off).
-
-use std::time::{Duration, Instant};
 
 use crate::cpython::FrameKind;
 use crate::pause::PauseStats;
@@ -64,20 +53,6 @@ pub const PROBE_EVERY: u32 = 16;
 
 /// Probes in a row that must hold before ticks are read fast again.
 pub const PROBES: u32 = 32;
-
-/// The most of the time the default mode holds a target stopped (10%):
-/// after a paused read that stopped it for `d`, the ticks due in the next
-/// `d × (1 − share) ÷ share` are held (skipped, and the next sample stands
-/// for them). A target read back to back would otherwise spend most of
-/// its time stopped (90% at 12,000 samples/s measured), and a program
-/// that runs a few microseconds between pauses is not the program the
-/// user runs. `--blocking` asks for every tick paused and is not held.
-pub const MAX_PAUSED_SHARE: f64 = 0.1;
-
-/// The longest hold after one pause: shorter than a gap
-/// ([`crate::schedule::GAP_TIME`]), so a pause that took long (a loaded
-/// machine) makes the next sample stand for the held ticks, not a gap.
-pub const MAX_HOLD: Duration = Duration::from_millis(10);
 
 /// How a target's ticks are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,25 +99,6 @@ pub struct ReadCounts {
     /// Fast ticks whose stack moved while it was read (a thread called or
     /// returned between the pointer reads that bracket its copy).
     pub moved: u64,
-    /// Until when the default mode holds the next tick, after this tick's
-    /// pauses ([`MAX_PAUSED_SHARE`]); the sampling loop takes it and hands
-    /// it to its schedule (`Schedule::hold_until`).
-    pub hold_until: Option<Instant>,
-    /// Ticks held so ([`MAX_PAUSED_SHARE`]): not missed, but not read.
-    pub held_ticks: u64,
-}
-
-impl ReadCounts {
-    /// Holds the next tick after a pause that stopped a target for
-    /// `stopped`, so that pauses take at most [`MAX_PAUSED_SHARE`] of the
-    /// time (several targets paused in one tick: the longest hold).
-    fn hold_after(&mut self, stopped: Duration) {
-        let hold = stopped
-            .mul_f64((1.0 - MAX_PAUSED_SHARE) / MAX_PAUSED_SHARE)
-            .min(MAX_HOLD);
-        let until = Instant::now() + hold;
-        self.hold_until = Some(self.hold_until.map_or(until, |held| held.max(until)));
-    }
 }
 
 impl std::fmt::Display for ReadCounts {
@@ -155,14 +111,6 @@ impl std::fmt::Display for ReadCounts {
             self.moved,
             self.probes
         )?;
-        if self.held_ticks > 0 {
-            write!(
-                f,
-                ", held {} (pauses kept under {:.0}% of the time)",
-                self.held_ticks,
-                MAX_PAUSED_SHARE * 100.0
-            )?;
-        }
         if self.pauses.count() > 0 {
             write!(f, "\n  {}", self.pauses)?;
         }
@@ -245,11 +193,7 @@ impl Exactness {
                     Err(e) => return Err(e),
                 };
                 let read = target.sample_threads(out);
-                let stopped = guard.release();
-                counts.pauses.record(stopped);
-                if self.mode == ReadMode::Adaptive {
-                    counts.hold_after(stopped);
-                }
+                counts.pauses.record(guard.release());
                 read
             }
         }

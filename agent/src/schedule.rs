@@ -33,9 +33,6 @@ pub struct Schedule {
     /// for them too (`SampleBatch.weight` = this + 1), so a profile's time
     /// shares stay right when the sampler falls behind.
     pub last_missed: u64,
-    /// Ticks held ([`Schedule::hold_until`]) since the last taken tick:
-    /// the next one stands for them too.
-    held: u64,
 }
 
 impl Schedule {
@@ -51,7 +48,6 @@ impl Schedule {
             max_lag: Duration::ZERO,
             last_lag: Duration::ZERO,
             last_missed: 0,
-            held: 0,
         }
     }
 
@@ -110,7 +106,7 @@ impl Schedule {
         }
         let late = now - due;
         let behind = (late.as_nanos() / self.interval.as_nanos().max(1)) as u64;
-        self.last_missed = behind + std::mem::take(&mut self.held);
+        self.last_missed = behind;
         if behind > 0 {
             self.missed_ticks += behind;
             self.next_tick += behind;
@@ -120,23 +116,6 @@ impl Schedule {
         self.max_lag = self.max_lag.max(lag);
         self.next_tick += 1;
         true
-    }
-
-    /// Holds the ticks due before `until`: they are skipped (not counted
-    /// missed: the sampler chose not to take them) and the next tick taken
-    /// stands for them by its weight, like missed ones. Returns how many
-    /// were held. The default read mode holds ticks after a pause so that
-    /// pauses take a bounded share of the target's time
-    /// ([`crate::exactness::MAX_PAUSED_SHARE`]).
-    pub fn hold_until(&mut self, until: Instant) -> u64 {
-        let since_start = until.saturating_duration_since(self.start).as_nanos();
-        let interval = self.interval.as_nanos().max(1);
-        // The first tick due at or after `until`.
-        let first_free = since_start.div_ceil(interval).min(u64::MAX as u128) as u64;
-        let held = first_free.saturating_sub(self.next_tick);
-        self.next_tick += held;
-        self.held += held;
-        held
     }
 
     /// Sleeps until the next tick is due, spinning only the last
@@ -209,23 +188,6 @@ fn precise_sleeps() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn held_ticks_are_skipped_not_missed_and_the_next_tick_stands_for_them() {
-        let start = Instant::now();
-        let mut schedule = Schedule::new(start, 1000.0);
-        assert!(schedule.take(start));
-        // A pause at 0 ms held ticks 1 and 2: tick 3 is due next.
-        assert_eq!(schedule.hold_until(start + Duration::from_micros(2500)), 2);
-        assert_eq!(schedule.next_due(), start + Duration::from_millis(3));
-        assert!(schedule.take(start + Duration::from_millis(3)));
-        assert_eq!(schedule.missed_ticks, 0);
-        assert_eq!(schedule.weight(), 3);
-        // Holding until a time already passed holds nothing.
-        assert_eq!(schedule.hold_until(start), 0);
-        assert!(schedule.take(start + Duration::from_millis(4)));
-        assert_eq!(schedule.weight(), 1);
-    }
 
     #[test]
     fn ticks_stay_on_their_grid_whatever_the_lateness() {

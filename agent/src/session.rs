@@ -509,9 +509,6 @@ fn record(
                 }
             }
         }
-        if let Some(until) = reads.hold_until.take() {
-            reads.held_ticks += schedule.hold_until(until);
-        }
         if last_good_read.elapsed() > Duration::from_secs(10) && !attached.is_empty() {
             anyhow::bail!(
                 "no stack could be read for 10 s; last error: {}",

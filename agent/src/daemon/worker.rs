@@ -516,9 +516,6 @@ impl Worker {
             let mut read = stalls.time("reading the target", || {
                 attached.read(&mut threads, &mut counters.reads)
             });
-            if let Some(until) = counters.reads.hold_until.take() {
-                counters.reads.held_ticks += schedule.hold_until(until);
-            }
             // An exit or exec is asked after every failed read, and every
             // FATE_CHECK_EVERY after good ones: a new program image read
             // through the old attachment is not recorded.
