@@ -46,17 +46,18 @@ def read_slices(process):
         if words[:1] == ["calls_per_round"]:
             calls = int(words[1])
         elif words[:1] == ["slice"]:
-            slices.append(tuple(int(w) for w in words[1:4]))
+            slices.append(tuple(int(w) for w in words[1:5]))
     process.wait()
     return calls, slices
 
 
-def rates(slices, inside, outside):
-    """Median rounds/s of the slices within `inside` (from, to) and of the
-    slices that end before outside[0] or start after outside[1]."""
+def rates(slices, inside, outside, cpu=False):
+    """Median rounds/s (per wall second, or per CPU second of the workload
+    with `cpu`) of the slices within `inside` (from, to) and of the slices
+    that end before outside[0] or start after outside[1]."""
 
     def rate(s):
-        return s[2] / ((s[1] - s[0]) / 1e9)
+        return s[2] / (max(s[3] if cpu else s[1] - s[0], 1) / 1e9)
 
     profiled = [rate(s) for s in slices if s[0] >= inside[0] and s[1] <= inside[1]]
     neighbours = [rate(s) for s in slices if s[1] <= outside[0] or s[0] >= outside[1]]
@@ -77,8 +78,9 @@ def anchor_run(python, name, window):
     if found is None:
         return {"tool": name, "failure": "no slice inside or outside the window"}
     plain, profiled = found
-    return {"tool": name, "slowdown": plain / profiled, "calls_per_s": plain * calls,
-            "profiled_calls_per_s": profiled * calls}
+    plain_cpu, profiled_cpu = rates(slices, (on, off), (on, off), cpu=True)
+    return {"tool": name, "slowdown": plain / profiled, "cpu_slowdown": plain_cpu / profiled_cpu,
+            "calls_per_s": plain * calls, "profiled_calls_per_s": profiled * calls}
 
 
 def pydeep_run(python, pydeep, window, scratch, duty=1.0):
@@ -114,8 +116,9 @@ def pydeep_run(python, pydeep, window, scratch, duty=1.0):
                bytes_per_event=output.stat().st_size / max(events, 1))
     if found:
         plain, profiled = found
-        row.update(slowdown=plain / profiled, calls_per_s=plain * result["calls"],
-                   profiled_calls_per_s=profiled * result["calls"])
+        plain_cpu, profiled_cpu = rates(result["slices"], (tracing_at, ended), (launched, ended), cpu=True)
+        row.update(slowdown=plain / profiled, cpu_slowdown=plain_cpu / profiled_cpu,
+                   calls_per_s=plain * result["calls"], profiled_calls_per_s=profiled * result["calls"])
     output.unlink(missing_ok=True)
     return row
 
@@ -143,20 +146,23 @@ def run(python, pydeep, window, runs, scratch, viztracer_python=None):
 
 def table(rows):
     tools = list(dict.fromkeys(r["tool"] for r in rows))
-    lines = ["| tool | slowdown (median, range) | calls/s unprofiled → profiled | events/s drained | lost | bytes/event |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| tool | slowdown, wall (median, range) | slowdown, CPU (median, range) | calls/s unprofiled → profiled "
+             "| events/s drained | lost | bytes/event |",
+             "|---|---|---|---|---|---|---|"]
     for tool in tools:
         mine = [r for r in rows if r["tool"] == tool and "slowdown" in r]
         failures = [r["failure"] for r in rows if r["tool"] == tool and "failure" in r]
         if not mine:
-            lines.append(f"| {tool} | failed: {'; '.join(failures)} | | | | |")
+            lines.append(f"| {tool} | failed: {'; '.join(failures)} | | | | | |")
             continue
         slow = [r["slowdown"] for r in mine]
+        cpu = [r["cpu_slowdown"] for r in mine]
         cell = lambda key, spec: (format(statistics.median([r[key] for r in mine]), spec)
                                   if all(key in r for r in mine) else "–")
         lost = "–" if "lost" not in mine[0] else " / ".join(str(r["lost"]) for r in mine)
         lines.append(
             f"| {tool} | {statistics.median(slow):.2f}x ({min(slow):.2f}–{max(slow):.2f}) | "
+            f"{statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f}) | "
             f"{statistics.median([r['calls_per_s'] for r in mine]) / 1e6:.2f} M → "
             f"{statistics.median([r['profiled_calls_per_s'] for r in mine]) / 1e6:.2f} M | "
             f"{cell('events_per_s', ',.0f')} | {lost} | {cell('bytes_per_event', '.2f')} |")

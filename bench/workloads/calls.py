@@ -2,9 +2,12 @@
 
 One round calls Python functions about 1,100 times: recursion (fib),
 methods, generators and closures. The workload runs rounds for --seconds
-and prints, every --slice seconds, one line `slice START END ROUNDS`
-(CLOCK_MONOTONIC ns): the harness compares the rate inside a profiling
-window with the rate of the slices around it on the same process.
+and prints, every --slice seconds, one line `slice START END ROUNDS CPU`
+(CLOCK_MONOTONIC ns, and the main thread's CPU ns in the slice): the
+harness compares the rate inside a profiling window with the rate of the
+slices around it on the same process, per wall second and per CPU second
+(on a loaded machine the latter leaves out the time other processes, the
+profiler among them, took the CPU from the workload).
 
 --anchor NAME profiles the stretch [--from, --to) seconds after the start
 from inside, with one of the in-process tools the benchmark compares with:
@@ -148,6 +151,7 @@ def main():
             anchor.stop()
             stopped = True
         slice_start = now
+        cpu_start = time.thread_time_ns()
         slice_end = min(slice_start + slice_ns, end)
         rounds = 0
         while now < slice_end:
@@ -157,7 +161,7 @@ def main():
             if busy_ns < slot_ns and (now - begin) % slot_ns >= busy_ns:
                 time.sleep((slot_ns - (now - begin) % slot_ns) / 1e9)
                 now = time.monotonic_ns()
-        print("slice", slice_start, now, rounds, flush=True)
+        print("slice", slice_start, now, rounds, time.thread_time_ns() - cpu_start, flush=True)
     if anchor and started and not stopped:
         anchor.stop()
 
