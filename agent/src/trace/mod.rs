@@ -82,7 +82,11 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     }
     let header = header(&target);
     let start_clock_ns = header.start_clock_ns;
-    let writer = open_writer(output, header)
+    let options = pydeep_format::WriterOptions {
+        compression_level: TRACE_COMPRESSION_LEVEL,
+        ..Default::default()
+    };
+    let writer = crate::session::open_writer(output, header, options)
         .map_err(|e| crate::session::creation_failure(&options.output, &e))?;
     let mut recorder = crate::recorder::Recorder::new(writer, true, true);
     let result = trace_into(&mut target, &mut recorder, pid, options, start_clock_ns);
@@ -187,31 +191,6 @@ fn inject_failure(error: inject::InjectError) -> anyhow::Error {
 /// loaded 2-core machine) while the ring overflowed; level 1 is several
 /// times faster for a few more bytes per event.
 const TRACE_COMPRESSION_LEVEL: u32 = 1;
-
-/// The trace recording's writer: [`crate::session::open_writer`]'s, with
-/// [`TRACE_COMPRESSION_LEVEL`].
-fn open_writer(
-    output: pydeep_format::files::OutputFile,
-    header: proto::Header,
-) -> std::result::Result<
-    pydeep_format::Writer<crate::output::BackgroundFile>,
-    pydeep_format::FormatError,
-> {
-    let path = output.path().to_path_buf();
-    let file = crate::output::BackgroundFile::new(output.commit()?)?;
-    let remove = |e| {
-        let _ = std::fs::remove_file(&path);
-        e
-    };
-    let options = pydeep_format::WriterOptions {
-        compression_level: TRACE_COMPRESSION_LEVEL,
-        ..Default::default()
-    };
-    let writer = pydeep_format::Writer::new(file, header, options).map_err(remove)?;
-    // The header must be on disk: a full disk fails here, not later.
-    writer.sink().sync().map_err(|e| remove(e.into()))?;
-    Ok(writer)
-}
 
 fn header(target: &Target) -> proto::Header {
     let pid = target.pid();
