@@ -82,11 +82,11 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     }
     let header = header(&target);
     let start_clock_ns = header.start_clock_ns;
-    let options = pydeep_format::WriterOptions {
+    let writer_options = pydeep_format::WriterOptions {
         compression_level: TRACE_COMPRESSION_LEVEL,
         ..Default::default()
     };
-    let writer = crate::session::open_writer(output, header, options)
+    let writer = crate::session::open_writer(output, header, writer_options)
         .map_err(|e| crate::session::creation_failure(&options.output, &e))?;
     let mut recorder = crate::recorder::Recorder::new(writer, true, true);
     let result = trace_into(&mut target, &mut recorder, pid, options, start_clock_ns);
