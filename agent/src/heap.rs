@@ -307,7 +307,17 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                         if managed != 0 && ty.flags & managed != 0 {
                             pre += 16;
                         }
-                        (ty.basicsize, ty.itemsize, pre)
+                        // 3.11+ generators and coroutines keep no ob_size
+                        // (the word after ob_type is a pointer): their
+                        // shallow size is the fixed part.
+                        let itemsize = if ty.kind == crate::objects::Kind::Generator
+                            && o.generator_gi_iframe.is_some()
+                        {
+                            0
+                        } else {
+                            ty.itemsize
+                        };
+                        (ty.basicsize, itemsize, pre)
                     })
                 })
                 .get_or_insert((0, 0, head_size));

@@ -285,10 +285,12 @@ pub fn create_output(output: &Path, overwrite: bool) -> Result<OutputFile, Failu
 
 /// The recording's writer over `output`, its bytes written by a thread of
 /// their own ([`BackgroundFile`]): the sampler never waits on the disk.
-/// If the header cannot be written the file is removed.
+/// If the header cannot be written the file is removed. `options`: the
+/// default for samples; a trace window deflates faster (trace/mod.rs).
 pub fn open_writer(
     output: OutputFile,
     header: proto::Header,
+    options: WriterOptions,
 ) -> Result<Writer<BackgroundFile>, pydeep_format::FormatError> {
     let path = output.path().to_path_buf();
     let file = BackgroundFile::new(output.commit()?)?;
@@ -296,7 +298,7 @@ pub fn open_writer(
         let _ = std::fs::remove_file(&path);
         e
     };
-    let writer = Writer::new(file, header, WriterOptions::default()).map_err(remove)?;
+    let writer = Writer::new(file, header, options).map_err(remove)?;
     // The header must be on disk: a full disk fails here, not later.
     writer.sink().sync().map_err(|e| remove(e.into()))?;
     Ok(writer)
@@ -321,7 +323,8 @@ fn record(
     };
     let header = header(&target, options);
     // The first write failing removes the file: nothing to verify.
-    let file = open_writer(output_file, header).map_err(|e| creation_failure(output, &e))?;
+    let file = open_writer(output_file, header, WriterOptions::default())
+        .map_err(|e| creation_failure(output, &e))?;
     let mut recorder = Recorder::new(file, options.embed_source, options.include_idle);
     recorder.set_redaction(options.redact);
     recorder.embed_whole_files(options.full_source);

@@ -514,6 +514,7 @@ pub fn graph_record(
             type_name: string(&node.type_name),
             size: node.size.unwrap_or(0),
             implausible_size: node.implausible_size.unwrap_or(0),
+            retained_size: node.retained_size.unwrap_or(0),
             refcount: node.refcount,
             value: node.repr.clone(),
             depth: node.depth as u32,

@@ -7,6 +7,7 @@
 //! walker, the object and code readers) works from the resulting [`Layout`]
 //! and never matches on the version.
 
+pub mod builtins;
 pub mod code;
 pub mod debug_offsets;
 #[rustfmt::skip]
