@@ -62,6 +62,7 @@ fn venv_with_pydantic(python: &Python) -> Result<Python, String> {
     Ok(Python {
         path: bin,
         version: python.version,
+        free_threaded: python.free_threaded,
     })
 }
 
