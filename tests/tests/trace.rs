@@ -533,11 +533,10 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     // The newest interpreter pydeep trace loads into: a free-threaded one
     // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
-    let python = pythons
-        .iter()
-        .rev()
-        .find(|p| !p.free_threaded)
-        .expect("an interpreter with a GIL");
+    let Some(python) = pythons.iter().rev().find(|p| !p.free_threaded) else {
+        eprintln!("   skipped: no interpreter with a GIL in this matrix");
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let pydeep = workspace_binary("pydeep");
 
