@@ -11,17 +11,21 @@
 
 use pydeep_integration::blocking::{process_in, PAUSE};
 use pydeep_integration::run::succeeds;
-use pydeep_integration::{test_pythons, Fixture};
+use pydeep_integration::{test_pythons, Fixture, Python};
 use serde_json::Value;
+
+/// The fixture, paused at its known moment, and what it says of itself.
+fn start(python: &Python) -> (Fixture, Value) {
+    Fixture::start_with_truth(python, "snapshot_builtins.py", &[], |pid, _| {
+        process_in(pid, PAUSE)
+    })
+}
 
 #[test]
 fn builtin_objects_and_container_subclasses_show_their_contents_sizes_and_references() {
     for python in test_pythons("snapshot builtins") {
         let label = python.label();
-        let (fixture, truth) =
-            Fixture::start_with_truth(&python, "snapshot_builtins.py", &[], |pid, _| {
-                process_in(pid, PAUSE)
-            });
+        let (fixture, truth) = start(&python);
         let pid = fixture.child.id().to_string();
         let graph: Value = serde_json::from_slice(&succeeds(
             "pydeep",
@@ -87,10 +91,7 @@ fn builtin_objects_and_container_subclasses_show_their_contents_sizes_and_refere
 fn dump_async_locals_shows_a_suspended_coroutines_and_generators_variables() {
     for python in test_pythons("dump --async --locals: suspended frames") {
         let label = python.label();
-        let (fixture, truth) =
-            Fixture::start_with_truth(&python, "snapshot_builtins.py", &[], |pid, _| {
-                process_in(pid, PAUSE)
-            });
+        let (fixture, truth) = start(&python);
         let pid = fixture.child.id().to_string();
         let dump: Value = serde_json::from_slice(&succeeds(
             "pydeep",
@@ -155,10 +156,7 @@ fn dump_async_locals_shows_a_suspended_coroutines_and_generators_variables() {
 fn objects_gives_the_retained_size_python_would_free_with_the_root() {
     for python in test_pythons("objects: retained size") {
         let label = python.label();
-        let (fixture, truth) =
-            Fixture::start_with_truth(&python, "snapshot_builtins.py", &[], |pid, _| {
-                process_in(pid, PAUSE)
-            });
+        let (fixture, truth) = start(&python);
         let pid = fixture.child.id().to_string();
         let graph: Value = serde_json::from_slice(&succeeds(
             "pydeep",

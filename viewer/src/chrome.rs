@@ -56,6 +56,19 @@ struct ThreadState {
     end_ns: u64,
 }
 
+impl ThreadState {
+    /// A thread's track before its first event.
+    fn new(info: &ThreadInfo) -> Self {
+        ThreadState {
+            pid: info.pid,
+            tid: info.tid(),
+            suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
+            open: Rc::from(Vec::new()),
+            end_ns: 0,
+        }
+    }
+}
+
 struct Writer<W: Write> {
     out: W,
     start_ns: u64,
@@ -222,13 +235,7 @@ impl Traced {
                 Entry::Vacant(entry) => {
                     let info = ThreadInfo::from_tables(input.tables(), event.thread);
                     writer.announce(input, &info, " traced calls")?;
-                    entry.insert(ThreadState {
-                        pid: info.pid,
-                        tid: info.tid(),
-                        suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
-                        open: Rc::from(Vec::new()),
-                        end_ns: 0,
-                    })
+                    entry.insert(ThreadState::new(&info))
                 }
             };
             match step {
@@ -331,13 +338,7 @@ pub fn write<R: Read>(
             Entry::Vacant(entry) => {
                 let info = ThreadInfo::from_tables(tables, sample.thread);
                 writer.announce(input, &info, "")?;
-                entry.insert(ThreadState {
-                    pid: info.pid,
-                    tid: info.tid(),
-                    suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
-                    open: Rc::from(Vec::new()),
-                    end_ns: 0,
-                })
+                entry.insert(ThreadState::new(&info))
             }
         };
         let covered = (weight - 1).saturating_mul(period);
