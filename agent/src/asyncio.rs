@@ -468,7 +468,7 @@ fn task_group_children(
         if !is_exit {
             continue;
         }
-        let Some(frame) = generator_frame_ref(objects.layout(), generator) else {
+        let Some(frame) = crate::generators::frame_ref(objects.layout(), generator) else {
             continue;
         };
         let Some((code, _)) = codes.get(objects, generator.code) else {
@@ -491,23 +491,6 @@ fn task_group_children(
             .unwrap_or_default();
     }
     Vec::new()
-}
-
-/// A generator's frame as the scopes reader takes it (None when closed).
-fn generator_frame_ref(layout: &crate::cpython::Layout, generator: &Generator) -> Option<FrameRef> {
-    let frame = generator.frame_address?;
-    let o = &layout.offsets;
-    let localsplus = o
-        .interpreter_frame_localsplus
-        .or(o.frame_object_f_localsplus)?;
-    Some(FrameRef {
-        address: frame,
-        code: generator.code,
-        instruction_offset: generator.instruction_offset.unwrap_or(0).max(0) as u32,
-        globals: 0,
-        localsplus: frame.wrapping_add(localsplus),
-        is_generator: true,
-    })
 }
 
 /// Fills each task's coroutine stack, the tasks it awaits and those that

@@ -71,6 +71,11 @@ pub struct Dump {
     /// With `--async`: generators, coroutines and async generators.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generators: Option<Vec<Generator>>,
+    /// With `--async --locals`: the variables of each suspended (or
+    /// created) generator's and coroutine's frame, as `gi_frame.f_locals`
+    /// / `cr_frame.f_locals` hold them in-process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_locals: Option<Vec<GeneratorLocalsDump>>,
     /// With `--async`: asyncio tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
@@ -78,6 +83,17 @@ pub struct Dump {
     /// and with `--async` generators and tasks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// The variables of one generator's, coroutine's or async generator's frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorLocalsDump {
+    /// `id()` of the generator (as in `generators`).
+    pub address: u64,
+    /// Its `__qualname__`.
+    pub qualname: String,
+    /// Its frame's locals, cells and free variables in `localsplus` order.
+    pub locals: Vec<VariableDump>,
 }
 
 /// One thread.
@@ -122,9 +138,16 @@ pub struct FrameDump {
     /// `--locals`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locals: Option<Vec<VariableDump>>,
-    /// Module globals (only with `--globals`).
+    /// Module globals (only with `--globals`), listed on the first frame
+    /// of the dump (threads in order, innermost frame first) that runs in
+    /// that module; later frames of the module have none and name that
+    /// frame in `globals_listed_at`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub globals: Option<Vec<VariableDump>>,
+    /// The address of the frame whose `globals` list this frame's module
+    /// globals (it shares them), when not this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals_listed_at: Option<u64>,
 }
 
 /// One variable.
@@ -204,7 +227,7 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
         .thread_names_in(&memory, &registries)
         .unwrap_or_default();
     let objects = Objects::new(&memory, target.layout());
-    let paused = read_paused(&memory, &objects, &samples, options);
+    let mut paused = read_paused(&memory, &objects, &samples, options);
     let asynchronous = options.asynchronous.map(|async_options| {
         // Walks of the GC lists: objects allocated together, read ahead.
         let memory = PageCache::new(target.memory());
@@ -215,12 +238,16 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
             &async_options,
         )
     });
+    let generator_variables: Option<Vec<(u64, String, Vec<Variable>)>> = asynchronous
+        .as_ref()
+        .filter(|_| options.locals)
+        .map(|a| generator_variables(&objects, &a.generators, &mut paused.values));
     let pause_seconds = started.elapsed().as_secs_f64();
     drop(guard);
     // Released. Code objects never change: read now, through the pages
     // already copied where they hold them.
     let codes = read_codes(&objects, &paused.frames);
-    let (threads, warnings) = assemble(&samples, &names, &codes, paused);
+    let (threads, warnings, values) = assemble(&samples, &names, &codes, paused);
     Ok(Dump {
         schema: DUMP_SCHEMA,
         pid: target.pid(),
@@ -228,6 +255,16 @@ pub fn dump(target: &mut Target, options: &DumpOptions) -> Result<Dump, ReadErro
         pause_seconds,
         threads,
         generators: asynchronous.as_ref().map(|a| a.generators.clone()),
+        generator_locals: generator_variables.map(|generators| {
+            generators
+                .into_iter()
+                .map(|(address, qualname, variables)| GeneratorLocalsDump {
+                    address,
+                    qualname,
+                    locals: variables.iter().map(|var| values.variable(var)).collect(),
+                })
+                .collect()
+        }),
         tasks: asynchronous.as_ref().map(|a| a.tasks.clone()),
         warnings: warnings
             .into_iter()
@@ -363,8 +400,10 @@ fn assemble(
     names: &HashMap<u64, String>,
     codes: &HashMap<u64, Option<(CodeObject, LineIndex)>>,
     read: PausedRead,
-) -> (Vec<ThreadDump>, Vec<String>) {
+) -> (Vec<ThreadDump>, Vec<String>, Values) {
     let mut threads = Vec::with_capacity(samples.len());
+    // The frame that lists each module's globals (by globals dict).
+    let mut globals_listed: HashMap<u64, u64> = HashMap::new();
     // What could not be read, said rather than hidden (a hostile or
     // corrupt target: see tests/programs/hostile_memory.py).
     let mut warnings = Vec::new();
@@ -399,8 +438,18 @@ fn assemble(
                 is_generator: frame.is_generator,
                 frame_address: frame.address,
                 locals: dump(variables.locals),
+                globals_listed_at: None,
                 globals: dump(variables.globals),
             });
+            if let Some(listed) = frame_dumps.last_mut() {
+                if listed.globals.is_some() {
+                    let first = *globals_listed.entry(frame.globals).or_insert(frame.address);
+                    if first != frame.address {
+                        listed.globals = Some(Vec::new());
+                        listed.globals_listed_at = Some(first);
+                    }
+                }
+            }
         }
         if cut {
             warnings.push(format!(
@@ -420,7 +469,35 @@ fn assemble(
             frames: frame_dumps,
         });
     }
-    (threads, warnings)
+    (threads, warnings, read.values)
+}
+
+/// The variables of each generator with a frame (suspended or created),
+/// their values read into `values`: while the target is paused.
+fn generator_variables(
+    objects: &Objects<'_>,
+    generators: &[Generator],
+    values: &mut Values,
+) -> Vec<(u64, String, Vec<Variable>)> {
+    let mut layouts: HashMap<u64, Option<LocalsLayout>> = HashMap::new();
+    let mut out = Vec::new();
+    for generator in generators {
+        let Some(frame) = crate::generators::frame_ref(objects.layout(), generator) else {
+            continue;
+        };
+        let Some(layout) = layouts
+            .entry(generator.code)
+            .or_insert_with(|| locals_layout(objects, generator.code).ok())
+        else {
+            continue;
+        };
+        let variables = frame_variables_in(objects, &frame, layout).unwrap_or_default();
+        for var in &variables {
+            values.read(objects, &var.name, var.value);
+        }
+        out.push((generator.address, generator.qualname.clone(), variables));
+    }
+    out
 }
 
 /// Values rendered during one pause, each distinct object once: a deep
@@ -651,31 +728,18 @@ pub fn render_text(dump: &Dump) -> String {
                     continue;
                 }
                 let _ = writeln!(out, "        {title}:");
-                for var in vars {
-                    let mut tags = Vec::new();
-                    if var.argument {
-                        tags.push("arg");
-                    }
-                    match var.binding {
-                        Binding::Cell => tags.push("cell"),
-                        Binding::Free => tags.push("free"),
-                        _ => {}
-                    }
-                    let tags = if tags.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" [{}]", tags.join(", "))
-                    };
-                    let value = var.value.as_ref().map_or("<unbound>".to_string(), |v| {
-                        format!("{} = {}", esc(&v.type_name), esc(&v.repr))
-                    });
-                    let _ = writeln!(out, "            {}{tags}: {value}", esc(&var.name));
-                }
+                render_variables(&mut out, "            ", vars);
+            }
+            if let Some(listed) = frame.globals_listed_at {
+                let _ = writeln!(
+                    out,
+                    "        globals: as listed at frame 0x{listed:x} above"
+                );
             }
         }
     }
     if let Some(generators) = &dump.generators {
-        render_generators(&mut out, generators);
+        render_generators(&mut out, generators, dump.generator_locals.as_deref());
     }
     if let (Some(tasks), Some(generators)) = (&dump.tasks, &dump.generators) {
         render_tasks(&mut out, tasks, generators);
@@ -700,7 +764,40 @@ fn generator_place(generator: &Generator) -> String {
     }
 }
 
-fn render_generators(out: &mut String, generators: &[Generator]) {
+/// One line per variable: name, tags, type and rendering.
+fn render_variables(out: &mut String, indent: &str, vars: &[VariableDump]) {
+    for var in vars {
+        let mut tags = Vec::new();
+        if var.argument {
+            tags.push("arg");
+        }
+        match var.binding {
+            Binding::Cell => tags.push("cell"),
+            Binding::Free => tags.push("free"),
+            _ => {}
+        }
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", tags.join(", "))
+        };
+        let value = var.value.as_ref().map_or("<unbound>".to_string(), |v| {
+            format!("{} = {}", esc(&v.type_name), esc(&v.repr))
+        });
+        let _ = writeln!(out, "{indent}{}{tags}: {value}", esc(&var.name));
+    }
+}
+
+fn render_generators(
+    out: &mut String,
+    generators: &[Generator],
+    locals: Option<&[GeneratorLocalsDump]>,
+) {
+    let locals: HashMap<u64, &GeneratorLocalsDump> = locals
+        .unwrap_or_default()
+        .iter()
+        .map(|l| (l.address, l))
+        .collect();
     let _ = writeln!(out, "\nGenerators and coroutines ({}):", generators.len());
     for generator in generators {
         let kind = match generator.kind {
@@ -720,6 +817,12 @@ fn render_generators(out: &mut String, generators: &[Generator]) {
             let _ = write!(out, " -> {} 0x{awaiting:x}", esc(kind));
         }
         let _ = writeln!(out);
+        if let Some(frame) = locals.get(&generator.address) {
+            if !frame.locals.is_empty() {
+                let _ = writeln!(out, "        locals:");
+                render_variables(out, "            ", &frame.locals);
+            }
+        }
     }
 }
 

@@ -235,6 +235,23 @@ pub fn read_generator(
     })
 }
 
+/// A generator's frame as the scopes reader takes it (None when closed).
+pub fn frame_ref(layout: &Layout, generator: &Generator) -> Option<crate::scopes::FrameRef> {
+    let frame = generator.frame_address?;
+    let o = &layout.offsets;
+    let localsplus = o
+        .interpreter_frame_localsplus
+        .or(o.frame_object_f_localsplus)?;
+    Some(crate::scopes::FrameRef {
+        address: frame,
+        code: generator.code,
+        instruction_offset: generator.instruction_offset.unwrap_or(0).max(0) as u32,
+        globals: 0,
+        localsplus: frame.wrapping_add(localsplus),
+        is_generator: true,
+    })
+}
+
 /// Bytes of a generator header, with the embedded frame on 3.11+.
 fn header_len(layout: &Layout) -> usize {
     let o = &layout.offsets;

@@ -13,8 +13,10 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::cpython::objects::ObjectReader;
+use crate::generators::{read_generator, Codes, GeneratorKind};
 use crate::memory::read_u64;
-use crate::objects::{Objects, Rendering};
+use crate::objects::{Kind, ObjectInfo, Objects, Rendering};
+use crate::retained;
 use crate::scopes::frame_variables;
 use crate::target::Target;
 use crate::walker::ThreadSample;
@@ -63,6 +65,11 @@ pub struct Node {
     pub repr: String,
     /// Edges from the root to here.
     pub depth: usize,
+    /// What would be freed with it: its own bytes (`sys.getsizeof`, and
+    /// an instance's separate `__dict__`) and those of every object of the
+    /// graph reachable only through it ([`crate::retained`]); a lower
+    /// bound where the walk stopped. Null when its own size is unknown.
+    pub retained_size: Option<u64>,
 }
 
 /// One reference.
@@ -218,6 +225,8 @@ pub fn walk_from(
     let mut seen: HashSet<u64> = HashSet::new();
     let mut queue: VecDeque<(u64, usize)> = VecDeque::new();
     let mut truncated = false;
+    let mut codes = Codes::default();
+    let mut owners: Vec<retained::Object> = Vec::new();
     for &root in roots {
         if root != 0 && seen.len() < options.max_objects && seen.insert(root) {
             queue.push_back((root, 0));
@@ -233,11 +242,22 @@ pub fn walk_from(
                 refcount: 0,
                 repr: format!("<unreadable 0x{address:x}>"),
                 depth,
+                retained_size: None,
+            });
+            owners.push(retained::Object {
+                address,
+                bytes: 0,
+                refcount: 0,
+                immortal: true,
+                root: depth == 0,
             });
             continue;
         };
         let hidden = secret.contains(&address);
         let size = objects.getsizeof(&info);
+        let generator = (info.type_info.kind == Kind::Generator)
+            .then(|| generator_view(objects, &mut codes, &info))
+            .flatten();
         nodes.push(Node {
             address,
             type_name: info.type_info.name.clone(),
@@ -246,18 +266,35 @@ pub fn walk_from(
             refcount: info.refcount,
             repr: if hidden {
                 crate::redact::REDACTED.to_string()
+            } else if let Some((repr, _)) = &generator {
+                repr.clone()
             } else {
                 objects.render(address, &rendering)
             },
             depth,
+            retained_size: None,
+        });
+        owners.push(retained::Object {
+            address,
+            bytes: size
+                .and_then(|s| s.bytes())
+                .unwrap_or(0)
+                .saturating_add(separate_dict_bytes(objects, &info)),
+            refcount: info.refcount,
+            immortal: info.immortal,
+            root: depth == 0,
         });
         if depth >= options.max_depth {
             continue;
         }
-        for (label, to) in objects
+        let mut referents = objects
             .referents(&info, options.max_edges)
-            .unwrap_or_default()
-        {
+            .unwrap_or_default();
+        if let Some((_, frame)) = generator {
+            referents.extend(frame);
+            referents.truncate(options.max_edges);
+        }
+        for (label, to) in referents {
             if to == 0 {
                 continue;
             }
@@ -282,10 +319,82 @@ pub fn walk_from(
             });
         }
     }
+    let references: Vec<(u64, u64)> = edges.iter().map(|e| (e.from, e.to)).collect();
+    let sizes = retained::retained_sizes(&owners, &references);
+    for (node, retained) in nodes.iter_mut().zip(sizes) {
+        if node.size.is_some() {
+            node.retained_size = Some(retained);
+        }
+    }
     Graph {
         root,
         nodes,
         edges,
         truncated,
     }
+}
+
+/// The bytes of an instance's `__dict__` when it is a dict object of its
+/// own (3.9/3.10 always, 3.11+ once materialized): its attributes are
+/// shown as the instance's edges, so the dict is no node and its bytes
+/// belong to the instance (0 when it has none or they are unknown).
+fn separate_dict_bytes(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
+    if info.type_info.kind != Kind::Instance {
+        return 0;
+    }
+    let Ok(crate::objects::InstanceDict::Dict(dict)) = objects.instance_dict(info) else {
+        return 0;
+    };
+    objects
+        .info(dict)
+        .ok()
+        .and_then(|dict| objects.getsizeof(&dict))
+        .and_then(|size| size.bytes())
+        .unwrap_or(0)
+}
+
+/// A generator's, coroutine's or async generator's rendering, named and
+/// stated (`<coroutine worker suspended at app.py:12>`), and the references
+/// its frame holds: each bound variable (`f_locals['name']`, as
+/// `gi_frame.f_locals` names them in-process) and the object it awaits or
+/// delegates to (`cr_await`, `gi_yieldfrom`, `ag_await`). A suspended
+/// generator keeps them alive, so a graph walk follows them. `None` when
+/// the object cannot be read as one.
+fn generator_view(
+    objects: &Objects<'_>,
+    codes: &mut Codes,
+    info: &ObjectInfo,
+) -> Option<(String, Vec<(String, u64)>)> {
+    let generator = read_generator(objects, codes, info.address).ok()?;
+    let state = format!("{:?}", generator.state).to_lowercase();
+    let file = generator.file.rsplit('/').next().unwrap_or("");
+    let place = match generator.line {
+        Some(line) => format!(" at {file}:{line}"),
+        None => String::new(),
+    };
+    let repr = format!(
+        "<{} {} {state}{place}>",
+        info.type_info.name, generator.qualname
+    );
+    let mut references = Vec::new();
+    if let (Some(frame), Some((code, _))) = (
+        crate::generators::frame_ref(objects.layout(), &generator),
+        codes.get(objects, generator.code),
+    ) {
+        for variable in frame_variables(objects, &frame, code).unwrap_or_default() {
+            if variable.value != 0 {
+                let name = crate::cpython::code::python_str_repr(&variable.name);
+                references.push((format!("f_locals[{name}]"), variable.value));
+            }
+        }
+    }
+    if let Some(awaiting) = generator.awaiting {
+        let label = match generator.kind {
+            GeneratorKind::Generator => "gi_yieldfrom",
+            GeneratorKind::Coroutine => "cr_await",
+            GeneratorKind::AsyncGenerator => "ag_await",
+        };
+        references.push((label.to_string(), awaiting));
+    }
+    Some((repr, references))
 }

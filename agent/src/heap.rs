@@ -18,6 +18,16 @@ use crate::objects::Objects;
 
 /// Generations of the 3.9-3.13 collector (`NUM_GENERATIONS`).
 const GENERATIONS: u64 = 3;
+/// The low bits of `_gc_next`/`_gc_prev` CPython may use as flags: objects
+/// and GC heads are only promised `1 << _PyObject_ALIGNMENT_SHIFT` (4)
+/// bytes of alignment (Include/object.h), and from 3.13.5 `PyGC_Head` is
+/// declared `Py_ALIGNED(4)` on its typedef (Include/internal/pycore_gc.h),
+/// which GCC takes as a lower alignment: the generation heads of a GCC
+/// build sit at `gc_state + 20`, 4-aligned (measured in the target: the
+/// thresholds `gc.get_threshold()` gives follow each head there).
+pub const GC_FLAG_BITS: u64 = 3;
+/// The alignment of a list head: see [`GC_FLAG_BITS`].
+const GC_HEAD_ALIGN: u64 = GC_FLAG_BITS + 1;
 /// Most objects visited in one walk.
 pub const MAX_OBJECTS: u64 = 200_000_000;
 /// Size of the blocks copied from the heap.
@@ -73,6 +83,11 @@ pub enum HeapError {
         "walking the GC lists of CPython {0} failed: no collector list was recognised in its GC state (3.9-3.13 are tested)"
     )]
     Unsupported(String),
+    /// A free-threaded target keeps no collector lists.
+    #[error(
+        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), which pydeep does not read yet"
+    )]
+    NoGcLists(String),
 }
 
 /// Copies of heap blocks.
@@ -128,6 +143,9 @@ pub fn walk_objects(
     let layout = objects.layout();
     let o = &layout.offsets;
     let version = layout.version.to_string();
+    if !layout.has_gc_lists() {
+        return Err(HeapError::NoGcLists(version));
+    }
     let (Some(gc_at), Some(_)) = (
         o.interpreter_gc,
         o.runtime_interpreters_main.or(o.runtime_interpreters_head),
@@ -161,8 +179,9 @@ pub fn walk_objects(
     for head in heads {
         // _gc_next's low bits mark unreachable objects during a collection
         // (NEXT_MASK_UNREACHABLE) and, from 3.14, the old space; a paused
-        // target may be inside a collection. Heads are 16-byte aligned.
-        let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !7;
+        // target may be inside a collection. CPython keeps flags in the
+        // low two bits only ([`GC_FLAG_BITS`]): a head may be 4-aligned.
+        let mut node = read_u64(memory, head).map_err(ObjectError::from)? & !GC_FLAG_BITS;
         let mut steps = 0u64;
         // Brent's cycle detection: a list that loops without coming back
         // to its head (garbage, or freed under a running target) meets the
@@ -191,7 +210,7 @@ pub fn walk_objects(
             let ob_size = field_u64(&bytes, head_size + 16) as i64;
             visit(node.wrapping_add(head_size), object_type, ob_size);
             stats.objects += 1;
-            node = field_u64(&bytes, 0) & !7;
+            node = field_u64(&bytes, 0) & !GC_FLAG_BITS;
         }
     }
     Ok(stats)
@@ -240,9 +259,11 @@ pub fn generation_heads_by_shape(memory: &dyn RemoteMemory, gc: u64, span: u64) 
     let mut offset = 0u64;
     while offset + 16 <= span {
         let at = gc + offset;
-        let next = field_u64(&region, offset) & !7;
-        let prev = field_u64(&region, offset + 8) & !3;
-        let is_head = at.is_multiple_of(8)
+        let next = field_u64(&region, offset) & !GC_FLAG_BITS;
+        let prev = field_u64(&region, offset + 8) & !GC_FLAG_BITS;
+        // Objects on a list are 8-aligned (allocated, or static with a
+        // pointer-sized first member); the head itself may be 4-aligned.
+        let is_head = at.is_multiple_of(GC_HEAD_ALIGN)
             && next != 0
             && prev != 0
             && ((next == at && prev == at)
@@ -250,13 +271,13 @@ pub fn generation_heads_by_shape(memory: &dyn RemoteMemory, gc: u64, span: u64) 
                     && prev != at
                     && next.is_multiple_of(8)
                     && prev.is_multiple_of(8)
-                    && read_u64(memory, next + 8).is_ok_and(|p| p & !3 == at)
-                    && read_u64(memory, prev).is_ok_and(|n| n & !7 == at)));
+                    && read_u64(memory, next + 8).is_ok_and(|p| p & !GC_FLAG_BITS == at)
+                    && read_u64(memory, prev).is_ok_and(|n| n & !GC_FLAG_BITS == at)));
         if is_head {
             heads.push(at);
             offset += 16;
         } else {
-            offset += 8;
+            offset += GC_HEAD_ALIGN;
         }
     }
     heads
@@ -286,7 +307,17 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                         if managed != 0 && ty.flags & managed != 0 {
                             pre += 16;
                         }
-                        (ty.basicsize, ty.itemsize, pre)
+                        // 3.11+ generators and coroutines keep no ob_size
+                        // (the word after ob_type is a pointer): their
+                        // shallow size is the fixed part.
+                        let itemsize = if ty.kind == crate::objects::Kind::Generator
+                            && o.generator_gi_iframe.is_some()
+                        {
+                            0
+                        } else {
+                            ty.itemsize
+                        };
+                        (ty.basicsize, itemsize, pre)
                     })
                 })
                 .get_or_insert((0, 0, head_size));
@@ -321,4 +352,68 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         seconds: started.elapsed().as_secs_f64(),
         read_calls: memory.read_calls() - calls_before,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::SnapshotMemory;
+
+    const GC: u64 = 0x10_0000;
+    const OBJECTS: u64 = 0x20_0000;
+
+    /// A GC state whose three list heads sit at `GC + first`, 24 bytes
+    /// apart (`struct gc_generation`): the first empty, the second holding
+    /// two objects (the first flagged unreachable), the third one object.
+    fn state(first: u64) -> SnapshotMemory {
+        let mut state = vec![0u8; 256];
+        let mut objects = vec![0u8; 4096];
+        let put = |buf: &mut Vec<u8>, at: u64, value: u64| {
+            buf[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes())
+        };
+        let heads: Vec<u64> = (0..3).map(|g| GC + first + 24 * g).collect();
+        // Empty: both words point at the head itself.
+        put(&mut state, first, heads[0]);
+        put(&mut state, first + 8, heads[0]);
+        // head -> a -> b -> head; a's _gc_next carries NEXT_MASK_UNREACHABLE.
+        let (a, b, c) = (OBJECTS, OBJECTS + 64, OBJECTS + 128);
+        put(&mut state, first + 24, a);
+        put(&mut state, first + 32, b | 2);
+        put(&mut objects, 0, b | 1);
+        put(&mut objects, 8, heads[1] | 2);
+        put(&mut objects, 64, heads[1]);
+        put(&mut objects, 72, a);
+        put(&mut state, first + 48, c);
+        put(&mut state, first + 56, c);
+        put(&mut objects, 128, heads[2]);
+        put(&mut objects, 136, heads[2]);
+        let mut memory = SnapshotMemory::new();
+        memory.add_region(GC, state);
+        memory.add_region(OBJECTS, objects);
+        memory
+    }
+
+    #[test]
+    fn generation_heads_are_found_at_8_aligned_offsets_as_on_3_13_0() {
+        let memory = state(24);
+        let heads = generation_heads_by_shape(&memory, GC, 200);
+        assert_eq!(heads, vec![GC + 24, GC + 48, GC + 72]);
+    }
+
+    #[test]
+    fn generation_heads_are_found_at_4_aligned_offsets_as_on_3_13_5() {
+        // 3.13.5 built by GCC: PyGC_Head is Py_ALIGNED(4), generations at 20.
+        let memory = state(20);
+        let heads = generation_heads_by_shape(&memory, GC, 200);
+        assert_eq!(heads, vec![GC + 20, GC + 44, GC + 68]);
+    }
+
+    #[test]
+    fn garbage_state_finds_no_heads_and_never_panics() {
+        let mut memory = SnapshotMemory::new();
+        let garbage: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
+        memory.add_region(GC, garbage);
+        assert!(generation_heads_by_shape(&memory, GC, 4096).is_empty());
+        assert!(generation_heads_by_shape(&memory, GC + 250, 64).is_empty());
+    }
 }

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod page_cache;
 pub mod pause;
 pub mod paused_read;
+pub mod retained;
 pub mod scopes;
 pub mod target;
 pub mod walker;

@@ -209,6 +209,23 @@ mod tests {
         }
     }
 
+    /// The identity of `pid` once it runs the program whose command line
+    /// contains `argv_part`. Read right after spawn, /proc can still show
+    /// the forked parent's image (the test binary), and the child's own
+    /// exec would then read as "the exec" (seen once in CI).
+    fn running_image(pid: i32, argv_part: &str) -> Identity {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let identity = Identity::of(pid);
+            let complete = identity.exe.is_some() && identity.auxv.is_some();
+            if complete && identity.argv.iter().any(|a| a.contains(argv_part)) {
+                return identity;
+            }
+            assert!(Instant::now() < deadline, "{argv_part} never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn a_process_not_ours_ends_with_its_exact_status_while_a_zombie_then_unknown() {
         let mut child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
@@ -234,7 +251,7 @@ mod tests {
     fn a_child_killed_by_a_signal_says_which() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;
-        let identity = Identity::of(pid);
+        let identity = running_image(pid, "sleep");
         assert_eq!(fate(pid, &identity, Some(&mut child)), Fate::Running);
         child.kill().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -261,20 +278,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        // The identity pydeep attached to is the shell's: take it once the
-        // shell runs (read right after spawn, /proc can still show the
-        // forked parent's image, and the shell's own exec then reads as
-        // "the exec").
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let identity = loop {
-            let identity = Identity::of(pid);
-            let complete = identity.exe.is_some() && identity.auxv.is_some();
-            if complete && identity.argv.iter().any(|a| a.contains("exec sleep")) {
-                break identity;
-            }
-            assert!(Instant::now() < deadline, "sh never started");
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let identity = running_image(pid, "exec sleep");
         assert_eq!(fate(pid, &identity, Some(&mut child)), Fate::Running);
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"go\n").unwrap();

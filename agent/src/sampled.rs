@@ -168,6 +168,9 @@ impl Sampled {
         asked: &SnapshotOptions,
     ) -> Result<SnapshotReport, ReadError> {
         let taken = crate::snapshot::take(&mut self.target, asked)?;
+        // The frames' code objects as of the pause: the target may end
+        // before they are resolved below.
+        self.target.revalidate_codes(&taken.code_fingerprints);
         if asked.scopes {
             self.read_names();
         }

@@ -274,10 +274,12 @@ pub fn create_output(output: &Path, overwrite: bool) -> Result<OutputFile, Failu
 
 /// The recording's writer over `output`, its bytes written by a thread of
 /// their own ([`BackgroundFile`]): the sampler never waits on the disk.
-/// If the header cannot be written the file is removed.
+/// If the header cannot be written the file is removed. `options`: the
+/// default for samples; a trace window deflates faster (trace/mod.rs).
 pub fn open_writer(
     output: OutputFile,
     header: proto::Header,
+    options: WriterOptions,
 ) -> Result<Writer<BackgroundFile>, pydeep_format::FormatError> {
     let path = output.path().to_path_buf();
     let file = BackgroundFile::new(output.commit()?)?;
@@ -285,7 +287,7 @@ pub fn open_writer(
         let _ = std::fs::remove_file(&path);
         e
     };
-    let writer = Writer::new(file, header, WriterOptions::default()).map_err(remove)?;
+    let writer = Writer::new(file, header, options).map_err(remove)?;
     // The header must be on disk: a full disk fails here, not later.
     writer.sink().sync().map_err(|e| remove(e.into()))?;
     Ok(writer)
@@ -300,7 +302,8 @@ fn record(
     let output = &output_file.path().to_path_buf();
     let header = header(&target, options);
     // The first write failing removes the file: nothing to verify.
-    let writer = open_writer(output_file, header).map_err(|e| creation_failure(output, &e))?;
+    let writer = open_writer(output_file, header, WriterOptions::default())
+        .map_err(|e| creation_failure(output, &e))?;
     let sink = Sink::start(Destination::File(writer), sink_options(options))?;
     let mut sampler = Sampler::new(target, child, sink, options, "");
     let mut driver = Session {

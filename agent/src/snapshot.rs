@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto;
 
 use crate::asyncio::{collect, to_proto, AsyncOptions, AsyncSnapshot, Interner};
+use crate::cpython::code::CodeFingerprint;
+use crate::cpython::objects::ObjectReader;
 use crate::graph::{walk_from, Graph, GraphOptions};
 use crate::heap::{heap_summary, HeapSummary};
+use crate::memory::read_vec;
 use crate::objects::{Objects, Rendering};
 use crate::page_cache::PageCache;
 use crate::recorder::{CodeSource, Recorder};
@@ -129,6 +132,12 @@ pub struct Taken {
     pub asynchronous: Option<AsyncSnapshot>,
     /// Limits hit and what could not be read.
     pub warnings: Vec<String>,
+    /// The fingerprint of each frame's code object, read in the pause:
+    /// the sampler revalidates the target's cached code objects with them
+    /// ([`Target::revalidate_codes`]) before resolving the frames, so they
+    /// stay named when the target ends (or the object is freed) between
+    /// the release and the resolution (`sampled::Sampled::snapshot`).
+    pub code_fingerprints: Vec<(u64, CodeFingerprint)>,
 }
 
 /// What a snapshot held, for a summary or a control reply.
@@ -208,6 +217,20 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             )
         })
         .collect();
+    // Each code object's identity as of the pause (a read per distinct
+    // code object, most already in the cache from the walk).
+    let reader = ObjectReader::new(&memory, target.layout());
+    let fingerprint_len = reader.code_fingerprint_len();
+    let mut codes: Vec<u64> = frames_of.iter().flatten().map(|f| f.code).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    for code in codes {
+        if let Ok(header) = read_vec(&memory, code, fingerprint_len, fingerprint_len) {
+            taken
+                .code_fingerprints
+                .push((code, reader.code_fingerprint(&header)));
+        }
+    }
     if options.scopes {
         let asked = AsyncOptions {
             tasks: options.tasks,
@@ -523,6 +546,7 @@ pub fn graph_record(
             type_name: string(&node.type_name),
             size: node.size.unwrap_or(0),
             implausible_size: node.implausible_size.unwrap_or(0),
+            retained_size: node.retained_size.unwrap_or(0),
             refcount: node.refcount,
             value: node.repr.clone(),
             depth: node.depth as u32,

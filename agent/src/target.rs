@@ -338,8 +338,9 @@ impl Target {
             LayoutError::FreeThreaded(_) => AttachError::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
-                reason: "free-threaded builds are not supported yet; use the default (GIL) build"
-                    .into(),
+                reason:
+                    "free-threaded builds are read from 3.13 on (through their _Py_DebugOffsets)"
+                        .into(),
             },
             LayoutError::MissingField { .. } => AttachError::UnsupportedVersion {
                 pid,
@@ -572,6 +573,27 @@ impl Target {
         let entry = self.codes.get_mut(&address).expect("just inserted");
         entry.validated = self.generation;
         Ok((entry.id, &entry.code))
+    }
+
+    /// Takes code objects whose header was read at `fingerprints` (in a
+    /// snapshot's pause, after this generation's sample) as read now: a
+    /// cached one whose fingerprint matches is valid for this generation,
+    /// one that does not match is forgotten (another object took its
+    /// address). [`Target::code_object`] then serves the snapshot's frames
+    /// without reading the target again, which may have ended meanwhile.
+    pub fn revalidate_codes(&mut self, fingerprints: &[(u64, CodeFingerprint)]) {
+        for (address, fingerprint) in fingerprints {
+            match self.codes.get_mut(address) {
+                Some(entry) if entry.fingerprint == *fingerprint => {
+                    entry.validated = self.generation;
+                }
+                Some(_) => {
+                    self.codes.remove(address);
+                    self.code_epoch += 1;
+                }
+                None => {}
+            }
+        }
     }
 
     /// A counter that changes whenever the code object cached for some

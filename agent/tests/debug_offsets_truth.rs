@@ -142,3 +142,63 @@ fn debug_offsets_field_lists_parse_the_interpreters_own_tables() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The generated table of each native 3.13+ interpreter found (same patch
+/// release and build flavour: agent/tools/gen_layouts.sh compiled it from
+/// that interpreter's own headers) against the interpreter's
+/// `_Py_DebugOffsets` read from its memory: every field both know agrees,
+/// so a generator or header mistake cannot hide behind the debug table.
+#[test]
+fn generated_tables_agree_with_the_interpreters_own_debug_offsets() {
+    use pydeep::cpython::generated;
+    use pydeep::cpython::PythonVersion;
+    let mut compared = 0;
+    for python in pydeep_integration::test_pythons("generated tables vs debug offsets") {
+        let (major, minor, patch) = python.version;
+        if !python.at_least(3, 13) {
+            continue;
+        }
+        let label = python.label();
+        let Some(OffsetsSource::DebugOffsets(format)) =
+            semantics_for(major, minor).map(|s| s.offsets)
+        else {
+            panic!("{label}: 3.{minor} is read from its debug offsets");
+        };
+        let Some(generated) = generated::ALL.iter().find(|g| {
+            g.version == (major, minor, patch) && g.free_threaded == python.free_threaded
+        }) else {
+            eprintln!("   {label}: no generated table of this release and build");
+            continue;
+        };
+        let truth = truth(&python);
+        let table = DebugTable::parse(&hex(truth["table"].as_str().unwrap()), format)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let version = PythonVersion {
+            major,
+            minor,
+            patch,
+            free_threaded: python.free_threaded,
+            ..Default::default()
+        };
+        let from_memory = table.to_offsets(&version);
+        assert_eq!(
+            from_memory.free_threaded, python.free_threaded,
+            "{label}: the table's free_threaded flag"
+        );
+        let mut both = 0;
+        let mut wrong = Vec::new();
+        for ((name, ours), (_, theirs)) in from_memory.fields().iter().zip(generated.fields()) {
+            if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                both += 1;
+                if *ours != theirs {
+                    wrong.push(format!("{name}: memory {ours}, generated {theirs}"));
+                }
+            }
+        }
+        eprintln!("   {label}: {both} fields in both, {} differ", wrong.len());
+        assert!(both >= 40, "{label}: only {both} fields compared");
+        assert!(wrong.is_empty(), "{label}: {wrong:#?}");
+        compared += 1;
+    }
+    assert!(compared > 0, "no 3.13+ interpreter with a generated table");
+}

@@ -63,9 +63,10 @@ fn the_computing_thread_holds_the_gil_and_is_active_the_sleeping_one_neither() {
                 .find(|s| s.native_id != pid)
                 .expect("sleeping thread");
             assert!(busy.is_main && !idle.is_main, "{label}: is_main");
-            assert!(
-                busy.holds_gil,
-                "{label} round {round}: computing thread lacks the GIL"
+            // A free-threaded target has no GIL to hold.
+            assert_eq!(
+                busy.holds_gil, !python.free_threaded,
+                "{label} round {round}: computing thread's GIL flag"
             );
             assert!(
                 busy.active,
@@ -76,6 +77,80 @@ fn the_computing_thread_holds_the_gil_and_is_active_the_sleeping_one_neither() {
             assert!(
                 !busy.torn && !busy.truncated,
                 "{label}: paused sample flagged"
+            );
+        }
+    }
+}
+
+/// Four threads spinning in pure Python (`parallel_spin.py`). On a
+/// free-threaded build (no GIL) no sample names a GIL holder and, the
+/// machine permitting, several threads are running in the same sample
+/// (their kernel state is R at once); on a GIL build at most one thread
+/// holds the GIL in any sample. Either way each spinner's stack ends in its
+/// own function. Paused samples: the thread states are those at the pause.
+#[test]
+fn threads_running_at_once_are_each_flagged_running_and_a_free_threaded_target_has_no_gil_holder() {
+    for python in test_pythons("walker: parallel threads, GIL or none") {
+        let label = python.label();
+        let fixture = Fixture::start(&python, "parallel_spin.py", &[]);
+        fixture.wait_ready();
+        let mut target = Target::attach(fixture.pid()).expect("attach");
+        assert_eq!(
+            target.layout().version.free_threaded,
+            python.free_threaded,
+            "{label}: free-threaded flag of the attached target"
+        );
+        let mut samples = Vec::new();
+        let mut most_running = 0;
+        let mut spinners_seen = std::collections::BTreeSet::new();
+        // Up to 400 paused samples; stop early once two spinners were seen
+        // running together (free-threaded) or after 50 (GIL builds).
+        for round in 0..400 {
+            {
+                let _pause = target.pause().expect("pause");
+                target.sample_threads(&mut samples).expect("sample");
+            }
+            let holders = samples.iter().filter(|s| s.holds_gil).count();
+            if python.free_threaded {
+                assert_eq!(holders, 0, "{label} round {round}: a GIL holder");
+            } else {
+                assert!(holders <= 1, "{label} round {round}: {holders} GIL holders");
+            }
+            let mut running = 0;
+            for sample in samples.iter().filter(|s| !s.is_main) {
+                let Some(innermost) = sample.frames.first() else {
+                    continue;
+                };
+                let name = target
+                    .code_object(innermost.code_address)
+                    .expect("code")
+                    .1
+                    .name
+                    .clone();
+                assert!(
+                    name.starts_with("spin_"),
+                    "{label} round {round}: spinner innermost frame {name}"
+                );
+                spinners_seen.insert(name);
+                if sample.active {
+                    running += 1;
+                }
+            }
+            most_running = most_running.max(running);
+            if round >= 50 && (!python.free_threaded || most_running >= 2) {
+                break;
+            }
+        }
+        assert_eq!(
+            spinners_seen.len(),
+            4,
+            "{label}: spinners {spinners_seen:?}"
+        );
+        eprintln!("{label}: at most {most_running} spinners running in one sample");
+        if python.free_threaded {
+            assert!(
+                most_running >= 2,
+                "{label}: never two spinners running at once in 400 samples"
             );
         }
     }

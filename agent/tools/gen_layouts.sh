@@ -5,7 +5,8 @@
 # never edited by hand.
 #
 # Usage: agent/tools/gen_layouts.sh [PYTHON_PREFIX...]
-#   default prefixes: ~/.pyenv/versions/3.{9,10,11,12,13}.*
+#   default prefixes: ~/.pyenv/versions/3.{9,10,11,12,13}.* and the
+#   free-threaded ~/.cache/pydeep/pythons/3.13.*t (scripts/build-pythons)
 # Each prefix must hold include/python3.X/internal/ (pyenv builds do).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,6 +20,12 @@ if [ ${#prefixes[@]} -eq 0 ]; then
         for p in "$HOME"/.pyenv/versions/3."$minor".*; do
             [ -d "$p" ] && prefixes+=("$p") && break
         done
+    done
+    # What scripts/build-pythons installs (issue #18): a 3.13 patch release
+    # whose GC state differs from 3.13.0's, and the free-threaded 3.13.
+    for p in "${PYDEEP_PYTHONS_DIR:-$HOME/.cache/pydeep/pythons}"/3.13.*[0-9] \
+             "${PYDEEP_PYTHONS_DIR:-$HOME/.cache/pydeep/pythons}"/3.13.*t; do
+        [ -d "$p" ] && prefixes+=("$p")
     done
 fi
 

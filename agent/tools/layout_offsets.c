@@ -100,6 +100,13 @@ int main(void) {
     /* struct _gil_runtime_state (pycore_gil.h). */
     OFF(gil_locked, struct _gil_runtime_state, locked);
     OFF(gil_last_holder, struct _gil_runtime_state, last_holder);
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded builds keep a GIL struct that is off (0) unless
+     * PYTHON_GIL=1 or an extension without Py_mod_gil turned it on. */
+    OFF(gil_enabled, struct _gil_runtime_state, enabled);
+#else
+    NA(gil_enabled);
+#endif
 
     /* PyInterpreterState (pycore_interp.h). */
     SIZE(interpreter_size, PyInterpreterState);
@@ -301,7 +308,34 @@ int main(void) {
 #endif
 
     /* Objects (object.h, cpython/*object.h), for the object readers. */
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded header (object.h): ob_tid, _padding, ob_mutex,
+     * ob_gc_bits, ob_ref_local (uint32), ob_ref_shared, then ob_type; no
+     * ob_refcnt (Py_REFCNT = ob_ref_local + (ob_ref_shared >> 2)). */
+    NA(object_ob_refcnt);
+    OFF(object_ob_tid, PyObject, ob_tid);
+    OFF(object_ob_ref_local, PyObject, ob_ref_local);
+    OFF(object_ob_ref_shared, PyObject, ob_ref_shared);
+    OFF(object_ob_gc_bits, PyObject, ob_gc_bits);
+    /* GC objects carry no PyGC_Head before them (_PyType_PreHeaderSize). */
+    F(object_gc_preheader_size, 0);
+#else
     OFF(object_ob_refcnt, PyObject, ob_refcnt);
+    NA(object_ob_tid);
+    NA(object_ob_ref_local);
+    NA(object_ob_ref_shared);
+    NA(object_ob_gc_bits);
+    SIZE(object_gc_preheader_size, PyGC_Head);
+#endif
+#ifdef MANAGED_DICT_OFFSET
+    /* Where a managed dict's pointer sits, in bytes before the object
+     * (pycore_object.h): three words, one on free-threaded builds. */
+    F(object_managed_dict_before, -MANAGED_DICT_OFFSET);
+#elif PY_VERSION_HEX >= 0x030b0000
+    F(object_managed_dict_before, 3 * sizeof(PyObject *));
+#else
+    NA(object_managed_dict_before);
+#endif
     OFF(object_ob_type, PyObject, ob_type);
     OFF(var_object_ob_size, PyVarObject, ob_size);
     SIZE(type_size, PyTypeObject);

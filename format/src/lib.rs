@@ -65,10 +65,12 @@ mod container;
 mod error;
 pub mod files;
 mod hash;
+mod id_table;
 pub mod linetable;
 mod reader;
 mod recording;
 mod sequence;
+mod stack_table;
 mod stacks;
 mod summary;
 pub mod text;
@@ -113,8 +115,10 @@ pub use container::{
     MAX_CHUNK_LEN, MAX_RECORD_LEN, MAX_STACK_FRAMES, OLDEST_READABLE_VERSION,
 };
 pub use error::FormatError;
+pub use id_table::IdTable;
 pub use reader::{Chunk, Reader};
 pub use recording::{Event, Recording, Sample, Tables};
+pub use stack_table::{StackNode, StackTable};
 pub use summary::{
     describe_ending, summarize, verify, Endings, Gaps, Problem, Summary, VerifyReport,
     ENDINGS_SHOWN,

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::container::MAX_STACK_FRAMES;
 use crate::proto::{self, record::Kind};
 use crate::timing::SampleClock;
-use crate::{FormatError, Reader};
+use crate::{FormatError, IdTable, Reader, StackTable};
 
 /// One sample, with its time made absolute again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,9 +53,9 @@ pub struct Tables {
     /// Code objects by id.
     pub code_objects: HashMap<u64, proto::CodeObjectDef>,
     /// Frames by id.
-    pub frames: HashMap<u64, proto::FrameDef>,
+    pub frames: IdTable<proto::FrameDef>,
     /// Stack prefix-tree nodes by id.
-    pub stacks: HashMap<u64, proto::StackDef>,
+    pub stacks: StackTable,
     /// Threads by id, in their latest definition.
     pub threads: HashMap<u32, proto::ThreadDef>,
 }
@@ -179,7 +179,7 @@ impl Tables {
                 self.frames.insert(def.id, def);
             }
             Some(Kind::Stack(def)) => {
-                self.stacks.insert(def.id, def);
+                self.stacks.insert(def);
             }
             Some(Kind::Thread(def)) => {
                 self.threads.insert(def.id, def);
@@ -378,7 +378,7 @@ mod tests {
 
     fn tables(stacks: Vec<proto::StackDef>) -> Tables {
         Tables {
-            stacks: stacks.into_iter().map(|s| (s.id, s)).collect(),
+            stacks: stacks.into_iter().collect(),
             ..Tables::default()
         }
     }

@@ -672,7 +672,7 @@ impl Summary {
                 v.patch,
                 v.release,
                 if v.free_threaded {
-                    " free-threaded"
+                    " free-threaded (no GIL)"
                 } else {
                     ""
                 },

@@ -25,7 +25,7 @@ fn read(input: &[u8]) {
         }
         events = events.saturating_add(1);
     }
-    for &id in recording.tables().stacks.keys().take(64) {
+    for id in recording.tables().stacks.keys().take(64) {
         let _ = recording.tables().stack_frames(id);
     }
 }

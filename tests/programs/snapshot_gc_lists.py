@@ -23,6 +23,9 @@ from fixture_support import readable_ranges
 
 POINTER = ctypes.sizeof(ctypes.c_void_p)
 FLAGS = 3  # low bits of _gc_next / _gc_prev that are flags
+# A list head is only promised 1 << _PyObject_ALIGNMENT_SHIFT bytes: from
+# 3.13.5 PyGC_Head is Py_ALIGNED(4) and GCC puts the generations at +20.
+HEAD_ALIGN = 4
 
 
 RANGES = readable_ranges()
@@ -60,7 +63,7 @@ def heads_by_shape(state, span):
             heads.append(at)
             offset += 2 * POINTER
         else:
-            offset += POINTER
+            offset += HEAD_ALIGN
     return heads
 
 

@@ -18,13 +18,20 @@ pub struct Python {
     pub path: PathBuf,
     /// (major, minor, micro) as the interpreter reports it.
     pub version: (u32, u32, u32),
+    /// A free-threaded build (`Py_GIL_DISABLED`, PEP 703: no GIL).
+    pub free_threaded: bool,
 }
 
 impl Python {
-    /// "3.11.7 (/usr/bin/python3.11)"-style label for test output.
+    /// "3.11.7 (/usr/bin/python3.11)"-style label for test output; a
+    /// free-threaded build is "3.13.5t (free-threaded, ...)".
     pub fn label(&self) -> String {
         let (a, b, c) = self.version;
-        format!("{a}.{b}.{c} ({})", self.path.display())
+        if self.free_threaded {
+            format!("{a}.{b}.{c}t (free-threaded, {})", self.path.display())
+        } else {
+            format!("{a}.{b}.{c} ({})", self.path.display())
+        }
     }
 
     /// True if this interpreter is at least `major.minor`.
@@ -40,19 +47,32 @@ pub const OLDEST_SUPPORTED: (u32, u32) = (3, 9);
 /// distinct executable, sorted by version.
 ///
 /// `PYDEEP_TEST_PYTHONS` (paths separated by `:`) overrides discovery;
-/// otherwise `~/.pyenv/versions/*/bin/python` and `/usr/bin/python3.*` are
-/// searched.
+/// otherwise `~/.pyenv/versions/*/bin/python`, `/usr/bin/python3.*` and the
+/// interpreters `scripts/build-pythons` builds
+/// (`${PYDEEP_PYTHONS_DIR:-~/.cache/pydeep/pythons}/*/bin/python3`: a
+/// free-threaded 3.13 and a distribution-flagged one) are searched;
+/// `PYDEEP_TEST_FREE_THREADED=0` leaves free-threaded builds out of that
+/// search, `PYDEEP_TEST_BUILT_PYTHONS=0` every interpreter
+/// `scripts/build-pythons` built (scripts/test runs those on a chosen set of
+/// tests instead).
 pub fn discover_pythons() -> Vec<Python> {
+    let overridden = std::env::var("PYDEEP_TEST_PYTHONS").is_ok_and(|list| !list.trim().is_empty());
     let candidates: Vec<PathBuf> = match std::env::var("PYDEEP_TEST_PYTHONS") {
         Ok(list) if !list.trim().is_empty() => list.split(':').map(PathBuf::from).collect(),
         _ => default_candidates(),
     };
     let mut found: Vec<Python> = Vec::new();
     for path in candidates {
-        let Some(version) = query_version(&path) else {
+        let Some((version, free_threaded)) = query_version(&path) else {
             continue;
         };
         if (version.0, version.1) < OLDEST_SUPPORTED {
+            continue;
+        }
+        if free_threaded
+            && !overridden
+            && std::env::var("PYDEEP_TEST_FREE_THREADED").as_deref() == Ok("0")
+        {
             continue;
         }
         let canonical = std::fs::canonicalize(&path).unwrap_or(path.clone());
@@ -62,9 +82,17 @@ pub fn discover_pythons() -> Vec<Python> {
         {
             continue;
         }
-        found.push(Python { path, version });
+        found.push(Python {
+            path,
+            version,
+            free_threaded,
+        });
     }
-    found.sort_by(|a, b| a.version.cmp(&b.version).then(a.path.cmp(&b.path)));
+    found.sort_by(|a, b| {
+        (a.version, a.free_threaded)
+            .cmp(&(b.version, b.free_threaded))
+            .then(a.path.cmp(&b.path))
+    });
     found
 }
 
@@ -102,7 +130,13 @@ pub fn wasm_pythons() -> Vec<Python> {
         .flatten()
         .map(|entry| entry.path().join("python"))
         .filter(|path| path.exists())
-        .filter_map(|path| query_version(&path).map(|version| Python { path, version }))
+        .filter_map(|path| {
+            query_version(&path).map(|(version, free_threaded)| Python {
+                path,
+                version,
+                free_threaded,
+            })
+        })
         .collect();
     found.sort_by_key(|python| python.version);
     found
@@ -150,6 +184,22 @@ fn default_candidates() -> Vec<PathBuf> {
             }
         }
     }
+    let built = match std::env::var_os("PYDEEP_PYTHONS_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pydeep/pythons")),
+    };
+    // PYDEEP_TEST_BUILT_PYTHONS=0: scripts/test runs the whole suite without
+    // them and a chosen set of tests on them (the whole suite has not passed
+    // on them yet: see notes/cpython-frames.md).
+    let built = built.filter(|_| std::env::var("PYDEEP_TEST_BUILT_PYTHONS").as_deref() != Ok("0"));
+    if let Some(Ok(entries)) = built.map(std::fs::read_dir) {
+        for entry in entries.flatten() {
+            let exe = entry.path().join("bin/python3");
+            if exe.exists() {
+                out.push(exe);
+            }
+        }
+    }
     if let Ok(entries) = std::fs::read_dir("/usr/bin") {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -164,17 +214,25 @@ fn default_candidates() -> Vec<PathBuf> {
     out
 }
 
-fn query_version(path: &Path) -> Option<(u32, u32, u32)> {
+fn query_version(path: &Path) -> Option<((u32, u32, u32), bool)> {
     let output = Command::new(path)
-        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .args([
+            "-c",
+            "import sys, sysconfig; print('%d.%d.%d' % sys.version_info[:3], \
+             bool(sysconfig.get_config_var('Py_GIL_DISABLED')))",
+        ])
         .output()
         .ok()?;
     if !output.status.success() {
         return None;
     }
     let text = String::from_utf8(output.stdout).ok()?;
-    let mut parts = text.trim().split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??, parts.next()??))
+    let (version, flag) = text.trim().split_once(' ')?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        (parts.next()??, parts.next()??, parts.next()??),
+        flag == "True",
+    ))
 }
 
 /// Path of a binary built from this workspace (`pydeep`, `pydeep-view`), in

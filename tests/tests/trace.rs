@@ -78,6 +78,10 @@ impl Trace {
 struct Traced {
     events: Vec<TraceEvent>,
     lost: u64,
+    /// When the window's hooks were removed (0 if the recording does not say).
+    window_end_ns: u64,
+    /// The header's clock start: Chrome times count from it.
+    start_clock_ns: u64,
     /// ThreadDef id → native thread id.
     native: HashMap<u32, u64>,
     /// FrameDef id → (file name, function name).
@@ -87,11 +91,14 @@ struct Traced {
 fn read_trace(path: &Path) -> Traced {
     let mut recording = Recording::open(path).expect("open the trace recording");
     let mut clock = TraceClock::new(recording.header().start_clock_ns);
+    let start_clock_ns = recording.header().start_clock_ns;
     let mut events = Vec::new();
     let mut lost = 0;
+    let mut window_end_ns = 0;
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
             lost += batch.lost;
+            window_end_ns = window_end_ns.max(batch.window_end_ns);
             events.extend(clock.decode(&batch));
         }
     }
@@ -110,12 +117,14 @@ fn read_trace(path: &Path) -> Traced {
                 code.map(|c| tables.string(f(c)).to_owned())
                     .unwrap_or_default()
             };
-            (*id, (name(|c| c.filename), name(|c| c.name)))
+            (id, (name(|c| c.filename), name(|c| c.name)))
         })
         .collect();
     Traced {
         events,
         lost,
+        window_end_ns,
+        start_clock_ns,
         native,
         names,
     }
@@ -250,6 +259,15 @@ fn check(python: &Python) {
         "{what}: top --trace's fib row:\n{table}"
     );
 
+    check_chrome(
+        &traced,
+        &first,
+        round["threads"].as_array().expect("threads"),
+        &expected,
+        &what,
+    );
+    check_flamegraph(&traced, &first, &what);
+
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
     let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
@@ -284,11 +302,219 @@ fn check(python: &Python) {
     assert!(status.success(), "{what}: the target ended with {status}");
 }
 
+/// One call as a slice: (start, end) in ns after the header's clock start.
+type Slice = (u64, u64);
+
+/// The calls of `thread` (native id) as the events give them: each call
+/// with its matching return, calls left open ending at the window's end.
+fn expected_slices(traced: &Traced, native: u64) -> Vec<(u64, Slice)> {
+    let mut stack: Vec<(u64, u64)> = Vec::new();
+    let mut slices = Vec::new();
+    let mut last = 0;
+    for e in traced
+        .events
+        .iter()
+        .filter(|e| traced.native.get(&e.thread) == Some(&native))
+    {
+        last = last.max(e.time_ns);
+        match e.kind {
+            TraceEventKind::TraceCall => stack.push((e.frame, e.time_ns)),
+            TraceEventKind::TraceReturn if stack.last().map(|s| s.0) == Some(e.frame) => {
+                let (frame, start) = stack.pop().expect("a call");
+                slices.push((frame, (start, e.time_ns)));
+            }
+            _ => {}
+        }
+    }
+    let end = traced.window_end_ns.max(last);
+    slices.extend(
+        stack
+            .into_iter()
+            .map(|(frame, start)| (frame, (start, end))),
+    );
+    let relative = |t: u64| t - traced.start_clock_ns;
+    let mut slices: Vec<(u64, Slice)> = slices
+        .into_iter()
+        .map(|(frame, (a, b))| (frame, (relative(a), relative(b))))
+        .collect();
+    slices.sort_by_key(|(_, slice)| *slice);
+    slices
+}
+
+/// Chrome's microseconds (three decimals) back to nanoseconds.
+fn chrome_ns(ts: &Value) -> u64 {
+    (ts.as_f64().expect("ts") * 1000.0).round() as u64
+}
+
+/// `pydeep-view chrome` draws every traced call of each thread as a slice
+/// on the thread's track: slices nest (every end closes the innermost open
+/// slice), start and end at the call's and return's recorded times, and
+/// the workload's functions appear as often as the target called them.
+fn check_chrome(
+    traced: &Traced,
+    recording: &Path,
+    threads: &[Value],
+    expected: &HashMap<String, u64>,
+    what: &str,
+) {
+    let output = recording.with_extension("json");
+    let status = Command::new(workspace_binary("pydeep-view"))
+        .arg("chrome")
+        .arg(recording)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .expect("run pydeep-view chrome");
+    assert!(status.success(), "{what}: pydeep-view chrome failed");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(&output).expect("read")).expect("Chrome JSON");
+    let events = json["traceEvents"].as_array().expect("traceEvents");
+    for thread in threads {
+        let native = thread["thread"].as_u64().expect("thread");
+        // Slices of this thread's track, matched B to E as a stack.
+        let mut open: Vec<(String, u64)> = Vec::new();
+        let mut slices: Vec<(String, Slice)> = Vec::new();
+        for e in events.iter().filter(|e| e["tid"].as_u64() == Some(native)) {
+            match e["ph"].as_str() {
+                Some("B") => open.push((
+                    e["name"].as_str().expect("name").to_owned(),
+                    chrome_ns(&e["ts"]),
+                )),
+                Some("E") => {
+                    let (name, start) = open
+                        .pop()
+                        .unwrap_or_else(|| panic!("{what}: an end without a begin on {native}"));
+                    let end = chrome_ns(&e["ts"]);
+                    assert!(start <= end, "{what}: a slice ends before it starts");
+                    slices.push((name, (start, end)));
+                }
+                _ => {}
+            }
+        }
+        assert!(open.is_empty(), "{what}: slices left open on {native}");
+        // The same calls with the same times as the recorded events.
+        let recorded = expected_slices(traced, native);
+        let mut drawn: Vec<Slice> = slices.iter().map(|(_, s)| *s).collect();
+        drawn.sort_unstable();
+        let recorded_times: Vec<Slice> = recorded.iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            drawn.len(),
+            recorded_times.len(),
+            "{what}: thread {native}: slices drawn against calls recorded"
+        );
+        assert_eq!(
+            drawn, recorded_times,
+            "{what}: thread {native}: slice times differ from the recorded call and return times"
+        );
+        // The workload's calls, by function, equal the in-process truth.
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for (name, _) in &slices {
+            let Some((qualname, place)) = name.split_once(" (") else {
+                continue;
+            };
+            let function = qualname.rsplit('.').next().unwrap_or(qualname);
+            if place.contains("trace_calls.py") && expected.contains_key(function) {
+                *counts.entry(function.to_owned()).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            &counts, expected,
+            "{what}: thread {native}: slices per function in the Chrome trace"
+        );
+    }
+    eprintln!(
+        "   {what}: chrome draws every traced call as a nested slice with its recorded times"
+    );
+}
+
+/// `pydeep-view flamegraph --trace` draws traced time: work() is a root
+/// call of both threads, so its frame is as wide as its two calls' recorded
+/// durations together, in nanoseconds.
+fn check_flamegraph(traced: &Traced, recording: &Path, what: &str) {
+    let output = recording.with_extension("svg");
+    let status = Command::new(workspace_binary("pydeep-view"))
+        .args(["flamegraph", "--trace"])
+        .arg(recording)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .expect("run pydeep-view flamegraph --trace");
+    assert!(
+        status.success(),
+        "{what}: pydeep-view flamegraph --trace failed"
+    );
+    let svg = std::fs::read_to_string(&output).expect("read the SVG");
+    let mut work_ns = 0;
+    for piece in svg.split("<title>").skip(1) {
+        let title = &piece[..piece.find("</title>").expect("a title's end")];
+        if title.starts_with("work (") && title.contains("trace_calls.py") {
+            let (_, rest) = title.rsplit_once(" (").expect("a count");
+            let count: String = rest
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            work_ns += count.parse::<u64>().expect("a count");
+        }
+    }
+    let mut recorded = 0;
+    for &native in traced.native.values() {
+        for (frame, (start, end)) in expected_slices(traced, native) {
+            if traced
+                .names
+                .get(&frame)
+                .is_some_and(|(file, name)| file.ends_with("trace_calls.py") && name == "work")
+            {
+                recorded += end - start;
+            }
+        }
+    }
+    assert!(recorded > 0, "{what}: no work() call recorded");
+    assert_eq!(
+        work_ns, recorded,
+        "{what}: flamegraph --trace's work() frame against the recorded durations"
+    );
+}
+
 #[test]
 fn traced_calls_match_the_targets_own_truth_and_the_target_is_left_as_it_was() {
     for python in test_pythons("pydeep trace") {
-        check(&python);
+        if python.free_threaded {
+            refuses_free_threaded(&python);
+        } else {
+            check(&python);
+        }
     }
+}
+
+/// A free-threaded target is refused before anything is loaded into it
+/// (the tracer's ring has one writer at a time, which only the GIL
+/// guarantees): exit 6, the reason said, the target left running.
+fn refuses_free_threaded(python: &Python) {
+    let what = python.label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idle = "import sys, time\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
+    let (mut child, ready) = start_program(python, idle, dir.path());
+    wait_for_file(&ready, &mut child, &what);
+    let output = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &child.id().to_string(), "-o"])
+        .arg(dir.path().join("ft.pdr"))
+        .output()
+        .expect("run pydeep trace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let alive = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(output.status.code(), Some(6), "{what}: {stderr}");
+    assert!(stderr.contains("free-threaded"), "{what}: {stderr}");
+    assert!(alive, "{what}: the refused target died");
+    assert!(
+        !dir.path().join("ft.pdr").exists(),
+        "{what}: a refused trace left a recording"
+    );
+    eprintln!("   {what}: refused (free-threaded), exit 6");
 }
 
 /// `python -c PROGRAM READY`: writes READY then does what PROGRAM says.
@@ -304,8 +530,13 @@ fn start_program(python: &Python, program: &str, dir: &Path) -> (Child, PathBuf)
 
 #[test]
 fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running() {
+    // The newest interpreter pydeep trace loads into: a free-threaded one
+    // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
-    let python = pythons.last().expect("an interpreter");
+    let Some(python) = pythons.iter().rev().find(|p| !p.free_threaded) else {
+        eprintln!("   skipped: no interpreter with a GIL in this matrix");
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let pydeep = workspace_binary("pydeep");
 

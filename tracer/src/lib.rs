@@ -409,10 +409,27 @@ fn drop_event(time_ns: u64) {
     c.last_drop_ns.store(time_ns, Ordering::Relaxed);
 }
 
+/// Gives back the new reference to a code object that `PyFrame_GetCode`
+/// returned, without `Py_DecRef`'s call (4.5% of a traced target's time on
+/// 3.12, measured with perf): the frame being reported holds its own strong
+/// reference to its code object, so the count stays at 1 or more and nothing
+/// is freed here. An immortal object (3.12+: the low 32 bits of `ob_refcnt`
+/// negative, CPython's `_Py_IsImmortal` on 64-bit builds) is left alone, as
+/// `Py_DECREF` does; before 3.12 no count comes near 2^31. Free-threaded
+/// builds, whose counts are split, are refused before any hook is installed.
+unsafe fn give_back_code_reference(object: usize) {
+    let count = object as *mut i64;
+    let value = std::ptr::read_volatile(count);
+    if value as i32 >= 0 && value > 1 {
+        std::ptr::write_volatile(count, value - 1);
+    }
+}
+
 /// Records that the window holds a reference to `object`. `owned` says the
-/// caller holds a new reference (kept the first time, released after);
-/// otherwise the object is borrowed and the first sighting takes one.
-/// False if the table is full: the event must be dropped.
+/// caller holds a new reference to a code object of a running frame (kept
+/// the first time, given back after); otherwise the object is borrowed and
+/// the first sighting takes one. False if the table is full: the event must
+/// be dropped.
 unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
     let table = &mut *KEPT.0.get();
     let mask = KEPT_CAPACITY - 1;
@@ -421,7 +438,7 @@ unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
         let entry = table[i];
         if entry == object {
             if owned {
-                (api.dec_ref)(object as *mut c_void);
+                give_back_code_reference(object);
             }
             return true;
         }

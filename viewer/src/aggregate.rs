@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 
 use pydeep_format::proto::SampleFlag;
-use pydeep_format::{proto, Tables};
+use pydeep_format::{proto, IdTable, Tables};
 
 use crate::filter::Filter;
 use crate::input::Input;
@@ -94,8 +94,9 @@ pub struct ProfileOptions {
     /// Ends every stack with a pseudo-frame saying what the thread was doing:
     /// [`IDLE_LABEL`] (not running: in a syscall, a lock or a sleep),
     /// [`GIL_LABEL`] (running, holding the GIL) or [`NO_GIL_LABEL`] (running
-    /// without the GIL: native code that released it, or waiting for it).
-    /// Default false.
+    /// without the GIL: native code that released it, or waiting for it);
+    /// on a free-threaded target (no GIL) every running sample ends in
+    /// [`FREE_THREADED_RUNNING_LABEL`]. Default false.
     pub thread_states: bool,
 }
 
@@ -109,6 +110,18 @@ pub const IDLE_LABEL: &str = "<idle>";
 pub const GIL_LABEL: &str = "<GIL held>";
 /// The pseudo-frame of samples of a running thread not holding the GIL.
 pub const NO_GIL_LABEL: &str = "<no GIL>";
+
+/// The pseudo-frame of samples of a running thread of a free-threaded
+/// target (PEP 703): there is no GIL to hold or lack.
+pub const FREE_THREADED_RUNNING_LABEL: &str = "<running (free-threaded: no GIL)>";
+
+/// True if the recording's target was a free-threaded CPython (no GIL).
+pub fn free_threaded(header: &proto::Header) -> bool {
+    header
+        .python_version
+        .as_ref()
+        .is_some_and(|version| version.free_threaded)
+}
 
 /// The thread state a sample's flags give (an index into [`STATE_LABELS`]).
 fn thread_state(flags: u32) -> u8 {
@@ -167,8 +180,17 @@ impl Profile {
     ) -> Self {
         let mut bound = filter.bind(input.header());
         let with_states = options.thread_states;
-        // (thread, stack, thread state or u8::MAX, collector running).
-        let mut counts: IdMap<(u32, u64, u8, bool), u64> = IdMap::default();
+        let mut symbols = Symbols::new(granularity).with_header(input.header());
+        // Each distinct stack is resolved once, when first met, into a node
+        // of the tree of symbol paths: stacks that differ only where the
+        // view does not look (another line or instruction, at function
+        // granularity) are one node, so what is counted grows with what
+        // is shown, not with the stacks the file defines (issue #14 item 9).
+        let mut paths = SymbolPaths::default();
+        let mut path_of_stack: IdTable<u32> = IdTable::new();
+        let mut frames: Vec<SymbolId> = Vec::new();
+        // (thread, path, thread state or u8::MAX, collector running).
+        let mut counts: IdMap<(u32, u32, u8, bool), u64> = IdMap::default();
         let mut total = 0u64;
         let mut samples = 0u64;
         let mut time_range: Option<(u64, u64)> = None;
@@ -176,6 +198,16 @@ impl Profile {
             if !bound.accepts(tables, sample) {
                 return;
             }
+            let path = match path_of_stack.get(&sample.stack) {
+                Some(path) => *path,
+                None => {
+                    frames.clear();
+                    symbols.resolve_stack(tables, sample.stack, &mut frames);
+                    let path = paths.intern(&frames);
+                    path_of_stack.insert(sample.stack, path);
+                    path
+                }
+            };
             let weight = u64::from(sample.weight.max(1));
             let state = if with_states {
                 thread_state(sample.flags)
@@ -184,7 +216,7 @@ impl Profile {
             };
             let collecting = sample.flags & SampleFlag::Gc as u32 != 0;
             *counts
-                .entry((sample.thread, sample.stack, state, collecting))
+                .entry((sample.thread, path, state, collecting))
                 .or_insert(0) += weight;
             total += weight;
             samples += 1;
@@ -193,18 +225,22 @@ impl Profile {
                 Some((first, last)) => (first.min(sample.time_ns), last.max(sample.time_ns)),
             });
         });
+        drop(path_of_stack);
 
         let tables = input.tables();
-        let mut symbols = Symbols::new(granularity).with_header(input.header());
         let mut merged: HashMap<(u32, Vec<SymbolId>), u64> = HashMap::new();
         let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-        for ((thread, stack, state, collecting), count) in counts {
-            let mut frames = Vec::new();
-            symbols.resolve_stack(tables, stack, &mut frames);
+        for ((thread, path, state, collecting), count) in counts {
+            let mut frames = paths.symbols(path);
             if collecting {
                 frames.push(symbols.pseudo(GC_LABEL));
             }
             if let Some(label) = STATE_LABELS.get(usize::from(state)) {
+                let label = if state != 0 && free_threaded(input.header()) {
+                    FREE_THREADED_RUNNING_LABEL
+                } else {
+                    label
+                };
                 frames.push(symbols.pseudo(label));
             }
             *merged.entry((thread, frames)).or_insert(0) += count;
@@ -268,6 +304,49 @@ pub fn sample_period_ns(header: &proto::Header) -> u64 {
         ((1e9 / rate).round() as u64).max(1)
     } else {
         10_000_000
+    }
+}
+
+/// The distinct symbol paths (stacks as a view shows them) met so far, as
+/// a tree: node 0 is the empty path, every other node one symbol below its
+/// parent.
+#[derive(Debug, Default)]
+struct SymbolPaths {
+    /// (parent node, symbol) of node i + 1.
+    nodes: Vec<(u32, SymbolId)>,
+    children: IdMap<(u32, SymbolId), u32>,
+}
+
+impl SymbolPaths {
+    /// The node of path `symbols` (outermost first), added if new.
+    fn intern(&mut self, symbols: &[SymbolId]) -> u32 {
+        let mut node = 0u32;
+        for &symbol in symbols {
+            node = match self.children.get(&(node, symbol)) {
+                Some(child) => *child,
+                None => {
+                    self.nodes.push((node, symbol));
+                    let child = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+                    self.children.insert((node, symbol), child);
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// The symbols of path `node`, outermost first.
+    fn symbols(&self, mut node: u32) -> Vec<SymbolId> {
+        let mut symbols = Vec::new();
+        while let Some(&(parent, symbol)) = (node as usize)
+            .checked_sub(1)
+            .and_then(|index| self.nodes.get(index))
+        {
+            symbols.push(symbol);
+            node = parent;
+        }
+        symbols.reverse();
+        symbols
     }
 }
 

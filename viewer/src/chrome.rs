@@ -23,12 +23,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
-use pydeep_format::Tables;
+use pydeep_format::{proto, Tables, TraceClock};
 
 use crate::aggregate::{sample_period_ns, ThreadInfo};
 use crate::filter::Filter;
-use crate::input::Input;
+use crate::input::{Input, Timed};
 use crate::symbols::{Granularity, SymbolId, Symbols};
+use crate::traced::{CallStacks, Step};
 
 /// What was written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct ChromeSummary {
     pub ticks: u64,
     /// Begin/end events written.
     pub events: u64,
+    /// Traced calls drawn as slices (trace windows of `pydeep trace`).
+    pub calls: u64,
     /// Why the recording ended early, if it did: the caller should warn.
     pub damage: Option<String>,
 }
@@ -53,12 +56,27 @@ struct ThreadState {
     end_ns: u64,
 }
 
+impl ThreadState {
+    /// A thread's track before its first event.
+    fn new(info: &ThreadInfo) -> Self {
+        ThreadState {
+            pid: info.pid,
+            tid: info.tid(),
+            suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
+            open: Rc::from(Vec::new()),
+            end_ns: 0,
+        }
+    }
+}
+
 struct Writer<W: Write> {
     out: W,
     start_ns: u64,
     first: bool,
     events: u64,
     names: Vec<Option<String>>,
+    /// Processes whose name was written.
+    processes: HashSet<u32>,
 }
 
 impl<W: Write> Writer<W> {
@@ -139,12 +157,121 @@ impl<W: Write> Writer<W> {
         )
     }
 
+    /// Names `info`'s track (its process's too, the first time), with
+    /// `suffix` after the thread's description.
+    fn announce<R: Read>(
+        &mut self,
+        input: &Input<R>,
+        info: &ThreadInfo,
+        suffix: &str,
+    ) -> io::Result<()> {
+        let header = input.header();
+        if self.processes.insert(info.pid) {
+            let argv = input.process_argv(info.pid);
+            let name = if !argv.is_empty() {
+                argv.join(" ")
+            } else if info.pid == header.pid && !header.executable.is_empty() {
+                header.executable.clone()
+            } else {
+                format!("process {}", info.pid)
+            };
+            self.metadata("process_name", info.pid, None, &name)?;
+        }
+        let name = format!("{}{suffix}", info.describe());
+        self.metadata("thread_name", info.pid, Some(info.tid()), &name)
+    }
+
     /// Closes the frames of `thread` beyond the first `keep`, innermost first.
     fn close(&mut self, thread: &mut ThreadState, keep: usize, time_ns: u64) -> io::Result<()> {
         for _ in keep..thread.open.len() {
             self.end(thread, time_ns)?;
         }
         Ok(())
+    }
+}
+
+/// The trace windows of the recording (`pydeep trace`), drawn as they
+/// happened: each call a slice from its call to its return, nested as the
+/// calls were, on its thread's track. A return that matches no open call (of
+/// a frame entered before the window) draws nothing; calls still open when
+/// the window ends close at its end.
+struct Traced {
+    clock: TraceClock,
+    stacks: CallStacks,
+    /// Per ThreadDef id: the thread's `,"pid":P,"tid":T}`.
+    tracks: HashMap<u32, ThreadState>,
+    /// Time of the latest trace event.
+    last_ns: u64,
+    /// Calls drawn.
+    calls: u64,
+}
+
+impl Traced {
+    fn new(start_clock_ns: u64) -> Self {
+        Traced {
+            clock: TraceClock::new(start_clock_ns),
+            stacks: CallStacks::default(),
+            tracks: HashMap::new(),
+            last_ns: start_clock_ns,
+            calls: 0,
+        }
+    }
+
+    fn batch<R: Read, W: Write>(
+        &mut self,
+        batch: &proto::TraceEventBatch,
+        input: &Input<R>,
+        symbols: &mut Symbols,
+        writer: &mut Writer<W>,
+    ) -> io::Result<()> {
+        for event in self.clock.decode(batch) {
+            self.last_ns = self.last_ns.max(event.time_ns);
+            let step = self.stacks.apply(&event);
+            if step == Step::Ignored {
+                continue;
+            }
+            let track = match self.tracks.entry(event.thread) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let info = ThreadInfo::from_tables(input.tables(), event.thread);
+                    writer.announce(input, &info, " traced calls")?;
+                    entry.insert(ThreadState::new(&info))
+                }
+            };
+            match step {
+                Step::Entered { .. } => {
+                    let symbol = symbols.frame(input.tables(), event.frame);
+                    writer.begin(symbols, track, symbol, event.time_ns)?;
+                    self.calls += 1;
+                }
+                Step::Left { .. } => writer.end(track, event.time_ns)?,
+                Step::Ignored => {}
+            }
+        }
+        if batch.window_end_ns != 0 {
+            self.close_open(writer, batch.window_end_ns.max(self.last_ns))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every call still open at `time_ns`, innermost first.
+    fn close_open<W: Write>(&mut self, writer: &mut Writer<W>, time_ns: u64) -> io::Result<()> {
+        for thread in self.stacks.threads_with_open_calls() {
+            if let Some(track) = self.tracks.get(&thread) {
+                for _ in self.stacks.open(thread) {
+                    writer.end(track, time_ns)?;
+                }
+            }
+            self.stacks.clear(thread);
+        }
+        Ok(())
+    }
+
+    /// After the last batch: a window without its end (the recording was
+    /// cut) closes at its last event.
+    fn finish<W: Write>(&mut self, writer: &mut Writer<W>) -> io::Result<()> {
+        let end = self.last_ns;
+        self.close_open(writer, end)
     }
 }
 
@@ -168,13 +295,13 @@ pub fn write<R: Read>(
     let mut symbols = Symbols::new(granularity).with_header(&header);
     let mut stacks: HashMap<u64, Rc<[SymbolId]>> = HashMap::new();
     let mut threads: HashMap<u32, ThreadState> = HashMap::new();
-    let mut processes: HashSet<u32> = HashSet::new();
     let mut writer = Writer {
         out: io::BufWriter::with_capacity(1 << 16, out),
         start_ns: header.start_clock_ns,
         first: true,
         events: 0,
         names: Vec::new(),
+        processes: HashSet::new(),
     };
     writer
         .out
@@ -182,7 +309,15 @@ pub fn write<R: Read>(
     let mut samples = 0u64;
     let mut ticks = 0u64;
     let mut scratch = Vec::new();
-    while let Some(sample) = input.next_sample() {
+    let mut traced = Traced::new(header.start_clock_ns);
+    while let Some(timed) = input.next_timed() {
+        let sample = match timed {
+            Timed::Sample(sample) => sample,
+            Timed::Trace(batch) => {
+                traced.batch(&batch, input, &mut symbols, &mut writer)?;
+                continue;
+            }
+        };
         let tables: &Tables = input.tables();
         if !bound.accepts(tables, &sample) {
             continue;
@@ -202,25 +337,8 @@ pub fn write<R: Read>(
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let info = ThreadInfo::from_tables(tables, sample.thread);
-                if processes.insert(info.pid) {
-                    let argv = input.process_argv(info.pid);
-                    let name = if !argv.is_empty() {
-                        argv.join(" ")
-                    } else if info.pid == header.pid && !header.executable.is_empty() {
-                        header.executable.clone()
-                    } else {
-                        format!("process {}", info.pid)
-                    };
-                    writer.metadata("process_name", info.pid, None, &name)?;
-                }
-                writer.metadata("thread_name", info.pid, Some(info.tid()), &info.describe())?;
-                entry.insert(ThreadState {
-                    pid: info.pid,
-                    tid: info.tid(),
-                    suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
-                    open: Rc::from(Vec::new()),
-                    end_ns: 0,
-                })
+                writer.announce(input, &info, "")?;
+                entry.insert(ThreadState::new(&info))
             }
         };
         let covered = (weight - 1).saturating_mul(period);
@@ -251,12 +369,14 @@ pub fn write<R: Read>(
         let end = thread.end_ns;
         writer.close(thread, 0, end)?;
     }
+    traced.finish(&mut writer)?;
     writer.out.write_all(b"\n]}\n")?;
     writer.out.flush()?;
     Ok(ChromeSummary {
         samples,
         ticks,
         events: writer.events,
+        calls: traced.calls,
         damage: input.damage(),
     })
 }
@@ -272,6 +392,7 @@ mod tests {
             first: true,
             events: 0,
             names: Vec::new(),
+            processes: HashSet::new(),
         };
         writer.timestamp(time_ns).unwrap();
         String::from_utf8(writer.out).unwrap()

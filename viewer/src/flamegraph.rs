@@ -34,6 +34,9 @@ pub struct FlamegraphOptions {
     /// One root frame per thread (`MainThread (pid 12, tid 34)`) under
     /// "all". Default false: threads merged.
     pub per_thread: bool,
+    /// What the counts are, in the tooltips (default "samples"; "ns" for
+    /// traced time).
+    pub count_name: Option<String>,
 }
 
 /// Draws `profile` as an SVG into `out`. The root frame "all" carries the
@@ -55,7 +58,10 @@ pub fn write(profile: &Profile, options: &FlamegraphOptions, out: impl Write) ->
             .collect();
     let mut inferno_options = inferno_flamegraph::Options::default();
     inferno_options.title = options.title.clone().unwrap_or_else(|| "pydeep".into());
-    inferno_options.count_name = "samples".into();
+    inferno_options.count_name = options
+        .count_name
+        .clone()
+        .unwrap_or_else(|| "samples".into());
     inferno_options.image_width = options.width;
     inferno_options.subtitle = Some(subtitle(profile));
     // Colours by Python semantics (stdlib, site-packages, user code), hashed

@@ -77,8 +77,23 @@ pub fn heap_json(
     root.insert("bytes".into(), json!(heap.total_bytes));
     root.insert("unreadable".into(), json!(heap.unreadable));
     root.insert("types".into(), Value::Array(types));
-    root.insert("warnings".into(), json!(selected.snapshot.warnings));
+    root.insert(
+        "warnings".into(),
+        json!(heap_warnings(selected).collect::<Vec<_>>()),
+    );
     Value::Object(root)
+}
+
+/// The snapshot's warnings that concern its heap count: a snapshot that
+/// also walked an object graph (`--snapshot-locals`) carries that walk's
+/// warnings ("object graph truncated at N objects"), which say nothing
+/// about the heap (issue 16 item 6).
+fn heap_warnings(selected: &Selected) -> impl Iterator<Item = &String> {
+    selected
+        .snapshot
+        .warnings
+        .iter()
+        .filter(|w| !w.starts_with("object graph"))
 }
 
 /// One heap snapshot as a table.
@@ -109,7 +124,7 @@ pub fn write_heap_text(
             c.count, c.bytes
         )?;
     }
-    for warning in &selected.snapshot.warnings {
+    for warning in heap_warnings(selected) {
         writeln!(out, "warning: {warning}")?;
     }
     writeln!(out)

@@ -16,6 +16,15 @@ use pydeep_format::{Event, Reader, Recording, Sample, Tables};
 
 use crate::ViewError;
 
+/// What [`Input::next_timed`] gives: the events that lie on a timeline.
+#[derive(Debug)]
+pub enum Timed {
+    /// One sample of one thread.
+    Sample(Sample),
+    /// Exact call and return events of a trace window.
+    Trace(proto::TraceEventBatch),
+}
+
 /// A recording being read, sample by sample.
 pub struct Input<R: Read> {
     recording: Recording<R>,
@@ -79,12 +88,25 @@ impl<R: Read> Input<R> {
     /// The next sample, or `None` at the end of what is readable. Other
     /// events (snapshots, trace events, process events) are skipped.
     pub fn next_sample(&mut self) -> Option<Sample> {
+        loop {
+            match self.next_timed()? {
+                Timed::Sample(sample) => return Some(sample),
+                Timed::Trace(_) => {}
+            }
+        }
+    }
+
+    /// The next sample or batch of trace events (`pydeep trace`), in
+    /// recording order, or `None` at the end of what is readable. Other
+    /// events are skipped as by [`Input::next_sample`].
+    pub fn next_timed(&mut self) -> Option<Timed> {
         while !self.finished {
             match self.recording.next_event() {
                 Ok(Some(Event::Sample(sample))) => {
                     self.samples_read += 1;
-                    return Some(sample);
+                    return Some(Timed::Sample(sample));
                 }
+                Ok(Some(Event::TraceEvents(batch))) => return Some(Timed::Trace(batch)),
                 Ok(Some(Event::Footer(footer))) => {
                     self.saw_footer = true;
                     self.footer_samples = Some(footer.sample_count);

@@ -49,7 +49,9 @@ enum Command {
     Speedscope(OutputArgs),
     /// pprof (profile.proto, gzipped) for go tool pprof, Pyroscope, Parca.
     Pprof(PprofArgs),
-    /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing.
+    /// Chrome trace-event JSON: per-thread timeline for Perfetto / chrome://tracing
+    /// (samples, and the traced calls of a `pydeep trace` window as nested
+    /// slices with their real durations).
     Chrome(OutputArgs),
     /// One self-contained HTML page (no network) with every view: flame
     /// graph, timeline, top, source heat, bytecode, snapshots, heap.
@@ -238,6 +240,12 @@ impl SampleArgs {
     fn profile_with(&self, granularity: Granularity, options: &ProfileOptions) -> Result<Profile> {
         let filter = self.filter()?;
         let mut input = self.open()?;
+        if filter.gil_only && pydeep_view::aggregate::free_threaded(input.header()) {
+            bail!(
+                "--gil-only: this recording's target is a free-threaded CPython, which has no GIL, \
+                 so no sample holds it; use --active-only for the threads that were running"
+            );
+        }
         let profile = Profile::read_with(&mut input, &filter, granularity, options);
         warn_damage(profile.damage.as_deref());
         warn_damage(profile.gaps.as_deref());
@@ -284,6 +292,11 @@ struct FlamegraphArgs {
     /// that end every stack by default.
     #[arg(long)]
     no_states: bool,
+    /// Draw the traced time of the recording's trace window (`pydeep
+    /// trace`) instead of samples: each frame as wide as the nanoseconds
+    /// its calls ran (filters other than the file do not apply).
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(Args)]
@@ -369,15 +382,28 @@ impl Command {
         match self {
             Command::Flamegraph(args) => {
                 let samples = &args.output.samples;
-                let read = ProfileOptions {
-                    thread_states: !args.no_states,
+                let profile = if args.trace {
+                    let mut input = samples.open()?;
+                    let profile = pydeep_view::traced::profile(&mut input, samples.granularity);
+                    warn_damage(profile.damage.as_deref());
+                    if profile.total == 0 {
+                        warn(
+                            "no traced call in this recording: record one with `pydeep trace PID`",
+                        );
+                    }
+                    profile
+                } else {
+                    let read = ProfileOptions {
+                        thread_states: !args.no_states,
+                    };
+                    samples.profile_with(samples.granularity, &read)?
                 };
-                let profile = samples.profile_with(samples.granularity, &read)?;
                 let options = FlamegraphOptions {
                     title: args.title,
                     reverse: args.reverse,
                     width: args.width,
                     per_thread: args.per_thread,
+                    count_name: args.trace.then(|| "ns".to_string()),
                 };
                 let mut out = Output::create(args.output.output.as_deref(), false)?;
                 flamegraph::write(&profile, &options, out.writer()).map_err(ViewError::Write)?;

@@ -79,6 +79,7 @@ pub fn graph_json(
                     "type": tables.string(n.type_name),
                     "size": (n.size != 0).then_some(n.size),
                     "implausible_size": (n.implausible_size != 0).then_some(n.implausible_size),
+                    "retained_size": (n.retained_size != 0).then_some(n.retained_size),
                     "refcount": n.refcount,
                     "repr": n.value,
                     "depth": n.depth,

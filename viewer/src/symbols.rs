@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use pydeep_format::{proto, Tables};
+use pydeep_format::{proto, IdTable, Tables};
 
 use crate::bytecode::code::Code;
 use crate::bytecode::disassemble::{disassemble, Form};
@@ -91,7 +91,7 @@ enum Key {
 #[derive(Debug)]
 pub struct Symbols {
     granularity: Granularity,
-    by_frame: HashMap<u64, SymbolId>,
+    by_frame: IdTable<SymbolId>,
     by_key: HashMap<Key, SymbolId>,
     symbols: Vec<Symbol>,
     /// Instruction offsets and opnames per code object id (instruction
@@ -108,7 +108,7 @@ impl Symbols {
     pub fn new(granularity: Granularity) -> Self {
         Symbols {
             granularity,
-            by_frame: HashMap::new(),
+            by_frame: IdTable::new(),
             by_key: HashMap::new(),
             symbols: Vec::new(),
             instructions: HashMap::new(),

@@ -10,12 +10,16 @@
 //! calls still open when it ended are left out of the durations; their
 //! calls are still counted.
 
-use std::collections::HashMap;
-use std::io::{self, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use pydeep_format::proto::TraceEventKind;
-use pydeep_format::{Event, Recording, TraceClock};
+use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
+
+use crate::aggregate::{Profile, StackCount, ThreadInfo};
+use crate::input::{Input, Timed};
+use crate::symbols::{Granularity, SymbolId, Symbols};
 
 /// One function's row.
 #[derive(Debug, Clone, Default)]
@@ -55,10 +59,103 @@ pub struct Calls {
     pub lost: u64,
 }
 
-struct Open {
-    frame: u64,
-    start: u64,
-    children: u64,
+/// One call open on a thread's stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenCall {
+    /// FrameDef id of the called function.
+    pub frame: u64,
+    /// When it was called.
+    pub start_ns: u64,
+    /// Time spent in its completed callees so far.
+    pub children_ns: u64,
+}
+
+/// What one trace event did to its thread's stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A call: the frame is now on top, `depth` calls below it.
+    Entered {
+        /// Calls open below it.
+        depth: usize,
+    },
+    /// A return matching the call on top, which is popped.
+    Left {
+        /// The call that ended.
+        call: OpenCall,
+        /// Calls still open below it.
+        depth: usize,
+    },
+    /// Neither: a return on an empty stack (of a frame entered before the
+    /// window) or not matching the call on top, or another kind of event.
+    Ignored,
+}
+
+/// Every thread's stack of open calls, fed the events of a recording in
+/// order. The one place the trace views (`top --trace`, `chrome`,
+/// `flamegraph --trace`) match returns to calls: a return counts only if it
+/// names the call on top of its thread's stack. Memory is threads × depth.
+#[derive(Debug, Default)]
+pub struct CallStacks {
+    stacks: HashMap<u32, Vec<OpenCall>>,
+}
+
+impl CallStacks {
+    /// Applies `event` to its thread's stack.
+    pub fn apply(&mut self, event: &TraceEvent) -> Step {
+        let stack = self.stacks.entry(event.thread).or_default();
+        match event.kind {
+            TraceEventKind::TraceCall | TraceEventKind::TraceCCall => {
+                stack.push(OpenCall {
+                    frame: event.frame,
+                    start_ns: event.time_ns,
+                    children_ns: 0,
+                });
+                Step::Entered {
+                    depth: stack.len() - 1,
+                }
+            }
+            TraceEventKind::TraceReturn | TraceEventKind::TraceCReturn => {
+                if stack.last().map(|o| o.frame) != Some(event.frame) {
+                    return Step::Ignored;
+                }
+                let Some(call) = stack.pop() else {
+                    return Step::Ignored;
+                };
+                if let Some(parent) = stack.last_mut() {
+                    parent.children_ns += event.time_ns.saturating_sub(call.start_ns);
+                }
+                Step::Left {
+                    call,
+                    depth: stack.len(),
+                }
+            }
+            _ => Step::Ignored,
+        }
+    }
+
+    /// The calls open on `thread`, outermost first.
+    pub fn open(&self, thread: u32) -> &[OpenCall] {
+        self.stacks.get(&thread).map_or(&[], Vec::as_slice)
+    }
+
+    /// Threads that have open calls, sorted by id.
+    pub fn threads_with_open_calls(&self) -> Vec<u32> {
+        let mut threads: Vec<u32> = self
+            .stacks
+            .iter()
+            .filter(|(_, stack)| !stack.is_empty())
+            .map(|(thread, _)| *thread)
+            .collect();
+        threads.sort_unstable();
+        threads
+    }
+
+    /// Forgets every open call of `thread` (the window ended).
+    pub fn clear(&mut self, thread: u32) {
+        if let Some(stack) = self.stacks.get_mut(&thread) {
+            stack.clear();
+        }
+    }
 }
 
 /// Reads every trace event of the recording at `path`.
@@ -66,7 +163,7 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
     let mut recording = Recording::open(path)?;
     let mut clock = TraceClock::new(recording.header().start_clock_ns);
     let mut rows: HashMap<u64, Row> = HashMap::new();
-    let mut stacks: HashMap<u32, Vec<Open>> = HashMap::new();
+    let mut stacks = CallStacks::default();
     let mut active: HashMap<(u32, u64), u32> = HashMap::new();
     let mut calls = Calls::default();
     while let Some(event) = recording.next_event().transpose() {
@@ -80,37 +177,24 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
         calls.lost += batch.lost;
         for e in clock.decode(&batch) {
             calls.events += 1;
-            let stack = stacks.entry(e.thread).or_default();
-            match e.kind {
-                TraceEventKind::TraceCall | TraceEventKind::TraceCCall => {
+            match stacks.apply(&e) {
+                Step::Entered { .. } => {
                     rows.entry(e.frame).or_default().calls += 1;
                     *active.entry((e.thread, e.frame)).or_default() += 1;
-                    stack.push(Open {
-                        frame: e.frame,
-                        start: e.time_ns,
-                        children: 0,
-                    });
                 }
-                TraceEventKind::TraceReturn | TraceEventKind::TraceCReturn => {
-                    if stack.last().map(|o| o.frame) != Some(e.frame) {
-                        continue;
-                    }
-                    let Some(open) = stack.pop() else { continue };
-                    let duration = e.time_ns.saturating_sub(open.start);
+                Step::Left { call, .. } => {
+                    let duration = e.time_ns.saturating_sub(call.start_ns);
                     let depth = active.entry((e.thread, e.frame)).or_default();
                     *depth = depth.saturating_sub(1);
                     let outermost = *depth == 0;
                     let row = rows.entry(e.frame).or_default();
-                    row.own_ns += duration.saturating_sub(open.children);
+                    row.own_ns += duration.saturating_sub(call.children_ns);
                     if outermost {
                         row.total_ns += duration;
                     }
                     row.durations.push(duration);
-                    if let Some(parent) = stack.last_mut() {
-                        parent.children += duration;
-                    }
                 }
-                _ => {}
+                Step::Ignored => {}
             }
         }
     }
@@ -142,6 +226,105 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
         .rows
         .sort_by(|a, b| b.own_ns.cmp(&a.own_ns).then(a.function.cmp(&b.function)));
     Ok(calls)
+}
+
+/// The traced time of the rest of `input` as a [`Profile`] for the graphs
+/// (`flamegraph --trace`): each stack of calls counts the nanoseconds its
+/// innermost call ran itself (wall time between the thread's events while
+/// that call was on top), so a frame's width is its total traced time.
+/// Samples are skipped; only the calls the window saw form the stacks (its
+/// roots are the outermost calls made during the window). Calls still open
+/// when a window ends count up to its end.
+pub fn profile<R: Read>(input: &mut Input<R>, granularity: Granularity) -> Profile {
+    let header = input.header().clone();
+    let mut clock = TraceClock::new(header.start_clock_ns);
+    let mut symbols = Symbols::new(granularity).with_header(&header);
+    let mut stacks = CallStacks::default();
+    // Per thread: the symbols of its open calls, the time of its last
+    // event, and nanoseconds per stack.
+    let mut open: HashMap<u32, Vec<SymbolId>> = HashMap::new();
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let mut counts: HashMap<u32, HashMap<Vec<SymbolId>, u64>> = HashMap::new();
+    let mut time_range: Option<(u64, u64)> = None;
+    let mut events = 0u64;
+    let mut count = |thread: u32, stack: &[SymbolId], ns: u64| {
+        if stack.is_empty() || ns == 0 {
+            return;
+        }
+        let per_stack = counts.entry(thread).or_default();
+        match per_stack.get_mut(stack) {
+            Some(total) => *total += ns,
+            None => {
+                per_stack.insert(stack.to_vec(), ns);
+            }
+        }
+    };
+    while let Some(timed) = input.next_timed() {
+        let Timed::Trace(batch) = timed else { continue };
+        for e in clock.decode(&batch) {
+            events += 1;
+            time_range = Some(match time_range {
+                None => (e.time_ns, e.time_ns),
+                Some((first, end)) => (first.min(e.time_ns), end.max(e.time_ns)),
+            });
+            let stack = open.entry(e.thread).or_default();
+            if let Some(previous) = last.insert(e.thread, e.time_ns) {
+                count(e.thread, stack, e.time_ns.saturating_sub(previous));
+            }
+            match stacks.apply(&e) {
+                Step::Entered { .. } => stack.push(symbols.frame(input.tables(), e.frame)),
+                Step::Left { .. } => {
+                    stack.pop();
+                }
+                Step::Ignored => {}
+            }
+        }
+        if batch.window_end_ns != 0 {
+            for thread in stacks.threads_with_open_calls() {
+                let stack = open.entry(thread).or_default();
+                let previous = last.get(&thread).copied().unwrap_or(batch.window_end_ns);
+                count(thread, stack, batch.window_end_ns.saturating_sub(previous));
+                stack.clear();
+                stacks.clear(thread);
+            }
+            last.clear();
+        }
+    }
+    let tables = input.tables();
+    let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
+    let mut stack_counts = Vec::new();
+    for (thread, per_stack) in counts {
+        for (frames, ns) in per_stack {
+            threads
+                .entry(thread)
+                .or_insert_with(|| ThreadInfo::from_tables(tables, thread))
+                .samples += ns;
+            stack_counts.push(StackCount {
+                thread,
+                frames,
+                count: ns,
+            });
+        }
+    }
+    let label = |f: &SymbolId| symbols.get(*f).label.as_str();
+    stack_counts.sort_by(|a, b| {
+        a.thread
+            .cmp(&b.thread)
+            .then_with(|| a.frames.iter().map(label).cmp(b.frames.iter().map(label)))
+    });
+    let total = stack_counts.iter().map(|s| s.count).sum();
+    Profile {
+        header,
+        symbols,
+        stacks: stack_counts,
+        threads,
+        total,
+        samples: events,
+        read: input.samples_read(),
+        time_range,
+        damage: input.damage(),
+        gaps: None,
+    }
 }
 
 fn ms(ns: u64) -> String {

@@ -100,6 +100,7 @@ fn snapshot() -> impl Strategy<Value = proto::Snapshot> {
                         refcount: -1,
                         value: String::new(),
                         depth,
+                        retained_size: size.wrapping_mul(3),
                     })
                     .collect(),
                 edges: edges

@@ -380,6 +380,11 @@ impl DebugTable {
         let gil = self.get("interpreter_state.gil_runtime_state");
         let mut o = generated::EMPTY;
         o.version = (version.major, version.minor, version.patch);
+        // The build flavour is the table's own word, not the version's:
+        // a free-threaded table (Py_GIL_DISABLED) lays objects out
+        // differently and must only be supplemented by a free-threaded
+        // generated table.
+        o.free_threaded = self.get("free_threaded") == 1;
         o.runtime_interpreters_head = some("runtime_state.interpreters_head");
         o.interpreter_size = some("interpreter_state.size");
         o.interpreter_id = some("interpreter_state.id");
@@ -395,6 +400,12 @@ impl DebugTable {
         // interpreter's _gil), so keep them relative to the GIL struct.
         o.gil_locked = some("interpreter_state.gil_runtime_state_locked").map(|v| v - gil);
         o.gil_last_holder = some("interpreter_state.gil_runtime_state_holder").map(|v| v - gil);
+        // Free-threaded builds only: `enabled` of the GIL struct, already
+        // relative to it (pycore_runtime.h `_Py_Debug_gilruntimestate_enabled`
+        // is an offsetof in struct _gil_runtime_state, 0 in default builds).
+        if o.free_threaded {
+            o.gil_enabled = some("interpreter_state.gil_runtime_state_enabled");
+        }
         o.thread_size = some("thread_state.size");
         o.thread_prev = some("thread_state.prev");
         o.thread_next = some("thread_state.next");
@@ -482,20 +493,23 @@ pub fn read(
 }
 
 /// Fills fields the debug table lacks from a generated table of the same
-/// minor version, if all the fields both know agree.
+/// minor version and build flavour whose every field both know agrees
+/// (patch releases may differ: 3.13.5's GC state is not 3.13.0's, so the
+/// first generated table that agrees is taken).
 pub fn supplement(offsets: &mut Offsets) {
-    let Some(generated) = generated::ALL
-        .iter()
-        .find(|g| (g.version.0, g.version.1) == (offsets.version.0, offsets.version.1))
-    else {
-        return;
+    let agrees = |generated: &Offsets| {
+        offsets
+            .fields()
+            .iter()
+            .zip(generated.fields())
+            .all(|((_, ours), (_, theirs))| ours.is_none() || theirs.is_none() || *ours == theirs)
     };
-    let agree = offsets
-        .fields()
-        .iter()
-        .zip(generated.fields())
-        .all(|((_, ours), (_, theirs))| ours.is_none() || theirs.is_none() || *ours == theirs);
-    if agree {
+    let found = generated::ALL.iter().find(|g| {
+        (g.version.0, g.version.1, g.free_threaded)
+            == (offsets.version.0, offsets.version.1, offsets.free_threaded)
+            && agrees(g)
+    });
+    if let Some(generated) = found {
         offsets.fill_missing_from(generated);
     }
 }

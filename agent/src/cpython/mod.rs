@@ -7,6 +7,7 @@
 //! walker, the object and code readers) works from the resulting [`Layout`]
 //! and never matches on the version.
 
+pub mod builtins;
 pub mod code;
 pub mod debug_offsets;
 #[rustfmt::skip]
@@ -44,7 +45,7 @@ impl std::fmt::Display for PythonVersion {
             self.major, self.minor, self.patch, self.release
         )?;
         if self.free_threaded {
-            write!(f, " (free-threaded)")?;
+            write!(f, " (free-threaded, no GIL)")?;
         }
         if self.debug_build {
             write!(f, " (debug build)")?;
@@ -259,9 +260,9 @@ pub enum LayoutError {
     /// No table or debug-offsets format for this version.
     #[error("CPython {0} is not supported (pydeep reads 3.9 to 3.15)")]
     Unsupported(PythonVersion),
-    /// The free-threaded build keeps per-thread bytecode copies pydeep does
-    /// not read yet.
-    #[error("free-threaded CPython {0} is not supported yet")]
+    /// A free-threaded build of a version without `_Py_DebugOffsets`
+    /// (there is none before 3.13).
+    #[error("free-threaded CPython {0} is not supported")]
     FreeThreaded(PythonVersion),
     /// `_Py_DebugOffsets` in the target is missing or fails validation.
     #[error("CPython {version}: the target's _Py_DebugOffsets table is unusable: {reason}")]
@@ -291,7 +292,9 @@ impl Layout {
     ) -> Result<Layout, LayoutError> {
         let semantics = semantics_for(version.major, version.minor)
             .ok_or_else(|| LayoutError::Unsupported(version.clone()))?;
-        if version.free_threaded {
+        // A free-threaded build is only read through its own debug table
+        // (3.13t+): the generated tables describe default builds.
+        if version.free_threaded && !matches!(semantics.offsets, OffsetsSource::DebugOffsets(_)) {
             return Err(LayoutError::FreeThreaded(version.clone()));
         }
         let offsets = match semantics.offsets {
@@ -307,6 +310,45 @@ impl Layout {
         };
         layout.check_required()?;
         Ok(layout)
+    }
+
+    /// `Py_REFCNT` of an object from a copy of its header (`header` starts
+    /// at the object and reaches at least `ob_type`), and whether the
+    /// object is immortal (PEP 683, 3.12+). Include/object.h `_Py_REFCNT`:
+    ///
+    /// * default builds: `ob_refcnt`; immortal when its low 32 bits are at
+    ///   or above 2**31 (`_Py_IMMORTAL_REFCNT` is UINT_MAX in 3.12/3.13,
+    ///   3 << 30 initially in 3.14), which increments never reach;
+    /// * free-threaded builds: the owning thread's `ob_ref_local` (32 bits)
+    ///   plus the shared count `ob_ref_shared >> _Py_REF_SHARED_SHIFT` (2;
+    ///   its low two bits are flags, and it may be negative while another
+    ///   thread's decrements are not merged yet); immortal when
+    ///   `ob_ref_local` is UINT32_MAX, reported as `_Py_IMMORTAL_REFCNT`.
+    pub fn refcount(&self, header: &[u8]) -> (i64, bool) {
+        let o = &self.offsets;
+        let word = |at: u64| crate::memory::field_u64(header, at);
+        match (o.object_ob_ref_local, o.object_ob_ref_shared) {
+            (Some(local_at), Some(shared_at)) => {
+                let local = crate::memory::field_u32(header, local_at);
+                if local == u32::MAX {
+                    return (i64::from(u32::MAX), true);
+                }
+                let shared = word(shared_at) as i64;
+                (i64::from(local).wrapping_add(shared >> 2), false)
+            }
+            _ => {
+                let refcount = word(o.object_ob_refcnt.unwrap_or(0)) as i64;
+                let immortal = self.version.minor >= 12 && (refcount as u32 as i32) < 0;
+                (refcount, immortal)
+            }
+        }
+    }
+
+    /// Whether GC-tracked objects are linked in the collector's generation
+    /// lists (`PyGC_Head` before each object). Free-threaded builds have
+    /// no `PyGC_Head`: their collector visits mimalloc's heaps instead.
+    pub fn has_gc_lists(&self) -> bool {
+        !self.offsets.free_threaded
     }
 
     /// Fails naming the first field the stack walker cannot do without.
@@ -378,6 +420,46 @@ mod tests {
         assert!(semantics_for(2, 7).is_none());
     }
 
+    fn layout_of(offsets: Offsets, free_threaded: bool) -> Layout {
+        Layout {
+            version: PythonVersion {
+                major: 3,
+                minor: 13,
+                free_threaded,
+                ..Default::default()
+            },
+            semantics: semantics_for(3, 13).unwrap(),
+            offsets,
+        }
+    }
+
+    #[test]
+    fn the_free_threaded_refcount_is_the_local_count_plus_the_shared_count_shifted() {
+        let layout = layout_of(generated::CPYTHON_3_13T, true);
+        let mut header = [0u8; 32];
+        header[12..16].copy_from_slice(&3u32.to_le_bytes());
+        // Shared count 5 with the "maybe weakref" flag in its low two bits.
+        header[16..24].copy_from_slice(&((5i64 << 2) | 1).to_le_bytes());
+        assert_eq!(layout.refcount(&header), (8, false));
+        // Unmerged decrements from other threads: a negative shared count.
+        header[16..24].copy_from_slice(&(-2i64 << 2).to_le_bytes());
+        assert_eq!(layout.refcount(&header), (1, false));
+        header[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(layout.refcount(&header), (i64::from(u32::MAX), true));
+        // A truncated header reads as zeros, never panics.
+        assert_eq!(layout.refcount(&header[..4]), (0, false));
+    }
+
+    #[test]
+    fn the_default_refcount_is_ob_refcnt_and_immortal_from_bit_31() {
+        let layout = layout_of(generated::CPYTHON_3_13, false);
+        let mut header = [0u8; 16];
+        header[..8].copy_from_slice(&7u64.to_le_bytes());
+        assert_eq!(layout.refcount(&header), (7, false));
+        header[..8].copy_from_slice(&u64::from(u32::MAX).to_le_bytes());
+        assert!(layout.refcount(&header).1);
+    }
+
     #[test]
     fn generated_tables_match_the_version_they_serve() {
         for minor in 9..=12 {
@@ -396,6 +478,68 @@ mod tests {
                 offsets: *table,
             };
             layout.check_required().unwrap();
+        }
+    }
+
+    /// Fields CPython itself declares less aligned in some builds, each
+    /// checked against the target's memory. `gc_state_generations`: from
+    /// 3.13.5, `PyGC_Head` is `Py_ALIGNED(4)` on its typedef
+    /// (Include/internal/pycore_gc.h), which GCC takes as an alignment of
+    /// 4, so the generations follow `debug` at offset 20; in a running
+    /// 3.13.5 the thresholds `gc.get_threshold()` gives lie 16 bytes after
+    /// heads at 20, 44, 68, and gc_heads finds the heads there by shape.
+    const LOWER_ALIGNED: &[&str] = &["gc_state_generations"];
+
+    #[test]
+    fn generated_offsets_are_aligned_and_plausible_in_every_table() {
+        // The reference: the default builds of 3.9 to 3.13.0 (pyenv's),
+        // none of whose structs CPython declared with a lowered alignment.
+        // A field 8-aligned in every one of them is a word (or holds
+        // words); in any other table it must stay 8-aligned, or be one
+        // CPython lowered (LOWER_ALIGNED, 4-aligned at least): a generator
+        // or header mistake otherwise.
+        let reference = [
+            generated::CPYTHON_3_9,
+            generated::CPYTHON_3_10,
+            generated::CPYTHON_3_11,
+            generated::CPYTHON_3_12,
+            generated::CPYTHON_3_13,
+        ];
+        for table in generated::ALL {
+            let label = format!(
+                "{}.{}.{}{}",
+                table.version.0,
+                table.version.1,
+                table.version.2,
+                if table.free_threaded { "t" } else { "" }
+            );
+            for (index, (name, value)) in table.fields().into_iter().enumerate() {
+                let Some(value) = value else { continue };
+                assert!(value < 1 << 20, "{label}: {name} = {value} is implausible");
+                let word = reference
+                    .iter()
+                    .all(|r| r.fields()[index].1.is_some_and(|v| v.is_multiple_of(8)));
+                if word && !value.is_multiple_of(8) {
+                    assert!(
+                        LOWER_ALIGNED.contains(&name) && value.is_multiple_of(4),
+                        "{label}: {name} = {value}, a word 8-aligned in 3.9-3.13.0"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_lower_aligned_gc_generations_leave_room_before_collecting() {
+        for t in generated::ALL {
+            let (Some(at), Some(size), Some(collecting)) = (
+                t.gc_state_generations,
+                t.gc_generation_size,
+                t.gc_state_collecting,
+            ) else {
+                continue;
+            };
+            assert!(at.is_multiple_of(4) && at + 3 * size <= collecting, "{t:?}");
         }
     }
 }

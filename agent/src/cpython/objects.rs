@@ -385,11 +385,15 @@ impl<'a> ObjectReader<'a> {
             };
         }
         // Managed dicts (Include/internal/pycore_object.h): the dict pointer
-        // sits three words before the object. Without a dict, the values
+        // sits three words before the object (one on free-threaded builds,
+        // which have no PyGC_Head: `object_managed_dict_before`). Without a dict, the values
         // live in a split table keyed by the type's ht_cached_keys: four
         // words before the object on 3.11, stored minus one (so odd) in the
         // same slot as the dict on 3.12, inline after the object on 3.13+.
-        let slot = read_u64(self.memory, address.wrapping_sub(24))?;
+        let slot = read_u64(
+            self.memory,
+            address.wrapping_sub(o.object_managed_dict_before.unwrap_or(24)),
+        )?;
         let inline = o.tpflags_inline_values.unwrap_or(0);
         let values = if inline != 0 {
             if slot != 0 {

@@ -51,8 +51,10 @@ impl StreamFile {
                 attempt += 1;
                 continue;
             }
-            let created = OutputFile::create(&part_path, Existing::Refuse, 0o600)
-                .and_then(|output| crate::session::open_writer(output, header.clone()));
+            let created =
+                OutputFile::create(&part_path, Existing::Refuse, 0o600).and_then(|output| {
+                    crate::session::open_writer(output, header.clone(), Default::default())
+                });
             match created {
                 Ok(writer) => {
                     let file = StreamFile {

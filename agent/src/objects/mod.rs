@@ -9,6 +9,7 @@
 //! of an `int` is encoded, where a managed dict sits) are commented with the
 //! CPython file that forces them.
 
+mod native;
 pub mod plausible;
 mod render;
 mod size;
@@ -79,8 +80,65 @@ pub enum Kind {
     Type,
     /// An instance of a class defined in Python (a heap type).
     Instance,
+    /// `collections.deque`.
+    Deque,
+    /// `collections.OrderedDict` (a dict with a linked list of its keys).
+    OrderedDict,
+    /// `collections.defaultdict` (a dict with a `default_factory`).
+    DefaultDict,
+    /// `bytearray`.
+    ByteArray,
+    /// `memoryview`.
+    MemoryView,
+    /// `range`.
+    Range,
+    /// `slice`.
+    Slice,
+    /// `functools.partial`.
+    Partial,
+    /// A bound method (`types.MethodType`).
+    Method,
+    /// `builtin_function_or_method`.
+    BuiltinFunction,
+    /// `property`.
+    Property,
+    /// `staticmethod`.
+    StaticMethod,
+    /// `classmethod`.
+    ClassMethod,
+    /// `types.SimpleNamespace`.
+    Namespace,
+    /// A weak reference (`weakref.ref`).
+    WeakRef,
+    /// A generator, coroutine or async generator (its frame's variables
+    /// are read by `crate::generators`).
+    Generator,
+    /// A builtin object not opened whose `sys.getsizeof` is
+    /// `object.__sizeof__` (asyncio `Task` and `Future`, `contextvars`
+    /// `Context` and `ContextVar`).
+    OpaqueBuiltin,
     /// Anything else (builtin objects pydeep does not open).
     Other,
+}
+
+impl Kind {
+    /// Builtin kinds a class can derive from and whose layout its
+    /// instances keep (a `Counter` is read as a dict, a namedtuple as a
+    /// tuple), plus their `__dict__` or slots.
+    pub fn is_base_layout(self) -> bool {
+        matches!(
+            self,
+            Kind::Tuple
+                | Kind::List
+                | Kind::Dict
+                | Kind::Set
+                | Kind::FrozenSet
+                | Kind::Deque
+                | Kind::OrderedDict
+                | Kind::DefaultDict
+                | Kind::ByteArray
+        )
+    }
 }
 
 /// A type object, as much of it as the readers use.
@@ -125,6 +183,8 @@ pub struct Objects<'a> {
     /// The low-level reader (strings, tuples, dicts).
     pub reader: ObjectReader<'a>,
     types: RefCell<HashMap<u64, TypeInfo>>,
+    /// [`Objects::read_kind`] of classes, by type address.
+    base_kinds: RefCell<HashMap<u64, Kind>>,
 }
 
 fn invalid(address: u64, expected: &'static str, detail: impl Into<String>) -> ObjectError {
@@ -145,6 +205,7 @@ impl<'a> Objects<'a> {
         Objects {
             reader: ObjectReader::new(memory, layout),
             types: RefCell::new(HashMap::new()),
+            base_kinds: RefCell::new(HashMap::new()),
         }
     }
 
@@ -178,7 +239,7 @@ impl<'a> Objects<'a> {
         // A class statement names its type without dots; heap types made
         // by C extensions (PyType_FromSpec) carry "module.Name" and are
         // opaque builtin objects, not instances with attributes.
-        let kind = classify(&name, flags, heap && !full_name.contains('.'));
+        let kind = classify(&full_name, &name, flags, heap && !full_name.contains('.'));
         let info = TypeInfo {
             address,
             name,
@@ -196,6 +257,36 @@ impl<'a> Objects<'a> {
         Ok(info)
     }
 
+    /// How instances of `ty` are laid out: its own kind, or for a class
+    /// (an [`Kind::Instance`] type) deriving from a builtin container, the
+    /// container's kind (the first base up `tp_base` that is not a class).
+    pub fn read_kind(&self, ty: &TypeInfo) -> Kind {
+        if ty.kind != Kind::Instance {
+            return ty.kind;
+        }
+        if let Some(kind) = self.base_kinds.borrow().get(&ty.address) {
+            return *kind;
+        }
+        let mut base = ty.base;
+        let mut kind = Kind::Instance;
+        for _ in 0..MAX_BASES {
+            let Ok(next) = self.type_info(base) else {
+                break;
+            };
+            if next.kind != Kind::Instance {
+                if next.kind.is_base_layout() {
+                    kind = next.kind;
+                }
+                break;
+            }
+            base = next.base;
+        }
+        if self.base_kinds.borrow().len() < 65_536 {
+            self.base_kinds.borrow_mut().insert(ty.address, kind);
+        }
+        kind
+    }
+
     /// Type, reference count and immortality of the object at `address`.
     pub fn info(&self, address: u64) -> Result<ObjectInfo, ObjectError> {
         if !plausible(address) {
@@ -206,15 +297,11 @@ impl<'a> Objects<'a> {
             ));
         }
         let o = &self.layout().offsets;
-        let refcnt_at = o.object_ob_refcnt.unwrap_or(0);
         let type_at = need(o.object_ob_type, "ob_type")?;
         let header = read_vec(self.memory(), address, (type_at + 8) as usize, 64)?;
-        let refcount = field_u64(&header, refcnt_at) as i64;
         let type_info = self.type_info(field_u64(&header, type_at))?;
-        // 3.12+ (Include/object.h, PEP 683): immortal objects have the low
-        // 32 bits of ob_refcnt at or above 2**31 (UINT_MAX in 3.12/3.13,
-        // 3 << 30 initially in 3.14), and increments never reach them.
-        let immortal = self.layout().version.minor >= 12 && (refcount as u32 as i32) < 0;
+        // Py_REFCNT and PEP 683 immortality, per build (cpython/mod.rs).
+        let (refcount, immortal) = self.layout().refcount(&header);
         Ok(ObjectInfo {
             address,
             type_info,
@@ -247,15 +334,20 @@ impl<'a> Objects<'a> {
         let memory = self.memory();
         // The least memory each item needs, and where the items are: a
         // length that memory cannot hold is not shown.
-        let (length, item_bytes, items_at) = match info.type_info.kind {
+        let (length, item_bytes, items_at) = match self.read_kind(&info.type_info) {
             Kind::Str => (
                 read_u64(memory, address + o.unicode_length?).ok()?,
                 1,
                 address,
             ),
-            Kind::Bytes => (
+            Kind::Bytes | Kind::ByteArray => (
                 self.reader.var_size(address).ok()?.max(0) as u64,
                 1,
+                address,
+            ),
+            Kind::Deque => (
+                self.reader.var_size(address).ok()?.max(0) as u64,
+                8,
                 address,
             ),
             Kind::Tuple => (
@@ -268,7 +360,9 @@ impl<'a> Objects<'a> {
                 8,
                 read_u64(memory, address + o.list_ob_item?).ok()?,
             ),
-            Kind::Dict => (read_u64(memory, address + o.dict_ma_used?).ok()?, 0, 0),
+            Kind::Dict | Kind::OrderedDict | Kind::DefaultDict => {
+                (read_u64(memory, address + o.dict_ma_used?).ok()?, 0, 0)
+            }
             Kind::Set | Kind::FrozenSet => (read_u64(memory, address + o.set_used?).ok()?, 0, 0),
             _ => return None,
         };
@@ -377,11 +471,27 @@ impl<'a> Objects<'a> {
         if managed == 0 || ty.flags & managed == 0 {
             // 3.9/3.10, or a type without a managed dict: tp_dictoffset
             // (negative offsets count from the end of a variable-size
-            // object; those are int/tuple subclasses, not followed here).
-            if ty.dictoffset <= 0 || ty.dictoffset > 4096 {
+            // object).
+            let at = if ty.dictoffset < 0
+                && ty.dictoffset > -4096
+                && self.read_kind(ty) == Kind::Tuple
+            {
+                // A negative offset counts from the end of the items
+                // (`_PyObject_ComputedDictPointer`, Objects/object.c):
+                // the variable size rounded up to a word. Only tuple
+                // subclasses are followed (3.12+ ints keep no ob_size).
+                let items = self.size_field(address, 1 << 28)? as u64;
+                let end = ty
+                    .basicsize
+                    .saturating_add(items.saturating_mul(ty.itemsize))
+                    .next_multiple_of(8);
+                end.wrapping_add(ty.dictoffset as u64)
+            } else if ty.dictoffset <= 0 || ty.dictoffset > 4096 {
                 return Ok(InstanceDict::None);
-            }
-            let dict = read_u64(self.memory(), address + ty.dictoffset as u64)?;
+            } else {
+                ty.dictoffset as u64
+            };
+            let dict = read_u64(self.memory(), address + at)?;
             return Ok(if dict == 0 {
                 InstanceDict::None
             } else {
@@ -394,7 +504,10 @@ impl<'a> Objects<'a> {
         // four words before the object on 3.11, stored minus one (so odd)
         // in the same slot as the dict on 3.12, inline after the object
         // (at tp_basicsize) on 3.13+.
-        let slot = read_u64(self.memory(), address.wrapping_sub(24))?;
+        let slot = read_u64(
+            self.memory(),
+            address.wrapping_sub(o.object_managed_dict_before.unwrap_or(24)),
+        )?;
         let inline = o.tpflags_inline_values.unwrap_or(0);
         let values = if inline != 0 {
             if slot != 0 {
@@ -500,15 +613,17 @@ impl<'a> Objects<'a> {
         Ok(read_u64(self.memory(), address + at)?)
     }
 
-    /// A function's fields: (name, address) of `__code__`, `__globals__`,
-    /// `__defaults__`, `__closure__` that are set.
+    /// A function's fields: (name, address) of `__closure__`,
+    /// `__defaults__`, `__code__`, `__globals__` that are set, in that
+    /// order: a breadth-first walk spends its object budget on what the
+    /// function alone holds (its cells) before the module's globals.
     pub fn function_fields(&self, address: u64) -> Vec<(&'static str, u64)> {
         let o = &self.layout().offsets;
         [
+            ("__closure__", o.function_func_closure),
+            ("__defaults__", o.function_func_defaults),
             ("__code__", o.function_func_code),
             ("__globals__", o.function_func_globals),
-            ("__defaults__", o.function_func_defaults),
-            ("__closure__", o.function_func_closure),
         ]
         .into_iter()
         .filter_map(|(name, at)| {
@@ -539,9 +654,10 @@ impl<'a> Objects<'a> {
     ) -> Result<Vec<(String, u64)>, ObjectError> {
         let address = info.address;
         let mut out = Vec::new();
-        match info.type_info.kind {
+        let kind = self.read_kind(&info.type_info);
+        match kind {
             Kind::Tuple | Kind::List => {
-                let (items, _) = self.sequence_items(address, info.type_info.kind, limit)?;
+                let (items, _) = self.sequence_items(address, kind, limit)?;
                 for (i, item) in items.into_iter().enumerate() {
                     out.push((format!("[{i}]"), item));
                 }
@@ -551,8 +667,16 @@ impl<'a> Objects<'a> {
                     out.push(("item".to_string(), item));
                 }
             }
-            Kind::Dict => {
-                for (key, value) in self.dict_items(address, limit)?.0 {
+            Kind::Dict | Kind::OrderedDict | Kind::DefaultDict => {
+                if kind == Kind::DefaultDict {
+                    out.extend(self.native_referents(info, kind)?);
+                }
+                let items = if kind == Kind::OrderedDict {
+                    self.ordered_dict_items(address, limit)?.0
+                } else {
+                    self.dict_items(address, limit)?.0
+                };
+                for (key, value) in items {
                     let label = self
                         .reader
                         .unicode(key)
@@ -573,12 +697,18 @@ impl<'a> Objects<'a> {
                     out.push((name.to_string(), value));
                 }
             }
-            Kind::Instance => {
-                for (name, value) in self.attributes(info)? {
-                    out.push((format!(".{name}"), value));
+            Kind::Deque => {
+                for (i, item) in self.deque_items(address, limit)?.0.into_iter().enumerate() {
+                    out.push((format!("[{i}]"), item));
                 }
             }
-            _ => {}
+            Kind::Instance => {}
+            _ => out.extend(self.native_referents(info, kind)?),
+        }
+        if info.type_info.kind == Kind::Instance {
+            for (name, value) in self.attributes(info)? {
+                out.push((format!(".{name}"), value));
+            }
         }
         out.truncate(limit);
         Ok(out)
@@ -601,13 +731,42 @@ pub enum InstanceDict {
     },
 }
 
-fn classify(name: &str, flags: u64, heap: bool) -> Kind {
+fn classify(full_name: &str, name: &str, flags: u64, heap: bool) -> Kind {
     if heap {
         return if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
             Kind::Type
         } else {
             Kind::Instance
         };
+    }
+    // Types of extension modules are named by their module (`tp_name`
+    // "collections.deque"), so another module's `deque` is not taken for
+    // this one. 3.9 names the weakref type "weakref", 3.10+
+    // "weakref.ReferenceType".
+    match full_name {
+        "collections.deque" => return Kind::Deque,
+        "collections.OrderedDict" => return Kind::OrderedDict,
+        "collections.defaultdict" => return Kind::DefaultDict,
+        "functools.partial" => return Kind::Partial,
+        "types.SimpleNamespace" => return Kind::Namespace,
+        "weakref" | "weakref.ReferenceType" => return Kind::WeakRef,
+        "bytearray" => return Kind::ByteArray,
+        "memoryview" => return Kind::MemoryView,
+        "range" => return Kind::Range,
+        "slice" => return Kind::Slice,
+        "method" => return Kind::Method,
+        "builtin_function_or_method" => return Kind::BuiltinFunction,
+        "property" => return Kind::Property,
+        "staticmethod" => return Kind::StaticMethod,
+        "classmethod" => return Kind::ClassMethod,
+        "generator" | "coroutine" | "async_generator" => return Kind::Generator,
+        "_asyncio.Task"
+        | "_asyncio.Future"
+        | "Context"
+        | "ContextVar"
+        | "_contextvars.Context"
+        | "_contextvars.ContextVar" => return Kind::OpaqueBuiltin,
+        _ => {}
     }
     match name {
         "NoneType" => Kind::None,

@@ -89,17 +89,29 @@ impl Objects<'_> {
         active: &mut Vec<u64>,
     ) -> Result<String, ObjectError> {
         let info = self.info(address)?;
-        let o = &self.layout().offsets;
-        let kind = info.type_info.kind;
+        // A class deriving from a builtin container is rendered as its
+        // base, named by the class: `Counter({'a': 2})`, `Row(1, 'x')`.
+        let kind = self.read_kind(&info.type_info);
+        let subclass = info.type_info.kind == Kind::Instance && kind != Kind::Instance;
         let opened = matches!(
             kind,
-            Kind::Tuple | Kind::List | Kind::Dict | Kind::Set | Kind::FrozenSet | Kind::Instance
+            Kind::Tuple
+                | Kind::List
+                | Kind::Dict
+                | Kind::Set
+                | Kind::FrozenSet
+                | Kind::Instance
+                | Kind::Deque
+                | Kind::OrderedDict
+                | Kind::DefaultDict
+                | Kind::Namespace
+                | Kind::Partial
         );
         if opened && active.contains(&address) {
             // Python's reprlib marks recursion the same way.
             return Ok(match kind {
                 Kind::List => "[...]",
-                Kind::Dict => "{...}",
+                Kind::Dict | Kind::OrderedDict | Kind::DefaultDict => "{...}",
                 Kind::Tuple => "(...)",
                 _ => "...",
             }
@@ -112,7 +124,36 @@ impl Objects<'_> {
             return Ok(format!("<{}{length}>", info.type_info.name));
         }
         active.push(address);
-        let out = match kind {
+        let out = self.render_kind(&info, kind, rendering, depth, active);
+        active.pop();
+        let out = out?;
+        Ok(match (subclass, kind) {
+            (false, _) => out,
+            (true, Kind::Tuple) => format!(
+                "{}{}",
+                info.type_info.name,
+                if out.ends_with(",)") {
+                    out.replace(",)", ")")
+                } else {
+                    out
+                }
+            ),
+            (true, _) if self.length(&info) == Some(0) => format!("{}()", info.type_info.name),
+            (true, _) => format!("{}({out})", info.type_info.name),
+        })
+    }
+
+    fn render_kind(
+        &self,
+        info: &super::ObjectInfo,
+        kind: Kind,
+        rendering: &Rendering,
+        depth: usize,
+        active: &mut Vec<u64>,
+    ) -> Result<String, ObjectError> {
+        let address = info.address;
+        let o = &self.layout().offsets;
+        match kind {
             Kind::None => Ok("None".to_string()),
             Kind::Bool => Ok(if self.int_decimal(address)? == "0" {
                 "False".to_string()
@@ -179,8 +220,12 @@ impl Objects<'_> {
                     _ => format!("frozenset({inner})"),
                 })
             }
-            Kind::Dict => {
-                let (items, length) = self.dict_items(address, rendering.max_items)?;
+            Kind::Dict | Kind::OrderedDict | Kind::DefaultDict => {
+                let (items, length) = if kind == Kind::OrderedDict {
+                    self.ordered_dict_items(address, rendering.max_items)?
+                } else {
+                    self.dict_items(address, rendering.max_items)?
+                };
                 let mut parts: Vec<String> = items
                     .iter()
                     .map(|&(key, value)| {
@@ -202,7 +247,21 @@ impl Objects<'_> {
                 if length > items.len() {
                     parts.push("...".into());
                 }
-                Ok(format!("{{{}}}", parts.join(", ")))
+                let inner = format!("{{{}}}", parts.join(", "));
+                Ok(match kind {
+                    Kind::OrderedDict if length == 0 => "OrderedDict()".to_string(),
+                    Kind::OrderedDict => format!("OrderedDict({inner})"),
+                    Kind::DefaultDict => {
+                        let factory = self
+                            .native_referents(info, kind)?
+                            .first()
+                            .map_or("None".to_string(), |&(_, factory)| {
+                                self.render_at(factory, rendering, depth + 1, active)
+                            });
+                        format!("defaultdict({factory}, {inner})")
+                    }
+                    _ => inner,
+                })
             }
             Kind::Function => Ok(format!(
                 "<function {}>",
@@ -221,7 +280,7 @@ impl Objects<'_> {
                 })
             }
             Kind::Instance => {
-                let attributes = self.attributes(&info)?;
+                let attributes = self.attributes(info)?;
                 let parts: Vec<String> = attributes
                     .iter()
                     .take(rendering.max_items)
@@ -245,12 +304,15 @@ impl Objects<'_> {
                 Ok(class) => Ok(format!("<class '{}'>", class.name)),
                 Err(_) => Ok(format!("<{} object at 0x{address:x}>", info.type_info.name)),
             },
-            Kind::Module | Kind::Other => {
-                Ok(format!("<{} object at 0x{address:x}>", info.type_info.name))
+            _ => {
+                let mut render = |item| self.render_at(item, rendering, depth + 1, active);
+                Ok(self
+                    .render_native(info, kind, rendering, &mut render)?
+                    .unwrap_or_else(|| {
+                        format!("<{} object at 0x{address:x}>", info.type_info.name)
+                    }))
             }
-        };
-        active.pop();
-        out
+        }
     }
 
     /// The first `max_chars` characters of a compact `str` and its length.
@@ -454,7 +516,7 @@ fn complex_repr(real: f64, imag: f64) -> String {
 }
 
 /// `repr(bytes)`: b'...' with Python's escapes and quote choice.
-fn bytes_repr(bytes: &[u8]) -> String {
+pub(super) fn bytes_repr(bytes: &[u8]) -> String {
     let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
         b'"'
     } else {

@@ -3,6 +3,7 @@
 
 use super::plausible::{self, Size};
 use super::{Kind, ObjectInfo, Objects};
+use crate::cpython::builtins::{DEQUE_BLOCK_LENGTH, DEQUE_BLOCK_SIZE, ODICT_NODE_SIZE};
 use crate::cpython::objects::ObjectError;
 use crate::memory::{field_u64, field_u8, read_u64, read_vec};
 
@@ -21,7 +22,11 @@ pub(super) fn getsizeof(
     let address = info.address;
     // Where the bytes counted lie, when not all in the object itself.
     let mut items: Option<(u64, u64)> = None;
-    let sizeof = match ty.kind {
+    // A class deriving from a builtin container is sized by the
+    // container's `__sizeof__`, which counts `tp_basicsize` of the object's
+    // own type (`_PyObject_SIZE(Py_TYPE(self))`).
+    let kind = objects.read_kind(ty);
+    let sizeof = match kind {
         Kind::Int | Kind::Bool => {
             let digits = o.long_ob_digit.unwrap_or(24);
             let count = match o.long_lv_tag {
@@ -51,15 +56,40 @@ pub(super) fn getsizeof(
             items = Some((table, allocated.saturating_mul(8)));
             ty.basicsize.saturating_add(allocated.saturating_mul(8))
         }
-        Kind::Dict => match dict_size(objects, address)? {
+        Kind::Dict | Kind::DefaultDict | Kind::OrderedDict => match dict_size(objects, address)? {
             Some(size) => {
                 // Its tables' sizes come from small log2 fields: nothing
                 // absurd to check.
                 items = Some((address, 0));
-                ty.basicsize.saturating_add(size)
+                let size = ty.basicsize.saturating_add(size);
+                if kind == Kind::OrderedDict {
+                    match ordered_dict_extra(objects, address)? {
+                        Some(extra) => size.saturating_add(extra),
+                        None => return Ok(None),
+                    }
+                } else {
+                    size
+                }
             }
             None => return Ok(None),
         },
+        Kind::Deque => {
+            // deque_sizeof (Modules/_collectionsmodule.c): the blocks
+            // spanning leftindex .. leftindex + len.
+            let leftindex = read_u64(memory, address + objects.builtins()?.deque().leftindex)?;
+            let length = objects.reader.var_size(address)?.max(0) as u64;
+            let blocks = leftindex
+                .saturating_add(length)
+                .saturating_add(DEQUE_BLOCK_LENGTH - 1)
+                / DEQUE_BLOCK_LENGTH;
+            ty.basicsize
+                .saturating_add(blocks.saturating_mul(DEQUE_BLOCK_SIZE))
+        }
+        Kind::ByteArray => {
+            // bytearray_sizeof (Objects/bytearrayobject.c): the allocation.
+            let alloc = read_u64(memory, address + objects.builtins()?.bytearray().ob_alloc)?;
+            ty.basicsize.saturating_add(alloc)
+        }
         Kind::Set | Kind::FrozenSet => {
             let table = read_u64(memory, address + o.set_table.ok_or(missing("table"))?)?;
             let mask = read_u64(memory, address + o.set_mask.ok_or(missing("mask"))?)?;
@@ -86,7 +116,23 @@ pub(super) fn getsizeof(
         | Kind::Tuple
         | Kind::Function
         | Kind::Cell
-        | Kind::Module => object_sizeof(objects, info)?,
+        | Kind::Module
+        | Kind::MemoryView
+        | Kind::Range
+        | Kind::Slice
+        | Kind::Partial
+        | Kind::Method
+        | Kind::BuiltinFunction
+        | Kind::Property
+        | Kind::StaticMethod
+        | Kind::ClassMethod
+        | Kind::Namespace
+        | Kind::WeakRef
+        | Kind::OpaqueBuiltin => object_sizeof(objects, info)?,
+        Kind::Generator => match generator_size(objects, info)? {
+            Some(size) => size,
+            None => return Ok(None),
+        },
         Kind::Type => return Ok(type_size(objects, info)?.map(Size::Bytes)),
         Kind::Other if ty.name == "code" && ty.flags & heap_flag(objects) == 0 => {
             match code_size(objects, info)? {
@@ -172,6 +218,58 @@ fn type_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
             .saturating_add(keys_part)
             .saturating_add(preheader(objects, info)),
     ))
+}
+
+/// What `odict_sizeof` (Objects/odictobject.c) adds to the dict's size:
+/// the fast-lookup table (`od_fast_nodes_size` pointers) and, when not
+/// empty, one `_ODictNode` per key.
+fn ordered_dict_extra(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectError> {
+    let Some(fields) = objects.builtins()?.ordered_dict() else {
+        return Ok(None);
+    };
+    let memory = objects.memory();
+    let fast_nodes = read_u64(memory, address + fields.od_fast_nodes_size)?;
+    if fast_nodes > 1 << 40 {
+        return Ok(None);
+    }
+    let first = read_u64(memory, address + fields.od_first)?;
+    let used = match objects.layout().offsets.dict_ma_used {
+        Some(at) => read_u64(memory, address + at)?.min(1 << 40),
+        None => return Ok(None),
+    };
+    let nodes = if first == 0 {
+        0
+    } else {
+        used * ODICT_NODE_SIZE
+    };
+    Ok(Some(fast_nodes * 8 + nodes))
+}
+
+/// `gen.__sizeof__` (Objects/genobject.c gen_sizeof), for generators,
+/// coroutines and async generators. 3.11+: the object up to its embedded
+/// frame plus the frame, `co_framesize` words of its code (the slots of
+/// `_PyFrame_NumSlotsForCodeObject` and the frame's specials). They are
+/// allocated with `PyObject_GC_NewVar` but keep no `ob_size`: the word
+/// where it would be is a pointer, so `object.__sizeof__`'s formula
+/// gives absurd sizes (issue 16: "coroutine 611 5374412836671736 bytes").
+/// 3.9/3.10: `object.__sizeof__` (the frame is an object of its own).
+fn generator_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let Some(iframe) = o.generator_gi_iframe else {
+        return Ok(Some(object_sizeof(objects, info)?));
+    };
+    let code_at = o
+        .interpreter_frame_f_executable
+        .or(o.interpreter_frame_f_code)
+        .ok_or(missing("f_executable"))?;
+    let code = read_u64(objects.memory(), info.address + iframe + code_at)?
+        & !objects.layout().semantics.executable_tag_mask;
+    let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+    let header = read_vec(objects.memory(), code, header_len, 1024)?;
+    Ok(objects
+        .reader
+        .frame_size(&header)
+        .map(|frame| iframe.saturating_add(frame)))
 }
 
 /// `code.__sizeof__` (Objects/codeobject.c code_sizeof). 3.11+: the
@@ -265,7 +363,8 @@ fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
     let flags = info.type_info.flags;
     let mut size = 0;
     if flags & o.tpflags_have_gc.unwrap_or(1 << 14) != 0 {
-        size += o.gc_head_size.unwrap_or(16);
+        // No PyGC_Head on free-threaded builds (object_gc_preheader_size 0).
+        size += o.object_gc_preheader_size.or(o.gc_head_size).unwrap_or(16);
     }
     let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
     if managed != 0 && flags & managed != 0 {

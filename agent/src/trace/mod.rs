@@ -71,6 +71,9 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     let mut target = Target::attach(pid).map_err(crate::commands::attach_failure)?;
     let version = target.python_version();
     if version.free_threaded {
+        // Refused before anything is written: no empty recording left.
+        drop(output);
+        let _ = std::fs::remove_file(&options.output);
         return Err(Failure::new(
             Exit::UnsupportedVersion,
             format!("process {pid} runs a free-threaded CPython ({version}): pydeep trace's ring has one writer at a time, which only the GIL guarantees"),
@@ -79,7 +82,11 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     }
     let header = header(&target);
     let start_clock_ns = header.start_clock_ns;
-    let writer = crate::session::open_writer(output, header)
+    let writer_options = pydeep_format::WriterOptions {
+        compression_level: TRACE_COMPRESSION_LEVEL,
+        ..Default::default()
+    };
+    let writer = crate::session::open_writer(output, header, writer_options)
         .map_err(|e| crate::session::creation_failure(&options.output, &e))?;
     let mut recorder = crate::recorder::Recorder::new(writer, true, true);
     let result = trace_into(&mut target, &mut recorder, pid, options, start_clock_ns);
@@ -177,6 +184,13 @@ fn inject_failure(error: inject::InjectError) -> anyhow::Error {
     };
     Failure::new(exit, error.to_string()).into()
 }
+
+/// Deflate level of a trace recording's chunks. The agent compresses each
+/// chunk on the thread that drains the ring, and at the sampler's level 6
+/// deflate took 40% of the agent's time (perf, ~1 M events/s drained on a
+/// loaded 2-core machine) while the ring overflowed; level 1 is several
+/// times faster for a few more bytes per event.
+const TRACE_COMPRESSION_LEVEL: u32 = 1;
 
 fn header(target: &Target) -> proto::Header {
     let pid = target.pid();

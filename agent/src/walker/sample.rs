@@ -341,6 +341,13 @@ fn read_first_batch(
     let gil_holder = |index: u32| -> Option<u64> {
         let position = interpreters.iter().position(|i| i.index == index)?;
         let buf = &gils[position];
+        // A free-threaded build's GIL struct is off (`enabled` 0) unless
+        // PYTHON_GIL=1 or a GIL-needing extension turned it on: no holder.
+        if let Some(at) = o.gil_enabled {
+            if crate::memory::field_u32(buf, at) == 0 {
+                return None;
+            }
+        }
         let locked = field_u64(buf, o.gil_locked?) as u32;
         let holder = field_u64(buf, o.gil_last_holder?);
         (locked != 0).then_some(holder)

@@ -81,7 +81,12 @@ pub(super) fn read_states(
     .unwrap_or(0)
         + 8;
     let interp_len = interpreter_len(layout);
-    let gil_len = o.gil_locked.max(o.gil_last_holder).unwrap_or(0) + 8;
+    let gil_len = o
+        .gil_locked
+        .max(o.gil_last_holder)
+        .max(o.gil_enabled)
+        .unwrap_or(0)
+        + 8;
     let mut head = [0u8; 8];
     let mut headers: Vec<Vec<u8>> = vec![vec![0u8; interp_len as usize]; interpreters.len()];
     let mut states: Vec<(u32, u64, Vec<u8>)> = Vec::new();
