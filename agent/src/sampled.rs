@@ -147,8 +147,14 @@ impl Sampled {
         );
         batch.code_epoch = self.target.code_epoch();
         std::mem::swap(&mut batch.threads, threads);
-        batch.names.clone_from(&self.names);
-        batch.natives.clone_from(&self.named_natives);
+        // A recycled batch mostly holds these already: no atomic count
+        // on a line the sink thread reads.
+        if !Arc::ptr_eq(&batch.names, &self.names) {
+            batch.names.clone_from(&self.names);
+        }
+        if !Arc::ptr_eq(&batch.natives, &self.named_natives) {
+            batch.natives.clone_from(&self.named_natives);
+        }
         match sink.samples(batch) {
             Ok(()) => 0,
             Err(batch) => {
