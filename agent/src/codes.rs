@@ -243,7 +243,7 @@ mod tests {
             bytecode: Vec::new(),
             bytecode_deoptimized: Vec::new(),
             line_table: Vec::new(),
-            line_table_kind: crate::LineTableKind::Locations,
+            line_table_kind: crate::LineTableKind::LineTableLocations,
             varnames: Vec::new(),
             cellvars: Vec::new(),
             freevars: Vec::new(),
