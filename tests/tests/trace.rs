@@ -626,6 +626,7 @@ def until(name):
         time.sleep(0.001)
 open(ready, "w").close()
 until("set")
+step()  # hooked: the test says "set" only once the hooks are in
 sys.setprofile(mine)
 open(os.path.join(folder, "was_set"), "w").close()
 until("end")
