@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use pydeep_format::linetable::LineIndex;
+use pydeep_cpython::linetable::LineIndex;
 use serde::Serialize;
 
 use crate::cpython::code::CodeObject;
@@ -147,11 +147,8 @@ impl Codes {
             .entry(address)
             .or_insert_with(|| {
                 objects.reader.code_object(address).ok().map(|(code, _)| {
-                    let lines = LineIndex::new(
-                        code.line_table_kind.to_proto(),
-                        code.first_line,
-                        &code.line_table,
-                    );
+                    let lines =
+                        LineIndex::new(code.line_table_kind, code.first_line, &code.line_table);
                     (code, lines)
                 })
             })

@@ -411,9 +411,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_supported_minor_version_has_semantics_and_older_ones_do_not() {
-        for minor in 9..=15 {
-            assert!(semantics_for(3, minor).is_some(), "3.{minor}");
+    fn every_claimed_version_has_semantics_and_no_other_does() {
+        // The claimed versions are the facts crate's list: one list for
+        // the agent, the viewer's opcode tables and the line tables.
+        for &(major, minor) in pydeep_cpython::VERSIONS {
+            assert!(semantics_for(major, minor).is_some(), "3.{minor}");
+        }
+        for minor in 0..40 {
+            assert_eq!(
+                semantics_for(3, minor).is_some(),
+                pydeep_cpython::VERSIONS.contains(&(3, minor)),
+                "3.{minor}"
+            );
         }
         assert!(semantics_for(3, 8).is_none());
         assert!(semantics_for(3, 16).is_none());
