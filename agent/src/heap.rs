@@ -88,7 +88,7 @@ pub enum HeapError {
     Unsupported(String),
     /// A free-threaded target keeps no collector lists.
     #[error(
-        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), which pydeep does not read yet"
+        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), and this build lacks the offsets pydeep needs to walk them"
     )]
     NoGcLists(String),
 }
