@@ -290,7 +290,7 @@ pub fn page_start(l: &MimallocLayout, page: u64, block_size: u64) -> Option<(u64
     if index > l.slices_per_segment {
         return None;
     }
-    let start_offset = if block_size >= 8 && block_size <= 64 {
+    let start_offset = if (8..=64).contains(&block_size) {
         3 * block_size
     } else if (8..=512).contains(&block_size) {
         block_size
