@@ -590,15 +590,16 @@ mod tests {
     //! memory by hand: 3.13's struct offsets with the later versions'
     //! state numbering, tagged stack references and `stackpointer`.
     use super::*;
-    use crate::cpython::{generated, semantics_for, PythonVersion};
+    use crate::cpython::{semantics_for, PythonVersion};
     use crate::memory::SnapshotMemory;
+    use pydeep_cpython::layouts;
 
     const GENERATOR: u64 = 0x10_0000;
     const AWAITED: u64 = 0x20_0000;
     const TYPES: u64 = 0x30_0000;
 
     fn layout(minor: u32) -> Layout {
-        let mut offsets = generated::CPYTHON_3_13;
+        let mut offsets = layouts::CPYTHON_3_13;
         // 3.14 replaced stacktop (an index) by stackpointer (a pointer);
         // reuse its slot in the frame header.
         offsets.interpreter_frame_stackpointer = offsets.interpreter_frame_stacktop.take();

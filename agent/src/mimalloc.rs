@@ -421,8 +421,8 @@ fn visit_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpython::generated::CPYTHON_3_13T;
     use crate::memory::SnapshotMemory;
+    use pydeep_cpython::layouts::CPYTHON_3_13T;
 
     fn layout() -> MimallocLayout {
         MimallocLayout::from_offsets(&CPYTHON_3_13T).expect("3.13t has the mimalloc offsets")

@@ -1,5 +1,6 @@
-//! CPython facts per minor version that need no process: how a version
-//! encodes its line tables, its opcode tables, and the rules of its `dis`.
+//! CPython facts per minor version that need no process: how pydeep reads
+//! a version's memory, how it encodes its line tables, its opcode tables,
+//! and the rules of its `dis`.
 //!
 //! This crate is pure (no process access, no I/O): the agent, the viewer
 //! and the tests look these facts up here rather than testing the version
@@ -10,15 +11,25 @@
 //!   location table, and [`line_table_kind`], which of them a version uses;
 //! * [`opcodes`]: opcode tables, generated from each interpreter's own
 //!   `opcode` and `dis` modules by `cpython/tools/gen_opcodes.py`;
-//! * [`dialect`]: the version-dependent rules of `dis` that are code.
+//! * [`dialect`]: the version-dependent rules of `dis` that are code;
+//! * [`semantics`]: the one table from a version to how its frames,
+//!   generators and offsets are read ([`semantics::semantics_for`]);
+//! * [`layouts`]: struct offsets generated from each version's headers by
+//!   `cpython/tools/gen_layouts.sh` (3.9–3.12, and 3.13 to supplement);
+//! * [`debug_offsets`]: the shapes of 3.13+'s `_Py_DebugOffsets`, parsed
+//!   and validated from the bytes a target holds.
 //!
-//! The agent's memory layouts (offsets and frame semantics, which are
-//! read from or validated against a live target) still live in the
-//! agent's `cpython` module.
+//! Reading those bytes from a live target, and the `Layout` built from
+//! them, is the agent's (`agent/src/cpython`).
 
+pub mod debug_offsets;
+#[rustfmt::skip]
+#[allow(clippy::all)]
+pub mod layouts;
 pub mod dialect;
 pub mod linetable;
 pub mod opcodes;
+pub mod semantics;
 
 use pydeep_format::proto::LineTableKind;
 
@@ -63,6 +74,10 @@ mod tests {
                 line_table_kind(major, minor).is_some(),
                 "3.{minor}: no line-table format"
             );
+            assert!(
+                semantics::semantics_for(major, minor).is_some(),
+                "3.{minor}: no semantics"
+            );
             let dialect = dialect::Dialect::for_version(major, minor);
             assert_eq!(dialect.jump_unit, if minor < 10 { 1 } else { 2 });
         }
@@ -71,6 +86,14 @@ mod tests {
             .map(|t| t.table.version)
             .collect();
         assert_eq!(tables, VERSIONS, "a table for a version not claimed");
+        for minor in 0..40 {
+            assert_eq!(
+                semantics::semantics_for(3, minor).is_some(),
+                VERSIONS.contains(&(3, minor)),
+                "3.{minor}: semantics for a version not claimed"
+            );
+        }
+        assert!(semantics::semantics_for(2, 7).is_none());
         assert_eq!(line_table_kind(3, 8), None);
         assert_eq!(line_table_kind(3, 16), None);
     }
