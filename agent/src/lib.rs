@@ -13,6 +13,7 @@ pub mod heap;
 pub mod info_json;
 pub mod live_views;
 pub mod memory;
+pub mod mimalloc;
 pub mod objects;
 pub mod page_cache;
 pub mod pause;

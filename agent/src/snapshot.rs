@@ -399,6 +399,13 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                         .warnings
                         .push("heap walk truncated (list broken or too long)".into());
                 }
+                if summary.abandoned_segments > 0 {
+                    taken.warnings.push(format!(
+                        "heap: {} mimalloc segments of exited threads were not walked; \
+                         their objects are not counted",
+                        summary.abandoned_segments
+                    ));
+                }
                 taken.heap = Some(summary);
             }
             Err(error) => taken.warnings.push(format!("heap: {error}")),
