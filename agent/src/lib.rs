@@ -1,6 +1,7 @@
 //! pydeep's agent: process access, CPython layouts, sampler and snapshots.
 #![deny(missing_docs)]
 
+pub mod address_hash;
 pub mod asyncio;
 pub mod blocking;
 pub mod cpython;
@@ -23,6 +24,7 @@ pub mod target;
 pub mod walker;
 
 pub mod cli;
+pub mod codes;
 pub mod commands;
 pub mod daemon;
 pub mod exit;
@@ -36,9 +38,11 @@ pub mod procfs;
 pub mod recorder;
 pub mod redact;
 pub mod sampled;
+pub mod sampler;
 pub mod schedule;
 pub mod session;
 pub mod signals;
+pub mod sink;
 pub mod snapshot;
 pub mod source_access;
 pub mod sources;
