@@ -187,7 +187,7 @@ impl Sampler {
         // program's tree (commands.rs): a child whose parent exited right
         // after forking is re-parented to pydeep, not to init, and is
         // found among pydeep's own descendants.
-        let discovery_root = if child.is_some() && lifecycle::is_subreaper() {
+        let discovery_root = if lifecycle::is_subreaper() {
             std::process::id() as i32
         } else {
             root_pid
