@@ -290,7 +290,7 @@ fn attach_when_ready(pid: i32, child: &mut Child, follow_orphans: bool) -> Resul
                     }
                     let why = match &not_python {
                         Some(exe) => format!(
-                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs)",
+                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs; with --subprocesses it records the Python programs this one starts)",
                             pydeep_format::text::escape(exe)
                         ),
                         None => error.to_string(),
