@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextvars
 import functools
+import itertools
 import gc
 import json
 import os
@@ -114,6 +115,19 @@ suspended_coroutine.send(None)
 loop = asyncio.new_event_loop()
 pending_task = loop.create_task(worker(leaf_a))
 context = contextvars.copy_context()
+# Iterators: sized by object.__sizeof__ (their type's basic size).
+iterators = {
+    "list_iter": iter(my_list),
+    "tuple_iter": iter((leaf_a, leaf_b)),
+    "dict_iter": iter({"k": leaf_a}),
+    "range_iter": iter(range(10)),
+    "str_iter": iter("abc"),
+    "enumerated": enumerate(my_list),
+    "zipped": zip(my_list, my_list),
+    "mapped": map(str, my_list),
+    "counting_up": itertools.count(5),
+    "chained": itertools.chain(my_list),
+}
 
 root = {
     "counter": counter,
@@ -144,6 +158,7 @@ root = {
     "suspended_coroutine": suspended_coroutine,
     "pending_task": pending_task,
     "context": context,
+    **iterators,
 }
 
 edges = {
@@ -220,6 +235,8 @@ prefixes = {
     % suspended_coroutine.cr_frame.f_lineno,
     "pending_task": "<Task object at 0x%x>" % id(pending_task),
     "context": "<Context object at 0x%x>" % id(context),
+    **{name: "<%s object at 0x%x>" % (type(value).__name__, id(value))
+       for name, value in iterators.items()},
 }
 objects = {}
 for name, value in root.items():
@@ -230,7 +247,7 @@ for name, value in root.items():
         "repr": repr(value) if name in exact else prefixes[name],
         "edges": edges.get(name, []),
         "referents": [] if name in ("Model", "builtin_function") or name.startswith("suspended")
-        or name in ("pending_task", "context")
+        or name in ("pending_task", "context") or name in iterators
         else referents(value),
     }
     try:

@@ -766,6 +766,34 @@ fn classify(full_name: &str, name: &str, flags: u64, heap: bool) -> Kind {
         | "ContextVar"
         | "_contextvars.Context"
         | "_contextvars.ContextVar" => return Kind::OpaqueBuiltin,
+        // Builtin iterators keep `object.__sizeof__` (none defines its
+        // own), so their size is their type's basic size: checked against
+        // `sys.getsizeof` (tests/programs/snapshot_builtins.py).
+        "list_iterator"
+        | "list_reverseiterator"
+        | "tuple_iterator"
+        | "set_iterator"
+        | "dict_keyiterator"
+        | "dict_valueiterator"
+        | "dict_itemiterator"
+        | "range_iterator"
+        | "longrange_iterator"
+        | "str_iterator"
+        | "str_ascii_iterator"
+        | "bytes_iterator"
+        | "bytearray_iterator"
+        | "callable_iterator"
+        | "iterator"
+        | "enumerate"
+        | "reversed"
+        | "zip"
+        | "map"
+        | "filter"
+        | "itertools.count"
+        | "itertools.chain"
+        | "itertools.cycle"
+        | "itertools.repeat"
+        | "itertools.islice" => return Kind::OpaqueBuiltin,
         _ => {}
     }
     match name {
