@@ -115,6 +115,21 @@ suspended_coroutine.send(None)
 loop = asyncio.new_event_loop()
 pending_task = loop.create_task(worker(leaf_a))
 context = contextvars.copy_context()
+
+
+def raises(value):
+    local_list = [value]
+    raise ValueError(local_list)
+
+
+# Frames: the running module's, and one left by a finished call (a
+# traceback keeps it; 3.11+ copies its interpreter frame into it).
+running_frame = sys._getframe()
+try:
+    raises(leaf_a)
+except ValueError as error:
+    finished_frame = error.__traceback__.tb_next.tb_frame
+    del error
 # Iterators: sized by object.__sizeof__ (their type's basic size).
 iterators = {
     "list_iter": iter(my_list),
@@ -159,6 +174,8 @@ root = {
     "pending_task": pending_task,
     "context": context,
     **iterators,
+    "running_frame": running_frame,
+    "finished_frame": finished_frame,
 }
 
 edges = {
@@ -237,6 +254,8 @@ prefixes = {
     "context": "<Context object at 0x%x>" % id(context),
     **{name: "<%s object at 0x%x>" % (type(value).__name__, id(value))
        for name, value in iterators.items()},
+    "running_frame": "<frame",
+    "finished_frame": "<frame",
 }
 objects = {}
 for name, value in root.items():
@@ -247,7 +266,7 @@ for name, value in root.items():
         "repr": repr(value) if name in exact else prefixes[name],
         "edges": edges.get(name, []),
         "referents": [] if name in ("Model", "builtin_function") or name.startswith("suspended")
-        or name in ("pending_task", "context") or name in iterators
+        or name in ("pending_task", "context") or name in iterators or name.endswith("_frame")
         else referents(value),
     }
     try:

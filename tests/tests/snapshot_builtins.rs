@@ -5,8 +5,9 @@
 //! `bytearray`, `memoryview`, `range`, `slice`, `functools.partial`, bound
 //! methods, builtin functions, `property`, `staticmethod`/`classmethod`,
 //! `types.SimpleNamespace` and weak references natively, builtin iterators
-//! (`iter`, `enumerate`, `zip`, `map`, `itertools`) sized as Python sizes
-//! them (their references are not read yet); a class with a
+//! (`iter`, `enumerate`, `zip`, `map`, `itertools`) and frames (running
+//! and finished) sized as Python sizes them (their references are not
+//! read yet); a class with a
 //! metaclass is named by its own name. Each object's type, `sys.getsizeof`,
 //! rendering and references are checked against what the fixture reports
 //! in-process (`repr`, `gc.get_referents`, its fields) on every interpreter.
@@ -85,7 +86,7 @@ fn builtin_objects_and_container_subclasses_show_their_contents_sizes_and_refere
             }
             checked += 1;
         }
-        assert_eq!(checked, 38, "{label}: every object of the fixture checked");
+        assert_eq!(checked, 40, "{label}: every object of the fixture checked");
     }
 }
 

@@ -140,6 +140,12 @@ pub(super) fn getsizeof(
                 None => return Ok(None),
             }
         }
+        Kind::Other if ty.name == "frame" && ty.flags & heap_flag(objects) == 0 => {
+            match frame_object_size(objects, info)? {
+                Some(size) => size,
+                None => return Ok(None),
+            }
+        }
         Kind::Other => return Ok(None),
     };
     let holdable = match items {
@@ -270,6 +276,67 @@ fn generator_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64
         .reader
         .frame_size(&header)
         .map(|frame| iframe.saturating_add(frame)))
+}
+
+/// `frame.__sizeof__` (Objects/frameobject.c frame_sizeof), from the
+/// frame's code object. Where the frame object points at an interpreter
+/// frame (`f_frame`, 3.11+): the type's basic size (the object up to its
+/// embedded frame's `localsplus`) plus `co_nlocalsplus + co_stacksize`
+/// words. Before (3.9/3.10, `f_code` in the object): the basic size plus
+/// `co_stacksize + co_nlocals + len(co_cellvars) + len(co_freevars) - 1`
+/// words (one is in the struct); `co_nlocals` is `len(co_varnames)`.
+fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let address = info.address;
+    let basic = info.type_info.basicsize;
+    let header_of = |code: u64| {
+        let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+        read_vec(memory, code, header_len, 1024)
+    };
+    let word = |header: &[u8], at: Option<u64>| -> Option<u64> {
+        let at = at?;
+        (at + 4 <= header.len() as u64).then(|| u64::from(crate::memory::field_u32(header, at)))
+    };
+    let slots = if let Some(f_frame) = o.frame_object_f_frame {
+        let code_at = o
+            .interpreter_frame_f_executable
+            .or(o.interpreter_frame_f_code)
+            .ok_or(missing("f_executable"))?;
+        let iframe = read_u64(memory, address + f_frame)?;
+        let code =
+            read_u64(memory, iframe + code_at)? & !objects.layout().semantics.executable_tag_mask;
+        let header = header_of(code)?;
+        let (Some(locals), Some(stack)) = (
+            word(&header, o.code_co_nlocalsplus),
+            word(&header, o.code_co_stacksize),
+        ) else {
+            return Ok(None);
+        };
+        locals + stack
+    } else {
+        let Some(f_code) = o.frame_object_f_code else {
+            return Ok(None);
+        };
+        let code = read_u64(memory, address + f_code)?;
+        let header = header_of(code)?;
+        let Some(stack) = word(&header, o.code_co_stacksize) else {
+            return Ok(None);
+        };
+        let mut names = 0;
+        for tuple_at in [o.code_co_varnames, o.code_co_cellvars, o.code_co_freevars] {
+            let Some(at) = tuple_at else {
+                return Ok(None);
+            };
+            let tuple = crate::memory::field_u64(&header, at);
+            names += objects.reader.var_size(tuple)?.unsigned_abs().min(1 << 20);
+        }
+        (stack + names).saturating_sub(1)
+    };
+    if slots > 1 << 20 {
+        return Ok(None);
+    }
+    Ok(Some(basic.saturating_add(slots * 8)))
 }
 
 /// `code.__sizeof__` (Objects/codeobject.c code_sizeof). 3.11+: the
