@@ -318,6 +318,21 @@ impl<'a> Objects<'a> {
         size::getsizeof(self, info).ok().flatten()
     }
 
+    /// The bytes of an instance's attribute values that freeing it frees
+    /// and neither its `sys.getsizeof` nor its dict's counts: 3.13+ values
+    /// inline in the object (with or without a dict made from them), or
+    /// 3.11/3.12 values kept apart while no `__dict__` was made. None when
+    /// there are none or they cannot be read.
+    pub fn values_bytes_beyond_getsizeof(&self, info: &ObjectInfo) -> Option<u64> {
+        if let Some(inline) = size::inline_values(self, info) {
+            return inline;
+        }
+        match self.instance_dict(info).ok()? {
+            InstanceDict::Values { keys, values } => size::separate_values(self, keys, values),
+            _ => None,
+        }
+    }
+
     /// `ob_size` of a variable-size object, checked to be within `limit`.
     pub fn size_field(&self, address: u64, limit: usize) -> Result<usize, ObjectError> {
         let size = self.reader.var_size(address)?;

@@ -339,6 +339,55 @@ fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<
     Ok(Some(basic.saturating_add(slots * 8)))
 }
 
+/// Values inline in an instance (3.13+, `Py_TPFLAGS_INLINE_VALUES`):
+/// allocated with the object after `tp_basicsize`, and left out of its
+/// `sys.getsizeof` (3.13-3.15 alike). The allocation adds
+/// `_PyInlineValuesSize` (pycore_dict.h) for `n` values: `ROUND_UP(n, 8)`
+/// bytes of insertion order and `n + 1` words (the `PyDictValues` header
+/// and the values), `n` being the shared keys' usable size then. Right
+/// after, `_PyObject_InitInlineValues` takes one from the keys'
+/// `dk_usable` while it is over 1 (each instance of a class is made a
+/// little smaller) and stores the smaller size as the header's capacity
+/// byte: so `n` is the capacity plus one while the keys' `dk_usable` is
+/// still over 1, the capacity itself after (for the one instance that
+/// took `dk_usable` from 2 to 1 this is 8 bytes short). Matches
+/// tracemalloc on 3.13. None when the type keeps no inline values
+/// (Some(None) if they cannot be read).
+pub(super) fn inline_values(objects: &Objects<'_>, info: &ObjectInfo) -> Option<Option<u64>> {
+    let o = &objects.layout().offsets;
+    let inline = o.tpflags_inline_values.unwrap_or(0);
+    if inline == 0 || info.type_info.flags & inline == 0 {
+        return None;
+    }
+    let memory = objects.memory();
+    let read = || -> Option<u64> {
+        let at = info.address.checked_add(info.type_info.basicsize)?;
+        let capacity = u64::from(read_vec(memory, at, 1, 1).ok()?[0]);
+        let keys = read_u64(memory, info.type_info.address + o.heap_type_ht_cached_keys?).ok()?;
+        let usable = read_u64(memory, keys + o.dict_keys_dk_usable?).ok()?;
+        let n = capacity + u64::from(usable > 1);
+        Some(n.next_multiple_of(8) + (n + 1) * 8)
+    };
+    Some(read())
+}
+
+/// An instance's values array kept apart from it (3.11/3.12 `new_values`,
+/// Objects/dictobject.c): a prefix of `ROUND_UP(n + 2, 8)` bytes (the
+/// insertion order; its size is stored in its last byte, just before
+/// `values`) and `n` pointers, where `n` is the shared keys' `dk_nentries
+/// + dk_usable`. None for a prefix or count that cannot be true.
+pub(super) fn separate_values(objects: &Objects<'_>, keys: u64, values: u64) -> Option<u64> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let prefix = u64::from(read_vec(memory, values.checked_sub(1)?, 1, 1).ok()?[0]);
+    let header = read_vec(memory, keys, o.dict_keys_dk_indices? as usize, 256).ok()?;
+    let entries = crate::memory::field_u64(&header, o.dict_keys_dk_nentries?);
+    let usable = crate::memory::field_u64(&header, o.dict_keys_dk_usable?);
+    let count = entries.checked_add(usable)?;
+    let expected_prefix = (count + 2).next_multiple_of(8);
+    (count < 256 && prefix == expected_prefix).then(|| prefix + count * 8)
+}
+
 /// `code.__sizeof__` (Objects/codeobject.c code_sizeof). 3.11+: the
 /// variable-size object rounded up to a word (`_PyObject_VAR_SIZE`);
 /// 3.9/3.10: the fixed object, the `co_cell2arg` map, and the opcache
