@@ -622,7 +622,8 @@ impl Target {
     /// `thread_id` (`threading.get_ident()`), read from `threading._active`.
     /// Empty if `threading` was never imported.
     pub fn thread_names(&mut self) -> Result<HashMap<u64, String>, ReadError> {
-        Ok(self.named_threads()?.names)
+        let registries = self.thread_registries(&self.memory)?;
+        self.thread_names_in(&self.memory, &registries)
     }
 
     /// The thread names by `thread_id`, with the OS thread each `Thread`
@@ -631,7 +632,7 @@ impl Target {
     /// sampled thread only if their native ids agree.
     pub fn named_threads(&mut self) -> Result<ThreadNames, ReadError> {
         let registries = self.thread_registries(&self.memory)?;
-        self.named_threads_in(&self.memory, &registries)
+        self.named_threads_in(&self.memory, &registries, true)
     }
 
     /// The `threading._active` dict of every interpreter that imported
@@ -682,14 +683,17 @@ impl Target {
         memory: &dyn RemoteMemory,
         registries: &[u64],
     ) -> Result<HashMap<u64, String>, ReadError> {
-        Ok(self.named_threads_in(memory, registries)?.names)
+        Ok(self.named_threads_in(memory, registries, false)?.names)
     }
 
-    /// [`Target::thread_names_in`] with each `Thread`'s `_native_id`.
+    /// [`Target::thread_names_in`], and each `Thread`'s `_native_id` when
+    /// `with_natives` (a read or two more per thread: only the sampler,
+    /// which must tell a reused ident's new thread apart, asks).
     fn named_threads_in(
         &self,
         memory: &dyn RemoteMemory,
         registries: &[u64],
+        with_natives: bool,
     ) -> Result<ThreadNames, ReadError> {
         let reader = ObjectReader::new(memory, &self.layout);
         let mut names = HashMap::new();
@@ -713,6 +717,9 @@ impl Target {
                 }
                 // None until the thread has started (Lib/threading.py
                 // `_set_native_id`).
+                if !with_natives {
+                    continue;
+                }
                 if let Ok(Some(native)) = reader.instance_attribute(thread, "_native_id") {
                     if let Ok(native) = u64::try_from(reader.int(native).unwrap_or(-1)) {
                         natives.insert(ident as u64, native);
