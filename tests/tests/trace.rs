@@ -276,6 +276,22 @@ fn check(python: &Python) {
     );
     check_flamegraph(&traced, &first, &what);
 
+    // A recording without line events (calls only, as every recording
+    // before --lines): `lines --trace` says so instead of an empty gutter.
+    let no_lines = Command::new(workspace_binary("pydeep-view"))
+        .args(["lines", "--trace"])
+        .arg(&first)
+        .arg("--source")
+        .arg(pydeep_integration::program("trace_calls.py"))
+        .output()
+        .expect("run pydeep-view lines --trace");
+    assert!(
+        !no_lines.status.success()
+            && String::from_utf8_lossy(&no_lines.stderr).contains("no line event"),
+        "{what}: lines --trace on a calls-only recording: {}",
+        String::from_utf8_lossy(&no_lines.stderr)
+    );
+
     // --lines on a target whose main thread has a trace function (the
     // fixture's sys.settrace): refused, exit 20, nothing installed; the
     // program's trace function keeps working (checked at the end).
@@ -858,6 +874,31 @@ fn check_functions_and_lines(python: &Python) {
         }
         if *with_lines && *selective {
             check_lines_view(&output, &lines, &what);
+        }
+        if *selective {
+            // top --trace reads a selective recording with line events in
+            // it: the selected functions only, with both threads' calls.
+            let table = Command::new(workspace_binary("pydeep-view"))
+                .args(["top", "--trace", "--limit", "0"])
+                .arg(&output)
+                .output()
+                .expect("run pydeep-view top --trace");
+            assert!(table.status.success(), "{what}: {name}: top --trace failed");
+            let table = String::from_utf8_lossy(&table.stdout);
+            let spin_calls = table
+                .lines()
+                .find(|l| l.contains(" spin (") && l.contains("trace_lines.py"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            assert_eq!(
+                spin_calls,
+                Some(2 * calls["spin"]),
+                "{what}: {name}: top --trace's spin row:\n{table}"
+            );
+            assert!(
+                !table.contains(" noise (") && !table.contains(" work ("),
+                "{what}: {name}: top --trace shows code --functions did not select:\n{table}"
+            );
         }
         eprintln!(
             "   {what}: {name}: {} events; calls{} of the selected functions equal the target's own counters on both threads",
