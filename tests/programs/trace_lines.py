@@ -5,6 +5,9 @@ argv[1]: the ready file. Files in its folder drive the rounds:
   go1, go2 ...  run round N: main thread and worker thread each call work()
                 once, reading time.monotonic_ns() right before and after;
                 written to roundN.json
+  gone          (once) wait until no thread has a C-level profile or trace
+                function any more (the agent was killed: the tracer's
+                watchdog removes them by itself), at most 60 s; gone.json
   end           write final.json and exit 0
 
 The truth of one work(), taken in-process before any trace window, for the
@@ -15,7 +18,15 @@ Both are removed before the windows. work() also runs code the regex does
 not select (work itself, noise, Acc.__init__), whose events must not be
 recorded. After the last round the truth is taken again (the target's own
 settrace and setprofile still work after the windows, and count the same).
+
+sys.gettrace() and sys.getprofile() return the hook's object, which a C
+hook installed without one (pydeep's) leaves None: so c_hooks() reads each
+thread's c_profilefunc and c_tracefunc themselves through ctypes, at the
+offsets found by setting its own (c_traceobj holds the function set; the
+fields are c_profilefunc, c_tracefunc, c_profileobj, c_traceobj in that
+order on 3.9-3.13).
 """
+import ctypes
 import json
 import os
 import sys
@@ -102,6 +113,45 @@ def take_truth():
     return calls, lines
 
 
+def hook_offsets():
+    api = ctypes.pythonapi
+    api.PyThreadState_Get.restype = ctypes.c_void_p
+    me = api.PyThreadState_Get()
+    word = lambda i: ctypes.c_void_p.from_address(me + 8 * i).value
+
+    def probe(*args):
+        return None
+
+    sys.settrace(probe)
+    traceobj = next(i for i in range(4, 80) if word(i) == id(probe))
+    sys.settrace(None)
+    sys.setprofile(probe)
+    assert word(traceobj - 1) == id(probe), "unexpected PyThreadState layout"
+    assert word(traceobj - 3) not in (None, 0), "unexpected PyThreadState layout"
+    sys.setprofile(None)
+    return traceobj - 3, traceobj - 2
+
+
+PROFILE_WORD, TRACE_WORD = hook_offsets()
+
+
+def c_hooks():
+    """[c_profilefunc set, c_tracefunc set] of every thread."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Main.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    hooks = []
+    ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Main())
+    while ts:
+        word = lambda i: ctypes.c_void_p.from_address(ts + 8 * i).value
+        hooks.append([bool(word(PROFILE_WORD)), bool(word(TRACE_WORD))])
+        ts = api.PyThreadState_Next(ts)
+    return hooks
+
+
 calls, lines = take_truth()
 start_round = threading.Event()
 round_done = threading.Event()
@@ -121,6 +171,7 @@ def worker():
 
 threading.Thread(target=worker, name="worker", daemon=True).start()
 hooks_before = [repr(sys.getprofile()), repr(sys.gettrace())]
+c_hooks_before = c_hooks()
 with open(ready + ".tmp", "w") as f:
     json.dump({"calls": calls, "lines": lines, "pid": os.getpid()}, f)
 os.rename(ready + ".tmp", ready)
@@ -129,6 +180,18 @@ n = 1
 while True:
     if os.path.exists(os.path.join(folder, "end")):
         break
+    gone = os.path.join(folder, "gone")
+    if os.path.exists(gone) and not os.path.exists(gone + ".json"):
+        waited_from = time.monotonic()
+        hooked_at_first = c_hooks()
+        deadline = waited_from + 60
+        while any(any(h) for h in c_hooks()) and time.monotonic() < deadline:
+            noise(10)
+            time.sleep(0.01)
+        with open(gone + ".tmp", "w") as f:
+            json.dump({"c_hooks": c_hooks(), "at_first": hooked_at_first,
+                       "waited_s": time.monotonic() - waited_from}, f)
+        os.rename(gone + ".tmp", gone + ".json")
     if not os.path.exists(os.path.join(folder, "go%d" % n)):
         time.sleep(0.005)
         continue
@@ -150,10 +213,13 @@ while True:
     n += 1
 
 hooks_after = [repr(sys.getprofile()), repr(sys.gettrace())]
+c_hooks_after = c_hooks()
 calls_after, lines_after = take_truth()
 final = {
     "hooks_before": hooks_before,
     "hooks_after": hooks_after,
+    "c_hooks_before": c_hooks_before,
+    "c_hooks_after": c_hooks_after,
     "truth_again": calls_after == calls and lines_after == lines,
     "rounds": n - 1,
 }

@@ -742,8 +742,12 @@ const SELECTED_FUNCTIONS: &str = r"trace_lines\.py:(Acc\.)?(spin|add|evens)$";
 /// per (function, line) equal a `sys.settrace` counter's, no event of any
 /// other code is recorded (with `--functions`), every event lies within
 /// the thread's own clock readings around the work; `pydeep-view lines
-/// --trace` shows the same per-line counts; afterwards the target's
-/// `sys.getprofile()`/`sys.gettrace()` are what they were and its own
+/// --trace` shows the same per-line counts. A window whose agent is
+/// SIGKILLed ends by itself: every thread's C-level `c_profilefunc` and
+/// `c_tracefunc` (read by the fixture through ctypes: `sys.gettrace()`
+/// cannot see a hook installed without an object) are clear again, and the
+/// next window works. Afterwards the target's `sys.getprofile()` /
+/// `sys.gettrace()` and C-level hooks are what they were and its own
 /// profile and trace functions count what they counted before.
 #[test]
 fn traced_functions_and_lines_match_the_targets_own_truth() {
@@ -906,9 +910,66 @@ fn check_functions_and_lines(python: &Python) {
             if *with_lines { " and lines" } else { "" }
         );
     }
+    // The agent killed (SIGKILL) in a --lines window: the tracer's
+    // watchdog sees no heartbeat and removes both hooks from every thread
+    // by itself; the fixture reads its threads' c_profilefunc and
+    // c_tracefunc until they are clear (at most 60 s, never timed here).
+    let killed = dir.join("killed.pdr");
+    let mut trace = Trace::start(
+        pid,
+        &killed,
+        &[
+            "--until-stopped",
+            "--lines",
+            "--functions",
+            SELECTED_FUNCTIONS,
+        ],
+        &what,
+    );
+    trace.wait_tracing();
+    trace.child.kill().expect("SIGKILL pydeep trace");
+    let _ = trace.child.wait();
+    std::fs::write(dir.join("gone"), "").expect("gone");
+    let gone = wait_json(&dir.join("gone.json"), &mut fixture, &what);
+    let all_clear = |hooks: &Value| {
+        hooks
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .all(|h| h == &serde_json::json!([false, false]))
+    };
+    assert!(
+        !all_clear(&gone["at_first"]),
+        "{what}: no C hook seen while the killed agent's window was open: {gone}"
+    );
+    assert!(
+        all_clear(&gone["c_hooks"]),
+        "{what}: the hooks outlived the killed agent: {gone}"
+    );
+    // And a window right after works.
+    let after = dir.join("after-kill.pdr");
+    let again = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &pid.to_string(), "--lines", "-d", "1s", "-o"])
+        .arg(&after)
+        .output()
+        .expect("run pydeep trace");
+    assert!(
+        again.status.success(),
+        "{what}: the window after a killed agent: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    eprintln!(
+        "   {what}: agent SIGKILLed: every hook gone after {:.1} s; the next window works",
+        gone["waited_s"].as_f64().unwrap_or(0.0)
+    );
+
     std::fs::write(dir.join("end"), "").expect("end");
     let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
     assert_eq!(last["hooks_after"], last["hooks_before"], "{what}: {last}");
+    assert_eq!(
+        last["c_hooks_after"], last["c_hooks_before"],
+        "{what}: C-level profile/trace functions left behind: {last}"
+    );
     assert_eq!(
         last["truth_again"], true,
         "{what}: the target's own setprofile/settrace counted differently after the windows: {last}"
