@@ -330,6 +330,10 @@ fn check(python: &Python) {
         "{what}: {last}"
     );
     assert_eq!(
+        last["c_profile_after"], last["c_profile_before"],
+        "{what}: a C-level profile function left behind: {last}"
+    );
+    assert_eq!(
         last["trace_kept"], true,
         "{what}: sys.settrace lost: {last}"
     );
