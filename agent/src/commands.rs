@@ -33,6 +33,8 @@ pub fn run(command: Command) -> Result<Exit> {
                         .unwrap_or_else(|| PathBuf::from(format!("pydeep-trace-{pid}.pdr"))),
                     overwrite: options.force,
                     c_calls: options.c_calls,
+                    lines: options.lines,
+                    functions: options.functions,
                     start_timeout: options.start_timeout,
                 },
             )
