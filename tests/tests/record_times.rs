@@ -21,7 +21,7 @@ fn record_and_check(python: &Python) -> (u64, String) {
         let output = dir.path().join("times.pdr");
         let truth = dir.path().join("truth.json");
         let status = record_program(
-            &python,
+            python,
             &["-r", "1000"],
             &output,
             "timed_work.py",
