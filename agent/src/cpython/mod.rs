@@ -119,7 +119,8 @@ impl Layout {
             }
             _ => {
                 let refcount = word(o.object_ob_refcnt.unwrap_or(0)) as i64;
-                let immortal = self.version.minor >= 12 && (refcount as u32 as i32) < 0;
+                let immortal =
+                    self.semantics.objects.immortal_objects && (refcount as u32 as i32) < 0;
                 (refcount, immortal)
             }
         }

@@ -33,9 +33,13 @@ pub(super) fn getsizeof(
                 Some(at) => read_u64(memory, address + at)? >> 3,
                 None => objects.reader.var_size(address)?.unsigned_abs(),
             };
-            // Objects/longobject.c int___sizeof__: 3.11+ counts at least
-            // one digit (zero keeps one); 3.9/3.10 count |ob_size| digits.
-            let count = if objects.layout().version.minor >= 11 {
+            // Objects/longobject.c int___sizeof__.
+            let count = if objects
+                .layout()
+                .semantics
+                .objects
+                .int_sizeof_counts_a_digit_for_zero
+            {
                 count.max(1)
             } else {
                 count
@@ -173,12 +177,12 @@ fn type_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
         memory,
         info.address + o.type_tp_flags.ok_or(missing("tp_flags"))?,
     )?;
-    let minor = objects.layout().version.minor;
+    let rules = objects.layout().semantics.objects;
     if flags & heap == 0 {
         let Some(size) = o.type_size else {
             return Ok(None);
         };
-        let pre = if (11..=12).contains(&minor) {
+        let pre = if rules.static_type_sizeof_adds_preheader {
             preheader(objects, info)
         } else {
             0
@@ -286,7 +290,7 @@ fn code_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
     let Some(extra_at) = o.code_co_extra else {
         return Ok(None);
     };
-    let mut size = if objects.layout().version.minor >= 11 {
+    let mut size = if objects.layout().semantics.objects.code_holds_bytecode {
         let items = objects.reader.var_size(address)?.unsigned_abs();
         if items > 1 << 40 {
             return Ok(None);
