@@ -18,6 +18,8 @@
 //!   `cpython/tools/gen_layouts.sh` (3.9–3.12, and 3.13 to supplement);
 //! * [`tasks`]: the layout of `_asyncio.Task` (`TaskObj`), private to
 //!   its module so no generator takes it, written per version;
+//! * [`required`]: the offsets every version has, validated once into
+//!   non-optional fields ([`required::CoreOffsets`]);
 //! * [`debug_offsets`]: the shapes of 3.13+'s `_Py_DebugOffsets`, parsed
 //!   and validated from the bytes a target holds.
 //!
@@ -31,6 +33,7 @@ pub mod layouts;
 pub mod dialect;
 pub mod linetable;
 pub mod opcodes;
+pub mod required;
 pub mod semantics;
 pub mod tasks;
 

@@ -9,6 +9,6 @@ pub use pydeep_cpython::tasks::{
 /// version's field list after its object header (`ob_type` is the header's
 /// last word in both builds).
 pub fn task_object_offsets(layout: &super::Layout) -> Option<TaskObjectOffsets> {
-    let head = layout.offsets.object_ob_type? + 8;
+    let head = layout.core.object_ob_type + 8;
     task_object_offsets_with_head(layout.version.minor, 8, head)
 }
