@@ -315,7 +315,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
     let c = &layout.core;
     // The GC pre-header sys.getsizeof counts (_PyType_PreHeaderSize): a
     // PyGC_Head, none on free-threaded builds.
-    let head_size = o.object_gc_preheader_size.unwrap_or(c.gc_head_size);
+    let head_size = c.object_gc_preheader_size;
     // Per type: objects, bytes, objects of implausible size.
     let mut by_type: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
@@ -328,7 +328,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                 .or_insert_with(|| {
                     objects.type_info(object_type).ok().map(|ty| {
                         let mut pre = head_size;
-                        let managed = o.tpflags_preheader.unwrap_or(c.tpflags_managed_dict);
+                        let managed = c.tpflags_preheader;
                         if managed != 0 && ty.flags & managed != 0 {
                             pre += 16;
                         }

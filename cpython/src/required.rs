@@ -3,15 +3,16 @@
 //! is refused at attach, rather than read with a guessed value.
 //!
 //! Versions read only through `_Py_DebugOffsets` with no generated table
-//! (3.14, 3.15) lack the ABI constants that table does not list (type
-//! flags, the int digit format, set and dict entry sizes, the `str` state
-//! bits) and the head of `PyTypeObject` past `tp_flags`: [`carry_constants`]
+//! (3.14, 3.15) lack what that table does not list: the ABI constants
+//! (type flags, the int digit format, set and dict entry sizes, the `str`
+//! state bits, the pre-header's flags and size), where the reference count
+//! is, and the head of `PyTypeObject` past `tp_flags`. [`carry_constants`]
 //! takes them from the newest generated table of the same build flavour,
 //! and a test checks that every generated table of a flavour (3.9 to 3.13)
-//! agrees on each of them (the managed-dict flag from 3.11, which added
-//! it). Those versions are marked untested
-//! (`Semantics::tested`); a header change there would show as a refused or
-//! misread object, never as a crash (every read is bounded).
+//! agrees on each of them (on the flags from the version that added them).
+//! Those versions are marked untested (`Semantics::tested`); a header
+//! change there would show as a refused or misread object, never as a
+//! crash (every read is bounded).
 
 use crate::layouts::{self, Offsets};
 
@@ -32,6 +33,15 @@ pub struct CoreOffsets {
     pub tpflags_have_gc: u64,
     /// `Py_TPFLAGS_MANAGED_DICT` (3.11+), 0 where the version has none.
     pub tpflags_managed_dict: u64,
+    /// The type flags whose instances carry two more words before the
+    /// object (`_PyType_PreHeaderSize`): `Py_TPFLAGS_PREHEADER` (3.12+),
+    /// 3.11's `Py_TPFLAGS_MANAGED_DICT`, 0 before 3.11.
+    pub tpflags_preheader: u64,
+    /// The GC part of the pre-header: `sizeof(PyGC_Head)`, 0 on
+    /// free-threaded builds (which have none).
+    pub object_gc_preheader_size: u64,
+    /// Where an object's reference count is.
+    pub refcount: RefcountFields,
     /// `offsetof(PyLongObject, ob_digit)`.
     pub long_ob_digit: u64,
     /// `sizeof(digit)`.
@@ -105,6 +115,12 @@ impl CoreOffsets {
             tpflags_heaptype: need!(tpflags_heaptype),
             tpflags_have_gc: need!(tpflags_have_gc),
             tpflags_managed_dict: need!(tpflags_managed_dict),
+            tpflags_preheader: o
+                .tpflags_preheader
+                .or(o.tpflags_managed_dict)
+                .ok_or("tpflags_preheader")?,
+            object_gc_preheader_size: need!(object_gc_preheader_size),
+            refcount: RefcountFields::from_offsets(o)?,
             long_ob_digit: need!(long_ob_digit),
             long_digit_size: need!(long_digit_size),
             long_digit_bits: need!(long_digit_bits),
@@ -134,6 +150,42 @@ impl CoreOffsets {
             gc_state_collecting: need!(gc_state_collecting),
             interpreter_next: need!(interpreter_next),
         })
+    }
+}
+
+/// Where an object's reference count is (Include/object.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefcountFields {
+    /// Default builds: the word `ob_refcnt`.
+    Word {
+        /// `offsetof(PyObject, ob_refcnt)`.
+        ob_refcnt: u64,
+    },
+    /// Free-threaded builds: the owning thread's 32-bit `ob_ref_local`
+    /// and the shared `ob_ref_shared`.
+    Split {
+        /// `offsetof(PyObject, ob_ref_local)`.
+        ob_ref_local: u64,
+        /// `offsetof(PyObject, ob_ref_shared)`.
+        ob_ref_shared: u64,
+    },
+}
+
+impl RefcountFields {
+    /// Where `o` keeps it, or the name of the field missing.
+    pub fn from_offsets(o: &Offsets) -> Result<RefcountFields, &'static str> {
+        match (
+            o.object_ob_ref_local,
+            o.object_ob_ref_shared,
+            o.object_ob_refcnt,
+        ) {
+            (Some(ob_ref_local), Some(ob_ref_shared), _) => Ok(RefcountFields::Split {
+                ob_ref_local,
+                ob_ref_shared,
+            }),
+            (_, _, Some(ob_refcnt)) => Ok(RefcountFields::Word { ob_refcnt }),
+            _ => Err("object_ob_refcnt"),
+        }
     }
 }
 
@@ -220,6 +272,12 @@ fn constants(free_threaded: bool) -> Offsets {
     c.dict_keys_dk_refcnt = newest.dict_keys_dk_refcnt;
     c.dict_key_entry_size = newest.dict_key_entry_size;
     c.member_type_object_ex = newest.member_type_object_ex;
+    c.tpflags_preheader = newest.tpflags_preheader;
+    c.tpflags_inline_values = newest.tpflags_inline_values;
+    c.object_gc_preheader_size = newest.object_gc_preheader_size;
+    c.object_ob_refcnt = newest.object_ob_refcnt;
+    c.object_ob_ref_local = newest.object_ob_ref_local;
+    c.object_ob_ref_shared = newest.object_ob_ref_shared;
     c.type_tp_basicsize = newest.type_tp_basicsize;
     c.type_tp_itemsize = newest.type_tp_itemsize;
     c.type_tp_dictoffset = newest.type_tp_dictoffset;
@@ -283,10 +341,10 @@ mod tests {
                 for ((name, ours), (_, theirs)) in carried.fields().into_iter().zip(table.fields())
                 {
                     // Py_TPFLAGS_MANAGED_DICT came with 3.11 (0 before:
-                    // no such flag).
+                    // no such flag); flags a table lacks came later.
                     if name == "tpflags_managed_dict" && table.version.1 < 11 {
                         assert_eq!(theirs, Some(0));
-                    } else if ours.is_some() {
+                    } else if ours.is_some() && theirs.is_some() {
                         assert_eq!(ours, theirs, "{name} in {:?}", table.version);
                     }
                 }

@@ -14,7 +14,9 @@ pub mod tasks;
 
 pub use pydeep_cpython::debug_offsets;
 pub use pydeep_cpython::layouts::Offsets;
-pub use pydeep_cpython::required::{CoreOffsets, FramePointer, InterpreterFrameOffsets};
+pub use pydeep_cpython::required::{
+    CoreOffsets, FramePointer, InterpreterFrameOffsets, RefcountFields,
+};
 pub use pydeep_cpython::semantics::{
     semantics_for, FrameKind, GeneratorStates, InstructionPointer, OffsetsSource, PythonVersion,
     Semantics,
@@ -142,19 +144,21 @@ impl Layout {
     ///   thread's decrements are not merged yet); immortal when
     ///   `ob_ref_local` is UINT32_MAX, reported as `_Py_IMMORTAL_REFCNT`.
     pub fn refcount(&self, header: &[u8]) -> (i64, bool) {
-        let o = &self.offsets;
         let word = |at: u64| crate::memory::field_u64(header, at);
-        match (o.object_ob_ref_local, o.object_ob_ref_shared) {
-            (Some(local_at), Some(shared_at)) => {
-                let local = crate::memory::field_u32(header, local_at);
+        match self.core.refcount {
+            RefcountFields::Split {
+                ob_ref_local,
+                ob_ref_shared,
+            } => {
+                let local = crate::memory::field_u32(header, ob_ref_local);
                 if local == u32::MAX {
                     return (i64::from(u32::MAX), true);
                 }
-                let shared = word(shared_at) as i64;
+                let shared = word(ob_ref_shared) as i64;
                 (i64::from(local).wrapping_add(shared >> 2), false)
             }
-            _ => {
-                let refcount = word(o.object_ob_refcnt.unwrap_or(0)) as i64;
+            RefcountFields::Word { ob_refcnt } => {
+                let refcount = word(ob_refcnt) as i64;
                 let immortal =
                     self.semantics.objects.immortal_objects && (refcount as u32 as i32) < 0;
                 (refcount, immortal)

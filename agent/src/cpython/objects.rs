@@ -390,8 +390,8 @@ impl<'a> ObjectReader<'a> {
             self.memory,
             address.wrapping_sub(need(o.object_managed_dict_before, "managed dict slot")?),
         )?;
-        let inline = o.tpflags_inline_values.unwrap_or(0);
-        let values = if inline != 0 {
+        // Py_TPFLAGS_INLINE_VALUES (3.13+; 0 in no table).
+        let values = if let Some(inline) = o.tpflags_inline_values.filter(|&f| f != 0) {
             if slot != 0 {
                 return self.dict_get_str(slot, name);
             }

@@ -363,15 +363,14 @@ fn object_sizeof(objects: &Objects<'_>, info: &ObjectInfo) -> Result<u64, Object
 /// managed dict or weakref list there (`_PyType_PreHeaderSize`,
 /// Include/internal/pycore_object.h).
 fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
-    let o = &objects.layout().offsets;
     let c = &objects.layout().core;
     let flags = info.type_info.flags;
     let mut size = 0;
     if flags & c.tpflags_have_gc != 0 {
         // No PyGC_Head on free-threaded builds (object_gc_preheader_size 0).
-        size += o.object_gc_preheader_size.unwrap_or(c.gc_head_size);
+        size += c.object_gc_preheader_size;
     }
-    let managed = o.tpflags_preheader.unwrap_or(c.tpflags_managed_dict);
+    let managed = c.tpflags_preheader;
     if managed != 0 && flags & managed != 0 {
         size += 16;
     }
