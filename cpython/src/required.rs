@@ -275,6 +275,7 @@ fn constants(free_threaded: bool) -> Offsets {
     c.tpflags_preheader = newest.tpflags_preheader;
     c.tpflags_inline_values = newest.tpflags_inline_values;
     c.object_gc_preheader_size = newest.object_gc_preheader_size;
+    c.object_managed_dict_before = newest.object_managed_dict_before;
     c.object_ob_refcnt = newest.object_ob_refcnt;
     c.object_ob_ref_local = newest.object_ob_ref_local;
     c.object_ob_ref_shared = newest.object_ob_ref_shared;

@@ -291,7 +291,13 @@ impl<'a> ObjectReader<'a> {
         let unicode = entry_size == 16;
         let (key_at, value_at) = if unicode { (0, 8) } else { (8, 16) };
         let split_values = if values != 0 {
-            let base = values.wrapping_add(need(o.dict_values_values, "PyDictValues.values")?);
+            // 3.11+: a PyDictValues whose `values` follow a prefix; 3.9/3.10
+            // (no dk_log2_size): ma_values is the PyObject* array itself.
+            let prefix = match o.dict_keys_dk_log2_size {
+                Some(_) => need(o.dict_values_values, "PyDictValues.values")?,
+                None => 0,
+            };
+            let base = values.wrapping_add(prefix);
             let bytes = read_vec(self.memory, base, nentries * 8, MAX_DICT_ENTRIES * 8)?;
             Some(bytes)
         } else {
