@@ -9,7 +9,8 @@
 //! is, and the head of `PyTypeObject` past `tp_flags`. [`carry_constants`]
 //! takes them from the newest generated table of the same build flavour,
 //! and a test checks that every generated table of a flavour (3.9 to 3.13)
-//! agrees on each of them (on the flags from the version that added them).
+//! agrees on each of them (on the flags from the version that added them,
+//! on the `PyDictValues` prefix from 3.13, which added it).
 //! Those versions are marked untested (`Semantics::tested`); a header
 //! change there would show as a refused or misread object, never as a
 //! crash (every read is bounded).
@@ -276,6 +277,7 @@ fn constants(free_threaded: bool) -> Offsets {
     c.tpflags_inline_values = newest.tpflags_inline_values;
     c.object_gc_preheader_size = newest.object_gc_preheader_size;
     c.object_managed_dict_before = newest.object_managed_dict_before;
+    c.dict_values_values = newest.dict_values_values;
     c.object_ob_refcnt = newest.object_ob_refcnt;
     c.object_ob_ref_local = newest.object_ob_ref_local;
     c.object_ob_ref_shared = newest.object_ob_ref_shared;
@@ -343,8 +345,11 @@ mod tests {
                 {
                     // Py_TPFLAGS_MANAGED_DICT came with 3.11 (0 before:
                     // no such flag); flags a table lacks came later.
+                    // PyDictValues gained its 8-byte prefix in 3.13.
                     if name == "tpflags_managed_dict" && table.version.1 < 11 {
                         assert_eq!(theirs, Some(0));
+                    } else if name == "dict_values_values" && table.version.1 < 13 {
+                        assert!(matches!(theirs, None | Some(0)));
                     } else if ours.is_some() && theirs.is_some() {
                         assert_eq!(ours, theirs, "{name} in {:?}", table.version);
                     }
