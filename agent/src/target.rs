@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cpython::code::{CodeFingerprint, CodeObject};
 use crate::cpython::objects::{ObjectError, ObjectReader};
-use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
+use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, OffsetsSource, PythonVersion};
 use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
 use crate::pause::{Pause, PauseError, Tasks};
 use crate::walker::{
@@ -308,17 +308,17 @@ impl Target {
             free_threaded: false,
             debug_build: false,
         };
-        if crate::cpython::semantics_for(version.major, version.minor).is_none() {
+        let Some(semantics) = crate::cpython::semantics_for(version.major, version.minor) else {
             return Err(AttachError::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
-                reason: if (version.major, version.minor) < (3, 9) {
+                reason: if pydeep_cpython::older_than_supported(version.major, version.minor) {
                     "too old".into()
                 } else {
                     "too new for this pydeep; upgrade pydeep".into()
                 },
             });
-        }
+        };
         let Some(runtime_address) = runtime else {
             return Err(AttachError::NotPython {
                 pid,
@@ -328,7 +328,7 @@ impl Target {
                 ),
             });
         };
-        if version.major == 3 && version.minor >= 13 {
+        if matches!(semantics.offsets, OffsetsSource::DebugOffsets(_)) {
             // free_threaded is the third word of _Py_DebugOffsets.
             if let Ok(flag) = read_u64(&memory, runtime_address + 16) {
                 let mut cookie = [0u8; 8];
@@ -800,7 +800,7 @@ impl Target {
     /// `offset` is calling a waiting function ([`crate::blocking`]);
     /// remembered per call site.
     fn blocking_call_at(&mut self, code: u64, offset: u32) -> bool {
-        let minor = self.layout.version.minor;
+        let version = (self.layout.version.major, self.layout.version.minor);
         if self.code_object(code).is_err() {
             return false;
         }
@@ -810,7 +810,7 @@ impl Target {
         if let Some(&(_, blocks)) = entry.blocking_sites.iter().find(|(at, _)| *at == offset) {
             return blocks;
         }
-        let blocks = crate::blocking::blocks_at(&entry.code, minor, offset);
+        let blocks = crate::blocking::blocks_at(&entry.code, version, offset);
         // Bounded: a code object has as many call sites as its bytecode.
         if entry.blocking_sites.len() < 4096 {
             entry.blocking_sites.push((offset, blocks));
