@@ -157,21 +157,26 @@ impl Exactness {
     }
 
     /// Reads one tick of `target` into `out`, paused or not as decided
-    /// before the read (see the module's documentation).
+    /// before the read (see the module's documentation). Returns the
+    /// stream clock (`session::monotonic_ns`) when the stacks were taken:
+    /// once every thread is stopped for a paused read (the stacks are
+    /// those of that moment), as the read begins for a running one.
     pub fn read(
         &mut self,
         target: &mut Target,
         out: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<(), ReadError> {
+    ) -> Result<u64, ReadError> {
+        use crate::session::monotonic_ns;
         self.settle_for(target.layout().semantics.frame_kind);
         match self.plan() {
             Plan::Fast => {
+                let taken = monotonic_ns();
                 target.sample_threads(out)?;
                 counts.fast_ticks += 1;
                 counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
-                Ok(())
+                Ok(taken)
             }
             Plan::Paused { probe } => {
                 if probe {
@@ -186,15 +191,17 @@ impl Exactness {
                     Ok(guard) => guard,
                     Err(ReadError::Pause { detail, .. }) if self.mode == ReadMode::Adaptive => {
                         self.cannot_pause = Some(detail);
+                        let taken = monotonic_ns();
                         target.sample_threads(out)?;
                         counts.fast_ticks += 1;
-                        return Ok(());
+                        return Ok(taken);
                     }
                     Err(e) => return Err(e),
                 };
+                let taken = monotonic_ns();
                 let read = target.sample_threads(out);
                 counts.pauses.record(guard.release());
-                read
+                read.map(|()| taken)
             }
         }
     }

@@ -104,12 +104,13 @@ impl Sampled {
         self.target.pid()
     }
 
-    /// Reads one tick of every thread into `threads` ([`Exactness::read`]).
+    /// Reads one tick of every thread into `threads` ([`Exactness::read`]);
+    /// returns the stream clock when the stacks were taken.
     pub fn read(
         &mut self,
         threads: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<(), ReadError> {
+    ) -> Result<u64, ReadError> {
         self.exactness.read(&mut self.target, threads, counts)
     }
 

@@ -482,7 +482,15 @@ impl Sampler {
             }
         }
         match read {
-            Ok(()) => {
+            Ok(taken_ns) => {
+                // The samples carry when their stacks were taken (after the
+                // pause, or as the read began), not when the tick began:
+                // a pause or an earlier process read first can be
+                // milliseconds on a loaded machine.
+                let tick = Tick {
+                    clock_ns: taken_ns,
+                    ..tick
+                };
                 self.last_good_read = Instant::now();
                 if let Some((count, error)) = self.unconfirmed_errors.remove(&process.sampled.pid())
                 {

@@ -1,8 +1,8 @@
 //! Sample times against the target's own clock, on every interpreter: a
 //! program runs `work` between two readings of CLOCK_MONOTONIC it takes
 //! itself (`time.monotonic_ns()`), and every recorded sample inside `work`
-//! must carry a time between them (less one interval: a sample carries the
-//! time its tick began, and its stack is read during the tick). Sample times are coded on the tick grid
+//! must carry a time between them (less up to one interval for a read of
+//! the running target, which may see `work` begin while it reads). Sample times are coded on the tick grid
 //! or as deltas (format version 2), so this checks the decoded times, not
 //! just their order.
 
@@ -57,11 +57,12 @@ fn record_and_check(python: &Python) -> (u64, String) {
             });
             if working {
                 in_work += 1;
-                // A sample carries its tick's time, taken when the tick
-                // began; its stack is read within the tick, after a pause
-                // of the target if the read is paused (tens of µs, more
-                // on a loaded machine). So it may show `work` begun just
-                // after its time: at most one interval (1 ms) after.
+                // A sample carries the time its stacks were taken: once
+                // the target is stopped for a paused read (exact), as the
+                // read begins for a running one, which may then see
+                // `work` begun during the read (microseconds; a sampler
+                // preempted mid-read on a loaded machine: allowed up to
+                // one interval, 1 ms).
                 assert!(
                     (start_ns.saturating_sub(INTERVAL_NS)..=end_ns).contains(&sample.time_ns),
                     "{}: a sample in work at {} outside the program's {start_ns}..={end_ns}",
