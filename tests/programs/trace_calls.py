@@ -17,12 +17,13 @@ deterministic, so each thread's traced counts must equal it. A sys.settrace
 function stays installed on the main thread throughout: a trace window must
 keep it working (it counts calls of marker()).
 """
-import ctypes
 import json
 import os
 import sys
 import threading
 import time
+
+from c_hooks import c_profile_hooks
 
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
@@ -105,48 +106,6 @@ def tracer(frame, event, arg):
     if event == "call" and frame.f_code.co_name == "marker":
         marker_calls += 1
     return None
-
-
-def hook_offsets():
-    """Where PyThreadState keeps c_profilefunc: found by setting our own
-    (c_traceobj holds the function set; c_profilefunc, c_tracefunc,
-    c_profileobj, c_traceobj are in that order on 3.9-3.13).
-    sys.getprofile() cannot see a C hook installed without an object."""
-    api = ctypes.pythonapi
-    api.PyThreadState_Get.restype = ctypes.c_void_p
-    me = api.PyThreadState_Get()
-    word = lambda i: ctypes.c_void_p.from_address(me + 8 * i).value
-
-    def probe(*args):
-        return None
-
-    sys.settrace(probe)
-    traceobj = next(i for i in range(4, 80) if word(i) == id(probe))
-    sys.settrace(None)
-    sys.setprofile(probe)
-    assert word(traceobj - 1) == id(probe), "unexpected PyThreadState layout"
-    assert word(traceobj - 3) not in (None, 0), "unexpected PyThreadState layout"
-    sys.setprofile(None)
-    return traceobj - 3
-
-
-PROFILE_WORD = hook_offsets()
-
-
-def c_profile_hooks():
-    """c_profilefunc set, per thread."""
-    api = ctypes.pythonapi
-    api.PyInterpreterState_Main.restype = ctypes.c_void_p
-    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
-    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
-    api.PyThreadState_Next.restype = ctypes.c_void_p
-    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
-    hooks = []
-    ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Main())
-    while ts:
-        hooks.append(bool(ctypes.c_void_p.from_address(ts + 8 * PROFILE_WORD).value))
-        ts = api.PyThreadState_Next(ts)
-    return hooks
 
 
 truth = count_calls()
