@@ -632,6 +632,9 @@ pub fn to_proto(
                 .awaiting_type
                 .as_deref()
                 .map_or(0, |t| interner.string(t)),
+            locals: Vec::new(),
+            name: interner.string(&generator.name),
+            file: interner.string(&generator.file),
         });
     }
     let tasks = snapshot
@@ -658,6 +661,10 @@ pub fn to_proto(
                     .map_or(0, |a| interner.string(&a.type_name)),
                 awaiting_tasks: task.awaiting_tasks.clone(),
                 state: task.state.clone(),
+                coroutine_stack: task.coroutine_stack.clone(),
+                running: task.running,
+                type_name: interner.string(&task.type_name),
+                implementation: task.implementation.to_string(),
             }
         })
         .collect();

@@ -410,31 +410,51 @@ fn verify(file: &Path) -> Result<Exit> {
     })
 }
 
+/// `pydeep dump`: what a recording's scopes snapshot holds, read now and
+/// drawn by the viewer's scopes renderer (`pydeep-view scopes`).
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
-    let options = crate::dump::DumpOptions {
-        locals: args.locals,
+    use pydeep_view::scopes::{scopes_json, write_scopes_text, ScopesView};
+    use pydeep_view::snapshots::{for_each, Content, Selection};
+    let options = crate::snapshot::SnapshotOptions {
+        scopes: true,
+        values: args.locals,
         globals: args.globals,
+        generators: args.async_,
+        all_generators: args.all,
+        tasks: args.async_,
         max_depth: args.max_depth,
+        max_objects: 0,
         rendering: crate::objects::Rendering {
             max_string: args.max_string,
             max_items: args.max_items,
             redact: redact_regex(&args.redact)?,
             ..Default::default()
         },
-        asynchronous: args.async_.then(|| crate::asyncio::AsyncOptions {
-            all: args.all,
-            ..Default::default()
-        }),
         ..Default::default()
     };
-    let (_, dump) = crate::one_shot::read(pid, |target| {
-        crate::dump::dump(target, &options).with_context(|| format!("reading process {pid}"))
+    let (mut target, taken) = crate::one_shot::read(pid, |target| {
+        crate::snapshot::take(target, &options).with_context(|| format!("reading process {pid}"))
     })?;
-    if args.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&dump)?)?;
-    } else {
-        crate::out!("{}", crate::dump::render_text(&dump))?;
-    }
+    let names = target.thread_names().unwrap_or_default();
+    let mut input = crate::live_views::record_snapshot(&mut target, &taken, &names)?;
+    let view = ScopesView {
+        threads: Vec::new(),
+        asynchronous: args.async_,
+    };
+    let mut out = Vec::new();
+    for_each(
+        &mut input,
+        Content::Scopes,
+        &Selection::default(),
+        |tables, header, selected| {
+            if args.json {
+                writeln!(out, "{}", scopes_json(tables, header, selected, &view))
+            } else {
+                write_scopes_text(&mut out, tables, header, selected, &view)
+            }
+        },
+    )?;
+    crate::out!("{}", String::from_utf8_lossy(&out))?;
     Ok(Exit::Ok)
 }
 

@@ -5,7 +5,6 @@ pub mod address_hash;
 pub mod asyncio;
 pub mod blocking;
 pub mod cpython;
-pub mod dump;
 pub mod exactness;
 pub mod generators;
 pub mod graph;
@@ -21,6 +20,7 @@ pub mod paused_read;
 pub mod retained;
 pub mod scopes;
 pub mod target;
+pub mod values;
 pub mod walker;
 
 pub mod cli;

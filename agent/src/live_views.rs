@@ -1,16 +1,70 @@
-//! What the live commands (`heap`, `objects`) read becomes the records a
-//! recording's snapshots hold (`proto::Snapshot`), with an in-memory copy
-//! of the tables a recording interns; the viewer's library
-//! (`pydeep_view`) renders them. A live view and the same view of a
-//! recording are drawn by one renderer, in one schema.
+//! What the live commands (`dump`, `heap`, `objects`) read becomes the
+//! records a recording's snapshots hold (`proto::Snapshot`); the viewer's
+//! library (`pydeep_view`) renders them. A live view and the same view of
+//! a recording are drawn by one renderer, in one schema.
+//!
+//! `dump` reads what a scopes snapshot reads ([`crate::snapshot::take`])
+//! and records it, with its threads, frames, code objects and stacks,
+//! into a one-snapshot recording in memory ([`record_snapshot`]), read
+//! back by the viewer's [`Input`] as `pydeep-view scopes` reads a file.
+//! `heap` and `objects` need no frames: their records are built over an
+//! in-memory string table ([`LiveTables`]).
 
 use std::collections::HashMap;
+use std::io::Cursor;
 
-use pydeep_format::{proto, Tables};
+use anyhow::{Context, Result};
+use pydeep_format::proto::record::Kind;
+use pydeep_format::{proto, Reader, Recording, Tables, Writer, WriterOptions};
+use pydeep_view::input::Input;
+use pydeep_view::scopes::LIVE_MODE;
 use pydeep_view::snapshots::Selected;
 
-use crate::recorder::proto_version;
+use crate::recorder::{proto_version, Recorder};
+use crate::snapshot::Taken;
+use crate::target::Target;
 use crate::PythonVersion;
+
+/// `taken`, read from `target` (thread names `names`), as a recording of
+/// one snapshot held in memory and opened for the viewer's renderers: the
+/// same records `pydeep record --snapshot-every` writes for it.
+pub fn record_snapshot(
+    target: &mut Target,
+    taken: &Taken,
+    names: &HashMap<u64, String>,
+) -> Result<Input<Cursor<Vec<u8>>>> {
+    let pid = target.pid();
+    let version = target.python_version();
+    let header = proto::Header {
+        pid: pid as u32,
+        python_version: Some(proto_version(&version)),
+        clock: proto::ClockKind::ClockMonotonic as i32,
+        start_clock_ns: taken.clock_ns,
+        mode: LIVE_MODE.into(),
+        pydeep_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    let in_memory = || "recording the snapshot in memory";
+    let writer = Writer::new(Vec::new(), header, WriterOptions::default()).context(in_memory())?;
+    let mut recorder = Recorder::new(writer, false, true);
+    // The frames' code objects as of the pause: the target may have
+    // freed one since.
+    target.revalidate_codes(&taken.code_fingerprints);
+    let record = crate::snapshot::to_record(&mut recorder, target, pid, &version, taken, names);
+    recorder
+        .record(Kind::Snapshot(record))
+        .context(in_memory())?;
+    let bytes = recorder
+        .finish(proto::Footer {
+            snapshot_count: 1,
+            end_reason: "live".into(),
+            ..Default::default()
+        })
+        .context(in_memory())?;
+    let reader = Reader::new(Cursor::new(bytes)).context(in_memory())?;
+    let recording = Recording::new(reader).context(in_memory())?;
+    Ok(Input::new(recording, format!("process {pid}")))
+}
 
 /// The tables and header the viewer's renderers resolve a live snapshot
 /// through, as a recording of the target would give them.
@@ -33,7 +87,7 @@ impl LiveTables {
                 python_version: Some(proto_version(version)),
                 clock: proto::ClockKind::ClockMonotonic as i32,
                 start_clock_ns,
-                mode: "live".into(),
+                mode: LIVE_MODE.into(),
                 ..Default::default()
             },
         }

@@ -1,8 +1,9 @@
 //! Deep snapshots inside a recording (`--snapshot-every`, `--heap-every`):
 //! the target is paused, every thread's frames are read with (when asked)
 //! their variables and the objects they reach, and/or the GC lists are
-//! counted by type, with the same readers as `pydeep dump`, `objects` and
-//! `heap`. [`take`] reads; [`to_record`] turns what was read into a
+//! counted by type, with the same readers as `objects` and `heap`; `pydeep
+//! dump` is one such snapshot ([`crate::live_views::record_snapshot`]).
+//! [`take`] reads; [`to_record`] turns what was read into a
 //! `Snapshot` record whose threads, stacks, frames and strings are the
 //! recording's own interned ids, so a viewer resolves them like samples.
 
@@ -22,10 +23,11 @@ use crate::objects::{Objects, Rendering};
 use crate::page_cache::PageCache;
 use crate::recorder::{CodeSource, Recorder};
 use crate::scopes::{
-    frame_globals, frame_variables_in, locals_layout, thread_frames, Binding, FrameRef,
-    LocalsLayout,
+    frame_globals, frame_variables_in, locals_layout, thread_frames, thread_frames_whole, Binding,
+    FrameRef, LocalsLayout, Variable,
 };
 use crate::target::{ReadError, Target};
+use crate::values::{ReadValue, Values};
 use crate::{FrameSample, PythonVersion, ThreadSample};
 
 /// What one snapshot reads. Defaults: stacks only.
@@ -43,9 +45,13 @@ pub struct SnapshotOptions {
     pub max_globals: usize,
     /// Count the GC-tracked objects by type.
     pub heap: bool,
-    /// Find asyncio tasks too (a walk of the GC lists); generators and
-    /// coroutines reachable from the stacks come with every scopes
-    /// snapshot.
+    /// Look for generators and coroutines reachable from the stacks (with
+    /// scopes; on for every scopes snapshot of a recording, `dump --async`).
+    pub generators: bool,
+    /// Every generator-like object in the GC lists, not only those
+    /// reachable from the stacks and tasks (`dump --async --all`).
+    pub all_generators: bool,
+    /// Find asyncio tasks too (a walk of the GC lists).
     pub tasks: bool,
     /// Deepest stack read per thread (default 4096).
     pub max_depth: usize,
@@ -53,7 +59,8 @@ pub struct SnapshotOptions {
     pub max_objects: usize,
     /// References followed from each variable (default 1).
     pub object_depth: usize,
-    /// Bounds of rendered values (default: 100 characters, 10 items).
+    /// Bounds of rendered values (default: `pydeep dump`'s, 200
+    /// characters of a string, 10 items, 2 levels, 1000 characters).
     pub rendering: Rendering,
 }
 
@@ -65,17 +72,14 @@ impl Default for SnapshotOptions {
             globals: false,
             max_globals: 200,
             heap: false,
+            generators: true,
+            all_generators: false,
             tasks: false,
             max_depth: 4096,
             max_objects: 200,
             object_depth: 1,
-            rendering: Rendering {
-                max_string: 100,
-                max_items: 10,
-                max_depth: 1,
-                max_length: 200,
-                redact: None,
-            },
+            // The bounds of `pydeep dump`: one rendering of values.
+            rendering: Rendering::default(),
         }
     }
 }
@@ -89,12 +93,23 @@ pub struct TakenVariable {
     pub binding: Binding,
     /// A parameter of the function.
     pub is_argument: bool,
-    /// `id()` of the value (of a cell's content), 0 if unbound.
-    pub address: u64,
-    /// `type(value).__name__` (empty if unbound or unreadable).
-    pub type_name: String,
-    /// Bounded rendering of the value.
-    pub value: String,
+    /// The cell holding it (cell and free variables), 0 otherwise.
+    pub cell: u64,
+    /// Its value, None when unbound.
+    pub value: Option<ReadValue>,
+}
+
+impl TakenVariable {
+    /// `variable` with its value read into `values` (the target paused).
+    fn read(variable: Variable, objects: &Objects<'_>, values: &mut Values) -> TakenVariable {
+        TakenVariable {
+            value: values.read(objects, &variable.name, variable.value),
+            name: variable.name,
+            binding: variable.binding,
+            is_argument: variable.is_argument,
+            cell: variable.cell,
+        }
+    }
 }
 
 /// One frame as read, innermost first.
@@ -102,8 +117,14 @@ pub struct TakenVariable {
 pub struct TakenFrame {
     /// Code object and instruction, as the sampler records frames.
     pub frame: FrameSample,
-    /// Variables in `localsplus` order (empty unless values were asked).
+    /// Its address in the target.
+    pub address: u64,
+    /// Variables in `localsplus` order, then module globals (empty unless
+    /// values or globals were asked).
     pub variables: Vec<TakenVariable>,
+    /// With globals asked: the frame that lists this frame's module
+    /// globals, when not this one (0 otherwise).
+    pub globals_listed_at: u64,
 }
 
 /// One thread as read.
@@ -130,6 +151,11 @@ pub struct Taken {
     pub heap: Option<HeapSummary>,
     /// Generators, coroutines and (when asked) asyncio tasks.
     pub asynchronous: Option<AsyncSnapshot>,
+    /// With values asked: the variables of each generator's frame
+    /// (suspended or created), by the generator's address.
+    pub generator_locals: HashMap<u64, Vec<TakenVariable>>,
+    /// What was asked: variables (values), module globals.
+    pub asked: SnapshotOptions,
     /// Limits hit and what could not be read.
     pub warnings: Vec<String>,
     /// The fingerprint of each frame's code object, read in the pause:
@@ -187,12 +213,15 @@ impl SnapshotReport {
 
 /// Pauses `target` and reads what `options` asks for.
 ///
-/// As `pydeep dump` does (notes/snapshots.md, "The pause"): everything
+/// Only reading while the target is stopped (notes/snapshots.md, "The pause"): everything
 /// goes through one page cache filled in batches, each code object's slot
 /// names are read once, each distinct value is rendered once, and code
 /// objects themselves are left to [`to_record`], after the release.
 pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, ReadError> {
-    let mut taken = Taken::default();
+    let mut taken = Taken {
+        asked: *options,
+        ..Taken::default()
+    };
     let started = Instant::now();
     taken.clock_ns = crate::session::monotonic_ns();
     let guard = target.pause()?;
@@ -206,17 +235,23 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     let memory = PageCache::exact(target.memory());
     let objects = Objects::new(&memory, target.layout());
     memory.set_read_ahead(crate::paused_read::FRAME_READ_AHEAD);
-    let frames_of: Vec<Vec<FrameRef>> = samples
-        .iter()
-        .map(|sample| {
-            thread_frames(
-                &memory,
-                target.layout(),
-                sample.thread_state,
-                options.max_depth,
-            )
-        })
-        .collect();
+    let mut frames_of: Vec<Vec<FrameRef>> = Vec::with_capacity(samples.len());
+    for sample in &samples {
+        let (frames, cut) = thread_frames_whole(
+            &memory,
+            target.layout(),
+            sample.thread_state,
+            options.max_depth,
+        );
+        if cut {
+            taken.warnings.push(format!(
+                "thread {}: its stack was cut after {} frames (deeper than the depth limit, or its frame chain broke off: an unreadable frame or a cycle)",
+                sample.thread_id,
+                frames.len()
+            ));
+        }
+        frames_of.push(frames);
+    }
     // Each code object's identity as of the pause (a read per distinct
     // code object, most already in the cache from the walk).
     let reader = ObjectReader::new(&memory, target.layout());
@@ -231,9 +266,10 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                 .push((code, reader.code_fingerprint(&header)));
         }
     }
-    if options.scopes {
+    if options.scopes && (options.generators || options.tasks) {
         let asked = AsyncOptions {
             tasks: options.tasks,
+            all: options.all_generators,
             ..AsyncOptions::default()
         };
         // Generators are looked for in every frame up to 4096 deep.
@@ -251,7 +287,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         // A walk of the GC lists (tasks) reads objects allocated together:
         // read ahead there.
         let ahead = PageCache::new(target.memory());
-        let found = if options.tasks {
+        let found = if options.tasks || options.all_generators {
             collect(
                 &Objects::new(&ahead, target.layout()),
                 target.runtime_address(),
@@ -279,14 +315,16 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     }
     // Every frame's variables first (slots and cells), then their objects
     // and types in one batch each, then the renderings.
-    let mut modules_seen = std::collections::HashSet::new();
+    // The outermost frame of each module (globals dict), threads in order,
+    // carries them; the module's other frames name it.
+    let mut listed_at: HashMap<u64, u64> = HashMap::new();
     let mut read_frames = Vec::with_capacity(frames_of.len());
     for frames in &frames_of {
-        // The outermost frame of each module (globals dict) carries them.
         let mut globals_at = vec![false; frames.len()];
         if options.globals {
             for (index, frame) in frames.iter().enumerate().rev() {
-                globals_at[index] = frame.globals != 0 && modules_seen.insert(frame.globals);
+                globals_at[index] = frame.globals != 0
+                    && *listed_at.entry(frame.globals).or_insert(frame.address) == frame.address;
             }
         }
         let mut read = Vec::with_capacity(frames.len());
@@ -315,45 +353,43 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         }
         read_frames.push(read);
     }
-    let addresses: Vec<u64> = read_frames
+    let mut addresses: Vec<u64> = read_frames
         .iter()
         .flatten()
         .flatten()
         .map(|var| var.value)
         .collect();
+    // The variables of each generator's frame (suspended or created).
+    let generator_variables = match (&taken.asynchronous, options.values) {
+        (Some(found), true) => generator_variables(&objects, &found.generators),
+        _ => Vec::new(),
+    };
+    addresses.extend(
+        generator_variables
+            .iter()
+            .flat_map(|(_, vars)| vars)
+            .map(|var| var.value),
+    );
     crate::paused_read::prefetch_values(&memory, &objects, &addresses);
+    let mut values = Values::new(options.rendering);
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
-    let mut rendered: HashMap<(u64, bool), (String, String)> = HashMap::new();
     for ((sample, frames), read) in samples.into_iter().zip(&frames_of).zip(read_frames) {
         let mut taken_frames = Vec::with_capacity(frames.len());
         for (frame, variables) in frames.iter().zip(read) {
+            for var in &variables {
+                if var.binding != Binding::Global {
+                    roots.push(var.value);
+                    if crate::redact::matches(options.rendering.redact, &var.name) {
+                        redacted_roots.push(var.value);
+                    }
+                }
+            }
             let variables = variables
                 .into_iter()
-                .map(|var| {
-                    let redacted = crate::redact::matches(options.rendering.redact, &var.name);
-                    if var.binding != Binding::Global {
-                        roots.push(var.value);
-                        if redacted {
-                            redacted_roots.push(var.value);
-                        }
-                    }
-                    let (type_name, value) = rendered
-                        .entry((var.value, redacted))
-                        .or_insert_with(|| {
-                            render(&objects, var.value, redacted, &options.rendering)
-                        })
-                        .clone();
-                    TakenVariable {
-                        name: var.name,
-                        binding: var.binding,
-                        is_argument: var.is_argument,
-                        address: var.value,
-                        type_name,
-                        value,
-                    }
-                })
+                .map(|var| TakenVariable::read(var, &objects, &mut values))
                 .collect();
+            let listing = listed_at.get(&frame.globals).copied().unwrap_or(0);
             taken_frames.push(TakenFrame {
                 frame: FrameSample {
                     code_address: frame.code,
@@ -361,13 +397,22 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                     is_generator: frame.is_generator,
                     is_shim: false,
                 },
+                address: frame.address,
                 variables,
+                globals_listed_at: if listing == frame.address { 0 } else { listing },
             });
         }
         taken.threads.push(TakenThread {
             sample,
             frames: taken_frames,
         });
+    }
+    for (address, variables) in generator_variables {
+        let variables = variables
+            .into_iter()
+            .map(|var| TakenVariable::read(var, &objects, &mut values))
+            .collect();
+        taken.generator_locals.insert(address, variables);
     }
     if options.values && options.max_objects > 0 {
         let graph = walk_from(
@@ -416,32 +461,28 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     Ok(taken)
 }
 
-/// The type name and bounded rendering of the object at `address` bound
-/// to a variable (`redacted`: its name matches `--redact`, so its type
-/// only); empty strings when unbound.
-fn render(
+/// The variables of each generator with a frame (suspended or created),
+/// by the generator's address: while the target is paused.
+fn generator_variables(
     objects: &Objects<'_>,
-    address: u64,
-    redacted: bool,
-    rendering: &Rendering,
-) -> (String, String) {
-    if address == 0 {
-        (String::new(), String::new())
-    } else if redacted {
-        let type_name = objects
-            .info(address)
-            .map(|info| info.type_info.name.clone())
-            .unwrap_or_default();
-        (type_name, crate::redact::REDACTED.to_string())
-    } else {
-        match objects.info(address) {
-            Ok(info) => (
-                info.type_info.name.clone(),
-                objects.render(address, rendering),
-            ),
-            Err(_) => (String::new(), format!("<unreadable 0x{address:x}>")),
-        }
+    generators: &[crate::generators::Generator],
+) -> Vec<(u64, Vec<Variable>)> {
+    let mut layouts: HashMap<u64, Option<LocalsLayout>> = HashMap::new();
+    let mut out = Vec::new();
+    for generator in generators {
+        let Some(frame) = crate::generators::frame_ref(objects.layout(), generator) else {
+            continue;
+        };
+        let Some(layout) = layouts
+            .entry(generator.code)
+            .or_insert_with(|| locals_layout(objects, generator.code).ok())
+        else {
+            continue;
+        };
+        let variables = frame_variables_in(objects, &frame, layout).unwrap_or_default();
+        out.push((generator.address, variables));
     }
+    out
 }
 
 /// Interns what `taken` refers to in `recorder` (threads, frames, stacks,
@@ -473,21 +514,12 @@ pub fn to_record<W: Write>(
             .map(|(frame, &frame_id)| {
                 let mut scopes = proto::FrameScopes {
                     frame: frame_id,
+                    address: frame.address,
+                    globals_listed_at: frame.globals_listed_at,
                     ..Default::default()
                 };
                 for var in &frame.variables {
-                    let record = proto::Variable {
-                        name: recorder.string(&var.name),
-                        kind: variable_kind(var) as i32,
-                        address: var.address,
-                        type_name: if var.type_name.is_empty() {
-                            0
-                        } else {
-                            recorder.string(&var.type_name)
-                        },
-                        value: var.value.clone(),
-                        unbound: var.address == 0,
-                    };
+                    let record = variable_record(var, &mut |text| recorder.string(text));
                     match var.binding {
                         Binding::Local => scopes.locals.push(record),
                         Binding::Cell => scopes.cells.push(record),
@@ -502,13 +534,19 @@ pub fn to_record<W: Write>(
             thread: id,
             stack,
             frames,
+            activity: if thread.sample.active {
+                proto::ThreadActivity::ActivityActive
+            } else {
+                proto::ThreadActivity::ActivityIdle
+            } as i32,
+            holds_gil: thread.sample.holds_gil,
         });
     }
     let (objects, edges) = match &taken.graph {
         Some(graph) => graph_record(graph, &mut |text| recorder.string(text)),
         None => (Vec::new(), Vec::new()),
     };
-    let (generators, tasks) = match &taken.asynchronous {
+    let (mut generators, tasks) = match &taken.asynchronous {
         Some(found) => to_proto(
             found,
             &mut RecorderInterner {
@@ -520,6 +558,14 @@ pub fn to_record<W: Write>(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    for generator in &mut generators {
+        if let Some(variables) = taken.generator_locals.get(&generator.address) {
+            generator.locals = variables
+                .iter()
+                .map(|var| variable_record(var, &mut |text| recorder.string(text)))
+                .collect();
+        }
+    }
     let heap = taken
         .heap
         .as_ref()
@@ -535,7 +581,61 @@ pub fn to_record<W: Write>(
         tasks,
         heap,
         warnings: taken.warnings.clone(),
+        locals: taken.asked.scopes && taken.asked.values,
+        globals: taken.asked.scopes && taken.asked.globals,
+        asynchronous: taken.asynchronous.is_some(),
     }
+}
+
+/// A variable as the schema's `Variable` record, its strings interned by
+/// `string`.
+fn variable_record(var: &TakenVariable, string: &mut dyn FnMut(&str) -> u64) -> proto::Variable {
+    let mut record = proto::Variable {
+        name: string(&var.name),
+        kind: variable_kind(var) as i32,
+        argument: var.is_argument,
+        cell: var.cell,
+        unbound: var.value.is_none(),
+        ..Default::default()
+    };
+    if let Some(value) = &var.value {
+        value_record(value, &mut record, string);
+        record.attributes = value
+            .attributes
+            .iter()
+            .flatten()
+            .map(|(name, value)| {
+                let mut attribute = proto::Variable {
+                    name: string(name),
+                    kind: proto::VariableKind::VariableUnspecified as i32,
+                    ..Default::default()
+                };
+                value_record(value, &mut attribute, string);
+                attribute
+            })
+            .collect();
+    }
+    record
+}
+
+/// Fills the value fields of `record` from `value`.
+fn value_record(
+    value: &ReadValue,
+    record: &mut proto::Variable,
+    string: &mut dyn FnMut(&str) -> u64,
+) {
+    record.address = value.address;
+    record.type_name = if value.type_name.is_empty() {
+        0
+    } else {
+        string(&value.type_name)
+    };
+    record.value = value.repr.clone();
+    record.size = value.size.unwrap_or(0);
+    record.implausible_size = value.implausible_size.unwrap_or(0);
+    record.refcount = value.refcount;
+    record.immortal = value.immortal;
+    record.length = value.length;
 }
 
 /// An object graph as the records of a snapshot (`Snapshot.objects` and

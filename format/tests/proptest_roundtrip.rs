@@ -357,6 +357,7 @@ fn write(script: &Script) -> Expected {
                         thread: 1,
                         stack: stack_ids.last().copied().unwrap_or(0),
                         frames: vec![],
+                        ..Default::default()
                     }],
                     ..Default::default()
                 };

@@ -1,9 +1,10 @@
 //! The live commands and the viewer draw a view with one renderer: for one
 //! still fixture (tests/programs/live_views.py, blocked in pause(2)), what
-//! `pydeep objects` and `pydeep heap` print for the live process equals
-//! what `pydeep-view objects` and `heap` print from a recording's snapshot
-//! of the same state: the same DOT, the same heap table, the same JSON keys
-//! and counts; on every interpreter.
+//! `pydeep dump`, `objects` and `heap` print for the live process equals
+//! what `pydeep-view scopes`, `objects` and `heap` print from a
+//! recording's snapshot of the same state: the same dump text and JSON,
+//! the same DOT, the same heap table, the same JSON keys and counts; on
+//! every interpreter.
 
 use std::path::Path;
 
@@ -33,6 +34,27 @@ fn after_title(text: &[u8]) -> String {
         .to_string()
 }
 
+/// A scopes document without what differs between two reads of the same
+/// state: its number, times and pause, and the ids a recording interns
+/// (threads, stacks, frames) in the order it met them.
+fn without_ids(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, value)| {
+                    !matches!(
+                        key.as_str(),
+                        "index" | "time" | "time_ns" | "pause_seconds" | "thread" | "frame"
+                    ) && !(key.as_str() == "stack" && value.is_u64())
+                })
+                .map(|(key, value)| (key.clone(), without_ids(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_ids).collect()),
+        other => other.clone(),
+    }
+}
+
 fn record_snapshots(pid: &str, recording: &Path) {
     succeeds(
         "pydeep",
@@ -46,6 +68,8 @@ fn record_snapshots(pid: &str, recording: &Path) {
             "--snapshot-every",
             "200ms",
             "--snapshot-locals",
+            "--snapshot-globals",
+            "--snapshot-async",
             "--heap-every",
             "200ms",
             "-o",
@@ -67,6 +91,55 @@ fn live_objects_and_heap_print_what_the_viewer_renders_from_a_snapshot_of_the_sa
         let recording = fixture.dir().join("still.pdr");
         record_snapshots(&pid, &recording);
         let file = recording.to_str().unwrap();
+
+        // dump: the same text and JSON as the recorded snapshot's scopes.
+        let live_args = ["dump", &pid, "--locals", "--globals", "--async"];
+        let view_args = ["scopes", file, "--index", "0", "--async"];
+        let live_text = succeeds("pydeep", live_args);
+        let view_text = succeeds("pydeep-view", view_args);
+        assert!(
+            String::from_utf8_lossy(&live_text).starts_with(&format!("Process {pid}: CPython ")),
+            "{label}: {}",
+            String::from_utf8_lossy(&live_text)
+        );
+        let text = after_title(&live_text);
+        for expected in [
+            "\nThread ",
+            "\"MainThread\" (idle, main)",
+            "    hold (",
+            "root [arg]: tuple = ({'a': Plain(name='node a', peer=Plain(",
+            "        globals:\n",
+            "Generators and coroutines (",
+            "Asyncio tasks (",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{label}: dump lacks {expected:?}:\n{text}"
+            );
+        }
+        assert_eq!(text, after_title(&view_text), "{label}: dump text");
+        let live = json_lines(&succeeds("pydeep", live_args.iter().chain(&["--json"])));
+        let view = json_lines(&succeeds(
+            "pydeep-view",
+            view_args.iter().chain(&["--json"]),
+        ));
+        assert_eq!(live.len(), 1, "{label}: one dump");
+        let hold = live[0]["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["frames"].as_array().unwrap())
+            .find(|f| f["qualname"] == "hold")
+            .unwrap_or_else(|| panic!("{label}: no hold frame: {:#}", live[0]));
+        assert_eq!(
+            hold["locals"][0]["value"]["address"], truth["root"],
+            "{label}: root"
+        );
+        assert_eq!(
+            without_ids(&live[0]),
+            without_ids(&view[0]),
+            "{label}: dump JSON"
+        );
 
         // objects: the same DOT text, the same JSON keys and graph.
         let live_args = ["objects", &pid, "--root", &root, "--depth", "1"];

@@ -145,8 +145,8 @@ fn asyncio_task_tree_matches_all_tasks_on_every_interpreter() {
                     ));
                 }
             }
-            if found["awaiting"]["address"] != expected["awaiting"]
-                || found["awaiting"]["type"] != expected["awaiting_type"]
+            if found["awaiting"] != expected["awaiting"]
+                || found["awaiting_type"] != expected["awaiting_type"]
             {
                 errors.push(format!(
                     "task {name}.awaiting: pydeep {} != in-process {} ({})",

@@ -108,9 +108,7 @@ fn dump_async_locals_shows_a_suspended_coroutines_and_generators_variables() {
             ],
         ))
         .expect("JSON");
-        let frames = dump["generator_locals"]
-            .as_array()
-            .expect("generator_locals");
+        let frames = dump["generators"].as_array().expect("generators");
         for name in ["suspended_generator", "suspended_coroutine"] {
             let expected = &truth["objects"][name];
             let frame = frames

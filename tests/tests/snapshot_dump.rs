@@ -197,14 +197,15 @@ fn check(python: &Python) {
     }
 }
 
-/// Each module's globals are listed once in a dump: on the first frame of
-/// that module (threads in order, innermost first); every later frame of
-/// the module lists none and names that frame in `globals_listed_at`.
+/// Each module's globals are listed once in a dump: on the outermost frame
+/// of that module in the first thread (threads in order) that runs it, as
+/// a recording's snapshot lists them; every other frame of the module
+/// lists none and names that frame in `globals_listed_at`.
 fn check_globals_listed_once(dump: &Value, label: &str) {
     let mut listed_at: std::collections::HashMap<&str, u64> = Default::default();
     let mut shared = 0;
     for thread in dump["threads"].as_array().unwrap() {
-        for frame in thread["frames"].as_array().unwrap() {
+        for frame in thread["frames"].as_array().unwrap().iter().rev() {
             let file = frame["file"].as_str().unwrap();
             let address = frame["frame_address"].as_u64().unwrap();
             match listed_at.get(file) {

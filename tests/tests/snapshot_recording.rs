@@ -230,18 +230,28 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
                     .iter()
                     .find(|v| v["name"] == name.as_str())
                     .unwrap_or_else(|| panic!("{label}: phase {k}: no local {name}"));
-                assert_eq!(var["address"], expected["id"], "{label}: {name} id");
-                assert_eq!(var["type"], expected["type"], "{label}: {name} type");
-                assert_eq!(var["value"], expected["repr"], "{label}: {name} repr");
+                let value = &var["value"];
+                assert_eq!(value["address"], expected["id"], "{label}: {name} id");
+                assert_eq!(value["type"], expected["type"], "{label}: {name} type");
+                assert_eq!(value["repr"], expected["repr"], "{label}: {name} repr");
             }
             let k_var = locals.iter().find(|v| v["name"] == "k").unwrap();
-            assert_eq!(k_var["kind"], "argument", "{label}");
-            // Module globals: once, on the outermost frame of the module.
+            assert_eq!(k_var["binding"], "local", "{label}");
+            assert_eq!(k_var["argument"], true, "{label}");
+            // Module globals: once, on the outermost frame of the module;
+            // its other frames name that one.
             let frames = main["frames"].as_array().unwrap();
             let outermost = frames.last().unwrap();
             assert_eq!(outermost["qualname"], "<module>", "{label}");
             for frame in &frames[..frames.len() - 1] {
-                assert_eq!(frame["globals"], Value::Array(vec![]), "{label}");
+                assert!(frame["globals"].is_null(), "{label}: {frame:#}");
+                assert!(frame["globals_listed_at"].is_u64(), "{label}: {frame:#}");
+                if frame["file"] == outermost["file"] {
+                    assert_eq!(
+                        frame["globals_listed_at"], outermost["frame_address"],
+                        "{label}: {frame:#}"
+                    );
+                }
             }
             let globals = outermost["globals"].as_array().unwrap();
             assert!(
@@ -254,9 +264,9 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
                     .iter()
                     .find(|g| g["name"] == name.as_str())
                     .unwrap_or_else(|| panic!("{label}: no global {name}"));
-                assert_eq!(var["address"], expected["id"], "{label}: {name}");
-                assert_eq!(var["type"], expected["type"], "{label}: {name}");
-                assert_eq!(var["kind"], "global", "{label}: {name}");
+                assert_eq!(var["value"]["address"], expected["id"], "{label}: {name}");
+                assert_eq!(var["value"]["type"], expected["type"], "{label}: {name}");
+                assert_eq!(var["binding"], "global", "{label}: {name}");
             }
         }
         assert!(

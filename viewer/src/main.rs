@@ -130,6 +130,10 @@ struct ScopesArgs {
     /// Only this thread: a thread name or a thread id (repeatable).
     #[arg(long = "thread", value_name = "NAME|TID")]
     threads: Vec<String>,
+    /// Also the snapshot's generators, coroutines and asyncio task tree
+    /// (as `pydeep dump --async` shows them).
+    #[arg(long = "async")]
+    asynchronous: bool,
 }
 
 #[derive(Args)]
@@ -535,20 +539,17 @@ impl Command {
             Command::Scopes(args) => {
                 let mut out = stdout();
                 let json = args.snapshots.json;
+                let view = scopes::ScopesView {
+                    threads: args.threads.clone(),
+                    asynchronous: args.asynchronous,
+                };
                 args.snapshots
                     .each(Content::Scopes, |tables, header, selected| {
                         if json {
-                            let value =
-                                scopes::scopes_json(tables, header, selected, &args.threads);
+                            let value = scopes::scopes_json(tables, header, selected, &view);
                             json_line(&mut out, &value)
                         } else {
-                            scopes::write_scopes_text(
-                                &mut out,
-                                tables,
-                                header,
-                                selected,
-                                &args.threads,
-                            )
+                            scopes::write_scopes_text(&mut out, tables, header, selected, &view)
                         }
                     })?;
                 out.flush().map_err(ViewError::Write)?;

@@ -187,13 +187,29 @@ pub fn stamp(header: &proto::Header, selected: &Selected) -> serde_json::Map<Str
 /// The one-line title of a snapshot in text outputs.
 pub fn title(header: &proto::Header, selected: &Selected) -> String {
     let snapshot = &selected.snapshot;
+    let version = python_version(header).map_or(String::new(), |v| format!("CPython {v}, "));
     format!(
-        "snapshot {} at {:.3} s (pid {}, paused {:.2} ms)",
+        "snapshot {} at {:.3} s (pid {}, {version}paused {:.2} ms)",
         selected.index,
         offset_seconds(header, snapshot.time_ns),
         snapshot.pid,
         snapshot.pause_ns as f64 / 1e6
     )
+}
+
+/// The CPython version of the recording's header ("3.11.7"), if it says.
+pub fn python_version(header: &proto::Header) -> Option<String> {
+    header.python_version.as_ref().map(|v| {
+        pydeep_cpython::semantics::PythonVersion {
+            major: v.major,
+            minor: v.minor,
+            patch: v.patch,
+            release: v.release.clone(),
+            free_threaded: v.free_threaded,
+            debug_build: v.debug_build,
+        }
+        .to_string()
+    })
 }
 
 /// A frame resolved for display.

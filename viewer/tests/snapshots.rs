@@ -99,6 +99,7 @@ fn write(path: &Path, finish: bool) {
                 String::new()
             },
             unbound: address == 0,
+            ..Default::default()
         };
     let scopes = |w: &mut Writer<std::fs::File>, at: u64, with_graph: bool| {
         let a = variable(w, "a", proto::VariableKind::VariableArgument, 0x10, "int");
@@ -120,6 +121,7 @@ fn write(path: &Path, finish: bool) {
                         ..Default::default()
                     },
                 ],
+                ..Default::default()
             },
             proto::ThreadScopes {
                 thread: 2,
@@ -128,6 +130,7 @@ fn write(path: &Path, finish: bool) {
                     frame: main_frame,
                     ..Default::default()
                 }],
+                ..Default::default()
             },
         ];
         let (objects, edges, generators) = if with_graph {
@@ -371,12 +374,20 @@ fn scopes_pick_snapshots_by_index_time_and_thread() {
     assert_eq!(work["line"], 12);
     assert_eq!(work["instruction_offset"], 16);
     assert_eq!(work["locals"][0]["name"], "a");
-    assert_eq!(work["locals"][0]["kind"], "argument");
-    assert_eq!(work["locals"][0]["value"], "42");
-    assert_eq!(work["locals"][1]["unbound"], true);
-    assert_eq!(work["locals"][1]["address"], Value::Null);
-    assert_eq!(work["cells"][0]["type"], "list");
-    assert_eq!(work["cells"][0]["value"], Value::Null, "no value recorded");
+    assert_eq!(work["locals"][0]["binding"], "local");
+    assert_eq!(work["locals"][0]["argument"], true);
+    assert_eq!(work["locals"][0]["value"]["repr"], "42");
+    assert_eq!(work["locals"][0]["value"]["address"], 0x10);
+    assert_eq!(work["locals"][1]["value"], Value::Null, "unbound");
+    // Cells follow the locals.
+    assert_eq!(work["locals"][2]["binding"], "cell");
+    assert_eq!(work["locals"][2]["value"]["type"], "list");
+    assert_eq!(
+        work["locals"][2]["value"]["repr"],
+        Value::Null,
+        "no value recorded"
+    );
+    assert_eq!(threads[0]["active"], Value::Null, "activity not recorded");
     let worker = lines(&view(&["scopes", "--json", "--thread", "worker"], &file));
     assert_eq!(worker[0]["threads"].as_array().unwrap().len(), 1);
     assert_eq!(worker[0]["threads"][0]["native_id"], 101);

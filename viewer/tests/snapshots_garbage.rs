@@ -33,8 +33,18 @@ fn variable() -> impl Strategy<Value = proto::Variable> {
                 kind,
                 address,
                 type_name,
+                // Garbage too: attributes naming ids that do not exist.
+                attributes: vec![proto::Variable {
+                    name: type_name,
+                    address,
+                    type_name: name,
+                    ..Default::default()
+                }],
+                length: unbound.then_some(address),
+                cell: address / 2,
                 value,
                 unbound,
+                ..Default::default()
             },
         )
 }
@@ -61,9 +71,13 @@ fn thread() -> impl Strategy<Value = proto::ThreadScopes> {
                     frame,
                     locals,
                     cells,
+                    // Garbage too: a frame naming one that is not there.
+                    globals_listed_at: frame,
                     ..Default::default()
                 })
                 .collect(),
+            activity: (thread % 5) as i32,
+            holds_gil: thread % 2 == 0,
         })
 }
 
@@ -213,11 +227,20 @@ fn show(bytes: &[u8], content: Content, selection: &Selection, root: Option<u64>
             let mut sink = io::sink();
             match content {
                 Content::Scopes => {
-                    let _ =
-                        serde_json::to_string(&scopes::scopes_json(tables, header, selected, &[]));
-                    let threads = ["1".to_string(), "MainThread".to_string()];
-                    let _ = scopes::scopes_json(tables, header, selected, &threads);
-                    scopes::write_scopes_text(&mut sink, tables, header, selected, &[])
+                    let every = scopes::ScopesView {
+                        threads: Vec::new(),
+                        asynchronous: true,
+                    };
+                    let _ = serde_json::to_string(&scopes::scopes_json(
+                        tables, header, selected, &every,
+                    ));
+                    let some = scopes::ScopesView {
+                        threads: vec!["1".to_string(), "MainThread".to_string()],
+                        asynchronous: false,
+                    };
+                    let _ = scopes::scopes_json(tables, header, selected, &some);
+                    scopes::write_scopes_text(&mut sink, tables, header, selected, &every)?;
+                    scopes::write_scopes_text(&mut sink, tables, header, selected, &some)
                 }
                 Content::Generators => {
                     let _ =

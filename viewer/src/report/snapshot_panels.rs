@@ -54,7 +54,13 @@ pub fn panels_json(path: &Path) -> Result<Value, ViewError> {
         &mut Input::open(path)?,
         Content::Scopes,
         |out, tables, header, selected| {
-            scopes::write_scopes_text(out, tables, header, selected, &[])
+            scopes::write_scopes_text(
+                out,
+                tables,
+                header,
+                selected,
+                &scopes::ScopesView::default(),
+            )
         },
     );
     let generators_text = latest_text(
