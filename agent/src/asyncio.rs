@@ -28,7 +28,6 @@
 use std::collections::HashMap;
 
 use pydeep_format::proto;
-use serde::Serialize;
 
 use crate::cpython::objects::ObjectError;
 use crate::cpython::tasks::{task_object_offsets, TaskObjectOffsets};
@@ -71,22 +70,20 @@ impl Default for AsyncOptions {
 }
 
 /// An object a task waits on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Awaited {
     /// `id()`.
     pub address: u64,
     /// `type(x).__name__`.
-    #[serde(rename = "type")]
     pub type_name: String,
 }
 
 /// One asyncio task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     /// `id(task)`.
     pub address: u64,
     /// `type(task).__name__`.
-    #[serde(rename = "type")]
     pub type_name: String,
     /// "c" (`_asyncio.Task` and subclasses) or "python"
     /// (`asyncio.tasks._PyTask` and subclasses).
@@ -114,7 +111,7 @@ pub struct Task {
 }
 
 /// Generators and tasks of one paused moment.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct AsyncSnapshot {
     /// Every generator, coroutine and async generator found.
     pub generators: Vec<Generator>,

@@ -26,7 +26,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use pydeep_cpython::linetable::LineIndex;
-use serde::Serialize;
 
 use crate::cpython::code::CodeObject;
 use crate::cpython::objects::ObjectError;
@@ -42,8 +41,7 @@ pub const MAX_CHAIN: usize = 256;
 const MAX_STACK: u64 = 1 << 20;
 
 /// What kind of generator-like object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GeneratorKind {
     /// `types.GeneratorType`.
     Generator,
@@ -68,8 +66,7 @@ impl GeneratorKind {
 
 /// The state `inspect.getgeneratorstate` (`GEN_*`), `getcoroutinestate`
 /// (`CORO_*`) and `getasyncgenstate` (`AGEN_*`) report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GeneratorState {
     /// Not started.
     Created,
@@ -83,7 +80,7 @@ pub enum GeneratorState {
 }
 
 /// One generator, coroutine or async generator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generator {
     /// `id()` of the object.
     pub address: u64,

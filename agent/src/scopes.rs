@@ -46,8 +46,7 @@ pub struct FrameRef {
 }
 
 /// How a variable is bound in its frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
     /// A fast local (arguments included).
     Local,

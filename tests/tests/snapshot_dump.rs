@@ -177,8 +177,18 @@ fn check(python: &Python) {
 
     check_globals_listed_once(&dump, &label);
 
-    // Module globals, builtins left out.
-    let globals = inner["globals"].as_array().unwrap();
+    // Module globals, builtins left out: listed at the frame inner names.
+    let listed_at = &inner["globals_listed_at"];
+    let globals = dump["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["frames"].as_array().unwrap())
+        .find(|f| &f["frame_address"] == listed_at)
+        .unwrap_or_else(|| panic!("{label}: no frame at {listed_at} lists inner's globals"))
+        ["globals"]
+        .as_array()
+        .unwrap();
     assert!(
         globals.iter().all(|g| g["name"] != "__builtins__"),
         "{label}"

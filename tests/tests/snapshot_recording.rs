@@ -78,11 +78,11 @@ fn phase_of(snapshot: &Value, wait_line: u64) -> Option<u64> {
     }
     let locals = frame["locals"].as_array()?;
     let signum = locals.iter().find(|v| v["name"] == "signum")?;
-    if signum["unbound"] != true {
+    if !signum["value"].is_null() {
         return None;
     }
     let k = locals.iter().find(|v| v["name"] == "k")?;
-    k["value"].as_str()?.parse().ok()
+    k["value"]["repr"].as_str()?.parse().ok()
 }
 
 fn wait_for(path: &Path, recorder: &mut Recorder, label: &str) -> Value {
