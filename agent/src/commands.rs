@@ -414,7 +414,7 @@ fn verify(file: &Path) -> Result<Exit> {
 /// drawn by the viewer's scopes renderer (`pydeep-view scopes`).
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     use pydeep_view::scopes::{scopes_json, write_scopes_text, ScopesView};
-    use pydeep_view::snapshots::{for_each, Content, Selection};
+    use pydeep_view::snapshots::Selected;
     let options = crate::snapshot::SnapshotOptions {
         scopes: true,
         values: args.locals,
@@ -441,19 +441,19 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         threads: Vec::new(),
         asynchronous: args.async_,
     };
+    // Its one snapshot, whatever it holds: a process still starting may
+    // have no thread yet.
+    let snapshot = input
+        .next_snapshot()
+        .context("the snapshot recorded in memory is not there")?;
+    let selected = Selected { index: 0, snapshot };
+    let (tables, header) = (input.tables(), input.header());
     let mut out = Vec::new();
-    for_each(
-        &mut input,
-        Content::Scopes,
-        &Selection::default(),
-        |tables, header, selected| {
-            if args.json {
-                writeln!(out, "{}", scopes_json(tables, header, selected, &view))
-            } else {
-                write_scopes_text(&mut out, tables, header, selected, &view)
-            }
-        },
-    )?;
+    if args.json {
+        writeln!(out, "{}", scopes_json(tables, header, &selected, &view))?;
+    } else {
+        write_scopes_text(&mut out, tables, header, &selected, &view)?;
+    }
     crate::out!("{}", String::from_utf8_lossy(&out))?;
     Ok(Exit::Ok)
 }

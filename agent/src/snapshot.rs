@@ -213,10 +213,11 @@ impl SnapshotReport {
 
 /// Pauses `target` and reads what `options` asks for.
 ///
-/// Only reading while the target is stopped (notes/snapshots.md, "The pause"): everything
-/// goes through one page cache filled in batches, each code object's slot
-/// names are read once, each distinct value is rendered once, and code
-/// objects themselves are left to [`to_record`], after the release.
+/// Only reading while the target is stopped (notes/snapshots.md, "The
+/// pause"): everything goes through one page cache filled in batches, each
+/// code object's slot names are read once, each distinct value is rendered
+/// once, and code objects themselves are left to [`to_record`], after the
+/// release. `pydeep dump` is this read too.
 pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, ReadError> {
     let mut taken = Taken {
         asked: *options,
