@@ -267,7 +267,7 @@ fn check(python: &Python) {
         }
     }
     assert!(
-        total > 0 && in_spin * 10 >= total * 9,
+        total > 0 && in_spin * 2 >= total,
         "{what}: {in_spin} of {total} samples in spin()"
     );
     let tables = recording.tables();
