@@ -277,6 +277,10 @@ const BATCH: usize = 8192;
 /// for the GIL, which a thread in a long C call may hold).
 const GIL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the agent waits for the tracer to release its objects and its
+/// thread state after the window.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// The agent's side of one window: drains the ring into the recording.
 pub struct Drain<'a> {
     target: &'a mut Target,
@@ -516,6 +520,28 @@ impl<'a> Drain<'a> {
                 }
             }
         })();
+        // A read or write of the tracer's memory fails once the target is
+        // gone: say that, with its exit code. (A process whose memory is
+        // already gone may still show as running for a moment.)
+        let outcome = outcome.map_err(|error| {
+            let pid = self.target.pid();
+            let exiting = Instant::now() + Duration::from_secs(1);
+            while crate::procfs::is_alive(pid) && Instant::now() < exiting {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if crate::procfs::is_alive(pid) {
+                error
+            } else {
+                Failure::new(
+                    Exit::TargetExited,
+                    format!(
+                        "process {} exited during the trace window",
+                        self.target.pid()
+                    ),
+                )
+                .into()
+            }
+        });
         // Whatever ended the window: stop, drain, release.
         let stop = self.command(abi::COMMAND_STOP).and_then(|()| {
             self.wait_state(
@@ -530,10 +556,35 @@ impl<'a> Drain<'a> {
             self.flush(recorder, Some(&control))
         });
         let released = self.command(abi::COMMAND_RELEASE);
+        if released.is_ok() {
+            self.wait_released();
+        }
         outcome?;
         drained?;
         released?;
         Ok(())
+    }
+
+    /// After RELEASE: waits until the watchdog has given back the kept
+    /// objects and, with the GIL, the thread state `PyGILState_Ensure`
+    /// made for it, so that once `pydeep trace` returns the target's thread
+    /// list is what it was (a fixture counting thread states right after
+    /// saw the watchdog's, waiting for the GIL). Bounded: a thread holding
+    /// the GIL in a long C call only delays the release, which the
+    /// watchdog still makes by itself.
+    fn wait_released(&mut self) {
+        let until = Instant::now() + RELEASE_WAIT;
+        while Instant::now() < until {
+            match ring::read_control(self.target, self.control) {
+                Ok(control) if control.state == abi::STATE_RELEASED => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => return,
+            }
+        }
+        tracing::warn!(
+            "the tracer in process {} had not released its objects within {RELEASE_WAIT:?} (a thread holds the GIL); it will by itself",
+            self.target.pid()
+        );
     }
 
     /// Reads what the ring holds into the batch; returns the control block.
