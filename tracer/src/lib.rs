@@ -1,7 +1,7 @@
 //! pydeep's in-target tracer.
 //!
 //! `pydeep trace` loads this library into a running CPython (see
-//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v2_start`].
+//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v3_start`].
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
@@ -47,6 +47,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod opcodes;
 pub mod sys;
 
 use abi::*;
@@ -88,6 +89,10 @@ pub struct Control {
     select_address: AtomicU64,
     threads_line_hooked: AtomicU32,
     reserved: AtomicU32,
+    counts_address: AtomicU64,
+    counts_lost: AtomicU64,
+    counted_codes: AtomicU32,
+    monitoring_tool: AtomicU32,
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -117,6 +122,10 @@ const _: () = {
     assert!(offset_of!(Control, select_address) as u64 == offset::SELECT_ADDRESS);
     assert!(offset_of!(Control, threads_line_hooked) as u64 == offset::THREADS_LINE_HOOKED);
     assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
+    assert!(offset_of!(Control, counts_address) as u64 == offset::COUNTS_ADDRESS);
+    assert!(offset_of!(Control, counts_lost) as u64 == offset::COUNTS_LOST);
+    assert!(offset_of!(Control, counted_codes) as u64 == offset::COUNTED_CODES);
+    assert!(offset_of!(Control, monitoring_tool) as u64 == offset::MONITORING_TOOL);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
     assert!(core::mem::size_of::<Control>() as u64 == offset::SIZE);
     assert!(core::mem::size_of::<Event>() as u64 == EVENT_SIZE);
@@ -131,7 +140,7 @@ const _: () = {
 /// The control block, found by the agent through the library's dynamic
 /// symbol table.
 #[no_mangle]
-pub static PYDEEP_TRACER_V2: Control = Control {
+pub static PYDEEP_TRACER_V3: Control = Control {
     magic: AtomicU64::new(MAGIC),
     version: AtomicU32::new(LAYOUT_VERSION),
     state: AtomicU32::new(STATE_IDLE),
@@ -152,6 +161,10 @@ pub static PYDEEP_TRACER_V2: Control = Control {
     select_address: AtomicU64::new(0),
     threads_line_hooked: AtomicU32::new(0),
     reserved: AtomicU32::new(0),
+    counts_address: AtomicU64::new(0),
+    counts_lost: AtomicU64::new(0),
+    counted_codes: AtomicU32::new(0),
+    monitoring_tool: AtomicU32::new(0),
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -230,6 +243,35 @@ type SetCurrent = unsafe extern "C" fn(Option<TraceFunc>, *mut c_void);
 type FrameToInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type TakeInt = unsafe extern "C" fn(c_int);
 type NoArguments = unsafe extern "C" fn();
+type SetAttr = unsafe extern "C" fn(*mut c_void, *const core::ffi::c_char, *mut c_void) -> c_int;
+type GetAttr = unsafe extern "C" fn(*mut c_void, *const core::ffi::c_char) -> *mut c_void;
+type AsLong = unsafe extern "C" fn(*mut c_void) -> core::ffi::c_long;
+type Import = unsafe extern "C" fn(*const core::ffi::c_char) -> *mut c_void;
+/// `PyObject_CallMethod(object, name, format, ...)`.
+type CallMethod = unsafe extern "C" fn(
+    *mut c_void,
+    *const core::ffi::c_char,
+    *const core::ffi::c_char,
+    ...
+) -> *mut c_void;
+/// `PyCFunction_NewEx(PyMethodDef *, self, module)`.
+type NewCFunction = unsafe extern "C" fn(*const c_void, *mut c_void, *mut c_void) -> *mut c_void;
+
+/// What `--opcodes` needs besides: attribute access on frames (3.9-3.11)
+/// and `sys.monitoring` from C (3.12+). Resolved where exported; a window
+/// with `--opcodes` fails with a message if one it needs is missing.
+struct OpcodeApi {
+    set_attr: SetAttr,
+    get_attr: GetAttr,
+    as_long: AsLong,
+    import: Import,
+    call_method: CallMethod,
+    new_cfunction: NewCFunction,
+    /// `Py_True`, `Py_False`, `Py_None` (`_Py_TrueStruct` ...).
+    true_object: *mut c_void,
+    false_object: *mut c_void,
+    none_object: *mut c_void,
+}
 
 /// The C API functions the tracer calls, found with `dlsym`.
 struct Api {
@@ -255,6 +297,10 @@ struct Api {
     thread_next: PointerToPointer,
     is_finalizing: GetInt,
     err_clear: NoArguments,
+    /// `Py_Version` (3.11+; 0 before): 3.12+ counts opcodes through
+    /// `sys.monitoring`.
+    version: u64,
+    opcodes: Option<OpcodeApi>,
 }
 
 /// The resolved C API: written once, by the first start that resolves
@@ -316,7 +362,40 @@ fn resolve() -> Result<Api, &'static str> {
         thread_next: function!(PointerToPointer; "PyThreadState_Next"),
         is_finalizing: function!(GetInt; "Py_IsFinalizing", "_Py_IsFinalizing"),
         err_clear: function!(NoArguments; "PyErr_Clear"),
+        // SAFETY: `const unsigned long Py_Version`, where exported.
+        version: symbol(b"Py_Version\0").map_or(0, |address| unsafe {
+            core::ptr::read(address as *const u64)
+        }),
+        opcodes: resolve_opcodes(),
     })
+}
+
+fn resolve_opcodes() -> Option<OpcodeApi> {
+    // SAFETY: each symbol is the C API function of that name, whose
+    // signature the field's type spells (or the object of that name).
+    unsafe {
+        Some(OpcodeApi {
+            set_attr: core::mem::transmute::<*mut c_void, SetAttr>(symbol(
+                b"PyObject_SetAttrString\0",
+            )?),
+            get_attr: core::mem::transmute::<*mut c_void, GetAttr>(symbol(
+                b"PyObject_GetAttrString\0",
+            )?),
+            as_long: core::mem::transmute::<*mut c_void, AsLong>(symbol(b"PyLong_AsLong\0")?),
+            import: core::mem::transmute::<*mut c_void, Import>(symbol(
+                b"PyImport_ImportModule\0",
+            )?),
+            call_method: core::mem::transmute::<*mut c_void, CallMethod>(symbol(
+                b"PyObject_CallMethod\0",
+            )?),
+            new_cfunction: core::mem::transmute::<*mut c_void, NewCFunction>(symbol(
+                b"PyCFunction_NewEx\0",
+            )?),
+            true_object: symbol(b"_Py_TrueStruct\0")?,
+            false_object: symbol(b"_Py_FalseStruct\0")?,
+            none_object: symbol(b"_Py_NoneStruct\0")?,
+        })
+    }
 }
 
 /// Starts a trace window: resets the ring, resolves the C API and starts
@@ -329,11 +408,11 @@ fn resolve() -> Result<Api, &'static str> {
 /// # Safety
 /// Call from a thread where calling malloc and pthread_create is safe.
 #[no_mangle]
-pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c_int {
+pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c_int {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return -1;
     }
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     c.command.store(COMMAND_RUN, Ordering::Relaxed);
     c.flags.store(flags, Ordering::Relaxed);
     c.agent_pid.store(agent_pid, Ordering::Relaxed);
@@ -355,6 +434,7 @@ pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c
     c.select_address
         .store(SELECT.as_ptr() as u64, Ordering::Relaxed);
     set_message("");
+    opcodes::reset();
     sys::create_thread_id_key();
     if !API_READY.load(Ordering::Acquire) {
         match resolve() {
@@ -387,7 +467,7 @@ pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c
 fn set_message(text: &str) {
     // SAFETY: only the starter and the watchdog write it, one after the
     // other, before publishing a state.
-    let message = unsafe { &mut *PYDEEP_TRACER_V2.message.get() };
+    let message = unsafe { &mut *PYDEEP_TRACER_V3.message.get() };
     fill_message(message, text);
 }
 
@@ -419,7 +499,7 @@ unsafe extern "C" fn profile(
         _ => return 0,
     };
     let Some(api) = api() else { return 0 };
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         // The window is over: this thread removes its own hook at once
         // (the watchdog removes the others' when it holds the GIL).
@@ -475,7 +555,7 @@ unsafe extern "C" fn profile(
 /// With `--functions`: true if the agent said `code` (a new reference from
 /// `PyFrame_GetCode`) is not selected; the reference is then given back.
 unsafe fn skipped(code: *mut c_void) -> bool {
-    if PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
+    if PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
         || selection(code as usize) != SELECT_NO
     {
         return false;
@@ -494,14 +574,31 @@ unsafe extern "C" fn trace(
     what: c_int,
     _arg: *mut c_void,
 ) -> c_int {
-    // PyTrace_LINE 2.
-    if what != 2 {
+    // PyTrace_CALL 0, PyTrace_LINE 2, PyTrace_OPCODE 7.
+    if what != 0 && what != 2 && what != 7 {
         return 0;
     }
     let Some(api) = api() else { return 0 };
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         set_own_trace(api, None);
+        return 0;
+    }
+    let flags = c.flags.load(Ordering::Relaxed);
+    if what != 2 {
+        // Opcodes on 3.9-3.11 (the trace function is installed for them
+        // only there).
+        let by_frames = flags & FLAG_OPCODES != 0 && !opcodes::by_monitoring(api);
+        if let (true, Some(ops)) = (by_frames, &api.opcodes) {
+            if what == 0 {
+                opcodes::on_call(api, ops, frame);
+            } else {
+                opcodes::on_opcode(api, ops, frame);
+            }
+        }
+        return 0;
+    }
+    if flags & FLAG_LINES == 0 {
         return 0;
     }
     let time_ns = now_ns();
@@ -564,7 +661,7 @@ fn profile_address() -> usize {
 }
 
 fn drop_event(time_ns: u64) {
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);
     }
@@ -609,7 +706,7 @@ unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
             if !owned {
                 (api.inc_ref)(object as *mut c_void);
             }
-            PYDEEP_TRACER_V2
+            PYDEEP_TRACER_V3
                 .kept_objects
                 .fetch_add(1, Ordering::Relaxed);
             return true;
@@ -686,6 +783,14 @@ unsafe fn calibrate_field(set: SetProfile, function: TraceFunc, api: &Api) -> Op
     found.map(|i| i * 8)
 }
 
+/// True if the window needs the C trace function on every thread: for
+/// `--lines`, and for `--opcodes` before 3.12 (3.12+ counts opcodes with
+/// `sys.monitoring`).
+fn wants_trace_function(api: &Api) -> bool {
+    let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
+    flags & FLAG_LINES != 0 || (flags & FLAG_OPCODES != 0 && !opcodes::by_monitoring(api))
+}
+
 /// Most thread states walked in one pass (a guard against a corrupt list).
 const MAX_THREADS: u32 = 100_000;
 
@@ -701,7 +806,7 @@ unsafe fn field_of(thread: *mut c_void, field: usize) -> usize {
 /// got the hook leaves them with it: the caller removes it ([`uninstall`]).
 unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static str> {
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
-    let lines = PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_LINES != 0;
+    let lines = wants_trace_function(api);
     let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
     let me = (api.thread_state_get)();
     let head = (api.thread_head)((api.interpreter_main)());
@@ -823,7 +928,7 @@ unsafe fn uninstall(api: &Api) {
 }
 
 fn agent_alive(last_beat: &mut (u64, u64)) -> bool {
-    let beat = PYDEEP_TRACER_V2.heartbeat.load(Ordering::Relaxed);
+    let beat = PYDEEP_TRACER_V3.heartbeat.load(Ordering::Relaxed);
     let now = now_ns();
     if beat != last_beat.0 {
         *last_beat = (beat, now);
@@ -841,7 +946,7 @@ extern "C" fn watchdog_main(_: *mut c_void) -> *mut c_void {
 /// Ends a window that could not start: the state and message say why.
 fn fail(state: u32, why: &str) {
     set_message(why);
-    PYDEEP_TRACER_V2.state.store(state, Ordering::Release);
+    PYDEEP_TRACER_V3.state.store(state, Ordering::Release);
     RUNNING.store(false, Ordering::Release);
 }
 
@@ -853,7 +958,7 @@ fn fail(state: u32, why: &str) {
 /// when the interpreter starts finalizing meanwhile (`pthread_exit`): the
 /// process is exiting then, and nothing here needs to run.
 fn watchdog() {
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     let Some(api) = api() else {
         fail(STATE_FAILED, "the tracer's C API is not resolved");
         return;
@@ -868,19 +973,34 @@ fn watchdog() {
                     Err(why) => return Err((STATE_FAILED, why)),
                 }
             }
-            if TRACE_FIELD.load(Ordering::Relaxed) == 0
-                && c.flags.load(Ordering::Relaxed) & FLAG_LINES != 0
-            {
+            if TRACE_FIELD.load(Ordering::Relaxed) == 0 && wants_trace_function(api) {
                 match calibrate_trace(api) {
                     Ok(field) => TRACE_FIELD.store(field, Ordering::Relaxed),
                     Err(why) => return Err((STATE_FAILED, why)),
                 }
             }
-            install(api, true).map_err(|why| {
+            let opcodes_asked = c.flags.load(Ordering::Relaxed) & FLAG_OPCODES != 0;
+            if opcodes_asked && api.opcodes.is_none() {
+                return Err((
+                    STATE_FAILED,
+                    "this interpreter does not export what --opcodes needs \
+                     (PyObject_SetAttrString, PyCFunction_NewEx, ...)",
+                ));
+            }
+            let hooked = install(api, true).map_err(|why| (STATE_REFUSED, why));
+            let hooked = match (hooked, &api.opcodes) {
+                (Ok(hooked), Some(ops)) if opcodes_asked && opcodes::by_monitoring(api) => {
+                    opcodes::start_monitoring(api, ops)
+                        .map(|()| hooked)
+                        .map_err(|why| (STATE_FAILED, why))
+                }
+                (hooked, _) => hooked,
+            };
+            hooked.inspect_err(|_| {
                 // Whatever went in before the failure comes out again.
                 uninstall(api);
+                opcodes::stop(api);
                 release_kept(api);
-                (STATE_REFUSED, why)
             })
         })
     };
@@ -900,6 +1020,14 @@ fn watchdog() {
     while c.command.load(Ordering::Acquire) == COMMAND_RUN && agent_alive(&mut last_beat) {
         sys::sleep_ms(10);
         ticks = ticks.wrapping_add(1);
+        // 3.12+ --opcodes: local INSTRUCTION events for each code object
+        // the agent selected since the last tick.
+        let mut selected = [0usize; 64];
+        let found = opcodes::newly_selected(&mut selected);
+        if let (true, Some(ops), Some(codes)) = (found > 0, &api.opcodes, selected.get(..found)) {
+            // SAFETY: with the GIL held.
+            unsafe { with_gil(api, || opcodes::instrument(api, ops, codes)) };
+        }
         if ticks.is_multiple_of(10) {
             // SAFETY: with the GIL held.
             let hooked = unsafe { with_gil(api, || install(api, false)) };
@@ -914,7 +1042,12 @@ fn watchdog() {
     // rest lose it here.
     c.command.store(COMMAND_STOP, Ordering::Release);
     // SAFETY: with the GIL held.
-    unsafe { with_gil(api, || uninstall(api)) };
+    unsafe {
+        with_gil(api, || {
+            uninstall(api);
+            opcodes::stop(api);
+        })
+    };
     c.stop_ns.store(now_ns(), Ordering::Relaxed);
     c.state.store(STATE_STOPPED, Ordering::Release);
     // The agent reads the code objects the ring names, then says release.

@@ -48,6 +48,8 @@ pub struct TraceOptions {
     pub c_calls: bool,
     /// Record line events too.
     pub lines: bool,
+    /// Count every instruction of the selected code objects.
+    pub opcodes: bool,
     /// Only code objects whose `FILE:QUALNAME` this matches.
     pub functions: Option<regex::Regex>,
     /// How long to wait for a thread at a safe point (default 5 s).
@@ -146,6 +148,11 @@ fn trace_into<W: std::io::Write>(
             0
         }
         | if options.lines { abi::FLAG_LINES } else { 0 }
+        | if options.opcodes {
+            abi::FLAG_OPCODES
+        } else {
+            0
+        }
         | if options.functions.is_some() {
             abi::FLAG_SELECT
         } else {
@@ -187,6 +194,7 @@ fn trace_into<W: std::io::Write>(
         drain.select(functions.clone());
     }
     drain.lines(options.lines);
+    drain.opcodes(options.opcodes);
     let result = drain.window(recorder, options);
     let summary = drain.summary();
     match result {
@@ -300,6 +308,7 @@ pub struct Drain<'a> {
     selection: Option<Selection>,
     select_address: u64,
     lines_asked: bool,
+    opcodes_asked: bool,
 }
 
 impl<'a> Drain<'a> {
@@ -326,12 +335,71 @@ impl<'a> Drain<'a> {
             selection: None,
             select_address: 0,
             lines_asked: false,
+            opcodes_asked: false,
         }
     }
 
     /// Says in the recording that line events were asked for.
     pub fn lines(&mut self, asked: bool) {
         self.lines_asked = asked;
+    }
+
+    /// Reads the opcode counts at the window's end (`--opcodes`).
+    pub fn opcodes(&mut self, asked: bool) {
+        self.opcodes_asked = asked;
+    }
+
+    /// `--opcodes`: reads the tracer's count table (the hooks are removed:
+    /// nothing writes it any more) into the batch's count columns, for the
+    /// code objects selected. Every code object it names is still kept
+    /// alive by the tracer (RELEASE comes after).
+    fn read_counts<W: std::io::Write>(
+        &mut self,
+        recorder: &mut crate::recorder::Recorder<W>,
+        control: &ring::ControlBlock,
+    ) -> Result<()> {
+        if !self.opcodes_asked || control.counts_address == 0 {
+            return Ok(());
+        }
+        use abi::count as e;
+        let mut table = vec![0u8; abi::COUNT_CAPACITY * e::SIZE];
+        self.target
+            .memory()
+            .read(control.counts_address, &mut table)
+            .context("cannot read the tracer's count table")?;
+        let pid = self.target.pid();
+        let version = self.target.python_version();
+        for entry in table.chunks_exact(e::SIZE) {
+            let u64_at =
+                |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or_default());
+            let (code, count) = (u64_at(e::CODE), u64_at(e::COUNT));
+            let offset = u32::from_le_bytes(
+                entry[e::OFFSET..e::OFFSET + 4]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            if code == 0 || count == 0 || !self.selected(code) {
+                continue;
+            }
+            let frame = recorder.frame(
+                self.target,
+                pid,
+                &version,
+                &crate::FrameSample {
+                    code_address: code,
+                    instruction_offset: offset,
+                    is_generator: false,
+                    is_shim: false,
+                },
+            );
+            self.batch.count_frame.push(frame);
+            self.batch
+                .count_kind
+                .push(proto::TraceEventKind::TraceOpcode as i32);
+            self.batch.count.push(count);
+        }
+        self.batch.counts_lost = control.counts_lost;
+        Ok(())
     }
 
     /// Records only code objects whose `FILE:QUALNAME` `regex` matches.
@@ -552,6 +620,7 @@ impl<'a> Drain<'a> {
         });
         let drained = stop.and_then(|control| {
             self.poll(recorder)?;
+            self.read_counts(recorder, &control)?;
             self.summary.threads_hooked = control.threads_hooked;
             self.flush(recorder, Some(&control))
         });
@@ -768,6 +837,7 @@ impl<'a> Drain<'a> {
         }
         if self.first_batch {
             self.batch.lines = self.lines_asked;
+            self.batch.opcodes = self.opcodes_asked;
             if let Some(selection) = &self.selection {
                 self.batch.functions = selection.regex.as_str().to_owned();
             }
