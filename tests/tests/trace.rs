@@ -1132,6 +1132,22 @@ fn check_opcodes(python: &Python) {
             body >= 3,
             "{what}: window {window}: no loop body counted {calls}x{n}: {counted:?}"
         );
+        // pydeep-view bytecode shows them in its "executed" column.
+        let listing = Command::new(workspace_binary("pydeep-view"))
+            .args(["bytecode", "--function", "loop"])
+            .arg(&output)
+            .output()
+            .expect("run pydeep-view bytecode");
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        let shown = listing
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(&(calls * n).to_string()))
+            .count();
+        assert!(
+            listing.contains("executed") && shown == body,
+            "{what}: bytecode's executed column shows {shown} rows at {}, not {body}:\n{listing}",
+            calls * n
+        );
         eprintln!(
             "   {what}: window {window}: {} instructions counted equal to the fixture's ({body} in the loop body at {}x{n})",
             counted.len(),

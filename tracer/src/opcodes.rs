@@ -175,7 +175,7 @@ pub(crate) unsafe fn on_opcode(api: &Api, ops: &OpcodeApi, frame: *mut c_void) {
                 (api.err_clear)();
                 -1
             } else {
-                let offset = (ops.as_long)(value) as i64;
+                let offset = (ops.as_long)(value);
                 (api.dec_ref)(value);
                 offset
             }
