@@ -308,6 +308,34 @@ fn check(python: &Python) {
         "{what}: a refused trace left a recording"
     );
 
+    // --opcodes on the same target: before 3.12 it needs the trace
+    // function too (refused, exit 20, as --lines); 3.12+ counts through a
+    // sys.monitoring tool of its own and leaves the program's settrace
+    // function alone (checked at the end).
+    let opcodes = Command::new(workspace_binary("pydeep"))
+        .args([
+            "trace",
+            &pid.to_string(),
+            "--functions",
+            ":fib$",
+            "--opcodes",
+        ])
+        .args(["-d", "1s", "-o"])
+        .arg(dir.join("opcodes.pdr"))
+        .output()
+        .expect("run pydeep trace --opcodes");
+    let stderr = String::from_utf8_lossy(&opcodes.stderr);
+    if python.at_least(3, 12) {
+        assert!(opcodes.status.success(), "{what}: --opcodes: {stderr}");
+    } else {
+        assert_eq!(
+            opcodes.status.code(),
+            Some(20),
+            "{what}: --opcodes: {stderr}"
+        );
+        assert!(stderr.contains("--opcodes"), "{what}: {stderr}");
+    }
+
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
     let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);

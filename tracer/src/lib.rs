@@ -835,8 +835,8 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static
                     if refuse_others {
                         return Err(
                             "a thread of the target already has a trace function (sys.settrace: a debugger, \
-                             coverage, pdb); pydeep trace --lines never replaces one: stop it first, or \
-                             trace without --lines",
+                             coverage, pdb); pydeep trace --lines (and --opcodes before 3.12) never replaces \
+                             one: stop it first, or trace without them",
                         );
                     }
                 }
