@@ -115,7 +115,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     };
     finished?;
     eprintln!(
-        "pydeep: traced {} events on {} threads ({} lost{}) into {}",
+        "pydeep: traced {} events on {} threads ({} lost{}{}) into {}",
         summary.events,
         summary.threads_hooked,
         summary.lost,
@@ -123,6 +123,14 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
             format!(
                 "; {} code objects selected, {} not",
                 summary.selected, summary.not_selected
+            )
+        } else {
+            String::new()
+        },
+        if options.opcodes {
+            format!(
+                "; {} executions of {} instructions counted, {} not",
+                summary.executions, summary.instructions, summary.executions_lost
             )
         } else {
             String::new()
@@ -261,6 +269,13 @@ pub struct Summary {
     pub selected: u64,
     /// See `selected`.
     pub not_selected: u64,
+    /// `--opcodes`: instructions with a count, their executions, and the
+    /// executions the tracer could not count.
+    pub instructions: u64,
+    /// See `instructions`.
+    pub executions: u64,
+    /// See `instructions`.
+    pub executions_lost: u64,
 }
 
 /// `--functions`: the agent's decisions, mirrored into the tracer's
@@ -397,8 +412,11 @@ impl<'a> Drain<'a> {
                 .count_kind
                 .push(proto::TraceEventKind::TraceOpcode as i32);
             self.batch.count.push(count);
+            self.summary.instructions += 1;
+            self.summary.executions += count;
         }
         self.batch.counts_lost = control.counts_lost;
+        self.summary.executions_lost = control.counts_lost;
         Ok(())
     }
 
