@@ -9,6 +9,9 @@
 //!   (`_PyEval_SetProfile`) on every thread of the main interpreter, after
 //!   checking that none already has one (`sys.setprofile`, cProfile before
 //!   3.12, a tracer): those are refused, never replaced;
+//! * with `--lines` (and `--opcodes` before 3.12) also a C trace function
+//!   (`_PyEval_SetTrace`), refused the same way on a thread that has one;
+//!   with `--opcodes` counts instructions in a table (`opcodes.rs`);
 //! * writes one fixed-size record per call and return into a ring in its own
 //!   memory ([`abi`]), which the agent drains with `process_vm_readv`. No
 //!   file, socket or pipe is opened in the target. When the ring is full the
