@@ -437,7 +437,7 @@ pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c
     c.select_address
         .store(SELECT.as_ptr() as u64, Ordering::Relaxed);
     set_message("");
-    opcodes::reset();
+    opcodes::reset(flags & FLAG_OPCODES != 0);
     sys::create_thread_id_key();
     if !API_READY.load(Ordering::Acquire) {
         match resolve() {

@@ -59,16 +59,21 @@ pub(crate) fn by_monitoring(api: &Api) -> bool {
     api.version >= 0x030C_0000
 }
 
-/// Empties the count table and says where it is (the start function,
-/// before any hook).
-pub(crate) fn reset() {
+/// Resets the window's opcode state (the start function, before any
+/// hook): with `--opcodes`, empties the count table (1.5 MB, touched only
+/// by windows that count, so other windows leave it out of the target's
+/// resident memory) and says where it is.
+pub(crate) fn reset(counting: bool) {
     let table = COUNTS.0.get() as *mut Count;
-    for i in 0..COUNT_CAPACITY {
-        // SAFETY: within the table; no hook runs yet.
-        unsafe { table.add(i).write_volatile(EMPTY) };
+    if counting {
+        for i in 0..COUNT_CAPACITY {
+            // SAFETY: within the table; no hook runs yet.
+            unsafe { table.add(i).write_volatile(EMPTY) };
+        }
     }
     let c = &PYDEEP_TRACER_V3;
-    c.counts_address.store(table as u64, Ordering::Relaxed);
+    let address = if counting { table as u64 } else { 0 };
+    c.counts_address.store(address, Ordering::Relaxed);
     c.counts_lost.store(0, Ordering::Relaxed);
     c.counted_codes.store(0, Ordering::Relaxed);
     c.monitoring_tool.store(0, Ordering::Relaxed);
