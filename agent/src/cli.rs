@@ -630,6 +630,16 @@ pub struct TraceArgs {
     /// recorded; the regex runs in pydeep, never in the target.
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
     pub functions: Option<regex::Regex>,
+    /// Exact execution counts of every bytecode instruction of the
+    /// --functions code (required: counting every instruction of a whole
+    /// program slows it many times over). 3.9-3.11 through the trace
+    /// function's opcode events (a target with a trace function is refused,
+    /// exit 20); 3.12+ through a `sys.monitoring` tool of pydeep's own,
+    /// freed at the end. A code object first called inside the window
+    /// counts from about 10 ms after that first call on 3.12+.
+    /// `pydeep-view bytecode --trace` shows them.
+    #[arg(long, requires = "functions")]
+    pub opcodes: bool,
     /// How long to wait for a thread of the target to run Python code, the
     /// only moment the tracer can be loaded safely (exit 19 after it).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

@@ -34,6 +34,7 @@ pub fn run(command: Command) -> Result<Exit> {
                     overwrite: options.force,
                     c_calls: options.c_calls,
                     lines: options.lines,
+                    opcodes: options.opcodes,
                     functions: options.functions,
                     start_timeout: options.start_timeout,
                 },

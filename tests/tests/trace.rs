@@ -308,6 +308,34 @@ fn check(python: &Python) {
         "{what}: a refused trace left a recording"
     );
 
+    // --opcodes on the same target: before 3.12 it needs the trace
+    // function too (refused, exit 20, as --lines); 3.12+ counts through a
+    // sys.monitoring tool of its own and leaves the program's settrace
+    // function alone (checked at the end).
+    let opcodes = Command::new(workspace_binary("pydeep"))
+        .args([
+            "trace",
+            &pid.to_string(),
+            "--functions",
+            ":fib$",
+            "--opcodes",
+        ])
+        .args(["-d", "1s", "-o"])
+        .arg(dir.join("opcodes.pdr"))
+        .output()
+        .expect("run pydeep trace --opcodes");
+    let stderr = String::from_utf8_lossy(&opcodes.stderr);
+    if python.at_least(3, 12) {
+        assert!(opcodes.status.success(), "{what}: --opcodes: {stderr}");
+    } else {
+        assert_eq!(
+            opcodes.status.code(),
+            Some(20),
+            "{what}: --opcodes: {stderr}"
+        );
+        assert!(stderr.contains("--opcodes"), "{what}: {stderr}");
+    }
+
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
     let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
@@ -1028,4 +1056,177 @@ fn check_lines_view(recording: &Path, lines: &HashMap<String, u64>, what: &str) 
             "{what}: lines --trace, line {number}:\n{text}"
         );
     }
+}
+
+#[test]
+fn opcode_counts_match_the_targets_own_count_per_instruction() {
+    for python in test_pythons("pydeep trace --opcodes") {
+        if !python.free_threaded {
+            check_opcodes(&python);
+        }
+    }
+}
+
+/// `--opcodes --functions :loop$` on `tests/programs/trace_opcodes.py`,
+/// twice in a row: per instruction offset of `loop`, the counts equal the
+/// fixture's own (f_trace_opcodes on 3.9-3.11, sys.monitoring INSTRUCTION
+/// on 3.12+) for one `loop(0)` (the call that selects the code object) and
+/// `calls` × `loop(n)`. On 3.12+ the tracer instruments the code object
+/// ~10 ms after that first call, so the instructions `loop(0)` ran may or
+/// may not be counted: there each count lies between the runs' and the
+/// runs' plus `loop(0)`'s, and every instruction `loop(0)` did not run
+/// (the loop body) is exact. After both windows every hook is as before.
+fn check_opcodes(python: &Python) {
+    let what = format!("{} --opcodes", python.label());
+    let mut fixture = Fixture::start(python, "trace_opcodes.py", &[]);
+    let ready = fixture.wait_truth(|_, _| true);
+    let dir: PathBuf = fixture.dir().to_path_buf();
+    let pid = fixture.pid();
+    let truth = &ready["truth"];
+    let per_offset = |counts: &Value| -> HashMap<u32, u64> {
+        counts
+            .as_object()
+            .expect("counts")
+            .iter()
+            .map(|(k, v)| (k.parse().expect("offset"), v.as_u64().expect("count")))
+            .collect()
+    };
+    let (warm, run) = (per_offset(&truth["warm"]), per_offset(&truth["run"]));
+    let (n, calls) = (
+        truth["n"].as_u64().expect("n"),
+        truth["calls"].as_u64().expect("calls"),
+    );
+    let monitoring = ready["monitoring"].as_bool().expect("monitoring");
+    for window in 1..=2 {
+        let output = dir.join(format!("opcodes{window}.pdr"));
+        let mut trace = Trace::start(
+            pid,
+            &output,
+            &["--until-stopped", "--functions", ":loop$", "--opcodes"],
+            &what,
+        );
+        trace.wait_tracing();
+        std::fs::write(dir.join(format!("go{window}")), "").expect("go");
+        let round = wait_json(
+            &dir.join(format!("round{window}.json")),
+            &mut fixture,
+            &what,
+        );
+        if monitoring {
+            assert_eq!(round["instrumented"], true, "{what}: never instrumented");
+        }
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+
+        let (counts, lost) = read_counts(&output);
+        assert_eq!(lost, 0, "{what}: window {window}: executions not counted");
+        let names: Vec<&String> = counts.keys().map(|(name, _)| name).collect();
+        assert!(
+            names.iter().all(|name| *name == "loop"),
+            "{what}: counts of code --functions did not select: {names:?}"
+        );
+        let counted: HashMap<u32, u64> = counts
+            .iter()
+            .map(|((_, offset), count)| (*offset, *count))
+            .collect();
+        let mut offsets: Vec<u32> = run.keys().chain(warm.keys()).copied().collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        for offset in &offsets {
+            let runs = calls * run.get(offset).copied().unwrap_or(0);
+            let first = warm.get(offset).copied().unwrap_or(0);
+            let got = counted.get(offset).copied().unwrap_or(0);
+            if monitoring && first > 0 {
+                assert!(
+                    (runs..=runs + first).contains(&got),
+                    "{what}: window {window}: offset {offset}: {got} not in [{runs}, {}]",
+                    runs + first
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    runs + first,
+                    "{what}: window {window}: offset {offset}: counted against the fixture's own"
+                );
+            }
+        }
+        assert!(
+            counted.keys().all(|offset| offsets.contains(offset)),
+            "{what}: window {window}: counts at offsets the fixture never ran: {counted:?}"
+        );
+        let body = counted.values().filter(|&&c| c == calls * n).count();
+        assert!(
+            body >= 3,
+            "{what}: window {window}: no loop body counted {calls}x{n}: {counted:?}"
+        );
+        // pydeep-view bytecode shows them in its "executed" column.
+        let listing = Command::new(workspace_binary("pydeep-view"))
+            .args(["bytecode", "--function", "loop"])
+            .arg(&output)
+            .output()
+            .expect("run pydeep-view bytecode");
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        let shown = listing
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(&(calls * n).to_string()))
+            .count();
+        assert!(
+            listing.contains("executed") && shown == body,
+            "{what}: bytecode's executed column shows {shown} rows at {}, not {body}:\n{listing}",
+            calls * n
+        );
+        eprintln!(
+            "   {what}: window {window}: {} instructions counted equal to the fixture's ({body} in the loop body at {}x{n})",
+            counted.len(),
+            calls
+        );
+    }
+    std::fs::write(dir.join("end"), "").expect("end");
+    let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
+    assert_eq!(
+        last["after"], last["before"],
+        "{what}: hooks not as they were"
+    );
+    let status = wait_exit(&mut fixture.child, &what);
+    assert!(status.success(), "{what}: the target ended with {status}");
+}
+
+/// The opcode counts of a recording by (function name, instruction
+/// offset), and the executions the tracer could not count.
+fn read_counts(path: &Path) -> (HashMap<(String, u32), u64>, u64) {
+    let mut recording = Recording::open(path).expect("open the trace recording");
+    let mut columns = Vec::new();
+    let mut lost = 0;
+    while let Some(event) = recording.next_event().expect("a complete recording") {
+        if let Event::TraceEvents(batch) = event {
+            lost += batch.counts_lost;
+            assert!(
+                batch
+                    .count_kind
+                    .iter()
+                    .all(|&k| k == TraceEventKind::TraceOpcode as i32),
+                "count kinds other than TRACE_OPCODE"
+            );
+            columns.extend(
+                batch
+                    .count_frame
+                    .iter()
+                    .copied()
+                    .zip(batch.count.iter().copied()),
+            );
+        }
+    }
+    let tables = recording.tables();
+    let mut counts = HashMap::new();
+    for (frame, count) in columns {
+        let def = tables.frames.get(&frame).expect("a defined frame");
+        let name = tables
+            .code_objects
+            .get(&def.code)
+            .map(|c| tables.string(c.name).to_owned())
+            .unwrap_or_default();
+        *counts.entry((name, def.instruction_offset)).or_default() += count;
+    }
+    (counts, lost)
 }

@@ -6,15 +6,17 @@
 //! (`agent/src/trace/ring.rs`, which reads the block with `process_vm_readv`).
 //! Change it only together with [`LAYOUT_VERSION`].
 
-/// First word of the control block: "PYDEEPT2" little-endian.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT2");
-/// Version of this layout; the exported names carry it too.
-pub const LAYOUT_VERSION: u32 = 2;
+/// First word of the control block: "PYDEEPT3" little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT3");
+/// Version of this layout; the exported names carry it too. 3 since
+/// `--opcodes` (the count table) and the watchdog that survives the
+/// target's exit: a target holding a version-2 tracer gets a new library.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Exported name of the control block.
-pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V2";
+pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V3";
 /// Exported name of the start function:
 /// `int start(uint32_t agent_pid, uint32_t flags)`.
-pub const START_SYMBOL: &str = "pydeep_tracer_v2_start";
+pub const START_SYMBOL: &str = "pydeep_tracer_v3_start";
 
 /// Events the ring holds (a power of two).
 pub const CAPACITY: u64 = 1 << 19;
@@ -68,6 +70,38 @@ pub const FLAG_LINES: u32 = 4;
 /// Flag: `--functions`: skip events of code objects the selection table
 /// marks [`SELECT_NO`] (the agent filters the rest by itself).
 pub const FLAG_SELECT: u32 = 8;
+/// Flag: `--opcodes`: count every executed instruction of the selected
+/// code objects in the count table (3.9-3.11: `f_trace_opcodes` set by the
+/// trace function; 3.12+: a `sys.monitoring` tool).
+pub const FLAG_OPCODES: u32 = 16;
+
+/// Entries of the count table (`--opcodes`, a power of two), each
+/// [`count::SIZE`] bytes: (code object, instruction offset) → executions.
+/// Written by the tracer with the GIL held; read by the agent once the
+/// hooks are removed. Slot of a key: [`count_slot`], then linear probing
+/// over at most [`SELECT_PROBES`] slots; a key that finds no slot is
+/// counted in `COUNTS_LOST`.
+pub const COUNT_CAPACITY: usize = 1 << 16;
+
+/// First slot of (`code`, `offset`) in the count table.
+pub fn count_slot(code: u64, offset: u32) -> usize {
+    ((code >> 4) ^ (offset as u64).wrapping_mul(0x2545_F491_4F6C_DD1D))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_shr(48) as usize
+        & (COUNT_CAPACITY - 1)
+}
+
+/// Offsets inside one count-table entry.
+pub mod count {
+    /// `u64` address of the code object (0: a free slot).
+    pub const CODE: usize = 0;
+    /// `u32` instruction offset in bytes, as `dis` numbers them.
+    pub const OFFSET: usize = 8;
+    /// `u64` executions counted.
+    pub const COUNT: usize = 16;
+    /// Size of one entry.
+    pub const SIZE: usize = 24;
+}
 
 /// Command (agent → tracer): trace.
 pub const COMMAND_RUN: u32 = 1;
@@ -138,8 +172,19 @@ pub mod offset {
     pub const THREADS_LINE_HOOKED: u64 = 120;
     /// `u32` reserved.
     pub const RESERVED: u64 = 124;
+    /// `u64` address of the count table (`--opcodes`) in the target.
+    pub const COUNTS_ADDRESS: u64 = 128;
+    /// `u64` instruction executions not counted: the count table was full
+    /// (or the frame table of 3.9-3.11, see the tracer).
+    pub const COUNTS_LOST: u64 = 136;
+    /// `u32` code objects whose instructions are counted (3.12+: those given
+    /// local INSTRUCTION events; before, frames given `f_trace_opcodes`).
+    pub const COUNTED_CODES: u64 = 144;
+    /// `u32` the `sys.monitoring` tool id used for `--opcodes` (3.12+),
+    /// plus one; 0 if none.
+    pub const MONITORING_TOOL: u64 = 148;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
-    pub const MESSAGE: u64 = 128;
+    pub const MESSAGE: u64 = 152;
     /// Size of the whole block.
     pub const SIZE: u64 = MESSAGE + super::MESSAGE_SIZE as u64;
 }

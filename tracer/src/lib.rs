@@ -1,7 +1,7 @@
 //! pydeep's in-target tracer.
 //!
 //! `pydeep trace` loads this library into a running CPython (see
-//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v2_start`].
+//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v3_start`].
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
@@ -9,6 +9,9 @@
 //!   (`_PyEval_SetProfile`) on every thread of the main interpreter, after
 //!   checking that none already has one (`sys.setprofile`, cProfile before
 //!   3.12, a tracer): those are refused, never replaced;
+//! * with `--lines` (and `--opcodes` before 3.12) also a C trace function
+//!   (`_PyEval_SetTrace`), refused the same way on a thread that has one;
+//!   with `--opcodes` counts instructions in a table (`opcodes.rs`);
 //! * writes one fixed-size record per call and return into a ring in its own
 //!   memory ([`abi`]), which the agent drains with `process_vm_readv`. No
 //!   file, socket or pipe is opened in the target. When the ring is full the
@@ -25,18 +28,46 @@
 //! `dlsym(RTLD_DEFAULT, ...)`, which sees a shared libpython (pyenv) and an
 //! executable that exports the API (Debian's static `python3.11`) alike.
 //! Every entry point is `extern "C"` and never unwinds.
+//!
+//! **No panic path, by construction.** The library runs inside someone
+//! else's process, where a panic could only abort it. So it is `no_std`
+//! (libc through [`sys`], no allocation, no formatting) and its panic
+//! handler calls a function that does not exist: the library built by
+//! `agent/build.rs` (optimised, `panic=abort`, linked with `-z defs`) links
+//! only if the optimiser removed every panicking branch (each index bounded,
+//! no overflow check, no `unwrap`). A change that leaves one fails the
+//! agent's build with "undefined symbol: pydeep_tracer_has_a_panic_path".
+//! (Cargo builds the crate as an rlib for its unit tests and clippy only.)
+//! Failures are values: the watchdog turns each into a message in the
+//! control block, removes what it installed and ends.
 
+#![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
-use std::cell::{Cell, UnsafeCell};
-use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use core::cell::UnsafeCell;
+use core::ffi::{c_int, c_void};
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod opcodes;
+pub mod sys;
 
 use abi::*;
+use sys::{now_ns, thread_id};
+
+/// Reached only through a panicking branch, and none may survive the
+/// optimiser: the symbol below is defined nowhere, so the library does not
+/// link if one does (see the crate's documentation).
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    extern "C" {
+        fn pydeep_tracer_has_a_panic_path() -> !;
+    }
+    // SAFETY: never linked; the build fails first.
+    unsafe { pydeep_tracer_has_a_panic_path() }
+}
 
 /// The control block the agent reads and writes (layout: [`abi::offset`]).
 #[repr(C)]
@@ -61,6 +92,10 @@ pub struct Control {
     select_address: AtomicU64,
     threads_line_hooked: AtomicU32,
     reserved: AtomicU32,
+    counts_address: AtomicU64,
+    counts_lost: AtomicU64,
+    counted_codes: AtomicU32,
+    monitoring_tool: AtomicU32,
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -69,7 +104,7 @@ pub struct Control {
 unsafe impl Sync for Control {}
 
 const _: () = {
-    use std::mem::offset_of;
+    use core::mem::offset_of;
     assert!(offset_of!(Control, magic) as u64 == offset::MAGIC);
     assert!(offset_of!(Control, version) as u64 == offset::VERSION);
     assert!(offset_of!(Control, state) as u64 == offset::STATE);
@@ -90,9 +125,13 @@ const _: () = {
     assert!(offset_of!(Control, select_address) as u64 == offset::SELECT_ADDRESS);
     assert!(offset_of!(Control, threads_line_hooked) as u64 == offset::THREADS_LINE_HOOKED);
     assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
+    assert!(offset_of!(Control, counts_address) as u64 == offset::COUNTS_ADDRESS);
+    assert!(offset_of!(Control, counts_lost) as u64 == offset::COUNTS_LOST);
+    assert!(offset_of!(Control, counted_codes) as u64 == offset::COUNTED_CODES);
+    assert!(offset_of!(Control, monitoring_tool) as u64 == offset::MONITORING_TOOL);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
-    assert!(std::mem::size_of::<Control>() as u64 == offset::SIZE);
-    assert!(std::mem::size_of::<Event>() as u64 == EVENT_SIZE);
+    assert!(core::mem::size_of::<Control>() as u64 == offset::SIZE);
+    assert!(core::mem::size_of::<Event>() as u64 == EVENT_SIZE);
     assert!(offset_of!(Event, time_ns) == event::TIME_NS);
     assert!(offset_of!(Event, object) == event::OBJECT);
     assert!(offset_of!(Event, thread) == event::THREAD);
@@ -104,7 +143,7 @@ const _: () = {
 /// The control block, found by the agent through the library's dynamic
 /// symbol table.
 #[no_mangle]
-pub static PYDEEP_TRACER_V2: Control = Control {
+pub static PYDEEP_TRACER_V3: Control = Control {
     magic: AtomicU64::new(MAGIC),
     version: AtomicU32::new(LAYOUT_VERSION),
     state: AtomicU32::new(STATE_IDLE),
@@ -125,6 +164,10 @@ pub static PYDEEP_TRACER_V2: Control = Control {
     select_address: AtomicU64::new(0),
     threads_line_hooked: AtomicU32::new(0),
     reserved: AtomicU32::new(0),
+    counts_address: AtomicU64::new(0),
+    counts_lost: AtomicU64::new(0),
+    counted_codes: AtomicU32::new(0),
+    monitoring_tool: AtomicU32::new(0),
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -173,7 +216,7 @@ fn selection(code: usize) -> u64 {
     let code = code as u64;
     let mut i = select_slot(code);
     for _ in 0..SELECT_PROBES {
-        let entry = SELECT[i].load(Ordering::Relaxed);
+        let entry = SELECT[i & (SELECT_CAPACITY - 1)].load(Ordering::Relaxed);
         if entry == 0 {
             return 0;
         }
@@ -203,6 +246,35 @@ type SetCurrent = unsafe extern "C" fn(Option<TraceFunc>, *mut c_void);
 type FrameToInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type TakeInt = unsafe extern "C" fn(c_int);
 type NoArguments = unsafe extern "C" fn();
+type SetAttr = unsafe extern "C" fn(*mut c_void, *const core::ffi::c_char, *mut c_void) -> c_int;
+type GetAttr = unsafe extern "C" fn(*mut c_void, *const core::ffi::c_char) -> *mut c_void;
+type AsLong = unsafe extern "C" fn(*mut c_void) -> core::ffi::c_long;
+type Import = unsafe extern "C" fn(*const core::ffi::c_char) -> *mut c_void;
+/// `PyObject_CallMethod(object, name, format, ...)`.
+type CallMethod = unsafe extern "C" fn(
+    *mut c_void,
+    *const core::ffi::c_char,
+    *const core::ffi::c_char,
+    ...
+) -> *mut c_void;
+/// `PyCFunction_NewEx(PyMethodDef *, self, module)`.
+type NewCFunction = unsafe extern "C" fn(*const c_void, *mut c_void, *mut c_void) -> *mut c_void;
+
+/// What `--opcodes` needs besides: attribute access on frames (3.9-3.11)
+/// and `sys.monitoring` from C (3.12+). Resolved where exported; a window
+/// with `--opcodes` fails with a message if one it needs is missing.
+struct OpcodeApi {
+    set_attr: SetAttr,
+    get_attr: GetAttr,
+    as_long: AsLong,
+    import: Import,
+    call_method: CallMethod,
+    new_cfunction: NewCFunction,
+    /// `Py_True`, `Py_False`, `Py_None` (`_Py_TrueStruct` ...).
+    true_object: *mut c_void,
+    false_object: *mut c_void,
+    none_object: *mut c_void,
+}
 
 /// The C API functions the tracer calls, found with `dlsym`.
 struct Api {
@@ -228,59 +300,33 @@ struct Api {
     thread_next: PointerToPointer,
     is_finalizing: GetInt,
     err_clear: NoArguments,
+    /// `Py_Version` (3.11+; 0 before): 3.12+ counts opcodes through
+    /// `sys.monitoring`.
+    version: u64,
+    opcodes: Option<OpcodeApi>,
 }
 
-static API: OnceLock<Api> = OnceLock::new();
+/// The resolved C API: written once, by the first start that resolves
+/// it, before [`API_READY`] is published (and before any hook exists);
+/// read-only after.
+struct ApiCell(UnsafeCell<MaybeUninit<Api>>);
+// SAFETY: written once before API_READY (Release), read only after it
+// (Acquire).
+unsafe impl Sync for ApiCell {}
+static API: ApiCell = ApiCell(UnsafeCell::new(MaybeUninit::uninit()));
+static API_READY: AtomicBool = AtomicBool::new(false);
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
+/// The resolved C API, once a start has resolved it.
+fn api() -> Option<&'static Api> {
+    if API_READY.load(Ordering::Acquire) {
+        // SAFETY: initialised before API_READY was set, never written again.
+        Some(unsafe { (*API.0.get()).assume_init_ref() })
+    } else {
+        None
+    }
 }
 
-extern "C" {
-    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
-    fn clock_gettime(clock: c_int, time: *mut Timespec) -> c_int;
-    fn syscall(number: i64, ...) -> i64;
-    fn pthread_sigmask(how: c_int, set: *const u64, old: *mut u64) -> c_int;
-}
-
-const CLOCK_MONOTONIC: c_int = 1;
-const SYS_GETTID: i64 = 186;
-const SIG_BLOCK: c_int = 0;
-
-fn now_ns() -> u64 {
-    let mut t = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { clock_gettime(CLOCK_MONOTONIC, &mut t) };
-    (t.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(t.tv_nsec as u64)
-}
-
-thread_local! {
-    static THREAD_ID: Cell<u32> = const { Cell::new(0) };
-}
-
-fn thread_id() -> u32 {
-    THREAD_ID.with(|id| {
-        if id.get() == 0 {
-            // SAFETY: gettid takes no argument.
-            id.set(unsafe { syscall(SYS_GETTID) } as u32);
-        }
-        id.get()
-    })
-}
-
-/// Looks `name` (NUL-terminated) up in the process's global scope.
-fn symbol(name: &[u8]) -> Option<*mut c_void> {
-    // SAFETY: `name` is NUL-terminated; RTLD_DEFAULT is the null handle.
-    let address = unsafe { dlsym(std::ptr::null_mut(), name.as_ptr().cast()) };
-    (!address.is_null()).then_some(address)
-}
+use sys::symbol;
 
 fn resolve() -> Result<Api, &'static str> {
     macro_rules! function {
@@ -289,7 +335,7 @@ fn resolve() -> Result<Api, &'static str> {
             match found {
                 // SAFETY: the symbol is the C API function of that name,
                 // whose signature the field's type spells.
-                Some(address) => unsafe { std::mem::transmute::<*mut c_void, $type>(address) },
+                Some(address) => unsafe { core::mem::transmute::<*mut c_void, $type>(address) },
                 None => return Err(concat!("the interpreter exports no ", $($name, " "),+)),
             }
         }};
@@ -300,14 +346,14 @@ fn resolve() -> Result<Api, &'static str> {
         // -> int and PyEval_SetTraceAllThreads(Py_tracefunc, PyObject *),
         // where exported.
         set_trace: symbol(b"_PyEval_SetTrace\0")
-            .map(|address| unsafe { std::mem::transmute::<*mut c_void, SetProfile>(address) }),
+            .map(|address| unsafe { core::mem::transmute::<*mut c_void, SetProfile>(address) }),
         set_trace_current: function!(SetCurrent; "PyEval_SetTrace"),
         set_trace_all: symbol(b"PyEval_SetTraceAllThreads\0")
-            .map(|address| unsafe { std::mem::transmute::<*mut c_void, SetCurrent>(address) }),
+            .map(|address| unsafe { core::mem::transmute::<*mut c_void, SetCurrent>(address) }),
         frame_get_line: function!(FrameToInt; "PyFrame_GetLineNumber"),
         // SAFETY: PyFrame_GetLasti(PyFrameObject *) -> int, where exported.
         frame_get_lasti: symbol(b"PyFrame_GetLasti\0")
-            .map(|address| unsafe { std::mem::transmute::<*mut c_void, FrameToInt>(address) }),
+            .map(|address| unsafe { core::mem::transmute::<*mut c_void, FrameToInt>(address) }),
         frame_get_code: function!(PointerToPointer; "PyFrame_GetCode"),
         thread_state_get: function!(GetPointer; "PyThreadState_Get"),
         inc_ref: function!(TakePointer; "Py_IncRef"),
@@ -319,7 +365,40 @@ fn resolve() -> Result<Api, &'static str> {
         thread_next: function!(PointerToPointer; "PyThreadState_Next"),
         is_finalizing: function!(GetInt; "Py_IsFinalizing", "_Py_IsFinalizing"),
         err_clear: function!(NoArguments; "PyErr_Clear"),
+        // SAFETY: `const unsigned long Py_Version`, where exported.
+        version: symbol(b"Py_Version\0").map_or(0, |address| unsafe {
+            core::ptr::read(address as *const u64)
+        }),
+        opcodes: resolve_opcodes(),
     })
+}
+
+fn resolve_opcodes() -> Option<OpcodeApi> {
+    // SAFETY: each symbol is the C API function of that name, whose
+    // signature the field's type spells (or the object of that name).
+    unsafe {
+        Some(OpcodeApi {
+            set_attr: core::mem::transmute::<*mut c_void, SetAttr>(symbol(
+                b"PyObject_SetAttrString\0",
+            )?),
+            get_attr: core::mem::transmute::<*mut c_void, GetAttr>(symbol(
+                b"PyObject_GetAttrString\0",
+            )?),
+            as_long: core::mem::transmute::<*mut c_void, AsLong>(symbol(b"PyLong_AsLong\0")?),
+            import: core::mem::transmute::<*mut c_void, Import>(symbol(
+                b"PyImport_ImportModule\0",
+            )?),
+            call_method: core::mem::transmute::<*mut c_void, CallMethod>(symbol(
+                b"PyObject_CallMethod\0",
+            )?),
+            new_cfunction: core::mem::transmute::<*mut c_void, NewCFunction>(symbol(
+                b"PyCFunction_NewEx\0",
+            )?),
+            true_object: symbol(b"_Py_TrueStruct\0")?,
+            false_object: symbol(b"_Py_FalseStruct\0")?,
+            none_object: symbol(b"_Py_NoneStruct\0")?,
+        })
+    }
 }
 
 /// Starts a trace window: resets the ring, resolves the C API and starts
@@ -332,11 +411,11 @@ fn resolve() -> Result<Api, &'static str> {
 /// # Safety
 /// Call from a thread where calling malloc and pthread_create is safe.
 #[no_mangle]
-pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c_int {
+pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c_int {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return -1;
     }
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     c.command.store(COMMAND_RUN, Ordering::Relaxed);
     c.flags.store(flags, Ordering::Relaxed);
     c.agent_pid.store(agent_pid, Ordering::Relaxed);
@@ -358,10 +437,15 @@ pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c
     c.select_address
         .store(SELECT.as_ptr() as u64, Ordering::Relaxed);
     set_message("");
-    if API.get().is_none() {
+    opcodes::reset(flags & FLAG_OPCODES != 0);
+    sys::create_thread_id_key();
+    if !API_READY.load(Ordering::Acquire) {
         match resolve() {
             Ok(api) => {
-                let _ = API.set(api);
+                // SAFETY: no reader before API_READY; RUNNING makes this
+                // the only start.
+                (*API.0.get()).write(api);
+                API_READY.store(true, Ordering::Release);
             }
             Err(why) => {
                 set_message(why);
@@ -372,11 +456,7 @@ pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c
         }
     }
     c.state.store(STATE_STARTING, Ordering::Release);
-    let spawned = std::thread::Builder::new()
-        .name("pydeep-tracer".into())
-        .stack_size(256 * 1024)
-        .spawn(watchdog);
-    if spawned.is_err() {
+    if !sys::spawn_detached(watchdog_main) {
         set_message("the tracer's watchdog thread could not start");
         c.state.store(STATE_FAILED, Ordering::Release);
         RUNNING.store(false, Ordering::Release);
@@ -385,13 +465,24 @@ pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c
     0
 }
 
+/// Writes the control block's message: `text`, cut to fit, NUL-padded
+/// (always at least one NUL at the end).
 fn set_message(text: &str) {
     // SAFETY: only the starter and the watchdog write it, one after the
     // other, before publishing a state.
-    let message = unsafe { &mut *PYDEEP_TRACER_V2.message.get() };
-    message.fill(0);
-    let n = text.len().min(MESSAGE_SIZE - 1);
-    message[..n].copy_from_slice(&text.as_bytes()[..n]);
+    let message = unsafe { &mut *PYDEEP_TRACER_V3.message.get() };
+    fill_message(message, text);
+}
+
+fn fill_message(message: &mut [u8; MESSAGE_SIZE], text: &str) {
+    let mut bytes = text.bytes();
+    for (i, byte) in message.iter_mut().enumerate() {
+        *byte = if i + 1 < MESSAGE_SIZE {
+            bytes.next().unwrap_or(0)
+        } else {
+            0
+        };
+    }
 }
 
 /// The profile function: one event per Python call and return (and C call
@@ -410,12 +501,12 @@ unsafe extern "C" fn profile(
         5 | 6 => KIND_C_RETURN,
         _ => return 0,
     };
-    let Some(api) = API.get() else { return 0 };
-    let c = &PYDEEP_TRACER_V2;
+    let Some(api) = api() else { return 0 };
+    let c = &PYDEEP_TRACER_V3;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         // The window is over: this thread removes its own hook at once
         // (the watchdog removes the others' when it holds the GIL).
-        if (api.set_profile)((api.thread_state_get)(), None, std::ptr::null_mut()) < 0 {
+        if (api.set_profile)((api.thread_state_get)(), None, core::ptr::null_mut()) < 0 {
             (api.err_clear)();
         }
         return 0;
@@ -449,7 +540,7 @@ unsafe extern "C" fn profile(
         return 0;
     }
     let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
-    std::ptr::write_volatile(
+    core::ptr::write_volatile(
         slot,
         Event {
             time_ns,
@@ -467,7 +558,7 @@ unsafe extern "C" fn profile(
 /// With `--functions`: true if the agent said `code` (a new reference from
 /// `PyFrame_GetCode`) is not selected; the reference is then given back.
 unsafe fn skipped(code: *mut c_void) -> bool {
-    if PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
+    if PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
         || selection(code as usize) != SELECT_NO
     {
         return false;
@@ -486,14 +577,31 @@ unsafe extern "C" fn trace(
     what: c_int,
     _arg: *mut c_void,
 ) -> c_int {
-    // PyTrace_LINE 2.
-    if what != 2 {
+    // PyTrace_CALL 0, PyTrace_LINE 2, PyTrace_OPCODE 7.
+    if what != 0 && what != 2 && what != 7 {
         return 0;
     }
-    let Some(api) = API.get() else { return 0 };
-    let c = &PYDEEP_TRACER_V2;
+    let Some(api) = api() else { return 0 };
+    let c = &PYDEEP_TRACER_V3;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         set_own_trace(api, None);
+        return 0;
+    }
+    let flags = c.flags.load(Ordering::Relaxed);
+    if what != 2 {
+        // Opcodes on 3.9-3.11 (the trace function is installed for them
+        // only there).
+        let by_frames = flags & FLAG_OPCODES != 0 && !opcodes::by_monitoring(api);
+        if let (true, Some(ops)) = (by_frames, &api.opcodes) {
+            if what == 0 {
+                opcodes::on_call(api, ops, frame);
+            } else {
+                opcodes::on_opcode(api, ops, frame);
+            }
+        }
+        return 0;
+    }
+    if flags & FLAG_LINES == 0 {
         return 0;
     }
     let time_ns = now_ns();
@@ -520,7 +628,7 @@ unsafe extern "C" fn trace(
         return 0;
     }
     let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
-    std::ptr::write_volatile(
+    core::ptr::write_volatile(
         slot,
         Event {
             time_ns,
@@ -539,11 +647,11 @@ unsafe extern "C" fn trace(
 unsafe fn set_own_trace(api: &Api, function: Option<TraceFunc>) {
     match api.set_trace {
         Some(set) => {
-            if set((api.thread_state_get)(), function, std::ptr::null_mut()) < 0 {
+            if set((api.thread_state_get)(), function, core::ptr::null_mut()) < 0 {
                 (api.err_clear)();
             }
         }
-        None => (api.set_trace_current)(function, std::ptr::null_mut()),
+        None => (api.set_trace_current)(function, core::ptr::null_mut()),
     }
 }
 
@@ -556,7 +664,7 @@ fn profile_address() -> usize {
 }
 
 fn drop_event(time_ns: u64) {
-    let c = &PYDEEP_TRACER_V2;
+    let c = &PYDEEP_TRACER_V3;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);
     }
@@ -573,9 +681,9 @@ fn drop_event(time_ns: u64) {
 /// builds, whose counts are split, are refused before any hook is installed.
 unsafe fn give_back_code_reference(object: usize) {
     let count = object as *mut i64;
-    let value = std::ptr::read_volatile(count);
+    let value = core::ptr::read_volatile(count);
     if value as i32 >= 0 && value > 1 {
-        std::ptr::write_volatile(count, value - 1);
+        core::ptr::write_volatile(count, value - 1);
     }
 }
 
@@ -601,7 +709,7 @@ unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
             if !owned {
                 (api.inc_ref)(object as *mut c_void);
             }
-            PYDEEP_TRACER_V2
+            PYDEEP_TRACER_V3
                 .kept_objects
                 .fetch_add(1, Ordering::Relaxed);
             return true;
@@ -655,7 +763,7 @@ unsafe fn calibrate_trace(api: &Api) -> Result<usize, &'static str> {
     let me = (api.thread_state_get)();
     set_own_trace(api, Some(trace));
     let words = me as *const usize;
-    let found = (2..40).find(|&i| std::ptr::read_volatile(words.add(i)) == trace_address());
+    let found = (2..40).find(|&i| core::ptr::read_volatile(words.add(i)) == trace_address());
     set_own_trace(api, None);
     found
         .map(|i| i * 8)
@@ -664,100 +772,119 @@ unsafe fn calibrate_trace(api: &Api) -> Result<usize, &'static str> {
 
 unsafe fn calibrate_field(set: SetProfile, function: TraceFunc, api: &Api) -> Option<usize> {
     let me = (api.thread_state_get)();
-    if set(me, Some(function), std::ptr::null_mut()) < 0 {
+    if set(me, Some(function), core::ptr::null_mut()) < 0 {
         (api.err_clear)();
         return None;
     }
     let words = me as *const usize;
     // c_profilefunc and c_tracefunc lie in the first 40 words of
     // PyThreadState on 3.9-3.13.
-    let found = (2..40).find(|&i| std::ptr::read_volatile(words.add(i)) == function as usize);
-    if set(me, None, std::ptr::null_mut()) < 0 {
+    let found = (2..40).find(|&i| core::ptr::read_volatile(words.add(i)) == function as usize);
+    if set(me, None, core::ptr::null_mut()) < 0 {
         (api.err_clear)();
     }
     found.map(|i| i * 8)
 }
 
+/// True if the window needs the C trace function on every thread: for
+/// `--lines`, and for `--opcodes` before 3.12 (3.12+ counts opcodes with
+/// `sys.monitoring`).
+fn wants_trace_function(api: &Api) -> bool {
+    let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
+    flags & FLAG_LINES != 0 || (flags & FLAG_OPCODES != 0 && !opcodes::by_monitoring(api))
+}
+
+/// Most thread states walked in one pass (a guard against a corrupt list).
+const MAX_THREADS: u32 = 100_000;
+
+/// Reads the word at `field` bytes into the thread state `thread`.
+unsafe fn field_of(thread: *mut c_void, field: usize) -> usize {
+    core::ptr::read_volatile((thread as *const u8).add(field) as *const usize)
+}
+
 /// Installs the hook on every thread of the main interpreter that has no
 /// profile function. With `refuse_others`, a thread that has another
 /// profile function makes the whole install fail (nothing is installed);
-/// later rescans leave such a thread alone.
-unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), String> {
+/// later rescans leave such a thread alone. An error after some threads
+/// got the hook leaves them with it: the caller removes it ([`uninstall`]).
+unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static str> {
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
-    let lines = PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_LINES != 0;
+    let lines = wants_trace_function(api);
     let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
     let me = (api.thread_state_get)();
     let head = (api.thread_head)((api.interpreter_main)());
-    let mut targets = Vec::new();
-    let mut line_targets = Vec::new();
+    // First pass: refuse before touching anything; count the threads
+    // without a trace function (3.13 hooks them all at once).
+    let mut line_targets = 0u32;
     let mut foreign_trace = false;
     let mut thread = head;
     let mut seen = 0;
-    let read = |thread: *mut c_void, field: usize| {
-        std::ptr::read_volatile((thread as *const u8).add(field) as *const usize)
-    };
-    while !thread.is_null() && seen < 100_000 {
+    while !thread.is_null() && seen < MAX_THREADS {
         seen += 1;
         if thread != me {
-            let current = read(thread, field);
-            if current == 0 {
-                targets.push(thread);
-            } else if current != profile_address() && refuse_others {
+            let current = field_of(thread, field);
+            if current != 0 && current != profile_address() && refuse_others {
                 return Err(
                     "a thread of the target already has a profile function (sys.setprofile, cProfile, \
-                     yappi or another tracer); pydeep trace never replaces one: stop it first"
-                        .into(),
+                     yappi or another tracer); pydeep trace never replaces one: stop it first",
                 );
             }
             if lines {
-                let current = read(thread, trace_field);
+                let current = field_of(thread, trace_field);
                 if current == 0 {
-                    line_targets.push(thread);
+                    line_targets += 1;
                 } else if current != trace_address() {
                     foreign_trace = true;
-                }
-                if current != 0 && current != trace_address() && refuse_others {
-                    return Err(
-                        "a thread of the target already has a trace function (sys.settrace: a debugger, \
-                         coverage, pdb); pydeep trace --lines never replaces one: stop it first, or \
-                         trace without --lines"
-                            .into(),
-                    );
+                    if refuse_others {
+                        return Err(
+                            "a thread of the target already has a trace function (sys.settrace: a debugger, \
+                             coverage, pdb); pydeep trace --lines (and --opcodes before 3.12) never replaces \
+                             one: stop it first, or trace without them",
+                        );
+                    }
                 }
             }
         }
         thread = (api.thread_next)(thread);
     }
-    let mut hooked = 0;
-    for thread in targets {
-        if (api.set_profile)(thread, Some(profile), std::ptr::null_mut()) < 0 {
-            (api.err_clear)();
-            return Err("an audit hook refused sys.setprofile".into());
-        }
-        hooked += 1;
-    }
-    let mut line_hooked = 0;
-    match (api.set_trace, api.set_trace_all) {
-        (Some(set), _) => {
-            for thread in line_targets {
-                if set(thread, Some(trace), std::ptr::null_mut()) < 0 {
+    // Second pass: hook every thread still without a hook (the list may
+    // have gained a thread meanwhile: a new one has none).
+    let mut hooked = 0u32;
+    let mut line_hooked = 0u32;
+    let mut thread = head;
+    let mut seen = 0;
+    while !thread.is_null() && seen < MAX_THREADS {
+        seen += 1;
+        if thread != me {
+            if field_of(thread, field) == 0 {
+                if (api.set_profile)(thread, Some(profile), core::ptr::null_mut()) < 0 {
                     (api.err_clear)();
-                    return Err("an audit hook refused sys.settrace".into());
+                    return Err("an audit hook refused sys.setprofile");
                 }
-                line_hooked += 1;
+                hooked += 1;
+            }
+            if let (true, Some(set)) = (lines, api.set_trace) {
+                if field_of(thread, trace_field) == 0 {
+                    if set(thread, Some(trace), core::ptr::null_mut()) < 0 {
+                        (api.err_clear)();
+                        return Err("an audit hook refused sys.settrace");
+                    }
+                    line_hooked += 1;
+                }
             }
         }
-        // 3.13: only "every thread" or "this thread". Every thread, when
-        // no thread has a trace function of its own (which it would
-        // replace: a thread that set one during the window keeps it, and
-        // threads started after that get no line hook); then ours off the
-        // watchdog's own thread.
-        (None, Some(set_all)) if !line_targets.is_empty() && !foreign_trace => {
-            set_all(Some(trace), std::ptr::null_mut());
+        thread = (api.thread_next)(thread);
+    }
+    // 3.13: only "every thread" or "this thread". Every thread, when no
+    // thread has a trace function of its own (which it would replace: a
+    // thread that set one during the window keeps it, and threads started
+    // after that get no line hook); then ours off the watchdog's own thread.
+    if let (true, None, Some(set_all)) = (lines, api.set_trace, api.set_trace_all) {
+        if line_targets > 0 && !foreign_trace {
+            set_all(Some(trace), core::ptr::null_mut());
             set_own_trace(api, None);
-            line_hooked = line_targets.len() as u32;
+            line_hooked = line_targets;
         }
-        _ => {}
     }
     Ok((hooked, line_hooked))
 }
@@ -770,20 +897,18 @@ unsafe fn uninstall(api: &Api) {
     let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
     let mut thread = (api.thread_head)((api.interpreter_main)());
     let mut seen = 0;
-    let read = |thread: *mut c_void, field: usize| {
-        std::ptr::read_volatile((thread as *const u8).add(field) as *const usize)
-    };
-    while !thread.is_null() && seen < 100_000 {
+    let read = |thread, field| field_of(thread, field);
+    while !thread.is_null() && seen < MAX_THREADS {
         seen += 1;
         if read(thread, field) == profile_address()
-            && (api.set_profile)(thread, None, std::ptr::null_mut()) < 0
+            && (api.set_profile)(thread, None, core::ptr::null_mut()) < 0
         {
             (api.err_clear)();
         }
         if trace_field != 0 && read(thread, trace_field) == trace_address() {
             match api.set_trace {
                 Some(set) => {
-                    if set(thread, None, std::ptr::null_mut()) < 0 {
+                    if set(thread, None, core::ptr::null_mut()) < 0 {
                         (api.err_clear)();
                     }
                 }
@@ -800,13 +925,13 @@ unsafe fn uninstall(api: &Api) {
     // ours removes it at its next line event.
     if ours_left && !foreign_left {
         if let Some(set_all) = api.set_trace_all {
-            set_all(None, std::ptr::null_mut());
+            set_all(None, core::ptr::null_mut());
         }
     }
 }
 
 fn agent_alive(last_beat: &mut (u64, u64)) -> bool {
-    let beat = PYDEEP_TRACER_V2.heartbeat.load(Ordering::Relaxed);
+    let beat = PYDEEP_TRACER_V3.heartbeat.load(Ordering::Relaxed);
     let now = now_ns();
     if beat != last_beat.0 {
         *last_beat = (beat, now);
@@ -814,13 +939,33 @@ fn agent_alive(last_beat: &mut (u64, u64)) -> bool {
     now.saturating_sub(last_beat.1) < HEARTBEAT_TIMEOUT_MS * 1_000_000
 }
 
+/// The watchdog thread's entry (see [`sys::spawn_detached`]).
+extern "C" fn watchdog_main(_: *mut c_void) -> *mut c_void {
+    sys::name_this_thread(b"pydeep-tracer\0");
+    watchdog();
+    core::ptr::null_mut()
+}
+
+/// Ends a window that could not start: the state and message say why.
+fn fail(state: u32, why: &str) {
+    set_message(why);
+    PYDEEP_TRACER_V3.state.store(state, Ordering::Release);
+    RUNNING.store(false, Ordering::Release);
+}
+
+/// The watchdog: installs the hooks holding the GIL, rescans every 100 ms
+/// for new threads, and at the end removes the hooks and releases the kept
+/// objects. Every call into the interpreter holds the GIL through
+/// [`with_gil`], which gives it back (and the thread state it made) before
+/// returning. CPython may still end this thread inside `PyGILState_Ensure`
+/// when the interpreter starts finalizing meanwhile (`pthread_exit`): the
+/// process is exiting then, and nothing here needs to run.
 fn watchdog() {
-    // Signals are the target's business: they go to its other threads.
-    let all = [u64::MAX; 16];
-    // SAFETY: valid sigset buffers (glibc's sigset_t is 128 bytes).
-    unsafe { pthread_sigmask(SIG_BLOCK, all.as_ptr(), std::ptr::null_mut()) };
-    let c = &PYDEEP_TRACER_V2;
-    let Some(api) = API.get() else { return };
+    let c = &PYDEEP_TRACER_V3;
+    let Some(api) = api() else {
+        fail(STATE_FAILED, "the tracer's C API is not resolved");
+        return;
+    };
     let mut last_beat = (0, now_ns());
     // SAFETY: every C API call below is made holding the GIL.
     let installed = unsafe {
@@ -828,18 +973,38 @@ fn watchdog() {
             if PROFILE_FIELD.load(Ordering::Relaxed) == 0 {
                 match calibrate(api) {
                     Ok(field) => PROFILE_FIELD.store(field, Ordering::Relaxed),
-                    Err(why) => return Err(why.to_string()),
+                    Err(why) => return Err((STATE_FAILED, why)),
                 }
             }
-            if TRACE_FIELD.load(Ordering::Relaxed) == 0
-                && c.flags.load(Ordering::Relaxed) & FLAG_LINES != 0
-            {
+            if TRACE_FIELD.load(Ordering::Relaxed) == 0 && wants_trace_function(api) {
                 match calibrate_trace(api) {
                     Ok(field) => TRACE_FIELD.store(field, Ordering::Relaxed),
-                    Err(why) => return Err(why.to_string()),
+                    Err(why) => return Err((STATE_FAILED, why)),
                 }
             }
-            install(api, true)
+            let opcodes_asked = c.flags.load(Ordering::Relaxed) & FLAG_OPCODES != 0;
+            if opcodes_asked && api.opcodes.is_none() {
+                return Err((
+                    STATE_FAILED,
+                    "this interpreter does not export what --opcodes needs \
+                     (PyObject_SetAttrString, PyCFunction_NewEx, ...)",
+                ));
+            }
+            let hooked = install(api, true).map_err(|why| (STATE_REFUSED, why));
+            let hooked = match (hooked, &api.opcodes) {
+                (Ok(hooked), Some(ops)) if opcodes_asked && opcodes::by_monitoring(api) => {
+                    opcodes::start_monitoring(api, ops)
+                        .map(|()| hooked)
+                        .map_err(|why| (STATE_FAILED, why))
+                }
+                (hooked, _) => hooked,
+            };
+            hooked.inspect_err(|_| {
+                // Whatever went in before the failure comes out again.
+                uninstall(api);
+                opcodes::stop(api);
+                release_kept(api);
+            })
         })
     };
     match installed {
@@ -849,25 +1014,23 @@ fn watchdog() {
             c.start_ns.store(now_ns(), Ordering::Relaxed);
             c.state.store(STATE_TRACING, Ordering::Release);
         }
-        Some(Err(why)) => {
-            set_message(&why);
-            c.state.store(STATE_REFUSED, Ordering::Release);
-            RUNNING.store(false, Ordering::Release);
-            return;
-        }
-        None => {
-            set_message("the interpreter is finalizing");
-            c.state.store(STATE_FAILED, Ordering::Release);
-            RUNNING.store(false, Ordering::Release);
-            return;
-        }
+        Some(Err((state, why))) => return fail(state, why),
+        None => return fail(STATE_FAILED, "the interpreter is finalizing"),
     }
     // Trace until told to stop or the agent is gone; threads started
     // meanwhile get the hook at the next rescan.
     let mut ticks = 0u32;
     while c.command.load(Ordering::Acquire) == COMMAND_RUN && agent_alive(&mut last_beat) {
-        std::thread::sleep(Duration::from_millis(10));
-        ticks += 1;
+        sys::sleep_ms(10);
+        ticks = ticks.wrapping_add(1);
+        // 3.12+ --opcodes: local INSTRUCTION events for each code object
+        // the agent selected since the last tick.
+        let mut selected = [0usize; 64];
+        let found = opcodes::newly_selected(&mut selected);
+        if let (true, Some(ops), Some(codes)) = (found > 0, &api.opcodes, selected.get(..found)) {
+            // SAFETY: with the GIL held.
+            unsafe { with_gil(api, || opcodes::instrument(api, ops, codes)) };
+        }
         if ticks.is_multiple_of(10) {
             // SAFETY: with the GIL held.
             let hooked = unsafe { with_gil(api, || install(api, false)) };
@@ -882,16 +1045,57 @@ fn watchdog() {
     // rest lose it here.
     c.command.store(COMMAND_STOP, Ordering::Release);
     // SAFETY: with the GIL held.
-    unsafe { with_gil(api, || uninstall(api)) };
+    unsafe {
+        with_gil(api, || {
+            uninstall(api);
+            opcodes::stop(api);
+        })
+    };
     c.stop_ns.store(now_ns(), Ordering::Relaxed);
     c.state.store(STATE_STOPPED, Ordering::Release);
     // The agent reads the code objects the ring names, then says release.
     while c.command.load(Ordering::Acquire) != COMMAND_RELEASE && agent_alive(&mut last_beat) {
-        std::thread::sleep(Duration::from_millis(5));
+        sys::sleep_ms(5);
     }
     // SAFETY: with the GIL held.
     unsafe { with_gil(api, || release_kept(api)) };
     c.kept_objects.store(0, Ordering::Relaxed);
     c.state.store(STATE_RELEASED, Ordering::Release);
     RUNNING.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_cut_to_fit_and_always_ends_with_a_nul() {
+        let mut message = [b'x'; MESSAGE_SIZE];
+        fill_message(&mut message, "short");
+        assert_eq!(&message[..5], b"short");
+        assert!(message[5..].iter().all(|&b| b == 0));
+        let long = "y".repeat(2 * MESSAGE_SIZE);
+        fill_message(&mut message, &long);
+        assert!(message[..MESSAGE_SIZE - 1].iter().all(|&b| b == b'y'));
+        assert_eq!(message[MESSAGE_SIZE - 1], 0);
+    }
+
+    #[test]
+    fn the_selection_table_probes_past_its_end_without_leaving_it() {
+        // An address whose first slot is the last one: the probe wraps.
+        let code = (0..1u64 << 20)
+            .map(|i| i << 4)
+            .find(|&a| select_slot(a) == SELECT_CAPACITY - 1)
+            .expect("an address for the last slot");
+        let other = (0..1u64 << 20)
+            .map(|i| (i << 4) + (1 << 40))
+            .find(|&a| select_slot(a) == SELECT_CAPACITY - 1)
+            .expect("another one");
+        SELECT[SELECT_CAPACITY - 1].store(other | SELECT_NO, Ordering::Relaxed);
+        SELECT[0].store(code | SELECT_YES, Ordering::Relaxed);
+        assert_eq!(selection(code as usize), SELECT_YES);
+        assert_eq!(selection(other as usize), SELECT_NO);
+        SELECT[SELECT_CAPACITY - 1].store(0, Ordering::Relaxed);
+        SELECT[0].store(0, Ordering::Relaxed);
+    }
 }

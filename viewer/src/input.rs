@@ -22,7 +22,7 @@ pub enum Timed {
     /// One sample of one thread.
     Sample(Sample),
     /// Exact call and return events of a trace window.
-    Trace(proto::TraceEventBatch),
+    Trace(Box<proto::TraceEventBatch>),
 }
 
 /// A recording being read, sample by sample.
@@ -106,7 +106,7 @@ impl<R: Read> Input<R> {
                     self.samples_read += 1;
                     return Some(Timed::Sample(sample));
                 }
-                Ok(Some(Event::TraceEvents(batch))) => return Some(Timed::Trace(batch)),
+                Ok(Some(Event::TraceEvents(batch))) => return Some(Timed::Trace(Box::new(batch))),
                 Ok(Some(Event::Footer(footer))) => {
                     self.saw_footer = true;
                     self.footer_samples = Some(footer.sample_count);

@@ -48,6 +48,8 @@ pub struct TraceOptions {
     pub c_calls: bool,
     /// Record line events too.
     pub lines: bool,
+    /// Count every instruction of the selected code objects.
+    pub opcodes: bool,
     /// Only code objects whose `FILE:QUALNAME` this matches.
     pub functions: Option<regex::Regex>,
     /// How long to wait for a thread at a safe point (default 5 s).
@@ -113,7 +115,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     };
     finished?;
     eprintln!(
-        "pydeep: traced {} events on {} threads ({} lost{}) into {}",
+        "pydeep: traced {} events on {} threads ({} lost{}{}) into {}",
         summary.events,
         summary.threads_hooked,
         summary.lost,
@@ -121,6 +123,14 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
             format!(
                 "; {} code objects selected, {} not",
                 summary.selected, summary.not_selected
+            )
+        } else {
+            String::new()
+        },
+        if options.opcodes {
+            format!(
+                "; {} executions of {} instructions counted, {} not",
+                summary.executions, summary.instructions, summary.executions_lost
             )
         } else {
             String::new()
@@ -146,6 +156,11 @@ fn trace_into<W: std::io::Write>(
             0
         }
         | if options.lines { abi::FLAG_LINES } else { 0 }
+        | if options.opcodes {
+            abi::FLAG_OPCODES
+        } else {
+            0
+        }
         | if options.functions.is_some() {
             abi::FLAG_SELECT
         } else {
@@ -187,6 +202,7 @@ fn trace_into<W: std::io::Write>(
         drain.select(functions.clone());
     }
     drain.lines(options.lines);
+    drain.opcodes(options.opcodes);
     let result = drain.window(recorder, options);
     let summary = drain.summary();
     match result {
@@ -253,6 +269,13 @@ pub struct Summary {
     pub selected: u64,
     /// See `selected`.
     pub not_selected: u64,
+    /// `--opcodes`: instructions with a count, their executions, and the
+    /// executions the tracer could not count.
+    pub instructions: u64,
+    /// See `instructions`.
+    pub executions: u64,
+    /// See `instructions`.
+    pub executions_lost: u64,
 }
 
 /// `--functions`: the agent's decisions, mirrored into the tracer's
@@ -277,6 +300,10 @@ const BATCH: usize = 8192;
 /// for the GIL, which a thread in a long C call may hold).
 const GIL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the agent waits for the tracer to release its objects and its
+/// thread state after the window.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// The agent's side of one window: drains the ring into the recording.
 pub struct Drain<'a> {
     target: &'a mut Target,
@@ -296,6 +323,7 @@ pub struct Drain<'a> {
     selection: Option<Selection>,
     select_address: u64,
     lines_asked: bool,
+    opcodes_asked: bool,
 }
 
 impl<'a> Drain<'a> {
@@ -322,12 +350,74 @@ impl<'a> Drain<'a> {
             selection: None,
             select_address: 0,
             lines_asked: false,
+            opcodes_asked: false,
         }
     }
 
     /// Says in the recording that line events were asked for.
     pub fn lines(&mut self, asked: bool) {
         self.lines_asked = asked;
+    }
+
+    /// Reads the opcode counts at the window's end (`--opcodes`).
+    pub fn opcodes(&mut self, asked: bool) {
+        self.opcodes_asked = asked;
+    }
+
+    /// `--opcodes`: reads the tracer's count table (the hooks are removed:
+    /// nothing writes it any more) into the batch's count columns, for the
+    /// code objects selected. Every code object it names is still kept
+    /// alive by the tracer (RELEASE comes after).
+    fn read_counts<W: std::io::Write>(
+        &mut self,
+        recorder: &mut crate::recorder::Recorder<W>,
+        control: &ring::ControlBlock,
+    ) -> Result<()> {
+        if !self.opcodes_asked || control.counts_address == 0 {
+            return Ok(());
+        }
+        use abi::count as e;
+        let mut table = vec![0u8; abi::COUNT_CAPACITY * e::SIZE];
+        self.target
+            .memory()
+            .read(control.counts_address, &mut table)
+            .context("cannot read the tracer's count table")?;
+        let pid = self.target.pid();
+        let version = self.target.python_version();
+        for entry in table.chunks_exact(e::SIZE) {
+            let u64_at =
+                |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or_default());
+            let (code, count) = (u64_at(e::CODE), u64_at(e::COUNT));
+            let offset = u32::from_le_bytes(
+                entry[e::OFFSET..e::OFFSET + 4]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            if code == 0 || count == 0 || !self.selected(code) {
+                continue;
+            }
+            let frame = recorder.frame(
+                self.target,
+                pid,
+                &version,
+                &crate::FrameSample {
+                    code_address: code,
+                    instruction_offset: offset,
+                    is_generator: false,
+                    is_shim: false,
+                },
+            );
+            self.batch.count_frame.push(frame);
+            self.batch
+                .count_kind
+                .push(proto::TraceEventKind::TraceOpcode as i32);
+            self.batch.count.push(count);
+            self.summary.instructions += 1;
+            self.summary.executions += count;
+        }
+        self.batch.counts_lost = control.counts_lost;
+        self.summary.executions_lost = control.counts_lost;
+        Ok(())
     }
 
     /// Records only code objects whose `FILE:QUALNAME` `regex` matches.
@@ -516,6 +606,28 @@ impl<'a> Drain<'a> {
                 }
             }
         })();
+        // A read or write of the tracer's memory fails once the target is
+        // gone: say that, with its exit code. (A process whose memory is
+        // already gone may still show as running for a moment.)
+        let outcome = outcome.map_err(|error| {
+            let pid = self.target.pid();
+            let exiting = Instant::now() + Duration::from_secs(1);
+            while crate::procfs::is_alive(pid) && Instant::now() < exiting {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if crate::procfs::is_alive(pid) {
+                error
+            } else {
+                Failure::new(
+                    Exit::TargetExited,
+                    format!(
+                        "process {} exited during the trace window",
+                        self.target.pid()
+                    ),
+                )
+                .into()
+            }
+        });
         // Whatever ended the window: stop, drain, release.
         let stop = self.command(abi::COMMAND_STOP).and_then(|()| {
             self.wait_state(
@@ -526,14 +638,40 @@ impl<'a> Drain<'a> {
         });
         let drained = stop.and_then(|control| {
             self.poll(recorder)?;
+            self.read_counts(recorder, &control)?;
             self.summary.threads_hooked = control.threads_hooked;
             self.flush(recorder, Some(&control))
         });
         let released = self.command(abi::COMMAND_RELEASE);
+        if released.is_ok() {
+            self.wait_released();
+        }
         outcome?;
         drained?;
         released?;
         Ok(())
+    }
+
+    /// After RELEASE: waits until the watchdog has given back the kept
+    /// objects and, with the GIL, the thread state `PyGILState_Ensure`
+    /// made for it, so that once `pydeep trace` returns the target's thread
+    /// list is what it was (a fixture counting thread states right after
+    /// saw the watchdog's, waiting for the GIL). Bounded: a thread holding
+    /// the GIL in a long C call only delays the release, which the
+    /// watchdog still makes by itself.
+    fn wait_released(&mut self) {
+        let until = Instant::now() + RELEASE_WAIT;
+        while Instant::now() < until {
+            match ring::read_control(self.target, self.control) {
+                Ok(control) if control.state == abi::STATE_RELEASED => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => return,
+            }
+        }
+        tracing::warn!(
+            "the tracer in process {} had not released its objects within {RELEASE_WAIT:?} (a thread holds the GIL); it will by itself",
+            self.target.pid()
+        );
     }
 
     /// Reads what the ring holds into the batch; returns the control block.
@@ -717,6 +855,7 @@ impl<'a> Drain<'a> {
         }
         if self.first_batch {
             self.batch.lines = self.lines_asked;
+            self.batch.opcodes = self.opcodes_asked;
             if let Some(selection) = &self.selection {
                 self.batch.functions = selection.regex.as_str().to_owned();
             }

@@ -31,6 +31,13 @@ pub struct ControlBlock {
     pub select_address: u64,
     /// Threads that got the line hook (`--lines`).
     pub threads_line_hooked: u32,
+    /// Address of the count table (`--opcodes`).
+    pub counts_address: u64,
+    /// Instruction executions the tracer could not count.
+    pub counts_lost: u64,
+    /// Code objects (3.12+) or frames (before) whose instructions were
+    /// counted.
+    pub counted_codes: u32,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -72,6 +79,9 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         stop_ns: u64_at(&block, offset::STOP_NS),
         select_address: u64_at(&block, offset::SELECT_ADDRESS),
         threads_line_hooked: u32_at(&block, offset::THREADS_LINE_HOOKED),
+        counts_address: u64_at(&block, offset::COUNTS_ADDRESS),
+        counts_lost: u64_at(&block, offset::COUNTS_LOST),
+        counted_codes: u32_at(&block, offset::COUNTED_CODES),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }

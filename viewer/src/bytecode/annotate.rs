@@ -74,6 +74,11 @@ pub struct Profile {
     pub heat: HashMap<u64, BTreeMap<u32, u64>>,
     /// Samples with at least one Python frame.
     pub total_samples: u64,
+    /// Exact executions per code object id, per instruction offset, from
+    /// the count columns of trace windows (`pydeep trace --opcodes`).
+    pub executed: HashMap<u64, BTreeMap<u32, u64>>,
+    /// The recording holds a window that counted opcodes.
+    pub has_counts: bool,
 }
 
 impl Profile {
@@ -89,9 +94,26 @@ impl Profile {
         let mut total_samples = 0;
         // Leaf frame of each stack id, computed once per stack.
         let mut leaves: HashMap<u64, Option<(u64, u32)>> = HashMap::new();
+        let mut executed: HashMap<u64, BTreeMap<u32, u64>> = HashMap::new();
+        let mut has_counts = false;
         while let Some(event) = recording.next_event()? {
-            let Event::Sample(sample) = event else {
-                continue;
+            let sample = match event {
+                Event::Sample(sample) => sample,
+                Event::TraceEvents(batch) => {
+                    has_counts |= batch.opcodes;
+                    let tables = recording.tables();
+                    for (frame, count) in batch.count_frame.iter().zip(&batch.count) {
+                        if let Some(def) = tables.frames.get(frame) {
+                            *executed
+                                .entry(def.code)
+                                .or_default()
+                                .entry(def.instruction_offset)
+                                .or_default() += count;
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let tables = recording.tables();
             let leaf = *leaves.entry(sample.stack).or_insert_with(|| {
@@ -111,7 +133,14 @@ impl Profile {
             version,
             heat,
             total_samples,
+            executed,
+            has_counts,
         })
+    }
+
+    /// Instruction executions counted in code object `code`.
+    pub fn executed_in(&self, code: u64) -> u64 {
+        self.executed.get(&code).map_or(0, |h| h.values().sum())
     }
 
     /// Samples whose leaf is in code object `code`.
@@ -154,9 +183,15 @@ impl Profile {
             .map(|def| def.id)
             .collect();
         if options.function.is_none() && options.at.is_none() {
-            chosen.retain(|&id| self.samples_of(id) > 0);
+            chosen.retain(|&id| self.samples_of(id) > 0 || self.executed_in(id) > 0);
         }
-        chosen.sort_by_key(|&id| (std::cmp::Reverse(self.samples_of(id)), id));
+        chosen.sort_by_key(|&id| {
+            (
+                std::cmp::Reverse(self.samples_of(id)),
+                std::cmp::Reverse(self.executed_in(id)),
+                id,
+            )
+        });
         chosen.truncate(options.top.max(1));
         if chosen.is_empty() {
             let what = match (&options.function, &options.at) {
@@ -178,10 +213,15 @@ impl Profile {
         let instructions = disassemble(&code, Form::Adaptive)?;
         let heat = self.heat.get(&id).cloned().unwrap_or_default();
         let source = self.tables.source_text(code.source_file);
-        Ok(render_listing(
+        let empty = BTreeMap::new();
+        let executed = self
+            .has_counts
+            .then(|| self.executed.get(&id).unwrap_or(&empty));
+        Ok(render_listing_with_counts(
             &code,
             &instructions,
             &heat,
+            executed,
             source.as_deref(),
             self.total_samples,
             show_caches,
@@ -232,6 +272,44 @@ pub fn render_listing(
     total_samples: u64,
     show_caches: bool,
 ) -> String {
+    render_listing_with_counts(
+        code,
+        instructions,
+        heat,
+        None,
+        source,
+        total_samples,
+        show_caches,
+    )
+}
+
+/// Formats one code object's listing; with `executed` (exact executions
+/// per instruction offset, `pydeep trace --opcodes`), an "executed" column
+/// comes first (blank for an instruction that did not run).
+pub fn render_listing_with_counts(
+    code: &Code,
+    instructions: &[Instruction],
+    heat: &BTreeMap<u32, u64>,
+    executed: Option<&BTreeMap<u32, u64>>,
+    source: Option<&str>,
+    total_samples: u64,
+    show_caches: bool,
+) -> String {
+    // The executed column, 10 wide and a space, before everything else.
+    let pad = if executed.is_some() {
+        "           "
+    } else {
+        ""
+    };
+    let executed_at = |offset: u32| -> String {
+        match executed {
+            None => String::new(),
+            Some(counts) => match counts.get(&offset) {
+                Some(count) => format!("{count:>10} "),
+                None => pad.to_string(),
+            },
+        }
+    };
     let counts = heat_per_instruction(instructions, heat);
     let code_samples: u64 = counts.iter().sum();
     let units = positions(
@@ -257,18 +335,27 @@ pub fn render_listing(
 
     let mut out = String::new();
     let share_of_all = percent(code_samples, total_samples);
+    let executed_total = executed.map(|counts| counts.values().sum::<u64>());
     let _ = writeln!(
         out,
-        "{} ({}:{}) CPython {}.{}: {code_samples} samples ({share_of_all:.1}% of all)",
+        "{} ({}:{}) CPython {}.{}: {code_samples} samples ({share_of_all:.1}% of all){}",
         pydeep_format::text::escape(&code.qualname),
         pydeep_format::text::escape(&code.filename),
         code.first_line,
         code.version.0,
-        code.version.1
+        code.version.1,
+        executed_total.map_or(String::new(), |total| format!(
+            ", {total} instructions executed (traced)"
+        ))
     );
+    let executed_header = if executed.is_some() {
+        format!("{:>10} ", "executed")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{:>8} {:>6} {:>4}         {:>6} instruction",
+        "{executed_header}{:>8} {:>6} {:>4}         {:>6} instruction",
         "samples", "share", "line", "offset"
     );
     let mut last_line = None;
@@ -279,14 +366,14 @@ pub fn render_listing(
             last_line = position.line;
             let line = position.line.unwrap_or(0);
             if let Some(text) = source_lines.get((line as usize).wrapping_sub(1)) {
-                let _ = writeln!(out, "{SOURCE_PREFIX}{text}");
+                let _ = writeln!(out, "{pad}{SOURCE_PREFIX}{text}");
                 if let Some(hot) = hottest {
                     let hot_position = position_of(instructions[hot].offset);
                     if hot_position.line == Some(line) {
                         if let Some(carets) = caret_line(text, &hot_position) {
                             let _ = writeln!(
                                 out,
-                                "{SOURCE_PREFIX}{carets} hottest: {} at {}",
+                                "{pad}{SOURCE_PREFIX}{carets} hottest: {} at {}",
                                 instructions[hot].opname, instructions[hot].offset
                             );
                         }
@@ -312,7 +399,8 @@ pub fn render_listing(
         };
         let _ = writeln!(
             out,
-            "{heat_column} {line_column} {marker} {target} {:>6} {}",
+            "{}{heat_column} {line_column} {marker} {target} {:>6} {}",
+            executed_at(instruction.offset),
             instruction.offset,
             describe(instruction)
         );
@@ -320,7 +408,7 @@ pub fn render_listing(
             for field in &instruction.cache_fields {
                 let _ = writeln!(
                     out,
-                    "{:>15} {:>4}        {:>6} CACHE  {}: {}",
+                    "{pad}{:>15} {:>4}        {:>6} CACHE  {}: {}",
                     "", "", field.offset, field.name, field.value
                 );
             }
