@@ -12,6 +12,7 @@
 
 mod frames;
 mod prefetch;
+mod reuse;
 mod sample;
 mod threads;
 mod torn;
