@@ -218,7 +218,7 @@ impl FrameSource {
     /// any holds them, otherwise one read now reaching down to the nearest
     /// known chunk start (or a little below the frame), since callers'
     /// frames sit below their callees', else the exact bytes.
-    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
+    pub(super) fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
         let index = self.read_header(memory, address, len)?;
         self.furthest = Some(self.furthest.map_or(index, |f| f.max(index)));
         Some(index)
@@ -329,8 +329,9 @@ pub struct WalkHints<'a> {
     /// copies them four times, ~8% of a sample's CPU at that depth.
     pub expected: usize,
     /// The walk stops before visiting an address for which this is true
-    /// ([`Walk::stopped_at`]).
-    pub stop_at: &'a dyn Fn(u64) -> bool,
+    /// ([`Walk::stopped_at`]); a walk that may stop takes nothing from
+    /// [`WalkHints::reuse`].
+    pub stop_at: Option<&'a dyn Fn(u64) -> bool>,
     /// The walk reads a thread's whole stack, which never ends on a
     /// generator's frame: a generator's frame links its caller while it
     /// runs and is unlinked (`previous = NULL`) when it yields
@@ -347,7 +348,7 @@ impl Default for WalkHints<'_> {
     fn default() -> Self {
         WalkHints {
             expected: 64,
-            stop_at: &|_| false,
+            stop_at: None,
             whole_stack: false,
             reuse: None,
         }
@@ -566,8 +567,13 @@ pub(super) fn walk_interpreter_frames_hinted(
     // Places of the last walk worth comparing: below the first that
     // differed in an earlier comparison (it would differ again).
     let mut reusable_below = usize::MAX;
+    // The last walk is reused only if it was made as this one is: the
+    // same options decide what is shown and where a walk breaks.
+    let reuse = hints.reuse.filter(|last| {
+        hints.stop_at.is_none() && last.made_as(options.include_shims, hints.whole_stack, len)
+    });
     while address != 0 {
-        if (hints.stop_at)(address) {
+        if hints.stop_at.is_some_and(|stop| stop(address)) {
             walk.stopped_at = Some(address);
             break;
         }
@@ -580,23 +586,21 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         }
-        if let Some(last) = hints.reuse {
+        if let Some(last) = reuse {
             if let Some(place) = last
                 .position(address)
                 .filter(|&place| place < reusable_below)
             {
                 // The frames from here out, as the last walk saw them, if
                 // the copy holds the same fields at every one of them and
-                // they fit the walk's limits (else walked as usual).
-                let fits = walk.frames.len() + last.shown_up_to(place) <= options.max_depth
+                // a walk of them would end on the outermost frame: within
+                // the depth limit (conservatively: fewer frames than it)
+                // and the visit budget (this visit is counted already).
+                let fits = walk.frames.len() + last.shown_up_to(place) < options.max_depth
                     && place < budget;
                 match last.compare(place, source, memory, len, &offsets) {
                     Ok(()) if fits => {
-                        for (address, frame) in last.visit_from(place) {
-                            walk.visited.push(address);
-                            walk.frame_index.push(walk.frames.len());
-                            walk.frames.extend(frame);
-                        }
+                        last.extend(place, &mut walk);
                         walk.reused = Some(place);
                         break;
                     }

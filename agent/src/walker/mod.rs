@@ -13,6 +13,8 @@
 mod frames;
 mod prefetch;
 mod reuse;
+#[cfg(test)]
+mod reuse_tests;
 mod sample;
 mod threads;
 mod torn;

@@ -666,36 +666,11 @@ fn walk_threads(
                         ..WalkHints::default()
                     },
                 );
-                remember_walk(&mut read.last_walk, &mut read.walk);
+                read
+                    .last_walk
+                    .remember(&mut read.walk, options.include_shims, true);
             }
         }
-    }
-}
-
-/// Keeps `walk` (just made with `last` as its [`WalkHints::reuse`]) as
-/// the thread's last walk, if it was complete: the frames it took from
-/// `last`, then those it read itself, outermost first. A walk cut short
-/// (broken, too deep, looped) is not kept: its outermost frame is not the
-/// thread's.
-fn remember_walk(last: &mut LastWalk, walk: &mut Walk) {
-    let fields = std::mem::take(&mut walk.fields);
-    if walk.broken || walk.truncated || walk.looped || walk.stopped_at.is_some() {
-        last.clear();
-        return;
-    }
-    match walk.reused {
-        Some(place) => last.keep_outermost(place),
-        None => last.clear(),
-    }
-    for (i, fields) in fields.iter().enumerate().rev() {
-        let first = walk.frame_index[i];
-        let next = walk
-            .frame_index
-            .get(i + 1)
-            .copied()
-            .unwrap_or(walk.frames.len());
-        let frame = (next > first).then(|| walk.frames[first]);
-        last.push(walk.visited[i], *fields, frame);
     }
 }
 
