@@ -218,7 +218,12 @@ impl FrameSource {
     /// any holds them, otherwise one read now reaching down to the nearest
     /// known chunk start (or a little below the frame), since callers'
     /// frames sit below their callees', else the exact bytes.
-    pub(super) fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
+    pub(super) fn header(
+        &mut self,
+        memory: &dyn RemoteMemory,
+        address: u64,
+        len: u64,
+    ) -> Option<usize> {
         let index = self.read_header(memory, address, len)?;
         self.furthest = Some(self.furthest.map_or(index, |f| f.max(index)));
         Some(index)

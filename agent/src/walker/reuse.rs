@@ -107,13 +107,17 @@ impl LastWalk {
     /// The place (outermost first) of the frame at `address`, if the walk
     /// visited it (and it lies in one of the [`MAX_RUNS`] innermost runs).
     pub fn position(&self, address: u64) -> Option<usize> {
-        self.runs.iter().rev().take(MAX_RUNS).find_map(|&(start, end)| {
-            let run = &self.addresses[start..end];
-            if address < run[0] || address > run[run.len() - 1] {
-                return None;
-            }
-            run.binary_search(&address).ok().map(|i| start + i)
-        })
+        self.runs
+            .iter()
+            .rev()
+            .take(MAX_RUNS)
+            .find_map(|&(start, end)| {
+                let run = &self.addresses[start..end];
+                if address < run[0] || address > run[run.len() - 1] {
+                    return None;
+                }
+                run.binary_search(&address).ok().map(|i| start + i)
+            })
     }
 
     /// Frames shown from the outermost up to and including place `place`.

@@ -114,11 +114,10 @@ impl Stack {
             .unwrap();
         let co_code = o.code_co_code_adaptive.unwrap();
         for (i, f) in self.frames.iter().enumerate() {
-            let previous = self
-                .links
-                .iter()
-                .find(|(at, _)| *at == i)
-                .map_or_else(|| i.checked_sub(1).map_or(0, |c| self.frames[c].address), |l| l.1);
+            let previous = self.links.iter().find(|(at, _)| *at == i).map_or_else(
+                || i.checked_sub(1).map_or(0, |c| self.frames[c].address),
+                |l| l.1,
+            );
             let instr = (f.code + co_code).wrapping_add_signed(f.offset);
             for (at, value) in [
                 (o.interpreter_frame_previous.unwrap(), previous),
@@ -241,12 +240,22 @@ fn reused_frames_are_those_a_full_walk_of_the_copy_gives() {
 
         // The innermost frame moved on (same code, another instruction).
         stack.frames.last_mut().unwrap().offset += 6;
-        assert!(same_walk(&mut stack, &mut last, &options, "innermost moved on"));
+        assert!(same_walk(
+            &mut stack,
+            &mut last,
+            &options,
+            "innermost moved on"
+        ));
 
         // A caller in the middle at another instruction, with every frame
         // above it unchanged: it returned below and came back another way.
         stack.frames[20].offset += 2;
-        assert!(same_walk(&mut stack, &mut last, &options, "middle instruction"));
+        assert!(same_walk(
+            &mut stack,
+            &mut last,
+            &options,
+            "middle instruction"
+        ));
         stack.frames[20].code = CODES[2];
         assert!(same_walk(&mut stack, &mut last, &options, "middle code"));
 
@@ -259,7 +268,12 @@ fn reused_frames_are_those_a_full_walk_of_the_copy_gives() {
 
         // The outermost frame changed: nothing can be taken.
         stack.frames[0].offset += 2;
-        assert!(!same_walk(&mut stack, &mut last, &options, "outermost changed"));
+        assert!(!same_walk(
+            &mut stack,
+            &mut last,
+            &options,
+            "outermost changed"
+        ));
         assert!(same_walk(&mut stack, &mut last, &options, "again"));
     }
 }
@@ -312,7 +326,12 @@ fn generator_frames_and_shims_are_reused_only_as_a_full_walk_shows_them() {
             stack.push(CODES[2], 4);
             stack.push(CODES[2], 4);
             assert!(!same_walk(&mut stack, &mut last, &options, "generator"));
-            assert!(same_walk(&mut stack, &mut last, &options, "generator again"));
+            assert!(same_walk(
+                &mut stack,
+                &mut last,
+                &options,
+                "generator again"
+            ));
             // Resumed elsewhere: the generator's frame now links another
             // caller (a frame lower in the chunk).
             let gen = stack.frames.iter().position(|f| f.owner == generator);

@@ -666,8 +666,7 @@ fn walk_threads(
                         ..WalkHints::default()
                     },
                 );
-                read
-                    .last_walk
+                read.last_walk
                     .remember(&mut read.walk, options.include_shims, true);
             }
         }
