@@ -5,6 +5,7 @@
 //! treat anything implausible as the end of the chain (flagged `broken`),
 //! never as a reason to panic or loop.
 
+use super::reuse::{FieldOffsets, FrameFields, LastWalk};
 use super::{FrameSample, WalkOptions};
 use crate::cpython::{FrameKind, InstructionPointer, Layout};
 use crate::memory::{field_u32, field_u64, field_u8, RemoteMemory, SnapshotMemory};
@@ -217,7 +218,12 @@ impl FrameSource {
     /// any holds them, otherwise one read now reaching down to the nearest
     /// known chunk start (or a little below the frame), since callers'
     /// frames sit below their callees', else the exact bytes.
-    fn header(&mut self, memory: &dyn RemoteMemory, address: u64, len: u64) -> Option<usize> {
+    pub(super) fn header(
+        &mut self,
+        memory: &dyn RemoteMemory,
+        address: u64,
+        len: u64,
+    ) -> Option<usize> {
         let index = self.read_header(memory, address, len)?;
         self.furthest = Some(self.furthest.map_or(index, |f| f.max(index)));
         Some(index)
@@ -278,6 +284,13 @@ pub struct Walk {
     /// The address the walk stopped at because its hints said so
     /// ([`WalkHints::stop_at`]), not visited.
     pub stopped_at: Option<u64>,
+    /// With [`WalkHints::reuse`]: the place in that last walk from which
+    /// its frames were taken (the new copy held the same fields from there
+    /// outwards), if they were.
+    pub reused: Option<usize>,
+    /// With [`WalkHints::reuse`]: the fields read at each frame the walk
+    /// visited itself (the first ones of `visited`).
+    pub fields: Vec<FrameFields>,
 }
 
 impl Walk {
@@ -321,22 +334,28 @@ pub struct WalkHints<'a> {
     /// copies them four times, ~8% of a sample's CPU at that depth.
     pub expected: usize,
     /// The walk stops before visiting an address for which this is true
-    /// ([`Walk::stopped_at`]).
-    pub stop_at: &'a dyn Fn(u64) -> bool,
+    /// ([`Walk::stopped_at`]); a walk that may stop takes nothing from
+    /// [`WalkHints::reuse`].
+    pub stop_at: Option<&'a dyn Fn(u64) -> bool>,
     /// The walk reads a thread's whole stack, which never ends on a
     /// generator's frame: a generator's frame links its caller while it
     /// runs and is unlinked (`previous = NULL`) when it yields
     /// (Python/bytecodes.c YIELD_VALUE), so a chain ending on one was read
     /// from a copy taken after it yielded, and is flagged `broken`.
     pub whole_stack: bool,
+    /// The thread's last walk: where the copy holds its fields unchanged
+    /// from a frame outwards, its frames from there are taken as they were
+    /// (reuse.rs).
+    pub reuse: Option<&'a LastWalk>,
 }
 
 impl Default for WalkHints<'_> {
     fn default() -> Self {
         WalkHints {
             expected: 64,
-            stop_at: &|_| false,
+            stop_at: None,
             whole_stack: false,
+            reuse: None,
         }
     }
 }
@@ -540,12 +559,26 @@ pub(super) fn walk_interpreter_frames_hinted(
         frame_index: Vec::with_capacity(expected),
         ..Walk::default()
     };
+    let offsets = FieldOffsets {
+        previous: previous_at,
+        code: code_at,
+        instruction: instr_at,
+        owner: owner_at,
+    };
     let mut cycle = CycleCheck::new();
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
+    // Places of the last walk worth comparing: below the first that
+    // differed in an earlier comparison (it would differ again).
+    let mut reusable_below = usize::MAX;
+    // The last walk is reused only if it was made as this one is: the
+    // same options decide what is shown and where a walk breaks.
+    let reuse = hints.reuse.filter(|last| {
+        hints.stop_at.is_none() && last.made_as(options.include_shims, hints.whole_stack, len)
+    });
     while address != 0 {
-        if (hints.stop_at)(address) {
+        if hints.stop_at.is_some_and(|stop| stop(address)) {
             walk.stopped_at = Some(address);
             break;
         }
@@ -558,6 +591,29 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         }
+        if let Some(last) = reuse {
+            if let Some(place) = last
+                .position(address)
+                .filter(|&place| place < reusable_below)
+            {
+                // The frames from here out, as the last walk saw them, if
+                // the copy holds the same fields at every one of them and
+                // a walk of them would end on the outermost frame: within
+                // the depth limit (conservatively: fewer frames than it)
+                // and the visit budget (this visit is counted already).
+                let fits = walk.frames.len() + last.shown_up_to(place) < options.max_depth
+                    && place < budget;
+                match last.compare(place, source, memory, len, &offsets) {
+                    Ok(()) if fits => {
+                        last.extend(place, &mut walk);
+                        walk.reused = Some(place);
+                        break;
+                    }
+                    Ok(()) => reusable_below = 0,
+                    Err(differs) => reusable_below = differs,
+                }
+            }
+        }
         if let Some(length) = cycle.visit(address, walk.visited.len()) {
             cut_cycle(&mut walk, length);
             break;
@@ -567,10 +623,14 @@ pub(super) fn walk_interpreter_frames_hinted(
             break;
         };
         let header = source.bytes(window, address, len);
-        let owner = field_u8(header, owner_at);
-        let code = field_u64(header, code_at) & !s.executable_tag_mask;
-        let instr = field_u64(header, instr_at);
-        let previous = field_u64(header, previous_at);
+        let fields = offsets.read(header);
+        let owner = fields.owner;
+        let code = fields.code & !s.executable_tag_mask;
+        let instr = fields.instruction;
+        let previous = fields.previous;
+        if hints.reuse.is_some() {
+            walk.fields.push(fields);
+        }
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
         // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every

@@ -9,9 +9,14 @@
 //! for a stack, one final re-read that detects a stack that changed while
 //! it was read (a torn sample); a torn stack is read again at once, up to
 //! twice (`sample.rs`; what the checks prove: notes/cpython-frames.md).
+//! A 3.11+ walk takes the outer frames of the thread's last walk where the
+//! copy holds the same fields at each of them (`reuse.rs`).
 
 mod frames;
 mod prefetch;
+mod reuse;
+#[cfg(test)]
+mod reuse_tests;
 mod sample;
 mod threads;
 mod torn;

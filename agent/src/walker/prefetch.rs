@@ -95,6 +95,9 @@ pub(super) struct ThreadPrefetch {
     pub frame_objects: Vec<u64>,
     /// Bytes of each frame object's header the walk reads.
     pub frame_header_len: u64,
+    /// 3.11+: the thread's last complete walk, whose outer frames the
+    /// next walk takes where the copy holds them unchanged (reuse.rs).
+    pub last_walk: super::reuse::LastWalk,
 }
 
 /// A range the walk just used: where it starts, the end of the last frame

@@ -7,6 +7,7 @@ use super::frames::{
     walk_frame_objects, walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints,
 };
 use super::prefetch::{ThreadPrefetch, Used, Window, MIN_CHUNK};
+use super::reuse::LastWalk;
 use super::threads::{list_threads, read_states, StateReads, ThreadListCache};
 use super::torn::{top_agrees, walk_callees, Reread};
 use super::{ThreadSample, WalkError, WalkOptions};
@@ -42,6 +43,9 @@ pub(super) struct ThreadRead {
     /// Frame headers the thread's last walk visited: room reserved for
     /// this walk.
     expected_frames: usize,
+    /// The thread's last complete walk (3.11+, reuse.rs), taken from its
+    /// prefetch for this walk and given back updated.
+    last_walk: LastWalk,
 }
 
 impl ThreadRead {
@@ -267,6 +271,15 @@ fn attempt(
         failed,
         not_reached,
     } = read_first_batch(memory, layout, runtime_address, options, cache, code_check)?;
+    for read in reads.iter_mut() {
+        if let Some(prefetch) = cache
+            .prefetch
+            .iter_mut()
+            .find(|p| p.thread_state == read.sample.thread_state)
+        {
+            read.last_walk = std::mem::take(&mut prefetch.last_walk);
+        }
+    }
     read_missing_pointers(memory, &mut reads, &missing);
     walk_threads(memory, layout, options, &mut reads, &not_reached);
     let codes = settle_threads(
@@ -509,6 +522,7 @@ fn assemble_thread_read(
         top_after,
         expected_frames: last_depth + last_depth / 8 + 16,
         pointer_read_late: false,
+        last_walk: LastWalk::default(),
     };
     (read, !pointer_read && frame_pointer_at >= 8)
 }
@@ -648,9 +662,12 @@ fn walk_threads(
                     WalkHints {
                         expected: read.expected_frames,
                         whole_stack: true,
+                        reuse: Some(&read.last_walk),
                         ..WalkHints::default()
                     },
                 );
+                read.last_walk
+                    .remember(&mut read.walk, options.include_shims, true);
             }
         }
     }
@@ -756,6 +773,7 @@ fn remember_reads(
             });
         prefetch.frame_pointer_at = read.frame_pointer_at;
         prefetch.last_depth = read.walk.visited.len();
+        prefetch.last_walk = std::mem::take(&mut read.last_walk);
         let used = if layout.semantics.frame_kind == FrameKind::InterpreterFrame {
             used_windows(&mut read.source, &read.walk)
         } else {

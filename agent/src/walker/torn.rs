@@ -321,7 +321,8 @@ pub(super) fn walk_callees(
     };
     let hints = WalkHints {
         expected: 16,
-        stop_at: &|address| stack.contains(&address),
+        stop_at: Some(&|address| stack.contains(&address)),
+        reuse: None,
         whole_stack: true,
     };
     let callees = walk_copied_frames(layout, from, memory, &options, hints)?;
