@@ -33,9 +33,19 @@
 //! `--blocking`; their torn ticks stayed under the threshold). Since the
 //! frame objects are read in one batch (walker/prefetch.rs) a paused read
 //! of a 1,000-deep 3.9 stack stops the target for ~0.2 ms (it was ~1.7).
+//!
+//! Paused reads draw on a budget of the target's time
+//! ([`crate::pause_budget`]): at most 10% of it over any stretch longer
+//! than a second. Past that, a tick planned paused may be *held*: not
+//! read, and the target's next sample stands for it by its weight
+//! ([`ReadCounts::held`]). At 100 Hz to 1 kHz with ordinary pauses nothing
+//! is held; `--blocking` is never held.
+
+use std::time::Instant;
 
 use crate::cpython::FrameKind;
 use crate::pause::PauseStats;
+use crate::pause_budget::PauseBudget;
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
 
@@ -85,6 +95,18 @@ pub struct Exactness {
     /// Adaptive mode found the target's fast reads untrue by construction
     /// (3.9/3.10 frame objects): every tick paused, no probes.
     always_paused: bool,
+    /// How much of the target's time adaptive mode's pauses may take.
+    budget: PauseBudget,
+}
+
+/// What [`Exactness::read`] did with a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// The tick's stacks were read.
+    Read,
+    /// The tick was held: not read, to keep pauses within their budget
+    /// ([`crate::pause_budget`]); the target's next sample stands for it.
+    Held,
 }
 
 /// How the ticks of a session were read, over all its targets.
@@ -99,6 +121,10 @@ pub struct ReadCounts {
     /// Fast ticks whose stack moved while it was read (a thread called or
     /// returned between the pointer reads that bracket its copy).
     pub moved: u64,
+    /// Ticks planned paused that were not read, to keep pauses within
+    /// [`crate::pause_budget::SHARE`] of the target's time: the target's
+    /// next sample stands for them by its weight.
+    pub held: u64,
 }
 
 impl std::fmt::Display for ReadCounts {
@@ -111,6 +137,14 @@ impl std::fmt::Display for ReadCounts {
             self.moved,
             self.probes
         )?;
+        if self.held > 0 {
+            write!(
+                f,
+                ", held {} (pauses kept to {:.0}% of the target's time; the next sample stands for them)",
+                self.held,
+                crate::pause_budget::SHARE * 100.0
+            )?;
+        }
         if self.pauses.count() > 0 {
             write!(f, "\n  {}", self.pauses)?;
         }
@@ -157,21 +191,27 @@ impl Exactness {
     }
 
     /// Reads one tick of `target` into `out`, paused or not as decided
-    /// before the read (see the module's documentation).
+    /// before the read (see the module's documentation), or holds it
+    /// (`out` cleared) when adaptive mode's pauses are over budget.
     pub fn read(
         &mut self,
         target: &mut Target,
         out: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<(), ReadError> {
+    ) -> Result<Tick, ReadError> {
         self.settle_for(target.layout().semantics.frame_kind);
+        if self.budgeted() && !self.budget.may_pause(Instant::now()) {
+            out.clear();
+            counts.held += 1;
+            return Ok(Tick::Held);
+        }
         match self.plan() {
             Plan::Fast => {
                 target.sample_threads(out)?;
                 counts.fast_ticks += 1;
                 counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
-                Ok(())
+                Ok(Tick::Read)
             }
             Plan::Paused { probe } => {
                 if probe {
@@ -188,15 +228,26 @@ impl Exactness {
                         self.cannot_pause = Some(detail);
                         target.sample_threads(out)?;
                         counts.fast_ticks += 1;
-                        return Ok(());
+                        return Ok(Tick::Read);
                     }
                     Err(e) => return Err(e),
                 };
                 let read = target.sample_threads(out);
-                counts.pauses.record(guard.release());
-                read
+                let stopped = guard.release();
+                counts.pauses.record(stopped);
+                if self.mode == ReadMode::Adaptive {
+                    self.budget.paused(Instant::now(), stopped);
+                }
+                read.map(|()| Tick::Read)
             }
         }
+    }
+
+    /// True if the next tick would be read paused in adaptive mode, so
+    /// under the pause budget (`--blocking` asks for every tick paused,
+    /// and fast ticks stop nothing).
+    fn budgeted(&self) -> bool {
+        self.mode == ReadMode::Adaptive && self.reading_paused()
     }
 
     fn plan(&mut self) -> Plan {

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod objects;
 pub mod page_cache;
 pub mod pause;
+pub mod pause_budget;
 pub mod paused_read;
 pub mod retained;
 pub mod scopes;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::exactness::{Exactness, ReadCounts, ReadMode};
+use crate::exactness::{self, Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::Identity;
 use crate::recorder::{Recorder, Tick};
 use crate::{ReadError, Target, ThreadSample, WalkOptions};
@@ -52,6 +52,12 @@ pub struct Sampled {
     pub exactness: Exactness,
     read_mode: ReadMode,
     fate_checked: Instant,
+    /// The last read held its tick (crate::pause_budget): the next
+    /// [`Sampled::record`] records nothing and adds its weight to `owed`.
+    held: bool,
+    /// Weight of the ticks held since the last recorded sample: the next
+    /// one stands for them.
+    owed: u32,
 }
 
 impl Sampled {
@@ -75,6 +81,8 @@ impl Sampled {
             exactness: Exactness::new(read_mode),
             read_mode,
             fate_checked: Instant::now(),
+            held: false,
+            owed: 0,
         }
     }
 
@@ -84,12 +92,17 @@ impl Sampled {
     }
 
     /// Reads one tick of every thread into `threads` ([`Exactness::read`]).
+    /// A tick held to keep pauses within their budget reads nothing and
+    /// leaves `threads` empty; its [`Sampled::record`] records nothing,
+    /// and the target's next sample stands for it.
     pub fn read(
         &mut self,
         threads: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
     ) -> Result<(), ReadError> {
-        self.exactness.read(&mut self.target, threads, counts)
+        let tick = self.exactness.read(&mut self.target, threads, counts)?;
+        self.held = tick == exactness::Tick::Held;
+        Ok(())
     }
 
     /// True if it is time to ask whether the process exited or exec'd:
@@ -111,6 +124,14 @@ impl Sampled {
         threads: &[ThreadSample],
     ) -> Result<(), pydeep_format::FormatError> {
         self.consecutive_errors = 0;
+        if std::mem::take(&mut self.held) {
+            self.owed = self.owed.saturating_add(tick.weight);
+            return Ok(());
+        }
+        let tick = Tick {
+            weight: tick.weight.saturating_add(std::mem::take(&mut self.owed)),
+            ..tick
+        };
         self.refresh_names(threads);
         let pid = self.target.pid();
         let version = self.target.python_version();

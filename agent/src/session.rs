@@ -611,6 +611,7 @@ fn record(
         // stack): see crate::exactness.
         torn_retries: 0,
         paused_ticks: reads.pauses.count(),
+        held_ticks: reads.held,
         errors,
         max_lag_ns: schedule.max_lag.as_nanos() as u64,
         end_reason: end_reason.clone(),

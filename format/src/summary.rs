@@ -757,6 +757,13 @@ impl Summary {
                 footer.errors,
                 footer.max_lag_ns as f64 / 1e6
             )?;
+            if footer.held_ticks > 0 {
+                writeln!(
+                    f,
+                    "held:        {} ticks planned paused were not read, to keep pauses within their share of the target's time; the samples after them stand for them",
+                    footer.held_ticks
+                )?;
+            }
         }
         if self.gaps.count > 0 {
             writeln!(f, "gaps:        {}", self.gaps)?;

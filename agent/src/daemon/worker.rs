@@ -371,6 +371,7 @@ impl Worker {
             torn_samples: file.recorder.stats().torn,
             torn_retries: 0,
             paused_ticks: counters.reads.pauses.count(),
+            held_ticks: counters.reads.held,
             errors: counters.errors,
             max_lag_ns: counters.max_lag.as_nanos() as u64,
             end_reason: reason.into(),
