@@ -87,6 +87,11 @@ pub trait RemoteMemory {
 
     /// How many read system calls (or simulated ones) were made so far.
     fn read_calls(&self) -> u64;
+
+    /// Bytes those calls asked for (0 where not counted).
+    fn read_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// Reads a little-endian `u64` at `address`.
@@ -157,6 +162,7 @@ fn field(bytes: &[u8], offset: u64, size: usize) -> u64 {
 pub struct LiveMemory {
     pid: i32,
     calls: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// Most iovecs one `process_vm_readv` accepts (IOV_MAX on Linux).
@@ -168,6 +174,7 @@ impl LiveMemory {
         LiveMemory {
             pid,
             calls: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -221,6 +228,7 @@ impl LiveMemory {
             });
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(total as u64, Ordering::Relaxed);
         // SAFETY: every local iovec points into a live, exclusively borrowed
         // buffer of exactly iov_len bytes; the remote ones are only read by
         // the kernel, which validates them against the target's mappings.
@@ -287,6 +295,10 @@ impl RemoteMemory for LiveMemory {
 
     fn read_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    fn read_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -408,6 +408,11 @@ impl Target {
         self.memory.read_calls()
     }
 
+    /// Bytes the `process_vm_readv` calls made so far asked for.
+    pub fn read_bytes(&self) -> u64 {
+        self.memory.read_bytes()
+    }
+
     /// The frames of the thread `sample` was taken of, innermost first,
     /// at most `max_depth` of them: [`crate::scopes::thread_frames`] over
     /// this target's memory and layout.
