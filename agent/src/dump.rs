@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use pydeep_format::linetable::LineIndex;
+use pydeep_cpython::linetable::LineIndex;
 use serde::Serialize;
 
 use crate::asyncio::{AsyncOptions, Task};
@@ -384,7 +384,7 @@ fn read_codes(
                 .code_object(frame.code)
                 .ok()
                 .map(|(code, _)| {
-                    let kind = code.line_table_kind.to_proto();
+                    let kind = code.line_table_kind;
                     let lines = LineIndex::new(kind, code.first_line, &code.line_table);
                     (code, lines)
                 })

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use pydeep_format::linetable::LineIndex;
+use pydeep_cpython::linetable::LineIndex;
 use serde::Serialize;
 
 use crate::cpython::code::CodeObject;
@@ -130,11 +130,8 @@ impl Codes {
             .entry(address)
             .or_insert_with(|| {
                 objects.reader.code_object(address).ok().map(|(code, _)| {
-                    let lines = LineIndex::new(
-                        code.line_table_kind.to_proto(),
-                        code.first_line,
-                        &code.line_table,
-                    );
+                    let lines =
+                        LineIndex::new(code.line_table_kind, code.first_line, &code.line_table);
                     (code, lines)
                 })
             })
@@ -576,15 +573,16 @@ mod tests {
     //! memory by hand: 3.13's struct offsets with the later versions'
     //! state numbering, tagged stack references and `stackpointer`.
     use super::*;
-    use crate::cpython::{generated, semantics_for, PythonVersion};
+    use crate::cpython::{semantics_for, PythonVersion};
     use crate::memory::SnapshotMemory;
+    use pydeep_cpython::layouts;
 
     const GENERATOR: u64 = 0x10_0000;
     const AWAITED: u64 = 0x20_0000;
     const TYPES: u64 = 0x30_0000;
 
     fn layout(minor: u32) -> Layout {
-        let mut offsets = generated::CPYTHON_3_13;
+        let mut offsets = layouts::CPYTHON_3_13;
         // 3.14 replaced stacktop (an index) by stackpointer (a pointer);
         // reuse its slot in the frame header.
         offsets.interpreter_frame_stackpointer = offsets.interpreter_frame_stacktop.take();

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use pydeep_format::linetable::LineIndex;
+use pydeep_cpython::linetable::LineIndex;
 use pydeep_format::proto::{self, ProcessEventKind, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
 use crate::sources::Sources;
-use crate::{CodeId, CodeObject, LineTableKind, PythonVersion, ThreadSample};
+use crate::{CodeId, CodeObject, PythonVersion, ThreadSample};
 
 /// Where the recorder gets code objects from: a live [`crate::Target`] in
 /// production, a table in tests.
@@ -442,7 +442,7 @@ impl<W: Write> Recorder<W> {
         code: &CodeObject,
     ) -> RecordedCode {
         let id = self.writer.next_code_id();
-        let kind = line_table_kind(code.line_table_kind);
+        let kind = code.line_table_kind;
         let lines = LineIndex::new(kind, code.first_line, &code.line_table);
         let span = lines
             .last_line()
@@ -531,13 +531,5 @@ pub fn proto_version(version: &PythonVersion) -> proto::PythonVersion {
         release: version.release.clone(),
         free_threaded: version.free_threaded,
         debug_build: version.debug_build,
-    }
-}
-
-fn line_table_kind(kind: LineTableKind) -> proto::LineTableKind {
-    match kind {
-        LineTableKind::Lnotab => proto::LineTableKind::LineTableLnotab,
-        LineTableKind::Python310 => proto::LineTableKind::LineTable310,
-        LineTableKind::Locations => proto::LineTableKind::LineTableLocations,
     }
 }

@@ -144,14 +144,14 @@ fn debug_offsets_field_lists_parse_the_interpreters_own_tables() {
 }
 
 /// The generated table of each native 3.13+ interpreter found (same patch
-/// release and build flavour: agent/tools/gen_layouts.sh compiled it from
+/// release and build flavour: cpython/tools/gen_layouts.sh compiled it from
 /// that interpreter's own headers) against the interpreter's
 /// `_Py_DebugOffsets` read from its memory: every field both know agrees,
 /// so a generator or header mistake cannot hide behind the debug table.
 #[test]
 fn generated_tables_agree_with_the_interpreters_own_debug_offsets() {
-    use pydeep::cpython::generated;
     use pydeep::cpython::PythonVersion;
+    use pydeep_cpython::layouts;
     let mut compared = 0;
     for python in pydeep_integration::test_pythons("generated tables vs debug offsets") {
         let (major, minor, patch) = python.version;
@@ -164,7 +164,7 @@ fn generated_tables_agree_with_the_interpreters_own_debug_offsets() {
         else {
             panic!("{label}: 3.{minor} is read from its debug offsets");
         };
-        let Some(generated) = generated::ALL.iter().find(|g| {
+        let Some(generated) = layouts::ALL.iter().find(|g| {
             g.version == (major, minor, patch) && g.free_threaded == python.free_threaded
         }) else {
             eprintln!("   {label}: no generated table of this release and build");

@@ -119,7 +119,7 @@ proptest! {
             bytecode: Vec::new(),
             bytecode_deoptimized: Vec::new(),
             line_table: Vec::new(),
-            line_table_kind: pydeep::LineTableKind::Locations,
+            line_table_kind: pydeep::LineTableKind::LineTableLocations,
             varnames: vec!["a".into(), "b".into()],
             cellvars: vec!["c".into()],
             freevars: vec!["d".into()],

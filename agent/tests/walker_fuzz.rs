@@ -4,17 +4,18 @@
 //! reads.
 
 use proptest::prelude::*;
-use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
+use pydeep::cpython::{semantics_for, Layout, PythonVersion};
 use pydeep::memory::{RemoteMemory, SnapshotMemory};
 use pydeep::walker::{
     sample_interpreters, walk_frame_objects, walk_interpreter_frames, CodeCheck, FrameSource,
     ThreadListCache, Walk, WalkOptions,
 };
 use pydeep::ThreadSample;
+use pydeep_cpython::layouts;
 
 fn layout(minor: u32) -> Layout {
     let semantics = semantics_for(3, minor).unwrap();
-    let offsets = *generated::ALL
+    let offsets = *layouts::ALL
         .iter()
         .find(|t| t.version.1 == minor)
         .expect("generated table");

@@ -66,7 +66,6 @@ mod error;
 pub mod files;
 mod hash;
 mod id_table;
-pub mod linetable;
 mod reader;
 mod recording;
 mod sequence;

@@ -191,11 +191,14 @@ fn generator_position(
             .and_then(|f| tables.code_objects.get(&f.code))
             .map(|c| c.first_line)
             .filter(|&l| l != 0);
-        let minor = header.python_version.as_ref().map_or(0, |v| v.minor);
-        let offset = if minor < 11 {
-            -1
-        } else {
+        let has_offset = header
+            .python_version
+            .as_ref()
+            .is_some_and(|v| pydeep_cpython::created_generator_has_offset(v.major, v.minor));
+        let offset = if has_offset {
             i64::from(frame.instruction_offset)
+        } else {
+            -1
         };
         return (first_line, Some(offset));
     }

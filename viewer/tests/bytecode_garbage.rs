@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use pydeep_cpython::opcodes::all_opcodes;
 use pydeep_format::proto::{CodeObjectDef, PythonVersion};
 use pydeep_view::bytecode::annotate::render_listing;
 use pydeep_view::bytecode::disassemble::deoptimize;
-use pydeep_view::bytecode::tables::all_opcodes;
 use pydeep_view::bytecode::{disassemble, Code, Form};
 
 proptest! {

@@ -8,7 +8,7 @@
 mod bytecode_common;
 
 use bytecode_common::{code_object_def, dump, hex, strings, Strings};
-use pydeep_format::linetable::{
+use pydeep_cpython::linetable::{
     line_for_offset, line_ranges, merge_line_ranges, positions, LineIndex,
 };
 use pydeep_format::proto::LineTableKind;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
 use bytecode_common::{dump, hex};
-use pydeep_format::linetable::line_for_offset;
+use pydeep_cpython::linetable::line_for_offset;
 use pydeep_integration::{program, test_pythons, workspace_binary};
 use pydeep_view::bytecode::annotate::{AnnotateOptions, Profile};
 use pydeep_view::bytecode::disassemble::{deoptimize, opcodes_of};

@@ -12,28 +12,7 @@ pub const MAX_BYTECODE: usize = 4 << 20;
 /// the bounded repr rule of notes/bytecode.md).
 pub const MAX_CONST_REPR: usize = 200;
 
-/// How a code object's line table is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineTableKind {
-    /// `co_lnotab` (3.9).
-    Lnotab,
-    /// `co_linetable` of 3.10 (PEP 626).
-    Python310,
-    /// `co_linetable` of 3.11+ (PEP 657 locations).
-    Locations,
-}
-
-impl LineTableKind {
-    /// The format crate's name of this encoding.
-    pub fn to_proto(self) -> pydeep_format::proto::LineTableKind {
-        use pydeep_format::proto::LineTableKind as Proto;
-        match self {
-            LineTableKind::Lnotab => Proto::LineTableLnotab,
-            LineTableKind::Python310 => Proto::LineTable310,
-            LineTableKind::Locations => Proto::LineTableLocations,
-        }
-    }
-}
+pub use pydeep_format::proto::LineTableKind;
 
 /// A code object as read from the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +35,7 @@ pub struct CodeObject {
     pub bytecode_deoptimized: Vec<u8>,
     /// `co_linetable` / `co_lnotab` bytes.
     pub line_table: Vec<u8>,
-    /// Their encoding.
+    /// Their encoding (`pydeep_cpython::line_table_kind` of the version).
     pub line_table_kind: LineTableKind,
     /// Local variable names (`co_varnames`).
     pub varnames: Vec<String>,
@@ -191,25 +170,18 @@ impl ObjectReader<'_> {
             Some(_) => string(o.code_co_qualname),
             None => name.clone(),
         };
-        let (bytecode, line_table_kind) = match self.layout.semantics.frame_kind {
-            FrameKind::FrameObject => (
-                self.bytes(ptr(o.code_co_code), MAX_BYTECODE)?,
-                if o.code_co_lnotab.is_some() {
-                    LineTableKind::Lnotab
-                } else {
-                    LineTableKind::Python310
-                },
-            ),
+        let version = &self.layout.version;
+        let line_table_kind = pydeep_cpython::line_table_kind(version.major, version.minor)
+            .unwrap_or(LineTableKind::LineTableUnspecified);
+        let bytecode = match self.layout.semantics.frame_kind {
+            FrameKind::FrameObject => self.bytes(ptr(o.code_co_code), MAX_BYTECODE)?,
             FrameKind::InterpreterFrame => {
                 // co_code_adaptive is inline; its length in code units is
                 // the object's ob_size (Objects/codeobject.c).
                 let units = self.var_size(address)?;
                 let units = usize::try_from(units).unwrap_or(usize::MAX);
                 let start = address.wrapping_add(o.code_co_code_adaptive.unwrap_or(0));
-                (
-                    read_vec(self.memory, start, units.saturating_mul(2), MAX_BYTECODE)?,
-                    LineTableKind::Locations,
-                )
+                read_vec(self.memory, start, units.saturating_mul(2), MAX_BYTECODE)?
             }
         };
         let line_table = match ptr(o.code_co_linetable.or(o.code_co_lnotab)) {

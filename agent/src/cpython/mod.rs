@@ -1,245 +1,26 @@
-//! CPython versions and their memory layouts, in one place.
+//! A target's memory layout, built at attach from the CPython facts crate.
 //!
-//! [`semantics_for`] is the only table from a CPython minor version to how
-//! pydeep reads it: which frame family, what the instruction pointer means,
-//! and where the offsets come from (a generated table for 3.9–3.12, the
-//! target's own `_Py_DebugOffsets` for 3.13+). Everything downstream (the
-//! walker, the object and code readers) works from the resulting [`Layout`]
-//! and never matches on the version.
+//! `pydeep_cpython::semantics::semantics_for` is the only table from a
+//! CPython minor version to how pydeep reads it (frame family, instruction
+//! pointer, offsets source); this module turns it into the [`Layout`] of
+//! one target, reading the target's own `_Py_DebugOffsets` on 3.13+.
+//! Everything downstream (the walker, the object and code readers) works
+//! from that [`Layout`] and never matches on the version.
 
 pub mod builtins;
 pub mod code;
-pub mod debug_offsets;
-#[rustfmt::skip]
-#[allow(clippy::all)]
-pub mod generated;
 pub mod objects;
 pub mod tasks;
 
-pub use generated::Offsets;
+pub use pydeep_cpython::debug_offsets;
+pub use pydeep_cpython::layouts::Offsets;
+pub use pydeep_cpython::semantics::{
+    semantics_for, FrameKind, GeneratorStates, InstructionPointer, OffsetsSource, PythonVersion,
+    Semantics,
+};
 
 use crate::memory::RemoteMemory;
-
-/// A CPython version with its build flavour.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct PythonVersion {
-    /// 3.
-    pub major: u32,
-    /// The minor version: 9 for 3.9.
-    pub minor: u32,
-    /// The patch (micro) version.
-    pub patch: u32,
-    /// Release level and serial: "" for a final release, "rc1", "a3", ...
-    pub release: String,
-    /// Built with `--disable-gil` (3.13t and later).
-    pub free_threaded: bool,
-    /// Built with `--with-pydebug`.
-    pub debug_build: bool,
-}
-
-impl std::fmt::Display for PythonVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{}.{}{}",
-            self.major, self.minor, self.patch, self.release
-        )?;
-        if self.free_threaded {
-            write!(f, " (free-threaded, no GIL)")?;
-        }
-        if self.debug_build {
-            write!(f, " (debug build)")?;
-        }
-        Ok(())
-    }
-}
-
-/// Which kind of frame a version keeps on its call stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    /// 3.9/3.10: heap `PyFrameObject`s chained by `f_back`.
-    FrameObject,
-    /// 3.11+: `_PyInterpreterFrame`s in per-thread data-stack chunks (or
-    /// inside generator objects), chained by `previous`.
-    InterpreterFrame,
-}
-
-/// What a frame's instruction field means, and how it becomes the byte
-/// offset `frame.f_lasti` reports in-process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstructionPointer {
-    /// 3.9: `f_lasti` is already a byte offset.
-    LastiBytes,
-    /// 3.10: `f_lasti` counts 2-byte code units (Objects/frameobject.c
-    /// `frame_getlasti` multiplies by `sizeof(_Py_CODEUNIT)`).
-    LastiCodeUnits,
-    /// 3.11/3.12: `prev_instr` points at the code unit before the next
-    /// instruction; `f_lasti` is `prev_instr - _PyCode_CODE(code)` in bytes.
-    PrevInstr,
-    /// 3.13+: `instr_ptr` points at the instruction executing (or about to
-    /// begin); `f_lasti` is `instr_ptr - _PyCode_CODE(code)` in bytes.
-    InstrPtr,
-}
-
-/// Where a version's offsets come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetsSource {
-    /// A table generated from the version's headers (agent/tools).
-    Generated(&'static Offsets),
-    /// The target's own `_Py_DebugOffsets`, parsed with this format.
-    DebugOffsets(debug_offsets::TableFormat),
-}
-
-/// How pydeep reads one CPython minor version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Semantics {
-    /// The frame family.
-    pub frame_kind: FrameKind,
-    /// What the frame's instruction field means.
-    pub instruction: InstructionPointer,
-    /// Low bits to clear from `f_executable` (3.14 made it a tagged
-    /// `_PyStackRef`, pycore_stackref.h).
-    pub executable_tag_mask: u64,
-    /// Frames whose `owner` is at least this are interpreter shims (3.12's
-    /// entry trampoline `FRAME_OWNED_BY_CSTACK`, 3.14's
-    /// `FRAME_OWNED_BY_INTERPRETER`), not Python code.
-    pub shim_owner_from: Option<u8>,
-    /// `FRAME_OWNED_BY_GENERATOR`.
-    pub owned_by_generator: u8,
-    /// Values of a 3.11+ generator's `gi_frame_state` (None before 3.11,
-    /// where the state comes from `gi_frame`).
-    pub generator_states: Option<GeneratorStates>,
-    /// Where the offsets come from.
-    pub offsets: OffsetsSource,
-    /// False for versions written from headers but never run here.
-    pub tested: bool,
-}
-
-/// The `PyFrameState` values a generator's `gi_frame_state` takes
-/// (Include/internal/pycore_frame.h). They were renumbered twice: 3.13
-/// added `FRAME_SUSPENDED_YIELD_FROM` below `FRAME_SUSPENDED`, 3.15 made
-/// them all non-negative and dropped `FRAME_COMPLETED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GeneratorStates {
-    /// `FRAME_CREATED`.
-    pub created: i8,
-    /// `FRAME_SUSPENDED`.
-    pub suspended: i8,
-    /// `FRAME_SUSPENDED_YIELD_FROM` (3.13+): suspended inside `yield from`
-    /// or `await`. Before 3.13 the resume instruction's oparg says so.
-    pub suspended_yield_from: Option<i8>,
-    /// `FRAME_EXECUTING`.
-    pub executing: i8,
-    /// Smallest finished value (`FRAME_COMPLETED`, 3.15 `FRAME_CLEARED`):
-    /// at or above it `gi_frame` is None.
-    pub finished_from: i8,
-    /// 3.15: the awaited object is `stackpointer[-2]`
-    /// (`_PyFrame_StackPeek(frame, 2)`; `_SEND_GEN_FRAME` leaves a NULL on
-    /// top); 1 before.
-    pub yield_from_depth: u8,
-}
-
-/// The one table from CPython minor version to how it is read.
-pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
-    use debug_offsets::TableFormat;
-    use InstructionPointer::*;
-    let frame_object = |instruction, table| Semantics {
-        frame_kind: FrameKind::FrameObject,
-        instruction,
-        executable_tag_mask: 0,
-        shim_owner_from: None,
-        owned_by_generator: 1,
-        generator_states: None,
-        offsets: OffsetsSource::Generated(table),
-        tested: true,
-    };
-    // 3.11-3.14 share the negative numbering; 3.13 inserted
-    // FRAME_SUSPENDED_YIELD_FROM (-1) below FRAME_EXECUTING.
-    let states_3_11 = GeneratorStates {
-        created: -2,
-        suspended: -1,
-        suspended_yield_from: None,
-        executing: 0,
-        finished_from: 1,
-        yield_from_depth: 1,
-    };
-    let states_3_13 = GeneratorStates {
-        created: -3,
-        suspended: -2,
-        suspended_yield_from: Some(-1),
-        executing: 0,
-        finished_from: 1,
-        yield_from_depth: 1,
-    };
-    // 3.15: 0 created, 1 suspended, 2 suspended in yield from, 3 the same
-    // locked by a free-threaded send, 4 executing, 5 cleared.
-    let states_3_15 = GeneratorStates {
-        created: 0,
-        suspended: 1,
-        suspended_yield_from: Some(2),
-        executing: 4,
-        finished_from: 5,
-        yield_from_depth: 2,
-    };
-    let interpreter_frame = |instruction, shim, tag, states, offsets, tested| Semantics {
-        frame_kind: FrameKind::InterpreterFrame,
-        instruction,
-        executable_tag_mask: tag,
-        shim_owner_from: shim,
-        owned_by_generator: 1,
-        generator_states: Some(states),
-        offsets,
-        tested,
-    };
-    if major != 3 {
-        return None;
-    }
-    Some(match minor {
-        9 => frame_object(LastiBytes, &generated::CPYTHON_3_9),
-        10 => frame_object(LastiCodeUnits, &generated::CPYTHON_3_10),
-        11 => interpreter_frame(
-            PrevInstr,
-            None,
-            0,
-            states_3_11,
-            OffsetsSource::Generated(&generated::CPYTHON_3_11),
-            true,
-        ),
-        12 => interpreter_frame(
-            PrevInstr,
-            Some(3),
-            0,
-            states_3_11,
-            OffsetsSource::Generated(&generated::CPYTHON_3_12),
-            true,
-        ),
-        13 => interpreter_frame(
-            InstrPtr,
-            Some(3),
-            0,
-            states_3_13,
-            OffsetsSource::DebugOffsets(TableFormat::V3_13),
-            true,
-        ),
-        14 => interpreter_frame(
-            InstrPtr,
-            Some(3),
-            3,
-            states_3_13,
-            OffsetsSource::DebugOffsets(TableFormat::V3_14),
-            false,
-        ),
-        15 => interpreter_frame(
-            InstrPtr,
-            Some(3),
-            3,
-            states_3_15,
-            OffsetsSource::DebugOffsets(TableFormat::V3_15),
-            false,
-        ),
-        _ => return None,
-    })
-}
+use debug_offsets::{supplement, DebugTable, TableFormat};
 
 /// Everything needed to read one target: its version, how that version is
 /// read, and the offsets.
@@ -300,7 +81,7 @@ impl Layout {
         let offsets = match semantics.offsets {
             OffsetsSource::Generated(table) => *table,
             OffsetsSource::DebugOffsets(format) => {
-                debug_offsets::read(memory, runtime_address, format, version)?
+                read_debug_offsets(memory, runtime_address, format, version)?
             }
         };
         let layout = Layout {
@@ -406,19 +187,36 @@ impl Layout {
     }
 }
 
+/// Reads, validates and converts the target's table. For a version whose
+/// headers were also available to the generator (3.13), fields the table
+/// lacks (co_consts, dict internals, ...) are taken from the generated table
+/// only if every field both provide agrees, i.e. the target's build has the
+/// layout the headers describe.
+fn read_debug_offsets(
+    memory: &dyn RemoteMemory,
+    runtime_address: u64,
+    format: TableFormat,
+    version: &PythonVersion,
+) -> Result<Offsets, LayoutError> {
+    let bad = |reason: String| LayoutError::BadDebugOffsets {
+        version: version.clone(),
+        reason,
+    };
+    let mut bytes = vec![0u8; format.byte_len()];
+    memory
+        .read(runtime_address, &mut bytes)
+        .map_err(|e| bad(format!("reading _PyRuntime: {e}")))?;
+    let table = DebugTable::parse(&bytes, format).map_err(bad)?;
+    table.validate(version).map_err(bad)?;
+    let mut offsets = table.to_offsets(version);
+    supplement(&mut offsets);
+    Ok(offsets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_supported_minor_version_has_semantics_and_older_ones_do_not() {
-        for minor in 9..=15 {
-            assert!(semantics_for(3, minor).is_some(), "3.{minor}");
-        }
-        assert!(semantics_for(3, 8).is_none());
-        assert!(semantics_for(3, 16).is_none());
-        assert!(semantics_for(2, 7).is_none());
-    }
+    use pydeep_cpython::layouts;
 
     fn layout_of(offsets: Offsets, free_threaded: bool) -> Layout {
         Layout {
@@ -435,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_free_threaded_refcount_is_the_local_count_plus_the_shared_count_shifted() {
-        let layout = layout_of(generated::CPYTHON_3_13T, true);
+        let layout = layout_of(layouts::CPYTHON_3_13T, true);
         let mut header = [0u8; 32];
         header[12..16].copy_from_slice(&3u32.to_le_bytes());
         // Shared count 5 with the "maybe weakref" flag in its low two bits.
@@ -452,7 +250,7 @@ mod tests {
 
     #[test]
     fn the_default_refcount_is_ob_refcnt_and_immortal_from_bit_31() {
-        let layout = layout_of(generated::CPYTHON_3_13, false);
+        let layout = layout_of(layouts::CPYTHON_3_13, false);
         let mut header = [0u8; 16];
         header[..8].copy_from_slice(&7u64.to_le_bytes());
         assert_eq!(layout.refcount(&header), (7, false));
@@ -499,13 +297,13 @@ mod tests {
         // CPython lowered (LOWER_ALIGNED, 4-aligned at least): a generator
         // or header mistake otherwise.
         let reference = [
-            generated::CPYTHON_3_9,
-            generated::CPYTHON_3_10,
-            generated::CPYTHON_3_11,
-            generated::CPYTHON_3_12,
-            generated::CPYTHON_3_13,
+            layouts::CPYTHON_3_9,
+            layouts::CPYTHON_3_10,
+            layouts::CPYTHON_3_11,
+            layouts::CPYTHON_3_12,
+            layouts::CPYTHON_3_13,
         ];
-        for table in generated::ALL {
+        for table in layouts::ALL {
             let label = format!(
                 "{}.{}.{}{}",
                 table.version.0,
@@ -531,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_lower_aligned_gc_generations_leave_room_before_collecting() {
-        for t in generated::ALL {
+        for t in layouts::ALL {
             let (Some(at), Some(size), Some(collecting)) = (
                 t.gc_state_generations,
                 t.gc_generation_size,

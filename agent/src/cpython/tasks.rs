@@ -2,7 +2,7 @@
 //! minor version.
 //!
 //! The struct is private to Modules/_asynciomodule.c (no header, so the
-//! generator in agent/tools cannot take it), and it changed in almost every
+//! generator in cpython/tools cannot take it), and it changed in almost every
 //! version: 3.10 added `exception_tb`, 3.11 replaced the
 //! `_PyErr_StackItem` of cancelled exceptions by one pointer, 3.13 moved
 //! the instance dict and weak references out of the object (managed) and

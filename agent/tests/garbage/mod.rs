@@ -3,8 +3,9 @@
 //! pointers back into itself, so every walk can loop, nest and claim huge
 //! sizes.
 
-use pydeep::cpython::{generated, semantics_for, Layout, PythonVersion};
+use pydeep::cpython::{semantics_for, Layout, PythonVersion};
 use pydeep::memory::SnapshotMemory;
+use pydeep_cpython::layouts;
 
 /// Where the garbage region starts.
 pub const BASE: u64 = 0x10_0000;
@@ -20,10 +21,7 @@ pub fn layout(minor: u32) -> Layout {
             ..Default::default()
         },
         semantics: semantics_for(3, minor).unwrap(),
-        offsets: *generated::ALL
-            .iter()
-            .find(|t| t.version.1 == minor)
-            .unwrap(),
+        offsets: *layouts::ALL.iter().find(|t| t.version.1 == minor).unwrap(),
     }
 }
 

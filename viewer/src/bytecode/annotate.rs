@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use pydeep_format::linetable::{positions, Position};
+use pydeep_cpython::linetable::{positions, Position};
 use pydeep_format::proto::{CodeObjectDef, LineTableKind};
 use pydeep_format::{Event, FormatError, Recording, Tables};
 

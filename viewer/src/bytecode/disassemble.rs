@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::code::Code;
-use super::dialect::Dialect;
-use super::tables::{opcodes_for, Opcodes};
+use pydeep_cpython::dialect::Dialect;
+use pydeep_cpython::opcodes::{opcodes_for, Opcodes};
 
 /// Which bytecode to disassemble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn instruction_index_at(instructions: &[Instruction], offset: u32) -> Option
 pub fn opcodes_of(code: &Code) -> Result<&'static Opcodes, DisassembleError> {
     let (major, minor) = code.version;
     opcodes_for(major, minor).ok_or_else(|| {
-        let known: Vec<String> = super::tables::all_opcodes()
+        let known: Vec<String> = pydeep_cpython::opcodes::all_opcodes()
             .iter()
             .map(|t| format!("{}.{}", t.table.version.0, t.table.version.1))
             .collect();

@@ -1,8 +1,8 @@
 //! Annotated bytecode: the disassembly of recorded code objects, as the
 //! recording's own CPython `dis` prints it, with samples per instruction.
 //!
-//! * [`tables`]: opcode tables per CPython version (generated, committed);
-//! * [`dialect`]: the version-dependent rules of `dis` that are code;
+//! * opcode tables and the version-dependent rules of `dis` come from
+//!   the CPython facts crate (`pydeep_cpython::{opcodes, dialect}`);
 //! * [`code`]: a recorded code object with its strings resolved;
 //! * [`disassemble`]: bytes to instructions;
 //! * [`annotate`]: heat per instruction and the text report;
@@ -11,9 +11,7 @@
 pub mod annotate;
 pub mod cli;
 pub mod code;
-pub mod dialect;
 pub mod disassemble;
-pub mod tables;
 
 pub use code::Code;
 pub use disassemble::{

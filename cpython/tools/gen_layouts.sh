@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Regenerates agent/src/cpython/generated.rs: the struct offsets of every
+# Regenerates cpython/src/layouts.rs: the struct offsets of every
 # CPython version whose headers are installed, taken by the C compiler from
 # the version's own headers (layout_offsets.c). The output is committed and
 # never edited by hand.
 #
-# Usage: agent/tools/gen_layouts.sh [PYTHON_PREFIX...]
+# Usage: cpython/tools/gen_layouts.sh [PYTHON_PREFIX...]
 #   default prefixes: ~/.pyenv/versions/3.{9,10,11,12,13}.* and the
 #   free-threaded ~/.cache/pydeep/pythons/3.13.*t (scripts/build-pythons)
 # Each prefix must hold include/python3.X/internal/ (pyenv builds do).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="$here/../src/cpython/generated.rs"
+out="$here/../src/layouts.rs"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -8,8 +8,8 @@
 //! Include/internal/pycore_debug_offsets.h (3.14+) declare them. Every value
 //! is read from the target and validated; none is hard-coded.
 
-use super::{generated, LayoutError, Offsets, PythonVersion};
-use crate::memory::RemoteMemory;
+use crate::layouts::{self, Offsets};
+use crate::semantics::PythonVersion;
 
 /// The cookie that starts the table.
 pub const COOKIE: &[u8; 8] = b"xdebugpy";
@@ -378,7 +378,7 @@ impl DebugTable {
     pub fn to_offsets(&self, version: &PythonVersion) -> Offsets {
         let some = |name: &str| self.has(name).then(|| self.get(name));
         let gil = self.get("interpreter_state.gil_runtime_state");
-        let mut o = generated::EMPTY;
+        let mut o = layouts::EMPTY;
         o.version = (version.major, version.minor, version.patch);
         // The build flavour is the table's own word, not the version's:
         // a free-threaded table (Py_GIL_DISABLED) lays objects out
@@ -466,32 +466,6 @@ impl DebugTable {
     }
 }
 
-/// Reads, validates and converts the target's table. For a version whose
-/// headers were also available to the generator (3.13), fields the table
-/// lacks (co_consts, dict internals, ...) are taken from the generated table
-/// only if every field both provide agrees, i.e. the target's build has the
-/// layout the headers describe.
-pub fn read(
-    memory: &dyn RemoteMemory,
-    runtime_address: u64,
-    format: TableFormat,
-    version: &PythonVersion,
-) -> Result<Offsets, LayoutError> {
-    let bad = |reason: String| LayoutError::BadDebugOffsets {
-        version: version.clone(),
-        reason,
-    };
-    let mut bytes = vec![0u8; format.byte_len()];
-    memory
-        .read(runtime_address, &mut bytes)
-        .map_err(|e| bad(format!("reading _PyRuntime: {e}")))?;
-    let table = DebugTable::parse(&bytes, format).map_err(bad)?;
-    table.validate(version).map_err(bad)?;
-    let mut offsets = table.to_offsets(version);
-    supplement(&mut offsets);
-    Ok(offsets)
-}
-
 /// Fills fields the debug table lacks from a generated table of the same
 /// minor version and build flavour whose every field both know agrees
 /// (patch releases may differ: 3.13.5's GC state is not 3.13.0's, so the
@@ -504,7 +478,7 @@ pub fn supplement(offsets: &mut Offsets) {
             .zip(generated.fields())
             .all(|((_, ours), (_, theirs))| ours.is_none() || theirs.is_none() || *ours == theirs)
     };
-    let found = generated::ALL.iter().find(|g| {
+    let found = layouts::ALL.iter().find(|g| {
         (g.version.0, g.version.1, g.free_threaded)
             == (offsets.version.0, offsets.version.1, offsets.free_threaded)
             && agrees(g)
@@ -522,7 +496,7 @@ mod tests {
     /// `_Py_DebugOffsets_INIT` would: each table field takes the generated
     /// value of the offsets field `to_offsets` maps it to.
     fn table_3_13(version_hex: u64) -> Vec<u8> {
-        let g = generated::CPYTHON_3_13;
+        let g = layouts::CPYTHON_3_13;
         let fields = TableFormat::V3_13.fields();
         let gil_base = 4096u64;
         let probe = |name: &str| -> Option<u64> {
@@ -580,13 +554,10 @@ mod tests {
         let table = DebugTable::parse(&bytes, TableFormat::V3_13).unwrap();
         table.validate(&v(13)).unwrap();
         let mut offsets = table.to_offsets(&v(13));
-        assert_eq!(offsets.gil_locked, generated::CPYTHON_3_13.gil_locked);
+        assert_eq!(offsets.gil_locked, layouts::CPYTHON_3_13.gil_locked);
         assert_eq!(offsets.code_co_consts, None);
         supplement(&mut offsets);
-        assert_eq!(
-            offsets.code_co_consts,
-            generated::CPYTHON_3_13.code_co_consts
-        );
+        assert_eq!(offsets.code_co_consts, layouts::CPYTHON_3_13.code_co_consts);
     }
 
     #[test]

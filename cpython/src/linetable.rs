@@ -19,7 +19,7 @@
 //!
 //! Offsets are byte offsets into the bytecode, as `dis` numbers them.
 
-use crate::proto::LineTableKind;
+use pydeep_format::proto::LineTableKind;
 
 /// One `co_lines()` entry: the bytecode bytes `start..end` belong to `line`
 /// (`None` for instructions the compiler gave no line, such as cleanup code).

@@ -3,7 +3,7 @@
 //! the bounds the table and the bytecode length imply.
 
 use proptest::prelude::*;
-use pydeep_format::linetable::{
+use pydeep_cpython::linetable::{
     line_for_offset, line_ranges, position_for_offset, positions, LineIndex,
 };
 use pydeep_format::proto::LineTableKind;

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, once per interpreter):
 
-    python3.X viewer/tools/gen_opcodes.py > viewer/src/bytecode/tables/opcodes_3_X.json
+    python3.X cpython/tools/gen_opcodes.py > cpython/src/opcodes/opcodes_3_X.json
 
 Everything comes from the interpreter's own `opcode` and `dis` modules, so
 the viewer decodes a recording exactly as that version's `dis` would. The
@@ -63,7 +63,7 @@ def main():
     )
 
     table = {
-        "generated_by": "viewer/tools/gen_opcodes.py",
+        "generated_by": "cpython/tools/gen_opcodes.py",
         "python": sys.version.split()[0],
         "version": list(sys.version_info[:2]),
         "opnames": all_opname[:256],
