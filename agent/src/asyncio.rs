@@ -321,9 +321,8 @@ fn read_task(
     let info = objects.info(address)?;
     let (name, state, coroutine, waiter) = match implementation {
         TaskImplementation::C => {
-            let minor = objects.layout().version.minor;
-            let offsets =
-                task_object_offsets(minor).ok_or(ObjectError::MissingOffset("TaskObj layout"))?;
+            let offsets = task_object_offsets(objects.layout())
+                .ok_or(ObjectError::MissingOffset("TaskObj layout"))?;
             read_c_task(objects, address, &offsets)?
         }
         TaskImplementation::Python => {

@@ -114,6 +114,23 @@ pub struct Generator {
     pub awaiting_type: Option<String>,
 }
 
+impl Generator {
+    /// How every view names it: `<coroutine fetch suspended at app.py:12>`
+    /// (type, `__qualname__`, the `inspect` state, and where its frame
+    /// stands). CPython's own repr (`<coroutine object fetch at 0x...>`)
+    /// says neither the state nor the place, which is what a stuck task
+    /// needs to show.
+    pub fn describe(&self, type_name: &str) -> String {
+        let state = format!("{:?}", self.state).to_lowercase();
+        let file = self.file.rsplit('/').next().unwrap_or("");
+        let place = match self.line {
+            Some(line) => format!(" at {file}:{line}"),
+            None => String::new(),
+        };
+        format!("<{type_name} {} {state}{place}>", self.qualname)
+    }
+}
+
 /// Code objects read once per snapshot, with their line tables.
 #[derive(Default)]
 pub struct Codes {

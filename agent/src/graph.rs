@@ -366,16 +366,7 @@ fn generator_view(
     info: &ObjectInfo,
 ) -> Option<(String, Vec<(String, u64)>)> {
     let generator = read_generator(objects, codes, info.address).ok()?;
-    let state = format!("{:?}", generator.state).to_lowercase();
-    let file = generator.file.rsplit('/').next().unwrap_or("");
-    let place = match generator.line {
-        Some(line) => format!(" at {file}:{line}"),
-        None => String::new(),
-    };
-    let repr = format!(
-        "<{} {} {state}{place}>",
-        info.type_info.name, generator.qualname
-    );
+    let repr = generator.describe(&info.type_info.name);
     let mut references = Vec::new();
     if let (Some(frame), Some((code, _))) = (
         crate::generators::frame_ref(objects.layout(), &generator),

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::cpython::objects::ObjectError;
 use crate::memory::{field_u64, read_u64, RemoteMemory};
+use crate::mimalloc::{walk_gc_heaps, MimallocLayout};
 use crate::objects::Objects;
 
 /// Generations of the 3.9-3.13 collector (`NUM_GENERATIONS`).
@@ -66,6 +67,8 @@ pub struct HeapSummary {
     pub types: Vec<TypeCount>,
     /// The walk stopped at [`MAX_OBJECTS`] or on a broken list.
     pub truncated: bool,
+    /// Free-threaded builds: segments of exited threads not walked.
+    pub abandoned_segments: u64,
     /// How long the walk took, in seconds.
     pub seconds: f64,
     /// Read system calls made.
@@ -85,7 +88,7 @@ pub enum HeapError {
     Unsupported(String),
     /// A free-threaded target keeps no collector lists.
     #[error(
-        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), which pydeep does not read yet"
+        "CPython {0} keeps no GC lists to walk: its collector finds objects by walking mimalloc's heaps (Python/gc_free_threading.c), and this build lacks the offsets pydeep needs to walk them"
     )]
     NoGcLists(String),
 }
@@ -128,11 +131,15 @@ pub struct WalkStats {
     pub objects: u64,
     /// The walk stopped at [`MAX_OBJECTS`] or on a broken list.
     pub truncated: bool,
+    /// Free-threaded builds: mimalloc segments abandoned by threads that
+    /// exited, whose objects were not walked ([`crate::mimalloc`]).
+    pub abandoned_segments: u64,
 }
 
 /// Calls `visit(object, type, ob_size)` for every object in the main
 /// interpreter's GC generations (what `gc.get_objects()` returns), in list
-/// order. `ob_size` is the word after `ob_type` (meaningful for
+/// order; on a free-threaded build, every tracked object in the threads'
+/// mimalloc GC heaps ([`crate::mimalloc`]), page by page. `ob_size` is the word after `ob_type` (meaningful for
 /// variable-size objects only).
 pub fn walk_objects(
     objects: &Objects<'_>,
@@ -144,7 +151,20 @@ pub fn walk_objects(
     let o = &layout.offsets;
     let version = layout.version.to_string();
     if !layout.has_gc_lists() {
-        return Err(HeapError::NoGcLists(version));
+        // Free-threaded: the collector's own walk of mimalloc's heaps.
+        let Some(mimalloc) = MimallocLayout::from_offsets(o) else {
+            return Err(HeapError::NoGcLists(version));
+        };
+        let interpreter = main_interpreter(memory, layout, runtime_address)?;
+        let walked = walk_gc_heaps(memory, &mimalloc, interpreter, MAX_OBJECTS, visit);
+        if walked.threads == 0 {
+            return Err(HeapError::Unsupported(version));
+        }
+        return Ok(WalkStats {
+            objects: walked.objects,
+            truncated: walked.truncated || walked.bad_pages > 0,
+            abandoned_segments: walked.abandoned_segments,
+        });
     }
     let (Some(gc_at), Some(_)) = (
         o.interpreter_gc,
@@ -290,7 +310,9 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
     let layout = objects.layout();
     let calls_before = memory.read_calls();
     let o = &layout.offsets;
-    let head_size = o.gc_head_size.unwrap_or(16);
+    // The GC pre-header sys.getsizeof counts (_PyType_PreHeaderSize): a
+    // PyGC_Head, none on free-threaded builds.
+    let head_size = o.object_gc_preheader_size.or(o.gc_head_size).unwrap_or(16);
     // Per type: objects, bytes, objects of implausible size.
     let mut by_type: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
@@ -349,6 +371,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
         objects: stats.objects,
         types,
         truncated: stats.truncated,
+        abandoned_segments: stats.abandoned_segments,
         seconds: started.elapsed().as_secs_f64(),
         read_calls: memory.read_calls() - calls_before,
     })

@@ -1,6 +1,7 @@
 //! pydeep's agent: process access, CPython layouts, sampler and snapshots.
 #![deny(missing_docs)]
 
+pub mod address_hash;
 pub mod asyncio;
 pub mod blocking;
 pub mod cpython;
@@ -12,6 +13,7 @@ pub mod heap;
 pub mod info_json;
 pub mod live_views;
 pub mod memory;
+pub mod mimalloc;
 pub mod objects;
 pub mod page_cache;
 pub mod pause;
@@ -23,6 +25,7 @@ pub mod target;
 pub mod walker;
 
 pub mod cli;
+pub mod codes;
 pub mod commands;
 pub mod daemon;
 pub mod exit;
@@ -36,9 +39,11 @@ pub mod procfs;
 pub mod recorder;
 pub mod redact;
 pub mod sampled;
+pub mod sampler;
 pub mod schedule;
 pub mod session;
 pub mod signals;
+pub mod sink;
 pub mod snapshot;
 pub mod source_access;
 pub mod sources;

@@ -1,14 +1,19 @@
 //! Turns what the walker reads (thread samples, code objects) into records of
 //! a `.pdr` file: interning code objects once per distinct object, embedding
 //! their source files once, and announcing threads when first seen or renamed.
+//!
+//! It runs on the recording's sink thread ([`crate::sink`]) and never reads
+//! the target: code objects come from a [`CodeSource`], in production the
+//! sink's mirror of what the sampler resolved ([`crate::codes`]).
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use pydeep_cpython::linetable::LineIndex;
-use pydeep_format::proto::{self, ProcessEventKind, SampleFlag};
+use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
+use crate::address_hash::AddressMap;
+use crate::codes::Continuity;
 use crate::sources::Sources;
 use crate::{CodeId, CodeObject, PythonVersion, ThreadSample};
 
@@ -52,35 +57,35 @@ struct RecordedThread {
     last: LastStack,
 }
 
-/// The previous stack of a thread: its frames as the walker gave them
-/// (innermost first) and their frame ids (outermost first).
+/// The previous stack of a thread: its frame ids (outermost first) and
+/// its stack id.
 ///
 /// Why: between two samples most of a stack is the same callers, and
 /// interning a frame costs several hash lookups (code object, line, frame
-/// key). At depth 1,000 that was most of the sampler's time; comparing
-/// 1,000 frames with the previous stack is a short memcmp-like loop.
+/// key). At depth 1,000 that was most of the sampler's time. Which
+/// outermost frames did not change is found once, by the sampler
+/// ([`crate::codes::Resolver`]), and given to [`Recorder::sample`].
 #[derive(Default)]
 struct LastStack {
-    frames: Vec<crate::FrameSample>,
     frame_ids: Vec<u64>,
     stack: u64,
     /// The code epoch the ids were derived under; `None`: nothing reusable.
     code_epoch: Option<u64>,
+    /// Which of the thread's stacks sent it was ([`Continuity`]).
+    sequence: u64,
 }
 
 impl LastStack {
-    /// How many outermost frames `frames` (innermost first) shares with
-    /// the previous stack, if the previous stack is still reusable.
-    fn shared_prefix(&self, frames: &[crate::FrameSample], code_epoch: u64) -> usize {
-        if self.code_epoch != Some(code_epoch) {
+    /// How many outermost frame ids of the previous stack can be reused
+    /// for a stack of `frames` frames that follows a stack sent as
+    /// `continuity` says: none unless the previous stack is the one sent
+    /// just before and is still reusable under `code_epoch`.
+    fn reusable(&self, continuity: Continuity, frames: usize, code_epoch: u64) -> usize {
+        let follows = continuity.sequence != 0 && self.sequence + 1 == continuity.sequence;
+        if !follows || self.code_epoch != Some(code_epoch) {
             return 0;
         }
-        self.frames
-            .iter()
-            .rev()
-            .zip(frames.iter().rev())
-            .take_while(|(old, new)| old == new)
-            .count()
+        continuity.unchanged.min(frames).min(self.frame_ids.len())
     }
 }
 
@@ -114,10 +119,10 @@ pub struct Recorder<W: Write> {
     writer: Writer<W>,
     embed_source: bool,
     include_idle: bool,
-    codes: HashMap<(i32, CodeId), RecordedCode>,
+    codes: AddressMap<(i32, CodeId), RecordedCode>,
     unknown_code: Option<u64>,
     sources: Sources,
-    threads: HashMap<(i32, u64), RecordedThread>,
+    threads: AddressMap<(i32, u64), RecordedThread>,
     next_thread_id: u32,
     frame_ids: Vec<u64>,
     stats: RecorderStats,
@@ -132,10 +137,10 @@ impl<W: Write> Recorder<W> {
             writer,
             embed_source,
             include_idle,
-            codes: HashMap::new(),
+            codes: AddressMap::default(),
             unknown_code: None,
             sources: Sources::new(false),
-            threads: HashMap::new(),
+            threads: AddressMap::default(),
             next_thread_id: 1,
             frame_ids: Vec::new(),
             stats: RecorderStats::default(),
@@ -152,31 +157,6 @@ impl<W: Write> Recorder<W> {
     /// `argv` as recorded: secret-looking values masked.
     pub fn command_line(&self, argv: &[String]) -> Vec<String> {
         crate::redact::command_line(self.redact, argv)
-    }
-
-    /// Records a process event of `target` now, with its command line as
-    /// recorded and its Python version: the one way every driver writes
-    /// them.
-    pub fn process_event(
-        &mut self,
-        target: &crate::Target,
-        kind: ProcessEventKind,
-        code: i32,
-        parent_pid: i32,
-        detail: String,
-    ) -> Result<(), FormatError> {
-        let pid = target.pid();
-        let argv = self.command_line(&crate::procfs::cmdline(pid));
-        self.record(proto::record::Kind::ProcessEvent(proto::ProcessEvent {
-            time_ns: crate::session::monotonic_ns(),
-            pid: pid as u32,
-            kind: kind as i32,
-            code,
-            parent_pid: parent_pid as u32,
-            python_version: Some(proto_version(&target.python_version())),
-            argv,
-            detail,
-        }))
     }
 
     /// Embeds whole source files rather than the lines of the code objects
@@ -257,17 +237,22 @@ impl<W: Write> Recorder<W> {
         id
     }
 
-    /// Records one thread's stack taken at `tick`. Idle threads are
+    /// Records one stack of thread `sample` of process `pid` (its
+    /// interpreter's `version`) taken at `tick`. Idle threads are
     /// skipped unless idle recording was asked for; returns whether a sample
     /// was written.
+    ///
+    /// `continuity`: how the stack follows the thread's previous one sent
+    /// (default: unknown); the frame ids of its unchanged outermost frames
+    /// are reused if that previous stack is the one recorded last.
     pub fn sample(
         &mut self,
         source: &mut impl CodeSource,
-        pid: i32,
-        version: &PythonVersion,
+        (pid, version): (i32, &PythonVersion),
         tick: Tick,
         sample: &ThreadSample,
         name: Option<&str>,
+        continuity: Continuity,
     ) -> Result<bool, FormatError> {
         let Tick { clock_ns, weight } = tick;
         if !sample.active && !self.include_idle {
@@ -281,8 +266,9 @@ impl<W: Write> Recorder<W> {
             .map(|t| std::mem::take(&mut t.last))
             .unwrap_or_default();
         let code_epoch = source.code_epoch();
-        let shared = last.shared_prefix(&sample.frames, code_epoch);
-        let stack = if shared == sample.frames.len() && shared == last.frames.len() {
+        let shared = last.reusable(continuity, sample.frames.len(), code_epoch);
+        last.sequence = continuity.sequence;
+        let stack = if shared == sample.frames.len() && shared == last.frame_ids.len() {
             last.stack
         } else {
             let mut frame_ids = std::mem::take(&mut self.frame_ids);
@@ -300,8 +286,6 @@ impl<W: Write> Recorder<W> {
             last.code_epoch = (self.stats.unreadable_code == unreadable_before)
                 .then(|| source.code_epoch())
                 .filter(|&now| now == code_epoch);
-            last.frames.clear();
-            last.frames.extend_from_slice(&sample.frames);
             std::mem::swap(&mut last.frame_ids, &mut frame_ids);
             self.frame_ids = frame_ids;
             last.stack = stack;

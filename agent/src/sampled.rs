@@ -3,15 +3,22 @@
 //! and how its ticks are read. `record`/`attach` (session.rs) and the
 //! daemon's workers share it, so they refresh names, ask for exits and
 //! execs, re-attach and forget a gone image the same way.
+//!
+//! It is the only thing that reads the process: what it sends to the
+//! recording's sink ([`crate::sink`]) names code objects it resolved
+//! itself ([`Resolver`]), so the sink never reads the target.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codes::Resolver;
 use crate::exactness::{self, Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::Identity;
-use crate::recorder::{Recorder, Tick};
-use crate::{ReadError, Target, ThreadSample, WalkOptions};
+use crate::recorder::Tick;
+use crate::sink::{Input, Sink, SnapshotInput};
+use crate::snapshot::{SnapshotOptions, SnapshotReport};
+use crate::{PythonVersion, ReadError, Target, ThreadSample, WalkOptions};
 
 /// After this many failed samples in a row of a living process, attach to
 /// it afresh. A process caught early in its start-up (a child just spawned
@@ -31,13 +38,17 @@ pub struct Sampled {
     /// The attachment.
     pub target: Target,
     /// Thread names by `thread_id`, as `threading` knows them.
-    pub names: HashMap<u64, String>,
+    pub names: Arc<HashMap<u64, String>>,
+    /// The interpreter's version.
+    pub version: Arc<PythonVersion>,
+    /// Which code objects the sink has been told of.
+    resolver: Resolver,
     names_refreshed: Option<Instant>,
     /// For each named thread present at the reading of the names, its
     /// native id then: `threading.get_ident()` values are reused once a
     /// thread is joined, so a thread with a known ident but another native
     /// id is a new thread whose name is not known yet.
-    named_natives: HashMap<u64, u64>,
+    named_natives: Arc<HashMap<u64, u64>>,
     /// The threads present at the last reading of the names: one of them
     /// without a name (a thread `threading` does not know, or a program
     /// that never imported it) is not a reason to read them again early.
@@ -51,19 +62,23 @@ pub struct Sampled {
     /// Whether its ticks are read paused now.
     pub exactness: Exactness,
     read_mode: ReadMode,
+    /// Idle threads are recorded (`--idle`); otherwise they are not sent.
+    include_idle: bool,
     fate_checked: Instant,
-    /// The last read held its tick (crate::pause_budget): the next
-    /// [`Sampled::record`] records nothing and adds its weight to `owed`.
-    held: bool,
-    /// Weight of the ticks held since the last recorded sample: the next
-    /// one stands for them.
-    owed: u32,
+    /// Sampler ticks held since its last sample ([`Sampled::hold`]): its
+    /// next sample stands for them, or a gap does ([`Sampled::carry`]).
+    owed: u64,
 }
 
 impl Sampled {
     /// Samples `target` reading ticks as `read_mode` says, stacks at most
-    /// `max_depth` deep.
-    pub fn new(mut target: Target, read_mode: ReadMode, max_depth: u32) -> Sampled {
+    /// `max_depth` deep, idle threads recorded if `include_idle`.
+    pub fn new(
+        mut target: Target,
+        read_mode: ReadMode,
+        max_depth: u32,
+        include_idle: bool,
+    ) -> Sampled {
         target.set_walk_options(WalkOptions {
             max_depth: max_depth as usize,
             check_torn: true,
@@ -71,17 +86,19 @@ impl Sampled {
         });
         Sampled {
             identity: Identity::of(target.pid()),
+            version: Arc::new(target.python_version()),
             target,
-            names: HashMap::new(),
+            names: Arc::default(),
+            resolver: Resolver::default(),
             names_refreshed: None,
-            named_natives: HashMap::new(),
+            named_natives: Arc::default(),
             names_asked_for: HashSet::new(),
             unnamed_retries: 0,
             consecutive_errors: 0,
             exactness: Exactness::new(read_mode),
             read_mode,
+            include_idle,
             fate_checked: Instant::now(),
-            held: false,
             owed: 0,
         }
     }
@@ -91,18 +108,39 @@ impl Sampled {
         self.target.pid()
     }
 
-    /// Reads one tick of every thread into `threads` ([`Exactness::read`]).
-    /// A tick held to keep pauses within their budget reads nothing and
-    /// leaves `threads` empty; its [`Sampled::record`] records nothing,
-    /// and the target's next sample stands for it.
+    /// Reads one tick of every thread into `threads` ([`Exactness::read`]),
+    /// or holds it (nothing read, `threads` empty) to keep pauses within
+    /// their budget ([`crate::pause_budget`]): then [`Sampled::hold`] it.
     pub fn read(
         &mut self,
         threads: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<(), ReadError> {
-        let tick = self.exactness.read(&mut self.target, threads, counts)?;
-        self.held = tick == exactness::Tick::Held;
-        Ok(())
+    ) -> Result<exactness::Tick, ReadError> {
+        self.exactness.read(&mut self.target, threads, counts)
+    }
+
+    /// A tick of weight `weight` was held: the process's next sample, or
+    /// a gap, stands for it.
+    pub fn hold(&mut self, weight: u32) {
+        self.owed = self.owed.saturating_add(u64::from(weight));
+    }
+
+    /// The tick a good read at `tick` is recorded as, after ticks were
+    /// held: it stands for them too (its weight), unless the ticks it did
+    /// not observe (held, and missed before it) are a gap by the
+    /// schedule's own rule ([`crate::schedule::is_gap`]). Then it stands
+    /// for itself, and the second value is the gap's ticks, which no
+    /// sample stands for. So a sample never stands for more ticks than
+    /// the schedule lets one stand for, held or not.
+    pub fn carry(&mut self, tick: Tick, interval: Duration) -> (Tick, Option<u64>) {
+        let (weight, gap) = carried(std::mem::take(&mut self.owed), tick.weight, interval);
+        (Tick { weight, ..tick }, gap)
+    }
+
+    /// The ticks held since the last sample, which no sample will stand
+    /// for (the process ended, exec'd, or recording stops): they are a gap.
+    pub fn take_owed(&mut self) -> u64 {
+        std::mem::take(&mut self.owed)
     }
 
     /// True if it is time to ask whether the process exited or exec'd:
@@ -115,38 +153,95 @@ impl Sampled {
         due
     }
 
-    /// Records the stacks of a good read taken at `tick`, with their
-    /// threads' names (refreshed first if due).
-    pub fn record<W: Write>(
-        &mut self,
-        recorder: &mut Recorder<W>,
-        tick: Tick,
-        threads: &[ThreadSample],
-    ) -> Result<(), pydeep_format::FormatError> {
+    /// Sends the stacks of a good read taken at `tick` to `sink`, with
+    /// their threads' names (refreshed first if due) and the code objects
+    /// the sink has not been told of. Idle threads are sent only if they
+    /// are recorded (`--idle`). `threads` is handed over (what it holds
+    /// after is a batch the sink gave back, to be overwritten by the next
+    /// read). Returns how many samples the sink's full queue refused.
+    pub fn record(&mut self, sink: &Sink, tick: Tick, threads: &mut Vec<ThreadSample>) -> u64 {
         self.consecutive_errors = 0;
-        if std::mem::take(&mut self.held) {
-            self.owed = self.owed.saturating_add(tick.weight);
-            return Ok(());
-        }
-        let tick = Tick {
-            weight: tick.weight.saturating_add(std::mem::take(&mut self.owed)),
-            ..tick
-        };
         self.refresh_names(threads);
-        let pid = self.target.pid();
-        let version = self.target.python_version();
-        for thread in threads {
-            let name = name_of(&self.names, &self.named_natives, thread);
-            recorder.sample(&mut self.target, pid, &version, tick, thread, name)?;
+        if !self.include_idle {
+            threads.retain(|thread| thread.active);
         }
-        Ok(())
+        let mut batch = sink.spare_batch(&self.version);
+        batch.pid = self.target.pid();
+        batch.version.clone_from(&self.version);
+        batch.tick = tick;
+        self.resolver.resolve(
+            &mut self.target,
+            threads,
+            &mut batch.mappings,
+            &mut batch.continuity,
+        );
+        batch.code_epoch = self.target.code_epoch();
+        std::mem::swap(&mut batch.threads, threads);
+        // A recycled batch mostly holds these already: no atomic count
+        // on a line the sink thread reads.
+        if !Arc::ptr_eq(&batch.names, &self.names) {
+            batch.names.clone_from(&self.names);
+        }
+        if !Arc::ptr_eq(&batch.natives, &self.named_natives) {
+            batch.natives.clone_from(&self.named_natives);
+        }
+        match sink.samples(batch) {
+            Ok(()) => 0,
+            Err(batch) => {
+                self.resolver.not_delivered(&batch.mappings);
+                let refused = batch.threads.len() as u64;
+                sink.recycle(batch);
+                refused
+            }
+        }
+    }
+
+    /// Pauses the target, reads what `asked` says, and sends the snapshot
+    /// to `sink` (interned there); what it held, for reports.
+    pub fn snapshot(
+        &mut self,
+        sink: &Sink,
+        asked: &SnapshotOptions,
+    ) -> Result<SnapshotReport, ReadError> {
+        let taken = crate::snapshot::take(&mut self.target, asked)?;
+        // The frames' code objects as of the pause: the target may end
+        // before they are resolved below.
+        self.target.revalidate_codes(&taken.code_fingerprints);
+        if asked.scopes {
+            self.read_names();
+        }
+        let report = SnapshotReport::of(&taken);
+        let mut mappings = Vec::new();
+        let generators = taken
+            .asynchronous
+            .iter()
+            .flat_map(|found| &found.generators)
+            .filter_map(crate::asyncio::generator_frame)
+            .collect::<Vec<_>>();
+        let frames = taken
+            .threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|f| &f.frame)
+            .chain(&generators);
+        self.resolver
+            .resolve_frames(&mut self.target, frames, &mut mappings);
+        sink.send(Input::Snapshot(Box::new(SnapshotInput {
+            pid: self.target.pid(),
+            version: self.version.clone(),
+            code_epoch: self.target.code_epoch(),
+            mappings,
+            taken,
+            names: self.names.clone(),
+        })));
+        Ok(report)
     }
 
     /// Counts a failed read; after [`REATTACH_AFTER_ERRORS`] in a row,
     /// attaches afresh (keeping the identity: an exec is still told by
-    /// it) and makes `recorder` forget what it derived from the old
+    /// it) and makes `sink` forget what it derived from the old
     /// attachment. True if it re-attached.
-    pub fn failed<W: Write>(&mut self, recorder: &mut Recorder<W>) -> bool {
+    pub fn failed(&mut self, sink: &Sink) -> bool {
         self.consecutive_errors += 1;
         if self.consecutive_errors < REATTACH_AFTER_ERRORS {
             return false;
@@ -155,25 +250,25 @@ impl Sampled {
         let Ok(fresh) = Target::attach(self.pid()) else {
             return false;
         };
-        self.replace(fresh, recorder);
+        self.replace(fresh, sink);
         true
     }
 
     /// Continues with `fresh`, a new attachment to the same process (after
-    /// an exec, or failed reads): what `recorder` derived from the old
-    /// one is forgotten, names are read again, the read mode starts over.
-    pub fn replace<W: Write>(&mut self, fresh: Target, recorder: &mut Recorder<W>) {
+    /// an exec, or failed reads): what `sink` derived from the old one is
+    /// forgotten, names are read again, the read mode starts over.
+    pub fn replace(&mut self, fresh: Target, sink: &Sink) {
         let depth = self.target.walk_options().max_depth as u32;
         let identity = self.identity.clone();
-        *self = Sampled::new(fresh, self.read_mode, depth);
+        *self = Sampled::new(fresh, self.read_mode, depth, self.include_idle);
         self.identity = identity;
-        recorder.forget_process(self.pid());
+        sink.send(Input::Forget { pid: self.pid() });
     }
 
     /// Reads the thread names now (a snapshot names its threads).
     pub fn read_names(&mut self) {
         if let Ok(names) = self.target.thread_names() {
-            self.names = names;
+            self.names = Arc::new(names);
             self.names_refreshed = Some(Instant::now());
         }
     }
@@ -203,13 +298,17 @@ impl Sampled {
         };
         if age.is_none_or(|a| a >= wait) {
             if let Ok(names) = self.target.thread_names() {
-                self.names = names;
+                if *self.names != names {
+                    self.names = Arc::new(names);
+                }
             }
-            self.named_natives = threads
-                .iter()
-                .filter(|t| self.names.contains_key(&t.thread_id))
-                .map(|t| (t.thread_id, t.native_id))
-                .collect();
+            self.named_natives = Arc::new(
+                threads
+                    .iter()
+                    .filter(|t| self.names.contains_key(&t.thread_id))
+                    .map(|t| (t.thread_id, t.native_id))
+                    .collect(),
+            );
             self.names_refreshed = Some(Instant::now());
             let still_unnamed = unnamed(threads, &self.names, &self.named_natives)
                 .next()
@@ -241,7 +340,7 @@ fn unnamed<'a>(
 
 /// The name of `thread` in `names`, unless the name was read for another OS
 /// thread with the same ident (`named_natives`).
-fn name_of<'a>(
+pub fn name_of<'a>(
     names: &'a HashMap<u64, String>,
     named_natives: &HashMap<u64, u64>,
     thread: &ThreadSample,
@@ -253,4 +352,60 @@ fn name_of<'a>(
         return None;
     }
     names.get(&thread.thread_id).map(String::as_str)
+}
+
+/// The weight of a sample of weight `weight` after `owed` ticks held,
+/// `interval` apart, and the gap's ticks if the ticks it did not observe
+/// are one ([`Sampled::carry`]).
+fn carried(owed: u64, weight: u32, interval: Duration) -> (u32, Option<u64>) {
+    if owed == 0 {
+        return (weight, None);
+    }
+    let unobserved = owed + u64::from(weight) - 1;
+    if crate::schedule::is_gap(unobserved, interval) {
+        return (1, Some(unobserved));
+    }
+    (u32::try_from(unobserved + 1).unwrap_or(u32::MAX), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_after_held_ticks_stands_for_them_unless_they_and_its_missed_ticks_are_a_gap() {
+        let us = Duration::from_micros(1);
+        // Nothing held: the schedule's weight.
+        assert_eq!(carried(0, 7, us), (7, None));
+        // 1 MHz: 10 ms held and 5 ms missed are under 20 ms: one sample.
+        assert_eq!(carried(10_000, 5_001, us), (15_001, None));
+        // 10 ms held after 15 ms missed (the case of record_weights on
+        // 3.9, a sample standing for 20,119 ticks): a gap of all of them,
+        // the sample stands for itself.
+        assert_eq!(carried(10_119, 10_000, us), (1, Some(20_118)));
+        // 100 Hz: three ticks are no gap whatever their time.
+        let ms10 = Duration::from_millis(10);
+        assert_eq!(carried(2, 2, ms10), (4, None));
+        assert_eq!(carried(2, 3, ms10), (1, Some(4)));
+    }
+
+    #[test]
+    fn no_sample_stands_for_more_ticks_than_the_schedule_allows() {
+        for interval in [1u64, 10, 1_000, 10_000].map(Duration::from_micros) {
+            let bound = crate::schedule::GAP_TICKS
+                .max((crate::schedule::GAP_TIME.as_nanos() / interval.as_nanos()) as u64);
+            for owed in [1u64, 3, 100, 9_999, 10_000, 19_999, 30_000] {
+                for weight in [1u32, 2, 4, 19_999] {
+                    let (w, gap) = carried(owed, weight, interval);
+                    assert!(u64::from(w) <= bound, "{interval:?} {owed} {weight}: {w}");
+                    // Every tick accounted for: by the sample or the gap.
+                    assert_eq!(
+                        u64::from(w) + gap.unwrap_or(0),
+                        owed + u64::from(weight),
+                        "{interval:?} {owed} {weight}"
+                    );
+                }
+            }
+        }
+    }
 }

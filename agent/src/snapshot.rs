@@ -133,10 +133,56 @@ pub struct Taken {
     /// Limits hit and what could not be read.
     pub warnings: Vec<String>,
     /// The fingerprint of each frame's code object, read in the pause:
-    /// [`to_record_of_target`] revalidates the target's cached code objects
-    /// with them, so frames stay named when the target ends (or the
-    /// object is freed) between the release and [`to_record`].
+    /// the sampler revalidates the target's cached code objects with them
+    /// ([`Target::revalidate_codes`]) before resolving the frames, so they
+    /// stay named when the target ends (or the object is freed) between
+    /// the release and the resolution (`sampled::Sampled::snapshot`).
     pub code_fingerprints: Vec<(u64, CodeFingerprint)>,
+}
+
+/// What a snapshot held, for a summary or a control reply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotReport {
+    /// Threads in the snapshot.
+    pub threads: usize,
+    /// Frames read.
+    pub frames: usize,
+    /// Variables read.
+    pub variables: usize,
+    /// Objects counted (with `heap`).
+    pub heap_objects: u64,
+    /// Whether the heap was counted.
+    #[serde(skip)]
+    pub heap: bool,
+    /// How long the target was paused, in milliseconds.
+    pub pause_ms: f64,
+    /// What could not be read.
+    pub warnings: Vec<String>,
+}
+
+impl SnapshotReport {
+    /// What `taken` holds.
+    pub fn of(taken: &Taken) -> SnapshotReport {
+        SnapshotReport {
+            threads: taken.threads.len(),
+            frames: taken.threads.iter().map(|t| t.frames.len()).sum(),
+            variables: taken
+                .threads
+                .iter()
+                .flat_map(|t| &t.frames)
+                .map(|f| f.variables.len())
+                .sum(),
+            heap_objects: taken.heap.as_ref().map_or(0, |h| h.objects),
+            heap: taken.heap.is_some(),
+            pause_ms: taken.pause.as_secs_f64() * 1e3,
+            warnings: taken.warnings.clone(),
+        }
+    }
+
+    /// How long the target was paused.
+    pub fn pause(&self) -> Duration {
+        Duration::from_secs_f64(self.pause_ms / 1e3)
+    }
 }
 
 /// Pauses `target` and reads what `options` asks for.
@@ -353,6 +399,13 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
                         .warnings
                         .push("heap walk truncated (list broken or too long)".into());
                 }
+                if summary.abandoned_segments > 0 {
+                    taken.warnings.push(format!(
+                        "heap: {} mimalloc segments of exited threads were not walked; \
+                         their objects are not counted",
+                        summary.abandoned_segments
+                    ));
+                }
                 taken.heap = Some(summary);
             }
             Err(error) => taken.warnings.push(format!("heap: {error}")),
@@ -389,20 +442,6 @@ fn render(
             Err(_) => (String::new(), format!("<unreadable 0x{address:x}>")),
         }
     }
-}
-
-/// [`to_record`] for a snapshot `taken` of `target`: its pid and version
-/// come from the target, which also serves the code objects.
-pub fn to_record_of_target<W: Write>(
-    recorder: &mut Recorder<W>,
-    target: &mut Target,
-    taken: &Taken,
-    names: &HashMap<u64, String>,
-) -> proto::Snapshot {
-    target.revalidate_codes(&taken.code_fingerprints);
-    let pid = target.pid();
-    let version = target.python_version();
-    to_record(recorder, target, pid, &version, taken, names)
 }
 
 /// Interns what `taken` refers to in `recorder` (threads, frames, stacks,
@@ -701,15 +740,16 @@ impl SnapshotSchedule {
     }
 
     /// Counts a snapshot taken.
-    pub fn taken(&mut self, taken: &Taken) {
+    pub fn taken(&mut self, taken: &SnapshotReport) {
+        let pause = taken.pause();
         self.stats.snapshots += 1;
-        self.stats.total_pause += taken.pause;
-        self.stats.max_pause = self.stats.max_pause.max(taken.pause);
-        if let Some(heap) = &taken.heap {
+        self.stats.total_pause += pause;
+        self.stats.max_pause = self.stats.max_pause.max(pause);
+        if taken.heap {
             self.stats.heap_snapshots += 1;
-            if taken.pause >= self.stats.max_heap_pause {
-                self.stats.max_heap_pause = taken.pause;
-                self.stats.max_heap_objects = heap.objects;
+            if pause >= self.stats.max_heap_pause {
+                self.stats.max_heap_pause = pause;
+                self.stats.max_heap_objects = taken.heap_objects;
             }
         }
     }

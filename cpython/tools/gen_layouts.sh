@@ -39,5 +39,7 @@ for prefix in "${prefixes[@]}"; do
     tables+=("$version=$work/$version.tsv")
 done
 
-python3 "$here/gen_layouts.py" "${tables[@]}" > "$out"
+# Into a file of its own first: a refused table leaves the committed one.
+python3 "$here/gen_layouts.py" "${tables[@]}" > "$work/generated.rs"
+mv "$work/generated.rs" "$out"
 echo "wrote $out (${#tables[@]} versions)"

@@ -26,6 +26,9 @@
 #include "internal/pycore_dict.h"
 #include "internal/pycore_genobject.h"
 #endif
+#ifdef Py_GIL_DISABLED
+#include "internal/pycore_tstate.h"
+#endif
 #include "frameobject.h"
 #include "structmember.h"
 #include "opcode.h"
@@ -326,6 +329,77 @@ int main(void) {
     NA(object_ob_ref_shared);
     NA(object_ob_gc_bits);
     SIZE(object_gc_preheader_size, PyGC_Head);
+#endif
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded builds keep no GC lists: the collector visits the
+     * blocks of each thread's mimalloc heaps for GC objects
+     * (Python/gc_free_threading.c gc_visit_heaps; pycore_mimalloc.h, the
+     * vendored Include/internal/mimalloc/mimalloc/types.h), and so does
+     * pydeep (agent/src/mimalloc.rs). */
+    OFF(thread_mimalloc_heaps, _PyThreadStateImpl, mimalloc.heaps);
+    OFF(thread_mimalloc_initialized, _PyThreadStateImpl, mimalloc.initialized);
+    F(mimalloc_heap_gc, _Py_MIMALLOC_HEAP_GC);
+    F(mimalloc_heap_gc_pre, _Py_MIMALLOC_HEAP_GC_PRE);
+    SIZE(mimalloc_heap_size, mi_heap_t);
+    OFF(mimalloc_heap_pages, mi_heap_t, pages);
+    F(mimalloc_bin_full, MI_BIN_FULL);
+    SIZE(mimalloc_page_queue_size, mi_page_queue_t);
+    OFF(mimalloc_page_queue_first, mi_page_queue_t, first);
+    SIZE(mimalloc_page_size, mi_page_t);
+    OFF(mimalloc_page_slice_count, mi_page_t, slice_count);
+    OFF(mimalloc_page_capacity, mi_page_t, capacity);
+    OFF(mimalloc_page_reserved, mi_page_t, reserved);
+    OFF(mimalloc_page_free, mi_page_t, free);
+    OFF(mimalloc_page_used, mi_page_t, used);
+    OFF(mimalloc_page_xblock_size, mi_page_t, xblock_size);
+    OFF(mimalloc_page_local_free, mi_page_t, local_free);
+    OFF(mimalloc_page_xthread_free, mi_page_t, xthread_free);
+    OFF(mimalloc_page_xheap, mi_page_t, xheap);
+    OFF(mimalloc_page_next, mi_page_t, next);
+    OFF(mimalloc_segment_slices, mi_segment_t, slices);
+    F(mimalloc_slices_per_segment, MI_SLICES_PER_SEGMENT);
+    F(mimalloc_segment_shift, MI_SEGMENT_SHIFT);
+    F(mimalloc_segment_slice_shift, MI_SEGMENT_SLICE_SHIFT);
+#ifdef MI_ENCODE_FREELIST
+    /* Encoded free-list pointers (a debug or secure mimalloc) are not
+     * decoded by pydeep: the walk refuses such a build. */
+    F(mimalloc_encode_freelist, 1);
+#else
+    F(mimalloc_encode_freelist, 0);
+#endif
+    OFF(interpreter_mimalloc_abandoned_count, PyInterpreterState,
+        mimalloc.abandoned_pool.abandoned_count);
+    F(gc_bits_tracked, _PyGC_BITS_TRACKED);
+    F(gc_bits_frozen, _PyGC_BITS_FROZEN);
+#else
+    NA(thread_mimalloc_heaps);
+    NA(thread_mimalloc_initialized);
+    NA(mimalloc_heap_gc);
+    NA(mimalloc_heap_gc_pre);
+    NA(mimalloc_heap_size);
+    NA(mimalloc_heap_pages);
+    NA(mimalloc_bin_full);
+    NA(mimalloc_page_queue_size);
+    NA(mimalloc_page_queue_first);
+    NA(mimalloc_page_size);
+    NA(mimalloc_page_slice_count);
+    NA(mimalloc_page_capacity);
+    NA(mimalloc_page_reserved);
+    NA(mimalloc_page_free);
+    NA(mimalloc_page_used);
+    NA(mimalloc_page_xblock_size);
+    NA(mimalloc_page_local_free);
+    NA(mimalloc_page_xthread_free);
+    NA(mimalloc_page_xheap);
+    NA(mimalloc_page_next);
+    NA(mimalloc_segment_slices);
+    NA(mimalloc_slices_per_segment);
+    NA(mimalloc_segment_shift);
+    NA(mimalloc_segment_slice_shift);
+    NA(mimalloc_encode_freelist);
+    NA(interpreter_mimalloc_abandoned_count);
+    NA(gc_bits_tracked);
+    NA(gc_bits_frozen);
 #endif
 #ifdef MANAGED_DICT_OFFSET
     /* Where a managed dict's pointer sits, in bytes before the object

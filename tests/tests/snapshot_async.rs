@@ -205,3 +205,70 @@ fn addresses(value: &Value) -> Vec<u64> {
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default()
 }
+
+/// Issue #16: a generator, coroutine or async generator held by a
+/// variable is named and stated where the variable is shown (`dump
+/// --locals`, and through the same rendering snapshots and the viewer),
+/// not only in `dump --async` and `objects`: `<coroutine outer_coro
+/// suspended at snapshot_async_generators.py:55>`, from inspect's view.
+#[test]
+fn generators_held_by_variables_are_named_and_stated_in_dump_locals() {
+    for python in test_pythons("dump --locals: generators named and stated") {
+        let (fixture, truth) = start(&python, "snapshot_async_generators.py", FUTEX);
+        let pid = fixture.pid().to_string();
+        let dumped = pydeep_json(["dump", &pid, "--locals", "--json"]);
+        let mut expected = std::collections::HashMap::new();
+        for (label, generator) in truth.as_object().unwrap() {
+            if label == "thread" || label.contains('.') {
+                continue;
+            }
+            let place = match generator["line"].as_u64() {
+                Some(line) => format!(" at snapshot_async_generators.py:{line}"),
+                None => String::new(),
+            };
+            let repr = format!(
+                "<{} {} {}{place}>",
+                generator["kind"].as_str().unwrap(),
+                generator["qualname"].as_str().unwrap(),
+                generator["state"].as_str().unwrap(),
+            );
+            expected.insert(generator["id"].as_u64().unwrap(), (label.clone(), repr));
+        }
+        let scene = dumped["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["frames"].as_array().unwrap())
+            .find(|f| f["name"] == "scene")
+            .expect("the scene() frame");
+        let mut errors = Vec::new();
+        let mut checked = 0;
+        for variable in scene["locals"].as_array().unwrap() {
+            let value = &variable["value"];
+            let Some((label, repr)) = value["address"].as_u64().and_then(|a| expected.get(&a))
+            else {
+                continue;
+            };
+            checked += 1;
+            if value["repr"] != repr.as_str() {
+                errors.push(format!("{label}: pydeep {} != {repr}", value["repr"]));
+            }
+        }
+        assert!(
+            checked >= 10,
+            "{}: {checked} generator locals",
+            python.label()
+        );
+        assert!(
+            errors.is_empty(),
+            "{}: {} mismatches:\n{}",
+            python.label(),
+            errors.len(),
+            errors.join("\n")
+        );
+        eprintln!(
+            "   {}: {checked} generator locals named and stated as inspect sees them",
+            python.label()
+        );
+    }
+}

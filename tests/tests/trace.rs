@@ -496,7 +496,7 @@ fn refuses_free_threaded(python: &Python) {
     let what = python.label();
     let dir = tempfile::tempdir().expect("tempdir");
     let idle = "import sys, time\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
-    let (mut child, ready) = start_program(python, idle, dir.path());
+    let (mut child, ready) = start_program(python, idle, dir.path(), "idle");
     wait_for_file(&ready, &mut child, &what);
     let output = Command::new(workspace_binary("pydeep"))
         .args(["trace", &child.id().to_string(), "-o"])
@@ -517,9 +517,21 @@ fn refuses_free_threaded(python: &Python) {
     eprintln!("   {what}: refused (free-threaded), exit 6");
 }
 
-/// `python -c PROGRAM READY`: writes READY then does what PROGRAM says.
-fn start_program(python: &Python, program: &str, dir: &Path) -> (Child, PathBuf) {
-    let ready = dir.join("ready");
+/// `python -c PROGRAM READY`: writes READY (`DIR/NAME.ready`) then does what
+/// PROGRAM says. Each program gets its own ready file, which must not exist
+/// yet: a ready file left by an earlier program (the refusal test once used
+/// one name for its idle and its profiled program) makes the wait return at
+/// once, and pydeep then runs against an interpreter still starting up,
+/// before the program did what makes it ready (on the built 3.13.5, whose
+/// `-c` start-up imports linecache, `trace` hooked the start-up's imports
+/// before `sys.setprofile` ran, and exited 0 instead of 20).
+fn start_program(python: &Python, program: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
+    let ready = dir.join(format!("{name}.ready"));
+    assert!(
+        !ready.exists(),
+        "{}: a stale ready file would not wait for the program",
+        ready.display()
+    );
     let child = Command::new(&python.path)
         .args(["-c", program])
         .arg(&ready)
@@ -541,7 +553,7 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     let pydeep = workspace_binary("pydeep");
 
     let idle = "import sys, time\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
-    let (mut child, ready) = start_program(python, idle, dir.path());
+    let (mut child, ready) = start_program(python, idle, dir.path(), "idle");
     wait_for_file(&ready, &mut child, "idle target");
     let output = Command::new(&pydeep)
         .args([
@@ -568,7 +580,7 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     let _ = child.wait();
 
     let profiled = "import sys, time\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(100))\n    time.sleep(0.001)\n";
-    let (mut child, ready) = start_program(python, profiled, dir.path());
+    let (mut child, ready) = start_program(python, profiled, dir.path(), "profiled");
     wait_for_file(&ready, &mut child, "profiled target");
     let output = Command::new(&pydeep)
         .args(["trace", &child.id().to_string(), "-o"])
@@ -585,4 +597,96 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The program's own `sys.setprofile` during a window (the race the
+/// refusal test once lost: a profile function set after the tracer's
+/// check): it replaces the tracer's hook on its thread and is left alone.
+/// The window ends cleanly, the thread's calls before it are traced, and
+/// afterwards the program's function is still installed and called once
+/// per call, on every interpreter with a GIL.
+#[test]
+fn a_profile_function_the_program_sets_during_the_window_replaces_ours_and_is_left_alone() {
+    let program = r#"
+import json, os, sys, time
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+calls = 0
+def mine(frame, event, arg):
+    global calls
+    if event == "call" and frame.f_code.co_name == "step":
+        calls += 1
+def step():
+    return sum(range(10))
+def until(name):
+    while not os.path.exists(os.path.join(folder, name)):
+        if not os.path.isdir(folder):
+            sys.exit(3)  # the test is gone: do not spin forever
+        step()
+        time.sleep(0.001)
+open(ready, "w").close()
+until("set")
+step()  # hooked: the test says "set" only once the hooks are in
+sys.setprofile(mine)
+open(os.path.join(folder, "was_set"), "w").close()
+until("end")
+before = calls
+step()
+step()
+result = {"kept": sys.getprofile() is mine, "calls_after_window": calls - before}
+sys.setprofile(None)
+with open(os.path.join(folder, "final.tmp"), "w") as f:
+    json.dump(result, f)
+os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
+"#;
+    for python in test_pythons("pydeep trace, a profile function set during the window") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, ready) = start_program(&python, program, dir.path(), "replaced");
+        wait_for_file(&ready, &mut child, &what);
+        let output = dir.path().join("replaced.pdr");
+        let mut trace = Trace::start(child.id() as i32, &output, &["--until-stopped"], &what);
+        trace.wait_tracing();
+        std::fs::write(dir.path().join("set"), "").expect("set");
+        wait_for_file(&dir.path().join("was_set"), &mut child, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        let traced = read_trace(&output);
+        let steps = traced
+            .events
+            .iter()
+            .filter(|e| {
+                e.kind == TraceEventKind::TraceCall
+                    && traced
+                        .names
+                        .get(&e.frame)
+                        .is_some_and(|(_, name)| name == "step")
+            })
+            .count();
+        assert!(
+            steps > 0,
+            "{what}: no call of step() traced before the program set its profile function"
+        );
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let final_json = dir.path().join("final.json");
+        wait_for_file(&final_json, &mut child, &what);
+        let last: Value =
+            serde_json::from_slice(&std::fs::read(&final_json).expect("read")).expect("JSON");
+        assert_eq!(
+            last["kept"], true,
+            "{what}: the program's profile function was removed: {last}"
+        );
+        assert_eq!(
+            last["calls_after_window"].as_u64(),
+            Some(2),
+            "{what}: the program's profile function missed calls after the window: {last}"
+        );
+        let status = wait_exit(&mut child, &what);
+        assert!(status.success(), "{what}: the target ended with {status}");
+        eprintln!("   {what}: the program's own profile function replaced the hook and was left alone ({steps} step() calls traced before)");
+    }
 }

@@ -121,13 +121,13 @@ fn fields(minor: u32) -> Option<Vec<Field>> {
 /// WebAssembly agree here): each member at the next multiple of its
 /// alignment; one-bit fields packed into the current `unsigned` unit from
 /// the next free bit.
-fn offsets(fields: &[Field], pointer: u64) -> HashMap<&'static str, u64> {
+fn offsets(fields: &[Field], pointer: u64, head: u64) -> HashMap<&'static str, u64> {
     let mut out = HashMap::new();
     let mut bits = 0u64; // bits used so far
     let align = |bits: u64, bytes: u64| bits.div_ceil(8).div_ceil(bytes) * bytes;
     for field in fields {
         match *field {
-            Head => bits = 2 * pointer * 8,
+            Head => bits = head * 8,
             Pointer(name) => {
                 let at = align(bits, pointer);
                 out.insert(name, at);
@@ -161,7 +161,19 @@ fn offsets(fields: &[Field], pointer: u64) -> HashMap<&'static str, u64> {
 /// (8 natively, 4 on WebAssembly), default (not debug, not free-threaded)
 /// build.
 pub fn task_object_offsets_for(minor: u32, pointer: u64) -> Option<TaskObjectOffsets> {
-    let at = offsets(&fields(minor)?, pointer);
+    task_object_offsets_with_head(minor, pointer, 2 * pointer)
+}
+
+/// As [`task_object_offsets_for`], after a `PyObject_HEAD` of `head`
+/// bytes: two words by default, four on free-threaded builds (`ob_tid`;
+/// `_padding`, `ob_mutex`, `ob_gc_bits`, `ob_ref_local`; `ob_ref_shared`;
+/// `ob_type`), where `TaskObj` is otherwise declared the same (3.13).
+pub fn task_object_offsets_with_head(
+    minor: u32,
+    pointer: u64,
+    head: u64,
+) -> Option<TaskObjectOffsets> {
+    let at = offsets(&fields(minor)?, pointer, head);
     Some(TaskObjectOffsets {
         fut_loop: at["loop"],
         fut_result: at["result"],
@@ -172,9 +184,12 @@ pub fn task_object_offsets_for(minor: u32, pointer: u64) -> Option<TaskObjectOff
     })
 }
 
-/// The 64-bit `TaskObj` offsets of CPython 3.`minor`.
-pub fn task_object_offsets(minor: u32) -> Option<TaskObjectOffsets> {
-    task_object_offsets_for(minor, 8)
+/// The 64-bit `TaskObj` offsets of the target's CPython: its minor
+/// version's field list after its object header (`ob_type` is the header's
+/// last word in both builds).
+pub fn task_object_offsets(layout: &super::Layout) -> Option<TaskObjectOffsets> {
+    let head = layout.offsets.object_ob_type? + 8;
+    task_object_offsets_with_head(layout.version.minor, 8, head)
 }
 
 #[cfg(test)]
@@ -191,7 +206,7 @@ mod tests {
             (12, 64, 88, 128),
             (13, 64, 96, 112),
         ] {
-            let o = task_object_offsets(minor).unwrap();
+            let o = task_object_offsets_for(minor, 8).unwrap();
             assert_eq!(
                 (o.fut_loop, o.fut_result, o.fut_state, o.task_fut_waiter),
                 (16, result, state, waiter),
@@ -214,9 +229,12 @@ mod tests {
                 ),
                 (8, 32, 52, 64, 68, 72)
             );
-            let o = task_object_offsets(minor).unwrap();
+            let o = task_object_offsets_for(minor, 8).unwrap();
             assert_eq!((o.fut_state, o.task_fut_waiter), (104, 120));
         }
-        assert!(task_object_offsets(8).is_none());
+        assert!(task_object_offsets_for(8, 8).is_none());
+        // 3.13t: the same fields after a four-word header.
+        let o = task_object_offsets_with_head(13, 8, 32).unwrap();
+        assert_eq!((o.fut_loop, o.fut_state, o.task_fut_waiter), (32, 112, 128));
     }
 }

@@ -12,20 +12,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pydeep_format::files::{Existing, OutputFile};
-use pydeep_format::proto;
+use pydeep_format::{proto, Writer};
 
 use super::config::Retention;
 use crate::output::BackgroundFile;
-use crate::recorder::Recorder;
 
 /// Suffix of a file being written.
 pub const PART_SUFFIX: &str = ".part";
 
-/// The open file of one target's stream.
+/// The open file of one target's stream (its records are written by the
+/// recording's sink: [`crate::sink`]).
 pub struct StreamFile {
-    /// Writes the records (the bytes on a thread of their own: see
-    /// [`crate::output`]).
-    pub recorder: Recorder<BackgroundFile>,
     /// Where it is being written (`.pdr.part`).
     pub part_path: PathBuf,
     /// What it will be called when finished (`.pdr`).
@@ -36,15 +33,14 @@ pub struct StreamFile {
 
 impl StreamFile {
     /// Creates the next file of `name`/`pid` in `dir` (mode 0600, never
-    /// through a symlink, never over an existing file).
+    /// through a symlink, never over an existing file), with its writer,
+    /// `header` written and synced.
     pub fn create(
         dir: &Path,
         name: &str,
         pid: i32,
         header: proto::Header,
-        embed_source: bool,
-        include_idle: bool,
-    ) -> Result<StreamFile, pydeep_format::FormatError> {
+    ) -> Result<(StreamFile, Writer<BackgroundFile>), pydeep_format::FormatError> {
         let now = SystemTime::now();
         let mut attempt = 0u32;
         loop {
@@ -61,12 +57,12 @@ impl StreamFile {
                 });
             match created {
                 Ok(writer) => {
-                    return Ok(StreamFile {
-                        recorder: Recorder::new(writer, embed_source, include_idle),
+                    let file = StreamFile {
                         part_path,
                         final_path,
                         opened: std::time::Instant::now(),
-                    })
+                    };
+                    return Ok((file, writer));
                 }
                 // Lost a race for the name (another file in the same
                 // millisecond): take the next suffix.
@@ -78,21 +74,10 @@ impl StreamFile {
         }
     }
 
-    /// Bytes written to disk so far.
-    pub fn bytes(&self) -> u64 {
-        self.recorder.writer().stats().bytes_written
-    }
-
-    /// Waits until everything recorded so far is on disk (`pydeep ctl
-    /// flush`): closes the open chunk and waits for the output thread.
-    pub fn flush(&mut self) -> Result<(), pydeep_format::FormatError> {
-        self.recorder.flush()?;
-        Ok(self.recorder.writer().sink().sync()?)
-    }
-
-    /// Writes the footer, syncs, and gives the file its final name.
-    pub fn finish(self, footer: proto::Footer) -> Result<PathBuf, pydeep_format::FormatError> {
-        let file = self.recorder.finish(footer)?.close()?;
+    /// After its footer: waits for the output thread, syncs, and gives the
+    /// file its final name.
+    pub fn finish(self, output: BackgroundFile) -> Result<PathBuf, pydeep_format::FormatError> {
+        let file = output.close()?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.part_path, &self.final_path)?;

@@ -300,6 +300,16 @@ impl Objects<'_> {
             // A class by its own name, as `repr` names it, not by its
             // metaclass's (`<ModelMetaclass object at ...>` for a pydantic
             // model): the object at `address` is itself a type.
+            // Named and stated as in every view (`Generator::describe`).
+            Kind::Generator => {
+                let mut codes = crate::generators::Codes::default();
+                Ok(
+                    match crate::generators::read_generator(self, &mut codes, address) {
+                        Ok(generator) => generator.describe(&info.type_info.name),
+                        Err(_) => format!("<{} object at 0x{address:x}>", info.type_info.name),
+                    },
+                )
+            }
             Kind::Type => match self.type_info(address) {
                 Ok(class) => Ok(format!("<class '{}'>", class.name)),
                 Err(_) => Ok(format!("<{} object at 0x{address:x}>", info.type_info.name)),

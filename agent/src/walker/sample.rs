@@ -205,7 +205,12 @@ pub fn sample_interpreters(
     code_check: &mut CodeCheck<'_>,
     out: &mut Vec<ThreadSample>,
 ) -> Result<(), WalkError> {
-    out.clear();
+    // The frame vectors of the samples `out` held are filled again (see
+    // `ThreadListCache::spare_frames`).
+    cache
+        .spare_frames
+        .extend(out.drain(..).map(|sample| sample.frames));
+    cache.spare_frames.truncate(MAX_SPARE_FRAMES);
     let mut codes = attempt(
         memory,
         layout,
@@ -221,6 +226,10 @@ pub fn sample_interpreters(
     code_check.ok = true;
     Ok(())
 }
+
+/// The most frame vectors kept for reuse ([`ThreadListCache`]'s
+/// `spare_frames`): one per thread of a large program.
+const MAX_SPARE_FRAMES: usize = 256;
 
 /// What the first batch of a sample read besides the thread states.
 struct FirstBatch {
@@ -273,7 +282,10 @@ fn attempt(
         let mut sample = read.sample;
         sample.truncated =
             read.walk.truncated || read.walk.looped || (read.walk.broken && !options.check_torn);
-        sample.frames = read.walk.frames;
+        let mut frames = cache.spare_frames.pop().unwrap_or_default();
+        frames.clear();
+        frames.extend_from_slice(&read.walk.frames);
+        sample.frames = frames;
         out.push(sample);
     }
     Ok(codes)

@@ -39,6 +39,15 @@ pub struct ThreadListCache {
     /// Window buffers of the last sample, reused (allocating and zeroing
     /// ~10 KB per sample showed in profiles).
     pub(super) spare: Vec<Vec<u8>>,
+    /// The frame vectors of the samples the caller handed back (the
+    /// `out` of the last read), filled again with the next sample's
+    /// stacks. A walk's own vector is freed in the tick that allocated it,
+    /// while the samples themselves may travel: the recording's sink holds
+    /// a few hundred ticks of them (issue #15), and allocating a fresh
+    /// vector for each one kept that many chunks scattered in the heap:
+    /// `malloc` and `free` cost ~0.7 us more per tick at depth 30 than
+    /// when each tick's samples were freed at once (notes/benchmarks.md).
+    pub(super) spare_frames: Vec<Vec<crate::FrameSample>>,
 }
 
 /// What the first batch read: each thread state (interpreter index,
