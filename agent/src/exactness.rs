@@ -192,15 +192,19 @@ impl Exactness {
 
     /// Reads one tick of `target` into `out`, paused or not as decided
     /// before the read (see the module's documentation), or holds it
-    /// (`out` cleared) when adaptive mode's pauses are over budget.
+    /// (`out` cleared) when adaptive mode's pauses are over budget. `due`
+    /// is the tick's due time on the schedule's grid: the budget's slots
+    /// are on that grid, so whether a tick is held follows neither its
+    /// lateness nor the length of the pause before it.
     pub fn read(
         &mut self,
         target: &mut Target,
         out: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
+        due: Instant,
     ) -> Result<Tick, ReadError> {
         self.settle_for(target.layout().semantics.frame_kind);
-        if self.budgeted() && !self.budget.may_pause(Instant::now()) {
+        if self.budgeted() && !self.budget.may_pause(due) {
             out.clear();
             counts.held += 1;
             return Ok(Tick::Held);
@@ -236,7 +240,7 @@ impl Exactness {
                 let stopped = guard.release();
                 counts.pauses.record(stopped);
                 if self.mode == ReadMode::Adaptive {
-                    self.budget.paused(Instant::now(), stopped);
+                    self.budget.paused(due, Instant::now(), stopped);
                 }
                 read.map(|()| Tick::Read)
             }

@@ -111,12 +111,14 @@ impl Sampled {
     /// Reads one tick of every thread into `threads` ([`Exactness::read`]),
     /// or holds it (nothing read, `threads` empty) to keep pauses within
     /// their budget ([`crate::pause_budget`]): then [`Sampled::hold`] it.
+    /// `due`: the tick's due time on the schedule's grid.
     pub fn read(
         &mut self,
         threads: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
+        due: Instant,
     ) -> Result<exactness::Tick, ReadError> {
-        self.exactness.read(&mut self.target, threads, counts)
+        self.exactness.read(&mut self.target, threads, counts, due)
     }
 
     /// A tick of weight `weight` was held: the process's next sample, or

@@ -455,7 +455,10 @@ impl Sampler {
         // With --blocking a sample whose pause failed is a failed read:
         // taken unpaused, it would not be what was asked.
         let started = Instant::now();
-        let read = process.sampled.read(&mut self.threads, &mut self.reads);
+        let due = self.schedule.last_due();
+        let read = process
+            .sampled
+            .read(&mut self.threads, &mut self.reads, due);
         self.stalls.note("reading the target", started.elapsed());
         if self.cannot_pause.is_none() {
             self.cannot_pause = process.sampled.exactness.cannot_pause().map(str::to_owned);

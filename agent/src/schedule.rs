@@ -86,6 +86,13 @@ impl Schedule {
         self.interval
     }
 
+    /// Due time of the last taken tick (of the first, before any).
+    pub fn last_due(&self) -> Instant {
+        let nanos =
+            (self.interval.as_nanos() as u64).saturating_mul(self.next_tick.saturating_sub(1));
+        self.start + Duration::from_nanos(nanos)
+    }
+
     /// Due time of the next tick.
     pub fn next_due(&self) -> Instant {
         let nanos = (self.interval.as_nanos() as u64).saturating_mul(self.next_tick);
