@@ -269,8 +269,9 @@ impl Sampled {
 
     /// Reads the thread names now (a snapshot names its threads).
     pub fn read_names(&mut self) {
-        if let Ok(names) = self.target.thread_names() {
-            self.names = Arc::new(names);
+        if let Ok(read) = self.target.named_threads() {
+            self.names = Arc::new(read.names);
+            self.named_natives = Arc::new(read.natives);
             self.names_refreshed = Some(Instant::now());
         }
     }
@@ -299,18 +300,25 @@ impl Sampled {
             Duration::from_secs(1)
         };
         if age.is_none_or(|a| a >= wait) {
-            if let Ok(names) = self.target.thread_names() {
-                if *self.names != names {
-                    self.names = Arc::new(names);
+            // Names and the OS threads they belong to change together, or
+            // not at all: a failed read keeps both (new natives beside
+            // stale names once named a reused ident's new thread after the
+            // old one). Where a `Thread` says its native id, that is the
+            // owner; else the sampled thread with that ident now.
+            if let Ok(read) = self.target.named_threads() {
+                let natives: HashMap<u64, u64> = threads
+                    .iter()
+                    .filter(|t| read.names.contains_key(&t.thread_id))
+                    .map(|t| (t.thread_id, t.native_id))
+                    .chain(read.natives)
+                    .collect();
+                if *self.names != read.names {
+                    self.names = Arc::new(read.names);
+                }
+                if *self.named_natives != natives {
+                    self.named_natives = Arc::new(natives);
                 }
             }
-            self.named_natives = Arc::new(
-                threads
-                    .iter()
-                    .filter(|t| self.names.contains_key(&t.thread_id))
-                    .map(|t| (t.thread_id, t.native_id))
-                    .collect(),
-            );
             self.names_refreshed = Some(Instant::now());
             let still_unnamed = unnamed(threads, &self.names, &self.named_natives)
                 .next()

@@ -216,6 +216,16 @@ pub struct Target {
     code_epoch: u64,
 }
 
+/// Thread names read from `threading._active`, and the OS thread each
+/// `Thread` object said it runs on ([`Target::named_threads`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadNames {
+    /// `Thread.name` by `thread_id` (`threading.get_ident()`).
+    pub names: HashMap<u64, String>,
+    /// `Thread.native_id` by `thread_id`, where it was set and readable.
+    pub natives: HashMap<u64, u64>,
+}
+
 impl Target {
     /// Attaches to CPython process `pid`: finds the interpreter and its
     /// version (py-spy's library), then builds the layout. The target keeps
@@ -612,8 +622,16 @@ impl Target {
     /// `thread_id` (`threading.get_ident()`), read from `threading._active`.
     /// Empty if `threading` was never imported.
     pub fn thread_names(&mut self) -> Result<HashMap<u64, String>, ReadError> {
+        Ok(self.named_threads()?.names)
+    }
+
+    /// The thread names by `thread_id`, with the OS thread each `Thread`
+    /// object says it runs on: an ident (a `pthread_t`) is reused by the
+    /// next thread once one ends, so a name read for an ident belongs to a
+    /// sampled thread only if their native ids agree.
+    pub fn named_threads(&mut self) -> Result<ThreadNames, ReadError> {
         let registries = self.thread_registries(&self.memory)?;
-        self.thread_names_in(&self.memory, &registries)
+        self.named_threads_in(&self.memory, &registries)
     }
 
     /// The `threading._active` dict of every interpreter that imported
@@ -664,8 +682,18 @@ impl Target {
         memory: &dyn RemoteMemory,
         registries: &[u64],
     ) -> Result<HashMap<u64, String>, ReadError> {
+        Ok(self.named_threads_in(memory, registries)?.names)
+    }
+
+    /// [`Target::thread_names_in`] with each `Thread`'s `_native_id`.
+    fn named_threads_in(
+        &self,
+        memory: &dyn RemoteMemory,
+        registries: &[u64],
+    ) -> Result<ThreadNames, ReadError> {
         let reader = ObjectReader::new(memory, &self.layout);
         let mut names = HashMap::new();
+        let mut natives = HashMap::new();
         for &active in registries {
             let is_dict = reader
                 .type_of(active)
@@ -683,9 +711,16 @@ impl Target {
                         names.insert(ident as u64, name);
                     }
                 }
+                // None until the thread has started (Lib/threading.py
+                // `_set_native_id`).
+                if let Ok(Some(native)) = reader.instance_attribute(thread, "_native_id") {
+                    if let Ok(native) = u64::try_from(reader.int(native).unwrap_or(-1)) {
+                        natives.insert(ident as u64, native);
+                    }
+                }
             }
         }
-        Ok(names)
+        Ok(ThreadNames { names, natives })
     }
 
     /// The text of a source file as the target names it (`co_filename`),

@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use pydeep::cpython::semantics_for;
-use pydeep::cpython::tasks::task_object_offsets_for;
+use pydeep::cpython::tasks::task_object_offsets_with_head;
 use pydeep_integration::{bytecode_pythons, program, Python};
 use serde_json::Value;
 
@@ -33,7 +33,9 @@ fn task_offsets_states_and_delegate_depth_match_the_interpreters_own_objects() {
         let seen = observe(&python);
         let label = python.label();
         let pointer = seen["pointer"].as_u64().unwrap();
-        let o = task_object_offsets_for(minor, pointer).expect("a TaskObj layout");
+        // PyObject_HEAD: two words, four on a free-threaded build.
+        let head = if python.free_threaded { 4 } else { 2 } * pointer;
+        let o = task_object_offsets_with_head(minor, pointer, head).expect("a TaskObj layout");
         let task = &seen["task"];
         for (name, ours) in [
             ("loop", o.fut_loop),

@@ -72,6 +72,62 @@ pub fn record_program<S: AsRef<OsStr>>(
         .expect("run pydeep record")
 }
 
+/// What [`record_busy_while_slowed`] gives back.
+pub struct SlowedRecording {
+    /// The interpreter's label, for messages.
+    pub label: String,
+    /// The recording (in the caller's directory).
+    pub path: std::path::PathBuf,
+    /// What `pydeep record` printed, standard error then output.
+    pub summary: String,
+}
+
+/// `pydeep record -r RATE -d 3s` of a program spinning for `busy_seconds`
+/// on the newest interpreter from 3.11 (what such a test checks is the
+/// agent's pipeline, not a layout), with the test hooks in `env` slowing
+/// the sink or the output. Asserts that the duration ended the recording
+/// and that the file verifies.
+pub fn record_busy_while_slowed(
+    what: &str,
+    env: &[(&str, &str)],
+    rate: u32,
+    busy_seconds: u32,
+    dir: &Path,
+) -> SlowedRecording {
+    let python = crate::test_pythons(what)
+        .into_iter()
+        .rfind(|p| p.at_least(3, 11))
+        .unwrap();
+    let label = python.label();
+    let path = dir.join("slowed.pdr");
+    let busy = format!(
+        "import time\nend = time.monotonic() + {busy_seconds}\nwhile time.monotonic() < end:\n    sum(range(1000))\n"
+    );
+    let run = Command::new(workspace_binary("pydeep"))
+        .envs(env.iter().copied())
+        .args(["record", "-r", &rate.to_string(), "-d", "3s", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(&python.path)
+        .args(["-c", &busy])
+        .output()
+        .unwrap();
+    let summary =
+        String::from_utf8_lossy(&run.stderr).into_owned() + &String::from_utf8_lossy(&run.stdout);
+    // The program is stopped when the duration ends: SIGTERM or similar.
+    assert!(
+        summary.contains("stopped: duration reached"),
+        "{label}: {summary}"
+    );
+    let (code, report) = verify(&path);
+    assert_eq!(code, Some(0), "{label}: {report}");
+    SlowedRecording {
+        label,
+        path,
+        summary,
+    }
+}
+
 /// Runs `pydeep verify RECORDING`; returns its exit code and report.
 pub fn verify(recording: &Path) -> (Option<i32>, String) {
     let output = Command::new(workspace_binary("pydeep"))

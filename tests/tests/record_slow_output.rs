@@ -6,43 +6,25 @@
 //!
 //! One interpreter: what is tested is the agent's pipeline, not a layout.
 
-use std::process::Command;
-
 use pydeep_format::{Event, Recording};
-use pydeep_integration::{test_pythons, workspace_binary};
-
-const BUSY: &str = "import time\nend = time.monotonic() + 4\nwhile time.monotonic() < end:\n    sum(range(1000))\n";
+use pydeep_integration::run::{record_busy_while_slowed, SlowedRecording};
 
 #[test]
 fn ticks_stay_on_time_while_the_output_is_slow_and_missed_time_is_recorded_as_gaps() {
-    let python = test_pythons("slow output")
-        .into_iter()
-        .rfind(|p| p.at_least(3, 11))
-        .unwrap();
-    let label = python.label();
     let dir = tempfile::tempdir().unwrap();
-    let output = dir.path().join("slow.pdr");
     let rate = 200.0;
-    let run = Command::new(workspace_binary("pydeep"))
-        .env("PYDEEP_TEST_OUTPUT_DELAY_MS", "2000")
-        .args(["record", "-r", "200", "-d", "3s", "-o"])
-        .arg(&output)
-        .arg("--")
-        .arg(&python.path)
-        .args(["-c", BUSY])
-        .output()
-        .unwrap();
-    let summary =
-        String::from_utf8_lossy(&run.stderr).into_owned() + &String::from_utf8_lossy(&run.stdout);
-    // The program is stopped when the duration ends: SIGTERM or similar.
-    assert!(
-        summary.contains("stopped: duration reached"),
-        "{label}: {summary}"
+    let SlowedRecording {
+        label,
+        path,
+        summary,
+    } = record_busy_while_slowed(
+        "slow output",
+        &[("PYDEEP_TEST_OUTPUT_DELAY_MS", "2000")],
+        rate as u32,
+        4,
+        dir.path(),
     );
-
-    let (code, report) = pydeep_integration::run::verify(&output);
-    assert_eq!(code, Some(0), "{label}: {report}");
-    let mut recording = Recording::open(&output).unwrap();
+    let mut recording = Recording::open(&path).unwrap();
     let (mut samples, mut gaps, mut gap_ticks) = (0u64, 0u64, 0u64);
     let mut footer = None;
     while let Some(event) = recording.next_event().unwrap() {
