@@ -138,11 +138,15 @@ impl std::fmt::Display for ReadCounts {
             self.probes
         )?;
         if self.held > 0 {
+            let ticks = self.pauses.count() + self.fast_ticks + self.held;
             write!(
                 f,
-                ", held {} (pauses kept to {:.0}% of the target's time; the next sample stands for them)",
+                "\n  HELD {} of {} ticks ({:.1}%): not read, so that pauses keep near {:.0}% of the target's time; the next sample stands for them (or a gap, past {} ms)",
                 self.held,
-                crate::pause_budget::SHARE * 100.0
+                ticks,
+                self.held as f64 * 100.0 / ticks.max(1) as f64,
+                crate::pause_budget::SHARE * 100.0,
+                crate::schedule::GAP_TIME.as_millis()
             )?;
         }
         if self.pauses.count() > 0 {
