@@ -83,7 +83,12 @@ def anchor_run(python, name, window):
             "calls_per_s": plain * calls, "profiled_calls_per_s": profiled * calls}
 
 
-def pydeep_run(python, pydeep, window, scratch, duty=1.0):
+#: The function `--lines --functions` selects in workloads/calls.py: 40
+#: of a round's ~600 calls (before 3.11 the qualified name is `visit`).
+SELECTED = r"calls\.py:(Node\.)?visit$"
+
+
+def pydeep_run(python, pydeep, window, scratch, duty=1.0, extra=(), name=None):
     process = start(python, "--seconds", str(LEAD + window + TAIL + 3), "--duty", str(duty))
     result = {}
     reader = threading.Thread(target=lambda: result.update(zip(("calls", "slices"), read_slices(process))))
@@ -92,7 +97,7 @@ def pydeep_run(python, pydeep, window, scratch, duty=1.0):
     output = Path(scratch) / f"trace-{process.pid}.pdr"
     launched = time.monotonic_ns()
     trace = subprocess.Popen(
-        [str(pydeep), "trace", str(process.pid), "-d", f"{window}s", "-o", str(output), "--force"],
+        [str(pydeep), "trace", str(process.pid), "-d", f"{window}s", "-o", str(output), "--force", *extra],
         stderr=subprocess.PIPE, text=True,
     )
     tracing_at, summary = None, ""
@@ -104,8 +109,8 @@ def pydeep_run(python, pydeep, window, scratch, duty=1.0):
     trace.wait()
     ended = time.monotonic_ns()
     reader.join()
-    row = {"tool": "pydeep trace" if duty == 1.0 else f"pydeep trace, duty {duty}"}
-    match = re.search(r"traced (\d+) events on (\d+) threads \((\d+) lost\)", summary)
+    row = {"tool": name or ("pydeep trace" if duty == 1.0 else f"pydeep trace, duty {duty}")}
+    match = re.search(r"traced (\d+) events on (\d+) threads \((\d+) lost[;)]", summary)
     if trace.returncode != 0 or tracing_at is None or not match:
         row["failure"] = f"pydeep trace exit {trace.returncode}: {summary.strip()}"
         return row
@@ -131,7 +136,7 @@ def run(python, pydeep, window, runs, scratch, viztracer_python=None):
     """Every tool `runs` times; returns rows (one per run)."""
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2] >= (3, 12))"],
                              capture_output=True, text=True).stdout.strip()
-    anchors = ["cprofile", "setprofile"] + (["monitoring"] if version == "True" else [])
+    anchors = ["cprofile", "setprofile"] + (["monitoring"] if version == "True" else []) + ["settrace"]
     if has_module(viztracer_python or python, "viztracer"):
         anchors.insert(0, "viztracer")
     rows = []
@@ -141,6 +146,10 @@ def run(python, pydeep, window, runs, scratch, viztracer_python=None):
             rows.append(anchor_run(viztracer_python if name == "viztracer" and viztracer_python else python,
                                    name, window) | {"run": index})
         rows.append(pydeep_run(python, pydeep, window, scratch, duty=0.1) | {"run": index})
+        rows.append(pydeep_run(python, pydeep, window, scratch, extra=["--lines"],
+                               name="pydeep trace --lines") | {"run": index})
+        rows.append(pydeep_run(python, pydeep, window, scratch, extra=["--lines", "--functions", SELECTED],
+                               name="pydeep trace --lines --functions visit") | {"run": index})
     return rows
 
 

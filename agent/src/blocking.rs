@@ -63,13 +63,14 @@ const MAX_STEPS: usize = 256;
 /// The name the callable of the call at `offset` was loaded by, if the
 /// instruction there is a call and its callable was loaded by a name
 /// (`LOAD_GLOBAL`, `LOAD_NAME`, `LOAD_FAST`, `LOAD_DEREF`, `LOAD_ATTR`,
-/// `LOAD_METHOD`).
-pub fn callee_name(code: &CodeObject, minor: u32, offset: u32) -> Option<String> {
+/// `LOAD_METHOD`). `version` is the code's CPython (major, minor), whose
+/// opcode table disassembles it.
+pub fn callee_name(code: &CodeObject, version: (u32, u32), offset: u32) -> Option<String> {
     let view = Code {
         qualname: code.qualname.clone(),
         filename: code.filename.clone(),
         first_line: code.first_line,
-        version: (3, minor),
+        version,
         bytecode: code.bytecode.clone(),
         deoptimized: Vec::new(),
         line_table: Vec::new(),
@@ -93,8 +94,8 @@ pub fn callee_name(code: &CodeObject, minor: u32, offset: u32) -> Option<String>
 
 /// True if the call at `offset` of `code` is a call to a waiting function
 /// by its name ([`BLOCKING_NAMES`]).
-pub fn blocks_at(code: &CodeObject, minor: u32, offset: u32) -> bool {
-    callee_name(code, minor, offset).is_some_and(|name| BLOCKING_NAMES.contains(&name.as_str()))
+pub fn blocks_at(code: &CodeObject, version: (u32, u32), offset: u32) -> bool {
+    callee_name(code, version, offset).is_some_and(|name| BLOCKING_NAMES.contains(&name.as_str()))
 }
 
 /// [`callee_name`] over disassembled instructions.

@@ -432,6 +432,11 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 /// The one range every duration is checked against, as users read it.
 pub const DURATION_RANGE: &str = "1ms to 3650d (ten years)";
 
+/// Parses `--functions`.
+pub fn parse_regex(text: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(text).map_err(|e| e.to_string())
+}
+
 /// Parses a duration: `250ms`, `1.5s`, `2m`, `1h`, `7d` or a bare number
 /// of seconds, from [`MIN_DURATION`] to [`MAX_DURATION`]. Every duration of
 /// the command line (`-d`, `--snapshot-every`, `--heap-every`, `heap
@@ -610,8 +615,21 @@ pub struct TraceArgs {
     #[arg(long)]
     pub calls: bool,
     /// C functions called from Python too (builtins, methods of C types).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "functions")]
     pub c_calls: bool,
+    /// Line events too: each time a new source line of a (selected)
+    /// function starts, with its time (a C trace function, like
+    /// `sys.settrace`; a target that already has one is refused, exit 20).
+    /// Per-line hit counts: `pydeep-view lines --trace`.
+    #[arg(long)]
+    pub lines: bool,
+    /// Only code objects whose `FILE:QUALNAME` this regex matches (searched
+    /// anywhere in it, e.g. `app/db\.py:` or `:Session\.commit$`; before
+    /// 3.11 code objects have no qualified name and their plain name is
+    /// used). Calls, returns and line events of other code are not
+    /// recorded; the regex runs in pydeep, never in the target.
+    #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+    pub functions: Option<regex::Regex>,
     /// How long to wait for a thread of the target to run Python code, the
     /// only moment the tracer can be loaded safely (exit 19 after it).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

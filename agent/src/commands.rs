@@ -33,6 +33,8 @@ pub fn run(command: Command) -> Result<Exit> {
                         .unwrap_or_else(|| PathBuf::from(format!("pydeep-trace-{pid}.pdr"))),
                     overwrite: options.force,
                     c_calls: options.c_calls,
+                    lines: options.lines,
+                    functions: options.functions,
                     start_timeout: options.start_timeout,
                 },
             )
@@ -154,8 +156,9 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
     crate::signals::forward_to(pid);
-    let target = match attach_when_ready(pid, &mut child) {
-        Ok(target) => target,
+    let follow_orphans = options.subprocesses && crate::lifecycle::is_subreaper();
+    let (target, program_gone) = match attach_when_ready(pid, &mut child, follow_orphans) {
+        Ok(started) => started,
         Err(error) => {
             if error
                 .downcast_ref::<crate::signals::Interrupted>()
@@ -173,7 +176,14 @@ fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
             return Err(error);
         }
     };
-    let (summary, child) = session::run(target, Some(child), output, &session_options)?;
+    let (summary, child) = if program_gone {
+        // The program is gone; its orphans are recorded, and it still
+        // decides the exit code (its status was read already).
+        let (summary, _) = session::run(target, None, output, &session_options)?;
+        (summary, Some(child))
+    } else {
+        session::run(target, Some(child), output, &session_options)?
+    };
     eprintln!("{summary}");
     // An export that fails is said, but the program still decides the
     // exit code (its recording is kept).
@@ -242,7 +252,14 @@ fn spawn(command: &[String]) -> Result<Child> {
 /// initialised: the first attempts find no interpreter yet (or not even the
 /// Python binary, before exec), so retry for a while. A stop signal ends
 /// the wait with [`crate::signals::Interrupted`].
-fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
+///
+/// With `follow_orphans` (`--subprocesses`, pydeep the subreaper), a
+/// program that exits before the first attach succeeds (a parent that
+/// forks and exits at once, or a loaded machine that let pydeep poll
+/// late) is not a failure while a descendant of it lives on: that
+/// descendant is attached instead, and the flag returned says the program
+/// itself is gone.
+fn attach_when_ready(pid: i32, child: &mut Child, follow_orphans: bool) -> Result<(Target, bool)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     // The last program seen that is not Python (pydeep itself before the
     // exec does not count), to say so if the program ends as that.
@@ -251,7 +268,7 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
     loop {
         crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
         match Target::attach(pid) {
-            Ok(target) => return Ok(target),
+            Ok(target) => return Ok((target, false)),
             Err(error @ AttachError::PermissionDenied { .. }) => {
                 return Err(attach_failure(error).into())
             }
@@ -264,9 +281,18 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
                     not_python = (!python && !ours).then(|| exe.clone());
                 }
                 if let Ok(Some(status)) = child.try_wait() {
+                    if follow_orphans {
+                        if let Some(orphan) = attach_orphan(deadline)? {
+                            eprintln!(
+                                "pydeep: the program exited ({status}) before pydeep could attach; recording its descendants, first pid {}",
+                                orphan.pid()
+                            );
+                            return Ok((orphan, true));
+                        }
+                    }
                     let why = match &not_python {
                         Some(exe) => format!(
-                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs)",
+                            "it never ran Python: `{}` is not a Python interpreter (pydeep record starts and records Python programs; with --subprocesses it records the Python programs this one starts)",
                             pydeep_format::text::escape(exe)
                         ),
                         None => error.to_string(),
@@ -283,6 +309,34 @@ fn attach_when_ready(pid: i32, child: &mut Child) -> Result<Target> {
                 crate::signals::sleep(Duration::from_millis(2));
             }
         }
+    }
+}
+
+/// A Python descendant of pydeep (the subreaper, so the orphans of the
+/// program it started are its own descendants), attached; None once no
+/// descendant lives, or at `deadline` if none became attachable (a fork
+/// still exec'ing or an interpreter still starting is waited for).
+fn attach_orphan(deadline: Instant) -> Result<Option<Target>> {
+    let own = std::process::id() as i32;
+    loop {
+        crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
+        let living = crate::procfs::descendants(own);
+        if living.is_empty() {
+            return Ok(None);
+        }
+        for (pid, _) in living {
+            match Target::attach(pid) {
+                Ok(target) => return Ok(Some(target)),
+                Err(error @ AttachError::PermissionDenied { .. }) => {
+                    return Err(attach_failure(error).into())
+                }
+                Err(_) => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        crate::signals::sleep(Duration::from_millis(2));
     }
 }
 

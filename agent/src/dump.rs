@@ -445,7 +445,7 @@ fn assemble(
                 if listed.globals.is_some() {
                     let first = *globals_listed.entry(frame.globals).or_insert(frame.address);
                     if first != frame.address {
-                        listed.globals = Some(Vec::new());
+                        listed.globals = None;
                         listed.globals_listed_at = Some(first);
                     }
                 }

@@ -102,8 +102,14 @@ pub struct Exactness {
 /// What [`Exactness::read`] did with a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tick {
-    /// The tick's stacks were read.
-    Read,
+    /// The tick's stacks were read; `taken_ns` is the stream clock
+    /// (`session::monotonic_ns`) when they were taken: once every thread
+    /// is stopped for a paused read (the stacks are those of that
+    /// moment), as the read begins for a running one.
+    Read {
+        /// When the stacks were taken (stream clock, ns).
+        taken_ns: u64,
+    },
     /// The tick was held: not read, to keep pauses within their budget
     /// ([`crate::pause_budget`]); the target's next sample stands for it.
     Held,
@@ -199,7 +205,8 @@ impl Exactness {
     /// (`out` cleared) when adaptive mode's pauses are over budget. `due`
     /// is the tick's due time on the schedule's grid: the budget's slots
     /// are on that grid, so whether a tick is held follows neither its
-    /// lateness nor the length of the pause before it.
+    /// lateness nor the length of the pause before it. A read tick says
+    /// when its stacks were taken ([`Tick::Read`]).
     pub fn read(
         &mut self,
         target: &mut Target,
@@ -207,6 +214,7 @@ impl Exactness {
         counts: &mut ReadCounts,
         due: Instant,
     ) -> Result<Tick, ReadError> {
+        use crate::session::monotonic_ns;
         self.settle_for(target.layout().semantics.frame_kind);
         if self.budgeted() && !self.budget.may_pause(due) {
             out.clear();
@@ -215,11 +223,12 @@ impl Exactness {
         }
         match self.plan() {
             Plan::Fast => {
+                let taken = monotonic_ns();
                 target.sample_threads(out)?;
                 counts.fast_ticks += 1;
                 counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
-                Ok(Tick::Read)
+                Ok(Tick::Read { taken_ns: taken })
             }
             Plan::Paused { probe } => {
                 if probe {
@@ -234,19 +243,21 @@ impl Exactness {
                     Ok(guard) => guard,
                     Err(ReadError::Pause { detail, .. }) if self.mode == ReadMode::Adaptive => {
                         self.cannot_pause = Some(detail);
+                        let taken = monotonic_ns();
                         target.sample_threads(out)?;
                         counts.fast_ticks += 1;
-                        return Ok(Tick::Read);
+                        return Ok(Tick::Read { taken_ns: taken });
                     }
                     Err(e) => return Err(e),
                 };
+                let taken = monotonic_ns();
                 let read = target.sample_threads(out);
                 let stopped = guard.release();
                 counts.pauses.record(stopped);
                 if self.mode == ReadMode::Adaptive {
                     self.budget.paused(due, Instant::now(), stopped);
                 }
-                read.map(|()| Tick::Read)
+                read.map(|()| Tick::Read { taken_ns: taken })
             }
         }
     }

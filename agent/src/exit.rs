@@ -38,8 +38,9 @@ pub enum Exit {
     /// thread blocked), so the tracer could not be loaded at a safe point.
     NoSafePoint = 19,
     /// `trace`: the target already has a profile function (sys.setprofile,
-    /// cProfile, another tracer) or another trace window is open; pydeep
-    /// never replaces one.
+    /// cProfile, another tracer), or with `--lines` a trace function
+    /// (sys.settrace: a debugger, coverage), or another trace window is
+    /// open; pydeep never replaces one.
     TraceRefused = 20,
 }
 

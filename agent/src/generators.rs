@@ -279,7 +279,8 @@ fn header_len(layout: &Layout) -> usize {
     ];
     let mut end = fields.iter().flatten().max().copied().unwrap_or(64) + 8;
     if let Some(iframe) = o.generator_gi_iframe {
-        end = end.max(iframe + o.interpreter_frame_size.unwrap_or(80).max(80));
+        let frame_size = layout.interpreter_frames.map_or(0, |f| f.size);
+        end = end.max(iframe + frame_size.max(80));
     }
     (end as usize).min(MAX_HEADER)
 }
@@ -495,9 +496,10 @@ fn stack_slot(
     }
     let top = field_u32(header, iframe_at + o.interpreter_frame_stacktop?) as i32;
     let index = i64::from(top) - depth as i64;
+    let localsplus = layout.interpreter_frames?.localsplus;
     (index >= 0 && (index as u64) < MAX_STACK).then(|| {
         frame
-            .wrapping_add(o.interpreter_frame_localsplus.unwrap_or(0))
+            .wrapping_add(localsplus)
             .wrapping_add(index as u64 * 8)
     })
 }
@@ -603,15 +605,16 @@ mod tests {
         // 3.14 replaced stacktop (an index) by stackpointer (a pointer);
         // reuse its slot in the frame header.
         offsets.interpreter_frame_stackpointer = offsets.interpreter_frame_stacktop.take();
-        Layout {
-            version: PythonVersion {
+        Layout::new(
+            PythonVersion {
                 major: 3,
                 minor,
                 ..Default::default()
             },
-            semantics: semantics_for(3, minor).unwrap(),
+            semantics_for(3, minor).unwrap(),
             offsets,
-        }
+        )
+        .unwrap()
     }
 
     /// A coroutine suspended in `await` at `state`, whose stack holds

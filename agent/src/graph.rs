@@ -337,20 +337,23 @@ pub fn walk_from(
 /// The bytes of an instance's `__dict__` when it is a dict object of its
 /// own (3.9/3.10 always, 3.11+ once materialized): its attributes are
 /// shown as the instance's edges, so the dict is no node and its bytes
-/// belong to the instance (0 when it has none or they are unknown).
+/// belong to the instance. Its attribute values' array too, where no
+/// `sys.getsizeof` counts it: inline in the object (3.13+), or kept apart
+/// while no dict was made (3.11/3.12). 0 when unknown.
 fn separate_dict_bytes(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
     if info.type_info.kind != Kind::Instance {
         return 0;
     }
-    let Ok(crate::objects::InstanceDict::Dict(dict)) = objects.instance_dict(info) else {
-        return 0;
+    let dict = match objects.instance_dict(info) {
+        Ok(crate::objects::InstanceDict::Dict(dict)) => objects
+            .info(dict)
+            .ok()
+            .and_then(|dict| objects.getsizeof(&dict))
+            .and_then(|size| size.bytes())
+            .unwrap_or(0),
+        _ => 0,
     };
-    objects
-        .info(dict)
-        .ok()
-        .and_then(|dict| objects.getsizeof(&dict))
-        .and_then(|size| size.bytes())
-        .unwrap_or(0)
+    dict.saturating_add(objects.values_bytes_beyond_getsizeof(info).unwrap_or(0))
 }
 
 /// A generator's, coroutine's or async generator's rendering, named and

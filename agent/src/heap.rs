@@ -149,6 +149,7 @@ pub fn walk_objects(
     let memory = objects.memory();
     let layout = objects.layout();
     let o = &layout.offsets;
+    let c = &layout.core;
     let version = layout.version.to_string();
     if !layout.has_gc_lists() {
         // Free-threaded: the collector's own walk of mimalloc's heaps.
@@ -172,7 +173,7 @@ pub fn walk_objects(
     ) else {
         return Err(HeapError::Unsupported(version));
     };
-    let head_size = o.gc_head_size.unwrap_or(16);
+    let head_size = c.gc_head_size;
     let interpreter = main_interpreter(memory, layout, runtime_address)?;
     let gc = interpreter + gc_at;
     let heads = match (o.gc_state_generations, o.gc_generation_size) {
@@ -183,7 +184,7 @@ pub fn walk_objects(
         // `permanent_generation` (incremental collector), whose offsets no
         // table gives: their heads are found by shape.
         _ => {
-            let span = o.gc_state_collecting.unwrap_or(512).clamp(64, 4096);
+            let span = c.gc_state_collecting.clamp(64, 4096);
             let heads = generation_heads_by_shape(memory, gc, span);
             if heads.is_empty() {
                 return Err(HeapError::Unsupported(version));
@@ -245,6 +246,7 @@ fn main_interpreter(
     runtime_address: u64,
 ) -> Result<u64, HeapError> {
     let o = &layout.offsets;
+    let c = &layout.core;
     if let Some(main_at) = o.runtime_interpreters_main {
         return Ok(read_u64(memory, runtime_address + main_at).map_err(ObjectError::from)?);
     }
@@ -252,7 +254,7 @@ fn main_interpreter(
         .runtime_interpreters_head
         .ok_or_else(|| HeapError::Unsupported(layout.version.to_string()))?;
     let mut interpreter = read_u64(memory, runtime_address + head_at).map_err(ObjectError::from)?;
-    let next_at = o.interpreter_next.unwrap_or(0);
+    let next_at = c.interpreter_next;
     for _ in 0..256 {
         let next = read_u64(memory, interpreter + next_at).map_err(ObjectError::from)?;
         if next == 0 || next == interpreter {
@@ -310,9 +312,10 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
     let layout = objects.layout();
     let calls_before = memory.read_calls();
     let o = &layout.offsets;
+    let c = &layout.core;
     // The GC pre-header sys.getsizeof counts (_PyType_PreHeaderSize): a
     // PyGC_Head, none on free-threaded builds.
-    let head_size = o.object_gc_preheader_size.or(o.gc_head_size).unwrap_or(16);
+    let head_size = c.object_gc_preheader_size;
     // Per type: objects, bytes, objects of implausible size.
     let mut by_type: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     let mut sizes: HashMap<u64, Option<(u64, u64, u64)>> = HashMap::new();
@@ -325,7 +328,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                 .or_insert_with(|| {
                     objects.type_info(object_type).ok().map(|ty| {
                         let mut pre = head_size;
-                        let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
+                        let managed = c.tpflags_preheader;
                         if managed != 0 && ty.flags & managed != 0 {
                             pre += 16;
                         }

@@ -348,6 +348,35 @@ impl<W: Write> Recorder<W> {
         })
     }
 
+    /// The frame id of a line event (`pydeep trace --lines`): the code
+    /// object at `code_address`, the instruction offset the tracer read (0
+    /// if unknown: before 3.11) and the line it reported, which is kept as
+    /// reported rather than derived from the offset.
+    pub fn line_frame(
+        &mut self,
+        source: &mut impl CodeSource,
+        pid: i32,
+        version: &PythonVersion,
+        code_address: u64,
+        instruction_offset: u32,
+        line: u32,
+    ) -> u64 {
+        let code = match self.code(source, pid, version, code_address) {
+            Some(code) => code.id,
+            None => {
+                self.stats.unreadable_code += 1;
+                self.unknown_code()
+            }
+        };
+        self.writer.intern_frame(FrameKey {
+            code,
+            instruction_offset,
+            line,
+            is_generator: false,
+            is_shim: false,
+        })
+    }
+
     /// The frame id standing for the C function `name` in a trace
     /// (`pydeep trace --c-calls`): a code object of that name in the file
     /// "<built-in>", defined on each call (callers keep the id).

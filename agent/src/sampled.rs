@@ -108,8 +108,8 @@ impl Sampled {
         self.target.pid()
     }
 
-    /// Reads one tick of every thread into `threads` ([`Exactness::read`]),
-    /// or holds it (nothing read, `threads` empty) to keep pauses within
+    /// Reads one tick of every thread into `threads` ([`Exactness::read`];
+    /// a read tick says when its stacks were taken), or holds it (nothing read, `threads` empty) to keep pauses within
     /// their budget ([`crate::pause_budget`]): then [`Sampled::hold`] it.
     /// `due`: the tick's due time on the schedule's grid.
     pub fn read(

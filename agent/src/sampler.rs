@@ -187,7 +187,7 @@ impl Sampler {
         // program's tree (commands.rs): a child whose parent exited right
         // after forking is re-parented to pydeep, not to init, and is
         // found among pydeep's own descendants.
-        let discovery_root = if child.is_some() && lifecycle::is_subreaper() {
+        let discovery_root = if lifecycle::is_subreaper() {
             std::process::id() as i32
         } else {
             root_pid
@@ -490,14 +490,23 @@ impl Sampler {
         }
         match read {
             Ok(exactness::Tick::Held) => process.sampled.hold(tick.weight),
-            Ok(exactness::Tick::Read) => {
+            Ok(exactness::Tick::Read { taken_ns }) => {
                 let (tick, held_gap) = process.sampled.carry(tick, self.schedule.interval());
                 if let Some(ticks) = held_gap {
+                    // The held ticks end where this tick began.
                     let pid = process.sampled.pid();
                     let interval = self.schedule.interval();
                     let gap = self.gaps.held(pid, ticks, interval, tick.clock_ns);
                     self.sink.send(Input::Gap(gap));
                 }
+                // The samples carry when their stacks were taken (after the
+                // pause, or as the read began), not when the tick began:
+                // a pause or an earlier process read first can be
+                // milliseconds on a loaded machine.
+                let tick = Tick {
+                    clock_ns: taken_ns,
+                    ..tick
+                };
                 self.last_good_read = Instant::now();
                 if let Some((count, error)) = self.unconfirmed_errors.remove(&process.sampled.pid())
                 {

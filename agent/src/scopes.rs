@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use crate::cpython::code::CodeObject;
 use crate::cpython::objects::ObjectError;
-use crate::cpython::{FrameKind, InstructionPointer, Layout};
+use crate::cpython::{FrameKind, FramePointer, InstructionPointer, Layout};
 use crate::memory::{field_u64, field_u8, read_u64, read_vec, RemoteMemory};
 use crate::objects::Objects;
 
@@ -81,14 +81,15 @@ fn current_frame_pointer(
     layout: &Layout,
     thread_state: u64,
 ) -> Option<u64> {
-    let o = &layout.offsets;
-    match (o.thread_current_frame.or(o.thread_frame), o.thread_cframe) {
-        (Some(at), _) => Some(thread_state + at),
-        (None, Some(cframe_at)) => {
-            let cframe = read_u64(memory, thread_state + cframe_at).ok()?;
-            (cframe != 0).then(|| cframe + o.cframe_current_frame.unwrap_or(0))
+    match layout.frame_pointer {
+        FramePointer::InThreadState(at) => Some(thread_state + at),
+        FramePointer::ThroughCFrame {
+            cframe,
+            current_frame,
+        } => {
+            let cframe = read_u64(memory, thread_state + cframe).ok()?;
+            (cframe != 0).then(|| cframe + current_frame)
         }
-        (None, None) => None,
     }
 }
 
@@ -163,14 +164,22 @@ pub fn thread_frames_whole(
                 address = field_u64(&header, back);
             }
             FrameKind::InterpreterFrame => {
-                let (Some(previous_at), Some(code_at), Some(instr_at), Some(owner_at)) = (
+                let (
+                    Some(frames),
+                    Some(previous_at),
+                    Some(code_at),
+                    Some(instr_at),
+                    Some(owner_at),
+                ) = (
+                    layout.interpreter_frames,
                     o.interpreter_frame_previous,
                     o.interpreter_frame_f_executable
                         .or(o.interpreter_frame_f_code),
                     o.interpreter_frame_instr_ptr
                         .or(o.interpreter_frame_prev_instr),
                     o.interpreter_frame_owner,
-                ) else {
+                )
+                else {
                     break;
                 };
                 let owner = field_u8(&header, owner_at);
@@ -184,9 +193,7 @@ pub fn thread_frames_whole(
                 // sys._current_frames do.
                 let is_shim = s.shim_owner_from.is_some_and(|from| owner >= from);
                 let instr = field_u64(&header, instr_at);
-                let offset = instr
-                    .wrapping_sub(code.wrapping_add(o.code_co_code_adaptive.unwrap_or(0)))
-                    as i64;
+                let offset = instr.wrapping_sub(code.wrapping_add(frames.code_adaptive)) as i64;
                 if !is_shim && code != 0 && (0..=i64::from(i32::MAX)).contains(&offset) {
                     out.push(FrameRef {
                         address,
@@ -195,7 +202,7 @@ pub fn thread_frames_whole(
                         globals: o
                             .interpreter_frame_f_globals
                             .map_or(0, |at| field_u64(&header, at)),
-                        localsplus: address + o.interpreter_frame_localsplus.unwrap_or(0),
+                        localsplus: address + frames.localsplus,
                         is_generator: owner == s.owned_by_generator,
                     });
                 }
@@ -223,7 +230,8 @@ pub struct LocalsLayout {
 /// The [`LocalsLayout`] of the code object at `code`.
 pub fn locals_layout(objects: &Objects<'_>, code: u64) -> Result<LocalsLayout, ObjectError> {
     let o = &objects.layout().offsets;
-    let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+    let c = &objects.layout().core;
+    let header_len = c.code_size.clamp(64, 1024) as usize;
     let header = read_vec(objects.memory(), code, header_len, 1024)?;
     let pointer = |field: Option<u64>| field.map_or(0, |at| field_u64(&header, at));
     let int = |field: Option<u64>| field.map_or(0, |at| crate::memory::field_u32(&header, at));

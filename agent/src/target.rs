@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cpython::code::{CodeFingerprint, CodeObject};
 use crate::cpython::objects::{ObjectError, ObjectReader};
-use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, PythonVersion};
+use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, OffsetsSource, PythonVersion};
 use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
 use crate::pause::{Pause, PauseError, Tasks};
 use crate::walker::{
@@ -308,17 +308,17 @@ impl Target {
             free_threaded: false,
             debug_build: false,
         };
-        if crate::cpython::semantics_for(version.major, version.minor).is_none() {
+        let Some(semantics) = crate::cpython::semantics_for(version.major, version.minor) else {
             return Err(AttachError::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
-                reason: if (version.major, version.minor) < (3, 9) {
+                reason: if pydeep_cpython::older_than_supported(version.major, version.minor) {
                     "too old".into()
                 } else {
                     "too new for this pydeep; upgrade pydeep".into()
                 },
             });
-        }
+        };
         let Some(runtime_address) = runtime else {
             return Err(AttachError::NotPython {
                 pid,
@@ -328,7 +328,7 @@ impl Target {
                 ),
             });
         };
-        if version.major == 3 && version.minor >= 13 {
+        if matches!(semantics.offsets, OffsetsSource::DebugOffsets(_)) {
             // free_threaded is the third word of _Py_DebugOffsets.
             if let Ok(flag) = read_u64(&memory, runtime_address + 16) {
                 let mut cookie = [0u8; 8];
@@ -622,7 +622,8 @@ impl Target {
     /// `thread_id` (`threading.get_ident()`), read from `threading._active`.
     /// Empty if `threading` was never imported.
     pub fn thread_names(&mut self) -> Result<HashMap<u64, String>, ReadError> {
-        Ok(self.named_threads()?.names)
+        let registries = self.thread_registries(&self.memory)?;
+        self.thread_names_in(&self.memory, &registries)
     }
 
     /// The thread names by `thread_id`, with the OS thread each `Thread`
@@ -631,7 +632,7 @@ impl Target {
     /// sampled thread only if their native ids agree.
     pub fn named_threads(&mut self) -> Result<ThreadNames, ReadError> {
         let registries = self.thread_registries(&self.memory)?;
-        self.named_threads_in(&self.memory, &registries)
+        self.named_threads_in(&self.memory, &registries, true)
     }
 
     /// The `threading._active` dict of every interpreter that imported
@@ -682,14 +683,17 @@ impl Target {
         memory: &dyn RemoteMemory,
         registries: &[u64],
     ) -> Result<HashMap<u64, String>, ReadError> {
-        Ok(self.named_threads_in(memory, registries)?.names)
+        Ok(self.named_threads_in(memory, registries, false)?.names)
     }
 
-    /// [`Target::thread_names_in`] with each `Thread`'s `_native_id`.
+    /// [`Target::thread_names_in`], and each `Thread`'s `_native_id` when
+    /// `with_natives` (a read or two more per thread: only the sampler,
+    /// which must tell a reused ident's new thread apart, asks).
     fn named_threads_in(
         &self,
         memory: &dyn RemoteMemory,
         registries: &[u64],
+        with_natives: bool,
     ) -> Result<ThreadNames, ReadError> {
         let reader = ObjectReader::new(memory, &self.layout);
         let mut names = HashMap::new();
@@ -713,6 +717,9 @@ impl Target {
                 }
                 // None until the thread has started (Lib/threading.py
                 // `_set_native_id`).
+                if !with_natives {
+                    continue;
+                }
                 if let Ok(Some(native)) = reader.instance_attribute(thread, "_native_id") {
                     if let Ok(native) = u64::try_from(reader.int(native).unwrap_or(-1)) {
                         natives.insert(ident as u64, native);
@@ -793,7 +800,7 @@ impl Target {
     /// `offset` is calling a waiting function ([`crate::blocking`]);
     /// remembered per call site.
     fn blocking_call_at(&mut self, code: u64, offset: u32) -> bool {
-        let minor = self.layout.version.minor;
+        let version = (self.layout.version.major, self.layout.version.minor);
         if self.code_object(code).is_err() {
             return false;
         }
@@ -803,7 +810,7 @@ impl Target {
         if let Some(&(_, blocks)) = entry.blocking_sites.iter().find(|(at, _)| *at == offset) {
             return blocks;
         }
-        let blocks = crate::blocking::blocks_at(&entry.code, minor, offset);
+        let blocks = crate::blocking::blocks_at(&entry.code, version, offset);
         // Bounded: a code object has as many call sites as its bytecode.
         if entry.blocking_sites.len() < 4096 {
             entry.blocking_sites.push((offset, blocks));

@@ -19,15 +19,16 @@ fn layout(minor: u32) -> Layout {
         .iter()
         .find(|t| t.version.1 == minor)
         .expect("generated table");
-    Layout {
-        version: PythonVersion {
+    Layout::new(
+        PythonVersion {
             major: 3,
             minor,
             ..Default::default()
         },
         semantics,
         offsets,
-    }
+    )
+    .unwrap()
 }
 
 fn put(memory: &mut SnapshotMemory, address: u64, value: u64) {

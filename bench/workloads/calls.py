@@ -12,7 +12,9 @@ profiler among them, took the CPU from the workload).
 --anchor NAME profiles the stretch [--from, --to) seconds after the start
 from inside, with one of the in-process tools the benchmark compares with:
 cprofile, viztracer, setprofile (a no-op Python profile function) or
-monitoring (no-op sys.monitoring PY_START/PY_RETURN callbacks, 3.12+).
+monitoring (no-op sys.monitoring PY_START/PY_RETURN callbacks, 3.12+) or
+settrace (a no-op Python sys.settrace function that asks for every line:
+the in-process floor of a Python-level line tracer).
 --duty F runs rounds only for the fraction F of each millisecond slot (a
 lower call rate, to see whether a tracer keeps up without losing events).
 At start the workload prints `calls_per_round N`, counted with a
@@ -102,6 +104,12 @@ class Anchor:
             self.profiler.start()
         elif self.name == "setprofile":
             sys.setprofile(lambda frame, event, arg: None)
+        elif self.name == "settrace":
+
+            def local(frame, event, arg):
+                return local
+
+            sys.settrace(local)
         elif self.name == "monitoring":
             monitoring = sys.monitoring
             tool = monitoring.PROFILER_ID
@@ -118,6 +126,8 @@ class Anchor:
             self.profiler.clear()
         elif self.name == "setprofile":
             sys.setprofile(None)
+        elif self.name == "settrace":
+            sys.settrace(None)
         elif self.name == "monitoring":
             monitoring = sys.monitoring
             monitoring.set_events(monitoring.PROFILER_ID, 0)

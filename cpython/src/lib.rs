@@ -16,6 +16,10 @@
 //!   generators and offsets are read ([`semantics::semantics_for`]);
 //! * [`layouts`]: struct offsets generated from each version's headers by
 //!   `cpython/tools/gen_layouts.sh` (3.9–3.12, and 3.13 to supplement);
+//! * [`tasks`]: the layout of `_asyncio.Task` (`TaskObj`), private to
+//!   its module so no generator takes it, written per version;
+//! * [`required`]: the offsets every version has, validated once into
+//!   non-optional fields ([`required::CoreOffsets`]);
 //! * [`debug_offsets`]: the shapes of 3.13+'s `_Py_DebugOffsets`, parsed
 //!   and validated from the bytes a target holds.
 //!
@@ -29,7 +33,9 @@ pub mod layouts;
 pub mod dialect;
 pub mod linetable;
 pub mod opcodes;
+pub mod required;
 pub mod semantics;
+pub mod tasks;
 
 use pydeep_format::proto::LineTableKind;
 
@@ -49,6 +55,12 @@ pub fn line_table_kind(major: u32, minor: u32) -> Option<LineTableKind> {
         10 => LineTableKind::LineTable310,
         _ => LineTableKind::LineTableLocations,
     })
+}
+
+/// True if CPython `major.minor` predates every version pydeep claims (as
+/// opposed to being newer than this pydeep knows).
+pub fn older_than_supported(major: u32, minor: u32) -> bool {
+    (major, minor) < VERSIONS[0]
 }
 
 /// True if CPython `major.minor`'s frames give a not-yet-started
@@ -94,6 +106,8 @@ mod tests {
             );
         }
         assert!(semantics::semantics_for(2, 7).is_none());
+        assert!(older_than_supported(3, 8) && older_than_supported(2, 7));
+        assert!(!older_than_supported(3, 9) && !older_than_supported(3, 16));
         assert_eq!(line_table_kind(3, 8), None);
         assert_eq!(line_table_kind(3, 16), None);
     }

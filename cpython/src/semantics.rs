@@ -99,8 +99,33 @@ pub struct Semantics {
     pub generator_states: Option<GeneratorStates>,
     /// Where the offsets come from.
     pub offsets: OffsetsSource,
+    /// What the version's objects mean beyond their offsets.
+    pub objects: ObjectRules,
     /// False for versions written from headers but never run here.
     pub tested: bool,
+}
+
+/// Rules of a version's objects that are not offsets: how `Py_REFCNT`
+/// and `sys.getsizeof()` read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectRules {
+    /// PEP 683 immortal objects (3.12+): on a default build a refcount
+    /// whose low 32 bits are at or above 2**31 marks an immortal object.
+    pub immortal_objects: bool,
+    /// `int.__sizeof__` counts at least one digit, zero keeping one
+    /// (3.11+, Objects/longobject.c `int___sizeof__`); `|ob_size|` digits
+    /// before.
+    pub int_sizeof_counts_a_digit_for_zero: bool,
+    /// `sys.getsizeof()` of a static type adds its metatype's GC
+    /// pre-header: 3.11 and 3.12's `_PySys_GetSizeOf` does without asking
+    /// `tp_is_gc` (3.9/3.10 ask it, which says no for static types; 3.13
+    /// skips static types explicitly).
+    pub static_type_sizeof_adds_preheader: bool,
+    /// A code object holds its bytecode inline, a variable-size object
+    /// whose `__sizeof__` is `tp_basicsize + ob_size * tp_itemsize`
+    /// (3.11+); before, `co_code` is a separate bytes object and
+    /// `__sizeof__` adds `co_cell2arg` and the opcache.
+    pub code_holds_bytecode: bool,
 }
 
 /// The `PyFrameState` values a generator's `gi_frame_state` takes
@@ -130,6 +155,12 @@ pub struct GeneratorStates {
 /// The one table from CPython minor version to how it is read.
 pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
     use InstructionPointer::*;
+    let rules = |immortal_objects, after_3_10, static_type_sizeof_adds_preheader| ObjectRules {
+        immortal_objects,
+        int_sizeof_counts_a_digit_for_zero: after_3_10,
+        static_type_sizeof_adds_preheader,
+        code_holds_bytecode: after_3_10,
+    };
     let frame_object = |instruction, table| Semantics {
         frame_kind: FrameKind::FrameObject,
         instruction,
@@ -138,6 +169,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
         owned_by_generator: 1,
         generator_states: None,
         offsets: OffsetsSource::Generated(table),
+        objects: rules(false, false, false),
         tested: true,
     };
     // 3.11-3.14 share the negative numbering; 3.13 inserted
@@ -168,7 +200,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
         finished_from: 5,
         yield_from_depth: 2,
     };
-    let interpreter_frame = |instruction, shim, tag, states, offsets, tested| Semantics {
+    let interpreter_frame = |instruction, shim, tag, states, offsets, objects, tested| Semantics {
         frame_kind: FrameKind::InterpreterFrame,
         instruction,
         executable_tag_mask: tag,
@@ -176,6 +208,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
         owned_by_generator: 1,
         generator_states: Some(states),
         offsets,
+        objects,
         tested,
     };
     if major != 3 {
@@ -190,6 +223,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             0,
             states_3_11,
             OffsetsSource::Generated(&layouts::CPYTHON_3_11),
+            rules(false, true, true),
             true,
         ),
         12 => interpreter_frame(
@@ -198,6 +232,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             0,
             states_3_11,
             OffsetsSource::Generated(&layouts::CPYTHON_3_12),
+            rules(true, true, true),
             true,
         ),
         13 => interpreter_frame(
@@ -206,6 +241,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             0,
             states_3_13,
             OffsetsSource::DebugOffsets(TableFormat::V3_13),
+            rules(true, true, false),
             true,
         ),
         14 => interpreter_frame(
@@ -214,6 +250,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             3,
             states_3_13,
             OffsetsSource::DebugOffsets(TableFormat::V3_14),
+            rules(true, true, false),
             false,
         ),
         15 => interpreter_frame(
@@ -222,6 +259,7 @@ pub fn semantics_for(major: u32, minor: u32) -> Option<Semantics> {
             3,
             states_3_15,
             OffsetsSource::DebugOffsets(TableFormat::V3_15),
+            rules(true, true, false),
             false,
         ),
         _ => return None,

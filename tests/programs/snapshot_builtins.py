@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextvars
 import functools
+import itertools
 import gc
 import json
 import os
@@ -115,6 +116,34 @@ loop = asyncio.new_event_loop()
 pending_task = loop.create_task(worker(leaf_a))
 context = contextvars.copy_context()
 
+
+def raises(value):
+    local_list = [value]
+    raise ValueError(local_list)
+
+
+# Frames: the running module's, and one left by a finished call (a
+# traceback keeps it; 3.11+ copies its interpreter frame into it).
+running_frame = sys._getframe()
+try:
+    raises(leaf_a)
+except ValueError as error:
+    finished_frame = error.__traceback__.tb_next.tb_frame
+    del error
+# Iterators: sized by object.__sizeof__ (their type's basic size).
+iterators = {
+    "list_iter": iter(my_list),
+    "tuple_iter": iter((leaf_a, leaf_b)),
+    "dict_iter": iter({"k": leaf_a}),
+    "range_iter": iter(range(10)),
+    "str_iter": iter("abc"),
+    "enumerated": enumerate(my_list),
+    "zipped": zip(my_list, my_list),
+    "mapped": map(str, my_list),
+    "counting_up": itertools.count(5),
+    "chained": itertools.chain(my_list),
+}
+
 root = {
     "counter": counter,
     "ordered": ordered,
@@ -144,6 +173,9 @@ root = {
     "suspended_coroutine": suspended_coroutine,
     "pending_task": pending_task,
     "context": context,
+    **iterators,
+    "running_frame": running_frame,
+    "finished_frame": finished_frame,
 }
 
 edges = {
@@ -220,6 +252,10 @@ prefixes = {
     % suspended_coroutine.cr_frame.f_lineno,
     "pending_task": "<Task object at 0x%x>" % id(pending_task),
     "context": "<Context object at 0x%x>" % id(context),
+    **{name: "<%s object at 0x%x>" % (type(value).__name__, id(value))
+       for name, value in iterators.items()},
+    "running_frame": "<frame",
+    "finished_frame": "<frame",
 }
 objects = {}
 for name, value in root.items():
@@ -230,7 +266,7 @@ for name, value in root.items():
         "repr": repr(value) if name in exact else prefixes[name],
         "edges": edges.get(name, []),
         "referents": [] if name in ("Model", "builtin_function") or name.startswith("suspended")
-        or name in ("pending_task", "context")
+        or name in ("pending_task", "context") or name in iterators or name.endswith("_frame")
         else referents(value),
     }
     try:
@@ -241,6 +277,44 @@ for name, value in root.items():
 
 
 
+class Attributes:
+    pass
+
+
+def make_attributes():
+    made = Attributes()
+    made.first = None
+    made.second = None
+    return made
+
+
+def make_target():
+    made = Target()
+    made.payload = None
+    return made
+
+
+def traced_beyond_getsizeof(make):
+    """An instance `make` makes (its attributes set, no __dict__ asked
+    for), and the bytes tracemalloc saw allocated while it was made less
+    its sys.getsizeof: its values array where getsizeof leaves it out
+    (3.11/3.12 kept apart, 3.13+ inline in the object). None on 3.9/3.10,
+    which make a dict that may come from a free list (untraced)."""
+    import tracemalloc
+    make()  # the class's shared keys settle first
+    tracemalloc.start()
+    made = make()
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    first = make.__code__.co_firstlineno
+    lines = range(first, first + 6)
+    traced = sum(t.size for t in snapshot.traces
+                 if t.traceback[0].filename == __file__ and t.traceback[0].lineno in lines)
+    if sys.version_info < (3, 11):
+        return made, None
+    return made, traced - sys.getsizeof(made)
+
+
 def build_private(shared):
     """A list holding objects only it reaches (a list of fresh strings, a
     dict with a fresh key and a big int, an instance with a __dict__) and
@@ -249,21 +323,34 @@ def build_private(shared):
     suffix = str(len(sys.argv))
     strings = ["private string %d %s" % (i, suffix) for i in range(3)]
     table = {"key " + suffix: 10 ** 30 + len(sys.argv)}
-    holder = Target()
+    holder, holder_beyond = traced_beyond_getsizeof(make_target)
     holder.payload = "payload " + suffix
     private = [strings, table, holder]
-    return [private, shared], private, strings, table, holder
+    return [private, shared], private, strings, table, holder, holder_beyond
 
 
 shared_object = ["shared " + str(len(sys.argv))]
-private_root, private, strings, table, holder = build_private(shared_object)
+private_root, private, strings, table, holder, holder_beyond = build_private(shared_object)
 owned = [private_root, private, strings, table, holder, holder.payload]
 owned += strings + list(table) + list(table.values())
 # The instance's attribute values are its own; its __dict__ (3.9/3.10:
-# a dict object; 3.11+: made by vars() below, so the same everywhere).
+# a dict object; 3.11+: made by vars() below, so the same everywhere;
+# 3.13+ adds the inline values below).
 retained = sum(sys.getsizeof(o) for o in owned) + sys.getsizeof(vars(holder))
 del owned, private, strings, table, holder
 objects_retained = {"id": id(private_root), "retained_size": retained}
+
+# 3.13+: the holder's attribute values are inline in it, and freed with
+# it, though neither its getsizeof nor its __dict__'s counts them (3.11/
+# 3.12 moved them into the dict vars() made, which counts them).
+if sys.version_info >= (3, 13):
+    objects_retained["retained_size"] += holder_beyond
+attributes, attributes_beyond = traced_beyond_getsizeof(make_attributes)
+objects_retained["attributes"] = {
+    "id": id(attributes),
+    "size": sys.getsizeof(attributes),
+    "beyond_getsizeof": attributes_beyond,
+}
 
 text = json.dumps({"objects": objects, "retained": objects_retained})
 with open(TRUTH_PATH + ".tmp", "w") as f:

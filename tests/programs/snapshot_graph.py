@@ -8,7 +8,8 @@ Module globals: root = (table, shared); table = {"a": a, "b": b,
 pointing at each other (a cycle) and a.items is shared. The truth lists each
 object's id, type name, sys.getsizeof and reference count (sys.getrefcount
 at module level minus its own argument) and the references pydeep must
-report between them, by id.
+report between them, by id. `closure`: the ids of `held` (a function
+with one cell), its cell and its globals.
 """
 import json
 import os
@@ -34,6 +35,20 @@ a.peer = b
 table = {"a": a, "b": b, "shared": shared}
 root = (table, shared)
 
+
+def make_holder():
+    kept = ["kept by the closure"]
+
+    def holder():
+        return kept
+
+    return holder
+
+
+# A function whose one cell is what it alone holds: a breadth-first walk
+# with a small budget must reach the cell before the module's globals.
+held = make_holder()
+
 objects = {
     "root": {"id": id(root), "type": type(root).__name__, "size": sys.getsizeof(root), "refcount": sys.getrefcount(root) - 1},
     "table": {"id": id(table), "type": type(table).__name__, "size": sys.getsizeof(table), "refcount": sys.getrefcount(table) - 1},
@@ -55,7 +70,9 @@ edges = [
     [id(a), id(b), ".peer"],
     [id(b), id(a), ".peer"],
 ]
-text = json.dumps({"objects": objects, "edges": edges})
+closure = {"function": id(held), "cell": id(held.__closure__[0]),
+           "globals": id(held.__globals__)}
+text = json.dumps({"objects": objects, "edges": edges, "closure": closure})
 with open(TRUTH_PATH + ".tmp", "w") as f:
     f.write(text)
 os.rename(TRUTH_PATH + ".tmp", TRUTH_PATH)

@@ -8,6 +8,9 @@ argv[1]: the ready file. Files in its folder drive the rounds:
   end           write final.json (sys.getprofile/gettrace now, the settrace
                 counter) and exit 0
 
+At the end, every thread's C-level c_profilefunc (read through ctypes) is
+what it was before the windows.
+
 The truth (per-function call counts of one work()) is taken before any
 trace window with a sys.setprofile counter, then removed: work() is
 deterministic, so each thread's traced counts must equal it. A sys.settrace
@@ -19,6 +22,8 @@ import os
 import sys
 import threading
 import time
+
+from c_hooks import c_profile_hooks
 
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
@@ -123,6 +128,7 @@ def worker():
 threading.Thread(target=worker, name="worker", daemon=True).start()
 sys.settrace(tracer)
 profile_before = repr(sys.getprofile())
+c_profile_before = c_profile_hooks()
 trace_before = sys.gettrace() is tracer
 marker()
 with open(ready + ".tmp", "w") as f:
@@ -159,6 +165,8 @@ marker()
 final = {
     "profile_before": profile_before,
     "profile_after": repr(sys.getprofile()),
+    "c_profile_before": c_profile_before,
+    "c_profile_after": c_profile_hooks(),
     "trace_kept": trace_before and sys.gettrace() is tracer,
     "marker_calls": marker_calls,
     "rounds": n - 1,

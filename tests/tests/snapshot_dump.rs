@@ -175,6 +175,8 @@ fn check(python: &Python) {
     );
     assert_eq!(passed["cell"], closure["level1"]["cell"], "{label}");
 
+    check_globals_listed_once(&dump, &label);
+
     // Module globals, builtins left out.
     let globals = inner["globals"].as_array().unwrap();
     assert!(
@@ -193,6 +195,42 @@ fn check(python: &Python) {
         );
         assert_eq!(global["value"]["type"], expected["type"], "{label}: {name}");
     }
+}
+
+/// Each module's globals are listed once in a dump: on the first frame of
+/// that module (threads in order, innermost first); every later frame of
+/// the module lists none and names that frame in `globals_listed_at`.
+fn check_globals_listed_once(dump: &Value, label: &str) {
+    let mut listed_at: std::collections::HashMap<&str, u64> = Default::default();
+    let mut shared = 0;
+    for thread in dump["threads"].as_array().unwrap() {
+        for frame in thread["frames"].as_array().unwrap() {
+            let file = frame["file"].as_str().unwrap();
+            let address = frame["frame_address"].as_u64().unwrap();
+            match listed_at.get(file) {
+                None => {
+                    assert!(
+                        frame["globals"].is_array() && frame["globals_listed_at"].is_null(),
+                        "{label}: the first frame of {file} lists its globals: {frame:#}"
+                    );
+                    listed_at.insert(file, address);
+                }
+                Some(&first) => {
+                    assert!(
+                        frame["globals"].is_null(),
+                        "{label}: {file}'s globals listed again: {frame:#}"
+                    );
+                    assert_eq!(
+                        frame["globals_listed_at"].as_u64(),
+                        Some(first),
+                        "{label}: {file}'s later frame names where they are"
+                    );
+                    shared += 1;
+                }
+            }
+        }
+    }
+    assert!(shared > 0, "{label}: no module ran in two frames: {dump:#}");
 }
 
 #[test]

@@ -92,6 +92,39 @@ fn objects_walks_references_from_a_root_with_the_sizes_and_refcounts_python_repo
             "{label}"
         );
 
+        // A function's closure before its module's globals: with room for
+        // five objects (the function, its closure tuple, code and globals
+        // dict at depth 1), the fifth is the cell, not a global.
+        let closure = &truth["closure"];
+        let function = closure["function"].as_u64().unwrap();
+        let small: Value = serde_json::from_slice(&objects(
+            pid,
+            &[
+                "--root",
+                &format!("0x{function:x}"),
+                "--max-objects",
+                "5",
+                "--format",
+                "json",
+            ],
+        ))
+        .unwrap();
+        let reached: Vec<&Value> = small["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| &n["address"])
+            .collect();
+        assert!(
+            reached.contains(&&closure["cell"]),
+            "{label}: the closure's cell is spent on before globals: {small:#}"
+        );
+        assert!(
+            reached.contains(&&closure["globals"]),
+            "{label}: the globals dict itself is at depth 1: {small:#}"
+        );
+        assert_eq!(reached.len(), 5, "{label}: {small:#}");
+
         // DOT on stdout and SVG through Graphviz, naming the same objects.
         let dot = String::from_utf8(objects(pid, &["--root", "module:__main__:root"])).unwrap();
         assert!(dot.starts_with("digraph snapshot_0 {"), "{label}");

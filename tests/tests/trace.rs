@@ -86,6 +86,8 @@ struct Traced {
     native: HashMap<u32, u64>,
     /// FrameDef id → (file name, function name).
     names: HashMap<u64, (String, String)>,
+    /// FrameDef id → its line (line events: the line reported).
+    lines: HashMap<u64, u32>,
 }
 
 fn read_trace(path: &Path) -> Traced {
@@ -120,6 +122,11 @@ fn read_trace(path: &Path) -> Traced {
             (id, (name(|c| c.filename), name(|c| c.name)))
         })
         .collect();
+    let lines = tables
+        .frames
+        .iter()
+        .map(|(id, frame)| (id, frame.line))
+        .collect();
     Traced {
         events,
         lost,
@@ -127,6 +134,7 @@ fn read_trace(path: &Path) -> Traced {
         start_clock_ns,
         native,
         names,
+        lines,
     }
 }
 
@@ -268,6 +276,38 @@ fn check(python: &Python) {
     );
     check_flamegraph(&traced, &first, &what);
 
+    // A recording without line events (calls only, as every recording
+    // before --lines): `lines --trace` says so instead of an empty gutter.
+    let no_lines = Command::new(workspace_binary("pydeep-view"))
+        .args(["lines", "--trace"])
+        .arg(&first)
+        .arg("--source")
+        .arg(pydeep_integration::program("trace_calls.py"))
+        .output()
+        .expect("run pydeep-view lines --trace");
+    assert!(
+        !no_lines.status.success()
+            && String::from_utf8_lossy(&no_lines.stderr).contains("no line event"),
+        "{what}: lines --trace on a calls-only recording: {}",
+        String::from_utf8_lossy(&no_lines.stderr)
+    );
+
+    // --lines on a target whose main thread has a trace function (the
+    // fixture's sys.settrace): refused, exit 20, nothing installed; the
+    // program's trace function keeps working (checked at the end).
+    let refused = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &pid.to_string(), "--lines", "-d", "1s", "-o"])
+        .arg(dir.join("lines-refused.pdr"))
+        .output()
+        .expect("run pydeep trace --lines");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(20), "{what}: {stderr}");
+    assert!(stderr.contains("trace function"), "{what}: {stderr}");
+    assert!(
+        !dir.join("lines-refused.pdr").exists(),
+        "{what}: a refused trace left a recording"
+    );
+
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
     let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
@@ -288,6 +328,10 @@ fn check(python: &Python) {
     assert_eq!(
         last["profile_after"], last["profile_before"],
         "{what}: {last}"
+    );
+    assert_eq!(
+        last["c_profile_after"], last["c_profile_before"],
+        "{what}: a C-level profile function left behind: {last}"
     );
     assert_eq!(
         last["trace_kept"], true,
@@ -688,5 +732,300 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
         let status = wait_exit(&mut child, &what);
         assert!(status.success(), "{what}: the target ended with {status}");
         eprintln!("   {what}: the program's own profile function replaced the hook and was left alone ({steps} step() calls traced before)");
+    }
+}
+
+/// The regex of the `--functions` test: `spin`, `Acc.add` and the
+/// generator `evens` of trace_lines.py (`Acc.` optional: before 3.11 a code
+/// object's qualified name is its plain name).
+const SELECTED_FUNCTIONS: &str = r"trace_lines\.py:(Acc\.)?(spin|add|evens)$";
+
+/// `--functions` and `--lines` against the target's own truth, on every
+/// interpreter with a GIL: per window, on each of two threads, calls of
+/// the selected functions equal a `sys.setprofile` counter's, line events
+/// per (function, line) equal a `sys.settrace` counter's, no event of any
+/// other code is recorded (with `--functions`), every event lies within
+/// the thread's own clock readings around the work; `pydeep-view lines
+/// --trace` shows the same per-line counts. A window whose agent is
+/// SIGKILLed ends by itself: every thread's C-level `c_profilefunc` and
+/// `c_tracefunc` (read by the fixture through ctypes: `sys.gettrace()`
+/// cannot see a hook installed without an object) are clear again, and the
+/// next window works. Afterwards the target's `sys.getprofile()` /
+/// `sys.gettrace()` and C-level hooks are what they were and its own
+/// profile and trace functions count what they counted before.
+#[test]
+fn traced_functions_and_lines_match_the_targets_own_truth() {
+    for python in test_pythons("pydeep trace --functions, --lines") {
+        if python.free_threaded {
+            continue;
+        }
+        check_functions_and_lines(&python);
+    }
+}
+
+fn check_functions_and_lines(python: &Python) {
+    let what = python.label();
+    let mut fixture = Fixture::start(python, "trace_lines.py", &[]);
+    let truth = fixture.wait_truth(|_, _| true);
+    let dir: PathBuf = fixture.dir().to_path_buf();
+    let pid = fixture.pid();
+    let to_map = |value: &Value| -> HashMap<String, u64> {
+        value
+            .as_object()
+            .expect("a truth object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+            .collect()
+    };
+    let calls = to_map(&truth["calls"]);
+    let lines = to_map(&truth["lines"]);
+    let windows: [(&str, Vec<&str>, bool, bool); 3] = [
+        (
+            "functions",
+            vec!["--functions", SELECTED_FUNCTIONS],
+            true,
+            false,
+        ),
+        (
+            "functions+lines",
+            vec!["--lines", "--functions", SELECTED_FUNCTIONS],
+            true,
+            true,
+        ),
+        ("lines", vec!["--lines"], false, true),
+    ];
+    for (round, (name, args, selective, with_lines)) in windows.iter().enumerate() {
+        let round = round + 1;
+        let output = dir.join(format!("{name}.pdr"));
+        let mut trace_args = vec!["--until-stopped"];
+        trace_args.extend(args.iter().copied());
+        let mut trace = Trace::start(pid, &output, &trace_args, &what);
+        trace.wait_tracing();
+        std::fs::write(dir.join(format!("go{round}")), "").expect("go");
+        let result = wait_json(&dir.join(format!("round{round}.json")), &mut fixture, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(
+            status.success(),
+            "{what}: {name}: pydeep trace ended with {status}"
+        );
+        let traced = read_trace(&output);
+        assert_eq!(traced.lost, 0, "{what}: {name}: events lost");
+        let ours = |frame: u64| {
+            traced.names.get(&frame).filter(|(file, function)| {
+                file.ends_with("trace_lines.py") && calls.contains_key(function.as_str())
+            })
+        };
+        if *selective {
+            let others: Vec<&(String, String)> = traced
+                .events
+                .iter()
+                .filter(|e| ours(e.frame).is_none())
+                .filter_map(|e| traced.names.get(&e.frame))
+                .collect();
+            assert!(
+                others.is_empty(),
+                "{what}: {name}: events of code --functions did not select: {:?}",
+                &others[..others.len().min(5)]
+            );
+        }
+        let line_kind = traced
+            .events
+            .iter()
+            .any(|e| e.kind == TraceEventKind::TraceLine);
+        assert_eq!(
+            line_kind, *with_lines,
+            "{what}: {name}: line events recorded: {line_kind}"
+        );
+        for clock in result["threads"].as_array().expect("threads") {
+            let native = clock["thread"].as_u64().expect("thread");
+            let (before, after) = (
+                clock["before"].as_u64().expect("before"),
+                clock["after"].as_u64().expect("after"),
+            );
+            let mut got_calls: HashMap<String, u64> = HashMap::new();
+            let mut got_lines: HashMap<String, u64> = HashMap::new();
+            for e in traced
+                .events
+                .iter()
+                .filter(|e| traced.native.get(&e.thread) == Some(&native))
+            {
+                let Some((_, function)) = ours(e.frame) else {
+                    continue;
+                };
+                assert!(
+                    (before..=after).contains(&e.time_ns),
+                    "{what}: {name}: a {function} event at {} outside the thread's work [{before}, {after}]",
+                    e.time_ns
+                );
+                match e.kind {
+                    TraceEventKind::TraceCall => {
+                        *got_calls.entry(function.clone()).or_default() += 1
+                    }
+                    TraceEventKind::TraceLine => {
+                        let line = traced.lines.get(&e.frame).copied().unwrap_or(0);
+                        *got_lines.entry(format!("{function}:{line}")).or_default() += 1
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                got_calls, calls,
+                "{what}: {name}: thread {native}'s calls of the selected functions"
+            );
+            if *with_lines {
+                assert_eq!(
+                    got_lines, lines,
+                    "{what}: {name}: thread {native}'s line events of the selected functions"
+                );
+            }
+        }
+        if *with_lines && *selective {
+            check_lines_view(&output, &lines, &what);
+        }
+        if *selective {
+            // top --trace reads a selective recording with line events in
+            // it: the selected functions only, with both threads' calls.
+            let table = Command::new(workspace_binary("pydeep-view"))
+                .args(["top", "--trace", "--limit", "0"])
+                .arg(&output)
+                .output()
+                .expect("run pydeep-view top --trace");
+            assert!(table.status.success(), "{what}: {name}: top --trace failed");
+            let table = String::from_utf8_lossy(&table.stdout);
+            let spin_calls = table
+                .lines()
+                .find(|l| l.contains(" spin (") && l.contains("trace_lines.py"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            assert_eq!(
+                spin_calls,
+                Some(2 * calls["spin"]),
+                "{what}: {name}: top --trace's spin row:\n{table}"
+            );
+            assert!(
+                !table.contains(" noise (") && !table.contains(" work ("),
+                "{what}: {name}: top --trace shows code --functions did not select:\n{table}"
+            );
+        }
+        eprintln!(
+            "   {what}: {name}: {} events; calls{} of the selected functions equal the target's own counters on both threads",
+            traced.events.len(),
+            if *with_lines { " and lines" } else { "" }
+        );
+    }
+    // The agent killed (SIGKILL) in a --lines window: the tracer's
+    // watchdog sees no heartbeat and removes both hooks from every thread
+    // by itself; the fixture reads its threads' c_profilefunc and
+    // c_tracefunc until they are clear (at most 60 s, never timed here).
+    let killed = dir.join("killed.pdr");
+    let mut trace = Trace::start(
+        pid,
+        &killed,
+        &[
+            "--until-stopped",
+            "--lines",
+            "--functions",
+            SELECTED_FUNCTIONS,
+        ],
+        &what,
+    );
+    trace.wait_tracing();
+    trace.child.kill().expect("SIGKILL pydeep trace");
+    let _ = trace.child.wait();
+    std::fs::write(dir.join("gone"), "").expect("gone");
+    let gone = wait_json(&dir.join("gone.json"), &mut fixture, &what);
+    let all_clear = |hooks: &Value| {
+        hooks
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .all(|h| h == &serde_json::json!([false, false]))
+    };
+    assert!(
+        !all_clear(&gone["at_first"]),
+        "{what}: no C hook seen while the killed agent's window was open: {gone}"
+    );
+    assert!(
+        all_clear(&gone["c_hooks"]),
+        "{what}: the hooks outlived the killed agent: {gone}"
+    );
+    // And a window right after works.
+    let after = dir.join("after-kill.pdr");
+    let again = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &pid.to_string(), "--lines", "-d", "1s", "-o"])
+        .arg(&after)
+        .output()
+        .expect("run pydeep trace");
+    assert!(
+        again.status.success(),
+        "{what}: the window after a killed agent: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    eprintln!(
+        "   {what}: agent SIGKILLed: every hook gone after {:.1} s; the next window works",
+        gone["waited_s"].as_f64().unwrap_or(0.0)
+    );
+
+    std::fs::write(dir.join("end"), "").expect("end");
+    let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
+    assert_eq!(last["hooks_after"], last["hooks_before"], "{what}: {last}");
+    assert_eq!(
+        last["c_hooks_after"], last["c_hooks_before"],
+        "{what}: C-level profile/trace functions left behind: {last}"
+    );
+    assert_eq!(
+        last["truth_again"], true,
+        "{what}: the target's own setprofile/settrace counted differently after the windows: {last}"
+    );
+    let status = wait_exit(&mut fixture.child, &what);
+    assert!(status.success(), "{what}: the target ended with {status}");
+}
+
+/// `pydeep-view lines --trace RECORDING SOURCE`: each line of the source
+/// with its exact hits; the selected functions' lines show twice the
+/// truth (two threads ran work() once each).
+fn check_lines_view(recording: &Path, lines: &HashMap<String, u64>, what: &str) {
+    let source = pydeep_integration::program("trace_lines.py");
+    let output = Command::new(workspace_binary("pydeep-view"))
+        .args(["lines", "--trace"])
+        .arg(recording)
+        .arg("--source")
+        .arg(&source)
+        .output()
+        .expect("run pydeep-view lines --trace");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what}: pydeep-view lines --trace failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut expected: HashMap<u32, u64> = HashMap::new();
+    for (key, count) in lines {
+        let line: u32 = key
+            .rsplit(':')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .expect("a line");
+        *expected.entry(line).or_default() += 2 * count;
+    }
+    for row in text.lines() {
+        let Some((gutter, _)) = row.split_once(" | ") else {
+            continue;
+        };
+        let fields: Vec<&str> = gutter.split_whitespace().collect();
+        let Some(number) = fields.last().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let hits = fields
+            .first()
+            .filter(|_| fields.len() > 1)
+            .and_then(|h| h.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert_eq!(
+            hits,
+            expected.get(&number).copied().unwrap_or(0),
+            "{what}: lines --trace, line {number}:\n{text}"
+        );
     }
 }

@@ -6,15 +6,15 @@
 //! (`agent/src/trace/ring.rs`, which reads the block with `process_vm_readv`).
 //! Change it only together with [`LAYOUT_VERSION`].
 
-/// First word of the control block: "PYDEEPT1" little-endian.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT1");
+/// First word of the control block: "PYDEEPT2" little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT2");
 /// Version of this layout; the exported names carry it too.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Exported name of the control block.
-pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V1";
+pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V2";
 /// Exported name of the start function:
 /// `int start(uint32_t agent_pid, uint32_t flags)`.
-pub const START_SYMBOL: &str = "pydeep_tracer_v1_start";
+pub const START_SYMBOL: &str = "pydeep_tracer_v2_start";
 
 /// Events the ring holds (a power of two).
 pub const CAPACITY: u64 = 1 << 19;
@@ -36,10 +36,38 @@ pub const KIND_C_CALL: u32 = 3;
 /// Event kind: a C function returned or raised (`--c-calls`).
 pub const KIND_C_RETURN: u32 = 4;
 
+/// Event kind: a new source line starts executing (`--lines`); the
+/// event's `LINE` field holds it.
+pub const KIND_LINE: u32 = 5;
+
+/// Entries of the selection table (`--functions`, a power of two): one
+/// `u64` each, the code object's address with a `SELECT_*` word in its low
+/// four bits (code objects are 16-byte aligned), 0 for a free slot. Only
+/// the agent writes it (one aligned 8-byte write per entry); the tracer
+/// reads it. Slot of an address: [`select_slot`], then linear probing over
+/// at most [`SELECT_PROBES`] slots.
+pub const SELECT_CAPACITY: usize = 1 << 16;
+/// Longest probe sequence in the selection table.
+pub const SELECT_PROBES: usize = 64;
+/// Selection: the code object matches `--functions`.
+pub const SELECT_YES: u64 = 1;
+/// Selection: it does not (the tracer writes no event for it).
+pub const SELECT_NO: u64 = 2;
+
+/// First slot of `address` in the selection table.
+pub fn select_slot(address: u64) -> usize {
+    ((address >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize & (SELECT_CAPACITY - 1)
+}
+
 /// Flag: record Python calls and returns.
 pub const FLAG_CALLS: u32 = 1;
 /// Flag: record C calls and returns too.
 pub const FLAG_C_CALLS: u32 = 2;
+/// Flag: record line events too (a C trace function, `_PyEval_SetTrace`).
+pub const FLAG_LINES: u32 = 4;
+/// Flag: `--functions`: skip events of code objects the selection table
+/// marks [`SELECT_NO`] (the agent filters the rest by itself).
+pub const FLAG_SELECT: u32 = 8;
 
 /// Command (agent → tracer): trace.
 pub const COMMAND_RUN: u32 = 1;
@@ -104,8 +132,14 @@ pub mod offset {
     pub const START_NS: u64 = 96;
     /// See [`START_NS`].
     pub const STOP_NS: u64 = 104;
+    /// `u64` address of the selection table in the target.
+    pub const SELECT_ADDRESS: u64 = 112;
+    /// `u32` threads that got the line hook (`--lines`).
+    pub const THREADS_LINE_HOOKED: u64 = 120;
+    /// `u32` reserved.
+    pub const RESERVED: u64 = 124;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
-    pub const MESSAGE: u64 = 112;
+    pub const MESSAGE: u64 = 128;
     /// Size of the whole block.
     pub const SIZE: u64 = MESSAGE + super::MESSAGE_SIZE as u64;
 }
@@ -121,6 +155,9 @@ pub mod event {
     pub const THREAD: usize = 16;
     /// `u32` one of the `KIND_*` words.
     pub const KIND: usize = 20;
-    /// `u32` instruction offset in bytes (0 when not known).
+    /// `u32` instruction offset in bytes (0 when not known: calls, and
+    /// line events before 3.11).
     pub const OFFSET: usize = 24;
+    /// `u32` source line of a line event (0 otherwise).
+    pub const LINE: usize = 28;
 }

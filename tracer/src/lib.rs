@@ -1,7 +1,7 @@
 //! pydeep's in-target tracer.
 //!
 //! `pydeep trace` loads this library into a running CPython (see
-//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v1_start`].
+//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v2_start`].
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
@@ -58,6 +58,9 @@ pub struct Control {
     ring_address: AtomicU64,
     start_ns: AtomicU64,
     stop_ns: AtomicU64,
+    select_address: AtomicU64,
+    threads_line_hooked: AtomicU32,
+    reserved: AtomicU32,
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -84,6 +87,9 @@ const _: () = {
     assert!(offset_of!(Control, ring_address) as u64 == offset::RING_ADDRESS);
     assert!(offset_of!(Control, start_ns) as u64 == offset::START_NS);
     assert!(offset_of!(Control, stop_ns) as u64 == offset::STOP_NS);
+    assert!(offset_of!(Control, select_address) as u64 == offset::SELECT_ADDRESS);
+    assert!(offset_of!(Control, threads_line_hooked) as u64 == offset::THREADS_LINE_HOOKED);
+    assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
     assert!(std::mem::size_of::<Control>() as u64 == offset::SIZE);
     assert!(std::mem::size_of::<Event>() as u64 == EVENT_SIZE);
@@ -92,12 +98,13 @@ const _: () = {
     assert!(offset_of!(Event, thread) == event::THREAD);
     assert!(offset_of!(Event, kind) == event::KIND);
     assert!(offset_of!(Event, offset) == event::OFFSET);
+    assert!(offset_of!(Event, line) == event::LINE);
 };
 
 /// The control block, found by the agent through the library's dynamic
 /// symbol table.
 #[no_mangle]
-pub static PYDEEP_TRACER_V1: Control = Control {
+pub static PYDEEP_TRACER_V2: Control = Control {
     magic: AtomicU64::new(MAGIC),
     version: AtomicU32::new(LAYOUT_VERSION),
     state: AtomicU32::new(STATE_IDLE),
@@ -115,6 +122,9 @@ pub static PYDEEP_TRACER_V1: Control = Control {
     ring_address: AtomicU64::new(0),
     start_ns: AtomicU64::new(0),
     stop_ns: AtomicU64::new(0),
+    select_address: AtomicU64::new(0),
+    threads_line_hooked: AtomicU32::new(0),
+    reserved: AtomicU32::new(0),
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -127,7 +137,7 @@ struct Event {
     thread: u32,
     kind: u32,
     offset: u32,
-    reserved: u32,
+    line: u32,
 }
 
 struct Ring(UnsafeCell<[Event; CAPACITY as usize]>);
@@ -142,7 +152,7 @@ static RING: Ring = Ring(UnsafeCell::new(
         thread: 0,
         kind: 0,
         offset: 0,
-        reserved: 0,
+        line: 0,
     }; CAPACITY as usize],
 ));
 
@@ -153,10 +163,34 @@ struct Kept(UnsafeCell<[usize; KEPT_CAPACITY]>);
 unsafe impl Sync for Kept {}
 static KEPT: Kept = Kept(UnsafeCell::new([0; KEPT_CAPACITY]));
 
+/// The selection table of `--functions` (layout: [`abi::SELECT_CAPACITY`]):
+/// written only by the agent, from outside; cleared at each start.
+static SELECT: [AtomicU64; SELECT_CAPACITY] = [const { AtomicU64::new(0) }; SELECT_CAPACITY];
+
+/// The agent's decision on `code`: [`SELECT_YES`], [`SELECT_NO`], or 0 if
+/// it has not decided yet (the event is written; the agent filters it).
+fn selection(code: usize) -> u64 {
+    let code = code as u64;
+    let mut i = select_slot(code);
+    for _ in 0..SELECT_PROBES {
+        let entry = SELECT[i].load(Ordering::Relaxed);
+        if entry == 0 {
+            return 0;
+        }
+        if entry & !0xf == code {
+            return entry & 0xf;
+        }
+        i = (i + 1) & (SELECT_CAPACITY - 1);
+    }
+    0
+}
+
 /// True from a start until the watchdog has released everything.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// Offset of `c_profilefunc` in `PyThreadState`, found by calibration.
 static PROFILE_FIELD: AtomicUsize = AtomicUsize::new(0);
+/// Offset of `c_tracefunc` in `PyThreadState`, found by calibration.
+static TRACE_FIELD: AtomicUsize = AtomicUsize::new(0);
 
 type TraceFunc = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int, *mut c_void) -> c_int;
 
@@ -165,12 +199,24 @@ type PointerToPointer = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 type GetPointer = unsafe extern "C" fn() -> *mut c_void;
 type TakePointer = unsafe extern "C" fn(*mut c_void);
 type GetInt = unsafe extern "C" fn() -> c_int;
+type SetCurrent = unsafe extern "C" fn(Option<TraceFunc>, *mut c_void);
+type FrameToInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type TakeInt = unsafe extern "C" fn(c_int);
 type NoArguments = unsafe extern "C" fn();
 
 /// The C API functions the tracer calls, found with `dlsym`.
 struct Api {
     set_profile: SetProfile,
+    /// `_PyEval_SetTrace` (any thread), not exported by 3.13.
+    set_trace: Option<SetProfile>,
+    /// `PyEval_SetTrace` (the current thread).
+    set_trace_current: SetCurrent,
+    /// `PyEval_SetTraceAllThreads` (3.12+): how 3.13 gets a trace function
+    /// onto other threads.
+    set_trace_all: Option<SetCurrent>,
+    frame_get_line: FrameToInt,
+    /// `PyFrame_GetLasti` (3.11+).
+    frame_get_lasti: Option<FrameToInt>,
     frame_get_code: PointerToPointer,
     thread_state_get: GetPointer,
     inc_ref: TakePointer,
@@ -250,6 +296,18 @@ fn resolve() -> Result<Api, &'static str> {
     }
     Ok(Api {
         set_profile: function!(SetProfile; "_PyEval_SetProfile"),
+        // SAFETY: _PyEval_SetTrace(PyThreadState *, Py_tracefunc, PyObject *)
+        // -> int and PyEval_SetTraceAllThreads(Py_tracefunc, PyObject *),
+        // where exported.
+        set_trace: symbol(b"_PyEval_SetTrace\0")
+            .map(|address| unsafe { std::mem::transmute::<*mut c_void, SetProfile>(address) }),
+        set_trace_current: function!(SetCurrent; "PyEval_SetTrace"),
+        set_trace_all: symbol(b"PyEval_SetTraceAllThreads\0")
+            .map(|address| unsafe { std::mem::transmute::<*mut c_void, SetCurrent>(address) }),
+        frame_get_line: function!(FrameToInt; "PyFrame_GetLineNumber"),
+        // SAFETY: PyFrame_GetLasti(PyFrameObject *) -> int, where exported.
+        frame_get_lasti: symbol(b"PyFrame_GetLasti\0")
+            .map(|address| unsafe { std::mem::transmute::<*mut c_void, FrameToInt>(address) }),
         frame_get_code: function!(PointerToPointer; "PyFrame_GetCode"),
         thread_state_get: function!(GetPointer; "PyThreadState_Get"),
         inc_ref: function!(TakePointer; "Py_IncRef"),
@@ -274,11 +332,11 @@ fn resolve() -> Result<Api, &'static str> {
 /// # Safety
 /// Call from a thread where calling malloc and pthread_create is safe.
 #[no_mangle]
-pub unsafe extern "C" fn pydeep_tracer_v1_start(agent_pid: u32, flags: u32) -> c_int {
+pub unsafe extern "C" fn pydeep_tracer_v2_start(agent_pid: u32, flags: u32) -> c_int {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return -1;
     }
-    let c = &PYDEEP_TRACER_V1;
+    let c = &PYDEEP_TRACER_V2;
     c.command.store(COMMAND_RUN, Ordering::Relaxed);
     c.flags.store(flags, Ordering::Relaxed);
     c.agent_pid.store(agent_pid, Ordering::Relaxed);
@@ -293,6 +351,12 @@ pub unsafe extern "C" fn pydeep_tracer_v1_start(agent_pid: u32, flags: u32) -> c
     c.ring_address.store(RING.0.get() as u64, Ordering::Relaxed);
     c.start_ns.store(0, Ordering::Relaxed);
     c.stop_ns.store(0, Ordering::Relaxed);
+    c.threads_line_hooked.store(0, Ordering::Relaxed);
+    for entry in SELECT.iter() {
+        entry.store(0, Ordering::Relaxed);
+    }
+    c.select_address
+        .store(SELECT.as_ptr() as u64, Ordering::Relaxed);
     set_message("");
     if API.get().is_none() {
         match resolve() {
@@ -324,7 +388,7 @@ pub unsafe extern "C" fn pydeep_tracer_v1_start(agent_pid: u32, flags: u32) -> c
 fn set_message(text: &str) {
     // SAFETY: only the starter and the watchdog write it, one after the
     // other, before publishing a state.
-    let message = unsafe { &mut *PYDEEP_TRACER_V1.message.get() };
+    let message = unsafe { &mut *PYDEEP_TRACER_V2.message.get() };
     message.fill(0);
     let n = text.len().min(MESSAGE_SIZE - 1);
     message[..n].copy_from_slice(&text.as_bytes()[..n]);
@@ -347,7 +411,7 @@ unsafe extern "C" fn profile(
         _ => return 0,
     };
     let Some(api) = API.get() else { return 0 };
-    let c = &PYDEEP_TRACER_V1;
+    let c = &PYDEEP_TRACER_V2;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         // The window is over: this thread removes its own hook at once
         // (the watchdog removes the others' when it holds the GIL).
@@ -370,6 +434,9 @@ unsafe extern "C" fn profile(
     if object.is_null() {
         return 0;
     }
+    if !c_function && skipped(object) {
+        return 0;
+    }
     let kept = keep(api, object as usize, !c_function);
     if !kept {
         drop_event(time_ns);
@@ -390,11 +457,98 @@ unsafe extern "C" fn profile(
             thread: thread_id(),
             kind,
             offset: 0,
-            reserved: 0,
+            line: 0,
         },
     );
     c.write_pos.store(w + 1, Ordering::Release);
     0
+}
+
+/// With `--functions`: true if the agent said `code` (a new reference from
+/// `PyFrame_GetCode`) is not selected; the reference is then given back.
+unsafe fn skipped(code: *mut c_void) -> bool {
+    if PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
+        || selection(code as usize) != SELECT_NO
+    {
+        return false;
+    }
+    give_back_code_reference(code as usize);
+    true
+}
+
+/// The trace function of `--lines`: one event per line event (a new
+/// source line starts, or a loop jumps back to one). Calls, returns and
+/// exceptions are the profile function's business; opcode events are not
+/// asked for. Runs with the GIL held, on the thread that runs the line.
+unsafe extern "C" fn trace(
+    _object: *mut c_void,
+    frame: *mut c_void,
+    what: c_int,
+    _arg: *mut c_void,
+) -> c_int {
+    // PyTrace_LINE 2.
+    if what != 2 {
+        return 0;
+    }
+    let Some(api) = API.get() else { return 0 };
+    let c = &PYDEEP_TRACER_V2;
+    if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
+        set_own_trace(api, None);
+        return 0;
+    }
+    let time_ns = now_ns();
+    let object = (api.frame_get_code)(frame);
+    if object.is_null() {
+        return 0;
+    }
+    if skipped(object) {
+        return 0;
+    }
+    if !keep(api, object as usize, true) {
+        drop_event(time_ns);
+        return 0;
+    }
+    let line = (api.frame_get_line)(frame).max(0) as u32;
+    let offset = match api.frame_get_lasti {
+        Some(lasti) => lasti(frame).max(0) as u32,
+        None => 0,
+    };
+    let w = c.write_pos.load(Ordering::Relaxed);
+    let r = c.read_pos.load(Ordering::Acquire);
+    if w.wrapping_sub(r) >= CAPACITY {
+        drop_event(time_ns);
+        return 0;
+    }
+    let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
+    std::ptr::write_volatile(
+        slot,
+        Event {
+            time_ns,
+            object: object as u64,
+            thread: thread_id(),
+            kind: KIND_LINE,
+            offset,
+            line,
+        },
+    );
+    c.write_pos.store(w + 1, Ordering::Release);
+    0
+}
+
+/// Sets (or removes) the calling thread's C trace function.
+unsafe fn set_own_trace(api: &Api, function: Option<TraceFunc>) {
+    match api.set_trace {
+        Some(set) => {
+            if set((api.thread_state_get)(), function, std::ptr::null_mut()) < 0 {
+                (api.err_clear)();
+            }
+        }
+        None => (api.set_trace_current)(function, std::ptr::null_mut()),
+    }
+}
+
+fn trace_address() -> usize {
+    trace as *const () as usize
 }
 
 fn profile_address() -> usize {
@@ -402,7 +556,7 @@ fn profile_address() -> usize {
 }
 
 fn drop_event(time_ns: u64) {
-    let c = &PYDEEP_TRACER_V1;
+    let c = &PYDEEP_TRACER_V2;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);
     }
@@ -447,7 +601,7 @@ unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
             if !owned {
                 (api.inc_ref)(object as *mut c_void);
             }
-            PYDEEP_TRACER_V1
+            PYDEEP_TRACER_V2
                 .kept_objects
                 .fetch_add(1, Ordering::Relaxed);
             return true;
@@ -488,37 +642,64 @@ unsafe fn with_gil<T>(api: &Api, f: impl FnOnce() -> T) -> Option<T> {
 /// must read in other threads (to refuse rather than replace another
 /// profiler), without a table per CPython version.
 unsafe fn calibrate(api: &Api) -> Result<usize, &'static str> {
+    calibrate_field(api.set_profile, profile, api)
+        .ok_or("c_profilefunc was not found in PyThreadState")
+}
+
+/// The same for `c_tracefunc` (`--lines`), with `_PyEval_SetTrace`.
+unsafe fn calibrate_trace(api: &Api) -> Result<usize, &'static str> {
+    if api.set_trace.is_none() && api.set_trace_all.is_none() {
+        return Err("this interpreter exports neither _PyEval_SetTrace nor \
+                    PyEval_SetTraceAllThreads: pydeep trace --lines cannot hook its threads");
+    }
     let me = (api.thread_state_get)();
-    if (api.set_profile)(me, Some(profile), std::ptr::null_mut()) < 0 {
-        (api.err_clear)();
-        return Err("an audit hook refused sys.setprofile");
-    }
+    set_own_trace(api, Some(trace));
     let words = me as *const usize;
-    // c_profilefunc lies in the first 40 words of PyThreadState on 3.9-3.13.
-    let found = (2..40).find(|&i| std::ptr::read_volatile(words.add(i)) == profile_address());
-    if (api.set_profile)(me, None, std::ptr::null_mut()) < 0 {
-        (api.err_clear)();
-    }
+    let found = (2..40).find(|&i| std::ptr::read_volatile(words.add(i)) == trace_address());
+    set_own_trace(api, None);
     found
         .map(|i| i * 8)
-        .ok_or("c_profilefunc was not found in PyThreadState")
+        .ok_or("c_tracefunc was not found in PyThreadState")
+}
+
+unsafe fn calibrate_field(set: SetProfile, function: TraceFunc, api: &Api) -> Option<usize> {
+    let me = (api.thread_state_get)();
+    if set(me, Some(function), std::ptr::null_mut()) < 0 {
+        (api.err_clear)();
+        return None;
+    }
+    let words = me as *const usize;
+    // c_profilefunc and c_tracefunc lie in the first 40 words of
+    // PyThreadState on 3.9-3.13.
+    let found = (2..40).find(|&i| std::ptr::read_volatile(words.add(i)) == function as usize);
+    if set(me, None, std::ptr::null_mut()) < 0 {
+        (api.err_clear)();
+    }
+    found.map(|i| i * 8)
 }
 
 /// Installs the hook on every thread of the main interpreter that has no
 /// profile function. With `refuse_others`, a thread that has another
 /// profile function makes the whole install fail (nothing is installed);
 /// later rescans leave such a thread alone.
-unsafe fn install(api: &Api, refuse_others: bool) -> Result<u32, String> {
+unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), String> {
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
+    let lines = PYDEEP_TRACER_V2.flags.load(Ordering::Relaxed) & FLAG_LINES != 0;
+    let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
     let me = (api.thread_state_get)();
     let head = (api.thread_head)((api.interpreter_main)());
     let mut targets = Vec::new();
+    let mut line_targets = Vec::new();
+    let mut foreign_trace = false;
     let mut thread = head;
     let mut seen = 0;
+    let read = |thread: *mut c_void, field: usize| {
+        std::ptr::read_volatile((thread as *const u8).add(field) as *const usize)
+    };
     while !thread.is_null() && seen < 100_000 {
         seen += 1;
         if thread != me {
-            let current = std::ptr::read_volatile((thread as *const u8).add(field) as *const usize);
+            let current = read(thread, field);
             if current == 0 {
                 targets.push(thread);
             } else if current != profile_address() && refuse_others {
@@ -527,6 +708,22 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<u32, String> {
                      yappi or another tracer); pydeep trace never replaces one: stop it first"
                         .into(),
                 );
+            }
+            if lines {
+                let current = read(thread, trace_field);
+                if current == 0 {
+                    line_targets.push(thread);
+                } else if current != trace_address() {
+                    foreign_trace = true;
+                }
+                if current != 0 && current != trace_address() && refuse_others {
+                    return Err(
+                        "a thread of the target already has a trace function (sys.settrace: a debugger, \
+                         coverage, pdb); pydeep trace --lines never replaces one: stop it first, or \
+                         trace without --lines"
+                            .into(),
+                    );
+                }
             }
         }
         thread = (api.thread_next)(thread);
@@ -539,27 +736,77 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<u32, String> {
         }
         hooked += 1;
     }
-    Ok(hooked)
+    let mut line_hooked = 0;
+    match (api.set_trace, api.set_trace_all) {
+        (Some(set), _) => {
+            for thread in line_targets {
+                if set(thread, Some(trace), std::ptr::null_mut()) < 0 {
+                    (api.err_clear)();
+                    return Err("an audit hook refused sys.settrace".into());
+                }
+                line_hooked += 1;
+            }
+        }
+        // 3.13: only "every thread" or "this thread". Every thread, when
+        // no thread has a trace function of its own (which it would
+        // replace: a thread that set one during the window keeps it, and
+        // threads started after that get no line hook); then ours off the
+        // watchdog's own thread.
+        (None, Some(set_all)) if !line_targets.is_empty() && !foreign_trace => {
+            set_all(Some(trace), std::ptr::null_mut());
+            set_own_trace(api, None);
+            line_hooked = line_targets.len() as u32;
+        }
+        _ => {}
+    }
+    Ok((hooked, line_hooked))
 }
 
 /// Removes our hook from every thread that has it.
 unsafe fn uninstall(api: &Api) {
+    let mut ours_left = false;
+    let mut foreign_left = false;
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
+    let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
     let mut thread = (api.thread_head)((api.interpreter_main)());
     let mut seen = 0;
+    let read = |thread: *mut c_void, field: usize| {
+        std::ptr::read_volatile((thread as *const u8).add(field) as *const usize)
+    };
     while !thread.is_null() && seen < 100_000 {
         seen += 1;
-        let current = std::ptr::read_volatile((thread as *const u8).add(field) as *const usize);
-        if current == profile_address() && (api.set_profile)(thread, None, std::ptr::null_mut()) < 0
+        if read(thread, field) == profile_address()
+            && (api.set_profile)(thread, None, std::ptr::null_mut()) < 0
         {
             (api.err_clear)();
         }
+        if trace_field != 0 && read(thread, trace_field) == trace_address() {
+            match api.set_trace {
+                Some(set) => {
+                    if set(thread, None, std::ptr::null_mut()) < 0 {
+                        (api.err_clear)();
+                    }
+                }
+                None => ours_left = true,
+            }
+        }
+        if trace_field != 0 && !matches!(read(thread, trace_field), 0) {
+            foreign_left |= read(thread, trace_field) != trace_address();
+        }
         thread = (api.thread_next)(thread);
+    }
+    // 3.13: "every thread" again, unless a thread has a trace function of
+    // its own, which that would remove: then each thread still holding
+    // ours removes it at its next line event.
+    if ours_left && !foreign_left {
+        if let Some(set_all) = api.set_trace_all {
+            set_all(None, std::ptr::null_mut());
+        }
     }
 }
 
 fn agent_alive(last_beat: &mut (u64, u64)) -> bool {
-    let beat = PYDEEP_TRACER_V1.heartbeat.load(Ordering::Relaxed);
+    let beat = PYDEEP_TRACER_V2.heartbeat.load(Ordering::Relaxed);
     let now = now_ns();
     if beat != last_beat.0 {
         *last_beat = (beat, now);
@@ -572,7 +819,7 @@ fn watchdog() {
     let all = [u64::MAX; 16];
     // SAFETY: valid sigset buffers (glibc's sigset_t is 128 bytes).
     unsafe { pthread_sigmask(SIG_BLOCK, all.as_ptr(), std::ptr::null_mut()) };
-    let c = &PYDEEP_TRACER_V1;
+    let c = &PYDEEP_TRACER_V2;
     let Some(api) = API.get() else { return };
     let mut last_beat = (0, now_ns());
     // SAFETY: every C API call below is made holding the GIL.
@@ -584,12 +831,21 @@ fn watchdog() {
                     Err(why) => return Err(why.to_string()),
                 }
             }
+            if TRACE_FIELD.load(Ordering::Relaxed) == 0
+                && c.flags.load(Ordering::Relaxed) & FLAG_LINES != 0
+            {
+                match calibrate_trace(api) {
+                    Ok(field) => TRACE_FIELD.store(field, Ordering::Relaxed),
+                    Err(why) => return Err(why.to_string()),
+                }
+            }
             install(api, true)
         })
     };
     match installed {
-        Some(Ok(hooked)) => {
+        Some(Ok((hooked, line_hooked))) => {
             c.threads_hooked.store(hooked, Ordering::Relaxed);
+            c.threads_line_hooked.store(line_hooked, Ordering::Relaxed);
             c.start_ns.store(now_ns(), Ordering::Relaxed);
             c.state.store(STATE_TRACING, Ordering::Release);
         }
@@ -615,8 +871,10 @@ fn watchdog() {
         if ticks.is_multiple_of(10) {
             // SAFETY: with the GIL held.
             let hooked = unsafe { with_gil(api, || install(api, false)) };
-            if let Some(Ok(more)) = hooked {
+            if let Some(Ok((more, more_lines))) = hooked {
                 c.threads_hooked.fetch_add(more, Ordering::Relaxed);
+                c.threads_line_hooked
+                    .fetch_add(more_lines, Ordering::Relaxed);
             }
         }
     }

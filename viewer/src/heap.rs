@@ -215,3 +215,38 @@ pub fn write_growth_text(
     }
     writeln!(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heap_view_leaves_out_the_object_graph_walks_warnings_and_keeps_its_own() {
+        let snapshot = proto::Snapshot {
+            heap: Some(proto::HeapSummary::default()),
+            warnings: vec![
+                "object graph truncated at 200 objects".into(),
+                "heap: 3 objects unreadable".into(),
+            ],
+            ..Default::default()
+        };
+        let selected = Selected {
+            index: 0,
+            snapshot: Box::new(snapshot),
+        };
+        let json = heap_json(&Tables::default(), &proto::Header::default(), &selected, 0);
+        assert_eq!(json["warnings"], json!(["heap: 3 objects unreadable"]));
+        let mut text = Vec::new();
+        write_heap_text(
+            &mut text,
+            &Tables::default(),
+            &proto::Header::default(),
+            &selected,
+            0,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("heap: 3 objects unreadable"), "{text}");
+        assert!(!text.contains("object graph"), "{text}");
+    }
+}

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 
-use pydeep_format::Tables;
+use pydeep_format::proto::TraceEventKind;
+use pydeep_format::{Event, Recording, Tables, TraceClock};
 
 use crate::aggregate::Profile;
 use crate::ViewError;
@@ -35,6 +36,12 @@ pub fn recorded_file(profile: &Profile, source: &str) -> Result<String, ViewErro
             }
         }
     }
+    pick_file(samples_per_file, source)
+}
+
+/// The recorded file `source` names among `samples_per_file` (a weight
+/// per recorded file name, used to suggest candidates).
+fn pick_file(samples_per_file: HashMap<&str, u64>, source: &str) -> Result<String, ViewError> {
     if samples_per_file.contains_key(source) {
         return Ok(source.to_string());
     }
@@ -150,6 +157,127 @@ pub fn write(profile: &Profile, file: &str, text: &str, mut out: impl Write) -> 
         writeln!(
             out,
             "({beyond} samples fall on lines past the end of the file: it has changed since the recording)"
+        )?;
+    }
+    out.flush()
+}
+
+/// Exact line events of one source line (`lines --trace`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineHits {
+    /// Times the line started executing (line events).
+    pub hits: u64,
+    /// Nanoseconds from each of its line events to the thread's next traced
+    /// event: the line's own time plus that of whatever it called that the
+    /// window did not trace (with `--functions`, the code not selected).
+    pub time_ns: u64,
+}
+
+/// The line events of a trace window (`pydeep trace --lines`), per file
+/// name as recorded and line.
+pub type TracedLines = HashMap<String, BTreeMap<u32, LineHits>>;
+
+/// Reads every line event of the recording at `path`, and its tables (for
+/// the source text it embeds). A damaged tail ends the reading: what came
+/// before stands.
+pub fn traced_lines(path: &Path) -> Result<(TracedLines, Tables), pydeep_format::FormatError> {
+    let mut recording = Recording::open(path)?;
+    let mut clock = TraceClock::new(recording.header().start_clock_ns);
+    // Per thread: the frame and time of its last line event not yet timed.
+    let mut pending: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut per_frame: HashMap<u64, LineHits> = HashMap::new();
+    while let Some(event) = recording.next_event().transpose() {
+        let Ok(Event::TraceEvents(batch)) = event else {
+            if event.is_err() {
+                break;
+            }
+            continue;
+        };
+        for e in clock.decode(&batch) {
+            if let Some((frame, since)) = pending.remove(&e.thread) {
+                per_frame.entry(frame).or_default().time_ns += e.time_ns.saturating_sub(since);
+            }
+            if e.kind == TraceEventKind::TraceLine {
+                per_frame.entry(e.frame).or_default().hits += 1;
+                pending.insert(e.thread, (e.frame, e.time_ns));
+            }
+        }
+    }
+    let tables = recording.tables();
+    let mut lines = TracedLines::new();
+    for (frame, hits) in per_frame {
+        let Some(def) = tables.frames.get(&frame) else {
+            continue;
+        };
+        let file = tables
+            .code_objects
+            .get(&def.code)
+            .map(|c| tables.string(c.filename).to_owned())
+            .unwrap_or_default();
+        let entry = lines.entry(file).or_default().entry(def.line).or_default();
+        entry.hits += hits.hits;
+        entry.time_ns += hits.time_ns;
+    }
+    Ok((lines, tables.clone()))
+}
+
+/// The file name the trace window's line events use for `source` (same
+/// rules as [`recorded_file`]).
+pub fn traced_file(lines: &TracedLines, source: &str) -> Result<String, ViewError> {
+    let weights = lines
+        .iter()
+        .filter(|(file, _)| !file.is_empty())
+        .map(|(file, hits)| (file.as_str(), hits.values().map(|h| h.hits).sum()))
+        .collect();
+    pick_file(weights, source)
+}
+
+/// Writes `text` with a gutter of exact hits and time per line, as
+/// line_profiler does: `Hits` (line events), `Time` (ms, see
+/// [`LineHits::time_ns`]) and `Per hit` (µs).
+pub fn write_traced(
+    lines: &TracedLines,
+    file: &str,
+    text: &str,
+    mut out: impl Write,
+) -> io::Result<()> {
+    let empty = BTreeMap::new();
+    let hits = lines.get(file).unwrap_or(&empty);
+    let total: u64 = hits.values().map(|h| h.hits).sum();
+    writeln!(
+        out,
+        "{file}: {total} line events in this file (exact, from the trace window)"
+    )?;
+    writeln!(
+        out,
+        "{:>10} {:>11} {:>11} {:>6}",
+        "Hits", "Time (ms)", "Per hit us", "Line"
+    )?;
+    let mut last_line = 0;
+    for (index, line) in text.lines().enumerate() {
+        let number = index as u32 + 1;
+        last_line = number;
+        match hits.get(&number).filter(|h| h.hits > 0) {
+            Some(h) => writeln!(
+                out,
+                "{:>10} {:>11.3} {:>11.3} {:>6} | {line}",
+                h.hits,
+                h.time_ns as f64 / 1e6,
+                h.time_ns as f64 / 1e3 / h.hits as f64,
+                number
+            )?,
+            None => writeln!(
+                out,
+                "{:>10} {:>11} {:>11} {:>6} | {line}",
+                "", "", "", number
+            )?,
+        }
+    }
+    let beyond: u64 = hits.range(last_line + 1..).map(|(_, h)| h.hits).sum();
+    if beyond > 0 {
+        writeln!(
+            out,
+            "({beyond} line events fall on lines past the end of the file: it has changed since the recording)"
         )?;
     }
     out.flush()

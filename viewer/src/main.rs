@@ -333,6 +333,11 @@ struct LinesArgs {
     /// suffix of it); read from disk, else from the recording if embedded.
     #[arg(long, value_name = "PATH")]
     source: PathBuf,
+    /// Exact per-line hits and time from the recording's trace window
+    /// (`pydeep trace --lines`), as line_profiler shows them, instead of
+    /// sampled shares.
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(Args)]
@@ -429,6 +434,25 @@ impl Command {
                 } else {
                     top::write(&profile, args.limit, stdout()).map_err(ViewError::Write)?;
                 }
+            }
+            Command::Lines(args) if args.trace => {
+                let path = &args.samples.file;
+                let (traced, tables) =
+                    lines::traced_lines(path).map_err(|reason| ViewError::Open {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                if traced.is_empty() {
+                    return Err(ViewError::InvalidArgument(
+                        "no line event in this recording: record them with `pydeep trace PID --lines`"
+                            .into(),
+                    )
+                    .into());
+                }
+                let source = args.source.to_string_lossy();
+                let file = lines::traced_file(&traced, &source)?;
+                let text = lines::source_text(&tables, &args.source, &file)?;
+                lines::write_traced(&traced, &file, &text, stdout()).map_err(ViewError::Write)?;
             }
             Command::Lines(args) => {
                 let filter = args.samples.filter()?;

@@ -100,12 +100,12 @@ impl ObjectReader<'_> {
 
     /// The fingerprint in a copy of a code object's header.
     pub fn code_fingerprint(&self, header: &[u8]) -> CodeFingerprint {
-        let o = &self.layout.offsets;
+        let c = &self.layout.core;
         CodeFingerprint {
-            ob_type: field_u64(header, o.object_ob_type.unwrap_or(8)),
-            filename: o.code_co_filename.map_or(0, |f| field_u64(header, f)),
-            name: o.code_co_name.map_or(0, |f| field_u64(header, f)),
-            first_line: o.code_co_firstlineno.map_or(0, |f| field_u32(header, f)),
+            ob_type: field_u64(header, c.object_ob_type),
+            filename: field_u64(header, c.code_co_filename),
+            name: field_u64(header, c.code_co_name),
+            first_line: field_u32(header, c.code_co_firstlineno),
         }
     }
 
@@ -135,7 +135,8 @@ impl ObjectReader<'_> {
     /// Reads the code object at `address`, checking its type is `code`.
     pub fn code_object(&self, address: u64) -> Result<(CodeObject, CodeFingerprint), ObjectError> {
         let o = &self.layout.offsets;
-        let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+        let c = &self.layout.core;
+        let header_len = c.code_size.clamp(64, 1024) as usize;
         let header = read_vec(self.memory, address, header_len, 1024)?;
         let fingerprint = self.code_fingerprint(&header);
         let type_name = self.type_name(fingerprint.ob_type)?;
@@ -180,7 +181,11 @@ impl ObjectReader<'_> {
                 // the object's ob_size (Objects/codeobject.c).
                 let units = self.var_size(address)?;
                 let units = usize::try_from(units).unwrap_or(usize::MAX);
-                let start = address.wrapping_add(o.code_co_code_adaptive.unwrap_or(0));
+                let frames = self
+                    .layout
+                    .interpreter_frames
+                    .ok_or(ObjectError::MissingOffset("co_code_adaptive"))?;
+                let start = address.wrapping_add(frames.code_adaptive);
                 read_vec(self.memory, start, units.saturating_mul(2), MAX_BYTECODE)?
             }
         };

@@ -14,6 +14,9 @@ pub mod tasks;
 
 pub use pydeep_cpython::debug_offsets;
 pub use pydeep_cpython::layouts::Offsets;
+pub use pydeep_cpython::required::{
+    CoreOffsets, FramePointer, InterpreterFrameOffsets, RefcountFields,
+};
 pub use pydeep_cpython::semantics::{
     semantics_for, FrameKind, GeneratorStates, InstructionPointer, OffsetsSource, PythonVersion,
     Semantics,
@@ -21,6 +24,7 @@ pub use pydeep_cpython::semantics::{
 
 use crate::memory::RemoteMemory;
 use debug_offsets::{supplement, DebugTable, TableFormat};
+use pydeep_cpython::required::carry_constants;
 
 /// Everything needed to read one target: its version, how that version is
 /// read, and the offsets.
@@ -33,6 +37,14 @@ pub struct Layout {
     /// Offsets and sizes (`None` where the field does not exist or is not
     /// known for this target).
     pub offsets: Offsets,
+    /// The offsets every version has, checked present at load: read these
+    /// rather than their optional copies in `offsets`.
+    pub core: CoreOffsets,
+    /// Where a thread's innermost frame pointer is.
+    pub frame_pointer: FramePointer,
+    /// The `_PyInterpreterFrame` fields: `Some` exactly when
+    /// `semantics.frame_kind` is [`FrameKind::InterpreterFrame`] (3.11+).
+    pub interpreter_frames: Option<InterpreterFrameOffsets>,
 }
 
 /// Why no layout could be built for a target.
@@ -84,10 +96,36 @@ impl Layout {
                 read_debug_offsets(memory, runtime_address, format, version)?
             }
         };
-        let layout = Layout {
+        Layout::new(version.clone(), semantics, offsets)
+    }
+
+    /// The layout of `version` read with `semantics` from `offsets`, if
+    /// they hold every field the version always has and the stack walker
+    /// needs ([`LayoutError::MissingField`] names the first missing).
+    pub fn new(
+        version: PythonVersion,
+        semantics: Semantics,
+        offsets: Offsets,
+    ) -> Result<Layout, LayoutError> {
+        let missing = |field| LayoutError::MissingField {
             version: version.clone(),
+            field,
+        };
+        let core = CoreOffsets::from_offsets(&offsets).map_err(missing)?;
+        let frame_pointer = FramePointer::from_offsets(&offsets).map_err(missing)?;
+        let interpreter_frames = match semantics.frame_kind {
+            FrameKind::FrameObject => None,
+            FrameKind::InterpreterFrame => {
+                Some(InterpreterFrameOffsets::from_offsets(&offsets).map_err(missing)?)
+            }
+        };
+        let layout = Layout {
+            version,
             semantics,
             offsets,
+            core,
+            frame_pointer,
+            interpreter_frames,
         };
         layout.check_required()?;
         Ok(layout)
@@ -106,20 +144,23 @@ impl Layout {
     ///   thread's decrements are not merged yet); immortal when
     ///   `ob_ref_local` is UINT32_MAX, reported as `_Py_IMMORTAL_REFCNT`.
     pub fn refcount(&self, header: &[u8]) -> (i64, bool) {
-        let o = &self.offsets;
         let word = |at: u64| crate::memory::field_u64(header, at);
-        match (o.object_ob_ref_local, o.object_ob_ref_shared) {
-            (Some(local_at), Some(shared_at)) => {
-                let local = crate::memory::field_u32(header, local_at);
+        match self.core.refcount {
+            RefcountFields::Split {
+                ob_ref_local,
+                ob_ref_shared,
+            } => {
+                let local = crate::memory::field_u32(header, ob_ref_local);
                 if local == u32::MAX {
                     return (i64::from(u32::MAX), true);
                 }
-                let shared = word(shared_at) as i64;
+                let shared = word(ob_ref_shared) as i64;
                 (i64::from(local).wrapping_add(shared >> 2), false)
             }
-            _ => {
-                let refcount = word(o.object_ob_refcnt.unwrap_or(0)) as i64;
-                let immortal = self.version.minor >= 12 && (refcount as u32 as i32) < 0;
+            RefcountFields::Word { ob_refcnt } => {
+                let refcount = word(ob_refcnt) as i64;
+                let immortal =
+                    self.semantics.objects.immortal_objects && (refcount as u32 as i32) < 0;
                 (refcount, immortal)
             }
         }
@@ -132,30 +173,21 @@ impl Layout {
         !self.offsets.free_threaded
     }
 
-    /// Fails naming the first field the stack walker cannot do without.
+    /// Fails naming the first field of its frame family the stack walker
+    /// cannot do without.
     pub fn check_required(&self) -> Result<(), LayoutError> {
         let o = &self.offsets;
-        let mut required: Vec<(&'static str, Option<u64>)> = vec![
-            ("runtime.interpreters_head", o.runtime_interpreters_head),
-            ("interpreter.next", o.interpreter_next),
-            ("interpreter.threads_head", o.interpreter_threads_head),
-            ("thread.next", o.thread_next),
-            ("thread.thread_id", o.thread_thread_id),
-            ("code.co_filename", o.code_co_filename),
-            ("code.co_name", o.code_co_name),
-            ("code.co_firstlineno", o.code_co_firstlineno),
-            ("object.ob_type", o.object_ob_type),
-        ];
-        match self.semantics.frame_kind {
-            FrameKind::FrameObject => required.extend([
-                ("thread.frame", o.thread_frame),
+        // The fields every version has are in `self.core`, the frame
+        // pointer and the interpreter frame's size, locals and code start
+        // in their own fields, all checked when they were built.
+        let required: Vec<(&'static str, Option<u64>)> = match self.semantics.frame_kind {
+            FrameKind::FrameObject => vec![
                 ("frame.f_back", o.frame_object_f_back),
                 ("frame.f_code", o.frame_object_f_code),
                 ("frame.f_lasti", o.frame_object_f_lasti),
                 ("code.co_code", o.code_co_code),
-            ]),
-            FrameKind::InterpreterFrame => required.extend([
-                ("interpreter_frame.size", o.interpreter_frame_size),
+            ],
+            FrameKind::InterpreterFrame => vec![
                 ("interpreter_frame.previous", o.interpreter_frame_previous),
                 (
                     "interpreter_frame.f_executable",
@@ -168,13 +200,8 @@ impl Layout {
                         .or(o.interpreter_frame_prev_instr),
                 ),
                 ("interpreter_frame.owner", o.interpreter_frame_owner),
-                ("code.co_code_adaptive", o.code_co_code_adaptive),
-                (
-                    "thread.current_frame",
-                    o.thread_current_frame.or(o.thread_cframe),
-                ),
-            ]),
-        }
+            ],
+        };
         for (field, value) in required {
             if value.is_none() {
                 return Err(LayoutError::MissingField {
@@ -210,6 +237,7 @@ fn read_debug_offsets(
     table.validate(version).map_err(bad)?;
     let mut offsets = table.to_offsets(version);
     supplement(&mut offsets);
+    carry_constants(&mut offsets);
     Ok(offsets)
 }
 
@@ -219,16 +247,17 @@ mod tests {
     use pydeep_cpython::layouts;
 
     fn layout_of(offsets: Offsets, free_threaded: bool) -> Layout {
-        Layout {
-            version: PythonVersion {
+        Layout::new(
+            PythonVersion {
                 major: 3,
                 minor: 13,
                 free_threaded,
                 ..Default::default()
             },
-            semantics: semantics_for(3, 13).unwrap(),
+            semantics_for(3, 13).unwrap(),
             offsets,
-        }
+        )
+        .unwrap()
     }
 
     #[test]
@@ -266,16 +295,16 @@ mod tests {
                 panic!("3.{minor} should use a generated table");
             };
             assert_eq!((table.version.0, table.version.1), (3, minor));
-            let layout = Layout {
-                version: PythonVersion {
+            Layout::new(
+                PythonVersion {
                     major: 3,
                     minor,
                     ..Default::default()
                 },
                 semantics,
-                offsets: *table,
-            };
-            layout.check_required().unwrap();
+                *table,
+            )
+            .unwrap();
         }
     }
 

@@ -65,7 +65,7 @@ impl<'a> ObjectReader<'a> {
 
     /// The `ob_type` pointer of the object at `address`.
     pub fn type_of(&self, address: u64) -> Result<u64, ObjectError> {
-        let offset = need(self.layout.offsets.object_ob_type, "ob_type")?;
+        let offset = self.layout.core.object_ob_type;
         Ok(read_u64(self.memory, address.wrapping_add(offset))?)
     }
 
@@ -102,6 +102,7 @@ impl<'a> ObjectReader<'a> {
     /// The text of the `str` at `address`.
     pub fn unicode(&self, address: u64) -> Result<String, ObjectError> {
         let o = &self.layout.offsets;
+        let c = &self.layout.core;
         let state_offset = need(o.unicode_state, "PyASCIIObject.state")?;
         let length_offset = need(o.unicode_length, "PyASCIIObject.length")?;
         let ascii_size = need(o.unicode_ascii_size, "sizeof(PyASCIIObject)")?;
@@ -109,12 +110,10 @@ impl<'a> ObjectReader<'a> {
         let header = read_vec(self.memory, address, header_len, 1024)?;
         let length = field_u64(&header, length_offset) as usize;
         let state = crate::memory::field_u32(&header, state_offset);
-        // Bit positions of PyASCIIObject.state (Include/cpython/unicodeobject.h):
-        // interned:2, kind:3, compact:1, ascii:1 in every supported version.
-        let shift = |value: Option<u64>, default: u32| value.map_or(default, |v| v as u32);
-        let kind = (state >> shift(o.unicode_state_kind_shift, 2)) & 7;
-        let compact = (state >> shift(o.unicode_state_compact_shift, 5)) & 1 == 1;
-        let ascii = (state >> shift(o.unicode_state_ascii_shift, 6)) & 1 == 1;
+        // Bit positions of PyASCIIObject.state (Include/cpython/unicodeobject.h).
+        let kind = (state >> c.unicode_state_kind_shift as u32) & 7;
+        let compact = (state >> c.unicode_state_compact_shift as u32) & 1 == 1;
+        let ascii = (state >> c.unicode_state_ascii_shift as u32) & 1 == 1;
         if !compact {
             return Err(invalid(address, "str", "not a compact string"));
         }
@@ -129,7 +128,7 @@ impl<'a> ObjectReader<'a> {
         } else {
             // PyCompactUnicodeObject adds utf8_length and utf8 (and
             // wstr_length before 3.12) after PyASCIIObject.
-            address.wrapping_add(o.unicode_compact_size.unwrap_or(ascii_size + 16))
+            address.wrapping_add(c.unicode_compact_size)
         };
         let bytes = read_vec(self.memory, data, length * kind as usize, MAX_STRING * 4)?;
         Ok(match kind {
@@ -197,7 +196,8 @@ impl<'a> ObjectReader<'a> {
     /// The value of the `int` at `address`, if it fits in an i64.
     pub fn int(&self, address: u64) -> Result<i64, ObjectError> {
         let o = &self.layout.offsets;
-        let digits_at = need(o.long_ob_digit, "PyLongObject.ob_digit")?;
+        let c = &self.layout.core;
+        let digits_at = c.long_ob_digit;
         let (negative, count) = match o.long_lv_tag {
             // 3.12+: lv_tag = ndigits << 3 | sign (0 positive, 1 zero, 2 negative),
             // Include/cpython/longintrepr.h.
@@ -213,7 +213,7 @@ impl<'a> ObjectReader<'a> {
         if count > 3 {
             return Err(invalid(address, "int", "does not fit in 64 bits"));
         }
-        let bits = o.long_digit_bits.unwrap_or(30);
+        let bits = c.long_digit_bits;
         let digits = read_vec(self.memory, address.wrapping_add(digits_at), count * 4, 16)?;
         let mut value: i128 = 0;
         for (i, digit) in digits.chunks_exact(4).enumerate() {
@@ -242,6 +242,7 @@ impl<'a> ObjectReader<'a> {
     /// table's `PyDictValues`) when it is non-zero.
     pub fn keys_items(&self, keys: u64, values: u64) -> Result<Vec<(u64, u64)>, ObjectError> {
         let o = &self.layout.offsets;
+        let c = &self.layout.core;
         let indices = need(o.dict_keys_dk_indices, "dk_indices")?;
         let header = read_vec(self.memory, keys, indices as usize, 256)?;
         let nentries = field_u64(&header, need(o.dict_keys_dk_nentries, "dk_nentries")?) as usize;
@@ -259,9 +260,9 @@ impl<'a> ObjectReader<'a> {
                     return Err(invalid(keys, "dict keys", "index size"));
                 }
                 let entry = if kind == 0 {
-                    o.dict_key_entry_size.unwrap_or(24)
+                    c.dict_key_entry_size
                 } else {
-                    o.dict_unicode_entry_size.unwrap_or(16)
+                    need(o.dict_unicode_entry_size, "sizeof(PyDictUnicodeEntry)")?
                 };
                 (1u64 << log2_index_bytes, entry)
             }
@@ -274,10 +275,7 @@ impl<'a> ObjectReader<'a> {
                     0x10000..=0xffff_ffff => 4,
                     _ => 8,
                 };
-                (
-                    size.saturating_mul(width),
-                    o.dict_key_entry_size.unwrap_or(24),
-                )
+                (size.saturating_mul(width), c.dict_key_entry_size)
             }
         };
         if nentries > MAX_DICT_ENTRIES || index_bytes > (MAX_DICT_ENTRIES as u64) * 8 {
@@ -293,7 +291,13 @@ impl<'a> ObjectReader<'a> {
         let unicode = entry_size == 16;
         let (key_at, value_at) = if unicode { (0, 8) } else { (8, 16) };
         let split_values = if values != 0 {
-            let base = values.wrapping_add(o.dict_values_values.unwrap_or(0));
+            // 3.11+: a PyDictValues whose `values` follow a prefix; 3.9/3.10
+            // (no dk_log2_size): ma_values is the PyObject* array itself.
+            let prefix = match o.dict_keys_dk_log2_size {
+                Some(_) => need(o.dict_values_values, "PyDictValues.values")?,
+                None => 0,
+            };
+            let base = values.wrapping_add(prefix);
             let bytes = read_vec(self.memory, base, nentries * 8, MAX_DICT_ENTRIES * 8)?;
             Some(bytes)
         } else {
@@ -362,17 +366,15 @@ impl<'a> ObjectReader<'a> {
     /// the object at `address`.
     pub fn instance_attribute(&self, address: u64, name: &str) -> Result<Option<u64>, ObjectError> {
         let o = &self.layout.offsets;
+        let c = &self.layout.core;
         let type_address = self.type_of(address)?;
-        let flags = read_u64(
-            self.memory,
-            type_address.wrapping_add(need(o.type_tp_flags, "tp_flags")?),
-        )?;
-        let managed = o.tpflags_managed_dict.unwrap_or(0);
+        let flags = read_u64(self.memory, type_address.wrapping_add(c.type_tp_flags))?;
+        let managed = c.tpflags_managed_dict;
         if managed == 0 || flags & managed == 0 {
             // 3.9/3.10, or a type without a managed dict: tp_dictoffset.
             let dict_offset = read_u64(
                 self.memory,
-                type_address.wrapping_add(need(o.type_tp_dictoffset, "tp_dictoffset")?),
+                type_address.wrapping_add(self.layout.core.type_tp_dictoffset),
             )? as i64;
             if dict_offset <= 0 || dict_offset > 4096 {
                 return Ok(None);
@@ -392,10 +394,10 @@ impl<'a> ObjectReader<'a> {
         // same slot as the dict on 3.12, inline after the object on 3.13+.
         let slot = read_u64(
             self.memory,
-            address.wrapping_sub(o.object_managed_dict_before.unwrap_or(24)),
+            address.wrapping_sub(need(o.object_managed_dict_before, "managed dict slot")?),
         )?;
-        let inline = o.tpflags_inline_values.unwrap_or(0);
-        let values = if inline != 0 {
+        // Py_TPFLAGS_INLINE_VALUES (3.13+; 0 in no table).
+        let values = if let Some(inline) = o.tpflags_inline_values.filter(|&f| f != 0) {
             if slot != 0 {
                 return self.dict_get_str(slot, name);
             }
@@ -404,7 +406,7 @@ impl<'a> ObjectReader<'a> {
             }
             let basic_size = read_u64(
                 self.memory,
-                type_address.wrapping_add(need(o.type_tp_basicsize, "tp_basicsize")?),
+                type_address.wrapping_add(self.layout.core.type_tp_basicsize),
             )?;
             address.wrapping_add(basic_size)
         } else if o.long_lv_tag.is_some() {

@@ -228,13 +228,14 @@ impl<'a> Objects<'a> {
             return Err(invalid(address, "type", "misaligned or outside user space"));
         }
         let o = &self.layout().offsets;
-        let len = (o.type_size.unwrap_or(400) as usize).min(MAX_TYPE_BYTES);
+        let c = &self.layout().core;
+        let len = (c.type_size as usize).min(MAX_TYPE_BYTES);
         let bytes = read_vec(self.memory(), address, len, MAX_TYPE_BYTES)?;
         let full_name = self
             .reader
             .c_string(field_u64(&bytes, need(o.type_tp_name, "tp_name")?), 256)?;
-        let flags = field_u64(&bytes, need(o.type_tp_flags, "tp_flags")?);
-        let heap = flags & o.tpflags_heaptype.unwrap_or(1 << 9) != 0;
+        let flags = field_u64(&bytes, c.type_tp_flags);
+        let heap = flags & c.tpflags_heaptype != 0;
         let name = full_name.rsplit('.').next().unwrap_or("").to_string();
         // A class statement names its type without dots; heap types made
         // by C extensions (PyType_FromSpec) carry "module.Name" and are
@@ -244,11 +245,11 @@ impl<'a> Objects<'a> {
             address,
             name,
             flags,
-            basicsize: o.type_tp_basicsize.map_or(0, |at| field_u64(&bytes, at)),
-            itemsize: o.type_tp_itemsize.map_or(0, |at| field_u64(&bytes, at)),
-            dictoffset: o.type_tp_dictoffset.map_or(0, |at| field_u64(&bytes, at)) as i64,
-            base: o.type_tp_base.map_or(0, |at| field_u64(&bytes, at)),
-            members: o.type_tp_members.map_or(0, |at| field_u64(&bytes, at)),
+            basicsize: field_u64(&bytes, c.type_tp_basicsize),
+            itemsize: field_u64(&bytes, c.type_tp_itemsize),
+            dictoffset: field_u64(&bytes, c.type_tp_dictoffset) as i64,
+            base: field_u64(&bytes, c.type_tp_base),
+            members: field_u64(&bytes, c.type_tp_members),
             kind,
         };
         if self.types.borrow().len() < 65_536 {
@@ -296,8 +297,8 @@ impl<'a> Objects<'a> {
                 "misaligned, null or outside user space",
             ));
         }
-        let o = &self.layout().offsets;
-        let type_at = need(o.object_ob_type, "ob_type")?;
+        let c = &self.layout().core;
+        let type_at = c.object_ob_type;
         let header = read_vec(self.memory(), address, (type_at + 8) as usize, 64)?;
         let type_info = self.type_info(field_u64(&header, type_at))?;
         // Py_REFCNT and PEP 683 immortality, per build (cpython/mod.rs).
@@ -316,6 +317,21 @@ impl<'a> Objects<'a> {
     /// memory than the target has (a hostile or corrupt header).
     pub fn getsizeof(&self, info: &ObjectInfo) -> Option<plausible::Size> {
         size::getsizeof(self, info).ok().flatten()
+    }
+
+    /// The bytes of an instance's attribute values that freeing it frees
+    /// and neither its `sys.getsizeof` nor its dict's counts: 3.13+ values
+    /// inline in the object (with or without a dict made from them), or
+    /// 3.11/3.12 values kept apart while no `__dict__` was made. None when
+    /// there are none or they cannot be read.
+    pub fn values_bytes_beyond_getsizeof(&self, info: &ObjectInfo) -> Option<u64> {
+        if let Some(inline) = size::inline_values(self, info) {
+            return inline;
+        }
+        match self.instance_dict(info).ok()? {
+            InstanceDict::Values { keys, values } => size::separate_values(self, keys, values),
+            _ => None,
+        }
     }
 
     /// `ob_size` of a variable-size object, checked to be within `limit`.
@@ -397,11 +413,12 @@ impl<'a> Objects<'a> {
     /// The first `limit` keys of a set or frozenset, and its length.
     pub fn set_items(&self, address: u64, limit: usize) -> Result<(Vec<u64>, usize), ObjectError> {
         let o = &self.layout().offsets;
+        let c = &self.layout().core;
         let used = read_u64(self.memory(), address + need(o.set_used, "set.used")?)? as usize;
         let mask = read_u64(self.memory(), address + need(o.set_mask, "set.mask")?)? as usize;
         let table = read_u64(self.memory(), address + need(o.set_table, "set.table")?)?;
-        let entry = need(o.set_entry_size, "sizeof(setentry)")? as usize;
-        let key_at = o.set_entry_key.unwrap_or(0);
+        let entry = c.set_entry_size as usize;
+        let key_at = c.set_entry_key;
         if used > 1 << 28 || mask >= 1 << 22 || used > mask + 1 {
             return Err(invalid(address, "set", format!("used {used}, mask {mask}")));
         }
@@ -465,9 +482,10 @@ impl<'a> Objects<'a> {
     /// Where an instance keeps its `__dict__`.
     pub fn instance_dict(&self, info: &ObjectInfo) -> Result<InstanceDict, ObjectError> {
         let o = &self.layout().offsets;
+        let c = &self.layout().core;
         let address = info.address;
         let ty = &info.type_info;
-        let managed = o.tpflags_managed_dict.unwrap_or(0);
+        let managed = c.tpflags_managed_dict;
         if managed == 0 || ty.flags & managed == 0 {
             // 3.9/3.10, or a type without a managed dict: tp_dictoffset
             // (negative offsets count from the end of a variable-size
@@ -506,10 +524,10 @@ impl<'a> Objects<'a> {
         // (at tp_basicsize) on 3.13+.
         let slot = read_u64(
             self.memory(),
-            address.wrapping_sub(o.object_managed_dict_before.unwrap_or(24)),
+            address.wrapping_sub(need(o.object_managed_dict_before, "managed dict slot")?),
         )?;
-        let inline = o.tpflags_inline_values.unwrap_or(0);
-        let values = if inline != 0 {
+        // Py_TPFLAGS_INLINE_VALUES (3.13+; 0 in no table).
+        let values = if let Some(inline) = o.tpflags_inline_values.filter(|&f| f != 0) {
             if slot != 0 {
                 return Ok(InstanceDict::Dict(slot));
             }
@@ -560,6 +578,7 @@ impl<'a> Objects<'a> {
     /// first; CPython's `PyHeapType_GET_MEMBERS`).
     pub fn slots(&self, info: &ObjectInfo) -> Result<Vec<(String, u64)>, ObjectError> {
         let o = &self.layout().offsets;
+        let c = &self.layout().core;
         let (Some(size), Some(name_at), Some(type_at), Some(offset_at)) = (
             o.member_def_size,
             o.member_def_name,
@@ -568,8 +587,8 @@ impl<'a> Objects<'a> {
         ) else {
             return Ok(Vec::new());
         };
-        let object_ex = o.member_type_object_ex.unwrap_or(16) as u32;
-        let heap = o.tpflags_heaptype.unwrap_or(1 << 9);
+        let object_ex = c.member_type_object_ex as u32;
+        let heap = c.tpflags_heaptype;
         let mut out = Vec::new();
         let mut ty = info.type_info.clone();
         for _ in 0..MAX_BASES {
@@ -766,6 +785,34 @@ fn classify(full_name: &str, name: &str, flags: u64, heap: bool) -> Kind {
         | "ContextVar"
         | "_contextvars.Context"
         | "_contextvars.ContextVar" => return Kind::OpaqueBuiltin,
+        // Builtin iterators keep `object.__sizeof__` (none defines its
+        // own), so their size is their type's basic size: checked against
+        // `sys.getsizeof` (tests/programs/snapshot_builtins.py).
+        "list_iterator"
+        | "list_reverseiterator"
+        | "tuple_iterator"
+        | "set_iterator"
+        | "dict_keyiterator"
+        | "dict_valueiterator"
+        | "dict_itemiterator"
+        | "range_iterator"
+        | "longrange_iterator"
+        | "str_iterator"
+        | "str_ascii_iterator"
+        | "bytes_iterator"
+        | "bytearray_iterator"
+        | "callable_iterator"
+        | "iterator"
+        | "enumerate"
+        | "reversed"
+        | "zip"
+        | "map"
+        | "filter"
+        | "itertools.count"
+        | "itertools.chain"
+        | "itertools.cycle"
+        | "itertools.repeat"
+        | "itertools.islice" => return Kind::OpaqueBuiltin,
         _ => {}
     }
     match name {

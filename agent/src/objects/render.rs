@@ -328,17 +328,18 @@ impl Objects<'_> {
     /// The first `max_chars` characters of a compact `str` and its length.
     pub fn str_prefix(&self, address: u64, max_chars: usize) -> Result<(String, u64), ObjectError> {
         let o = &self.layout().offsets;
+        let c = &self.layout().core;
         let missing = ObjectError::MissingOffset;
         let ascii_size = o
             .unicode_ascii_size
             .ok_or(missing("sizeof(PyASCIIObject)"))?;
-        let compact_size = o.unicode_compact_size.unwrap_or(ascii_size + 16);
+        let compact_size = c.unicode_compact_size;
         let header = read_vec(self.memory(), address, ascii_size as usize, 256)?;
         let length = field_u64(&header, o.unicode_length.ok_or(missing("length"))?);
         let state = crate::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
-        let kind = (state >> o.unicode_state_kind_shift.unwrap_or(2)) & 7;
-        let compact = (state >> o.unicode_state_compact_shift.unwrap_or(5)) & 1 == 1;
-        let ascii = (state >> o.unicode_state_ascii_shift.unwrap_or(6)) & 1 == 1;
+        let kind = (state >> c.unicode_state_kind_shift) & 7;
+        let compact = (state >> c.unicode_state_compact_shift) & 1 == 1;
+        let ascii = (state >> c.unicode_state_ascii_shift) & 1 == 1;
         if !compact || !matches!(kind, 1 | 2 | 4) || length > 1 << 40 {
             return Err(ObjectError::Invalid {
                 address,
@@ -386,9 +387,8 @@ impl Objects<'_> {
     /// [`MAX_INT_DIGITS`] 30-bit digits.
     pub fn int_decimal(&self, address: u64) -> Result<String, ObjectError> {
         let o = &self.layout().offsets;
-        let digits_at = o
-            .long_ob_digit
-            .ok_or(ObjectError::MissingOffset("ob_digit"))?;
+        let c = &self.layout().core;
+        let digits_at = c.long_ob_digit;
         let (negative, count) = match o.long_lv_tag {
             // 3.12+: lv_tag = ndigits << 3 | sign (0 positive, 1 zero, 2
             // negative), Include/cpython/longintrepr.h.
@@ -402,7 +402,7 @@ impl Objects<'_> {
             }
         };
         if count > MAX_INT_DIGITS {
-            let digit_size = o.long_digit_size.unwrap_or(4);
+            let digit_size = c.long_digit_size;
             let bytes = (count as u64).saturating_mul(digit_size);
             return Ok(
                 if super::plausible::can_hold(self.memory(), address + digits_at, bytes) {
@@ -415,7 +415,7 @@ impl Objects<'_> {
                 },
             );
         }
-        let bits = o.long_digit_bits.unwrap_or(30) as u32;
+        let bits = c.long_digit_bits as u32;
         let bytes = read_vec(
             self.memory(),
             address + digits_at,

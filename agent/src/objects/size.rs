@@ -17,6 +17,7 @@ pub(super) fn getsizeof(
     info: &ObjectInfo,
 ) -> Result<Option<Size>, ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let ty = &info.type_info;
     let memory = objects.memory();
     let address = info.address;
@@ -28,19 +29,23 @@ pub(super) fn getsizeof(
     let kind = objects.read_kind(ty);
     let sizeof = match kind {
         Kind::Int | Kind::Bool => {
-            let digits = o.long_ob_digit.unwrap_or(24);
+            let digits = c.long_ob_digit;
             let count = match o.long_lv_tag {
                 Some(at) => read_u64(memory, address + at)? >> 3,
                 None => objects.reader.var_size(address)?.unsigned_abs(),
             };
-            // Objects/longobject.c int___sizeof__: 3.11+ counts at least
-            // one digit (zero keeps one); 3.9/3.10 count |ob_size| digits.
-            let count = if objects.layout().version.minor >= 11 {
+            // Objects/longobject.c int___sizeof__.
+            let count = if objects
+                .layout()
+                .semantics
+                .objects
+                .int_sizeof_counts_a_digit_for_zero
+            {
                 count.max(1)
             } else {
                 count
             };
-            digits.saturating_add(count.saturating_mul(o.long_digit_size.unwrap_or(4)))
+            digits.saturating_add(count.saturating_mul(c.long_digit_size))
         }
         Kind::Str => {
             let (size, inline) = str_size(objects, address)?;
@@ -94,7 +99,7 @@ pub(super) fn getsizeof(
             let table = read_u64(memory, address + o.set_table.ok_or(missing("table"))?)?;
             let mask = read_u64(memory, address + o.set_mask.ok_or(missing("mask"))?)?;
             let small = address + o.set_smalltable.ok_or(missing("smalltable"))?;
-            let entry = o.set_entry_size.unwrap_or(16);
+            let entry = c.set_entry_size;
             if table == small {
                 ty.basicsize
             } else {
@@ -140,6 +145,12 @@ pub(super) fn getsizeof(
                 None => return Ok(None),
             }
         }
+        Kind::Other if ty.name == "frame" && ty.flags & heap_flag(objects) == 0 => {
+            match frame_object_size(objects, info)? {
+                Some(size) => size,
+                None => return Ok(None),
+            }
+        }
         Kind::Other => return Ok(None),
     };
     let holdable = match items {
@@ -155,7 +166,7 @@ pub(super) fn getsizeof(
 }
 
 fn heap_flag(objects: &Objects<'_>) -> u64 {
-    objects.layout().offsets.tpflags_heaptype.unwrap_or(1 << 9)
+    objects.layout().core.tpflags_heaptype
 }
 
 /// `type.__sizeof__` (Objects/typeobject.c type___sizeof___impl): a heap
@@ -167,18 +178,14 @@ fn heap_flag(objects: &Objects<'_>) -> u64 {
 /// for static types; 3.13 skips static types explicitly).
 fn type_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let memory = objects.memory();
     let heap = heap_flag(objects);
-    let flags = read_u64(
-        memory,
-        info.address + o.type_tp_flags.ok_or(missing("tp_flags"))?,
-    )?;
-    let minor = objects.layout().version.minor;
+    let flags = read_u64(memory, info.address + c.type_tp_flags)?;
+    let rules = objects.layout().semantics.objects;
     if flags & heap == 0 {
-        let Some(size) = o.type_size else {
-            return Ok(None);
-        };
-        let pre = if (11..=12).contains(&minor) {
+        let size = c.type_size;
+        let pre = if rules.static_type_sizeof_adds_preheader {
             preheader(objects, info)
         } else {
             0
@@ -255,6 +262,7 @@ fn ordered_dict_extra(objects: &Objects<'_>, address: u64) -> Result<Option<u64>
 /// 3.9/3.10: `object.__sizeof__` (the frame is an object of its own).
 fn generator_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let Some(iframe) = o.generator_gi_iframe else {
         return Ok(Some(object_sizeof(objects, info)?));
     };
@@ -264,12 +272,122 @@ fn generator_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64
         .ok_or(missing("f_executable"))?;
     let code = read_u64(objects.memory(), info.address + iframe + code_at)?
         & !objects.layout().semantics.executable_tag_mask;
-    let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+    let header_len = c.code_size.clamp(64, 1024) as usize;
     let header = read_vec(objects.memory(), code, header_len, 1024)?;
     Ok(objects
         .reader
         .frame_size(&header)
         .map(|frame| iframe.saturating_add(frame)))
+}
+
+/// `frame.__sizeof__` (Objects/frameobject.c frame_sizeof), from the
+/// frame's code object. Where the frame object points at an interpreter
+/// frame (`f_frame`, 3.11+): the type's basic size (the object up to its
+/// embedded frame's `localsplus`) plus `co_nlocalsplus + co_stacksize`
+/// words. Before (3.9/3.10, `f_code` in the object): the basic size plus
+/// `co_stacksize + co_nlocals + len(co_cellvars) + len(co_freevars) - 1`
+/// words (one is in the struct); `co_nlocals` is `len(co_varnames)`.
+fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, ObjectError> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let address = info.address;
+    let basic = info.type_info.basicsize;
+    let header_of = |code: u64| {
+        let header_len = o.code_size.unwrap_or(256).clamp(64, 1024) as usize;
+        read_vec(memory, code, header_len, 1024)
+    };
+    let word = |header: &[u8], at: Option<u64>| -> Option<u64> {
+        let at = at?;
+        (at + 4 <= header.len() as u64).then(|| u64::from(crate::memory::field_u32(header, at)))
+    };
+    let slots = if let Some(f_frame) = o.frame_object_f_frame {
+        let code_at = o
+            .interpreter_frame_f_executable
+            .or(o.interpreter_frame_f_code)
+            .ok_or(missing("f_executable"))?;
+        let iframe = read_u64(memory, address + f_frame)?;
+        let code =
+            read_u64(memory, iframe + code_at)? & !objects.layout().semantics.executable_tag_mask;
+        let header = header_of(code)?;
+        let (Some(locals), Some(stack)) = (
+            word(&header, o.code_co_nlocalsplus),
+            word(&header, o.code_co_stacksize),
+        ) else {
+            return Ok(None);
+        };
+        locals + stack
+    } else {
+        let Some(f_code) = o.frame_object_f_code else {
+            return Ok(None);
+        };
+        let code = read_u64(memory, address + f_code)?;
+        let header = header_of(code)?;
+        let Some(stack) = word(&header, o.code_co_stacksize) else {
+            return Ok(None);
+        };
+        let mut names = 0;
+        for tuple_at in [o.code_co_varnames, o.code_co_cellvars, o.code_co_freevars] {
+            let Some(at) = tuple_at else {
+                return Ok(None);
+            };
+            let tuple = crate::memory::field_u64(&header, at);
+            names += objects.reader.var_size(tuple)?.unsigned_abs().min(1 << 20);
+        }
+        (stack + names).saturating_sub(1)
+    };
+    if slots > 1 << 20 {
+        return Ok(None);
+    }
+    Ok(Some(basic.saturating_add(slots * 8)))
+}
+
+/// Values inline in an instance (3.13+, `Py_TPFLAGS_INLINE_VALUES`):
+/// allocated with the object after `tp_basicsize`, and left out of its
+/// `sys.getsizeof` (3.13-3.15 alike). The allocation adds
+/// `_PyInlineValuesSize` (pycore_dict.h) for `n` values: `ROUND_UP(n, 8)`
+/// bytes of insertion order and `n + 1` words (the `PyDictValues` header
+/// and the values), `n` being the shared keys' usable size then. Right
+/// after, `_PyObject_InitInlineValues` takes one from the keys'
+/// `dk_usable` while it is over 1 (each instance of a class is made a
+/// little smaller) and stores the smaller size as the header's capacity
+/// byte: so `n` is the capacity plus one while the keys' `dk_usable` is
+/// still over 1, the capacity itself after (for the one instance that
+/// took `dk_usable` from 2 to 1 this is 8 bytes short). Matches
+/// tracemalloc on 3.13. None when the type keeps no inline values
+/// (Some(None) if they cannot be read).
+pub(super) fn inline_values(objects: &Objects<'_>, info: &ObjectInfo) -> Option<Option<u64>> {
+    let o = &objects.layout().offsets;
+    let inline = o.tpflags_inline_values.unwrap_or(0);
+    if inline == 0 || info.type_info.flags & inline == 0 {
+        return None;
+    }
+    let memory = objects.memory();
+    let read = || -> Option<u64> {
+        let at = info.address.checked_add(info.type_info.basicsize)?;
+        let capacity = u64::from(read_vec(memory, at, 1, 1).ok()?[0]);
+        let keys = read_u64(memory, info.type_info.address + o.heap_type_ht_cached_keys?).ok()?;
+        let usable = read_u64(memory, keys + o.dict_keys_dk_usable?).ok()?;
+        let n = capacity + u64::from(usable > 1);
+        Some(n.next_multiple_of(8) + (n + 1) * 8)
+    };
+    Some(read())
+}
+
+/// An instance's values array kept apart from it (3.11/3.12 `new_values`,
+/// Objects/dictobject.c): a prefix of `ROUND_UP(n + 2, 8)` bytes (the
+/// insertion order; its size is stored in its last byte, just before
+/// `values`) and `n` pointers, where `n` is the shared keys' `dk_nentries
+/// + dk_usable`. None for a prefix or count that cannot be true.
+pub(super) fn separate_values(objects: &Objects<'_>, keys: u64, values: u64) -> Option<u64> {
+    let o = &objects.layout().offsets;
+    let memory = objects.memory();
+    let prefix = u64::from(read_vec(memory, values.checked_sub(1)?, 1, 1).ok()?[0]);
+    let header = read_vec(memory, keys, o.dict_keys_dk_indices? as usize, 256).ok()?;
+    let entries = crate::memory::field_u64(&header, o.dict_keys_dk_nentries?);
+    let usable = crate::memory::field_u64(&header, o.dict_keys_dk_usable?);
+    let count = entries.checked_add(usable)?;
+    let expected_prefix = (count + 2).next_multiple_of(8);
+    (count < 256 && prefix == expected_prefix).then(|| prefix + count * 8)
 }
 
 /// `code.__sizeof__` (Objects/codeobject.c code_sizeof). 3.11+: the
@@ -286,7 +404,7 @@ fn code_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
     let Some(extra_at) = o.code_co_extra else {
         return Ok(None);
     };
-    let mut size = if objects.layout().version.minor >= 11 {
+    let mut size = if objects.layout().semantics.objects.code_holds_bytecode {
         let items = objects.reader.var_size(address)?.unsigned_abs();
         if items > 1 << 40 {
             return Ok(None);
@@ -316,9 +434,11 @@ fn code_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
                     u64::from(crate::memory::read_vec(memory, address + opcache_size_at, 1, 1)?[0]);
                 let code = read_u64(memory, address + code_at)?;
                 let code_bytes = objects.reader.var_size(code)?.unsigned_abs().min(1 << 32);
-                size = size
-                    .saturating_add(code_bytes / 2)
-                    .saturating_add(entries * o.code_opcache_entry_size.unwrap_or(32));
+                size = size.saturating_add(code_bytes / 2).saturating_add(
+                    entries
+                        * o.code_opcache_entry_size
+                            .ok_or(missing("sizeof(_PyOpcache)"))?,
+                );
             }
         }
         size
@@ -359,14 +479,14 @@ fn object_sizeof(objects: &Objects<'_>, info: &ObjectInfo) -> Result<u64, Object
 /// managed dict or weakref list there (`_PyType_PreHeaderSize`,
 /// Include/internal/pycore_object.h).
 fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
-    let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let flags = info.type_info.flags;
     let mut size = 0;
-    if flags & o.tpflags_have_gc.unwrap_or(1 << 14) != 0 {
+    if flags & c.tpflags_have_gc != 0 {
         // No PyGC_Head on free-threaded builds (object_gc_preheader_size 0).
-        size += o.object_gc_preheader_size.or(o.gc_head_size).unwrap_or(16);
+        size += c.object_gc_preheader_size;
     }
-    let managed = o.tpflags_preheader.or(o.tpflags_managed_dict).unwrap_or(0);
+    let managed = c.tpflags_preheader;
     if managed != 0 && flags & managed != 0 {
         size += 16;
     }
@@ -376,7 +496,7 @@ fn preheader(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
 /// True if the first static type up the `tp_base` chain is `object`, so
 /// `object.__sizeof__` applies (and not, say, `list.__sizeof__`).
 fn plain_object_base(objects: &Objects<'_>, info: &ObjectInfo) -> Result<bool, ObjectError> {
-    let heap = objects.layout().offsets.tpflags_heaptype.unwrap_or(1 << 9);
+    let heap = objects.layout().core.tpflags_heaptype;
     let mut ty = info.type_info.clone();
     for _ in 0..64 {
         if ty.flags & heap == 0 {
@@ -396,15 +516,16 @@ fn plain_object_base(objects: &Objects<'_>, info: &ObjectInfo) -> Result<bool, O
 /// which lie in the object itself.
 fn str_size(objects: &Objects<'_>, address: u64) -> Result<(u64, u64), ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let ascii_size = o
         .unicode_ascii_size
         .ok_or(missing("sizeof(PyASCIIObject)"))?;
-    let compact_size = o.unicode_compact_size.unwrap_or(ascii_size + 16);
+    let compact_size = c.unicode_compact_size;
     let header = read_vec(objects.memory(), address, compact_size as usize, 256)?;
     let length = field_u64(&header, o.unicode_length.ok_or(missing("length"))?);
     let state = crate::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
-    let kind = u64::from((state >> o.unicode_state_kind_shift.unwrap_or(2)) & 7);
-    let ascii = (state >> o.unicode_state_ascii_shift.unwrap_or(6)) & 1 == 1;
+    let kind = u64::from((state >> c.unicode_state_kind_shift) & 7);
+    let ascii = (state >> c.unicode_state_ascii_shift) & 1 == 1;
     if length > 1 << 40 {
         return Err(ObjectError::Invalid {
             address,
@@ -435,6 +556,7 @@ fn str_size(objects: &Objects<'_>, address: u64) -> Result<(u64, u64), ObjectErr
 /// alone (`dk_refcnt == 1`; shared keys are counted in the type).
 fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let memory = objects.memory();
     let keys = read_u64(memory, address + o.dict_ma_keys.ok_or(missing("ma_keys"))?)?;
     let values = read_u64(
@@ -454,14 +576,14 @@ fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectE
                 );
                 usable.saturating_add(entries)
             }
-            None => (field_u64(&header, o.dict_keys_dk_size.unwrap_or(8)) << 1) / 3,
+            None => (field_u64(&header, o.dict_keys_dk_size.ok_or(missing("dk_size"))?) << 1) / 3,
         };
         if slots > 1 << 40 {
             return Ok(None);
         }
         size = slots * 8;
     }
-    let refcnt = field_u64(&header, o.dict_keys_dk_refcnt.unwrap_or(0));
+    let refcnt = field_u64(&header, c.dict_keys_dk_refcnt);
     if refcnt != 1 {
         return Ok(Some(size));
     }
@@ -472,28 +594,34 @@ fn dict_size(objects: &Objects<'_>, address: u64) -> Result<Option<u64>, ObjectE
 /// same sum spelled out in `_PyDict_SizeOf` on 3.9/3.10).
 fn keys_size(objects: &Objects<'_>, keys: u64) -> Result<Option<u64>, ObjectError> {
     let o = &objects.layout().offsets;
+    let c = &objects.layout().core;
     let indices = o.dict_keys_dk_indices.ok_or(missing("dk_indices"))?;
     let header = read_vec(objects.memory(), keys, indices as usize, 256)?;
     Ok(Some(match o.dict_keys_dk_log2_size {
         // 3.11+ (_PyDict_KeysSize): header + index bytes + usable entries.
         Some(log2_size_at) => {
             let log2_size = field_u8(&header, log2_size_at);
-            let log2_index = field_u8(&header, o.dict_keys_dk_log2_index_bytes.unwrap_or(0));
-            let kind = field_u8(&header, o.dict_keys_dk_kind.unwrap_or(0));
+            let log2_index = field_u8(
+                &header,
+                o.dict_keys_dk_log2_index_bytes
+                    .ok_or(missing("dk_log2_index_bytes"))?,
+            );
+            let kind = field_u8(&header, o.dict_keys_dk_kind.ok_or(missing("dk_kind"))?);
             if log2_size > 40 || log2_index > 40 {
                 return Ok(None);
             }
             let entry = if kind == 0 {
-                o.dict_key_entry_size.unwrap_or(24)
+                c.dict_key_entry_size
             } else {
-                o.dict_unicode_entry_size.unwrap_or(16)
+                o.dict_unicode_entry_size
+                    .ok_or(missing("sizeof(PyDictUnicodeEntry)"))?
             };
             let usable = ((1u64 << log2_size) << 1) / 3;
             indices + (1 << log2_index) + usable * entry
         }
         // 3.9/3.10: header + dk_size index slots of 1-8 bytes + usable entries.
         None => {
-            let size = field_u64(&header, o.dict_keys_dk_size.unwrap_or(8));
+            let size = field_u64(&header, o.dict_keys_dk_size.ok_or(missing("dk_size"))?);
             if size > 1 << 40 {
                 return Ok(None);
             }
@@ -504,7 +632,7 @@ fn keys_size(objects: &Objects<'_>, keys: u64) -> Result<Option<u64>, ObjectErro
                 _ => 8,
             };
             let usable = (size << 1) / 3;
-            indices + width * size + usable * o.dict_key_entry_size.unwrap_or(24)
+            indices + width * size + usable * c.dict_key_entry_size
         }
     }))
 }

@@ -46,6 +46,10 @@ pub struct TraceOptions {
     pub overwrite: bool,
     /// Record C calls too.
     pub c_calls: bool,
+    /// Record line events too.
+    pub lines: bool,
+    /// Only code objects whose `FILE:QUALNAME` this matches.
+    pub functions: Option<regex::Regex>,
     /// How long to wait for a thread at a safe point (default 5 s).
     pub start_timeout: Duration,
 }
@@ -109,10 +113,18 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     };
     finished?;
     eprintln!(
-        "pydeep: traced {} events on {} threads ({} lost) into {}",
+        "pydeep: traced {} events on {} threads ({} lost{}) into {}",
         summary.events,
         summary.threads_hooked,
         summary.lost,
+        if options.functions.is_some() {
+            format!(
+                "; {} code objects selected, {} not",
+                summary.selected, summary.not_selected
+            )
+        } else {
+            String::new()
+        },
         options.output.display()
     );
     Ok(Exit::Ok)
@@ -130,6 +142,12 @@ fn trace_into<W: std::io::Write>(
     let flags = abi::FLAG_CALLS
         | if options.c_calls {
             abi::FLAG_C_CALLS
+        } else {
+            0
+        }
+        | if options.lines { abi::FLAG_LINES } else { 0 }
+        | if options.functions.is_some() {
+            abi::FLAG_SELECT
         } else {
             0
         };
@@ -165,6 +183,10 @@ fn trace_into<W: std::io::Write>(
         loaded.safe_point
     );
     let mut drain = Drain::new(target, loaded.control, start_clock_ns);
+    if let Some(functions) = &options.functions {
+        drain.select(functions.clone());
+    }
+    drain.lines(options.lines);
     let result = drain.window(recorder, options);
     let summary = drain.summary();
     match result {
@@ -227,6 +249,26 @@ pub struct Summary {
     pub lost: u64,
     /// Threads that got the hook.
     pub threads_hooked: u32,
+    /// Code objects `--functions` selected, and those it did not.
+    pub selected: u64,
+    /// See `selected`.
+    pub not_selected: u64,
+}
+
+/// `--functions`: the agent's decisions, mirrored into the tracer's
+/// selection table so that the tracer skips the events of code objects
+/// not selected. The agent decides on each code object the first time an
+/// event names it and filters every event by its own decision, so the
+/// tracer's copy only saves work: an event of a code object it has no
+/// decision for yet is written and filtered here.
+struct Selection {
+    regex: regex::Regex,
+    /// Code object address → selected. The tracer keeps every code object
+    /// an event named alive until the window ends, so an address names one
+    /// code object for the whole window.
+    decided: std::collections::HashMap<u64, bool>,
+    /// What the agent wrote into the tracer's table, slot by slot.
+    slots: Vec<u64>,
 }
 
 /// Events per batch record.
@@ -245,11 +287,15 @@ pub struct Drain<'a> {
     last_time_ns: u64,
     threads: std::collections::HashMap<u32, u32>,
     frames: std::collections::HashMap<(u64, bool), u64>,
+    lines: std::collections::HashMap<(u64, u32, u32), u64>,
     native: std::collections::HashMap<String, u64>,
     seen_dropped: u64,
     buffer: Vec<u8>,
     summary: Summary,
     first_batch: bool,
+    selection: Option<Selection>,
+    select_address: u64,
+    lines_asked: bool,
 }
 
 impl<'a> Drain<'a> {
@@ -267,12 +313,74 @@ impl<'a> Drain<'a> {
             last_time_ns: start,
             threads: Default::default(),
             frames: Default::default(),
+            lines: Default::default(),
             native: Default::default(),
             seen_dropped: 0,
             buffer: Vec::new(),
             summary: Summary::default(),
             first_batch: true,
+            selection: None,
+            select_address: 0,
+            lines_asked: false,
         }
+    }
+
+    /// Says in the recording that line events were asked for.
+    pub fn lines(&mut self, asked: bool) {
+        self.lines_asked = asked;
+    }
+
+    /// Records only code objects whose `FILE:QUALNAME` `regex` matches.
+    pub fn select(&mut self, regex: regex::Regex) {
+        self.selection = Some(Selection {
+            regex,
+            decided: Default::default(),
+            slots: vec![0; abi::SELECT_CAPACITY],
+        });
+    }
+
+    /// True if events of the code object at `code` are recorded.
+    fn selected(&mut self, code: u64) -> bool {
+        let Some(selection) = &mut self.selection else {
+            return true;
+        };
+        if let Some(&decided) = selection.decided.get(&code) {
+            return decided;
+        }
+        let chosen = match self.target.code_object(code) {
+            Ok((_, object)) => selection
+                .regex
+                .is_match(&format!("{}:{}", object.filename, object.qualname)),
+            Err(_) => false,
+        };
+        selection.decided.insert(code, chosen);
+        if chosen {
+            self.summary.selected += 1;
+        } else {
+            self.summary.not_selected += 1;
+        }
+        // Tell the tracer (best effort: a full probe sequence leaves the
+        // code object undecided there, and its events filtered here).
+        if self.select_address != 0 {
+            let mut slot = abi::select_slot(code);
+            for _ in 0..abi::SELECT_PROBES {
+                if selection.slots[slot] == 0 {
+                    let entry = code
+                        | if chosen {
+                            abi::SELECT_YES
+                        } else {
+                            abi::SELECT_NO
+                        };
+                    let address = self.select_address + slot as u64 * 8;
+                    if ring::write_u64(self.target.pid(), address, entry).is_ok() {
+                        selection.slots[slot] = entry;
+                    }
+                    break;
+                }
+                slot = (slot + 1) & (abi::SELECT_CAPACITY - 1);
+            }
+        }
+        chosen
     }
 
     /// What the window saw so far.
@@ -436,6 +544,7 @@ impl<'a> Drain<'a> {
         let pid = self.target.pid();
         let control = ring::read_control(self.target, self.control)
             .context("cannot read the tracer's control block")?;
+        self.select_address = control.select_address;
         let available = control
             .write_pos
             .saturating_sub(self.read_pos)
@@ -497,6 +606,7 @@ impl<'a> Drain<'a> {
         let object = u64_at(e::OBJECT);
         let native_id = u32_at(e::THREAD);
         let kind = match u32_at(e::KIND) {
+            abi::KIND_LINE => proto::TraceEventKind::TraceLine,
             abi::KIND_CALL => proto::TraceEventKind::TraceCall,
             abi::KIND_RETURN => proto::TraceEventKind::TraceReturn,
             abi::KIND_C_CALL => proto::TraceEventKind::TraceCCall,
@@ -507,6 +617,9 @@ impl<'a> Drain<'a> {
             kind,
             proto::TraceEventKind::TraceCCall | proto::TraceEventKind::TraceCReturn
         );
+        if !c_function && !self.selected(object) {
+            return;
+        }
         let thread = match self.threads.get(&native_id) {
             Some(id) => *id,
             None => {
@@ -515,32 +628,46 @@ impl<'a> Drain<'a> {
                 id
             }
         };
-        let frame = match self.frames.get(&(object, c_function)) {
-            Some(id) => *id,
-            None => {
-                let id = if c_function {
-                    let name = ring::c_function_name(self.target, object)
-                        .unwrap_or_else(|| "<C function>".into());
-                    *self
-                        .native
-                        .entry(name.clone())
-                        .or_insert_with(|| recorder.native_frame(&name))
-                } else {
+        let frame = if kind == proto::TraceEventKind::TraceLine {
+            let offset = u32_at(e::OFFSET);
+            let line = u32_at(e::LINE);
+            match self.lines.get(&(object, offset, line)) {
+                Some(id) => *id,
+                None => {
                     let version = self.target.python_version();
-                    recorder.frame(
-                        self.target,
-                        pid,
-                        &version,
-                        &crate::FrameSample {
-                            code_address: object,
-                            instruction_offset: 0,
-                            is_generator: false,
-                            is_shim: false,
-                        },
-                    )
-                };
-                self.frames.insert((object, c_function), id);
-                id
+                    let id = recorder.line_frame(self.target, pid, &version, object, offset, line);
+                    self.lines.insert((object, offset, line), id);
+                    id
+                }
+            }
+        } else {
+            match self.frames.get(&(object, c_function)) {
+                Some(id) => *id,
+                None => {
+                    let id = if c_function {
+                        let name = ring::c_function_name(self.target, object)
+                            .unwrap_or_else(|| "<C function>".into());
+                        *self
+                            .native
+                            .entry(name.clone())
+                            .or_insert_with(|| recorder.native_frame(&name))
+                    } else {
+                        let version = self.target.python_version();
+                        recorder.frame(
+                            self.target,
+                            pid,
+                            &version,
+                            &crate::FrameSample {
+                                code_address: object,
+                                instruction_offset: 0,
+                                is_generator: false,
+                                is_shim: false,
+                            },
+                        )
+                    };
+                    self.frames.insert((object, c_function), id);
+                    id
+                }
             }
         };
         self.batch
@@ -583,8 +710,15 @@ impl<'a> Drain<'a> {
         if let Some(control) = last {
             self.batch.window_end_ns = control.stop_ns.max(1);
             self.batch.threads_hooked = control.threads_hooked;
+            self.batch.threads_line_hooked = control.threads_line_hooked;
             if self.first_batch {
                 self.batch.window_start_ns = control.start_ns;
+            }
+        }
+        if self.first_batch {
+            self.batch.lines = self.lines_asked;
+            if let Some(selection) = &self.selection {
+                self.batch.functions = selection.regex.as_str().to_owned();
             }
         }
         let batch = std::mem::take(&mut self.batch);

@@ -27,6 +27,10 @@ pub struct ControlBlock {
     pub start_ns: u64,
     /// See `start_ns`.
     pub stop_ns: u64,
+    /// Address of the selection table (`--functions`).
+    pub select_address: u64,
+    /// Threads that got the line hook (`--lines`).
+    pub threads_line_hooked: u32,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -66,6 +70,8 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         ring_address: u64_at(&block, offset::RING_ADDRESS),
         start_ns: u64_at(&block, offset::START_NS),
         stop_ns: u64_at(&block, offset::STOP_NS),
+        select_address: u64_at(&block, offset::SELECT_ADDRESS),
+        threads_line_hooked: u32_at(&block, offset::THREADS_LINE_HOOKED),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }

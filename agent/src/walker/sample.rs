@@ -10,7 +10,7 @@ use super::prefetch::{ThreadPrefetch, Used, Window, MIN_CHUNK};
 use super::threads::{list_threads, read_states, StateReads, ThreadListCache};
 use super::torn::{top_agrees, walk_callees, Reread};
 use super::{ThreadSample, WalkError, WalkOptions};
-use crate::cpython::{FrameKind, Layout};
+use crate::cpython::{FrameKind, FramePointer, Layout};
 use crate::memory::{field_u64, RemoteMemory, MAX_READ};
 
 /// One thread's sample while it is read.
@@ -305,9 +305,9 @@ fn read_first_batch(
 ) -> Result<FirstBatch, WalkError> {
     let o = &layout.offsets;
     let mut reads: Vec<ThreadRead> = Vec::new();
-    let direct = o.thread_current_frame.or(o.thread_frame);
+    let through_cframe = matches!(layout.frame_pointer, FramePointer::ThroughCFrame { .. });
     let (mut owners, mut extra) =
-        prefetch_pieces(cache, direct.is_none(), code_check, o.thread_datastack_top);
+        prefetch_pieces(cache, through_cframe, code_check, o.thread_datastack_top);
     let mut batch = read_states(
         memory,
         layout,
@@ -383,7 +383,7 @@ fn read_first_batch(
     for (interpreter, address, state) in &states {
         let holds_gil = gil_holder(*interpreter) == Some(*address);
         let sample = ThreadSample {
-            thread_id: o.thread_thread_id.map_or(0, |at| field_u64(state, at)),
+            thread_id: field_u64(state, layout.core.thread_thread_id),
             native_id: o
                 .thread_native_thread_id
                 .map_or(0, |at| field_u64(state, at)),
@@ -425,14 +425,19 @@ fn assemble_thread_read(
     prefetch: &[ThreadPrefetch],
 ) -> (ThreadRead, bool) {
     let o = &layout.offsets;
-    let direct = o.thread_current_frame.or(o.thread_frame);
     let address = &sample.thread_state;
-    let frame_pointer_at = match (direct, o.thread_cframe) {
-        (Some(at), _) => address.wrapping_add(at),
-        (None, Some(cframe_at)) => {
-            field_u64(state, cframe_at).wrapping_add(o.cframe_current_frame.unwrap_or(0))
-        }
-        (None, None) => 0,
+    // The pointer's offset in the thread state, when it is there (else
+    // the prefetch reads it through the cframe).
+    let direct = match layout.frame_pointer {
+        FramePointer::InThreadState(at) => Some(at),
+        FramePointer::ThroughCFrame { .. } => None,
+    };
+    let frame_pointer_at = match layout.frame_pointer {
+        FramePointer::InThreadState(at) => address.wrapping_add(at),
+        FramePointer::ThroughCFrame {
+            cframe,
+            current_frame,
+        } => field_u64(state, cframe).wrapping_add(current_frame),
     };
     let mut current_frame = direct.map_or(0, |at| field_u64(state, at));
     let mut source = FrameSource::with_chunk_layout(o.stack_chunk_previous);
@@ -548,7 +553,6 @@ fn walk_threads(
     reads: &mut [ThreadRead],
     not_reached: &[(u64, Prefetched, u64)],
 ) {
-    let o = &layout.offsets;
     match layout.semantics.frame_kind {
         FrameKind::FrameObject => {
             for read in reads.iter_mut() {
@@ -562,7 +566,10 @@ fn walk_threads(
             }
         }
         FrameKind::InterpreterFrame => {
-            let frame_size = o.interpreter_frame_size.unwrap_or(0);
+            let Some(frames) = layout.interpreter_frames else {
+                return;
+            };
+            let frame_size = frames.size;
             let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut window_owners: Vec<usize> = Vec::new();
             for (i, read) in reads.iter_mut().enumerate() {

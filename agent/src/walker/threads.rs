@@ -159,10 +159,8 @@ pub(super) fn read_states(
         } else {
             interpreters[position - 1].address
         };
-        let next = o.interpreter_next.map_or(0, |at| field_u64(header, at));
-        let first = o
-            .interpreter_threads_head
-            .map_or(0, |at| field_u64(header, at));
+        let next = field_u64(header, layout.core.interpreter_next);
+        let first = field_u64(header, layout.core.interpreter_threads_head);
         consistent &= next == next_expected;
         consistent &= first == interpreter.threads.first().copied().unwrap_or(0);
         if let Some(at) = o.interpreter_ceval_gil {
@@ -171,7 +169,7 @@ pub(super) fn read_states(
         collecting.push(gc_collecting_at(layout).is_some_and(|at| field_u32(header, at) != 0));
         for j in 0..interpreter.threads.len() {
             let (_, _, state) = &states[state_index];
-            let next = o.thread_next.map_or(0, |at| field_u64(state, at));
+            let next = field_u64(state, layout.core.thread_next);
             consistent &= next == interpreter.threads.get(j + 1).copied().unwrap_or(0);
             state_index += 1;
         }
@@ -250,12 +248,9 @@ pub fn list_threads(
     options: &WalkOptions,
 ) -> Result<Vec<InterpreterThreads>, WalkError> {
     let o = &layout.offsets;
-    let head_at = o
-        .runtime_interpreters_head
-        .ok_or(WalkError::NoInterpreter)?;
-    let next_at = o.interpreter_next.ok_or(WalkError::NoInterpreter)?;
-    let threads_at = o.interpreter_threads_head.ok_or(WalkError::NoInterpreter)?;
-    let thread_next_at = o.thread_next.ok_or(WalkError::NoInterpreter)?;
+    let c = &layout.core;
+    let (head_at, next_at) = (c.runtime_interpreters_head, c.interpreter_next);
+    let (threads_at, thread_next_at) = (c.interpreter_threads_head, c.thread_next);
     let gil_pointer_at = o.interpreter_ceval_gil;
     let interp_len = interpreter_len(layout);
     let mut address = read_u64(memory, runtime_address + head_at)?;

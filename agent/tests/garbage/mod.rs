@@ -14,15 +14,16 @@ pub const LEN: usize = 16 << 10;
 
 /// The layout of CPython 3.`minor` from its generated offsets table.
 pub fn layout(minor: u32) -> Layout {
-    Layout {
-        version: PythonVersion {
+    Layout::new(
+        PythonVersion {
             major: 3,
             minor,
             ..Default::default()
         },
-        semantics: semantics_for(3, minor).unwrap(),
-        offsets: *layouts::ALL.iter().find(|t| t.version.1 == minor).unwrap(),
-    }
+        semantics_for(3, minor).unwrap(),
+        *layouts::ALL.iter().find(|t| t.version.1 == minor).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Garbage at [`BASE`]: each 8-byte word is a pointer into the region
