@@ -56,12 +56,11 @@ fn is_possible(names: &[&str]) -> bool {
 }
 
 /// The main thread's function names, innermost first, or `None` if torn
-/// or empty. A stack flagged truncated (cut at a loop, or at the depth
-/// limit) says it lacks callers: its names are given, outermost frame
-/// first in `names[..]` as read.
-fn names<'a>(
+/// or empty. A stack flagged truncated (its callers could not be read) is
+/// given as read.
+fn names(
     target: &mut Target,
-    names_by_code: &'a mut HashMap<u64, String>,
+    names_by_code: &mut HashMap<u64, String>,
     samples: &[ThreadSample],
     pid: u32,
 ) -> Option<Vec<String>> {
