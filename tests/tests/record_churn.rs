@@ -72,7 +72,7 @@ fn bound(floor: f64, share: f64, n1: u64, n2: u64, paired: &[f64]) -> f64 {
 }
 
 /// Standard errors of the slices' paired differences a difference of the
-/// means may reach: the error is estimated from `SLICES` pairs (7 degrees
+/// means may reach: the error is estimated from `SLICES` pairs or more (7 degrees
 /// of freedom; Student's t is past 5 with probability 0.0016, and a run
 /// makes ~140 comparisons, most of them correlated).
 const SPREAD_ERRORS: f64 = 5.0;
@@ -117,6 +117,13 @@ fn workload() -> std::path::PathBuf {
 
 /// Slices each mode records, alternating.
 const SLICES: usize = 8;
+
+/// Slices each mode records at most: more rounds of [`SLICES`] while the
+/// blocking slices hold under [`MIN_EXACT_TICKS`].
+const MAX_SLICES: usize = 3 * SLICES;
+
+/// Ticks the blocking slices must hold for a verdict.
+const MIN_EXACT_TICKS: u64 = 1000;
 
 fn attach(pid: u32, output: &Path, extra: &[&str]) -> String {
     let out = Command::new(workspace_binary("pydeep"))
@@ -212,7 +219,7 @@ fn the_default_profile_of_call_heavy_code_matches_the_exact_one() {
             let label = format!("{} {shape}", python.label());
             let mut child = Command::new(&python.path)
                 .arg(workload())
-                .args(["--shape", shape, "--seconds", "60"])
+                .args(["--shape", shape, "--seconds", "180"])
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("start churn.py");
@@ -229,7 +236,16 @@ fn the_default_profile_of_call_heavy_code_matches_the_exact_one() {
             // The default slices' clocks one by one, for their spread.
             let mut default_slice_truth: Vec<Clocks> = Vec::new();
             let pid = child.id();
-            for slice in 0..SLICES {
+            // A machine that starved the sampler (3.9.18 at load 12-14:
+            // 678 exact ticks in 8 blocking slices, pauses of up to 0.4 s)
+            // gets more slices, up to MAX_SLICES, rather than no verdict.
+            for slice in 0..MAX_SLICES {
+                if slice > 0 && slice % SLICES == 0 {
+                    if sum(&exact, Read::kept_ticks) >= MIN_EXACT_TICKS {
+                        break;
+                    }
+                    eprintln!("{label}: too few exact ticks after {slice} slices, {SLICES} more");
+                }
                 let path = dir.path().join(format!("exact{slice}.pdr"));
                 let before = mark(pid, &mut stdout);
                 attach(pid, &path, &["--blocking"]);
@@ -253,7 +269,10 @@ fn the_default_profile_of_call_heavy_code_matches_the_exact_one() {
             eprintln!(
                 "{label}: {exact_ticks} exact ticks, {samples} default samples ({torn} torn)"
             );
-            assert!(exact_ticks >= 1000, "{label}: too few exact ticks");
+            assert!(
+                exact_ticks >= MIN_EXACT_TICKS,
+                "{label}: too few exact ticks"
+            );
             if let (Some(exact_true), Some(default_true)) =
                 (exact_truth.fib_share(), default_truth.fib_share())
             {
