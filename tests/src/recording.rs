@@ -23,9 +23,6 @@ pub struct Read {
     pub events: Vec<(ProcessEventKind, i32)>,
     /// The footer's sample count, if the file has a footer.
     pub footer_samples: Option<u64>,
-    /// The untorn samples in recording order, each as its index in
-    /// `stacks`: for batches of consecutive samples.
-    pub sequence: Vec<usize>,
 }
 
 /// Reads the whole recording at `path`, panicking on any format error.
@@ -37,7 +34,6 @@ pub fn read(path: &Path) -> Read {
     let mut samples = 0;
     let mut torn = 0;
     let mut footer_samples = None;
-    let mut order: Vec<u64> = Vec::new();
     while let Some(event) = recording.next_event().expect("read event") {
         match event {
             Event::Sample(sample) => {
@@ -48,7 +44,6 @@ pub fn read(path: &Path) -> Read {
                     torn += 1;
                 } else {
                     *counts.entry(sample.stack).or_default() += 1;
-                    order.push(sample.stack);
                     *ticks.entry(sample.stack).or_default() += u64::from(sample.weight);
                 }
             }
@@ -64,13 +59,7 @@ pub fn read(path: &Path) -> Read {
             .map(|(stack, count)| (stack_names(tables, stack), count))
             .collect()
     };
-    let ids: Vec<u64> = counts.keys().copied().collect();
-    let index: HashMap<u64, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    let stacks = ids
-        .iter()
-        .map(|id| (stack_names(tables, *id), counts[id]))
-        .collect();
-    let sequence = order.iter().map(|id| index[id]).collect();
+    let stacks = named(counts);
     let tick_stacks = named(ticks);
     Read {
         samples,
@@ -79,7 +68,6 @@ pub fn read(path: &Path) -> Read {
         tick_stacks,
         events,
         footer_samples,
-        sequence,
     }
 }
 
@@ -98,32 +86,6 @@ impl Read {
     /// Samples whose stack passes through a function called `name`.
     pub fn samples_in(&self, name: &str) -> u64 {
         through(&self.stacks, name)
-    }
-
-    /// For each of `batches` runs of consecutive untorn samples (the last
-    /// takes the rest), how many pass through a function called `name`
-    /// and how many pass through any of `names`.
-    pub fn in_batches(&self, name: &str, names: &[&str], batches: usize) -> Vec<(u64, u64)> {
-        let passes = |stack: usize, name: &str| self.stacks[stack].0.iter().any(|n| n == name);
-        let size = (self.sequence.len() / batches.max(1)).max(1);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for (i, chunk) in self.sequence.chunks(size).enumerate() {
-            if i >= batches && !out.is_empty() {
-                let last = out.last_mut().unwrap();
-                for &stack in chunk {
-                    last.0 += u64::from(passes(stack, name));
-                    last.1 += u64::from(names.iter().any(|n| passes(stack, n)));
-                }
-                continue;
-            }
-            let mut counts = (0, 0);
-            for &stack in chunk {
-                counts.0 += u64::from(passes(stack, name));
-                counts.1 += u64::from(names.iter().any(|n| passes(stack, n)));
-            }
-            out.push(counts);
-        }
-        out
     }
 
     /// Sampler ticks of the untorn samples whose innermost frame is a

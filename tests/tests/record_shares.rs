@@ -1,8 +1,8 @@
 //! Sampling accuracy on every interpreter: a program spending known shares
 //! of its CPU time in two functions (it measures them itself with
 //! `time.thread_time_ns`) is recorded at 100 Hz for 10 s, and the recorded
-//! shares must be within 3 points of the measured ones (more when the
-//! recording's own batches of samples spread more: a loaded machine). Alone in its own
+//! shares must be within 3 points of the measured ones (three standard
+//! errors when a loaded machine leaves fewer samples). Alone in its own
 //! test binary so that no other test competes for the CPU meanwhile.
 
 use pydeep_format::proto::ProcessEventKind;
@@ -10,24 +10,9 @@ use pydeep_integration::recording::read;
 use pydeep_integration::run::{info, record_program, verify};
 use pydeep_integration::test_pythons;
 
-/// Batches of consecutive samples whose spread measures the recorded
-/// share's error.
-const BATCHES: usize = 10;
-
-/// Samples in the two functions under which a recording cannot be judged
-/// (its batches would hold under 20 each).
+/// Samples in the two functions under which a recording is taken again
+/// (its tolerance would pass 9 points).
 const STARVED: u64 = 200;
-
-/// The standard error of the mean of `values` (0 for fewer than two).
-fn standard_error(values: &[f64]) -> f64 {
-    let n = values.len();
-    if n < 2 {
-        return 0.0;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (variance / n as f64).sqrt()
-}
 
 #[test]
 fn recorded_time_shares_match_what_the_program_measured_itself() {
@@ -73,27 +58,12 @@ fn recorded_time_shares_match_what_the_program_measured_itself() {
             // 1,000 ticks asked; a loaded machine makes the sampler miss some
             // (each kept sample then stands for them too).
             let n = heavy + light;
-            // 3 points, three standard errors of a share estimated from n
-            // independent samples, or four of the mean of ten batches of
-            // consecutive samples: on a loaded machine the target stands
-            // still for stretches of tens of milliseconds, and samples 10
-            // ms apart are not independent (3.9.18 at load 12-14, every
-            // tick paused: 373-397 samples with 4.2-5.2 s of gaps, recorded
-            // 69.0-79.1% against 74.7-75.1%, 2-3 of the independent errors).
-            let batches: Vec<f64> = recorded
-                .in_batches("heavy", &["heavy", "light"], BATCHES)
-                .into_iter()
-                .filter(|(_, both)| *both > 0)
-                .map(|(heavy, both)| heavy as f64 / both as f64)
-                .collect();
-            let tolerance = 0.03f64
-                .max(3.0 * (true_heavy * (1.0 - true_heavy) / n as f64).sqrt())
-                .max(4.0 * standard_error(&batches));
-            eprintln!(
-                "   tolerance {:.1} points (batches' standard error {:.1})",
-                tolerance * 100.0,
-                standard_error(&batches) * 100.0
-            );
+            // 3 points, or three standard errors of a share estimated from n
+            // samples when fewer were taken: a starved recording (3.9.18 at
+            // load 12-14, every tick paused, 4-5 s of gaps: 373-397 samples
+            // in the two functions, recorded 69.0-79.1% against 75%) is
+            // judged with the error its samples allow (6.7 points at 376).
+            let tolerance = 0.03f64.max(3.0 * (true_heavy * (1.0 - true_heavy) / n as f64).sqrt());
             if n >= STARVED {
                 assert!(
                     (recorded_heavy - true_heavy).abs() <= tolerance,
