@@ -33,9 +33,19 @@
 //! `--blocking`; their torn ticks stayed under the threshold). Since the
 //! frame objects are read in one batch (walker/prefetch.rs) a paused read
 //! of a 1,000-deep 3.9 stack stops the target for ~0.2 ms (it was ~1.7).
+//!
+//! Paused reads draw on a budget of the target's time
+//! ([`crate::pause_budget`]): at most 10% of it over any stretch longer
+//! than a second. Past that, a tick planned paused may be *held*: not
+//! read, and the target's next sample stands for it by its weight
+//! ([`ReadCounts::held`]). At 100 Hz to 1 kHz with ordinary pauses nothing
+//! is held; `--blocking` is never held.
+
+use std::time::Instant;
 
 use crate::cpython::FrameKind;
 use crate::pause::PauseStats;
+use crate::pause_budget::PauseBudget;
 use crate::target::{ReadError, Target};
 use crate::walker::ThreadSample;
 
@@ -85,6 +95,24 @@ pub struct Exactness {
     /// Adaptive mode found the target's fast reads untrue by construction
     /// (3.9/3.10 frame objects): every tick paused, no probes.
     always_paused: bool,
+    /// How much of the target's time adaptive mode's pauses may take.
+    budget: PauseBudget,
+}
+
+/// What [`Exactness::read`] did with a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// The tick's stacks were read; `taken_ns` is the stream clock
+    /// (`session::monotonic_ns`) when they were taken: once every thread
+    /// is stopped for a paused read (the stacks are those of that
+    /// moment), as the read begins for a running one.
+    Read {
+        /// When the stacks were taken (stream clock, ns).
+        taken_ns: u64,
+    },
+    /// The tick was held: not read, to keep pauses within their budget
+    /// ([`crate::pause_budget`]); the target's next sample stands for it.
+    Held,
 }
 
 /// How the ticks of a session were read, over all its targets.
@@ -99,6 +127,10 @@ pub struct ReadCounts {
     /// Fast ticks whose stack moved while it was read (a thread called or
     /// returned between the pointer reads that bracket its copy).
     pub moved: u64,
+    /// Ticks planned paused that were not read, to keep pauses within
+    /// [`crate::pause_budget::SHARE`] of the target's time: the target's
+    /// next sample stands for them by its weight.
+    pub held: u64,
 }
 
 impl std::fmt::Display for ReadCounts {
@@ -111,6 +143,18 @@ impl std::fmt::Display for ReadCounts {
             self.moved,
             self.probes
         )?;
+        if self.held > 0 {
+            let ticks = self.pauses.count() + self.fast_ticks + self.held;
+            write!(
+                f,
+                "\n  HELD {} of {} ticks ({:.1}%): not read, so that pauses keep near {:.0}% of the target's time; the next sample stands for them (or a gap, past {} ms)",
+                self.held,
+                ticks,
+                self.held as f64 * 100.0 / ticks.max(1) as f64,
+                crate::pause_budget::SHARE * 100.0,
+                crate::schedule::GAP_TIME.as_millis()
+            )?;
+        }
         if self.pauses.count() > 0 {
             write!(f, "\n  {}", self.pauses)?;
         }
@@ -157,18 +201,26 @@ impl Exactness {
     }
 
     /// Reads one tick of `target` into `out`, paused or not as decided
-    /// before the read (see the module's documentation). Returns the
-    /// stream clock (`session::monotonic_ns`) when the stacks were taken:
-    /// once every thread is stopped for a paused read (the stacks are
-    /// those of that moment), as the read begins for a running one.
+    /// before the read (see the module's documentation), or holds it
+    /// (`out` cleared) when adaptive mode's pauses are over budget. `due`
+    /// is the tick's due time on the schedule's grid: the budget's slots
+    /// are on that grid, so whether a tick is held follows neither its
+    /// lateness nor the length of the pause before it. A read tick says
+    /// when its stacks were taken ([`Tick::Read`]).
     pub fn read(
         &mut self,
         target: &mut Target,
         out: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<u64, ReadError> {
+        due: Instant,
+    ) -> Result<Tick, ReadError> {
         use crate::session::monotonic_ns;
         self.settle_for(target.layout().semantics.frame_kind);
+        if self.budgeted() && !self.budget.may_pause(due) {
+            out.clear();
+            counts.held += 1;
+            return Ok(Tick::Held);
+        }
         match self.plan() {
             Plan::Fast => {
                 let taken = monotonic_ns();
@@ -176,7 +228,7 @@ impl Exactness {
                 counts.fast_ticks += 1;
                 counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
-                Ok(taken)
+                Ok(Tick::Read { taken_ns: taken })
             }
             Plan::Paused { probe } => {
                 if probe {
@@ -194,16 +246,27 @@ impl Exactness {
                         let taken = monotonic_ns();
                         target.sample_threads(out)?;
                         counts.fast_ticks += 1;
-                        return Ok(taken);
+                        return Ok(Tick::Read { taken_ns: taken });
                     }
                     Err(e) => return Err(e),
                 };
                 let taken = monotonic_ns();
                 let read = target.sample_threads(out);
-                counts.pauses.record(guard.release());
-                read.map(|()| taken)
+                let stopped = guard.release();
+                counts.pauses.record(stopped);
+                if self.mode == ReadMode::Adaptive {
+                    self.budget.paused(due, Instant::now(), stopped);
+                }
+                read.map(|()| Tick::Read { taken_ns: taken })
             }
         }
+    }
+
+    /// True if the next tick would be read paused in adaptive mode, so
+    /// under the pause budget (`--blocking` asks for every tick paused,
+    /// and fast ticks stop nothing).
+    fn budgeted(&self) -> bool {
+        self.mode == ReadMode::Adaptive && self.reading_paused()
     }
 
     fn plan(&mut self) -> Plan {

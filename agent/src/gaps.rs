@@ -86,6 +86,34 @@ impl Stalls {
     }
 }
 
+impl GapCounts {
+    /// A gap of `ticks` held by the pause budget (`interval` apart) for
+    /// process `pid`, ended at `now_ns`, that no sample stands for: held
+    /// before a sample that would otherwise stand for more ticks than a
+    /// stall may ([`crate::sampled::Sampled::carry`]), or after the
+    /// process's last sample. It concerns that process only (a recording
+    /// of several processes observed the others).
+    pub fn held(&mut self, pid: i32, ticks: u64, interval: Duration, now_ns: u64) -> proto::Gap {
+        let length = interval.saturating_mul(ticks.min(u32::MAX as u64) as u32);
+        let cause = format!(
+            "pid {pid}: {ticks} ticks held to keep pauses within {:.0}% of the target's time",
+            crate::pause_budget::SHARE * 100.0
+        );
+        self.count += 1;
+        self.ticks += ticks;
+        self.total += length;
+        if self.longest.as_ref().is_none_or(|(l, _)| *l < length) {
+            self.longest = Some((length, cause.clone()));
+        }
+        proto::Gap {
+            from_ns: now_ns.saturating_sub(length.as_nanos() as u64),
+            to_ns: now_ns,
+            ticks,
+            cause,
+        }
+    }
+}
+
 impl std::fmt::Display for GapCounts {
     /// "gaps 1 (120 ticks, 1.203 s not observed; longest 1.203 s: ...)",
     /// or "gaps 0".

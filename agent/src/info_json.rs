@@ -81,6 +81,7 @@ fn footer_json(footer: &proto::Footer) -> Value {
         "torn_samples": footer.torn_samples,
         "torn_retries": footer.torn_retries,
         "paused_ticks": footer.paused_ticks,
+        "held_ticks": footer.held_ticks,
         "errors": footer.errors,
         "max_lag_ns": footer.max_lag_ns,
         "end_reason": footer.end_reason,

@@ -16,6 +16,7 @@ pub mod mimalloc;
 pub mod objects;
 pub mod page_cache;
 pub mod pause;
+pub mod pause_budget;
 pub mod paused_read;
 pub mod retained;
 pub mod scopes;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codes::Resolver;
-use crate::exactness::{Exactness, ReadCounts, ReadMode};
+use crate::exactness::{self, Exactness, ReadCounts, ReadMode};
 use crate::lifecycle::Identity;
 use crate::recorder::Tick;
 use crate::sink::{Input, Sink, SnapshotInput};
@@ -65,6 +65,9 @@ pub struct Sampled {
     /// Idle threads are recorded (`--idle`); otherwise they are not sent.
     include_idle: bool,
     fate_checked: Instant,
+    /// Sampler ticks held since its last sample ([`Sampled::hold`]): its
+    /// next sample stands for them, or a gap does ([`Sampled::carry`]).
+    owed: u64,
 }
 
 impl Sampled {
@@ -96,6 +99,7 @@ impl Sampled {
             read_mode,
             include_idle,
             fate_checked: Instant::now(),
+            owed: 0,
         }
     }
 
@@ -104,14 +108,41 @@ impl Sampled {
         self.target.pid()
     }
 
-    /// Reads one tick of every thread into `threads` ([`Exactness::read`]);
-    /// returns the stream clock when the stacks were taken.
+    /// Reads one tick of every thread into `threads` ([`Exactness::read`];
+    /// a read tick says when its stacks were taken), or holds it (nothing read, `threads` empty) to keep pauses within
+    /// their budget ([`crate::pause_budget`]): then [`Sampled::hold`] it.
+    /// `due`: the tick's due time on the schedule's grid.
     pub fn read(
         &mut self,
         threads: &mut Vec<ThreadSample>,
         counts: &mut ReadCounts,
-    ) -> Result<u64, ReadError> {
-        self.exactness.read(&mut self.target, threads, counts)
+        due: Instant,
+    ) -> Result<exactness::Tick, ReadError> {
+        self.exactness.read(&mut self.target, threads, counts, due)
+    }
+
+    /// A tick of weight `weight` was held: the process's next sample, or
+    /// a gap, stands for it.
+    pub fn hold(&mut self, weight: u32) {
+        self.owed = self.owed.saturating_add(u64::from(weight));
+    }
+
+    /// The tick a good read at `tick` is recorded as, after ticks were
+    /// held: it stands for them too (its weight), unless the ticks it did
+    /// not observe (held, and missed before it) are a gap by the
+    /// schedule's own rule ([`crate::schedule::is_gap`]). Then it stands
+    /// for itself, and the second value is the gap's ticks, which no
+    /// sample stands for. So a sample never stands for more ticks than
+    /// the schedule lets one stand for, held or not.
+    pub fn carry(&mut self, tick: Tick, interval: Duration) -> (Tick, Option<u64>) {
+        let (weight, gap) = carried(std::mem::take(&mut self.owed), tick.weight, interval);
+        (Tick { weight, ..tick }, gap)
+    }
+
+    /// The ticks held since the last sample, which no sample will stand
+    /// for (the process ended, exec'd, or recording stops): they are a gap.
+    pub fn take_owed(&mut self) -> u64 {
+        std::mem::take(&mut self.owed)
     }
 
     /// True if it is time to ask whether the process exited or exec'd:
@@ -331,4 +362,60 @@ pub fn name_of<'a>(
         return None;
     }
     names.get(&thread.thread_id).map(String::as_str)
+}
+
+/// The weight of a sample of weight `weight` after `owed` ticks held,
+/// `interval` apart, and the gap's ticks if the ticks it did not observe
+/// are one ([`Sampled::carry`]).
+fn carried(owed: u64, weight: u32, interval: Duration) -> (u32, Option<u64>) {
+    if owed == 0 {
+        return (weight, None);
+    }
+    let unobserved = owed + u64::from(weight) - 1;
+    if crate::schedule::is_gap(unobserved, interval) {
+        return (1, Some(unobserved));
+    }
+    (u32::try_from(unobserved + 1).unwrap_or(u32::MAX), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_after_held_ticks_stands_for_them_unless_they_and_its_missed_ticks_are_a_gap() {
+        let us = Duration::from_micros(1);
+        // Nothing held: the schedule's weight.
+        assert_eq!(carried(0, 7, us), (7, None));
+        // 1 MHz: 10 ms held and 5 ms missed are under 20 ms: one sample.
+        assert_eq!(carried(10_000, 5_001, us), (15_001, None));
+        // 10 ms held after 15 ms missed (the case of record_weights on
+        // 3.9, a sample standing for 20,119 ticks): a gap of all of them,
+        // the sample stands for itself.
+        assert_eq!(carried(10_119, 10_000, us), (1, Some(20_118)));
+        // 100 Hz: three ticks are no gap whatever their time.
+        let ms10 = Duration::from_millis(10);
+        assert_eq!(carried(2, 2, ms10), (4, None));
+        assert_eq!(carried(2, 3, ms10), (1, Some(4)));
+    }
+
+    #[test]
+    fn no_sample_stands_for_more_ticks_than_the_schedule_allows() {
+        for interval in [1u64, 10, 1_000, 10_000].map(Duration::from_micros) {
+            let bound = crate::schedule::GAP_TICKS
+                .max((crate::schedule::GAP_TIME.as_nanos() / interval.as_nanos()) as u64);
+            for owed in [1u64, 3, 100, 9_999, 10_000, 19_999, 30_000] {
+                for weight in [1u32, 2, 4, 19_999] {
+                    let (w, gap) = carried(owed, weight, interval);
+                    assert!(u64::from(w) <= bound, "{interval:?} {owed} {weight}: {w}");
+                    // Every tick accounted for: by the sample or the gap.
+                    assert_eq!(
+                        u64::from(w) + gap.unwrap_or(0),
+                        owed + u64::from(weight),
+                        "{interval:?} {owed} {weight}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 
-use crate::exactness::ReadCounts;
+use crate::exactness::{self, ReadCounts};
 use crate::gaps::{GapCounts, Stalls};
 use crate::lifecycle::{self, Ending, Fate, Identity};
 use crate::procfs;
@@ -455,7 +455,10 @@ impl Sampler {
         // With --blocking a sample whose pause failed is a failed read:
         // taken unpaused, it would not be what was asked.
         let started = Instant::now();
-        let read = process.sampled.read(&mut self.threads, &mut self.reads);
+        let due = self.schedule.last_due();
+        let read = process
+            .sampled
+            .read(&mut self.threads, &mut self.reads, due);
         self.stalls.note("reading the target", started.elapsed());
         if self.cannot_pause.is_none() {
             self.cannot_pause = process.sampled.exactness.cannot_pause().map(str::to_owned);
@@ -475,6 +478,10 @@ impl Sampler {
                     return false;
                 }
                 Fate::Execed(now) => {
+                    // Ticks held of the old image: no sample of the new
+                    // one stands for them.
+                    self.gap_for_held(index);
+                    let process = &mut self.processes[index];
                     // Attached again, or watched from the next tick on.
                     process.execed(&self.sink, now, self.options.redact);
                     return true;
@@ -482,7 +489,16 @@ impl Sampler {
             }
         }
         match read {
-            Ok(taken_ns) => {
+            Ok(exactness::Tick::Held) => process.sampled.hold(tick.weight),
+            Ok(exactness::Tick::Read { taken_ns }) => {
+                let (tick, held_gap) = process.sampled.carry(tick, self.schedule.interval());
+                if let Some(ticks) = held_gap {
+                    // The held ticks end where this tick began.
+                    let pid = process.sampled.pid();
+                    let interval = self.schedule.interval();
+                    let gap = self.gaps.held(pid, ticks, interval, tick.clock_ns);
+                    self.sink.send(Input::Gap(gap));
+                }
                 // The samples carry when their stacks were taken (after the
                 // pause, or as the read began), not when the tick began:
                 // a pause or an earlier process read first can be
@@ -519,11 +535,27 @@ impl Sampler {
 
     /// Stops sampling process `index`, which ended as `ending` says.
     fn remove(&mut self, index: usize, ending: Option<String>) {
+        self.gap_for_held(index);
         let gone = self.processes.remove(index);
         self.finished_read_calls += gone.sampled.target.read_calls();
         if gone.sampled.pid() == self.root_pid {
             self.root_ending = ending;
             self.exited_child = gone.child;
+        }
+    }
+
+    /// Records the ticks process `index` held since its last sample as a
+    /// gap: no sample of it will stand for them (it ended, exec'd, or
+    /// recording stops).
+    fn gap_for_held(&mut self, index: usize) {
+        let process = &mut self.processes[index];
+        let ticks = process.sampled.take_owed();
+        if ticks > 0 {
+            let pid = process.sampled.pid();
+            let gap = self
+                .gaps
+                .held(pid, ticks, self.schedule.interval(), monotonic_ns());
+            self.sink.send(Input::Gap(gap));
         }
     }
 
@@ -585,6 +617,7 @@ impl Sampler {
             max_lag: self.lag_since_progress,
             read_calls,
             paused_ticks: self.reads.pauses.count(),
+            held_ticks: self.reads.held,
             gap_count: self.gaps.count,
             gap_ticks: self.gaps.ticks,
             dropped_samples: self.dropped_samples,
@@ -610,6 +643,9 @@ impl Sampler {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        for index in 0..self.processes.len() {
+            self.gap_for_held(index);
         }
         // A failed read of a process still attached at the end is an
         // error; one of a process that ended meanwhile was its ending.

@@ -65,10 +65,7 @@ impl Schedule {
     /// True if the ticks skipped right before the last taken tick were a
     /// gap: [`GAP_TICKS`] or more, and [`GAP_TIME`] or more.
     fn missed_a_gap(&self) -> bool {
-        let time = self
-            .interval
-            .saturating_mul(self.last_missed.min(u32::MAX as u64) as u32);
-        self.last_missed >= GAP_TICKS && time >= GAP_TIME
+        is_gap(self.last_missed, self.interval)
     }
 
     /// The ticks skipped right before the last taken tick, if they were a
@@ -87,6 +84,13 @@ impl Schedule {
     /// The interval between ticks.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// Due time of the last taken tick (of the first, before any).
+    pub fn last_due(&self) -> Instant {
+        let nanos =
+            (self.interval.as_nanos() as u64).saturating_mul(self.next_tick.saturating_sub(1));
+        self.start + Duration::from_nanos(nanos)
     }
 
     /// Due time of the next tick.
@@ -148,6 +152,15 @@ impl Schedule {
             }
         }
     }
+}
+
+/// True if `ticks` in a row not observed, `interval` apart, are a gap:
+/// [`GAP_TICKS`] or more, and [`GAP_TIME`] or more. Missed ticks
+/// ([`Schedule::weight`]) and ticks held by the pause budget
+/// ([`crate::sampled::Sampled::carry`]) are judged alike.
+pub fn is_gap(ticks: u64, interval: Duration) -> bool {
+    let time = interval.saturating_mul(ticks.min(u32::MAX as u64) as u32);
+    ticks >= GAP_TICKS && time >= GAP_TIME
 }
 
 /// Missed ticks in a row from which a stall is a gap (if it also lasted

@@ -173,6 +173,8 @@ pub struct Counters {
     pub read_calls: u64,
     /// Ticks read with the targets paused.
     pub paused_ticks: u64,
+    /// Ticks planned paused but held by the pause budget.
+    pub held_ticks: u64,
     /// Gaps recorded, and the ticks they cover.
     pub gap_count: u64,
     /// See `gap_count`.
@@ -756,6 +758,7 @@ impl State {
             // moment's stack): see crate::exactness.
             torn_retries: 0,
             paused_ticks: now.paused_ticks - open.paused_ticks,
+            held_ticks: now.held_ticks - open.held_ticks,
             errors: now.errors - open.errors,
             max_lag_ns: self.max_lag.as_nanos() as u64,
             end_reason: end_reason.into(),

@@ -747,16 +747,24 @@ impl Summary {
         if let Some(footer) = &self.footer {
             writeln!(
                 f,
-                "footer:      ended by {:?}; {} missed ticks, {} dropped, {} torn samples ({} torn attempts retried), {} ticks read paused, {} errors, max lag {:.3} ms",
+                "footer:      ended by {:?}; {} missed ticks, {} dropped, {} torn samples ({} torn attempts retried), {} ticks read paused, {} held, {} errors, max lag {:.3} ms",
                 footer.end_reason,
                 footer.missed_ticks,
                 footer.dropped_samples,
                 footer.torn_samples,
                 footer.torn_retries,
                 footer.paused_ticks,
+                footer.held_ticks,
                 footer.errors,
                 footer.max_lag_ns as f64 / 1e6
             )?;
+            if footer.held_ticks > 0 {
+                writeln!(
+                    f,
+                    "held:        {} ticks were NOT read (planned paused, held by the pause budget to keep pauses near 10% of the target's time); the sample after them stands for them, or a gap past 20 ms",
+                    footer.held_ticks
+                )?;
+            }
         }
         if self.gaps.count > 0 {
             writeln!(f, "gaps:        {}", self.gaps)?;

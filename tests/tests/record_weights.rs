@@ -4,7 +4,8 @@
 //! or more: a `Gap` record says so and no sample stands for it). The truth
 //! is the sampler's own count: for a target with one always-running
 //! thread, the weights of its samples plus the ticks of its gaps add up
-//! exactly to the ticks taken plus the ticks missed (the footer's), and the
+//! exactly to the ticks taken plus the ticks missed (the footer's; ticks
+//! the pause budget held are taken, not read), and the
 //! viewer's profile counts exactly the weights. On every interpreter.
 
 use std::process::{Command, Stdio};
@@ -66,15 +67,22 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
             footer.missed_ticks > 0 && heavier > 0,
             "{label}: no tick missed at 1 MHz ({samples} samples)"
         );
+        // Ticks held to keep pauses within their budget (the default mode
+        // on a target it reads paused: 3.9/3.10 here) are taken but not
+        // read: the target's next sample stands for them, or a gap does
+        // when they and the ticks missed before that sample are a stall
+        // (the schedule's rule), or when no sample came after them.
         assert_eq!(
             weights + gap_ticks,
-            samples + footer.missed_ticks,
-            "{label}: weights and gaps against ticks taken + missed"
+            samples + footer.missed_ticks + footer.held_ticks,
+            "{label}: weights and gap ticks against ticks taken + missed (held {})",
+            footer.held_ticks
         );
         assert_eq!((gaps, gap_ticks), (footer.gap_count, footer.gap_ticks));
-        // 1 MHz: no sample stands for 20 ms (20,000 ticks) or more.
+        // 1 MHz: no sample stands for more than 20 ms (20,000 ticks), held
+        // ticks or not (crate::schedule: max(GAP_TICKS, GAP_TIME / interval)).
         assert!(
-            heaviest < 20_000,
+            heaviest <= 20_000,
             "{label}: a sample stands for {heaviest} ticks"
         );
 
@@ -91,8 +99,8 @@ fn samples_after_missed_ticks_stand_for_them_and_every_tick_is_counted_once() {
             "{label}: {top}"
         );
         eprintln!(
-            "{label}: {samples} samples, {} ticks missed, weights add up to {weights}, {gaps} gaps of {gap_ticks} ticks, heaviest sample {heaviest}",
-            footer.missed_ticks
+            "{label}: {samples} samples, {} ticks missed, {} held, weights add up to {weights}, {gaps} gaps of {gap_ticks} ticks, heaviest sample {heaviest}",
+            footer.missed_ticks, footer.held_ticks
         );
     }
 }
