@@ -64,14 +64,12 @@ pub fn scopes_json(
                         json!((frame.address != 0).then_some(frame.address)),
                     );
                     if locals_read {
-                        let locals = frame
-                            .locals
-                            .iter()
-                            .chain(&frame.cells)
-                            .chain(&frame.free_vars);
                         map.insert(
                             "locals".into(),
-                            locals.map(|v| variable_json(tables, v)).collect(),
+                            frame_variables(frame)
+                                .into_iter()
+                                .map(|v| variable_json(tables, v))
+                                .collect(),
                         );
                     }
                     if globals_read {
@@ -278,12 +276,7 @@ pub fn write_scopes_text(
                 label.line.to_string()
             };
             writeln!(out, "    {} ({}:{line})", label.qualname, label.file)?;
-            let locals: Vec<&proto::Variable> = frame
-                .locals
-                .iter()
-                .chain(&frame.cells)
-                .chain(&frame.free_vars)
-                .collect();
+            let locals = frame_variables(frame);
             if !locals.is_empty() {
                 writeln!(out, "        locals:")?;
                 write_variables(out, tables, "            ", &locals)?;
@@ -662,5 +655,48 @@ impl TaskTree<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A frame's local scope as one list: its arguments first (as Python
+/// declares them, and as `py-spy dump` shows them), then its other locals,
+/// cell and free variables, each group in recorded order. The record keeps
+/// cells apart, so an argument that is also a cell still comes first.
+fn frame_variables(frame: &proto::FrameScopes) -> Vec<&proto::Variable> {
+    let all = || {
+        frame
+            .locals
+            .iter()
+            .chain(&frame.cells)
+            .chain(&frame.free_vars)
+    };
+    all()
+        .filter(|v| v.argument)
+        .chain(all().filter(|v| !v.argument))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variable(name: u64, argument: bool) -> proto::Variable {
+        proto::Variable {
+            name,
+            argument,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn arguments_come_first_even_when_they_are_cells() {
+        let frame = proto::FrameScopes {
+            locals: vec![variable(1, false), variable(2, true)],
+            cells: vec![variable(3, true), variable(4, false)],
+            free_vars: vec![variable(5, false)],
+            ..Default::default()
+        };
+        let order: Vec<u64> = frame_variables(&frame).iter().map(|v| v.name).collect();
+        assert_eq!(order, [2, 3, 1, 4, 5]);
     }
 }
