@@ -214,6 +214,7 @@ impl Worker {
             redact: default_redaction(),
             snapshot_objects: SnapshotOptions::default().max_objects,
             heap_every: s.heap_every,
+            trace: None,
         }
     }
 
