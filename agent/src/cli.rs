@@ -250,6 +250,28 @@ pub enum CtlAction {
     },
     /// Write every target's buffered samples to disk now.
     Flush,
+    /// Open a bounded trace window inside PID, a target the daemon samples:
+    /// every Python call and return (like `pydeep trace`) goes into that
+    /// target's recording beside its samples. Runs code in the target; the
+    /// reply comes when the window is over (the --timeout of ctl is
+    /// extended by --duration).
+    Trace {
+        /// The target.
+        pid: i32,
+        /// How long the window stays open.
+        #[arg(short, long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// C functions called from Python too.
+        #[arg(long, conflicts_with = "functions")]
+        c_calls: bool,
+        /// Line events too (see `pydeep trace --lines`).
+        #[arg(long)]
+        lines: bool,
+        /// Only code objects whose `FILE:QUALNAME` this regex matches (see
+        /// `pydeep trace --functions`).
+        #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+        functions: Option<regex::Regex>,
+    },
 }
 
 impl CtlAction {
@@ -264,6 +286,29 @@ impl CtlAction {
             CtlAction::Start { pid } => json!({"command": "start", "pid": pid}),
             CtlAction::Stop { pid } => json!({"command": "stop", "pid": pid}),
             CtlAction::Flush => json!({"command": "flush"}),
+            CtlAction::Trace {
+                pid,
+                duration,
+                c_calls,
+                lines,
+                functions,
+            } => json!({
+                "command": "trace",
+                "pid": pid,
+                "duration_ms": duration.as_millis() as u64,
+                "c_calls": c_calls,
+                "lines": lines,
+                "functions": functions.as_ref().map(|f| f.as_str()),
+            }),
+        }
+    }
+
+    /// How much longer than a plain request the reply may take (a trace
+    /// window is answered when it is over).
+    pub fn takes(&self) -> Duration {
+        match self {
+            CtlAction::Trace { duration, .. } => *duration + Duration::from_secs(30),
+            _ => Duration::ZERO,
         }
     }
 }

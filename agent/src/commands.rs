@@ -51,7 +51,7 @@ pub fn run(command: Command) -> Result<Exit> {
             json,
             timeout,
             action,
-        } => crate::daemon::ctl(&socket, action.request(), json, timeout),
+        } => crate::daemon::ctl(&socket, action.request(), json, timeout + action.takes()),
         Command::Dump { target, options } => dump(target.pid(), &options),
         Command::Objects {
             target,

@@ -62,6 +62,22 @@ pub enum Request {
     },
     /// Close every open chunk now.
     Flush {},
+    /// A bounded trace window inside `pid`, into its recording.
+    Trace {
+        /// The target.
+        pid: i32,
+        /// How long the window stays open.
+        duration_ms: u64,
+        /// C calls too.
+        #[serde(default)]
+        c_calls: bool,
+        /// Line events too.
+        #[serde(default)]
+        lines: bool,
+        /// Only code objects whose `FILE:QUALNAME` this regex matches.
+        #[serde(default)]
+        functions: Option<String>,
+    },
 }
 
 /// A request and where its reply goes.

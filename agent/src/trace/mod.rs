@@ -14,9 +14,10 @@
 //! 4. stop: every hook is removed; what is left in the ring is drained and
 //!    every code object it names read; then the tracer releases them.
 //!
-//! The window is its own command for now; with the per-target sampler and
-//! recording sink (issue #15) it becomes one more source of records for that
-//! sink: [`Drain::poll`] is what the sink's thread would call.
+//! The same [`Drain`] is also one more source of a sampled target's
+//! recording ([`window`]: `record --trace`, `ctl trace`): stepped on the
+//! sampler thread, its batches interned by the recording's sink
+//! ([`intern`]) with the samples' recorder.
 
 #[path = "../../../tracer/src/abi.rs"]
 #[allow(dead_code)]

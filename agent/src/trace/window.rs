@@ -99,6 +99,11 @@ impl TraceWindow {
         matches!(self.phase, Phase::Done)
     }
 
+    /// True while the hooks are in.
+    pub fn tracing(&self) -> bool {
+        matches!(self.phase, Phase::Tracing(_))
+    }
+
     /// What the window drained.
     pub fn summary(&self) -> super::Summary {
         self.drain.as_ref().map(Drain::summary).unwrap_or_default()
@@ -236,8 +241,10 @@ impl TraceWindow {
                 }
             }
             Phase::Releasing(until) => {
-                let released = ring::read_control(target, drain.control)
-                    .map_or(true, |c| c.state == abi::STATE_RELEASED);
+                let released = match ring::read_control(target, drain.control) {
+                    Ok(control) => control.state == abi::STATE_RELEASED,
+                    Err(_) => true,
+                };
                 if released || Instant::now() >= until {
                     self.phase = Phase::Done;
                 }
