@@ -380,6 +380,17 @@ mod tests {
                 heap: false
             }
         );
+        assert_eq!(
+            parse(r#"{"command":"trace","pid":5,"duration_ms":2000,"lines":true}"#).unwrap(),
+            Request::Trace {
+                pid: 5,
+                duration_ms: 2000,
+                c_calls: false,
+                lines: true,
+                functions: None
+            }
+        );
+        assert!(parse(r#"{"command":"trace","pid":5}"#).is_err());
         assert!(parse(r#"{"command":"explode"}"#).is_err());
         assert!(parse(r#"{"command":"stop"}"#).is_err());
         assert!(parse(r#"{"command":"status","extra":1}"#).is_err());
