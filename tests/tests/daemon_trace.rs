@@ -20,7 +20,7 @@ use serde_json::Value;
 fn ctl_trace_opens_a_window_in_a_sampled_target_into_its_recording() {
     let tag = tag("trace");
     let mut daemon = Daemon::start(&format!(
-        "scan_interval = \"100ms\"\n[[target]]\nname = \"trace\"\ncmdline = \"{tag}\"\nrate = 100\n"
+        "scan_interval = \"100ms\"\n[[target]]\nname = \"trace\"\ncmdline = \"{tag}\"\nrate = 100\nidle = true\n"
     ));
     for python in test_pythons("daemon ctl trace") {
         check(&mut daemon, &python, &tag);
@@ -38,9 +38,11 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
     let truth = fixture.wait_truth(|_, _| true);
     let pid = fixture.pid() as u32;
     let dir = fixture.dir().to_path_buf();
-    // Recorded by the daemon (its samples are checked in the file).
-    daemon.wait_until(&format!("{what} recorded"), LIMIT * 2, |d| {
-        d.target(pid).is_some()
+    // Sampled by the daemon (idle threads too: the fixture mostly waits
+    // for the test's files).
+    daemon.wait_until(&format!("{what} sampled"), LIMIT * 2, |d| {
+        d.target(pid)
+            .is_some_and(|t| t["samples"].as_u64() >= Some(1))
     });
     let ctl = Command::new(workspace_binary("pydeep"))
         .args(["ctl", "--json", "--socket"])

@@ -60,8 +60,13 @@ pub struct ToSink<'s> {
 
 impl TraceOut for ToSink<'_> {
     fn send(&mut self, target: &mut Target, raw: RawBatch) -> Result<()> {
-        let frames = raw
-            .code_addresses()
+        // Each address once: a batch names a few code objects thousands
+        // of times.
+        let mut addresses = raw.code_addresses().collect::<Vec<_>>();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let frames = addresses
+            .into_iter()
             .map(|address| crate::FrameSample {
                 code_address: address,
                 instruction_offset: 0,
