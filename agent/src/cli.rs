@@ -44,6 +44,9 @@ pub enum Command {
         /// Sampling options.
         #[command(flatten)]
         options: RecordOptions,
+        /// Tracing options (only with --trace).
+        #[command(flatten)]
+        trace: RecordTraceArgs,
         /// The program and its arguments, after `--` (e.g. `-- python app.py`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
@@ -247,6 +250,28 @@ pub enum CtlAction {
     },
     /// Write every target's buffered samples to disk now.
     Flush,
+    /// Open a bounded trace window inside PID, a target the daemon samples:
+    /// every Python call and return (like `pydeep trace`) goes into that
+    /// target's recording beside its samples. Runs code in the target; the
+    /// reply comes when the window is over (the --timeout of ctl is
+    /// extended by --duration).
+    Trace {
+        /// The target.
+        pid: i32,
+        /// How long the window stays open.
+        #[arg(short, long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// C functions called from Python too.
+        #[arg(long, conflicts_with = "functions")]
+        c_calls: bool,
+        /// Line events too (see `pydeep trace --lines`).
+        #[arg(long)]
+        lines: bool,
+        /// Only code objects whose `FILE:QUALNAME` this regex matches (see
+        /// `pydeep trace --functions`).
+        #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+        functions: Option<regex::Regex>,
+    },
 }
 
 impl CtlAction {
@@ -261,6 +286,29 @@ impl CtlAction {
             CtlAction::Start { pid } => json!({"command": "start", "pid": pid}),
             CtlAction::Stop { pid } => json!({"command": "stop", "pid": pid}),
             CtlAction::Flush => json!({"command": "flush"}),
+            CtlAction::Trace {
+                pid,
+                duration,
+                c_calls,
+                lines,
+                functions,
+            } => json!({
+                "command": "trace",
+                "pid": pid,
+                "duration_ms": duration.as_millis() as u64,
+                "c_calls": c_calls,
+                "lines": lines,
+                "functions": functions.as_ref().map(|f| f.as_str()),
+            }),
+        }
+    }
+
+    /// How much longer than a plain request the reply may take (a trace
+    /// window is answered when it is over).
+    pub fn takes(&self) -> Duration {
+        match self {
+            CtlAction::Trace { duration, .. } => *duration + Duration::from_secs(30),
+            _ => Duration::ZERO,
         }
     }
 }
@@ -585,12 +633,69 @@ mod tests {
         let cli = Cli::try_parse_from(["pydeep", "record", "-r", "50", "--", "python", "-c", "1"])
             .unwrap();
         match cli.command {
-            Command::Record { options, command } => {
+            Command::Record {
+                options, command, ..
+            } => {
                 assert_eq!(options.rate, 50.0);
                 assert_eq!(command, ["python", "-c", "1"]);
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+}
+
+/// `pydeep record --trace`: a trace window in the program, sampled as
+/// usual meanwhile, both in the one recording.
+#[derive(Debug, Args)]
+pub struct RecordTraceArgs {
+    /// Also trace the program (every Python call and return, like `pydeep
+    /// trace`) from as early as a tracer can be loaded: right after the
+    /// interpreter is initialised, at the first thread's next entry into
+    /// the allocator or the evaluator, with the hooks in once the tracer's
+    /// thread gets the GIL (the main thread hands it over within one
+    /// switch interval, 5 ms, or at its first blocking call). Calls made
+    /// before that (interpreter start-up, `site`, the first few
+    /// milliseconds of the program) are not traced; notes/tracing.md.
+    /// Runs code in the program: only this flag does it.
+    #[arg(long)]
+    pub trace: bool,
+    /// How long the trace window stays open (it ends earlier with the
+    /// program or the recording).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "trace")]
+    pub trace_duration: Duration,
+    /// C functions called from Python too.
+    #[arg(long, requires = "trace", conflicts_with = "functions")]
+    pub c_calls: bool,
+    /// Line events too (see `pydeep trace --lines`).
+    #[arg(long, requires = "trace")]
+    pub lines: bool,
+    /// Only code objects whose `FILE:QUALNAME` this regex matches (see
+    /// `pydeep trace --functions`).
+    #[arg(long, value_name = "REGEX", value_parser = parse_regex, requires = "trace")]
+    pub functions: Option<regex::Regex>,
+    /// Exact execution counts of the --functions code's instructions (see
+    /// `pydeep trace --opcodes`).
+    #[arg(long, requires = "functions")]
+    pub opcodes: bool,
+    /// How long to wait for the program to run Python code once the
+    /// interpreter is up (see `pydeep trace --start-timeout`).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, requires = "trace")]
+    pub trace_start_timeout: Duration,
+}
+
+impl RecordTraceArgs {
+    /// The window's options, if --trace was given.
+    pub fn options(&self) -> Option<crate::trace::TraceOptions> {
+        self.trace.then(|| crate::trace::TraceOptions {
+            duration: Some(self.trace_duration),
+            output: PathBuf::new(),
+            overwrite: false,
+            c_calls: self.c_calls,
+            lines: self.lines,
+            opcodes: self.opcodes,
+            functions: self.functions.clone(),
+            start_timeout: self.trace_start_timeout,
+        })
     }
 }
 

@@ -20,7 +20,11 @@ use crate::{AttachError, Target};
 pub fn run(command: Command) -> Result<Exit> {
     match command {
         Command::Attach { target, options } => attach(target.pid(), &options),
-        Command::Record { options, command } => record(&command, &options),
+        Command::Record {
+            options,
+            trace,
+            command,
+        } => record(&command, &options, trace.options()),
         Command::Info { file, json } => info(&file, json),
         Command::Trace { target, options } => {
             let pid = target.pid();
@@ -47,7 +51,7 @@ pub fn run(command: Command) -> Result<Exit> {
             json,
             timeout,
             action,
-        } => crate::daemon::ctl(&socket, action.request(), json, timeout),
+        } => crate::daemon::ctl(&socket, action.request(), json, timeout + action.takes()),
         Command::Dump { target, options } => dump(target.pid(), &options),
         Command::Objects {
             target,
@@ -138,8 +142,15 @@ fn attach(pid: i32, options: &RecordOptions) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn record(command: &[String], options: &RecordOptions) -> Result<Exit> {
-    let session_options = session_options(options, "record")?;
+fn record(
+    command: &[String],
+    options: &RecordOptions,
+    trace: Option<crate::trace::TraceOptions>,
+) -> Result<Exit> {
+    let session_options = SessionOptions {
+        trace,
+        ..session_options(options, "record")?
+    };
     // The output is checked (and created) before the program starts: a
     // path that is taken or cannot be written fails before the program has
     // done anything. Without -o the name holds pydeep's pid, not the
@@ -386,6 +397,7 @@ fn session_options(options: &RecordOptions, mode: &'static str) -> Result<Sessio
         snapshot_objects: options.snapshot_objects,
         heap_every: options.heap_every,
         redact: redact_regex(&options.redact)?,
+        trace: None,
     })
 }
 

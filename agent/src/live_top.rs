@@ -70,6 +70,7 @@ pub fn run(pid: i32, options: &TopOptions) -> Result<Exit> {
         snapshot_objects: 0,
         redact: None,
         heap_every: None,
+        trace: None,
     };
     let sampler = std::thread::Builder::new()
         .name("pydeep-top-sampler".into())

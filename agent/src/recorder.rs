@@ -411,6 +411,11 @@ impl<W: Write> Recorder<W> {
         self.writer.intern_string(text)
     }
 
+    /// The recording header's `start_clock_ns`.
+    pub fn start_clock_ns(&self) -> u64 {
+        self.writer.start_clock_ns()
+    }
+
     /// Writes any other record (process events, snapshots).
     pub fn record(&mut self, kind: proto::record::Kind) -> Result<(), FormatError> {
         self.writer.record(kind)

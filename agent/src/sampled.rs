@@ -71,6 +71,27 @@ pub struct Sampled {
 }
 
 impl Sampled {
+    /// Steps (or, with `close`, ends) a trace window inside this process:
+    /// its events go to `sink` with the code objects they name resolved by
+    /// this process's resolver, as its samples' are.
+    #[cfg(target_arch = "x86_64")]
+    pub fn trace(
+        &mut self,
+        sink: &Sink,
+        window: &mut crate::trace::window::TraceWindow,
+        close: bool,
+    ) {
+        let mut out = crate::trace::window::ToSink {
+            sink,
+            resolver: &mut self.resolver,
+            version: self.version.clone(),
+        };
+        if close {
+            window.close(&mut self.target, &mut out);
+        } else {
+            window.step(&mut self.target, &mut out);
+        }
+    }
     /// Samples `target` reading ticks as `read_mode` says, stacks at most
     /// `max_depth` deep, idle threads recorded if `include_idle`.
     pub fn new(

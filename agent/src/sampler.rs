@@ -234,6 +234,31 @@ impl Sampler {
         }
     }
 
+    /// Steps (or, with `close`, ends) a trace window inside process `pid`
+    /// (`None`: the process first attached); false if that process is no
+    /// longer sampled (the window is then over).
+    #[cfg(target_arch = "x86_64")]
+    pub fn trace(
+        &mut self,
+        pid: Option<i32>,
+        window: &mut crate::trace::window::TraceWindow,
+        close: bool,
+    ) -> bool {
+        let pid = pid.unwrap_or(self.root_pid);
+        let started = Instant::now();
+        let Some(process) = self
+            .processes
+            .iter_mut()
+            .find(|p| p.sampled.pid() == pid && p.execed_away.is_none())
+        else {
+            return false;
+        };
+        process.sampled.trace(&self.sink, window, close);
+        self.stalls
+            .note("loading or draining a trace window", started.elapsed());
+        true
+    }
+
     /// The recording's sink (to send it what a driver is asked for).
     pub fn sink(&self) -> &Sink {
         &self.sink

@@ -74,6 +74,9 @@ pub struct SessionOptions {
     pub redact: Option<&'static regex::Regex>,
     /// Heap count by type this often (default: none).
     pub heap_every: Option<Duration>,
+    /// `record --trace`: a trace window opened as soon as the target is
+    /// attached, whose events go into the same recording.
+    pub trace: Option<crate::trace::TraceOptions>,
 }
 
 /// What a session did, printed when it ends.
@@ -309,9 +312,14 @@ fn record(
     let mut driver = Session {
         options,
         status: StatusLine::new(options.show_status),
+        trace: options
+            .trace
+            .clone()
+            .map(crate::trace::window::TraceWindow::new),
     };
     let stopped = sampler.run(&mut driver);
     driver.status.clear();
+    driver.end_trace(&mut sampler);
     let end_reason = stopped?;
     let finished = sampler.finish(end_reason)?;
     if let Some(why) = &finished.gave_up {
@@ -360,10 +368,62 @@ pub fn sink_options(options: &SessionOptions) -> SinkOptions {
 struct Session<'a> {
     options: &'a SessionOptions,
     status: StatusLine,
+    /// `record --trace`'s window, until it is over.
+    trace: Option<crate::trace::window::TraceWindow>,
+}
+
+impl Session<'_> {
+    /// Ends the trace window if it is still open (the recording ends
+    /// first: Ctrl-C, `--duration`), and says what it traced or why it
+    /// failed.
+    fn end_trace(&mut self, sampler: &mut Sampler) {
+        let Some(mut window) = self.trace.take() else {
+            return;
+        };
+        if !window.done() && !sampler.trace(None, &mut window, true) {
+            window.process_gone();
+        }
+        report_trace(&window);
+    }
+}
+
+/// Says how a `record --trace` window went.
+fn report_trace(window: &crate::trace::window::TraceWindow) {
+    let summary = window.summary();
+    match &window.failure {
+        Some(error) => eprintln!(
+            "pydeep: error: the trace window failed, the recording has samples only{}: {error:#}",
+            if summary.events > 0 {
+                format!(" and {} trace events", summary.events)
+            } else {
+                String::new()
+            }
+        ),
+        None => eprintln!(
+            "pydeep: traced {} events on {} threads ({} lost){}",
+            summary.events,
+            summary.threads_hooked,
+            summary.lost,
+            if window.ended_with_the_process() {
+                "; the program ended inside the window: events after the last drain (every tick) are not recorded"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 impl Driver for Session<'_> {
     fn between_ticks(&mut self, sampler: &mut Sampler) -> Option<String> {
+        if let Some(window) = &mut self.trace {
+            if !sampler.trace(None, window, false) {
+                window.process_gone();
+            }
+            if window.done() {
+                let window = self.trace.take().expect("open");
+                report_trace(&window);
+            }
+        }
         if INTERRUPTED.load(Ordering::Relaxed) {
             return Some("interrupted".into());
         }

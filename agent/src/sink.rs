@@ -106,6 +106,20 @@ pub struct Batch {
 #[allow(clippy::vec_box)]
 type Batches = Vec<Box<Batch>>;
 
+/// Trace events drained by a sampler, to be interned and recorded.
+pub struct TraceInput {
+    /// The process.
+    pub pid: i32,
+    /// Its interpreter's version.
+    pub version: Arc<PythonVersion>,
+    /// The target's code epoch after the sampler resolved the code objects.
+    pub code_epoch: u64,
+    /// What the sink must learn first.
+    pub mappings: Vec<CodeMapping>,
+    /// The events.
+    pub raw: crate::trace::RawBatch,
+}
+
 /// A snapshot read by a sampler, to be interned and recorded.
 pub struct SnapshotInput {
     /// The process.
@@ -196,6 +210,8 @@ pub enum Input {
     Gap(proto::Gap),
     /// A snapshot.
     Snapshot(Box<SnapshotInput>),
+    /// Events drained from a trace window (`record --trace`).
+    Trace(Box<TraceInput>),
     /// A process's image is gone (exec, attached afresh): forget what was
     /// derived from it.
     Forget {
@@ -509,6 +525,8 @@ struct State {
     recorder: Recorder<BackgroundFile>,
     stream: Option<Box<Stream>>,
     mirrors: HashMap<i32, CodeMirror>,
+    /// Trace events' interning (threads, frames, their clock).
+    traces: crate::trace::Interner,
     options: SinkOptions,
     shared: Arc<Shared>,
     delay: Option<Duration>,
@@ -541,6 +559,7 @@ impl State {
             recorder: new_recorder(writer, &options),
             stream,
             mirrors: HashMap::new(),
+            traces: Default::default(),
             options,
             shared,
             delay,
@@ -670,7 +689,23 @@ impl State {
                 );
                 self.recorder.record(Kind::Snapshot(record))?;
             }
+            Input::Trace(trace) => {
+                let TraceInput {
+                    pid,
+                    version,
+                    code_epoch,
+                    mappings,
+                    raw,
+                } = *trace;
+                let mirror = self.mirrors.entry(pid).or_default();
+                mirror.learn(code_epoch, mappings);
+                let record = self
+                    .traces
+                    .batch(&mut self.recorder, mirror, pid, &version, raw);
+                self.recorder.record(Kind::TraceEvents(record))?;
+            }
             Input::Forget { pid } => {
+                self.traces.forget_process(pid);
                 self.mirrors.remove(&pid);
                 self.recorder.forget_process(pid);
             }
@@ -796,6 +831,7 @@ impl State {
         let next = new_recorder(writer, &self.options);
         let footer = self.footer(previous_file.opened.elapsed(), reason);
         let previous = std::mem::replace(&mut self.recorder, next);
+        self.traces.forget_all();
         self.samples_before += previous.stats().samples;
         self.at_open = self.counters.clone();
         self.max_lag = Duration::ZERO;

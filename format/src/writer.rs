@@ -718,6 +718,12 @@ impl<W: Write> Writer<W> {
         &self.sink
     }
 
+    /// The header's `start_clock_ns`: where the clocks of the records
+    /// counting from it (trace events' time deltas) start.
+    pub fn start_clock_ns(&self) -> u64 {
+        self.start_clock
+    }
+
     /// What has been written so far.
     pub fn stats(&self) -> WriterStats {
         self.stats.clone()

@@ -56,13 +56,25 @@ struct ThreadState {
     end_ns: u64,
 }
 
+/// Added to a thread's id for the track of its traced calls when the
+/// recording also has samples (`record --trace`): a track holds one
+/// nesting of slices, and the samples' spans and the traced calls nest
+/// differently. Linux thread ids stay below 2^22 (`pid_max`), so the sum
+/// names no real thread and still fits Perfetto's 32-bit tids.
+pub const TRACED_TRACK_OFFSET: u64 = 1 << 30;
+
 impl ThreadState {
     /// A thread's track before its first event.
     fn new(info: &ThreadInfo) -> Self {
+        ThreadState::on_track(info, info.tid())
+    }
+
+    /// A track `tid` of `info`'s process.
+    fn on_track(info: &ThreadInfo, tid: u64) -> Self {
         ThreadState {
             pid: info.pid,
-            tid: info.tid(),
-            suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, info.tid()),
+            tid,
+            suffix: format!(r#","pid":{},"tid":{}}}"#, info.pid, tid),
             open: Rc::from(Vec::new()),
             end_ns: 0,
         }
@@ -163,6 +175,7 @@ impl<W: Write> Writer<W> {
         &mut self,
         input: &Input<R>,
         info: &ThreadInfo,
+        tid: u64,
         suffix: &str,
     ) -> io::Result<()> {
         let header = input.header();
@@ -178,7 +191,7 @@ impl<W: Write> Writer<W> {
             self.metadata("process_name", info.pid, None, &name)?;
         }
         let name = format!("{}{suffix}", info.describe());
-        self.metadata("thread_name", info.pid, Some(info.tid()), &name)
+        self.metadata("thread_name", info.pid, Some(tid), &name)
     }
 
     /// Closes the frames of `thread` beyond the first `keep`, innermost first.
@@ -204,11 +217,15 @@ struct Traced {
     last_ns: u64,
     /// Calls drawn.
     calls: u64,
+    /// 0, or [`TRACED_TRACK_OFFSET`] if the recording may have samples of
+    /// the same threads.
+    track_offset: u64,
 }
 
 impl Traced {
-    fn new(start_clock_ns: u64) -> Self {
+    fn new(start_clock_ns: u64, track_offset: u64) -> Self {
         Traced {
+            track_offset,
             clock: TraceClock::new(start_clock_ns),
             stacks: CallStacks::default(),
             tracks: HashMap::new(),
@@ -234,8 +251,9 @@ impl Traced {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
                     let info = ThreadInfo::from_tables(input.tables(), event.thread);
-                    writer.announce(input, &info, " traced calls")?;
-                    entry.insert(ThreadState::new(&info))
+                    let tid = info.tid() + self.track_offset;
+                    writer.announce(input, &info, tid, " traced calls")?;
+                    entry.insert(ThreadState::on_track(&info, tid))
                 }
             };
             match step {
@@ -309,7 +327,14 @@ pub fn write<R: Read>(
     let mut samples = 0u64;
     let mut ticks = 0u64;
     let mut scratch = Vec::new();
-    let mut traced = Traced::new(header.start_clock_ns);
+    // A `pydeep trace` recording has no samples: its traced calls keep the
+    // threads' own tracks; any other (`record --trace`) may have both.
+    let track_offset = if header.mode == "trace" {
+        0
+    } else {
+        TRACED_TRACK_OFFSET
+    };
+    let mut traced = Traced::new(header.start_clock_ns, track_offset);
     while let Some(timed) = input.next_timed() {
         let sample = match timed {
             Timed::Sample(sample) => sample,
@@ -337,7 +362,7 @@ pub fn write<R: Read>(
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let info = ThreadInfo::from_tables(tables, sample.thread);
-                writer.announce(input, &info, "")?;
+                writer.announce(input, &info, info.tid(), "")?;
                 entry.insert(ThreadState::new(&info))
             }
         };

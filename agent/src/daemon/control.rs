@@ -62,6 +62,22 @@ pub enum Request {
     },
     /// Close every open chunk now.
     Flush {},
+    /// A bounded trace window inside `pid`, into its recording.
+    Trace {
+        /// The target.
+        pid: i32,
+        /// How long the window stays open.
+        duration_ms: u64,
+        /// C calls too.
+        #[serde(default)]
+        c_calls: bool,
+        /// Line events too.
+        #[serde(default)]
+        lines: bool,
+        /// Only code objects whose `FILE:QUALNAME` this regex matches.
+        #[serde(default)]
+        functions: Option<String>,
+    },
 }
 
 /// A request and where its reply goes.
@@ -364,6 +380,17 @@ mod tests {
                 heap: false
             }
         );
+        assert_eq!(
+            parse(r#"{"command":"trace","pid":5,"duration_ms":2000,"lines":true}"#).unwrap(),
+            Request::Trace {
+                pid: 5,
+                duration_ms: 2000,
+                c_calls: false,
+                lines: true,
+                functions: None
+            }
+        );
+        assert!(parse(r#"{"command":"trace","pid":5}"#).is_err());
         assert!(parse(r#"{"command":"explode"}"#).is_err());
         assert!(parse(r#"{"command":"stop"}"#).is_err());
         assert!(parse(r#"{"command":"status","extra":1}"#).is_err());

@@ -332,6 +332,64 @@ impl Daemon {
                     let _ = reply.send(json!({"ok": true, "flushed": flushed}));
                 });
             }
+            Request::Trace {
+                pid,
+                duration_ms,
+                c_calls,
+                lines,
+                functions,
+            } => {
+                let Some(handle) = self.workers.get(&pid) else {
+                    let _ = reply.send(error_reply(format!("process {pid} is not being recorded")));
+                    return;
+                };
+                let functions = match functions.as_deref().map(regex::Regex::new).transpose() {
+                    Ok(functions) => functions,
+                    Err(error) => {
+                        let _ = reply.send(error_reply(format!("--functions: {error}")));
+                        return;
+                    }
+                };
+                let options = crate::trace::TraceOptions {
+                    duration: Some(Duration::from_millis(duration_ms)),
+                    output: PathBuf::new(),
+                    overwrite: false,
+                    c_calls,
+                    lines,
+                    opcodes: false,
+                    functions,
+                    start_timeout: Duration::from_secs(5),
+                };
+                let (tx, rx) = oneshot::channel();
+                if handle
+                    .commands
+                    .send(Command::Trace { options, reply: tx })
+                    .is_err()
+                {
+                    let _ = reply.send(error_reply(format!("process {pid} is ending")));
+                    return;
+                }
+                tokio::spawn(async move {
+                    let answer = match rx.await {
+                        Ok(Ok(summary)) => json!({
+                            "ok": true,
+                            "pid": pid,
+                            "trace": {
+                                "events": summary.events,
+                                "lost": summary.lost,
+                                "threads_hooked": summary.threads_hooked,
+                            },
+                        }),
+                        Ok(Err(error)) => {
+                            error_reply(format!("trace window in {pid} failed: {error}"))
+                        }
+                        Err(_) => {
+                            error_reply(format!("process {pid} ended before the trace window did"))
+                        }
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
             Request::Snapshot { pid, locals, heap } => {
                 let Some(handle) = self.workers.get(&pid) else {
                     let _ = reply.send(error_reply(format!("process {pid} is not being recorded")));

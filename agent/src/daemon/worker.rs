@@ -71,6 +71,13 @@ pub enum Command {
         /// Answered once flushed.
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// Open a bounded trace window into the recording (`ctl trace`).
+    Trace {
+        /// The window.
+        options: crate::trace::TraceOptions,
+        /// Answered when it is over: what it traced.
+        reply: oneshot::Sender<Result<crate::trace::Summary, String>>,
+    },
     /// New settings (from a reloaded configuration).
     Reconfigure {
         /// Sampling settings.
@@ -115,6 +122,8 @@ pub enum Report {
 pub struct TargetStatus {
     /// The rule's name.
     pub name: String,
+    /// True while a trace window (`ctl trace`) has its hooks in.
+    pub tracing: bool,
     /// The process id.
     pub pid: i32,
     /// "attaching", "recording", "finished" or "refused".
@@ -214,6 +223,7 @@ impl Worker {
             redact: default_redaction(),
             snapshot_objects: SnapshotOptions::default().max_objects,
             heap_every: s.heap_every,
+            trace: None,
         }
     }
 
@@ -327,8 +337,11 @@ impl Worker {
             worker: self,
             rate_changes: 0,
             last_status: Instant::now(),
+            trace: None,
         };
-        let end_reason = sampler.run(&mut driver)?;
+        let end_reason = sampler.run(&mut driver);
+        driver.end_trace(&mut sampler);
+        let end_reason = end_reason?;
         let rate_changes = driver.rate_changes;
         let ticks = sampler.ticks();
         let snapshots = sampler.snapshots_taken();
@@ -354,6 +367,48 @@ struct Daemon<'a> {
     worker: &'a mut Worker,
     rate_changes: u64,
     last_status: Instant,
+    /// The open trace window (`ctl trace`) and where its answer goes.
+    trace: Option<TraceWindowAsked>,
+}
+
+/// A trace window asked for by `ctl trace`.
+type TraceWindowAsked = (
+    crate::trace::window::TraceWindow,
+    oneshot::Sender<Result<crate::trace::Summary, String>>,
+);
+
+impl Daemon<'_> {
+    /// Steps the open trace window (or, with `close`, ends it); answers
+    /// once it is over.
+    fn step_trace(&mut self, sampler: &mut Sampler, close: bool) {
+        let Some((window, _)) = &mut self.trace else {
+            return;
+        };
+        let pid = self.worker.spec.process.pid;
+        if !sampler.trace(Some(pid), window, close) {
+            window.process_gone();
+        }
+        let tracing = window.tracing();
+        if self.worker.status().tracing != tracing {
+            self.worker.status().tracing = tracing;
+        }
+        if window.done() {
+            let (window, reply) = self.trace.take().expect("open");
+            let answer = match &window.failure {
+                Some(error) => Err(format!("{error:#}")),
+                None if window.ended_with_the_process() && window.summary().events == 0 => {
+                    Err(format!("process {pid} ended before the window opened"))
+                }
+                None => Ok(window.summary()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Ends the trace window, if one is open, before the recording ends.
+    fn end_trace(&mut self, sampler: &mut Sampler) {
+        self.step_trace(sampler, true);
+    }
 }
 
 impl Driver for Daemon<'_> {
@@ -383,6 +438,16 @@ impl Driver for Daemon<'_> {
                     let result = sampler.snapshot_now(&asked);
                     let _ = reply.send(result.map_err(|e| format!("{e:#}")));
                 }
+                Command::Trace { options, reply } => {
+                    if self.trace.is_some() {
+                        let _ = reply.send(Err(format!(
+                            "a trace window is already open in process {}",
+                            self.worker.spec.process.pid
+                        )));
+                    } else {
+                        self.trace = Some((crate::trace::window::TraceWindow::new(options), reply));
+                    }
+                }
                 Command::Reconfigure { settings, rotation } => {
                     self.worker.spec.settings = settings;
                     self.worker.spec.rotation = rotation;
@@ -391,6 +456,7 @@ impl Driver for Daemon<'_> {
                 }
             }
         }
+        self.step_trace(sampler, false);
         // The CPU budget (or a new configuration) may have moved the rate.
         let factor = self.worker.factor.get();
         let wanted = effective_rate(self.worker.spec.settings.rate_hz, factor);

@@ -14,9 +14,10 @@
 //! 4. stop: every hook is removed; what is left in the ring is drained and
 //!    every code object it names read; then the tracer releases them.
 //!
-//! The window is its own command for now; with the per-target sampler and
-//! recording sink (issue #15) it becomes one more source of records for that
-//! sink: [`Drain::poll`] is what the sink's thread would call.
+//! The same [`Drain`] is also one more source of a sampled target's
+//! recording ([`window`]: `record --trace`, `ctl trace`): stepped on the
+//! sampler thread, its batches interned by the recording's sink
+//! ([`intern`]) with the samples' recorder.
 
 #[path = "../../../tracer/src/abi.rs"]
 #[allow(dead_code)]
@@ -24,7 +25,12 @@ pub mod abi;
 pub mod elf;
 #[cfg(target_arch = "x86_64")]
 pub mod inject;
+pub mod intern;
 pub mod ring;
+#[cfg(target_arch = "x86_64")]
+pub mod window;
+
+pub use intern::{Interner, RawBatch, RawEvent};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -87,7 +93,6 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
         .into());
     }
     let header = header(&target);
-    let start_clock_ns = header.start_clock_ns;
     let writer_options = pydeep_format::WriterOptions {
         compression_level: TRACE_COMPRESSION_LEVEL,
         ..Default::default()
@@ -95,7 +100,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     let writer = crate::session::open_writer(output, header, writer_options)
         .map_err(|e| crate::session::creation_failure(&options.output, &e))?;
     let mut recorder = crate::recorder::Recorder::new(writer, true, true);
-    let result = trace_into(&mut target, &mut recorder, pid, options, start_clock_ns);
+    let result = trace_into(&mut target, &mut recorder, pid, options);
     let events = match &result {
         Ok(summary) => summary.events,
         Err((_, summary)) => summary.events,
@@ -146,9 +151,26 @@ fn trace_into<W: std::io::Write>(
     recorder: &mut crate::recorder::Recorder<W>,
     pid: i32,
     options: &TraceOptions,
-    start_clock_ns: u64,
 ) -> std::result::Result<Summary, (anyhow::Error, Summary)> {
-    let none = |e: anyhow::Error| (e, Summary::default());
+    let mut drain = open(target, pid, options).map_err(|e| (e, Summary::default()))?;
+    let mut direct = Direct {
+        recorder,
+        interner: Interner::default(),
+    };
+    let result = drain.window(target, &mut direct, options);
+    let summary = drain.summary();
+    match result {
+        Ok(()) => Ok(summary),
+        Err(error) => Err((error, summary)),
+    }
+}
+
+/// Loads (or reuses) the tracer in `target` and starts a window as
+/// `options` say: the drain of that window, its hooks not yet confirmed
+/// (the watchdog installs them when it gets the GIL).
+#[cfg(target_arch = "x86_64")]
+pub fn open(target: &mut Target, pid: i32, options: &TraceOptions) -> Result<Drain> {
+    let none = |e: anyhow::Error| e;
     let flags = abi::FLAG_CALLS
         | if options.c_calls {
             abi::FLAG_C_CALLS
@@ -197,18 +219,13 @@ fn trace_into<W: std::io::Write>(
         if loaded.reused { "restarted" } else { "loaded" },
         loaded.safe_point
     );
-    let mut drain = Drain::new(target, loaded.control, start_clock_ns);
+    let mut drain = Drain::new(loaded.control);
     if let Some(functions) = &options.functions {
         drain.select(functions.clone());
     }
     drain.lines(options.lines);
     drain.opcodes(options.opcodes);
-    let result = drain.window(recorder, options);
-    let summary = drain.summary();
-    match result {
-        Ok(()) => Ok(summary),
-        Err(error) => Err((error, summary)),
-    }
+    Ok(drain)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -304,18 +321,45 @@ const GIL_TIMEOUT: Duration = Duration::from_secs(30);
 /// thread state after the window.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
-/// The agent's side of one window: drains the ring into the recording.
-pub struct Drain<'a> {
-    target: &'a mut Target,
+/// Where a drain's batches go: interned at once (`pydeep trace`), or sent
+/// to the recording's sink ([`window::TraceWindow`]).
+pub trait TraceOut {
+    /// Takes one batch drained from `target`.
+    fn send(&mut self, target: &mut Target, batch: RawBatch) -> Result<()>;
+}
+
+/// `pydeep trace`: interns each batch at once with its own recorder, the
+/// target itself being the code source.
+pub struct Direct<'r, W: std::io::Write> {
+    recorder: &'r mut crate::recorder::Recorder<W>,
+    interner: Interner,
+}
+
+impl<W: std::io::Write> TraceOut for Direct<'_, W> {
+    fn send(&mut self, target: &mut Target, batch: RawBatch) -> Result<()> {
+        let pid = target.pid();
+        let version = target.python_version();
+        let record = self
+            .interner
+            .batch(self.recorder, target, pid, &version, batch);
+        self.recorder
+            .record(proto::record::Kind::TraceEvents(record))
+            .context("cannot write trace events")?;
+        self.recorder
+            .maybe_flush()
+            .context("cannot write the recording")?;
+        Ok(())
+    }
+}
+
+/// The agent's side of one window: drains the ring into batches.
+pub struct Drain {
     control: u64,
     read_pos: u64,
     heartbeat: u64,
-    batch: proto::TraceEventBatch,
-    last_time_ns: u64,
-    threads: std::collections::HashMap<u32, u32>,
-    frames: std::collections::HashMap<(u64, bool), u64>,
-    lines: std::collections::HashMap<(u64, u32, u32), u64>,
-    native: std::collections::HashMap<String, u64>,
+    batch: RawBatch,
+    threads: std::collections::HashSet<u32>,
+    c_functions: std::collections::HashSet<u64>,
     seen_dropped: u64,
     buffer: Vec<u8>,
     summary: Summary,
@@ -326,23 +370,16 @@ pub struct Drain<'a> {
     opcodes_asked: bool,
 }
 
-impl<'a> Drain<'a> {
+impl Drain {
     /// A drain of the tracer whose control block is at `control`.
-    /// `start_clock_ns` is the recording header's: the first event's time
-    /// counts from it.
-    pub fn new(target: &'a mut Target, control: u64, start_clock_ns: u64) -> Self {
-        let start = start_clock_ns;
+    pub fn new(control: u64) -> Self {
         Drain {
-            target,
             control,
             read_pos: 0,
             heartbeat: 0,
-            batch: proto::TraceEventBatch::default(),
-            last_time_ns: start,
+            batch: RawBatch::default(),
             threads: Default::default(),
-            frames: Default::default(),
-            lines: Default::default(),
-            native: Default::default(),
+            c_functions: Default::default(),
             seen_dropped: 0,
             buffer: Vec::new(),
             summary: Summary::default(),
@@ -368,22 +405,16 @@ impl<'a> Drain<'a> {
     /// nothing writes it any more) into the batch's count columns, for the
     /// code objects selected. Every code object it names is still kept
     /// alive by the tracer (RELEASE comes after).
-    fn read_counts<W: std::io::Write>(
-        &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
-        control: &ring::ControlBlock,
-    ) -> Result<()> {
+    fn read_counts(&mut self, target: &mut Target, control: &ring::ControlBlock) -> Result<()> {
         if !self.opcodes_asked || control.counts_address == 0 {
             return Ok(());
         }
         use abi::count as e;
         let mut table = vec![0u8; abi::COUNT_CAPACITY * e::SIZE];
-        self.target
+        target
             .memory()
             .read(control.counts_address, &mut table)
             .context("cannot read the tracer's count table")?;
-        let pid = self.target.pid();
-        let version = self.target.python_version();
         for entry in table.chunks_exact(e::SIZE) {
             let u64_at =
                 |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or_default());
@@ -393,29 +424,14 @@ impl<'a> Drain<'a> {
                     .try_into()
                     .unwrap_or_default(),
             );
-            if code == 0 || count == 0 || !self.selected(code) {
+            if code == 0 || count == 0 || !self.selected(target, code) {
                 continue;
             }
-            let frame = recorder.frame(
-                self.target,
-                pid,
-                &version,
-                &crate::FrameSample {
-                    code_address: code,
-                    instruction_offset: offset,
-                    is_generator: false,
-                    is_shim: false,
-                },
-            );
-            self.batch.count_frame.push(frame);
-            self.batch
-                .count_kind
-                .push(proto::TraceEventKind::TraceOpcode as i32);
-            self.batch.count.push(count);
+            self.batch.counts.push((code, offset, count));
             self.summary.instructions += 1;
             self.summary.executions += count;
         }
-        self.batch.counts_lost = control.counts_lost;
+        self.batch.meta.counts_lost = control.counts_lost;
         self.summary.executions_lost = control.counts_lost;
         Ok(())
     }
@@ -430,14 +446,14 @@ impl<'a> Drain<'a> {
     }
 
     /// True if events of the code object at `code` are recorded.
-    fn selected(&mut self, code: u64) -> bool {
+    fn selected(&mut self, target: &mut Target, code: u64) -> bool {
         let Some(selection) = &mut self.selection else {
             return true;
         };
         if let Some(&decided) = selection.decided.get(&code) {
             return decided;
         }
-        let chosen = match self.target.code_object(code) {
+        let chosen = match target.code_object(code) {
             Ok((_, object)) => selection
                 .regex
                 .is_match(&format!("{}:{}", object.filename, object.qualname)),
@@ -462,7 +478,7 @@ impl<'a> Drain<'a> {
                             abi::SELECT_NO
                         };
                     let address = self.select_address + slot as u64 * 8;
-                    if ring::write_u64(self.target.pid(), address, entry).is_ok() {
+                    if ring::write_u64(target.pid(), address, entry).is_ok() {
                         selection.slots[slot] = entry;
                     }
                     break;
@@ -478,53 +494,50 @@ impl<'a> Drain<'a> {
         self.summary
     }
 
-    fn beat(&mut self) -> Result<()> {
+    /// Tells the watchdog this agent is alive (it ends the window after
+    /// 3 s without a beat).
+    pub fn beat(&mut self, target: &Target) -> Result<()> {
         self.heartbeat += 1;
         ring::write_u64(
-            self.target.pid(),
+            target.pid(),
             self.control + abi::offset::HEARTBEAT,
             self.heartbeat,
         )
         .context("cannot write the tracer's heartbeat")
     }
 
-    fn command(&mut self, command: u32) -> Result<()> {
-        ring::write_u32(
-            self.target.pid(),
-            self.control + abi::offset::COMMAND,
-            command,
-        )
-        .context("cannot write the tracer's command word")
+    /// Writes a command (`abi::COMMAND_*`) for the watchdog.
+    pub fn command(&mut self, target: &Target, command: u32) -> Result<()> {
+        ring::write_u32(target.pid(), self.control + abi::offset::COMMAND, command)
+            .context("cannot write the tracer's command word")
     }
 
     /// Waits (draining) until the tracer's state is one of `states`.
-    fn wait_state<W: std::io::Write>(
+    fn wait_state(
         &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
+        target: &mut Target,
+        out: &mut dyn TraceOut,
         states: &[u32],
         timeout: Duration,
     ) -> Result<ring::ControlBlock> {
         let until = Instant::now() + timeout;
         loop {
-            self.beat()?;
-            let control = self.poll(recorder)?;
+            self.beat(target)?;
+            let control = self.poll(target, out)?;
             if states.contains(&control.state) {
                 return Ok(control);
             }
-            if !crate::procfs::is_alive(self.target.pid()) {
+            if !crate::procfs::is_alive(target.pid()) {
                 return Err(Failure::new(
                     Exit::TargetExited,
-                    format!(
-                        "process {} exited during the trace window",
-                        self.target.pid()
-                    ),
+                    format!("process {} exited during the trace window", target.pid()),
                 )
                 .into());
             }
             if Instant::now() >= until {
                 anyhow::bail!(
                     "the tracer in process {} did not reach state {states:?} within {timeout:?} (state {}): a thread holds the GIL in a long C call",
-                    self.target.pid(),
+                    target.pid(),
                     control.state
                 );
             }
@@ -534,13 +547,15 @@ impl<'a> Drain<'a> {
 
     /// One whole window: wait for the hooks, drain until the end, stop,
     /// drain the rest, release.
-    pub fn window<W: std::io::Write>(
+    pub fn window(
         &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
+        target: &mut Target,
+        out: &mut dyn TraceOut,
         options: &TraceOptions,
     ) -> Result<()> {
         let started = self.wait_state(
-            recorder,
+            target,
+            out,
             &[
                 abi::STATE_TRACING,
                 abi::STATE_REFUSED,
@@ -554,19 +569,19 @@ impl<'a> Drain<'a> {
             abi::STATE_REFUSED => {
                 return Err(Failure::new(
                     Exit::TraceRefused,
-                    format!("process {}: {}", self.target.pid(), started.message),
+                    format!("process {}: {}", target.pid(), started.message),
                 )
                 .into())
             }
             _ => anyhow::bail!(
                 "the tracer in process {} failed: {}",
-                self.target.pid(),
+                target.pid(),
                 started.message
             ),
         }
         eprintln!(
             "pydeep: tracing process {} (hooks on {} threads){}",
-            self.target.pid(),
+            target.pid(),
             started.threads_hooked,
             match options.duration {
                 Some(d) => format!(" for {d:?}"),
@@ -582,21 +597,18 @@ impl<'a> Drain<'a> {
                 if end.is_some_and(|end| Instant::now() >= end) {
                     return Ok(());
                 }
-                self.beat()?;
+                self.beat(target)?;
                 let before = self.read_pos;
-                let control = self.poll(recorder)?;
+                let control = self.poll(target, out)?;
                 if control.state != abi::STATE_TRACING {
                     // The watchdog ended the window by itself (it saw no
                     // heartbeat: this agent was stopped too long).
                     return Ok(());
                 }
-                if !crate::procfs::is_alive(self.target.pid()) {
+                if !crate::procfs::is_alive(target.pid()) {
                     return Err(Failure::new(
                         Exit::TargetExited,
-                        format!(
-                            "process {} exited during the trace window",
-                            self.target.pid()
-                        ),
+                        format!("process {} exited during the trace window", target.pid()),
                     )
                     .into());
                 }
@@ -610,7 +622,7 @@ impl<'a> Drain<'a> {
         // gone: say that, with its exit code. (A process whose memory is
         // already gone may still show as running for a moment.)
         let outcome = outcome.map_err(|error| {
-            let pid = self.target.pid();
+            let pid = target.pid();
             let exiting = Instant::now() + Duration::from_secs(1);
             while crate::procfs::is_alive(pid) && Instant::now() < exiting {
                 std::thread::sleep(Duration::from_millis(10));
@@ -620,31 +632,29 @@ impl<'a> Drain<'a> {
             } else {
                 Failure::new(
                     Exit::TargetExited,
-                    format!(
-                        "process {} exited during the trace window",
-                        self.target.pid()
-                    ),
+                    format!("process {} exited during the trace window", target.pid()),
                 )
                 .into()
             }
         });
         // Whatever ended the window: stop, drain, release.
-        let stop = self.command(abi::COMMAND_STOP).and_then(|()| {
+        let stop = self.command(target, abi::COMMAND_STOP).and_then(|()| {
             self.wait_state(
-                recorder,
+                target,
+                out,
                 &[abi::STATE_STOPPED, abi::STATE_RELEASED],
                 GIL_TIMEOUT,
             )
         });
         let drained = stop.and_then(|control| {
-            self.poll(recorder)?;
-            self.read_counts(recorder, &control)?;
+            self.poll(target, out)?;
+            self.read_counts(target, &control)?;
             self.summary.threads_hooked = control.threads_hooked;
-            self.flush(recorder, Some(&control))
+            self.flush(target, out, Some(&control))
         });
-        let released = self.command(abi::COMMAND_RELEASE);
+        let released = self.command(target, abi::COMMAND_RELEASE);
         if released.is_ok() {
-            self.wait_released();
+            self.wait_released(target);
         }
         outcome?;
         drained?;
@@ -659,10 +669,10 @@ impl<'a> Drain<'a> {
     /// saw the watchdog's, waiting for the GIL). Bounded: a thread holding
     /// the GIL in a long C call only delays the release, which the
     /// watchdog still makes by itself.
-    fn wait_released(&mut self) {
+    pub fn wait_released(&mut self, target: &mut Target) {
         let until = Instant::now() + RELEASE_WAIT;
         while Instant::now() < until {
-            match ring::read_control(self.target, self.control) {
+            match ring::read_control(target, self.control) {
                 Ok(control) if control.state == abi::STATE_RELEASED => return,
                 Ok(_) => std::thread::sleep(Duration::from_millis(2)),
                 Err(_) => return,
@@ -670,17 +680,18 @@ impl<'a> Drain<'a> {
         }
         tracing::warn!(
             "the tracer in process {} had not released its objects within {RELEASE_WAIT:?} (a thread holds the GIL); it will by itself",
-            self.target.pid()
+            target.pid()
         );
     }
 
     /// Reads what the ring holds into the batch; returns the control block.
-    pub fn poll<W: std::io::Write>(
+    pub fn poll(
         &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
+        target: &mut Target,
+        out: &mut dyn TraceOut,
     ) -> Result<ring::ControlBlock> {
-        let pid = self.target.pid();
-        let control = ring::read_control(self.target, self.control)
+        let pid = target.pid();
+        let control = ring::read_control(target, self.control)
             .context("cannot read the tracer's control block")?;
         self.select_address = control.select_address;
         let available = control
@@ -693,7 +704,7 @@ impl<'a> Drain<'a> {
                 let index = self.read_pos % abi::CAPACITY;
                 let count = left.min(abi::CAPACITY - index).min(65_536);
                 self.buffer.resize((count * abi::EVENT_SIZE) as usize, 0);
-                self.target
+                target
                     .memory()
                     .read(
                         control.ring_address + index * abi::EVENT_SIZE,
@@ -702,7 +713,7 @@ impl<'a> Drain<'a> {
                     .context("cannot read the tracer's ring")?;
                 let buffer = std::mem::take(&mut self.buffer);
                 for event in buffer.chunks_exact(abi::EVENT_SIZE as usize) {
-                    self.event(recorder, pid, event);
+                    self.event(target, pid, event);
                 }
                 self.buffer = buffer;
                 self.read_pos += count;
@@ -712,29 +723,25 @@ impl<'a> Drain<'a> {
             }
         }
         if control.dropped > self.seen_dropped {
-            self.batch.lost += control.dropped - self.seen_dropped;
-            if self.batch.lost_first_ns == 0 {
-                self.batch.lost_first_ns = control.first_drop_ns;
+            let meta = &mut self.batch.meta;
+            meta.lost += control.dropped - self.seen_dropped;
+            if meta.lost_first_ns == 0 {
+                meta.lost_first_ns = control.first_drop_ns;
             }
-            self.batch.lost_last_ns = control.last_drop_ns;
+            meta.lost_last_ns = control.last_drop_ns;
             self.summary.lost += control.dropped - self.seen_dropped;
             self.seen_dropped = control.dropped;
         }
         if self.first_batch && control.start_ns != 0 {
-            self.batch.window_start_ns = control.start_ns;
+            self.batch.meta.window_start_ns = control.start_ns;
         }
-        if self.batch.kind.len() >= BATCH {
-            self.flush(recorder, None)?;
+        if self.batch.events.len() >= BATCH {
+            self.flush(target, out, None)?;
         }
         Ok(control)
     }
 
-    fn event<W: std::io::Write>(
-        &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
-        pid: i32,
-        event: &[u8],
-    ) {
+    fn event(&mut self, target: &mut Target, pid: i32, event: &[u8]) {
         use abi::event as e;
         let u64_at =
             |at: usize| u64::from_le_bytes(event[at..at + 8].try_into().unwrap_or_default());
@@ -755,119 +762,84 @@ impl<'a> Drain<'a> {
             kind,
             proto::TraceEventKind::TraceCCall | proto::TraceEventKind::TraceCReturn
         );
-        if !c_function && !self.selected(object) {
+        if !c_function && !self.selected(target, object) {
             return;
         }
-        let thread = match self.threads.get(&native_id) {
-            Some(id) => *id,
-            None => {
-                let id = self.define_thread(recorder, pid, native_id);
-                self.threads.insert(native_id, id);
-                id
-            }
-        };
-        let frame = if kind == proto::TraceEventKind::TraceLine {
-            let offset = u32_at(e::OFFSET);
-            let line = u32_at(e::LINE);
-            match self.lines.get(&(object, offset, line)) {
-                Some(id) => *id,
-                None => {
-                    let version = self.target.python_version();
-                    let id = recorder.line_frame(self.target, pid, &version, object, offset, line);
-                    self.lines.insert((object, offset, line), id);
-                    id
-                }
-            }
+        if self.threads.insert(native_id) {
+            let (sample, name) = thread_of(target, pid, native_id);
+            self.batch.threads.push((native_id, sample, name));
+        }
+        if c_function && self.c_functions.insert(object) {
+            let name =
+                ring::c_function_name(target, object).unwrap_or_else(|| "<C function>".into());
+            self.batch.c_functions.push((object, name));
+        }
+        let (offset, line) = if kind == proto::TraceEventKind::TraceLine {
+            (u32_at(e::OFFSET), u32_at(e::LINE))
         } else {
-            match self.frames.get(&(object, c_function)) {
-                Some(id) => *id,
-                None => {
-                    let id = if c_function {
-                        let name = ring::c_function_name(self.target, object)
-                            .unwrap_or_else(|| "<C function>".into());
-                        *self
-                            .native
-                            .entry(name.clone())
-                            .or_insert_with(|| recorder.native_frame(&name))
-                    } else {
-                        let version = self.target.python_version();
-                        recorder.frame(
-                            self.target,
-                            pid,
-                            &version,
-                            &crate::FrameSample {
-                                code_address: object,
-                                instruction_offset: 0,
-                                is_generator: false,
-                                is_shim: false,
-                            },
-                        )
-                    };
-                    self.frames.insert((object, c_function), id);
-                    id
-                }
-            }
+            (0, 0)
         };
-        self.batch
-            .time_delta_ns
-            .push(time_ns.saturating_sub(self.last_time_ns));
-        self.last_time_ns = self.last_time_ns.max(time_ns);
-        self.batch.thread.push(thread);
-        self.batch.kind.push(kind as i32);
-        self.batch.frame.push(frame);
+        self.batch.events.push(RawEvent {
+            time_ns,
+            native_id,
+            kind,
+            object,
+            offset,
+            line,
+        });
         self.summary.events += 1;
     }
 
-    fn define_thread<W: std::io::Write>(
+    /// Sends what was drained, if anything (`last`: the window's end, with
+    /// its final control block).
+    pub fn flush(
         &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
-        pid: i32,
-        native_id: u32,
-    ) -> u32 {
-        let mut threads = Vec::new();
-        let _ = self.target.sample_threads_without_frames(&mut threads);
-        let names = self.target.thread_names().unwrap_or_default();
-        let sample = threads
-            .into_iter()
-            .find(|t| t.native_id == native_id as u64)
-            .unwrap_or(crate::ThreadSample {
-                thread_id: native_id as u64,
-                native_id: native_id as u64,
-                is_main: native_id as i32 == pid,
-                ..Default::default()
-            });
-        let name = names.get(&sample.thread_id).cloned();
-        recorder.thread(pid, &sample, name.as_deref())
-    }
-
-    fn flush<W: std::io::Write>(
-        &mut self,
-        recorder: &mut crate::recorder::Recorder<W>,
+        target: &mut Target,
+        out: &mut dyn TraceOut,
         last: Option<&ring::ControlBlock>,
     ) -> Result<()> {
         if let Some(control) = last {
-            self.batch.window_end_ns = control.stop_ns.max(1);
-            self.batch.threads_hooked = control.threads_hooked;
-            self.batch.threads_line_hooked = control.threads_line_hooked;
+            let meta = &mut self.batch.meta;
+            meta.window_end_ns = control.stop_ns.max(1);
+            meta.threads_hooked = control.threads_hooked;
+            meta.threads_line_hooked = control.threads_line_hooked;
             if self.first_batch {
-                self.batch.window_start_ns = control.start_ns;
+                meta.window_start_ns = control.start_ns;
             }
         }
         if self.first_batch {
-            self.batch.lines = self.lines_asked;
-            self.batch.opcodes = self.opcodes_asked;
+            self.batch.meta.lines = self.lines_asked;
+            self.batch.meta.opcodes = self.opcodes_asked;
             if let Some(selection) = &self.selection {
-                self.batch.functions = selection.regex.as_str().to_owned();
+                self.batch.meta.functions = selection.regex.as_str().to_owned();
             }
+            self.batch.first = true;
         }
         let batch = std::mem::take(&mut self.batch);
         self.first_batch = false;
-        recorder
-            .record(proto::record::Kind::TraceEvents(batch))
-            .context("cannot write trace events")?;
-        recorder
-            .maybe_flush()
-            .context("cannot write the recording")?;
-        Ok(())
+        out.send(target, batch)
     }
+}
+
+/// Thread `native_id` of `target` as a sample (ids, main or not) and its
+/// name, read when its first event is drained.
+fn thread_of(
+    target: &mut Target,
+    pid: i32,
+    native_id: u32,
+) -> (crate::ThreadSample, Option<String>) {
+    let mut threads = Vec::new();
+    let _ = target.sample_threads_without_frames(&mut threads);
+    let names = target.thread_names().unwrap_or_default();
+    let sample = threads
+        .into_iter()
+        .find(|t| t.native_id == native_id as u64)
+        .unwrap_or(crate::ThreadSample {
+            thread_id: native_id as u64,
+            native_id: native_id as u64,
+            is_main: native_id as i32 == pid,
+            ..Default::default()
+        });
+    let name = names.get(&sample.thread_id).cloned();
+    (sample, name)
 }

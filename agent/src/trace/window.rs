@@ -1,0 +1,260 @@
+//! A trace window as one more source of a sampled target's recording
+//! (`pydeep record --trace`): stepped by the sampler's driver between
+//! ticks, on the sampler thread (the only one that reads the target), it
+//! drains the ring into [`RawBatch`]es that go to the recording's sink
+//! like the samples, and are interned there by the same recorder.
+//!
+//! Never blocks the sampler longer than one step: loading the tracer (up
+//! to `--start-timeout` waiting for a safe point), then one poll of the
+//! ring per step. The window ends by its duration, by the driver
+//! ([`TraceWindow::close`]: Ctrl-C, the recording ends), or by the
+//! tracer's watchdog.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::{abi, ring, Drain, RawBatch, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
+use crate::codes::Resolver;
+use crate::exit::{Exit, Failure};
+use crate::sink::{Input, Sink, TraceInput};
+use crate::{PythonVersion, Target};
+
+/// Where a window is.
+enum Phase {
+    /// Not loaded yet.
+    Idle,
+    /// Started; waiting for the watchdog to install the hooks.
+    Starting(Instant),
+    /// Hooks in; until this time (None: until closed).
+    Tracing(Option<Instant>),
+    /// STOP written; waiting for every hook to be removed.
+    Stopping(Instant),
+    /// RELEASE written; waiting for the tracer to let go.
+    Releasing(Instant),
+    /// Over.
+    Done,
+}
+
+/// One bounded trace window inside a sampled target.
+pub struct TraceWindow {
+    options: TraceOptions,
+    phase: Phase,
+    drain: Option<Drain>,
+    /// Why it failed, if it did.
+    pub failure: Option<anyhow::Error>,
+    ended_with_the_process: bool,
+}
+
+/// Sends a drain's batches to the sink, with the code objects they name
+/// resolved by the sampler's resolver.
+pub struct ToSink<'s> {
+    /// The recording's sink.
+    pub sink: &'s Sink,
+    /// The sampled process's resolver.
+    pub resolver: &'s mut Resolver,
+    /// Its interpreter's version.
+    pub version: Arc<PythonVersion>,
+}
+
+impl TraceOut for ToSink<'_> {
+    fn send(&mut self, target: &mut Target, raw: RawBatch) -> Result<()> {
+        // Each address once: a batch names a few code objects thousands
+        // of times.
+        let mut addresses = raw.code_addresses().collect::<Vec<_>>();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let frames = addresses
+            .into_iter()
+            .map(|address| crate::FrameSample {
+                code_address: address,
+                instruction_offset: 0,
+                is_generator: false,
+                is_shim: false,
+            })
+            .collect::<Vec<_>>();
+        let mut mappings = Vec::new();
+        self.resolver.resolve_frames(target, &frames, &mut mappings);
+        self.sink.send(Input::Trace(Box::new(TraceInput {
+            pid: target.pid(),
+            version: self.version.clone(),
+            code_epoch: target.code_epoch(),
+            mappings,
+            raw,
+        })));
+        Ok(())
+    }
+}
+
+impl TraceWindow {
+    /// A window to open at the first step.
+    pub fn new(options: TraceOptions) -> TraceWindow {
+        TraceWindow {
+            options,
+            phase: Phase::Idle,
+            drain: None,
+            failure: None,
+            ended_with_the_process: false,
+        }
+    }
+
+    /// True once the window is over (or failed).
+    pub fn done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// True while the hooks are in.
+    pub fn tracing(&self) -> bool {
+        matches!(self.phase, Phase::Tracing(_))
+    }
+
+    /// What the window drained.
+    pub fn summary(&self) -> super::Summary {
+        self.drain.as_ref().map(Drain::summary).unwrap_or_default()
+    }
+
+    /// One step: open, or poll, or move on to the next phase. An error
+    /// ends the window (what it installed is removed: STOP and RELEASE are
+    /// written; the watchdog also ends it by itself without heartbeat).
+    pub fn step(&mut self, target: &mut Target, out: &mut dyn TraceOut) {
+        if self.done() {
+            return;
+        }
+        if let Err(error) = self.advance(target, out) {
+            self.phase = Phase::Done;
+            if !crate::procfs::is_alive(target.pid()) {
+                // The program ended inside the window: what was drained
+                // is recorded; the rest went with the process.
+                self.ended_with_the_process = true;
+                return;
+            }
+            if let Some(drain) = &mut self.drain {
+                let _ = drain.command(target, abi::COMMAND_STOP);
+                let _ = drain.command(target, abi::COMMAND_RELEASE);
+            }
+            self.failure = Some(error);
+        }
+    }
+
+    /// The process is no longer sampled (it ended): the window is over.
+    pub fn process_gone(&mut self) {
+        if !self.done() {
+            self.phase = Phase::Done;
+            self.ended_with_the_process = true;
+        }
+    }
+
+    /// True if the process ended while the window was open.
+    pub fn ended_with_the_process(&self) -> bool {
+        self.ended_with_the_process
+    }
+
+    /// Ends the window now: stops, drains the rest, releases (bounded by
+    /// the tracer's own timeouts).
+    pub fn close(&mut self, target: &mut Target, out: &mut dyn TraceOut) {
+        match self.phase {
+            Phase::Idle => self.phase = Phase::Done,
+            Phase::Starting(_) | Phase::Tracing(_) => {
+                if let Some(drain) = &mut self.drain {
+                    let stop = drain.command(target, abi::COMMAND_STOP);
+                    self.phase = Phase::Stopping(Instant::now() + GIL_TIMEOUT);
+                    if let Err(error) = stop {
+                        self.failure = Some(error);
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+            _ => {}
+        }
+        while !self.done() {
+            self.step(target, out);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn advance(&mut self, target: &mut Target, out: &mut dyn TraceOut) -> Result<()> {
+        let pid = target.pid();
+        if matches!(self.phase, Phase::Idle) {
+            if target.python_version().free_threaded {
+                return Err(Failure::new(
+                    Exit::UnsupportedVersion,
+                    format!("process {pid} runs a free-threaded CPython ({}): pydeep trace's ring has one writer at a time, which only the GIL guarantees", target.python_version()),
+                )
+                .into());
+            }
+            self.drain = Some(super::open(target, pid, &self.options)?);
+            self.phase = Phase::Starting(Instant::now() + GIL_TIMEOUT);
+            return Ok(());
+        }
+        let drain = self.drain.as_mut().expect("opened");
+        match self.phase {
+            Phase::Idle | Phase::Done => {}
+            Phase::Starting(until) => {
+                drain.beat(target)?;
+                let control = drain.poll(target, out)?;
+                match control.state {
+                    abi::STATE_TRACING => {
+                        drain.summary.threads_hooked = control.threads_hooked;
+                        eprintln!(
+                            "pydeep: tracing process {pid} (hooks on {} threads) for {:?}",
+                            control.threads_hooked,
+                            self.options.duration.unwrap_or_default()
+                        );
+                        self.phase =
+                            Phase::Tracing(self.options.duration.map(|d| Instant::now() + d));
+                    }
+                    abi::STATE_REFUSED => {
+                        return Err(Failure::new(
+                            Exit::TraceRefused,
+                            format!("process {pid}: {}", control.message),
+                        )
+                        .into())
+                    }
+                    abi::STATE_FAILED | abi::STATE_RELEASED => {
+                        anyhow::bail!("the tracer in process {pid} failed: {}", control.message)
+                    }
+                    _ if Instant::now() >= until => anyhow::bail!(
+                        "the tracer in process {pid} did not install its hooks within {GIL_TIMEOUT:?}: a thread holds the GIL in a long C call"
+                    ),
+                    _ => {}
+                }
+            }
+            Phase::Tracing(end) => {
+                drain.beat(target)?;
+                let control = drain.poll(target, out)?;
+                if control.state != abi::STATE_TRACING || end.is_some_and(|e| Instant::now() >= e) {
+                    drain.command(target, abi::COMMAND_STOP)?;
+                    self.phase = Phase::Stopping(Instant::now() + GIL_TIMEOUT);
+                }
+            }
+            Phase::Stopping(until) => {
+                drain.beat(target)?;
+                let control = drain.poll(target, out)?;
+                if matches!(control.state, abi::STATE_STOPPED | abi::STATE_RELEASED) {
+                    drain.poll(target, out)?;
+                    drain.read_counts(target, &control)?;
+                    drain.summary.threads_hooked = control.threads_hooked;
+                    drain.flush(target, out, Some(&control))?;
+                    drain.command(target, abi::COMMAND_RELEASE)?;
+                    self.phase = Phase::Releasing(Instant::now() + RELEASE_WAIT);
+                } else if Instant::now() >= until {
+                    anyhow::bail!(
+                        "the tracer in process {pid} did not remove its hooks within {GIL_TIMEOUT:?} (state {}): a thread holds the GIL in a long C call",
+                        control.state
+                    );
+                }
+            }
+            Phase::Releasing(until) => {
+                let released = match ring::read_control(target, drain.control) {
+                    Ok(control) => control.state == abi::STATE_RELEASED,
+                    Err(_) => true,
+                };
+                if released || Instant::now() >= until {
+                    self.phase = Phase::Done;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+"""Fixture of tests/tests/record_trace.rs: run under `pydeep record --trace`,
+a deterministic call-heavy workload once the test says go, with its own
+truth taken after the trace window.
+
+argv[1]: a folder the test and the fixture share.
+  first_frame()  is the program's first call (whether the window saw it is
+                 reported by the test, not asserted: see notes/tracing.md)
+  ready          written once the worker thread runs (it was started before
+                 the test lets the work go, so the tracer's rescan has hooked
+                 it by then)
+  go             (from the test, once pydeep says it is tracing) main and
+                 worker thread each run work() once, reading
+                 time.monotonic_ns() around it: round.json
+  end            (from the test, once the window is over) the truth: the
+                 calls of one work() counted by a sys.setprofile counter,
+                 and every thread's C hooks after the window (ctypes);
+                 then a second of plain work to be sampled; final.json
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+
+def first_frame():
+    return 1
+
+
+first_frame()
+folder = sys.argv[1]
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+class Shape:
+    def __init__(self, side):
+        self.side = side
+
+    def area(self):
+        return square(self.side)
+
+
+def square(x):
+    return x * x
+
+
+def countdown(n):
+    while n > 0:
+        yield n
+        n -= 1
+
+
+def make_adder(k):
+    def add(x):
+        return x + k
+
+    return add
+
+
+def fails():
+    raise ValueError("expected")
+
+
+def work():
+    fib(12)
+    total = sum(countdown(20))
+    add = make_adder(3)
+    for i in range(30):
+        total += add(Shape(i).area())
+    for _ in range(5):
+        try:
+            fails()
+        except ValueError:
+            pass
+    return total
+
+
+WORKLOAD = {"work", "fib", "__init__", "area", "square", "countdown", "make_adder", "add", "fails"}
+
+
+def count_calls():
+    counts = {}
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == __file__:
+            name = frame.f_code.co_name
+            if name in WORKLOAD:
+                counts[name] = counts.get(name, 0) + 1
+
+    sys.setprofile(profiler)
+    work()
+    sys.setprofile(None)
+    return counts
+
+
+def wait_for(name):
+    path = os.path.join(folder, name)
+    while not os.path.exists(path):
+        time.sleep(0.005)
+
+
+def write(name, value):
+    path = os.path.join(folder, name)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.rename(path + ".tmp", path)
+
+
+go = threading.Event()
+clocks = {}
+
+
+def worker():
+    go.wait()
+    before = time.monotonic_ns()
+    work()
+    after = time.monotonic_ns()
+    clocks["worker"] = dict(thread=threading.get_native_id(), before=before, after=after)
+
+
+thread = threading.Thread(target=worker, name="worker")
+thread.start()
+# Long enough for the tracer's rescan (every 100 ms) to hook the worker.
+time.sleep(0.3)
+write("ready", {"pid": os.getpid()})
+wait_for("go")
+go.set()
+before = time.monotonic_ns()
+work()
+after = time.monotonic_ns()
+clocks["main"] = dict(thread=threading.get_native_id(), before=before, after=after)
+thread.join()
+write("round.json", clocks)
+wait_for("end")
+truth = count_calls()
+from c_hooks import c_hooks  # noqa: E402  (sets and clears hooks of its own)
+
+hooks = c_hooks()
+deadline = time.monotonic() + 1.0
+while time.monotonic() < deadline:
+    fib(15)
+write("final.json", {"truth": truth, "hooks": hooks, "profile": repr(sys.getprofile())})

@@ -1,0 +1,188 @@
+//! `pydeep ctl trace PID --duration D`: a bounded trace window inside a
+//! target the daemon samples, its events in that target's recording beside
+//! the samples. Ground truth: the fixture's own `sys.setprofile` counter
+//! (trace_calls.py), and its C-level hooks after the window.
+
+mod daemon_support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use daemon_support::{tag, verifies, Daemon};
+use pydeep_format::proto::TraceEventKind;
+use pydeep_format::{Event, Recording, TraceClock};
+use pydeep_integration::waits::{wait_for_file, LIMIT};
+use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
+use serde_json::Value;
+
+#[test]
+fn ctl_trace_opens_a_window_in_a_sampled_target_into_its_recording() {
+    let tag = tag("trace");
+    let mut daemon = Daemon::start(&format!(
+        "scan_interval = \"100ms\"\n[[target]]\nname = \"trace\"\ncmdline = \"{tag}\"\nrate = 100\nidle = true\n"
+    ));
+    for python in test_pythons("daemon ctl trace") {
+        check(&mut daemon, &python, &tag);
+    }
+}
+
+fn json_file(path: &std::path::Path, fixture: &mut Fixture, what: &str) -> Value {
+    wait_for_file(path, &mut fixture.child, what);
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+}
+
+fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
+    let what = python.label();
+    let mut fixture = Fixture::start(python, "trace_calls.py", &[tag]);
+    let truth = fixture.wait_truth(|_, _| true);
+    let pid = fixture.pid() as u32;
+    let dir = fixture.dir().to_path_buf();
+    // Sampled by the daemon (idle threads too: the fixture mostly waits
+    // for the test's files).
+    daemon.wait_until(&format!("{what} sampled"), LIMIT * 2, |d| {
+        d.target(pid)
+            .is_some_and(|t| t["samples"].as_u64() >= Some(1))
+    });
+    let ctl = Command::new(workspace_binary("pydeep"))
+        .args(["ctl", "--json", "--socket"])
+        .arg(&daemon.socket)
+        .args(["trace", &pid.to_string(), "--duration", "6s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pydeep ctl trace");
+    if python.free_threaded {
+        let out = ctl.wait_with_output().expect("ctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{what}: traced a free-threaded target"
+        );
+        assert!(stderr.contains("free-threaded"), "{what}: {stderr}");
+        assert!(daemon.target(pid).is_some(), "{what}: no longer sampled");
+        eprintln!("   {what}: refused (free-threaded), still sampled");
+        return;
+    }
+    daemon.wait_until(&format!("{what} tracing"), LIMIT, |d| {
+        d.target(pid).is_some_and(|t| t["tracing"] == true)
+    });
+    std::fs::write(dir.join("go1"), "").expect("go1");
+    let round = json_file(&dir.join("round1.json"), &mut fixture, &what);
+    let out = ctl.wait_with_output().expect("ctl");
+    assert!(
+        out.status.success(),
+        "{what}: ctl trace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).expect("reply");
+    assert_eq!(reply["trace"]["lost"], 0, "{what}: {reply}");
+    assert!(
+        reply["trace"]["events"].as_u64() > Some(0),
+        "{what}: {reply}"
+    );
+    std::fs::write(dir.join("end"), "").expect("end");
+    let final_ = json_file(&dir.join("final.json"), &mut fixture, &what);
+    // The target as it was: its C profile hooks, its settrace function.
+    assert_eq!(
+        final_["c_profile_before"], final_["c_profile_after"],
+        "{what}: C profile hooks changed: {final_}"
+    );
+    assert_eq!(final_["trace_kept"], true, "{what}: sys.settrace lost");
+    assert_eq!(
+        final_["profile_before"], final_["profile_after"],
+        "{what}: {final_}"
+    );
+    // Its recording, finished when the program exited after final.json.
+    let deadline = Instant::now() + LIMIT;
+    while daemon.target(pid).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.target(pid).is_none(), "{what}: never finished");
+    let files = daemon.files_of(pid);
+    let expected: HashMap<String, u64> = truth["truth"]
+        .as_object()
+        .expect("truth")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    let mut samples = 0;
+    let mut counted: HashMap<u64, HashMap<String, u64>> = HashMap::new();
+    let clocks: Vec<(u64, u64, u64)> = round["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .map(|c| {
+            (
+                c["thread"].as_u64().expect("thread"),
+                c["before"].as_u64().expect("before"),
+                c["after"].as_u64().expect("after"),
+            )
+        })
+        .collect();
+    let mut trace_files = 0;
+    for file in &files {
+        verifies(file).unwrap();
+        let mut recording = Recording::open(file).expect("open");
+        let mut clock = TraceClock::new(recording.header().start_clock_ns);
+        let mut events = Vec::new();
+        while let Some(event) = recording.next_event().expect("complete") {
+            match event {
+                Event::Sample(_) => samples += 1,
+                Event::TraceEvents(batch) => {
+                    assert_eq!(batch.lost, 0, "{what}: lost");
+                    events.extend(clock.decode(&batch));
+                }
+                _ => {}
+            }
+        }
+        if !events.is_empty() {
+            trace_files += 1;
+        }
+        let tables = recording.tables();
+        for event in events
+            .iter()
+            .filter(|e| e.kind == TraceEventKind::TraceCall)
+        {
+            let Some(native) = tables.threads.get(&event.thread).map(|t| t.native_id) else {
+                continue;
+            };
+            let Some(&(_, before, after)) = clocks.iter().find(|c| c.0 == native) else {
+                continue;
+            };
+            if event.time_ns < before || event.time_ns > after {
+                continue;
+            }
+            let Some(code) = tables
+                .frames
+                .get(&event.frame)
+                .and_then(|f| tables.code_objects.get(&f.code))
+            else {
+                continue;
+            };
+            let name = tables.string(code.name).to_owned();
+            if tables.string(code.filename).ends_with("trace_calls.py")
+                && expected.contains_key(&name)
+            {
+                *counted.entry(native).or_default().entry(name).or_default() += 1;
+            }
+        }
+    }
+    assert!(samples > 0, "{what}: no samples");
+    assert_eq!(
+        trace_files, 1,
+        "{what}: trace events in {trace_files} files"
+    );
+    for (native, _, _) in &clocks {
+        assert_eq!(
+            counted.get(native),
+            Some(&expected),
+            "{what}: thread {native}'s calls vs the program's truth"
+        );
+    }
+    eprintln!(
+        "   {what}: {samples} samples; {} events; call counts equal the truth on {} threads; hooks as before",
+        reply["trace"]["events"],
+        clocks.len()
+    );
+}

@@ -1,0 +1,338 @@
+//! `pydeep record --trace -- python app.py`: a trace window opened in the
+//! program as soon as it is attached, sampled meanwhile, both in one
+//! recording (one sink, one set of interned tables). Ground truth: the
+//! program's own `sys.setprofile` counter of the same deterministic work.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pydeep_format::proto::TraceEventKind;
+use pydeep_format::{Event, Recording, TraceClock};
+use pydeep_integration::waits::{wait_exit, LIMIT};
+use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use serde_json::Value;
+
+/// `pydeep record` with the lines of its stderr.
+struct Record {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: String,
+}
+
+impl Record {
+    fn start(python: &Python, output: &Path, dir: &Path, args: &[&str]) -> Record {
+        let mut child = Command::new(workspace_binary("pydeep"))
+            .arg("record")
+            .args(args)
+            .arg("-o")
+            .arg(output)
+            .arg("--")
+            .arg(&python.path)
+            .arg(program("record_trace.py"))
+            .arg(dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pydeep record");
+        let stderr = child.stderr.take().expect("stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("   pydeep: {line}");
+                let _ = send.send(line);
+            }
+        });
+        Record {
+            child,
+            lines,
+            seen: Vec::new(),
+            what: python.label(),
+        }
+    }
+
+    /// Waits for a line of pydeep's stderr containing `text`.
+    fn wait_line(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(line.clone());
+                if line.contains(text) {
+                    return line;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while let Ok(line) = self.lines.try_recv() {
+                    if line.contains(text) {
+                        return line;
+                    }
+                    self.seen.push(line);
+                }
+                panic!(
+                    "{}: pydeep record ended ({status}) before saying {text:?}: {:?}",
+                    self.what, self.seen
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: pydeep never said {text:?}: {:?}",
+                self.what,
+                self.seen
+            );
+        }
+    }
+}
+
+fn wait_file(path: &Path, record: &mut Record) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    while !path.exists() {
+        if let Ok(Some(status)) = record.child.try_wait() {
+            panic!(
+                "{}: pydeep record ended ({status}) before {}",
+                record.what,
+                path.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no {}",
+            record.what,
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+}
+
+const WORKLOAD: [&str; 9] = [
+    "work",
+    "fib",
+    "__init__",
+    "area",
+    "square",
+    "countdown",
+    "make_adder",
+    "add",
+    "fails",
+];
+
+#[test]
+fn record_trace_traces_the_program_while_sampling_it_into_one_recording() {
+    for python in test_pythons("pydeep record --trace") {
+        check(&python);
+    }
+}
+
+fn check(python: &Python) {
+    let what = python.label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("r.pdr");
+    let mut record = Record::start(
+        python,
+        &output,
+        dir.path(),
+        &["--trace", "--trace-duration", "8s", "-r", "200"],
+    );
+    if python.free_threaded {
+        // Refused with the message of `pydeep trace`; the program is still
+        // sampled and decides the exit code.
+        record.wait_line("free-threaded");
+        let ready = wait_file(&dir.path().join("ready"), &mut record);
+        assert!(ready["pid"].as_i64().is_some());
+        std::fs::write(dir.path().join("go"), "").expect("go");
+        wait_file(&dir.path().join("round.json"), &mut record);
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut record.child, &what);
+        assert!(status.success(), "{what}: {status}");
+        eprintln!("   {what}: refused (free-threaded), sampled");
+        return;
+    }
+    record.wait_line("tracing process");
+    wait_file(&dir.path().join("ready"), &mut record);
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let round = wait_file(&dir.path().join("round.json"), &mut record);
+    // The window ends by its duration, before the program's truth is taken.
+    let traced_line = record.wait_line("pydeep: traced");
+    std::fs::write(dir.path().join("end"), "").expect("end");
+    let final_ = wait_file(&dir.path().join("final.json"), &mut record);
+    let status = wait_exit(&mut record.child, &what);
+    assert!(status.success(), "{what}: pydeep record exited {status}");
+    assert!(
+        traced_line.contains("(0 lost)"),
+        "{what}: events lost: {traced_line}"
+    );
+
+    // The target's hooks after the window: none on any thread, as before.
+    let hooks = final_["hooks"].as_array().expect("hooks");
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h.as_array().expect("pair").iter().all(|b| b == false)),
+        "{what}: hooks left after the window: {hooks:?}"
+    );
+    let truth: HashMap<String, u64> = final_["truth"]
+        .as_object()
+        .expect("truth")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    assert_eq!(truth["fib"], 465, "{what}: the fixture's own truth");
+
+    // One recording: samples and trace events, one set of tables.
+    let verify = Command::new(workspace_binary("pydeep"))
+        .arg("verify")
+        .arg(&output)
+        .output()
+        .expect("pydeep verify");
+    assert!(
+        verify.status.success(),
+        "{what}: verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let mut recording = Recording::open(&output).expect("open");
+    let mut clock = TraceClock::new(recording.header().start_clock_ns);
+    let mut samples = 0u64;
+    let mut events = Vec::new();
+    let mut sampled_threads = std::collections::HashSet::new();
+    while let Some(event) = recording.next_event().expect("a complete recording") {
+        match event {
+            Event::Sample(sample) => {
+                samples += 1;
+                sampled_threads.insert(sample.thread);
+            }
+            Event::TraceEvents(batch) => {
+                assert_eq!(batch.lost, 0, "{what}: lost events");
+                events.extend(clock.decode(&batch));
+            }
+            _ => {}
+        }
+    }
+    assert!(samples > 0, "{what}: no samples");
+    assert!(!events.is_empty(), "{what}: no trace events");
+    let tables = recording.tables();
+    let name_of = |frame: u64| {
+        tables
+            .frames
+            .get(&frame)
+            .and_then(|f| tables.code_objects.get(&f.code))
+            .map(|c| {
+                (
+                    tables.string(c.filename).to_owned(),
+                    tables.string(c.name).to_owned(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    // Per thread, the calls between the thread's own clock readings around
+    // its work() equal the truth of one work().
+    for (who, clocks) in round.as_object().expect("round") {
+        let native = clocks["thread"].as_u64().expect("thread");
+        let before = clocks["before"].as_u64().expect("before");
+        let after = clocks["after"].as_u64().expect("after");
+        let thread = tables
+            .threads
+            .iter()
+            .find(|(_, t)| t.native_id == native)
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("{what}: thread {who} ({native}) not in the recording"));
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for event in events.iter().filter(|e| {
+            e.thread == thread
+                && e.kind == TraceEventKind::TraceCall
+                && e.time_ns >= before
+                && e.time_ns <= after
+        }) {
+            let (file, name) = name_of(event.frame);
+            if file.ends_with("record_trace.py") && WORKLOAD.contains(&name.as_str()) {
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            counts, truth,
+            "{what}: {who}'s calls vs the program's truth"
+        );
+        if who == "main" {
+            // Samples and trace events of the same thread share its
+            // ThreadDef: one set of tables.
+            assert!(
+                sampled_threads.contains(&thread),
+                "{what}: the main thread's samples and trace events have different threads"
+            );
+        }
+    }
+    let first_frame = events
+        .iter()
+        .any(|e| e.kind == TraceEventKind::TraceCall && name_of(e.frame).1 == "first_frame");
+    eprintln!(
+        "   {what}: {samples} samples, {} trace events; the program's first call {}",
+        events.len(),
+        if first_frame {
+            "traced"
+        } else {
+            "made before the hooks were in"
+        }
+    );
+    check_chrome(&output, &what);
+}
+
+/// `pydeep-view chrome` keeps the traced calls of a sampled thread on a
+/// track of their own: the samples' spans stay on the thread's own id.
+fn check_chrome(recording: &Path, what: &str) {
+    let json = recording.with_extension("json");
+    let status = Command::new(workspace_binary("pydeep-view"))
+        .arg("chrome")
+        .arg(recording)
+        .arg("-o")
+        .arg(&json)
+        .status()
+        .expect("pydeep-view chrome");
+    assert!(status.success(), "{what}: chrome {status}");
+    let trace: Value = serde_json::from_slice(&std::fs::read(&json).expect("read")).expect("JSON");
+    let events = trace["traceEvents"].as_array().expect("events");
+    let names: HashMap<u64, String> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| {
+            (
+                e["tid"].as_u64().expect("tid"),
+                e["args"]["name"].as_str().expect("name").to_owned(),
+            )
+        })
+        .collect();
+    let traced_tracks: Vec<u64> = names
+        .iter()
+        .filter(|(_, n)| n.ends_with("traced calls"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        !traced_tracks.is_empty(),
+        "{what}: no traced track: {names:?}"
+    );
+    // Every traced track is off the threads' own ids; the sampled threads'
+    // own tracks keep their samples (threads never sampled, idle ones, have
+    // only a traced track).
+    assert!(
+        traced_tracks.iter().all(|t| *t >= 1 << 30),
+        "{what}: a traced track on a thread's own id: {names:?}"
+    );
+    assert!(
+        traced_tracks.iter().any(|t| names
+            .get(&(t - (1 << 30)))
+            .is_some_and(|n| !n.ends_with("traced calls"))),
+        "{what}: no traced track beside a sampled one: {names:?}"
+    );
+    let has_work = |tid: u64| {
+        events.iter().any(|e| {
+            e["tid"].as_u64() == Some(tid)
+                && e["ph"] == "B"
+                && e["name"].as_str().is_some_and(|n| n.contains("fib"))
+        })
+    };
+    assert!(
+        traced_tracks.iter().any(|t| has_work(*t)),
+        "{what}: no traced fib slice"
+    );
+}
