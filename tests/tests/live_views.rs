@@ -15,6 +15,19 @@ use pydeep_integration::run::{json_lines, succeeds};
 use pydeep_integration::{test_pythons, Fixture};
 use serde_json::Value;
 
+/// The keys of a JSON object (and of the objects it holds), sorted.
+fn keys_of(value: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Value::Object(map) = value {
+        for (key, inner) in map {
+            keys.push(key.clone());
+            keys.extend(keys_of(inner).into_iter().map(|k| format!("{key}.{k}")));
+        }
+    }
+    keys.sort();
+    keys
+}
+
 /// Text output without its first line (the title, which names the
 /// snapshot's time and pause: those differ between two reads).
 fn after_title(text: &[u8]) -> String {
@@ -221,5 +234,62 @@ fn live_dump_objects_and_heap_print_what_the_viewer_renders_from_a_snapshot_of_t
             truth["kept"]["LiveSlotted"]["count"], 1237,
             "{label}: the fixture kept what it says"
         );
+
+        // heap growth: none in a still state, live (between counts, and
+        // since a saved count) as in the recording, in one schema.
+        let steps = |lines: &[Value]| -> Vec<(Value, Value, Value)> {
+            lines
+                .iter()
+                .map(|l| {
+                    (
+                        l["from"]["index"].clone(),
+                        l["to"]["index"].clone(),
+                        l["types"].clone(),
+                    )
+                })
+                .collect()
+        };
+        let none = serde_json::json!([]);
+        let view = json_lines(&succeeds(
+            "pydeep-view",
+            ["heap", file, "--growth", "--json", "--top", "0"],
+        ));
+        assert!(!view.is_empty(), "{label}: the recording holds heap counts");
+        let step = |from: usize| (from.into(), (from + 1).into(), none.clone());
+        assert_eq!(
+            steps(&view),
+            (0..view.len()).map(step).collect::<Vec<_>>(),
+            "{label}: recorded growth"
+        );
+        let live = json_lines(&succeeds(
+            "pydeep",
+            [
+                "heap",
+                &pid,
+                "--interval",
+                "50ms",
+                "--count",
+                "3",
+                "--growth",
+                "--json",
+            ],
+        ));
+        assert_eq!(steps(&live), vec![step(0), step(1)], "{label}: live growth");
+        assert_eq!(
+            keys_of(&live[0]),
+            keys_of(&view[0]),
+            "{label}: growth JSON keys"
+        );
+        let saved = fixture.dir().join("saved-count.json");
+        std::fs::write(
+            &saved,
+            succeeds("pydeep", ["heap", &pid, "--json", "--top", "0"]),
+        )
+        .unwrap();
+        let since = json_lines(&succeeds(
+            "pydeep",
+            ["heap", &pid, "--since", saved.to_str().unwrap(), "--json"],
+        ));
+        assert_eq!(steps(&since), vec![step(0)], "{label}: growth since");
     }
 }
