@@ -124,3 +124,33 @@ pub fn snapshots<R: std::io::Read>(input: &mut Input<R>, first_index: usize) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_read_back_in_order_numbered_from_the_first_index() {
+        let header = proto::Header {
+            start_clock_ns: 100,
+            ..Default::default()
+        };
+        let mut writer = Writer::new(Vec::new(), header, WriterOptions::default()).unwrap();
+        for time_ns in [100, 200] {
+            writer
+                .record(Kind::Snapshot(proto::Snapshot {
+                    time_ns,
+                    ..Default::default()
+                }))
+                .unwrap();
+        }
+        let bytes = writer.finish(proto::Footer::default()).unwrap();
+        let recording = Recording::new(Reader::new(Cursor::new(bytes)).unwrap()).unwrap();
+        let mut input = Input::new(recording, "test".into());
+        let read: Vec<(usize, u64)> = snapshots(&mut input, 1)
+            .iter()
+            .map(|s| (s.index, s.snapshot.time_ns))
+            .collect();
+        assert_eq!(read, vec![(1, 100), (2, 200)]);
+    }
+}
