@@ -156,6 +156,10 @@ pub enum Command {
         /// dot, json or svg.
         #[arg(long)]
         format: Option<String>,
+        /// Print JSON (`--format json`), as `dump --json`, `heap --json`
+        /// and `pydeep-view objects --json` do.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
         /// What values are masked.
         #[command(flatten)]
         redact: RedactArgs,

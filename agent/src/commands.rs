@@ -60,6 +60,7 @@ pub fn run(command: Command) -> Result<Exit> {
             max_objects,
             output,
             format,
+            json,
             redact,
         } => objects(
             target.pid(),
@@ -67,7 +68,11 @@ pub fn run(command: Command) -> Result<Exit> {
             depth,
             max_objects,
             output.as_deref(),
-            format.as_deref(),
+            if json {
+                Some("json")
+            } else {
+                format.as_deref()
+            },
             redact_regex(&redact)?,
         ),
         Command::Heap {
@@ -427,7 +432,6 @@ fn verify(file: &Path) -> Result<Exit> {
 /// drawn by the viewer's scopes renderer (`pydeep-view scopes`).
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     use pydeep_view::scopes::{scopes_json, write_scopes_text, ScopesView};
-    use pydeep_view::snapshots::Selected;
     let options = crate::snapshot::SnapshotOptions {
         scopes: true,
         values: args.locals,
@@ -456,10 +460,9 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     };
     // Its one snapshot, whatever it holds: a process still starting may
     // have no thread yet.
-    let snapshot = input
-        .next_snapshot()
+    let selected = crate::live_views::snapshots(&mut input, 0)
+        .pop()
         .context("the snapshot recorded in memory is not there")?;
-    let selected = Selected { index: 0, snapshot };
     let (tables, header) = (input.tables(), input.header());
     let mut out = Vec::new();
     if args.json {
@@ -498,10 +501,11 @@ fn heap(
         heap: true,
         ..Default::default()
     };
-    let mut live: Option<crate::live_views::LiveTables> = None;
     let mut growth = Growth::default();
     // A saved count is heap snapshot 0; this run's counts follow it.
     let first_index = usize::from(saved.is_some());
+    // Times are shown after the first count (or the saved one, if older).
+    let mut start_clock_ns: Option<u64> = None;
     let mut stdout = std::io::stdout().lock();
     // The first count attaches (again, if the process exec'd meanwhile).
     let take = |target: &mut Target| {
@@ -509,6 +513,7 @@ fn heap(
     };
     let (mut target, first) = crate::one_shot::read(pid, take)?;
     let mut first = Some(first);
+    let no_threads = std::collections::HashMap::new();
     for round in 0..count {
         if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
             crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
@@ -517,39 +522,41 @@ fn heap(
             Some(taken) => taken,
             None => take(&mut target)?,
         };
-        let Some(summary) = &taken.heap else {
+        if taken.heap.is_none() {
             anyhow::bail!(
                 "walking the GC lists of process {pid}: {}",
                 taken.warnings.join("; ")
             );
-        };
-        let live = live.get_or_insert_with(|| {
-            let start = saved
+        }
+        let start = *start_clock_ns.get_or_insert_with(|| {
+            saved
                 .as_ref()
                 .and_then(|s| s.time_ns)
-                .map_or(taken.clock_ns, |t| t.min(taken.clock_ns));
-            crate::live_views::LiveTables::new(pid, &target.python_version(), start)
+                .map_or(taken.clock_ns, |t| t.min(taken.clock_ns))
         });
-        if round == 0 {
-            if let Some(saved) = &saved {
-                let before = saved.snapshot(live, pid);
-                growth.next(live.tables(), &crate::live_views::selected(0, before));
-            }
+        // Each count is recorded, read back and drawn as `pydeep-view
+        // heap` draws a recording's heap snapshots; the saved count goes
+        // first into the first one.
+        let mut recording = crate::live_views::LiveRecording::new(&target, start)?;
+        let saved_now = if round == 0 { saved.as_ref() } else { None };
+        if let Some(saved) = saved_now {
+            recording.record(&mut target, &saved.taken(start), &no_threads)?;
         }
-        let heap = crate::snapshot::heap_record(summary, &mut |text| live.string(text));
-        let selected = crate::live_views::selected(
-            first_index + round as usize,
-            pydeep_format::proto::Snapshot {
-                time_ns: taken.clock_ns,
-                pid: pid as u32,
-                pause_ns: taken.pause.as_nanos() as u64,
-                heap: Some(heap),
-                warnings: taken.warnings.clone(),
-                ..Default::default()
-            },
-        );
-        let (tables, header) = (live.tables(), live.header());
-        let step = growth.next(tables, &selected);
+        recording.record(&mut target, &taken, &no_threads)?;
+        let mut input = recording.read_back()?;
+        let index = if saved_now.is_some() {
+            0
+        } else {
+            first_index + round as usize
+        };
+        let mut step = None;
+        let mut last = None;
+        for selected in crate::live_views::snapshots(&mut input, index) {
+            step = growth.next(input.tables(), &selected);
+            last = Some(selected);
+        }
+        let selected = last.context("the count recorded in memory is not there")?;
+        let (tables, header) = (input.tables(), input.header());
         if output.json && !output.growth {
             writeln!(stdout, "{}", heap_json(tables, header, &selected, top))?;
         } else if let Some(step) = step {
@@ -599,31 +606,34 @@ struct SavedHeap {
 }
 
 impl SavedHeap {
-    /// The saved count as a heap snapshot of process `pid`.
-    fn snapshot(
-        &self,
-        live: &mut crate::live_views::LiveTables,
-        pid: i32,
-    ) -> pydeep_format::proto::Snapshot {
-        use pydeep_format::proto;
-        proto::Snapshot {
-            time_ns: self.time_ns.unwrap_or(live.header().start_clock_ns),
-            pid: pid as u32,
-            heap: Some(proto::HeapSummary {
+    /// The saved count as the heap snapshot it was (taken at
+    /// `start_clock_ns` if the file does not say when).
+    fn taken(&self, start_clock_ns: u64) -> crate::snapshot::Taken {
+        crate::snapshot::Taken {
+            clock_ns: self.time_ns.unwrap_or(start_clock_ns),
+            heap: Some(crate::heap::HeapSummary {
+                objects: self.objects,
                 types: self
                     .types
                     .iter()
-                    .map(|(name, count, bytes)| proto::TypeCount {
-                        type_name: live.string(name),
+                    .map(|(name, count, bytes)| crate::heap::TypeCount {
+                        name: name.clone(),
+                        type_address: 0,
                         count: *count,
                         bytes: *bytes,
                         implausible: 0,
                     })
                     .collect(),
-                total_objects: self.objects,
-                total_bytes: self.types.iter().map(|t| t.2).sum(),
-                unreadable: 0,
+                truncated: false,
+                abandoned_segments: 0,
+                seconds: 0.0,
+                read_calls: 0,
             }),
+            asked: crate::snapshot::SnapshotOptions {
+                scopes: false,
+                heap: true,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -690,55 +700,21 @@ fn objects(
                 .map(|e| e.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "dot".into());
-    let started = std::time::Instant::now();
-    let clock_ns = crate::session::monotonic_ns();
-    let max_objects = max_objects.max(1);
-    let (target, graph) = crate::one_shot::read(pid, |target| {
-        let guard = target.pause().context("pausing the target")?;
-        let mut samples = Vec::new();
-        target
-            .sample_threads(&mut samples)
-            .with_context(|| format!("reading the threads of process {pid}"))?;
-        let address = crate::graph::resolve_root(target, root, &samples)?;
-        // Paused: each page of the target needs reading only once.
-        let memory = crate::page_cache::PageCache::new(target.memory());
-        let objects = crate::objects::Objects::new(&memory, target.layout());
-        let options = crate::graph::GraphOptions {
-            max_depth: depth,
-            max_objects,
-            redact,
-            ..Default::default()
-        };
-        // A root named by a name that matches --redact is masked whole.
-        let root_name = root.rsplit(':').next().unwrap_or_default();
-        let graph = if !root.starts_with("0x") && crate::redact::matches(redact, root_name) {
-            crate::graph::walk_redacted_root(&objects, address, &options)
-        } else {
-            crate::graph::walk(&objects, address, &options)
-        };
-        drop(guard);
-        Ok(graph)
+    let options = crate::graph::GraphOptions {
+        max_depth: depth,
+        max_objects: max_objects.max(1),
+        redact,
+        ..Default::default()
+    };
+    let (mut target, taken) = crate::one_shot::read(pid, |target| {
+        crate::snapshot::take_graph(target, root, &options)
     })?;
     // The graph as a recording's snapshot holds it, drawn by the viewer.
-    let mut live = crate::live_views::LiveTables::new(pid, &target.python_version(), clock_ns);
-    let (nodes, edges) = crate::snapshot::graph_record(&graph, &mut |text| live.string(text));
-    let selected = crate::live_views::selected(
-        0,
-        pydeep_format::proto::Snapshot {
-            time_ns: clock_ns,
-            pid: pid as u32,
-            pause_ns: started.elapsed().as_nanos() as u64,
-            objects: nodes,
-            edges,
-            warnings: graph
-                .truncated
-                .then(|| crate::snapshot::graph_truncated_warning(max_objects))
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        },
-    );
-    let (tables, header) = (live.tables(), live.header());
+    let mut input = crate::live_views::record_snapshot(&mut target, &taken, &Default::default())?;
+    let selected = crate::live_views::snapshots(&mut input, 0)
+        .pop()
+        .context("the graph recorded in memory is not there")?;
+    let (tables, header) = (input.tables(), input.header());
     let dot = || pydeep_view::objects::graph_dot(tables, &selected, None);
     let bytes = match format.as_str() {
         "json" => {

@@ -2,8 +2,9 @@
 //! the target is paused, every thread's frames are read with (when asked)
 //! their variables and the objects they reach, and/or the GC lists are
 //! counted by type, with the same readers as `objects` and `heap`; `pydeep
-//! dump` is one such snapshot ([`crate::live_views::record_snapshot`]).
-//! [`take`] reads; [`to_record`] turns what was read into a
+//! dump` and `pydeep heap` are such snapshots, `pydeep objects` one
+//! holding the graph of one root ([`take_graph`]), recorded into memory
+//! ([`crate::live_views::LiveRecording`]). [`take`] reads; [`to_record`] turns what was read into a
 //! `Snapshot` record whose threads, stacks, frames and strings are the
 //! recording's own interned ids, so a viewer resolves them like samples.
 
@@ -459,6 +460,56 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     }
     drop(guard);
     taken.pause = started.elapsed();
+    Ok(taken)
+}
+
+/// What `pydeep objects` reads: the object graph from one root (a spec
+/// [`crate::graph::resolve_root`] resolves), the target paused while it is
+/// walked, as a snapshot holding that graph (`Taken::graph`; a graph cut
+/// at `options.max_objects` says so among the warnings). A root named by a
+/// name that matches `options.redact` is masked whole.
+pub fn take_graph(
+    target: &mut Target,
+    root: &str,
+    options: &GraphOptions,
+) -> anyhow::Result<Taken> {
+    use anyhow::Context;
+    let pid = target.pid();
+    let mut taken = Taken {
+        asked: SnapshotOptions {
+            scopes: false,
+            generators: false,
+            max_objects: options.max_objects,
+            object_depth: options.max_depth,
+            ..SnapshotOptions::default()
+        },
+        ..Taken::default()
+    };
+    let started = Instant::now();
+    taken.clock_ns = crate::session::monotonic_ns();
+    let guard = target.pause().context("pausing the target")?;
+    let mut samples = Vec::new();
+    target
+        .sample_threads(&mut samples)
+        .with_context(|| format!("reading the threads of process {pid}"))?;
+    let address = crate::graph::resolve_root(target, root, &samples)?;
+    // Paused: each page of the target needs reading only once.
+    let memory = PageCache::new(target.memory());
+    let objects = Objects::new(&memory, target.layout());
+    let root_name = root.rsplit(':').next().unwrap_or_default();
+    let graph = if !root.starts_with("0x") && crate::redact::matches(options.redact, root_name) {
+        crate::graph::walk_redacted_root(&objects, address, options)
+    } else {
+        crate::graph::walk(&objects, address, options)
+    };
+    drop(guard);
+    taken.pause = started.elapsed();
+    if graph.truncated {
+        taken
+            .warnings
+            .push(graph_truncated_warning(options.max_objects));
+    }
+    taken.graph = Some(graph);
     Ok(taken)
 }
 

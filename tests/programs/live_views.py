@@ -9,7 +9,13 @@ blocks in pause(2) forever, so nothing runs while pydeep reads: a live
 `pydeep objects --root 0xROOT --depth 1` and a snapshot's graph (the
 variables' values and what they reference, depth 1) hold the same objects,
 and `pydeep heap` and a heap snapshot count the same heap.
+
+The module global KEPT holds instances of two classes in known numbers
+(SLOTTED LiveSlotted, with __slots__, and INSTANCES LiveInstance, plain);
+the truth gives their counts as gc.get_objects() sees them and each one's
+sys.getsizeof, so both heap views can be checked against it exactly.
 """
+import gc
 import json
 import os
 import signal
@@ -20,6 +26,44 @@ TRUTH_PATH = sys.argv[1]
 
 class Plain:
     pass
+
+
+class LiveSlotted:
+    __slots__ = ("value",)
+
+
+class LiveInstance:
+    pass
+
+
+SLOTTED = 1237
+INSTANCES = 311
+
+
+def keep():
+    slotted = []
+    for n in range(SLOTTED):
+        o = LiveSlotted()
+        o.value = n
+        slotted.append(o)
+    instances = []
+    for n in range(INSTANCES):
+        o = LiveInstance()
+        o.value = n
+        instances.append(o)
+    return slotted, instances
+
+
+KEPT = keep()
+
+
+def kept_truth():
+    """Each kept class's count in gc.get_objects() and one instance's size."""
+    truth = {}
+    for cls, kept in zip((LiveSlotted, LiveInstance), KEPT):
+        count = sum(1 for o in gc.get_objects() if type(o) is cls)
+        truth[cls.__name__] = {"count": count, "size": sys.getsizeof(kept[0])}
+    return truth
 
 
 def build():
@@ -33,8 +77,9 @@ def build():
 
 
 def write_truth(root_id):
+    truth = {"root": root_id, "kept": kept_truth()}
     with open(TRUTH_PATH + ".tmp", "w") as f:
-        f.write(json.dumps({"root": root_id}))
+        f.write(json.dumps(truth))
     os.rename(TRUTH_PATH + ".tmp", TRUTH_PATH)
 
 
