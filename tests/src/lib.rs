@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod json_truth;
 pub mod recording;
 pub mod run;
+pub mod spawned;
 pub mod waits;
 
 use std::path::{Path, PathBuf};

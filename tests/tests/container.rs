@@ -14,15 +14,13 @@
 //! it the test says so and checks nothing.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock};
-use pydeep_integration::waits::{wait_exit, wait_for_file, LIMIT};
+use pydeep_integration::spawned::Spawned;
+use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{program, test_pythons, workspace_binary, Python};
 use serde_json::Value;
 
@@ -125,36 +123,6 @@ impl Drop for Contained {
     }
 }
 
-/// Starts `pydeep trace PID --until-stopped` and waits until it traces.
-fn start_trace(pid: u32, output: &Path, what: &str) -> Child {
-    let mut child = Command::new(workspace_binary("pydeep"))
-        .args(["trace", &pid.to_string(), "--until-stopped", "-o"])
-        .arg(output)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pydeep trace");
-    let stderr = child.stderr.take().expect("stderr");
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("   pydeep: {line}");
-            let _ = send.send(line);
-        }
-    });
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(50)) {
-            if line.contains("tracing process") {
-                return child;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what}: pydeep trace ended ({status}) before tracing");
-        }
-        assert!(Instant::now() < deadline, "{what}: never started tracing");
-    }
-}
-
 /// Calls of each (file, function) in a trace recording, and the times of
 /// the calls of `leaf`.
 fn traced_calls(path: &Path) -> (HashMap<(String, String), u64>, Vec<u64>, u64) {
@@ -214,12 +182,13 @@ fn check(python: &Python) {
 
     // Tracing: every call of leaf(), under the namespace's file name.
     let trace = app.file("trace.pdr");
-    let mut tracer = start_trace(pid, &trace, &what);
+    let mut tracer = Spawned::trace(pid as i32, &trace, &["--until-stopped"], &what);
+    tracer.wait_tracing();
     std::fs::write(app.file("go"), "").expect("go");
     let done = app.wait_json("done.json");
     // SAFETY: kill on our own child's pid.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut tracer, &what);
+    unsafe { libc::kill(tracer.child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut tracer.child, &what);
     assert!(status.success(), "{what}: pydeep trace ended with {status}");
     let (counts, leaf_times, lost) = traced_calls(&trace);
     assert_eq!(lost, 0, "{what}: events lost");

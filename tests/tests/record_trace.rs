@@ -4,89 +4,33 @@
 //! program's own `sys.setprofile` counter of the same deterministic work.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock};
+use pydeep_integration::spawned::Spawned;
 use pydeep_integration::waits::{wait_exit, LIMIT};
 use pydeep_integration::{program, test_pythons, workspace_binary, Python};
 use serde_json::Value;
 
-/// `pydeep record` with the lines of its stderr.
-struct Record {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    what: String,
+/// Starts `pydeep record ARGS -o OUTPUT -- python record_trace.py DIR`.
+fn start_record(python: &Python, output: &Path, dir: &Path, args: &[&str]) -> Spawned {
+    let mut command = Command::new(workspace_binary("pydeep"));
+    command
+        .arg("record")
+        .args(args)
+        .arg("-o")
+        .arg(output)
+        .arg("--")
+        .arg(&python.path)
+        .arg(program("record_trace.py"))
+        .arg(dir);
+    Spawned::start(command, &python.label())
 }
 
-impl Record {
-    fn start(python: &Python, output: &Path, dir: &Path, args: &[&str]) -> Record {
-        let mut child = Command::new(workspace_binary("pydeep"))
-            .arg("record")
-            .args(args)
-            .arg("-o")
-            .arg(output)
-            .arg("--")
-            .arg(&python.path)
-            .arg(program("record_trace.py"))
-            .arg(dir)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pydeep record");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("   pydeep: {line}");
-                let _ = send.send(line);
-            }
-        });
-        Record {
-            child,
-            lines,
-            seen: Vec::new(),
-            what: python.label(),
-        }
-    }
-
-    /// Waits for a line of pydeep's stderr containing `text`.
-    fn wait_line(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(line.clone());
-                if line.contains(text) {
-                    return line;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                while let Ok(line) = self.lines.try_recv() {
-                    if line.contains(text) {
-                        return line;
-                    }
-                    self.seen.push(line);
-                }
-                panic!(
-                    "{}: pydeep record ended ({status}) before saying {text:?}: {:?}",
-                    self.what, self.seen
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: pydeep never said {text:?}: {:?}",
-                self.what,
-                self.seen
-            );
-        }
-    }
-}
-
-fn wait_file(path: &Path, record: &mut Record) -> Value {
+fn wait_file(path: &Path, record: &mut Spawned) -> Value {
     let deadline = Instant::now() + LIMIT;
     while !path.exists() {
         if let Ok(Some(status)) = record.child.try_wait() {
@@ -130,7 +74,7 @@ fn check(python: &Python) {
     let what = python.label();
     let dir = tempfile::tempdir().expect("tempdir");
     let output = dir.path().join("r.pdr");
-    let mut record = Record::start(
+    let mut record = start_record(
         python,
         &output,
         dir.path(),

@@ -7,72 +7,16 @@
 //! right after works.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
-use pydeep_integration::waits::{wait_exit, wait_for_file, LIMIT};
+use pydeep_integration::spawned::Spawned;
+use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
 use serde_json::Value;
-
-/// A started `pydeep trace` and the lines of its stderr.
-struct Trace {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    what: String,
-}
-
-impl Trace {
-    fn start(pid: i32, output: &Path, args: &[&str], what: &str) -> Trace {
-        let mut child = Command::new(workspace_binary("pydeep"))
-            .args(["trace", &pid.to_string(), "-o"])
-            .arg(output)
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pydeep trace");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("   pydeep: {line}");
-                let _ = send.send(line);
-            }
-        });
-        Trace {
-            child,
-            lines,
-            what: what.to_owned(),
-        }
-    }
-
-    /// Waits until the hooks are in (pydeep says "tracing").
-    fn wait_tracing(&mut self) {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                if line.contains("tracing process") {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{}: pydeep trace ended ({status}) before tracing",
-                    self.what
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: never started tracing",
-                self.what
-            );
-        }
-    }
-}
 
 /// Every trace event of a recording, with the names of threads and frames.
 struct Traced {
@@ -157,7 +101,7 @@ fn check(python: &Python) {
 
     // Window 1: open until SIGTERM; one round of work inside it.
     let first = dir.join("first.pdr");
-    let mut trace = Trace::start(pid, &first, &["--until-stopped"], &what);
+    let mut trace = Spawned::trace(pid, &first, &["--until-stopped"], &what);
     trace.wait_tracing();
     std::fs::write(dir.join("go1"), "").expect("go1");
     let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
@@ -338,7 +282,7 @@ fn check(python: &Python) {
 
     // Window 2, right after, through its duration this time.
     let second = dir.join("second.pdr");
-    let mut again = Trace::start(pid, &second, &["-d", "1s"], &what);
+    let mut again = Spawned::trace(pid, &second, &["-d", "1s"], &what);
     let status = wait_exit(&mut again.child, &what);
     assert!(
         status.success(),
@@ -720,7 +664,7 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
         let (mut child, ready) = start_program(&python, program, dir.path(), "replaced");
         wait_for_file(&ready, &mut child, &what);
         let output = dir.path().join("replaced.pdr");
-        let mut trace = Trace::start(child.id() as i32, &output, &["--until-stopped"], &what);
+        let mut trace = Spawned::trace(child.id() as i32, &output, &["--until-stopped"], &what);
         trace.wait_tracing();
         std::fs::write(dir.path().join("set"), "").expect("set");
         wait_for_file(&dir.path().join("was_set"), &mut child, &what);
@@ -827,7 +771,7 @@ fn check_functions_and_lines(python: &Python) {
         let output = dir.join(format!("{name}.pdr"));
         let mut trace_args = vec!["--until-stopped"];
         trace_args.extend(args.iter().copied());
-        let mut trace = Trace::start(pid, &output, &trace_args, &what);
+        let mut trace = Spawned::trace(pid, &output, &trace_args, &what);
         trace.wait_tracing();
         std::fs::write(dir.join(format!("go{round}")), "").expect("go");
         let result = wait_json(&dir.join(format!("round{round}.json")), &mut fixture, &what);
@@ -947,7 +891,7 @@ fn check_functions_and_lines(python: &Python) {
     // by itself; the fixture reads its threads' c_profilefunc and
     // c_tracefunc until they are clear (at most 60 s, never timed here).
     let killed = dir.join("killed.pdr");
-    let mut trace = Trace::start(
+    let mut trace = Spawned::trace(
         pid,
         &killed,
         &[
@@ -1099,7 +1043,7 @@ fn check_opcodes(python: &Python) {
     let monitoring = ready["monitoring"].as_bool().expect("monitoring");
     for window in 1..=2 {
         let output = dir.join(format!("opcodes{window}.pdr"));
-        let mut trace = Trace::start(
+        let mut trace = Spawned::trace(
             pid,
             &output,
             &["--until-stopped", "--functions", ":loop$", "--opcodes"],

@@ -12,13 +12,12 @@
 //! The fixture (`tests/programs/trace_exit.py`) holds the GIL in C at exit,
 //! so the watchdog is certainly waiting when finalization starts.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use pydeep_integration::waits::{wait_exit, wait_for_file, LIMIT};
-use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use pydeep_integration::spawned::Spawned;
+use pydeep_integration::waits::{wait_exit, wait_for_file};
+use pydeep_integration::{program, test_pythons, Python};
 
 #[test]
 fn a_target_exiting_while_the_tracer_waits_for_the_gil_exits_cleanly() {
@@ -49,32 +48,13 @@ fn check(python: &Python) {
     });
     wait_for_file(&ready, &mut target, &what);
 
-    let mut trace = Command::new(workspace_binary("pydeep"))
-        .args(["trace", &target.id().to_string(), "-d", "60s", "-o"])
-        .arg(dir.path().join("exit.pdr"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pydeep trace");
-    let (send, lines) = mpsc::channel();
-    let stderr = trace.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("   pydeep: {line}");
-            let _ = send.send(line);
-        }
-    });
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match lines.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) if line.contains("tracing process") => break,
-            _ => {}
-        }
-        assert!(
-            trace.try_wait().expect("try_wait").is_none(),
-            "{what}: pydeep trace ended before tracing"
-        );
-        assert!(Instant::now() < deadline, "{what}: never started tracing");
-    }
+    let mut trace = Spawned::trace(
+        target.id() as i32,
+        &dir.path().join("exit.pdr"),
+        &["-d", "60s"],
+        &what,
+    );
+    trace.wait_tracing();
 
     // The target leaves its loop and holds the GIL at exit while the
     // window is open: the watchdog's next rescan waits for the GIL.
@@ -91,7 +71,7 @@ fn check(python: &Python) {
     );
 
     // pydeep sees the target gone and says so (exit 7).
-    let traced = wait_exit(&mut trace, &what);
+    let traced = wait_exit(&mut trace.child, &what);
     assert_eq!(
         traced.code(),
         Some(7),
