@@ -1,5 +1,5 @@
 """The C-level profile and trace hooks of every thread, for the trace
-fixtures (trace_calls.py, trace_lines.py): sys.getprofile() and
+fixtures (trace_calls.py, trace_lines.py, record_trace.py): sys.getprofile() and
 sys.gettrace() return None for a C hook installed without an object
 (pydeep's), so each thread's c_profilefunc and c_tracefunc are read
 through ctypes. Their place in PyThreadState is found by setting our own:

@@ -31,69 +31,7 @@ first_frame()
 folder = sys.argv[1]
 
 
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-class Shape:
-    def __init__(self, side):
-        self.side = side
-
-    def area(self):
-        return square(self.side)
-
-
-def square(x):
-    return x * x
-
-
-def countdown(n):
-    while n > 0:
-        yield n
-        n -= 1
-
-
-def make_adder(k):
-    def add(x):
-        return x + k
-
-    return add
-
-
-def fails():
-    raise ValueError("expected")
-
-
-def work():
-    fib(12)
-    total = sum(countdown(20))
-    add = make_adder(3)
-    for i in range(30):
-        total += add(Shape(i).area())
-    for _ in range(5):
-        try:
-            fails()
-        except ValueError:
-            pass
-    return total
-
-
-WORKLOAD = {"work", "fib", "__init__", "area", "square", "countdown", "make_adder", "add", "fails"}
-
-
-def count_calls():
-    counts = {}
-
-    def profiler(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename == __file__:
-            name = frame.f_code.co_name
-            if name in WORKLOAD:
-                counts[name] = counts.get(name, 0) + 1
-
-    sys.setprofile(profiler)
-    work()
-    sys.setprofile(None)
-    return counts
+from call_workload import WORKLOAD, count_calls, fib, work
 
 
 def wait_for(name):
@@ -123,8 +61,12 @@ def worker():
 
 thread = threading.Thread(target=worker, name="worker")
 thread.start()
-# Long enough for the tracer's rescan (every 100 ms) to hook the worker.
-time.sleep(0.3)
+# Long enough for the tracer's rescan (every 100 ms, once its thread gets
+# the GIL) to hook the worker when the window opened before it started.
+# A wait, not a proof: 0.3 s failed once under load (3.10.13, 2026-12-07);
+# waiting on the worker's own C profile hook would need c_hooks' probe,
+# which sets hooks of its own and must not run inside the window.
+time.sleep(1.0)
 write("ready", {"pid": os.getpid()})
 wait_for("go")
 go.set()

@@ -1,7 +1,7 @@
 //! `pydeep ctl trace PID --duration D`: a bounded trace window inside a
 //! target the daemon samples, its events in that target's recording beside
 //! the samples. Ground truth: the fixture's own `sys.setprofile` counter
-//! (trace_calls.py), and its C-level hooks after the window.
+//! (trace_calls.py, its workload in call_workload.py), and its C-level hooks after the window.
 
 mod daemon_support;
 
@@ -161,7 +161,7 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
                 continue;
             };
             let name = tables.string(code.name).to_owned();
-            if tables.string(code.filename).ends_with("trace_calls.py")
+            if tables.string(code.filename).ends_with("call_workload.py")
                 && expected.contains_key(&name)
             {
                 *counted.entry(native).or_default().entry(name).or_default() += 1;

@@ -190,7 +190,7 @@ fn check(python: &Python) {
                 && e.time_ns <= after
         }) {
             let (file, name) = name_of(event.frame);
-            if file.ends_with("record_trace.py") && WORKLOAD.contains(&name.as_str()) {
+            if file.ends_with("call_workload.py") && WORKLOAD.contains(&name.as_str()) {
                 *counts.entry(name).or_default() += 1;
             }
         }

@@ -125,7 +125,7 @@ fn check(python: &Python) {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
         .collect();
-    let fixture_file = |file: &str| file.ends_with("trace_calls.py");
+    let fixture_file = |file: &str| file.ends_with("call_workload.py");
     for clock in round["threads"].as_array().expect("threads") {
         let native = clock["thread"].as_u64().expect("thread");
         let (before, after) = (
@@ -202,7 +202,7 @@ fn check(python: &Python) {
     let table = String::from_utf8_lossy(&table.stdout);
     let fib_calls = table
         .lines()
-        .find(|l| l.contains(" fib (") && l.contains("trace_calls.py"))
+        .find(|l| l.contains(" fib (") && l.contains("call_workload.py"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok());
     assert_eq!(
@@ -429,7 +429,7 @@ fn check_chrome(
                 continue;
             };
             let function = qualname.rsplit('.').next().unwrap_or(qualname);
-            if place.contains("trace_calls.py") && expected.contains_key(function) {
+            if place.contains("call_workload.py") && expected.contains_key(function) {
                 *counts.entry(function.to_owned()).or_default() += 1;
             }
         }
@@ -463,7 +463,7 @@ fn check_flamegraph(traced: &Traced, recording: &Path, what: &str) {
     let mut work_ns = 0;
     for piece in svg.split("<title>").skip(1) {
         let title = &piece[..piece.find("</title>").expect("a title's end")];
-        if title.starts_with("work (") && title.contains("trace_calls.py") {
+        if title.starts_with("work (") && title.contains("call_workload.py") {
             let (_, rest) = title.rsplit_once(" (").expect("a count");
             let count: String = rest
                 .split(' ')
@@ -481,7 +481,7 @@ fn check_flamegraph(traced: &Traced, recording: &Path, what: &str) {
             if traced
                 .names
                 .get(&frame)
-                .is_some_and(|(file, name)| file.ends_with("trace_calls.py") && name == "work")
+                .is_some_and(|(file, name)| file.ends_with("call_workload.py") && name == "work")
             {
                 recorded += end - start;
             }
