@@ -589,7 +589,6 @@ mod tests {
     //! memory by hand: 3.13's struct offsets with the later versions'
     //! state numbering, tagged stack references and `stackpointer`.
     use super::*;
-    use crate::cpython::{semantics_for, PythonVersion};
     use crate::memory::SnapshotMemory;
     use pydeep_cpython::layouts;
 
@@ -602,16 +601,7 @@ mod tests {
         // 3.14 replaced stacktop (an index) by stackpointer (a pointer);
         // reuse its slot in the frame header.
         offsets.interpreter_frame_stackpointer = offsets.interpreter_frame_stacktop.take();
-        Layout::new(
-            PythonVersion {
-                major: 3,
-                minor,
-                ..Default::default()
-            },
-            semantics_for(3, minor).unwrap(),
-            offsets,
-        )
-        .unwrap()
+        Layout::of_version(minor, offsets).unwrap()
     }
 
     /// A coroutine suspended in `await` at `state`, whose stack holds

@@ -131,6 +131,21 @@ impl Layout {
         Ok(layout)
     }
 
+    /// The layout of CPython 3.`minor` (the GIL build) from `offsets`, with
+    /// that version's own semantics: for tests and tools that know the
+    /// version rather than read it from a process.
+    pub fn of_version(minor: u32, offsets: Offsets) -> Result<Layout, LayoutError> {
+        let version = PythonVersion {
+            major: 3,
+            minor,
+            ..Default::default()
+        };
+        let Some(semantics) = semantics_for(3, minor) else {
+            return Err(LayoutError::Unsupported(version));
+        };
+        Layout::new(version, semantics, offsets)
+    }
+
     /// `Py_REFCNT` of an object from a copy of its header (`header` starts
     /// at the object and reaches at least `ob_type`), and whether the
     /// object is immortal (PEP 683, 3.12+). Include/object.h `_Py_REFCNT`:

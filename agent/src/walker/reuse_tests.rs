@@ -5,7 +5,7 @@
 use super::frames::{walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints};
 use super::reuse::LastWalk;
 use super::WalkOptions;
-use crate::cpython::{semantics_for, Layout, PythonVersion};
+use crate::cpython::Layout;
 use crate::memory::SnapshotMemory;
 use pydeep_cpython::layouts;
 
@@ -28,16 +28,7 @@ fn layout(minor: u32) -> Layout {
         12 => layouts::CPYTHON_3_12,
         _ => layouts::CPYTHON_3_13,
     };
-    Layout::new(
-        PythonVersion {
-            major: 3,
-            minor,
-            ..Default::default()
-        },
-        semantics_for(3, minor).unwrap(),
-        offsets,
-    )
-    .unwrap()
+    Layout::of_version(minor, offsets).unwrap()
 }
 
 /// One frame as written in target memory.

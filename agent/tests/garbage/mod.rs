@@ -3,7 +3,7 @@
 //! pointers back into itself, so every walk can loop, nest and claim huge
 //! sizes.
 
-use pydeep::cpython::{semantics_for, Layout, PythonVersion};
+use pydeep::cpython::Layout;
 use pydeep::memory::SnapshotMemory;
 use pydeep_cpython::layouts;
 
@@ -14,13 +14,8 @@ pub const LEN: usize = 16 << 10;
 
 /// The layout of CPython 3.`minor` from its generated offsets table.
 pub fn layout(minor: u32) -> Layout {
-    Layout::new(
-        PythonVersion {
-            major: 3,
-            minor,
-            ..Default::default()
-        },
-        semantics_for(3, minor).unwrap(),
+    Layout::of_version(
+        minor,
         *layouts::ALL.iter().find(|t| t.version.1 == minor).unwrap(),
     )
     .unwrap()
