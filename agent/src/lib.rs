@@ -1,56 +1,30 @@
-//! pydeep's agent: process access, CPython layouts, sampler and snapshots.
+//! pydeep's agent, in layers from the target's memory up to the command line:
+//!
+//! - [`process`]: another process's memory and threads, knowing nothing of Python;
+//! - [`reading`]: CPython read out of that memory (attach, layouts, the stack
+//!   walker, objects);
+//! - [`recording`]: the one sampling loop and the recording sink;
+//! - [`trace`]: trace windows (a tracer injected into the target);
+//! - [`daemon`]: many targets recorded continuously;
+//! - [`cli`]: the command line and its thin drivers.
+//!
+//! [`process`] and [`reading`] import nothing above them. Above them, four
+//! upward imports remain, each named here so none is added unseen: the
+//! sampler, trace windows and the daemon share the command line's exit codes
+//! and interrupt flag ([`cli::exit`], [`cli::signals`]) and the sampler's
+//! options ([`cli::session::SessionOptions`]); the daemon reads the rate and
+//! duration parsers of [`cli::options`]; the sampler feeds trace windows
+//! ([`trace::window`]) while they feed the sampler's sink.
 #![deny(missing_docs)]
 
-pub mod address_hash;
-pub mod asyncio;
-pub mod blocking;
-pub mod cpython;
-pub mod exactness;
-pub mod generators;
-pub mod graph;
-pub mod heap;
-pub mod info_json;
-pub mod live_views;
-pub mod memory;
-pub mod mimalloc;
-pub mod objects;
-pub mod page_cache;
-pub mod pause;
-pub mod pause_budget;
-pub mod paused_read;
-pub mod retained;
-pub mod scopes;
-pub mod target;
-pub mod values;
-pub mod walker;
-
 pub mod cli;
-pub mod codes;
-pub mod commands;
 pub mod daemon;
-pub mod exit;
-pub mod exports;
-pub mod gaps;
-pub mod lifecycle;
-pub mod live_top;
-pub mod one_shot;
-pub mod output;
-pub mod procfs;
-pub mod recorder;
-pub mod redact;
-pub mod sampled;
-pub mod sampler;
-pub mod schedule;
-pub mod session;
-pub mod signals;
-pub mod sink;
-pub mod snapshot;
-pub mod source_access;
-pub mod sources;
-pub mod status;
+pub mod process;
+pub mod reading;
+pub mod recording;
 pub mod trace;
 
-pub use cpython::code::{CodeObject, LineTableKind};
-pub use cpython::PythonVersion;
-pub use target::{AttachError, CodeId, PauseGuard, ReadError, Target};
-pub use walker::{FrameSample, ThreadSample, WalkOptions};
+pub use reading::cpython::code::{CodeObject, LineTableKind};
+pub use reading::cpython::PythonVersion;
+pub use reading::target::{AttachError, CodeId, PauseGuard, ReadError, Target};
+pub use reading::walker::{FrameSample, ThreadSample, WalkOptions};

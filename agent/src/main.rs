@@ -4,24 +4,24 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pydeep::cli::Cli;
-use pydeep::exit::{exit_for, Exit};
+use pydeep::cli::exit::{exit_for, Exit};
+use pydeep::cli::options::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon handles its signals on its control plane (tokio).
-    if !matches!(cli.command, pydeep::cli::Command::Daemon { .. }) {
-        pydeep::signals::install();
+    if !matches!(cli.command, pydeep::cli::options::Command::Daemon { .. }) {
+        pydeep::cli::signals::install();
     }
-    match pydeep::commands::run(cli.command) {
+    match pydeep::cli::commands::run(cli.command) {
         Ok(exit) => exit.code(),
         Err(error) => {
             if let Some(stop) = error
                 .chain()
-                .find_map(|c| c.downcast_ref::<pydeep::signals::Interrupted>())
+                .find_map(|c| c.downcast_ref::<pydeep::cli::signals::Interrupted>())
             {
                 eprintln!("pydeep: {stop}");
-                pydeep::signals::die_by(stop.signal);
+                pydeep::cli::signals::die_by(stop.signal);
             }
             let exit = exit_for(&error);
             if exit != Exit::Ok {

@@ -7,8 +7,8 @@
 
 use std::process::Command;
 
-use pydeep::cpython::semantics_for;
-use pydeep::cpython::tasks::task_object_offsets_with_head;
+use pydeep::reading::cpython::semantics_for;
+use pydeep::reading::cpython::tasks::task_object_offsets_with_head;
 use pydeep_integration::{bytecode_pythons, program, Python};
 use serde_json::Value;
 

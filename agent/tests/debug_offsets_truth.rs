@@ -14,8 +14,8 @@
 
 use std::process::Command;
 
-use pydeep::cpython::debug_offsets::DebugTable;
-use pydeep::cpython::{semantics_for, OffsetsSource};
+use pydeep::reading::cpython::debug_offsets::DebugTable;
+use pydeep::reading::cpython::{semantics_for, OffsetsSource};
 use pydeep_integration::{bytecode_pythons, program, Python};
 use serde_json::Value;
 
@@ -150,7 +150,7 @@ fn debug_offsets_field_lists_parse_the_interpreters_own_tables() {
 /// so a generator or header mistake cannot hide behind the debug table.
 #[test]
 fn generated_tables_agree_with_the_interpreters_own_debug_offsets() {
-    use pydeep::cpython::PythonVersion;
+    use pydeep::reading::cpython::PythonVersion;
     use pydeep_cpython::layouts;
     let mut compared = 0;
     for python in pydeep_integration::test_pythons("generated tables vs debug offsets") {

@@ -2,8 +2,8 @@
 //! no table gives their offsets) are exactly the three generation heads
 //! the headers name, on every interpreter found.
 
-use pydeep::heap::generation_heads_by_shape;
-use pydeep::memory::read_u64;
+use pydeep::process::memory::read_u64;
+use pydeep::reading::heap::generation_heads_by_shape;
 use pydeep::Target;
 use pydeep_integration::{program, test_pythons};
 
@@ -116,8 +116,8 @@ fn run_json(python: &pydeep_integration::Python, name: &str, args: &[String]) ->
 /// makes) and on the fourth as `gc.get_freeze_count()`.
 #[test]
 fn gc_lists_found_by_shape_hold_what_gc_get_objects_returns_on_3_13_and_later() {
-    use pydeep::cpython::debug_offsets::DebugTable;
-    use pydeep::cpython::{semantics_for, OffsetsSource, PythonVersion};
+    use pydeep::reading::cpython::debug_offsets::DebugTable;
+    use pydeep::reading::cpython::{semantics_for, OffsetsSource, PythonVersion};
     for python in pydeep_integration::bytecode_pythons("GC lists by shape, in-process") {
         if python.free_threaded {
             continue; // no PyGC_Head lists (checked above)

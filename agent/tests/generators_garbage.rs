@@ -8,12 +8,12 @@ mod garbage;
 
 use garbage::{garbage, layout, BASE, LEN};
 use proptest::prelude::*;
-use pydeep::asyncio::{collect, AsyncOptions};
-use pydeep::cpython::Layout;
-use pydeep::generators::{read_all, read_generator, Codes};
-use pydeep::memory::SnapshotMemory;
-use pydeep::objects::Objects;
-use pydeep::scopes::FrameRef;
+use pydeep::process::memory::SnapshotMemory;
+use pydeep::reading::asyncio::{collect, AsyncOptions};
+use pydeep::reading::cpython::Layout;
+use pydeep::reading::generators::{read_all, read_generator, Codes};
+use pydeep::reading::objects::Objects;
+use pydeep::reading::scopes::FrameRef;
 
 const TYPES: u64 = 0x20_0000;
 const KINDS: &[&str] = &[
@@ -83,7 +83,7 @@ proptest! {
         prop_assert!(snapshot.generators.len() <= 100);
         prop_assert!(snapshot.tasks.len() <= 100);
         for task in &snapshot.tasks {
-            prop_assert!(task.coroutine_stack.len() <= pydeep::generators::MAX_CHAIN);
+            prop_assert!(task.coroutine_stack.len() <= pydeep::reading::generators::MAX_CHAIN);
         }
     }
 }

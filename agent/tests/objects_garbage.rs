@@ -7,11 +7,11 @@ mod garbage;
 
 use garbage::{garbage, layout, BASE, LEN};
 use proptest::prelude::*;
-use pydeep::cpython::code::CodeObject;
-use pydeep::cpython::Layout;
-use pydeep::memory::SnapshotMemory;
-use pydeep::objects::{Objects, Rendering};
-use pydeep::scopes::{frame_globals, frame_variables, thread_frames, FrameRef};
+use pydeep::process::memory::SnapshotMemory;
+use pydeep::reading::cpython::code::CodeObject;
+use pydeep::reading::cpython::Layout;
+use pydeep::reading::objects::{Objects, Rendering};
+use pydeep::reading::scopes::{frame_globals, frame_variables, thread_frames, FrameRef};
 
 /// Type names whose readers open the object (lists, dicts, strings, ...).
 const KINDS: &[&str] = &[
@@ -100,7 +100,7 @@ proptest! {
             let edges = objects.referents(&info, 100).unwrap_or_default();
             prop_assert!(edges.len() <= 100);
         }
-        let graph = pydeep::graph::walk(&objects, address, &pydeep::graph::GraphOptions {
+        let graph = pydeep::reading::graph::walk(&objects, address, &pydeep::reading::graph::GraphOptions {
             max_depth: 5,
             max_objects: 50,
             max_edges: 20,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use pydeep::pause::{list_tasks, stopped_thread_was_running, syscall_was_running};
+use pydeep::process::pause::{list_tasks, stopped_thread_was_running, syscall_was_running};
 use pydeep::{PauseGuard, ReadError, Target};
 use pydeep_integration::{test_pythons, Fixture, Python};
 

@@ -35,7 +35,7 @@ fn attaching_to_a_program_that_is_not_python_reports_not_python() {
 
 #[test]
 fn permission_advice_names_every_remedy() {
-    let text = pydeep::target::PERMISSION_ADVICE;
+    let text = pydeep::reading::target::PERMISSION_ADVICE;
     for remedy in [
         "CAP_SYS_PTRACE",
         "ptrace_scope",

@@ -4,9 +4,9 @@
 //! reads.
 
 use proptest::prelude::*;
-use pydeep::cpython::{semantics_for, Layout, PythonVersion};
-use pydeep::memory::{RemoteMemory, SnapshotMemory};
-use pydeep::walker::{
+use pydeep::process::memory::{RemoteMemory, SnapshotMemory};
+use pydeep::reading::cpython::{semantics_for, Layout, PythonVersion};
+use pydeep::reading::walker::{
     sample_interpreters, walk_frame_objects, walk_interpreter_frames, CodeCheck, FrameSource,
     ThreadListCache, Walk, WalkOptions,
 };
@@ -254,7 +254,7 @@ proptest! {
 
     #[test]
     fn object_readers_on_garbage_never_panic(words in garbage(), minor in 9u32..=13, at in 0u64..4096) {
-        use pydeep::cpython::objects::ObjectReader;
+        use pydeep::reading::cpython::objects::ObjectReader;
         let layout = layout(minor);
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut memory = SnapshotMemory::new();
@@ -292,8 +292,12 @@ struct Changing {
     last_many_bytes: std::cell::Cell<u64>,
 }
 
-impl pydeep::memory::RemoteMemory for Changing {
-    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), pydeep::memory::MemoryError> {
+impl pydeep::process::memory::RemoteMemory for Changing {
+    fn read(
+        &self,
+        address: u64,
+        buf: &mut [u8],
+    ) -> Result<(), pydeep::process::memory::MemoryError> {
         self.calls.set(self.calls.get() + 1);
         self.memory.borrow().read(address, buf)
     }
@@ -301,7 +305,7 @@ impl pydeep::memory::RemoteMemory for Changing {
     fn read_many(
         &self,
         pieces: &mut [(u64, &mut [u8])],
-    ) -> Result<(), pydeep::memory::MemoryError> {
+    ) -> Result<(), pydeep::process::memory::MemoryError> {
         self.calls.set(self.calls.get() + 1);
         let bytes = pieces.iter().map(|(_, buf)| buf.len() as u64).sum();
         self.last_many_bytes.set(bytes);
@@ -314,7 +318,7 @@ impl pydeep::memory::RemoteMemory for Changing {
     fn read_prefix(
         &self,
         pieces: &mut [(u64, &mut [u8])],
-    ) -> Result<usize, pydeep::memory::MemoryError> {
+    ) -> Result<usize, pydeep::process::memory::MemoryError> {
         self.calls.set(self.calls.get() + 1);
         let mut done = 0;
         for (address, buf) in pieces.iter_mut() {

@@ -27,7 +27,7 @@ for arg in sys.argv[1:]:
 # no offset or size past 1 MiB, and a field 8-aligned in every reference
 # table (the default builds of 3.9-3.13.0) stays 8-aligned, unless CPython
 # itself lowered its alignment (LOWER_ALIGNED: 4-aligned at least, and
-# checked in a running target; see agent/src/heap.rs GC_FLAG_BITS).
+# checked in a running target; see agent/src/reading/heap.rs GC_FLAG_BITS).
 LOWER_ALIGNED = {"gc_state_generations"}
 def is_reference(version):
     minor = ".".join(version.split(".")[:2])

@@ -335,7 +335,7 @@ int main(void) {
      * blocks of each thread's mimalloc heaps for GC objects
      * (Python/gc_free_threading.c gc_visit_heaps; pycore_mimalloc.h, the
      * vendored Include/internal/mimalloc/mimalloc/types.h), and so does
-     * pydeep (agent/src/mimalloc.rs). */
+     * pydeep (agent/src/reading/mimalloc.rs). */
     OFF(thread_mimalloc_heaps, _PyThreadStateImpl, mimalloc.heaps);
     OFF(thread_mimalloc_initialized, _PyThreadStateImpl, mimalloc.initialized);
     F(mimalloc_heap_gc, _Py_MIMALLOC_HEAP_GC);
@@ -504,7 +504,7 @@ int main(void) {
 #endif
     OFF(generator_gi_name, PyGenObject, gi_name);
     OFF(generator_gi_qualname, PyGenObject, gi_qualname);
-    /* Generator states and delegation (agent/src/generators.rs). */
+    /* Generator states and delegation (agent/src/reading/generators.rs). */
 #if PY_VERSION_HEX < 0x030a0000
     OFF(generator_gi_running, PyGenObject, gi_running);
 #else
@@ -563,7 +563,7 @@ int main(void) {
       0
 #endif
     );
-    /* Snapshot object readers (agent/src/objects, agent/src/scopes.rs). */
+    /* Snapshot object readers (agent/src/objects, agent/src/reading/scopes.rs). */
 #if PY_VERSION_HEX < 0x030b0000
     OFF(frame_object_f_localsplus, PyFrameObject, f_localsplus);
     OFF(frame_object_f_globals, PyFrameObject, f_globals);

@@ -809,7 +809,7 @@ fn column_lengths(batch: &proto::SampleBatch) -> [usize; 7] {
 }
 
 /// The tick interval of a sampler asked for `rate_hz` ticks per second, in
-/// nanoseconds, as the agent's schedule computes it (`agent/src/schedule.rs`:
+/// nanoseconds, as the agent's schedule computes it (`agent/src/recording/schedule.rs`:
 /// whole nanoseconds, 1 µs to 1 h); 0 for a rate that is not a positive number.
 pub fn tick_interval_of(rate_hz: f64) -> u64 {
     if rate_hz.is_finite() && rate_hz > 0.0 {

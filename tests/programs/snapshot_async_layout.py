@@ -1,4 +1,4 @@
-"""What agent/src/cpython/tasks.rs and the generator state table assume,
+"""What agent/src/reading/cpython/tasks.rs and the generator state table assume,
 observed through ctypes on live objects; prints JSON for
 agent/tests/asyncio_layout_truth.rs. Runs natively and on the WebAssembly
 (Pyodide) builds of 3.14/3.15, where pydeep cannot attach.

@@ -1,5 +1,5 @@
 //! `pydeep attach` and the daemon run one sampling loop
-//! (agent/src/sampler.rs) through thin drivers, so the same lifecycle
+//! (agent/src/recording/sampler.rs) through thin drivers, so the same lifecycle
 //! scenarios record the same process events through both: an exit with a
 //! status, SIGKILL, an exec into a program that is not Python, an exec
 //! into Python (attached again: the daemon used to stop there), the agent

@@ -299,7 +299,7 @@ fn recorded_snapshots_show_each_phases_locals_heap_counts_and_growth_exactly() {
             .filter_map(|s| Some((s["time_ns"].as_u64()?, phase_of(s, wait_line)?)))
             .collect();
         // A free-threaded build keeps no GC lists: its heap snapshots come
-        // from the walk of mimalloc's heaps (agent/src/mimalloc.rs), held to
+        // from the walk of mimalloc's heaps (agent/src/reading/mimalloc.rs), held to
         // the same truth.
         let mut quiet_steps = 0;
         let heaps;

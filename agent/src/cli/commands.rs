@@ -9,11 +9,11 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Command, DumpArgs, RecordOptions};
-use crate::exactness::ReadMode;
-use crate::exit::{Exit, Failure};
-use crate::exports::Outputs;
-use crate::session::{self, SessionOptions};
+use crate::cli::exit::{Exit, Failure};
+use crate::cli::exports::Outputs;
+use crate::cli::options::{Command, DumpArgs, RecordOptions};
+use crate::cli::session::{self, SessionOptions};
+use crate::recording::exactness::ReadMode;
 use crate::{AttachError, Target};
 
 /// Runs one parsed command.
@@ -105,9 +105,9 @@ pub fn run(command: Command) -> Result<Exit> {
             sort,
             idle,
             output,
-        } => crate::live_top::run(
+        } => crate::cli::live_top::run(
             target.pid(),
-            &crate::live_top::TopOptions {
+            &crate::cli::live_top::TopOptions {
                 rate_hz: rate,
                 interval,
                 once,
@@ -127,7 +127,7 @@ fn completions(shell: clap_complete::Shell) -> Result<Exit> {
     let mut script = Vec::new();
     clap_complete::generate(
         shell,
-        &mut crate::cli::Cli::command(),
+        &mut crate::cli::options::Cli::command(),
         "pydeep",
         &mut script,
     );
@@ -166,19 +166,19 @@ fn record(
     if options.subprocesses {
         // A child whose parent exits right after forking it must still be
         // found: it is re-parented to pydeep (lifecycle::become_subreaper).
-        if let Err(error) = crate::lifecycle::become_subreaper() {
+        if let Err(error) = crate::process::lifecycle::become_subreaper() {
             eprintln!("pydeep: warning: cannot become the subreaper of the program ({error}): a child whose parent exits at once may be missed");
         }
     }
     let mut child = spawn(command)?;
     let pid = child.id() as i32;
-    crate::signals::forward_to(pid);
-    let follow_orphans = options.subprocesses && crate::lifecycle::is_subreaper();
+    crate::cli::signals::forward_to(pid);
+    let follow_orphans = options.subprocesses && crate::process::lifecycle::is_subreaper();
     let (target, program_gone) = match attach_when_ready(pid, &mut child, follow_orphans) {
         Ok(started) => started,
         Err(error) => {
             if error
-                .downcast_ref::<crate::signals::Interrupted>()
+                .downcast_ref::<crate::cli::signals::Interrupted>()
                 .is_some()
             {
                 // Passed on to the program (or sent to it by the terminal):
@@ -229,7 +229,7 @@ fn exit_like(status: std::process::ExitStatus) -> ! {
 /// (`PR_SET_PDEATHSIG`: even a SIGKILLed pydeep leaves no orphan running
 /// unrecorded); it stays in pydeep's process group, so the terminal's
 /// Ctrl-C reaches it directly, and SIGINT or SIGTERM sent to pydeep alone
-/// are forwarded to it ([`crate::signals`]).
+/// are forwarded to it ([`crate::cli::signals`]).
 fn spawn(command: &[String]) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
@@ -268,7 +268,7 @@ fn spawn(command: &[String]) -> Result<Child> {
 /// Attaches to a program we just started, as soon as its interpreter is
 /// initialised: the first attempts find no interpreter yet (or not even the
 /// Python binary, before exec), so retry for a while. A stop signal ends
-/// the wait with [`crate::signals::Interrupted`].
+/// the wait with [`crate::cli::signals::Interrupted`].
 ///
 /// With `follow_orphans` (`--subprocesses`, pydeep the subreaper), a
 /// program that exits before the first attach succeeds (a parent that
@@ -283,7 +283,9 @@ fn attach_when_ready(pid: i32, child: &mut Child, follow_orphans: bool) -> Resul
     let own = std::env::current_exe().ok();
     let mut not_python: Option<String> = None;
     loop {
-        crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
+        crate::cli::signals::Interrupted::check(|| {
+            "before pydeep could attach to the program".into()
+        })?;
         match Target::attach(pid) {
             Ok(target) => return Ok((target, false)),
             Err(error @ AttachError::PermissionDenied { .. }) => {
@@ -323,7 +325,7 @@ fn attach_when_ready(pid: i32, child: &mut Child, follow_orphans: bool) -> Resul
                 if Instant::now() >= deadline {
                     return Err(attach_failure(error).into());
                 }
-                crate::signals::sleep(Duration::from_millis(2));
+                crate::cli::signals::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -336,8 +338,10 @@ fn attach_when_ready(pid: i32, child: &mut Child, follow_orphans: bool) -> Resul
 fn attach_orphan(deadline: Instant) -> Result<Option<Target>> {
     let own = std::process::id() as i32;
     loop {
-        crate::signals::Interrupted::check(|| "before pydeep could attach to the program".into())?;
-        let living = crate::procfs::descendants(own);
+        crate::cli::signals::Interrupted::check(|| {
+            "before pydeep could attach to the program".into()
+        })?;
+        let living = crate::process::procfs::descendants(own);
         if living.is_empty() {
             return Ok(None);
         }
@@ -353,7 +357,7 @@ fn attach_orphan(deadline: Instant) -> Result<Option<Target>> {
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        crate::signals::sleep(Duration::from_millis(2));
+        crate::cli::signals::sleep(Duration::from_millis(2));
     }
 }
 
@@ -370,7 +374,7 @@ pub fn attach_failure(error: AttachError) -> Failure {
 }
 
 /// The compiled `--redact` of a command; a bad pattern is a usage error.
-fn redact_regex(args: &crate::cli::RedactArgs) -> Result<Option<&'static regex::Regex>> {
+fn redact_regex(args: &crate::cli::options::RedactArgs) -> Result<Option<&'static regex::Regex>> {
     Ok(args
         .regex()
         .map_err(|message| Failure::new(Exit::Usage, message))?)
@@ -410,7 +414,7 @@ fn info(file: &Path, json: bool) -> Result<Exit> {
     let summary = pydeep_format::summarize(file)
         .map_err(|e| Failure::new(Exit::InvalidRecording, format!("{}: {e}", file.display())))?;
     if json {
-        let facts = crate::info_json::summary_json(&summary);
+        let facts = crate::cli::info_json::summary_json(&summary);
         crate::outln!("{}", serde_json::to_string_pretty(&facts)?)?;
     } else {
         crate::outln!("{summary}")?;
@@ -432,7 +436,7 @@ fn verify(file: &Path) -> Result<Exit> {
 /// drawn by the viewer's scopes renderer (`pydeep-view scopes`).
 fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
     use pydeep_view::scopes::{scopes_json, write_scopes_text, ScopesView};
-    let options = crate::snapshot::SnapshotOptions {
+    let options = crate::recording::snapshot::SnapshotOptions {
         scopes: true,
         values: args.locals,
         globals: args.globals,
@@ -441,7 +445,7 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         tasks: args.async_,
         max_depth: args.max_depth,
         max_objects: 0,
-        rendering: crate::objects::Rendering {
+        rendering: crate::reading::objects::Rendering {
             max_string: args.max_string,
             max_items: args.max_items,
             redact: redact_regex(&args.redact)?,
@@ -449,18 +453,19 @@ fn dump(pid: i32, args: &DumpArgs) -> Result<Exit> {
         },
         ..Default::default()
     };
-    let (mut target, taken) = crate::one_shot::read(pid, |target| {
-        crate::snapshot::take(target, &options).with_context(|| format!("reading process {pid}"))
+    let (mut target, taken) = crate::cli::one_shot::read(pid, |target| {
+        crate::recording::snapshot::take(target, &options)
+            .with_context(|| format!("reading process {pid}"))
     })?;
     let names = target.thread_names().unwrap_or_default();
-    let mut input = crate::live_views::record_snapshot(&mut target, &taken, &names)?;
+    let mut input = crate::cli::live_views::record_snapshot(&mut target, &taken, &names)?;
     let view = ScopesView {
         threads: Vec::new(),
         asynchronous: args.async_,
     };
     // Its one snapshot, whatever it holds: a process still starting may
     // have no thread yet.
-    let selected = crate::live_views::snapshots(&mut input, 0)
+    let selected = crate::cli::live_views::snapshots(&mut input, 0)
         .pop()
         .context("the snapshot recorded in memory is not there")?;
     let (tables, header) = (input.tables(), input.header());
@@ -496,7 +501,7 @@ fn heap(
         .unwrap_or(if interval.is_some() { 2 } else { 1 })
         .max(1);
     // The same read as a recording's heap snapshot, rendered by the viewer.
-    let options = crate::snapshot::SnapshotOptions {
+    let options = crate::recording::snapshot::SnapshotOptions {
         scopes: false,
         heap: true,
         ..Default::default()
@@ -509,14 +514,15 @@ fn heap(
     let mut stdout = std::io::stdout().lock();
     // The first count attaches (again, if the process exec'd meanwhile).
     let take = |target: &mut Target| {
-        crate::snapshot::take(target, &options).with_context(|| format!("pausing process {pid}"))
+        crate::recording::snapshot::take(target, &options)
+            .with_context(|| format!("pausing process {pid}"))
     };
-    let (mut target, first) = crate::one_shot::read(pid, take)?;
+    let (mut target, first) = crate::cli::one_shot::read(pid, take)?;
     let mut first = Some(first);
     let no_threads = std::collections::HashMap::new();
     for round in 0..count {
-        if round > 0 && !crate::signals::sleep(interval.unwrap_or_default()) {
-            crate::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
+        if round > 0 && !crate::cli::signals::sleep(interval.unwrap_or_default()) {
+            crate::cli::signals::Interrupted::check(|| format!("after {round} of {count} counts"))?;
         }
         let taken = match first.take() {
             Some(taken) => taken,
@@ -537,7 +543,7 @@ fn heap(
         // Each count is recorded, read back and drawn as `pydeep-view
         // heap` draws a recording's heap snapshots; the saved count goes
         // first into the first one.
-        let mut recording = crate::live_views::LiveRecording::new(&target, start)?;
+        let mut recording = crate::cli::live_views::LiveRecording::new(&target, start)?;
         let saved_now = if round == 0 { saved.as_ref() } else { None };
         if let Some(saved) = saved_now {
             recording.record(&mut target, &saved.taken(start), &no_threads)?;
@@ -551,7 +557,7 @@ fn heap(
         };
         let mut step = None;
         let mut last = None;
-        for selected in crate::live_views::snapshots(&mut input, index) {
+        for selected in crate::cli::live_views::snapshots(&mut input, index) {
             step = growth.next(input.tables(), &selected);
             last = Some(selected);
         }
@@ -608,15 +614,15 @@ struct SavedHeap {
 impl SavedHeap {
     /// The saved count as the heap snapshot it was (taken at
     /// `start_clock_ns` if the file does not say when).
-    fn taken(&self, start_clock_ns: u64) -> crate::snapshot::Taken {
-        crate::snapshot::Taken {
+    fn taken(&self, start_clock_ns: u64) -> crate::recording::snapshot::Taken {
+        crate::recording::snapshot::Taken {
             clock_ns: self.time_ns.unwrap_or(start_clock_ns),
-            heap: Some(crate::heap::HeapSummary {
+            heap: Some(crate::reading::heap::HeapSummary {
                 objects: self.objects,
                 types: self
                     .types
                     .iter()
-                    .map(|(name, count, bytes)| crate::heap::TypeCount {
+                    .map(|(name, count, bytes)| crate::reading::heap::TypeCount {
                         name: name.clone(),
                         type_address: 0,
                         count: *count,
@@ -629,7 +635,7 @@ impl SavedHeap {
                 seconds: 0.0,
                 read_calls: 0,
             }),
-            asked: crate::snapshot::SnapshotOptions {
+            asked: crate::recording::snapshot::SnapshotOptions {
                 scopes: false,
                 heap: true,
                 ..Default::default()
@@ -700,18 +706,19 @@ fn objects(
                 .map(|e| e.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "dot".into());
-    let options = crate::graph::GraphOptions {
+    let options = crate::reading::graph::GraphOptions {
         max_depth: depth,
         max_objects: max_objects.max(1),
         redact,
         ..Default::default()
     };
-    let (mut target, taken) = crate::one_shot::read(pid, |target| {
-        crate::snapshot::take_graph(target, root, &options)
+    let (mut target, taken) = crate::cli::one_shot::read(pid, |target| {
+        crate::recording::snapshot::take_graph(target, root, &options)
     })?;
     // The graph as a recording's snapshot holds it, drawn by the viewer.
-    let mut input = crate::live_views::record_snapshot(&mut target, &taken, &Default::default())?;
-    let selected = crate::live_views::snapshots(&mut input, 0)
+    let mut input =
+        crate::cli::live_views::record_snapshot(&mut target, &taken, &Default::default())?;
+    let selected = crate::cli::live_views::snapshots(&mut input, 0)
         .pop()
         .context("the graph recorded in memory is not there")?;
     let (tables, header) = (input.tables(), input.header());

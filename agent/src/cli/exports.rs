@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use pydeep_view::export::Format;
 
-use crate::cli::RecordOptions;
-use crate::exit::{Exit, Failure};
+use crate::cli::exit::{Exit, Failure};
+use crate::cli::options::RecordOptions;
 
 /// The files one recording session writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +147,11 @@ mod tests {
     fn plan(args: &[&str]) -> Outputs {
         let mut all = vec!["pydeep", "attach", "1"];
         all.extend_from_slice(args);
-        match crate::cli::Cli::try_parse_from(all).unwrap().command {
-            crate::cli::Command::Attach { options, .. } => Outputs::plan(&options, 1),
+        match crate::cli::options::Cli::try_parse_from(all)
+            .unwrap()
+            .command
+        {
+            crate::cli::options::Command::Attach { options, .. } => Outputs::plan(&options, 1),
             _ => unreachable!(),
         }
     }
@@ -183,13 +186,14 @@ mod tests {
 
     #[test]
     fn no_pdr_needs_a_format_and_unknown_formats_are_named() {
-        let error = crate::cli::Cli::try_parse_from(["pydeep", "attach", "1", "--no-pdr"])
+        let error = crate::cli::options::Cli::try_parse_from(["pydeep", "attach", "1", "--no-pdr"])
             .unwrap_err()
             .to_string();
         assert!(error.contains("--format"), "{error}");
-        let error = crate::cli::Cli::try_parse_from(["pydeep", "attach", "1", "-f", "png"])
-            .unwrap_err()
-            .to_string();
+        let error =
+            crate::cli::options::Cli::try_parse_from(["pydeep", "attach", "1", "-f", "png"])
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("one of flamegraph"), "{error}");
     }
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use pydeep_view::top::{live_screen, SortBy};
 
-use crate::exactness::ReadMode;
-use crate::exit::Exit;
-use crate::session::{self, SessionOptions};
+use crate::cli::exit::Exit;
+use crate::cli::session::{self, SessionOptions};
+use crate::recording::exactness::ReadMode;
 use crate::Target;
 
 /// What `pydeep top` was asked for.
@@ -45,7 +45,7 @@ pub fn run(pid: i32, options: &TopOptions) -> Result<Exit> {
     let path = options.output.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pydeep-top-{pid}-{}.pdr", std::process::id()))
     });
-    let target = Target::attach(pid).map_err(crate::commands::attach_failure)?;
+    let target = Target::attach(pid).map_err(crate::cli::commands::attach_failure)?;
     let file = session::create_output(&path, keep)?;
     let session_options = SessionOptions {
         rate_hz: options.rate_hz,
@@ -90,7 +90,7 @@ pub fn run(pid: i32, options: &TopOptions) -> Result<Exit> {
         }
         if interactive {
             match wait_for_key(next) {
-                Some(b'q') | Some(b'Q') => crate::signals::stop(),
+                Some(b'q') | Some(b'Q') => crate::cli::signals::stop(),
                 Some(b'o') | Some(b'O') => sort = SortBy::Own,
                 Some(b't') | Some(b'T') => sort = SortBy::Total,
                 _ => {}

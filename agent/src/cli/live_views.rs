@@ -4,9 +4,9 @@
 //! a recording are drawn by one renderer, in one schema.
 //!
 //! There is one way in: each command reads what a snapshot reads
-//! ([`crate::snapshot::take`] for `dump` and `heap`,
-//! [`crate::snapshot::take_graph`] for `objects`) and records it with
-//! [`crate::snapshot::to_record`], as `pydeep record` does, into a
+//! ([`crate::recording::snapshot::take`] for `dump` and `heap`,
+//! [`crate::recording::snapshot::take_graph`] for `objects`) and records it with
+//! [`crate::recording::snapshot::to_record`], as `pydeep record` does, into a
 //! recording held in memory ([`LiveRecording`]); the viewer's [`Input`]
 //! reads it back as `pydeep-view` reads a file, and the viewer's
 //! renderers print it.
@@ -21,9 +21,9 @@ use pydeep_view::input::Input;
 use pydeep_view::scopes::LIVE_MODE;
 use pydeep_view::snapshots::Selected;
 
-use crate::recorder::{proto_version, Recorder};
-use crate::snapshot::Taken;
-use crate::target::Target;
+use crate::reading::target::Target;
+use crate::recording::recorder::{proto_version, Recorder};
+use crate::recording::snapshot::Taken;
 
 /// The error context of every step of a recording in memory.
 fn in_memory() -> &'static str {
@@ -73,8 +73,14 @@ impl LiveRecording {
         // The frames' code objects as of the pause: the target may have
         // freed one since.
         target.revalidate_codes(&taken.code_fingerprints);
-        let record =
-            crate::snapshot::to_record(&mut self.recorder, target, pid, &version, taken, names);
+        let record = crate::recording::snapshot::to_record(
+            &mut self.recorder,
+            target,
+            pid,
+            &version,
+            taken,
+            names,
+        );
         self.recorder
             .record(Kind::Snapshot(record))
             .context(in_memory())?;

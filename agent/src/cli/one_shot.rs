@@ -12,8 +12,8 @@
 
 use anyhow::Result;
 
-use crate::exit::{Exit, Failure};
-use crate::lifecycle::Identity;
+use crate::cli::exit::{Exit, Failure};
+use crate::process::lifecycle::Identity;
 use crate::Target;
 
 /// Most attach-and-read rounds when the process keeps `exec`ing.
@@ -23,25 +23,25 @@ const ROUNDS: u32 = 3;
 /// process exec'd meanwhile is done again on the new image (up to
 /// [`ROUNDS`] times); one that fails because the process ended is
 /// [`Exit::TargetExited`]; attach failures get their codes from
-/// [`crate::commands::attach_failure`]. Returns the target (for commands
+/// [`crate::cli::commands::attach_failure`]. Returns the target (for commands
 /// that read it again later) with what `read` returned.
 pub fn read<T>(pid: i32, mut read: impl FnMut(&mut Target) -> Result<T>) -> Result<(Target, T)> {
     let mut round = 0;
     loop {
         round += 1;
         let image = Identity::of(pid);
-        let mut target = Target::attach(pid).map_err(crate::commands::attach_failure)?;
+        let mut target = Target::attach(pid).map_err(crate::cli::commands::attach_failure)?;
         let error = match read(&mut target) {
             Ok(value) => return Ok((target, value)),
             Err(error) => error,
         };
         if error
-            .downcast_ref::<crate::signals::Interrupted>()
+            .downcast_ref::<crate::cli::signals::Interrupted>()
             .is_some()
         {
             return Err(error);
         }
-        if !crate::procfs::is_alive(pid) {
+        if !crate::process::procfs::is_alive(pid) {
             return Err(Failure::new(
                 Exit::TargetExited,
                 format!("process {pid} exited while pydeep was reading it: {error:#}"),
@@ -69,8 +69,8 @@ pub fn read<T>(pid: i32, mut read: impl FnMut(&mut Target) -> Result<T>) -> Resu
 
 /// True if `error` says the runtime lists no interpreter.
 fn no_interpreter(error: &anyhow::Error) -> bool {
-    use crate::target::ReadError;
-    use crate::walker::WalkError;
+    use crate::reading::target::ReadError;
+    use crate::reading::walker::WalkError;
     error.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<ReadError>(),

@@ -454,7 +454,7 @@ pub struct RedactArgs {
     /// attributes, objects reached through such a name, and `NAME=VALUE` or
     /// `--NAME VALUE` in recorded command lines. Names, types and addresses
     /// are kept.
-    #[arg(long, value_name = "REGEX", default_value = crate::redact::DEFAULT_PATTERN)]
+    #[arg(long, value_name = "REGEX", default_value = crate::reading::redact::DEFAULT_PATTERN)]
     pub redact: String,
     /// Show and record every value, even of names `--redact` matches.
     #[arg(long)]
@@ -464,7 +464,7 @@ pub struct RedactArgs {
 impl RedactArgs {
     /// The compiled pattern (`None` with `--no-redact`).
     pub fn regex(&self) -> Result<Option<&'static regex::Regex>, String> {
-        crate::redact::compile(&self.redact, self.no_redact).map_err(|e| {
+        crate::reading::redact::compile(&self.redact, self.no_redact).map_err(|e| {
             format!(
                 "--redact {:?} is not a valid regular expression: {e}",
                 self.redact

@@ -1,5 +1,5 @@
 //! `record` and `attach`: a thin driver of the one sampling loop
-//! ([`crate::sampler`]) over a recording's sink ([`crate::sink`]).
+//! ([`crate::recording::sampler`]) over a recording's sink ([`crate::recording::sink`]).
 //!
 //! It creates the file and its header, starts the sink, runs the loop on
 //! the calling thread until Ctrl-C, the duration or the targets' end (a
@@ -18,15 +18,15 @@ use pydeep_format::files::{Existing, OutputFile};
 use pydeep_format::proto;
 use pydeep_format::{Writer, WriterOptions};
 
-use crate::exactness::{ReadCounts, ReadMode};
-use crate::exit::{Exit, Failure};
-use crate::gaps::GapCounts;
-use crate::output::BackgroundFile;
-use crate::procfs;
-use crate::recorder::proto_version;
-use crate::sampler::{Driver, Sampler};
-use crate::sink::{Destination, Sink, SinkOptions};
-use crate::status::StatusLine;
+use crate::cli::exit::{Exit, Failure};
+use crate::cli::status::StatusLine;
+use crate::process::procfs;
+use crate::recording::exactness::{ReadCounts, ReadMode};
+use crate::recording::gaps::GapCounts;
+use crate::recording::output::BackgroundFile;
+use crate::recording::recorder::proto_version;
+use crate::recording::sampler::{Driver, Sampler};
+use crate::recording::sink::{Destination, Sink, SinkOptions};
 use crate::Target;
 
 /// Set by SIGINT / SIGTERM: stop at the next tick and finalize the file.
@@ -41,7 +41,7 @@ pub struct SessionOptions {
     pub duration: Option<Duration>,
     /// When ticks are read with the targets paused (default: only while
     /// their stacks change too fast to read them running; see
-    /// [`crate::exactness`]).
+    /// [`crate::recording::exactness`]).
     pub read_mode: ReadMode,
     /// Record idle threads too (default false).
     pub include_idle: bool,
@@ -70,7 +70,7 @@ pub struct SessionOptions {
     /// Most objects per snapshot (default 200).
     pub snapshot_objects: usize,
     /// Values of names matching this are masked in snapshots and in the
-    /// recorded command lines (default: [`crate::redact::DEFAULT_PATTERN`]).
+    /// recorded command lines (default: [`crate::reading::redact::DEFAULT_PATTERN`]).
     pub redact: Option<&'static regex::Regex>,
     /// Heap count by type this often (default: none).
     pub heap_every: Option<Duration>,
@@ -97,7 +97,7 @@ pub struct SessionSummary {
     /// Samples flagged torn.
     pub torn: u64,
     /// Samples the recording's sink could not take in time (dropped, not
-    /// late: see [`crate::sink`]).
+    /// late: see [`crate::recording::sink`]).
     pub dropped: u64,
     /// Wall time sampled.
     pub elapsed: Duration,
@@ -110,7 +110,7 @@ pub struct SessionSummary {
     /// The last read error seen, if any.
     pub last_error: Option<String>,
     /// Snapshots taken and what they cost (None without snapshots).
-    pub snapshots: Option<crate::snapshot::SnapshotStats>,
+    pub snapshots: Option<crate::recording::snapshot::SnapshotStats>,
     /// How the ticks were read: paused (and how long that stopped the
     /// targets) or not.
     pub reads: ReadCounts,
@@ -183,17 +183,6 @@ impl std::fmt::Display for SessionSummary {
         }
         Ok(())
     }
-}
-
-/// Nanoseconds on CLOCK_MONOTONIC, the clock recordings are timed on.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Records `target` (and, with `subprocesses`, its descendants) into
@@ -460,7 +449,7 @@ pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
         format_version: pydeep_format::FORMAT_VERSION,
         pydeep_version: env!("CARGO_PKG_VERSION").into(),
         pid: pid as u32,
-        argv: crate::redact::command_line(options.redact, &procfs::cmdline(pid)),
+        argv: crate::reading::redact::command_line(options.redact, &procfs::cmdline(pid)),
         executable: procfs::executable(pid)
             .unwrap_or_default()
             .display()
@@ -480,7 +469,7 @@ pub fn header(target: &Target, options: &SessionOptions) -> proto::Header {
             record_values: options.snapshot_values || options.snapshot_globals,
             max_depth: options.max_depth,
         }),
-        start_clock_ns: monotonic_ns(),
+        start_clock_ns: crate::recording::schedule::monotonic_ns(),
         mode: options.mode.into(),
         // Drawn by the writer, one per file.
         recording_id: 0,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::session::INTERRUPTED;
+use crate::cli::session::INTERRUPTED;
 
 /// The last stop signal received (0: none).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);

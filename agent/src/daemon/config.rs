@@ -8,6 +8,8 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::recording::rotation::{Retention, Rotation};
+
 /// A configuration error: the file, and what is wrong in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,25 +56,6 @@ pub struct Config {
     pub retention: Retention,
     /// Which processes to record, first match wins.
     pub targets: Vec<TargetRule>,
-}
-
-/// When a target's recording is closed and a new one started.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rotation {
-    /// Close a file once it holds this many bytes (default 64 MiB).
-    pub max_bytes: u64,
-    /// Close a file once it is this old (default 10 minutes).
-    pub max_age: Duration,
-}
-
-/// When finished recordings are deleted, oldest first.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Retention {
-    /// Keep the output directory's recordings under this many bytes
-    /// (default 1 GiB; files being written count but are never deleted).
-    pub max_total_bytes: u64,
-    /// Delete finished recordings older than this (default 7 days).
-    pub max_age: Duration,
 }
 
 /// One `[[target]]`: which processes, and how to record them.
@@ -331,7 +314,7 @@ impl Config {
             }
             let defaults = TargetSettings::default();
             let rate_hz = target.rate.unwrap_or(defaults.rate_hz);
-            crate::cli::check_rate(rate_hz, MAX_RATE_HZ)
+            crate::cli::options::check_rate(rate_hz, MAX_RATE_HZ)
                 .map_err(|e| invalid(format!("{at}: rate: {e}")))?;
             let settings = TargetSettings {
                 rate_hz,
@@ -368,7 +351,7 @@ impl Config {
 }
 
 /// The fastest rate a daemon target may be given (the command line takes
-/// up to [`crate::cli::MAX_RATE_HZ`]; a daemon samples many targets at once).
+/// up to [`crate::cli::options::MAX_RATE_HZ`]; a daemon samples many targets at once).
 pub const MAX_RATE_HZ: f64 = 10_000.0;
 
 /// The largest configuration file read (a config is a few kilobytes; this
@@ -379,9 +362,9 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const DEFAULT_SOCKET: &str = "/run/pydeep/control.sock";
 
 /// Parses a duration: the command line's one parser and range
-/// ([`crate::cli::parse_duration`]: `250ms`, `10s`, `5m`, `2h`, `7d` or bare
+/// ([`crate::cli::options::parse_duration`]: `250ms`, `10s`, `5m`, `2h`, `7d` or bare
 /// seconds, 1ms to 3650d).
-pub use crate::cli::parse_duration;
+pub use crate::cli::options::parse_duration;
 
 /// Parses a size: `4096`, `512KiB`, `64MiB`, `1GiB` (also KB, MB, GB as
 /// powers of 1000, and K/M/G as powers of 1024).
@@ -498,7 +481,7 @@ mod tests {
                 let message = error(&text);
                 assert!(message.contains(key), "{text}: {message}");
                 assert!(
-                    message.contains(crate::cli::DURATION_RANGE),
+                    message.contains(crate::cli::options::DURATION_RANGE),
                     "{text}: {message}"
                 );
             }

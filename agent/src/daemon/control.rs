@@ -221,11 +221,11 @@ async fn write_reply(
 /// `pydeep ctl`: sends one request, returns the reply. Waits `timeout` at
 /// most for the whole exchange ([`Exit::Timeout`] after it, naming the
 /// socket), and stops at once on SIGINT, SIGTERM or SIGHUP
-/// ([`crate::signals::Interrupted`]): a daemon that accepts but never
+/// ([`crate::cli::signals::Interrupted`]): a daemon that accepts but never
 /// answers cannot hold `ctl` forever.
 pub fn request(socket: &Path, request: &Value, timeout: Duration) -> Result<Value> {
-    use crate::exit::{Exit, Failure};
-    use crate::signals::Interrupted;
+    use crate::cli::exit::{Exit, Failure};
+    use crate::cli::signals::Interrupted;
     let deadline = std::time::Instant::now() + timeout;
     let timed_out = || {
         anyhow::Error::from(Failure::new(

@@ -109,7 +109,7 @@ impl Facts {
             let pid = self.pid;
             let cmdline = self
                 .cmdline
-                .get_or_insert_with(|| crate::procfs::cmdline(pid).join(" "));
+                .get_or_insert_with(|| crate::process::procfs::cmdline(pid).join(" "));
             if cmdline.is_empty() || !pattern.is_match(cmdline) {
                 return false;
             }
@@ -218,7 +218,10 @@ mod tests {
         let pid = child.id() as i32;
         // Until it has exec'd, the child's command line is ours.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !crate::procfs::cmdline(pid).iter().any(|a| a == "7.123456") {
+        while !crate::process::procfs::cmdline(pid)
+            .iter()
+            .any(|a| a == "7.123456")
+        {
             assert!(std::time::Instant::now() < deadline, "sleep never started");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -19,7 +19,6 @@ pub mod budget;
 pub mod config;
 pub mod control;
 pub mod discovery;
-pub mod rotation;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -29,10 +28,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+
+use crate::recording::rotation;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::exit::Exit;
+use crate::cli::exit::Exit;
 use budget::{Budget, RateFactor};
 use config::{Config, TargetSettings};
 use control::{error_reply, Envelope, Request};
@@ -51,8 +52,8 @@ pub fn run(config_path: Option<&Path>) -> Result<Exit> {
     init_logging();
     let path = config_path.unwrap_or(Path::new(DEFAULT_CONFIG)).to_owned();
     // A bad configuration is bad input, like a bad option: exit 2.
-    let config =
-        Config::load(&path).map_err(|e| crate::exit::Failure::new(Exit::Usage, e.to_string()))?;
+    let config = Config::load(&path)
+        .map_err(|e| crate::cli::exit::Failure::new(Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -583,7 +584,7 @@ pub fn ctl(socket: &Path, request: Value, json_output: bool, timeout: Duration) 
             .as_str()
             .unwrap_or("unknown error")
             .to_owned();
-        return Err(crate::exit::Failure::new(Exit::Failure, message).into());
+        return Err(crate::cli::exit::Failure::new(Exit::Failure, message).into());
     }
     Ok(Exit::Ok)
 }

@@ -1,9 +1,9 @@
 //! One target's recorder: a dedicated OS thread that attaches and runs the
-//! one sampling loop ([`crate::sampler`]) as a thin driver: between ticks
+//! one sampling loop ([`crate::recording::sampler`]) as a thin driver: between ticks
 //! it obeys commands from the control plane (snapshot, flush, reconfigure,
 //! stop), follows the CPU budget's rate and publishes its status. The
 //! target's stream of rotated files is written by its sink
-//! ([`crate::sink`]) on a thread of its own. Sampling makes blocking
+//! ([`crate::recording::sink`]) on a thread of its own. Sampling makes blocking
 //! system calls (`process_vm_readv`, ptrace) at up to kHz rates: it never
 //! runs on the async executor.
 
@@ -16,17 +16,18 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use super::budget::{effective_rate, thread_cpu, RateFactor};
-use super::config::{Rotation, TargetSettings};
+use super::config::TargetSettings;
 use super::discovery::Process;
-use super::rotation::StreamFile;
-use crate::exactness::ReadMode;
-use crate::sampler::{Driver, Sampler};
-use crate::session::{self, SessionOptions};
-use crate::sink::{Destination, FileNews, Input, Sink, Stream};
-use crate::snapshot::SnapshotOptions;
+use crate::cli::session::{self, SessionOptions};
+use crate::recording::exactness::ReadMode;
+use crate::recording::rotation::Rotation;
+use crate::recording::rotation::StreamFile;
+use crate::recording::sampler::{Driver, Sampler};
+use crate::recording::sink::{Destination, FileNews, Input, Sink, Stream};
+use crate::recording::snapshot::SnapshotOptions;
 use crate::{AttachError, Target};
 
-pub use crate::snapshot::SnapshotReport;
+pub use crate::recording::snapshot::SnapshotReport;
 
 /// How long a selected process may take to become attachable: a process
 /// found just after `exec` has no interpreter yet.
@@ -497,7 +498,7 @@ impl Driver for Daemon<'_> {
 fn default_redaction() -> Option<&'static regex::Regex> {
     static PATTERN: std::sync::OnceLock<Option<&'static regex::Regex>> = std::sync::OnceLock::new();
     *PATTERN.get_or_init(|| {
-        crate::redact::compile(crate::redact::DEFAULT_PATTERN, false)
+        crate::reading::redact::compile(crate::reading::redact::DEFAULT_PATTERN, false)
             .ok()
             .flatten()
     })

@@ -17,7 +17,7 @@ use std::process::{Child, ExitStatus};
 
 use pydeep_format::proto::ProcessEventKind;
 
-use crate::procfs;
+use crate::process::procfs;
 
 /// What identifies one program image of one process: it changes on `exec`.
 #[derive(Debug, Clone, PartialEq, Eq)]

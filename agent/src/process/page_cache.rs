@@ -26,7 +26,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::memory::{MemoryError, RemoteMemory};
+use crate::process::memory::{MemoryError, RemoteMemory};
 
 /// Bytes per page (x86-64 Linux).
 const PAGE: u64 = 4096;

@@ -10,7 +10,7 @@
 //!   as an item of a list, tuple, set or dict value), the coroutines of
 //!   every task, and everything their `yield from` / `await` chains reach.
 //!   With `all`, every generator-like object in the GC lists.
-//! * **Tasks**: by walking the GC lists ([`crate::heap::walk_objects`]) for
+//! * **Tasks**: by walking the GC lists ([`crate::reading::heap::walk_objects`]) for
 //!   objects whose type is `_asyncio.Task`, the pure-Python
 //!   `asyncio.tasks.Task` (`_PyTask`) or a subclass of either. Asyncio's
 //!   own registries changed in every version (3.9-3.11 the `_all_tasks`
@@ -29,15 +29,17 @@ use std::collections::HashMap;
 
 use pydeep_format::proto;
 
-use crate::cpython::objects::ObjectError;
-use crate::cpython::tasks::{task_object_offsets, TaskObjectOffsets};
-use crate::generators::{chain, generator_of_frame, read_all, Codes, Generator, GeneratorKind};
-use crate::heap::{walk_objects, HeapError};
-use crate::memory::{read_u64, read_vec};
-use crate::objects::{plausible, Kind, Objects};
-use crate::scopes::{frame_variables, FrameRef};
-use crate::target::{ReadError, Target};
-use crate::walker::{FrameSample, ThreadSample};
+use crate::process::memory::{read_u64, read_vec};
+use crate::reading::cpython::objects::ObjectError;
+use crate::reading::cpython::tasks::{task_object_offsets, TaskObjectOffsets};
+use crate::reading::generators::{
+    chain, generator_of_frame, read_all, Codes, Generator, GeneratorKind,
+};
+use crate::reading::heap::{walk_objects, HeapError};
+use crate::reading::objects::{plausible, Kind, Objects};
+use crate::reading::scopes::{frame_variables, FrameRef};
+use crate::reading::target::{ReadError, Target};
+use crate::reading::walker::{FrameSample, ThreadSample};
 
 /// What [`collect`] reads. Defaults: stacks and tasks, no heap-wide
 /// generator search, at most 100,000 generators and 100,000 tasks, 1000
@@ -131,7 +133,7 @@ enum TaskImplementation {
 }
 
 /// Reads generators and tasks of a target the caller has paused.
-/// `frames` are the frames of each thread ([`crate::scopes::thread_frames`]);
+/// `frames` are the frames of each thread ([`crate::reading::scopes::thread_frames`]);
 /// `runtime_address` is `_PyRuntime` ([`crate::Target::runtime_address`]).
 pub fn collect(
     objects: &Objects<'_>,
@@ -384,8 +386,8 @@ fn read_c_task(
 ) -> Result<TaskFields, ObjectError> {
     let len = (offsets.task_name + 8) as usize;
     let bytes = read_vec(objects.memory(), address, len, 512)?;
-    let word = |at: u64| crate::memory::field_u64(&bytes, at);
-    let state = crate::memory::field_u32(&bytes, offsets.fut_state);
+    let word = |at: u64| crate::process::memory::field_u64(&bytes, at);
+    let state = crate::process::memory::field_u32(&bytes, offsets.fut_state);
     let state = match state {
         0 => "pending",
         1 => "cancelled",
@@ -464,7 +466,7 @@ fn task_group_children(
         if !is_exit {
             continue;
         }
-        let Some(frame) = crate::generators::frame_ref(objects.layout(), generator) else {
+        let Some(frame) = crate::reading::generators::frame_ref(objects.layout(), generator) else {
             continue;
         };
         let Some((code, _)) = codes.get(objects, generator.code) else {
@@ -512,7 +514,7 @@ fn link_tasks(
                 .collect();
             task.running = by_address
                 .get(&coroutine)
-                .is_some_and(|g| g.state == crate::generators::GeneratorState::Running);
+                .is_some_and(|g| g.state == crate::reading::generators::GeneratorState::Running);
         }
         let Some(awaiting) = &task.awaiting else {
             continue;
@@ -560,7 +562,7 @@ pub fn collect_from_target(
     options: &AsyncOptions,
 ) -> Result<AsyncSnapshot, ReadError> {
     // The caller paused the target: each page needs reading only once.
-    let memory = crate::page_cache::PageCache::new(target.memory());
+    let memory = crate::process::page_cache::PageCache::new(target.memory());
     let objects = Objects::new(&memory, target.layout());
     let frames: Vec<Vec<FrameRef>> = threads
         .iter()
@@ -603,7 +605,7 @@ pub fn to_proto(
     snapshot: &AsyncSnapshot,
     interner: &mut dyn Interner,
 ) -> (Vec<proto::GeneratorInfo>, Vec<proto::AsyncTaskInfo>) {
-    use crate::generators::GeneratorState;
+    use crate::reading::generators::GeneratorState;
     let mut frames: HashMap<u64, u64> = HashMap::new();
     let mut generators = Vec::new();
     for generator in &snapshot.generators {
@@ -671,7 +673,7 @@ pub fn to_proto(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generators::GeneratorState;
+    use crate::reading::generators::GeneratorState;
 
     #[derive(Default)]
     struct Ids {

@@ -24,7 +24,7 @@
 use pydeep_view::bytecode::disassemble::{disassemble, instruction_index_at, Form, Instruction};
 use pydeep_view::bytecode::Code;
 
-use crate::cpython::code::CodeObject;
+use crate::reading::cpython::code::CodeObject;
 
 /// Names of C functions and methods that wait (time, select, selectors'
 /// polls, socket, locks, os waits, signals). A Python function of one of

@@ -27,11 +27,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use pydeep_cpython::linetable::LineIndex;
 
-use crate::cpython::code::CodeObject;
-use crate::cpython::objects::ObjectError;
-use crate::cpython::{FrameKind, GeneratorStates, InstructionPointer, Layout};
-use crate::memory::{field_u32, field_u64, field_u8, read_u64, read_vec};
-use crate::objects::{plausible, Objects};
+use crate::process::memory::{field_u32, field_u64, field_u8, read_u64, read_vec};
+use crate::reading::cpython::code::CodeObject;
+use crate::reading::cpython::objects::ObjectError;
+use crate::reading::cpython::{FrameKind, GeneratorStates, InstructionPointer, Layout};
+use crate::reading::objects::{plausible, Objects};
 
 /// Most bytes read for a generator header with its embedded frame.
 const MAX_HEADER: usize = 1024;
@@ -247,13 +247,16 @@ pub fn read_generator(
 }
 
 /// A generator's frame as the scopes reader takes it (None when closed).
-pub fn frame_ref(layout: &Layout, generator: &Generator) -> Option<crate::scopes::FrameRef> {
+pub fn frame_ref(
+    layout: &Layout,
+    generator: &Generator,
+) -> Option<crate::reading::scopes::FrameRef> {
     let frame = generator.frame_address?;
     let o = &layout.offsets;
     let localsplus = o
         .interpreter_frame_localsplus
         .or(o.frame_object_f_localsplus)?;
-    Some(crate::scopes::FrameRef {
+    Some(crate::reading::scopes::FrameRef {
         address: frame,
         code: generator.code,
         instruction_offset: generator.instruction_offset.unwrap_or(0).max(0) as u32,
@@ -589,7 +592,7 @@ mod tests {
     //! memory by hand: 3.13's struct offsets with the later versions'
     //! state numbering, tagged stack references and `stackpointer`.
     use super::*;
-    use crate::memory::SnapshotMemory;
+    use crate::process::memory::SnapshotMemory;
     use pydeep_cpython::layouts;
 
     const GENERATOR: u64 = 0x10_0000;

@@ -12,14 +12,14 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::cpython::objects::ObjectReader;
-use crate::generators::{read_generator, Codes, GeneratorKind};
-use crate::memory::read_u64;
-use crate::objects::{Kind, ObjectInfo, Objects, Rendering};
-use crate::retained;
-use crate::scopes::frame_variables;
-use crate::target::Target;
-use crate::walker::ThreadSample;
+use crate::process::memory::read_u64;
+use crate::reading::cpython::objects::ObjectReader;
+use crate::reading::generators::{read_generator, Codes, GeneratorKind};
+use crate::reading::objects::{Kind, ObjectInfo, Objects, Rendering};
+use crate::reading::retained;
+use crate::reading::scopes::frame_variables;
+use crate::reading::target::Target;
+use crate::reading::walker::ThreadSample;
 
 /// Limits of a walk. Defaults: depth 3, 200 objects, 100 edges per object.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ pub struct Node {
     pub depth: usize,
     /// What would be freed with it: its own bytes (`sys.getsizeof`, and
     /// an instance's separate `__dict__`) and those of every object of the
-    /// graph reachable only through it ([`crate::retained`]); a lower
+    /// graph reachable only through it ([`crate::reading::retained`]); a lower
     /// bound where the walk stopped. Null when its own size is unknown.
     pub retained_size: Option<u64>,
 }
@@ -119,7 +119,7 @@ pub fn resolve_root(
         // An address typed by the user that holds no object is a mistake
         // to report, not a graph of one unreadable node (exit 0). A root
         // found by name that turns out corrupt is still drawn as such.
-        crate::objects::Objects::new(target.memory(), target.layout())
+        crate::reading::objects::Objects::new(target.memory(), target.layout())
             .info(address)
             .map_err(|e| fail(format!("no object can be read there ({e})")))?;
         return Ok(address);
@@ -265,7 +265,7 @@ pub fn walk_from(
             implausible_size: size.and_then(|s| s.implausible()),
             refcount: info.refcount,
             repr: if hidden {
-                crate::redact::REDACTED.to_string()
+                crate::reading::redact::REDACTED.to_string()
             } else if let Some((repr, _)) = &generator {
                 repr.clone()
             } else {
@@ -304,8 +304,8 @@ pub fn walk_from(
                     continue;
                 }
                 if hidden
-                    || crate::redact::edge_name(&label)
-                        .is_some_and(|name| crate::redact::matches(options.redact, name))
+                    || crate::reading::redact::edge_name(&label)
+                        .is_some_and(|name| crate::reading::redact::matches(options.redact, name))
                 {
                     secret.insert(to);
                 }
@@ -345,7 +345,7 @@ fn separate_dict_bytes(objects: &Objects<'_>, info: &ObjectInfo) -> u64 {
         return 0;
     }
     let dict = match objects.instance_dict(info) {
-        Ok(crate::objects::InstanceDict::Dict(dict)) => objects
+        Ok(crate::reading::objects::InstanceDict::Dict(dict)) => objects
             .info(dict)
             .ok()
             .and_then(|dict| objects.getsizeof(&dict))
@@ -372,12 +372,12 @@ fn generator_view(
     let repr = generator.describe(&info.type_info.name);
     let mut references = Vec::new();
     if let (Some(frame), Some((code, _))) = (
-        crate::generators::frame_ref(objects.layout(), &generator),
+        crate::reading::generators::frame_ref(objects.layout(), &generator),
         codes.get(objects, generator.code),
     ) {
         for variable in frame_variables(objects, &frame, code).unwrap_or_default() {
             if variable.value != 0 {
-                let name = crate::cpython::code::python_str_repr(&variable.name);
+                let name = crate::reading::cpython::code::python_str_repr(&variable.name);
                 references.push((format!("f_locals[{name}]"), variable.value));
             }
         }

@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::cpython::objects::ObjectError;
-use crate::memory::{field_u64, read_u64, RemoteMemory};
-use crate::mimalloc::{walk_gc_heaps, MimallocLayout};
-use crate::objects::Objects;
+use crate::process::memory::{field_u64, read_u64, RemoteMemory};
+use crate::reading::cpython::objects::ObjectError;
+use crate::reading::mimalloc::{walk_gc_heaps, MimallocLayout};
+use crate::reading::objects::Objects;
 
 /// Generations of the 3.9-3.13 collector (`NUM_GENERATIONS`).
 const GENERATIONS: u64 = 3;
@@ -132,14 +132,14 @@ pub struct WalkStats {
     /// The walk stopped at [`MAX_OBJECTS`] or on a broken list.
     pub truncated: bool,
     /// Free-threaded builds: mimalloc segments abandoned by threads that
-    /// exited, whose objects were not walked ([`crate::mimalloc`]).
+    /// exited, whose objects were not walked ([`crate::reading::mimalloc`]).
     pub abandoned_segments: u64,
 }
 
 /// Calls `visit(object, type, ob_size)` for every object in the main
 /// interpreter's GC generations (what `gc.get_objects()` returns), in list
 /// order; on a free-threaded build, every tracked object in the threads'
-/// mimalloc GC heaps ([`crate::mimalloc`]), page by page. `ob_size` is the word after `ob_type` (meaningful for
+/// mimalloc GC heaps ([`crate::reading::mimalloc`]), page by page. `ob_size` is the word after `ob_type` (meaningful for
 /// variable-size objects only).
 pub fn walk_objects(
     objects: &Objects<'_>,
@@ -242,7 +242,7 @@ pub fn walk_objects(
 /// first, Python/pystate.c).
 fn main_interpreter(
     memory: &dyn RemoteMemory,
-    layout: &crate::cpython::Layout,
+    layout: &crate::reading::cpython::Layout,
     runtime_address: u64,
 ) -> Result<u64, HeapError> {
     let o = &layout.offsets;
@@ -274,7 +274,7 @@ fn main_interpreter(
 /// words in the state is. In address order: for 3.14, young, old[0],
 /// old[1], permanent.
 pub fn generation_heads_by_shape(memory: &dyn RemoteMemory, gc: u64, span: u64) -> Vec<u64> {
-    let Ok(region) = crate::memory::read_vec(memory, gc, span as usize, 4096) else {
+    let Ok(region) = crate::process::memory::read_vec(memory, gc, span as usize, 4096) else {
         return Vec::new();
     };
     let mut heads = Vec::new();
@@ -335,7 +335,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
                         // 3.11+ generators and coroutines keep no ob_size
                         // (the word after ob_type is a pointer): their
                         // shallow size is the fixed part.
-                        let itemsize = if ty.kind == crate::objects::Kind::Generator
+                        let itemsize = if ty.kind == crate::reading::objects::Kind::Generator
                             && o.generator_gi_iframe.is_some()
                         {
                             0
@@ -349,7 +349,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
             let inline = basic.saturating_add(item.saturating_mul(ob_size.unsigned_abs()));
             let entry = by_type.entry(object_type).or_insert((0, 0, 0));
             entry.0 += 1;
-            if crate::objects::plausible::can_hold(memory, object, inline) {
+            if crate::reading::objects::plausible::can_hold(memory, object, inline) {
                 entry.1 = entry.1.saturating_add(inline.saturating_add(pre));
             } else {
                 entry.2 += 1;
@@ -383,7 +383,7 @@ pub fn heap_summary(objects: &Objects<'_>, runtime_address: u64) -> Result<HeapS
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::SnapshotMemory;
+    use crate::process::memory::SnapshotMemory;
 
     const GC: u64 = 0x10_0000;
     const OBJECTS: u64 = 0x20_0000;

@@ -37,8 +37,8 @@
 
 use std::collections::HashSet;
 
-use crate::cpython::Offsets;
-use crate::memory::{field_u16, field_u32, field_u64, field_u8, read_vec, RemoteMemory};
+use crate::process::memory::{field_u16, field_u32, field_u64, field_u8, read_vec, RemoteMemory};
+use crate::reading::cpython::Offsets;
 
 /// Most thread states followed.
 const MAX_THREADS: usize = 100_000;
@@ -421,7 +421,7 @@ fn visit_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::SnapshotMemory;
+    use crate::process::memory::SnapshotMemory;
     use pydeep_cpython::layouts::CPYTHON_3_13T;
 
     fn layout() -> MimallocLayout {

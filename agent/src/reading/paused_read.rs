@@ -4,9 +4,9 @@
 //! fetched in batches through the [`PageCache`], and the frame walk reads
 //! a few pages ahead on each miss.
 
-use crate::memory::read_u64;
-use crate::objects::Objects;
-use crate::page_cache::PageCache;
+use crate::process::memory::read_u64;
+use crate::process::page_cache::PageCache;
+use crate::reading::objects::Objects;
 
 /// Bytes of an object fetched ahead of rendering it: its header and the
 /// fields most renderings read (a small int's digit, a short string).

@@ -10,11 +10,11 @@
 
 use std::collections::HashSet;
 
-use crate::cpython::code::CodeObject;
-use crate::cpython::objects::ObjectError;
-use crate::cpython::{FrameKind, FramePointer, InstructionPointer, Layout};
-use crate::memory::{field_u64, field_u8, read_u64, read_vec, RemoteMemory};
-use crate::objects::Objects;
+use crate::process::memory::{field_u64, field_u8, read_u64, read_vec, RemoteMemory};
+use crate::reading::cpython::code::CodeObject;
+use crate::reading::cpython::objects::ObjectError;
+use crate::reading::cpython::{FrameKind, FramePointer, InstructionPointer, Layout};
+use crate::reading::objects::Objects;
 
 /// Most variables read from one frame.
 const MAX_LOCALS: usize = 65_536;
@@ -143,7 +143,7 @@ pub fn thread_frames_whole(
                 ) else {
                     break;
                 };
-                let lasti = crate::memory::field_u32(&header, lasti_at) as i32;
+                let lasti = crate::process::memory::field_u32(&header, lasti_at) as i32;
                 let offset = match s.instruction {
                     InstructionPointer::LastiCodeUnits => lasti.saturating_mul(2),
                     _ => lasti,
@@ -233,7 +233,8 @@ pub fn locals_layout(objects: &Objects<'_>, code: u64) -> Result<LocalsLayout, O
     let header_len = c.code_size.clamp(64, 1024) as usize;
     let header = read_vec(objects.memory(), code, header_len, 1024)?;
     let pointer = |field: Option<u64>| field.map_or(0, |at| field_u64(&header, at));
-    let int = |field: Option<u64>| field.map_or(0, |at| crate::memory::field_u32(&header, at));
+    let int =
+        |field: Option<u64>| field.map_or(0, |at| crate::process::memory::field_u32(&header, at));
     let names = |field: Option<u64>| -> Result<Vec<String>, ObjectError> {
         match pointer(field) {
             0 => Ok(Vec::new()),
@@ -388,7 +389,7 @@ pub fn frame_variables_in(
 fn is_cell(objects: &Objects<'_>, address: u64) -> bool {
     objects
         .info(address)
-        .is_ok_and(|info| info.type_info.kind == crate::objects::Kind::Cell)
+        .is_ok_and(|info| info.type_info.kind == crate::reading::objects::Kind::Cell)
 }
 
 /// The module globals of a frame (its `f_globals`), `__builtins__` left

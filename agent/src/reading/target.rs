@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cpython::code::{CodeFingerprint, CodeObject};
-use crate::cpython::objects::{ObjectError, ObjectReader};
-use crate::cpython::{debug_offsets, FrameKind, Layout, LayoutError, OffsetsSource, PythonVersion};
-use crate::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
-use crate::pause::{Pause, PauseError, Tasks};
-use crate::walker::{
+use crate::process::memory::{read_u64, LiveMemory, MemoryError, RemoteMemory};
+use crate::process::pause::{Pause, PauseError, Tasks};
+use crate::reading::cpython::code::{CodeFingerprint, CodeObject};
+use crate::reading::cpython::objects::{ObjectError, ObjectReader};
+use crate::reading::cpython::{
+    debug_offsets, FrameKind, Layout, LayoutError, OffsetsSource, PythonVersion,
+};
+use crate::reading::walker::{
     sample_interpreters, CodeCheck, ThreadListCache, ThreadSample, WalkError, WalkOptions,
 };
 
@@ -135,12 +137,12 @@ struct CachedCode {
     fingerprint: CodeFingerprint,
     validated: u64,
     /// Call sites of this code already classified: (instruction offset,
-    /// a call to a waiting function: [`crate::blocking`]).
+    /// a call to a waiting function: [`crate::reading::blocking`]).
     blocking_sites: Vec<(u32, bool)>,
 }
 
 /// Keeps the target stopped while alive (for `--blocking` samples); see
-/// [`crate::pause`]. Drop it (or [`PauseGuard::release`] it) on the thread
+/// [`crate::process::pause`]. Drop it (or [`PauseGuard::release`] it) on the thread
 /// that made it: only that thread may let the target's threads go.
 pub struct PauseGuard {
     pause: Option<Pause>,
@@ -204,7 +206,7 @@ pub struct Target {
     layout: Layout,
     runtime_address: u64,
     options: WalkOptions,
-    codes: crate::address_hash::AddressMap<u64, CachedCode>,
+    codes: crate::process::address_hash::AddressMap<u64, CachedCode>,
     generation: u64,
     paused: Arc<PauseShared>,
     stat_files: HashMap<u64, File>,
@@ -240,10 +242,10 @@ impl Target {
     pub fn attach(pid: i32) -> Result<Target, AttachError> {
         let mut reads = 0;
         loop {
-            let before = crate::lifecycle::Identity::of(pid);
+            let before = crate::process::lifecycle::Identity::of(pid);
             let result = Target::attach_image(pid);
             reads += 1;
-            let execed = before.execed_into(&crate::lifecycle::Identity::of(pid));
+            let execed = before.execed_into(&crate::process::lifecycle::Identity::of(pid));
             if !execed || reads >= ATTACH_READS {
                 return result;
             }
@@ -257,7 +259,7 @@ impl Target {
         }
         // A zombie has exited (its memory is gone) but keeps its pid until
         // its parent reaps it: that is "exited", not "not Python".
-        if !crate::procfs::is_alive(pid) {
+        if !crate::process::procfs::is_alive(pid) {
             return Err(AttachError::TargetExited { pid });
         }
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -308,7 +310,8 @@ impl Target {
             free_threaded: false,
             debug_build: false,
         };
-        let Some(semantics) = crate::cpython::semantics_for(version.major, version.minor) else {
+        let Some(semantics) = crate::reading::cpython::semantics_for(version.major, version.minor)
+        else {
             return Err(AttachError::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
@@ -424,14 +427,19 @@ impl Target {
     }
 
     /// The frames of the thread `sample` was taken of, innermost first,
-    /// at most `max_depth` of them: [`crate::scopes::thread_frames`] over
+    /// at most `max_depth` of them: [`crate::reading::scopes::thread_frames`] over
     /// this target's memory and layout.
     pub fn thread_frames(
         &self,
         sample: &ThreadSample,
         max_depth: usize,
-    ) -> Vec<crate::scopes::FrameRef> {
-        crate::scopes::thread_frames(&self.memory, &self.layout, sample.thread_state, max_depth)
+    ) -> Vec<crate::reading::scopes::FrameRef> {
+        crate::reading::scopes::thread_frames(
+            &self.memory,
+            &self.layout,
+            sample.thread_state,
+            max_depth,
+        )
     }
 
     /// Every thread's state (ids, GIL, activity) without its frames: for
@@ -733,20 +741,20 @@ impl Target {
     /// The text of a source file as the target names it (`co_filename`),
     /// read through `/proc/PID/root` (so paths inside a container resolve)
     /// and, for relative paths, the target's working directory, and only if
-    /// the target's own user could read it ([`crate::source_access`]).
+    /// the target's own user could read it ([`crate::process::source_access`]).
     /// `None` for pseudo-files like `<string>` or unreadable files; files
     /// over `limit` bytes are refused.
     pub fn source_file(&self, filename: &str, limit: u64) -> Option<Vec<u8>> {
         if filename.is_empty() || filename.starts_with('<') {
             return None;
         }
-        crate::source_access::read_as_target(self.pid, filename)
+        crate::process::source_access::read_as_target(self.pid, filename)
             .ok()
             .filter(|content| content.len() as u64 <= limit)
     }
 
     /// Stops every thread of the target until the guard is dropped (see
-    /// [`crate::pause`] for how, and for keeping the stop short).
+    /// [`crate::process::pause`] for how, and for keeping the stop short).
     ///
     /// A stopped thread's kernel state is `t` (traced), so samples taken
     /// while paused judge activity from the system call it was stopped in
@@ -797,7 +805,7 @@ impl Target {
 
     /// True if the kernel reports thread `tid` running (state `R`).
     /// True if the frame of the code object at `code` stopped at
-    /// `offset` is calling a waiting function ([`crate::blocking`]);
+    /// `offset` is calling a waiting function ([`crate::reading::blocking`]);
     /// remembered per call site.
     fn blocking_call_at(&mut self, code: u64, offset: u32) -> bool {
         let version = (self.layout.version.major, self.layout.version.minor);
@@ -810,7 +818,7 @@ impl Target {
         if let Some(&(_, blocks)) = entry.blocking_sites.iter().find(|(at, _)| *at == offset) {
             return blocks;
         }
-        let blocks = crate::blocking::blocks_at(&entry.code, version, offset);
+        let blocks = crate::reading::blocking::blocks_at(&entry.code, version, offset);
         // Bounded: a code object has as many call sites as its bytecode.
         if entry.blocking_sites.len() < 4096 {
             entry.blocking_sites.push((offset, blocks));
@@ -845,11 +853,11 @@ impl Target {
 
 /// For a thread stopped by our pause: true if it was running (stopped in
 /// user mode or a non-blocking system call). Asks ptrace for the call it
-/// was stopped in ([`crate::pause::stopped_thread_was_running`]), else
+/// was stopped in ([`crate::process::pause::stopped_thread_was_running`]), else
 /// reads `/proc/PID/task/TID/syscall` ("-1 sp pc" in user mode, "NR
 /// args..." inside a call; "running" if it is not stopped).
 fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
-    if let Some(running) = crate::pause::stopped_thread_was_running(tid as i32) {
+    if let Some(running) = crate::process::pause::stopped_thread_was_running(tid as i32) {
         return running;
     }
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
@@ -859,7 +867,7 @@ fn stopped_thread_was_running(pid: i32, tid: u64) -> bool {
         Some("running") => true,
         Some(number) => number
             .parse::<i64>()
-            .map(crate::pause::syscall_was_running)
+            .map(crate::process::pause::syscall_was_running)
             .unwrap_or(false),
         None => false,
     }
@@ -898,7 +906,9 @@ const ATTACH_READS: u32 = 3;
 /// "Failed to find python version", which is "not Python yet".
 fn classify(pid: i32, exe: &str, message: &str) -> AttachError {
     let lower = message.to_lowercase();
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() || !crate::procfs::is_alive(pid) {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || !crate::process::procfs::is_alive(pid)
+    {
         AttachError::TargetExited { pid }
     } else if lower.contains("permission denied") || lower.contains("operation not permitted") {
         AttachError::PermissionDenied {

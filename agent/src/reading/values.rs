@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::objects::{Kind, Objects, Rendering};
+use crate::reading::objects::{Kind, Objects, Rendering};
 
 /// One object, rendered.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +61,7 @@ impl Values {
         if address == 0 {
             return None;
         }
-        if crate::redact::matches(self.rendering.redact, name) {
+        if crate::reading::redact::matches(self.rendering.redact, name) {
             let value = self
                 .redacted
                 .entry(address)
@@ -102,7 +102,7 @@ impl Values {
                 .into_iter()
                 .take(self.rendering.max_items.max(64))
                 .map(|(name, value_address)| {
-                    let value = if crate::redact::matches(self.rendering.redact, &name) {
+                    let value = if crate::reading::redact::matches(self.rendering.redact, &name) {
                         redacted_value(objects, value_address)
                     } else {
                         self.plain(objects, value_address)
@@ -122,7 +122,7 @@ fn redacted_value(objects: &Objects<'_>, address: u64) -> ReadValue {
         type_name: info
             .as_ref()
             .map_or_else(|| "?".into(), |i| i.type_info.name.clone()),
-        repr: crate::redact::REDACTED.into(),
+        repr: crate::reading::redact::REDACTED.into(),
         refcount: info.as_ref().map_or(0, |i| i.refcount),
         immortal: info.as_ref().is_some_and(|i| i.immortal),
         ..ReadValue::default()

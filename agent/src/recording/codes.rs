@@ -18,10 +18,10 @@
 //! recorder reuses those frames' ids without comparing the stacks again,
 //! and asks the sink's mirror only for the frames below.
 
-use crate::address_hash::AddressMap;
+use crate::process::address_hash::AddressMap;
 use std::sync::Arc;
 
-use crate::recorder::CodeSource;
+use crate::recording::recorder::CodeSource;
 use crate::{CodeId, CodeObject, FrameSample, Target, ThreadSample};
 
 /// What an address now names, as the sink learns it: a code object (new to
@@ -76,7 +76,7 @@ impl Resolver {
     /// first, and to `continuity` (one per thread) how each stack follows
     /// the thread's last one sent: how many outermost frames are the same,
     /// resolved under the same code epoch
-    /// ([`crate::recorder::Recorder::sample`] reuses their ids).
+    /// ([`crate::recording::recorder::Recorder::sample`] reuses their ids).
     pub fn resolve(
         &mut self,
         target: &mut Target,
@@ -319,9 +319,9 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        let mut recorder = crate::recorder::Recorder::new(writer, false, true);
+        let mut recorder = crate::recording::recorder::Recorder::new(writer, false, true);
         let version = crate::PythonVersion::default();
-        let tick = crate::recorder::Tick {
+        let tick = crate::recording::recorder::Tick {
             clock_ns: 1,
             weight: 1,
         };

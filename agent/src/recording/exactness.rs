@@ -35,7 +35,7 @@
 //! of a 1,000-deep 3.9 stack stops the target for ~0.2 ms (it was ~1.7).
 //!
 //! Paused reads draw on a budget of the target's time
-//! ([`crate::pause_budget`]): at most 10% of it over any stretch longer
+//! ([`crate::recording::pause_budget`]): at most 10% of it over any stretch longer
 //! than a second. Past that, a tick planned paused may be *held*: not
 //! read, and the target's next sample stands for it by its weight
 //! ([`ReadCounts::held`]). At 100 Hz to 1 kHz with ordinary pauses nothing
@@ -43,11 +43,11 @@
 
 use std::time::Instant;
 
-use crate::cpython::FrameKind;
-use crate::pause::PauseStats;
-use crate::pause_budget::PauseBudget;
-use crate::target::{ReadError, Target};
-use crate::walker::ThreadSample;
+use crate::process::pause::PauseStats;
+use crate::reading::cpython::FrameKind;
+use crate::reading::target::{ReadError, Target};
+use crate::reading::walker::ThreadSample;
+use crate::recording::pause_budget::PauseBudget;
 
 /// Ticks over which the fast path's torn ticks are counted.
 pub const WINDOW: u32 = 200;
@@ -111,7 +111,7 @@ pub enum Tick {
         taken_ns: u64,
     },
     /// The tick was held: not read, to keep pauses within their budget
-    /// ([`crate::pause_budget`]); the target's next sample stands for it.
+    /// ([`crate::recording::pause_budget`]); the target's next sample stands for it.
     Held,
 }
 
@@ -128,7 +128,7 @@ pub struct ReadCounts {
     /// returned between the pointer reads that bracket its copy).
     pub moved: u64,
     /// Ticks planned paused that were not read, to keep pauses within
-    /// [`crate::pause_budget::SHARE`] of the target's time: the target's
+    /// [`crate::recording::pause_budget::SHARE`] of the target's time: the target's
     /// next sample stands for them by its weight.
     pub held: u64,
 }
@@ -151,8 +151,8 @@ impl std::fmt::Display for ReadCounts {
                 self.held,
                 ticks,
                 self.held as f64 * 100.0 / ticks.max(1) as f64,
-                crate::pause_budget::SHARE * 100.0,
-                crate::schedule::GAP_TIME.as_millis()
+                crate::recording::pause_budget::SHARE * 100.0,
+                crate::recording::schedule::GAP_TIME.as_millis()
             )?;
         }
         if self.pauses.count() > 0 {
@@ -214,7 +214,7 @@ impl Exactness {
         counts: &mut ReadCounts,
         due: Instant,
     ) -> Result<Tick, ReadError> {
-        use crate::session::monotonic_ns;
+        use crate::recording::schedule::monotonic_ns;
         self.settle_for(target.layout().semantics.frame_kind);
         if self.budgeted() && !self.budget.may_pause(due) {
             out.clear();

@@ -1,9 +1,9 @@
 //! Gaps: stretches of time the sampler did not observe, as facts.
 //!
 //! When the sampler takes a tick after a stall of
-//! [`crate::schedule::GAP_TICKS`] ticks and [`crate::schedule::GAP_TIME`]
+//! [`crate::recording::schedule::GAP_TICKS`] ticks and [`crate::recording::schedule::GAP_TIME`]
 //! or more, no sample stands for the ticks missed (see
-//! [`crate::schedule::Schedule::weight`]); a `Gap` record says when, how
+//! [`crate::recording::schedule::Schedule::weight`]); a `Gap` record says when, how
 //! many ticks, and why when the sampler knows: the slowest thing it did
 //! since the tick before (a snapshot, a read of the target, attaching),
 //! or, if nothing it did took that long, that its thread did not run.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::proto;
 
-use crate::schedule::Schedule;
+use crate::recording::schedule::Schedule;
 
 /// What the sampler did between two ticks, to name the cause of a gap.
 #[derive(Debug, Default)]
@@ -90,14 +90,14 @@ impl GapCounts {
     /// A gap of `ticks` held by the pause budget (`interval` apart) for
     /// process `pid`, ended at `now_ns`, that no sample stands for: held
     /// before a sample that would otherwise stand for more ticks than a
-    /// stall may ([`crate::sampled::Sampled::carry`]), or after the
+    /// stall may ([`crate::recording::sampled::Sampled::carry`]), or after the
     /// process's last sample. It concerns that process only (a recording
     /// of several processes observed the others).
     pub fn held(&mut self, pid: i32, ticks: u64, interval: Duration, now_ns: u64) -> proto::Gap {
         let length = interval.saturating_mul(ticks.min(u32::MAX as u64) as u32);
         let cause = format!(
             "pid {pid}: {ticks} ticks held to keep pauses within {:.0}% of the target's time",
-            crate::pause_budget::SHARE * 100.0
+            crate::recording::pause_budget::SHARE * 100.0
         );
         self.count += 1;
         self.ticks += ticks;

@@ -1,7 +1,7 @@
 //! How much of a target's time the default read mode may hold it stopped.
 //!
 //! The default mode reads a tick paused when non-blocking reads of the
-//! target tear (crate::exactness). On call-heavy code that is nearly every
+//! target tear (crate::recording::exactness). On call-heavy code that is nearly every
 //! tick, and each pause stops the program for 50-100 µs (more on a loaded
 //! machine): at 100 Hz to 1 kHz that is under a tenth of its time, but
 //! asked for the highest rate a churning program was read paused 12,000
@@ -18,7 +18,7 @@
 //! refills; a tick planned paused in a slot that already had its pause is
 //! held (not read: the next sample of the target stands for it by its
 //! weight, or a gap does if the ticks that sample did not observe are a
-//! stall by the schedule's rule: crate::sampled::Sampled::carry). Once
+//! stall by the schedule's rule: crate::recording::sampled::Sampled::carry). Once
 //! half the bank is back, rationing stops. Over any stretch of time `T`
 //! the target is held stopped at most `BANK + SHARE × T` plus one pause,
 //! while the mean pause is under `RATIONED_SHARE × MAX_SLOT` (0.5 ms).
@@ -58,7 +58,7 @@ pub const RESUME_AT: Duration = Duration::from_millis(50);
 /// more than the rationed share: `mean pause / MAX_SLOT` (measured at
 /// load 15: 2.1 ms, 21%, notes/benchmarks.md "The pause budget live").
 /// The bound on a sample's weight does not rest on it: held ticks are
-/// judged by the schedule's gap rule ([`crate::sampled::Sampled::carry`]).
+/// judged by the schedule's gap rule ([`crate::recording::sampled::Sampled::carry`]).
 ///
 /// The trade, chosen (issue #13): the budget keeps a floor of one paused
 /// read per 10 ms, the default rate's resolution, rather than the share

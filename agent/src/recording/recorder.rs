@@ -2,9 +2,9 @@
 //! a `.pdr` file: interning code objects once per distinct object, embedding
 //! their source files once, and announcing threads when first seen or renamed.
 //!
-//! It runs on the recording's sink thread ([`crate::sink`]) and never reads
+//! It runs on the recording's sink thread ([`crate::recording::sink`]) and never reads
 //! the target: code objects come from a [`CodeSource`], in production the
-//! sink's mirror of what the sampler resolved ([`crate::codes`]).
+//! sink's mirror of what the sampler resolved ([`crate::recording::codes`]).
 
 use std::io::Write;
 
@@ -12,9 +12,9 @@ use pydeep_cpython::linetable::LineIndex;
 use pydeep_format::proto::{self, SampleFlag};
 use pydeep_format::{FormatError, FrameKey, Writer};
 
-use crate::address_hash::AddressMap;
-use crate::codes::Continuity;
-use crate::sources::Sources;
+use crate::process::address_hash::AddressMap;
+use crate::recording::codes::Continuity;
+use crate::recording::sources::Sources;
 use crate::{CodeId, CodeObject, PythonVersion, ThreadSample};
 
 /// Where the recorder gets code objects from: a live [`crate::Target`] in
@@ -64,7 +64,7 @@ struct RecordedThread {
 /// interning a frame costs several hash lookups (code object, line, frame
 /// key). At depth 1,000 that was most of the sampler's time. Which
 /// outermost frames did not change is found once, by the sampler
-/// ([`crate::codes::Resolver`]), and given to [`Recorder::sample`].
+/// ([`crate::recording::codes::Resolver`]), and given to [`Recorder::sample`].
 #[derive(Default)]
 struct LastStack {
     frame_ids: Vec<u64>,
@@ -156,7 +156,7 @@ impl<W: Write> Recorder<W> {
 
     /// `argv` as recorded: secret-looking values masked.
     pub fn command_line(&self, argv: &[String]) -> Vec<String> {
-        crate::redact::command_line(self.redact, argv)
+        crate::reading::redact::command_line(self.redact, argv)
     }
 
     /// Embeds whole source files rather than the lines of the code objects

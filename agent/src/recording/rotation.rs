@@ -14,14 +14,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pydeep_format::files::{Existing, OutputFile};
 use pydeep_format::{proto, Writer};
 
-use super::config::Retention;
-use crate::output::BackgroundFile;
+use crate::recording::output::BackgroundFile;
 
 /// Suffix of a file being written.
 pub const PART_SUFFIX: &str = ".part";
 
+/// When a target's recording is closed and a new one started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rotation {
+    /// Close a file once it holds this many bytes (default 64 MiB).
+    pub max_bytes: u64,
+    /// Close a file once it is this old (default 10 minutes).
+    pub max_age: Duration,
+}
+
+/// When finished recordings are deleted, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Keep the output directory's recordings under this many bytes
+    /// (default 1 GiB; files being written count but are never deleted).
+    pub max_total_bytes: u64,
+    /// Delete finished recordings older than this (default 7 days).
+    pub max_age: Duration,
+}
+
 /// The open file of one target's stream (its records are written by the
-/// recording's sink: [`crate::sink`]).
+/// recording's sink: [`crate::recording::sink`]).
 pub struct StreamFile {
     /// Where it is being written (`.pdr.part`).
     pub part_path: PathBuf,
@@ -53,7 +71,7 @@ impl StreamFile {
             }
             let created =
                 OutputFile::create(&part_path, Existing::Refuse, 0o600).and_then(|output| {
-                    crate::session::open_writer(output, header.clone(), Default::default())
+                    crate::cli::session::open_writer(output, header.clone(), Default::default())
                 });
             match created {
                 Ok(writer) => {

@@ -5,19 +5,19 @@
 //! execs, re-attach and forget a gone image the same way.
 //!
 //! It is the only thing that reads the process: what it sends to the
-//! recording's sink ([`crate::sink`]) names code objects it resolved
+//! recording's sink ([`crate::recording::sink`]) names code objects it resolved
 //! itself ([`Resolver`]), so the sink never reads the target.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codes::Resolver;
-use crate::exactness::{self, Exactness, ReadCounts, ReadMode};
-use crate::lifecycle::Identity;
-use crate::recorder::Tick;
-use crate::sink::{Input, Sink, SnapshotInput};
-use crate::snapshot::{SnapshotOptions, SnapshotReport};
+use crate::process::lifecycle::Identity;
+use crate::recording::codes::Resolver;
+use crate::recording::exactness::{self, Exactness, ReadCounts, ReadMode};
+use crate::recording::recorder::Tick;
+use crate::recording::sink::{Input, Sink, SnapshotInput};
+use crate::recording::snapshot::{SnapshotOptions, SnapshotReport};
 use crate::{PythonVersion, ReadError, Target, ThreadSample, WalkOptions};
 
 /// After this many failed samples in a row of a living process, attach to
@@ -131,7 +131,7 @@ impl Sampled {
 
     /// Reads one tick of every thread into `threads` ([`Exactness::read`];
     /// a read tick says when its stacks were taken), or holds it (nothing read, `threads` empty) to keep pauses within
-    /// their budget ([`crate::pause_budget`]): then [`Sampled::hold`] it.
+    /// their budget ([`crate::recording::pause_budget`]): then [`Sampled::hold`] it.
     /// `due`: the tick's due time on the schedule's grid.
     pub fn read(
         &mut self,
@@ -151,7 +151,7 @@ impl Sampled {
     /// The tick a good read at `tick` is recorded as, after ticks were
     /// held: it stands for them too (its weight), unless the ticks it did
     /// not observe (held, and missed before it) are a gap by the
-    /// schedule's own rule ([`crate::schedule::is_gap`]). Then it stands
+    /// schedule's own rule ([`crate::recording::schedule::is_gap`]). Then it stands
     /// for itself, and the second value is the gap's ticks, which no
     /// sample stands for. So a sample never stands for more ticks than
     /// the schedule lets one stand for, held or not.
@@ -226,7 +226,7 @@ impl Sampled {
         sink: &Sink,
         asked: &SnapshotOptions,
     ) -> Result<SnapshotReport, ReadError> {
-        let taken = crate::snapshot::take(&mut self.target, asked)?;
+        let taken = crate::recording::snapshot::take(&mut self.target, asked)?;
         // The frames' code objects as of the pause: the target may end
         // before they are resolved below.
         self.target.revalidate_codes(&taken.code_fingerprints);
@@ -239,7 +239,7 @@ impl Sampled {
             .asynchronous
             .iter()
             .flat_map(|found| &found.generators)
-            .filter_map(crate::asyncio::generator_frame)
+            .filter_map(crate::reading::asyncio::generator_frame)
             .collect::<Vec<_>>();
         let frames = taken
             .threads
@@ -393,7 +393,7 @@ fn carried(owed: u64, weight: u32, interval: Duration) -> (u32, Option<u64>) {
         return (weight, None);
     }
     let unobserved = owed + u64::from(weight) - 1;
-    if crate::schedule::is_gap(unobserved, interval) {
+    if crate::recording::schedule::is_gap(unobserved, interval) {
         return (1, Some(unobserved));
     }
     (u32::try_from(unobserved + 1).unwrap_or(u32::MAX), None)
@@ -423,8 +423,9 @@ mod tests {
     #[test]
     fn no_sample_stands_for_more_ticks_than_the_schedule_allows() {
         for interval in [1u64, 10, 1_000, 10_000].map(Duration::from_micros) {
-            let bound = crate::schedule::GAP_TICKS
-                .max((crate::schedule::GAP_TIME.as_nanos() / interval.as_nanos()) as u64);
+            let bound = crate::recording::schedule::GAP_TICKS.max(
+                (crate::recording::schedule::GAP_TIME.as_nanos() / interval.as_nanos()) as u64,
+            );
             for owed in [1u64, 3, 100, 9_999, 10_000, 19_999, 30_000] {
                 for weight in [1u32, 2, 4, 19_999] {
                     let (w, gap) = carried(owed, weight, interval);

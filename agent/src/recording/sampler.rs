@@ -25,16 +25,19 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 
-use crate::exactness::{self, ReadCounts};
-use crate::gaps::{GapCounts, Stalls};
-use crate::lifecycle::{self, Ending, Fate, Identity};
-use crate::procfs;
-use crate::recorder::Tick;
-use crate::sampled::Sampled;
-use crate::schedule::Schedule;
-use crate::session::{monotonic_ns, SessionOptions};
-use crate::sink::{Counters, Event, Input, Sink, SinkEnd};
-use crate::snapshot::{SnapshotOptions, SnapshotReport, SnapshotSchedule, SnapshotStats};
+use crate::cli::session::SessionOptions;
+use crate::process::lifecycle::{self, Ending, Fate, Identity};
+use crate::process::procfs;
+use crate::recording::exactness::{self, ReadCounts};
+use crate::recording::gaps::{GapCounts, Stalls};
+use crate::recording::recorder::Tick;
+use crate::recording::sampled::Sampled;
+use crate::recording::schedule::monotonic_ns;
+use crate::recording::schedule::Schedule;
+use crate::recording::sink::{Counters, Event, Input, Sink, SinkEnd};
+use crate::recording::snapshot::{
+    SnapshotOptions, SnapshotReport, SnapshotSchedule, SnapshotStats,
+};
 use crate::{AttachError, Target, ThreadSample};
 
 /// A process that gave no readable stack for this long is given up.
@@ -44,7 +47,7 @@ pub const UNREADABLE_LIMIT: Duration = Duration::from_secs(10);
 const DRIVER_LATENCY: Duration = Duration::from_millis(50);
 
 /// A sleep longer than this until the next tick sends the sink's outbox
-/// first ([`crate::sink::OUTBOX_AGE`]).
+/// first ([`crate::recording::sink::OUTBOX_AGE`]).
 const OUTBOX_SLEEP: Duration = Duration::from_millis(1);
 
 /// How often the sink is sent the counters (a rotated file's footer).
@@ -656,7 +659,7 @@ impl Sampler {
     /// "still running".
     pub fn finish(mut self, end_reason: String) -> Result<Finished> {
         if matches!(
-            crate::signals::received(),
+            crate::cli::signals::received(),
             Some(libc::SIGINT | libc::SIGTERM)
         ) {
             let deadline = Instant::now() + CHILD_GRACE;
@@ -733,7 +736,7 @@ fn snapshot_schedule(start: Instant, options: &SessionOptions) -> SnapshotSchedu
             globals: options.snapshot_globals,
             max_depth: options.max_depth as usize,
             max_objects: options.snapshot_objects,
-            rendering: crate::objects::Rendering {
+            rendering: crate::reading::objects::Rendering {
                 redact: options.redact,
                 ..SnapshotOptions::default().rendering
             },
@@ -786,7 +789,7 @@ impl Watched {
             .exe
             .as_ref()
             .map_or_else(|| "?".into(), |p| p.display().to_string());
-        let argv = crate::redact::command_line(redact, &now.argv);
+        let argv = crate::reading::redact::command_line(redact, &now.argv);
         let detail = format!("exec'd into {program} ({})", argv.join(" "));
         sink.send(Input::Event(Event {
             time_ns: monotonic_ns(),

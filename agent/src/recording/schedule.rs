@@ -157,7 +157,7 @@ impl Schedule {
 /// True if `ticks` in a row not observed, `interval` apart, are a gap:
 /// [`GAP_TICKS`] or more, and [`GAP_TIME`] or more. Missed ticks
 /// ([`Schedule::weight`]) and ticks held by the pause budget
-/// ([`crate::sampled::Sampled::carry`]) are judged alike.
+/// ([`crate::recording::sampled::Sampled::carry`]) are judged alike.
 pub fn is_gap(ticks: u64, interval: Duration) -> bool {
     let time = interval.saturating_mul(ticks.min(u32::MAX as u64) as u32);
     ticks >= GAP_TICKS && time >= GAP_TIME
@@ -196,6 +196,17 @@ fn precise_sleeps() {
             done.set(true);
         }
     });
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC, the clock recordings are timed on.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

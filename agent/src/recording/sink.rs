@@ -5,7 +5,7 @@
 //! Its input is one channel of [`Input`]s. A sampler sends one
 //! [`Batch`] per tick and process (the threads' stacks as the walker
 //! read them, with the code objects the sink has not been told yet: see
-//! [`crate::codes`]), process events, gaps, snapshots already read, and
+//! [`crate::recording::codes`]), process events, gaps, snapshots already read, and
 //! at the end its counters for the footer. Any other source of records
 //! sends into the same channel through a [`SinkInput`] (a trace window,
 //! issue #19, would send its records as [`Input::Record`]s, or a variant
@@ -50,12 +50,12 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{FormatError, Writer};
 
-use crate::codes::{CodeMapping, CodeMirror, Continuity};
-use crate::daemon::config::Rotation;
-use crate::daemon::rotation::StreamFile;
-use crate::output::BackgroundFile;
-use crate::recorder::{proto_version, Recorder, RecorderStats, Tick};
-use crate::snapshot::Taken;
+use crate::recording::codes::{CodeMapping, CodeMirror, Continuity};
+use crate::recording::output::BackgroundFile;
+use crate::recording::recorder::{proto_version, Recorder, RecorderStats, Tick};
+use crate::recording::rotation::Rotation;
+use crate::recording::rotation::StreamFile;
+use crate::recording::snapshot::Taken;
 use crate::{PythonVersion, ThreadSample};
 
 /// Frames of sample batches that may wait for the sink; past this the
@@ -92,7 +92,7 @@ pub struct Batch {
     /// Every thread read that is to be recorded.
     pub threads: Vec<ThreadSample>,
     /// For each of `threads`, how its stack follows the thread's previous
-    /// one sent ([`crate::codes::Resolver::resolve`]).
+    /// one sent ([`crate::recording::codes::Resolver::resolve`]).
     pub continuity: Vec<Continuity>,
     /// The threads' names by `thread_id`.
     pub names: Arc<HashMap<u64, String>>,
@@ -161,13 +161,13 @@ impl Event {
     /// An event of `target` now, with its command line and version.
     pub fn of(target: &crate::Target, kind: ProcessEventKind, code: i32, detail: String) -> Event {
         Event {
-            time_ns: crate::session::monotonic_ns(),
+            time_ns: crate::recording::schedule::monotonic_ns(),
             pid: target.pid(),
             kind,
             code,
             parent_pid: 0,
             version: Some(target.python_version()),
-            argv: crate::procfs::cmdline(target.pid()),
+            argv: crate::process::procfs::cmdline(target.pid()),
             detail,
         }
     }
@@ -679,7 +679,7 @@ impl State {
                 } = *snapshot;
                 let mirror = self.mirrors.entry(pid).or_default();
                 mirror.learn(code_epoch, mappings);
-                let record = crate::snapshot::to_record(
+                let record = crate::recording::snapshot::to_record(
                     &mut self.recorder,
                     mirror,
                     pid,
@@ -736,7 +736,7 @@ impl State {
         mirror.learn(batch.code_epoch, batch.mappings.drain(..));
         let mut result = Ok(());
         for (index, thread) in batch.threads.iter().enumerate() {
-            let name = crate::sampled::name_of(&batch.names, &batch.natives, thread);
+            let name = crate::recording::sampled::name_of(&batch.names, &batch.natives, thread);
             let continuity = batch.continuity.get(index).copied().unwrap_or_default();
             result = self
                 .recorder
@@ -790,7 +790,7 @@ impl State {
             dropped_samples: now.dropped_samples - open.dropped_samples,
             torn_samples: stats.torn,
             // A torn stack is never read again (a retry is another
-            // moment's stack): see crate::exactness.
+            // moment's stack): see crate::recording::exactness.
             torn_retries: 0,
             paused_ticks: now.paused_ticks - open.paused_ticks,
             held_ticks: now.held_ticks - open.held_ticks,
@@ -824,7 +824,7 @@ impl State {
         header.start_unix_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        header.start_clock_ns = crate::session::monotonic_ns();
+        header.start_clock_ns = crate::recording::schedule::monotonic_ns();
         let (file, writer) = StreamFile::create(&stream.dir, &stream.name, stream.pid, header)?;
         let previous_file = std::mem::replace(&mut stream.file, file);
         let opened = stream.file.final_path.clone();
@@ -843,7 +843,7 @@ impl State {
         let mut attached: Vec<Event> = self.attached.values().cloned().collect();
         attached.sort_by_key(|e| e.pid);
         for mut event in attached {
-            event.time_ns = crate::session::monotonic_ns();
+            event.time_ns = crate::recording::schedule::monotonic_ns();
             event.detail = "continued after rotation".into();
             self.event(&event)?;
         }

@@ -4,7 +4,7 @@
 //! counted by type, with the same readers as `objects` and `heap`; `pydeep
 //! dump` and `pydeep heap` are such snapshots, `pydeep objects` one
 //! holding the graph of one root ([`take_graph`]), recorded into memory
-//! ([`crate::live_views::LiveRecording`]). [`take`] reads; [`to_record`] turns what was read into a
+//! ([`crate::cli::live_views::LiveRecording`]). [`take`] reads; [`to_record`] turns what was read into a
 //! `Snapshot` record whose threads, stacks, frames and strings are the
 //! recording's own interned ids, so a viewer resolves them like samples.
 
@@ -14,21 +14,21 @@ use std::time::{Duration, Instant};
 
 use pydeep_format::proto;
 
-use crate::asyncio::{collect, to_proto, AsyncOptions, AsyncSnapshot, Interner};
-use crate::cpython::code::CodeFingerprint;
-use crate::cpython::objects::ObjectReader;
-use crate::graph::{walk_from, Graph, GraphOptions};
-use crate::heap::{heap_summary, HeapSummary};
-use crate::memory::read_vec;
-use crate::objects::{Objects, Rendering};
-use crate::page_cache::PageCache;
-use crate::recorder::{CodeSource, Recorder};
-use crate::scopes::{
+use crate::process::memory::read_vec;
+use crate::process::page_cache::PageCache;
+use crate::reading::asyncio::{collect, to_proto, AsyncOptions, AsyncSnapshot, Interner};
+use crate::reading::cpython::code::CodeFingerprint;
+use crate::reading::cpython::objects::ObjectReader;
+use crate::reading::graph::{walk_from, Graph, GraphOptions};
+use crate::reading::heap::{heap_summary, HeapSummary};
+use crate::reading::objects::{Objects, Rendering};
+use crate::reading::scopes::{
     frame_globals, frame_variables_in, locals_layout, thread_frames, thread_frames_whole, Binding,
     FrameRef, LocalsLayout, Variable,
 };
-use crate::target::{ReadError, Target};
-use crate::values::{ReadValue, Values};
+use crate::reading::target::{ReadError, Target};
+use crate::reading::values::{ReadValue, Values};
+use crate::recording::recorder::{CodeSource, Recorder};
 use crate::{FrameSample, PythonVersion, ThreadSample};
 
 /// What one snapshot reads. Defaults: stacks only.
@@ -225,7 +225,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
         ..Taken::default()
     };
     let started = Instant::now();
-    taken.clock_ns = crate::session::monotonic_ns();
+    taken.clock_ns = crate::recording::schedule::monotonic_ns();
     let guard = target.pause()?;
     let mut samples = Vec::new();
     if options.scopes {
@@ -236,7 +236,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
     // The caller paused the target: each page needs reading only once.
     let memory = PageCache::exact(target.memory());
     let objects = Objects::new(&memory, target.layout());
-    memory.set_read_ahead(crate::paused_read::FRAME_READ_AHEAD);
+    memory.set_read_ahead(crate::reading::paused_read::FRAME_READ_AHEAD);
     let mut frames_of: Vec<Vec<FrameRef>> = Vec::with_capacity(samples.len());
     for sample in &samples {
         let (frames, cut) = thread_frames_whole(
@@ -372,7 +372,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             .flat_map(|(_, vars)| vars)
             .map(|var| var.value),
     );
-    crate::paused_read::prefetch_values(&memory, &objects, &addresses);
+    crate::reading::paused_read::prefetch_values(&memory, &objects, &addresses);
     let mut values = Values::new(options.rendering);
     let mut roots = Vec::new();
     let mut redacted_roots = Vec::new();
@@ -382,7 +382,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
             for var in &variables {
                 if var.binding != Binding::Global {
                     roots.push(var.value);
-                    if crate::redact::matches(options.rendering.redact, &var.name) {
+                    if crate::reading::redact::matches(options.rendering.redact, &var.name) {
                         redacted_roots.push(var.value);
                     }
                 }
@@ -464,7 +464,7 @@ pub fn take(target: &mut Target, options: &SnapshotOptions) -> Result<Taken, Rea
 }
 
 /// What `pydeep objects` reads: the object graph from one root (a spec
-/// [`crate::graph::resolve_root`] resolves), the target paused while it is
+/// [`crate::reading::graph::resolve_root`] resolves), the target paused while it is
 /// walked, as a snapshot holding that graph (`Taken::graph`; a graph cut
 /// at `options.max_objects` says so among the warnings). A root named by a
 /// name that matches `options.redact` is masked whole.
@@ -486,22 +486,23 @@ pub fn take_graph(
         ..Taken::default()
     };
     let started = Instant::now();
-    taken.clock_ns = crate::session::monotonic_ns();
+    taken.clock_ns = crate::recording::schedule::monotonic_ns();
     let guard = target.pause().context("pausing the target")?;
     let mut samples = Vec::new();
     target
         .sample_threads(&mut samples)
         .with_context(|| format!("reading the threads of process {pid}"))?;
-    let address = crate::graph::resolve_root(target, root, &samples)?;
+    let address = crate::reading::graph::resolve_root(target, root, &samples)?;
     // Paused: each page of the target needs reading only once.
     let memory = PageCache::new(target.memory());
     let objects = Objects::new(&memory, target.layout());
     let root_name = root.rsplit(':').next().unwrap_or_default();
-    let graph = if !root.starts_with("0x") && crate::redact::matches(options.redact, root_name) {
-        crate::graph::walk_redacted_root(&objects, address, options)
-    } else {
-        crate::graph::walk(&objects, address, options)
-    };
+    let graph =
+        if !root.starts_with("0x") && crate::reading::redact::matches(options.redact, root_name) {
+            crate::reading::graph::walk_redacted_root(&objects, address, options)
+        } else {
+            crate::reading::graph::walk(&objects, address, options)
+        };
     drop(guard);
     taken.pause = started.elapsed();
     if graph.truncated {
@@ -517,12 +518,12 @@ pub fn take_graph(
 /// by the generator's address: while the target is paused.
 fn generator_variables(
     objects: &Objects<'_>,
-    generators: &[crate::generators::Generator],
+    generators: &[crate::reading::generators::Generator],
 ) -> Vec<(u64, Vec<Variable>)> {
     let mut layouts: HashMap<u64, Option<LocalsLayout>> = HashMap::new();
     let mut out = Vec::new();
     for generator in generators {
-        let Some(frame) = crate::generators::frame_ref(objects.layout(), generator) else {
+        let Some(frame) = crate::reading::generators::frame_ref(objects.layout(), generator) else {
             continue;
         };
         let Some(layout) = layouts

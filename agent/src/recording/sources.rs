@@ -22,7 +22,7 @@ use std::io::Write;
 
 use pydeep_format::Writer;
 
-use crate::source_access::{read_as_target, Unreadable};
+use crate::process::source_access::{read_as_target, Unreadable};
 
 /// Lines kept around a code object's span: the line above (a decorator or
 /// comment often introduces a function) is not worth a second span later.

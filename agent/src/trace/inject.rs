@@ -247,7 +247,7 @@ pub fn load_and_start(
         .map(|m| m.path.as_str())
         .find(|p| file_name(p).starts_with("libpython3"))
         .map(str::to_owned)
-        .or_else(|| crate::procfs::executable(pid).map(|p| p.display().to_string()))
+        .or_else(|| crate::process::procfs::executable(pid).map(|p| p.display().to_string()))
         .ok_or_else(|| other(format!("cannot find the interpreter of process {pid}")))?;
     let python = module(pid, &mappings, &python_path)?;
     let safe_points: Vec<(String, u64)> = SAFE_POINTS

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use pydeep_format::proto;
 
-use crate::recorder::{CodeSource, Recorder};
+use crate::recording::recorder::{CodeSource, Recorder};
 use crate::{PythonVersion, ThreadSample};
 
 /// One event as the tracer wrote it.

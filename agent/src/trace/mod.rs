@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use pydeep_format::proto;
 
-use crate::exit::{Exit, Failure};
+use crate::cli::exit::{Exit, Failure};
 use crate::Target;
 
 /// Options of `pydeep trace`.
@@ -79,8 +79,8 @@ pub fn run(pid: i32, options: &TraceOptions) -> Result<Exit> {
 
 #[cfg(target_arch = "x86_64")]
 fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
-    let output = crate::session::create_output(&options.output, options.overwrite)?;
-    let mut target = Target::attach(pid).map_err(crate::commands::attach_failure)?;
+    let output = crate::cli::session::create_output(&options.output, options.overwrite)?;
+    let mut target = Target::attach(pid).map_err(crate::cli::commands::attach_failure)?;
     let version = target.python_version();
     if version.free_threaded {
         // Refused before anything is written: no empty recording left.
@@ -97,9 +97,9 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
         compression_level: TRACE_COMPRESSION_LEVEL,
         ..Default::default()
     };
-    let writer = crate::session::open_writer(output, header, writer_options)
-        .map_err(|e| crate::session::creation_failure(&options.output, &e))?;
-    let mut recorder = crate::recorder::Recorder::new(writer, true, true);
+    let writer = crate::cli::session::open_writer(output, header, writer_options)
+        .map_err(|e| crate::cli::session::creation_failure(&options.output, &e))?;
+    let mut recorder = crate::recording::recorder::Recorder::new(writer, true, true);
     let result = trace_into(&mut target, &mut recorder, pid, options);
     let events = match &result {
         Ok(summary) => summary.events,
@@ -107,7 +107,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     };
     let finished = recorder
         .finish(proto::Footer::default())
-        .map_err(|e| anyhow::Error::from(crate::session::output_failure(&options.output, &e)));
+        .map_err(|e| anyhow::Error::from(crate::cli::session::output_failure(&options.output, &e)));
     let summary = match result {
         Ok(summary) => summary,
         Err((error, _)) => {
@@ -148,7 +148,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
 #[cfg(target_arch = "x86_64")]
 fn trace_into<W: std::io::Write>(
     target: &mut Target,
-    recorder: &mut crate::recorder::Recorder<W>,
+    recorder: &mut crate::recording::recorder::Recorder<W>,
     pid: i32,
     options: &TraceOptions,
 ) -> std::result::Result<Summary, (anyhow::Error, Summary)> {
@@ -253,12 +253,14 @@ fn header(target: &Target) -> proto::Header {
         format_version: pydeep_format::FORMAT_VERSION,
         pydeep_version: env!("CARGO_PKG_VERSION").into(),
         pid: pid as u32,
-        argv: crate::redact::command_line(None, &crate::procfs::cmdline(pid)),
-        executable: crate::procfs::executable(pid)
+        argv: crate::reading::redact::command_line(None, &crate::process::procfs::cmdline(pid)),
+        executable: crate::process::procfs::executable(pid)
             .unwrap_or_default()
             .display()
             .to_string(),
-        python_version: Some(crate::recorder::proto_version(&target.python_version())),
+        python_version: Some(crate::recording::recorder::proto_version(
+            &target.python_version(),
+        )),
         host_name: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -267,7 +269,7 @@ fn header(target: &Target) -> proto::Header {
             .map_or(0, |d| d.as_nanos() as u64),
         clock: proto::ClockKind::ClockMonotonic as i32,
         sampling: None,
-        start_clock_ns: crate::session::monotonic_ns(),
+        start_clock_ns: crate::recording::schedule::monotonic_ns(),
         mode: "trace".into(),
         recording_id: 0,
     }
@@ -331,7 +333,7 @@ pub trait TraceOut {
 /// `pydeep trace`: interns each batch at once with its own recorder, the
 /// target itself being the code source.
 pub struct Direct<'r, W: std::io::Write> {
-    recorder: &'r mut crate::recorder::Recorder<W>,
+    recorder: &'r mut crate::recording::recorder::Recorder<W>,
     interner: Interner,
 }
 
@@ -527,7 +529,7 @@ impl Drain {
             if states.contains(&control.state) {
                 return Ok(control);
             }
-            if !crate::procfs::is_alive(target.pid()) {
+            if !crate::process::procfs::is_alive(target.pid()) {
                 return Err(Failure::new(
                     Exit::TargetExited,
                     format!("process {} exited during the trace window", target.pid()),
@@ -591,7 +593,7 @@ impl Drain {
         let end = options.duration.map(|d| Instant::now() + d);
         let outcome = (|| -> Result<()> {
             loop {
-                if crate::signals::received().is_some() {
+                if crate::cli::signals::received().is_some() {
                     return Ok(());
                 }
                 if end.is_some_and(|end| Instant::now() >= end) {
@@ -605,7 +607,7 @@ impl Drain {
                     // heartbeat: this agent was stopped too long).
                     return Ok(());
                 }
-                if !crate::procfs::is_alive(target.pid()) {
+                if !crate::process::procfs::is_alive(target.pid()) {
                     return Err(Failure::new(
                         Exit::TargetExited,
                         format!("process {} exited during the trace window", target.pid()),
@@ -624,10 +626,10 @@ impl Drain {
         let outcome = outcome.map_err(|error| {
             let pid = target.pid();
             let exiting = Instant::now() + Duration::from_secs(1);
-            while crate::procfs::is_alive(pid) && Instant::now() < exiting {
+            while crate::process::procfs::is_alive(pid) && Instant::now() < exiting {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if crate::procfs::is_alive(pid) {
+            if crate::process::procfs::is_alive(pid) {
                 error
             } else {
                 Failure::new(

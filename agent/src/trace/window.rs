@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{abi, ring, Drain, RawBatch, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
-use crate::codes::Resolver;
-use crate::exit::{Exit, Failure};
-use crate::sink::{Input, Sink, TraceInput};
+use crate::cli::exit::{Exit, Failure};
+use crate::recording::codes::Resolver;
+use crate::recording::sink::{Input, Sink, TraceInput};
 use crate::{PythonVersion, Target};
 
 /// Where a window is.
@@ -123,7 +123,7 @@ impl TraceWindow {
         }
         if let Err(error) = self.advance(target, out) {
             self.phase = Phase::Done;
-            if !crate::procfs::is_alive(target.pid()) {
+            if !crate::process::procfs::is_alive(target.pid()) {
                 // The program ended inside the window: what was drained
                 // is recorded; the rest went with the process.
                 self.ended_with_the_process = true;

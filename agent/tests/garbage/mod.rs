@@ -3,8 +3,8 @@
 //! pointers back into itself, so every walk can loop, nest and claim huge
 //! sizes.
 
-use pydeep::cpython::Layout;
-use pydeep::memory::SnapshotMemory;
+use pydeep::process::memory::SnapshotMemory;
+use pydeep::reading::cpython::Layout;
 use pydeep_cpython::layouts;
 
 /// Where the garbage region starts.

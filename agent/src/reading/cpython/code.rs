@@ -3,7 +3,7 @@
 
 use super::objects::{ObjectError, ObjectReader};
 use super::FrameKind;
-use crate::memory::{field_u32, field_u64, read_vec};
+use crate::process::memory::{field_u32, field_u64, read_vec};
 
 /// Largest bytecode array accepted (CPython caps code at INT_MAX, real code
 /// is far smaller).
@@ -291,7 +291,9 @@ impl ObjectReader<'_> {
                 .layout
                 .offsets
                 .float_ob_fval
-                .and_then(|at| crate::memory::read_u64(self.memory, item.wrapping_add(at)).ok())
+                .and_then(|at| {
+                    crate::process::memory::read_u64(self.memory, item.wrapping_add(at)).ok()
+                })
                 .map(|bits| python_float_repr(f64::from_bits(bits)))
                 .unwrap_or_else(|| "<float>".into()),
             "tuple" if depth < 2 => match self.tuple_items(item) {
@@ -312,7 +314,9 @@ impl ObjectReader<'_> {
                 let o = &self.layout.offsets;
                 let name = o
                     .code_co_name
-                    .and_then(|f| crate::memory::read_u64(self.memory, item.wrapping_add(f)).ok())
+                    .and_then(|f| {
+                        crate::process::memory::read_u64(self.memory, item.wrapping_add(f)).ok()
+                    })
                     .and_then(|p| self.unicode(p).ok())
                     .unwrap_or_default();
                 format!("<code {name}>")

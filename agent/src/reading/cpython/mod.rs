@@ -22,7 +22,7 @@ pub use pydeep_cpython::semantics::{
     Semantics,
 };
 
-use crate::memory::RemoteMemory;
+use crate::process::memory::RemoteMemory;
 use debug_offsets::{supplement, DebugTable, TableFormat};
 use pydeep_cpython::required::carry_constants;
 
@@ -159,13 +159,13 @@ impl Layout {
     ///   thread's decrements are not merged yet); immortal when
     ///   `ob_ref_local` is UINT32_MAX, reported as `_Py_IMMORTAL_REFCNT`.
     pub fn refcount(&self, header: &[u8]) -> (i64, bool) {
-        let word = |at: u64| crate::memory::field_u64(header, at);
+        let word = |at: u64| crate::process::memory::field_u64(header, at);
         match self.core.refcount {
             RefcountFields::Split {
                 ob_ref_local,
                 ob_ref_shared,
             } => {
-                let local = crate::memory::field_u32(header, ob_ref_local);
+                let local = crate::process::memory::field_u32(header, ob_ref_local);
                 if local == u32::MAX {
                     return (i64::from(u32::MAX), true);
                 }

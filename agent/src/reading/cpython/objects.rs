@@ -5,7 +5,7 @@
 //! capped before anything is allocated.
 
 use super::Layout;
-use crate::memory::{field_u64, field_u8, read_u64, read_vec, MemoryError, RemoteMemory};
+use crate::process::memory::{field_u64, field_u8, read_u64, read_vec, MemoryError, RemoteMemory};
 
 /// Longest string pydeep reads out of the target (a file name, an
 /// identifier, a thread name).
@@ -109,7 +109,7 @@ impl<'a> ObjectReader<'a> {
         let header_len = (ascii_size.max(state_offset + 4)) as usize;
         let header = read_vec(self.memory, address, header_len, 1024)?;
         let length = field_u64(&header, length_offset) as usize;
-        let state = crate::memory::field_u32(&header, state_offset);
+        let state = crate::process::memory::field_u32(&header, state_offset);
         // Bit positions of PyASCIIObject.state (Include/cpython/unicodeobject.h).
         let kind = (state >> c.unicode_state_kind_shift as u32) & 7;
         let compact = (state >> c.unicode_state_compact_shift as u32) & 1 == 1;

@@ -19,9 +19,9 @@ pub use render::{float_repr, Rendering};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::cpython::objects::{ObjectError, ObjectReader};
-use crate::cpython::Layout;
-use crate::memory::{field_u32, field_u64, read_u64, read_vec, RemoteMemory};
+use crate::process::memory::{field_u32, field_u64, read_u64, read_vec, RemoteMemory};
+use crate::reading::cpython::objects::{ObjectError, ObjectReader};
+use crate::reading::cpython::Layout;
 
 /// Most items of a container, or attributes of an instance, ever listed.
 pub const MAX_ITEMS: usize = 4096;
@@ -111,7 +111,7 @@ pub enum Kind {
     /// A weak reference (`weakref.ref`).
     WeakRef,
     /// A generator, coroutine or async generator (its frame's variables
-    /// are read by `crate::generators`).
+    /// are read by `crate::reading::generators`).
     Generator,
     /// A builtin object not opened whose `sys.getsizeof` is
     /// `object.__sizeof__` (asyncio `Task` and `Future`, `contextvars`
@@ -699,7 +699,9 @@ impl<'a> Objects<'a> {
                     let label = self
                         .reader
                         .unicode(key)
-                        .map(|k| format!("[{}]", crate::cpython::code::python_str_repr(&k)))
+                        .map(|k| {
+                            format!("[{}]", crate::reading::cpython::code::python_str_repr(&k))
+                        })
                         .unwrap_or_else(|_| "value".to_string());
                     out.push(("key".to_string(), key));
                     out.push((label, value));

@@ -1,14 +1,14 @@
 //! Builtin objects read natively beyond the core containers: their items
 //! (`deque`), their references (`partial`, bound methods, `property`...)
 //! and their renderings. The field offsets come from
-//! [`crate::cpython::builtins`]; every read is bounded.
+//! [`crate::reading::cpython::builtins`]; every read is bounded.
 
 use super::{Kind, ObjectInfo, Objects, Rendering, MAX_ITEMS};
-use crate::cpython::builtins::{
+use crate::process::memory::{read_u64, read_vec};
+use crate::reading::cpython::builtins::{
     BuiltinLayout, DEQUE_BLOCK_DATA, DEQUE_BLOCK_LENGTH, DEQUE_BLOCK_RIGHTLINK, ODICT_NODE_NEXT,
 };
-use crate::cpython::objects::ObjectError;
-use crate::memory::{read_u64, read_vec};
+use crate::reading::cpython::objects::ObjectError;
 
 /// Most deque blocks followed (64 items each: [`MAX_ITEMS`] and more).
 const MAX_DEQUE_BLOCKS: usize = MAX_ITEMS / DEQUE_BLOCK_LENGTH as usize + 2;
@@ -206,8 +206,8 @@ impl Objects<'_> {
                 if keywords != 0 {
                     for (key, value) in self.dict_items(keywords, rendering.max_items)?.0 {
                         let name = self.reader.unicode(key).unwrap_or_else(|_| "?".into());
-                        if crate::redact::matches(rendering.redact, &name) {
-                            parts.push(format!("{name}={}", crate::redact::REDACTED));
+                        if crate::reading::redact::matches(rendering.redact, &name) {
+                            parts.push(format!("{name}={}", crate::reading::redact::REDACTED));
                         } else {
                             parts.push(format!("{name}={}", render(value)));
                         }
@@ -261,8 +261,8 @@ impl Objects<'_> {
                     .iter()
                     .map(|&(key, value)| {
                         let name = self.reader.unicode(key).unwrap_or_else(|_| "?".into());
-                        if crate::redact::matches(rendering.redact, &name) {
-                            format!("{name}={}", crate::redact::REDACTED)
+                        if crate::reading::redact::matches(rendering.redact, &name) {
+                            format!("{name}={}", crate::reading::redact::REDACTED)
                         } else {
                             format!("{name}={}", render(value))
                         }

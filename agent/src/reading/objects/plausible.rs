@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use crate::memory::RemoteMemory;
+use crate::process::memory::RemoteMemory;
 
 /// Claims up to this many bytes are taken as read: a pymalloc arena, or a
 /// small mapping, can always hold them, and checking every object would
@@ -107,7 +107,7 @@ pub fn checked(memory: &dyn RemoteMemory, start: u64, size: u64) -> Size {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::SnapshotMemory;
+    use crate::process::memory::SnapshotMemory;
 
     fn memory() -> SnapshotMemory {
         let mut memory = SnapshotMemory::new();

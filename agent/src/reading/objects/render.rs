@@ -5,9 +5,9 @@
 //! `Type(attr=value, ...)`, functions `<function QUALNAME>`.
 
 use super::{Kind, Objects, MAX_INT_DIGITS};
-use crate::cpython::code::python_str_repr;
-use crate::cpython::objects::ObjectError;
-use crate::memory::{field_u64, read_u64, read_vec};
+use crate::process::memory::{field_u64, read_u64, read_vec};
+use crate::reading::cpython::code::python_str_repr;
+use crate::reading::cpython::objects::ObjectError;
 
 /// Bounds of a rendering. The defaults keep a value under a few hundred
 /// characters.
@@ -23,7 +23,7 @@ pub struct Rendering {
     pub max_length: usize,
     /// Values of dict items under a str key, and of instance attributes,
     /// whose name matches are shown as `<redacted>` (default: none; the
-    /// commands pass `--redact`, see [`crate::redact`]).
+    /// commands pass `--redact`, see [`crate::reading::redact`]).
     pub redact: Option<&'static regex::Regex>,
 }
 
@@ -231,13 +231,13 @@ impl Objects<'_> {
                     .map(|&(key, value)| {
                         let secret = rendering.redact.is_some()
                             && self.str_prefix(key, 256).is_ok_and(|(name, _)| {
-                                crate::redact::matches(rendering.redact, &name)
+                                crate::reading::redact::matches(rendering.redact, &name)
                             });
                         format!(
                             "{}: {}",
                             self.render_at(key, rendering, depth + 1, active),
                             if secret {
-                                crate::redact::REDACTED.to_string()
+                                crate::reading::redact::REDACTED.to_string()
                             } else {
                                 self.render_at(value, rendering, depth + 1, active)
                             }
@@ -285,8 +285,8 @@ impl Objects<'_> {
                     .iter()
                     .take(rendering.max_items)
                     .map(|(name, value)| {
-                        if crate::redact::matches(rendering.redact, name) {
-                            return format!("{name}={}", crate::redact::REDACTED);
+                        if crate::reading::redact::matches(rendering.redact, name) {
+                            return format!("{name}={}", crate::reading::redact::REDACTED);
                         }
                         format!(
                             "{name}={}",
@@ -302,9 +302,9 @@ impl Objects<'_> {
             // model): the object at `address` is itself a type.
             // Named and stated as in every view (`Generator::describe`).
             Kind::Generator => {
-                let mut codes = crate::generators::Codes::default();
+                let mut codes = crate::reading::generators::Codes::default();
                 Ok(
-                    match crate::generators::read_generator(self, &mut codes, address) {
+                    match crate::reading::generators::read_generator(self, &mut codes, address) {
                         Ok(generator) => generator.describe(&info.type_info.name),
                         Err(_) => format!("<{} object at 0x{address:x}>", info.type_info.name),
                     },
@@ -336,7 +336,8 @@ impl Objects<'_> {
         let compact_size = c.unicode_compact_size;
         let header = read_vec(self.memory(), address, ascii_size as usize, 256)?;
         let length = field_u64(&header, o.unicode_length.ok_or(missing("length"))?);
-        let state = crate::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
+        let state =
+            crate::process::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
         let kind = (state >> c.unicode_state_kind_shift) & 7;
         let compact = (state >> c.unicode_state_compact_shift) & 1 == 1;
         let ascii = (state >> c.unicode_state_ascii_shift) & 1 == 1;

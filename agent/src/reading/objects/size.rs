@@ -3,9 +3,9 @@
 
 use super::plausible::{self, Size};
 use super::{Kind, ObjectInfo, Objects};
-use crate::cpython::builtins::{DEQUE_BLOCK_LENGTH, DEQUE_BLOCK_SIZE, ODICT_NODE_SIZE};
-use crate::cpython::objects::ObjectError;
-use crate::memory::{field_u64, field_u8, read_u64, read_vec};
+use crate::process::memory::{field_u64, field_u8, read_u64, read_vec};
+use crate::reading::cpython::builtins::{DEQUE_BLOCK_LENGTH, DEQUE_BLOCK_SIZE, ODICT_NODE_SIZE};
+use crate::reading::cpython::objects::ObjectError;
 
 /// `sys.getsizeof()` of the object, or `None` for kinds whose
 /// `__sizeof__` pydeep does not reproduce (types, code, builtin objects
@@ -298,7 +298,8 @@ fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<
     };
     let word = |header: &[u8], at: Option<u64>| -> Option<u64> {
         let at = at?;
-        (at + 4 <= header.len() as u64).then(|| u64::from(crate::memory::field_u32(header, at)))
+        (at + 4 <= header.len() as u64)
+            .then(|| u64::from(crate::process::memory::field_u32(header, at)))
     };
     let slots = if let Some(f_frame) = o.frame_object_f_frame {
         let code_at = o
@@ -330,7 +331,7 @@ fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<
             let Some(at) = tuple_at else {
                 return Ok(None);
             };
-            let tuple = crate::memory::field_u64(&header, at);
+            let tuple = crate::process::memory::field_u64(&header, at);
             names += objects.reader.var_size(tuple)?.unsigned_abs().min(1 << 20);
         }
         (stack + names).saturating_sub(1)
@@ -383,8 +384,8 @@ pub(super) fn separate_values(objects: &Objects<'_>, keys: u64, values: u64) -> 
     let memory = objects.memory();
     let prefix = u64::from(read_vec(memory, values.checked_sub(1)?, 1, 1).ok()?[0]);
     let header = read_vec(memory, keys, o.dict_keys_dk_indices? as usize, 256).ok()?;
-    let entries = crate::memory::field_u64(&header, o.dict_keys_dk_nentries?);
-    let usable = crate::memory::field_u64(&header, o.dict_keys_dk_usable?);
+    let entries = crate::process::memory::field_u64(&header, o.dict_keys_dk_nentries?);
+    let usable = crate::process::memory::field_u64(&header, o.dict_keys_dk_usable?);
     let count = entries.checked_add(usable)?;
     let expected_prefix = (count + 2).next_multiple_of(8);
     (count < 256 && prefix == expected_prefix).then(|| prefix + count * 8)
@@ -430,8 +431,9 @@ fn code_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64>, Ob
             (o.code_co_opcache, o.code_co_opcache_size, o.code_co_code)
         {
             if read_u64(memory, address + opcache_at)? != 0 {
-                let entries =
-                    u64::from(crate::memory::read_vec(memory, address + opcache_size_at, 1, 1)?[0]);
+                let entries = u64::from(
+                    crate::process::memory::read_vec(memory, address + opcache_size_at, 1, 1)?[0],
+                );
                 let code = read_u64(memory, address + code_at)?;
                 let code_bytes = objects.reader.var_size(code)?.unsigned_abs().min(1 << 32);
                 size = size.saturating_add(code_bytes / 2).saturating_add(
@@ -523,7 +525,8 @@ fn str_size(objects: &Objects<'_>, address: u64) -> Result<(u64, u64), ObjectErr
     let compact_size = c.unicode_compact_size;
     let header = read_vec(objects.memory(), address, compact_size as usize, 256)?;
     let length = field_u64(&header, o.unicode_length.ok_or(missing("length"))?);
-    let state = crate::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
+    let state =
+        crate::process::memory::field_u32(&header, o.unicode_state.ok_or(missing("state"))?);
     let kind = u64::from((state >> c.unicode_state_kind_shift) & 7);
     let ascii = (state >> c.unicode_state_ascii_shift) & 1 == 1;
     if length > 1 << 40 {

@@ -7,8 +7,8 @@
 
 use super::reuse::{FieldOffsets, FrameFields, LastWalk};
 use super::{FrameSample, WalkOptions};
-use crate::cpython::{FrameKind, InstructionPointer, Layout};
-use crate::memory::{field_u32, field_u64, field_u8, RemoteMemory, SnapshotMemory};
+use crate::process::memory::{field_u32, field_u64, field_u8, RemoteMemory, SnapshotMemory};
+use crate::reading::cpython::{FrameKind, InstructionPointer, Layout};
 
 /// Largest data-stack window copied in one read.
 const MAX_WINDOW: u64 = 1 << 20;

@@ -110,7 +110,7 @@ impl Default for WalkOptions {
 pub enum WalkError {
     /// A read the walk cannot go on without failed.
     #[error(transparent)]
-    Memory(#[from] crate::memory::MemoryError),
+    Memory(#[from] crate::process::memory::MemoryError),
     /// The runtime's interpreter list is empty or unreadable garbage.
     #[error("no interpreter found in the target (is it finalizing?)")]
     NoInterpreter,

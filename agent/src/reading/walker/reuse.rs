@@ -20,7 +20,7 @@
 
 use super::frames::{FrameSource, Walk};
 use super::FrameSample;
-use crate::memory::{field_u64, field_u8, RemoteMemory};
+use crate::process::memory::{field_u64, field_u8, RemoteMemory};
 
 /// The fields a walk reads of one frame, as read (code not masked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

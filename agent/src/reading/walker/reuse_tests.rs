@@ -5,8 +5,8 @@
 use super::frames::{walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints};
 use super::reuse::LastWalk;
 use super::WalkOptions;
-use crate::cpython::Layout;
-use crate::memory::SnapshotMemory;
+use crate::process::memory::SnapshotMemory;
+use crate::reading::cpython::Layout;
 use pydeep_cpython::layouts;
 
 /// The data-stack chunk.
@@ -138,7 +138,7 @@ fn copy(stack: &mut Stack) -> FrameSource {
         source.add_window(CHUNK, older.clone());
     }
     let mut copy = vec![0u8; 64 << 10];
-    crate::memory::RemoteMemory::read(&stack.memory, CHUNK, &mut copy).unwrap();
+    crate::process::memory::RemoteMemory::read(&stack.memory, CHUNK, &mut copy).unwrap();
     source.add_window(CHUNK, copy);
     source.add_chunk(CHUNK);
     source
@@ -467,7 +467,7 @@ fn random_changes_never_make_a_reused_walk_differ_from_a_full_one() {
             // Sometimes the next walk is served partly from this copy:
             // a frame there may differ from the newer copy's.
             let mut copy = vec![0u8; (next(16) as usize + 1) << 9];
-            crate::memory::RemoteMemory::read(&stack.memory, CHUNK, &mut copy).unwrap();
+            crate::process::memory::RemoteMemory::read(&stack.memory, CHUNK, &mut copy).unwrap();
             stack.older = (next(3) == 0).then_some(copy);
         }
         eprintln!("3.{minor}: reused in {reused} of 3000 walks");

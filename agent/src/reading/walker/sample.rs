@@ -11,8 +11,8 @@ use super::reuse::LastWalk;
 use super::threads::{list_threads, read_states, StateReads, ThreadListCache};
 use super::torn::{top_agrees, walk_callees, Reread};
 use super::{ThreadSample, WalkError, WalkOptions};
-use crate::cpython::{FrameKind, FramePointer, Layout};
-use crate::memory::{field_u64, RemoteMemory, MAX_READ};
+use crate::process::memory::{field_u64, RemoteMemory, MAX_READ};
+use crate::reading::cpython::{FrameKind, FramePointer, Layout};
 
 /// One thread's sample while it is read.
 pub(super) struct ThreadRead {
@@ -369,7 +369,7 @@ fn read_first_batch(
         // A free-threaded build's GIL struct is off (`enabled` 0) unless
         // PYTHON_GIL=1 or a GIL-needing extension turned it on: no holder.
         if let Some(at) = o.gil_enabled {
-            if crate::memory::field_u32(buf, at) == 0 {
+            if crate::process::memory::field_u32(buf, at) == 0 {
                 return None;
             }
         }
@@ -887,7 +887,7 @@ fn settle_from_bracket(
 /// own read. It is not read again: a later read would be another moment's
 /// stack, and which ticks it saves would depend on the code being run
 /// (short calls return before it). Torn ticks are counted by
-/// [`crate::exactness`], which reads the next ticks paused when they are
+/// [`crate::recording::exactness`], which reads the next ticks paused when they are
 /// more than one in a hundred.
 fn tear(read: &mut ThreadRead) -> Option<Reread> {
     read.sample.torn = true;
@@ -964,7 +964,7 @@ pub struct CodeCheck<'a> {
     /// unread pieces are dropped).
     pub ok: bool,
     /// Bytes a frame of the code object at an address takes on the data
-    /// stack, where known ([`crate::cpython::CodeObject::frame_size`]):
+    /// stack, where known ([`crate::reading::cpython::CodeObject::frame_size`]):
     /// with the data-stack top read beside the current-frame pointer it
     /// tells whether the innermost frame copied is the one the pointer
     /// names (torn.rs [`top_agrees`]).

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::prefetch::ThreadPrefetch;
 use super::{WalkError, WalkOptions};
-use crate::cpython::Layout;
-use crate::memory::{field_u32, field_u64, read_u64, MemoryError, RemoteMemory};
+use crate::process::memory::{field_u32, field_u64, read_u64, MemoryError, RemoteMemory};
+use crate::reading::cpython::Layout;
 
 /// Most interpreters followed in the runtime's list.
 const MAX_INTERPRETERS: usize = 256;

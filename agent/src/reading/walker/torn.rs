@@ -31,8 +31,8 @@ use super::frames::{walk_copied_frames, FrameSource, Walk, WalkHints};
 use super::prefetch::MIN_CHUNK;
 use super::sample::ThreadRead;
 use super::WalkOptions;
-use crate::cpython::Layout;
-use crate::memory::field_u64;
+use crate::process::memory::field_u64;
+use crate::reading::cpython::Layout;
 
 /// Callee frames followed from a pointer down to a frame of the stack read.
 const MAX_NEW_CALLEES: usize = 64;
