@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn a_long_stall_is_a_gap_named_after_the_step_that_took_it() {
         let start = Instant::now();
-        let mut schedule = Schedule::new(start, 1000.0);
+        let mut schedule = Schedule::unjittered(start, 1000.0);
         // 1 kHz: gaps are 20 ticks (20 ms) or more.
         let mut stalls = Stalls::default();
         let mut counts = GapCounts::default();

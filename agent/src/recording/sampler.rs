@@ -400,6 +400,7 @@ impl Sampler {
                 continue;
             }
             self.tick(now)?;
+            self.schedule.finished(Instant::now());
             driver.after_tick(self);
         }
     }

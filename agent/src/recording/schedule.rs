@@ -1,19 +1,36 @@
-//! A drift-free sampling schedule.
+//! A drift-free, randomized sampling schedule.
 //!
-//! Tick `n` is due at `start + n * interval`, whatever happened before: a
-//! slow sample makes the next one late but never shifts the whole grid, so
-//! the achieved rate converges on the requested one. When the sampler falls
-//! more than a whole interval behind, the ticks it can no longer take are
-//! skipped and counted as missed instead of being taken in a burst (a burst
-//! would put many samples at one moment and bias the profile).
+//! Time is cut into strata of `stride` ticks (`start + n * interval`
+//! onwards), and each stratum's sample is due at a uniform random point of
+//! it, drawn from the stratum's number alone: stratified random sampling.
+//! The sample instants then depend neither on the program's state nor on
+//! what the last read met, which is what keeps a profile of short calls
+//! true. A regular grid could lock onto a loop's period (at 30 kHz a
+//! chain's fib share came out 2-5 points high); reads taken back to back
+//! start when the last one ended, a moment that depends on how deep and
+//! how torn the last stack was (at the maximum rate 4 points low). See
+//! notes/benchmarks.md, "Sampling instants".
+//!
+//! A stratum is one tick while the sampler keeps up with the rate asked.
+//! When its reads take longer than a third of a tick, strata widen to three
+//! times a read ([`Schedule::finished`]), so the next random point is
+//! rarely past before the sampler is ready: the maximum rate is a third of
+//! back to back, the price of being true. Each sample stands for its
+//! stratum's ticks (its weight).
+//!
+//! A slow sample makes the next one late but never shifts the whole grid,
+//! so the achieved rate converges on the requested one. When the sampler
+//! falls a whole stratum behind, the strata it can no longer sample are
+//! skipped and counted as missed instead of being taken in a burst (a
+//! burst would put many samples at one moment and bias the profile).
 //!
 //! A tick taken after a short lateness stands for the ticks missed too (its
 //! weight). After a stall of [`GAP_TICKS`] ticks and [`GAP_TIME`] or more
-//! it stands for itself only, and the stall is a gap
+//! it stands for its own stratum only, and the stall is a gap
 //! ([`Schedule::last_gap`]), recorded as a fact rather than spread over one
 //! sample: a sample standing for 556 ticks once made one function 71% of a
 //! profile whose truth was about 50%. So no sample stands for more than
-//! `max(GAP_TICKS, GAP_TIME / interval)` ticks.
+//! `max(GAP_TICKS, GAP_TIME / interval)` ticks beyond its stratum.
 
 use std::time::{Duration, Instant};
 
@@ -22,16 +39,36 @@ use std::time::{Duration, Instant};
 pub struct Schedule {
     start: Instant,
     interval: Duration,
+    /// First tick of the next stratum: the stretch of `stride` ticks in
+    /// which the next sample is taken, at a random point of it.
     next_tick: u64,
-    /// Ticks skipped because the sampler was too late to take them.
+    /// Ticks per stratum: 1 while the sampler keeps up with the rate asked;
+    /// more when its reads take longer than a tick ([`Schedule::finished`]).
+    stride: u64,
+    /// Ticks of the last taken stratum (its samples' weight, with the
+    /// ticks missed before it).
+    last_stride: u64,
+    /// Ticks skipped since the last taken tick, not yet given to a sample.
+    pending_missed: u64,
+    /// When the last tick was taken (to measure how long it kept the
+    /// sampler busy).
+    taken_at: Option<Instant>,
+    /// Smoothed time, in nanoseconds, from taking a tick to being ready for
+    /// the next one.
+    busy_ns: f64,
+    /// Seed of the strata's random offsets.
+    seed: u64,
+    /// Ticks not read: skipped because the sampler was too late to take
+    /// them, or the rest of a stratum wider than one tick.
     pub missed_ticks: u64,
     /// Largest lateness of a taken tick behind its due time.
     pub max_lag: Duration,
     /// Lateness of the last taken tick.
     pub last_lag: Duration,
-    /// Ticks skipped right before the last taken tick: its samples stand
-    /// for them too (`SampleBatch.weight` = this + 1), so a profile's time
-    /// shares stay right when the sampler falls behind.
+    /// Strata's ticks skipped right before the last taken tick: its samples
+    /// stand for them too (`SampleBatch.weight` = this + its stratum's
+    /// ticks), so a profile's time shares stay right when the sampler falls
+    /// behind. A stall of them is a gap; a wide stratum is not.
     pub last_missed: u64,
 }
 
@@ -40,10 +77,21 @@ impl Schedule {
     /// Rates are clamped to 1 µs intervals at most.
     pub fn new(start: Instant, rate_hz: f64) -> Self {
         let nanos = (1e9 / rate_hz.max(1e-3)).clamp(1_000.0, 3.6e12);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
         Schedule {
             start,
             interval: Duration::from_nanos(nanos as u64),
             next_tick: 0,
+            stride: 1,
+            last_stride: 1,
+            pending_missed: 0,
+            taken_at: None,
+            busy_ns: 0.0,
+            seed,
             missed_ticks: 0,
             max_lag: Duration::ZERO,
             last_lag: Duration::ZERO,
@@ -51,15 +99,26 @@ impl Schedule {
         }
     }
 
-    /// The sampler ticks the samples of the last taken tick stand for: 1
-    /// plus the ticks skipped right before it, unless those were a gap
-    /// (then 1).
-    pub fn weight(&self) -> u32 {
-        if self.missed_a_gap() {
-            1
-        } else {
-            u32::try_from(self.last_missed.saturating_add(1)).unwrap_or(u32::MAX)
+    /// The same schedule with every stratum's sample at its start (no
+    /// random offset): for tests that need due times they can name.
+    #[cfg(test)]
+    pub(crate) fn unjittered(start: Instant, rate_hz: f64) -> Self {
+        Schedule {
+            seed: UNJITTERED,
+            ..Schedule::new(start, rate_hz)
         }
+    }
+
+    /// The sampler ticks the samples of the last taken tick stand for: its
+    /// stratum's ticks plus the ticks skipped right before it, unless those
+    /// were a gap (then its stratum's only).
+    pub fn weight(&self) -> u32 {
+        let ticks = if self.missed_a_gap() {
+            self.last_stride
+        } else {
+            self.last_missed.saturating_add(self.last_stride)
+        };
+        u32::try_from(ticks).unwrap_or(u32::MAX)
     }
 
     /// True if the ticks skipped right before the last taken tick were a
@@ -75,7 +134,7 @@ impl Schedule {
         if !self.missed_a_gap() {
             return None;
         }
-        let first_missed = self.next_tick - 1 - self.last_missed;
+        let first_missed = self.next_tick - self.last_stride - self.last_missed;
         let nanos = (self.interval.as_nanos() as u64).saturating_mul(first_missed);
         let due = self.start + Duration::from_nanos(nanos);
         Some((self.last_missed, now.saturating_duration_since(due)))
@@ -86,40 +145,91 @@ impl Schedule {
         self.interval
     }
 
-    /// Due time of the last taken tick (of the first, before any).
+    /// Ticks per stratum now: 1 unless the sampler's reads take longer
+    /// than a tick.
+    pub fn stride(&self) -> u64 {
+        self.stride
+    }
+
+    /// Start of the stratum of the last taken tick (of the first, before any).
     pub fn last_due(&self) -> Instant {
-        let nanos =
-            (self.interval.as_nanos() as u64).saturating_mul(self.next_tick.saturating_sub(1));
+        self.tick_start(self.next_tick.saturating_sub(self.last_stride))
+    }
+
+    /// Due time of the next tick: a random point of its stratum, the same
+    /// whatever the sampler or the target did before (see the module doc).
+    pub fn next_due(&self) -> Instant {
+        self.tick_start(self.next_tick) + self.offset(self.next_tick)
+    }
+
+    fn tick_start(&self, tick: u64) -> Instant {
+        let nanos = (self.interval.as_nanos() as u64).saturating_mul(tick);
         self.start + Duration::from_nanos(nanos)
     }
 
-    /// Due time of the next tick.
-    pub fn next_due(&self) -> Instant {
-        let nanos = (self.interval.as_nanos() as u64).saturating_mul(self.next_tick);
-        self.start + Duration::from_nanos(nanos)
+    /// Where in the stratum starting at `tick` its sample is due: uniform
+    /// over the stratum, drawn from the tick's number alone.
+    fn offset(&self, tick: u64) -> Duration {
+        if self.seed == UNJITTERED {
+            return Duration::ZERO;
+        }
+        let span = (self.interval.as_nanos() as u64).saturating_mul(self.stride);
+        Duration::from_nanos(splitmix64(self.seed ^ tick) % span.max(1))
     }
 
     /// Takes the tick that is due at or before `now`, if any: skips (and
-    /// counts) ticks that are more than one interval overdue, and records
-    /// the lateness of the one taken. Returns false if the next tick is
-    /// still in the future.
+    /// counts) the strata wholly past, and records the lateness of the
+    /// one taken. Returns false if the next tick is still in the future.
     pub fn take(&mut self, now: Instant) -> bool {
+        let interval = self.interval.as_nanos().max(1);
+        let current = (now.saturating_duration_since(self.start).as_nanos() / interval) as u64;
+        if current >= self.next_tick + self.stride {
+            // Whole strata passed without a sample: missed. The sample is
+            // taken in the stratum `now` is in, at its own random point.
+            let skipped = (current - self.next_tick) / self.stride * self.stride;
+            self.pending_missed += skipped;
+            self.missed_ticks += skipped;
+            self.next_tick += skipped;
+        }
         let due = self.next_due();
         if now < due {
             return false;
         }
-        let late = now - due;
-        let behind = (late.as_nanos() / self.interval.as_nanos().max(1)) as u64;
-        self.last_missed = behind;
-        if behind > 0 {
-            self.missed_ticks += behind;
-            self.next_tick += behind;
-        }
-        let lag = now - self.next_due();
+        self.last_missed = std::mem::take(&mut self.pending_missed);
+        // The stratum's other ticks are not read either: missed, and stood
+        // for by this sample (its weight), so that weights, gaps and held
+        // ticks still add up to every tick of the recording.
+        self.missed_ticks += self.stride - 1;
+        let lag = now - due;
         self.last_lag = lag;
         self.max_lag = self.max_lag.max(lag);
-        self.next_tick += 1;
+        self.last_stride = self.stride;
+        self.next_tick += self.stride;
+        self.taken_at = Some(now);
         true
+    }
+
+    /// Says the last taken tick's work is done at `now`. The strata widen
+    /// to three times the ticks that work takes (smoothed), so that the
+    /// next sample's random point is rarely already past when the sampler
+    /// is ready (one time in eighteen): a sample taken late, or back to
+    /// back, is taken at a moment that depends on what the last read met
+    /// (how deep, how torn), which biases a profile of short calls by
+    /// points (notes/benchmarks.md, "Sampling instants"). They narrow again
+    /// when reads get quicker.
+    pub fn finished(&mut self, now: Instant) {
+        let Some(taken) = self.taken_at.take() else {
+            return;
+        };
+        let busy = now.saturating_duration_since(taken).as_nanos() as f64;
+        self.busy_ns = if self.busy_ns == 0.0 {
+            busy
+        } else {
+            self.busy_ns + (busy - self.busy_ns) / BUSY_SMOOTHING
+        };
+        let interval = self.interval.as_nanos().max(1) as f64;
+        let wanted = (STRATUM_PER_BUSY * self.busy_ns / interval).ceil();
+        self.stride = (wanted as u64).clamp(1, MAX_STRIDE);
     }
 
     /// Sleeps until the next tick is due, spinning only the last
@@ -173,6 +283,34 @@ pub const GAP_TICKS: u64 = 4;
 /// at 10 kHz); a gap record per tick would say nothing.
 pub const GAP_TIME: Duration = Duration::from_millis(20);
 
+/// A stratum is this many times the smoothed busy time of a tick (when
+/// that is longer than a tick): the next sample's random point then falls
+/// before the sampler is ready about one time in eighteen. Measured
+/// (notes/benchmarks.md, "Sampling instants"): twice left a back-to-back
+/// chain 1.3-1.9 points off the program's own clock, three times 0.2-0.8;
+/// keeping the last 1.25 reads of strata 2.5 reads wide free of their
+/// sample (so none is late) 1.1-1.7.
+const STRATUM_PER_BUSY: f64 = 3.0;
+
+/// Ticks averaged by the busy time (an exponential moving average): slow
+/// enough that one deep or torn read does not move the strata.
+const BUSY_SMOOTHING: f64 = 64.0;
+
+/// Widest stratum, in ticks (a bound, not a setting: a read of 10 ms at
+/// 1 MHz asked).
+const MAX_STRIDE: u64 = 10_000;
+
+/// The seed that turns the random offsets off (tests).
+const UNJITTERED: u64 = u64::MAX;
+
+/// SplitMix64: a well-mixed 64-bit hash of `x` (Steele, Lea, Flood 2014).
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// The longest one [`Schedule::wait`] sleeps.
 pub const LONGEST_WAIT: Duration = Duration::from_millis(50);
 
@@ -216,7 +354,7 @@ mod tests {
     #[test]
     fn ticks_stay_on_their_grid_whatever_the_lateness() {
         let start = Instant::now();
-        let mut schedule = Schedule::new(start, 1000.0);
+        let mut schedule = Schedule::unjittered(start, 1000.0);
         assert!(schedule.take(start));
         assert!(!schedule.take(start + Duration::from_micros(500)));
         // Taken 0.3 ms late: the next tick is still due at 2 ms, not 2.3 ms.
@@ -229,7 +367,7 @@ mod tests {
     #[test]
     fn ticks_too_late_to_take_are_skipped_and_counted() {
         let start = Instant::now();
-        let mut schedule = Schedule::new(start, 1000.0);
+        let mut schedule = Schedule::unjittered(start, 1000.0);
         assert!(schedule.take(start));
         // 5.5 ms later: ticks due at 1..=4 ms are missed, the one at 5 ms taken.
         assert!(schedule.take(start + Duration::from_micros(5500)));
@@ -247,7 +385,7 @@ mod tests {
     #[test]
     fn a_stall_of_a_few_ticks_and_20_ms_is_a_gap_no_sample_stands_for() {
         let start = Instant::now();
-        let mut schedule = Schedule::new(start, 100.0);
+        let mut schedule = Schedule::unjittered(start, 100.0);
         assert!(schedule.take(start));
         // Due at 10 ms, taken at 55 ms: ticks due at 10..=40 ms missed.
         let now = start + Duration::from_millis(55);
@@ -260,5 +398,66 @@ mod tests {
         assert!(schedule.take(now));
         assert_eq!(schedule.weight(), 4);
         assert_eq!(schedule.last_gap(now), None);
+    }
+    #[test]
+    fn each_stratum_is_sampled_at_a_uniform_random_point_of_it() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start, 1000.0);
+        let mut offsets = Vec::new();
+        for tick in 0..10_000u64 {
+            let stratum = start + Duration::from_millis(tick);
+            let due = schedule.next_due();
+            assert!(due >= stratum && due < stratum + Duration::from_millis(1));
+            offsets.push((due - stratum).as_nanos() as f64 / 1e6);
+            assert!(schedule.take(due));
+            schedule.finished(due + Duration::from_micros(1));
+            assert_eq!(schedule.weight(), 1);
+        }
+        // Uniform on [0, 1): mean 1/2, a tenth of them in each tenth.
+        let mean = offsets.iter().sum::<f64>() / offsets.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "mean offset {mean}");
+        for tenth in 0..10 {
+            let lo = tenth as f64 / 10.0;
+            let n = offsets.iter().filter(|&&o| o >= lo && o < lo + 0.1).count();
+            assert!(
+                (800..1200).contains(&n),
+                "{n} offsets in [{lo}, {})",
+                lo + 0.1
+            );
+        }
+        assert_eq!(schedule.missed_ticks, 0);
+    }
+
+    #[test]
+    fn strata_widen_past_slow_reads_and_narrow_again() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start, 1_000_000.0);
+        let mut now = start;
+        let mut weights = 0u64;
+        // Reads of 20 µs at 1 MHz asked: strata of 60 ticks, each sample
+        // standing for its stratum.
+        for _ in 0..2_000 {
+            while !schedule.take(now) {
+                now = schedule.next_due();
+            }
+            weights += u64::from(schedule.weight());
+            now += Duration::from_micros(20);
+            schedule.finished(now);
+        }
+        assert_eq!(schedule.stride(), 60);
+        // Every tick up to the last taken stratum is a sample's weight, and
+        // each tick is taken or counted missed.
+        let covered = schedule.next_tick;
+        assert_eq!(weights, covered);
+        assert_eq!(covered, 2_000 + schedule.missed_ticks);
+        // Reads of 1.5 µs: back to strata of 5 ticks (4.5 rounded up).
+        for _ in 0..2_000 {
+            while !schedule.take(now) {
+                now = schedule.next_due();
+            }
+            now += Duration::from_nanos(1_500);
+            schedule.finished(now);
+        }
+        assert_eq!(schedule.stride(), 5);
     }
 }

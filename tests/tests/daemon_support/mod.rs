@@ -274,6 +274,9 @@ pub struct Ends {
     pub header: pydeep_format::proto::Header,
     pub first_sample_ns: Option<u64>,
     pub last_sample_ns: Option<u64>,
+    /// The sampler ticks the samples stand for (their weights): the time
+    /// they cover, whatever the stratum the schedule sampled them from.
+    pub sample_weights: u64,
     pub process_events: Vec<pydeep_format::proto::ProcessEvent>,
     pub snapshots: Vec<pydeep_format::proto::Snapshot>,
 }
@@ -285,6 +288,7 @@ pub fn ends(path: &Path) -> Ends {
     let header = recording.header().clone();
     let mut footer = None;
     let (mut first, mut last) = (None, None);
+    let mut sample_weights = 0u64;
     let mut process_events = Vec::new();
     let mut snapshots = Vec::new();
     while let Some(event) = recording.next_event().unwrap() {
@@ -292,6 +296,7 @@ pub fn ends(path: &Path) -> Ends {
             Event::Sample(sample) => {
                 first.get_or_insert(sample.time_ns);
                 last = Some(sample.time_ns);
+                sample_weights += u64::from(sample.weight);
             }
             Event::Process(event) => process_events.push(event),
             Event::Snapshot(snapshot) => snapshots.push(*snapshot),
@@ -304,6 +309,7 @@ pub fn ends(path: &Path) -> Ends {
         header,
         first_sample_ns: first,
         last_sample_ns: last,
+        sample_weights,
         process_events,
         snapshots,
     }
