@@ -150,13 +150,7 @@ impl Resolver {
         mappings: &mut Vec<CodeMapping>,
     ) {
         for address in addresses {
-            resolve_one(
-                &mut self.sent,
-                &mut self.objects,
-                target,
-                address,
-                mappings,
-            );
+            resolve_one(&mut self.sent, &mut self.objects, target, address, mappings);
         }
     }
 

@@ -343,9 +343,7 @@ impl<W: std::io::Write> TraceOut for Direct<'_, W> {
     fn send(&mut self, target: &mut Target, batch: RawBatch) -> Result<()> {
         let pid = target.pid();
         let version = target.python_version();
-        let codes = self
-            .codes
-            .resolve(target, batch.distinct_code_addresses());
+        let codes = self.codes.resolve(target, batch.distinct_code_addresses());
         let record = self
             .interner
             .batch(self.recorder, codes, pid, &version, batch);
