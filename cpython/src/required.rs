@@ -223,7 +223,9 @@ impl FramePointer {
 }
 
 /// The `_PyInterpreterFrame` fields of the versions that have one (3.11+),
-/// all present where any is.
+/// all present where any is. Where versions name a field differently, it
+/// is chosen here, once: every reader of frames (the stack walker, scopes,
+/// generators, sizes) takes these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterpreterFrameOffsets {
     /// `sizeof(_PyInterpreterFrame)`.
@@ -233,6 +235,16 @@ pub struct InterpreterFrameOffsets {
     /// `offsetof(PyCodeObject, co_code_adaptive)`: the inline bytecode
     /// the frame's instruction pointer points into.
     pub code_adaptive: u64,
+    /// `offsetof(_PyInterpreterFrame, previous)`: the caller.
+    pub previous: u64,
+    /// The code object: `f_executable` (3.13+; a tagged reference from
+    /// 3.14, `Semantics::executable_tag_mask`) or `f_code` (3.11/3.12).
+    pub executable: u64,
+    /// The instruction pointer: `instr_ptr` (3.13+) or `prev_instr`
+    /// (3.11/3.12).
+    pub instruction: u64,
+    /// `offsetof(_PyInterpreterFrame, owner)` (one byte).
+    pub owner: u64,
 }
 
 impl InterpreterFrameOffsets {
@@ -244,7 +256,101 @@ impl InterpreterFrameOffsets {
                 .interpreter_frame_localsplus
                 .ok_or("interpreter_frame_localsplus")?,
             code_adaptive: o.code_co_code_adaptive.ok_or("code_co_code_adaptive")?,
+            previous: o
+                .interpreter_frame_previous
+                .ok_or("interpreter_frame.previous")?,
+            executable: o
+                .interpreter_frame_f_executable
+                .or(o.interpreter_frame_f_code)
+                .ok_or("interpreter_frame.f_executable")?,
+            instruction: o
+                .interpreter_frame_instr_ptr
+                .or(o.interpreter_frame_prev_instr)
+                .ok_or("interpreter_frame.instr_ptr")?,
+            owner: o.interpreter_frame_owner.ok_or("interpreter_frame.owner")?,
         })
+    }
+
+    /// Bytes of a frame's header that hold every field a walk reads
+    /// (`previous`, the code, the instruction pointer, `owner`), not its
+    /// locals and stack.
+    pub fn header_len(&self) -> u64 {
+        let len = self.previous.max(self.executable).max(self.instruction) + 8;
+        len.max(self.owner + 1).min(self.size.max(self.owner + 1))
+    }
+}
+
+/// The `PyFrameObject` fields of the versions whose frames are objects
+/// (3.9, 3.10), all present where any is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameObjectOffsets {
+    /// `offsetof(PyFrameObject, f_back)`: the caller.
+    pub back: u64,
+    /// `offsetof(PyFrameObject, f_code)`.
+    pub code: u64,
+    /// `offsetof(PyFrameObject, f_lasti)` (an `int`).
+    pub lasti: u64,
+    /// `offsetof(PyFrameObject, f_gen)`: the generator, if any.
+    pub gen: u64,
+    /// `offsetof(PyFrameObject, f_localsplus)`.
+    pub localsplus: u64,
+    /// The byte telling whether the frame runs.
+    pub running: FrameRunning,
+}
+
+/// Where a frame object says it runs (it or a callee), one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRunning {
+    /// 3.10's `f_state`: `FRAME_EXECUTING` (0) while it runs.
+    StateExecutingIsZero(u64),
+    /// 3.9's `f_executing`: non-zero while it runs.
+    Executing(u64),
+}
+
+impl FrameRunning {
+    /// The byte's offset.
+    pub fn offset(self) -> u64 {
+        match self {
+            FrameRunning::StateExecutingIsZero(at) | FrameRunning::Executing(at) => at,
+        }
+    }
+
+    /// Whether a frame whose byte at [`FrameRunning::offset`] is `byte`
+    /// runs.
+    pub fn runs(self, byte: u8) -> bool {
+        match self {
+            FrameRunning::StateExecutingIsZero(_) => byte == 0,
+            FrameRunning::Executing(_) => byte != 0,
+        }
+    }
+}
+
+impl FrameObjectOffsets {
+    /// The fields of `o`, or the name of the first missing.
+    pub fn from_offsets(o: &Offsets) -> Result<FrameObjectOffsets, &'static str> {
+        let running = match (o.frame_object_f_state, o.frame_object_f_executing) {
+            (Some(at), _) => FrameRunning::StateExecutingIsZero(at),
+            (None, Some(at)) => FrameRunning::Executing(at),
+            (None, None) => return Err("frame.f_state"),
+        };
+        Ok(FrameObjectOffsets {
+            back: o.frame_object_f_back.ok_or("frame.f_back")?,
+            code: o.frame_object_f_code.ok_or("frame.f_code")?,
+            lasti: o.frame_object_f_lasti.ok_or("frame.f_lasti")?,
+            gen: o.frame_object_f_gen.ok_or("frame.f_gen")?,
+            localsplus: o.frame_object_f_localsplus.ok_or("frame.f_localsplus")?,
+            running,
+        })
+    }
+
+    /// Bytes of a frame object that hold every field a walk reads.
+    pub fn header_len(&self) -> u64 {
+        self.back
+            .max(self.code)
+            .max(self.lasti)
+            .max(self.gen)
+            .max(self.running.offset())
+            + 8
     }
 }
 
@@ -327,6 +433,12 @@ mod tests {
             assert_eq!(
                 InterpreterFrameOffsets::from_offsets(table).is_ok(),
                 table.version.1 >= 11,
+                "{:?}",
+                table.version
+            );
+            assert_eq!(
+                FrameObjectOffsets::from_offsets(table).is_ok(),
+                table.version.1 < 11,
                 "{:?}",
                 table.version
             );

@@ -22,6 +22,7 @@ use pydeep_view::scopes::LIVE_MODE;
 use pydeep_view::snapshots::Selected;
 
 use crate::reading::target::Target;
+use crate::recording::codes::ReadThenRecord;
 use crate::recording::recorder::{proto_version, Recorder};
 use crate::recording::snapshot::Taken;
 
@@ -34,6 +35,8 @@ fn in_memory() -> &'static str {
 /// back by the viewer ([`LiveRecording::read_back`]).
 pub struct LiveRecording {
     recorder: Recorder<Vec<u8>>,
+    /// The snapshots' code objects, read before they are recorded.
+    codes: ReadThenRecord,
     pid: i32,
     snapshots: u64,
 }
@@ -55,6 +58,7 @@ impl LiveRecording {
             Writer::new(Vec::new(), header, WriterOptions::default()).context(in_memory())?;
         Ok(LiveRecording {
             recorder: Recorder::new(writer, false, true),
+            codes: ReadThenRecord::default(),
             pid: target.pid(),
             snapshots: 0,
         })
@@ -73,9 +77,10 @@ impl LiveRecording {
         // The frames' code objects as of the pause: the target may have
         // freed one since.
         target.revalidate_codes(&taken.code_fingerprints);
+        let codes = self.codes.resolve(target, taken.code_addresses());
         let record = crate::recording::snapshot::to_record(
             &mut self.recorder,
-            target,
+            codes,
             pid,
             &version,
             taken,

@@ -252,10 +252,11 @@ pub fn frame_ref(
     generator: &Generator,
 ) -> Option<crate::reading::scopes::FrameRef> {
     let frame = generator.frame_address?;
-    let o = &layout.offsets;
-    let localsplus = o
-        .interpreter_frame_localsplus
-        .or(o.frame_object_f_localsplus)?;
+    let localsplus = match (layout.interpreter_frames, layout.frame_objects) {
+        (Some(at), _) => at.localsplus,
+        (None, Some(at)) => at.localsplus,
+        (None, None) => return None,
+    };
     Some(crate::reading::scopes::FrameRef {
         address: frame,
         code: generator.code,
@@ -397,22 +398,12 @@ fn interpreter_frame_facts(
     let iframe_at = need(o.generator_gi_iframe, "gi_iframe")?;
     let raw_state = field_u8(header, need(o.generator_gi_frame_state, "gi_frame_state")?) as i8;
     let frame = address.wrapping_add(iframe_at);
-    let code_field = need(
-        o.interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code),
-        "f_executable",
-    )?;
-    let code = field_u64(header, iframe_at + code_field) & !s.executable_tag_mask;
-    let instr = field_u64(
-        header,
-        iframe_at
-            + need(
-                o.interpreter_frame_instr_ptr
-                    .or(o.interpreter_frame_prev_instr),
-                "instr_ptr",
-            )?,
-    );
-    let code_start = code.wrapping_add(need(o.code_co_code_adaptive, "co_code_adaptive")?);
+    let frames = layout
+        .interpreter_frames
+        .ok_or(ObjectError::MissingOffset("f_executable"))?;
+    let code = field_u64(header, iframe_at + frames.executable) & !s.executable_tag_mask;
+    let instr = field_u64(header, iframe_at + frames.instruction);
+    let code_start = code.wrapping_add(frames.code_adaptive);
     // frame.f_lasti (Objects/frameobject.c): the byte offset of
     // prev_instr (3.11/3.12) or instr_ptr (3.13+), -1 when negative.
     let lasti = (instr.wrapping_sub(code_start) as i64).max(-1);

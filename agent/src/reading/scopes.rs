@@ -135,14 +135,11 @@ pub fn thread_frames_whole(
         };
         match s.frame_kind {
             FrameKind::FrameObject => {
-                let (Some(back), Some(code_at), Some(lasti_at), Some(locals_at)) = (
-                    o.frame_object_f_back,
-                    o.frame_object_f_code,
-                    o.frame_object_f_lasti,
-                    o.frame_object_f_localsplus,
-                ) else {
+                let Some(frames) = layout.frame_objects else {
                     break;
                 };
+                let (back, code_at, lasti_at, locals_at) =
+                    (frames.back, frames.code, frames.lasti, frames.localsplus);
                 let lasti = crate::process::memory::field_u32(&header, lasti_at) as i32;
                 let offset = match s.instruction {
                     InstructionPointer::LastiCodeUnits => lasti.saturating_mul(2),
@@ -156,31 +153,20 @@ pub fn thread_frames_whole(
                         .frame_object_f_globals
                         .map_or(0, |at| field_u64(&header, at)),
                     localsplus: address + locals_at,
-                    is_generator: o
-                        .frame_object_f_gen
-                        .is_some_and(|at| field_u64(&header, at) != 0),
+                    is_generator: field_u64(&header, frames.gen) != 0,
                 });
                 address = field_u64(&header, back);
             }
             FrameKind::InterpreterFrame => {
-                let (
-                    Some(frames),
-                    Some(previous_at),
-                    Some(code_at),
-                    Some(instr_at),
-                    Some(owner_at),
-                ) = (
-                    layout.interpreter_frames,
-                    o.interpreter_frame_previous,
-                    o.interpreter_frame_f_executable
-                        .or(o.interpreter_frame_f_code),
-                    o.interpreter_frame_instr_ptr
-                        .or(o.interpreter_frame_prev_instr),
-                    o.interpreter_frame_owner,
-                )
-                else {
+                let Some(frames) = layout.interpreter_frames else {
                     break;
                 };
+                let (previous_at, code_at, instr_at, owner_at) = (
+                    frames.previous,
+                    frames.executable,
+                    frames.instruction,
+                    frames.owner,
+                );
                 let owner = field_u8(&header, owner_at);
                 let code = field_u64(&header, code_at) & !s.executable_tag_mask;
                 let previous = field_u64(&header, previous_at);

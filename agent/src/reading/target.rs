@@ -459,9 +459,27 @@ impl Target {
 
     /// Samples every thread of every interpreter into `out` (cleared
     /// first). While a [`PauseGuard`] is alive the torn-read check is
-    /// skipped, since nothing can change.
+    /// skipped, since nothing can change. In four steps: walk every
+    /// stack, checking cached code objects in the same batches; mark the
+    /// main thread and the active ones; keep or forget the code objects
+    /// checked; flag idle a thread running at a waiting call.
     pub fn sample_threads(&mut self, out: &mut Vec<ThreadSample>) -> Result<(), ReadError> {
         self.generation += 1;
+        let checked = self.walk_threads(out)?;
+        self.mark_active(out);
+        self.revalidate_checked(checked);
+        self.idle_at_waiting_calls(out);
+        Ok(())
+    }
+
+    /// Step 1 of [`Target::sample_threads`]: every thread's stack, by the
+    /// walker, with the fingerprints of the cached code objects it names
+    /// read in the same batches. Returns those fingerprints, and whether
+    /// they were read.
+    fn walk_threads(
+        &mut self,
+        out: &mut Vec<ThreadSample>,
+    ) -> Result<(Vec<(u64, CodeFingerprint)>, bool), ReadError> {
         let mut options = self.options;
         options.check_torn = options.check_torn && self.paused.depth.load(Ordering::SeqCst) == 0;
         let reader = ObjectReader::new(&self.memory, &self.layout);
@@ -489,13 +507,17 @@ impl Target {
             .iter()
             .map(|(address, bytes)| (*address, reader.code_fingerprint(bytes)))
             .collect();
-        let checked_ok = code_check.ok;
         if let Err(e) = result {
             if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
                 return Err(ReadError::TargetExited { pid: self.pid });
             }
             return Err(e.into());
         }
+        Ok((checked, code_check.ok))
+    }
+
+    /// Step 2: which thread is the main one, and which threads run.
+    fn mark_active(&mut self, out: &mut [ThreadSample]) {
         for thread in out.iter_mut() {
             if thread.native_id == 0 && self.layout.semantics.frame_kind == FrameKind::FrameObject {
                 thread.native_id = self.native_id_from_pthread(thread.thread_id);
@@ -527,7 +549,12 @@ impl Target {
                     .map(|t| t.native_id as i32),
             );
         }
-        // Forget code objects replaced by another at the same address.
+    }
+
+    /// Step 3: the cached code objects whose fingerprints the walk read
+    /// (`checked`, and whether they were read) are valid for this sample,
+    /// or forgotten if another object took the address.
+    fn revalidate_checked(&mut self, (checked, checked_ok): (Vec<(u64, CodeFingerprint)>, bool)) {
         for (address, fingerprint) in checked {
             let still = checked_ok
                 && self
@@ -542,24 +569,28 @@ impl Target {
                 }
             }
         }
-        // Running without the GIL (state R) while stopped at a call to a
-        // waiting function: woken from the wait but not yet run, or back
-        // from it and not yet holding the GIL. The kernel cannot tell that
-        // from computing without the GIL; the call site can (blocking.rs).
-        // Only such threads pay for the lookup, once per call site (after the
-        // check above, so the code object is known valid: no read).
-        if self.paused.depth.load(Ordering::SeqCst) == 0 {
-            for thread in out.iter_mut() {
-                if thread.active && !thread.holds_gil {
-                    if let Some(top) = thread.frames.first().copied() {
-                        if self.blocking_call_at(top.code_address, top.instruction_offset) {
-                            thread.active = false;
-                        }
+    }
+
+    /// Step 4 (read running): a thread running without the GIL (state R)
+    /// while stopped at a call to a waiting function is idle: woken from
+    /// the wait but not yet run, or back from it and not yet holding the
+    /// GIL. The kernel cannot tell that from computing without the GIL;
+    /// the call site can (blocking.rs). Only such threads pay for the
+    /// lookup, once per call site (after step 3, so the code object is
+    /// known valid: no read).
+    fn idle_at_waiting_calls(&mut self, out: &mut [ThreadSample]) {
+        if self.paused.depth.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        for thread in out.iter_mut() {
+            if thread.active && !thread.holds_gil {
+                if let Some(top) = thread.frames.first().copied() {
+                    if self.blocking_call_at(top.code_address, top.instruction_offset) {
+                        thread.active = false;
                     }
                 }
             }
         }
-        Ok(())
     }
 
     /// The code object at `address`, read once and cached. A cached entry

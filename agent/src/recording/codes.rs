@@ -7,7 +7,9 @@
 //! The sink keeps them per process in a [`CodeMirror`], which serves the
 //! recorder as its [`CodeSource`]: the recorder never reads the process,
 //! so interning, line tables and source files can run on the sink's own
-//! thread, behind the sampler.
+//! thread, behind the sampler. The commands that read and record on one
+//! thread (the live views, `pydeep trace`) do the same in one
+//! [`ReadThenRecord`]: no recorder is ever given the [`Target`].
 //!
 //! Why mappings and not ids in every frame: between two samples most of a
 //! thread's stack is the same callers, and looking each frame up costs a
@@ -132,14 +134,23 @@ impl Resolver {
         frames: impl IntoIterator<Item = &'a FrameSample>,
         mappings: &mut Vec<CodeMapping>,
     ) {
-        for frame in frames {
-            resolve_one(
-                &mut self.sent,
-                &mut self.objects,
-                target,
-                frame.code_address,
-                mappings,
-            );
+        self.resolve_addresses(
+            target,
+            frames.into_iter().map(|frame| frame.code_address),
+            mappings,
+        );
+    }
+
+    /// Resolves each of `addresses` (a trace batch's), whatever was
+    /// resolved before.
+    pub fn resolve_addresses(
+        &mut self,
+        target: &mut Target,
+        addresses: impl IntoIterator<Item = u64>,
+        mappings: &mut Vec<CodeMapping>,
+    ) {
+        for address in addresses {
+            resolve_one(&mut self.sent, &mut self.objects, target, address, mappings);
         }
     }
 
@@ -226,6 +237,32 @@ impl CodeSource for CodeMirror {
 
     fn code_epoch(&self) -> u64 {
         self.epoch
+    }
+}
+
+/// Both halves on one thread, for the commands that read a target and
+/// record what they read one after the other (the live views, `pydeep
+/// trace`): the [`Resolver`] reads the code objects first, and the
+/// recorder gets them from the [`CodeMirror`], as a recording's sink does.
+#[derive(Default)]
+pub struct ReadThenRecord {
+    resolver: Resolver,
+    mirror: CodeMirror,
+}
+
+impl ReadThenRecord {
+    /// Resolves `addresses`, read from `target` just now, and gives the
+    /// mirror that knows them: the recorder's [`CodeSource`].
+    pub fn resolve(
+        &mut self,
+        target: &mut Target,
+        addresses: impl IntoIterator<Item = u64>,
+    ) -> &mut CodeMirror {
+        let mut mappings = Vec::new();
+        self.resolver
+            .resolve_addresses(target, addresses, &mut mappings);
+        self.mirror.learn(target.code_epoch(), mappings);
+        &mut self.mirror
     }
 }
 

@@ -17,8 +17,9 @@ use crate::recording::codes::Continuity;
 use crate::recording::sources::Sources;
 use crate::{CodeId, CodeObject, PythonVersion, ThreadSample};
 
-/// Where the recorder gets code objects from: a live [`crate::Target`] in
-/// production, a table in tests.
+/// Where the recorder gets code objects from: the mirror of what the
+/// sampler resolved ([`crate::recording::codes::CodeMirror`]), never the
+/// target itself.
 pub trait CodeSource {
     /// The code object at `address`, with its identity.
     fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)>;
@@ -27,16 +28,6 @@ pub trait CodeSource {
     /// identity; while it stays the same, what the recorder derived from an
     /// address (code id, line table) still holds.
     fn code_epoch(&self) -> u64;
-}
-
-impl CodeSource for crate::Target {
-    fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)> {
-        crate::Target::code_object(self, address).ok()
-    }
-
-    fn code_epoch(&self) -> u64 {
-        crate::Target::code_epoch(self)
-    }
 }
 
 /// A code object as recorded: its id in the file and its decoded line table.

@@ -235,20 +235,8 @@ impl Sampled {
         }
         let report = SnapshotReport::of(&taken);
         let mut mappings = Vec::new();
-        let generators = taken
-            .asynchronous
-            .iter()
-            .flat_map(|found| &found.generators)
-            .filter_map(crate::reading::asyncio::generator_frame)
-            .collect::<Vec<_>>();
-        let frames = taken
-            .threads
-            .iter()
-            .flat_map(|t| &t.frames)
-            .map(|f| &f.frame)
-            .chain(&generators);
         self.resolver
-            .resolve_frames(&mut self.target, frames, &mut mappings);
+            .resolve_addresses(&mut self.target, taken.code_addresses(), &mut mappings);
         sink.send(Input::Snapshot(Box::new(SnapshotInput {
             pid: self.target.pid(),
             version: self.version.clone(),

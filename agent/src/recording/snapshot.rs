@@ -167,6 +167,25 @@ pub struct Taken {
     pub code_fingerprints: Vec<(u64, CodeFingerprint)>,
 }
 
+impl Taken {
+    /// The code object address of every frame it holds (threads' and
+    /// generators'), to be resolved before it is recorded
+    /// ([`crate::recording::codes`]).
+    pub fn code_addresses(&self) -> Vec<u64> {
+        let generators = self
+            .asynchronous
+            .iter()
+            .flat_map(|found| &found.generators)
+            .filter_map(crate::reading::asyncio::generator_frame);
+        self.threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|f| f.frame.code_address)
+            .chain(generators.map(|frame| frame.code_address))
+            .collect()
+    }
+}
+
 /// What a snapshot held, for a summary or a control reply.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotReport {

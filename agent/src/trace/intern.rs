@@ -7,7 +7,8 @@
 //! thread, or `pydeep trace`'s own loop); it sends [`RawBatch`]es. The
 //! [`Interner`] runs where the recorder is (the sink thread): it turns
 //! addresses into frame ids through a [`CodeSource`] (the sink's mirror of
-//! what the sampler resolved, or the target itself for `pydeep trace`).
+//! what the sampler resolved, or for `pydeep trace` the mirror its own
+//! loop resolved into, [`crate::recording::codes::ReadThenRecord`]).
 
 use std::collections::HashMap;
 
@@ -67,6 +68,15 @@ impl RawBatch {
             })
             .map(|e| e.object)
             .chain(self.counts.iter().map(|c| c.0))
+    }
+
+    /// [`RawBatch::code_addresses`], each once: a batch names a few code
+    /// objects thousands of times.
+    pub fn distinct_code_addresses(&self) -> Vec<u64> {
+        let mut addresses = self.code_addresses().collect::<Vec<_>>();
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses
     }
 }
 

@@ -156,6 +156,7 @@ fn trace_into<W: std::io::Write>(
     let mut direct = Direct {
         recorder,
         interner: Interner::default(),
+        codes: crate::recording::codes::ReadThenRecord::default(),
     };
     let result = drain.window(target, &mut direct, options);
     let summary = drain.summary();
@@ -331,19 +332,21 @@ pub trait TraceOut {
 }
 
 /// `pydeep trace`: interns each batch at once with its own recorder, the
-/// target itself being the code source.
+/// code objects it names resolved first, as a sampler does for its sink.
 pub struct Direct<'r, W: std::io::Write> {
     recorder: &'r mut crate::recording::recorder::Recorder<W>,
     interner: Interner,
+    codes: crate::recording::codes::ReadThenRecord,
 }
 
 impl<W: std::io::Write> TraceOut for Direct<'_, W> {
     fn send(&mut self, target: &mut Target, batch: RawBatch) -> Result<()> {
         let pid = target.pid();
         let version = target.python_version();
+        let codes = self.codes.resolve(target, batch.distinct_code_addresses());
         let record = self
             .interner
-            .batch(self.recorder, target, pid, &version, batch);
+            .batch(self.recorder, codes, pid, &version, batch);
         self.recorder
             .record(proto::record::Kind::TraceEvents(record))
             .context("cannot write trace events")?;

@@ -62,20 +62,9 @@ impl TraceOut for ToSink<'_> {
     fn send(&mut self, target: &mut Target, raw: RawBatch) -> Result<()> {
         // Each address once: a batch names a few code objects thousands
         // of times.
-        let mut addresses = raw.code_addresses().collect::<Vec<_>>();
-        addresses.sort_unstable();
-        addresses.dedup();
-        let frames = addresses
-            .into_iter()
-            .map(|address| crate::FrameSample {
-                code_address: address,
-                instruction_offset: 0,
-                is_generator: false,
-                is_shim: false,
-            })
-            .collect::<Vec<_>>();
         let mut mappings = Vec::new();
-        self.resolver.resolve_frames(target, &frames, &mut mappings);
+        self.resolver
+            .resolve_addresses(target, raw.distinct_code_addresses(), &mut mappings);
         self.sink.send(Input::Trace(Box::new(TraceInput {
             pid: target.pid(),
             version: self.version.clone(),

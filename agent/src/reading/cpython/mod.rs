@@ -15,7 +15,8 @@ pub mod tasks;
 pub use pydeep_cpython::debug_offsets;
 pub use pydeep_cpython::layouts::Offsets;
 pub use pydeep_cpython::required::{
-    CoreOffsets, FramePointer, InterpreterFrameOffsets, RefcountFields,
+    CoreOffsets, FrameObjectOffsets, FramePointer, FrameRunning, InterpreterFrameOffsets,
+    RefcountFields,
 };
 pub use pydeep_cpython::semantics::{
     semantics_for, FrameKind, GeneratorStates, InstructionPointer, OffsetsSource, PythonVersion,
@@ -45,6 +46,9 @@ pub struct Layout {
     /// The `_PyInterpreterFrame` fields: `Some` exactly when
     /// `semantics.frame_kind` is [`FrameKind::InterpreterFrame`] (3.11+).
     pub interpreter_frames: Option<InterpreterFrameOffsets>,
+    /// The `PyFrameObject` fields: `Some` exactly when
+    /// `semantics.frame_kind` is [`FrameKind::FrameObject`] (3.9, 3.10).
+    pub frame_objects: Option<FrameObjectOffsets>,
 }
 
 /// Why no layout could be built for a target.
@@ -113,11 +117,15 @@ impl Layout {
         };
         let core = CoreOffsets::from_offsets(&offsets).map_err(missing)?;
         let frame_pointer = FramePointer::from_offsets(&offsets).map_err(missing)?;
-        let interpreter_frames = match semantics.frame_kind {
-            FrameKind::FrameObject => None,
-            FrameKind::InterpreterFrame => {
-                Some(InterpreterFrameOffsets::from_offsets(&offsets).map_err(missing)?)
-            }
+        let (interpreter_frames, frame_objects) = match semantics.frame_kind {
+            FrameKind::FrameObject => (
+                None,
+                Some(FrameObjectOffsets::from_offsets(&offsets).map_err(missing)?),
+            ),
+            FrameKind::InterpreterFrame => (
+                Some(InterpreterFrameOffsets::from_offsets(&offsets).map_err(missing)?),
+                None,
+            ),
         };
         let layout = Layout {
             version,
@@ -126,6 +134,7 @@ impl Layout {
             core,
             frame_pointer,
             interpreter_frames,
+            frame_objects,
         };
         layout.check_required()?;
         Ok(layout)
@@ -191,39 +200,16 @@ impl Layout {
     /// Fails naming the first field of its frame family the stack walker
     /// cannot do without.
     pub fn check_required(&self) -> Result<(), LayoutError> {
-        let o = &self.offsets;
         // The fields every version has are in `self.core`, the frame
-        // pointer and the interpreter frame's size, locals and code start
-        // in their own fields, all checked when they were built.
-        let required: Vec<(&'static str, Option<u64>)> = match self.semantics.frame_kind {
-            FrameKind::FrameObject => vec![
-                ("frame.f_back", o.frame_object_f_back),
-                ("frame.f_code", o.frame_object_f_code),
-                ("frame.f_lasti", o.frame_object_f_lasti),
-                ("code.co_code", o.code_co_code),
-            ],
-            FrameKind::InterpreterFrame => vec![
-                ("interpreter_frame.previous", o.interpreter_frame_previous),
-                (
-                    "interpreter_frame.f_executable",
-                    o.interpreter_frame_f_executable
-                        .or(o.interpreter_frame_f_code),
-                ),
-                (
-                    "interpreter_frame.instr_ptr",
-                    o.interpreter_frame_instr_ptr
-                        .or(o.interpreter_frame_prev_instr),
-                ),
-                ("interpreter_frame.owner", o.interpreter_frame_owner),
-            ],
-        };
-        for (field, value) in required {
-            if value.is_none() {
-                return Err(LayoutError::MissingField {
-                    version: self.version.clone(),
-                    field,
-                });
-            }
+        // pointer and the frame fields of each family in their own
+        // fields, all checked when they were built.
+        if self.semantics.frame_kind == FrameKind::FrameObject
+            && self.offsets.code_co_code.is_none()
+        {
+            return Err(LayoutError::MissingField {
+                version: self.version.clone(),
+                field: "code.co_code",
+            });
         }
         Ok(())
     }

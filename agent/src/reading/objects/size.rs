@@ -266,10 +266,11 @@ fn generator_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<u64
     let Some(iframe) = o.generator_gi_iframe else {
         return Ok(Some(object_sizeof(objects, info)?));
     };
-    let code_at = o
-        .interpreter_frame_f_executable
-        .or(o.interpreter_frame_f_code)
-        .ok_or(missing("f_executable"))?;
+    let code_at = objects
+        .layout()
+        .interpreter_frames
+        .ok_or(missing("f_executable"))?
+        .executable;
     let code = read_u64(objects.memory(), info.address + iframe + code_at)?
         & !objects.layout().semantics.executable_tag_mask;
     let header_len = c.code_size.clamp(64, 1024) as usize;
@@ -302,10 +303,11 @@ fn frame_object_size(objects: &Objects<'_>, info: &ObjectInfo) -> Result<Option<
             .then(|| u64::from(crate::process::memory::field_u32(header, at)))
     };
     let slots = if let Some(f_frame) = o.frame_object_f_frame {
-        let code_at = o
-            .interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code)
-            .ok_or(missing("f_executable"))?;
+        let code_at = objects
+            .layout()
+            .interpreter_frames
+            .ok_or(missing("f_executable"))?
+            .executable;
         let iframe = read_u64(memory, address + f_frame)?;
         let code =
             read_u64(memory, iframe + code_at)? & !objects.layout().semantics.executable_tag_mask;

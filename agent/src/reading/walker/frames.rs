@@ -5,10 +5,10 @@
 //! treat anything implausible as the end of the chain (flagged `broken`),
 //! never as a reason to panic or loop.
 
-use super::reuse::{FieldOffsets, FrameFields, LastWalk};
+use super::reuse::{FrameFields, LastWalk};
 use super::{FrameSample, WalkOptions};
 use crate::process::memory::{field_u32, field_u64, field_u8, RemoteMemory, SnapshotMemory};
-use crate::reading::cpython::{FrameKind, InstructionPointer, Layout};
+use crate::reading::cpython::{FrameKind, InstructionPointer, InterpreterFrameOffsets, Layout};
 
 /// Largest data-stack window copied in one read.
 const MAX_WINDOW: u64 = 1 << 20;
@@ -370,34 +370,13 @@ pub fn walk_frame_objects(
     source: &mut FrameSource,
     options: &WalkOptions,
 ) -> Walk {
-    let o = &layout.offsets;
-    let (Some(back_at), Some(code_at), Some(lasti_at)) = (
-        o.frame_object_f_back,
-        o.frame_object_f_code,
-        o.frame_object_f_lasti,
-    ) else {
+    let Some(at) = layout.frame_objects else {
         return Walk {
             broken: true,
             ..Walk::default()
         };
     };
-    let gen_at = o.frame_object_f_gen;
-    // Whether the frame object runs: 3.10's `f_state` is FRAME_EXECUTING
-    // (0) while it or a callee runs; 3.9's `f_executing` is non-zero. A
-    // frame object reached through a stale pointer (a code's zombie frame
-    // or the free list, whose `f_back` links the free list) does not run.
-    let running_at = o.frame_object_f_state.or(o.frame_object_f_executing);
-    let len = [
-        back_at,
-        code_at,
-        lasti_at,
-        gen_at.unwrap_or(0),
-        running_at.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
+    let len = at.header_len();
     let mut walk = Walk {
         header_len: len,
         frames: Vec::with_capacity(64),
@@ -435,13 +414,12 @@ pub fn walk_frame_objects(
         let header = source.bytes(index, address, len);
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
-        let code = field_u64(header, code_at);
-        let lasti = field_u32(header, lasti_at) as i32;
-        let running = match (o.frame_object_f_state, o.frame_object_f_executing) {
-            (Some(at), _) => field_u8(header, at) == 0,
-            (None, Some(at)) => field_u8(header, at) != 0,
-            (None, None) => true,
-        };
+        let code = field_u64(header, at.code);
+        let lasti = field_u32(header, at.lasti) as i32;
+        // Whether the frame object runs (it or a callee): a frame object
+        // reached through a stale pointer (a code's zombie frame or the
+        // free list, whose `f_back` links the free list) does not.
+        let running = at.running.runs(field_u8(header, at.running.offset()));
         // Read paused, the frame the thread state names is the thread's
         // current frame even while it is entering (3.10 sets `f_state` to
         // FRAME_EXECUTING, 3.9 `f_executing` to 1, a few instructions
@@ -461,10 +439,10 @@ pub fn walk_frame_objects(
         walk.frames.push(FrameSample {
             code_address: code,
             instruction_offset: offset.max(0) as u32,
-            is_generator: gen_at.is_some_and(|at| field_u64(header, at) != 0),
+            is_generator: field_u64(header, at.gen) != 0,
             is_shim: false,
         });
-        address = field_u64(header, back_at);
+        address = field_u64(header, at.back);
     }
     walk
 }
@@ -510,7 +488,11 @@ pub(super) fn walk_copied_frames(
     ))
 }
 
-/// [`walk_interpreter_frames`] with [`WalkHints`].
+/// [`walk_interpreter_frames`] with [`WalkHints`]. Each visit goes
+/// through the same steps: the walk's limits, the rest of the stack as
+/// the last walk saw it ([`Reuse::rest`]), the cycle check, the frame's
+/// header from the copy ([`FrameSource::header`]), and what it shows
+/// ([`visit`]).
 pub(super) fn walk_interpreter_frames_hinted(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -519,38 +501,14 @@ pub(super) fn walk_interpreter_frames_hinted(
     options: &WalkOptions,
     hints: WalkHints<'_>,
 ) -> Walk {
-    let o = &layout.offsets;
-    let s = &layout.semantics;
-    let (
-        Some(size),
-        Some(previous_at),
-        Some(code_at),
-        Some(instr_at),
-        Some(owner_at),
-        Some(co_code),
-    ) = (
-        o.interpreter_frame_size,
-        o.interpreter_frame_previous,
-        o.interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code),
-        o.interpreter_frame_instr_ptr
-            .or(o.interpreter_frame_prev_instr),
-        o.interpreter_frame_owner,
-        o.code_co_code_adaptive,
-    )
-    else {
+    let Some(at) = layout.interpreter_frames else {
         return Walk {
             broken: true,
             ..Walk::default()
         };
     };
     // Read only the header of each frame, not its locals and stack.
-    let len = [previous_at, code_at, instr_at]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        + 8;
-    let len = len.max(owner_at + 1).min(size.max(owner_at + 1));
+    let len = at.header_len();
     let expected = hints.expected.clamp(16, options.max_depth.max(16));
     let mut walk = Walk {
         header_len: len,
@@ -559,24 +517,20 @@ pub(super) fn walk_interpreter_frames_hinted(
         frame_index: Vec::with_capacity(expected),
         ..Walk::default()
     };
-    let offsets = FieldOffsets {
-        previous: previous_at,
-        code: code_at,
-        instruction: instr_at,
-        owner: owner_at,
-    };
     let mut cycle = CycleCheck::new();
     let mut address = current;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
-    // Places of the last walk worth comparing: below the first that
-    // differed in an earlier comparison (it would differ again).
-    let mut reusable_below = usize::MAX;
     // The last walk is reused only if it was made as this one is: the
     // same options decide what is shown and where a walk breaks.
-    let reuse = hints.reuse.filter(|last| {
-        hints.stop_at.is_none() && last.made_as(options.include_shims, hints.whole_stack, len)
-    });
+    let mut reuse = Reuse {
+        last: hints.reuse.filter(|last| {
+            hints.stop_at.is_none() && last.made_as(options.include_shims, hints.whole_stack, len)
+        }),
+        below: usize::MAX,
+        len,
+        at: &at,
+    };
     while address != 0 {
         if hints.stop_at.is_some_and(|stop| stop(address)) {
             walk.stopped_at = Some(address);
@@ -591,28 +545,15 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         }
-        if let Some(last) = reuse {
-            if let Some(place) = last
-                .position(address)
-                .filter(|&place| place < reusable_below)
-            {
-                // The frames from here out, as the last walk saw them, if
-                // the copy holds the same fields at every one of them and
-                // a walk of them would end on the outermost frame: within
-                // the depth limit (conservatively: fewer frames than it)
-                // and the visit budget (this visit is counted already).
-                let fits = walk.frames.len() + last.shown_up_to(place) < options.max_depth
-                    && place < budget;
-                match last.compare(place, source, memory, len, &offsets) {
-                    Ok(()) if fits => {
-                        last.extend(place, &mut walk);
-                        walk.reused = Some(place);
-                        break;
-                    }
-                    Ok(()) => reusable_below = 0,
-                    Err(differs) => reusable_below = differs,
-                }
-            }
+        if reuse.rest(
+            address,
+            &mut walk,
+            source,
+            memory,
+            options.max_depth,
+            budget,
+        ) {
+            break;
         }
         if let Some(length) = cycle.visit(address, walk.visited.len()) {
             cut_cycle(&mut walk, length);
@@ -622,57 +563,136 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         };
-        let header = source.bytes(window, address, len);
-        let fields = offsets.read(header);
-        let owner = fields.owner;
-        let code = fields.code & !s.executable_tag_mask;
-        let instr = fields.instruction;
-        let previous = fields.previous;
+        let fields = FrameFields::read(&at, source.bytes(window, address, len));
         if hints.reuse.is_some() {
             walk.fields.push(fields);
         }
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
-        // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
-        // version (pycore_frame.h); anything else is not a frame.
-        if owner > 4 {
-            walk.broken = true;
-            break;
-        }
-        let is_shim = s.shim_owner_from.is_some_and(|from| owner >= from);
-        if is_shim && !options.include_shims {
-            address = previous;
-            continue;
-        }
-        if code == 0 || !code.is_multiple_of(8) {
-            if is_shim {
-                address = previous;
-                continue;
+        match visit(layout, &at, options, hints.whole_stack, fields) {
+            Visit::Next(shown) => {
+                if let Some(frame) = shown {
+                    walk.frames.push(frame);
+                }
+                address = fields.previous;
             }
-            walk.broken = true;
-            break;
+            Visit::Broken(shown) => {
+                if let Some(frame) = shown {
+                    walk.frames.push(frame);
+                }
+                walk.broken = true;
+                break;
+            }
         }
-        let offset = instr.wrapping_sub(code.wrapping_add(co_code)) as i64;
-        if !(-2..=i64::from(i32::MAX)).contains(&offset) {
-            walk.broken = true;
-            break;
-        }
-        // A frame whose instruction pointer is still before the first
-        // instruction has not started: CPython hides such "incomplete"
-        // frames from sys._current_frames (_PyFrame_IsIncomplete).
-        if offset >= 0 || is_shim {
-            walk.frames.push(FrameSample {
-                code_address: code,
-                instruction_offset: offset.max(0) as u32,
-                is_generator: owner == s.owned_by_generator,
-                is_shim,
-            });
-        }
-        if previous == 0 && hints.whole_stack && owner == s.owned_by_generator {
-            walk.broken = true;
-            break;
-        }
-        address = previous;
     }
     walk
+}
+
+/// The last walk of the thread, as one walk may reuse it.
+struct Reuse<'a> {
+    /// The last walk, if made as this one is.
+    last: Option<&'a LastWalk>,
+    /// Places of the last walk worth comparing: below the first that
+    /// differed in an earlier comparison (it would differ again).
+    below: usize,
+    /// Header bytes read of each frame.
+    len: u64,
+    at: &'a InterpreterFrameOffsets,
+}
+
+impl Reuse<'_> {
+    /// Ends `walk` with the last walk's frames from `address` outwards,
+    /// as the last walk saw them, if the copy holds the same fields at
+    /// every one of them and a walk of them would end on the outermost
+    /// frame: within the depth limit (conservatively: fewer frames than
+    /// it) and the visit `budget` (this visit is counted already). True
+    /// if it did.
+    #[inline]
+    fn rest(
+        &mut self,
+        address: u64,
+        walk: &mut Walk,
+        source: &mut FrameSource,
+        memory: &dyn RemoteMemory,
+        max_depth: usize,
+        budget: usize,
+    ) -> bool {
+        let Some(last) = self.last else {
+            return false;
+        };
+        let Some(place) = last.position(address).filter(|&place| place < self.below) else {
+            return false;
+        };
+        let fits = walk.frames.len() + last.shown_up_to(place) < max_depth && place < budget;
+        match last.compare(place, source, memory, self.len, self.at) {
+            Ok(()) if fits => {
+                last.extend(place, walk);
+                walk.reused = Some(place);
+                return true;
+            }
+            Ok(()) => self.below = 0,
+            Err(differs) => self.below = differs,
+        }
+        false
+    }
+}
+
+/// What one frame header tells a walk.
+enum Visit {
+    /// The walk goes on to the caller, after showing this frame (`None`: a
+    /// shim not shown, or a frame that has not started).
+    Next(Option<FrameSample>),
+    /// Not a frame of a stack: the walk ends, flagged broken, after
+    /// showing this frame if any.
+    Broken(Option<FrameSample>),
+}
+
+/// What the frame whose header holds `fields` shows, and whether its
+/// chain goes on.
+#[inline]
+fn visit(
+    layout: &Layout,
+    at: &InterpreterFrameOffsets,
+    options: &WalkOptions,
+    whole_stack: bool,
+    fields: FrameFields,
+) -> Visit {
+    let s = &layout.semantics;
+    let owner = fields.owner;
+    let code = fields.code & !s.executable_tag_mask;
+    // FRAME_OWNED_BY_THREAD..FRAME_OWNED_BY_CSTACK are 0..=4 in every
+    // version (pycore_frame.h); anything else is not a frame.
+    if owner > 4 {
+        return Visit::Broken(None);
+    }
+    let is_shim = s.shim_owner_from.is_some_and(|from| owner >= from);
+    if is_shim && !options.include_shims {
+        return Visit::Next(None);
+    }
+    if code == 0 || !code.is_multiple_of(8) {
+        if is_shim {
+            return Visit::Next(None);
+        }
+        return Visit::Broken(None);
+    }
+    let offset = fields
+        .instruction
+        .wrapping_sub(code.wrapping_add(at.code_adaptive)) as i64;
+    if !(-2..=i64::from(i32::MAX)).contains(&offset) {
+        return Visit::Broken(None);
+    }
+    // A frame whose instruction pointer is still before the first
+    // instruction has not started: CPython hides such "incomplete"
+    // frames from sys._current_frames (_PyFrame_IsIncomplete).
+    let shown = (offset >= 0 || is_shim).then(|| FrameSample {
+        code_address: code,
+        instruction_offset: offset.max(0) as u32,
+        is_generator: owner == s.owned_by_generator,
+        is_shim,
+    });
+    // A whole stack never ends on a generator's frame ([`WalkHints`]).
+    if fields.previous == 0 && whole_stack && owner == s.owned_by_generator {
+        return Visit::Broken(shown);
+    }
+    Visit::Next(shown)
 }

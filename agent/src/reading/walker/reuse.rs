@@ -21,6 +21,7 @@
 use super::frames::{FrameSource, Walk};
 use super::FrameSample;
 use crate::process::memory::{field_u64, field_u8, RemoteMemory};
+use crate::reading::cpython::InterpreterFrameOffsets;
 
 /// The fields a walk reads of one frame, as read (code not masked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,23 +36,15 @@ pub struct FrameFields {
     pub owner: u8,
 }
 
-/// Where a walk reads the fields of a frame header.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct FieldOffsets {
-    pub previous: u64,
-    pub code: u64,
-    pub instruction: u64,
-    pub owner: u64,
-}
-
-impl FieldOffsets {
-    /// The fields of the frame header `header`.
-    pub fn read(&self, header: &[u8]) -> FrameFields {
+impl FrameFields {
+    /// The fields of the frame header `header`, at `at`'s offsets.
+    #[inline]
+    pub fn read(at: &InterpreterFrameOffsets, header: &[u8]) -> FrameFields {
         FrameFields {
-            previous: field_u64(header, self.previous),
-            code: field_u64(header, self.code),
-            instruction: field_u64(header, self.instruction),
-            owner: field_u8(header, self.owner),
+            previous: field_u64(header, at.previous),
+            code: field_u64(header, at.executable),
+            instruction: field_u64(header, at.instruction),
+            owner: field_u8(header, at.owner),
         }
     }
 }
@@ -141,7 +134,7 @@ impl LastWalk {
         source: &mut FrameSource,
         memory: &dyn RemoteMemory,
         len: u64,
-        offsets: &FieldOffsets,
+        offsets: &InterpreterFrameOffsets,
     ) -> Result<(), usize> {
         // (start, end, index) of the window served last.
         let mut window: Option<(u64, u64, usize)> = None;
@@ -162,7 +155,7 @@ impl LastWalk {
                     index
                 }
             };
-            if offsets.read(source.bytes(index, address, len)) != self.fields[i] {
+            if FrameFields::read(offsets, source.bytes(index, address, len)) != self.fields[i] {
                 return Err(i);
             }
         }

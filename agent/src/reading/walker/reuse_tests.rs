@@ -94,16 +94,8 @@ impl Stack {
     /// Writes every frame (the bytes of popped frames stay behind, as in
     /// CPython's data stack).
     fn write(&mut self) {
-        let o = self.layout.offsets;
-        let code_at = o
-            .interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code)
-            .unwrap();
-        let instr_at = o
-            .interpreter_frame_instr_ptr
-            .or(o.interpreter_frame_prev_instr)
-            .unwrap();
-        let co_code = o.code_co_code_adaptive.unwrap();
+        let at = self.layout.interpreter_frames.unwrap();
+        let (code_at, instr_at, co_code) = (at.executable, at.instruction, at.code_adaptive);
         for (i, f) in self.frames.iter().enumerate() {
             let previous = self.links.iter().find(|(at, _)| *at == i).map_or_else(
                 || i.checked_sub(1).map_or(0, |c| self.frames[c].address),
@@ -111,14 +103,13 @@ impl Stack {
             );
             let instr = (f.code + co_code).wrapping_add_signed(f.offset);
             for (at, value) in [
-                (o.interpreter_frame_previous.unwrap(), previous),
+                (at.previous, previous),
                 (code_at, f.code),
                 (instr_at, instr),
             ] {
                 assert!(self.memory.write(f.address + at, &value.to_le_bytes()));
             }
-            let owner_at = o.interpreter_frame_owner.unwrap();
-            assert!(self.memory.write(f.address + owner_at, &[f.owner]));
+            assert!(self.memory.write(f.address + at.owner, &[f.owner]));
         }
     }
 

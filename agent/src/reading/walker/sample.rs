@@ -271,15 +271,7 @@ fn attempt(
         failed,
         not_reached,
     } = read_first_batch(memory, layout, runtime_address, options, cache, code_check)?;
-    for read in reads.iter_mut() {
-        if let Some(prefetch) = cache
-            .prefetch
-            .iter_mut()
-            .find(|p| p.thread_state == read.sample.thread_state)
-        {
-            read.last_walk = std::mem::take(&mut prefetch.last_walk);
-        }
-    }
+    take_last_walks(cache, &mut reads);
     read_missing_pointers(memory, &mut reads, &missing);
     walk_threads(memory, layout, options, &mut reads, &not_reached);
     let codes = settle_threads(
@@ -291,6 +283,32 @@ fn attempt(
         first_batch_codes,
     );
     remember_reads(layout, cache, &mut reads, failed);
+    hand_out_samples(cache, options, reads, out);
+    Ok(codes)
+}
+
+/// Gives each thread's read its last complete walk (reuse.rs), kept in
+/// its prefetch since the last sample.
+fn take_last_walks(cache: &mut ThreadListCache, reads: &mut [ThreadRead]) {
+    for read in reads.iter_mut() {
+        if let Some(prefetch) = cache
+            .prefetch
+            .iter_mut()
+            .find(|p| p.thread_state == read.sample.thread_state)
+        {
+            read.last_walk = std::mem::take(&mut prefetch.last_walk);
+        }
+    }
+}
+
+/// Last step: each thread's sample, its frames copied out of its walk into
+/// a spare frame vector, appended to `out`.
+fn hand_out_samples(
+    cache: &mut ThreadListCache,
+    options: &WalkOptions,
+    reads: Vec<ThreadRead>,
+    out: &mut Vec<ThreadSample>,
+) {
     for read in reads {
         let mut sample = read.sample;
         sample.truncated =
@@ -301,7 +319,6 @@ fn attempt(
         sample.frames = frames;
         out.push(sample);
     }
-    Ok(codes)
 }
 
 /// Phase 1: the thread states and the GIL of each interpreter, in one
@@ -319,7 +336,7 @@ fn read_first_batch(
     let o = &layout.offsets;
     let mut reads: Vec<ThreadRead> = Vec::new();
     let through_cframe = matches!(layout.frame_pointer, FramePointer::ThroughCFrame { .. });
-    let (mut owners, mut extra) =
+    let (owners, mut extra) =
         prefetch_pieces(cache, through_cframe, code_check, o.thread_datastack_top);
     let mut batch = read_states(
         memory,
@@ -345,37 +362,16 @@ fn read_first_batch(
         extra_done,
         ..
     } = batch?;
-    // The prefetched pieces, by owner: read, failed (the first that could
-    // not be read: its memory is gone) or not reached.
-    let failed: Option<(u64, Prefetched)> = owners.get(extra_done).copied();
-    let not_reached: Vec<(u64, Prefetched, u64)> = owners
-        .iter()
-        .zip(&extra)
-        .skip(extra_done + 1)
-        .map(|((owner, what), (_, bytes))| (*owner, *what, bytes.len() as u64))
-        .collect();
-    owners.truncate(extra_done);
-    extra.truncate(extra_done);
-    let mut prefetched: Vec<(u64, Prefetched, Vec<u8>)> = owners
-        .into_iter()
-        .zip(extra)
-        .map(|((owner, what), (_, bytes))| (owner, what, bytes))
-        .collect();
+    let Prefetches {
+        mut prefetched,
+        failed,
+        not_reached,
+    } = Prefetches::of(owners, extra, extra_done);
 
     let interpreters = &cache.interpreters;
-    let gil_holder = |index: u32| -> Option<u64> {
+    let holder_of = |index: u32| -> Option<u64> {
         let position = interpreters.iter().position(|i| i.index == index)?;
-        let buf = &gils[position];
-        // A free-threaded build's GIL struct is off (`enabled` 0) unless
-        // PYTHON_GIL=1 or a GIL-needing extension turned it on: no holder.
-        if let Some(at) = o.gil_enabled {
-            if crate::process::memory::field_u32(buf, at) == 0 {
-                return None;
-            }
-        }
-        let locked = field_u64(buf, o.gil_locked?) as u32;
-        let holder = field_u64(buf, o.gil_last_holder?);
-        (locked != 0).then_some(holder)
+        gil_holder(layout, &gils[position])
     };
     let collector_running = |index: u32| -> bool {
         interpreters
@@ -394,7 +390,7 @@ fn read_first_batch(
         _ => true,
     });
     for (interpreter, address, state) in &states {
-        let holds_gil = gil_holder(*interpreter) == Some(*address);
+        let holds_gil = holder_of(*interpreter) == Some(*address);
         let sample = ThreadSample {
             thread_id: field_u64(state, layout.core.thread_thread_id),
             native_id: o
@@ -423,6 +419,58 @@ fn read_first_batch(
         failed,
         not_reached,
     })
+}
+
+/// The prefetched pieces of the first batch, by owner: read, failed (the
+/// first that could not be read: its memory is gone) or not reached.
+struct Prefetches {
+    /// Those read: (owner, what, bytes).
+    prefetched: Vec<(u64, Prefetched, Vec<u8>)>,
+    /// The first that could not be read, if any.
+    failed: Option<(u64, Prefetched)>,
+    /// Those after it: (owner, what, length).
+    not_reached: Vec<(u64, Prefetched, u64)>,
+}
+
+impl Prefetches {
+    /// Sorts the pieces `extra` (owned as `owners` says), of which the
+    /// batch read the first `done`.
+    fn of(mut owners: Vec<(u64, Prefetched)>, mut extra: Copies, done: usize) -> Prefetches {
+        let failed = owners.get(done).copied();
+        let not_reached = owners
+            .iter()
+            .zip(&extra)
+            .skip(done + 1)
+            .map(|((owner, what), (_, bytes))| (*owner, *what, bytes.len() as u64))
+            .collect();
+        owners.truncate(done);
+        extra.truncate(done);
+        let prefetched = owners
+            .into_iter()
+            .zip(extra)
+            .map(|((owner, what), (_, bytes))| (owner, what, bytes))
+            .collect();
+        Prefetches {
+            prefetched,
+            failed,
+            not_reached,
+        }
+    }
+}
+
+/// The thread state holding the GIL whose struct `gil` is, if it is held.
+fn gil_holder(layout: &Layout, gil: &[u8]) -> Option<u64> {
+    let o = &layout.offsets;
+    // A free-threaded build's GIL struct is off (`enabled` 0) unless
+    // PYTHON_GIL=1 or a GIL-needing extension turned it on: no holder.
+    if let Some(at) = o.gil_enabled {
+        if crate::process::memory::field_u32(gil, at) == 0 {
+            return None;
+        }
+    }
+    let locked = field_u64(gil, o.gil_locked?) as u32;
+    let holder = field_u64(gil, o.gil_last_holder?);
+    (locked != 0).then_some(holder)
 }
 
 /// One thread's read from the first batch: its state (`state`, copied),
@@ -556,10 +604,10 @@ fn read_missing_pointers(memory: &dyn RemoteMemory, reads: &mut [ThreadRead], mi
     }
 }
 
-/// Phase 3: walk. On 3.11+ each thread's data stack is copied from its
-/// chunk's start up to its innermost frame, in one batch for the threads
-/// the prefetch did not cover (with the prefetch pieces the first batch
-/// did not reach, as far as they read).
+/// Phase 3: walk. On 3.11+ each thread's data stack is copied first where
+/// the prefetch did not cover it ([`copy_unprefetched_stacks`]), then
+/// walked in the copies, reusing the thread's last walk where the copy
+/// holds it unchanged (reuse.rs).
 fn walk_threads(
     memory: &dyn RemoteMemory,
     layout: &Layout,
@@ -583,75 +631,7 @@ fn walk_threads(
             let Some(frames) = layout.interpreter_frames else {
                 return;
             };
-            let frame_size = frames.size;
-            let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
-            let mut window_owners: Vec<usize> = Vec::new();
-            for (i, read) in reads.iter_mut().enumerate() {
-                let frame = read.current_frame;
-                if frame == 0 || read.chunk == 0 || frame < read.chunk {
-                    continue;
-                }
-                if read.source.locate(frame, frame_size).is_some() {
-                    continue;
-                }
-                let end = frame.saturating_add(frame_size);
-                if end - read.chunk <= 1 << 20 {
-                    windows.push((read.chunk, vec![0u8; (end - read.chunk) as usize]));
-                    window_owners.push(i);
-                }
-            }
-            if !windows.is_empty() {
-                // After the threads' windows, each thread's pointer again:
-                // read after every window its walk may use, it brackets
-                // them as the first batch's pointer does its windows
-                // (torn.rs), so a stack that grew into a chunk the
-                // prefetch did not hold needs no re-read of every frame.
-                // Not for a pointer read late (phase 2): the first
-                // batch's windows were copied before it.
-                // (Each thread has one window here: from its chunk's start
-                // to its innermost frame.)
-                let mut owners: Vec<(usize, bool)> =
-                    window_owners.iter().map(|&i| (i, false)).collect();
-                for &i in &window_owners {
-                    let read = &reads[i];
-                    if read.frame_pointer_at >= 8 && !read.pointer_read_late {
-                        windows.push((read.frame_pointer_at, vec![0u8; 8]));
-                        owners.push((i, true));
-                    }
-                }
-                let required = windows.len();
-                for (owner, what, len) in not_reached {
-                    let Prefetched::Window(start) = *what else {
-                        continue;
-                    };
-                    if let Some(i) = reads.iter().position(|r| r.sample.thread_state == *owner) {
-                        windows.push((start, vec![0u8; *len as usize]));
-                        owners.push((i, false));
-                    }
-                }
-                let done = {
-                    let mut pieces: Vec<(u64, &mut [u8])> =
-                        windows.iter_mut().map(|(a, b)| (*a, &mut b[..])).collect();
-                    memory.read_prefix(&mut pieces).unwrap_or(0)
-                };
-                // The thread windows are all or nothing (as one batch
-                // was before the prefetch); prefetch pieces as far as read.
-                let keep = if done >= required { done } else { 0 };
-                for ((address, bytes), (owner, is_pointer)) in
-                    windows.into_iter().zip(owners).take(keep)
-                {
-                    let read = &mut reads[owner];
-                    if is_pointer {
-                        let value = Some(field_u64(&bytes, 0));
-                        let count = read.source.windows().len();
-                        read.pointer_after.resize(count, value);
-                        read.top_after.resize(count, None);
-                        read.bracketed_windows = count;
-                    } else {
-                        read.source.add_window(address, bytes);
-                    }
-                }
-            }
+            copy_unprefetched_stacks(memory, frames.size, reads, not_reached);
             for read in reads.iter_mut() {
                 read.walk = walk_interpreter_frames_hinted(
                     memory,
@@ -669,6 +649,84 @@ fn walk_threads(
                 read.last_walk
                     .remember(&mut read.walk, options.include_shims, true);
             }
+        }
+    }
+}
+
+/// Phase 3a (3.11+): copies, in one batch, the data stack of each thread
+/// the first batch's windows did not cover, from its chunk's start up to
+/// its innermost frame (`frame_size` bytes each), with the prefetch
+/// pieces the first batch did not reach, as far as they read.
+fn copy_unprefetched_stacks(
+    memory: &dyn RemoteMemory,
+    frame_size: u64,
+    reads: &mut [ThreadRead],
+    not_reached: &[(u64, Prefetched, u64)],
+) {
+    let mut windows: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut window_owners: Vec<usize> = Vec::new();
+    for (i, read) in reads.iter_mut().enumerate() {
+        let frame = read.current_frame;
+        if frame == 0 || read.chunk == 0 || frame < read.chunk {
+            continue;
+        }
+        if read.source.locate(frame, frame_size).is_some() {
+            continue;
+        }
+        let end = frame.saturating_add(frame_size);
+        if end - read.chunk <= 1 << 20 {
+            windows.push((read.chunk, vec![0u8; (end - read.chunk) as usize]));
+            window_owners.push(i);
+        }
+    }
+    if windows.is_empty() {
+        return;
+    }
+    // After the threads' windows, each thread's pointer again:
+    // read after every window its walk may use, it brackets
+    // them as the first batch's pointer does its windows
+    // (torn.rs), so a stack that grew into a chunk the
+    // prefetch did not hold needs no re-read of every frame.
+    // Not for a pointer read late (phase 2): the first
+    // batch's windows were copied before it.
+    // (Each thread has one window here: from its chunk's start
+    // to its innermost frame.)
+    let mut owners: Vec<(usize, bool)> = window_owners.iter().map(|&i| (i, false)).collect();
+    for &i in &window_owners {
+        let read = &reads[i];
+        if read.frame_pointer_at >= 8 && !read.pointer_read_late {
+            windows.push((read.frame_pointer_at, vec![0u8; 8]));
+            owners.push((i, true));
+        }
+    }
+    let required = windows.len();
+    for (owner, what, len) in not_reached {
+        let Prefetched::Window(start) = *what else {
+            continue;
+        };
+        if let Some(i) = reads.iter().position(|r| r.sample.thread_state == *owner) {
+            windows.push((start, vec![0u8; *len as usize]));
+            owners.push((i, false));
+        }
+    }
+    let done = {
+        let mut pieces: Vec<(u64, &mut [u8])> =
+            windows.iter_mut().map(|(a, b)| (*a, &mut b[..])).collect();
+        memory.read_prefix(&mut pieces).unwrap_or(0)
+    };
+    // The thread windows are all or nothing (as one batch
+    // was before the prefetch); prefetch pieces as far as read.
+    let keep = if done >= required { done } else { 0 };
+    for ((address, bytes), (owner, is_pointer)) in windows.into_iter().zip(owners).take(keep) {
+        let read = &mut reads[owner];
+        if is_pointer {
+            let value = Some(field_u64(&bytes, 0));
+            let count = read.source.windows().len();
+            read.pointer_after.resize(count, value);
+            read.top_after.resize(count, None);
+            read.bracketed_windows = count;
+        } else {
+            read.source.add_window(address, bytes);
         }
     }
 }

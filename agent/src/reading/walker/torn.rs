@@ -271,13 +271,8 @@ pub(super) fn top_agrees(
     top: Option<u64>,
     frame_size: &dyn Fn(u64) -> Option<u64>,
 ) -> bool {
-    let (Some(top), Some(code_at)) = (
-        top,
-        layout
-            .offsets
-            .interpreter_frame_f_executable
-            .or(layout.offsets.interpreter_frame_f_code),
-    ) else {
+    let (Some(top), Some(code_at)) = (top, layout.interpreter_frames.map(|at| at.executable))
+    else {
         return true;
     };
     let chunk_of = |address: u64| {
@@ -358,22 +353,14 @@ const MAX_CHUNK: u64 = 64 << 20;
 /// and caller and, except for the innermost frame (whose instruction
 /// pointer moves on while it runs), the same instruction.
 fn same_frame(layout: &Layout, before: &[u8], after: &[u8], innermost: bool) -> bool {
-    let o = &layout.offsets;
-    let instruction = if innermost {
-        None
-    } else {
-        o.interpreter_frame_instr_ptr
-            .or(o.interpreter_frame_prev_instr)
-            .or(o.frame_object_f_lasti)
+    // (caller, code, instruction) of either family.
+    let (previous, code, instruction) = match (layout.interpreter_frames, layout.frame_objects) {
+        (Some(at), _) => (at.previous, at.executable, at.instruction),
+        (None, Some(at)) => (at.back, at.code, at.lasti),
+        (None, None) => return true,
     };
-    let fields = [
-        o.interpreter_frame_previous.or(o.frame_object_f_back),
-        o.interpreter_frame_f_executable
-            .or(o.interpreter_frame_f_code)
-            .or(o.frame_object_f_code),
-        instruction,
-    ];
-    fields
+    let instruction = (!innermost).then_some(instruction);
+    [Some(previous), Some(code), instruction]
         .into_iter()
         .flatten()
         .all(|at| field_u64(before, at) == field_u64(after, at))
