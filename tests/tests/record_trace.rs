@@ -95,7 +95,12 @@ fn check(python: &Python) {
         return;
     }
     record.wait_line("tracing process");
-    wait_file(&dir.path().join("ready"), &mut record);
+    let ready = wait_file(&dir.path().join("ready"), &mut record);
+    // Every thread of the program has the hook before the work goes: the
+    // worker started after the window opened is hooked by the tracer's
+    // rescan, which pydeep says ("hooks on N threads").
+    let threads = ready["threads"].as_u64().expect("threads");
+    record.wait_hooked(threads);
     std::fs::write(dir.path().join("go"), "").expect("go");
     let round = wait_file(&dir.path().join("round.json"), &mut record);
     // The window ends by its duration, before the program's truth is taken.
@@ -141,6 +146,7 @@ fn check(python: &Python) {
     let mut samples = 0u64;
     let mut events = Vec::new();
     let mut sampled_threads = std::collections::HashSet::new();
+    let mut gaps = Vec::new();
     while let Some(event) = recording.next_event().expect("a complete recording") {
         match event {
             Event::Sample(sample) => {
@@ -151,10 +157,22 @@ fn check(python: &Python) {
                 assert_eq!(batch.lost, 0, "{what}: lost events");
                 events.extend(clock.decode(&batch));
             }
+            Event::Gap(gap) => gaps.push(gap),
             _ => {}
         }
     }
     assert!(samples > 0, "{what}: no samples");
+    // Opening the window stalls no tick: the tracer is loaded on a helper
+    // thread while the sampler ticks on. (Gaps of other causes, a loaded
+    // machine's, may come and go: not asserted.)
+    let opening: Vec<_> = gaps
+        .iter()
+        .filter(|g| g.cause.starts_with("opening a trace window"))
+        .collect();
+    assert!(
+        opening.is_empty(),
+        "{what}: gaps caused by opening the trace window: {opening:?}"
+    );
     assert!(!events.is_empty(), "{what}: no trace events");
     let tables = recording.tables();
     let name_of = |frame: u64| {

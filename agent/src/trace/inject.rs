@@ -159,8 +159,9 @@ fn module(pid: i32, mappings: &[Mapping], path: &str) -> Result<Module, InjectEr
     if size > MAX_FILE {
         return Err(other(format!("{path} is larger than {MAX_FILE} bytes")));
     }
-    let data =
-        fs::read(&file).map_err(|e| other(format!("cannot read {}: {e}", file.display())))?;
+    let data = fs::File::open(&file)
+        .and_then(|f| elf::read_dynamic(&f, size))
+        .map_err(|e| other(format!("cannot read {}: {e}", file.display())))?;
     let symbols = elf::symbols(&data).map_err(|e| other(format!("{path}: {e}")))?;
     Ok(Module {
         bias: start.wrapping_sub(symbols.first_load_vaddr),
@@ -183,11 +184,22 @@ pub struct Loaded {
     pub start_result: i32,
     /// The function and thread the library was loaded at.
     pub safe_point: String,
+    /// How long each phase took, in order (notes/tracing.md, "Opening a
+    /// window while sampling").
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// The embedded tracer's own symbols, read once.
+fn tracer_symbols() -> Option<&'static elf::Symbols> {
+    static SYMBOLS: std::sync::OnceLock<Option<elf::Symbols>> = std::sync::OnceLock::new();
+    SYMBOLS
+        .get_or_init(|| elf::symbols(TRACER_LIBRARY).ok())
+        .as_ref()
 }
 
 /// The control block of a tracer an earlier window loaded, if any.
 pub fn loaded_control(mappings: &[Mapping]) -> Option<u64> {
-    let tracer = elf::symbols(TRACER_LIBRARY).ok()?;
+    let tracer = tracer_symbols()?;
     let offset = tracer.values.get(abi::CONTROL_SYMBOL)?;
     let prefix = format!("/memfd:{MEMFD_NAME}");
     let start = mappings
@@ -212,6 +224,13 @@ pub fn load_and_start(
     timeout: Duration,
     reuse_control: Option<u64>,
 ) -> Result<Loaded, InjectError> {
+    let mut clock = Instant::now();
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str| {
+        let now = Instant::now();
+        phases.push((name, now - clock));
+        clock = now;
+    };
     let mappings = maps(pid)?;
     let libc_path = mappings
         .iter()
@@ -250,6 +269,7 @@ pub fn load_and_start(
         .or_else(|| crate::process::procfs::executable(pid).map(|p| p.display().to_string()))
         .ok_or_else(|| other(format!("cannot find the interpreter of process {pid}")))?;
     let python = module(pid, &mappings, &python_path)?;
+    phase("reading the symbols of libc and the interpreter");
     let safe_points: Vec<(String, u64)> = SAFE_POINTS
         .iter()
         .filter_map(|name| python.address(name).map(|a| (name.to_string(), a)))
@@ -260,14 +280,26 @@ pub fn load_and_start(
         )));
     }
     let mut session = Session::seize(pid)?;
+    phase("seizing every thread");
+    let mut hit = None;
     let outcome = session.run(&safe_points, timeout, |thread| {
+        hit = Some(Instant::now());
         inject(thread, pid, &functions, agent_pid, flags, reuse_control)
     });
+    if let Some(hit) = hit {
+        phases.push(("waiting for a thread at a safe point", hit - clock));
+        clock = hit;
+    }
+    let now = Instant::now();
+    phases.push(("loading and starting the tracer", now - clock));
+    clock = now;
     let detached = session.detach_all();
+    phases.push(("detaching", clock.elapsed()));
     let (loaded, safe_point) = outcome?;
     detached?;
     Ok(Loaded {
         safe_point,
+        phases,
         ..loaded
     })
 }
@@ -296,7 +328,8 @@ fn inject(
             Some(control) => (control, true),
             None => (load(thread, pid, functions)?, false),
         };
-        let tracer = elf::symbols(TRACER_LIBRARY).map_err(|e| other(e.to_string()))?;
+        let tracer =
+            tracer_symbols().ok_or_else(|| other("the embedded tracer is not a readable ELF file"))?;
         let (Some(start), Some(control_value)) = (
             tracer.values.get(abi::START_SYMBOL),
             tracer.values.get(abi::CONTROL_SYMBOL),
@@ -310,6 +343,7 @@ fn inject(
             reused,
             start_result,
             safe_point: String::new(),
+            phases: Vec::new(),
         })
     })();
     // errno as it was, whatever happened.
@@ -393,6 +427,12 @@ fn list_tasks(pid: i32) -> Vec<i32> {
 }
 
 const WALL: i32 = 0x4000_0000;
+/// `__WNOTHREAD`: wait for this thread's own tracees only. The injection
+/// may run on a helper thread of a sampler (a trace window opened while
+/// sampling) or beside other samplers (the daemon): a `waitpid(-1)`
+/// without it would take the stops of their pauses, or the exit status
+/// of the program `record` started.
+const WNOTHREAD: i32 = 0x2000_0000;
 const PTRACE_EVENT_CLONE: i32 = 3;
 
 /// A wait status.
@@ -505,7 +545,7 @@ impl Session {
         loop {
             let mut status = 0;
             // SAFETY: an out-pointer to an int.
-            let tid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | WALL) };
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | WALL | WNOTHREAD) };
             if tid > 0 {
                 let status = decode(status);
                 match status {
