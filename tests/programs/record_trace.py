@@ -3,8 +3,8 @@ a deterministic call-heavy workload once the test says go, with its own
 truth taken after the trace window.
 
 argv[1]: a folder the test and the fixture share.
-  first_frame()  is the program's first call (whether the window saw it is
-                 reported by the test, not asserted: see notes/tracing.md)
+  first_frame()  is the program's first call: traced (the tracer goes in
+                 at Py_RunMain, before the program's first line)
   ready          written once the worker thread runs, with the number of
                  Python threads; the test lets the work go only once pydeep
                  has said that many threads have the hook (the tracer's

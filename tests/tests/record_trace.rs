@@ -194,15 +194,20 @@ fn check(python: &Python) {
         let native = clocks["thread"].as_u64().expect("thread");
         let before = clocks["before"].as_u64().expect("before");
         let after = clocks["after"].as_u64().expect("after");
-        let thread = tables
+        let defs: Vec<u32> = tables
             .threads
             .iter()
-            .find(|(_, t)| t.native_id == native)
+            .filter(|(_, t)| t.native_id == native)
             .map(|(id, _)| *id)
-            .unwrap_or_else(|| panic!("{what}: thread {who} ({native}) not in the recording"));
+            .collect();
+        assert!(
+            !defs.is_empty(),
+            "{what}: thread {who} ({native}) not in the recording"
+        );
+        let thread = defs[0];
         let mut counts: HashMap<String, u64> = HashMap::new();
         for event in events.iter().filter(|e| {
-            e.thread == thread
+            defs.contains(&e.thread)
                 && e.kind == TraceEventKind::TraceCall
                 && e.time_ns >= before
                 && e.time_ns <= after
@@ -220,22 +225,28 @@ fn check(python: &Python) {
             // Samples and trace events of the same thread share its
             // ThreadDef: one set of tables.
             assert!(
-                sampled_threads.contains(&thread),
+                defs.len() == 1 && sampled_threads.contains(&thread),
                 "{what}: the main thread's samples and trace events have different threads"
             );
         }
     }
+    // The tracer went in before the program's first line (at Py_RunMain,
+    // the program stopped at its exec until then): its first call, and
+    // before it the module's own code, are traced.
     let first_frame = events
         .iter()
         .any(|e| e.kind == TraceEventKind::TraceCall && name_of(e.frame).1 == "first_frame");
+    let first_call = events
+        .iter()
+        .find(|e| e.kind == TraceEventKind::TraceCall)
+        .map(|e| name_of(e.frame));
+    assert!(
+        first_frame,
+        "{what}: the program's first call was not traced (first traced call: {first_call:?})"
+    );
     eprintln!(
-        "   {what}: {samples} samples, {} trace events; the program's first call {}",
+        "   {what}: {samples} samples, {} trace events; the program's first call traced, the first traced call {first_call:?}",
         events.len(),
-        if first_frame {
-            "traced"
-        } else {
-            "made before the hooks were in"
-        }
     );
     check_chrome(&output, &what);
 }

@@ -60,6 +60,65 @@ pub struct TraceOptions {
     pub functions: Option<regex::Regex>,
     /// How long to wait for a thread at a safe point (default 5 s).
     pub start_timeout: Duration,
+    /// The control block of a tracer already started in the target
+    /// (`record --trace` starts it before the program's first line,
+    /// [`start_early`]): the window only drains it.
+    pub preloaded: Option<u64>,
+}
+
+/// The tracer flags of a window with `options`.
+fn flags_of(options: &TraceOptions) -> u32 {
+    abi::FLAG_CALLS
+        | if options.c_calls {
+            abi::FLAG_C_CALLS
+        } else {
+            0
+        }
+        | if options.lines { abi::FLAG_LINES } else { 0 }
+        | if options.opcodes {
+            abi::FLAG_OPCODES
+        } else {
+            0
+        }
+        | if options.functions.is_some() {
+            abi::FLAG_SELECT
+        } else {
+            0
+        }
+}
+
+/// `record --trace`: starts the tracer in the program `record` just
+/// started with `PTRACE_TRACEME` (stopped at its exec), at `Py_RunMain`,
+/// with the hooks in before the program's first line
+/// ([`inject::start_at_main`]). The control block's address, or why not
+/// (the program then runs on untouched).
+#[cfg(target_arch = "x86_64")]
+pub fn start_early(pid: i32, options: &TraceOptions) -> Result<u64> {
+    let loaded = inject::start_at_main(
+        pid,
+        std::process::id(),
+        flags_of(options),
+        options.start_timeout,
+    )
+    .map_err(inject_failure)?;
+    if loaded.start_result != 0 {
+        anyhow::bail!(
+            "the tracer could not start in process {pid} ({})",
+            loaded.start_result
+        );
+    }
+    if std::env::var_os("PYDEEP_TRACE_PHASES").is_some() {
+        eprintln!(
+            "pydeep: tracer started in process {pid} at the {} ({:.1} ms after the exec)",
+            loaded.safe_point,
+            loaded
+                .phases
+                .iter()
+                .map(|(_, took)| took.as_secs_f64() * 1e3)
+                .sum::<f64>()
+        );
+    }
+    Ok(loaded.control)
 }
 
 /// Runs `pydeep trace`.
@@ -192,23 +251,7 @@ pub struct Start {
 impl Start {
     /// The start of a window in `target` as `options` say.
     pub fn of(target: &Target, pid: i32, options: &TraceOptions) -> Result<Start> {
-        let flags = abi::FLAG_CALLS
-            | if options.c_calls {
-                abi::FLAG_C_CALLS
-            } else {
-                0
-            }
-            | if options.lines { abi::FLAG_LINES } else { 0 }
-            | if options.opcodes {
-                abi::FLAG_OPCODES
-            } else {
-                0
-            }
-            | if options.functions.is_some() {
-                abi::FLAG_SELECT
-            } else {
-                0
-            };
+        let flags = flags_of(options);
         let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure)?)
             .filter(|control| ring::is_tracer(target, *control));
         Ok(Start {
@@ -275,13 +318,7 @@ impl Start {
             eprintln!("pydeep: {said}");
         }
         tracing::info!("{said}");
-        let mut drain = Drain::new(loaded.control);
-        if let Some(functions) = &options.functions {
-            drain.select(functions.clone());
-        }
-        drain.lines(options.lines);
-        drain.opcodes(options.opcodes);
-        Ok(drain)
+        Ok(Drain::for_window(loaded.control, options))
     }
 }
 
@@ -448,6 +485,17 @@ impl Drain {
             lines_asked: false,
             opcodes_asked: false,
         }
+    }
+
+    /// The drain of the tracer at `control`, started with `options`.
+    pub fn for_window(control: u64, options: &TraceOptions) -> Drain {
+        let mut drain = Drain::new(control);
+        if let Some(functions) = &options.functions {
+            drain.select(functions.clone());
+        }
+        drain.lines(options.lines);
+        drain.opcodes(options.opcodes);
+        drain
     }
 
     /// Says in the recording that line events were asked for.
@@ -896,8 +944,19 @@ fn thread_of(
     pid: i32,
     native_id: u32,
 ) -> (crate::ThreadSample, Option<String>) {
+    // A read of the thread list can fail while the target runs (a list
+    // changing under the read): a few tries before the thread is named by
+    // its native id alone, which would give its events a ThreadDef of
+    // their own beside its samples'.
     let mut threads = Vec::new();
-    let _ = target.sample_threads_without_frames(&mut threads);
+    for _ in 0..3 {
+        threads.clear();
+        if target.sample_threads_without_frames(&mut threads).is_ok()
+            && threads.iter().any(|t| t.native_id == native_id as u64)
+        {
+            break;
+        }
+    }
     let names = target.thread_names().unwrap_or_default();
     let sample = threads
         .into_iter()

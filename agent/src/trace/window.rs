@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::inject::{InjectError, Loaded};
-use super::{
-    abi, ring, Drain, RawBatch, Start, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT,
-};
+use super::{abi, ring, Drain, RawBatch, Start, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
 use crate::cli::exit::{Exit, Failure};
 use crate::recording::codes::Resolver;
 use crate::recording::sink::{Input, Sink, TraceInput};
@@ -230,6 +228,16 @@ impl TraceWindow {
                 .into());
             }
             self.last_step = OPENING;
+            if let Some(control) = self.options.preloaded {
+                // Started before the program's first line (`record
+                // --trace`): the hooks are in, or going in.
+                if !ring::is_tracer(target, control) {
+                    anyhow::bail!("no tracer control block in process {pid} at {control:#x}");
+                }
+                self.drain = Some(Drain::for_window(control, &self.options));
+                self.phase = Phase::Starting(Instant::now() + GIL_TIMEOUT);
+                return Ok(());
+            }
             let start = Start::of(target, pid, &self.options)?;
             let loading = start.clone();
             let helper = std::thread::Builder::new()
@@ -334,9 +342,7 @@ impl TraceWindow {
 }
 
 /// What the helper thread's load came to.
-fn joined(
-    helper: std::thread::JoinHandle<Result<Loaded, InjectError>>,
-) -> Result<Loaded> {
+fn joined(helper: std::thread::JoinHandle<Result<Loaded, InjectError>>) -> Result<Loaded> {
     match helper.join() {
         Ok(loaded) => loaded.map_err(super::inject_failure),
         Err(_) => anyhow::bail!("the thread loading the tracer panicked"),
