@@ -207,6 +207,19 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
                     counts.extend(batch.count_frame.iter().copied());
                     opcodes_asked |= batch.opcodes;
                 }
+                Event::Gap(gap) => {
+                    // Opening a window stalls no tick of the target's
+                    // sampler: the tracer is loaded on a helper thread, and
+                    // each opening step takes well under a millisecond. A
+                    // step descheduled on a loaded machine may still be
+                    // named as a gap's cause: bounded loosely (gaps of
+                    // other causes are not asserted).
+                    assert!(
+                        !gap.cause.starts_with("opening a trace window")
+                            || gap.to_ns - gap.from_ns < 1_000_000_000,
+                        "{what}: a gap caused by opening the window: {gap:?}"
+                    );
+                }
                 _ => {}
             }
         }
