@@ -3,13 +3,14 @@ a deterministic call-heavy workload once the test says go, with its own
 truth taken after the trace window.
 
 argv[1]: a folder the test and the fixture share.
-  first_frame()  is the program's first call (whether the window saw it is
-                 reported by the test, not asserted: see notes/tracing.md)
-  ready          written once the worker thread runs (it was started before
-                 the test lets the work go, so the tracer's rescan has hooked
-                 it by then)
-  go             (from the test, once pydeep says it is tracing) main and
-                 worker thread each run work() once, reading
+  first_frame()  is the program's first call: traced (the tracer goes in
+                 at Py_RunMain, before the program's first line)
+  ready          written once the worker thread runs, with the number of
+                 Python threads; the test lets the work go only once pydeep
+                 has said that many threads have the hook (the tracer's
+                 rescan hooks a thread started after the window opened)
+  go             (from the test) main and worker thread each run work()
+                 once, reading
                  time.monotonic_ns() around it: round.json
   end            (from the test, once the window is over) the truth: the
                  calls of one work() counted by a sys.setprofile counter,
@@ -61,13 +62,7 @@ def worker():
 
 thread = threading.Thread(target=worker, name="worker")
 thread.start()
-# Long enough for the tracer's rescan (every 100 ms, once its thread gets
-# the GIL) to hook the worker when the window opened before it started.
-# A wait, not a proof: 0.3 s failed once under load (3.10.13, 2026-12-07);
-# waiting on the worker's own C profile hook would need c_hooks' probe,
-# which sets hooks of its own and must not run inside the window.
-time.sleep(1.0)
-write("ready", {"pid": os.getpid()})
+write("ready", {"pid": os.getpid(), "threads": threading.active_count()})
 wait_for("go")
 go.set()
 before = time.monotonic_ns()

@@ -86,6 +86,29 @@ impl Spawned {
         }
     }
 
+    /// Waits until pydeep has said that at least `threads` threads have
+    /// the trace hook ("hooks on N threads": when the window opened, or
+    /// when the tracer's rescan hooked threads started since) and returns
+    /// that line. Lines already seen count.
+    pub fn wait_hooked(&mut self, threads: u64) -> String {
+        let hooked = |line: &str| {
+            line.split("hooks on ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= threads)
+        };
+        if let Some(line) = self.seen.iter().find(|l| hooked(l)) {
+            return line.clone();
+        }
+        loop {
+            let line = self.wait_line("hooks on ");
+            if hooked(&line) {
+                return line;
+            }
+        }
+    }
+
     /// Waits until `pydeep trace` (or a recording's trace window) has its
     /// hooks in: it says "tracing process".
     pub fn wait_tracing(&mut self) {

@@ -41,6 +41,7 @@ pub fn run(command: Command) -> Result<Exit> {
                     opcodes: options.opcodes,
                     functions: options.functions,
                     start_timeout: options.start_timeout,
+                    preloaded: None,
                 },
             )
         }
@@ -152,7 +153,7 @@ fn record(
     options: &RecordOptions,
     trace: Option<crate::trace::TraceOptions>,
 ) -> Result<Exit> {
-    let session_options = SessionOptions {
+    let mut session_options = SessionOptions {
         trace,
         ..session_options(options, "record")?
     };
@@ -170,9 +171,21 @@ fn record(
             eprintln!("pydeep: warning: cannot become the subreaper of the program ({error}): a child whose parent exits at once may be missed");
         }
     }
-    let mut child = spawn(command)?;
+    let early = cfg!(target_arch = "x86_64") && session_options.trace.is_some();
+    let mut child = spawn(command, early)?;
     let pid = child.id() as i32;
     crate::cli::signals::forward_to(pid);
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(trace)) = (early, &mut session_options.trace) {
+        // The program is stopped at its exec: the tracer goes in before
+        // its first line, or the window opens once it is attached.
+        match crate::trace::start_early(pid, trace) {
+            Ok(control) => trace.preloaded = Some(control),
+            Err(error) => eprintln!(
+                "pydeep: tracing starts once pydeep is attached, not before the program's first line: {error:#}"
+            ),
+        }
+    }
     let follow_orphans = options.subprocesses && crate::process::lifecycle::is_subreaper();
     let (target, program_gone) = match attach_when_ready(pid, &mut child, follow_orphans) {
         Ok(started) => started,
@@ -230,7 +243,12 @@ fn exit_like(status: std::process::ExitStatus) -> ! {
 /// unrecorded); it stays in pydeep's process group, so the terminal's
 /// Ctrl-C reaches it directly, and SIGINT or SIGTERM sent to pydeep alone
 /// are forwarded to it ([`crate::cli::signals`]).
-fn spawn(command: &[String]) -> Result<Child> {
+///
+/// With `traced` (`record --trace`) it also asks to be traced by this
+/// thread (`PTRACE_TRACEME`), so that it stops at its exec before any of
+/// its code ran ([`crate::trace::start_early`]); if the kernel refuses
+/// (ptrace_scope 3), it runs on as without.
+fn spawn(command: &[String], traced: bool) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     let mut process = Process::new(&command[0]);
@@ -252,6 +270,9 @@ fn spawn(command: &[String]) -> Result<Child> {
             // pydeep died between the fork and the prctl: do not run.
             if libc::getppid() != parent {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if traced {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
             }
             Ok(())
         });

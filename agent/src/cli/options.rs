@@ -275,6 +275,14 @@ pub enum CtlAction {
         /// `pydeep trace --functions`).
         #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
         functions: Option<regex::Regex>,
+        /// Exact execution counts of the --functions code's instructions
+        /// (see `pydeep trace --opcodes`); the reply says how many.
+        #[arg(long, requires = "functions")]
+        opcodes: bool,
+        /// How long to wait for a thread of the target to run Python code,
+        /// the only moment the tracer can be loaded safely.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        start_timeout: Duration,
     },
 }
 
@@ -296,6 +304,8 @@ impl CtlAction {
                 c_calls,
                 lines,
                 functions,
+                opcodes,
+                start_timeout,
             } => json!({
                 "command": "trace",
                 "pid": pid,
@@ -303,6 +313,8 @@ impl CtlAction {
                 "c_calls": c_calls,
                 "lines": lines,
                 "functions": functions.as_ref().map(|f| f.as_str()),
+                "opcodes": opcodes,
+                "start_timeout_ms": start_timeout.as_millis() as u64,
             }),
         }
     }
@@ -311,7 +323,11 @@ impl CtlAction {
     /// window is answered when it is over).
     pub fn takes(&self) -> Duration {
         match self {
-            CtlAction::Trace { duration, .. } => *duration + Duration::from_secs(30),
+            CtlAction::Trace {
+                duration,
+                start_timeout,
+                ..
+            } => *duration + *start_timeout + Duration::from_secs(30),
             _ => Duration::ZERO,
         }
     }
@@ -653,14 +669,14 @@ mod tests {
 #[derive(Debug, Args)]
 pub struct RecordTraceArgs {
     /// Also trace the program (every Python call and return, like `pydeep
-    /// trace`) from as early as a tracer can be loaded: right after the
-    /// interpreter is initialised, at the first thread's next entry into
-    /// the allocator or the evaluator, with the hooks in once the tracer's
-    /// thread gets the GIL (the main thread hands it over within one
-    /// switch interval, 5 ms, or at its first blocking call). Calls made
-    /// before that (interpreter start-up, `site`, the first few
-    /// milliseconds of the program) are not traced; notes/tracing.md.
-    /// Runs code in the program: only this flag does it.
+    /// trace`) from its first line: the program stops at its exec, the
+    /// tracer is loaded when the interpreter is initialised (at
+    /// `Py_RunMain`) and the hooks are in before the program's own code
+    /// runs. Interpreter start-up and `site` are not traced. A program that
+    /// is not a CPython calling `Py_RunMain` (a wrapper script, an embedded
+    /// interpreter) is traced from as soon as pydeep attaches to it
+    /// instead; notes/tracing.md. Runs code in the program: only this flag
+    /// does it.
     #[arg(long)]
     pub trace: bool,
     /// How long the trace window stays open (it ends earlier with the
@@ -699,6 +715,7 @@ impl RecordTraceArgs {
             opcodes: self.opcodes,
             functions: self.functions.clone(),
             start_timeout: self.trace_start_timeout,
+            preloaded: None,
         })
     }
 }

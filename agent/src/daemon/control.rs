@@ -77,6 +77,13 @@ pub enum Request {
         /// Only code objects whose `FILE:QUALNAME` this regex matches.
         #[serde(default)]
         functions: Option<String>,
+        /// Count every instruction of the selected code objects (needs
+        /// `functions`).
+        #[serde(default)]
+        opcodes: bool,
+        /// How long to wait for a thread at a safe point (default 5 s).
+        #[serde(default)]
+        start_timeout_ms: Option<u64>,
     },
 }
 
@@ -387,7 +394,9 @@ mod tests {
                 duration_ms: 2000,
                 c_calls: false,
                 lines: true,
-                functions: None
+                functions: None,
+                opcodes: false,
+                start_timeout_ms: None,
             }
         );
         assert!(parse(r#"{"command":"trace","pid":5}"#).is_err());

@@ -339,7 +339,21 @@ impl Daemon {
                 c_calls,
                 lines,
                 functions,
+                opcodes,
+                start_timeout_ms,
             } => {
+                if opcodes && functions.is_none() {
+                    let _ = reply.send(error_reply(
+                        "--opcodes needs --functions: counting every instruction of a whole program is too slow to be useful",
+                    ));
+                    return;
+                }
+                if c_calls && functions.is_some() {
+                    let _ = reply.send(error_reply(
+                        "--c-calls cannot be combined with --functions (a C function has no file)",
+                    ));
+                    return;
+                }
                 let Some(handle) = self.workers.get(&pid) else {
                     let _ = reply.send(error_reply(format!("process {pid} is not being recorded")));
                     return;
@@ -357,9 +371,10 @@ impl Daemon {
                     overwrite: false,
                     c_calls,
                     lines,
-                    opcodes: false,
+                    opcodes,
                     functions,
-                    start_timeout: Duration::from_secs(5),
+                    start_timeout: Duration::from_millis(start_timeout_ms.unwrap_or(5000)),
+                    preloaded: None,
                 };
                 let (tx, rx) = oneshot::channel();
                 if handle
@@ -379,6 +394,11 @@ impl Daemon {
                                 "events": summary.events,
                                 "lost": summary.lost,
                                 "threads_hooked": summary.threads_hooked,
+                                "selected": summary.selected,
+                                "not_selected": summary.not_selected,
+                                "instructions": summary.instructions,
+                                "executions": summary.executions,
+                                "executions_lost": summary.executions_lost,
                             },
                         }),
                         Ok(Err(error)) => {

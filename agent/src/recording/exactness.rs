@@ -92,6 +92,10 @@ pub struct Exactness {
     probes_held: u32,
     /// A pause failed (no permission to stop the target): fast from then on.
     cannot_pause: Option<String>,
+    /// Another thread of the agent has the target's threads seized for a
+    /// while (a trace window's tracer being loaded): ticks planned paused
+    /// are read without pausing meanwhile, and teach nothing.
+    seized_elsewhere: bool,
     /// Adaptive mode found the target's fast reads untrue by construction
     /// (3.9/3.10 frame objects): every tick paused, no probes.
     always_paused: bool,
@@ -195,6 +199,19 @@ impl Exactness {
         }
     }
 
+    /// Says whether another thread of the agent has the target's threads
+    /// seized now ([`crate::trace::window::TraceWindow::opening`]): a pause
+    /// would fail, and must not be taken for a lack of permission.
+    pub fn seized_elsewhere(&mut self, seized: bool) {
+        self.seized_elsewhere = seized;
+    }
+
+    /// True while another thread of the agent has the target's threads
+    /// seized ([`Exactness::seized_elsewhere`]).
+    pub fn is_seized_elsewhere(&self) -> bool {
+        self.seized_elsewhere
+    }
+
     /// True while ticks are read paused.
     pub fn reading_paused(&self) -> bool {
         self.paused && self.cannot_pause.is_none()
@@ -228,6 +245,14 @@ impl Exactness {
                 counts.fast_ticks += 1;
                 counts.moved += u64::from(out.iter().any(|s| s.moved));
                 self.learn(out.iter().any(|s| s.torn));
+                Ok(Tick::Read { taken_ns: taken })
+            }
+            Plan::Paused { .. } if self.seized_elsewhere => {
+                // Read as it runs, counted as such; not evidence either way.
+                let taken = monotonic_ns();
+                target.sample_threads(out)?;
+                counts.fast_ticks += 1;
+                counts.moved += u64::from(out.iter().any(|s| s.moved));
                 Ok(Tick::Read { taken_ns: taken })
             }
             Plan::Paused { probe } => {

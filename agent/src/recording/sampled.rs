@@ -91,6 +91,9 @@ impl Sampled {
         } else {
             window.step(&mut self.target, &mut out);
         }
+        // While the tracer is being loaded its helper thread has the
+        // target's threads seized: ticks are read without pausing.
+        self.exactness.seized_elsewhere(window.opening());
     }
     /// Samples `target` reading ticks as `read_mode` says, stacks at most
     /// `max_depth` deep, idle threads recorded if `include_idle`.
@@ -168,7 +171,15 @@ impl Sampled {
 
     /// True if it is time to ask whether the process exited or exec'd:
     /// after a failed read, or [`FATE_CHECK_EVERY`] after the last asking.
+    /// Not while a trace window's tracer is being loaded: its helper
+    /// thread has the process's threads seized, and a `waitpid` on our own
+    /// child from this thread would take the helper's ptrace stops for the
+    /// child's end (the kernel reports a tracee's stops to its real parent
+    /// too when both are threads of one process). Asked once it is done.
     pub fn fate_due(&mut self, read_failed: bool) -> bool {
+        if self.exactness.is_seized_elsewhere() {
+            return false;
+        }
         let due = read_failed || self.fate_checked.elapsed() >= FATE_CHECK_EVERY;
         if due {
             self.fate_checked = Instant::now();

@@ -257,8 +257,7 @@ impl Sampler {
             return false;
         };
         process.sampled.trace(&self.sink, window, close);
-        self.stalls
-            .note("loading or draining a trace window", started.elapsed());
+        self.stalls.note(window.last_step(), started.elapsed());
         true
     }
 

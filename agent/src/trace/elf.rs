@@ -45,6 +45,67 @@ fn usize_at(data: &[u8], at: usize) -> Result<usize, ElfError> {
     usize::try_from(u64_at(data, at)?).map_err(|_| ElfError("offset out of range"))
 }
 
+/// Most bytes of section headers, and of one symbol or string table, read
+/// from a file by [`read_dynamic`].
+const MAX_TABLE: u64 = 16 << 20;
+
+/// The parts of the ELF file `file` (`size` bytes) that [`symbols`]
+/// reads: its header, program and section headers, dynamic symbol tables
+/// and their strings, each at its own offset of a buffer as large as the
+/// file whose other bytes stay zero (never touched, so never made
+/// resident). A libpython with its debug information is ~30 MB of which
+/// these are ~100 KB: reading the whole file took most of the time of
+/// opening a trace window (70-160 ms, notes/tracing.md).
+pub fn read_dynamic(file: &std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let len = usize::try_from(size).map_err(|_| std::io::Error::other("file too large"))?;
+    let mut data = vec![0u8; len];
+    let read = |data: &mut Vec<u8>, at: usize, count: usize| -> std::io::Result<()> {
+        let end = at.saturating_add(count).min(len);
+        if at >= end {
+            return Ok(());
+        }
+        file.read_exact_at(&mut data[at..end], at as u64)
+    };
+    read(&mut data, 0, 64)?;
+    let header = |data: &[u8]| -> Option<(usize, usize, usize, usize)> {
+        let phoff = usize_at(data, 32).ok()?;
+        let shoff = usize_at(data, 40).ok()?;
+        let ph = u16_at(data, 54).ok()? as usize * u16_at(data, 56).ok()? as usize;
+        let sh = u16_at(data, 58).ok()? as usize * (u16_at(data, 60).ok()? as usize).min(4096);
+        Some((phoff, ph, shoff, sh))
+    };
+    let Some((phoff, ph, shoff, sh)) = header(&data) else {
+        return Ok(data);
+    };
+    read(&mut data, phoff, ph)?;
+    read(&mut data, shoff, sh.min(MAX_TABLE as usize))?;
+    let entsize = u16_at(&data, 58).unwrap_or(64).max(64) as usize;
+    let count = (sh / entsize).min(4096);
+    for i in 0..count {
+        let at = shoff.saturating_add(i * entsize);
+        if u32_at(&data, at.saturating_add(4)).ok() != Some(11) {
+            continue;
+        }
+        let (Ok(offset), Ok(size), Ok(link)) = (
+            usize_at(&data, at.saturating_add(24)),
+            usize_at(&data, at.saturating_add(32)),
+            u32_at(&data, at.saturating_add(40)),
+        ) else {
+            continue;
+        };
+        read(&mut data, offset, size.min(MAX_TABLE as usize))?;
+        let strings = shoff.saturating_add((link as usize).saturating_mul(entsize));
+        if let (Ok(offset), Ok(size)) = (
+            usize_at(&data, strings.saturating_add(24)),
+            usize_at(&data, strings.saturating_add(32)),
+        ) {
+            read(&mut data, offset, size.min(MAX_TABLE as usize))?;
+        }
+    }
+    Ok(data)
+}
+
 /// Reads the dynamic symbols of `data`.
 pub fn symbols(data: &[u8]) -> Result<Symbols, ElfError> {
     if data.get(..4) != Some(b"\x7fELF") {
@@ -139,6 +200,23 @@ mod tests {
         header[56] = 0xff;
         header[58] = 64;
         assert!(symbols(&header).is_err());
+    }
+
+    #[test]
+    fn reading_only_the_dynamic_tables_finds_what_reading_the_whole_file_finds() {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("libc.so") || p.contains("libc-"))
+            .expect("libc mapped");
+        let whole = symbols(&std::fs::read(libc).expect("read")).expect("libc");
+        let file = std::fs::File::open(libc).expect("open");
+        let size = file.metadata().expect("size").len();
+        let parts = symbols(&read_dynamic(&file, size).expect("read")).expect("libc");
+        assert!(whole.values.len() > 1000, "{}", whole.values.len());
+        assert_eq!(whole.values, parts.values);
+        assert_eq!(whole.first_load_vaddr, parts.first_load_vaddr);
     }
 
     #[test]

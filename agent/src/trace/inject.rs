@@ -17,6 +17,9 @@
 //!    meanwhile is held back and delivered at detach, at the original point.
 //! 4. Registers and errno are put back exactly, every thread is detached.
 //!
+//! `record --trace` loads it earlier, into the program it starts:
+//! [`start_at_main`], at `Py_RunMain`, before the program's first line.
+//!
 //! notes/tracing.md explains why these points are safe and what is not.
 
 use std::collections::{HashMap, HashSet};
@@ -159,8 +162,9 @@ fn module(pid: i32, mappings: &[Mapping], path: &str) -> Result<Module, InjectEr
     if size > MAX_FILE {
         return Err(other(format!("{path} is larger than {MAX_FILE} bytes")));
     }
-    let data =
-        fs::read(&file).map_err(|e| other(format!("cannot read {}: {e}", file.display())))?;
+    let data = fs::File::open(&file)
+        .and_then(|f| elf::read_dynamic(&f, size))
+        .map_err(|e| other(format!("cannot read {}: {e}", file.display())))?;
     let symbols = elf::symbols(&data).map_err(|e| other(format!("{path}: {e}")))?;
     Ok(Module {
         bias: start.wrapping_sub(symbols.first_load_vaddr),
@@ -183,11 +187,22 @@ pub struct Loaded {
     pub start_result: i32,
     /// The function and thread the library was loaded at.
     pub safe_point: String,
+    /// How long each phase took, in order (notes/tracing.md, "Opening a
+    /// window while sampling").
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// The embedded tracer's own symbols, read once.
+fn tracer_symbols() -> Option<&'static elf::Symbols> {
+    static SYMBOLS: std::sync::OnceLock<Option<elf::Symbols>> = std::sync::OnceLock::new();
+    SYMBOLS
+        .get_or_init(|| elf::symbols(TRACER_LIBRARY).ok())
+        .as_ref()
 }
 
 /// The control block of a tracer an earlier window loaded, if any.
 pub fn loaded_control(mappings: &[Mapping]) -> Option<u64> {
-    let tracer = elf::symbols(TRACER_LIBRARY).ok()?;
+    let tracer = tracer_symbols()?;
     let offset = tracer.values.get(abi::CONTROL_SYMBOL)?;
     let prefix = format!("/memfd:{MEMFD_NAME}");
     let start = mappings
@@ -212,6 +227,52 @@ pub fn load_and_start(
     timeout: Duration,
     reuse_control: Option<u64>,
 ) -> Result<Loaded, InjectError> {
+    let mut clock = Instant::now();
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str| {
+        let now = Instant::now();
+        phases.push((name, now - clock));
+        clock = now;
+    };
+    let (functions, python, python_path) = target_modules(pid)?;
+    phase("reading the symbols of libc and the interpreter");
+    let safe_points: Vec<(String, u64)> = SAFE_POINTS
+        .iter()
+        .filter_map(|name| python.address(name).map(|a| (name.to_string(), a)))
+        .collect();
+    if safe_points.is_empty() {
+        return Err(other(format!(
+            "{python_path} exports none of {SAFE_POINTS:?}: not a CPython this tracer knows"
+        )));
+    }
+    let mut session = Session::seize(pid)?;
+    phase("seizing every thread");
+    let mut hit = None;
+    let outcome = session.run(&safe_points, timeout, |thread| {
+        hit = Some(Instant::now());
+        inject(thread, pid, &functions, agent_pid, flags, reuse_control)
+    });
+    if let Some(hit) = hit {
+        phases.push(("waiting for a thread at a safe point", hit - clock));
+        clock = hit;
+    }
+    let now = Instant::now();
+    phases.push(("loading and starting the tracer", now - clock));
+    clock = now;
+    let detached = session.detach_all();
+    phases.push(("detaching", clock.elapsed()));
+    let (loaded, safe_point) = outcome?;
+    detached?;
+    Ok(Loaded {
+        safe_point,
+        phases,
+        ..loaded
+    })
+}
+
+/// The libc functions the injection calls, and the interpreter's module
+/// (libpython, or the executable of a static build) with its path.
+fn target_modules(pid: i32) -> Result<(Functions, Module, String), InjectError> {
     let mappings = maps(pid)?;
     let libc_path = mappings
         .iter()
@@ -250,24 +311,151 @@ pub fn load_and_start(
         .or_else(|| crate::process::procfs::executable(pid).map(|p| p.display().to_string()))
         .ok_or_else(|| other(format!("cannot find the interpreter of process {pid}")))?;
     let python = module(pid, &mappings, &python_path)?;
-    let safe_points: Vec<(String, u64)> = SAFE_POINTS
-        .iter()
-        .filter_map(|name| python.address(name).map(|a| (name.to_string(), a)))
-        .collect();
-    if safe_points.is_empty() {
+    Ok((functions, python, python_path))
+}
+
+/// The program's entry point (`AT_ENTRY` of its auxiliary vector).
+fn entry_point(pid: i32) -> Option<u64> {
+    let auxv = fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    auxv.chunks_exact(16).take(4096).find_map(|pair| {
+        let key = u64::from_le_bytes(pair[..8].try_into().ok()?);
+        let value = u64::from_le_bytes(pair[8..].try_into().ok()?);
+        (key == libc::AT_ENTRY).then_some(value)
+    })
+}
+
+/// `record --trace`: loads the tracer into the program `record` just
+/// started, before its first line. The program was started with
+/// `PTRACE_TRACEME` by the calling thread, so it stops at its `execve`
+/// before any of its code ran. Then:
+///
+/// 1. it is detached with a SIGSTOP (it stays stopped), seized like any
+///    target (`PTRACE_SEIZE`, `PTRACE_O_TRACECLONE`), and continued;
+/// 2. a breakpoint on its entry point (`AT_ENTRY`): the loader has mapped
+///    libc and libpython by then;
+/// 3. a breakpoint on `Py_RunMain`, which `python` calls once the
+///    interpreter is initialised and before the program's `-c`, `-m` or
+///    script runs. The thread holds the GIL there and is at a function
+///    boundary with no frame of the interpreter's on its stack: the tracer
+///    is loaded and started as at any safe point, then the thread releases
+///    the GIL (`PyEval_SaveThread`) until the watchdog has installed the
+///    hooks (state past STARTING, at most `timeout`), and takes it back
+///    (`PyEval_RestoreThread`);
+/// 4. registers and errno restored, every thread detached.
+///
+/// On any failure (a program that is not a CPython with `Py_RunMain`, a
+/// free-threaded one, no call within `timeout`) the program is detached
+/// and runs on untouched; `record` then opens the window the usual way.
+pub fn start_at_main(
+    pid: i32,
+    agent_pid: u32,
+    flags: u32,
+    timeout: Duration,
+) -> Result<Loaded, InjectError> {
+    let started = Instant::now();
+    let tracer = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        });
+    if tracer != Some(std::process::id()) {
         return Err(other(format!(
-            "{python_path} exports none of {SAFE_POINTS:?}: not a CPython this tracer knows"
+            "process {pid} is not traced by pydeep (PTRACE_TRACEME refused)"
         )));
     }
-    let mut session = Session::seize(pid)?;
-    let outcome = session.run(&safe_points, timeout, |thread| {
-        inject(thread, pid, &functions, agent_pid, flags, reuse_control)
-    });
+    // 1. The exec stop (SIGTRAP) of the child that asked to be traced.
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut status = 0;
+        // SAFETY: an out-pointer to an int.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | WALL) };
+        if r == pid {
+            if libc::WIFSTOPPED(status) {
+                break;
+            }
+            return Err(InjectError::Exited(pid));
+        }
+        if r < 0 || Instant::now() >= until {
+            return Err(other(format!(
+                "process {pid} did not stop at its exec (not traced by pydeep)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: plain ptrace request on our stopped tracee.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, libc::SIGSTOP as libc::c_ulong) };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut status = 0;
+        // SAFETY: an out-pointer to an int.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED | WALL) };
+        if r == pid {
+            if libc::WIFSTOPPED(status) {
+                break;
+            }
+            return Err(InjectError::Exited(pid));
+        }
+        if r < 0 || Instant::now() >= until {
+            // SAFETY: kill on our own child.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            return Err(other(format!("process {pid} did not stop")));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut session = match Session::seize(pid) {
+        Ok(session) => session,
+        Err(error) => {
+            // SAFETY: kill on our own child.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            return Err(error);
+        }
+    };
+    // SAFETY: kill on our own child: it runs on, traced.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let outcome = (|| {
+        let entry = entry_point(pid).ok_or_else(|| other("no entry point in /proc/PID/auxv"))?;
+        session.run(
+            &[("the program's entry".to_string(), entry)],
+            timeout,
+            |_| Ok(()),
+        )?;
+        let (functions, python, python_path) = target_modules(pid)?;
+        if python.address("_Py_DecRefShared").is_some() {
+            return Err(other(format!("{python_path} is a free-threaded CPython")));
+        }
+        let (Some(main), Some(save), Some(restore)) = (
+            python.address("Py_RunMain"),
+            python.address("PyEval_SaveThread"),
+            python.address("PyEval_RestoreThread"),
+        ) else {
+            return Err(other(format!(
+                "{python_path} is not a CPython with Py_RunMain"
+            )));
+        };
+        session.run(&[("Py_RunMain".to_string(), main)], timeout, |thread| {
+            inject_and_wait(
+                thread,
+                pid,
+                &functions,
+                agent_pid,
+                flags,
+                None,
+                Some((save, restore, timeout)),
+            )
+        })
+    })();
     let detached = session.detach_all();
     let (loaded, safe_point) = outcome?;
     detached?;
     Ok(Loaded {
         safe_point,
+        phases: vec![(
+            "starting the program up to Py_RunMain, loading and starting the tracer",
+            started.elapsed(),
+        )],
         ..loaded
     })
 }
@@ -289,6 +477,31 @@ fn inject(
     flags: u32,
     reuse_control: Option<u64>,
 ) -> Result<Loaded, InjectError> {
+    inject_and_wait(
+        thread,
+        pid,
+        functions,
+        agent_pid,
+        flags,
+        reuse_control,
+        None,
+    )
+}
+
+/// [`inject`], and with `handover` (`PyEval_SaveThread`,
+/// `PyEval_RestoreThread` and how long to wait) the thread, which holds the
+/// GIL at a point where releasing it is safe, gives it to the watchdog
+/// until the hooks are in (or the wait is over), then takes it back: the
+/// thread's next Python code is traced.
+fn inject_and_wait(
+    thread: &mut Stopped<'_>,
+    pid: i32,
+    functions: &Functions,
+    agent_pid: u32,
+    flags: u32,
+    reuse_control: Option<u64>,
+    handover: Option<(u64, u64, Duration)>,
+) -> Result<Loaded, InjectError> {
     let errno_address = thread.call(functions.errno_location, &[])?;
     let errno = thread.read_u32(errno_address)?;
     let result = (|| {
@@ -296,7 +509,8 @@ fn inject(
             Some(control) => (control, true),
             None => (load(thread, pid, functions)?, false),
         };
-        let tracer = elf::symbols(TRACER_LIBRARY).map_err(|e| other(e.to_string()))?;
+        let tracer = tracer_symbols()
+            .ok_or_else(|| other("the embedded tracer is not a readable ELF file"))?;
         let (Some(start), Some(control_value)) = (
             tracer.values.get(abi::START_SYMBOL),
             tracer.values.get(abi::CONTROL_SYMBOL),
@@ -305,11 +519,31 @@ fn inject(
         };
         let start = control.wrapping_sub(*control_value).wrapping_add(*start);
         let start_result = thread.call(start, &[agent_pid as u64, flags as u64])? as u32 as i32;
+        if let (0, Some((save, restore, wait))) = (start_result, handover) {
+            let state = thread.call(save, &[])?;
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                let now = thread.read_u32(control + abi::offset::STATE)?;
+                if now != abi::STATE_STARTING && now != abi::STATE_IDLE {
+                    break;
+                }
+                // The watchdog (a new thread, traced since its clone) and
+                // any other thread run on meanwhile.
+                if let Some((tid, status)) = thread
+                    .session
+                    .next_stop(Instant::now() + Duration::from_millis(2))
+                {
+                    thread.session.pass(tid, status);
+                }
+            }
+            thread.call(restore, &[state])?;
+        }
         Ok(Loaded {
             control,
             reused,
             start_result,
             safe_point: String::new(),
+            phases: Vec::new(),
         })
     })();
     // errno as it was, whatever happened.
@@ -393,6 +627,12 @@ fn list_tasks(pid: i32) -> Vec<i32> {
 }
 
 const WALL: i32 = 0x4000_0000;
+/// `__WNOTHREAD`: wait for this thread's own tracees only. The injection
+/// may run on a helper thread of a sampler (a trace window opened while
+/// sampling) or beside other samplers (the daemon): a `waitpid(-1)`
+/// without it would take the stops of their pauses, or the exit status
+/// of the program `record` started.
+const WNOTHREAD: i32 = 0x2000_0000;
 const PTRACE_EVENT_CLONE: i32 = 3;
 
 /// A wait status.
@@ -505,7 +745,7 @@ impl Session {
         loop {
             let mut status = 0;
             // SAFETY: an out-pointer to an int.
-            let tid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | WALL) };
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | WALL | WNOTHREAD) };
             if tid > 0 {
                 let status = decode(status);
                 match status {
@@ -602,6 +842,17 @@ impl Session {
             return Err(other(
                 "another debugger has breakpoints on every safe point",
             ));
+        }
+        // A thread left stopped by an earlier run (the program's entry,
+        // before the interpreter's) goes on now that the breakpoints are in.
+        let stopped: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(_, stopped)| **stopped)
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in stopped {
+            self.cont(tid, 0);
         }
         let started = Instant::now();
         let until = started + timeout;

@@ -60,6 +60,65 @@ pub struct TraceOptions {
     pub functions: Option<regex::Regex>,
     /// How long to wait for a thread at a safe point (default 5 s).
     pub start_timeout: Duration,
+    /// The control block of a tracer already started in the target
+    /// (`record --trace` starts it before the program's first line,
+    /// [`start_early`]): the window only drains it.
+    pub preloaded: Option<u64>,
+}
+
+/// The tracer flags of a window with `options`.
+fn flags_of(options: &TraceOptions) -> u32 {
+    abi::FLAG_CALLS
+        | if options.c_calls {
+            abi::FLAG_C_CALLS
+        } else {
+            0
+        }
+        | if options.lines { abi::FLAG_LINES } else { 0 }
+        | if options.opcodes {
+            abi::FLAG_OPCODES
+        } else {
+            0
+        }
+        | if options.functions.is_some() {
+            abi::FLAG_SELECT
+        } else {
+            0
+        }
+}
+
+/// `record --trace`: starts the tracer in the program `record` just
+/// started with `PTRACE_TRACEME` (stopped at its exec), at `Py_RunMain`,
+/// with the hooks in before the program's first line
+/// ([`inject::start_at_main`]). The control block's address, or why not
+/// (the program then runs on untouched).
+#[cfg(target_arch = "x86_64")]
+pub fn start_early(pid: i32, options: &TraceOptions) -> Result<u64> {
+    let loaded = inject::start_at_main(
+        pid,
+        std::process::id(),
+        flags_of(options),
+        options.start_timeout,
+    )
+    .map_err(inject_failure)?;
+    if loaded.start_result != 0 {
+        anyhow::bail!(
+            "the tracer could not start in process {pid} ({})",
+            loaded.start_result
+        );
+    }
+    if std::env::var_os("PYDEEP_TRACE_PHASES").is_some() {
+        eprintln!(
+            "pydeep: tracer started in process {pid} at the {} ({:.1} ms after the exec)",
+            loaded.safe_point,
+            loaded
+                .phases
+                .iter()
+                .map(|(_, took)| took.as_secs_f64() * 1e3)
+                .sum::<f64>()
+        );
+    }
+    Ok(loaded.control)
 }
 
 /// Runs `pydeep trace`.
@@ -171,66 +230,101 @@ fn trace_into<W: std::io::Write>(
 /// (the watchdog installs them when it gets the GIL).
 #[cfg(target_arch = "x86_64")]
 pub fn open(target: &mut Target, pid: i32, options: &TraceOptions) -> Result<Drain> {
-    let none = |e: anyhow::Error| e;
-    let flags = abi::FLAG_CALLS
-        | if options.c_calls {
-            abi::FLAG_C_CALLS
-        } else {
-            0
-        }
-        | if options.lines { abi::FLAG_LINES } else { 0 }
-        | if options.opcodes {
-            abi::FLAG_OPCODES
-        } else {
-            0
-        }
-        | if options.functions.is_some() {
-            abi::FLAG_SELECT
-        } else {
-            0
-        };
-    let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure).map_err(none)?)
-        .filter(|control| ring::is_tracer(target, *control));
-    let loaded =
-        inject::load_and_start(pid, std::process::id(), flags, options.start_timeout, reuse)
-            .map_err(inject_failure)
-            .map_err(none)?;
-    match loaded.start_result {
-        0 => {}
-        -1 => {
-            return Err(none(
-                Failure::new(
-                    Exit::TraceRefused,
-                    format!("process {pid} is already being traced by another pydeep trace; wait for it to end"),
-                )
-                .into(),
-            ))
-        }
-        other => {
-            let message = ring::read_control(target, loaded.control)
-                .map(|c| c.message)
-                .unwrap_or_default();
-            return Err(none(anyhow::anyhow!(
-                "the tracer could not start in process {pid} ({other}): {message}"
-            )));
-        }
-    }
-    tracing::info!(
-        "tracer {} at the {}",
-        if loaded.reused { "restarted" } else { "loaded" },
-        loaded.safe_point
-    );
-    let mut drain = Drain::new(loaded.control);
-    if let Some(functions) = &options.functions {
-        drain.select(functions.clone());
-    }
-    drain.lines(options.lines);
-    drain.opcodes(options.opcodes);
-    Ok(drain)
+    let start = Start::of(target, pid, options)?;
+    let loaded = start.load();
+    start.opened(target, options, loaded)
+}
+
+/// What loading the tracer into a process needs, gathered on the thread
+/// that reads the target (cheap: its maps and a control block); the load
+/// itself ([`Start::load`]: ELF symbols, ptrace) may then run on another
+/// thread ([`window::TraceWindow`] does, so that sampling goes on).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone)]
+pub struct Start {
+    pid: i32,
+    flags: u32,
+    reuse: Option<u64>,
+    start_timeout: Duration,
 }
 
 #[cfg(target_arch = "x86_64")]
-fn inject_failure(error: inject::InjectError) -> anyhow::Error {
+impl Start {
+    /// The start of a window in `target` as `options` say.
+    pub fn of(target: &Target, pid: i32, options: &TraceOptions) -> Result<Start> {
+        let flags = flags_of(options);
+        let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure)?)
+            .filter(|control| ring::is_tracer(target, *control));
+        Ok(Start {
+            pid,
+            flags,
+            reuse,
+            start_timeout: options.start_timeout,
+        })
+    }
+
+    /// Loads (or restarts) the tracer: reads the target's libc and
+    /// interpreter symbols, waits for a thread at a safe point, calls
+    /// into it. Touches nothing but the process (no `Target`), so it may
+    /// run on any thread: every ptrace request of it is made by the
+    /// thread that calls this.
+    pub fn load(&self) -> std::result::Result<inject::Loaded, inject::InjectError> {
+        inject::load_and_start(
+            self.pid,
+            std::process::id(),
+            self.flags,
+            self.start_timeout,
+            self.reuse,
+        )
+    }
+
+    /// The drain of the window [`Start::load`] started, or why it did not.
+    pub fn opened(
+        &self,
+        target: &mut Target,
+        options: &TraceOptions,
+        loaded: std::result::Result<inject::Loaded, inject::InjectError>,
+    ) -> Result<Drain> {
+        let pid = self.pid;
+        let loaded = loaded.map_err(inject_failure)?;
+        match loaded.start_result {
+            0 => {}
+            -1 => {
+                return Err(Failure::new(
+                    Exit::TraceRefused,
+                    format!("process {pid} is already being traced by another pydeep trace; wait for it to end"),
+                )
+                .into())
+            }
+            other => {
+                let message = ring::read_control(target, loaded.control)
+                    .map(|c| c.message)
+                    .unwrap_or_default();
+                anyhow::bail!("the tracer could not start in process {pid} ({other}): {message}");
+            }
+        }
+        let said = format!(
+            "tracer {} in process {pid} at the {} ({})",
+            if loaded.reused { "restarted" } else { "loaded" },
+            loaded.safe_point,
+            loaded
+                .phases
+                .iter()
+                .map(|(what, took)| format!("{what} {:.1} ms", took.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // A measuring aid (notes/tracing.md): where opening a window goes.
+        if std::env::var_os("PYDEEP_TRACE_PHASES").is_some() {
+            eprintln!("pydeep: {said}");
+        }
+        tracing::info!("{said}");
+        Ok(Drain::for_window(loaded.control, options))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn inject_failure(error: inject::InjectError) -> anyhow::Error {
     use inject::InjectError;
     let exit = match &error {
         InjectError::NoSafePoint { .. } => Exit::NoSafePoint,
@@ -394,6 +488,17 @@ impl Drain {
             lines_asked: false,
             opcodes_asked: false,
         }
+    }
+
+    /// The drain of the tracer at `control`, started with `options`.
+    pub fn for_window(control: u64, options: &TraceOptions) -> Drain {
+        let mut drain = Drain::new(control);
+        if let Some(functions) = &options.functions {
+            drain.select(functions.clone());
+        }
+        drain.lines(options.lines);
+        drain.opcodes(options.opcodes);
+        drain
     }
 
     /// Says in the recording that line events were asked for.
@@ -593,6 +698,7 @@ impl Drain {
                 None => " until Ctrl-C".into(),
             }
         );
+        self.summary.threads_hooked = started.threads_hooked;
         let end = options.duration.map(|d| Instant::now() + d);
         let outcome = (|| -> Result<()> {
             loop {
@@ -605,6 +711,14 @@ impl Drain {
                 self.beat(target)?;
                 let before = self.read_pos;
                 let control = self.poll(target, out)?;
+                if control.threads_hooked > self.summary.threads_hooked {
+                    window::say_hooked(
+                        target.pid(),
+                        self.summary.threads_hooked,
+                        control.threads_hooked,
+                    );
+                    self.summary.threads_hooked = control.threads_hooked;
+                }
                 if control.state != abi::STATE_TRACING {
                     // The watchdog ended the window by itself (it saw no
                     // heartbeat: this agent was stopped too long).
@@ -833,8 +947,19 @@ fn thread_of(
     pid: i32,
     native_id: u32,
 ) -> (crate::ThreadSample, Option<String>) {
+    // A read of the thread list can fail while the target runs (a list
+    // changing under the read): a few tries before the thread is named by
+    // its native id alone, which would give its events a ThreadDef of
+    // their own beside its samples'.
     let mut threads = Vec::new();
-    let _ = target.sample_threads_without_frames(&mut threads);
+    for _ in 0..3 {
+        threads.clear();
+        if target.sample_threads_without_frames(&mut threads).is_ok()
+            && threads.iter().any(|t| t.native_id == native_id as u64)
+        {
+            break;
+        }
+    }
     let names = target.thread_names().unwrap_or_default();
     let sample = threads
         .into_iter()

@@ -4,9 +4,12 @@
 //! drains the ring into [`RawBatch`]es that go to the recording's sink
 //! like the samples, and are interned there by the same recorder.
 //!
-//! Never blocks the sampler longer than one step: loading the tracer (up
-//! to `--start-timeout` waiting for a safe point), then one poll of the
-//! ring per step. The window ends by its duration, by the driver
+//! Never blocks the sampler longer than one step, and no step is long:
+//! loading the tracer (reading the target's ELF symbols, waiting up to
+//! `--start-timeout` for a thread at a safe point, the injected calls)
+//! runs on a helper thread while the sampler ticks on (reading without
+//! pausing the target meanwhile: the helper has its threads seized), then
+//! one poll of the ring per step. The window ends by its duration, by the driver
 //! ([`TraceWindow::close`]: Ctrl-C, the recording ends), or by the
 //! tracer's watchdog.
 
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{abi, ring, Drain, RawBatch, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
+use super::inject::{InjectError, Loaded};
+use super::{abi, ring, Drain, RawBatch, Start, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
 use crate::cli::exit::{Exit, Failure};
 use crate::recording::codes::Resolver;
 use crate::recording::sink::{Input, Sink, TraceInput};
@@ -25,6 +29,8 @@ use crate::{PythonVersion, Target};
 enum Phase {
     /// Not loaded yet.
     Idle,
+    /// The tracer being loaded on a helper thread.
+    Opening(Start, std::thread::JoinHandle<Result<Loaded, InjectError>>),
     /// Started; waiting for the watchdog to install the hooks.
     Starting(Instant),
     /// Hooks in; until this time (None: until closed).
@@ -45,7 +51,15 @@ pub struct TraceWindow {
     /// Why it failed, if it did.
     pub failure: Option<anyhow::Error>,
     ended_with_the_process: bool,
+    /// What the last step did, to name a stall it caused.
+    last_step: &'static str,
 }
+
+/// A step that opened the window (its first step, and each step while the
+/// helper thread loads the tracer): named in a gap it caused.
+pub const OPENING: &str = "opening a trace window";
+/// A step that drained the ring (or closed the window).
+pub const DRAINING: &str = "draining a trace window";
 
 /// Sends a drain's batches to the sink, with the code objects they name
 /// resolved by the sampler's resolver.
@@ -85,7 +99,20 @@ impl TraceWindow {
             drain: None,
             failure: None,
             ended_with_the_process: false,
+            last_step: OPENING,
         }
+    }
+
+    /// True while the tracer is being loaded on the helper thread, which
+    /// has the target's threads seized: the sampler must not pause the
+    /// target meanwhile (its ptrace requests would fail).
+    pub fn opening(&self) -> bool {
+        matches!(self.phase, Phase::Opening(..))
+    }
+
+    /// What the last step did ([`OPENING`] or [`DRAINING`]).
+    pub fn last_step(&self) -> &'static str {
+        self.last_step
     }
 
     /// True once the window is over (or failed).
@@ -142,6 +169,23 @@ impl TraceWindow {
     /// Ends the window now: stops, drains the rest, releases (bounded by
     /// the tracer's own timeouts).
     pub fn close(&mut self, target: &mut Target, out: &mut dyn TraceOut) {
+        self.last_step = DRAINING;
+        if let Phase::Opening(..) = self.phase {
+            // Wait for the load (bounded by --start-timeout) and stop what
+            // it started.
+            let Phase::Opening(start, loading) = std::mem::replace(&mut self.phase, Phase::Done)
+            else {
+                unreachable!("matched above")
+            };
+            match joined(loading).and_then(|loaded| start.opened(target, &self.options, Ok(loaded)))
+            {
+                Ok(drain) => {
+                    self.drain = Some(drain);
+                    self.phase = Phase::Starting(Instant::now());
+                }
+                Err(error) => self.failure = Some(error),
+            }
+        }
         match self.phase {
             Phase::Idle => self.phase = Phase::Done,
             Phase::Starting(_) | Phase::Tracing(_) => {
@@ -172,13 +216,45 @@ impl TraceWindow {
                 )
                 .into());
             }
-            self.drain = Some(super::open(target, pid, &self.options)?);
+            self.last_step = OPENING;
+            if let Some(control) = self.options.preloaded {
+                // Started before the program's first line (`record
+                // --trace`): the hooks are in, or going in.
+                if !ring::is_tracer(target, control) {
+                    anyhow::bail!("no tracer control block in process {pid} at {control:#x}");
+                }
+                self.drain = Some(Drain::for_window(control, &self.options));
+                self.phase = Phase::Starting(Instant::now() + GIL_TIMEOUT);
+                return Ok(());
+            }
+            let start = Start::of(target, pid, &self.options)?;
+            let loading = start.clone();
+            let helper = std::thread::Builder::new()
+                .name("pydeep-trace-load".into())
+                .spawn(move || loading.load())?;
+            self.phase = Phase::Opening(start, helper);
+            return Ok(());
+        }
+        if let Phase::Opening(_, helper) = &self.phase {
+            if !helper.is_finished() {
+                return Ok(());
+            }
+            let Phase::Opening(start, helper) = std::mem::replace(&mut self.phase, Phase::Done)
+            else {
+                unreachable!("matched above")
+            };
+            let loaded = joined(helper)?;
+            self.drain = Some(start.opened(target, &self.options, Ok(loaded))?);
             self.phase = Phase::Starting(Instant::now() + GIL_TIMEOUT);
             return Ok(());
         }
+        // From here each step polls the ring: what takes time is the drain
+        // (the first poll after the hooks went in reads what the program
+        // did since, ~25 ms on a call-heavy one).
+        self.last_step = DRAINING;
         let drain = self.drain.as_mut().expect("opened");
         match self.phase {
-            Phase::Idle | Phase::Done => {}
+            Phase::Idle | Phase::Opening(..) | Phase::Done => {}
             Phase::Starting(until) => {
                 drain.beat(target)?;
                 let control = drain.poll(target, out)?;
@@ -212,6 +288,12 @@ impl TraceWindow {
             Phase::Tracing(end) => {
                 drain.beat(target)?;
                 let control = drain.poll(target, out)?;
+                if control.threads_hooked > drain.summary.threads_hooked {
+                    // The watchdog's rescan hooked threads started since:
+                    // said, so that a program (a test) can wait for it.
+                    say_hooked(pid, drain.summary.threads_hooked, control.threads_hooked);
+                    drain.summary.threads_hooked = control.threads_hooked;
+                }
                 if control.state != abi::STATE_TRACING || end.is_some_and(|e| Instant::now() >= e) {
                     drain.command(target, abi::COMMAND_STOP)?;
                     self.phase = Phase::Stopping(Instant::now() + GIL_TIMEOUT);
@@ -246,4 +328,22 @@ impl TraceWindow {
         }
         Ok(())
     }
+}
+
+/// What the helper thread's load came to.
+fn joined(helper: std::thread::JoinHandle<Result<Loaded, InjectError>>) -> Result<Loaded> {
+    match helper.join() {
+        Ok(loaded) => loaded.map_err(super::inject_failure),
+        Err(_) => anyhow::bail!("the thread loading the tracer panicked"),
+    }
+}
+
+/// Says that the tracer's rescan hooked threads started after the window
+/// opened: `before` threads had the hook, `now` have.
+pub fn say_hooked(pid: i32, before: u32, now: u32) {
+    eprintln!(
+        "pydeep: tracing process {pid}: hooked {} more thread{} (hooks on {now} threads)",
+        now - before,
+        if now - before == 1 { "" } else { "s" }
+    );
 }
