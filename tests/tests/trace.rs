@@ -557,7 +557,7 @@ fn start_program(python: &Python, program: &str, dir: &Path, name: &str) -> (Chi
 }
 
 #[test]
-fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running() {
+fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_before_3_12_both_left_running() {
     // The newest interpreter pydeep trace loads into: a free-threaded one
     // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
@@ -595,29 +595,68 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     let _ = child.kill();
     let _ = child.wait();
 
-    let profiled = "import sys, time\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(100))\n    time.sleep(0.001)\n";
-    let (mut child, ready) = start_program(python, profiled, dir.path(), "profiled");
-    wait_for_file(&ready, &mut child, "profiled target");
-    let output = Command::new(&pydeep)
-        .args(["trace", &child.id().to_string(), "-o"])
-        .arg(dir.path().join("profiled.pdr"))
-        .output()
-        .expect("run pydeep trace");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(20), "{stderr}");
-    assert!(stderr.contains("profile function"), "{stderr}");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "the profiled target died"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    // A program with its own profile function: refused before 3.12 (one
+    // C profile function per thread); traced beside it on 3.12+, where
+    // pydeep's calls come from a sys.monitoring tool of its own. The
+    // newest interpreter of each kind found.
+    let profiled = "import sys, time\ndef f():\n    return sum(range(100))\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    f()\n    time.sleep(0.001)\n";
+    let older = pythons
+        .iter()
+        .rev()
+        .find(|p| !p.free_threaded && !p.at_least(3, 12));
+    let newer = pythons
+        .iter()
+        .rev()
+        .find(|p| !p.free_threaded && p.at_least(3, 12));
+    for (index, python) in [older, newer].into_iter().flatten().enumerate() {
+        let what = python.label();
+        let name = format!("profiled{index}");
+        let (mut child, ready) = start_program(python, profiled, dir.path(), &name);
+        wait_for_file(&ready, &mut child, "profiled target");
+        let recording = dir.path().join(format!("{name}.pdr"));
+        let output = Command::new(&pydeep)
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if python.at_least(3, 12) {
+            assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+            let traced = read_trace(&recording);
+            let calls = traced
+                .events
+                .iter()
+                .filter(|e| {
+                    e.kind == TraceEventKind::TraceCall
+                        && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "f")
+                })
+                .count();
+            assert!(
+                calls > 0,
+                "{what}: no call of f() traced beside the program's profile function"
+            );
+            eprintln!(
+                "   {what}: traced beside the program's profile function ({calls} calls of f)"
+            );
+        } else {
+            assert_eq!(output.status.code(), Some(20), "{what}: {stderr}");
+            assert!(stderr.contains("profile function"), "{what}: {stderr}");
+            eprintln!("   {what}: refused (exit 20) with the program's profile function");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "{what}: the profiled target died"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// The program's own `sys.setprofile` during a window (the race the
 /// refusal test once lost: a profile function set after the tracer's
-/// check): it replaces the tracer's hook on its thread and is left alone.
+/// check): before 3.12 it replaces the tracer's hook on its thread and is
+/// left alone; on 3.12+ (pydeep's own `sys.monitoring` tool) both run.
 /// The window ends cleanly, the thread's calls before it are traced, and
 /// afterwards the program's function is still installed and called once
 /// per call, on every interpreter with a GIL.

@@ -22,6 +22,7 @@
 #[path = "../../../tracer/src/abi.rs"]
 #[allow(dead_code)]
 pub mod abi;
+pub mod clock;
 pub mod elf;
 #[cfg(target_arch = "x86_64")]
 pub mod inject;
@@ -187,7 +188,14 @@ pub fn open(target: &mut Target, pid: i32, options: &TraceOptions) -> Result<Dra
             abi::FLAG_SELECT
         } else {
             0
+        }
+        | if clock::tsc_invariant() {
+            abi::FLAG_TSC
+        } else {
+            0
         };
+    // The first (TSC, CLOCK_MONOTONIC) pair, before any event can exist.
+    let first_pair = clock::pair();
     let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure).map_err(none)?)
         .filter(|control| ring::is_tracer(target, *control));
     let loaded =
@@ -220,6 +228,7 @@ pub fn open(target: &mut Target, pid: i32, options: &TraceOptions) -> Result<Dra
         loaded.safe_point
     );
     let mut drain = Drain::new(loaded.control);
+    drain.tsc.add(first_pair);
     if let Some(functions) = &options.functions {
         drain.select(functions.clone());
     }
@@ -370,6 +379,9 @@ pub struct Drain {
     select_address: u64,
     lines_asked: bool,
     opcodes_asked: bool,
+    /// The (TSC, CLOCK_MONOTONIC) pairs of the window, used when the
+    /// tracer's events carry TSC ticks (`abi::offset::CLOCK`).
+    tsc: clock::TscClock,
 }
 
 impl Drain {
@@ -390,6 +402,7 @@ impl Drain {
             select_address: 0,
             lines_asked: false,
             opcodes_asked: false,
+            tsc: clock::TscClock::default(),
         }
     }
 
@@ -700,6 +713,7 @@ impl Drain {
             .write_pos
             .saturating_sub(self.read_pos)
             .min(abi::CAPACITY);
+        let first_event = self.batch.events.len();
         if available > 0 {
             let mut left = available;
             while left > 0 {
@@ -722,6 +736,21 @@ impl Drain {
                 left -= count;
                 ring::write_u64(pid, self.control + abi::offset::READ_POS, self.read_pos)
                     .context("cannot write the tracer's read position")?;
+            }
+        }
+        if control.clock == abi::CLOCK_TSC {
+            // Every event just read was stamped before this pair: it and
+            // the earlier ones bracket them all.
+            self.tsc.add(clock::pair());
+            let mut tries = 0;
+            while !self.tsc.ready() && tries < 1_000 {
+                // Two pairs are needed; every try so far was preempted.
+                std::thread::yield_now();
+                self.tsc.add(clock::pair());
+                tries += 1;
+            }
+            for event in self.batch.events.iter_mut().skip(first_event) {
+                event.time_ns = self.tsc.ns(event.time_ns);
             }
         }
         if control.dropped > self.seen_dropped {
