@@ -34,6 +34,8 @@ def main():
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--anchors", action="store_true", help="also the no-op anchors")
+    parser.add_argument("--duty", type=float, default=1.0,
+                        help="the workload's duty cycle (0.1: a tenth of the call rate, where nothing is lost)")
     parser.add_argument("--results", default="/tmp/pydeep-trace-ab.json")
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -44,7 +46,7 @@ def main():
                              capture_output=True, text=True).stdout.strip() == "True"
         for index in range(args.runs):
             for name, binary in (("before", args.before), ("after", args.after)):
-                row = trace_bench.pydeep_run(python, binary, args.seconds, "/tmp", name=name)
+                row = trace_bench.pydeep_run(python, binary, args.seconds, "/tmp", duty=args.duty, name=name)
                 rows.append(row | {"run": index, "python": version})
                 print(json.dumps(rows[-1]), flush=True)
             if args.anchors:
@@ -67,7 +69,7 @@ def main():
             lost = f"{sum(r.get('lost', 0) for r in mine)}/{sum(r.get('events', 0) for r in mine)}"
             print(f"{python:<16} {tool:<12} {statistics.median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f}){'':<14}"
                   f" {statistics.median(wall):.2f}x ({min(wall):.2f}-{max(wall):.2f})  {lost}")
-    Path(args.results).write_text(json.dumps({"load": [load, load_after], "rows": rows}, indent=1))
+    Path(args.results).write_text(json.dumps({"load": [load, load_after], "duty": args.duty, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ struct Traced {
     lost: u64,
     /// When the window's hooks were removed (0 if the recording does not say).
     window_end_ns: u64,
+    /// The clock the tracer stamped events with ("TSC", "CLOCK_MONOTONIC").
+    clock: String,
     /// The header's clock start: Chrome times count from it.
     start_clock_ns: u64,
     /// ThreadDef id → native thread id.
@@ -41,8 +43,12 @@ fn read_trace(path: &Path) -> Traced {
     let mut events = Vec::new();
     let mut lost = 0;
     let mut window_end_ns = 0;
+    let mut clock_name = String::new();
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
+            if !batch.clock.is_empty() {
+                clock_name = batch.clock.clone();
+            }
             lost += batch.lost;
             window_end_ns = window_end_ns.max(batch.window_end_ns);
             events.extend(clock.decode(&batch));
@@ -75,6 +81,7 @@ fn read_trace(path: &Path) -> Traced {
         events,
         lost,
         window_end_ns,
+        clock: clock_name,
         start_clock_ns,
         native,
         names,
@@ -111,6 +118,14 @@ fn check(python: &Python) {
 
     let traced = read_trace(&first);
     assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+    // The recording says which clock stamped the events (the TSC where
+    // the kernel calls it invariant); the checks below hold for both.
+    assert!(
+        ["TSC", "CLOCK_MONOTONIC"].contains(&traced.clock.as_str()),
+        "{what}: the recording names no event clock: {:?}",
+        traced.clock
+    );
+    eprintln!("   {what}: event times from {}", traced.clock);
     // Times never go backwards in the stream (the GIL orders the events).
     assert!(
         traced
@@ -308,6 +323,12 @@ fn check(python: &Python) {
     assert_eq!(
         last["trace_kept"], true,
         "{what}: sys.settrace lost: {last}"
+    );
+    // 3.12+: pydeep's sys.monitoring tool (the window's calls) is gone,
+    // its id free and its events off again.
+    assert_eq!(
+        last["tools_after"], last["tools_before"],
+        "{what}: a sys.monitoring tool left behind: {last}"
     );
     assert_eq!(
         last["marker_calls"].as_u64(),

@@ -165,7 +165,8 @@ pub mod offset {
     /// `u64` events dropped because the ring was full or the kept-object
     /// table was.
     pub const DROPPED: u64 = 56;
-    /// `u64` CLOCK_MONOTONIC ns of the first and the last drop.
+    /// `u64` time of the first and the last drop, in the events' clock
+    /// ([`CLOCK`]).
     pub const FIRST_DROP_NS: u64 = 64;
     /// See [`FIRST_DROP_NS`].
     pub const LAST_DROP_NS: u64 = 72;

@@ -679,10 +679,9 @@ fn profile_address() -> usize {
     profile as *const () as usize
 }
 
-/// Counts one dropped event (its time in CLOCK_MONOTONIC ns whatever the
-/// events' clock: the agent reports drops as they are).
-fn drop_event(_event_time: u64) {
-    let time_ns = now_ns();
+/// Counts one dropped event, at its time in the events' clock (the agent
+/// converts the first and last drop's like the events').
+fn drop_event(time_ns: u64) {
     let c = &PYDEEP_TRACER_V3;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);

@@ -120,6 +120,15 @@ impl TscClock {
 /// The clock word the tracer reported, as a name for messages and notes.
 pub fn name(clock: u32) -> &'static str {
     if clock == abi::CLOCK_TSC {
+        "the TSC"
+    } else {
+        "CLOCK_MONOTONIC"
+    }
+}
+
+/// The clock word as the recording names it (`TraceEventBatch.clock`).
+pub fn recorded_name(clock: u32) -> &'static str {
+    if clock == abi::CLOCK_TSC {
         "TSC"
     } else {
         "CLOCK_MONOTONIC"

@@ -595,9 +595,10 @@ impl Drain {
             ),
         }
         eprintln!(
-            "pydeep: tracing process {} (hooks on {} threads){}",
+            "pydeep: tracing process {} (hooks on {} threads, times from {}){}",
             target.pid(),
             started.threads_hooked,
+            clock::name(started.clock),
             match options.duration {
                 Some(d) => format!(" for {d:?}"),
                 None => " until Ctrl-C".into(),
@@ -754,12 +755,14 @@ impl Drain {
             }
         }
         if control.dropped > self.seen_dropped {
+            let tsc = (control.clock == abi::CLOCK_TSC).then_some(&self.tsc);
+            let to_ns = |time: u64| tsc.map_or(time, |clock| clock.ns(time));
             let meta = &mut self.batch.meta;
             meta.lost += control.dropped - self.seen_dropped;
             if meta.lost_first_ns == 0 {
-                meta.lost_first_ns = control.first_drop_ns;
+                meta.lost_first_ns = to_ns(control.first_drop_ns);
             }
-            meta.lost_last_ns = control.last_drop_ns;
+            meta.lost_last_ns = to_ns(control.last_drop_ns);
             self.summary.lost += control.dropped - self.seen_dropped;
             self.seen_dropped = control.dropped;
         }
@@ -834,6 +837,7 @@ impl Drain {
             meta.window_end_ns = control.stop_ns.max(1);
             meta.threads_hooked = control.threads_hooked;
             meta.threads_line_hooked = control.threads_line_hooked;
+            meta.clock = clock::recorded_name(control.clock).to_owned();
             if self.first_batch {
                 meta.window_start_ns = control.start_ns;
             }
