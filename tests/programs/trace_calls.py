@@ -4,9 +4,10 @@ by two threads once the test says go, with its own truth.
 argv[1]: the ready file. Files in its folder drive the rounds:
   go1, go2 ...  run round N: main thread and worker thread each call work()
                 once, reading time.monotonic_ns() (CLOCK_MONOTONIC, the
-                tracer's clock) right before and after; written to roundN.json
-  end           write final.json (sys.getprofile/gettrace now, the settrace
-                counter) and exit 0
+                clock of the recording's times) right before and after;
+                written to roundN.json
+  end           write final.json (sys.getprofile/gettrace and the
+                sys.monitoring tools now, the settrace counter) and exit 0
 
 At the end, every thread's C-level c_profilefunc (read through ctypes) is
 what it was before the windows.
@@ -63,7 +64,17 @@ def worker():
         round_done.set()
 
 
+def monitoring_tools():
+    """Each sys.monitoring tool id's name and global events (3.12+): pydeep's
+    tool of the window must be gone after it."""
+    mon = getattr(sys, "monitoring", None)
+    if mon is None:
+        return []
+    return [[mon.get_tool(t), mon.get_events(t)] for t in range(6)]
+
+
 threading.Thread(target=worker, name="worker", daemon=True).start()
+tools_before = monitoring_tools()
 sys.settrace(tracer)
 profile_before = repr(sys.getprofile())
 c_profile_before = c_profile_hooks()
@@ -106,6 +117,8 @@ final = {
     "c_profile_before": c_profile_before,
     "c_profile_after": c_profile_hooks(),
     "trace_kept": trace_before and sys.gettrace() is tracer,
+    "tools_before": tools_before,
+    "tools_after": monitoring_tools(),
     "marker_calls": marker_calls,
     "rounds": n - 1,
 }

@@ -24,6 +24,8 @@ struct Traced {
     lost: u64,
     /// When the window's hooks were removed (0 if the recording does not say).
     window_end_ns: u64,
+    /// The clock the tracer stamped events with ("TSC", "CLOCK_MONOTONIC").
+    clock: String,
     /// The header's clock start: Chrome times count from it.
     start_clock_ns: u64,
     /// ThreadDef id → native thread id.
@@ -41,8 +43,12 @@ fn read_trace(path: &Path) -> Traced {
     let mut events = Vec::new();
     let mut lost = 0;
     let mut window_end_ns = 0;
+    let mut clock_name = String::new();
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
+            if !batch.clock.is_empty() {
+                clock_name = batch.clock.clone();
+            }
             lost += batch.lost;
             window_end_ns = window_end_ns.max(batch.window_end_ns);
             events.extend(clock.decode(&batch));
@@ -75,6 +81,7 @@ fn read_trace(path: &Path) -> Traced {
         events,
         lost,
         window_end_ns,
+        clock: clock_name,
         start_clock_ns,
         native,
         names,
@@ -111,6 +118,14 @@ fn check(python: &Python) {
 
     let traced = read_trace(&first);
     assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+    // The recording says which clock stamped the events (the TSC where
+    // the kernel calls it invariant); the checks below hold for both.
+    assert!(
+        ["TSC", "CLOCK_MONOTONIC"].contains(&traced.clock.as_str()),
+        "{what}: the recording names no event clock: {:?}",
+        traced.clock
+    );
+    eprintln!("   {what}: event times from {}", traced.clock);
     // Times never go backwards in the stream (the GIL orders the events).
     assert!(
         traced
@@ -308,6 +323,12 @@ fn check(python: &Python) {
     assert_eq!(
         last["trace_kept"], true,
         "{what}: sys.settrace lost: {last}"
+    );
+    // 3.12+: pydeep's sys.monitoring tool (the window's calls) is gone,
+    // its id free and its events off again.
+    assert_eq!(
+        last["tools_after"], last["tools_before"],
+        "{what}: a sys.monitoring tool left behind: {last}"
     );
     assert_eq!(
         last["marker_calls"].as_u64(),
@@ -557,7 +578,7 @@ fn start_program(python: &Python, program: &str, dir: &Path, name: &str) -> (Chi
 }
 
 #[test]
-fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running() {
+fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_before_3_12_both_left_running() {
     // The newest interpreter pydeep trace loads into: a free-threaded one
     // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
@@ -595,29 +616,68 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_both_left_running
     let _ = child.kill();
     let _ = child.wait();
 
-    let profiled = "import sys, time\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    sum(range(100))\n    time.sleep(0.001)\n";
-    let (mut child, ready) = start_program(python, profiled, dir.path(), "profiled");
-    wait_for_file(&ready, &mut child, "profiled target");
-    let output = Command::new(&pydeep)
-        .args(["trace", &child.id().to_string(), "-o"])
-        .arg(dir.path().join("profiled.pdr"))
-        .output()
-        .expect("run pydeep trace");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(20), "{stderr}");
-    assert!(stderr.contains("profile function"), "{stderr}");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "the profiled target died"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    // A program with its own profile function: refused before 3.12 (one
+    // C profile function per thread); traced beside it on 3.12+, where
+    // pydeep's calls come from a sys.monitoring tool of its own. The
+    // newest interpreter of each kind found.
+    let profiled = "import sys, time\ndef f():\n    return sum(range(100))\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    f()\n    time.sleep(0.001)\n";
+    let older = pythons
+        .iter()
+        .rev()
+        .find(|p| !p.free_threaded && !p.at_least(3, 12));
+    let newer = pythons
+        .iter()
+        .rev()
+        .find(|p| !p.free_threaded && p.at_least(3, 12));
+    for (index, python) in [older, newer].into_iter().flatten().enumerate() {
+        let what = python.label();
+        let name = format!("profiled{index}");
+        let (mut child, ready) = start_program(python, profiled, dir.path(), &name);
+        wait_for_file(&ready, &mut child, "profiled target");
+        let recording = dir.path().join(format!("{name}.pdr"));
+        let output = Command::new(&pydeep)
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if python.at_least(3, 12) {
+            assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+            let traced = read_trace(&recording);
+            let calls = traced
+                .events
+                .iter()
+                .filter(|e| {
+                    e.kind == TraceEventKind::TraceCall
+                        && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "f")
+                })
+                .count();
+            assert!(
+                calls > 0,
+                "{what}: no call of f() traced beside the program's profile function"
+            );
+            eprintln!(
+                "   {what}: traced beside the program's profile function ({calls} calls of f)"
+            );
+        } else {
+            assert_eq!(output.status.code(), Some(20), "{what}: {stderr}");
+            assert!(stderr.contains("profile function"), "{what}: {stderr}");
+            eprintln!("   {what}: refused (exit 20) with the program's profile function");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "{what}: the profiled target died"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// The program's own `sys.setprofile` during a window (the race the
 /// refusal test once lost: a profile function set after the tracer's
-/// check): it replaces the tracer's hook on its thread and is left alone.
+/// check): before 3.12 it replaces the tracer's hook on its thread and is
+/// left alone; on 3.12+ (pydeep's own `sys.monitoring` tool) both run.
 /// The window ends cleanly, the thread's calls before it are traced, and
 /// afterwards the program's function is still installed and called once
 /// per call, on every interpreter with a GIL.

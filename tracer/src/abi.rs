@@ -75,6 +75,17 @@ pub const FLAG_SELECT: u32 = 8;
 /// trace function; 3.12+: a `sys.monitoring` tool).
 pub const FLAG_OPCODES: u32 = 16;
 
+/// Flag: the agent asks for raw TSC readings as event times (it found the
+/// TSC invariant: `constant_tsc` and `nonstop_tsc`); the tracer says in
+/// `offset::CLOCK` whether it uses them.
+pub const FLAG_TSC: u32 = 32;
+
+/// Clock of the event times: CLOCK_MONOTONIC nanoseconds.
+pub const CLOCK_MONOTONIC_NS: u32 = 0;
+/// Clock of the event times: raw TSC ticks (`rdtsc`), converted by the
+/// agent with (TSC, CLOCK_MONOTONIC) pairs it reads around each drain.
+pub const CLOCK_TSC: u32 = 1;
+
 /// Entries of the count table (`--opcodes`, a power of two), each
 /// [`count::SIZE`] bytes: (code object, instruction offset) → executions.
 /// Written by the tracer with the GIL held; read by the agent once the
@@ -154,7 +165,8 @@ pub mod offset {
     /// `u64` events dropped because the ring was full or the kept-object
     /// table was.
     pub const DROPPED: u64 = 56;
-    /// `u64` CLOCK_MONOTONIC ns of the first and the last drop.
+    /// `u64` time of the first and the last drop, in the events' clock
+    /// ([`CLOCK`]).
     pub const FIRST_DROP_NS: u64 = 64;
     /// See [`FIRST_DROP_NS`].
     pub const LAST_DROP_NS: u64 = 72;
@@ -170,8 +182,10 @@ pub mod offset {
     pub const SELECT_ADDRESS: u64 = 112;
     /// `u32` threads that got the line hook (`--lines`).
     pub const THREADS_LINE_HOOKED: u64 = 120;
-    /// `u32` reserved.
-    pub const RESERVED: u64 = 124;
+    /// `u32` the clock of the events' `TIME_NS` field this window: one of
+    /// the `CLOCK_*` words, written by the start function (0 in a tracer
+    /// built before the TSC clock, which never reads [`super::FLAG_TSC`]).
+    pub const CLOCK: u64 = 124;
     /// `u64` address of the count table (`--opcodes`) in the target.
     pub const COUNTS_ADDRESS: u64 = 128;
     /// `u64` instruction executions not counted: the count table was full
@@ -191,7 +205,7 @@ pub mod offset {
 
 /// Offsets inside one event record.
 pub mod event {
-    /// `u64` CLOCK_MONOTONIC ns.
+    /// `u64` CLOCK_MONOTONIC ns, or TSC ticks (see `offset::CLOCK`).
     pub const TIME_NS: usize = 0;
     /// `u64` address of the code object (calls, returns) or the C function
     /// object (C calls).

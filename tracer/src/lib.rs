@@ -5,15 +5,20 @@
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
-//!   (`PyGILState_Ensure`) and installs a C-level profile function
-//!   (`_PyEval_SetProfile`) on every thread of the main interpreter, after
-//!   checking that none already has one (`sys.setprofile`, cProfile before
-//!   3.12, a tracer): those are refused, never replaced;
+//!   (`PyGILState_Ensure`) and hooks calls and returns: on 3.12+ (without
+//!   `--c-calls`) with global events of a `sys.monitoring` tool of its own
+//!   (`monitoring.rs`: C callbacks, no frame object per call, other
+//!   profilers left alone); before 3.12, and for `--c-calls`, with a
+//!   C-level profile function (`_PyEval_SetProfile`) on every thread of the
+//!   main interpreter, after checking that none already has one
+//!   (`sys.setprofile`, cProfile before 3.12, a tracer): those are refused,
+//!   never replaced;
 //! * with `--lines` (and `--opcodes` before 3.12) also a C trace function
 //!   (`_PyEval_SetTrace`), refused the same way on a thread that has one;
 //!   with `--opcodes` counts instructions in a table (`opcodes.rs`);
 //! * writes one fixed-size record per call and return into a ring in its own
-//!   memory ([`abi`]), which the agent drains with `process_vm_readv`. No
+//!   memory ([`abi`]), stamped with the TSC when the agent asks for it
+//!   (`rdtsc`; the agent converts), which the agent drains with `process_vm_readv`. No
 //!   file, socket or pipe is opened in the target. When the ring is full the
 //!   event is dropped and counted: the target never waits for the agent;
 //! * keeps every code object it reported alive (one reference each) until
@@ -50,11 +55,12 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod monitoring;
 mod opcodes;
 pub mod sys;
 
 use abi::*;
-use sys::{now_ns, thread_id};
+use sys::{event_time, now_ns, thread_id};
 
 /// Reached only through a panicking branch, and none may survive the
 /// optimiser: the symbol below is defined nowhere, so the library does not
@@ -91,7 +97,7 @@ pub struct Control {
     stop_ns: AtomicU64,
     select_address: AtomicU64,
     threads_line_hooked: AtomicU32,
-    reserved: AtomicU32,
+    clock: AtomicU32,
     counts_address: AtomicU64,
     counts_lost: AtomicU64,
     counted_codes: AtomicU32,
@@ -124,7 +130,7 @@ const _: () = {
     assert!(offset_of!(Control, stop_ns) as u64 == offset::STOP_NS);
     assert!(offset_of!(Control, select_address) as u64 == offset::SELECT_ADDRESS);
     assert!(offset_of!(Control, threads_line_hooked) as u64 == offset::THREADS_LINE_HOOKED);
-    assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
+    assert!(offset_of!(Control, clock) as u64 == offset::CLOCK);
     assert!(offset_of!(Control, counts_address) as u64 == offset::COUNTS_ADDRESS);
     assert!(offset_of!(Control, counts_lost) as u64 == offset::COUNTS_LOST);
     assert!(offset_of!(Control, counted_codes) as u64 == offset::COUNTED_CODES);
@@ -163,7 +169,7 @@ pub static PYDEEP_TRACER_V3: Control = Control {
     stop_ns: AtomicU64::new(0),
     select_address: AtomicU64::new(0),
     threads_line_hooked: AtomicU32::new(0),
-    reserved: AtomicU32::new(0),
+    clock: AtomicU32::new(0),
     counts_address: AtomicU64::new(0),
     counts_lost: AtomicU64::new(0),
     counted_codes: AtomicU32::new(0),
@@ -439,6 +445,12 @@ pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c
     set_message("");
     opcodes::reset(flags & FLAG_OPCODES != 0);
     sys::create_thread_id_key();
+    let tsc = flags & FLAG_TSC != 0 && sys::tsc_enabled();
+    sys::use_tsc(tsc);
+    c.clock.store(
+        if tsc { CLOCK_TSC } else { CLOCK_MONOTONIC_NS },
+        Ordering::Relaxed,
+    );
     if !API_READY.load(Ordering::Acquire) {
         match resolve() {
             Ok(api) => {
@@ -515,55 +527,77 @@ unsafe extern "C" fn profile(
     if c_function && c.flags.load(Ordering::Relaxed) & FLAG_C_CALLS == 0 {
         return 0;
     }
-    let time_ns = now_ns();
-    let object = if c_function {
-        arg
-    } else {
+    if !c_function {
         // A new reference.
-        (api.frame_get_code)(frame)
-    };
-    if object.is_null() {
+        let code = (api.frame_get_code)(frame);
+        record_code(api, kind, code, true);
         return 0;
     }
-    if !c_function && skipped(object) {
+    let time_ns = event_time();
+    if arg.is_null() {
         return 0;
     }
-    let kept = keep(api, object as usize, !c_function);
-    if !kept {
+    if !keep(api, arg as usize, false) {
         drop_event(time_ns);
         return 0;
     }
+    write_event(time_ns, arg as u64, kind, 0, 0);
+    0
+}
+
+/// Writes one call or return event of the Python code object `code` (from
+/// the profile function, or the `sys.monitoring` callbacks on 3.12+).
+/// `owned`: the caller holds a new reference to `code` (given back here);
+/// otherwise it is borrowed.
+#[inline(always)]
+unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) {
+    let time_ns = event_time();
+    if code.is_null() || skipped(code, owned) {
+        return;
+    }
+    if !keep(api, code as usize, owned) {
+        drop_event(time_ns);
+        return;
+    }
+    write_event(time_ns, code as u64, kind, 0, 0);
+}
+
+/// Appends one event to the ring, or counts it dropped if the ring is full.
+#[inline(always)]
+unsafe fn write_event(time_ns: u64, object: u64, kind: u32, offset: u32, line: u32) {
+    let c = &PYDEEP_TRACER_V3;
     let w = c.write_pos.load(Ordering::Relaxed);
     let r = c.read_pos.load(Ordering::Acquire);
     if w.wrapping_sub(r) >= CAPACITY {
         drop_event(time_ns);
-        return 0;
+        return;
     }
     let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
     core::ptr::write_volatile(
         slot,
         Event {
             time_ns,
-            object: object as u64,
+            object,
             thread: thread_id(),
             kind,
-            offset: 0,
-            line: 0,
+            offset,
+            line,
         },
     );
     c.write_pos.store(w + 1, Ordering::Release);
-    0
 }
 
-/// With `--functions`: true if the agent said `code` (a new reference from
-/// `PyFrame_GetCode`) is not selected; the reference is then given back.
-unsafe fn skipped(code: *mut c_void) -> bool {
+/// With `--functions`: true if the agent said `code` is not selected; a
+/// new reference (`owned`, from `PyFrame_GetCode`) is then given back.
+unsafe fn skipped(code: *mut c_void, owned: bool) -> bool {
     if PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
         || selection(code as usize) != SELECT_NO
     {
         return false;
     }
-    give_back_code_reference(code as usize);
+    if owned {
+        give_back_code_reference(code as usize);
+    }
     true
 }
 
@@ -604,12 +638,12 @@ unsafe extern "C" fn trace(
     if flags & FLAG_LINES == 0 {
         return 0;
     }
-    let time_ns = now_ns();
+    let time_ns = event_time();
     let object = (api.frame_get_code)(frame);
     if object.is_null() {
         return 0;
     }
-    if skipped(object) {
+    if skipped(object, true) {
         return 0;
     }
     if !keep(api, object as usize, true) {
@@ -621,25 +655,7 @@ unsafe extern "C" fn trace(
         Some(lasti) => lasti(frame).max(0) as u32,
         None => 0,
     };
-    let w = c.write_pos.load(Ordering::Relaxed);
-    let r = c.read_pos.load(Ordering::Acquire);
-    if w.wrapping_sub(r) >= CAPACITY {
-        drop_event(time_ns);
-        return 0;
-    }
-    let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
-    core::ptr::write_volatile(
-        slot,
-        Event {
-            time_ns,
-            object: object as u64,
-            thread: thread_id(),
-            kind: KIND_LINE,
-            offset,
-            line,
-        },
-    );
-    c.write_pos.store(w + 1, Ordering::Release);
+    write_event(time_ns, object as u64, KIND_LINE, offset, line);
     0
 }
 
@@ -663,6 +679,8 @@ fn profile_address() -> usize {
     profile as *const () as usize
 }
 
+/// Counts one dropped event, at its time in the events' clock (the agent
+/// converts the first and last drop's like the events').
 fn drop_event(time_ns: u64) {
     let c = &PYDEEP_TRACER_V3;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -808,6 +826,9 @@ unsafe fn field_of(thread: *mut c_void, field: usize) -> usize {
 /// later rescans leave such a thread alone. An error after some threads
 /// got the hook leaves them with it: the caller removes it ([`uninstall`]).
 unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static str> {
+    // 3.12+: calls come from pydeep's own sys.monitoring tool, global to
+    // the interpreter; no profile function is read, refused or installed.
+    let by_monitoring = monitoring::calls_by_monitoring(api);
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
     let lines = wants_trace_function(api);
     let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
@@ -822,7 +843,11 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static
     while !thread.is_null() && seen < MAX_THREADS {
         seen += 1;
         if thread != me {
-            let current = field_of(thread, field);
+            let current = if by_monitoring {
+                0
+            } else {
+                field_of(thread, field)
+            };
             if current != 0 && current != profile_address() && refuse_others {
                 return Err(
                     "a thread of the target already has a profile function (sys.setprofile, cProfile, \
@@ -856,7 +881,11 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static
     while !thread.is_null() && seen < MAX_THREADS {
         seen += 1;
         if thread != me {
-            if field_of(thread, field) == 0 {
+            if by_monitoring {
+                // Counted once, at the window's start (every thread has
+                // the events; a rescan has nothing to add).
+                hooked += u32::from(refuse_others);
+            } else if field_of(thread, field) == 0 {
                 if (api.set_profile)(thread, Some(profile), core::ptr::null_mut()) < 0 {
                     (api.err_clear)();
                     return Err("an audit hook refused sys.setprofile");
@@ -900,7 +929,8 @@ unsafe fn uninstall(api: &Api) {
     let read = |thread, field| field_of(thread, field);
     while !thread.is_null() && seen < MAX_THREADS {
         seen += 1;
-        if read(thread, field) == profile_address()
+        if field != 0
+            && read(thread, field) == profile_address()
             && (api.set_profile)(thread, None, core::ptr::null_mut()) < 0
         {
             (api.err_clear)();
@@ -970,7 +1000,8 @@ fn watchdog() {
     // SAFETY: every C API call below is made holding the GIL.
     let installed = unsafe {
         with_gil(api, || {
-            if PROFILE_FIELD.load(Ordering::Relaxed) == 0 {
+            let by_monitoring = monitoring::calls_by_monitoring(api);
+            if PROFILE_FIELD.load(Ordering::Relaxed) == 0 && !by_monitoring {
                 match calibrate(api) {
                     Ok(field) => PROFILE_FIELD.store(field, Ordering::Relaxed),
                     Err(why) => return Err((STATE_FAILED, why)),
@@ -992,6 +1023,12 @@ fn watchdog() {
             }
             let hooked = install(api, true).map_err(|why| (STATE_REFUSED, why));
             let hooked = match (hooked, &api.opcodes) {
+                (Ok(hooked), Some(ops)) if by_monitoring => monitoring::start_calls(api, ops)
+                    .map(|()| hooked)
+                    .map_err(|why| (STATE_FAILED, why)),
+                (hooked, _) => hooked,
+            };
+            let hooked = match (hooked, &api.opcodes) {
                 (Ok(hooked), Some(ops)) if opcodes_asked && opcodes::by_monitoring(api) => {
                     opcodes::start_monitoring(api, ops)
                         .map(|()| hooked)
@@ -1003,6 +1040,7 @@ fn watchdog() {
                 // Whatever went in before the failure comes out again.
                 uninstall(api);
                 opcodes::stop(api);
+                monitoring::close(api);
                 release_kept(api);
             })
         })
@@ -1049,6 +1087,7 @@ fn watchdog() {
         with_gil(api, || {
             uninstall(api);
             opcodes::stop(api);
+            monitoring::close(api);
         })
     };
     c.stop_ns.store(now_ns(), Ordering::Relaxed);

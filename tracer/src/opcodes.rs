@@ -10,19 +10,20 @@
 //!   frame at its call event unless the agent rejected its code, keeps the
 //!   frame (one reference) and clears the flag again at stop; CPython then
 //!   calls the trace function with `PyTrace_OPCODE` before each instruction.
-//! - 3.12+ (**monitoring**): a `sys.monitoring` tool of its own, whose
-//!   INSTRUCTION callback is a C function wrapped as a `PyCFunction`; the
-//!   watchdog gives each code object the agent selected local INSTRUCTION
-//!   events, and at stop takes them off, unregisters the callback and frees
-//!   the tool id.
+//! - 3.12+ (**monitoring**): pydeep's `sys.monitoring` tool (`monitoring.rs`,
+//!   shared with the calls), whose INSTRUCTION callback is a C function
+//!   wrapped as a `PyCFunction`; the watchdog gives each code object the
+//!   agent selected local INSTRUCTION events, and at stop takes them off
+//!   (the tool then unregisters its callbacks and frees its id).
 //!
 //! Everything here runs with the GIL held.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_void};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::abi::*;
+use crate::monitoring::{self, MethodDef};
 use crate::{Api, OpcodeApi, PYDEEP_TRACER_V3};
 
 #[repr(C)]
@@ -77,6 +78,7 @@ pub(crate) fn reset(counting: bool) {
     c.counts_lost.store(0, Ordering::Relaxed);
     c.counted_codes.store(0, Ordering::Relaxed);
     c.monitoring_tool.store(0, Ordering::Relaxed);
+    INSTRUCTION.store(0, Ordering::Relaxed);
 }
 
 /// Counts one execution of the instruction at `offset` of `code`.
@@ -216,11 +218,8 @@ unsafe fn release_frames(api: &Api, ops: &OpcodeApi) {
 // ---------------------------------------------------------------------------
 // 3.12+: a sys.monitoring tool.
 
-/// `sys.monitoring` (a reference), the callback (a reference), the tool id
-/// plus one, the INSTRUCTION event's bit: set by [`start_monitoring`].
-static MONITORING: AtomicUsize = AtomicUsize::new(0);
-static CALLBACK: AtomicUsize = AtomicUsize::new(0);
-static TOOL: AtomicU32 = AtomicU32::new(0);
+/// The INSTRUCTION event's bit, once registered (0: the tool counts no
+/// instructions).
 static INSTRUCTION: AtomicU32 = AtomicU32::new(0);
 
 /// Code objects given local INSTRUCTION events (each kept alive by the
@@ -232,22 +231,7 @@ unsafe impl Sync for Instrumented {}
 static INSTRUMENTED: Instrumented = Instrumented(UnsafeCell::new([0; INSTRUMENTED_CAPACITY]));
 static INSTRUMENTED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// `PyMethodDef` of the INSTRUCTION callback (METH_FASTCALL).
-#[repr(C)]
-struct MethodDef {
-    name: *const c_char,
-    method: unsafe extern "C" fn(*mut c_void, *const *mut c_void, isize) -> *mut c_void,
-    flags: i32,
-    doc: *const c_char,
-}
-// SAFETY: immutable, pointers to static strings.
-unsafe impl Sync for MethodDef {}
-static CALLBACK_DEF: MethodDef = MethodDef {
-    name: c"pydeep_instruction".as_ptr(),
-    method: instruction,
-    flags: 0x0080,
-    doc: core::ptr::null(),
-};
+static CALLBACK_DEF: MethodDef = MethodDef::fastcall(c"pydeep_instruction", instruction);
 
 /// The INSTRUCTION callback: `(code, instruction_offset)`. Returns `None`
 /// without a new reference: it is immortal on 3.12+, the only versions that
@@ -275,115 +259,21 @@ unsafe extern "C" fn instruction(
     ops.none_object
 }
 
-/// Opens the tool: a free tool id (4, 3, 5, then the rest), the callback
-/// registered for INSTRUCTION. Nothing is instrumented yet.
+/// Opens the tool (`monitoring.rs`, shared with the calls) and registers
+/// the INSTRUCTION callback. Nothing is instrumented yet.
 pub(crate) unsafe fn start_monitoring(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
-    let sys = (ops.import)(c"sys".as_ptr());
-    if sys.is_null() {
-        (api.err_clear)();
-        return Err("--opcodes: sys cannot be imported");
-    }
-    let monitoring = (ops.get_attr)(sys, c"monitoring".as_ptr());
-    (api.dec_ref)(sys);
-    if monitoring.is_null() {
-        (api.err_clear)();
-        return Err("--opcodes: this interpreter has no sys.monitoring");
-    }
-    MONITORING.store(monitoring as usize, Ordering::Relaxed);
-    let events = (ops.get_attr)(monitoring, c"events".as_ptr());
-    let bit = if events.is_null() {
-        -1
-    } else {
-        let value = (ops.get_attr)(events, c"INSTRUCTION".as_ptr());
-        (api.dec_ref)(events);
-        if value.is_null() {
-            -1
-        } else {
-            let bit = (ops.as_long)(value);
-            (api.dec_ref)(value);
-            bit
-        }
-    };
-    if bit <= 0 {
-        (api.err_clear)();
-        drop_monitoring(api);
-        return Err("--opcodes: sys.monitoring.events.INSTRUCTION not found");
-    }
-    INSTRUCTION.store(bit as u32, Ordering::Relaxed);
-    let mut tool = None;
-    for id in [4, 3, 5, 1, 0, 2] {
-        let owner = (ops.call_method)(monitoring, c"get_tool".as_ptr(), c"i".as_ptr(), id);
-        if owner.is_null() {
-            (api.err_clear)();
-            continue;
-        }
-        let free = owner == ops.none_object;
-        (api.dec_ref)(owner);
-        if free {
-            tool = Some(id);
-            break;
-        }
-    }
-    let Some(tool) = tool else {
-        drop_monitoring(api);
-        return Err("--opcodes: every sys.monitoring tool id is in use");
-    };
-    let used = (ops.call_method)(
-        monitoring,
-        c"use_tool_id".as_ptr(),
-        c"is".as_ptr(),
-        tool,
-        c"pydeep".as_ptr(),
-    );
-    if used.is_null() {
-        (api.err_clear)();
-        drop_monitoring(api);
-        return Err("--opcodes: sys.monitoring.use_tool_id failed");
-    }
-    (api.dec_ref)(used);
-    TOOL.store(tool as u32 + 1, Ordering::Relaxed);
-    PYDEEP_TRACER_V3
-        .monitoring_tool
-        .store(tool as u32 + 1, Ordering::Relaxed);
-    let callback = (ops.new_cfunction)(
-        &CALLBACK_DEF as *const MethodDef as *const c_void,
-        core::ptr::null_mut(),
-        core::ptr::null_mut(),
-    );
-    if callback.is_null() {
-        (api.err_clear)();
-        stop_monitoring(api, ops);
-        return Err("--opcodes: the callback could not be made");
-    }
-    CALLBACK.store(callback as usize, Ordering::Relaxed);
-    let registered = (ops.call_method)(
-        monitoring,
-        c"register_callback".as_ptr(),
-        c"iiO".as_ptr(),
-        tool,
-        bit as i32,
-        callback,
-    );
-    if registered.is_null() {
-        (api.err_clear)();
-        stop_monitoring(api, ops);
-        return Err("--opcodes: sys.monitoring.register_callback failed");
-    }
-    (api.dec_ref)(registered);
+    monitoring::open(api, ops)
+        .map_err(|_| "--opcodes: no sys.monitoring tool id could be taken")?;
+    let bit = monitoring::register(api, ops, c"INSTRUCTION", &CALLBACK_DEF)
+        .map_err(|_| "--opcodes: the INSTRUCTION callback could not be registered")?;
+    INSTRUCTION.store(bit, Ordering::Relaxed);
     Ok(())
-}
-
-unsafe fn drop_monitoring(api: &Api) {
-    let monitoring = MONITORING.swap(0, Ordering::Relaxed) as *mut c_void;
-    if !monitoring.is_null() {
-        (api.dec_ref)(monitoring);
-    }
 }
 
 /// The selected code objects not instrumented yet (a scan of the selection
 /// table, without the GIL), at most `out.len()`; how many.
 pub(crate) fn newly_selected(out: &mut [usize; 64]) -> usize {
-    if TOOL.load(Ordering::Relaxed) == 0 {
+    if INSTRUCTION.load(Ordering::Relaxed) == 0 {
         return 0;
     }
     let instrumented = INSTRUMENTED.0.get() as *const usize;
@@ -410,12 +300,16 @@ pub(crate) fn newly_selected(out: &mut [usize; 64]) -> usize {
 
 /// Gives `codes` local INSTRUCTION events (with the GIL held).
 pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
-    let tool = TOOL.load(Ordering::Relaxed);
-    if tool == 0 {
+    let (Some(tool), bit) = (
+        monitoring::tool(),
+        INSTRUCTION.load(Ordering::Relaxed) as i32,
+    ) else {
+        return;
+    };
+    if bit == 0 {
         return;
     }
-    let bit = INSTRUCTION.load(Ordering::Relaxed) as i32;
-    let monitoring = MONITORING.load(Ordering::Relaxed) as *mut c_void;
+    let monitoring = monitoring::module();
     let table = INSTRUMENTED.0.get() as *mut usize;
     for &code in codes {
         let done = INSTRUMENTED_COUNT.load(Ordering::Relaxed);
@@ -427,7 +321,7 @@ pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
             monitoring,
             c"set_local_events".as_ptr(),
             c"iOi".as_ptr(),
-            tool as i32 - 1,
+            tool,
             code as *mut c_void,
             bit,
         );
@@ -445,54 +339,27 @@ pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
     }
 }
 
-/// Closes the tool: local events off every instrumented code object, the
-/// callback unregistered, the tool id freed.
+/// Takes the local INSTRUCTION events off every instrumented code object
+/// (the tool itself is closed by `monitoring::close`).
 unsafe fn stop_monitoring(api: &Api, ops: &OpcodeApi) {
-    let tool = TOOL.swap(0, Ordering::Relaxed);
-    let monitoring = MONITORING.load(Ordering::Relaxed) as *mut c_void;
-    if tool != 0 && !monitoring.is_null() {
-        let id = tool as i32 - 1;
-        let table = INSTRUMENTED.0.get() as *mut usize;
-        let done = INSTRUMENTED_COUNT.swap(0, Ordering::Relaxed);
-        for i in 0..done.min(INSTRUMENTED_CAPACITY) {
-            let code = *table.add(i) as *mut c_void;
-            let unset = (ops.call_method)(
-                monitoring,
-                c"set_local_events".as_ptr(),
-                c"iOi".as_ptr(),
-                id,
-                code,
-                0i32,
-            );
-            settle(api, unset);
-            *table.add(i) = 0;
-        }
-        let bit = INSTRUCTION.load(Ordering::Relaxed) as i32;
-        let unregistered = (ops.call_method)(
+    INSTRUCTION.store(0, Ordering::Relaxed);
+    let done = INSTRUMENTED_COUNT.swap(0, Ordering::Relaxed);
+    let (Some(id), monitoring) = (monitoring::tool(), monitoring::module()) else {
+        return;
+    };
+    let table = INSTRUMENTED.0.get() as *mut usize;
+    for i in 0..done.min(INSTRUMENTED_CAPACITY) {
+        let code = *table.add(i) as *mut c_void;
+        let unset = (ops.call_method)(
             monitoring,
-            c"register_callback".as_ptr(),
-            c"iiO".as_ptr(),
+            c"set_local_events".as_ptr(),
+            c"iOi".as_ptr(),
             id,
-            bit,
-            ops.none_object,
+            code,
+            0i32,
         );
-        settle(api, unregistered);
-        let freed = (ops.call_method)(monitoring, c"free_tool_id".as_ptr(), c"i".as_ptr(), id);
-        settle(api, freed);
-    }
-    let callback = CALLBACK.swap(0, Ordering::Relaxed) as *mut c_void;
-    if !callback.is_null() {
-        (api.dec_ref)(callback);
-    }
-    drop_monitoring(api);
-}
-
-/// Drops a call's result, or clears its error.
-unsafe fn settle(api: &Api, result: *mut c_void) {
-    if result.is_null() {
-        (api.err_clear)();
-    } else {
-        (api.dec_ref)(result);
+        monitoring::settle(api, unset);
+        *table.add(i) = 0;
     }
 }
 

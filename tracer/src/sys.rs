@@ -5,7 +5,7 @@
 //! when CPython ends it with `pthread_exit` (see `spawn_detached`).
 
 use core::ffi::{c_char, c_int, c_ulong, c_void};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[repr(C)]
 struct Timespec {
@@ -44,6 +44,7 @@ extern "C" {
     fn pthread_self() -> c_ulong;
     fn pthread_key_create(key: *mut u32, destructor: Option<extern "C" fn(*mut c_void)>) -> c_int;
     fn pthread_getspecific(key: u32) -> *mut c_void;
+    fn prctl(option: c_int, ...) -> c_int;
     fn pthread_setspecific(key: u32, value: *const c_void) -> c_int;
 }
 
@@ -64,6 +65,45 @@ pub fn now_ns() -> u64 {
     (t.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(t.tv_nsec as u64)
+}
+
+/// True while this window's event times are TSC ticks ([`use_tsc`]).
+static USE_TSC: AtomicBool = AtomicBool::new(false);
+
+/// Event times in TSC ticks from now on (`true`), or CLOCK_MONOTONIC ns.
+/// Set by the start function only, before any hook runs.
+pub fn use_tsc(on: bool) {
+    USE_TSC.store(on, Ordering::Relaxed);
+}
+
+/// True if `rdtsc` may run here: x86_64, and this thread's TSC is not
+/// made to fault (`prctl(PR_SET_TSC, PR_TSC_SIGSEGV)`, inherited by its
+/// threads). Whether the TSC is invariant is the agent's question (it reads
+/// /proc/cpuinfo and asks with `FLAG_TSC`).
+pub fn tsc_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const PR_GET_TSC: c_int = 25;
+        const PR_TSC_ENABLE: c_int = 1;
+        let mut state: c_int = 0;
+        // SAFETY: PR_GET_TSC writes one int through the pointer.
+        let asked = unsafe { prctl(PR_GET_TSC, &mut state as *mut c_int) };
+        asked == 0 && state == PR_TSC_ENABLE
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// An event's time: TSC ticks (one `rdtsc`, ~10 ns against
+/// `clock_gettime`'s ~24 ns here) or CLOCK_MONOTONIC ns, as [`use_tsc`] says.
+#[inline(always)]
+pub fn event_time() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if USE_TSC.load(Ordering::Relaxed) {
+        // SAFETY: rdtsc has no preconditions; tsc_enabled checked it runs.
+        return unsafe { core::arch::x86_64::_rdtsc() };
+    }
+    now_ns()
 }
 
 /// Sleeps about `ms` milliseconds (an interrupted sleep just ends early).

@@ -22,6 +22,7 @@
 #[path = "../../../tracer/src/abi.rs"]
 #[allow(dead_code)]
 pub mod abi;
+pub mod clock;
 pub mod elf;
 #[cfg(target_arch = "x86_64")]
 pub mod inject;
@@ -82,6 +83,11 @@ fn flags_of(options: &TraceOptions) -> u32 {
         }
         | if options.functions.is_some() {
             abi::FLAG_SELECT
+        } else {
+            0
+        }
+        | if clock::tsc_invariant() {
+            abi::FLAG_TSC
         } else {
             0
         }
@@ -246,6 +252,9 @@ pub struct Start {
     flags: u32,
     reuse: Option<u64>,
     start_timeout: Duration,
+    /// The first (TSC, CLOCK_MONOTONIC) pair, taken before any event of
+    /// the window can exist.
+    first_pair: Option<(u64, u64)>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -253,6 +262,7 @@ impl Start {
     /// The start of a window in `target` as `options` say.
     pub fn of(target: &Target, pid: i32, options: &TraceOptions) -> Result<Start> {
         let flags = flags_of(options);
+        let first_pair = clock::pair();
         let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure)?)
             .filter(|control| ring::is_tracer(target, *control));
         Ok(Start {
@@ -260,6 +270,7 @@ impl Start {
             flags,
             reuse,
             start_timeout: options.start_timeout,
+            first_pair,
         })
     }
 
@@ -319,7 +330,7 @@ impl Start {
             eprintln!("pydeep: {said}");
         }
         tracing::info!("{said}");
-        Ok(Drain::for_window(loaded.control, options))
+        Ok(Drain::for_window(loaded.control, options, self.first_pair))
     }
 }
 
@@ -467,6 +478,9 @@ pub struct Drain {
     select_address: u64,
     lines_asked: bool,
     opcodes_asked: bool,
+    /// The (TSC, CLOCK_MONOTONIC) pairs of the window, used when the
+    /// tracer's events carry TSC ticks (`abi::offset::CLOCK`).
+    tsc: clock::TscClock,
 }
 
 impl Drain {
@@ -487,12 +501,20 @@ impl Drain {
             select_address: 0,
             lines_asked: false,
             opcodes_asked: false,
+            tsc: clock::TscClock::default(),
         }
     }
 
-    /// The drain of the tracer at `control`, started with `options`.
-    pub fn for_window(control: u64, options: &TraceOptions) -> Drain {
+    /// The drain of the tracer at `control`, started with `options`;
+    /// `first_pair`, a (TSC, CLOCK_MONOTONIC) pair taken before the window
+    /// started, brackets its first events.
+    pub fn for_window(
+        control: u64,
+        options: &TraceOptions,
+        first_pair: Option<(u64, u64)>,
+    ) -> Drain {
         let mut drain = Drain::new(control);
+        drain.tsc.add(first_pair);
         if let Some(functions) = &options.functions {
             drain.select(functions.clone());
         }
@@ -690,9 +712,10 @@ impl Drain {
             ),
         }
         eprintln!(
-            "pydeep: tracing process {} (hooks on {} threads){}",
+            "pydeep: tracing process {} (hooks on {} threads, times from {}){}",
             target.pid(),
             started.threads_hooked,
+            clock::name(started.clock),
             match options.duration {
                 Some(d) => format!(" for {d:?}"),
                 None => " until Ctrl-C".into(),
@@ -817,6 +840,7 @@ impl Drain {
             .write_pos
             .saturating_sub(self.read_pos)
             .min(abi::CAPACITY);
+        let first_event = self.batch.events.len();
         if available > 0 {
             let mut left = available;
             while left > 0 {
@@ -841,13 +865,30 @@ impl Drain {
                     .context("cannot write the tracer's read position")?;
             }
         }
+        if control.clock == abi::CLOCK_TSC {
+            // Every event just read was stamped before this pair: it and
+            // the earlier ones bracket them all.
+            self.tsc.add(clock::pair());
+            let mut tries = 0;
+            while !self.tsc.ready() && tries < 1_000 {
+                // Two pairs are needed; every try so far was preempted.
+                std::thread::yield_now();
+                self.tsc.add(clock::pair());
+                tries += 1;
+            }
+            for event in self.batch.events.iter_mut().skip(first_event) {
+                event.time_ns = self.tsc.ns(event.time_ns);
+            }
+        }
         if control.dropped > self.seen_dropped {
+            let tsc = (control.clock == abi::CLOCK_TSC).then_some(&self.tsc);
+            let to_ns = |time: u64| tsc.map_or(time, |clock| clock.ns(time));
             let meta = &mut self.batch.meta;
             meta.lost += control.dropped - self.seen_dropped;
             if meta.lost_first_ns == 0 {
-                meta.lost_first_ns = control.first_drop_ns;
+                meta.lost_first_ns = to_ns(control.first_drop_ns);
             }
-            meta.lost_last_ns = control.last_drop_ns;
+            meta.lost_last_ns = to_ns(control.last_drop_ns);
             self.summary.lost += control.dropped - self.seen_dropped;
             self.seen_dropped = control.dropped;
         }
@@ -922,6 +963,7 @@ impl Drain {
             meta.window_end_ns = control.stop_ns.max(1);
             meta.threads_hooked = control.threads_hooked;
             meta.threads_line_hooked = control.threads_line_hooked;
+            meta.clock = clock::recorded_name(control.clock).to_owned();
             if self.first_batch {
                 meta.window_start_ns = control.start_ns;
             }

@@ -38,6 +38,8 @@ pub struct ControlBlock {
     /// Code objects (3.12+) or frames (before) whose instructions were
     /// counted.
     pub counted_codes: u32,
+    /// The clock of the event times (`abi::CLOCK_*`).
+    pub clock: u32,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -82,6 +84,7 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         counts_address: u64_at(&block, offset::COUNTS_ADDRESS),
         counts_lost: u64_at(&block, offset::COUNTS_LOST),
         counted_codes: u32_at(&block, offset::COUNTED_CODES),
+        clock: u32_at(&block, offset::CLOCK),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }

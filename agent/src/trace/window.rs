@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::inject::{InjectError, Loaded};
-use super::{abi, ring, Drain, RawBatch, Start, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT};
+use super::{
+    abi, clock, ring, Drain, RawBatch, Start, TraceOptions, TraceOut, GIL_TIMEOUT, RELEASE_WAIT,
+};
 use crate::cli::exit::{Exit, Failure};
 use crate::recording::codes::Resolver;
 use crate::recording::sink::{Input, Sink, TraceInput};
@@ -223,7 +225,9 @@ impl TraceWindow {
                 if !ring::is_tracer(target, control) {
                     anyhow::bail!("no tracer control block in process {pid} at {control:#x}");
                 }
-                self.drain = Some(Drain::for_window(control, &self.options));
+                // Its first events may be older than this pair: the
+                // clock's conversion extends its first two pairs to them.
+                self.drain = Some(Drain::for_window(control, &self.options, clock::pair()));
                 self.phase = Phase::Starting(Instant::now() + GIL_TIMEOUT);
                 return Ok(());
             }

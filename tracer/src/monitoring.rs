@@ -1,0 +1,334 @@
+//! pydeep's own `sys.monitoring` tool (3.12+), shared by the two uses that
+//! need one: `--opcodes` (local INSTRUCTION events, `opcodes.rs`) and the
+//! calls of a window (global PY_START / PY_RESUME / PY_THROW and PY_RETURN
+//! / PY_YIELD / PY_UNWIND events, [`start_calls`]), instead of the legacy
+//! profile function (`_PyEval_SetProfile`), which CPython 3.12+ emulates on
+//! top of `sys.monitoring` at the price of a frame object and a shim per
+//! call.
+//!
+//! The tool takes one free tool id (4, 3, 5, then the rest) named "pydeep"
+//! for the window; its callbacks are C functions wrapped as `PyCFunction`s
+//! (METH_FASTCALL: CPython calls them by vectorcall with the code object and
+//! the instruction offset as arguments). At stop every event is switched
+//! off, every callback unregistered and the tool id freed, so the target's
+//! `sys.monitoring.get_tool(id)` is what it was. Other tools, and the
+//! target's `sys.setprofile` / `sys.settrace` functions (CPython's own
+//! tool ids 6 and 7), are left alone.
+//!
+//! Everything here runs with the GIL held, except the callbacks' hot path,
+//! which CPython also calls with the GIL held.
+
+use core::ffi::{c_char, c_void, CStr};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::abi::*;
+use crate::{Api, OpcodeApi, PYDEEP_TRACER_V3};
+
+/// `sys.monitoring` (a reference) and the tool id plus one (0: no tool).
+static MONITORING: AtomicUsize = AtomicUsize::new(0);
+static TOOL: AtomicU32 = AtomicU32::new(0);
+/// Global events switched on for the tool ([`start_calls`]).
+static GLOBAL_EVENTS: AtomicU32 = AtomicU32::new(0);
+
+/// Callbacks registered: (event bit, the callback object, one reference).
+const MAX_CALLBACKS: usize = 8;
+static CALLBACK_BITS: [AtomicU32; MAX_CALLBACKS] = [const { AtomicU32::new(0) }; MAX_CALLBACKS];
+static CALLBACKS: [AtomicUsize; MAX_CALLBACKS] = [const { AtomicUsize::new(0) }; MAX_CALLBACKS];
+
+/// A vectorcall-style C callback: `(self, args, nargs) -> PyObject *`.
+pub(crate) type Callback =
+    unsafe extern "C" fn(*mut c_void, *const *mut c_void, isize) -> *mut c_void;
+
+/// `PyMethodDef` of a callback (METH_FASTCALL).
+#[repr(C)]
+pub(crate) struct MethodDef {
+    name: *const c_char,
+    method: Callback,
+    flags: i32,
+    doc: *const c_char,
+}
+// SAFETY: immutable, pointers to static strings.
+unsafe impl Sync for MethodDef {}
+
+impl MethodDef {
+    /// The definition of a METH_FASTCALL function `name` calling `method`.
+    pub(crate) const fn fastcall(name: &'static CStr, method: Callback) -> MethodDef {
+        MethodDef {
+            name: name.as_ptr(),
+            method,
+            flags: 0x0080,
+            doc: core::ptr::null(),
+        }
+    }
+}
+
+/// The tool id, if the tool is open.
+pub(crate) fn tool() -> Option<i32> {
+    match TOOL.load(Ordering::Relaxed) {
+        0 => None,
+        id => Some(id as i32 - 1),
+    }
+}
+
+/// `sys.monitoring` (borrowed), while the tool is open.
+pub(crate) fn module() -> *mut c_void {
+    MONITORING.load(Ordering::Relaxed) as *mut c_void
+}
+
+/// Opens the tool (once per window: a second call finds it open).
+pub(crate) unsafe fn open(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
+    if TOOL.load(Ordering::Relaxed) != 0 {
+        return Ok(());
+    }
+    let sys = (ops.import)(c"sys".as_ptr());
+    if sys.is_null() {
+        (api.err_clear)();
+        return Err("sys.monitoring: sys cannot be imported");
+    }
+    let monitoring = (ops.get_attr)(sys, c"monitoring".as_ptr());
+    (api.dec_ref)(sys);
+    if monitoring.is_null() {
+        (api.err_clear)();
+        return Err("this interpreter has no sys.monitoring");
+    }
+    MONITORING.store(monitoring as usize, Ordering::Relaxed);
+    let mut tool = None;
+    for id in [4, 3, 5, 1, 0, 2] {
+        let owner = (ops.call_method)(monitoring, c"get_tool".as_ptr(), c"i".as_ptr(), id);
+        if owner.is_null() {
+            (api.err_clear)();
+            continue;
+        }
+        let free = owner == ops.none_object;
+        (api.dec_ref)(owner);
+        if free {
+            tool = Some(id);
+            break;
+        }
+    }
+    let Some(tool) = tool else {
+        drop_module(api);
+        return Err("every sys.monitoring tool id is in use (pydeep needs one of 0-5)");
+    };
+    let used = (ops.call_method)(
+        monitoring,
+        c"use_tool_id".as_ptr(),
+        c"is".as_ptr(),
+        tool,
+        c"pydeep".as_ptr(),
+    );
+    if used.is_null() {
+        (api.err_clear)();
+        drop_module(api);
+        return Err("sys.monitoring.use_tool_id failed");
+    }
+    (api.dec_ref)(used);
+    TOOL.store(tool as u32 + 1, Ordering::Relaxed);
+    PYDEEP_TRACER_V3
+        .monitoring_tool
+        .store(tool as u32 + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The bit of `sys.monitoring.events.NAME`.
+pub(crate) unsafe fn event_bit(
+    api: &Api,
+    ops: &OpcodeApi,
+    name: &CStr,
+) -> Result<u32, &'static str> {
+    let events = (ops.get_attr)(module(), c"events".as_ptr());
+    let bit = if events.is_null() {
+        -1
+    } else {
+        let value = (ops.get_attr)(events, name.as_ptr());
+        (api.dec_ref)(events);
+        if value.is_null() {
+            -1
+        } else {
+            let bit = (ops.as_long)(value);
+            (api.dec_ref)(value);
+            bit
+        }
+    };
+    if bit <= 0 || bit > u32::MAX as core::ffi::c_long {
+        (api.err_clear)();
+        return Err("a sys.monitoring event was not found");
+    }
+    Ok(bit as u32)
+}
+
+/// Registers `def` as the tool's callback for the event `name`; its bit.
+pub(crate) unsafe fn register(
+    api: &Api,
+    ops: &OpcodeApi,
+    name: &CStr,
+    def: &'static MethodDef,
+) -> Result<u32, &'static str> {
+    let Some(tool) = tool() else {
+        return Err("sys.monitoring: the tool is not open");
+    };
+    let bit = event_bit(api, ops, name)?;
+    let Some(slot) = CALLBACKS
+        .iter()
+        .position(|c| c.load(Ordering::Relaxed) == 0)
+    else {
+        return Err("sys.monitoring: too many callbacks");
+    };
+    let callback = (ops.new_cfunction)(
+        def as *const MethodDef as *const c_void,
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+    );
+    if callback.is_null() {
+        (api.err_clear)();
+        return Err("sys.monitoring: a callback could not be made");
+    }
+    if let (Some(c), Some(b)) = (CALLBACKS.get(slot), CALLBACK_BITS.get(slot)) {
+        c.store(callback as usize, Ordering::Relaxed);
+        b.store(bit, Ordering::Relaxed);
+    }
+    let registered = (ops.call_method)(
+        module(),
+        c"register_callback".as_ptr(),
+        c"iiO".as_ptr(),
+        tool,
+        bit as i32,
+        callback,
+    );
+    if registered.is_null() {
+        (api.err_clear)();
+        return Err("sys.monitoring.register_callback failed");
+    }
+    (api.dec_ref)(registered);
+    Ok(bit)
+}
+
+/// True if this window records calls through the tool: 3.12+, where the
+/// C API for it is exported, and without `--c-calls` (C calls still come
+/// from the legacy profile function, see notes/tracing.md).
+pub(crate) fn calls_by_monitoring(api: &Api) -> bool {
+    api.version >= 0x030C_0000
+        && api.opcodes.is_some()
+        && PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_C_CALLS == 0
+}
+
+static ENTER_DEF: MethodDef = MethodDef::fastcall(c"pydeep_enter", enter);
+static LEAVE_DEF: MethodDef = MethodDef::fastcall(c"pydeep_leave", leave);
+
+/// PY_START, PY_RESUME, PY_THROW: `(code, offset, ...)`: a call event, as
+/// CPython's legacy profile function reports them (`legacy_tracing.c`).
+unsafe extern "C" fn enter(
+    _self: *mut c_void,
+    args: *const *mut c_void,
+    nargs: isize,
+) -> *mut c_void {
+    callback(args, nargs, KIND_CALL)
+}
+
+/// PY_RETURN, PY_YIELD, PY_UNWIND: a return event.
+unsafe extern "C" fn leave(
+    _self: *mut c_void,
+    args: *const *mut c_void,
+    nargs: isize,
+) -> *mut c_void {
+    callback(args, nargs, KIND_RETURN)
+}
+
+#[inline(always)]
+unsafe fn callback(args: *const *mut c_void, nargs: isize, kind: u32) -> *mut c_void {
+    let Some(api) = crate::api() else {
+        return core::ptr::null_mut();
+    };
+    let Some(ops) = &api.opcodes else {
+        return core::ptr::null_mut();
+    };
+    if nargs >= 1 && PYDEEP_TRACER_V3.command.load(Ordering::Relaxed) == COMMAND_RUN {
+        crate::record_code(api, kind, *args, false);
+    }
+    // None is immortal on 3.12+, the only versions that call this.
+    ops.none_object
+}
+
+/// Switches the calls' events on for every thread of the interpreter
+/// (threads started later included: global events need no rescan).
+pub(crate) unsafe fn start_calls(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
+    open(api, ops)?;
+    let mut events = 0;
+    for name in [c"PY_START", c"PY_RESUME", c"PY_THROW"] {
+        events |= register(api, ops, name, &ENTER_DEF)?;
+    }
+    for name in [c"PY_RETURN", c"PY_YIELD", c"PY_UNWIND"] {
+        events |= register(api, ops, name, &LEAVE_DEF)?;
+    }
+    let tool = tool().unwrap_or(0);
+    let set = (ops.call_method)(
+        module(),
+        c"set_events".as_ptr(),
+        c"ii".as_ptr(),
+        tool,
+        events as i32,
+    );
+    if set.is_null() {
+        (api.err_clear)();
+        return Err("sys.monitoring.set_events failed");
+    }
+    (api.dec_ref)(set);
+    GLOBAL_EVENTS.store(events, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Closes the tool, if open: global events off, every callback
+/// unregistered, the tool id freed, the references given back. Local
+/// events (`--opcodes`) are taken off by `opcodes.rs` before.
+pub(crate) unsafe fn close(api: &Api) {
+    let Some(ops) = &api.opcodes else { return };
+    let tool = TOOL.swap(0, Ordering::Relaxed);
+    let monitoring = module();
+    if tool != 0 && !monitoring.is_null() {
+        let id = tool as i32 - 1;
+        if GLOBAL_EVENTS.swap(0, Ordering::Relaxed) != 0 {
+            let off =
+                (ops.call_method)(monitoring, c"set_events".as_ptr(), c"ii".as_ptr(), id, 0i32);
+            settle(api, off);
+        }
+        for bit in CALLBACK_BITS.iter() {
+            let bit = bit.swap(0, Ordering::Relaxed);
+            if bit != 0 {
+                let unregistered = (ops.call_method)(
+                    monitoring,
+                    c"register_callback".as_ptr(),
+                    c"iiO".as_ptr(),
+                    id,
+                    bit as i32,
+                    ops.none_object,
+                );
+                settle(api, unregistered);
+            }
+        }
+        let freed = (ops.call_method)(monitoring, c"free_tool_id".as_ptr(), c"i".as_ptr(), id);
+        settle(api, freed);
+    }
+    for callback in CALLBACKS.iter() {
+        let callback = callback.swap(0, Ordering::Relaxed) as *mut c_void;
+        if !callback.is_null() {
+            (api.dec_ref)(callback);
+        }
+    }
+    drop_module(api);
+}
+
+unsafe fn drop_module(api: &Api) {
+    let monitoring = MONITORING.swap(0, Ordering::Relaxed) as *mut c_void;
+    if !monitoring.is_null() {
+        (api.dec_ref)(monitoring);
+    }
+}
+
+/// Drops a call's result, or clears its error.
+pub(crate) unsafe fn settle(api: &Api, result: *mut c_void) {
+    if result.is_null() {
+        (api.err_clear)();
+    } else {
+        (api.dec_ref)(result);
+    }
+}
