@@ -65,8 +65,7 @@ fn the_socket_refuses_other_users_and_garbage_and_keeps_serving() {
     let refused = connect_as_nobody(&python, &daemon.socket);
     assert_eq!(refused, format!("connect failed: {}", libc::EACCES));
     std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let reply: Value =
-        serde_json::from_str(&connect_as_nobody(&python, &daemon.socket)).unwrap();
+    let reply: Value = serde_json::from_str(&connect_as_nobody(&python, &daemon.socket)).unwrap();
     assert_eq!(reply["ok"], false);
     assert!(
         reply["error"].as_str().unwrap().contains("uid 65534"),
