@@ -9,7 +9,8 @@ objects among their constants) is dumped with the fields the agent records
 in a CodeObjectDef, read the way the agent reads them:
 
 * bytecode: `_co_code_adaptive` on 3.11+ (after exercising the corpus so
-  the adaptive interpreter has specialized it), else `co_code`;
+  the adaptive interpreter has specialized it; a free-threaded 3.13 never
+  does, and leaves it equal to `co_code`), else `co_code`;
 * bytecode_deoptimized: `co_code`;
 * consts: the bounded repr rule of pydeep (see `bounded_repr`);
 * localspluskinds: rebuilt from the name tuples, since CPython exposes no

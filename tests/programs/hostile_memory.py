@@ -15,6 +15,14 @@ restored. Corruptions:
   `big` 2**40 digits (ob_size before 3.12, lv_tag from 3.12): sizes no
   memory of the process can hold.
 
+Where a field sits is counted from the end of the object header, whose size
+the interpreter itself gives (object.__basicsize__): two words on the GIL
+build, four on the free-threaded one (ob_tid, the flags and local refcount,
+ob_ref_shared, then ob_type).
+
+A corruption that cannot be made ends the process at once (exit 1) rather
+than leave it blocked at the barrier: the test sees it exit early.
+
 The garbage collector is disabled first: it would traverse the list and the
 frame and crash the target itself.
 
@@ -31,6 +39,9 @@ gc.disable()
 ready_path = sys.argv[1]
 GARBAGE = 0x00DEAD00BEEF0000
 POINTER = ctypes.sizeof(ctypes.c_void_p)
+# Pointer-sized slots of PyObject_HEAD; PyObject_VAR_HEAD's ob_size and the
+# first field after PyObject_HEAD sit at this slot.
+HEAD = object.__basicsize__ // POINTER
 
 huge = [1, 2, 3]
 wild = "".join(["wild string "] * 3)
@@ -69,12 +80,12 @@ def looped_inner():
         # PyFrameObject: PyObject_HEAD, f_back, f_frame (the
         # _PyInterpreterFrame); the interpreter frame links to its caller's
         # interpreter frame in `previous`.
-        this = slots(id(frame), 4)[3]
-        parent = slots(id(caller), 4)[3]
+        this = slots(id(frame), HEAD + 2)[HEAD + 1]
+        parent = slots(id(caller), HEAD + 2)[HEAD + 1]
         assert replace_slot(this, 12, parent, this) == 1, "previous not found"
     else:
         # PyFrameObject: PyObject_VAR_HEAD, then f_back.
-        assert replace_slot(id(frame), 4, id(caller), id(frame)) == 1, "f_back not found"
+        assert replace_slot(id(frame), HEAD + 2, id(caller), id(frame)) == 1, "f_back not found"
     facts["looped_frame"] = "looped_inner"
     arrived.wait()
     forever.wait()
@@ -84,6 +95,16 @@ def looped_outer():
     looped_inner()
 
 
+
+
+def fail_fast(args):
+    """A thread that fails (a corruption it could not make) breaks the
+    barrier: the main thread raises and the process ends, never blocks."""
+    threading.__excepthook__(args)
+    arrived.abort()
+
+
+threading.excepthook = fail_fast
 threading.Thread(target=victim_name, name="garbage-name", daemon=True).start()
 threading.Thread(target=looped_outer, name="looped-frame", daemon=True).start()
 arrived.wait()
@@ -91,17 +112,33 @@ arrived.wait()
 code = victim_name.__code__
 facts["garbage_name_code"] = id(code)
 assert replace_slot(id(code), 24, id(code.co_name), GARBAGE) >= 1, "co_name not found"
-# list: PyObject_VAR_HEAD's ob_size at slot 2.
-slots(id(huge), 3)[2] = 2**60
+
+
+def set_size(obj, true_size, claim):
+    """Sets the size field just after the object header (ob_size of
+    PyObject_VAR_HEAD, PyASCIIObject's length, PyLongObject's lv_tag),
+    after checking that it holds `true_size`: a wrong layout fails here."""
+    words = slots(id(obj), HEAD + 1)
+    assert words[HEAD] == true_size, f"{type(obj).__name__} size not at slot {HEAD}"
+    words[HEAD] = claim
+
+
+# list: PyObject_VAR_HEAD's ob_size.
+set_size(huge, len(huge), 2**60)
 facts["huge"] = id(huge)
-# str: PyASCIIObject's length at slot 2.
-slots(id(wild), 3)[2] = 2**40
+# str: PyASCIIObject's length.
+set_size(wild, len(wild), 2**40)
 facts["wild"] = id(wild)
-# tuple: ob_size at slot 2.
-slots(id(vast), 3)[2] = 2**40
+# tuple: ob_size.
+set_size(vast, len(vast), 2**40)
 facts["vast"] = id(vast)
-# int: ob_size at slot 2, or from 3.12 lv_tag = ndigits << 3 | sign.
-slots(id(big), 3)[2] = 2**40 << 3 if sys.version_info >= (3, 12) else 2**40
+# int: ob_size (its digit count) before 3.12, from 3.12 lv_tag = ndigits << 3
+# | sign (0 for positive).
+digits = -(-big.bit_length() // sys.int_info.bits_per_digit)
+if sys.version_info >= (3, 12):
+    set_size(big, digits << 3, 2**40 << 3)
+else:
+    set_size(big, digits, 2**40)
 facts["big"] = id(big)
 
 with open(ready_path + ".tmp", "w") as f:

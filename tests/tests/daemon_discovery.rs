@@ -42,8 +42,15 @@ fn processes_started_after_the_daemon_are_found_and_recorded_on_every_interprete
         );
         let status = daemon.target(pid).unwrap();
         assert_eq!(status["state"], "recording");
+        // The version the daemon read, flagged as the interpreter flags
+        // its build (sysconfig's Py_GIL_DISABLED).
         let (a, b, c) = target.python.version;
-        assert_eq!(status["python_version"], format!("{a}.{b}.{c}"));
+        let flag = if target.python.free_threaded {
+            " (free-threaded, no GIL)"
+        } else {
+            ""
+        };
+        assert_eq!(status["python_version"], format!("{a}.{b}.{c}{flag}"));
     }
     let shell_pid = shell.id();
     daemon.wait_until("the shell skipped", Duration::from_secs(60), |d| {

@@ -59,8 +59,10 @@ pub struct ThreadSample {
     /// code, or a C call made from it: blocking calls release the GIL).
     pub active: bool,
     /// The interpreter's garbage collector was running on this thread
-    /// (`gcstate->collecting` set while the thread held the GIL): the
-    /// collector's time, not the frames'. Read in the sample's first batch.
+    /// (`gcstate->collecting` set while the thread held the GIL; with the
+    /// GIL off, a free-threaded build's, while it was the interpreter's
+    /// only thread): the collector's time, not the frames'. Read in the
+    /// sample's first batch.
     pub collecting: bool,
     /// Python frames, innermost first.
     pub frames: Vec<FrameSample>,

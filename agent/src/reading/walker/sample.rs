@@ -373,12 +373,27 @@ fn read_first_batch(
         let position = interpreters.iter().position(|i| i.index == index)?;
         gil_holder(layout, &gils[position])
     };
-    let collector_running = |index: u32| -> bool {
-        interpreters
-            .iter()
-            .position(|i| i.index == index)
-            .and_then(|position| collecting.get(position).copied())
-            .unwrap_or(false)
+    let gil_off = |position: usize| -> bool {
+        gils.get(position)
+            .is_some_and(|gil| gil_is_off(layout, gil))
+    };
+    // Whether the thread state `address` of interpreter `index` is running
+    // its collector. With a GIL, the collector runs on the thread that holds
+    // it (and keeps it throughout, finalizers and callbacks included).
+    // Without one (free-threaded, GIL off) no field names the collecting
+    // thread: Python/gc_free_threading.c runs the collection on the thread
+    // that asked for it, and the other threads run between its
+    // stop-the-world phases (finalizers, callbacks, tp_clear of the
+    // garbage). It is known only when the interpreter has a single thread:
+    // that one. With several, no thread is flagged.
+    let collector_on = |index: u32, address: u64, holds_gil: bool| -> bool {
+        let Some(position) = interpreters.iter().position(|i| i.index == index) else {
+            return false;
+        };
+        if !collecting.get(position).copied().unwrap_or(false) {
+            return false;
+        }
+        holds_gil || (gil_off(position) && interpreters[position].threads == [address])
     };
     let mut missing: Vec<usize> = Vec::new();
     let mut first_batch_codes: Copies = Vec::new();
@@ -398,9 +413,7 @@ fn read_first_batch(
                 .map_or(0, |at| field_u64(state, at)),
             interpreter: *interpreter,
             holds_gil,
-            // The collector runs on the thread that holds the GIL (it
-            // keeps it throughout, finalizers and callbacks included).
-            collecting: holds_gil && collector_running(*interpreter),
+            collecting: collector_on(*interpreter, *address, holds_gil),
             thread_state: *address,
             ..ThreadSample::default()
         };
@@ -461,16 +474,22 @@ impl Prefetches {
 /// The thread state holding the GIL whose struct `gil` is, if it is held.
 fn gil_holder(layout: &Layout, gil: &[u8]) -> Option<u64> {
     let o = &layout.offsets;
-    // A free-threaded build's GIL struct is off (`enabled` 0) unless
-    // PYTHON_GIL=1 or a GIL-needing extension turned it on: no holder.
-    if let Some(at) = o.gil_enabled {
-        if crate::process::memory::field_u32(gil, at) == 0 {
-            return None;
-        }
+    if gil_is_off(layout, gil) {
+        return None;
     }
     let locked = field_u64(gil, o.gil_locked?) as u32;
     let holder = field_u64(gil, o.gil_last_holder?);
     (locked != 0).then_some(holder)
+}
+
+/// True if `gil` (an interpreter's GIL struct as read) is turned off: a
+/// free-threaded build's is (`enabled` 0) unless PYTHON_GIL=1 or a
+/// GIL-needing extension turned it on. No thread holds an off GIL.
+fn gil_is_off(layout: &Layout, gil: &[u8]) -> bool {
+    layout
+        .offsets
+        .gil_enabled
+        .is_some_and(|at| crate::process::memory::field_u32(gil, at) == 0)
 }
 
 /// One thread's read from the first batch: its state (`state`, copied),
