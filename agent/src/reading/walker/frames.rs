@@ -436,13 +436,27 @@ pub fn walk_frame_objects(
             InstructionPointer::LastiCodeUnits => lasti.saturating_mul(2),
             _ => lasti,
         };
+        let is_generator = field_u64(header, at.gen) != 0;
+        let back = field_u64(header, at.back);
+        // A running generator's frame has a caller: the frame that resumed
+        // it (`gen_send_ex` sets `f_back` before the frame runs and clears
+        // it after). Read running, one with none is a header copied across
+        // a resume: `f_back` before it (the generator suspended, `f_back`
+        // cleared), `f_executing`/`f_state` after (running again). Seen on
+        // an idle 3.9 reading a generator pipeline: the stack was the
+        // generator alone. (A generator resumed from C with no Python frame
+        // has none either: read paused, it is kept.)
+        if is_generator && back == 0 && options.check_torn {
+            walk.broken = true;
+            break;
+        }
         walk.frames.push(FrameSample {
             code_address: code,
             instruction_offset: offset.max(0) as u32,
-            is_generator: field_u64(header, at.gen) != 0,
+            is_generator,
             is_shim: false,
         });
-        address = field_u64(header, at.back);
+        address = back;
     }
     walk
 }
