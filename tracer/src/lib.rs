@@ -882,9 +882,10 @@ unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static
         seen += 1;
         if thread != me {
             if by_monitoring {
-                // Counted once, at the window's start (every thread has
-                // the events; a rescan has nothing to add).
-                hooked += u32::from(refuse_others);
+                // Every thread has the events: all are counted, at the
+                // window's start and at each rescan (whose count replaces
+                // the last: the agent says when a new thread is covered).
+                hooked += 1;
             } else if field_of(thread, field) == 0 {
                 if (api.set_profile)(thread, Some(profile), core::ptr::null_mut()) < 0 {
                     (api.err_clear)();
@@ -1073,7 +1074,12 @@ fn watchdog() {
             // SAFETY: with the GIL held.
             let hooked = unsafe { with_gil(api, || install(api, false)) };
             if let Some(Ok((more, more_lines))) = hooked {
-                c.threads_hooked.fetch_add(more, Ordering::Relaxed);
+                if monitoring::calls_by_monitoring(api) {
+                    // A count of every thread (install): it replaces.
+                    c.threads_hooked.store(more, Ordering::Relaxed);
+                } else {
+                    c.threads_hooked.fetch_add(more, Ordering::Relaxed);
+                }
                 c.threads_line_hooked
                     .fetch_add(more_lines, Ordering::Relaxed);
             }
