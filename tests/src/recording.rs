@@ -120,3 +120,19 @@ pub fn stack_names(tables: &pydeep_format::Tables, stack: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// The (file name, function name) of frame `frame` in `tables`, or empty
+/// strings if it is unknown.
+pub fn frame_name(tables: &pydeep_format::Tables, frame: u64) -> (String, String) {
+    tables
+        .frames
+        .get(&frame)
+        .and_then(|f| tables.code_objects.get(&f.code))
+        .map(|c| {
+            (
+                tables.string(c.filename).to_owned(),
+                tables.string(c.name).to_owned(),
+            )
+        })
+        .unwrap_or_default()
+}

@@ -227,19 +227,7 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
             trace_files += 1;
         }
         let tables = recording.tables();
-        let name_of = |frame: u64| {
-            tables
-                .frames
-                .get(&frame)
-                .and_then(|f| tables.code_objects.get(&f.code))
-                .map(|c| {
-                    (
-                        tables.string(c.filename).to_owned(),
-                        tables.string(c.name).to_owned(),
-                    )
-                })
-                .unwrap_or_default()
-        };
+        let name_of = |frame: u64| pydeep_integration::recording::frame_name(tables, frame);
         for frame in counts {
             counted_code.insert(name_of(frame).1);
         }

@@ -177,19 +177,7 @@ fn check(python: &Python) {
     );
     assert!(!events.is_empty(), "{what}: no trace events");
     let tables = recording.tables();
-    let name_of = |frame: u64| {
-        tables
-            .frames
-            .get(&frame)
-            .and_then(|f| tables.code_objects.get(&f.code))
-            .map(|c| {
-                (
-                    tables.string(c.filename).to_owned(),
-                    tables.string(c.name).to_owned(),
-                )
-            })
-            .unwrap_or_default()
-    };
+    let name_of = |frame: u64| pydeep_integration::recording::frame_name(tables, frame);
     // Per thread, the calls between the thread's own clock readings around
     // its work() equal the truth of one work().
     for (who, clocks) in round.as_object().expect("round") {
