@@ -29,8 +29,11 @@
 //! it stands for its own stratum only, and the stall is a gap
 //! ([`Schedule::last_gap`]), recorded as a fact rather than spread over one
 //! sample: a sample standing for 556 ticks once made one function 71% of a
-//! profile whose truth was about 50%. So no sample stands for more than
-//! `max(GAP_TICKS, GAP_TIME / interval)` ticks beyond its stratum.
+//! profile whose truth was about 50%. The ticks a sample did not observe
+//! are those missed before it and the rest of its stratum, judged together
+//! (as held ticks are, `Sampled::carry`), so no sample stands for more
+//! than `max(GAP_TICKS, GAP_TIME / interval)` ticks, or its own stratum
+//! when that is wider.
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +62,10 @@ pub struct Schedule {
     /// Seed of the strata's random offsets.
     seed: u64,
     /// Ticks not read: skipped because the sampler was too late to take
-    /// them, or the rest of a stratum wider than one tick.
+    /// them, or the rest of a stratum wider than one tick. Counted when the
+    /// next taken tick stands for them (or a gap does): strata skipped
+    /// right before the recording stops belong to no sample and are not
+    /// counted, like the ticks after the last one taken.
     pub missed_ticks: u64,
     /// Largest lateness of a taken tick behind its due time.
     pub max_lag: Duration,
@@ -122,9 +128,10 @@ impl Schedule {
     }
 
     /// True if the ticks skipped right before the last taken tick were a
-    /// gap: [`GAP_TICKS`] or more, and [`GAP_TIME`] or more.
+    /// stall the sample should not stand for: with the rest of its stratum
+    /// (also not observed), [`GAP_TICKS`] or more, and [`GAP_TIME`] or more.
     fn missed_a_gap(&self) -> bool {
-        is_gap(self.last_missed, self.interval)
+        self.last_missed > 0 && is_gap(self.last_missed + self.last_stride - 1, self.interval)
     }
 
     /// The ticks skipped right before the last taken tick, if they were a
@@ -186,9 +193,10 @@ impl Schedule {
         if current >= self.next_tick + self.stride {
             // Whole strata passed without a sample: missed. The sample is
             // taken in the stratum `now` is in, at its own random point.
+            // Counted missed when a sample stands for them (or a gap
+            // does): the recording may stop first.
             let skipped = (current - self.next_tick) / self.stride * self.stride;
             self.pending_missed += skipped;
-            self.missed_ticks += skipped;
             self.next_tick += skipped;
         }
         let due = self.next_due();
@@ -199,7 +207,7 @@ impl Schedule {
         // The stratum's other ticks are not read either: missed, and stood
         // for by this sample (its weight), so that weights, gaps and held
         // ticks still add up to every tick of the recording.
-        self.missed_ticks += self.stride - 1;
+        self.missed_ticks += self.last_missed + self.stride - 1;
         let lag = now - due;
         self.last_lag = lag;
         self.max_lag = self.max_lag.max(lag);
@@ -459,5 +467,74 @@ mod tests {
             schedule.finished(now);
         }
         assert_eq!(schedule.stride(), 5);
+    }
+
+    /// A sample in a wide stratum after a stall stands for its stratum, not
+    /// for the stall too: at 1 MHz, strata of 6,000 ticks (reads of 2 ms)
+    /// and 18 ms missed would have made one sample 24 ms of a profile.
+    #[test]
+    fn no_sample_stands_for_more_than_a_gap_or_its_stratum() {
+        let start = Instant::now();
+        let mut schedule = Schedule::unjittered(start, 1_000_000.0);
+        assert!(schedule.take(start));
+        schedule.finished(start + Duration::from_millis(2));
+        assert_eq!(schedule.stride(), 6_000);
+        // The next stratum starts at 1 µs; taken 18 ms later: 18 ms missed
+        // and 6 ms of stratum unobserved are a gap.
+        let now = start + Duration::from_micros(18_001);
+        assert!(schedule.take(now));
+        assert_eq!(schedule.last_missed, 18_000);
+        assert_eq!(schedule.weight(), 6_000);
+        assert_eq!(schedule.last_gap(now).map(|(ticks, _)| ticks), Some(18_000));
+        schedule.finished(now + Duration::from_millis(2));
+        // 6 ms missed and a stratum of 6 ms: 12 ms, one sample.
+        let now = start + Duration::from_micros(30_001);
+        assert!(schedule.take(now));
+        assert_eq!(schedule.last_missed, 6_000);
+        assert_eq!(schedule.weight(), 12_000);
+        assert_eq!(schedule.last_gap(now), None);
+    }
+
+    /// Weights, gaps and counted missed ticks add up whatever the reads
+    /// cost and however the recording ends, including right after strata
+    /// were skipped when the stratum `now` is in has its point still ahead
+    /// (no sample ever stands for those: they must not be counted missed).
+    #[test]
+    fn every_counted_tick_is_a_weight_or_a_gap_wherever_the_recording_stops() {
+        let start = Instant::now();
+        let mut skipped_then_waited = 0;
+        for seed in 0..200u64 {
+            let mut schedule = Schedule::new(start, 1_000_000.0);
+            schedule.seed = seed;
+            let mut now = start;
+            let (mut taken, mut weights, mut gap_ticks) = (0u64, 0u64, 0u64);
+            let mut rng = seed;
+            for _ in 0..300 {
+                rng = splitmix64(rng);
+                // Reads of 2-200 µs, now and then a stall of 30 ms.
+                let busy = match rng % 50 {
+                    0 => 30_000_000,
+                    _ => 2_000 + (rng >> 32) % 198_000,
+                };
+                now += Duration::from_nanos(busy);
+                let missed_before = schedule.pending_missed;
+                if schedule.take(now) {
+                    taken += 1;
+                    weights += u64::from(schedule.weight());
+                    if let Some((ticks, _)) = schedule.last_gap(now) {
+                        gap_ticks += ticks;
+                    }
+                    schedule.finished(now + Duration::from_nanos(busy / 4));
+                } else if schedule.pending_missed > missed_before {
+                    skipped_then_waited += 1;
+                }
+            }
+            assert_eq!(
+                weights + gap_ticks,
+                taken + schedule.missed_ticks,
+                "seed {seed}"
+            );
+        }
+        assert!(skipped_then_waited > 0, "the case was never met");
     }
 }
