@@ -14,7 +14,10 @@ more than the 1 point issue #13 asks for. Here each round records every
 mode once, in a rotating order, and the figure is the mean over rounds of
 the per-round difference from the first mode (the reference), with its
 standard error over rounds: the drift cancels within a round, and the
-rounds' scatter is the noise, whatever its cause.
+rounds' scatter is the noise, whatever its cause. The chain also times
+itself (fib's share of `work`'s wall time, asked with SIGUSR1 around each
+slice): its last row holds every mode, the reference too, to that
+in-process truth.
 
 Prints a table per shape and writes bench/results/DATE-slices.json."""
 
@@ -24,10 +27,12 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -71,6 +76,17 @@ def record(args, pid, mode, rate, path):
     return parsed
 
 
+def mark(workload):
+    """The workload's own clocks now ({name: ns}), asked with SIGUSR1."""
+    workload.send_signal(signal.SIGUSR1)
+    while True:
+        line = workload.stdout.readline()
+        if not line:
+            raise RuntimeError("the workload ended")
+        if line.startswith("mark "):
+            return {k: int(v) for k, _, v in (field.partition("=") for field in line.split()[3:])}
+
+
 def key_shares(profile, shape):
     return {name: RUN.shares(profile, f"{name} (churn.py)") for name in RUN.KEY_FUNCTIONS[shape]}
 
@@ -82,14 +98,24 @@ def run_shape(args, shape, modes, scratch):
     )
     try:
         workload.stdout.readline()  # "ready"
+        time.sleep(0.5)  # past the first round of work: its clocks exist
         slices = {mode: [] for mode in modes}
         for round_ in range(args.rounds):
             order = modes[round_ % len(modes):] + modes[:round_ % len(modes)]
             for mode in order:
                 kind, rate = mode.split("@")
+                before = mark(workload)
                 parsed = record(args, workload.pid, kind, int(rate), scratch / "slice.pdr")
+                after = mark(workload)
                 profile = parsed["functions"]
+                truth = None
+                if shape == "chain":
+                    # The chain's own wall clocks over the slice: fib's share
+                    # of work (churn.py), the in-process truth.
+                    fib_ns = after.get("fib_ns", 0) - before.get("fib_ns", 0)
+                    truth = fib_ns / max(1, after.get("work_ns", 0) - before.get("work_ns", 0))
                 slices[mode].append({
+                    "truth_fib_of_work": truth,
                     "shares": key_shares(profile, shape),
                     "region": profile["region"],
                     "samples": parsed.get("samples"),
@@ -122,6 +148,19 @@ def summarize(shape, modes, slices):
                     "diff": statistics.fmean(diffs),
                     "se": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan"),
                 }
+        if shape == "chain":
+            # Recorded fib ÷ work (total shares) against the chain's own
+            # clock in the same slice: the program's truth, which pausing
+            # every tick (the reference) perturbs too.
+            gaps = [
+                100 * (s["shares"]["fib"][1] / max(1e-9, s["shares"]["work"][1]) - s["truth_fib_of_work"])
+                for s in slices[mode]
+            ]
+            rows["fib of work, recorded - own clock"] = {
+                "mean": statistics.fmean(100 * s["truth_fib_of_work"] for s in slices[mode]),
+                "diff": statistics.fmean(gaps),
+                "se": statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else float("nan"),
+            }
         table[mode] = {
             "functions": rows,
             "samples_per_slice": statistics.median(s["samples"] or 0 for s in slices[mode]),
@@ -141,7 +180,13 @@ def print_table(shape, modes, table):
         cells = []
         for index, mode in enumerate(modes):
             row = table[mode]["functions"][key]
-            cells.append(f"{row['mean']:.1f}" if index == 0 else f"{row['mean']:.1f} ({row['diff']:+.1f} ± {row['se']:.1f})")
+            if key.startswith("fib of work"):
+                # The chain's own clock: every mode against it.
+                cells.append(f"{row['mean']:.1f} ({row['diff']:+.1f} ± {row['se']:.1f})")
+            elif index == 0:
+                cells.append(f"{row['mean']:.1f}")
+            else:
+                cells.append(f"{row['mean']:.1f} ({row['diff']:+.1f} ± {row['se']:.1f})")
         print(f"| {key} | " + " | ".join(cells) + " |")
     print("| samples per slice; torn; paused; held | " + " | ".join(
         f"{table[m]['samples_per_slice']:.0f}; {table[m]['torn']}; {table[m]['paused']}; {table[m]['held']}" for m in modes) + " |")
