@@ -834,7 +834,6 @@ impl Target {
         }
     }
 
-    /// True if the kernel reports thread `tid` running (state `R`).
     /// True if the frame of the code object at `code` stopped at
     /// `offset` is calling a waiting function ([`crate::reading::blocking`]);
     /// remembered per call site.
@@ -857,6 +856,7 @@ impl Target {
         blocks
     }
 
+    /// True if the kernel reports thread `tid` running (state `R`).
     fn thread_running(&mut self, tid: u64) -> bool {
         if tid == 0 {
             return false;
