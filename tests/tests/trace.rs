@@ -783,6 +783,75 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
     }
 }
 
+/// Every way CPython enters a Python frame, with the program's
+/// instructions specialised before the window (`trace_entries.py`:
+/// `__getitem__`, a property, `__getattribute__`, `__init__`, keyword and
+/// `*args` calls, generators through `for`, `yield from`, `send`, `throw`,
+/// coroutines, exceptions): the calls traced during one `work()` equal the
+/// program's own `sys.setprofile` count, per function, on every interpreter
+/// with a GIL. This is what keeps the eval-frame hook off 3.11.0-3.11.3
+/// (`__getitem__` missed) and 3.13 (`__init__` missed): forced onto them
+/// (`PYDEEP_TRACE_CALLS=eval-frame`) this test fails there.
+#[test]
+fn every_way_into_a_python_frame_is_traced() {
+    for python in test_pythons("pydeep trace, every way into a Python frame") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let mut fixture = Fixture::start(&python, "trace_entries.py", &[]);
+        let truth = fixture.wait_truth(|_, _| true);
+        let dir: PathBuf = fixture.dir().to_path_buf();
+        let recording = dir.join("entries.pdr");
+        let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
+        trace.wait_tracing();
+        std::fs::write(dir.join("go"), "").expect("go");
+        let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        let expected: HashMap<String, u64> = truth["truth"]
+            .as_object()
+            .expect("truth")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+            .collect();
+        let traced = read_trace(&recording);
+        assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+        let (before, after) = (
+            round["before"].as_u64().expect("before"),
+            round["after"].as_u64().expect("after"),
+        );
+        let native = round["thread"].as_u64().expect("thread");
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for e in traced.events.iter().filter(|e| {
+            e.kind == TraceEventKind::TraceCall
+                && traced.native.get(&e.thread) == Some(&native)
+                && (before..=after).contains(&e.time_ns)
+        }) {
+            if let Some((file, name)) = traced.names.get(&e.frame) {
+                if file.ends_with("trace_entries.py") {
+                    *counts.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(
+            counts,
+            expected,
+            "{what}: traced calls per function ({:?}) against the program's own count",
+            python.trace_calls()
+        );
+        std::fs::write(dir.join("end"), "").expect("end");
+        let status = wait_exit(&mut fixture.child, &what);
+        assert!(status.success(), "{what}: the target ended with {status}");
+        eprintln!(
+            "   {what}: every way into a frame traced ({:?}): {} functions equal the truth",
+            python.trace_calls(),
+            expected.len()
+        );
+    }
+}
+
 /// A program that raised its recursion limit past 10,000 and recurses
 /// 20,000 deep during a window: 3.11+ run such a recursion inlined, without
 /// the C stack, and the eval-frame hook would make it a C recursion again
