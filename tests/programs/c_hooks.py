@@ -52,3 +52,21 @@ def c_hooks():
 def c_profile_hooks():
     """c_profilefunc set, per thread."""
     return [profile for profile, _ in c_hooks()]
+
+
+def eval_frame():
+    """The main interpreter's eval-frame function (PEP 523), as an address:
+    CPython's own `_PyEval_EvalFrameDefault` unless a tool installed one
+    (pydeep's window does, on the versions where it records calls with it:
+    tracer/src/lib.rs, calls_by)."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Main.restype = ctypes.c_void_p
+    get = api._PyInterpreterState_GetEvalFrameFunc
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.c_void_p]
+    return get(api.PyInterpreterState_Main())
+
+
+def default_eval_frame():
+    """The address of CPython's `_PyEval_EvalFrameDefault`."""
+    return ctypes.cast(ctypes.pythonapi._PyEval_EvalFrameDefault, ctypes.c_void_p).value

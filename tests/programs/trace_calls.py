@@ -9,8 +9,9 @@ argv[1]: the ready file. Files in its folder drive the rounds:
   end           write final.json (sys.getprofile/gettrace and the
                 sys.monitoring tools now, the settrace counter) and exit 0
 
-At the end, every thread's C-level c_profilefunc (read through ctypes) is
-what it was before the windows.
+At the end, every thread's C-level c_profilefunc (read through ctypes) and
+the interpreter's eval-frame function (PEP 523) are what they were before
+the windows.
 
 The truth (per-function call counts of one work()) is taken before any
 trace window with a sys.setprofile counter, then removed: work() is
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 
-from c_hooks import c_profile_hooks
+from c_hooks import c_profile_hooks, default_eval_frame, eval_frame
 
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
@@ -78,6 +79,7 @@ tools_before = monitoring_tools()
 sys.settrace(tracer)
 profile_before = repr(sys.getprofile())
 c_profile_before = c_profile_hooks()
+eval_frame_before = eval_frame()
 trace_before = sys.gettrace() is tracer
 marker()
 with open(ready + ".tmp", "w") as f:
@@ -99,6 +101,8 @@ while True:
     round_done.wait()
     marker()
     result = {
+        # During the window: pydeep's eval-frame hook, where it is used.
+        "eval_frame_is_default": eval_frame() == default_eval_frame(),
         "threads": [
             {"thread": threading.get_native_id(), "before": before, "after": after},
             dict(worker_clock),
@@ -116,6 +120,8 @@ final = {
     "profile_after": repr(sys.getprofile()),
     "c_profile_before": c_profile_before,
     "c_profile_after": c_profile_hooks(),
+    "eval_frame_before": eval_frame_before,
+    "eval_frame_after": eval_frame(),
     "trace_kept": trace_before and sys.gettrace() is tracer,
     "tools_before": tools_before,
     "tools_after": monitoring_tools(),

@@ -39,6 +39,36 @@ impl Python {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         (self.version.0, self.version.1) >= (major, minor)
     }
+
+    /// How `pydeep trace` records Python calls on this interpreter
+    /// (without `--c-calls`, which always uses the profile function): the
+    /// tracer's own choice (`calls_by` in tracer/src/lib.rs, why in
+    /// notes/tracing.md, "Cost"), repeated here so the tests can say what to
+    /// expect (a program's own profile function refused or not, the
+    /// interpreter's eval-frame function replaced during the window).
+    pub fn trace_calls(&self) -> TraceCalls {
+        match self.version {
+            (3, 9 | 10, _) => TraceCalls::EvalFrame,
+            // BINARY_SUBSCR_GETITEM ignores PEP 523 before 3.11.4.
+            (3, 11, micro) if micro >= 4 => TraceCalls::EvalFrame,
+            (3, 12, _) => TraceCalls::EvalFrame,
+            // 3.13: CALL_ALLOC_AND_ENTER_INIT ignores PEP 523.
+            (3, minor, _) if minor >= 12 => TraceCalls::Monitoring,
+            _ => TraceCalls::Profile,
+        }
+    }
+}
+
+/// How a trace window records Python calls ([`Python::trace_calls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceCalls {
+    /// A C profile function on every thread: a program's own profile
+    /// function makes the window refuse.
+    Profile,
+    /// pydeep's own `sys.monitoring` tool (3.12+).
+    Monitoring,
+    /// PEP 523's eval-frame hook, chained to the interpreter's function.
+    EvalFrame,
 }
 
 /// Oldest CPython minor version pydeep supports.

@@ -15,7 +15,7 @@ use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
 use pydeep_integration::spawned::Spawned;
 use pydeep_integration::waits::{wait_exit, wait_for_file};
-use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
+use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python, TraceCalls};
 use serde_json::Value;
 
 /// Every trace event of a recording, with the names of threads and frames.
@@ -115,6 +115,14 @@ fn check(python: &Python) {
     sigterm(&trace.child);
     let status = wait_exit(&mut trace.child, &what);
     assert!(status.success(), "{what}: pydeep trace ended with {status}");
+    // The interpreter's eval-frame function during the window: pydeep's
+    // hook where calls go through it, CPython's own elsewhere.
+    assert_eq!(
+        round["eval_frame_is_default"].as_bool(),
+        Some(python.trace_calls() != TraceCalls::EvalFrame),
+        "{what}: the eval-frame function during the window ({:?} expected): {round}",
+        python.trace_calls()
+    );
 
     let traced = read_trace(&first);
     assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
@@ -319,6 +327,10 @@ fn check(python: &Python) {
     assert_eq!(
         last["c_profile_after"], last["c_profile_before"],
         "{what}: a C-level profile function left behind: {last}"
+    );
+    assert_eq!(
+        last["eval_frame_after"], last["eval_frame_before"],
+        "{what}: the interpreter's eval-frame function is not what it was: {last}"
     );
     assert_eq!(
         last["trace_kept"], true,
@@ -578,7 +590,8 @@ fn start_program(python: &Python, program: &str, dir: &Path, name: &str) -> (Chi
 }
 
 #[test]
-fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_before_3_12_both_left_running() {
+fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_with_the_profile_path_both_left_running(
+) {
     // The newest interpreter pydeep trace loads into: a free-threaded one
     // is refused before either case (see refuses_free_threaded).
     let pythons = test_pythons("pydeep trace refusals");
@@ -616,19 +629,22 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_before_3_12_both_
     let _ = child.kill();
     let _ = child.wait();
 
-    // A program with its own profile function: refused before 3.12 (one
-    // C profile function per thread); traced beside it on 3.12+, where
-    // pydeep's calls come from a sys.monitoring tool of its own. The
-    // newest interpreter of each kind found.
+    // A program with its own profile function: refused where pydeep's
+    // calls come from a C profile function (one per thread: 3.11 before
+    // 3.11.4, see Python::trace_calls); traced beside it where they come
+    // from a hook of the interpreter (pydeep's sys.monitoring tool on
+    // 3.13, the eval-frame hook on 3.9-3.12). The newest interpreter of
+    // each kind found.
     let profiled = "import sys, time\ndef f():\n    return sum(range(100))\nsys.setprofile(lambda *a: None)\nopen(sys.argv[1], 'w').close()\nwhile True:\n    f()\n    time.sleep(0.001)\n";
+    let by_profile = |p: &&Python| p.trace_calls() == TraceCalls::Profile;
     let older = pythons
         .iter()
         .rev()
-        .find(|p| !p.free_threaded && !p.at_least(3, 12));
+        .find(|p| !p.free_threaded && by_profile(p));
     let newer = pythons
         .iter()
         .rev()
-        .find(|p| !p.free_threaded && p.at_least(3, 12));
+        .find(|p| !p.free_threaded && !by_profile(p));
     for (index, python) in [older, newer].into_iter().flatten().enumerate() {
         let what = python.label();
         let name = format!("profiled{index}");
@@ -641,7 +657,7 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_before_3_12_both_
             .output()
             .expect("run pydeep trace");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if python.at_least(3, 12) {
+        if !by_profile(&python) {
             assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
             let traced = read_trace(&recording);
             let calls = traced
@@ -764,6 +780,236 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
         let status = wait_exit(&mut child, &what);
         assert!(status.success(), "{what}: the target ended with {status}");
         eprintln!("   {what}: the program's own profile function replaced the hook and was left alone ({steps} step() calls traced before)");
+    }
+}
+
+/// Every way CPython enters a Python frame, with the program's
+/// instructions specialised before the window (`trace_entries.py`:
+/// `__getitem__`, a property, `__getattribute__`, `__init__`, keyword and
+/// `*args` calls, generators through `for`, `yield from`, `send`, `throw`,
+/// coroutines, exceptions): the calls traced during one `work()` equal the
+/// program's own `sys.setprofile` count, per function, on every interpreter
+/// with a GIL. This is what keeps the eval-frame hook off 3.11.0-3.11.3
+/// (`__getitem__` missed) and 3.13 (`__init__` missed): forced onto them
+/// (`PYDEEP_TRACE_CALLS=eval-frame`) this test fails there.
+#[test]
+fn every_way_into_a_python_frame_is_traced() {
+    for python in test_pythons("pydeep trace, every way into a Python frame") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let mut fixture = Fixture::start(&python, "trace_entries.py", &[]);
+        let truth = fixture.wait_truth(|_, _| true);
+        let dir: PathBuf = fixture.dir().to_path_buf();
+        let recording = dir.join("entries.pdr");
+        let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
+        trace.wait_tracing();
+        std::fs::write(dir.join("go"), "").expect("go");
+        let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        let expected: HashMap<String, u64> = truth["truth"]
+            .as_object()
+            .expect("truth")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+            .collect();
+        let traced = read_trace(&recording);
+        assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+        let (before, after) = (
+            round["before"].as_u64().expect("before"),
+            round["after"].as_u64().expect("after"),
+        );
+        let native = round["thread"].as_u64().expect("thread");
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for e in traced.events.iter().filter(|e| {
+            e.kind == TraceEventKind::TraceCall
+                && traced.native.get(&e.thread) == Some(&native)
+                && (before..=after).contains(&e.time_ns)
+        }) {
+            if let Some((file, name)) = traced.names.get(&e.frame) {
+                if file.ends_with("trace_entries.py") {
+                    *counts.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(
+            counts,
+            expected,
+            "{what}: traced calls per function ({:?}) against the program's own count",
+            python.trace_calls()
+        );
+        std::fs::write(dir.join("end"), "").expect("end");
+        let status = wait_exit(&mut fixture.child, &what);
+        assert!(status.success(), "{what}: the target ended with {status}");
+        eprintln!(
+            "   {what}: every way into a frame traced ({:?}): {} functions equal the truth",
+            python.trace_calls(),
+            expected.len()
+        );
+    }
+}
+
+/// A program that raised its recursion limit past 10,000 and recurses
+/// 20,000 deep during a window: 3.11+ run such a recursion inlined, without
+/// the C stack, and the eval-frame hook would make it a C recursion again
+/// (measured: SIGSEGV on 3.11.7, RecursionError on 3.12.1), so the tracer
+/// keeps the previous mechanism there (`EVAL_FRAME_RECURSION_LIMIT`). The
+/// program survives the window, its recursion intact, and the window traced
+/// its calls. 3.9/3.10 recurse in C whatever the mechanism (the profile
+/// function crashed 3.10.13 at this depth too): not run there.
+#[test]
+fn a_deep_recursion_allowed_by_a_raised_limit_survives_a_window() {
+    let program = r#"
+import os, sys, time
+sys.setrecursionlimit(30000)
+def down(n):
+    return 0 if n == 0 else 1 + down(n - 1)
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+open(ready, "w").close()
+rounds = 0
+while not os.path.exists(os.path.join(folder, "end")):
+    assert down(20000) == 20000
+    rounds += 1
+    time.sleep(0.001)
+print("rounds", rounds, flush=True)
+"#;
+    for python in test_pythons("pydeep trace, a deep recursion under a raised limit") {
+        if python.free_threaded || !python.at_least(3, 11) {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, ready) = start_program(&python, program, dir.path(), "deep");
+        wait_for_file(&ready, &mut child, &what);
+        let recording = dir.path().join("deep.pdr");
+        let output = Command::new(workspace_binary("pydeep"))
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut child, &what);
+        assert!(
+            status.success(),
+            "{what}: the deeply recursing program ended with {status} after a window"
+        );
+        let traced = read_trace(&recording);
+        let downs = traced
+            .events
+            .iter()
+            .filter(|e| {
+                e.kind == TraceEventKind::TraceCall
+                    && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "down")
+            })
+            .count();
+        assert!(downs > 0, "{what}: no call of down() traced");
+        eprintln!("   {what}: survived a window at 20,000 deep ({downs} calls of down traced)");
+    }
+}
+
+/// A program with its own PEP 523 eval-frame function (CPython's test
+/// module's recorder, `_testinternalcapi.set_eval_frame_record`, where the
+/// interpreter has it: 3.11+ builds with test modules). During a window
+/// pydeep's counts equal the truth and the program's function still sees
+/// every frame (pydeep's hook, where used, chains to it); after it, the
+/// program's function is the interpreter's again and still called.
+#[test]
+fn a_program_with_its_own_eval_frame_function_keeps_it() {
+    for python in test_pythons("pydeep trace, a program's own eval-frame function") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let mut fixture = Fixture::start(&python, "trace_eval_frame.py", &[]);
+        let truth = fixture.wait_truth(|_, _| true);
+        if let Some(why) = truth["unavailable"].as_str() {
+            eprintln!("   {what}: skipped, no eval-frame function to install ({why})");
+            std::fs::write(fixture.dir().join("end"), "").expect("end");
+            let _ = wait_exit(&mut fixture.child, &what);
+            continue;
+        }
+        assert_eq!(truth["own_is_default"], false, "{what}: {truth}");
+        let dir: PathBuf = fixture.dir().to_path_buf();
+        let recording = dir.join("own.pdr");
+        let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
+        trace.wait_tracing();
+        std::fs::write(dir.join("go"), "").expect("go");
+        let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        // During the window the interpreter's function is pydeep's where
+        // calls go through the eval-frame hook (in front of the program's,
+        // which it calls: the counts below), the program's elsewhere.
+        assert_eq!(
+            round["own_installed_during"].as_bool(),
+            Some(python.trace_calls() != TraceCalls::EvalFrame),
+            "{what}: the interpreter's eval-frame function during the window: {round}"
+        );
+        let expected: HashMap<String, u64> = truth["truth"]
+            .as_object()
+            .expect("truth")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+            .collect();
+        // The program's own function saw each call during the window: the
+        // truth, except a generator's (3.11+ evaluate its frame once more
+        // to make the generator) and __init__ (3.13's
+        // CALL_ALLOC_AND_ENTER_INIT enters it without the eval function).
+        for (name, count) in &expected {
+            if name == "countdown" || name == "__init__" {
+                continue;
+            }
+            assert_eq!(
+                round["recorded"][name].as_u64(),
+                Some(*count),
+                "{what}: the program's eval-frame function saw {name} {} times: {round}",
+                round["recorded"][name]
+            );
+        }
+        let traced = read_trace(&recording);
+        assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+        let (before, after) = (
+            round["before"].as_u64().expect("before"),
+            round["after"].as_u64().expect("after"),
+        );
+        let native = round["thread"].as_u64().expect("thread");
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for e in traced.events.iter().filter(|e| {
+            e.kind == TraceEventKind::TraceCall
+                && traced.native.get(&e.thread) == Some(&native)
+                && (before..=after).contains(&e.time_ns)
+        }) {
+            if let Some((file, name)) = traced.names.get(&e.frame) {
+                if file.ends_with("call_workload.py") && expected.contains_key(name) {
+                    *counts.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(counts, expected, "{what}: traced call counts");
+        std::fs::write(dir.join("end"), "").expect("end");
+        let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
+        assert_eq!(
+            last["own_kept"], true,
+            "{what}: the program's eval-frame function is gone after the window: {last}"
+        );
+        assert_eq!(
+            last["fib_recorded_after"].as_u64(),
+            expected.get("fib").copied(),
+            "{what}: the program's eval-frame function missed calls after the window: {last}"
+        );
+        let status = wait_exit(&mut fixture.child, &what);
+        assert!(status.success(), "{what}: the target ended with {status}");
+        eprintln!(
+            "   {what}: traced ({:?}) beside the program's own eval-frame function, which is kept",
+            python.trace_calls()
+        );
     }
 }
 

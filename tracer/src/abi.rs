@@ -80,6 +80,16 @@ pub const FLAG_OPCODES: u32 = 16;
 /// `offset::CLOCK` whether it uses them.
 pub const FLAG_TSC: u32 = 32;
 
+/// Flag (measurements and tests, the agent's `PYDEEP_TRACE_CALLS=profile`):
+/// record calls with the C profile function whatever the version.
+pub const FLAG_CALLS_BY_PROFILE: u32 = 64;
+/// Flag (`PYDEEP_TRACE_CALLS=eval-frame`): record calls with PEP 523's
+/// eval-frame hook wherever it is usable (3.9-3.13).
+pub const FLAG_CALLS_BY_EVAL_FRAME: u32 = 128;
+/// Flag (`PYDEEP_TRACE_CALLS=monitoring`): record calls with a
+/// `sys.monitoring` tool wherever it is usable (3.12+).
+pub const FLAG_CALLS_BY_MONITORING: u32 = 256;
+
 /// Clock of the event times: CLOCK_MONOTONIC nanoseconds.
 pub const CLOCK_MONOTONIC_NS: u32 = 0;
 /// Clock of the event times: raw TSC ticks (`rdtsc`), converted by the

@@ -5,11 +5,14 @@
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
-//!   (`PyGILState_Ensure`) and hooks calls and returns: on 3.12+ (without
-//!   `--c-calls`) with global events of a `sys.monitoring` tool of its own
-//!   (`monitoring.rs`: C callbacks, no frame object per call, other
-//!   profilers left alone); before 3.12, and for `--c-calls`, with a
-//!   C-level profile function (`_PyEval_SetProfile`) on every thread of the
+//!   (`PyGILState_Ensure`) and hooks calls and returns (without
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11.4+ and 3.12
+//!   with PEP 523's eval-frame hook in front of the interpreter's eval
+//!   function (`evalframe.rs`); on 3.13 with global events of a
+//!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
+//!   frame object per call, other profilers left alone); on 3.11.0-3.11.3,
+//!   and for `--c-calls`, with a C-level profile function
+//!   (`_PyEval_SetProfile`) on every thread of the
 //!   main interpreter, after checking that none already has one
 //!   (`sys.setprofile`, cProfile before 3.12, a tracer): those are refused,
 //!   never replaced;
@@ -55,6 +58,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod evalframe;
 mod monitoring;
 mod opcodes;
 pub mod sys;
@@ -306,10 +310,117 @@ struct Api {
     thread_next: PointerToPointer,
     is_finalizing: GetInt,
     err_clear: NoArguments,
+    /// `Py_GetRecursionLimit`.
+    recursion_limit: GetInt,
     /// `Py_Version` (3.11+; 0 before): 3.12+ counts opcodes through
     /// `sys.monitoring`.
     version: u64,
     opcodes: Option<OpcodeApi>,
+    /// PEP 523's eval-frame functions, where exported and the frame layout
+    /// is known (3.9-3.13).
+    eval_frame: Option<evalframe::EvalFrameApi>,
+}
+
+/// How a window records Python calls and returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Calls {
+    /// A C profile function on every thread (`_PyEval_SetProfile`).
+    Profile,
+    /// Global events of pydeep's own `sys.monitoring` tool (3.12+).
+    Monitoring,
+    /// PEP 523's eval-frame hook on the main interpreter.
+    EvalFrame,
+}
+
+/// How this window records calls: [`choose_calls`]' answer, made once
+/// when the hooks go in (0: not chosen yet, else the `Calls` plus one).
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// How this window records calls (chosen once per window, see
+/// [`choose_calls`]).
+pub(crate) fn calls_by(api: &Api) -> Calls {
+    match CALLS.load(Ordering::Relaxed) {
+        1 => Calls::Profile,
+        2 => Calls::Monitoring,
+        3 => Calls::EvalFrame,
+        _ => choose_calls(api),
+    }
+}
+
+/// Makes this window's choice (the watchdog, holding the GIL, before any
+/// hook goes in).
+fn settle_calls(api: &Api) -> Calls {
+    let calls = choose_calls(api);
+    let word = match calls {
+        Calls::Profile => 1,
+        Calls::Monitoring => 2,
+        Calls::EvalFrame => 3,
+    };
+    CALLS.store(word, Ordering::Relaxed);
+    calls
+}
+
+/// A recursion limit above which the eval-frame hook is not used on 3.11
+/// and 3.12: there CPython runs Python-to-Python calls without the C
+/// stack, and the hook makes each one a C recursion again (~450 bytes of
+/// it per call measured on 3.11.7: a 20,000-deep recursion, fine without
+/// the hook, crashed the 8 MB main thread with it; 3.12 raises
+/// RecursionError at its C recursion limit instead). The default limit is
+/// 1,000; a program that raised it past this may mean to recurse that deep.
+const EVAL_FRAME_RECURSION_LIMIT: c_int = 10_000;
+
+/// The one place that decides how calls are recorded, per version (the
+/// measurements behind it: notes/tracing.md, "Cost"). `--c-calls` needs
+/// the profile function (C calls come from it) on every version. The
+/// agent may force a mechanism for measurements and tests
+/// (`PYDEEP_TRACE_CALLS`, the `FLAG_CALLS_BY_*` bits); one that is not
+/// available falls back to this choice. Called with the GIL held.
+fn choose_calls(api: &Api) -> Calls {
+    let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
+    let monitoring = api.version >= 0x030C_0000 && api.opcodes.is_some();
+    let eval_frame = api.eval_frame.is_some();
+    if flags & FLAG_C_CALLS != 0 || flags & FLAG_CALLS_BY_PROFILE != 0 {
+        return Calls::Profile;
+    }
+    if flags & FLAG_CALLS_BY_EVAL_FRAME != 0 && eval_frame {
+        return Calls::EvalFrame;
+    }
+    if flags & FLAG_CALLS_BY_MONITORING != 0 && monitoring {
+        return Calls::Monitoring;
+    }
+    // SAFETY: with the GIL held (the watchdog's install).
+    let deep = (0x030B..=0x030C).contains(&(api.version >> 16))
+        && unsafe { (api.recursion_limit)() } > EVAL_FRAME_RECURSION_LIMIT;
+    if eval_frame && eval_frame_by_default(api.version) && !deep {
+        Calls::EvalFrame
+    } else if monitoring {
+        Calls::Monitoring
+    } else {
+        Calls::Profile
+    }
+}
+
+/// The versions whose calls go through the eval-frame hook by default
+/// (`version`: `Py_Version`, 0 before 3.11: 3.9 and 3.10, the only ones
+/// without it that have the hook). Measured cheaper than the profile
+/// function (3.9-3.11) and `sys.monitoring` (3.12) in notes/tracing.md,
+/// "Cost"; not where CPython enters some Python frames past the hook, so
+/// that calls would be missed:
+/// - 3.11.0-3.11.3: `BINARY_SUBSCR_GETITEM` (a `__getitem__` in Python)
+///   inlines its call whatever the eval function (gh-104405, fixed in
+///   3.11.4);
+/// - 3.13: `CALL_ALLOC_AND_ENTER_INIT` (a class with an `__init__` in
+///   Python) pushes the `__init__` frame without checking for one
+///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
+///
+/// 3.14+ frames hold tagged references: untested, not used.
+fn eval_frame_by_default(version: u64) -> bool {
+    match version >> 16 {
+        0 => true,
+        0x030B => version >= 0x030B_0400,
+        0x030C => true,
+        _ => false,
+    }
 }
 
 /// The resolved C API: written once, by the first start that resolves
@@ -371,12 +482,39 @@ fn resolve() -> Result<Api, &'static str> {
         thread_next: function!(PointerToPointer; "PyThreadState_Next"),
         is_finalizing: function!(GetInt; "Py_IsFinalizing", "_Py_IsFinalizing"),
         err_clear: function!(NoArguments; "PyErr_Clear"),
-        // SAFETY: `const unsigned long Py_Version`, where exported.
-        version: symbol(b"Py_Version\0").map_or(0, |address| unsafe {
-            core::ptr::read(address as *const u64)
-        }),
+        recursion_limit: function!(GetInt; "Py_GetRecursionLimit"),
+        version: version_of(),
         opcodes: resolve_opcodes(),
+        eval_frame: resolve_eval_frame(version_of()),
     })
+}
+
+/// `Py_Version` (3.11+), 0 where not exported.
+fn version_of() -> u64 {
+    // SAFETY: `const unsigned long Py_Version`, where exported.
+    symbol(b"Py_Version\0").map_or(0, |address| unsafe {
+        core::ptr::read(address as *const u64)
+    })
+}
+
+fn resolve_eval_frame(version: u64) -> Option<evalframe::EvalFrameApi> {
+    // SAFETY: each symbol is the C API function (or object) of that name,
+    // whose signature the field's type spells.
+    unsafe {
+        Some(evalframe::EvalFrameApi {
+            get: core::mem::transmute::<*mut c_void, evalframe::GetEvalFrame>(symbol(
+                b"_PyInterpreterState_GetEvalFrameFunc\0",
+            )?),
+            set: core::mem::transmute::<*mut c_void, evalframe::SetEvalFrame>(symbol(
+                b"_PyInterpreterState_SetEvalFrameFunc\0",
+            )?),
+            default: core::mem::transmute::<*mut c_void, evalframe::EvalFrame>(symbol(
+                b"_PyEval_EvalFrameDefault\0",
+            )?),
+            code_type: symbol(b"PyCode_Type\0")? as usize,
+            layout: evalframe::layout(version)?,
+        })
+    }
 }
 
 fn resolve_opcodes() -> Option<OpcodeApi> {
@@ -444,6 +582,8 @@ pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c
         .store(SELECT.as_ptr() as u64, Ordering::Relaxed);
     set_message("");
     opcodes::reset(flags & FLAG_OPCODES != 0);
+    evalframe::new_window();
+    CALLS.store(0, Ordering::Relaxed);
     sys::create_thread_id_key();
     let tsc = flags & FLAG_TSC != 0 && sys::tsc_enabled();
     sys::use_tsc(tsc);
@@ -549,17 +689,22 @@ unsafe extern "C" fn profile(
 /// the profile function, or the `sys.monitoring` callbacks on 3.12+).
 /// `owned`: the caller holds a new reference to `code` (given back here);
 /// otherwise it is borrowed.
+///
+/// True if the code object is kept (the event written or dropped for a
+/// full ring); false if skipped (`--functions`) or the kept-object table is
+/// full.
 #[inline(always)]
-unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) {
+unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) -> bool {
     let time_ns = event_time();
     if code.is_null() || skipped(code, owned) {
-        return;
+        return false;
     }
     if !keep(api, code as usize, owned) {
         drop_event(time_ns);
-        return;
+        return false;
     }
     write_event(time_ns, code as u64, kind, 0, 0);
+    true
 }
 
 /// Appends one event to the ring, or counts it dropped if the ring is full.
@@ -826,9 +971,10 @@ unsafe fn field_of(thread: *mut c_void, field: usize) -> usize {
 /// later rescans leave such a thread alone. An error after some threads
 /// got the hook leaves them with it: the caller removes it ([`uninstall`]).
 unsafe fn install(api: &Api, refuse_others: bool) -> Result<(u32, u32), &'static str> {
-    // 3.12+: calls come from pydeep's own sys.monitoring tool, global to
-    // the interpreter; no profile function is read, refused or installed.
-    let by_monitoring = monitoring::calls_by_monitoring(api);
+    // The eval-frame hook and sys.monitoring (3.12+): calls come from a
+    // hook global to the interpreter; no profile function is read, refused
+    // or installed.
+    let by_monitoring = calls_by(api) != Calls::Profile;
     let field = PROFILE_FIELD.load(Ordering::Relaxed);
     let lines = wants_trace_function(api);
     let trace_field = TRACE_FIELD.load(Ordering::Relaxed);
@@ -1001,8 +1147,9 @@ fn watchdog() {
     // SAFETY: every C API call below is made holding the GIL.
     let installed = unsafe {
         with_gil(api, || {
-            let by_monitoring = monitoring::calls_by_monitoring(api);
-            if PROFILE_FIELD.load(Ordering::Relaxed) == 0 && !by_monitoring {
+            let calls = settle_calls(api);
+            let by_monitoring = calls == Calls::Monitoring;
+            if PROFILE_FIELD.load(Ordering::Relaxed) == 0 && calls == Calls::Profile {
                 match calibrate(api) {
                     Ok(field) => PROFILE_FIELD.store(field, Ordering::Relaxed),
                     Err(why) => return Err((STATE_FAILED, why)),
@@ -1029,6 +1176,12 @@ fn watchdog() {
                     .map_err(|why| (STATE_FAILED, why)),
                 (hooked, _) => hooked,
             };
+            let hooked = match hooked {
+                Ok(hooked) if calls == Calls::EvalFrame => evalframe::start(api)
+                    .map(|()| hooked)
+                    .map_err(|why| (STATE_FAILED, why)),
+                hooked => hooked,
+            };
             let hooked = match (hooked, &api.opcodes) {
                 (Ok(hooked), Some(ops)) if opcodes_asked && opcodes::by_monitoring(api) => {
                     opcodes::start_monitoring(api, ops)
@@ -1040,6 +1193,7 @@ fn watchdog() {
             hooked.inspect_err(|_| {
                 // Whatever went in before the failure comes out again.
                 uninstall(api);
+                evalframe::stop(api);
                 opcodes::stop(api);
                 monitoring::close(api);
                 release_kept(api);
@@ -1074,7 +1228,7 @@ fn watchdog() {
             // SAFETY: with the GIL held.
             let hooked = unsafe { with_gil(api, || install(api, false)) };
             if let Some(Ok((more, more_lines))) = hooked {
-                if monitoring::calls_by_monitoring(api) {
+                if calls_by(api) != Calls::Profile {
                     // A count of every thread (install): it replaces.
                     c.threads_hooked.store(more, Ordering::Relaxed);
                 } else {
@@ -1092,6 +1246,7 @@ fn watchdog() {
     unsafe {
         with_gil(api, || {
             uninstall(api);
+            evalframe::stop(api);
             opcodes::stop(api);
             monitoring::close(api);
         })

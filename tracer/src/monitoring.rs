@@ -1,7 +1,8 @@
 //! pydeep's own `sys.monitoring` tool (3.12+), shared by the two uses that
 //! need one: `--opcodes` (local INSTRUCTION events, `opcodes.rs`) and the
 //! calls of a window (global PY_START / PY_RESUME / PY_THROW and PY_RETURN
-//! / PY_YIELD / PY_UNWIND events, [`start_calls`]), instead of the legacy
+//! / PY_YIELD / PY_UNWIND events, [`start_calls`]: on 3.13, and on 3.12
+//! where the eval-frame hook is not used, see `crate::calls_by`), instead of the legacy
 //! profile function (`_PyEval_SetProfile`), which CPython 3.12+ emulates on
 //! top of `sys.monitoring` at the price of a frame object and a shim per
 //! call.
@@ -201,15 +202,6 @@ pub(crate) unsafe fn register(
     }
     (api.dec_ref)(registered);
     Ok(bit)
-}
-
-/// True if this window records calls through the tool: 3.12+, where the
-/// C API for it is exported, and without `--c-calls` (C calls still come
-/// from the legacy profile function, see notes/tracing.md).
-pub(crate) fn calls_by_monitoring(api: &Api) -> bool {
-    api.version >= 0x030C_0000
-        && api.opcodes.is_some()
-        && PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_C_CALLS == 0
 }
 
 static ENTER_DEF: MethodDef = MethodDef::fastcall(c"pydeep_enter", enter);

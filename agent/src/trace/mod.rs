@@ -91,6 +91,21 @@ fn flags_of(options: &TraceOptions) -> u32 {
         } else {
             0
         }
+        | calls_forced()
+}
+
+/// `PYDEEP_TRACE_CALLS=profile|eval-frame|monitoring`: forces how the
+/// tracer records Python calls, for measurements and tests (the tracer
+/// falls back to its own choice where the one asked for is not available;
+/// `--c-calls` always uses the profile function). Unset: the tracer
+/// decides per version (notes/tracing.md, "Cost").
+fn calls_forced() -> u32 {
+    match std::env::var("PYDEEP_TRACE_CALLS").as_deref() {
+        Ok("profile") => abi::FLAG_CALLS_BY_PROFILE,
+        Ok("eval-frame") => abi::FLAG_CALLS_BY_EVAL_FRAME,
+        Ok("monitoring") => abi::FLAG_CALLS_BY_MONITORING,
+        _ => 0,
+    }
 }
 
 /// `record --trace`: starts the tracer in the program `record` just

@@ -1,0 +1,154 @@
+"""Fixture of tests/tests/trace.rs's test of every way CPython enters a
+Python frame: the entries a PEP 523 eval-frame hook could miss where the
+eval loop inlines a call (3.11+: BINARY_SUBSCR_GETITEM, properties,
+__getattribute__, FOR_ITER_GEN, SEND_GEN, CALL_ALLOC_AND_ENTER_INIT,
+CALL_FUNCTION_EX ...), and generators, coroutines, throw, exceptions.
+
+work() runs 200 times first, so its instructions are specialised before
+any window. The truth: one work() under a sys.setprofile counter of this
+file's functions ("call" events). argv[1]: the ready file (the truth).
+Files in its folder: go -> one work() between time.monotonic_ns()
+readings, round1.json; end -> exit 0.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def __getitem__(self, i):
+        return self.v + i
+
+    @property
+    def prop(self):
+        return self.v
+
+
+class Over:
+    def __getattribute__(self, name):
+        return 1
+
+
+def gen(n):
+    for i in range(n):
+        yield i
+
+
+def gen_from(n):
+    yield from gen(n)
+
+
+def sender():
+    total = 0
+    while True:
+        x = yield total
+        total += x
+
+
+def thrower():
+    try:
+        yield 1
+    except ValueError:
+        yield 2
+
+
+async def coro(n):
+    return n
+
+
+async def main_coro():
+    t = 0
+    for i in range(5):
+        t += await coro(i)
+    return t
+
+
+def fails():
+    raise KeyError
+
+
+def kw(a, b=2, *args, **kwargs):
+    return a
+
+
+def leaf(x):
+    return x
+
+
+def work():
+    b = Box(3)
+    t = 0
+    for i in range(20):
+        t += b[i]
+        t += b.prop
+        t += Over().anything
+        t += kw(1, b=3)
+        t += kw(*[1, 2])
+        t += leaf(i)
+        Box(i)
+    t += sum(gen(10))
+    for x in gen_from(5):
+        t += x
+    s = sender()
+    next(s)
+    for i in range(5):
+        s.send(i)
+    th = thrower()
+    next(th)
+    th.throw(ValueError)
+    t += sum([leaf(i) for i in range(5)])
+    for _ in range(3):
+        try:
+            fails()
+        except KeyError:
+            pass
+    c = main_coro()
+    try:
+        c.send(None)
+    except StopIteration:
+        pass
+    return t
+
+
+def truth():
+    counts = {}
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == __file__:
+            name = frame.f_code.co_name
+            if name not in ("truth", "profiler"):
+                counts[name] = counts.get(name, 0) + 1
+
+    sys.setprofile(profiler)
+    work()
+    sys.setprofile(None)
+    return counts
+
+
+for _ in range(200):
+    work()
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+
+
+def publish(name, value):
+    with open(name + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.rename(name + ".tmp", name)
+
+
+publish(ready, {"truth": truth()})
+while not os.path.exists(os.path.join(folder, "go")):
+    time.sleep(0.005)
+before = time.monotonic_ns()
+work()
+after = time.monotonic_ns()
+publish(os.path.join(folder, "round1.json"),
+        {"thread": threading.get_native_id(), "before": before, "after": after})
+while not os.path.exists(os.path.join(folder, "end")):
+    time.sleep(0.005)

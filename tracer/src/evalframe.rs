@@ -1,0 +1,197 @@
+//! Calls and returns through PEP 523's eval-frame hook
+//! (`_PyInterpreterState_SetEvalFrameFunc`), where [`crate::calls_by`]
+//! chooses it (see notes/tracing.md, "Cost").
+//!
+//! CPython calls the interpreter's eval function for every frame it
+//! evaluates from C: a call from C, a generator or coroutine resumed (or
+//! thrown into), and, once a non-default function is installed, every
+//! Python-to-Python call too: 3.11+ stop inlining such calls when
+//! `interp->eval_frame` is set (the generic CALL checks it, the CALL_PY_*,
+//! BINARY_SUBSCR_GETITEM, FOR_ITER_GEN, SEND_GEN, LOAD_ATTR_PROPERTY ...
+//! specialisations deoptimise on it; BINARY_SUBSCR_GETITEM only since
+//! 3.11.4, gh-104405), and 3.9/3.10 never inline. So [`hook`] sees each
+//! frame entry once: it records a call event (the code object read from the
+//! frame), calls the eval function that was installed before (CPython's
+//! default, or another tool's: chained, never dropped), and records a return
+//! event when it comes back, whether the frame returned, yielded or raised:
+//! what a profile function and pydeep's `sys.monitoring` tool report.
+//!
+//! Frames entered before the hook went in return without passing through
+//! it: no return event (the profile path reports one, which the viewer
+//! ignores: a return without its call). Frames still inside the hook when
+//! the window ends come back through it later; the library is never
+//! unloaded, and such a return writes nothing (the window's command or
+//! generation has changed), so it touches neither the ring nor the
+//! kept-object table of a later window.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use crate::abi::*;
+use crate::{Api, PYDEEP_TRACER_V3};
+
+/// `_PyFrameEvalFunction`: `(PyThreadState *, frame, int throwflag)`; the
+/// frame is a `PyFrameObject *` before 3.11, a `_PyInterpreterFrame *`
+/// since.
+pub(crate) type EvalFrame = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> *mut c_void;
+/// `_PyInterpreterState_GetEvalFrameFunc(interp)` (never NULL: the default
+/// when none is set).
+pub(crate) type GetEvalFrame = unsafe extern "C" fn(*mut c_void) -> Option<EvalFrame>;
+/// `_PyInterpreterState_SetEvalFrameFunc(interp, function)`.
+pub(crate) type SetEvalFrame = unsafe extern "C" fn(*mut c_void, EvalFrame);
+
+/// What the hook needs of the interpreter, resolved with `dlsym`.
+pub(crate) struct EvalFrameApi {
+    pub(crate) get: GetEvalFrame,
+    pub(crate) set: SetEvalFrame,
+    /// `_PyEval_EvalFrameDefault`: called if no previous function is known
+    /// (never, once installed; a guard only).
+    pub(crate) default: EvalFrame,
+    /// `&PyCode_Type`: the word read from the frame is used only if it
+    /// points at a code object.
+    pub(crate) code_type: usize,
+    /// Where the hook finds what it reads in the frame.
+    pub(crate) layout: Layout,
+}
+
+/// Offsets the hook reads (the same as `cpython/src/layouts.rs`).
+pub(crate) struct Layout {
+    /// The code object in the frame the hook receives: `f_code` of
+    /// `PyFrameObject` (3.9, 3.10: 32) and of `_PyInterpreterFrame` (3.11:
+    /// 32; 3.12: 0; 3.13: `f_executable`, 0).
+    code: usize,
+    /// 3.11+: `_PyInterpreterFrame.owner` (one byte: 3.11 69, 3.12+ 70) and
+    /// `PyCodeObject.co_flags` (48). A generator's, coroutine's or async
+    /// generator's function, when called, is evaluated once up to its
+    /// RETURN_GENERATOR instruction (owner: the thread) to make the
+    /// generator object: not a call a profile function or `sys.monitoring`
+    /// reports (they report each resumption, owner: the generator), so the
+    /// hook skips it. 3.9/3.10 make the generator without evaluating.
+    owner_and_flags: Option<(usize, usize)>,
+}
+
+/// `CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR`.
+const GENERATOR_FLAGS: u32 = 0x20 | 0x80 | 0x200;
+/// `FRAME_OWNED_BY_THREAD`.
+const OWNED_BY_THREAD: u8 = 0;
+
+/// The frame layouts known: 3.9-3.13. `version` is `Py_Version` (3.11+),
+/// 0 before (3.9 and 3.10: the only versions without it that export the
+/// eval-frame functions).
+pub(crate) fn layout(version: u64) -> Option<Layout> {
+    let (code, owner_and_flags) = match version >> 16 {
+        0 => (32, None),
+        0x030B => (32, Some((69, 48))),
+        0x030C | 0x030D => (0, Some((70, 48))),
+        _ => return None,
+    };
+    Some(Layout {
+        code,
+        owner_and_flags,
+    })
+}
+
+/// The eval function ours calls: the interpreter's before the window (a
+/// function pointer; 0 until a window installs the hook). Never cleared, so
+/// a hook still reached after its window (a frame entered during it, or
+/// another tool that chained to ours) passes through.
+static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
+/// True while this window's hook is installed.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Bumped at each window's start: a frame entered in one window writes its
+/// return only in the same window.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// A new window starts (called by the start function, before any hook).
+pub(crate) fn new_window() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs the hook on the main interpreter (with the GIL held), chained
+/// to the eval function it had.
+pub(crate) unsafe fn start(api: &Api) -> Result<(), &'static str> {
+    let Some(ef) = &api.eval_frame else {
+        return Err("this interpreter does not export _PyInterpreterState_SetEvalFrameFunc");
+    };
+    let interp = (api.interpreter_main)();
+    let ours = hook as EvalFrame as usize;
+    let current = (ef.get)(interp).map_or(ef.default as usize, |f| f as usize);
+    // Ours may still be installed if another tool put its own over it and
+    // took it back after the last window: PREVIOUS still says what to call.
+    if current != ours {
+        PREVIOUS.store(current, Ordering::Relaxed);
+    }
+    (ef.set)(interp, hook);
+    if (ef.get)(interp).map(|f| f as usize) != Some(ours) {
+        return Err("_PyInterpreterState_SetEvalFrameFunc did not install the hook");
+    }
+    INSTALLED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Takes the hook out (with the GIL held), giving the interpreter back the
+/// eval function it had. If another tool installed its own over ours during
+/// the window, that one stays (and may keep calling ours, which then only
+/// passes through).
+pub(crate) unsafe fn stop(api: &Api) {
+    let Some(ef) = &api.eval_frame else { return };
+    if !INSTALLED.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let interp = (api.interpreter_main)();
+    let ours = hook as EvalFrame as usize;
+    if (ef.get)(interp).map(|f| f as usize) == Some(ours) {
+        (ef.set)(interp, previous(ef));
+    }
+}
+
+/// The eval function to chain to.
+fn previous(ef: &EvalFrameApi) -> EvalFrame {
+    // SAFETY: PREVIOUS holds 0 or a value read from an EvalFrame.
+    unsafe {
+        core::mem::transmute::<usize, Option<EvalFrame>>(PREVIOUS.load(Ordering::Relaxed))
+            .unwrap_or(ef.default)
+    }
+}
+
+/// The eval-frame hook: a call event, the previous eval function, a return
+/// event. Runs on the thread evaluating the frame, with the GIL held.
+unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int) -> *mut c_void {
+    // The API is resolved before any hook is installed.
+    let Some(api) = crate::api() else {
+        return core::ptr::null_mut();
+    };
+    let Some(ef) = &api.eval_frame else {
+        return core::ptr::null_mut();
+    };
+    let previous = previous(ef);
+    let c = &PYDEEP_TRACER_V3;
+    if c.command.load(Ordering::Relaxed) != COMMAND_RUN || frame.is_null() {
+        return previous(tstate, frame, throw);
+    }
+    // The frame holds a strong reference to its code object.
+    let code = core::ptr::read((frame as *const u8).add(ef.layout.code) as *const *mut c_void);
+    if code.is_null() || core::ptr::read((code as *const usize).add(1)) != ef.code_type {
+        return previous(tstate, frame, throw);
+    }
+    if let Some((owner, flags)) = ef.layout.owner_and_flags {
+        let flags = core::ptr::read((code as *const u8).add(flags) as *const u32);
+        if flags & GENERATOR_FLAGS != 0
+            && core::ptr::read((frame as *const u8).add(owner)) == OWNED_BY_THREAD
+        {
+            return previous(tstate, frame, throw);
+        }
+    }
+    let generation = GENERATION.load(Ordering::Relaxed);
+    // Kept (one reference in the window's table) if recorded: alive until
+    // the window's RELEASE, which comes after STOP.
+    let recorded = crate::record_code(api, KIND_CALL, code, false);
+    let result = previous(tstate, frame, throw);
+    if recorded
+        && c.command.load(Ordering::Relaxed) == COMMAND_RUN
+        && GENERATION.load(Ordering::Relaxed) == generation
+    {
+        crate::write_event(crate::event_time(), code as u64, KIND_RETURN, 0, 0);
+    }
+    result
+}
