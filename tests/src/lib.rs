@@ -51,8 +51,9 @@ impl Python {
             (3, 9 | 10, _) => TraceCalls::EvalFrame,
             // BINARY_SUBSCR_GETITEM ignores PEP 523 before 3.11.4.
             (3, 11, micro) if micro >= 4 => TraceCalls::EvalFrame,
-            (3, 12, _) => TraceCalls::EvalFrame,
-            // 3.13: CALL_ALLOC_AND_ENTER_INIT ignores PEP 523.
+            // 3.12: the hook counts each call twice against the C
+            // recursion limit (1,500); 3.13: CALL_ALLOC_AND_ENTER_INIT
+            // ignores PEP 523.
             (3, minor, _) if minor >= 12 => TraceCalls::Monitoring,
             _ => TraceCalls::Profile,
         }

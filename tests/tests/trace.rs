@@ -862,9 +862,15 @@ fn every_way_into_a_python_frame_is_traced() {
 /// function crashed 3.10.13 at this depth too): not run there.
 #[test]
 fn a_deep_recursion_allowed_by_a_raised_limit_survives_a_window() {
-    let program = r#"
+    // (limit, depth): past 3.11's C stack under the hook (8 MB main thread:
+    // 20,000 crashed it), and past 3.12's C recursion limit (1,500, which
+    // each call through the hook counts against twice: 900 deep under the
+    // default limit raised RecursionError) while within the program's own.
+    for (limit, depth) in [(30_000, 20_000), (3_000, 2_500), (1_000, 900)] {
+        let program = format!(
+            r#"
 import os, sys, time
-sys.setrecursionlimit(30000)
+sys.setrecursionlimit({limit})
 def down(n):
     return 0 if n == 0 else 1 + down(n - 1)
 ready = sys.argv[1]
@@ -872,44 +878,46 @@ folder = os.path.dirname(ready)
 open(ready, "w").close()
 rounds = 0
 while not os.path.exists(os.path.join(folder, "end")):
-    assert down(20000) == 20000
+    assert down({depth}) == {depth}
     rounds += 1
     time.sleep(0.001)
 print("rounds", rounds, flush=True)
-"#;
-    for python in test_pythons("pydeep trace, a deep recursion under a raised limit") {
-        if python.free_threaded || !python.at_least(3, 11) {
-            continue;
-        }
-        let what = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut child, ready) = start_program(&python, program, dir.path(), "deep");
-        wait_for_file(&ready, &mut child, &what);
-        let recording = dir.path().join("deep.pdr");
-        let output = Command::new(workspace_binary("pydeep"))
-            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
-            .arg(&recording)
-            .output()
-            .expect("run pydeep trace");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
-        std::fs::write(dir.path().join("end"), "").expect("end");
-        let status = wait_exit(&mut child, &what);
-        assert!(
-            status.success(),
-            "{what}: the deeply recursing program ended with {status} after a window"
+"#
         );
-        let traced = read_trace(&recording);
-        let downs = traced
-            .events
-            .iter()
-            .filter(|e| {
-                e.kind == TraceEventKind::TraceCall
-                    && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "down")
-            })
-            .count();
-        assert!(downs > 0, "{what}: no call of down() traced");
-        eprintln!("   {what}: survived a window at 20,000 deep ({downs} calls of down traced)");
+        for python in test_pythons("pydeep trace, a deep recursion under a raised limit") {
+            if python.free_threaded || !python.at_least(3, 11) {
+                continue;
+            }
+            let what = format!("{} (limit {limit}, depth {depth})", python.label());
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut child, ready) = start_program(&python, &program, dir.path(), "deep");
+            wait_for_file(&ready, &mut child, &what);
+            let recording = dir.path().join("deep.pdr");
+            let output = Command::new(workspace_binary("pydeep"))
+                .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+                .arg(&recording)
+                .output()
+                .expect("run pydeep trace");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+            std::fs::write(dir.path().join("end"), "").expect("end");
+            let status = wait_exit(&mut child, &what);
+            assert!(
+                status.success(),
+                "{what}: the deeply recursing program ended with {status} after a window"
+            );
+            let traced = read_trace(&recording);
+            let downs = traced
+                .events
+                .iter()
+                .filter(|e| {
+                    e.kind == TraceEventKind::TraceCall
+                        && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "down")
+                })
+                .count();
+            assert!(downs > 0, "{what}: no call of down() traced");
+            eprintln!("   {what}: survived a window ({downs} calls of down traced)");
+        }
     }
 }
 

@@ -6,9 +6,9 @@
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
 //!   (`PyGILState_Ensure`) and hooks calls and returns (without
-//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11.4+ and 3.12
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10 and 3.11.4+
 //!   with PEP 523's eval-frame hook in front of the interpreter's eval
-//!   function (`evalframe.rs`); on 3.13 with global events of a
+//!   function (`evalframe.rs`); on 3.12 and 3.13 with global events of a
 //!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
 //!   frame object per call, other profilers left alone); on 3.11.0-3.11.3,
 //!   and for `--c-calls`, with a C-level profile function
@@ -360,14 +360,20 @@ fn settle_calls(api: &Api) -> Calls {
     calls
 }
 
-/// A recursion limit above which the eval-frame hook is not used on 3.11
-/// and 3.12: there CPython runs Python-to-Python calls without the C
+/// The recursion limit above which the eval-frame hook is not used, per
+/// version: on 3.11 CPython runs Python-to-Python calls without the C
 /// stack, and the hook makes each one a C recursion again (~450 bytes of
 /// it per call measured on 3.11.7: a 20,000-deep recursion, fine without
-/// the hook, crashed the 8 MB main thread with it; 3.12 raises
-/// RecursionError at its C recursion limit instead). The default limit is
-/// 1,000; a program that raised it past this may mean to recurse that deep.
-const EVAL_FRAME_RECURSION_LIMIT: c_int = 10_000;
+/// the hook, crashed the 8 MB main thread with it): above 10,000, a
+/// program may mean to recurse that deep, and keeps the profile function.
+/// (3.12 would need far less, its C recursion limit: it does not use the
+/// hook by default, [`eval_frame_by_default`].)
+fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
+    match version >> 16 {
+        0x030B => Some(10_000),
+        _ => None,
+    }
+}
 
 /// The one place that decides how calls are recorded, per version (the
 /// measurements behind it: notes/tracing.md, "Cost"). `--c-calls` needs
@@ -389,8 +395,8 @@ fn choose_calls(api: &Api) -> Calls {
         return Calls::Monitoring;
     }
     // SAFETY: with the GIL held (the watchdog's install).
-    let deep = (0x030B..=0x030C).contains(&(api.version >> 16))
-        && unsafe { (api.recursion_limit)() } > EVAL_FRAME_RECURSION_LIMIT;
+    let deep = eval_frame_recursion_limit(api.version)
+        .is_some_and(|most| unsafe { (api.recursion_limit)() } > most);
     if eval_frame && eval_frame_by_default(api.version) && !deep {
         Calls::EvalFrame
     } else if monitoring {
@@ -413,12 +419,18 @@ fn choose_calls(api: &Api) -> Calls {
 ///   Python) pushes the `__init__` frame without checking for one
 ///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
 ///
+/// Nor 3.12, where it would be cheapest after 3.11 (1.7x against
+/// `sys.monitoring`'s 2.0-2.2x): every call through the hook counts twice
+/// against 3.12's C recursion limit (1,500), so a program within its
+/// default limit of 1,000 raised RecursionError at ~750 frames deep under
+/// the hook (3.12.1: 900 deep died, 700 lived; untraced both live).
+/// Forcing it (`PYDEEP_TRACE_CALLS=eval-frame`) is for measurements.
+///
 /// 3.14+ frames hold tagged references: untested, not used.
 fn eval_frame_by_default(version: u64) -> bool {
     match version >> 16 {
         0 => true,
         0x030B => version >= 0x030B_0400,
-        0x030C => true,
         _ => false,
     }
 }
