@@ -291,6 +291,11 @@ pub struct Walk {
     /// With [`WalkHints::reuse`]: the fields read at each frame the walk
     /// visited itself (the first ones of `visited`).
     pub fields: Vec<FrameFields>,
+    /// The innermost frame visited had not started (pushed, its first
+    /// instruction not yet run; not shown). Only the innermost may be one:
+    /// a walk reaching such a frame from a callee breaks there, and one
+    /// reusing this walk must not take it as a caller (reuse.rs).
+    pub innermost_not_started: bool,
 }
 
 impl Walk {
@@ -590,6 +595,16 @@ pub(super) fn walk_interpreter_frames_hinted(
                 }
                 address = fields.previous;
             }
+            Visit::NotStarted if walk.visited.len() == 1 => {
+                walk.innermost_not_started = true;
+                address = fields.previous;
+            }
+            // A frame that has not started has no callee: the copy of the
+            // frame(s) above it predates its push. See [`Visit::NotStarted`].
+            Visit::NotStarted => {
+                walk.broken = true;
+                break;
+            }
             Visit::Broken(shown) => {
                 if let Some(frame) = shown {
                     walk.frames.push(frame);
@@ -637,6 +652,9 @@ impl Reuse<'_> {
         let Some(place) = last.position(address).filter(|&place| place < self.below) else {
             return false;
         };
+        if !walk.visited.is_empty() && !last.reusable_as_caller(place) {
+            return false;
+        }
         let fits = walk.frames.len() + last.shown_up_to(place) < max_depth && place < budget;
         match last.compare(place, source, memory, self.len, self.at) {
             Ok(()) if fits => {
@@ -654,8 +672,23 @@ impl Reuse<'_> {
 /// What one frame header tells a walk.
 enum Visit {
     /// The walk goes on to the caller, after showing this frame (`None`: a
-    /// shim not shown, or a frame that has not started).
+    /// shim not shown).
     Next(Option<FrameSample>),
+    /// A frame that has not started: its instruction pointer is still
+    /// before its first instruction (3.11/3.12 `prev_instr` one unit
+    /// before it, `_PyFrame_InitializeSpecials`), so it is not shown
+    /// (CPython hides such "incomplete" frames from sys._current_frames,
+    /// `_PyFrame_IsIncomplete`). It is the innermost frame or the walk is
+    /// broken there: a frame calls nothing before its first instruction
+    /// (ceval.c CALL pushes it, links it as the current frame and runs it;
+    /// 3.11's call trace event first moves `prev_instr` to its RESUME,
+    /// DO_TRACING), so a caller that has not started was copied just after
+    /// it was pushed again at an address whose callee's copy is from an
+    /// earlier or later descent (a return and a new call in between: the
+    /// ABA of notes/cpython-frames.md, "What it cannot prove"). Walked on,
+    /// such a copy joined a generator to its consumer's caller on 3.11
+    /// (`evens` → `work`, the fresh `consume` hidden).
+    NotStarted,
     /// Not a frame of a stack: the walk ends, flagged broken, after
     /// showing this frame if any.
     Broken(Option<FrameSample>),
@@ -696,8 +729,7 @@ fn visit(
         return Visit::Broken(None);
     }
     // A frame whose instruction pointer is still before the first
-    // instruction has not started: CPython hides such "incomplete"
-    // frames from sys._current_frames (_PyFrame_IsIncomplete).
+    // instruction has not started ([`Visit::NotStarted`]).
     let shown = (offset >= 0 || is_shim).then(|| FrameSample {
         code_address: code,
         instruction_offset: offset.max(0) as u32,
@@ -708,5 +740,8 @@ fn visit(
     if fields.previous == 0 && whole_stack && owner == s.owned_by_generator {
         return Visit::Broken(shown);
     }
-    Visit::Next(shown)
+    match shown {
+        Some(_) => Visit::Next(shown),
+        None => Visit::NotStarted,
+    }
 }

@@ -396,6 +396,41 @@ fn limits_breaks_and_loops_are_those_of_a_full_walk() {
         // A frame that has not started.
         stack.frames[39].offset = -2;
         same_walk(&mut stack, &mut last, &options, "incomplete");
+        // A copy showing it as a caller (frames.rs `Visit::NotStarted`).
+        stack.push(CODES[1], 4);
+        same_walk(&mut stack, &mut last, &options, "incomplete caller");
+    }
+}
+
+#[test]
+fn a_frame_that_has_not_started_is_hidden_when_innermost_and_breaks_a_walk_as_a_caller() {
+    for minor in [11, 12] {
+        let options = WalkOptions::default();
+        let mut stack = deep(minor, 5);
+        // Just pushed: `prev_instr` one code unit before the first
+        // instruction.
+        stack.push(CODES[2], -2);
+        let mut source = copy(&mut stack);
+        let innermost = walk(&stack, &mut source, &options, None);
+        assert!(!innermost.broken, "3.{minor}");
+        assert!(innermost.innermost_not_started, "3.{minor}");
+        assert_eq!(
+            innermost.frames.len(),
+            5,
+            "3.{minor}: hidden, its callers shown"
+        );
+        // A callee's copy linked to it: the copy mixes two moments (the
+        // frame was pushed again at an address whose callee predates it).
+        stack.push(CODES[3], 6);
+        let mut last = LastWalk::default();
+        let mut source = copy(&mut stack);
+        let caller = walk(&stack, &mut source, &options, Some(&mut last));
+        assert!(caller.broken, "3.{minor}");
+        assert_eq!(
+            caller.frames.len(),
+            1,
+            "3.{minor}: only the callee above it"
+        );
     }
 }
 
