@@ -910,9 +910,10 @@ fn settle_from_bracket(
         return Some(Reread::plan(layout, read));
     };
     read.sample.moved = after != read.current_frame;
-    if read.walk.looped && read.sample.moved {
+    if read.walk.looped && (read.sample.moved || loops_through_generators(&read.walk)) {
         // A loop read while the stack moved may be the copy's, not the
-        // target's.
+        // target's; so may one through generator frames, whatever the
+        // pointer says ([`loops_through_generators`]).
         return tear(read);
     }
     let top = read.bracket_top();
@@ -958,6 +959,19 @@ fn settle_from_bracket(
         return None;
     }
     tear(read)
+}
+
+/// True if `walk` looped through a generator's frame. Generator frames
+/// live in their generator objects (`gi_iframe`), which are freed and
+/// allocated again, in another order, each time a pipeline of generators
+/// is made anew: copies of two such frames taken a moment apart can link
+/// each to the other (3.11.7 reading `numbers` → `squares` → `numbers`,
+/// 3.12.1 `squares` → `squares`, on a pipeline of 3 items made every
+/// ~2 µs), while the current-frame pointer names the same frame before
+/// and after. So a loop through one is not taken for the target's own,
+/// even when the pointer did not move: it is torn.
+pub(super) fn loops_through_generators(walk: &Walk) -> bool {
+    walk.looped && walk.frames.iter().any(|f| f.is_generator)
 }
 
 /// Flags `read`'s sample torn: its stack could not be settled from its
