@@ -16,6 +16,11 @@ const MAX_WINDOW: u64 = 1 << 20;
 /// generator's frame): the frames of its callers usually sit just below.
 const SPECULATIVE_WINDOW: u64 = 8 << 10;
 
+/// Bytes copied above the header of a frame outside the data-stack chunks
+/// (a generator's frame, a 3.12+ entry frame): the top of its value stack,
+/// where a frame resuming a generator keeps it ([`resumes`]).
+pub(super) const STACK_ROOM: u64 = 256;
+
 /// Cycle detection along a frame chain without a set (Brent's
 /// algorithm): one comparison per frame. A hash set of the addresses seen
 /// was 14% of a depth-1,000 sample; a chain is a function of the address,
@@ -244,7 +249,15 @@ impl FrameSource {
             .filter(|&c| c <= address && end - c <= MAX_WINDOW)
             .max();
         let start = chunk.unwrap_or_else(|| end.saturating_sub(SPECULATIVE_WINDOW.max(len)));
-        let mut bytes = vec![0u8; (end - start) as usize];
+        // Outside a chunk, the frame's value stack too ([`STACK_ROOM`]),
+        // if that much is readable.
+        let room_end = end.saturating_add(STACK_ROOM);
+        let mut bytes = vec![0u8; (room_end - start) as usize];
+        if chunk.is_none() && memory.read(start, &mut bytes).is_ok() {
+            self.add_window(start, bytes);
+            return self.locate(address, len);
+        }
+        bytes.truncate((end - start) as usize);
         if memory.read(start, &mut bytes).is_ok() {
             self.add_window(start, bytes);
             return self.locate(address, len);
@@ -538,6 +551,9 @@ pub(super) fn walk_interpreter_frames_hinted(
     };
     let mut cycle = CycleCheck::new();
     let mut address = current;
+    // The frame visited last (address, owner): a generator's frame is
+    // checked against the frame it links as its caller ([`resumes`]).
+    let mut callee: Option<(u64, u8)> = None;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
     // The last walk is reused only if it was made as this one is: the
@@ -564,6 +580,17 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         }
+        // Before the last walk's frames are taken from here: the link to
+        // them is this walk's.
+        if let Some((generator_frame, owner)) = callee {
+            if options.check_torn
+                && owner == layout.semantics.owned_by_generator
+                && !resumes(layout, &at, source, memory, address, len, generator_frame)
+            {
+                walk.broken = true;
+                break;
+            }
+        }
         if reuse.rest(
             address,
             &mut walk,
@@ -586,6 +613,7 @@ pub(super) fn walk_interpreter_frames_hinted(
         if hints.reuse.is_some() {
             walk.fields.push(fields);
         }
+        callee = Some((address, fields.owner));
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
         match visit(layout, &at, options, hints.whole_stack, fields) {
@@ -615,6 +643,74 @@ pub(super) fn walk_interpreter_frames_hinted(
         }
     }
     walk
+}
+
+/// False if the copy proves that the frame at `caller` (header `len`
+/// bytes, in `source`) is not the one resuming the generator whose frame
+/// is at `generator_frame`, which links it as its caller. Read running,
+/// a false link comes from copies of two moments of generator objects
+/// freed and allocated again: a pipeline made anew swaps its generators'
+/// addresses (the same size class, freed and taken back in reverse
+/// order), so a copy of `numbers` from the new pipeline links its
+/// `squares` at an address whose older copy, from the old pipeline,
+/// shows `evens` (3.12.1, 3.13.0: `numbers` → `evens` → `consume`, up to
+/// 1 in 3,000 back-to-back fast reads of churn.py's pipeline) while the
+/// current-frame pointer names the same `numbers` frame before and after.
+///
+/// A frame resuming a generator inline (3.12+ `FOR_ITER_GEN`,
+/// `SEND_GEN`: `DISPATCH_INLINED` saves its stack pointer in `stacktop`
+/// before linking the generator's frame, Python/bytecodes.c) holds the
+/// generator on top of its value stack (`iter`, `receiver`; the slot
+/// below is allowed too, for an output slot counted before the call).
+/// A running frame keeps `stacktop` at -1 (`_PyFrame_GetStackPointer`),
+/// and 3.11 resumes generators from C (`gen_send_ex2`), leaving it so:
+/// nothing is checked then, nor when the copy lacks those bytes or the
+/// layout the offsets.
+fn resumes(
+    layout: &Layout,
+    at: &InterpreterFrameOffsets,
+    source: &mut FrameSource,
+    memory: &dyn RemoteMemory,
+    caller: u64,
+    len: u64,
+    generator_frame: u64,
+) -> bool {
+    let o = &layout.offsets;
+    let (Some(stacktop_at), Some(iframe_at)) =
+        (o.interpreter_frame_stacktop, o.generator_gi_iframe)
+    else {
+        return true;
+    };
+    if stacktop_at + 4 > len || !caller.is_multiple_of(8) {
+        return true;
+    }
+    // The bytes the walk reads there next (the same window).
+    let Some(window) = source.header(memory, caller, len) else {
+        return true;
+    };
+    let header = source.bytes(window, caller, len);
+    let owner = field_u8(header, at.owner);
+    if layout
+        .semantics
+        .shim_owner_from
+        .is_some_and(|from| owner >= from)
+    {
+        return true;
+    }
+    let stacktop = field_u32(header, stacktop_at) as i32;
+    if !(1..=1 << 16).contains(&stacktop) {
+        return true;
+    }
+    let generator = generator_frame.wrapping_sub(iframe_at);
+    let top = caller
+        .wrapping_add(at.localsplus)
+        .wrapping_add(8 * (stacktop as u64 - 1));
+    let slot = |address: u64| source.find(address, 8).map(|bytes| field_u64(bytes, 0));
+    match slot(top) {
+        None => true,
+        Some(value) if value == generator => true,
+        Some(_) => stacktop >= 2 && slot(top.wrapping_sub(8)) == Some(generator),
+    }
 }
 
 /// The last walk of the thread, as one walk may reuse it.
