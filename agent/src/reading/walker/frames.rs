@@ -16,6 +16,11 @@ const MAX_WINDOW: u64 = 1 << 20;
 /// generator's frame): the frames of its callers usually sit just below.
 const SPECULATIVE_WINDOW: u64 = 8 << 10;
 
+/// Bytes copied above the header of a frame outside the data-stack chunks
+/// (a generator's frame, a 3.12+ entry frame): the top of its value stack,
+/// where a frame resuming a generator keeps it ([`resumes`]).
+pub(super) const STACK_ROOM: u64 = 256;
+
 /// Cycle detection along a frame chain without a set (Brent's
 /// algorithm): one comparison per frame. A hash set of the addresses seen
 /// was 14% of a depth-1,000 sample; a chain is a function of the address,
@@ -244,7 +249,15 @@ impl FrameSource {
             .filter(|&c| c <= address && end - c <= MAX_WINDOW)
             .max();
         let start = chunk.unwrap_or_else(|| end.saturating_sub(SPECULATIVE_WINDOW.max(len)));
-        let mut bytes = vec![0u8; (end - start) as usize];
+        // Outside a chunk, the frame's value stack too ([`STACK_ROOM`]),
+        // if that much is readable.
+        let room_end = end.saturating_add(STACK_ROOM);
+        let mut bytes = vec![0u8; (room_end - start) as usize];
+        if chunk.is_none() && memory.read(start, &mut bytes).is_ok() {
+            self.add_window(start, bytes);
+            return self.locate(address, len);
+        }
+        bytes.truncate((end - start) as usize);
         if memory.read(start, &mut bytes).is_ok() {
             self.add_window(start, bytes);
             return self.locate(address, len);
@@ -291,6 +304,11 @@ pub struct Walk {
     /// With [`WalkHints::reuse`]: the fields read at each frame the walk
     /// visited itself (the first ones of `visited`).
     pub fields: Vec<FrameFields>,
+    /// The innermost frame visited had not started (pushed, its first
+    /// instruction not yet run; not shown). Only the innermost may be one:
+    /// a walk reaching such a frame from a callee breaks there, and one
+    /// reusing this walk must not take it as a caller (reuse.rs).
+    pub innermost_not_started: bool,
 }
 
 impl Walk {
@@ -533,6 +551,9 @@ pub(super) fn walk_interpreter_frames_hinted(
     };
     let mut cycle = CycleCheck::new();
     let mut address = current;
+    // The frame visited last (address, owner): a generator's frame is
+    // checked against the frame it links as its caller ([`resumes`]).
+    let mut callee: Option<(u64, u8)> = None;
     // Frames are visited, including skipped shims, at most this often.
     let mut budget = options.max_depth.saturating_mul(2).saturating_add(16);
     // The last walk is reused only if it was made as this one is: the
@@ -559,6 +580,17 @@ pub(super) fn walk_interpreter_frames_hinted(
             walk.broken = true;
             break;
         }
+        // Before the last walk's frames are taken from here: the link to
+        // them is this walk's.
+        if let Some((generator_frame, owner)) = callee {
+            if options.check_torn
+                && owner == layout.semantics.owned_by_generator
+                && !resumes(layout, &at, source, memory, address, len, generator_frame)
+            {
+                walk.broken = true;
+                break;
+            }
+        }
         if reuse.rest(
             address,
             &mut walk,
@@ -581,6 +613,7 @@ pub(super) fn walk_interpreter_frames_hinted(
         if hints.reuse.is_some() {
             walk.fields.push(fields);
         }
+        callee = Some((address, fields.owner));
         walk.visited.push(address);
         walk.frame_index.push(walk.frames.len());
         match visit(layout, &at, options, hints.whole_stack, fields) {
@@ -589,6 +622,16 @@ pub(super) fn walk_interpreter_frames_hinted(
                     walk.frames.push(frame);
                 }
                 address = fields.previous;
+            }
+            Visit::NotStarted if walk.visited.len() == 1 => {
+                walk.innermost_not_started = true;
+                address = fields.previous;
+            }
+            // A frame that has not started has no callee: the copy of the
+            // frame(s) above it predates its push. See [`Visit::NotStarted`].
+            Visit::NotStarted => {
+                walk.broken = true;
+                break;
             }
             Visit::Broken(shown) => {
                 if let Some(frame) = shown {
@@ -600,6 +643,74 @@ pub(super) fn walk_interpreter_frames_hinted(
         }
     }
     walk
+}
+
+/// False if the copy proves that the frame at `caller` (header `len`
+/// bytes, in `source`) is not the one resuming the generator whose frame
+/// is at `generator_frame`, which links it as its caller. Read running,
+/// a false link comes from copies of two moments of generator objects
+/// freed and allocated again: a pipeline made anew swaps its generators'
+/// addresses (the same size class, freed and taken back in reverse
+/// order), so a copy of `numbers` from the new pipeline links its
+/// `squares` at an address whose older copy, from the old pipeline,
+/// shows `evens` (3.12.1, 3.13.0: `numbers` → `evens` → `consume`, up to
+/// 1 in 3,000 back-to-back fast reads of churn.py's pipeline) while the
+/// current-frame pointer names the same `numbers` frame before and after.
+///
+/// A frame resuming a generator inline (3.12+ `FOR_ITER_GEN`,
+/// `SEND_GEN`: `DISPATCH_INLINED` saves its stack pointer in `stacktop`
+/// before linking the generator's frame, Python/bytecodes.c) holds the
+/// generator on top of its value stack (`iter`, `receiver`; the slot
+/// below is allowed too, for an output slot counted before the call).
+/// A running frame keeps `stacktop` at -1 (`_PyFrame_GetStackPointer`),
+/// and 3.11 resumes generators from C (`gen_send_ex2`), leaving it so:
+/// nothing is checked then, nor when the copy lacks those bytes or the
+/// layout the offsets.
+fn resumes(
+    layout: &Layout,
+    at: &InterpreterFrameOffsets,
+    source: &mut FrameSource,
+    memory: &dyn RemoteMemory,
+    caller: u64,
+    len: u64,
+    generator_frame: u64,
+) -> bool {
+    let o = &layout.offsets;
+    let (Some(stacktop_at), Some(iframe_at)) =
+        (o.interpreter_frame_stacktop, o.generator_gi_iframe)
+    else {
+        return true;
+    };
+    if stacktop_at + 4 > len || !caller.is_multiple_of(8) {
+        return true;
+    }
+    // The bytes the walk reads there next (the same window).
+    let Some(window) = source.header(memory, caller, len) else {
+        return true;
+    };
+    let header = source.bytes(window, caller, len);
+    let owner = field_u8(header, at.owner);
+    if layout
+        .semantics
+        .shim_owner_from
+        .is_some_and(|from| owner >= from)
+    {
+        return true;
+    }
+    let stacktop = field_u32(header, stacktop_at) as i32;
+    if !(1..=1 << 16).contains(&stacktop) {
+        return true;
+    }
+    let generator = generator_frame.wrapping_sub(iframe_at);
+    let top = caller
+        .wrapping_add(at.localsplus)
+        .wrapping_add(8 * (stacktop as u64 - 1));
+    let slot = |address: u64| source.find(address, 8).map(|bytes| field_u64(bytes, 0));
+    match slot(top) {
+        None => true,
+        Some(value) if value == generator => true,
+        Some(_) => stacktop >= 2 && slot(top.wrapping_sub(8)) == Some(generator),
+    }
 }
 
 /// The last walk of the thread, as one walk may reuse it.
@@ -637,6 +748,9 @@ impl Reuse<'_> {
         let Some(place) = last.position(address).filter(|&place| place < self.below) else {
             return false;
         };
+        if !walk.visited.is_empty() && !last.reusable_as_caller(place) {
+            return false;
+        }
         let fits = walk.frames.len() + last.shown_up_to(place) < max_depth && place < budget;
         match last.compare(place, source, memory, self.len, self.at) {
             Ok(()) if fits => {
@@ -654,8 +768,23 @@ impl Reuse<'_> {
 /// What one frame header tells a walk.
 enum Visit {
     /// The walk goes on to the caller, after showing this frame (`None`: a
-    /// shim not shown, or a frame that has not started).
+    /// shim not shown).
     Next(Option<FrameSample>),
+    /// A frame that has not started: its instruction pointer is still
+    /// before its first instruction (3.11/3.12 `prev_instr` one unit
+    /// before it, `_PyFrame_InitializeSpecials`), so it is not shown
+    /// (CPython hides such "incomplete" frames from sys._current_frames,
+    /// `_PyFrame_IsIncomplete`). It is the innermost frame or the walk is
+    /// broken there: a frame calls nothing before its first instruction
+    /// (ceval.c CALL pushes it, links it as the current frame and runs it;
+    /// 3.11's call trace event first moves `prev_instr` to its RESUME,
+    /// DO_TRACING), so a caller that has not started was copied just after
+    /// it was pushed again at an address whose callee's copy is from an
+    /// earlier or later descent (a return and a new call in between: the
+    /// ABA of notes/cpython-frames.md, "What it cannot prove"). Walked on,
+    /// such a copy joined a generator to its consumer's caller on 3.11
+    /// (`evens` → `work`, the fresh `consume` hidden).
+    NotStarted,
     /// Not a frame of a stack: the walk ends, flagged broken, after
     /// showing this frame if any.
     Broken(Option<FrameSample>),
@@ -696,8 +825,7 @@ fn visit(
         return Visit::Broken(None);
     }
     // A frame whose instruction pointer is still before the first
-    // instruction has not started: CPython hides such "incomplete"
-    // frames from sys._current_frames (_PyFrame_IsIncomplete).
+    // instruction has not started ([`Visit::NotStarted`]).
     let shown = (offset >= 0 || is_shim).then(|| FrameSample {
         code_address: code,
         instruction_offset: offset.max(0) as u32,
@@ -708,5 +836,8 @@ fn visit(
     if fields.previous == 0 && whole_stack && owner == s.owned_by_generator {
         return Visit::Broken(shown);
     }
-    Visit::Next(shown)
+    match shown {
+        Some(_) => Visit::Next(shown),
+        None => Visit::NotStarted,
+    }
 }

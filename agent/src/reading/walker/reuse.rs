@@ -78,11 +78,16 @@ pub struct LastWalk {
     /// (`WalkOptions::include_shims`, `WalkHints::whole_stack`, header
     /// bytes read): a walk made otherwise takes nothing from it.
     made_as: (bool, bool, u64),
+    /// The innermost frame had not started ([`Walk::innermost_not_started`]):
+    /// a walk reaching it from a callee breaks there, so it is not reused
+    /// as a caller ([`LastWalk::reusable_as_caller`]).
+    innermost_not_started: bool,
 }
 
 impl LastWalk {
     /// Forgets the walk.
     pub fn clear(&mut self) {
+        self.innermost_not_started = false;
         self.addresses.clear();
         self.fields.clear();
         self.shown.clear();
@@ -111,6 +116,14 @@ impl LastWalk {
                 }
                 run.binary_search(&address).ok().map(|i| start + i)
             })
+    }
+
+    /// False if the frame at `place` cannot be a caller: it is the
+    /// innermost one and had not started. A walk is a function of the
+    /// fields it reads and of whether the frame has a callee (a frame that
+    /// has not started breaks a walk that reaches it from one).
+    pub fn reusable_as_caller(&self, place: usize) -> bool {
+        !(self.innermost_not_started && place + 1 == self.addresses.len())
     }
 
     /// Frames shown from the outermost up to and including place `place`.
@@ -214,10 +227,22 @@ impl LastWalk {
             self.clear();
             return;
         }
+        // Whether the innermost frame had not started: the one this walk
+        // visited first, or, if it visited none itself, the last walk's
+        // innermost if it took the walk from there.
+        let innermost_not_started = if fields.is_empty() {
+            self.innermost_not_started
+                && walk
+                    .reused
+                    .is_some_and(|place| place + 1 == self.addresses.len())
+        } else {
+            walk.innermost_not_started
+        };
         match walk.reused {
             Some(place) => self.keep_outermost(place),
             None => self.clear(),
         }
+        self.innermost_not_started = innermost_not_started;
         self.made_as = (include_shims, whole_stack, walk.header_len);
         for (i, fields) in fields.iter().enumerate().rev() {
             let first = walk.frame_index[i];

@@ -396,6 +396,41 @@ fn limits_breaks_and_loops_are_those_of_a_full_walk() {
         // A frame that has not started.
         stack.frames[39].offset = -2;
         same_walk(&mut stack, &mut last, &options, "incomplete");
+        // A copy showing it as a caller (frames.rs `Visit::NotStarted`).
+        stack.push(CODES[1], 4);
+        same_walk(&mut stack, &mut last, &options, "incomplete caller");
+    }
+}
+
+#[test]
+fn a_frame_that_has_not_started_is_hidden_when_innermost_and_breaks_a_walk_as_a_caller() {
+    for minor in [11, 12] {
+        let options = WalkOptions::default();
+        let mut stack = deep(minor, 5);
+        // Just pushed: `prev_instr` one code unit before the first
+        // instruction.
+        stack.push(CODES[2], -2);
+        let mut source = copy(&mut stack);
+        let innermost = walk(&stack, &mut source, &options, None);
+        assert!(!innermost.broken, "3.{minor}");
+        assert!(innermost.innermost_not_started, "3.{minor}");
+        assert_eq!(
+            innermost.frames.len(),
+            5,
+            "3.{minor}: hidden, its callers shown"
+        );
+        // A callee's copy linked to it: the copy mixes two moments (the
+        // frame was pushed again at an address whose callee predates it).
+        stack.push(CODES[3], 6);
+        let mut last = LastWalk::default();
+        let mut source = copy(&mut stack);
+        let caller = walk(&stack, &mut source, &options, Some(&mut last));
+        assert!(caller.broken, "3.{minor}");
+        assert_eq!(
+            caller.frames.len(),
+            1,
+            "3.{minor}: only the callee above it"
+        );
     }
 }
 
@@ -463,5 +498,51 @@ fn random_changes_never_make_a_reused_walk_differ_from_a_full_one() {
         }
         eprintln!("3.{minor}: reused in {reused} of 3000 walks");
         assert!(reused > 150, "3.{minor}: reused in {reused} walks");
+    }
+}
+
+#[test]
+fn a_generator_frame_is_joined_only_to_a_caller_holding_its_generator_when_read_fast() {
+    for minor in [12, 13] {
+        let generator = layout(minor).semantics.owned_by_generator;
+        let mut stack = deep(minor, 3);
+        // The consumer, then the generator's frame inside its object,
+        // linked to it.
+        stack.push(CODES[1], 12);
+        let consumer = stack.current();
+        let o = stack.layout.offsets;
+        let iframe = o.generator_gi_iframe.unwrap();
+        let generator_object = HEAP + 0x4000;
+        stack.push_at(generator_object + iframe, CODES[2], 20, generator);
+        let localsplus = stack.layout.interpreter_frames.unwrap().localsplus;
+        let stacktop_at = consumer + o.interpreter_frame_stacktop.unwrap();
+        let walk_with = |stack: &mut Stack, stacktop: i32, top: u64, check_torn: bool| {
+            assert!(stack.memory.write(stacktop_at, &stacktop.to_le_bytes()));
+            let top_at = consumer + localsplus + 8 * 2;
+            assert!(stack.memory.write(top_at, &top.to_le_bytes()));
+            let options = WalkOptions {
+                check_torn,
+                ..WalkOptions::default()
+            };
+            let mut source = copy(stack);
+            walk(stack, &mut source, &options, None)
+        };
+        // FOR_ITER_GEN saved the consumer's stack pointer with the
+        // generator on top (3 slots: 2 locals and the iterator).
+        let joined = walk_with(&mut stack, 3, generator_object, true);
+        assert!(!joined.broken, "3.{minor}");
+        assert_eq!(joined.frames.len(), 5, "3.{minor}");
+        // Another generator on top: a copy of another moment.
+        let other = walk_with(&mut stack, 3, generator_object + 0x1000, true);
+        assert!(other.broken, "3.{minor}");
+        assert_eq!(
+            other.frames.len(),
+            1,
+            "3.{minor}: the generator's frame only"
+        );
+        // Read paused, or with no stack pointer saved (-1 while a frame
+        // runs): nothing to check.
+        assert!(!walk_with(&mut stack, 3, generator_object + 0x1000, false).broken);
+        assert!(!walk_with(&mut stack, -1, generator_object + 0x1000, true).broken);
     }
 }

@@ -4,7 +4,7 @@
 //! depends on the code being run (short calls return before the retry).
 
 use super::frames::{
-    walk_frame_objects, walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints,
+    walk_frame_objects, walk_interpreter_frames_hinted, FrameSource, Walk, WalkHints, STACK_ROOM,
 };
 use super::prefetch::{ThreadPrefetch, Used, Window, MIN_CHUNK};
 use super::reuse::LastWalk;
@@ -910,9 +910,10 @@ fn settle_from_bracket(
         return Some(Reread::plan(layout, read));
     };
     read.sample.moved = after != read.current_frame;
-    if read.walk.looped && read.sample.moved {
+    if read.walk.looped && (read.sample.moved || loops_through_generators(&read.walk)) {
         // A loop read while the stack moved may be the copy's, not the
-        // target's.
+        // target's; so may one through generator frames, whatever the
+        // pointer says ([`loops_through_generators`]).
         return tear(read);
     }
     let top = read.bracket_top();
@@ -958,6 +959,19 @@ fn settle_from_bracket(
         return None;
     }
     tear(read)
+}
+
+/// True if `walk` looped through a generator's frame. Generator frames
+/// live in their generator objects (`gi_iframe`), which are freed and
+/// allocated again, in another order, each time a pipeline of generators
+/// is made anew: copies of two such frames taken a moment apart can link
+/// each to the other (3.11.7 reading `numbers` → `squares` → `numbers`,
+/// 3.12.1 `squares` → `squares`, on a pipeline of 3 items made every
+/// ~2 µs), while the current-frame pointer names the same frame before
+/// and after. So a loop through one is not taken for the target's own,
+/// even when the pointer did not move: it is torn.
+pub(super) fn loops_through_generators(walk: &Walk) -> bool {
+    walk.looped && walk.frames.iter().any(|f| f.is_generator)
 }
 
 /// Flags `read`'s sample torn: its stack could not be settled from its
@@ -1023,6 +1037,10 @@ fn used_windows(source: &mut FrameSource, walk: &Walk) -> Vec<Used> {
         u.end = u.end.max(end);
         if !u.is_chunk {
             u.address = u.address.min(address);
+            // The frame's value stack too, as far as this copy held it
+            // (frames.rs `STACK_ROOM`: readable then).
+            let window_end = current.map_or(end, |(_, _, window_end)| window_end);
+            u.end = u.end.max((end + STACK_ROOM).min(window_end));
         }
     }
     used.into_iter().map(|(_, u)| u).collect()
@@ -1093,7 +1111,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_outside_the_chunks_is_kept_from_its_lowest_frame_and_a_chunk_from_its_start() {
+    fn a_window_outside_the_chunks_is_kept_from_its_lowest_frame_with_room_and_a_chunk_from_its_start(
+    ) {
         let mut source = FrameSource::new();
         // The chunk, and an 8 KiB window read below a frame on the C stack.
         source.add_window(0x10000, vec![0u8; 4096]);
@@ -1114,7 +1133,13 @@ mod tests {
         assert_eq!(
             spans,
             [
-                (0x7000_1e00, 0x7000_1f00 + 72, false),
+                // With room for the frame's value stack above its header
+                // (STACK_ROOM), as far as the copy went.
+                (
+                    0x7000_1e00,
+                    (0x7000_1f00 + 72 + STACK_ROOM).min(0x7000_2000),
+                    false
+                ),
                 (0x10000, 0x10400 + 72, true),
             ]
         );

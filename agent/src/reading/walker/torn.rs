@@ -29,7 +29,7 @@
 
 use super::frames::{walk_copied_frames, FrameSource, Walk, WalkHints};
 use super::prefetch::MIN_CHUNK;
-use super::sample::ThreadRead;
+use super::sample::{loops_through_generators, ThreadRead};
 use super::WalkOptions;
 use crate::process::memory::field_u64;
 use crate::reading::cpython::Layout;
@@ -132,6 +132,10 @@ impl Reread {
         }
         let pointer = u64::from_le_bytes(self.pointer);
         read.sample.moved = pointer != read.current_frame;
+        if loops_through_generators(&read.walk) {
+            read.walk.frames.clear();
+            return false;
+        }
         if read.walk.broken {
             // Nothing to join: the first walk broke off on a frame popped
             // before it was copied (sample.rs `rewalk_from_bracket`).
