@@ -305,10 +305,18 @@ fn the_default_profile_of_call_heavy_code_matches_the_exact_one() {
             }
             // Under 1% on a quiet machine (bench/run measures it); a
             // loaded one preempts the sampler between a copy and the
-            // pointer read after it, and more reads tear.
+            // pointer read after it, and more reads tear. Each slice is a
+            // new recording whose default mode starts reading fast and
+            // learns from its first torn ticks (3 in a window switch it to
+            // paused reads, exactness.rs): up to 3 torn per slice on top,
+            // which on a loaded machine (70-100 samples a slice) was
+            // 21-24 of 560-750 samples over 8 slices (3.11.7 and 3.12.1
+            // generators, load 4.5-8.3).
+            let learning = default.len() as u64 * 3;
             assert!(
-                torn * 100 <= samples * 3,
-                "{label}: {torn} of {samples} samples torn\n{summary}"
+                torn * 100 <= samples * 3 + learning * 100,
+                "{label}: {torn} of {samples} samples torn over {} slices\n{summary}",
+                default.len()
             );
             for name in functions {
                 let (own_exact, total_exact) = shares(&exact, name);
