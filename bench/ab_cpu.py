@@ -8,7 +8,8 @@ One workload process per depth (3.11.7 cpu_depth.py); each run attaches a
 binary for --seconds at -r 100000 --nonblocking; CPU = the child's
 ru_utime+ru_stime (getrusage RUSAGE_CHILDREN via os.wait4), samples from the
 summary's 'samples' line. Order alternates A B A B..., and which goes first
-flips each round."""
+flips each round. RATE=N in the environment attaches at -r N instead
+(e.g. RATE=1000000 with binaries whose strata are one tick: back to back)."""
 import os, re, subprocess, sys, time, json, statistics
 PY = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python")
 WL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workloads", "cpu_depth.py")
@@ -16,6 +17,7 @@ bins = dict(a.split("=", 1) for a in sys.argv[1].split(","))
 depths = [int(d) for d in sys.argv[2].split(",")]
 rounds = int(sys.argv[3]); secs = sys.argv[4]
 OUT = os.environ.get("TMPDIR", "/tmp")
+RATE = os.environ.get("RATE", "100000")
 out = {}
 for depth in depths:
     wl = subprocess.Popen([PY, WL, "--depth", str(depth)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -26,7 +28,7 @@ for depth in depths:
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             t0 = time.monotonic()
-            p = subprocess.Popen([bins[name], "attach", str(wl.pid), "-r", "100000", "-d", secs, "--nonblocking", "-o", os.path.join(OUT, f"{name}.pdr"), "--force"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            p = subprocess.Popen([bins[name], "attach", str(wl.pid), "-r", RATE, "-d", secs, "--nonblocking", "-o", os.path.join(OUT, f"{name}.pdr"), "--force"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             text = p.stdout.read().decode()
             _, status, ru = os.wait4(p.pid, 0)
             cpu = ru.ru_utime + ru.ru_stime

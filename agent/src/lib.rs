@@ -27,4 +27,4 @@ pub mod trace;
 pub use reading::cpython::code::{CodeObject, LineTableKind};
 pub use reading::cpython::PythonVersion;
 pub use reading::target::{AttachError, CodeId, PauseGuard, ReadError, Target};
-pub use reading::walker::{FrameSample, ThreadSample, WalkOptions};
+pub use reading::walker::{FrameSample, ThreadHead, ThreadSample, WalkOptions};

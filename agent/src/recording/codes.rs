@@ -3,7 +3,7 @@
 //! Only the sampler thread reads the target. It resolves the code object of
 //! every frame it passes on ([`Resolver`]: the [`CodeId`] the [`Target`]
 //! gives each distinct object, read once and cached there), and sends with
-//! each batch the address → code mappings the sink has not been told yet.
+//! each tick the address → code mappings the sink has not been told yet.
 //! The sink keeps them per process in a [`CodeMirror`], which serves the
 //! recorder as its [`CodeSource`]: the recorder never reads the process,
 //! so interning, line tables and source files can run on the sink's own
@@ -15,15 +15,18 @@
 //! thread's stack is the same callers, and looking each frame up costs a
 //! hash lookup (1,000 per sample at depth 1,000). The resolver finds, once
 //! per thread and tick, how many outermost frames did not change since
-//! the thread's last stack sent (under the same code epoch), looks up only
-//! the frames below them, and sends that count with the batch: the
-//! recorder reuses those frames' ids without comparing the stacks again,
-//! and asks the sink's mirror only for the frames below.
+//! the thread's last stack sent, looks up only the frames below those (and
+//! below the ones resolved under another code epoch), and sends the counts
+//! with the tick and only the frames below them: the sink rebuilds the
+//! stack from the last one it got ([`crate::recording::ticks`]), the
+//! recorder reuses the unchanged frames' ids without comparing the stacks
+//! again, and asks the sink's mirror only for the frames below.
 
 use crate::process::address_hash::AddressMap;
 use std::sync::Arc;
 
 use crate::recording::recorder::CodeSource;
+use crate::recording::ticks::TickWriter;
 use crate::{CodeId, CodeObject, FrameSample, Target, ThreadSample};
 
 /// What an address now names, as the sink learns it: a code object (new to
@@ -33,17 +36,45 @@ pub type CodeMapping = (u64, Option<(CodeId, Arc<CodeObject>)>);
 
 /// How a thread's stack sent to the sink follows the thread's previous
 /// one: which of the thread's stacks sent it is (counted from 1 by the
-/// [`Resolver`], again from 1 when the resolver forgets), and how many of
-/// its outermost frames are those of the stack sent just before it. The
-/// recorder reuses their frame ids only if the stack it recorded last for
-/// the thread is that one (`sequence - 1`): so a stack sent but not
-/// recorded, or recorded by another recorder, is never taken for it.
+/// [`Resolver`], again from 1 when the resolver forgets), how many of its
+/// outermost frames are those of the stack sent just before it (not sent
+/// again: the sink keeps the last stack, [`crate::recording::ticks`]), and
+/// how many of those were resolved under the same code epoch (their frame
+/// ids may be reused). The recorder reuses frame ids only if the stack it
+/// recorded last for the thread is that one (`sequence - 1`): so a stack
+/// sent but not recorded, or recorded by another recorder, is never taken
+/// for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Continuity {
     /// Which of the thread's stacks sent this is; 0: unknown.
     pub sequence: u64,
-    /// Outermost frames unchanged since stack `sequence - 1`.
-    pub unchanged: usize,
+    /// Outermost frames equal to those of stack `sequence - 1`: the sink
+    /// has them, and only the frames below them are sent.
+    pub kept: u32,
+    /// Of the `kept` frames, the outermost ones resolved under the same
+    /// code epoch as stack `sequence - 1`: their ids may be reused.
+    pub unchanged: u32,
+}
+
+/// Where the [`Resolver`] reads code objects: the [`Target`] (a unit test
+/// gives it a table).
+pub trait CodeReader {
+    /// The code object at `address` and its identity, read once and
+    /// cached; `None` if it cannot be read now.
+    fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)>;
+
+    /// Changes whenever an address's code object changes identity.
+    fn code_epoch(&self) -> u64;
+}
+
+impl CodeReader for Target {
+    fn code_object(&mut self, address: u64) -> Option<(CodeId, &CodeObject)> {
+        Target::code_object(self, address).ok()
+    }
+
+    fn code_epoch(&self) -> u64 {
+        Target::code_epoch(self)
+    }
 }
 
 /// The sampler's half: which mappings the sink has been sent, and each
@@ -68,29 +99,33 @@ struct LastSent {
     /// Which of the thread's stacks sent it was ([`Continuity`]).
     sequence: u64,
     /// The code epoch it was resolved under; `None`: resolve it all next
-    /// time, and claim no frame unchanged.
+    /// time, and claim no frame id reusable.
     resolved_under: Option<u64>,
 }
 
 impl Resolver {
     /// Resolves the code objects of `threads` (read from `target` just
-    /// now, all to be sent), appends to `mappings` what the sink must learn
-    /// first, and to `continuity` (one per thread) how each stack follows
-    /// the thread's last one sent: how many outermost frames are the same,
-    /// resolved under the same code epoch
-    /// ([`crate::recording::recorder::Recorder::sample`] reuses their ids).
-    pub fn resolve(
+    /// now, all to be sent) and writes them into `out`: first the mappings
+    /// the sink must learn, then each thread with how its stack follows
+    /// the thread's last one sent ([`Continuity`]) and the frames below
+    /// the outermost ones that did not change. Each thread's frames are
+    /// kept as its last stack sent: what `threads` holds after are the
+    /// vectors of the stacks sent before, for the next read to fill.
+    pub fn resolve<'t>(
         &mut self,
-        target: &mut Target,
-        threads: &[ThreadSample],
-        mappings: &mut Vec<CodeMapping>,
-        continuity: &mut Vec<Continuity>,
+        target: &mut impl CodeReader,
+        threads: impl Iterator<Item = &'t mut ThreadSample>,
+        out: &mut TickWriter<'_>,
     ) {
+        let Resolver {
+            sent,
+            objects,
+            last: lasts,
+        } = self;
         for thread in threads {
             let epoch = target.code_epoch();
-            let last = self.last.entry(thread.thread_id).or_default();
-            let shared = if last.resolved_under == Some(epoch) && last.native_id == thread.native_id
-            {
+            let last = lasts.entry(thread.thread_id).or_default();
+            let kept = if last.native_id == thread.native_id {
                 last.frames
                     .iter()
                     .rev()
@@ -100,25 +135,27 @@ impl Resolver {
             } else {
                 0
             };
+            let unchanged = if last.resolved_under == Some(epoch) {
+                kept
+            } else {
+                0
+            };
             last.sequence += 1;
-            continuity.push(Continuity {
-                sequence: last.sequence,
-                unchanged: shared,
-            });
             let mut complete = true;
-            for frame in thread.frames.iter().rev().skip(shared) {
-                complete &= resolve_one(
-                    &mut self.sent,
-                    &mut self.objects,
-                    target,
-                    frame.code_address,
-                    mappings,
-                );
+            for frame in thread.frames.iter().rev().skip(unchanged) {
+                complete &= resolve_one(sent, objects, target, frame.code_address, out.mappings());
             }
-            let last = self.last.get_mut(&thread.thread_id).expect("entered");
+            out.thread(
+                thread.head(),
+                Continuity {
+                    sequence: last.sequence,
+                    kept: kept as u32,
+                    unchanged: unchanged as u32,
+                },
+                &thread.frames[..thread.frames.len() - kept],
+            );
             last.native_id = thread.native_id;
-            last.frames.clear();
-            last.frames.extend_from_slice(&thread.frames);
+            std::mem::swap(&mut last.frames, &mut thread.frames);
             // An unreadable code object is tried again next time, and a
             // code object replaced meanwhile may have changed an address
             // resolved earlier in this stack.
@@ -130,7 +167,7 @@ impl Resolver {
     /// resolved before.
     pub fn resolve_frames<'a>(
         &mut self,
-        target: &mut Target,
+        target: &mut impl CodeReader,
         frames: impl IntoIterator<Item = &'a FrameSample>,
         mappings: &mut Vec<CodeMapping>,
     ) {
@@ -145,7 +182,7 @@ impl Resolver {
     /// resolved before.
     pub fn resolve_addresses(
         &mut self,
-        target: &mut Target,
+        target: &mut impl CodeReader,
         addresses: impl IntoIterator<Item = u64>,
         mappings: &mut Vec<CodeMapping>,
     ) {
@@ -154,9 +191,9 @@ impl Resolver {
         }
     }
 
-    /// The mappings of a batch the sink never got (its queue was full):
+    /// The mappings of a tick the sink never got (its queue was full):
     /// they are sent again when next needed, and no stack is taken as
-    /// resolved before.
+    /// sent before (the next stack of every thread is sent whole).
     pub fn not_delivered(&mut self, mappings: &[CodeMapping]) {
         for (address, _) in mappings {
             self.sent.remove(address);
@@ -170,12 +207,12 @@ impl Resolver {
 fn resolve_one(
     sent: &mut AddressMap<u64, CodeId>,
     objects: &mut AddressMap<CodeId, Arc<CodeObject>>,
-    target: &mut Target,
+    target: &mut impl CodeReader,
     address: u64,
     mappings: &mut Vec<CodeMapping>,
 ) -> bool {
     match target.code_object(address) {
-        Ok((id, code)) => {
+        Some((id, code)) => {
             if sent.get(&address) != Some(&id) {
                 sent.insert(address, id);
                 let code = objects
@@ -191,7 +228,7 @@ fn resolve_one(
         // target's cache keeps its entry through a failed read, and drops
         // or replaces it only with a new code epoch (then the address is
         // resolved, and sent, again).
-        Err(_) => false,
+        None => false,
     }
 }
 
@@ -199,7 +236,7 @@ fn resolve_one(
 #[derive(Default)]
 pub struct CodeMirror {
     codes: AddressMap<u64, (CodeId, Arc<CodeObject>)>,
-    /// The sampler's code epoch of the last batch.
+    /// The sampler's code epoch of the last tick (or snapshot, trace batch) learnt.
     target_epoch: Option<u64>,
     /// Changes whenever the target's epoch does or a known address is
     /// remapped: the recorder's [`CodeSource::code_epoch`].
@@ -362,24 +399,27 @@ mod tests {
             clock_ns: 1,
             weight: 1,
         };
-        let thread = |addresses: &[u64]| ThreadSample {
+        let head = crate::ThreadHead {
             thread_id: 1,
             native_id: 1,
             active: true,
-            frames: addresses
+            ..Default::default()
+        };
+        let mut record = |addresses: &[u64], sequence: u64, unchanged: u32| {
+            // Innermost first, as the walker gives them.
+            let frames: Vec<FrameSample> = addresses
                 .iter()
+                .rev()
                 .map(|&code_address| FrameSample {
                     code_address,
                     instruction_offset: 0,
                     is_generator: false,
                     is_shim: false,
                 })
-                .collect(),
-            ..ThreadSample::default()
-        };
-        let mut record = |addresses: &[u64], sequence: u64, unchanged: usize| {
+                .collect();
             let continuity = Continuity {
                 sequence,
+                kept: unchanged,
                 unchanged,
             };
             recorder
@@ -387,7 +427,10 @@ mod tests {
                     &mut mirror,
                     (7, &version),
                     tick,
-                    &thread(addresses),
+                    crate::recording::recorder::Stack {
+                        thread: &head,
+                        frames: &frames,
+                    },
                     None,
                     continuity,
                 )

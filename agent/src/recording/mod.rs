@@ -16,3 +16,4 @@ pub mod schedule;
 pub mod sink;
 pub mod snapshot;
 pub mod sources;
+pub mod ticks;

@@ -15,7 +15,7 @@ use pydeep_format::{FormatError, FrameKey, Writer};
 use crate::process::address_hash::AddressMap;
 use crate::recording::codes::Continuity;
 use crate::recording::sources::Sources;
-use crate::{CodeId, CodeObject, PythonVersion, ThreadSample};
+use crate::{CodeId, CodeObject, FrameSample, PythonVersion, ThreadHead};
 
 /// Where the recorder gets code objects from: the mirror of what the
 /// sampler resolved ([`crate::recording::codes::CodeMirror`]), never the
@@ -76,7 +76,9 @@ impl LastStack {
         if !follows || self.code_epoch != Some(code_epoch) {
             return 0;
         }
-        continuity.unchanged.min(frames).min(self.frame_ids.len())
+        (continuity.unchanged as usize)
+            .min(frames)
+            .min(self.frame_ids.len())
     }
 }
 
@@ -103,6 +105,18 @@ pub struct Tick {
     /// 1 plus the ticks the sampler missed right before this one
     /// (`Schedule::weight`).
     pub weight: u32,
+}
+
+/// One thread's stack as the recorder takes it: the thread, and its
+/// frames outermost first (the order stacks are stored in, and the order
+/// the sink rebuilds them in from the changed frames it is sent,
+/// [`crate::recording::ticks`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Stack<'a> {
+    /// The thread.
+    pub thread: &'a ThreadHead,
+    /// Its frames, outermost first.
+    pub frames: &'a [FrameSample],
 }
 
 /// Writes samples of one or more targets into one recording.
@@ -186,7 +200,7 @@ impl<W: Write> Recorder<W> {
     /// Announces `thread` of `pid` if it is new (a new ident, or a new OS
     /// thread under a reused ident) or its name changed, and returns its id
     /// in the recording.
-    pub fn thread(&mut self, pid: i32, sample: &ThreadSample, name: Option<&str>) -> u32 {
+    pub fn thread(&mut self, pid: i32, sample: &ThreadHead, name: Option<&str>) -> u32 {
         let key = (pid, sample.thread_id);
         if let Some(known) = self.threads.get(&key) {
             let same_thread = known.native_id == sample.native_id;
@@ -228,10 +242,9 @@ impl<W: Write> Recorder<W> {
         id
     }
 
-    /// Records one stack of thread `sample` of process `pid` (its
-    /// interpreter's `version`) taken at `tick`. Idle threads are
-    /// skipped unless idle recording was asked for; returns whether a sample
-    /// was written.
+    /// Records one stack of a thread of process `pid` (its interpreter's
+    /// `version`) taken at `tick`. Idle threads are skipped unless idle
+    /// recording was asked for; returns whether a sample was written.
     ///
     /// `continuity`: how the stack follows the thread's previous one sent
     /// (default: unknown); the frame ids of its unchanged outermost frames
@@ -241,11 +254,15 @@ impl<W: Write> Recorder<W> {
         source: &mut impl CodeSource,
         (pid, version): (i32, &PythonVersion),
         tick: Tick,
-        sample: &ThreadSample,
+        stack: Stack<'_>,
         name: Option<&str>,
         continuity: Continuity,
     ) -> Result<bool, FormatError> {
         let Tick { clock_ns, weight } = tick;
+        let Stack {
+            thread: sample,
+            frames,
+        } = stack;
         if !sample.active && !self.include_idle {
             return Ok(false);
         }
@@ -257,17 +274,16 @@ impl<W: Write> Recorder<W> {
             .map(|t| std::mem::take(&mut t.last))
             .unwrap_or_default();
         let code_epoch = source.code_epoch();
-        let shared = last.reusable(continuity, sample.frames.len(), code_epoch);
+        let shared = last.reusable(continuity, frames.len(), code_epoch);
         last.sequence = continuity.sequence;
-        let stack = if shared == sample.frames.len() && shared == last.frame_ids.len() {
+        let stack = if shared == frames.len() && shared == last.frame_ids.len() {
             last.stack
         } else {
             let mut frame_ids = std::mem::take(&mut self.frame_ids);
             frame_ids.clear();
             frame_ids.extend_from_slice(&last.frame_ids[..shared]);
             let unreadable_before = self.stats.unreadable_code;
-            // The walker gives frames innermost first; stacks are stored outermost first.
-            for frame in sample.frames.iter().rev().skip(shared) {
+            for frame in &frames[shared..] {
                 frame_ids.push(self.frame(source, pid, version, frame));
             }
             let stack = self.writer.intern_stack(&frame_ids);
@@ -302,7 +318,7 @@ impl<W: Write> Recorder<W> {
         if sample.truncated {
             flags |= SampleFlag::Truncated as u32;
         }
-        if sample.frames.is_empty() {
+        if frames.is_empty() {
             flags |= SampleFlag::NoPython as u32;
         }
         self.writer
@@ -318,7 +334,7 @@ impl<W: Write> Recorder<W> {
         source: &mut impl CodeSource,
         pid: i32,
         version: &PythonVersion,
-        frame: &crate::FrameSample,
+        frame: &FrameSample,
     ) -> u64 {
         let (code, line) = match self.code(source, pid, version, frame.code_address) {
             Some(code) => (

@@ -18,6 +18,7 @@ use crate::recording::exactness::{self, Exactness, ReadCounts, ReadMode};
 use crate::recording::recorder::Tick;
 use crate::recording::sink::{Input, Sink, SnapshotInput};
 use crate::recording::snapshot::{SnapshotOptions, SnapshotReport};
+use crate::recording::ticks::ProcessRef;
 use crate::{PythonVersion, ReadError, Target, ThreadSample, WalkOptions};
 
 /// After this many failed samples in a row of a living process, attach to
@@ -189,43 +190,33 @@ impl Sampled {
 
     /// Sends the stacks of a good read taken at `tick` to `sink`, with
     /// their threads' names (refreshed first if due) and the code objects
-    /// the sink has not been told of. Idle threads are sent only if they
-    /// are recorded (`--idle`). `threads` is handed over (what it holds
-    /// after is a batch the sink gave back, to be overwritten by the next
-    /// read). Returns how many samples the sink's full queue refused.
-    pub fn record(&mut self, sink: &Sink, tick: Tick, threads: &mut Vec<ThreadSample>) -> u64 {
+    /// the sink has not been told of; each stack as far as it changed
+    /// since the thread's last one sent ([`Resolver::resolve`]). Idle
+    /// threads are sent only if they are recorded (`--idle`). The frames
+    /// `threads` holds after are those of stacks sent before, to be
+    /// overwritten by the next read. Returns how many samples the sink's
+    /// full queue refused.
+    pub fn record(&mut self, sink: &Sink, tick: Tick, threads: &mut [ThreadSample]) -> u64 {
         self.consecutive_errors = 0;
         self.refresh_names(threads);
-        if !self.include_idle {
-            threads.retain(|thread| thread.active);
-        }
-        let mut batch = sink.spare_batch(&self.version);
-        batch.pid = self.target.pid();
-        batch.version.clone_from(&self.version);
-        batch.tick = tick;
-        self.resolver.resolve(
-            &mut self.target,
-            threads,
-            &mut batch.mappings,
-            &mut batch.continuity,
-        );
-        batch.code_epoch = self.target.code_epoch();
-        std::mem::swap(&mut batch.threads, threads);
-        // A recycled batch mostly holds these already: no atomic count
-        // on a line the sink thread reads.
-        if !Arc::ptr_eq(&batch.names, &self.names) {
-            batch.names.clone_from(&self.names);
-        }
-        if !Arc::ptr_eq(&batch.natives, &self.named_natives) {
-            batch.natives.clone_from(&self.named_natives);
-        }
-        match sink.samples(batch) {
+        let include_idle = self.include_idle;
+        let process = ProcessRef {
+            pid: self.target.pid(),
+            version: &self.version,
+            names: &self.names,
+            natives: &self.named_natives,
+        };
+        let (resolver, target) = (&mut self.resolver, &mut self.target);
+        let sent = sink.samples(process, tick, |out| {
+            let recorded = threads.iter_mut().filter(|t| include_idle || t.active);
+            resolver.resolve(target, recorded, out);
+            out.set_code_epoch(target.code_epoch());
+        });
+        match sent {
             Ok(()) => 0,
-            Err(batch) => {
-                self.resolver.not_delivered(&batch.mappings);
-                let refused = batch.threads.len() as u64;
-                sink.recycle(batch);
-                refused
+            Err(refused) => {
+                self.resolver.not_delivered(&refused.mappings);
+                refused.samples
             }
         }
     }
@@ -368,20 +359,22 @@ fn unnamed<'a>(
     })
 }
 
-/// The name of `thread` in `names`, unless the name was read for another OS
-/// thread with the same ident (`named_natives`).
+/// The name of thread `thread_id` (OS thread `native_id`) in `names`,
+/// unless the name was read for another OS thread with the same ident
+/// (`named_natives`).
 pub fn name_of<'a>(
     names: &'a HashMap<u64, String>,
     named_natives: &HashMap<u64, u64>,
-    thread: &ThreadSample,
+    thread_id: u64,
+    native_id: u64,
 ) -> Option<&'a str> {
     let reused = named_natives
-        .get(&thread.thread_id)
-        .is_some_and(|native| *native != thread.native_id);
+        .get(&thread_id)
+        .is_some_and(|native| *native != native_id);
     if reused {
         return None;
     }
-    names.get(&thread.thread_id).map(String::as_str)
+    names.get(&thread_id).map(String::as_str)
 }
 
 /// The weight of a sample of weight `weight` after `owed` ticks held,

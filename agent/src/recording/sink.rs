@@ -2,32 +2,32 @@
 //! read into the file, so that no sampler tick waits on interning, line
 //! tables, source files, deflate or the disk.
 //!
-//! Its input is one channel of [`Input`]s. A sampler sends one
-//! [`Batch`] per tick and process (the threads' stacks as the walker
-//! read them, with the code objects the sink has not been told yet: see
-//! [`crate::recording::codes`]), process events, gaps, snapshots already read, and
-//! at the end its counters for the footer. Any other source of records
+//! Its input is one channel of [`Input`]s. A sampler writes its ticks
+//! into a [`Ticks`] (each thread's stack as far as it changed since the
+//! thread's last one sent, with the code objects the sink has not been
+//! told yet: see [`crate::recording::codes`] and
+//! [`crate::recording::ticks`]) and sends process events, gaps, snapshots
+//! already read, and at the end its counters for the footer. Any other source of records
 //! sends into the same channel through a [`SinkInput`] (a trace window,
 //! issue #19, would send its records as [`Input::Record`]s, or a variant
 //! of its own whose interning the sink does): the file stays one stream
 //! of records in the order they were sent.
 //!
 //! Only samples can be dropped. A sampler never blocks on the channel:
-//! [`Sink::samples`] refuses a batch while [`MAX_QUEUED_FRAMES`] frames
+//! [`Sink::samples`] refuses a tick while [`MAX_QUEUED_BYTES`] of ticks
 //! wait, and the sampler counts its samples as dropped (the footer's
 //! `dropped_samples`). Everything else is always queued (it is rare and
 //! small). So a sink slowed by a full disk, a slow file system or a large
 //! chunk to deflate costs samples that are counted, never ticks that are
 //! late.
 //!
-//! What it costs the sampler per tick is kept to a push onto a vector:
-//! the sampler's inputs wait in an outbox sent as one message every
-//! [`OUTBOX_AGE`] (at once for anything but samples, and before the
-//! sampler sleeps), so the sink thread, which blocks on the channel, wakes
-//! at most about a hundred times a second however fast the sampler ticks;
-//! and each recorded batch is given back to the sampler to be filled again
-//! ([`Sink::spare_batch`]), so its vectors are allocated once and freed on
-//! the thread that allocated them.
+//! What it costs the sampler per tick is kept to appending to a few
+//! vectors: the sampler's ticks wait in an outbox ([`Ticks`]) sent as one
+//! message every [`OUTBOX_AGE`] (at once when anything else is sent, and
+//! before the sampler sleeps), so the sink thread, which blocks on the
+//! channel, wakes at most about a hundred times a second however fast the
+//! sampler ticks; and each [`Ticks`] recorded is cleared and given back
+//! to the sampler to be filled again, so its vectors are allocated once.
 //!
 //! The thread writes each chunk through a [`BackgroundFile`] (the disk is
 //! a thread further on) and closes a chunk at least every second even
@@ -50,61 +50,49 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto::{self, record::Kind, ProcessEventKind};
 use pydeep_format::{FormatError, Writer};
 
-use crate::recording::codes::{CodeMapping, CodeMirror, Continuity};
+use crate::recording::codes::CodeMapping;
 use crate::recording::output::BackgroundFile;
 use crate::recording::recorder::{proto_version, Recorder, RecorderStats, Tick};
 use crate::recording::rotation::Rotation;
 use crate::recording::rotation::StreamFile;
 use crate::recording::snapshot::Taken;
-use crate::{PythonVersion, ThreadSample};
+use crate::recording::ticks::{ProcessRef, Received, TickWriter, Ticks};
+use crate::PythonVersion;
 
-/// Frames of sample batches that may wait for the sink; past this the
-/// sampler's batches are refused and counted as dropped. 2^20 frames hold
-/// about a third of a second at 100 kHz and depth 30, and are 16 MiB.
-pub const MAX_QUEUED_FRAMES: usize = 1 << 20;
+/// Bytes of ticks that may wait for the sink; past this the sampler's
+/// ticks are refused and counted as dropped. A tick of one thread whose
+/// stack changed in a few frames is about 150 bytes, so 16 MiB hold
+/// seconds at 30,000 ticks a second; a tick of stacks sent whole (every
+/// thread new) holds 16 bytes a frame.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// The longest a sampler's samples wait in its outbox before being sent
 /// (they are sent sooner when the sampler sleeps, or sends anything else).
 pub const OUTBOX_AGE: Duration = Duration::from_millis(16);
 
-/// The most inputs an outbox holds before it is sent.
+/// The most ticks an outbox holds before it is sent.
 const OUTBOX_LEN: usize = 1024;
 
 /// How long the sink thread waits for inputs before closing the open
 /// chunk if it is due (a chunk is closed at least every second).
 const CHUNK_CHECK: Duration = Duration::from_millis(100);
 
-/// The most batches kept for reuse.
-const SPARE_BATCHES: usize = 1024;
+/// The most [`Ticks`] kept for reuse.
+const SPARE_TICKS: usize = 8;
 
-/// One tick's stacks of one process.
-pub struct Batch {
-    /// The process.
-    pub pid: i32,
-    /// Its interpreter's version (its code objects' line tables).
-    pub version: Arc<PythonVersion>,
-    /// When it was taken, and how many ticks it stands for.
-    pub tick: Tick,
-    /// The target's code epoch after the sampler resolved the frames.
-    pub code_epoch: u64,
-    /// What the sink must learn before recording the stacks.
-    pub mappings: Vec<CodeMapping>,
-    /// Every thread read that is to be recorded.
-    pub threads: Vec<ThreadSample>,
-    /// For each of `threads`, how its stack follows the thread's previous
-    /// one sent ([`crate::recording::codes::Resolver::resolve`]).
-    pub continuity: Vec<Continuity>,
-    /// The threads' names by `thread_id`.
-    pub names: Arc<HashMap<u64, String>>,
-    /// The native id of each named thread when the names were read (an
-    /// ident reused by a new thread is not that name's).
-    pub natives: Arc<HashMap<u64, u64>>,
-}
-
-/// Batches given back to be reused: boxed as they travel in
+/// [`Ticks`] given back to be reused: boxed as they travel in
 /// [`Input::Samples`], so that giving one back moves a pointer.
 #[allow(clippy::vec_box)]
-type Batches = Vec<Box<Batch>>;
+type SpareTicks = Vec<Box<Ticks>>;
+
+/// A tick [`Sink::samples`] refused: its thread samples (dropped) and the
+/// code mappings it would have taught the sink.
+pub struct Refused {
+    /// Thread samples dropped.
+    pub samples: u64,
+    /// The mappings the sink never learnt.
+    pub mappings: Vec<CodeMapping>,
+}
 
 /// Trace events drained by a sampler, to be interned and recorded.
 pub struct TraceInput {
@@ -202,8 +190,8 @@ pub type FlushReply = Box<dyn FnOnce(Result<u64, String>) + Send>;
 
 /// What the sink is sent.
 pub enum Input {
-    /// One tick of one process ([`Sink::samples`]).
-    Samples(Box<Batch>),
+    /// Ticks of the sampler's processes, in order ([`Sink::samples`]).
+    Samples(Box<Ticks>),
     /// A process event.
     Event(Event),
     /// A stretch the sampler did not observe.
@@ -301,8 +289,8 @@ pub struct SinkEnd {
 /// Counters the sink shares with whoever sends to it.
 #[derive(Default)]
 struct Shared {
-    /// Frames of batches queued, not yet recorded.
-    queued_frames: AtomicUsize,
+    /// Bytes of ticks sent, not yet recorded ([`Ticks::bytes`]).
+    queued_bytes: AtomicUsize,
     /// Samples written, every file of a stream together.
     samples: AtomicU64,
     /// Bytes written to the open file.
@@ -329,12 +317,12 @@ impl SinkInput {
 /// half belongs to the one sampler thread of the recording.
 pub struct Sink {
     input: SinkInput,
-    /// Inputs not sent yet, and since when the oldest waits.
-    outbox: RefCell<Vec<Input>>,
+    /// Ticks not sent yet, and since when the oldest waits.
+    outbox: RefCell<Box<Ticks>>,
     outbox_since: Cell<Option<Instant>>,
-    /// Batches the sink thread gave back, and those taken from it.
-    returned: Receiver<Batches>,
-    spare: RefCell<Batches>,
+    /// Ticks the sink thread gave back, and those taken from it.
+    returned: Receiver<SpareTicks>,
+    spare: RefCell<SpareTicks>,
     thread: Option<JoinHandle<Result<SinkEnd, FormatError>>>,
 }
 
@@ -361,7 +349,7 @@ impl Sink {
             })?;
         Ok(Sink {
             input: SinkInput { inputs, shared },
-            outbox: RefCell::new(Vec::new()),
+            outbox: RefCell::default(),
             outbox_since: Cell::new(None),
             returned,
             spare: RefCell::new(Vec::new()),
@@ -369,30 +357,36 @@ impl Sink {
         })
     }
 
-    /// Queues `input` (never blocks), sent at once with what waits in the
-    /// outbox.
+    /// Queues `input` (never blocks), sent at once after the ticks that
+    /// wait in the outbox.
     pub fn send(&self, input: Input) {
-        self.outbox.borrow_mut().push(input);
-        self.send_outbox();
+        self.send_outbox_with(Some(input));
     }
 
-    /// Queues a tick's batch, or gives it back if [`MAX_QUEUED_FRAMES`]
-    /// frames wait already (or the sink has ended). It waits in the outbox
-    /// for at most [`OUTBOX_AGE`].
-    pub fn samples(&self, batch: Box<Batch>) -> Result<(), Box<Batch>> {
-        if self.ended() {
-            return Err(batch);
-        }
-        let frames = batch_frames(&batch);
-        let shared = &self.input.shared;
-        let queued = shared.queued_frames.fetch_add(frames, Ordering::Relaxed);
-        if queued + frames > MAX_QUEUED_FRAMES {
-            shared.queued_frames.fetch_sub(frames, Ordering::Relaxed);
-            return Err(batch);
-        }
+    /// Writes a tick of `process` taken at `tick` into the outbox: `fill`
+    /// writes its threads (the sampler's [`crate::recording::codes::Resolver`]).
+    /// Refused (taken back out) if [`MAX_QUEUED_BYTES`] of ticks would
+    /// wait (or the sink has ended). It waits in the outbox for at most
+    /// [`OUTBOX_AGE`].
+    pub fn samples(
+        &self,
+        process: ProcessRef<'_>,
+        tick: Tick,
+        fill: impl FnOnce(&mut TickWriter<'_>),
+    ) -> Result<(), Refused> {
         let waiting = {
             let mut outbox = self.outbox.borrow_mut();
-            outbox.push(Input::Samples(batch));
+            let mut writer = outbox.begin(process, tick);
+            fill(&mut writer);
+            let queued = self.input.shared.queued_bytes.load(Ordering::Relaxed);
+            if self.ended() || queued + writer.bytes() > MAX_QUEUED_BYTES {
+                let (samples, mappings) = writer.abandon();
+                return Err(Refused {
+                    samples: samples as u64,
+                    mappings,
+                });
+            }
+            writer.finish();
             outbox.len()
         };
         let now = Instant::now();
@@ -407,53 +401,41 @@ impl Sink {
     /// Sends what waits in the outbox (the sampler calls it before it
     /// sleeps).
     pub fn send_outbox(&self) {
-        let inputs = std::mem::take(&mut *self.outbox.borrow_mut());
+        self.send_outbox_with(None);
+    }
+
+    /// Sends the outbox's ticks, then `input`, as one message.
+    fn send_outbox_with(&self, input: Option<Input>) {
         self.outbox_since.set(None);
-        if !inputs.is_empty() {
+        let mut message = Vec::with_capacity(2);
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            if !outbox.is_empty() {
+                let ticks = std::mem::replace(&mut *outbox, self.spare_ticks());
+                self.input
+                    .shared
+                    .queued_bytes
+                    .fetch_add(ticks.bytes(), Ordering::Relaxed);
+                message.push(Input::Samples(ticks));
+            }
+        }
+        message.extend(input);
+        if !message.is_empty() {
             // A sink that ended has said why (Sink::finish).
-            let _ = self.input.inputs.send(inputs);
+            let _ = self.input.inputs.send(message);
         }
     }
 
-    /// An empty batch to fill: one the sink gave back if there is one
-    /// (its `threads` still hold old samples: swap them out), or a new one.
-    pub fn spare_batch(&self, version: &Arc<PythonVersion>) -> Box<Batch> {
+    /// An empty [`Ticks`]: one the sink gave back if there is one.
+    fn spare_ticks(&self) -> Box<Ticks> {
         let mut spare = self.spare.borrow_mut();
         if spare.is_empty() {
-            while let Ok(batches) = self.returned.try_recv() {
-                let room = SPARE_BATCHES.saturating_sub(spare.len());
-                spare.extend(batches.into_iter().take(room));
+            while let Ok(given) = self.returned.try_recv() {
+                let room = SPARE_TICKS.saturating_sub(spare.len());
+                spare.extend(given.into_iter().take(room));
             }
         }
-        match spare.pop() {
-            Some(mut batch) => {
-                batch.mappings.clear();
-                batch.continuity.clear();
-                batch
-            }
-            None => Box::new(Batch {
-                pid: 0,
-                version: version.clone(),
-                tick: Tick {
-                    clock_ns: 0,
-                    weight: 1,
-                },
-                code_epoch: 0,
-                mappings: Vec::new(),
-                threads: Vec::new(),
-                continuity: Vec::new(),
-                names: Arc::default(),
-                natives: Arc::default(),
-            }),
-        }
-    }
-
-    /// Keeps `batch` (refused by [`Sink::samples`]) for reuse.
-    pub fn recycle(&self, batch: Box<Batch>) {
-        let mut spare = self.spare.borrow_mut();
-        if spare.len() < SPARE_BATCHES {
-            spare.push(batch);
-        }
+        spare.pop().unwrap_or_default()
     }
 
     /// Another sender into this sink.
@@ -503,11 +485,6 @@ impl Sink {
     }
 }
 
-/// The frames a batch holds, as counted against [`MAX_QUEUED_FRAMES`].
-fn batch_frames(batch: &Batch) -> usize {
-    batch.threads.iter().map(|t| t.frames.len() + 1).sum()
-}
-
 impl Drop for Sink {
     fn drop(&mut self) {
         if self.thread.is_some() {
@@ -524,7 +501,8 @@ impl Drop for Sink {
 struct State {
     recorder: Recorder<BackgroundFile>,
     stream: Option<Box<Stream>>,
-    mirrors: HashMap<i32, CodeMirror>,
+    /// Each process's code mirror and each thread's last stack sent.
+    received: Received,
     /// Trace events' interning (threads, frames, their clock).
     traces: crate::trace::Interner,
     options: SinkOptions,
@@ -558,7 +536,7 @@ impl State {
         let mut state = State {
             recorder: new_recorder(writer, &options),
             stream,
-            mirrors: HashMap::new(),
+            received: Received::default(),
             traces: Default::default(),
             options,
             shared,
@@ -578,14 +556,14 @@ impl State {
 
     /// Takes what comes, closing the chunks due (at least every
     /// [`CHUNK_CHECK`] when nothing comes), until told to finish; gives
-    /// each wake's recorded batches back through `give_back`.
+    /// each wake's recorded [`Ticks`] back through `give_back`.
     fn run(
         mut self,
         queue: Receiver<Vec<Input>>,
-        give_back: Sender<Batches>,
+        give_back: Sender<SpareTicks>,
     ) -> Result<SinkEnd, FormatError> {
         let mut chunks = self.recorder.writer().stats().chunks;
-        let mut recorded: Batches = Vec::new();
+        let mut recorded: SpareTicks = Vec::new();
         loop {
             let mut next = match queue.recv_timeout(CHUNK_CHECK) {
                 Ok(inputs) => Some(inputs),
@@ -593,6 +571,7 @@ impl State {
                 // Dropped unfinished: end without a footer.
                 Err(RecvTimeoutError::Disconnected) => return Ok(self.end()),
             };
+            // Inputs and ticks taken since the chunk was last checked.
             let mut taken = 0usize;
             while let Some(inputs) = next {
                 for input in inputs {
@@ -605,17 +584,19 @@ impl State {
                             self.progress(counters);
                             return self.finish(duration, &end_reason);
                         }
-                        Input::Samples(batch) => {
-                            let batch = self.samples(batch)?;
-                            if recorded.len() < SPARE_BATCHES {
-                                recorded.push(batch);
+                        Input::Samples(ticks) => {
+                            taken += ticks.len();
+                            let ticks = self.samples(ticks)?;
+                            if recorded.len() < SPARE_TICKS {
+                                recorded.push(ticks);
                             }
                         }
                         input => self.take(input)?,
                     }
                     taken += 1;
                     // Close a chunk between inputs when one is due.
-                    if taken.is_multiple_of(OUTBOX_LEN) {
+                    if taken >= OUTBOX_LEN {
+                        taken = 0;
                         self.maintain(&mut chunks)?;
                     }
                 }
@@ -654,8 +635,8 @@ impl State {
 
     fn take(&mut self, input: Input) -> Result<(), FormatError> {
         match input {
-            Input::Samples(batch) => {
-                self.samples(batch)?;
+            Input::Samples(ticks) => {
+                self.samples(ticks)?;
             }
             Input::Event(event) => {
                 if event.kind == ProcessEventKind::ProcessAttached {
@@ -677,7 +658,7 @@ impl State {
                     taken,
                     names,
                 } = *snapshot;
-                let mirror = self.mirrors.entry(pid).or_default();
+                let mirror = self.received.mirror(pid);
                 mirror.learn(code_epoch, mappings);
                 let record = crate::recording::snapshot::to_record(
                     &mut self.recorder,
@@ -697,7 +678,7 @@ impl State {
                     mappings,
                     raw,
                 } = *trace;
-                let mirror = self.mirrors.entry(pid).or_default();
+                let mirror = self.received.mirror(pid);
                 mirror.learn(code_epoch, mappings);
                 let record = self
                     .traces
@@ -706,7 +687,7 @@ impl State {
             }
             Input::Forget { pid } => {
                 self.traces.forget_process(pid);
-                self.mirrors.remove(&pid);
+                self.received.forget_process(pid);
                 self.recorder.forget_process(pid);
             }
             Input::Record(kind) => self.recorder.record(*kind)?,
@@ -729,34 +710,14 @@ impl State {
         Ok(())
     }
 
-    /// Records `batch`; gives it back to be reused.
-    fn samples(&mut self, mut batch: Box<Batch>) -> Result<Box<Batch>, FormatError> {
-        let frames = batch_frames(&batch);
-        let mirror = self.mirrors.entry(batch.pid).or_default();
-        mirror.learn(batch.code_epoch, batch.mappings.drain(..));
-        let mut result = Ok(());
-        for (index, thread) in batch.threads.iter().enumerate() {
-            let name = crate::recording::sampled::name_of(&batch.names, &batch.natives, thread);
-            let continuity = batch.continuity.get(index).copied().unwrap_or_default();
-            result = self
-                .recorder
-                .sample(
-                    mirror,
-                    (batch.pid, &batch.version),
-                    batch.tick,
-                    thread,
-                    name,
-                    continuity,
-                )
-                .map(drop);
-            if result.is_err() {
-                break;
-            }
-        }
+    /// Records `ticks`; gives them back cleared, to be reused.
+    fn samples(&mut self, mut ticks: Box<Ticks>) -> Result<Box<Ticks>, FormatError> {
+        let result = self.received.record(&mut ticks, &mut self.recorder);
         self.shared
-            .queued_frames
-            .fetch_sub(frames, Ordering::Relaxed);
-        result.map(|()| batch)
+            .queued_bytes
+            .fetch_sub(ticks.bytes(), Ordering::Relaxed);
+        ticks.clear();
+        result.map(|()| ticks)
     }
 
     fn event(&mut self, event: &Event) -> Result<(), FormatError> {

@@ -570,7 +570,7 @@ pub fn to_record<W: Write>(
     let mut threads = Vec::with_capacity(taken.threads.len());
     for thread in &taken.threads {
         let name = names.get(&thread.sample.thread_id).map(String::as_str);
-        let id = recorder.thread(pid, &thread.sample, name);
+        let id = recorder.thread(pid, &thread.sample.head(), name);
         // Stacks are stored outermost first, frames here innermost first.
         let frame_ids: Vec<u64> = thread
             .frames

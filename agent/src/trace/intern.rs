@@ -128,7 +128,7 @@ impl Interner {
             self.forget_process(pid);
         }
         for (native_id, sample, name) in threads {
-            let id = recorder.thread(pid, &sample, name.as_deref());
+            let id = recorder.thread(pid, &sample.head(), name.as_deref());
             self.threads.insert((pid, native_id), id);
         }
         for (object, name) in c_functions {
@@ -152,7 +152,7 @@ impl Interner {
                         is_main: event.native_id as i32 == pid,
                         ..Default::default()
                     };
-                    let id = recorder.thread(pid, &sample, None);
+                    let id = recorder.thread(pid, &sample.head(), None);
                     self.threads.insert((pid, event.native_id), id);
                     id
                 }

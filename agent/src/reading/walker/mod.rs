@@ -80,6 +80,48 @@ pub struct ThreadSample {
     pub thread_state: u64,
 }
 
+/// A thread sample without its frames: what a recording says of the
+/// thread besides its stack (small and `Copy`, so the sampler's batches
+/// to the sink carry it inline, [`crate::recording::ticks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadHead {
+    /// See [`ThreadSample::thread_id`].
+    pub thread_id: u64,
+    /// See [`ThreadSample::native_id`].
+    pub native_id: u64,
+    /// See [`ThreadSample::interpreter`].
+    pub interpreter: u32,
+    /// See [`ThreadSample::is_main`].
+    pub is_main: bool,
+    /// See [`ThreadSample::holds_gil`].
+    pub holds_gil: bool,
+    /// See [`ThreadSample::active`].
+    pub active: bool,
+    /// See [`ThreadSample::collecting`].
+    pub collecting: bool,
+    /// See [`ThreadSample::torn`].
+    pub torn: bool,
+    /// See [`ThreadSample::truncated`].
+    pub truncated: bool,
+}
+
+impl ThreadSample {
+    /// The sample without its frames.
+    pub fn head(&self) -> ThreadHead {
+        ThreadHead {
+            thread_id: self.thread_id,
+            native_id: self.native_id,
+            interpreter: self.interpreter,
+            is_main: self.is_main,
+            holds_gil: self.holds_gil,
+            active: self.active,
+            collecting: self.collecting,
+            torn: self.torn,
+            truncated: self.truncated,
+        }
+    }
+}
+
 /// Options of a walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkOptions {

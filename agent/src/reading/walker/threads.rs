@@ -41,12 +41,12 @@ pub struct ThreadListCache {
     pub(super) spare: Vec<Vec<u8>>,
     /// The frame vectors of the samples the caller handed back (the
     /// `out` of the last read), filled again with the next sample's
-    /// stacks. A walk's own vector is freed in the tick that allocated it,
-    /// while the samples themselves may travel: the recording's sink holds
-    /// a few hundred ticks of them (issue #15), and allocating a fresh
-    /// vector for each one kept that many chunks scattered in the heap:
-    /// `malloc` and `free` cost ~0.7 us more per tick at depth 30 than
-    /// when each tick's samples were freed at once (notes/benchmarks.md).
+    /// stacks, so no frame vector is allocated per tick. (The recording's
+    /// sampler keeps each thread's last stack sent and gives back the one
+    /// before: two vectors a thread, warm in its cache; when whole samples
+    /// travelled to the sink, a fresh vector for each kept a few hundred
+    /// chunks scattered in the heap, ~0.7 us a tick of `malloc` and `free`
+    /// at depth 30, notes/benchmarks.md.)
     pub(super) spare_frames: Vec<Vec<crate::FrameSample>>,
 }
 
