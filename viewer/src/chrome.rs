@@ -10,7 +10,8 @@
 //! weight in sampler ticks (1, plus the ticks the sampler missed right
 //! before it) times the sampling period (from the header's rate). So a
 //! sample of weight `w` taken at `t` covers `[t - (w-1)·period, t + period)`,
-//! moved later if that would overlap the thread's previous sample, and each
+//! moved later if that would overlap the thread's previous sample or begin
+//! before the recording's start (its timeline's zero), and each
 //! thread's outermost events add up to its ticks × period, as its total
 //! does in `top`, pprof and speedscope. When a sample's span starts more
 //! than half a period after the previous one ended (an idle gap, filtered
@@ -367,7 +368,14 @@ pub fn write<R: Read>(
             }
         };
         let covered = (weight - 1).saturating_mul(period);
-        let span_start = sample.time_ns.saturating_sub(covered).max(thread.end_ns);
+        // Moved later, never clipped, when it would begin before the
+        // recording's start (a first tick taken late stands for the ticks
+        // missed before it) or overlap the thread's previous sample.
+        let span_start = sample
+            .time_ns
+            .saturating_sub(covered)
+            .max(thread.end_ns)
+            .max(writer.start_ns);
         let time = if !thread.open.is_empty() && span_start - thread.end_ns <= gap {
             thread.end_ns
         } else {
