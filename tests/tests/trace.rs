@@ -36,6 +36,44 @@ struct Traced {
     lines: HashMap<u64, u32>,
 }
 
+impl Traced {
+    /// Call events of functions named `name`.
+    fn calls_of(&self, name: &str) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                e.kind == TraceEventKind::TraceCall
+                    && self.names.get(&e.frame).is_some_and(|(_, n)| n == name)
+            })
+            .count()
+    }
+
+    /// Call events per function name of native thread `native` between
+    /// `before` and `after` (the program's own clock readings), counting
+    /// functions of files ending in `file` that `keep` accepts.
+    fn calls_per_function(
+        &self,
+        native: u64,
+        (before, after): (u64, u64),
+        file: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> HashMap<String, u64> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for e in self.events.iter().filter(|e| {
+            e.kind == TraceEventKind::TraceCall
+                && self.native.get(&e.thread) == Some(&native)
+                && (before..=after).contains(&e.time_ns)
+        }) {
+            if let Some((path, name)) = self.names.get(&e.frame) {
+                if path.ends_with(file) && keep(name) {
+                    *counts.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
 fn read_trace(path: &Path) -> Traced {
     let mut recording = Recording::open(path).expect("open the trace recording");
     let mut clock = TraceClock::new(recording.header().start_clock_ns);
@@ -660,14 +698,7 @@ fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_with_the_profile_
         if !by_profile(&python) {
             assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
             let traced = read_trace(&recording);
-            let calls = traced
-                .events
-                .iter()
-                .filter(|e| {
-                    e.kind == TraceEventKind::TraceCall
-                        && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "f")
-                })
-                .count();
+            let calls = traced.calls_of("f");
             assert!(
                 calls > 0,
                 "{what}: no call of f() traced beside the program's profile function"
@@ -748,17 +779,7 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
         let status = wait_exit(&mut trace.child, &what);
         assert!(status.success(), "{what}: pydeep trace ended with {status}");
         let traced = read_trace(&output);
-        let steps = traced
-            .events
-            .iter()
-            .filter(|e| {
-                e.kind == TraceEventKind::TraceCall
-                    && traced
-                        .names
-                        .get(&e.frame)
-                        .is_some_and(|(_, name)| name == "step")
-            })
-            .count();
+        let steps = traced.calls_of("step");
         assert!(
             steps > 0,
             "{what}: no call of step() traced before the program set its profile function"
@@ -823,18 +844,8 @@ fn every_way_into_a_python_frame_is_traced() {
             round["after"].as_u64().expect("after"),
         );
         let native = round["thread"].as_u64().expect("thread");
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for e in traced.events.iter().filter(|e| {
-            e.kind == TraceEventKind::TraceCall
-                && traced.native.get(&e.thread) == Some(&native)
-                && (before..=after).contains(&e.time_ns)
-        }) {
-            if let Some((file, name)) = traced.names.get(&e.frame) {
-                if file.ends_with("trace_entries.py") {
-                    *counts.entry(name.clone()).or_default() += 1;
-                }
-            }
-        }
+        let counts =
+            traced.calls_per_function(native, (before, after), "trace_entries.py", |_| true);
         assert_eq!(
             counts,
             expected,
@@ -907,14 +918,7 @@ print("rounds", rounds, flush=True)
                 "{what}: the deeply recursing program ended with {status} after a window"
             );
             let traced = read_trace(&recording);
-            let downs = traced
-                .events
-                .iter()
-                .filter(|e| {
-                    e.kind == TraceEventKind::TraceCall
-                        && traced.names.get(&e.frame).is_some_and(|(_, n)| n == "down")
-                })
-                .count();
+            let downs = traced.calls_of("down");
             assert!(downs > 0, "{what}: no call of down() traced");
             eprintln!("   {what}: survived a window ({downs} calls of down traced)");
         }
@@ -988,18 +992,10 @@ fn a_program_with_its_own_eval_frame_function_keeps_it() {
             round["after"].as_u64().expect("after"),
         );
         let native = round["thread"].as_u64().expect("thread");
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for e in traced.events.iter().filter(|e| {
-            e.kind == TraceEventKind::TraceCall
-                && traced.native.get(&e.thread) == Some(&native)
-                && (before..=after).contains(&e.time_ns)
-        }) {
-            if let Some((file, name)) = traced.names.get(&e.frame) {
-                if file.ends_with("call_workload.py") && expected.contains_key(name) {
-                    *counts.entry(name.clone()).or_default() += 1;
-                }
-            }
-        }
+        let counts =
+            traced.calls_per_function(native, (before, after), "call_workload.py", |name| {
+                expected.contains_key(name)
+            });
         assert_eq!(counts, expected, "{what}: traced call counts");
         std::fs::write(dir.join("end"), "").expect("end");
         let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
