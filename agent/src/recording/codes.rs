@@ -308,30 +308,7 @@ mod tests {
     use super::*;
 
     fn code(name: &str) -> Arc<CodeObject> {
-        Arc::new(CodeObject {
-            address: 0,
-            filename: "f.py".into(),
-            name: name.into(),
-            qualname: name.into(),
-            first_line: 1,
-            bytecode: Vec::new(),
-            bytecode_deoptimized: Vec::new(),
-            line_table: Vec::new(),
-            line_table_kind: crate::LineTableKind::LineTableLocations,
-            varnames: Vec::new(),
-            cellvars: Vec::new(),
-            freevars: Vec::new(),
-            names: Vec::new(),
-            consts: Vec::new(),
-            const_code_addresses: Vec::new(),
-            argcount: 0,
-            posonlyargcount: 0,
-            kwonlyargcount: 0,
-            flags: 0,
-            stacksize: 0,
-            localspluskinds: Vec::new(),
-            frame_size: None,
-        })
+        Arc::new(CodeObject::named(name, "f.py"))
     }
 
     #[test]

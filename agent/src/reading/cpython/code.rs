@@ -66,6 +66,38 @@ pub struct CodeObject {
     pub frame_size: Option<u64>,
 }
 
+impl CodeObject {
+    /// An empty code object named `name` in `filename`, line 1 (unit tests'
+    /// stand-in for one read from a target).
+    #[cfg(test)]
+    pub(crate) fn named(name: &str, filename: &str) -> CodeObject {
+        CodeObject {
+            address: 0,
+            filename: filename.into(),
+            name: name.into(),
+            qualname: name.into(),
+            first_line: 1,
+            bytecode: Vec::new(),
+            bytecode_deoptimized: Vec::new(),
+            line_table: Vec::new(),
+            line_table_kind: crate::LineTableKind::LineTableLocations,
+            varnames: Vec::new(),
+            cellvars: Vec::new(),
+            freevars: Vec::new(),
+            names: Vec::new(),
+            consts: Vec::new(),
+            const_code_addresses: Vec::new(),
+            argcount: 0,
+            posonlyargcount: 0,
+            kwonlyargcount: 0,
+            flags: 0,
+            stacksize: 0,
+            localspluskinds: Vec::new(),
+            frame_size: None,
+        }
+    }
+}
+
 /// The fields of a code object that identify it: compared on every sample
 /// to detect a freed code object replaced by another at the same address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -50,30 +50,7 @@ fn address(index: u64) -> u64 {
 }
 
 fn code_named(name: String) -> CodeObject {
-    CodeObject {
-        address: 0,
-        filename: "sim.py".into(),
-        name: name.clone(),
-        qualname: name,
-        first_line: 1,
-        bytecode: Vec::new(),
-        bytecode_deoptimized: Vec::new(),
-        line_table: Vec::new(),
-        line_table_kind: crate::LineTableKind::LineTableLocations,
-        varnames: Vec::new(),
-        cellvars: Vec::new(),
-        freevars: Vec::new(),
-        names: Vec::new(),
-        consts: Vec::new(),
-        const_code_addresses: Vec::new(),
-        argcount: 0,
-        posonlyargcount: 0,
-        kwonlyargcount: 0,
-        flags: 0,
-        stacksize: 0,
-        localspluskinds: Vec::new(),
-        frame_size: None,
-    }
+    CodeObject::named(&name, "sim.py")
 }
 
 /// A process's code objects as the target's cache serves them: some
