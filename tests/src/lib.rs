@@ -72,6 +72,18 @@ pub enum TraceCalls {
     EvalFrame,
 }
 
+impl TraceCalls {
+    /// Its name in a recording (`TraceEventBatch.calls_by`) and in
+    /// `PYDEEP_TRACE_CALLS`.
+    pub fn recorded_name(self) -> &'static str {
+        match self {
+            TraceCalls::Profile => "profile",
+            TraceCalls::Monitoring => "monitoring",
+            TraceCalls::EvalFrame => "eval-frame",
+        }
+    }
+}
+
 /// Oldest CPython minor version pydeep supports.
 pub const OLDEST_SUPPORTED: (u32, u32) = (3, 9);
 

@@ -26,6 +26,8 @@ struct Traced {
     window_end_ns: u64,
     /// The clock the tracer stamped events with ("TSC", "CLOCK_MONOTONIC").
     clock: String,
+    /// How the tracer recorded calls ("eval-frame", "monitoring", "profile").
+    calls_by: String,
     /// The header's clock start: Chrome times count from it.
     start_clock_ns: u64,
     /// ThreadDef id → native thread id.
@@ -82,10 +84,14 @@ fn read_trace(path: &Path) -> Traced {
     let mut lost = 0;
     let mut window_end_ns = 0;
     let mut clock_name = String::new();
+    let mut calls_by = String::new();
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
             if !batch.clock.is_empty() {
                 clock_name = batch.clock.clone();
+            }
+            if !batch.calls_by.is_empty() {
+                calls_by = batch.calls_by.clone();
             }
             lost += batch.lost;
             window_end_ns = window_end_ns.max(batch.window_end_ns);
@@ -120,6 +126,7 @@ fn read_trace(path: &Path) -> Traced {
         lost,
         window_end_ns,
         clock: clock_name,
+        calls_by,
         start_clock_ns,
         native,
         names,
@@ -172,6 +179,13 @@ fn check(python: &Python) {
         traced.clock
     );
     eprintln!("   {what}: event times from {}", traced.clock);
+    // ... and how the tracer recorded the calls: its choice for this
+    // version, which the tests' own expectation repeats.
+    assert_eq!(
+        traced.calls_by,
+        python.trace_calls().recorded_name(),
+        "{what}: the mechanism the recording names"
+    );
     // Times never go backwards in the stream (the GIL orders the events).
     assert!(
         traced
@@ -270,6 +284,13 @@ fn check(python: &Python) {
         fib_calls,
         Some(2 * expected["fib"]),
         "{what}: top --trace's fib row:\n{table}"
+    );
+    assert!(
+        table.lines().next().is_some_and(|l| l.ends_with(&format!(
+            "calls recorded by {}",
+            python.trace_calls().recorded_name()
+        ))),
+        "{what}: top --trace names no mechanism:\n{table}"
     );
 
     check_chrome(
@@ -920,7 +941,10 @@ print("rounds", rounds, flush=True)
             let traced = read_trace(&recording);
             let downs = traced.calls_of("down");
             assert!(downs > 0, "{what}: no call of down() traced");
-            eprintln!("   {what}: survived a window ({downs} calls of down traced)");
+            eprintln!(
+                "   {what}: survived a window ({downs} calls of down traced, by {})",
+                traced.calls_by
+            );
         }
     }
 }

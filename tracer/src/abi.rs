@@ -6,17 +6,19 @@
 //! (`agent/src/trace/ring.rs`, which reads the block with `process_vm_readv`).
 //! Change it only together with [`LAYOUT_VERSION`].
 
-/// First word of the control block: "PYDEEPT3" little-endian.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT3");
-/// Version of this layout; the exported names carry it too. 3 since
-/// `--opcodes` (the count table) and the watchdog that survives the
-/// target's exit: a target holding a version-2 tracer gets a new library.
-pub const LAYOUT_VERSION: u32 = 3;
+/// First word of the control block: "PYDEEPT4" little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT4");
+/// Version of this layout; the exported names carry it too (the tracer's
+/// `export_name`s, and the agent's memfd name). 3 since `--opcodes` (the
+/// count table) and the watchdog that survives the target's exit; 4 since
+/// the block says how calls are recorded ([`offset::CALLS_BY`]). A target
+/// holding a tracer of another version gets a new library.
+pub const LAYOUT_VERSION: u32 = 4;
 /// Exported name of the control block.
-pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V3";
+pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V4";
 /// Exported name of the start function:
 /// `int start(uint32_t agent_pid, uint32_t flags)`.
-pub const START_SYMBOL: &str = "pydeep_tracer_v3_start";
+pub const START_SYMBOL: &str = "pydeep_tracer_v4_start";
 
 /// Events the ring holds (a power of two).
 pub const CAPACITY: u64 = 1 << 19;
@@ -89,6 +91,16 @@ pub const FLAG_CALLS_BY_EVAL_FRAME: u32 = 128;
 /// Flag (`PYDEEP_TRACE_CALLS=monitoring`): record calls with a
 /// `sys.monitoring` tool wherever it is usable (3.12+).
 pub const FLAG_CALLS_BY_MONITORING: u32 = 256;
+
+/// How a window records calls ([`offset::CALLS_BY`]): not chosen yet.
+pub const CALLS_BY_NONE: u32 = 0;
+/// Calls recorded by a C profile function on every thread
+/// (`_PyEval_SetProfile`).
+pub const CALLS_BY_PROFILE: u32 = 1;
+/// Calls recorded by the global events of pydeep's `sys.monitoring` tool.
+pub const CALLS_BY_MONITORING: u32 = 2;
+/// Calls recorded by PEP 523's eval-frame hook.
+pub const CALLS_BY_EVAL_FRAME: u32 = 3;
 
 /// Clock of the event times: CLOCK_MONOTONIC nanoseconds.
 pub const CLOCK_MONOTONIC_NS: u32 = 0;
@@ -207,8 +219,13 @@ pub mod offset {
     /// `u32` the `sys.monitoring` tool id used for `--opcodes` (3.12+),
     /// plus one; 0 if none.
     pub const MONITORING_TOOL: u64 = 148;
+    /// `u32` how the window records calls: one of the `CALLS_BY_*` words,
+    /// written by the watchdog before it publishes `STATE_TRACING`.
+    pub const CALLS_BY: u64 = 152;
+    /// `u32` reserved (0).
+    pub const RESERVED: u64 = 156;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
-    pub const MESSAGE: u64 = 152;
+    pub const MESSAGE: u64 = 160;
     /// Size of the whole block.
     pub const SIZE: u64 = MESSAGE + super::MESSAGE_SIZE as u64;
 }

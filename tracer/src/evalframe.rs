@@ -28,7 +28,7 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::abi::*;
-use crate::{Api, PYDEEP_TRACER_V3};
+use crate::{Api, CONTROL};
 
 /// `_PyFrameEvalFunction`: `(PyThreadState *, frame, int throwflag)`; the
 /// frame is a `PyFrameObject *` before 3.11, a `_PyInterpreterFrame *`
@@ -165,7 +165,7 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         return core::ptr::null_mut();
     };
     let previous = previous(ef);
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN || frame.is_null() {
         return previous(tstate, frame, throw);
     }

@@ -106,6 +106,8 @@ pub struct Control {
     counts_lost: AtomicU64,
     counted_codes: AtomicU32,
     monitoring_tool: AtomicU32,
+    calls_by: AtomicU32,
+    reserved: AtomicU32,
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -139,6 +141,8 @@ const _: () = {
     assert!(offset_of!(Control, counts_lost) as u64 == offset::COUNTS_LOST);
     assert!(offset_of!(Control, counted_codes) as u64 == offset::COUNTED_CODES);
     assert!(offset_of!(Control, monitoring_tool) as u64 == offset::MONITORING_TOOL);
+    assert!(offset_of!(Control, calls_by) as u64 == offset::CALLS_BY);
+    assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
     assert!(core::mem::size_of::<Control>() as u64 == offset::SIZE);
     assert!(core::mem::size_of::<Event>() as u64 == EVENT_SIZE);
@@ -151,9 +155,9 @@ const _: () = {
 };
 
 /// The control block, found by the agent through the library's dynamic
-/// symbol table.
-#[no_mangle]
-pub static PYDEEP_TRACER_V3: Control = Control {
+/// symbol table (under [`abi::CONTROL_SYMBOL`]).
+#[export_name = "PYDEEP_TRACER_V4"]
+pub static CONTROL: Control = Control {
     magic: AtomicU64::new(MAGIC),
     version: AtomicU32::new(LAYOUT_VERSION),
     state: AtomicU32::new(STATE_IDLE),
@@ -178,6 +182,8 @@ pub static PYDEEP_TRACER_V3: Control = Control {
     counts_lost: AtomicU64::new(0),
     counted_codes: AtomicU32::new(0),
     monitoring_tool: AtomicU32::new(0),
+    calls_by: AtomicU32::new(CALLS_BY_NONE),
+    reserved: AtomicU32::new(0),
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -333,16 +339,13 @@ pub(crate) enum Calls {
 }
 
 /// How this window records calls: [`choose_calls`]' answer, made once
-/// when the hooks go in (0: not chosen yet, else the `Calls` plus one).
-static CALLS: AtomicU32 = AtomicU32::new(0);
-
-/// How this window records calls (chosen once per window, see
-/// [`choose_calls`]).
+/// when the hooks go in and kept in the control block's `calls_by` (which
+/// also tells the agent).
 pub(crate) fn calls_by(api: &Api) -> Calls {
-    match CALLS.load(Ordering::Relaxed) {
-        1 => Calls::Profile,
-        2 => Calls::Monitoring,
-        3 => Calls::EvalFrame,
+    match CONTROL.calls_by.load(Ordering::Relaxed) {
+        CALLS_BY_PROFILE => Calls::Profile,
+        CALLS_BY_MONITORING => Calls::Monitoring,
+        CALLS_BY_EVAL_FRAME => Calls::EvalFrame,
         _ => choose_calls(api),
     }
 }
@@ -352,11 +355,11 @@ pub(crate) fn calls_by(api: &Api) -> Calls {
 fn settle_calls(api: &Api) -> Calls {
     let calls = choose_calls(api);
     let word = match calls {
-        Calls::Profile => 1,
-        Calls::Monitoring => 2,
-        Calls::EvalFrame => 3,
+        Calls::Profile => CALLS_BY_PROFILE,
+        Calls::Monitoring => CALLS_BY_MONITORING,
+        Calls::EvalFrame => CALLS_BY_EVAL_FRAME,
     };
-    CALLS.store(word, Ordering::Relaxed);
+    CONTROL.calls_by.store(word, Ordering::Relaxed);
     calls
 }
 
@@ -382,7 +385,7 @@ fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
 /// (`PYDEEP_TRACE_CALLS`, the `FLAG_CALLS_BY_*` bits); one that is not
 /// available falls back to this choice. Called with the GIL held.
 fn choose_calls(api: &Api) -> Calls {
-    let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
+    let flags = CONTROL.flags.load(Ordering::Relaxed);
     let monitoring = api.version >= 0x030C_0000 && api.opcodes.is_some();
     let eval_frame = api.eval_frame.is_some();
     if flags & FLAG_C_CALLS != 0 || flags & FLAG_CALLS_BY_PROFILE != 0 {
@@ -566,12 +569,12 @@ fn resolve_opcodes() -> Option<OpcodeApi> {
 ///
 /// # Safety
 /// Call from a thread where calling malloc and pthread_create is safe.
-#[no_mangle]
-pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c_int {
+#[export_name = "pydeep_tracer_v4_start"]
+pub unsafe extern "C" fn start(agent_pid: u32, flags: u32) -> c_int {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return -1;
     }
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     c.command.store(COMMAND_RUN, Ordering::Relaxed);
     c.flags.store(flags, Ordering::Relaxed);
     c.agent_pid.store(agent_pid, Ordering::Relaxed);
@@ -595,7 +598,7 @@ pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c
     set_message("");
     opcodes::reset(flags & FLAG_OPCODES != 0);
     evalframe::new_window();
-    CALLS.store(0, Ordering::Relaxed);
+    c.calls_by.store(CALLS_BY_NONE, Ordering::Relaxed);
     sys::create_thread_id_key();
     let tsc = flags & FLAG_TSC != 0 && sys::tsc_enabled();
     sys::use_tsc(tsc);
@@ -634,7 +637,7 @@ pub unsafe extern "C" fn pydeep_tracer_v3_start(agent_pid: u32, flags: u32) -> c
 fn set_message(text: &str) {
     // SAFETY: only the starter and the watchdog write it, one after the
     // other, before publishing a state.
-    let message = unsafe { &mut *PYDEEP_TRACER_V3.message.get() };
+    let message = unsafe { &mut *CONTROL.message.get() };
     fill_message(message, text);
 }
 
@@ -666,7 +669,7 @@ unsafe extern "C" fn profile(
         _ => return 0,
     };
     let Some(api) = api() else { return 0 };
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         // The window is over: this thread removes its own hook at once
         // (the watchdog removes the others' when it holds the GIL).
@@ -722,7 +725,7 @@ unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) -> b
 /// Appends one event to the ring, or counts it dropped if the ring is full.
 #[inline(always)]
 unsafe fn write_event(time_ns: u64, object: u64, kind: u32, offset: u32, line: u32) {
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     let w = c.write_pos.load(Ordering::Relaxed);
     let r = c.read_pos.load(Ordering::Acquire);
     if w.wrapping_sub(r) >= CAPACITY {
@@ -747,7 +750,7 @@ unsafe fn write_event(time_ns: u64, object: u64, kind: u32, offset: u32, line: u
 /// With `--functions`: true if the agent said `code` is not selected; a
 /// new reference (`owned`, from `PyFrame_GetCode`) is then given back.
 unsafe fn skipped(code: *mut c_void, owned: bool) -> bool {
-    if PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
+    if CONTROL.flags.load(Ordering::Relaxed) & FLAG_SELECT == 0
         || selection(code as usize) != SELECT_NO
     {
         return false;
@@ -773,7 +776,7 @@ unsafe extern "C" fn trace(
         return 0;
     }
     let Some(api) = api() else { return 0 };
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN {
         set_own_trace(api, None);
         return 0;
@@ -839,7 +842,7 @@ fn profile_address() -> usize {
 /// Counts one dropped event, at its time in the events' clock (the agent
 /// converts the first and last drop's like the events').
 fn drop_event(time_ns: u64) {
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);
     }
@@ -884,9 +887,7 @@ unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
             if !owned {
                 (api.inc_ref)(object as *mut c_void);
             }
-            PYDEEP_TRACER_V3
-                .kept_objects
-                .fetch_add(1, Ordering::Relaxed);
+            CONTROL.kept_objects.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         i = (i + 1) & mask;
@@ -965,7 +966,7 @@ unsafe fn calibrate_field(set: SetProfile, function: TraceFunc, api: &Api) -> Op
 /// `--lines`, and for `--opcodes` before 3.12 (3.12+ counts opcodes with
 /// `sys.monitoring`).
 fn wants_trace_function(api: &Api) -> bool {
-    let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
+    let flags = CONTROL.flags.load(Ordering::Relaxed);
     flags & FLAG_LINES != 0 || (flags & FLAG_OPCODES != 0 && !opcodes::by_monitoring(api))
 }
 
@@ -1120,7 +1121,7 @@ unsafe fn uninstall(api: &Api) {
 }
 
 fn agent_alive(last_beat: &mut (u64, u64)) -> bool {
-    let beat = PYDEEP_TRACER_V3.heartbeat.load(Ordering::Relaxed);
+    let beat = CONTROL.heartbeat.load(Ordering::Relaxed);
     let now = now_ns();
     if beat != last_beat.0 {
         *last_beat = (beat, now);
@@ -1138,7 +1139,7 @@ extern "C" fn watchdog_main(_: *mut c_void) -> *mut c_void {
 /// Ends a window that could not start: the state and message say why.
 fn fail(state: u32, why: &str) {
     set_message(why);
-    PYDEEP_TRACER_V3.state.store(state, Ordering::Release);
+    CONTROL.state.store(state, Ordering::Release);
     RUNNING.store(false, Ordering::Release);
 }
 
@@ -1150,7 +1151,7 @@ fn fail(state: u32, why: &str) {
 /// when the interpreter starts finalizing meanwhile (`pthread_exit`): the
 /// process is exiting then, and nothing here needs to run.
 fn watchdog() {
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     let Some(api) = api() else {
         fail(STATE_FAILED, "the tracer's C API is not resolved");
         return;

@@ -23,7 +23,7 @@ use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::abi::*;
-use crate::{Api, OpcodeApi, PYDEEP_TRACER_V3};
+use crate::{Api, OpcodeApi, CONTROL};
 
 /// `sys.monitoring` (a reference) and the tool id plus one (0: no tool).
 static MONITORING: AtomicUsize = AtomicUsize::new(0);
@@ -125,7 +125,7 @@ pub(crate) unsafe fn open(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str
     }
     (api.dec_ref)(used);
     TOOL.store(tool as u32 + 1, Ordering::Relaxed);
-    PYDEEP_TRACER_V3
+    CONTROL
         .monitoring_tool
         .store(tool as u32 + 1, Ordering::Relaxed);
     Ok(())
@@ -234,7 +234,7 @@ unsafe fn callback(args: *const *mut c_void, nargs: isize, kind: u32) -> *mut c_
     let Some(ops) = &api.opcodes else {
         return core::ptr::null_mut();
     };
-    if nargs >= 1 && PYDEEP_TRACER_V3.command.load(Ordering::Relaxed) == COMMAND_RUN {
+    if nargs >= 1 && CONTROL.command.load(Ordering::Relaxed) == COMMAND_RUN {
         crate::record_code(api, kind, *args, false);
     }
     // None is immortal on 3.12+, the only versions that call this.

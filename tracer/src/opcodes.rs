@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::abi::*;
 use crate::monitoring::{self, MethodDef};
-use crate::{Api, OpcodeApi, PYDEEP_TRACER_V3};
+use crate::{Api, OpcodeApi, CONTROL};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -72,7 +72,7 @@ pub(crate) fn reset(counting: bool) {
             unsafe { table.add(i).write_volatile(EMPTY) };
         }
     }
-    let c = &PYDEEP_TRACER_V3;
+    let c = &CONTROL;
     let address = if counting { table as u64 } else { 0 };
     c.counts_address.store(address, Ordering::Relaxed);
     c.counts_lost.store(0, Ordering::Relaxed);
@@ -106,7 +106,7 @@ unsafe fn add(code: usize, offset: u32) {
 }
 
 fn lost() {
-    PYDEEP_TRACER_V3.counts_lost.fetch_add(1, Ordering::Relaxed);
+    CONTROL.counts_lost.fetch_add(1, Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------
@@ -148,9 +148,7 @@ pub(crate) unsafe fn on_call(api: &Api, ops: &OpcodeApi, frame: *mut c_void) {
             }
             (api.inc_ref)(frame);
             *slot = frame as usize;
-            PYDEEP_TRACER_V3
-                .counted_codes
-                .fetch_add(1, Ordering::Relaxed);
+            CONTROL.counted_codes.fetch_add(1, Ordering::Relaxed);
             return;
         }
         i = i.wrapping_add(1);
@@ -247,7 +245,7 @@ unsafe extern "C" fn instruction(
     let Some(ops) = &api.opcodes else {
         return core::ptr::null_mut();
     };
-    if nargs >= 2 && PYDEEP_TRACER_V3.command.load(Ordering::Relaxed) == COMMAND_RUN {
+    if nargs >= 2 && CONTROL.command.load(Ordering::Relaxed) == COMMAND_RUN {
         let code = *args;
         let offset = (ops.as_long)(*args.add(1));
         if offset < 0 {
@@ -333,9 +331,7 @@ pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
         (api.dec_ref)(set);
         *table.add(done) = code;
         INSTRUMENTED_COUNT.store(done + 1, Ordering::Relaxed);
-        PYDEEP_TRACER_V3
-            .counted_codes
-            .fetch_add(1, Ordering::Relaxed);
+        CONTROL.counted_codes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

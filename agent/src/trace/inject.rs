@@ -37,7 +37,7 @@ pub static TRACER_LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lib
 
 /// The name of the memfd the library is loaded from (how a second window
 /// finds it in /proc/PID/maps).
-pub const MEMFD_NAME: &str = "pydeep-tracer-v3";
+pub const MEMFD_NAME: &str = "pydeep-tracer-v4";
 
 /// Interpreter functions at whose entry a thread is not inside libc (no
 /// malloc, loader or stdio lock of its own), so calling `dlopen` and

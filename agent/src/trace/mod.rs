@@ -100,12 +100,63 @@ fn flags_of(options: &TraceOptions) -> u32 {
 /// `--c-calls` always uses the profile function). Unset: the tracer
 /// decides per version (notes/tracing.md, "Cost").
 fn calls_forced() -> u32 {
-    match std::env::var("PYDEEP_TRACE_CALLS").as_deref() {
-        Ok("profile") => abi::FLAG_CALLS_BY_PROFILE,
-        Ok("eval-frame") => abi::FLAG_CALLS_BY_EVAL_FRAME,
-        Ok("monitoring") => abi::FLAG_CALLS_BY_MONITORING,
-        _ => 0,
-    }
+    let asked = std::env::var("PYDEEP_TRACE_CALLS").unwrap_or_default();
+    CALLS_BY
+        .iter()
+        .find(|by| by.name == asked)
+        .map_or(0, |by| by.flag)
+}
+
+/// One way the tracer records Python calls (`abi::CALLS_BY_*`).
+struct CallsBy {
+    /// The control block's word.
+    word: u32,
+    /// The flag that forces it.
+    flag: u32,
+    /// Its name in `PYDEEP_TRACE_CALLS` and in the recording
+    /// (`TraceEventBatch.calls_by`).
+    name: &'static str,
+    /// What `pydeep trace` says when the window opens.
+    description: &'static str,
+}
+
+/// Every way the tracer records calls (notes/tracing.md, "Cost").
+const CALLS_BY: [CallsBy; 3] = [
+    CallsBy {
+        word: abi::CALLS_BY_EVAL_FRAME,
+        flag: abi::FLAG_CALLS_BY_EVAL_FRAME,
+        name: "eval-frame",
+        description: "PEP 523's eval-frame hook",
+    },
+    CallsBy {
+        word: abi::CALLS_BY_MONITORING,
+        flag: abi::FLAG_CALLS_BY_MONITORING,
+        name: "monitoring",
+        description: "a sys.monitoring tool",
+    },
+    CallsBy {
+        word: abi::CALLS_BY_PROFILE,
+        flag: abi::FLAG_CALLS_BY_PROFILE,
+        name: "profile",
+        description: "a C profile function",
+    },
+];
+
+/// The name the recording gives the control block's `calls_by` word
+/// (empty if the tracer did not say).
+pub fn calls_by_name(word: u32) -> &'static str {
+    CALLS_BY
+        .iter()
+        .find(|by| by.word == word)
+        .map_or("", |by| by.name)
+}
+
+/// How `pydeep trace` describes the control block's `calls_by` word.
+fn calls_by_description(word: u32) -> &'static str {
+    CALLS_BY
+        .iter()
+        .find(|by| by.word == word)
+        .map_or("an unknown way", |by| by.description)
 }
 
 /// `record --trace`: starts the tracer in the program `record` just
@@ -727,8 +778,9 @@ impl Drain {
             ),
         }
         eprintln!(
-            "pydeep: tracing process {} (hooks on {} threads, times from {}){}",
+            "pydeep: tracing process {} (calls through {}, hooks on {} threads, times from {}){}",
             target.pid(),
+            calls_by_description(started.calls_by),
             started.threads_hooked,
             clock::name(started.clock),
             match options.duration {
@@ -979,6 +1031,7 @@ impl Drain {
             meta.threads_hooked = control.threads_hooked;
             meta.threads_line_hooked = control.threads_line_hooked;
             meta.clock = clock::recorded_name(control.clock).to_owned();
+            meta.calls_by = calls_by_name(control.calls_by).to_owned();
             if self.first_batch {
                 meta.window_start_ns = control.start_ns;
             }

@@ -40,6 +40,8 @@ pub struct ControlBlock {
     pub counted_codes: u32,
     /// The clock of the event times (`abi::CLOCK_*`).
     pub clock: u32,
+    /// How the window records calls (`abi::CALLS_BY_*`).
+    pub calls_by: u32,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -85,6 +87,7 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         counts_lost: u64_at(&block, offset::COUNTS_LOST),
         counted_codes: u32_at(&block, offset::COUNTED_CODES),
         clock: u32_at(&block, offset::CLOCK),
+        calls_by: u32_at(&block, offset::CALLS_BY),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }
