@@ -242,7 +242,14 @@ impl Traced {
         symbols: &mut Symbols,
         writer: &mut Writer<W>,
     ) -> io::Result<()> {
+        if batch.lost > 0 {
+            self.stacks.lost(batch.lost_first_ns, batch.lost_last_ns);
+        }
         for event in self.clock.decode(batch) {
+            if let Some(at) = self.stacks.cut(&event) {
+                // Calls open where the tracer lost events end there.
+                self.close_open(writer, at.max(self.last_ns))?;
+            }
             self.last_ns = self.last_ns.max(event.time_ns);
             let step = self.stacks.apply(&event);
             if step == Step::Ignored {

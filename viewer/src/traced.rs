@@ -8,7 +8,9 @@
 //! total counts only its outermost calls (so no time is counted twice).
 //! Returns of frames entered before the window (on an empty stack) and
 //! calls still open when it ended are left out of the durations; their
-//! calls are still counted.
+//! calls are still counted. So are calls the tracer's lost events cut
+//! short (see [`CallStacks::lost`]): where events were dropped, no
+//! duration is guessed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -57,6 +59,9 @@ pub struct Calls {
     pub events: u64,
     /// Events the tracer dropped.
     pub lost: u64,
+    /// How the tracer recorded calls, per window in order (the names of
+    /// `TraceEventBatch.calls_by`; windows that did not say are left out).
+    pub calls_by: Vec<String>,
 }
 
 /// One call open on a thread's stack.
@@ -86,7 +91,8 @@ pub enum Step {
         depth: usize,
     },
     /// Neither: a return on an empty stack (of a frame entered before the
-    /// window) or not matching the call on top, or another kind of event.
+    /// window) or not matching the call on top, an event inside a span of
+    /// lost events, or another kind of event.
     Ignored,
 }
 
@@ -94,14 +100,63 @@ pub enum Step {
 /// order. The one place the trace views (`top --trace`, `chrome`,
 /// `flamegraph --trace`) match returns to calls: a return counts only if it
 /// names the call on top of its thread's stack. Memory is threads × depth.
+///
+/// Where the tracer dropped events (its ring was full: a batch's `lost`,
+/// between `lost_first_ns` and `lost_last_ns`), any call or return may be
+/// missing, on any thread, so no stack can be trusted across that span:
+/// told of it with [`CallStacks::lost`], the stacks are cut at its start
+/// ([`CallStacks::cut`]: the views end what was open there), and events
+/// inside it are not matched. Without this, one lost return leaves its call
+/// on the stack for good and later returns pair with the wrong calls
+/// (durations longer than the window, own time above total).
 #[derive(Debug, Default)]
 pub struct CallStacks {
     stacks: HashMap<u32, Vec<OpenCall>>,
+    /// The span of the latest lost events, (first, last) ns, until an
+    /// event after it arrives.
+    hole: Option<(u64, u64)>,
+    /// The stacks were cut at the start of `hole`.
+    cut: bool,
 }
 
 impl CallStacks {
-    /// Applies `event` to its thread's stack.
+    /// The batch about to be applied says the tracer dropped events
+    /// between `first_ns` and `last_ns` (its `lost`, `lost_first_ns`,
+    /// `lost_last_ns`; they all came after the previous batch's events).
+    pub fn lost(&mut self, first_ns: u64, last_ns: u64) {
+        self.hole = Some((first_ns, last_ns.max(first_ns)));
+        self.cut = false;
+    }
+
+    /// Call before [`CallStacks::apply`] with each event: `Some(time)` when
+    /// the event is the first at or past the start of lost events, so every
+    /// call still open is cut there: the caller ends them at `time` (their
+    /// durations unknown) and then calls [`CallStacks::clear_all`].
+    pub fn cut(&mut self, event: &TraceEvent) -> Option<u64> {
+        match self.hole {
+            Some((first, _)) if !self.cut && event.time_ns >= first => {
+                self.cut = true;
+                Some(first)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets every open call of every thread.
+    pub fn clear_all(&mut self) {
+        self.stacks.values_mut().for_each(Vec::clear);
+    }
+
+    /// Applies `event` to its thread's stack (nothing inside a span of
+    /// lost events: [`Step::Ignored`]).
     pub fn apply(&mut self, event: &TraceEvent) -> Step {
+        if let Some((first, last)) = self.hole {
+            if event.time_ns > last {
+                self.hole = None;
+            } else if event.time_ns >= first {
+                return Step::Ignored;
+            }
+        }
         let stack = self.stacks.entry(event.thread).or_default();
         match event.kind {
             TraceEventKind::TraceCall | TraceEventKind::TraceCCall => {
@@ -175,11 +230,26 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
             continue;
         };
         calls.lost += batch.lost;
+        if batch.lost > 0 {
+            stacks.lost(batch.lost_first_ns, batch.lost_last_ns);
+        }
+        if !batch.calls_by.is_empty() {
+            calls.calls_by.push(batch.calls_by.clone());
+        }
         for e in clock.decode(&batch) {
             calls.events += 1;
+            if stacks.cut(&e).is_some() {
+                stacks.clear_all();
+                active.clear();
+            }
+            if matches!(
+                e.kind,
+                TraceEventKind::TraceCall | TraceEventKind::TraceCCall
+            ) {
+                rows.entry(e.frame).or_default().calls += 1;
+            }
             match stacks.apply(&e) {
                 Step::Entered { .. } => {
-                    rows.entry(e.frame).or_default().calls += 1;
                     *active.entry((e.thread, e.frame)).or_default() += 1;
                 }
                 Step::Left { call, .. } => {
@@ -196,6 +266,11 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
                 }
                 Step::Ignored => {}
             }
+        }
+        if batch.window_end_ns != 0 {
+            // Calls still open end with the window, their durations unknown.
+            stacks.clear_all();
+            active.clear();
         }
     }
     let tables = recording.tables();
@@ -261,8 +336,23 @@ pub fn profile<R: Read>(input: &mut Input<R>, granularity: Granularity) -> Profi
     };
     while let Some(timed) = input.next_timed() {
         let Timed::Trace(batch) = timed else { continue };
+        if batch.lost > 0 {
+            stacks.lost(batch.lost_first_ns, batch.lost_last_ns);
+        }
         for e in clock.decode(&batch) {
             events += 1;
+            if let Some(at) = stacks.cut(&e) {
+                // What was open counts up to the lost events, then ends.
+                for thread in stacks.threads_with_open_calls() {
+                    let stack = open.entry(thread).or_default();
+                    if let Some(previous) = last.get(&thread) {
+                        count(thread, stack, at.saturating_sub(*previous));
+                    }
+                    stack.clear();
+                }
+                stacks.clear_all();
+                last.clear();
+            }
             time_range = Some(match time_range {
                 None => (e.time_ns, e.time_ns),
                 Some((first, end)) => (first.min(e.time_ns), end.max(e.time_ns)),
@@ -337,11 +427,18 @@ fn us(ns: u64) -> String {
 
 /// The table: one row per function, `limit` rows (0: all).
 pub fn write(calls: &Calls, limit: usize, mut out: impl Write) -> io::Result<()> {
+    let mut ways = calls.calls_by.clone();
+    ways.dedup();
     writeln!(
         out,
-        "{} trace events, {} lost{}",
+        "{} trace events, {} lost{}{}",
         calls.events,
         calls.lost,
+        if ways.is_empty() {
+            String::new()
+        } else {
+            format!("; calls recorded by {}", ways.join(", "))
+        },
         if calls.events == 0 {
             " (no trace window in this recording: record one with `pydeep trace PID`)"
         } else {
@@ -368,4 +465,86 @@ pub fn write(calls: &Calls, limit: usize, mut out: impl Write) -> io::Result<()>
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(time_ns: u64, thread: u32, kind: TraceEventKind, frame: u64) -> TraceEvent {
+        TraceEvent {
+            time_ns,
+            thread,
+            kind,
+            frame,
+        }
+    }
+    use TraceEventKind::{TraceCall as CALL, TraceReturn as RETURN};
+
+    /// Feeds `events` (with the lost span of their batch, if any) the way
+    /// the views do, returning every step.
+    fn steps(events: &[TraceEvent], lost: Option<(u64, u64)>) -> (Vec<Step>, Vec<u64>) {
+        let mut stacks = CallStacks::default();
+        if let Some((first, last)) = lost {
+            stacks.lost(first, last);
+        }
+        let mut cuts = Vec::new();
+        let steps = events
+            .iter()
+            .map(|e| {
+                if let Some(at) = stacks.cut(e) {
+                    cuts.push(at);
+                    stacks.clear_all();
+                }
+                stacks.apply(e)
+            })
+            .collect();
+        (steps, cuts)
+    }
+
+    #[test]
+    fn a_return_pairs_with_the_call_on_top_only() {
+        let (steps, cuts) = steps(
+            &[
+                event(10, 1, RETURN, 7), // entered before the window
+                event(20, 1, CALL, 1),
+                event(30, 1, CALL, 2),
+                event(40, 1, RETURN, 1), // not the call on top
+                event(50, 1, RETURN, 2),
+                event(60, 1, RETURN, 1),
+            ],
+            None,
+        );
+        assert!(cuts.is_empty());
+        assert_eq!(steps[0], Step::Ignored);
+        assert_eq!(steps[3], Step::Ignored);
+        assert!(matches!(steps[4], Step::Left { call, depth: 1 } if call.start_ns == 30));
+        assert!(matches!(steps[5], Step::Left { call, depth: 0 }
+            if call.start_ns == 20 && call.children_ns == 20));
+    }
+
+    /// Thread 1's return of frame 2 and thread 2's call of frame 3 were
+    /// among the lost events (between 35 and 45): without the cut, frame
+    /// 1's return would pair with frame 1's outer call after the recursion
+    /// was broken, and frame 2 would stay open for good.
+    #[test]
+    fn lost_events_cut_every_stack_and_nothing_inside_them_pairs() {
+        let (steps, cuts) = steps(
+            &[
+                event(10, 1, CALL, 1),
+                event(20, 1, CALL, 2),
+                event(30, 2, CALL, 4),
+                event(40, 2, RETURN, 4), // inside the lost span
+                event(50, 1, RETURN, 1),
+                event(60, 2, CALL, 5),
+                event(70, 2, RETURN, 5),
+            ],
+            Some((35, 45)),
+        );
+        assert_eq!(cuts, vec![35], "cut once, at the first lost event");
+        assert_eq!(steps[3], Step::Ignored, "no pairing inside the span");
+        assert_eq!(steps[4], Step::Ignored, "frame 1's call was cut");
+        assert!(matches!(steps[5], Step::Entered { depth: 0 }));
+        assert!(matches!(steps[6], Step::Left { call, depth: 0 } if call.start_ns == 60));
+    }
 }
