@@ -949,6 +949,60 @@ print("rounds", rounds, flush=True)
     }
 }
 
+/// A target that already loaded a library from `/proc/self/fd/N` and
+/// closed N (as a pydeep of an earlier tracer layout does): the tracer's
+/// memfd gets N again, and glibc's `dlopen` of the same path would hand
+/// back the library already loaded under that name (before the fix:
+/// "the tracer was loaded but is not in the target's maps"). The window
+/// opens, traces, and the other library is still the program's.
+#[test]
+fn a_target_that_loaded_a_library_from_a_closed_memfd_is_traced() {
+    let program = r#"
+import ctypes, ctypes.util, os, sys, time
+name = ctypes.util.find_library("z") or "libz.so.1"
+dirs = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib")
+path = next(os.path.join(d, name) for d in dirs if os.path.exists(os.path.join(d, name)))
+fd = os.memfd_create("not-pydeep", 0)
+with open(path, "rb") as f:
+    os.write(fd, f.read())
+lib = ctypes.CDLL(f"/proc/self/fd/{fd}")
+lib.zlibVersion.restype = ctypes.c_char_p
+os.close(fd)
+def beat():
+    return lib.zlibVersion()
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+open(ready, "w").close()
+while not os.path.exists(os.path.join(folder, "end")):
+    beat()
+    time.sleep(0.001)
+print("zlib", lib.zlibVersion().decode(), flush=True)
+"#;
+    for python in test_pythons("pydeep trace, a library already loaded from a closed memfd") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, ready) = start_program(&python, program, dir.path(), "memfd");
+        wait_for_file(&ready, &mut child, &what);
+        let recording = dir.path().join("memfd.pdr");
+        let output = Command::new(workspace_binary("pydeep"))
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut child, &what);
+        assert!(status.success(), "{what}: the program ended with {status}");
+        let beats = read_trace(&recording).calls_of("beat");
+        assert!(beats > 0, "{what}: no call of beat() traced");
+        eprintln!("   {what}: traced ({beats} calls of beat)");
+    }
+}
+
 /// A program with its own PEP 523 eval-frame function (CPython's test
 /// module's recorder, `_testinternalcapi.set_eval_frame_record`, where the
 /// interpreter has it: 3.11+ builds with test modules). During a window

@@ -300,6 +300,8 @@ fn target_modules(pid: i32) -> Result<(Functions, Module, String), InjectError> 
         memfd_create: libc_fn("memfd_create")?,
         dlopen: libc_fn("dlopen")?,
         dlerror: libc_fn("dlerror")?,
+        dlclose: libc_fn("dlclose")?,
+        fcntl: libc_fn("fcntl")?,
         close: libc_fn("close")?,
     };
     // The interpreter: libpython if there is one, else the executable.
@@ -466,6 +468,8 @@ struct Functions {
     memfd_create: u64,
     dlopen: u64,
     dlerror: u64,
+    dlclose: u64,
+    fcntl: u64,
     close: u64,
 }
 
@@ -566,13 +570,13 @@ fn load(thread: &mut Stopped<'_>, pid: i32, functions: &Functions) -> Result<u64
         file.write_all(TRACER_LIBRARY)?;
         file.flush()
     })();
-    let opened = match written {
+    let (opened, fd) = match written {
         Ok(()) => {
-            let path = thread.push_string(&format!("/proc/self/fd/{fd}"))?;
+            let (path, fd) = unused_path(thread, functions, fd)?;
             // RTLD_NOW: every symbol bound now, not later on a hot path.
-            thread.call(functions.dlopen, &[path, 2])?
+            (thread.call(functions.dlopen, &[path, RTLD_NOW])?, fd)
         }
-        Err(_) => 0,
+        Err(_) => (0, fd),
     };
     let why = if opened == 0 {
         let message = thread.call(functions.dlerror, &[])?;
@@ -593,6 +597,53 @@ fn load(thread: &mut Stopped<'_>, pid: i32, functions: &Functions) -> Result<u64
     }
     loaded_control(&maps(pid)?)
         .ok_or_else(|| other("the tracer was loaded but is not in the target's maps"))
+}
+
+/// `dlopen` flags (glibc).
+const RTLD_NOW: u64 = 2;
+/// See [`RTLD_NOW`].
+const RTLD_NOLOAD: u64 = 4;
+/// `fcntl` command: duplicate to the lowest free descriptor at or above
+/// the argument, close-on-exec.
+const F_DUPFD_CLOEXEC: u64 = 1030;
+/// Descriptor numbers tried before giving up on a path no library has.
+const PATH_TRIES: i32 = 16;
+
+/// A path to the memfd `fd` that no library loaded in the target was
+/// opened by, pushed on the thread's stack, and the descriptor it names.
+/// glibc's `dlopen` first compares the path with the names of the loaded
+/// objects, and returns the one already loaded if it matches: a target
+/// that loaded another pydeep tracer (of an earlier layout) from
+/// `/proc/self/fd/N` and closed N gets N again from `memfd_create`, and
+/// would be handed the old library. So while `dlopen(RTLD_NOLOAD)` finds
+/// one by that name, the memfd moves to a higher descriptor.
+fn unused_path(
+    thread: &mut Stopped<'_>,
+    functions: &Functions,
+    mut fd: i32,
+) -> Result<(u64, i32), InjectError> {
+    for _ in 0..PATH_TRIES {
+        let path = thread.push_string(&format!("/proc/self/fd/{fd}"))?;
+        let loaded = thread.call(functions.dlopen, &[path, RTLD_NOW | RTLD_NOLOAD])?;
+        if loaded == 0 {
+            return Ok((path, fd));
+        }
+        // RTLD_NOLOAD took a reference: give it back.
+        thread.call(functions.dlclose, &[loaded])?;
+        let moved = thread.call(
+            functions.fcntl,
+            &[fd as u64, F_DUPFD_CLOEXEC, fd as u64 + 1],
+        )? as i32;
+        thread.call(functions.close, &[fd as u64])?;
+        if moved < 0 {
+            return Err(other("fcntl(F_DUPFD_CLOEXEC) failed in the target"));
+        }
+        fd = moved;
+    }
+    thread.call(functions.close, &[fd as u64])?;
+    Err(other(format!(
+        "{PATH_TRIES} descriptor paths in a row name libraries already loaded in the target"
+    )))
 }
 
 // ---------------------------------------------------------------------------
