@@ -99,21 +99,48 @@ impl TscClock {
     /// it, extrapolated from the nearest two outside them; 0 without two
     /// pairs.
     pub fn ns(&self, tsc: u64) -> u64 {
+        let mut times = [tsc];
+        self.convert(&mut times);
+        times[0]
+    }
+
+    /// [`TscClock::ns`] of each of `times`, in place. Times in ascending
+    /// order (a drained batch's) share their segment's lookup: the drain
+    /// converts millions a second.
+    pub fn convert<'a>(&self, times: impl IntoIterator<Item = &'a mut u64>) {
         let n = self.pairs.len();
-        if n < 2 {
-            return 0;
+        // The segment (i-1, i) in use and its bounds; i within 1..n-1.
+        let mut segment: Option<(usize, u64, u64)> = None;
+        for time in times {
+            let tsc = *time;
+            if n < 2 {
+                *time = 0;
+                continue;
+            }
+            let i = match segment {
+                Some((i, low, high)) if low < tsc && tsc <= high => i,
+                _ => {
+                    // The first pair at or after tsc, kept within 1..n-1.
+                    let i = self
+                        .pairs
+                        .partition_point(|&(t, _)| t < tsc)
+                        .clamp(1, n - 1);
+                    let low = if i == 1 { 0 } else { self.pairs[i - 1].0 };
+                    let high = if i == n - 1 {
+                        u64::MAX
+                    } else {
+                        self.pairs[i].0
+                    };
+                    segment = Some((i, low, high));
+                    i
+                }
+            };
+            let (t0, n0) = self.pairs[i - 1];
+            let (t1, n1) = self.pairs[i];
+            let slope = (n1 - n0) as f64 / (t1 - t0) as f64;
+            let offset = (tsc as f64 - t0 as f64) * slope;
+            *time = (n0 as f64 + offset).round().max(0.0) as u64;
         }
-        // The first pair at or after tsc, kept within 1..n-1 so that
-        // (i-1, i) is the segment to use.
-        let i = self
-            .pairs
-            .partition_point(|&(t, _)| t < tsc)
-            .clamp(1, n - 1);
-        let (t0, n0) = self.pairs[i - 1];
-        let (t1, n1) = self.pairs[i];
-        let slope = (n1 - n0) as f64 / (t1 - t0) as f64;
-        let offset = (tsc as f64 - t0 as f64) * slope;
-        (n0 as f64 + offset).round().max(0.0) as u64
     }
 }
 
@@ -162,6 +189,11 @@ mod tests {
         }
         let times: Vec<u64> = (0..1_200).map(|t| clock.ns(t)).collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        // Converted together (the drain's way), in any order, the same.
+        let mut together: Vec<u64> = (0..1_200).chain((0..1_200).rev()).collect();
+        clock.convert(together.iter_mut());
+        let expected: Vec<u64> = times.iter().chain(times.iter().rev()).copied().collect();
+        assert_eq!(together, expected);
     }
 
     #[test]

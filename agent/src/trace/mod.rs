@@ -480,7 +480,7 @@ struct Selection {
     /// Code object address → selected. The tracer keeps every code object
     /// an event named alive until the window ends, so an address names one
     /// code object for the whole window.
-    decided: std::collections::HashMap<u64, bool>,
+    decided: crate::process::address_hash::AddressMap<u64, bool>,
     /// What the agent wrote into the tracer's table, slot by slot.
     slots: Vec<u64>,
 }
@@ -943,9 +943,13 @@ impl Drain {
                 self.tsc.add(clock::pair());
                 tries += 1;
             }
-            for event in self.batch.events.iter_mut().skip(first_event) {
-                event.time_ns = self.tsc.ns(event.time_ns);
-            }
+            self.tsc.convert(
+                self.batch
+                    .events
+                    .iter_mut()
+                    .skip(first_event)
+                    .map(|event| &mut event.time_ns),
+            );
         }
         if control.dropped > self.seen_dropped {
             let tsc = (control.clock == abi::CLOCK_TSC).then_some(&self.tsc);
