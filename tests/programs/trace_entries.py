@@ -14,7 +14,8 @@ sys.setprofile counter of this file's functions ("call" events).
 argv[1]: the ready file (the truth, work()'s value). Files in its folder:
 go -> one work() between time.monotonic_ns() readings, round1.json;
 after (the window is over) -> work() again and what the program sees of
-itself, round2.json; end -> exit 0.
+itself, round2.json; end -> exit 0. Between work() and round1.json,
+Reset.__getitem__.__defaults__ is set (CPython resets its version).
 """
 import ctypes
 import dis
@@ -35,6 +36,15 @@ class Box:
     @property
     def prop(self):
         return self.v
+
+
+class Reset:
+    """Its __getitem__'s __defaults__ are set during the window (after the
+    work() counted): CPython resets the function's version then, and
+    pydeep must not give it back its version from before."""
+
+    def __getitem__(self, i):
+        return i
 
 
 class Over:
@@ -153,13 +163,18 @@ def truth():
     return counts
 
 
-def getitem_version():
-    """Box.__getitem__'s func_version (3.11's PyFunctionObject: offset
+def getitem_version(cls=Box):
+    """cls.__getitem__'s func_version (3.11's PyFunctionObject: offset
     128), or None elsewhere: what pydeep changes on 3.11.0-3.11.3 during a
     window and must give back."""
     if sys.version_info[:2] != (3, 11):
         return None
-    return ctypes.c_uint32.from_address(id(Box.__getitem__) + 128).value
+    return ctypes.c_uint32.from_address(id(cls.__getitem__) + 128).value
+
+
+def subscribe_reset():
+    r = Reset()
+    return sum(r[i] for i in range(100))
 
 
 def specialised(function):
@@ -172,6 +187,7 @@ def specialised(function):
 
 for _ in range(200):
     value = work()
+    subscribe_reset()
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
 
@@ -182,13 +198,15 @@ def publish(name, value):
     os.rename(name + ".tmp", name)
 
 
-publish(ready, {"truth": truth(), "value": value,
-               "version": getitem_version(), "specialised": specialised(subscribe)})
+publish(ready, {"truth": truth(), "value": value, "version": getitem_version(),
+               "reset_version": getitem_version(Reset), "specialised": specialised(subscribe)})
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.005)
 before = time.monotonic_ns()
 during = work()
 after = time.monotonic_ns()
+Reset.__getitem__.__defaults__ = None
+subscribe_reset()
 publish(os.path.join(folder, "round1.json"),
         {"thread": threading.get_native_id(), "before": before, "after": after,
          "value": during, "version": getitem_version()})
@@ -197,6 +215,7 @@ while not os.path.exists(os.path.join(folder, "after")):
 for _ in range(50):
     later = work()
 publish(os.path.join(folder, "round2.json"),
-        {"value": later, "version": getitem_version(), "specialised": specialised(subscribe)})
+        {"value": later, "version": getitem_version(), "specialised": specialised(subscribe),
+         "reset_version": getitem_version(Reset), "reset_value": subscribe_reset()})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)

@@ -817,7 +817,8 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
 /// specialised before the window (Box), and one made during it (Late).
 /// After the window the program computes what it computed before, its
 /// subscriptions specialise again, and on 3.11 `Box.__getitem__` has its
-/// version back.
+/// version back, but not `Reset.__getitem__`, whose defaults the program
+/// set during the window (CPython reset its version then).
 #[test]
 fn every_way_into_a_python_frame_is_traced() {
     for python in test_pythons("pydeep trace, every way into a Python frame") {
@@ -871,6 +872,18 @@ fn every_way_into_a_python_frame_is_traced() {
         assert_eq!(
             later["specialised"], truth["specialised"],
             "{what}: subscribe()'s specialised subscription after the window against before it"
+        );
+        // Reset.__getitem__'s defaults were set during the window: CPython
+        // reset its version, and it keeps whatever it got since (3.11).
+        if python.version.1 == 11 {
+            assert_ne!(
+                later["reset_version"], truth["reset_version"],
+                "{what}: Reset.__getitem__ got its version from before the window back"
+            );
+        }
+        assert_eq!(
+            later["reset_value"], 4950,
+            "{what}: Reset()[i] after the window"
         );
         std::fs::write(dir.join("end"), "").expect("end");
         let status = wait_exit(&mut fixture.child, &what);

@@ -31,9 +31,12 @@
 //! window starts, and the `__getitem__` of a class body (or module, or
 //! `exec` code: any frame whose code is not `CO_OPTIMIZED`) that returns
 //! through the hook during the window. Not covered: a `__getitem__`
-//! attached to a class later (`cls.__getitem__ = f`, `setattr`), or a class
-//! made with `type(name, bases, namespace)` from functions defined inside
-//! a function: those specialise and their calls are missed, undetected.
+//! attached to a class later (`cls.__getitem__ = f`, `setattr`), or that of
+//! a class made during the window with `type(name, bases, namespace)`
+//! (unless one of the above already holds the function), or a tagged
+//! function whose code, defaults or annotations are set during the window
+//! (its version reset, it specialises again): their calls are missed,
+//! undetected.
 //!
 //! The layout is checked on every function before it is touched: the word
 //! before `func_version` must be `vectorcall` holding
