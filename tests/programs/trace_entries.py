@@ -5,11 +5,20 @@ __getattribute__, FOR_ITER_GEN, SEND_GEN, CALL_ALLOC_AND_ENTER_INIT,
 CALL_FUNCTION_EX ...), and generators, coroutines, throw, exceptions.
 
 work() runs 200 times first, so its instructions are specialised before
-any window. The truth: one work() under a sys.setprofile counter of this
-file's functions ("call" events). argv[1]: the ready file (the truth).
-Files in its folder: go -> one work() between time.monotonic_ns()
-readings, round1.json; end -> exit 0.
+any window (Box's __getitem__ among them). Each work() also makes a class
+(Late, with a __getitem__) and subscribes it 300 times in subscribe(),
+whose BINARY_SUBSCR was specialised for the Late of the work() before: the
+class body runs during the window, and 3.11 specialises the instruction
+again for the new class after ~70 misses. The truth: one work() under a
+sys.setprofile counter of this file's functions ("call" events).
+argv[1]: the ready file (the truth, work()'s value). Files in its folder:
+go -> one work() between time.monotonic_ns() readings, round1.json;
+after (the window is over) -> work() again and what the program sees of
+itself, round2.json; end -> exit 0. Between work() and round1.json,
+Reset.__getitem__.__defaults__ is set (CPython resets its version).
 """
+import ctypes
+import dis
 import json
 import os
 import sys
@@ -27,6 +36,15 @@ class Box:
     @property
     def prop(self):
         return self.v
+
+
+class Reset:
+    """Its __getitem__'s __defaults__ are set during the window (after the
+    work() counted): CPython resets the function's version then, and
+    pydeep must not give it back its version from before."""
+
+    def __getitem__(self, i):
+        return i
 
 
 class Over:
@@ -80,9 +98,24 @@ def leaf(x):
     return x
 
 
-def work():
-    b = Box(3)
+def define_late():
+    class Late:
+        def __getitem__(self, i):
+            return 2 * i
+
+    return Late
+
+
+def subscribe(obj, n):
     t = 0
+    for i in range(n):
+        t += obj[i]
+    return t
+
+
+def work():
+    t = subscribe(define_late()(), 300)
+    b = Box(3)
     for i in range(20):
         t += b[i]
         t += b.prop
@@ -130,8 +163,31 @@ def truth():
     return counts
 
 
+def getitem_version(cls=Box):
+    """cls.__getitem__'s func_version (3.11's PyFunctionObject: offset
+    128), or None elsewhere: what pydeep changes on 3.11.0-3.11.3 during a
+    window and must give back."""
+    if sys.version_info[:2] != (3, 11):
+        return None
+    return ctypes.c_uint32.from_address(id(cls.__getitem__) + 128).value
+
+
+def subscribe_reset():
+    r = Reset()
+    return sum(r[i] for i in range(100))
+
+
+def specialised(function):
+    """The specialised instructions of function's code (3.11+)."""
+    if sys.version_info < (3, 11):
+        return []
+    return sorted({i.opname for i in dis.get_instructions(function, adaptive=True)
+                   if i.opname.startswith("BINARY_SUBSCR")})
+
+
 for _ in range(200):
-    work()
+    value = work()
+    subscribe_reset()
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
 
@@ -142,13 +198,24 @@ def publish(name, value):
     os.rename(name + ".tmp", name)
 
 
-publish(ready, {"truth": truth()})
+publish(ready, {"truth": truth(), "value": value, "version": getitem_version(),
+               "reset_version": getitem_version(Reset), "specialised": specialised(subscribe)})
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.005)
 before = time.monotonic_ns()
-work()
+during = work()
 after = time.monotonic_ns()
+Reset.__getitem__.__defaults__ = None
+subscribe_reset()
 publish(os.path.join(folder, "round1.json"),
-        {"thread": threading.get_native_id(), "before": before, "after": after})
+        {"thread": threading.get_native_id(), "before": before, "after": after,
+         "value": during, "version": getitem_version()})
+while not os.path.exists(os.path.join(folder, "after")):
+    time.sleep(0.005)
+for _ in range(50):
+    later = work()
+publish(os.path.join(folder, "round2.json"),
+        {"value": later, "version": getitem_version(), "specialised": specialised(subscribe),
+         "reset_version": getitem_version(Reset), "reset_value": subscribe_reset()})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)

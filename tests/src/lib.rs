@@ -48,9 +48,9 @@ impl Python {
     /// interpreter's eval-frame function replaced during the window).
     pub fn trace_calls(&self) -> TraceCalls {
         match self.version {
-            (3, 9 | 10, _) => TraceCalls::EvalFrame,
-            // BINARY_SUBSCR_GETITEM ignores PEP 523 before 3.11.4.
-            (3, 11, micro) if micro >= 4 => TraceCalls::EvalFrame,
+            // 3.11.0-3.11.3 too: there the tracer keeps BINARY_SUBSCR_GETITEM
+            // (which ignores PEP 523 before 3.11.4) from running.
+            (3, 9..=11, _) => TraceCalls::EvalFrame,
             // 3.12: the hook counts each call twice against the C
             // recursion limit (1,500); 3.13: CALL_ALLOC_AND_ENTER_INIT
             // ignores PEP 523.

@@ -831,9 +831,15 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
 /// `*args` calls, generators through `for`, `yield from`, `send`, `throw`,
 /// coroutines, exceptions): the calls traced during one `work()` equal the
 /// program's own `sys.setprofile` count, per function, on every interpreter
-/// with a GIL. This is what keeps the eval-frame hook off 3.11.0-3.11.3
-/// (`__getitem__` missed) and 3.13 (`__init__` missed): forced onto them
-/// (`PYDEEP_TRACE_CALLS=eval-frame`) this test fails there.
+/// with a GIL. This is what keeps the eval-frame hook off 3.13 (`__init__`
+/// missed: forced onto it, `PYDEEP_TRACE_CALLS=eval-frame`, this test
+/// fails there), and what 3.11.0-3.11.3's `__getitem__` versions
+/// (tracer/src/getitem.rs) are for: a class whose `__getitem__` was
+/// specialised before the window (Box), and one made during it (Late).
+/// After the window the program computes what it computed before, its
+/// subscriptions specialise again, and on 3.11 `Box.__getitem__` has its
+/// version back, but not `Reset.__getitem__`, whose defaults the program
+/// set during the window (CPython reset its version then).
 #[test]
 fn every_way_into_a_python_frame_is_traced() {
     for python in test_pythons("pydeep trace, every way into a Python frame") {
@@ -873,13 +879,43 @@ fn every_way_into_a_python_frame_is_traced() {
             "{what}: traced calls per function ({:?}) against the program's own count",
             python.trace_calls()
         );
+        std::fs::write(dir.join("after"), "").expect("after");
+        let later = wait_json(&dir.join("round2.json"), &mut fixture, &what);
+        assert_eq!(
+            (&round["value"], &later["value"]),
+            (&truth["value"], &truth["value"]),
+            "{what}: work() during and after the window against before it"
+        );
+        assert_eq!(
+            later["version"], truth["version"],
+            "{what}: Box.__getitem__'s func_version after the window against before it"
+        );
+        assert_eq!(
+            later["specialised"], truth["specialised"],
+            "{what}: subscribe()'s specialised subscription after the window against before it"
+        );
+        // Reset.__getitem__'s defaults were set during the window: CPython
+        // reset its version, and it keeps whatever it got since (3.11).
+        if python.version.1 == 11 {
+            assert_ne!(
+                later["reset_version"], truth["reset_version"],
+                "{what}: Reset.__getitem__ got its version from before the window back"
+            );
+        }
+        assert_eq!(
+            later["reset_value"], 4950,
+            "{what}: Reset()[i] after the window"
+        );
         std::fs::write(dir.join("end"), "").expect("end");
         let status = wait_exit(&mut fixture.child, &what);
         assert!(status.success(), "{what}: the target ended with {status}");
         eprintln!(
-            "   {what}: every way into a frame traced ({:?}): {} functions equal the truth",
+            "   {what}: every way into a frame traced ({:?}): {} functions equal the truth; \
+             Box.__getitem__'s version {} before and after, {} during the window",
             python.trace_calls(),
-            expected.len()
+            expected.len(),
+            truth["version"],
+            round["version"]
         );
     }
 }

@@ -9,7 +9,8 @@
 //! `interp->eval_frame` is set (the generic CALL checks it, the CALL_PY_*,
 //! BINARY_SUBSCR_GETITEM, FOR_ITER_GEN, SEND_GEN, LOAD_ATTR_PROPERTY ...
 //! specialisations deoptimise on it; BINARY_SUBSCR_GETITEM only since
-//! 3.11.4, gh-104405), and 3.9/3.10 never inline. So [`hook`] sees each
+//! 3.11.4, gh-104405: before, `getitem.rs` makes it deoptimise), and
+//! 3.9/3.10 never inline. So [`hook`] sees each
 //! frame entry once: it records a call event (the code object read from the
 //! frame), calls the eval function that was installed before (CPython's
 //! default, or another tool's: chained, never dropped), and records a return
@@ -132,8 +133,14 @@ pub(crate) unsafe fn start(api: &Api) -> Result<(), &'static str> {
 /// Takes the hook out (with the GIL held), giving the interpreter back the
 /// eval function it had. If another tool installed its own over ours during
 /// the window, that one stays (and may keep calling ours, which then only
-/// passes through).
+/// passes through). Then (or if the hook never went in) the
+/// `__getitem__` functions tagged for the window get their versions back.
 pub(crate) unsafe fn stop(api: &Api) {
+    take_out(api);
+    crate::getitem::restore(api);
+}
+
+unsafe fn take_out(api: &Api) {
     let Some(ef) = &api.eval_frame else { return };
     if !INSTALLED.swap(false, Ordering::Relaxed) {
         return;
@@ -174,6 +181,9 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     if code.is_null() || core::ptr::read((code as *const usize).add(1)) != ef.code_type {
         return previous(tstate, frame, throw);
     }
+    // A class body's (or module's) frame, while 3.11.0-3.11.3's
+    // `__getitem__` functions are tagged (getitem.rs).
+    let mut namespace = false;
     if let Some((owner, flags)) = ef.layout.owner_and_flags {
         let flags = core::ptr::read((code as *const u8).add(flags) as *const u32);
         if flags & GENERATOR_FLAGS != 0
@@ -181,17 +191,22 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         {
             return previous(tstate, frame, throw);
         }
+        namespace = flags & crate::getitem::CO_OPTIMIZED == 0 && crate::getitem::active();
     }
     let generation = GENERATION.load(Ordering::Relaxed);
     // Kept (one reference in the window's table) if recorded: alive until
     // the window's RELEASE, which comes after STOP.
     let recorded = crate::record_code(api, KIND_CALL, code, false);
     let result = previous(tstate, frame, throw);
-    if recorded
-        && c.command.load(Ordering::Relaxed) == COMMAND_RUN
-        && GENERATION.load(Ordering::Relaxed) == generation
-    {
+    let same_window = c.command.load(Ordering::Relaxed) == COMMAND_RUN
+        && GENERATION.load(Ordering::Relaxed) == generation;
+    if recorded && same_window {
         crate::write_event(crate::event_time(), code as u64, KIND_RETURN, 0, 0);
+    }
+    // The frame is cleared by its caller (`_PyEval_Vector`) after this
+    // returns: its namespace is still there.
+    if namespace && same_window && !result.is_null() && crate::getitem::active() {
+        crate::getitem::namespace_returned(api, frame);
     }
     result
 }

@@ -6,12 +6,15 @@
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
 //!   (`PyGILState_Ensure`) and hooks calls and returns (without
-//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10 and 3.11.4+
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10 and 3.11
 //!   with PEP 523's eval-frame hook in front of the interpreter's eval
-//!   function (`evalframe.rs`); on 3.12 and 3.13 with global events of a
+//!   function (`evalframe.rs`; on 3.11.0-3.11.3 with every `__getitem__`
+//!   function given a version that keeps CPython from inlining its calls
+//!   past the hook, `getitem.rs`, over the class walk of `classes.rs`);
+//!   on 3.12 and 3.13 with global events of a
 //!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
-//!   frame object per call, other profilers left alone); on 3.11.0-3.11.3,
-//!   and for `--c-calls`, with a C-level profile function
+//!   frame object per call, other profilers left alone); where neither
+//!   can be used, and for `--c-calls`, with a C-level profile function
 //!   (`_PyEval_SetProfile`) on every thread of the
 //!   main interpreter, after checking that none already has one
 //!   (`sys.setprofile`, cProfile before 3.12, a tracer): those are refused,
@@ -58,7 +61,9 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod classes;
 mod evalframe;
+mod getitem;
 mod monitoring;
 mod opcodes;
 pub mod sys;
@@ -325,6 +330,9 @@ struct Api {
     /// PEP 523's eval-frame functions, where exported and the frame layout
     /// is known (3.9-3.13).
     eval_frame: Option<evalframe::EvalFrameApi>,
+    /// 3.11.0-3.11.3: what the hook needs to see `__getitem__` calls
+    /// (`getitem.rs`); None elsewhere or where not exported.
+    function_versions: Option<getitem::VersionApi>,
 }
 
 /// How a window records Python calls and returns.
@@ -351,9 +359,19 @@ pub(crate) fn calls_by(api: &Api) -> Calls {
 }
 
 /// Makes this window's choice (the watchdog, holding the GIL, before any
-/// hook goes in).
+/// hook goes in) and prepares it: on 3.11.0-3.11.3 the hook needs every
+/// `__getitem__` function tagged (`getitem.rs`); where that fails (a
+/// function of another layout, more classes or functions than the tables
+/// hold), the window takes the profile function.
 fn settle_calls(api: &Api) -> Calls {
-    let calls = choose_calls(api);
+    let mut calls = choose_calls(api);
+    // SAFETY: with the GIL held (the watchdog's install).
+    if calls == Calls::EvalFrame
+        && getitem::needed(api.version)
+        && unsafe { getitem::start(api) }.is_err()
+    {
+        calls = Calls::Profile;
+    }
     let word = match calls {
         Calls::Profile => CALLS_BY_PROFILE,
         Calls::Monitoring => CALLS_BY_MONITORING,
@@ -387,7 +405,8 @@ fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
 fn choose_calls(api: &Api) -> Calls {
     let flags = CONTROL.flags.load(Ordering::Relaxed);
     let monitoring = api.version >= 0x030C_0000 && api.opcodes.is_some();
-    let eval_frame = api.eval_frame.is_some();
+    let eval_frame = api.eval_frame.is_some()
+        && (!getitem::needed(api.version) || api.function_versions.is_some());
     if flags & FLAG_C_CALLS != 0 || flags & FLAG_CALLS_BY_PROFILE != 0 {
         return Calls::Profile;
     }
@@ -413,11 +432,13 @@ fn choose_calls(api: &Api) -> Calls {
 /// (`version`: `Py_Version`, 0 before 3.11: 3.9 and 3.10, the only ones
 /// without it that have the hook). Measured cheaper than the profile
 /// function (3.9-3.11) and `sys.monitoring` (3.12) in notes/tracing.md,
-/// "Cost"; not where CPython enters some Python frames past the hook, so
-/// that calls would be missed:
-/// - 3.11.0-3.11.3: `BINARY_SUBSCR_GETITEM` (a `__getitem__` in Python)
-///   inlines its call whatever the eval function (gh-104405, fixed in
-///   3.11.4);
+/// "Cost". On 3.11.0-3.11.3 `BINARY_SUBSCR_GETITEM` (a `__getitem__` in
+/// Python) inlines its call whatever the eval function (gh-104405, fixed
+/// in 3.11.4): there the hook is used with every `__getitem__` function
+/// given a version that keeps that instruction from running
+/// (`getitem.rs`; [`settle_calls`] falls back to the profile function if
+/// that cannot be done). Not where CPython enters some Python frames past
+/// the hook, so that calls would be missed:
 /// - 3.13: `CALL_ALLOC_AND_ENTER_INIT` (a class with an `__init__` in
 ///   Python) pushes the `__init__` frame without checking for one
 ///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
@@ -431,11 +452,7 @@ fn choose_calls(api: &Api) -> Calls {
 ///
 /// 3.14+ frames hold tagged references: untested, not used.
 fn eval_frame_by_default(version: u64) -> bool {
-    match version >> 16 {
-        0 => true,
-        0x030B => version >= 0x030B_0400,
-        _ => false,
-    }
+    matches!(version >> 16, 0 | 0x030B)
 }
 
 /// The resolved C API: written once, by the first start that resolves
@@ -501,6 +518,11 @@ fn resolve() -> Result<Api, &'static str> {
         version: version_of(),
         opcodes: resolve_opcodes(),
         eval_frame: resolve_eval_frame(version_of()),
+        function_versions: if getitem::needed(version_of()) {
+            getitem::resolve()
+        } else {
+            None
+        },
     })
 }
 
