@@ -48,13 +48,13 @@ impl Python {
     /// interpreter's eval-frame function replaced during the window).
     pub fn trace_calls(&self) -> TraceCalls {
         match self.version {
-            (3, 9 | 10, _) => TraceCalls::EvalFrame,
+            // 3.12: the hook gives back the C recursion its activations
+            // cost (tracer/src/evalframe.rs, CRecursion).
+            (3, 9 | 10 | 12, _) => TraceCalls::EvalFrame,
             // BINARY_SUBSCR_GETITEM ignores PEP 523 before 3.11.4.
             (3, 11, micro) if micro >= 4 => TraceCalls::EvalFrame,
-            // 3.12: the hook counts each call twice against the C
-            // recursion limit (1,500); 3.13: CALL_ALLOC_AND_ENTER_INIT
-            // ignores PEP 523.
-            (3, minor, _) if minor >= 12 => TraceCalls::Monitoring,
+            // 3.13: CALL_ALLOC_AND_ENTER_INIT ignores PEP 523.
+            (3, minor, _) if minor >= 13 => TraceCalls::Monitoring,
             _ => TraceCalls::Profile,
         }
     }
