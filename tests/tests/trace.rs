@@ -945,6 +945,62 @@ print("rounds", rounds, flush=True)
     }
 }
 
+/// A thread with a small stack (`threading.stack_size(256 * 1024)`)
+/// recursing near the program's default limit during a window: fine
+/// untraced on 3.11+ (Python calls take no C stack), it crashed under the
+/// eval-frame hook (3.12.1: 600 deep; 3.11.7: 900), so a program that set a
+/// thread stack size below 1 KiB per level of its limit keeps the previous
+/// mechanism (`evalframe::thread_stacks_too_small`). The program survives
+/// the window and its calls are traced. 3.9/3.10 recurse in C whatever the
+/// mechanism: not run there.
+#[test]
+fn a_thread_with_a_small_stack_recursing_near_its_limit_survives_a_window() {
+    let program = r#"
+import os, sys, threading, time
+threading.stack_size(256 * 1024)
+def down(n):
+    return 0 if n == 0 else 1 + down(n - 1)
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+def work():
+    while not os.path.exists(os.path.join(folder, "end")):
+        assert down(900) == 900
+        time.sleep(0.001)
+worker = threading.Thread(target=work)
+worker.start()
+open(ready, "w").close()
+worker.join()
+"#;
+    for python in test_pythons("pydeep trace, a small thread stack") {
+        if python.free_threaded || !python.at_least(3, 11) {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, ready) = start_program(&python, program, dir.path(), "small");
+        wait_for_file(&ready, &mut child, &what);
+        let recording = dir.path().join("small.pdr");
+        let output = Command::new(workspace_binary("pydeep"))
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut child, &what);
+        assert!(
+            status.success(),
+            "{what}: the program whose thread has a small stack ended with {status} after a window"
+        );
+        let downs = read_trace(&recording).calls_of("down");
+        assert!(downs > 0, "{what}: no call of down() traced");
+        eprintln!(
+            "   {what}: a 256 KiB thread 900 deep survived a window ({downs} calls of down traced)"
+        );
+    }
+}
+
 /// A program with its own PEP 523 eval-frame function (CPython's test
 /// module's recorder, `_testinternalcapi.set_eval_frame_record`, where the
 /// interpreter has it: 3.11+ builds with test modules). During a window

@@ -379,6 +379,10 @@ fn settle_calls(api: &Api) -> Calls {
 ///   through a C function that CPython counts and the hook gives back (a
 ///   Python function called by `map`, 3.12.1): 5,000, ~2.9 MB at most
 ///   (~4 MB through C), about a third of the main thread's stack.
+///
+/// The same holds for the program's threads: one that set
+/// `threading.stack_size` below 1 KiB per level of its limit keeps the
+/// previous mechanism too (`evalframe::thread_stacks_too_small`).
 fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
     match version >> 16 {
         0x030B => Some(10_000),
@@ -407,8 +411,10 @@ fn choose_calls(api: &Api) -> Calls {
         return Calls::Monitoring;
     }
     // SAFETY: with the GIL held (the watchdog's install).
-    let deep = eval_frame_recursion_limit(api.version)
-        .is_some_and(|most| unsafe { (api.recursion_limit)() } > most);
+    let deep = eval_frame_recursion_limit(api.version).is_some_and(|most| unsafe {
+        let limit = (api.recursion_limit)();
+        limit > most || evalframe::thread_stacks_too_small(api, limit)
+    });
     if eval_frame && eval_frame_by_default(api.version) && evalframe::c_recursion_kept(api) && !deep
     {
         Calls::EvalFrame
