@@ -410,12 +410,18 @@ fn choose_calls(api: &Api) -> Calls {
     if flags & FLAG_CALLS_BY_MONITORING != 0 && monitoring {
         return Calls::Monitoring;
     }
+    // Asked only where the hook would be used (it may import `_thread`).
     // SAFETY: with the GIL held (the watchdog's install).
-    let deep = eval_frame_recursion_limit(api.version).is_some_and(|most| unsafe {
-        let limit = (api.recursion_limit)();
-        limit > most || evalframe::thread_stacks_too_small(api, limit)
-    });
-    if eval_frame && eval_frame_by_default(api.version) && evalframe::c_recursion_kept(api) && !deep
+    let deep = || {
+        eval_frame_recursion_limit(api.version).is_some_and(|most| unsafe {
+            let limit = (api.recursion_limit)();
+            limit > most || evalframe::thread_stacks_too_small(api, limit)
+        })
+    };
+    if eval_frame
+        && eval_frame_by_default(api.version)
+        && evalframe::c_recursion_kept(api)
+        && !deep()
     {
         Calls::EvalFrame
     } else if monitoring {
