@@ -368,9 +368,10 @@ fn settle_calls(api: &Api) -> Calls {
 /// the C stack, and the hook makes each one a C recursion again; a program
 /// that raised its limit may mean to recurse that deep, and keeps the
 /// previous mechanism above:
-/// - 3.11: ~450 bytes of C stack per call measured on 3.11.7 (a
-///   20,000-deep recursion, fine without the hook, crashed the 8 MB main
-///   thread with it; 15,000 passed): 10,000, ~4.5 MB at most;
+/// - 3.11: 544 bytes of C stack per call measured on 3.11.7 (as on 3.12
+///   below; a 20,000-deep recursion, fine without the hook, crashed the
+///   8 MB main thread with it; 15,000, ~8.2 MB, passed): 10,000, ~5.4 MB
+///   at most;
 /// - 3.12 (where the hook gives back the C recursion count its activation
 ///   costs, `evalframe::CRecursion`, so the stack is what bounds it): 576
 ///   bytes per call measured on 3.12.1 (the distance between the
