@@ -49,12 +49,12 @@ impl Python {
     pub fn trace_calls(&self) -> TraceCalls {
         match self.version {
             // 3.11.0-3.11.3 too: there the tracer keeps BINARY_SUBSCR_GETITEM
-            // (which ignores PEP 523 before 3.11.4) from running.
-            (3, 9..=11, _) => TraceCalls::EvalFrame,
-            // 3.12: the hook counts each call twice against the C
-            // recursion limit (1,500); 3.13: CALL_ALLOC_AND_ENTER_INIT
-            // ignores PEP 523.
-            (3, minor, _) if minor >= 12 => TraceCalls::Monitoring,
+            // (which ignores PEP 523 before 3.11.4) from running; 3.12: the
+            // hook gives back the C recursion its activations cost
+            // (tracer/src/evalframe.rs, CRecursion).
+            (3, 9..=12, _) => TraceCalls::EvalFrame,
+            // 3.13: CALL_ALLOC_AND_ENTER_INIT ignores PEP 523.
+            (3, minor, _) if minor >= 13 => TraceCalls::Monitoring,
             _ => TraceCalls::Profile,
         }
     }

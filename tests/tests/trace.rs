@@ -920,33 +920,53 @@ fn every_way_into_a_python_frame_is_traced() {
     }
 }
 
-/// A program that raised its recursion limit past 10,000 and recurses
-/// 20,000 deep during a window: 3.11+ run such a recursion inlined, without
-/// the C stack, and the eval-frame hook would make it a C recursion again
-/// (measured: SIGSEGV on 3.11.7, RecursionError on 3.12.1), so the tracer
-/// keeps the previous mechanism there (`EVAL_FRAME_RECURSION_LIMIT`). The
+/// A program that raised its recursion limit and recurses deep during a
+/// window: 3.11+ run such a recursion inlined, without the C stack, and the
+/// eval-frame hook makes it a C recursion again (measured: SIGSEGV on
+/// 3.11.7 20,000 deep, and 3.12.1 16,000 deep), so above a limit per
+/// version (`eval_frame_recursion_limit`: 10,000 on 3.11, 5,000 on 3.12)
+/// the tracer keeps the previous mechanism. Under it, on 3.12, the hook
+/// gives back the C recursion count each call through it costs: without
+/// that, 900 deep under the default limit raised RecursionError. The
 /// program survives the window, its recursion intact, and the window traced
-/// its calls. 3.9/3.10 recurse in C whatever the mechanism (the profile
-/// function crashed 3.10.13 at this depth too): not run there.
+/// its calls; a lone C recursion (`repr` of a list nested 100,000 deep)
+/// still raises RecursionError in it, as untraced. 3.9/3.10 recurse in C
+/// whatever the mechanism (the profile function crashed 3.10.13 at 20,000
+/// too): not run there.
 #[test]
 fn a_deep_recursion_allowed_by_a_raised_limit_survives_a_window() {
     // (limit, depth): past 3.11's C stack under the hook (8 MB main thread:
-    // 20,000 crashed it), and past 3.12's C recursion limit (1,500, which
-    // each call through the hook counts against twice: 900 deep under the
-    // default limit raised RecursionError) while within the program's own.
-    for (limit, depth) in [(30_000, 20_000), (3_000, 2_500), (1_000, 900)] {
+    // 20,000 crashed it), within the hook's limit on 3.11 and 3.12 (near
+    // 3.12's), and past 3.12's C recursion limit (1,500) counted twice per
+    // call.
+    for (limit, depth) in [
+        (30_000, 20_000),
+        (5_000, 4_500),
+        (3_000, 2_500),
+        (1_000, 900),
+    ] {
         let program = format!(
             r#"
 import os, sys, time
 sys.setrecursionlimit({limit})
 def down(n):
     return 0 if n == 0 else 1 + down(n - 1)
+nested = []
+for _ in range(100_000):
+    nested = [nested]
+def c_recursion_stopped():
+    try:
+        repr(nested)
+    except RecursionError:
+        return True
+    return False
 ready = sys.argv[1]
 folder = os.path.dirname(ready)
 open(ready, "w").close()
 rounds = 0
 while not os.path.exists(os.path.join(folder, "end")):
     assert down({depth}) == {depth}
+    assert {limit} > 10_000 or c_recursion_stopped()
     rounds += 1
     time.sleep(0.001)
 print("rounds", rounds, flush=True)
@@ -1036,6 +1056,62 @@ print("zlib", lib.zlibVersion().decode(), flush=True)
         let beats = read_trace(&recording).calls_of("beat");
         assert!(beats > 0, "{what}: no call of beat() traced");
         eprintln!("   {what}: traced ({beats} calls of beat)");
+    }
+}
+
+/// A thread with a small stack (`threading.stack_size(256 * 1024)`)
+/// recursing near the program's default limit during a window: fine
+/// untraced on 3.11+ (Python calls take no C stack), it crashed under the
+/// eval-frame hook (3.12.1: 600 deep; 3.11.7: 900), so a program that set a
+/// thread stack size below 1 KiB per level of its limit keeps the previous
+/// mechanism (`evalframe::thread_stacks_too_small`). The program survives
+/// the window and its calls are traced. 3.9/3.10 recurse in C whatever the
+/// mechanism: not run there.
+#[test]
+fn a_thread_with_a_small_stack_recursing_near_its_limit_survives_a_window() {
+    let program = r#"
+import os, sys, threading, time
+threading.stack_size(256 * 1024)
+def down(n):
+    return 0 if n == 0 else 1 + down(n - 1)
+ready = sys.argv[1]
+folder = os.path.dirname(ready)
+def work():
+    while not os.path.exists(os.path.join(folder, "end")):
+        assert down(900) == 900
+        time.sleep(0.001)
+worker = threading.Thread(target=work)
+worker.start()
+open(ready, "w").close()
+worker.join()
+"#;
+    for python in test_pythons("pydeep trace, a small thread stack") {
+        if python.free_threaded || !python.at_least(3, 11) {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, ready) = start_program(&python, program, dir.path(), "small");
+        wait_for_file(&ready, &mut child, &what);
+        let recording = dir.path().join("small.pdr");
+        let output = Command::new(workspace_binary("pydeep"))
+            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep trace");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut child, &what);
+        assert!(
+            status.success(),
+            "{what}: the program whose thread has a small stack ended with {status} after a window"
+        );
+        let downs = read_trace(&recording).calls_of("down");
+        assert!(downs > 0, "{what}: no call of down() traced");
+        eprintln!(
+            "   {what}: a 256 KiB thread 900 deep survived a window ({downs} calls of down traced)"
+        );
     }
 }
 

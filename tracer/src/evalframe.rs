@@ -69,7 +69,55 @@ pub(crate) struct Layout {
     /// reports (they report each resumption, owner: the generator), so the
     /// hook skips it. 3.9/3.10 make the generator without evaluating.
     owner_and_flags: Option<(usize, usize)>,
+    /// 3.12: where `PyThreadState` counts C recursion, see [`CRecursion`].
+    c_recursion: Option<CRecursion>,
 }
+
+/// 3.12's C recursion counters in `PyThreadState` (`struct _ts` in
+/// Include/cpython/pystate.h of 3.12: after `prev`, `next`, `interp` and the
+/// 4-byte `_status`, four `int`s; one layout for every 3.12.x, checked at
+/// each window's start by [`check_c_recursion`] before the hook uses it).
+///
+/// 3.12's `_PyEval_EvalFrameDefault` charges each activation
+/// `PY_EVAL_C_STACK_UNITS` (2) of `c_recursion_remaining` (the C recursion
+/// limit, 1,500 on 3.12.0-3.12.2, `Py_C_RECURSION_LIMIT` after), and gives
+/// them back when it returns, whichever way it leaves. Untraced, a
+/// Python-to-Python call is inlined in the caller's activation and costs no
+/// unit; under the hook it is an activation of its own: a recursion within
+/// the program's own limit of 1,000 then died of RecursionError at ~750 deep.
+/// So the hook gives the activation's units back around the call it makes
+/// (only when it chains to CPython's own eval function: another tool's
+/// function already stops the inlining, untraced too), and a hooked call
+/// costs C recursion what it costs untraced. The C stack it costs is bounded
+/// by the Python recursion limit instead: `crate::eval_frame_recursion_limit`.
+/// (The hook cannot tell a call CPython would have inlined from one made by
+/// a C function, whose activation is counted untraced too: a recursion
+/// through C, a Python function that calls itself through `map`, a
+/// `functools.lru_cache` or a `__repr__`, may so run deeper traced than
+/// untraced before RecursionError, up to the Python limit; measured on
+/// 3.12.1, ~790 bytes of C stack per level.)
+#[derive(Clone, Copy)]
+pub(crate) struct CRecursion {
+    /// `py_recursion_remaining`.
+    py_remaining: usize,
+    /// `py_recursion_limit`.
+    py_limit: usize,
+    /// `c_recursion_remaining`: what the hook adds to and takes back.
+    c_remaining: usize,
+    /// `recursion_headroom` (0 unless handling a recursion error).
+    headroom: usize,
+}
+
+/// `PY_EVAL_C_STACK_UNITS` of 3.12's Python/ceval.c: the C recursion units
+/// one `_PyEval_EvalFrameDefault` activation charges.
+const EVAL_C_STACK_UNITS: c_int = 2;
+
+/// A fresh thread's `c_recursion_remaining` (its C recursion limit) on the
+/// 3.12 builds known: 1,500 (3.12.0-3.12.2), `Py_C_RECURSION_LIMIT` since
+/// gh-112215's backport to 3.12 (by platform and build: 500 for debug
+/// builds to 10,000 for Linux in 3.13.0's header; no 3.12.3+ measured
+/// here), with room.
+const C_LIMITS: core::ops::RangeInclusive<c_int> = 200..=100_000;
 
 /// `CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR`.
 const GENERATOR_FLAGS: u32 = 0x20 | 0x80 | 0x200;
@@ -86,9 +134,16 @@ pub(crate) fn layout(version: u64) -> Option<Layout> {
         0x030C | 0x030D => (0, Some((70, 48))),
         _ => return None,
     };
+    let c_recursion = (version >> 16 == 0x030C).then_some(CRecursion {
+        py_remaining: 28,
+        py_limit: 32,
+        c_remaining: 36,
+        headroom: 40,
+    });
     Some(Layout {
         code,
         owner_and_flags,
+        c_recursion,
     })
 }
 
@@ -102,10 +157,118 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Bumped at each window's start: a frame entered in one window writes its
 /// return only in the same window.
 static GENERATION: AtomicU32 = AtomicU32::new(0);
+/// 3.12: the offset of `c_recursion_remaining` in `PyThreadState` once this
+/// window's [`check_c_recursion`] found the counters where
+/// [`CRecursion`] says; 0 otherwise (the hook then gives nothing back).
+/// Each activation reads it once, so its add and its take-back match even
+/// if it changes meanwhile.
+static GIVE_BACK: AtomicUsize = AtomicUsize::new(0);
 
 /// A new window starts (called by the start function, before any hook).
 pub(crate) fn new_window() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    GIVE_BACK.store(0, Ordering::Relaxed);
+}
+
+/// True if the hook keeps CPython's C recursion count as it is untraced:
+/// no count to give back on this version (3.9-3.11: no inlining to undo
+/// there, or one counter with the Python recursion), or 3.12's counters
+/// checked by this window's [`check_c_recursion`].
+pub(crate) fn c_recursion_kept(api: &Api) -> bool {
+    match &api.eval_frame {
+        Some(ef) => ef.layout.c_recursion.is_none() || GIVE_BACK.load(Ordering::Relaxed) != 0,
+        None => false,
+    }
+}
+
+/// C stack a thread should have per level of its recursion limit for the
+/// hook on 3.11 and 3.12 (where untraced a Python call takes none): 1 KiB,
+/// above the most measured (3.11.7 544 bytes per call; 3.12.1 576, and
+/// ~790 per level through a C function such as `map`).
+const STACK_PER_LEVEL: usize = 1024;
+
+/// True if the program asked for threads too small to recurse to `limit`
+/// under the hook: `threading.stack_size()` (the stack of the threads it
+/// starts from then on; 0, the default, is the C library's: RLIMIT_STACK,
+/// 8 MB by default on Linux) below `limit` x [`STACK_PER_LEVEL`]. Measured
+/// on 3.12.1: a thread of 256 KiB (`threading.stack_size(256 * 1024)`)
+/// recursing 600 deep, fine untraced, crashed under the hook (3.11.7: 900
+/// deep). A thread started before the size was set back to the default,
+/// or by C code with a small stack, is not seen. Called with the GIL held;
+/// false if the size cannot be read.
+pub(crate) unsafe fn thread_stacks_too_small(api: &Api, limit: c_int) -> bool {
+    let Some(ops) = &api.opcodes else {
+        return false;
+    };
+    let module = (ops.import)(c"_thread".as_ptr());
+    if module.is_null() {
+        (api.err_clear)();
+        return false;
+    }
+    let size = (ops.call_method)(
+        module,
+        c"stack_size".as_ptr(),
+        core::ptr::null::<core::ffi::c_char>(),
+    );
+    (api.dec_ref)(module);
+    if size.is_null() {
+        (api.err_clear)();
+        return false;
+    }
+    let bytes = (ops.as_long)(size);
+    (api.dec_ref)(size);
+    if bytes < 0 {
+        (api.err_clear)();
+        return false;
+    }
+    let needed = usize::try_from(limit)
+        .unwrap_or(0)
+        .saturating_mul(STACK_PER_LEVEL);
+    bytes > 0 && (bytes as usize) < needed
+}
+
+/// 3.12: checks, on the calling thread's state (the watchdog's, made fresh
+/// by `PyGILState_Ensure`, running no Python frame), that the C and Python
+/// recursion counters lie where [`CRecursion`] says before the hook writes
+/// one: `py_recursion_limit` and `py_recursion_remaining` both equal
+/// `Py_GetRecursionLimit()`, `recursion_headroom` is 0 and
+/// `c_recursion_remaining` is a C recursion limit ([`C_LIMITS`]); and on
+/// every other thread of the interpreter, `py_recursion_limit` equals the
+/// same limit (`sys.setrecursionlimit` sets every thread's) and
+/// `c_recursion_remaining` is at most the fresh thread's. Sets what the hook
+/// gives back ([`GIVE_BACK`]) if all hold. Called with the GIL held, before
+/// the choice of mechanism ([`c_recursion_kept`]).
+pub(crate) unsafe fn check_c_recursion(api: &Api) {
+    GIVE_BACK.store(0, Ordering::Relaxed);
+    let Some(at) = api.eval_frame.as_ref().and_then(|ef| ef.layout.c_recursion) else {
+        return;
+    };
+    let me = (api.thread_state_get)();
+    if me.is_null() {
+        return;
+    }
+    let read = |thread: *mut c_void, field: usize| {
+        core::ptr::read_volatile((thread as *const u8).add(field) as *const c_int)
+    };
+    let limit = (api.recursion_limit)();
+    let fresh = read(me, at.c_remaining);
+    if read(me, at.py_limit) != limit
+        || read(me, at.py_remaining) != limit
+        || read(me, at.headroom) != 0
+        || !C_LIMITS.contains(&fresh)
+    {
+        return;
+    }
+    let mut thread = (api.thread_head)((api.interpreter_main)());
+    let mut seen = 0;
+    while !thread.is_null() && seen < crate::MAX_THREADS {
+        seen += 1;
+        if read(thread, at.py_limit) != limit || read(thread, at.c_remaining) > fresh {
+            return;
+        }
+        thread = (api.thread_next)(thread);
+    }
+    GIVE_BACK.store(at.c_remaining, Ordering::Relaxed);
 }
 
 /// Installs the hook on the main interpreter (with the GIL held), chained
@@ -172,14 +335,21 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         return core::ptr::null_mut();
     };
     let previous = previous(ef);
+    // 3.12: the units this activation costs, given back around it (see
+    // `CRecursion`); 0 elsewhere.
+    let give_back = if previous as usize == ef.default as usize {
+        GIVE_BACK.load(Ordering::Relaxed)
+    } else {
+        0
+    };
     let c = &CONTROL;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN || frame.is_null() {
-        return previous(tstate, frame, throw);
+        return chain(previous, give_back, tstate, frame, throw);
     }
     // The frame holds a strong reference to its code object.
     let code = core::ptr::read((frame as *const u8).add(ef.layout.code) as *const *mut c_void);
     if code.is_null() || core::ptr::read((code as *const usize).add(1)) != ef.code_type {
-        return previous(tstate, frame, throw);
+        return chain(previous, give_back, tstate, frame, throw);
     }
     // A class body's (or module's) frame, while 3.11.0-3.11.3's
     // `__getitem__` functions are tagged (getitem.rs).
@@ -189,7 +359,7 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         if flags & GENERATOR_FLAGS != 0
             && core::ptr::read((frame as *const u8).add(owner)) == OWNED_BY_THREAD
         {
-            return previous(tstate, frame, throw);
+            return chain(previous, give_back, tstate, frame, throw);
         }
         namespace = flags & crate::getitem::CO_OPTIMIZED == 0 && crate::getitem::active();
     }
@@ -197,7 +367,7 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     // Kept (one reference in the window's table) if recorded: alive until
     // the window's RELEASE, which comes after STOP.
     let recorded = crate::record_code(api, KIND_CALL, code, false);
-    let result = previous(tstate, frame, throw);
+    let result = chain(previous, give_back, tstate, frame, throw);
     let same_window = c.command.load(Ordering::Relaxed) == COMMAND_RUN
         && GENERATION.load(Ordering::Relaxed) == generation;
     if recorded && same_window {
@@ -208,5 +378,29 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     if namespace && same_window && !result.is_null() && crate::getitem::active() {
         crate::getitem::namespace_returned(api, frame);
     }
+    result
+}
+
+/// Calls the eval function `previous`; with `give_back` (the offset of 3.12's
+/// `c_recursion_remaining`, else 0) adds the C recursion units its
+/// activation charges before, and takes them back after, on every path (the
+/// call always returns: a raised exception is a NULL result).
+#[inline(always)]
+unsafe fn chain(
+    previous: EvalFrame,
+    give_back: usize,
+    tstate: *mut c_void,
+    frame: *mut c_void,
+    throw: c_int,
+) -> *mut c_void {
+    if give_back == 0 || tstate.is_null() {
+        return previous(tstate, frame, throw);
+    }
+    // The thread state of the thread evaluating the frame: this thread's,
+    // with the GIL held; no other thread writes this field.
+    let remaining = (tstate as *mut u8).add(give_back) as *mut c_int;
+    *remaining = (*remaining).wrapping_add(EVAL_C_STACK_UNITS);
+    let result = previous(tstate, frame, throw);
+    *remaining = (*remaining).wrapping_sub(EVAL_C_STACK_UNITS);
     result
 }

@@ -6,12 +6,13 @@
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
 //!   (`PyGILState_Ensure`) and hooks calls and returns (without
-//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10 and 3.11
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11 and 3.12
 //!   with PEP 523's eval-frame hook in front of the interpreter's eval
 //!   function (`evalframe.rs`; on 3.11.0-3.11.3 with every `__getitem__`
 //!   function given a version that keeps CPython from inlining its calls
 //!   past the hook, `getitem.rs`, over the class walk of `classes.rs`);
-//!   on 3.12 and 3.13 with global events of a
+//!   on 3.13 (and 3.11/3.12 where the hook cannot be used) with global
+//!   events of a
 //!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
 //!   frame object per call, other profilers left alone); where neither
 //!   can be used, and for `--c-calls`, with a C-level profile function
@@ -364,6 +365,8 @@ pub(crate) fn calls_by(api: &Api) -> Calls {
 /// function of another layout, more classes or functions than the tables
 /// hold), the window takes the profile function.
 fn settle_calls(api: &Api) -> Calls {
+    // SAFETY: on the watchdog's own thread state, with the GIL held.
+    unsafe { evalframe::check_c_recursion(api) };
     let mut calls = choose_calls(api);
     // SAFETY: with the GIL held (the watchdog's install).
     if calls == Calls::EvalFrame
@@ -382,16 +385,30 @@ fn settle_calls(api: &Api) -> Calls {
 }
 
 /// The recursion limit above which the eval-frame hook is not used, per
-/// version: on 3.11 CPython runs Python-to-Python calls without the C
-/// stack, and the hook makes each one a C recursion again (~450 bytes of
-/// it per call measured on 3.11.7: a 20,000-deep recursion, fine without
-/// the hook, crashed the 8 MB main thread with it): above 10,000, a
-/// program may mean to recurse that deep, and keeps the profile function.
-/// (3.12 would need far less, its C recursion limit: it does not use the
-/// hook by default, [`eval_frame_by_default`].)
+/// version: on 3.11 and 3.12 CPython runs Python-to-Python calls without
+/// the C stack, and the hook makes each one a C recursion again; a program
+/// that raised its limit may mean to recurse that deep, and keeps the
+/// previous mechanism above:
+/// - 3.11: 544 bytes of C stack per call measured on 3.11.7 (as on 3.12
+///   below; a 20,000-deep recursion, fine without the hook, crashed the
+///   8 MB main thread with it; 15,000, ~8.2 MB, passed): 10,000, ~5.4 MB
+///   at most;
+/// - 3.12 (where the hook gives back the C recursion count its activation
+///   costs, `evalframe::CRecursion`, so the stack is what bounds it): 576
+///   bytes per call measured on 3.12.1 (the distance between the
+///   activations' `_PyCFrame`s: 14,000 deep passed, 16,000 crashed the
+///   8 MB main thread), and up to ~790 bytes per level for a recursion
+///   through a C function that CPython counts and the hook gives back (a
+///   Python function called by `map`, 3.12.1): 5,000, ~2.9 MB at most
+///   (~4 MB through C), about a third of the main thread's stack.
+///
+/// The same holds for the program's threads: one that set
+/// `threading.stack_size` below 1 KiB per level of its limit keeps the
+/// previous mechanism too (`evalframe::thread_stacks_too_small`).
 fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
     match version >> 16 {
         0x030B => Some(10_000),
+        0x030C => Some(5_000),
         _ => None,
     }
 }
@@ -416,10 +433,19 @@ fn choose_calls(api: &Api) -> Calls {
     if flags & FLAG_CALLS_BY_MONITORING != 0 && monitoring {
         return Calls::Monitoring;
     }
+    // Asked only where the hook would be used (it may import `_thread`).
     // SAFETY: with the GIL held (the watchdog's install).
-    let deep = eval_frame_recursion_limit(api.version)
-        .is_some_and(|most| unsafe { (api.recursion_limit)() } > most);
-    if eval_frame && eval_frame_by_default(api.version) && !deep {
+    let deep = || {
+        eval_frame_recursion_limit(api.version).is_some_and(|most| unsafe {
+            let limit = (api.recursion_limit)();
+            limit > most || evalframe::thread_stacks_too_small(api, limit)
+        })
+    };
+    if eval_frame
+        && eval_frame_by_default(api.version)
+        && evalframe::c_recursion_kept(api)
+        && !deep()
+    {
         Calls::EvalFrame
     } else if monitoring {
         Calls::Monitoring
@@ -443,16 +469,18 @@ fn choose_calls(api: &Api) -> Calls {
 ///   Python) pushes the `__init__` frame without checking for one
 ///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
 ///
-/// Nor 3.12, where it would be cheapest after 3.11 (1.7x against
-/// `sys.monitoring`'s 2.0-2.2x): every call through the hook counts twice
-/// against 3.12's C recursion limit (1,500), so a program within its
-/// default limit of 1,000 raised RecursionError at ~750 frames deep under
-/// the hook (3.12.1: 900 deep died, 700 lived; untraced both live).
+/// 3.12 uses it (1.7x against `sys.monitoring`'s 2.0-2.2x) only where the
+/// hook can give CPython back the C recursion count each call through it
+/// costs (`evalframe::check_c_recursion` found 3.12's counters at the
+/// window's start; else `sys.monitoring`): without that, every call through
+/// the hook counted twice against 3.12's C recursion limit (1,500 on
+/// 3.12.1), and a program within its default limit of 1,000 raised
+/// RecursionError at ~750 frames deep under the hook.
 /// Forcing it (`PYDEEP_TRACE_CALLS=eval-frame`) is for measurements.
 ///
 /// 3.14+ frames hold tagged references: untested, not used.
 fn eval_frame_by_default(version: u64) -> bool {
-    matches!(version >> 16, 0 | 0x030B)
+    matches!(version >> 16, 0 | 0x030B | 0x030C)
 }
 
 /// The resolved C API: written once, by the first start that resolves
