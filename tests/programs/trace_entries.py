@@ -4,11 +4,22 @@ eval loop inlines a call (3.11+: BINARY_SUBSCR_GETITEM, properties,
 __getattribute__, FOR_ITER_GEN, SEND_GEN, CALL_ALLOC_AND_ENTER_INIT,
 CALL_FUNCTION_EX ...), and generators, coroutines, throw, exceptions.
 
+__init__ comes in every way 3.13's CALL_ALLOC_AND_ENTER_INIT can take:
+a class specialised before the window (Box), a subclass inheriting it,
+super().__init__() chains, a class defined by each work() (so during the
+window too), a class made by type() with a function named __init__, an
+__init__ that raises.
+
 work() runs 200 times first, so its instructions are specialised before
 any window. The truth: one work() under a sys.setprofile counter of this
-file's functions ("call" events). argv[1]: the ready file (the truth).
-Files in its folder: go -> one work() between time.monotonic_ns()
-readings, round1.json; end -> exit 0.
+file's functions ("call" events). argv[1]: the ready file (the truth);
+argv[2] "monitor": the program is a sys.monitoring user itself (tool 1,
+coverage.py's id: local PY_START events on some functions, __init__s
+among them, counted by a callback compiled outside this file). Files in
+its folder: go -> one work() between time.monotonic_ns() readings,
+round1.json; end -> final.json (the sys.monitoring tool ids in use, the
+local events any other tool left on this file's __init__ code objects,
+3.12+), exit 0.
 """
 import json
 import os
@@ -27,6 +38,36 @@ class Box:
     @property
     def prop(self):
         return self.v
+
+
+class Sub(Box):
+    pass
+
+
+class Base:
+    def __init__(self, v):
+        self.v = v
+
+
+class Derived(Base):
+    def __init__(self, v):
+        super().__init__(v)
+
+
+class Raises:
+    def __init__(self, v):
+        if v % 2:
+            raise ValueError(v)
+        self.v = v
+
+
+def make_init():
+    def __init__(self, v):
+        self.v = v
+    return __init__
+
+
+made_init = make_init()
 
 
 class Over:
@@ -81,6 +122,11 @@ def leaf(x):
 
 
 def work():
+    class Local:
+        def __init__(self, v):
+            self.v = v
+
+    Made = type("Made", (), {"__init__": made_init})
     b = Box(3)
     t = 0
     for i in range(20):
@@ -91,6 +137,14 @@ def work():
         t += kw(*[1, 2])
         t += leaf(i)
         Box(i)
+        Sub(i)
+        Derived(i)
+        Local(i)
+        Made(i)
+        try:
+            Raises(i)
+        except ValueError:
+            pass
     t += sum(gen(10))
     for x in gen_from(5):
         t += x
@@ -130,6 +184,28 @@ def truth():
     return counts
 
 
+MONITOR = len(sys.argv) > 2 and sys.argv[2] == "monitor"
+seen = {}
+if MONITOR:
+    mon = sys.monitoring
+    mon.use_tool_id(1, "fixture")
+    # Compiled outside this file: neither the truth nor pydeep's count
+    # (functions of this file) includes the callback.
+    space = {"seen": seen}
+    exec(compile("def started(code, offset):\n"
+                 "    seen[code.co_name] = seen.get(code.co_name, 0) + 1\n",
+                 "<monitor>", "exec"), space)
+    mon.register_callback(1, mon.events.PY_START, space["started"])
+    for f in (leaf, Box.__init__, Derived.__init__, Raises.__init__):
+        mon.set_local_events(1, f.__code__, mon.events.PY_START)
+
+
+def monitored_work():
+    seen.clear()
+    work()
+    return dict(seen)
+
+
 for _ in range(200):
     work()
 ready = sys.argv[1]
@@ -142,13 +218,29 @@ def publish(name, value):
     os.rename(name + ".tmp", name)
 
 
-publish(ready, {"truth": truth()})
+publish(ready, {"truth": truth(), "monitor_truth": monitored_work()})
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.005)
+seen.clear()
 before = time.monotonic_ns()
 work()
 after = time.monotonic_ns()
 publish(os.path.join(folder, "round1.json"),
-        {"thread": threading.get_native_id(), "before": before, "after": after})
+        {"thread": threading.get_native_id(), "before": before, "after": after,
+         "monitor": dict(seen)})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)
+final = {"monitor_after": monitored_work()}
+if hasattr(sys, "monitoring"):
+    mon = sys.monitoring
+    final["tools"] = [mon.get_tool(i) for i in range(6)]
+    # Local events left by any free tool id on the __init__ code objects.
+    left = 0
+    codes = [c.__init__.__code__ for c in (Box, Base, Derived, Raises)] + [made_init.__code__]
+    for i in range(6):
+        if mon.get_tool(i) is None:
+            mon.use_tool_id(i, "check")
+            left += sum(mon.get_local_events(i, code) for code in codes)
+            mon.free_tool_id(i)
+    final["left"] = left
+publish(os.path.join(folder, "final.json"), final)

@@ -52,8 +52,10 @@ impl Python {
             // BINARY_SUBSCR_GETITEM ignores PEP 523 before 3.11.4.
             (3, 11, micro) if micro >= 4 => TraceCalls::EvalFrame,
             // 3.12: the hook counts each call twice against the C
-            // recursion limit (1,500); 3.13: CALL_ALLOC_AND_ENTER_INIT
-            // ignores PEP 523.
+            // recursion limit (1,500). 3.13: the hook, with local
+            // sys.monitoring events for the `__init__`s that
+            // CALL_ALLOC_AND_ENTER_INIT enters past it.
+            (3, 13, _) => TraceCalls::EvalFrame,
             (3, minor, _) if minor >= 12 => TraceCalls::Monitoring,
             _ => TraceCalls::Profile,
         }

@@ -6,11 +6,13 @@
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
 //!   (`PyGILState_Ensure`) and hooks calls and returns (without
-//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10 and 3.11.4+
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11.4+ and 3.13
 //!   with PEP 523's eval-frame hook in front of the interpreter's eval
-//!   function (`evalframe.rs`); on 3.12 and 3.13 with global events of a
-//!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
-//!   frame object per call, other profilers left alone); on 3.11.0-3.11.3,
+//!   function (`evalframe.rs`; on 3.13 with local events of a
+//!   `sys.monitoring` tool of its own for the `__init__` functions CPython
+//!   enters past the hook); on 3.12 with global events of that tool
+//!   (`monitoring.rs`: C callbacks, no frame object per call, other
+//!   profilers left alone); on 3.11.0-3.11.3,
 //!   and for `--c-calls`, with a C-level profile function
 //!   (`_PyEval_SetProfile`) on every thread of the
 //!   main interpreter, after checking that none already has one
@@ -58,6 +60,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub mod abi;
+mod classes;
 mod evalframe;
 mod monitoring;
 mod opcodes;
@@ -319,6 +322,8 @@ struct Api {
     /// PEP 523's eval-frame functions, where exported and the frame layout
     /// is known (3.9-3.13).
     eval_frame: Option<evalframe::EvalFrameApi>,
+    /// What the walk over classes needs (`classes.rs`).
+    classes: Option<classes::ClassApi>,
 }
 
 /// How a window records Python calls and returns.
@@ -361,16 +366,22 @@ fn settle_calls(api: &Api) -> Calls {
 }
 
 /// The recursion limit above which the eval-frame hook is not used, per
-/// version: on 3.11 CPython runs Python-to-Python calls without the C
-/// stack, and the hook makes each one a C recursion again (~450 bytes of
-/// it per call measured on 3.11.7: a 20,000-deep recursion, fine without
-/// the hook, crashed the 8 MB main thread with it): above 10,000, a
-/// program may mean to recurse that deep, and keeps the profile function.
-/// (3.12 would need far less, its C recursion limit: it does not use the
-/// hook by default, [`eval_frame_by_default`].)
+/// version: on 3.11+ CPython runs Python-to-Python calls without the C
+/// stack, and the hook makes each one a C recursion again. 3.11: ~450
+/// bytes of C stack per call measured on 3.11.7 (a 20,000-deep recursion,
+/// fine without the hook, crashed the 8 MB main thread with it): above
+/// 10,000, a program may mean to recurse that deep, and keeps the profile
+/// function. 3.13: each `_PyEval_EvalFrameDefault` activation counts 2
+/// units against the C recursion limit (`Py_C_RECURSION_LIMIT`, 10,000),
+/// so under the hook RecursionError comes at ~5,000 deep whatever the
+/// program's limit (3.13.0: 5,000 deep lived, 6,000 raised; ~620 bytes of
+/// C stack per call, 3.1 MB at 5,000): above 4,000 the program keeps
+/// `sys.monitoring`. (3.12 would need far less, its C recursion limit: it
+/// does not use the hook by default, [`eval_frame_by_default`].)
 fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
     match version >> 16 {
         0x030B => Some(10_000),
+        0x030D => Some(4_000),
         _ => None,
     }
 }
@@ -384,7 +395,10 @@ fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
 fn choose_calls(api: &Api) -> Calls {
     let flags = PYDEEP_TRACER_V3.flags.load(Ordering::Relaxed);
     let monitoring = api.version >= 0x030C_0000 && api.opcodes.is_some();
-    let eval_frame = api.eval_frame.is_some();
+    // 3.13's hook needs pydeep's sys.monitoring tool and the class walk
+    // for `__init__` (evalframe.rs).
+    let eval_frame = api.eval_frame.is_some()
+        && (api.version >> 16 != 0x030D || (monitoring && api.classes.is_some()));
     if flags & FLAG_C_CALLS != 0 || flags & FLAG_CALLS_BY_PROFILE != 0 {
         return Calls::Profile;
     }
@@ -409,17 +423,19 @@ fn choose_calls(api: &Api) -> Calls {
 /// The versions whose calls go through the eval-frame hook by default
 /// (`version`: `Py_Version`, 0 before 3.11: 3.9 and 3.10, the only ones
 /// without it that have the hook). Measured cheaper than the profile
-/// function (3.9-3.11) and `sys.monitoring` (3.12) in notes/tracing.md,
-/// "Cost"; not where CPython enters some Python frames past the hook, so
-/// that calls would be missed:
+/// function (3.9-3.11) and `sys.monitoring` (3.12, 3.13) in
+/// notes/tracing.md, "Cost"; not where CPython enters some Python frames
+/// past the hook, so that calls would be missed:
 /// - 3.11.0-3.11.3: `BINARY_SUBSCR_GETITEM` (a `__getitem__` in Python)
 ///   inlines its call whatever the eval function (gh-104405, fixed in
-///   3.11.4);
-/// - 3.13: `CALL_ALLOC_AND_ENTER_INIT` (a class with an `__init__` in
-///   Python) pushes the `__init__` frame without checking for one
-///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
+///   3.11.4).
 ///
-/// Nor 3.12, where it would be cheapest after 3.11 (1.7x against
+/// 3.13's `CALL_ALLOC_AND_ENTER_INIT` (a class with a simple `__init__` in
+/// Python) pushes the `__init__` frame without checking for one too; there
+/// pydeep's `sys.monitoring` tool reports those functions' calls with local
+/// events instead (`evalframe.rs`), so 3.13 uses the hook.
+///
+/// Not 3.12, where it would be cheapest after 3.11 (1.7x against
 /// `sys.monitoring`'s 2.0-2.2x): every call through the hook counts twice
 /// against 3.12's C recursion limit (1,500), so a program within its
 /// default limit of 1,000 raised RecursionError at ~750 frames deep under
@@ -429,7 +445,7 @@ fn choose_calls(api: &Api) -> Calls {
 /// 3.14+ frames hold tagged references: untested, not used.
 fn eval_frame_by_default(version: u64) -> bool {
     match version >> 16 {
-        0 => true,
+        0 | 0x030D => true,
         0x030B => version >= 0x030B_0400,
         _ => false,
     }
@@ -498,6 +514,7 @@ fn resolve() -> Result<Api, &'static str> {
         version: version_of(),
         opcodes: resolve_opcodes(),
         eval_frame: resolve_eval_frame(version_of()),
+        classes: classes::resolve(),
     })
 }
 
@@ -1189,7 +1206,8 @@ fn watchdog() {
                 (hooked, _) => hooked,
             };
             let hooked = match hooked {
-                Ok(hooked) if calls == Calls::EvalFrame => evalframe::start(api)
+                Ok(hooked) if calls == Calls::EvalFrame => evalframe::start_inits(api)
+                    .and_then(|()| evalframe::start(api))
                     .map(|()| hooked)
                     .map_err(|why| (STATE_FAILED, why)),
                 hooked => hooked,
