@@ -956,18 +956,26 @@ fn check_entries(python: &Python, monitor: bool) {
 /// A program that raised its recursion limit past 10,000 and recurses
 /// 20,000 deep during a window: 3.11+ run such a recursion inlined, without
 /// the C stack, and the eval-frame hook would make it a C recursion again
-/// (measured: SIGSEGV on 3.11.7, RecursionError on 3.12.1), so the tracer
-/// keeps the previous mechanism there (`EVAL_FRAME_RECURSION_LIMIT`). The
+/// (measured: SIGSEGV on 3.11.7, RecursionError on 3.12.1 and, past ~5,000
+/// deep, on 3.13.0), so the tracer keeps the previous mechanism there
+/// (`eval_frame_recursion_limit`). The
 /// program survives the window, its recursion intact, and the window traced
 /// its calls. 3.9/3.10 recurse in C whatever the mechanism (the profile
 /// function crashed 3.10.13 at this depth too): not run there.
 #[test]
 fn a_deep_recursion_allowed_by_a_raised_limit_survives_a_window() {
     // (limit, depth): past 3.11's C stack under the hook (8 MB main thread:
-    // 20,000 crashed it), and past 3.12's C recursion limit (1,500, which
+    // 20,000 crashed it), past 3.12's C recursion limit (1,500, which
     // each call through the hook counts against twice: 900 deep under the
-    // default limit raised RecursionError) while within the program's own.
-    for (limit, depth) in [(30_000, 20_000), (3_000, 2_500), (1_000, 900)] {
+    // default limit raised RecursionError), and past 3.13's (10,000 units,
+    // 2 per call through the hook: 6,000 deep raised RecursionError on
+    // 3.13.0) while within the program's own.
+    for (limit, depth) in [
+        (30_000, 20_000),
+        (8_000, 7_000),
+        (3_000, 2_500),
+        (1_000, 900),
+    ] {
         let program = format!(
             r#"
 import os, sys, time

@@ -355,6 +355,8 @@ struct LocalCodes(UnsafeCell<[usize; LOCAL_CAPACITY]>);
 unsafe impl Sync for LocalCodes {}
 static LOCAL_CODES: LocalCodes = LocalCodes(UnsafeCell::new([0; LOCAL_CAPACITY]));
 static LOCAL_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Low bit of an entry: `set_local_events` refused that code object.
+const FAILED: usize = 1;
 
 /// `PyCodeObject._co_monitoring` on 3.13 (`cpython/code.h`); its first
 /// member, `local_monitors.tools[PY_MONITORING_EVENT_PY_START]` (event 0),
@@ -427,12 +429,6 @@ pub(crate) unsafe fn has_local_calls(code: *mut c_void) -> bool {
     !data.is_null() && u32::from(core::ptr::read(data)) & TOOL_BIT.load(Ordering::Relaxed) != 0
 }
 
-/// True while local call events may be given this window.
-#[inline(always)]
-pub(crate) fn local_calls_on() -> bool {
-    LOCAL_CALLS.load(Ordering::Relaxed) != 0
-}
-
 /// Gives `code` (a code object) the calls' local events, keeping it (one
 /// reference) until stop; true if it has them. With the GIL held and no
 /// exception set.
@@ -449,6 +445,9 @@ pub(crate) unsafe fn add_local_calls(api: &Api, ops: &OpcodeApi, code: *mut c_vo
         if *entry == code as usize {
             return true;
         }
+        if *entry == code as usize | FAILED {
+            return false;
+        }
         if *entry == 0 {
             slot = Some(entry);
             break;
@@ -460,6 +459,10 @@ pub(crate) unsafe fn add_local_calls(api: &Api, ops: &OpcodeApi, code: *mut c_vo
         return false;
     }
     if !change_local_events(api, ops, code, bits, 0) {
+        // Not asked again (the hook would at each call): remembered, with
+        // no reference (the address is only compared).
+        *slot = code as usize | FAILED;
+        LOCAL_COUNT.fetch_add(1, Ordering::Relaxed);
         return false;
     }
     if LOCAL_CALLS.load(Ordering::Relaxed) == 0 {
@@ -486,7 +489,8 @@ pub(crate) unsafe fn stop_local_calls(api: &Api) {
     for i in 0..LOCAL_CAPACITY {
         let entry = table.add(i);
         let code = *entry as *mut c_void;
-        if code.is_null() {
+        if code.is_null() || *entry & FAILED != 0 {
+            *entry = 0;
             continue;
         }
         if let Some(ops) = &api.opcodes {
