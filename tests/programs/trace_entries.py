@@ -225,9 +225,39 @@ seen.clear()
 before = time.monotonic_ns()
 work()
 after = time.monotonic_ns()
+
+
+def pydeep_local_events():
+    """3.12+, during the window: the local events pydeep's sys.monitoring
+    tool has on the __init__ of a class whose body ran just now (before any
+    call), and on a fresh function named __init__ of a type()-made class
+    after its first call (3.13: both get them, see tracer/src/evalframe.rs).
+    Code compiled outside this file: no function of it is counted."""
+    if not hasattr(sys, "monitoring"):
+        return None
+    mon = sys.monitoring
+    tool = next((i for i in range(6) if mon.get_tool(i) == "pydeep"), None)
+    if tool is None:
+        return None
+    space = {}
+    exec(compile("class Fresh:\n"
+                 "    def __init__(self, v):\n"
+                 "        self.v = v\n"
+                 "def __init__(self, v):\n"
+                 "    self.v = v\n"
+                 "Made = type('Made', (), {'__init__': __init__})\n",
+                 "<fresh>", "exec"), space)
+    body = mon.get_local_events(tool, space["Fresh"].__init__.__code__)
+    made = space["Made"].__init__.__code__
+    unseen = mon.get_local_events(tool, made)
+    exec("Made(1)", space)
+    return {"class_body": body, "type_before_call": unseen,
+            "type_after_call": mon.get_local_events(tool, made)}
+
+
 publish(os.path.join(folder, "round1.json"),
         {"thread": threading.get_native_id(), "before": before, "after": after,
-         "monitor": dict(seen)})
+         "monitor": dict(seen), "pydeep_local_events": pydeep_local_events()})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)
 final = {"monitor_after": monitored_work()}

@@ -907,6 +907,20 @@ fn check_entries(python: &Python, monitor: bool) {
         "{what}: traced returns per function ({:?}) against the program's own count of calls",
         python.trace_calls()
     );
+    if python.at_least(3, 13) && python.trace_calls() == TraceCalls::EvalFrame {
+        // PY_START | PY_RESUME | PY_RETURN | PY_YIELD, set by the hook on a
+        // class body's return and on an `__init__`'s first call through it.
+        let local = &round["pydeep_local_events"];
+        assert_eq!(
+            (
+                local["class_body"].as_u64(),
+                local["type_before_call"].as_u64(),
+                local["type_after_call"].as_u64()
+            ),
+            (Some(15), Some(0), Some(15)),
+            "{what}: pydeep's local events on fresh __init__ code objects: {local}"
+        );
+    }
     if monitor {
         assert_eq!(
             round["monitor"], truth["monitor_truth"],
