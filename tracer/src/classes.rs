@@ -293,3 +293,23 @@ pub(crate) unsafe fn namespace_function(
     (api.inc_ref)(value);
     Some(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_is_seen_once_and_a_full_table_says_so() {
+        let mut seen = [0usize; SEEN];
+        assert!(mark_seen(&mut seen, 0x1000));
+        assert!(!mark_seen(&mut seen, 0x1000), "seen twice");
+        assert!(mark_seen(&mut seen, 0x2000));
+        for (i, slot) in seen.iter_mut().enumerate() {
+            if *slot == 0 {
+                *slot = (i + 1) << 4 | 1;
+            }
+        }
+        assert!(!mark_seen(&mut seen, 0x3000), "a full table takes no more");
+        assert!(!mark_seen(&mut seen, 0x2000));
+    }
+}
