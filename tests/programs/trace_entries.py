@@ -4,6 +4,12 @@ eval loop inlines a call (3.11+: BINARY_SUBSCR_GETITEM, properties,
 __getattribute__, FOR_ITER_GEN, SEND_GEN, CALL_ALLOC_AND_ENTER_INIT,
 CALL_FUNCTION_EX ...), and generators, coroutines, throw, exceptions.
 
+__init__ comes in every way 3.13's CALL_ALLOC_AND_ENTER_INIT can take:
+a class specialised before the window (Box), a subclass inheriting it,
+super().__init__() chains, a class defined by each work() (so during the
+window too), a class made by type() with a function named __init__, an
+__init__ that raises.
+
 work() runs 200 times first, so its instructions are specialised before
 any window (Box's __getitem__ among them). Each work() also makes a class
 (Late, with a __getitem__) and subscribes it 300 times in subscribe(),
@@ -11,10 +17,15 @@ whose BINARY_SUBSCR was specialised for the Late of the work() before: the
 class body runs during the window, and 3.11 specialises the instruction
 again for the new class after ~70 misses. The truth: one work() under a
 sys.setprofile counter of this file's functions ("call" events).
-argv[1]: the ready file (the truth, work()'s value). Files in its folder:
-go -> one work() between time.monotonic_ns() readings, round1.json;
-after (the window is over) -> work() again and what the program sees of
-itself, round2.json; end -> exit 0. Between work() and round1.json,
+argv[1]: the ready file (the truth, work()'s value); argv[2] "monitor":
+the program is a sys.monitoring user itself (tool 1, coverage.py's id:
+local PY_START events on some functions, __init__s among them, counted by
+a callback compiled outside this file). Files in its folder: go -> one
+work() between time.monotonic_ns() readings, round1.json; after (the
+window is over) -> work() again and what the program sees of itself,
+round2.json; end -> final.json (the sys.monitoring tool ids in use, the
+local events any other tool left on this file's __init__ code objects,
+3.12+), exit 0. Between work() and round1.json,
 Reset.__getitem__.__defaults__ is set (CPython resets its version).
 """
 import ctypes
@@ -45,6 +56,36 @@ class Reset:
 
     def __getitem__(self, i):
         return i
+
+
+class Sub(Box):
+    pass
+
+
+class Base:
+    def __init__(self, v):
+        self.v = v
+
+
+class Derived(Base):
+    def __init__(self, v):
+        super().__init__(v)
+
+
+class Raises:
+    def __init__(self, v):
+        if v % 2:
+            raise ValueError(v)
+        self.v = v
+
+
+def make_init():
+    def __init__(self, v):
+        self.v = v
+    return __init__
+
+
+made_init = make_init()
 
 
 class Over:
@@ -114,6 +155,11 @@ def subscribe(obj, n):
 
 
 def work():
+    class Local:
+        def __init__(self, v):
+            self.v = v
+
+    Made = type("Made", (), {"__init__": made_init})
     t = subscribe(define_late()(), 300)
     b = Box(3)
     for i in range(20):
@@ -124,6 +170,14 @@ def work():
         t += kw(*[1, 2])
         t += leaf(i)
         Box(i)
+        Sub(i)
+        Derived(i)
+        Local(i)
+        Made(i)
+        try:
+            Raises(i)
+        except ValueError:
+            pass
     t += sum(gen(10))
     for x in gen_from(5):
         t += x
@@ -185,6 +239,28 @@ def specialised(function):
                    if i.opname.startswith("BINARY_SUBSCR")})
 
 
+MONITOR = len(sys.argv) > 2 and sys.argv[2] == "monitor"
+seen = {}
+if MONITOR:
+    mon = sys.monitoring
+    mon.use_tool_id(1, "fixture")
+    # Compiled outside this file: neither the truth nor pydeep's count
+    # (functions of this file) includes the callback.
+    space = {"seen": seen}
+    exec(compile("def started(code, offset):\n"
+                 "    seen[code.co_name] = seen.get(code.co_name, 0) + 1\n",
+                 "<monitor>", "exec"), space)
+    mon.register_callback(1, mon.events.PY_START, space["started"])
+    for f in (leaf, Box.__init__, Derived.__init__, Raises.__init__):
+        mon.set_local_events(1, f.__code__, mon.events.PY_START)
+
+
+def monitored_work():
+    seen.clear()
+    work()
+    return dict(seen)
+
+
 for _ in range(200):
     value = work()
     subscribe_reset()
@@ -199,17 +275,50 @@ def publish(name, value):
 
 
 publish(ready, {"truth": truth(), "value": value, "version": getitem_version(),
-               "reset_version": getitem_version(Reset), "specialised": specialised(subscribe)})
+               "reset_version": getitem_version(Reset), "specialised": specialised(subscribe),
+               "monitor_truth": monitored_work()})
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.005)
+seen.clear()
 before = time.monotonic_ns()
 during = work()
 after = time.monotonic_ns()
 Reset.__getitem__.__defaults__ = None
 subscribe_reset()
+
+
+def pydeep_local_events():
+    """3.12+, during the window: the local events pydeep's sys.monitoring
+    tool has on the __init__ of a class whose body ran just now (before any
+    call), and on a fresh function named __init__ of a type()-made class
+    after its first call (3.13: both get them, see tracer/src/evalframe.rs).
+    Code compiled outside this file: no function of it is counted."""
+    if not hasattr(sys, "monitoring"):
+        return None
+    mon = sys.monitoring
+    tool = next((i for i in range(6) if mon.get_tool(i) == "pydeep"), None)
+    if tool is None:
+        return None
+    space = {}
+    exec(compile("class Fresh:\n"
+                 "    def __init__(self, v):\n"
+                 "        self.v = v\n"
+                 "def __init__(self, v):\n"
+                 "    self.v = v\n"
+                 "Made = type('Made', (), {'__init__': __init__})\n",
+                 "<fresh>", "exec"), space)
+    body = mon.get_local_events(tool, space["Fresh"].__init__.__code__)
+    made = space["Made"].__init__.__code__
+    unseen = mon.get_local_events(tool, made)
+    exec("Made(1)", space)
+    return {"class_body": body, "type_before_call": unseen,
+            "type_after_call": mon.get_local_events(tool, made)}
+
+
 publish(os.path.join(folder, "round1.json"),
         {"thread": threading.get_native_id(), "before": before, "after": after,
-         "value": during, "version": getitem_version()})
+         "value": during, "version": getitem_version(),
+         "monitor": dict(seen), "pydeep_local_events": pydeep_local_events()})
 while not os.path.exists(os.path.join(folder, "after")):
     time.sleep(0.005)
 for _ in range(50):
@@ -219,3 +328,17 @@ publish(os.path.join(folder, "round2.json"),
          "reset_version": getitem_version(Reset), "reset_value": subscribe_reset()})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)
+final = {"monitor_after": monitored_work()}
+if hasattr(sys, "monitoring"):
+    mon = sys.monitoring
+    final["tools"] = [mon.get_tool(i) for i in range(6)]
+    # Local events left by any free tool id on the __init__ code objects.
+    left = 0
+    codes = [c.__init__.__code__ for c in (Box, Base, Derived, Raises)] + [made_init.__code__]
+    for i in range(6):
+        if mon.get_tool(i) is None:
+            mon.use_tool_id(i, "check")
+            left += sum(mon.get_local_events(i, code) for code in codes)
+            mon.free_tool_id(i)
+    final["left"] = left
+publish(os.path.join(folder, "final.json"), final)

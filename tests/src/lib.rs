@@ -51,10 +51,12 @@ impl Python {
             // 3.11.0-3.11.3 too: there the tracer keeps BINARY_SUBSCR_GETITEM
             // (which ignores PEP 523 before 3.11.4) from running; 3.12: the
             // hook gives back the C recursion its activations cost
-            // (tracer/src/evalframe.rs, CRecursion).
-            (3, 9..=12, _) => TraceCalls::EvalFrame,
-            // 3.13: CALL_ALLOC_AND_ENTER_INIT ignores PEP 523.
-            (3, minor, _) if minor >= 13 => TraceCalls::Monitoring,
+            // (tracer/src/evalframe.rs, CRecursion); 3.13: with local
+            // sys.monitoring events for the `__init__`s that
+            // CALL_ALLOC_AND_ENTER_INIT enters past it.
+            (3, 9..=13, _) => TraceCalls::EvalFrame,
+            // 3.14+: untested, sys.monitoring.
+            (3, minor, _) if minor >= 14 => TraceCalls::Monitoring,
             _ => TraceCalls::Profile,
         }
     }

@@ -56,13 +56,25 @@ impl Traced {
     fn calls_per_function(
         &self,
         native: u64,
+        window: (u64, u64),
+        file: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> HashMap<String, u64> {
+        self.per_function(TraceEventKind::TraceCall, native, window, file, keep)
+    }
+
+    /// Events of `kind` per function name, as [`Traced::calls_per_function`].
+    fn per_function(
+        &self,
+        kind: TraceEventKind,
+        native: u64,
         (before, after): (u64, u64),
         file: &str,
         keep: impl Fn(&str) -> bool,
     ) -> HashMap<String, u64> {
         let mut counts: HashMap<String, u64> = HashMap::new();
         for e in self.events.iter().filter(|e| {
-            e.kind == TraceEventKind::TraceCall
+            e.kind == kind
                 && self.native.get(&e.thread) == Some(&native)
                 && (before..=after).contains(&e.time_ns)
         }) {
@@ -827,107 +839,199 @@ os.rename(os.path.join(folder, "final.tmp"), os.path.join(folder, "final.json"))
 
 /// Every way CPython enters a Python frame, with the program's
 /// instructions specialised before the window (`trace_entries.py`:
-/// `__getitem__`, a property, `__getattribute__`, `__init__`, keyword and
-/// `*args` calls, generators through `for`, `yield from`, `send`, `throw`,
-/// coroutines, exceptions): the calls traced during one `work()` equal the
-/// program's own `sys.setprofile` count, per function, on every interpreter
-/// with a GIL. This is what keeps the eval-frame hook off 3.13 (`__init__`
-/// missed: forced onto it, `PYDEEP_TRACE_CALLS=eval-frame`, this test
-/// fails there), and what 3.11.0-3.11.3's `__getitem__` versions
-/// (tracer/src/getitem.rs) are for: a class whose `__getitem__` was
-/// specialised before the window (Box), and one made during it (Late).
-/// After the window the program computes what it computed before, its
-/// subscriptions specialise again, and on 3.11 `Box.__getitem__` has its
-/// version back, but not `Reset.__getitem__`, whose defaults the program
-/// set during the window (CPython reset its version then).
+/// `__getitem__`, a property, `__getattribute__`, keyword and `*args`
+/// calls, generators through `for`, `yield from`, `send`, `throw`,
+/// coroutines, exceptions, and `__init__` every way 3.13's
+/// CALL_ALLOC_AND_ENTER_INIT takes it: specialised before the window,
+/// inherited, `super().__init__()`, a class defined during the window, one
+/// made by `type()`, an `__init__` that raises): the calls traced during one
+/// `work()` equal the program's own `sys.setprofile` count, per function,
+/// and every call has its return, on every interpreter with a GIL. This is
+/// what 3.11.0-3.11.3's `__getitem__` versions (tracer/src/getitem.rs) are
+/// for: a class whose `__getitem__` was specialised before the window (Box),
+/// and one made during it (Late); after the window the program computes
+/// what it computed before, its subscriptions specialise again, and on 3.11
+/// `Box.__getitem__` has its version back, but not `Reset.__getitem__`,
+/// whose defaults the program set during the window (CPython reset its
+/// version then). On 3.13 it checks the `__init__` handling
+/// (`evalframe.rs`). On 3.12+ the window leaves no `sys.monitoring` tool id
+/// taken and no local event on the program's `__init__` code objects.
 #[test]
 fn every_way_into_a_python_frame_is_traced() {
     for python in test_pythons("pydeep trace, every way into a Python frame") {
         if python.free_threaded {
             continue;
         }
-        let what = python.label();
-        let mut fixture = Fixture::start(&python, "trace_entries.py", &[]);
-        let truth = fixture.wait_truth(|_, _| true);
-        let dir: PathBuf = fixture.dir().to_path_buf();
-        let recording = dir.join("entries.pdr");
-        let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
-        trace.wait_tracing();
-        std::fs::write(dir.join("go"), "").expect("go");
-        let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
-        sigterm(&trace.child);
-        let status = wait_exit(&mut trace.child, &what);
-        assert!(status.success(), "{what}: pydeep trace ended with {status}");
-        let expected: HashMap<String, u64> = truth["truth"]
-            .as_object()
-            .expect("truth")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
-            .collect();
-        let traced = read_trace(&recording);
-        assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
-        let (before, after) = (
-            round["before"].as_u64().expect("before"),
-            round["after"].as_u64().expect("after"),
-        );
-        let native = round["thread"].as_u64().expect("thread");
-        let counts =
-            traced.calls_per_function(native, (before, after), "trace_entries.py", |_| true);
-        assert_eq!(
-            counts,
-            expected,
-            "{what}: traced calls per function ({:?}) against the program's own count",
-            python.trace_calls()
-        );
-        std::fs::write(dir.join("after"), "").expect("after");
-        let later = wait_json(&dir.join("round2.json"), &mut fixture, &what);
-        assert_eq!(
-            (&round["value"], &later["value"]),
-            (&truth["value"], &truth["value"]),
-            "{what}: work() during and after the window against before it"
-        );
-        assert_eq!(
-            later["version"], truth["version"],
-            "{what}: Box.__getitem__'s func_version after the window against before it"
-        );
-        assert_eq!(
-            later["specialised"], truth["specialised"],
-            "{what}: subscribe()'s specialised subscription after the window against before it"
-        );
-        // Reset.__getitem__'s defaults were set during the window: CPython
-        // reset its version, and it keeps whatever it got since (3.11).
-        if python.version.1 == 11 {
-            assert_ne!(
-                later["reset_version"], truth["reset_version"],
-                "{what}: Reset.__getitem__ got its version from before the window back"
-            );
+        check_entries(&python, false);
+    }
+}
+
+/// The same with a program that is a `sys.monitoring` user itself (3.12+;
+/// tool 1, coverage.py's id, with local PY_START events on some functions,
+/// `__init__`s among them): pydeep's counts still equal the truth (a code
+/// object another tool instruments is still recorded), the program's tool
+/// counts what it counts without a window, during and after it, and keeps
+/// its id.
+#[test]
+fn a_program_using_sys_monitoring_keeps_it_and_is_traced() {
+    for python in test_pythons("pydeep trace, a program using sys.monitoring") {
+        if python.free_threaded || !python.at_least(3, 12) {
+            continue;
         }
+        check_entries(&python, true);
+    }
+}
+
+fn check_entries(python: &Python, monitor: bool) {
+    let what = python.label();
+    let args: &[&str] = if monitor { &["monitor"] } else { &[] };
+    let mut fixture = Fixture::start(python, "trace_entries.py", args);
+    let truth = fixture.wait_truth(|_, _| true);
+    let dir: PathBuf = fixture.dir().to_path_buf();
+    let recording = dir.join("entries.pdr");
+    let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
+    trace.wait_tracing();
+    std::fs::write(dir.join("go"), "").expect("go");
+    let round = wait_json(&dir.join("round1.json"), &mut fixture, &what);
+    sigterm(&trace.child);
+    let status = wait_exit(&mut trace.child, &what);
+    assert!(status.success(), "{what}: pydeep trace ended with {status}");
+    let expected: HashMap<String, u64> = truth["truth"]
+        .as_object()
+        .expect("truth")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    let traced = read_trace(&recording);
+    assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
+    let (before, after) = (
+        round["before"].as_u64().expect("before"),
+        round["after"].as_u64().expect("after"),
+    );
+    let native = round["thread"].as_u64().expect("thread");
+    let window = (before, after);
+    let counts = traced.calls_per_function(native, window, "trace_entries.py", |_| true);
+    assert_eq!(
+        counts,
+        expected,
+        "{what}: traced calls per function ({:?}) against the program's own count",
+        python.trace_calls()
+    );
+    // work() is called and returns between the two readings, and so does
+    // everything it calls.
+    let returns = traced.per_function(
+        TraceEventKind::TraceReturn,
+        native,
+        window,
+        "trace_entries.py",
+        |_| true,
+    );
+    assert_eq!(
+        returns,
+        expected,
+        "{what}: traced returns per function ({:?}) against the program's own count of calls",
+        python.trace_calls()
+    );
+    if python.at_least(3, 13) && python.trace_calls() == TraceCalls::EvalFrame {
+        // PY_START | PY_RESUME | PY_RETURN | PY_YIELD, set by the hook on a
+        // class body's return and on an `__init__`'s first call through it.
+        let local = &round["pydeep_local_events"];
         assert_eq!(
-            later["reset_value"], 4950,
-            "{what}: Reset()[i] after the window"
-        );
-        std::fs::write(dir.join("end"), "").expect("end");
-        let status = wait_exit(&mut fixture.child, &what);
-        assert!(status.success(), "{what}: the target ended with {status}");
-        eprintln!(
-            "   {what}: every way into a frame traced ({:?}): {} functions equal the truth; \
-             Box.__getitem__'s version {} before and after, {} during the window",
-            python.trace_calls(),
-            expected.len(),
-            truth["version"],
-            round["version"]
+            (
+                local["class_body"].as_u64(),
+                local["type_before_call"].as_u64(),
+                local["type_after_call"].as_u64()
+            ),
+            (Some(15), Some(0), Some(15)),
+            "{what}: pydeep's local events on fresh __init__ code objects: {local}"
         );
     }
+    if monitor {
+        assert_eq!(
+            round["monitor"], truth["monitor_truth"],
+            "{what}: the program's own sys.monitoring tool during the window"
+        );
+    }
+    std::fs::write(dir.join("after"), "").expect("after");
+    let later = wait_json(&dir.join("round2.json"), &mut fixture, &what);
+    assert_eq!(
+        (&round["value"], &later["value"]),
+        (&truth["value"], &truth["value"]),
+        "{what}: work() during and after the window against before it"
+    );
+    assert_eq!(
+        later["version"], truth["version"],
+        "{what}: Box.__getitem__'s func_version after the window against before it"
+    );
+    assert_eq!(
+        later["specialised"], truth["specialised"],
+        "{what}: subscribe()'s specialised subscription after the window against before it"
+    );
+    // Reset.__getitem__'s defaults were set during the window: CPython
+    // reset its version, and it keeps whatever it got since (3.11).
+    if python.version.1 == 11 {
+        assert_ne!(
+            later["reset_version"], truth["reset_version"],
+            "{what}: Reset.__getitem__ got its version from before the window back"
+        );
+    }
+    assert_eq!(
+        later["reset_value"], 4950,
+        "{what}: Reset()[i] after the window"
+    );
+    std::fs::write(dir.join("end"), "").expect("end");
+    let last = wait_json(&dir.join("final.json"), &mut fixture, &what);
+    let status = wait_exit(&mut fixture.child, &what);
+    assert!(status.success(), "{what}: the target ended with {status}");
+    if python.at_least(3, 12) {
+        let tools: Vec<Value> = (0..6)
+            .map(|i| match (i, monitor) {
+                (1, true) => Value::from("fixture"),
+                _ => Value::Null,
+            })
+            .collect();
+        assert_eq!(
+            last["tools"],
+            Value::from(tools),
+            "{what}: sys.monitoring tool ids after the window: {last}"
+        );
+        assert_eq!(
+            last["left"].as_u64(),
+            Some(0),
+            "{what}: local events left on __init__ code objects after the window: {last}"
+        );
+    }
+    if monitor {
+        assert_eq!(
+            last["monitor_after"], truth["monitor_truth"],
+            "{what}: the program's own sys.monitoring tool after the window"
+        );
+    }
+    eprintln!(
+        "   {what}: every way into a frame traced ({:?}{}): {} functions equal the truth; \
+         Box.__getitem__'s version {} before and after, {} during the window",
+        python.trace_calls(),
+        if monitor {
+            ", beside the program's sys.monitoring tool"
+        } else {
+            ""
+        },
+        expected.len(),
+        truth["version"],
+        round["version"]
+    );
 }
 
 /// A program that raised its recursion limit and recurses deep during a
 /// window: 3.11+ run such a recursion inlined, without the C stack, and the
 /// eval-frame hook makes it a C recursion again (measured: SIGSEGV on
-/// 3.11.7 20,000 deep, and 3.12.1 16,000 deep), so above a limit per
-/// version (`eval_frame_recursion_limit`: 10,000 on 3.11, 5,000 on 3.12)
-/// the tracer keeps the previous mechanism. Under it, on 3.12, the hook
-/// gives back the C recursion count each call through it costs: without
-/// that, 900 deep under the default limit raised RecursionError. The
+/// 3.11.7 20,000 deep, and 3.12.1 16,000 deep; RecursionError past ~5,000
+/// deep on 3.13.0, which counts 2 C recursion units per call through the
+/// hook), so above a limit per version (`eval_frame_recursion_limit`:
+/// 10,000 on 3.11, 5,000 on 3.12, 4,000 on 3.13) the tracer keeps the
+/// previous mechanism. Under it, on 3.12, the hook gives back the C
+/// recursion count each call through it costs: without that, 900 deep
+/// under the default limit raised RecursionError. The
 /// program survives the window, its recursion intact, and the window traced
 /// its calls; a lone C recursion (`repr` of a list nested 100,000 deep)
 /// still raises RecursionError in it, as untraced. 3.9/3.10 recurse in C
@@ -937,10 +1041,13 @@ fn every_way_into_a_python_frame_is_traced() {
 fn a_deep_recursion_allowed_by_a_raised_limit_survives_a_window() {
     // (limit, depth): past 3.11's C stack under the hook (8 MB main thread:
     // 20,000 crashed it), within the hook's limit on 3.11 and 3.12 (near
-    // 3.12's), and past 3.12's C recursion limit (1,500) counted twice per
-    // call.
+    // 3.12's), past 3.12's C recursion limit (1,500) counted twice per
+    // call, and past 3.13's (10,000 units, 2 per call through the hook:
+    // 6,000 deep raised RecursionError on 3.13.0) while within the
+    // program's own.
     for (limit, depth) in [
         (30_000, 20_000),
+        (8_000, 7_000),
         (5_000, 4_500),
         (3_000, 2_500),
         (1_000, 900),

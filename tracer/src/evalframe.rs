@@ -17,6 +17,18 @@
 //! event when it comes back, whether the frame returned, yielded or raised:
 //! what a profile function and pydeep's `sys.monitoring` tool report.
 //!
+//! 3.13's CALL_ALLOC_AND_ENTER_INIT (calling a class whose `__new__` is
+//! object's and whose `__init__` is a simple Python function) pushes the
+//! `__init__` frame without looking at `interp->eval_frame`. There the
+//! simple `__init__` code objects get local PY_START, PY_RESUME, PY_RETURN
+//! and PY_YIELD events of pydeep's `sys.monitoring` tool (`monitoring.rs`;
+//! PY_UNWIND, which cannot be local, is global and filtered to them), which
+//! fire however the frame was entered, and the hook leaves those code
+//! objects to the tool. They are found by a walk of every class at the
+//! window's start (`classes.rs`), at a class body's return through the
+//! hook (its namespace's `__init__`), and at an `__init__`'s first call
+//! through the hook (any simple code object named `__init__`).
+//!
 //! Frames entered before the hook went in return without passing through
 //! it: no return event (the profile path reports one, which the viewer
 //! ignores: a return without its call). Frames still inside the hook when
@@ -29,7 +41,7 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::abi::*;
-use crate::{Api, CONTROL};
+use crate::{classes, monitoring, Api, CONTROL};
 
 /// `_PyFrameEvalFunction`: `(PyThreadState *, frame, int throwflag)`; the
 /// frame is a `PyFrameObject *` before 3.11, a `_PyInterpreterFrame *`
@@ -71,7 +83,24 @@ pub(crate) struct Layout {
     owner_and_flags: Option<(usize, usize)>,
     /// 3.12: where `PyThreadState` counts C recursion, see [`CRecursion`].
     c_recursion: Option<CRecursion>,
+    /// 3.13: what the `__init__` handling reads (module documentation).
+    inits: Option<InitLayout>,
 }
+
+/// 3.13 offsets (`cpython/code.h`, `internal/pycore_frame.h`).
+struct InitLayout {
+    /// `PyCodeObject.co_name`, `co_kwonlyargcount`.
+    name: usize,
+    kwonly: usize,
+    /// `_PyInterpreterFrame.f_globals`, `f_locals`.
+    globals: usize,
+    locals: usize,
+}
+
+/// `CO_OPTIMIZED`, `CO_VARARGS`, `CO_VARKEYWORDS`.
+const CO_OPTIMIZED: u32 = 0x1;
+const CO_VARARGS: u32 = 0x4;
+const CO_VARKEYWORDS: u32 = 0x8;
 
 /// 3.12's C recursion counters in `PyThreadState` (`struct _ts` in
 /// Include/cpython/pystate.h of 3.12: after `prev`, `next`, `interp` and the
@@ -140,10 +169,17 @@ pub(crate) fn layout(version: u64) -> Option<Layout> {
         c_remaining: 36,
         headroom: 40,
     });
+    let inits = (version >> 16 == 0x030D).then_some(InitLayout {
+        name: 120,
+        kwonly: 60,
+        globals: 24,
+        locals: 40,
+    });
     Some(Layout {
         code,
         owner_and_flags,
         c_recursion,
+        inits,
     })
 }
 
@@ -163,6 +199,12 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 /// Each activation reads it once, so its add and its take-back match even
 /// if it changes meanwhile.
 static GIVE_BACK: AtomicUsize = AtomicUsize::new(0);
+
+/// True while the `__init__` handling runs (3.13, this window's hook).
+static INITS: AtomicBool = AtomicBool::new(false);
+/// The interned `"__init__"` (held for good): a code object's `co_name`
+/// is compared with it by address.
+static INIT_NAME: AtomicUsize = AtomicUsize::new(0);
 
 /// A new window starts (called by the start function, before any hook).
 pub(crate) fn new_window() {
@@ -293,12 +335,75 @@ pub(crate) unsafe fn start(api: &Api) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// 3.13, before the hook goes in (with the GIL held): pydeep's
+/// `sys.monitoring` tool gets the calls' callbacks, and the simple
+/// `__init__` of every class the local call events (module documentation).
+/// Elsewhere nothing. An `__init__` the walk did not reach (more classes
+/// than it looks at) is still seen by the hook when it is entered through
+/// it.
+pub(crate) unsafe fn start_inits(api: &Api) -> Result<(), &'static str> {
+    let Some(ef) = &api.eval_frame else {
+        return Ok(());
+    };
+    let Some(layout) = &ef.layout.inits else {
+        return Ok(());
+    };
+    let (Some(ops), Some(found)) = (&api.opcodes, &api.classes) else {
+        return Err("this interpreter does not export what the __init__ handling of 3.13 needs");
+    };
+    if INIT_NAME.load(Ordering::Relaxed) == 0 {
+        let name = (found.intern)(c"__init__".as_ptr());
+        if name.is_null() {
+            (api.err_clear)();
+            return Err("\"__init__\" could not be interned");
+        }
+        INIT_NAME.store(name as usize, Ordering::Relaxed);
+    }
+    monitoring::start_local_calls(api, ops)?;
+    classes::for_each_class_function(api, found, c"__init__", |function| {
+        let code = classes::function_code(found, function);
+        if !code.is_null() && is_simple(layout, code) {
+            monitoring::add_local_calls(api, ops, code);
+        }
+    });
+    INITS.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// True if `code` (a code object) is what CALL_ALLOC_AND_ENTER_INIT
+/// inlines: a "simple" function (`function_kind` in 3.13's specialize.c:
+/// optimised, no `*args`, `**kwargs` or keyword-only arguments).
+unsafe fn is_simple(layout: &InitLayout, code: *mut c_void) -> bool {
+    let flags = core::ptr::read((code as *const u8).add(48) as *const u32);
+    let kwonly = core::ptr::read((code as *const u8).add(layout.kwonly) as *const i32);
+    flags & (CO_OPTIMIZED | CO_VARARGS | CO_VARKEYWORDS) == CO_OPTIMIZED && kwonly == 0
+}
+
+/// The class body whose namespace is `namespace` returned: its `__init__`,
+/// if a simple function, gets the local call events.
+unsafe fn class_body_returned(api: &Api, layout: &InitLayout, namespace: *mut c_void) {
+    let (Some(ops), Some(found)) = (&api.opcodes, &api.classes) else {
+        return;
+    };
+    if let Some(function) = classes::namespace_function(api, found, namespace, c"__init__") {
+        let code = classes::function_code(found, function);
+        if !code.is_null() && is_simple(layout, code) {
+            monitoring::add_local_calls(api, ops, code);
+        }
+        (api.dec_ref)(function);
+    }
+}
+
 /// Takes the hook out (with the GIL held), giving the interpreter back the
 /// eval function it had. If another tool installed its own over ours during
 /// the window, that one stays (and may keep calling ours, which then only
 /// passes through). Then (or if the hook never went in) the
 /// `__getitem__` functions tagged for the window get their versions back.
 pub(crate) unsafe fn stop(api: &Api) {
+    // 3.13: the local call events come off with the hook (the tool is
+    // closed after, monitoring::close).
+    INITS.store(false, Ordering::Relaxed);
+    monitoring::stop_local_calls(api);
     take_out(api);
     crate::getitem::restore(api);
 }
@@ -353,15 +458,52 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     }
     // A class body's (or module's) frame, while 3.11.0-3.11.3's
     // `__getitem__` functions are tagged (getitem.rs).
-    let mut namespace = false;
-    if let Some((owner, flags)) = ef.layout.owner_and_flags {
-        let flags = core::ptr::read((code as *const u8).add(flags) as *const u32);
+    let mut getitem_namespace = false;
+    let mut flags = 0;
+    if let Some((owner, at)) = ef.layout.owner_and_flags {
+        flags = core::ptr::read((code as *const u8).add(at) as *const u32);
         if flags & GENERATOR_FLAGS != 0
             && core::ptr::read((frame as *const u8).add(owner)) == OWNED_BY_THREAD
         {
             return chain(previous, give_back, tstate, frame, throw);
         }
-        namespace = flags & crate::getitem::CO_OPTIMIZED == 0 && crate::getitem::active();
+        getitem_namespace = flags & CO_OPTIMIZED == 0 && crate::getitem::active();
+    }
+    // 3.13: code objects whose calls pydeep's sys.monitoring tool reports
+    // (module documentation); a class body's namespace, held until it
+    // returns.
+    let mut namespace = core::ptr::null_mut::<c_void>();
+    let inits = match &ef.layout.inits {
+        Some(layout) if INITS.load(Ordering::Relaxed) => Some(layout),
+        _ => None,
+    };
+    if let Some(layout) = inits {
+        if monitoring::has_local_calls(code) {
+            return chain(previous, give_back, tstate, frame, throw);
+        }
+        if flags & CO_OPTIMIZED != 0 {
+            let name = core::ptr::read((code as *const u8).add(layout.name) as *const usize);
+            if name == INIT_NAME.load(Ordering::Relaxed)
+                && throw == 0
+                && is_simple(layout, code)
+                && api
+                    .opcodes
+                    .as_ref()
+                    .is_some_and(|ops| monitoring::add_local_calls(api, ops, code))
+            {
+                // Its PY_START event fires when the frame starts.
+                return chain(previous, give_back, tstate, frame, throw);
+            }
+        } else if throw == 0 {
+            // A class body, module or exec() code: a class body's locals
+            // are its namespace, not its globals.
+            let locals = core::ptr::read((frame as *const u8).add(layout.locals) as *const usize);
+            let globals = core::ptr::read((frame as *const u8).add(layout.globals) as *const usize);
+            if locals != 0 && locals != globals {
+                namespace = locals as *mut c_void;
+                (api.inc_ref)(namespace);
+            }
+        }
     }
     let generation = GENERATION.load(Ordering::Relaxed);
     // Kept (one reference in the window's table) if recorded: alive until
@@ -370,13 +512,21 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     let result = chain(previous, give_back, tstate, frame, throw);
     let same_window = c.command.load(Ordering::Relaxed) == COMMAND_RUN
         && GENERATION.load(Ordering::Relaxed) == generation;
-    if recorded && same_window {
+    // (3.13: a code object given local call events while its frame ran
+    // reports this return itself.)
+    if recorded && same_window && !(inits.is_some() && monitoring::has_local_calls(code)) {
         crate::write_event(crate::event_time(), code as u64, KIND_RETURN, 0, 0);
     }
     // The frame is cleared by its caller (`_PyEval_Vector`) after this
     // returns: its namespace is still there.
-    if namespace && same_window && !result.is_null() && crate::getitem::active() {
+    if getitem_namespace && same_window && !result.is_null() && crate::getitem::active() {
         crate::getitem::namespace_returned(api, frame);
+    }
+    if !namespace.is_null() {
+        if let (Some(layout), false, true) = (inits, result.is_null(), same_window) {
+            class_body_returned(api, layout, namespace);
+        }
+        (api.dec_ref)(namespace);
     }
     result
 }

@@ -46,7 +46,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use crate::classes::{self, ClassApi, Name};
+use crate::classes;
 use crate::sys::symbol;
 use crate::Api;
 
@@ -61,9 +61,6 @@ const VERSION_OFFSET: usize = 128;
 /// `_PyInterpreterFrame.f_locals` on 3.11 (pycore_frame.h; 3.11.2 and
 /// 3.11.7 alike).
 pub(crate) const F_LOCALS_OFFSET: usize = 24;
-/// `CO_OPTIMIZED`: a function's code; class bodies, modules and `exec`
-/// code lack it.
-pub(crate) const CO_OPTIMIZED: u32 = 0x1;
 
 /// The first version handed out; the next ones count down.
 const FIRST_VERSION: u32 = 0xFFFF_FFF0;
@@ -72,23 +69,19 @@ const LAST_VERSION: u32 = 0x8000_0000;
 /// The most functions one window tags.
 const MAX_TAGGED: usize = 4096;
 
-/// What the tagging needs besides the class walk.
+/// What the tagging needs besides the class walk (`Api::classes`).
 pub(crate) struct VersionApi {
     /// `_PyFunction_Vectorcall`: what a Python function's `vectorcall`
     /// field holds.
     function_vectorcall: usize,
-    classes: ClassApi,
 }
 
 /// Resolves it; None where not exported.
 pub(crate) fn resolve() -> Option<VersionApi> {
     Some(VersionApi {
         function_vectorcall: symbol(b"_PyFunction_Vectorcall\0")? as usize,
-        classes: classes::resolve()?,
     })
 }
-
-static GETITEM: Name = Name::new(b"__getitem__\0");
 
 /// One function tagged: its address, its version before, the one given.
 #[derive(Clone, Copy)]
@@ -127,19 +120,27 @@ pub(crate) fn active() -> bool {
 /// whatever was tagged is restored and the caller does not use the hook.
 /// With the GIL held, before the hook goes in.
 pub(crate) unsafe fn start(api: &Api) -> Result<usize, &'static str> {
-    let Some(versions) = &api.function_versions else {
+    let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
         return Err("this interpreter does not export what the __getitem__ fix needs");
     };
     COUNT.store(0, Ordering::Relaxed);
     WINDOW_FIRST.store(NEXT.load(Ordering::Relaxed), Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Relaxed);
-    let walked = classes::for_each_class_function(api, &versions.classes, &GETITEM, |function| {
-        tag(api, versions, function)
+    let mut failed = None;
+    let walked = classes::for_each_class_function(api, found, c"__getitem__", |function| {
+        if failed.is_none() {
+            failed = tag(api, versions, function).err();
+        }
     });
-    if walked.is_err() {
+    let outcome = match (walked, failed) {
+        (_, Some(why)) => Err(why),
+        (false, None) => Err("the class walk did not see every class"),
+        (true, None) => Ok(COUNT.load(Ordering::Relaxed)),
+    };
+    if outcome.is_err() {
         restore(api);
     }
-    walked
+    outcome
 }
 
 /// A frame whose code is not `CO_OPTIMIZED` returned (through the hook,
@@ -147,14 +148,17 @@ pub(crate) unsafe fn start(api: &Api) -> Result<usize, &'static str> {
 /// namespace holds, if it is a class body's (or a module's) function. A
 /// full table leaves it untagged.
 pub(crate) unsafe fn namespace_returned(api: &Api, frame: *mut c_void) {
-    let Some(versions) = &api.function_versions else {
+    let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
         return;
     };
     let namespace =
         core::ptr::read((frame as *const u8).add(F_LOCALS_OFFSET) as *const *mut c_void);
-    if let Some(function) = classes::namespace_function(api, &versions.classes, namespace, &GETITEM)
-    {
+    if namespace.is_null() {
+        return;
+    }
+    if let Some(function) = classes::namespace_function(api, found, namespace, c"__getitem__") {
         let _ = tag(api, versions, function);
+        (api.dec_ref)(function);
     }
 }
 

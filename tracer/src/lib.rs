@@ -6,16 +6,17 @@
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
 //!   (`PyGILState_Ensure`) and hooks calls and returns (without
-//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11 and 3.12
-//!   with PEP 523's eval-frame hook in front of the interpreter's eval
+//!   `--c-calls`; [`calls_by`] decides): on 3.9, 3.10, 3.11, 3.12 and
+//!   3.13 with PEP 523's eval-frame hook in front of the interpreter's eval
 //!   function (`evalframe.rs`; on 3.11.0-3.11.3 with every `__getitem__`
 //!   function given a version that keeps CPython from inlining its calls
-//!   past the hook, `getitem.rs`, over the class walk of `classes.rs`);
-//!   on 3.13 (and 3.11/3.12 where the hook cannot be used) with global
-//!   events of a
-//!   `sys.monitoring` tool of its own (`monitoring.rs`: C callbacks, no
-//!   frame object per call, other profilers left alone); where neither
-//!   can be used, and for `--c-calls`, with a C-level profile function
+//!   past the hook, `getitem.rs`; on 3.13 with local events of a
+//!   `sys.monitoring` tool of its own for the `__init__` functions CPython
+//!   enters past the hook; both over the class walk of `classes.rs`);
+//!   where the hook cannot be used, on 3.12+ with global events of that
+//!   tool (`monitoring.rs`: C callbacks, no frame object per call, other
+//!   profilers left alone); where neither can be used, and for
+//!   `--c-calls`, with a C-level profile function
 //!   (`_PyEval_SetProfile`) on every thread of the
 //!   main interpreter, after checking that none already has one
 //!   (`sys.setprofile`, cProfile before 3.12, a tracer): those are refused,
@@ -334,6 +335,8 @@ struct Api {
     /// 3.11.0-3.11.3: what the hook needs to see `__getitem__` calls
     /// (`getitem.rs`); None elsewhere or where not exported.
     function_versions: Option<getitem::VersionApi>,
+    /// What the walk over classes needs (`classes.rs`).
+    classes: Option<classes::ClassApi>,
 }
 
 /// How a window records Python calls and returns.
@@ -385,10 +388,10 @@ fn settle_calls(api: &Api) -> Calls {
 }
 
 /// The recursion limit above which the eval-frame hook is not used, per
-/// version: on 3.11 and 3.12 CPython runs Python-to-Python calls without
-/// the C stack, and the hook makes each one a C recursion again; a program
-/// that raised its limit may mean to recurse that deep, and keeps the
-/// previous mechanism above:
+/// version: on 3.11+ CPython runs Python-to-Python calls without the C
+/// stack, and the hook makes each one a C recursion again; a program that
+/// raised its limit may mean to recurse that deep, and keeps the previous
+/// mechanism above:
 /// - 3.11: 544 bytes of C stack per call measured on 3.11.7 (as on 3.12
 ///   below; a 20,000-deep recursion, fine without the hook, crashed the
 ///   8 MB main thread with it; 15,000, ~8.2 MB, passed): 10,000, ~5.4 MB
@@ -400,7 +403,12 @@ fn settle_calls(api: &Api) -> Calls {
 ///   8 MB main thread), and up to ~790 bytes per level for a recursion
 ///   through a C function that CPython counts and the hook gives back (a
 ///   Python function called by `map`, 3.12.1): 5,000, ~2.9 MB at most
-///   (~4 MB through C), about a third of the main thread's stack.
+///   (~4 MB through C), about a third of the main thread's stack;
+/// - 3.13: each `_PyEval_EvalFrameDefault` activation counts 2 units
+///   against the C recursion limit (`Py_C_RECURSION_LIMIT`, 10,000; not
+///   given back), so under the hook RecursionError comes at ~5,000 deep
+///   whatever the program's limit (3.13.0: 5,000 deep lived, 6,000 raised;
+///   ~620 bytes of C stack per call, 3.1 MB at 5,000): 4,000.
 ///
 /// The same holds for the program's threads: one that set
 /// `threading.stack_size` below 1 KiB per level of its limit keeps the
@@ -409,6 +417,7 @@ fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
     match version >> 16 {
         0x030B => Some(10_000),
         0x030C => Some(5_000),
+        0x030D => Some(4_000),
         _ => None,
     }
 }
@@ -422,8 +431,12 @@ fn eval_frame_recursion_limit(version: u64) -> Option<c_int> {
 fn choose_calls(api: &Api) -> Calls {
     let flags = CONTROL.flags.load(Ordering::Relaxed);
     let monitoring = api.version >= 0x030C_0000 && api.opcodes.is_some();
+    // 3.11.0-3.11.3's hook needs the `__getitem__` versions, 3.13's
+    // pydeep's sys.monitoring tool for `__init__`; both the class walk.
     let eval_frame = api.eval_frame.is_some()
-        && (!getitem::needed(api.version) || api.function_versions.is_some());
+        && (!getitem::needed(api.version)
+            || (api.function_versions.is_some() && api.classes.is_some()))
+        && (api.version >> 16 != 0x030D || (monitoring && api.classes.is_some()));
     if flags & FLAG_C_CALLS != 0 || flags & FLAG_CALLS_BY_PROFILE != 0 {
         return Calls::Profile;
     }
@@ -457,17 +470,18 @@ fn choose_calls(api: &Api) -> Calls {
 /// The versions whose calls go through the eval-frame hook by default
 /// (`version`: `Py_Version`, 0 before 3.11: 3.9 and 3.10, the only ones
 /// without it that have the hook). Measured cheaper than the profile
-/// function (3.9-3.11) and `sys.monitoring` (3.12) in notes/tracing.md,
-/// "Cost". On 3.11.0-3.11.3 `BINARY_SUBSCR_GETITEM` (a `__getitem__` in
-/// Python) inlines its call whatever the eval function (gh-104405, fixed
-/// in 3.11.4): there the hook is used with every `__getitem__` function
-/// given a version that keeps that instruction from running
-/// (`getitem.rs`; [`settle_calls`] falls back to the profile function if
-/// that cannot be done). Not where CPython enters some Python frames past
-/// the hook, so that calls would be missed:
-/// - 3.13: `CALL_ALLOC_AND_ENTER_INIT` (a class with an `__init__` in
-///   Python) pushes the `__init__` frame without checking for one
-///   (measured on 3.13.0 and 3.13.5: 1 call of 50 seen).
+/// function (3.9-3.11) and `sys.monitoring` (3.12, 3.13) in
+/// notes/tracing.md, "Cost". Where CPython enters some Python frames past
+/// the hook, so that calls would be missed, pydeep closes the gap:
+/// - 3.11.0-3.11.3: `BINARY_SUBSCR_GETITEM` (a `__getitem__` in Python)
+///   inlines its call whatever the eval function (gh-104405, fixed in
+///   3.11.4): every `__getitem__` function is given a version that keeps
+///   that instruction from running (`getitem.rs`; [`settle_calls`] falls
+///   back to the profile function if that cannot be done);
+/// - 3.13: `CALL_ALLOC_AND_ENTER_INIT` (a class with a simple `__init__` in
+///   Python) pushes the `__init__` frame without checking for one: pydeep's
+///   `sys.monitoring` tool reports those functions' calls with local events
+///   instead (`evalframe.rs`).
 ///
 /// 3.12 uses it (1.7x against `sys.monitoring`'s 2.0-2.2x) only where the
 /// hook can give CPython back the C recursion count each call through it
@@ -480,7 +494,7 @@ fn choose_calls(api: &Api) -> Calls {
 ///
 /// 3.14+ frames hold tagged references: untested, not used.
 fn eval_frame_by_default(version: u64) -> bool {
-    matches!(version >> 16, 0 | 0x030B | 0x030C)
+    matches!(version >> 16, 0 | 0x030B | 0x030C | 0x030D)
 }
 
 /// The resolved C API: written once, by the first start that resolves
@@ -551,6 +565,7 @@ fn resolve() -> Result<Api, &'static str> {
         } else {
             None
         },
+        classes: classes::resolve(),
     })
 }
 
@@ -1240,7 +1255,8 @@ fn watchdog() {
                 (hooked, _) => hooked,
             };
             let hooked = match hooked {
-                Ok(hooked) if calls == Calls::EvalFrame => evalframe::start(api)
+                Ok(hooked) if calls == Calls::EvalFrame => evalframe::start_inits(api)
+                    .and_then(|()| evalframe::start(api))
                     .map(|()| hooked)
                     .map_err(|why| (STATE_FAILED, why)),
                 hooked => hooked,

@@ -1,9 +1,9 @@
 //! pydeep's own `sys.monitoring` tool (3.12+), shared by the two uses that
 //! need one: `--opcodes` (local INSTRUCTION events, `opcodes.rs`) and the
 //! calls of a window (global PY_START / PY_RESUME / PY_THROW and PY_RETURN
-//! / PY_YIELD / PY_UNWIND events, [`start_calls`]: on 3.13, and on 3.12
-//! where the eval-frame hook is not used, see `crate::calls_by`), instead of the legacy
-//! profile function (`_PyEval_SetProfile`), which CPython 3.12+ emulates on
+//! / PY_YIELD / PY_UNWIND events, [`start_calls`]: on 3.12, and on 3.13
+//! where the eval-frame hook is not used, see `crate::calls_by`), instead
+//! of the legacy profile function (`_PyEval_SetProfile`), which CPython 3.12+ emulates on
 //! top of `sys.monitoring` at the price of a frame object and a shim per
 //! call.
 //!
@@ -16,9 +16,16 @@
 //! target's `sys.setprofile` / `sys.settrace` functions (CPython's own
 //! tool ids 6 and 7), are left alone.
 //!
+//! On 3.13, where the eval-frame hook records calls, the tool also gets the
+//! same call events as *local* events on the code objects the hook cannot
+//! see entered ([`add_local_calls`]: the `__init__` functions that
+//! CALL_ALLOC_AND_ENTER_INIT inlines, see `evalframe.rs`); the hook leaves
+//! those code objects to the tool ([`has_local_calls`]).
+//!
 //! Everything here runs with the GIL held, except the callbacks' hot path,
 //! which CPython also calls with the GIL held.
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -241,9 +248,9 @@ unsafe fn callback(args: *const *mut c_void, nargs: isize, kind: u32) -> *mut c_
     ops.none_object
 }
 
-/// Switches the calls' events on for every thread of the interpreter
-/// (threads started later included: global events need no rescan).
-pub(crate) unsafe fn start_calls(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
+/// Registers the calls' callbacks (PY_START, PY_RESUME, PY_THROW: a call;
+/// PY_RETURN, PY_YIELD, PY_UNWIND: a return); their event bits.
+unsafe fn register_calls(api: &Api, ops: &OpcodeApi) -> Result<u32, &'static str> {
     open(api, ops)?;
     let mut events = 0;
     for name in [c"PY_START", c"PY_RESUME", c"PY_THROW"] {
@@ -252,6 +259,13 @@ pub(crate) unsafe fn start_calls(api: &Api, ops: &OpcodeApi) -> Result<(), &'sta
     for name in [c"PY_RETURN", c"PY_YIELD", c"PY_UNWIND"] {
         events |= register(api, ops, name, &LEAVE_DEF)?;
     }
+    Ok(events)
+}
+
+/// Switches the calls' events on for every thread of the interpreter
+/// (threads started later included: global events need no rescan).
+pub(crate) unsafe fn start_calls(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
+    let events = register_calls(api, ops)?;
     let tool = tool().unwrap_or(0);
     let set = (ops.call_method)(
         module(),
@@ -323,4 +337,212 @@ pub(crate) unsafe fn settle(api: &Api, result: *mut c_void) {
     } else {
         (api.dec_ref)(result);
     }
+}
+
+// ---------------------------------------------------------------------------
+// 3.13: the calls' events as local events of chosen code objects.
+
+/// The calls' event bits while local call events may be given (0: not
+/// this window), and the tool's bit in a `_Py_LocalMonitors` byte.
+static LOCAL_CALLS: AtomicU32 = AtomicU32::new(0);
+static TOOL_BIT: AtomicU32 = AtomicU32::new(0);
+
+/// Code objects given local call events, each held by one reference until
+/// stop (an open-addressed set of addresses, filled to 3/4 at most).
+const LOCAL_CAPACITY: usize = 1 << 14;
+struct LocalCodes(UnsafeCell<[usize; LOCAL_CAPACITY]>);
+// SAFETY: touched with the GIL held only.
+unsafe impl Sync for LocalCodes {}
+static LOCAL_CODES: LocalCodes = LocalCodes(UnsafeCell::new([0; LOCAL_CAPACITY]));
+static LOCAL_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Low bit of an entry: `set_local_events` refused that code object.
+const FAILED: usize = 1;
+
+/// `PyCodeObject._co_monitoring` on 3.13 (`cpython/code.h`); its first
+/// member, `local_monitors.tools[PY_MONITORING_EVENT_PY_START]` (event 0),
+/// is the byte of the tools that have local PY_START events on the code.
+const CO_MONITORING: usize = 176;
+
+static UNWIND_DEF: MethodDef = MethodDef::fastcall(c"pydeep_unwind", unwind);
+
+/// PY_UNWIND (global, in the local calls' mode): a return event of a code
+/// object that has the local call events; the hook reports the others'.
+unsafe extern "C" fn unwind(
+    _self: *mut c_void,
+    args: *const *mut c_void,
+    nargs: isize,
+) -> *mut c_void {
+    if nargs >= 1 && has_local_calls(*args) {
+        return callback(args, nargs, KIND_RETURN);
+    }
+    match crate::api().and_then(|api| api.opcodes.as_ref()) {
+        Some(ops) => ops.none_object,
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Registers the calls' callbacks for local events on chosen code objects
+/// ([`add_local_calls`]): PY_START and PY_RESUME (a call), PY_RETURN and
+/// PY_YIELD (a return), the events 3.13 lets a tool set locally. An
+/// exception leaving such a code object is a global event only
+/// (PY_UNWIND): switched on for every code object, its callback ignores
+/// those without the local events (3.13 runs it only while an exception
+/// unwinds a frame). PY_THROW, global only too, is not asked for: the
+/// functions given local events are `__init__`s, not generators. 3.13 only
+/// (the code object's layout, [`has_local_calls`]).
+pub(crate) unsafe fn start_local_calls(api: &Api, ops: &OpcodeApi) -> Result<(), &'static str> {
+    open(api, ops)?;
+    let Some(tool) = tool() else {
+        return Err("sys.monitoring: the tool is not open");
+    };
+    TOOL_BIT.store(1 << tool, Ordering::Relaxed);
+    let mut events = 0;
+    for name in [c"PY_START", c"PY_RESUME"] {
+        events |= register(api, ops, name, &ENTER_DEF)?;
+    }
+    for name in [c"PY_RETURN", c"PY_YIELD"] {
+        events |= register(api, ops, name, &LEAVE_DEF)?;
+    }
+    let unwinds = register(api, ops, c"PY_UNWIND", &UNWIND_DEF)?;
+    let set = (ops.call_method)(
+        module(),
+        c"set_events".as_ptr(),
+        c"ii".as_ptr(),
+        tool,
+        unwinds as i32,
+    );
+    if set.is_null() {
+        (api.err_clear)();
+        return Err("sys.monitoring.set_events failed");
+    }
+    (api.dec_ref)(set);
+    GLOBAL_EVENTS.store(unwinds, Ordering::Relaxed);
+    LOCAL_CALLS.store(events, Ordering::Relaxed);
+    Ok(())
+}
+
+/// True if pydeep's tool has local PY_START events on `code` (a code
+/// object): the tool reports its calls. Two reads; 3.13 only.
+#[inline(always)]
+pub(crate) unsafe fn has_local_calls(code: *mut c_void) -> bool {
+    let data = core::ptr::read((code as *const u8).add(CO_MONITORING) as *const *const u8);
+    !data.is_null() && u32::from(core::ptr::read(data)) & TOOL_BIT.load(Ordering::Relaxed) != 0
+}
+
+/// Gives `code` (a code object) the calls' local events, keeping it (one
+/// reference) until stop; true if it has them. With the GIL held and no
+/// exception set.
+pub(crate) unsafe fn add_local_calls(api: &Api, ops: &OpcodeApi, code: *mut c_void) -> bool {
+    let bits = LOCAL_CALLS.load(Ordering::Relaxed);
+    if bits == 0 || code.is_null() {
+        return false;
+    }
+    let table = LOCAL_CODES.0.get() as *mut usize;
+    let mut i = ((code as usize) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    let mut slot = None;
+    for _ in 0..SELECT_PROBES {
+        let entry = table.add(i & (LOCAL_CAPACITY - 1));
+        if *entry == code as usize {
+            return true;
+        }
+        if *entry == code as usize | FAILED {
+            return false;
+        }
+        if *entry == 0 {
+            slot = Some(entry);
+            break;
+        }
+        i = i.wrapping_add(1);
+    }
+    let Some(slot) = slot else { return false };
+    if LOCAL_COUNT.load(Ordering::Relaxed) >= LOCAL_CAPACITY / 4 * 3 {
+        return false;
+    }
+    if !change_local_events(api, ops, code, bits, 0) {
+        // Not asked again (the hook would at each call): remembered, with
+        // no reference (the address is only compared).
+        *slot = code as usize | FAILED;
+        LOCAL_COUNT.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    if LOCAL_CALLS.load(Ordering::Relaxed) == 0 {
+        // The window stopped meanwhile (a finalizer run by the calls above
+        // let the watchdog take the GIL): taken off again.
+        change_local_events(api, ops, code, 0, bits);
+        return false;
+    }
+    (api.inc_ref)(code);
+    *slot = code as usize;
+    LOCAL_COUNT.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// At stop (with the GIL held, before [`close`]): takes the calls' local
+/// events off every code object that got them, and gives the code objects
+/// back.
+pub(crate) unsafe fn stop_local_calls(api: &Api) {
+    let bits = LOCAL_CALLS.swap(0, Ordering::Relaxed);
+    if LOCAL_COUNT.swap(0, Ordering::Relaxed) == 0 {
+        return;
+    }
+    let table = LOCAL_CODES.0.get() as *mut usize;
+    for i in 0..LOCAL_CAPACITY {
+        let entry = table.add(i);
+        let code = *entry as *mut c_void;
+        if code.is_null() || *entry & FAILED != 0 {
+            *entry = 0;
+            continue;
+        }
+        if let Some(ops) = &api.opcodes {
+            change_local_events(api, ops, code, 0, bits);
+        }
+        (api.dec_ref)(code);
+        *entry = 0;
+    }
+}
+
+/// Sets the tool's local events on `code` to what they are, plus `add`,
+/// minus `remove` (`--opcodes`' INSTRUCTION events and the calls' share a
+/// code object's events); true if done.
+pub(crate) unsafe fn change_local_events(
+    api: &Api,
+    ops: &OpcodeApi,
+    code: *mut c_void,
+    add: u32,
+    remove: u32,
+) -> bool {
+    let Some(tool) = tool() else { return false };
+    let monitoring = module();
+    let current = (ops.call_method)(
+        monitoring,
+        c"get_local_events".as_ptr(),
+        c"iO".as_ptr(),
+        tool,
+        code,
+    );
+    if current.is_null() {
+        (api.err_clear)();
+        return false;
+    }
+    let events = (ops.as_long)(current);
+    (api.dec_ref)(current);
+    if events < 0 {
+        (api.err_clear)();
+        return false;
+    }
+    let events = (events as u32 | add) & !remove;
+    let set = (ops.call_method)(
+        monitoring,
+        c"set_local_events".as_ptr(),
+        c"iOi".as_ptr(),
+        tool,
+        code,
+        events as i32,
+    );
+    if set.is_null() {
+        (api.err_clear)();
+        return false;
+    }
+    (api.dec_ref)(set);
+    true
 }

@@ -298,16 +298,10 @@ pub(crate) fn newly_selected(out: &mut [usize; 64]) -> usize {
 
 /// Gives `codes` local INSTRUCTION events (with the GIL held).
 pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
-    let (Some(tool), bit) = (
-        monitoring::tool(),
-        INSTRUCTION.load(Ordering::Relaxed) as i32,
-    ) else {
-        return;
-    };
-    if bit == 0 {
+    let bit = INSTRUCTION.load(Ordering::Relaxed);
+    if bit == 0 || monitoring::tool().is_none() {
         return;
     }
-    let monitoring = monitoring::module();
     let table = INSTRUMENTED.0.get() as *mut usize;
     for &code in codes {
         let done = INSTRUMENTED_COUNT.load(Ordering::Relaxed);
@@ -315,20 +309,12 @@ pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
             lost();
             return;
         }
-        let set = (ops.call_method)(
-            monitoring,
-            c"set_local_events".as_ptr(),
-            c"iOi".as_ptr(),
-            tool,
-            code as *mut c_void,
-            bit,
-        );
-        if set.is_null() {
-            (api.err_clear)();
+        // Added to the tool's other local events on the code (3.13: the
+        // calls' on an `__init__`, monitoring.rs).
+        if !monitoring::change_local_events(api, ops, code as *mut c_void, bit, 0) {
             lost();
             continue;
         }
-        (api.dec_ref)(set);
         *table.add(done) = code;
         INSTRUMENTED_COUNT.store(done + 1, Ordering::Relaxed);
         CONTROL.counted_codes.fetch_add(1, Ordering::Relaxed);
@@ -338,23 +324,15 @@ pub(crate) unsafe fn instrument(api: &Api, ops: &OpcodeApi, codes: &[usize]) {
 /// Takes the local INSTRUCTION events off every instrumented code object
 /// (the tool itself is closed by `monitoring::close`).
 unsafe fn stop_monitoring(api: &Api, ops: &OpcodeApi) {
-    INSTRUCTION.store(0, Ordering::Relaxed);
+    let bit = INSTRUCTION.swap(0, Ordering::Relaxed);
     let done = INSTRUMENTED_COUNT.swap(0, Ordering::Relaxed);
-    let (Some(id), monitoring) = (monitoring::tool(), monitoring::module()) else {
+    if monitoring::tool().is_none() {
         return;
-    };
+    }
     let table = INSTRUMENTED.0.get() as *mut usize;
     for i in 0..done.min(INSTRUMENTED_CAPACITY) {
         let code = *table.add(i) as *mut c_void;
-        let unset = (ops.call_method)(
-            monitoring,
-            c"set_local_events".as_ptr(),
-            c"iOi".as_ptr(),
-            id,
-            code,
-            0i32,
-        );
-        monitoring::settle(api, unset);
+        monitoring::change_local_events(api, ops, code, 0, bit);
         *table.add(i) = 0;
     }
 }
