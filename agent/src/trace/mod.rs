@@ -6,7 +6,8 @@
 //! 1. the output file is created (0600, never through a link) and the
 //!    target attached for reading, like `pydeep attach`;
 //! 2. the tracer is loaded at a safe point and started, or, if an earlier
-//!    window loaded it, only started;
+//!    window loaded it, only started (3.14+: by CPython's remote-debugger
+//!    protocol, [`remote_exec`], instead of ptrace; chosen in [`Start::of`]);
 //! 3. the watchdog in the target installs the hooks (or refuses: another
 //!    profiler is installed), and the agent drains the ring every few
 //!    milliseconds, bumping the heartbeat, until the duration is over or a
