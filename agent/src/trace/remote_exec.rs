@@ -122,6 +122,9 @@ pub enum RemoteExecError {
     /// The target exited meanwhile.
     #[error("process {0} exited while the tracer was being started")]
     Exited(i32),
+    /// A path with characters the script would have to quote.
+    #[error("unexpected characters in the path {0:?}")]
+    UnsafePath(String),
 }
 
 /// The table format whose `debugger_support` section a target of these
@@ -554,10 +557,7 @@ pub fn script(
     let start = match load {
         Load::Library(path) => {
             if !plain(path) {
-                return Err(RemoteExecError::Memory {
-                    pid: 0,
-                    what: format!("unexpected characters in {path:?}"),
-                });
+                return Err(RemoteExecError::UnsafePath(path.clone()));
             }
             format!(
                 r#"with open("{path}", "rb") as library_file:
@@ -588,10 +588,7 @@ pub fn script(
         }
     };
     if !plain(directory) {
-        return Err(RemoteExecError::Memory {
-            pid: 0,
-            what: format!("unexpected characters in {directory:?}"),
-        });
+        return Err(RemoteExecError::UnsafePath(directory.into()));
     }
     Ok(format!(
         r#"# pydeep trace: starts pydeep's tracer in this process (PEP 768).
