@@ -839,6 +839,26 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_disabled_target_exits_21_and_a_script_never_run_19() {
+        use crate::cli::exit::{exit_for, Exit};
+        let disabled = RemoteExecError::Disabled {
+            pid: 7,
+            version: "3.14.2".into(),
+        };
+        let error = super::super::inject_failure(disabled.into());
+        assert_eq!(exit_for(&error), Exit::RemoteDebugDisabled);
+        assert_eq!(Exit::RemoteDebugDisabled as u8, 21);
+        let never = RemoteExecError::NeverRan {
+            pid: 7,
+            waited: Duration::from_secs(2),
+        };
+        let error = super::super::inject_failure(never.into());
+        assert_eq!(exit_for(&error), Exit::NoSafePoint);
+        assert!(error.to_string().contains("eval-breaker"));
+    }
+
     #[test]
     fn a_missing_interpreter_or_main_thread_is_an_error_not_a_write() {
         let mut m = memory(1, 0);
