@@ -188,13 +188,32 @@ const GC_3_15_TAIL: &[&str] = &[
     "gc.generation_stats_size",
     "gc.generation_stats",
 ];
-/// 3.14+; after it come llist_node and debugger_support, which pydeep does
-/// not read (it reads only the table's prefix).
+/// 3.14+; llist_node and debugger_support follow it.
 const GEN_3_14: &[&str] = &[
     "gen_object.size",
     "gen_object.gi_name",
     "gen_object.gi_iframe",
     "gen_object.gi_frame_state",
+];
+/// 3.14+: `struct llist_node` (pycore_llist.h), the links of asyncio's
+/// per-thread task lists.
+const LLIST_NODE_3_14: &[&str] = &["llist_node.next", "llist_node.prev"];
+/// 3.14+, the table's last section: what a PEP 768 sender
+/// (`sys.remote_exec`, Python/remote_debugging.c) writes. `eval_breaker` and
+/// `remote_debugger_support` are offsets in `PyThreadState`,
+/// `remote_debugging_enabled` in `PyInterpreterState` (its
+/// `config.remote_debug`, an int), `debugger_pending_call` (an int32) and
+/// `debugger_script_path` in `_PyRemoteDebuggerSupport`
+/// (Include/cpython/pystate.h), and `debugger_script_path_size` is the size
+/// of that path buffer (`Py_MAX_SCRIPT_PATH_SIZE`, 512), not an offset.
+/// Unchanged in 3.15.0rc1.
+const DEBUGGER_SUPPORT_3_14: &[&str] = &[
+    "debugger_support.eval_breaker",
+    "debugger_support.remote_debugger_support",
+    "debugger_support.remote_debugging_enabled",
+    "debugger_support.debugger_pending_call",
+    "debugger_support.debugger_script_path",
+    "debugger_support.debugger_script_path_size",
 ];
 
 impl TableFormat {
@@ -233,6 +252,8 @@ impl TableFormat {
                 UNICODE_3_13,
                 GC_3_13,
                 GEN_3_14,
+                LLIST_NODE_3_14,
+                DEBUGGER_SUPPORT_3_14,
             ]
             .concat(),
             TableFormat::V3_15 => [
@@ -255,15 +276,49 @@ impl TableFormat {
                 GC_3_13,
                 GC_3_15_TAIL,
                 GEN_3_14,
+                LLIST_NODE_3_14,
+                DEBUGGER_SUPPORT_3_14,
             ]
             .concat(),
         }
     }
 
-    /// Size in bytes of the table prefix pydeep reads.
+    /// Size in bytes of the table (3.13: the prefix pydeep knows).
     pub fn byte_len(self) -> usize {
         COOKIE.len() + 8 * self.fields().len()
     }
+
+    /// True if the table has a `debugger_support` section: the target
+    /// speaks PEP 768 (3.14+), if its build and configuration allow it.
+    pub fn has_debugger_support(self) -> bool {
+        self.fields().contains(&DEBUGGER_SUPPORT_3_14[0])
+    }
+}
+
+/// What a PEP 768 sender needs from the table: the two pointers it follows
+/// to the main thread's state, and the `debugger_support` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebuggerSupport {
+    /// `runtime_state.interpreters_head`: offset in `_PyRuntime` of the
+    /// first interpreter's address.
+    pub interpreters_head: u64,
+    /// `interpreter_state.threads_main`: offset in the interpreter of its
+    /// main thread state's address.
+    pub threads_main: u64,
+    /// Offset of `eval_breaker` (a `uintptr_t`) in `PyThreadState`.
+    pub eval_breaker: u64,
+    /// Offset of `remote_debugger_support` in `PyThreadState`.
+    pub remote_debugger_support: u64,
+    /// Offset of `config.remote_debug` (an int, 1 when enabled) in
+    /// `PyInterpreterState`.
+    pub remote_debugging_enabled: u64,
+    /// Offset of `debugger_pending_call` (an int32) in
+    /// `_PyRemoteDebuggerSupport`.
+    pub debugger_pending_call: u64,
+    /// Offset of `debugger_script_path` in `_PyRemoteDebuggerSupport`.
+    pub debugger_script_path: u64,
+    /// Size of the path buffer, its NUL included.
+    pub debugger_script_path_size: u64,
 }
 
 /// The parsed table: field name to value.
@@ -362,6 +417,7 @@ impl DebugTable {
                 }
             }
         }
+        self.validate_debugger_support()?;
         let gil = self.get("interpreter_state.gil_runtime_state");
         for field in [
             "interpreter_state.gil_runtime_state_locked",
@@ -372,6 +428,87 @@ impl DebugTable {
             }
         }
         Ok(())
+    }
+
+    /// The `debugger_support` section (and `llist_node` before it) lies in
+    /// the structs it names: the int32 and the path buffer inside the
+    /// thread state, the int inside the interpreter state, a path buffer of
+    /// a plausible size. A table without the section passes.
+    fn validate_debugger_support(&self) -> Result<(), String> {
+        let Some(d) = self.debugger_support() else {
+            return Ok(());
+        };
+        for name in ["llist_node.next", "llist_node.prev"] {
+            if self.get(name) > 64 {
+                return Err(format!("{name} is {}, beyond 64", self.get(name)));
+            }
+        }
+        if !(64..=4096).contains(&d.debugger_script_path_size) {
+            return Err(format!(
+                "debugger_support.debugger_script_path_size is {}, outside 64..=4096",
+                d.debugger_script_path_size
+            ));
+        }
+        let thread_size = self.get("thread_state.size");
+        let interpreter_size = self.get("interpreter_state.size");
+        // (field, offset of its end, the struct it must end inside, that struct)
+        let ends = [
+            (
+                "eval_breaker",
+                d.eval_breaker.checked_add(8),
+                thread_size,
+                "thread_state",
+            ),
+            (
+                "debugger_pending_call",
+                d.remote_debugger_support
+                    .checked_add(d.debugger_pending_call)
+                    .and_then(|at| at.checked_add(4)),
+                thread_size,
+                "thread_state",
+            ),
+            (
+                "debugger_script_path",
+                d.remote_debugger_support
+                    .checked_add(d.debugger_script_path)
+                    .and_then(|at| at.checked_add(d.debugger_script_path_size)),
+                thread_size,
+                "thread_state",
+            ),
+            (
+                "remote_debugging_enabled",
+                d.remote_debugging_enabled.checked_add(4),
+                interpreter_size,
+                "interpreter_state",
+            ),
+        ];
+        for (field, end, size, section) in ends {
+            if end.is_none_or(|end| end > size) {
+                return Err(format!(
+                    "debugger_support.{field} ends beyond {section}.size {size}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The PEP 768 offsets, if the table has a `debugger_support` section.
+    /// Only meaningful once [`DebugTable::validate`] passed.
+    pub fn debugger_support(&self) -> Option<DebuggerSupport> {
+        if !self.has("debugger_support.eval_breaker") {
+            return None;
+        }
+        let get = |name: &str| self.get(&format!("debugger_support.{name}"));
+        Some(DebuggerSupport {
+            interpreters_head: self.get("runtime_state.interpreters_head"),
+            threads_main: self.get("interpreter_state.threads_main"),
+            eval_breaker: get("eval_breaker"),
+            remote_debugger_support: get("remote_debugger_support"),
+            remote_debugging_enabled: get("remote_debugging_enabled"),
+            debugger_pending_call: get("debugger_pending_call"),
+            debugger_script_path: get("debugger_script_path"),
+            debugger_script_path_size: get("debugger_script_path_size"),
+        })
     }
 
     /// The table in pydeep's offsets vocabulary.
@@ -607,5 +744,153 @@ mod tests {
             at("thread_state.current_frame") + 1
         );
         assert_eq!(at("thread_state.holds_gil"), at("thread_state.status") + 1);
+    }
+    /// The tables of the WebAssembly builds of CPython 3.14.2 and
+    /// 3.15.0rc1 (Pyodide; 32-bit, so the values are not a native build's),
+    /// as each dumped its own `_PyRuntime` (the words after the cookie, to
+    /// the end of `debugger_support`; the next word is the runtime's own
+    /// state). Recorded with tests/programs/debug_offsets_truth.py's
+    /// reading of `_PyRuntime`.
+    const WASM_3_14_2: &[u64] = &[
+        51249904, 0, 166640, 780, 796, 115488, 3656, 3648, 3704, 3712, 3740, 3896, 3884, 3888, 8,
+        3976, 0, 3984, 3980, 4136, 0, 704, 0, 4, 8, 52, 92, 96, 144, 16, 44, 4, 0, 28, 40, 38, 32,
+        0, 132, 80, 84, 88, 92, 44, 28, 72, 76, 128, 0, 8, 4, 208, 12, 44, 84, 20, 16, 8, 20, 12,
+        8, 100, 12, 20, 16, 32, 24, 28, 16, 8, 16, 8, 12, 20, 8, 16, 32, 16, 8, 20, 144, 116, 80,
+        12, 36, 35, 0, 4, 12, 184, 4200, 0, 4, 512,
+    ];
+    const WASM_3_15_0RC1: &[u64] = &[
+        51314881, 0, 182000, 908, 924, 115712, 3648, 3644, 3696, 3704, 3732, 3848, 3840, 3844, 8,
+        3952, 0, 3960, 3956, 4112, 0, 736, 0, 4, 8, 56, 60, 64, 68, 108, 112, 160, 16, 20, 24, 88,
+        176, 0, 44, 4, 0, 28, 40, 38, 32, 0, 132, 80, 84, 88, 92, 44, 28, 72, 76, 128, 0, 8, 4,
+        212, 12, 44, 84, 16, 144, 472, 444, 20, 16, 8, 20, 12, 8, 100, 12, 20, 16, 32, 24, 28, 16,
+        8, 16, 8, 12, 20, 8, 16, 32, 16, 8, 20, 28, 108, 76, 80, 840, 72, 80, 12, 36, 35, 0, 4, 12,
+        208, 4176, 0, 4, 512,
+    ];
+
+    fn table_of(words: &[u64]) -> Vec<u8> {
+        let mut bytes = COOKIE.to_vec();
+        for word in words {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn the_3_14_and_3_15_tables_end_with_llist_node_and_debugger_support() {
+        for (words, format) in [
+            (WASM_3_14_2, TableFormat::V3_14),
+            (WASM_3_15_0RC1, TableFormat::V3_15),
+        ] {
+            // The field list covers the whole table, no more, no less.
+            assert_eq!(format.byte_len(), 8 + 8 * words.len(), "{format:?}");
+            assert!(format.has_debugger_support());
+            let table = DebugTable::parse(&table_of(words), format).unwrap();
+            // 32-bit: llist_node's prev is the second pointer.
+            assert_eq!(table.get("llist_node.next"), 0);
+            assert_eq!(table.get("llist_node.prev"), 4);
+            let support = table.debugger_support().unwrap();
+            assert_eq!(support.debugger_script_path_size, 512);
+            assert_eq!(support.debugger_pending_call, 0);
+            assert_eq!(support.debugger_script_path, 4);
+            // PyThreadState starts prev, next, interp, eval_breaker.
+            assert_eq!(support.eval_breaker, 12);
+            assert_eq!(
+                support.threads_main,
+                table.get("interpreter_state.threads_main")
+            );
+            assert!(support.remote_debugger_support + 4 + 512 <= table.get("thread_state.size"));
+            assert!(support.remote_debugging_enabled < table.get("interpreter_state.size"));
+        }
+        assert!(!TableFormat::V3_13.has_debugger_support());
+        let table = DebugTable::parse(&table_3_13(0x030d00f0), TableFormat::V3_13).unwrap();
+        assert_eq!(table.debugger_support(), None);
+    }
+
+    /// A 64-bit 3.14 table with plausible values in every field.
+    fn table_3_14() -> Vec<u8> {
+        let words: Vec<u64> = TableFormat::V3_14
+            .fields()
+            .iter()
+            .map(|name| match *name {
+                "version" => 0x030e02f0,
+                "free_threaded" => 0,
+                "runtime_state.size" => 100_000,
+                "interpreter_state.size" => 8192,
+                "thread_state.size" => 1024,
+                "interpreter_frame.size" => 80,
+                "code_object.size" => 200,
+                "pyobject.size" => 16,
+                "type_object.size" => 400,
+                "tuple_object.size" => 32,
+                "list_object.size" => 40,
+                "dict_object.size" => 48,
+                "unicode_object.size" => 72,
+                "interpreter_state.gil_runtime_state" => 100,
+                "interpreter_state.gil_runtime_state_locked" => 104,
+                "interpreter_state.gil_runtime_state_holder" => 112,
+                "llist_node.next" => 0,
+                "debugger_support.eval_breaker" => 24,
+                "debugger_support.remote_debugger_support" => 360,
+                "debugger_support.remote_debugging_enabled" => 4000,
+                "debugger_support.debugger_pending_call" => 0,
+                "debugger_support.debugger_script_path" => 4,
+                "debugger_support.debugger_script_path_size" => 512,
+                name if name.ends_with(".size") => 64,
+                _ => 8,
+            })
+            .collect();
+        table_of(&words)
+    }
+
+    fn set(bytes: &mut [u8], format: TableFormat, name: &str, value: u64) {
+        let index = format.fields().iter().position(|f| *f == name).unwrap();
+        bytes[8 + 8 * index..16 + 8 * index].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn a_debugger_support_section_outside_its_structs_is_refused() {
+        let good = table_3_14();
+        DebugTable::parse(&good, TableFormat::V3_14)
+            .unwrap()
+            .validate(&v(14))
+            .unwrap();
+        for (field, value, says) in [
+            // 360 + 4 + 1024 > thread_state.size 1024
+            (
+                "debugger_support.debugger_script_path_size",
+                1024,
+                "debugger_script_path",
+            ),
+            (
+                "debugger_support.debugger_script_path_size",
+                8,
+                "outside 64..=4096",
+            ),
+            (
+                "debugger_support.remote_debugger_support",
+                600,
+                "debugger_script_path",
+            ),
+            ("debugger_support.eval_breaker", 1020, "eval_breaker"),
+            (
+                "debugger_support.remote_debugging_enabled",
+                8190,
+                "remote_debugging_enabled",
+            ),
+            (
+                "debugger_support.remote_debugger_support",
+                u64::MAX,
+                "debugger_pending_call",
+            ),
+            ("llist_node.prev", 4096, "llist_node.prev"),
+        ] {
+            let mut bytes = good.clone();
+            set(&mut bytes, TableFormat::V3_14, field, value);
+            let error = DebugTable::parse(&bytes, TableFormat::V3_14)
+                .unwrap()
+                .validate(&v(14))
+                .unwrap_err();
+            assert!(error.contains(says), "{field} = {value}: {error}");
+        }
     }
 }

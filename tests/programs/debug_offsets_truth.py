@@ -108,6 +108,25 @@ def generator_states():
     return created, suspended, closed
 
 
+def eval_breaker_offsets(tstate):
+    tool = next(
+        t for t in range(6) if sys.monitoring.get_tool(t) is None
+    )
+    before = ctypes.string_at(tstate, 1024)
+    sys.monitoring.use_tool_id(tool, "debug_offsets_truth")
+    sys.monitoring.set_events(tool, sys.monitoring.events.PY_START)
+    after = ctypes.string_at(tstate, 1024)
+    sys.monitoring.set_events(tool, 0)
+    sys.monitoring.free_tool_id(tool)
+    found = []
+    for offset in range(0, 1024, POINTER):
+        old = int.from_bytes(before[offset : offset + POINTER], sys.byteorder)
+        new = int.from_bytes(after[offset : offset + POINTER], sys.byteorder)
+        if old != new and (new - old) % 256 == 0 and old & 255 == new & 255:
+            found.append(offset)
+    return found
+
+
 def main():
     candidates = {}
     add = candidates.setdefault
@@ -180,6 +199,14 @@ def main():
     candidates["thread_state.current_frame"] = current
     candidates["interpreter_frame.executable"] = sorted(executable)
     candidates["interpreter_frame.previous"] = sorted(previous)
+
+    # eval_breaker (the debugger_support section, 3.14+): 3.13+ keep the
+    # interpreter's instrumentation version in each thread state's eval
+    # breaker above its 8 event bits, and switching a sys.monitoring event
+    # on bumps it (Python/instrumentation.c, MONITORING_VERSION_INCREMENT):
+    # the word that changes by a multiple of 256, its event bits unchanged.
+    if hasattr(sys, "monitoring"):
+        candidates["debugger_support.eval_breaker"] = eval_breaker_offsets(tstate)
 
     # objects
     plain = object()

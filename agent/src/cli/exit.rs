@@ -42,6 +42,10 @@ pub enum Exit {
     /// (sys.settrace: a debugger, coverage), or another trace window is
     /// open; pydeep never replaces one.
     TraceRefused = 20,
+    /// `trace` on 3.14+: the target has CPython's remote debugging
+    /// disabled (PYTHON_DISABLE_REMOTE_DEBUG, -X disable-remote-debug, or
+    /// a build without it), through which pydeep starts its tracer there.
+    RemoteDebugDisabled = 21,
 }
 
 impl Exit {

@@ -36,8 +36,8 @@ use super::elf;
 pub static TRACER_LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libpydeep_tracer.so"));
 
 /// The name of the memfd the library is loaded from (how a second window
-/// finds it in /proc/PID/maps).
-pub const MEMFD_NAME: &str = "pydeep-tracer-v4";
+/// finds it in /proc/PID/maps); the PEP 768 script uses it too.
+pub use super::remote_exec::MEMFD_NAME;
 
 /// Interpreter functions at whose entry a thread is not inside libc (no
 /// malloc, loader or stdio lock of its own), so calling `dlopen` and
@@ -82,6 +82,9 @@ pub enum InjectError {
     /// Something the injection needs is missing or failed.
     #[error("{0}")]
     Other(String),
+    /// 3.14+: the start through PEP 768 failed.
+    #[error(transparent)]
+    RemoteExec(#[from] super::remote_exec::RemoteExecError),
 }
 
 fn other(message: impl Into<String>) -> InjectError {
@@ -198,6 +201,12 @@ fn tracer_symbols() -> Option<&'static elf::Symbols> {
     SYMBOLS
         .get_or_init(|| elf::symbols(TRACER_LIBRARY).ok())
         .as_ref()
+}
+
+/// The value (link-time address) of one of the embedded tracer's exported
+/// symbols.
+pub fn tracer_symbol(name: &str) -> Option<u64> {
+    tracer_symbols()?.values.get(name).copied()
 }
 
 /// The control block of a tracer an earlier window loaded, if any.

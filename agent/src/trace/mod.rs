@@ -6,7 +6,8 @@
 //! 1. the output file is created (0600, never through a link) and the
 //!    target attached for reading, like `pydeep attach`;
 //! 2. the tracer is loaded at a safe point and started, or, if an earlier
-//!    window loaded it, only started;
+//!    window loaded it, only started (3.14+: by CPython's remote-debugger
+//!    protocol, [`remote_exec`], instead of ptrace; chosen in [`Start::of`]);
 //! 3. the watchdog in the target installs the hooks (or refuses: another
 //!    profiler is installed), and the agent drains the ring every few
 //!    milliseconds, bumping the heartbeat, until the duration is over or a
@@ -27,6 +28,7 @@ pub mod elf;
 #[cfg(target_arch = "x86_64")]
 pub mod inject;
 pub mod intern;
+pub mod remote_exec;
 pub mod ring;
 #[cfg(target_arch = "x86_64")]
 pub mod window;
@@ -317,6 +319,9 @@ pub struct Start {
     pid: i32,
     flags: u32,
     reuse: Option<u64>,
+    /// 3.14+: where the PEP 768 request goes ([`remote_exec`]); `None`:
+    /// ptrace injection (3.9-3.13).
+    remote_exec: Option<remote_exec::Plan>,
     start_timeout: Duration,
     /// The first (TSC, CLOCK_MONOTONIC) pair, taken before any event of
     /// the window can exist.
@@ -331,10 +336,38 @@ impl Start {
         let first_pair = clock::pair();
         let reuse = inject::loaded_control(&inject::maps(pid).map_err(inject_failure)?)
             .filter(|control| ring::is_tracer(target, *control));
+        // The one place that chooses: a table with a debugger_support
+        // section (3.14+) means PEP 768, anything older ptrace.
+        let remote_exec = match remote_exec::format_for(&target.layout().semantics) {
+            Some(format) => {
+                let version = target.python_version();
+                let fail = |e: remote_exec::RemoteExecError| inject_failure(e.into());
+                let support = remote_exec::read_support(
+                    target.memory(),
+                    target.runtime_address(),
+                    format,
+                    &version,
+                    pid,
+                )
+                .map_err(fail)?;
+                Some(
+                    remote_exec::locate(
+                        target.memory(),
+                        target.runtime_address(),
+                        support,
+                        pid,
+                        &version,
+                    )
+                    .map_err(fail)?,
+                )
+            }
+            None => None,
+        };
         Ok(Start {
             pid,
             flags,
             reuse,
+            remote_exec,
             start_timeout: options.start_timeout,
             first_pair,
         })
@@ -346,6 +379,9 @@ impl Start {
     /// run on any thread: every ptrace request of it is made by the
     /// thread that calls this.
     pub fn load(&self) -> std::result::Result<inject::Loaded, inject::InjectError> {
+        if let Some(plan) = &self.remote_exec {
+            return self.load_by_remote_exec(plan);
+        }
         inject::load_and_start(
             self.pid,
             std::process::id(),
@@ -353,6 +389,62 @@ impl Start {
             self.start_timeout,
             self.reuse,
         )
+    }
+
+    /// 3.14+: [`Start::load`] through PEP 768 ([`remote_exec`]).
+    fn load_by_remote_exec(
+        &self,
+        plan: &remote_exec::Plan,
+    ) -> std::result::Result<inject::Loaded, inject::InjectError> {
+        let pid = self.pid;
+        let tracer_symbol = |name: &str| {
+            inject::tracer_symbol(name).ok_or_else(|| {
+                inject::InjectError::Other("the embedded tracer lacks its exported symbols".into())
+            })
+        };
+        // A library an earlier window loaded: call its start function.
+        let reuse_start = match self.reuse {
+            Some(control) => Some(
+                control
+                    .wrapping_sub(tracer_symbol(abi::CONTROL_SYMBOL)?)
+                    .wrapping_add(tracer_symbol(abi::START_SYMBOL)?),
+            ),
+            None => None,
+        };
+        // Files owned by the target's user when pydeep runs as another
+        // (root); pydeep's own user otherwise.
+        let owner = remote_exec::owner_of(pid).map_err(|e| {
+            inject::InjectError::Other(format!("cannot read /proc/{pid}/status: {e}"))
+        })?;
+        // SAFETY: no arguments.
+        let own = unsafe { (libc::geteuid(), libc::getegid()) };
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let request = remote_exec::Request {
+            root: &root,
+            owner: (owner.0 != own.0).then_some(owner),
+            library: inject::TRACER_LIBRARY,
+            reuse_start,
+            agent_pid: std::process::id(),
+            flags: self.flags,
+            timeout: self.start_timeout,
+        };
+        let memory = crate::process::memory::LiveMemory::new(pid);
+        let started = remote_exec::run(plan, &memory, &mut remote_exec::LiveWrites(pid), &request)?;
+        let control = match self.reuse {
+            Some(control) => control,
+            None => inject::loaded_control(&inject::maps(pid)?).ok_or_else(|| {
+                inject::InjectError::Other(format!(
+                    "the start script ran in process {pid}, but the tracer is not in its maps"
+                ))
+            })?,
+        };
+        Ok(inject::Loaded {
+            control,
+            reused: self.reuse.is_some(),
+            start_result: started.start_result,
+            safe_point: "main thread's eval-breaker check (PEP 768)".into(),
+            phases: started.phases,
+        })
     }
 
     /// The drain of the window [`Start::load`] started, or why it did not.
@@ -408,6 +500,21 @@ pub(crate) fn inject_failure(error: inject::InjectError) -> anyhow::Error {
         InjectError::Permission { .. } => Exit::PermissionDenied,
         InjectError::Exited(_) => Exit::TargetExited,
         InjectError::Other(_) => Exit::Failure,
+        InjectError::RemoteExec(e) => {
+            use remote_exec::RemoteExecError as R;
+            match e {
+                R::Disabled { .. } => Exit::RemoteDebugDisabled,
+                R::FreeThreaded(_) => Exit::UnsupportedVersion,
+                R::NeverRan { .. } => Exit::NoSafePoint,
+                R::Exited(_) => Exit::TargetExited,
+                R::Files { source, .. }
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    Exit::PermissionDenied
+                }
+                _ => Exit::Failure,
+            }
+        }
     };
     Failure::new(exit, error.to_string()).into()
 }

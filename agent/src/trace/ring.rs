@@ -97,7 +97,7 @@ pub fn is_tracer(target: &Target, address: u64) -> bool {
     read_control(target, address).is_ok()
 }
 
-fn write(pid: i32, address: u64, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write(pid: i32, address: u64, bytes: &[u8]) -> std::io::Result<()> {
     let local = libc::iovec {
         iov_base: bytes.as_ptr() as *mut _,
         iov_len: bytes.len(),
