@@ -28,6 +28,9 @@ struct Traced {
     clock: String,
     /// How the tracer recorded calls ("eval-frame", "monitoring", "profile").
     calls_by: String,
+    /// Functions CPython could have called past the window's call events
+    /// (`TraceEventBatch.unwatched_functions`, summed over batches).
+    unwatched: u64,
     /// The header's clock start: Chrome times count from it.
     start_clock_ns: u64,
     /// ThreadDef id → native thread id.
@@ -97,8 +100,10 @@ fn read_trace(path: &Path) -> Traced {
     let mut window_end_ns = 0;
     let mut clock_name = String::new();
     let mut calls_by = String::new();
+    let mut unwatched = 0;
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
+            unwatched += u64::from(batch.unwatched_functions);
             if !batch.clock.is_empty() {
                 clock_name = batch.clock.clone();
             }
@@ -139,6 +144,7 @@ fn read_trace(path: &Path) -> Traced {
         window_end_ns,
         clock: clock_name,
         calls_by,
+        unwatched,
         start_clock_ns,
         native,
         names,
@@ -1780,4 +1786,80 @@ fn read_counts(path: &Path) -> (HashMap<(String, u32), u64>, u64) {
         *counts.entry((name, def.instruction_offset)).or_default() += count;
     }
     (counts, lost)
+}
+
+/// A window says when CPython may have run calls past it: on 3.13 under
+/// the eval-frame hook, a class made during the window by `type()` whose
+/// `__init__` is a function not named `__init__` is called 500 times at one
+/// site (fixture `trace_unwatched_init.py`), which CALL_ALLOC_AND_ENTER_INIT
+/// runs inline; the recording counts one unwatched function and
+/// `pydeep-view top --trace` warns. Elsewhere (every other mechanism or
+/// version) the calls are all traced, against the function's own count, and
+/// nothing is reported.
+#[test]
+fn calls_cpython_may_have_run_past_the_window_are_reported() {
+    for python in test_pythons("pydeep trace, unwatched __init__ reported") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let mut fixture = Fixture::start(&python, "trace_unwatched_init.py", &[]);
+        fixture.wait_truth(|_, _| true);
+        let dir: PathBuf = fixture.dir().to_path_buf();
+        let recording = dir.join("unwatched.pdr");
+        let mut trace = Spawned::trace(fixture.pid(), &recording, &["--until-stopped"], &what);
+        trace.wait_tracing();
+        std::fs::write(dir.join("go"), "").expect("go");
+        let round = wait_json(&dir.join("round.json"), &mut fixture, &what);
+        sigterm(&trace.child);
+        let status = wait_exit(&mut trace.child, &what);
+        assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        std::fs::write(dir.join("end"), "").expect("end");
+        let status = wait_exit(&mut fixture.child, &what);
+        assert!(status.success(), "{what}: the target ended with {status}");
+        let truth = round["calls"].as_u64().expect("calls");
+        assert_eq!(truth, 500, "{what}: the fixture's own count of make()");
+        let traced = read_trace(&recording);
+        let window = (
+            round["before"].as_u64().expect("before"),
+            round["after"].as_u64().expect("after"),
+        );
+        let native = round["thread"].as_u64().expect("thread");
+        let counts =
+            traced.calls_per_function(native, window, "trace_unwatched_init.py", |n| n == "make");
+        let seen = counts.get("make").copied().unwrap_or(0);
+        let view = Command::new(workspace_binary("pydeep-view"))
+            .args(["top", "--trace", "--limit", "0"])
+            .arg(&recording)
+            .output()
+            .expect("run pydeep-view top --trace");
+        let text = String::from_utf8_lossy(&view.stdout).into_owned();
+        assert!(
+            view.status.success(),
+            "{what}: pydeep-view top --trace: {text}"
+        );
+        let warned = text
+            .lines()
+            .any(|l| l.starts_with("warning: 1 class __init__"));
+        if python.at_least(3, 13) && python.trace_calls() == TraceCalls::EvalFrame {
+            assert_eq!(
+                (traced.unwatched, warned),
+                (1, true),
+                "{what}: make() as Made.__init__, {seen} of {truth} calls traced: \
+                 the recording must count it unwatched and the view warn:\n{text}"
+            );
+        } else {
+            assert_eq!(
+                (seen, traced.unwatched, warned),
+                (truth, 0, false),
+                "{what} ({:?}): traced calls of make(), unwatched functions, a warning:\n{text}",
+                python.trace_calls()
+            );
+        }
+        eprintln!(
+            "   {what} ({:?}): make() {seen} of {truth} calls traced, {} unwatched reported",
+            python.trace_calls(),
+            traced.unwatched
+        );
+    }
 }

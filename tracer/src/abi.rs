@@ -222,8 +222,12 @@ pub mod offset {
     /// `u32` how the window records calls: one of the `CALLS_BY_*` words,
     /// written by the watchdog before it publishes `STATE_TRACING`.
     pub const CALLS_BY: u64 = 152;
-    /// `u32` reserved (0).
-    pub const RESERVED: u64 = 156;
+    /// `u32` functions CPython could have called past the window's call
+    /// events, found by a walk of the classes as the window ends (3.13: a
+    /// class's simple `__init__` without pydeep's local call events, see
+    /// the tracer's `evalframe::stop`); 0 if none, and in a tracer built
+    /// before this word was given a meaning (it was reserved, always 0).
+    pub const UNWATCHED: u64 = 156;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
     pub const MESSAGE: u64 = 160;
     /// Size of the whole block.

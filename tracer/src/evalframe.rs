@@ -394,14 +394,45 @@ unsafe fn class_body_returned(api: &Api, layout: &InitLayout, namespace: *mut c_
     }
 }
 
+/// 3.13, as the window ends (with the GIL held, the local call events still
+/// on): the classes whose own simple `__init__` has no local call events.
+/// CALL_ALLOC_AND_ENTER_INIT may have run such an `__init__` past the hook,
+/// unrecorded: it was set outside a class body during the window, not
+/// named `__init__` (`type("T", (), {"__init__": make})`, `cls.__init__ =
+/// make`), or named so but never called through the hook, or its code
+/// object was one `set_local_events` refused or past the cap. Counted, not
+/// named; classes past the walk's cap are not looked at.
+unsafe fn unwatched_inits(api: &Api) -> u32 {
+    let (Some(ef), Some(found)) = (&api.eval_frame, &api.classes) else {
+        return 0;
+    };
+    let Some(layout) = &ef.layout.inits else {
+        return 0;
+    };
+    let mut unwatched = 0u32;
+    classes::for_each_class_function(api, found, c"__init__", |function| {
+        let code = classes::function_code(found, function);
+        if !code.is_null() && is_simple(layout, code) && !monitoring::has_local_calls(code) {
+            unwatched = unwatched.saturating_add(1);
+        }
+    });
+    unwatched
+}
+
 /// Takes the hook out (with the GIL held), giving the interpreter back the
 /// eval function it had. If another tool installed its own over ours during
 /// the window, that one stays (and may keep calling ours, which then only
 /// passes through). Then (or if the hook never went in) the
 /// `__getitem__` functions tagged for the window get their versions back.
 pub(crate) unsafe fn stop(api: &Api) {
-    // 3.13: the local call events come off with the hook (the tool is
-    // closed after, monitoring::close).
+    // 3.13: what the window may have missed, counted before the local call
+    // events come off with the hook (the tool is closed after,
+    // monitoring::close).
+    if INITS.load(Ordering::Relaxed) {
+        crate::CONTROL
+            .unwatched
+            .store(unwatched_inits(api), Ordering::Relaxed);
+    }
     INITS.store(false, Ordering::Relaxed);
     monitoring::stop_local_calls(api);
     take_out(api);

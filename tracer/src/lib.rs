@@ -114,7 +114,7 @@ pub struct Control {
     counted_codes: AtomicU32,
     monitoring_tool: AtomicU32,
     calls_by: AtomicU32,
-    reserved: AtomicU32,
+    unwatched: AtomicU32,
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -149,7 +149,7 @@ const _: () = {
     assert!(offset_of!(Control, counted_codes) as u64 == offset::COUNTED_CODES);
     assert!(offset_of!(Control, monitoring_tool) as u64 == offset::MONITORING_TOOL);
     assert!(offset_of!(Control, calls_by) as u64 == offset::CALLS_BY);
-    assert!(offset_of!(Control, reserved) as u64 == offset::RESERVED);
+    assert!(offset_of!(Control, unwatched) as u64 == offset::UNWATCHED);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
     assert!(core::mem::size_of::<Control>() as u64 == offset::SIZE);
     assert!(core::mem::size_of::<Event>() as u64 == EVENT_SIZE);
@@ -190,7 +190,7 @@ pub static CONTROL: Control = Control {
     counted_codes: AtomicU32::new(0),
     monitoring_tool: AtomicU32::new(0),
     calls_by: AtomicU32::new(CALLS_BY_NONE),
-    reserved: AtomicU32::new(0),
+    unwatched: AtomicU32::new(0),
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -664,6 +664,7 @@ pub unsafe extern "C" fn start(agent_pid: u32, flags: u32) -> c_int {
     opcodes::reset(flags & FLAG_OPCODES != 0);
     evalframe::new_window();
     c.calls_by.store(CALLS_BY_NONE, Ordering::Relaxed);
+    c.unwatched.store(0, Ordering::Relaxed);
     sys::create_thread_id_key();
     let tsc = flags & FLAG_TSC != 0 && sys::tsc_enabled();
     sys::use_tsc(tsc);

@@ -62,6 +62,9 @@ pub struct Calls {
     /// How the tracer recorded calls, per window in order (the names of
     /// `TraceEventBatch.calls_by`; windows that did not say are left out).
     pub calls_by: Vec<String>,
+    /// Functions CPython could have called past the windows' call events,
+    /// summed over windows (`TraceEventBatch.unwatched_functions`).
+    pub unwatched_functions: u64,
 }
 
 /// One call open on a thread's stack.
@@ -236,6 +239,7 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
         if !batch.calls_by.is_empty() {
             calls.calls_by.push(batch.calls_by.clone());
         }
+        calls.unwatched_functions += u64::from(batch.unwatched_functions);
         for e in clock.decode(&batch) {
             calls.events += 1;
             if stacks.cut(&e).is_some() {
@@ -445,6 +449,24 @@ pub fn write(calls: &Calls, limit: usize, mut out: impl Write) -> io::Result<()>
             ""
         }
     )?;
+    if calls.unwatched_functions > 0 {
+        writeln!(
+            out,
+            "warning: {} class __init__ function{} had no call events as a window ended: \
+             calls of {} that CPython 3.13 ran inline may be missing below",
+            calls.unwatched_functions,
+            if calls.unwatched_functions == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if calls.unwatched_functions == 1 {
+                "it"
+            } else {
+                "them"
+            },
+        )?;
+    }
     writeln!(
         out,
         "{:>10} {:>12} {:>12} {:>10} {:>10} {:>10}  function",

@@ -275,6 +275,9 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
         },
         options.output.display()
     );
+    if let Some(warning) = unwatched_warning(summary.unwatched) {
+        eprintln!("pydeep: warning: {warning}");
+    }
     Ok(Exit::Ok)
 }
 
@@ -554,6 +557,21 @@ fn header(target: &Target) -> proto::Header {
     }
 }
 
+/// What to tell the user about `unwatched` functions a window found as it
+/// ended; None if none.
+pub fn unwatched_warning(unwatched: u32) -> Option<String> {
+    (unwatched > 0).then(|| {
+        format!(
+            "{unwatched} class __init__ function{} had no call events as the window ended \
+             (set during it outside a class body and not named __init__, or never called \
+             through the hook): calls of {} that CPython 3.13 ran inline may be missing \
+             (notes/tracing.md, \"3.13: __init__ through local events\")",
+            if unwatched == 1 { "" } else { "s" },
+            if unwatched == 1 { "it" } else { "them" },
+        )
+    })
+}
+
 /// What a window saw.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
@@ -574,6 +592,9 @@ pub struct Summary {
     pub executions: u64,
     /// See `instructions`.
     pub executions_lost: u64,
+    /// Functions CPython could have called past the window's call events
+    /// (`TraceEventBatch.unwatched_functions`).
+    pub unwatched: u32,
 }
 
 /// `--functions`: the agent's decisions, mirrored into the tracer's
@@ -1143,6 +1164,8 @@ impl Drain {
             meta.threads_line_hooked = control.threads_line_hooked;
             meta.clock = clock::recorded_name(control.clock).to_owned();
             meta.calls_by = calls_by_name(control.calls_by).to_owned();
+            meta.unwatched_functions = control.unwatched;
+            self.summary.unwatched = control.unwatched;
             if self.first_batch {
                 meta.window_start_ns = control.start_ns;
             }

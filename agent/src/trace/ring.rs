@@ -42,6 +42,9 @@ pub struct ControlBlock {
     pub clock: u32,
     /// How the window records calls (`abi::CALLS_BY_*`).
     pub calls_by: u32,
+    /// Functions CPython could have called past the window's call events,
+    /// found as it ended (`abi::offset::UNWATCHED`).
+    pub unwatched: u32,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -88,6 +91,7 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         counted_codes: u32_at(&block, offset::COUNTED_CODES),
         clock: u32_at(&block, offset::CLOCK),
         calls_by: u32_at(&block, offset::CALLS_BY),
+        unwatched: u32_at(&block, offset::UNWATCHED),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }

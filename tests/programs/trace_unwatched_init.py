@@ -1,0 +1,75 @@
+"""Fixture of tests/tests/trace.rs's test that a window says when it may
+have missed calls: during the window the program makes a class with
+type() whose __init__ is a function not named __init__ (`make`), and
+calls the class 500 times at one call site. 3.13 specialises that site
+as CALL_ALLOC_AND_ENTER_INIT, which runs `make` inline, past PEP 523's
+eval-frame hook, and pydeep's rule for a fresh __init__ (give it local
+sys.monitoring call events at its first call through the hook) goes by
+the name `__init__`: so its calls are missed, and the window must say so
+(TraceEventBatch.unwatched_functions). The truth: `make` counts its own
+calls.
+
+argv[1]: the ready file ({"ready": true} once started). Files in its
+folder: go -> the class is made and called between time.monotonic_ns()
+readings, round.json (the count, the readings, the thread's native id);
+end (the window is over) -> exit 0. The class stays alive until then, so
+the walk at the window's end finds it.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+CALLS = 0
+
+
+def make(self, v):
+    global CALLS
+    CALLS += 1
+    self.v = v
+
+
+def build(cls, n):
+    total = 0
+    for i in range(n):
+        total += cls(i).v
+    return total
+
+
+def wait_for(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+
+
+def write(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def main():
+    ready = sys.argv[1]
+    folder = os.path.dirname(ready)
+    write(ready, {"ready": True})
+    wait_for(os.path.join(folder, "go"))
+    before = time.monotonic_ns()
+    made = type("Made", (), {"__init__": make})
+    total = build(made, 500)
+    after = time.monotonic_ns()
+    write(
+        os.path.join(folder, "round.json"),
+        {
+            "calls": CALLS,
+            "total": total,
+            "before": before,
+            "after": after,
+            "thread": threading.get_native_id(),
+        },
+    )
+    wait_for(os.path.join(folder, "end"))
+    assert made(1).v == 1
+
+
+main()
