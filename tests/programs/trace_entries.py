@@ -15,7 +15,12 @@ any window (Box's __getitem__ among them). Each work() also makes a class
 (Late, with a __getitem__) and subscribes it 300 times in subscribe(),
 whose BINARY_SUBSCR was specialised for the Late of the work() before: the
 class body runs during the window, and 3.11 specialises the instruction
-again for the new class after ~70 misses. The truth: one work() under a
+again for the new class after ~70 misses. Each work() also subscribes, 300
+times each, __getitem__ functions the window's start cannot have tagged:
+that of a class made by type() (a fresh function), a fresh function
+attached to an existing class (Swapped, its site specialised before), and
+a function whose __defaults__ it sets (Defaults: CPython resets the
+version the window's start gave it). The truth: one work() under a
 sys.setprofile counter of this file's functions ("call" events).
 argv[1]: the ready file (the truth, work()'s value); argv[2] "monitor":
 the program is a sys.monitoring user itself (tool 1, coverage.py's id:
@@ -154,6 +159,50 @@ def subscribe(obj, n):
     return t
 
 
+class Swapped:
+    """Its __getitem__ is replaced by each work() (a fresh function: the
+    class walk at the window's start cannot have seen it)."""
+
+    def __getitem__(self, i):
+        return i
+
+
+class Defaults:
+    """Its __getitem__'s __defaults__ are set by each work(): CPython
+    resets the function's version, which the window had tagged."""
+
+    def __getitem__(self, i=0):
+        # Two arguments: 3.11 specialises a subscription only for those.
+        return i
+
+
+def make_getitem():
+    def __getitem__(self, i):
+        return i + 1
+    return __getitem__
+
+
+def subscribe_made(obj, n):
+    t = 0
+    for i in range(n):
+        t += obj[i]
+    return t
+
+
+def subscribe_swapped(obj, n):
+    t = 0
+    for i in range(n):
+        t += obj[i]
+    return t
+
+
+def subscribe_defaults(obj, n):
+    t = 0
+    for i in range(n):
+        t += obj[i]
+    return t
+
+
 def work():
     class Local:
         def __init__(self, v):
@@ -161,6 +210,15 @@ def work():
 
     Made = type("Made", (), {"__init__": made_init})
     t = subscribe(define_late()(), 300)
+    # __getitem__ functions the window's start cannot have tagged: a
+    # class made by type(), a function attached to a class specialised
+    # before, a tagged function whose version a setter resets (each site
+    # runs 300 times after, enough for 3.11 to specialise it again).
+    t += subscribe_made(type("TypeMade", (), {"__getitem__": make_getitem()})(), 300)
+    Swapped.__getitem__ = make_getitem()
+    t += subscribe_swapped(Swapped(), 300)
+    Defaults.__getitem__.__defaults__ = (1,)
+    t += subscribe_defaults(Defaults(), 300)
     b = Box(3)
     for i in range(20):
         t += b[i]
@@ -231,6 +289,13 @@ def subscribe_reset():
     return sum(r[i] for i in range(100))
 
 
+def specialised_subscribers():
+    """The specialised subscriptions of subscribe() and of the sites of the
+    __getitem__ functions made during work() (3.11+)."""
+    return {f.__name__: specialised(f)
+            for f in (subscribe, subscribe_made, subscribe_swapped, subscribe_defaults)}
+
+
 def specialised(function):
     """The specialised instructions of function's code (3.11+)."""
     if sys.version_info < (3, 11):
@@ -275,7 +340,7 @@ def publish(name, value):
 
 
 publish(ready, {"truth": truth(), "value": value, "version": getitem_version(),
-               "reset_version": getitem_version(Reset), "specialised": specialised(subscribe),
+               "reset_version": getitem_version(Reset), "specialised": specialised_subscribers(),
                "monitor_truth": monitored_work()})
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.005)
@@ -324,7 +389,7 @@ while not os.path.exists(os.path.join(folder, "after")):
 for _ in range(50):
     later = work()
 publish(os.path.join(folder, "round2.json"),
-        {"value": later, "version": getitem_version(), "specialised": specialised(subscribe),
+        {"value": later, "version": getitem_version(), "specialised": specialised_subscribers(),
          "reset_version": getitem_version(Reset), "reset_value": subscribe_reset()})
 while not os.path.exists(os.path.join(folder, "end")):
     time.sleep(0.005)

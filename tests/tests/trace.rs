@@ -971,7 +971,8 @@ fn check_entries(python: &Python, monitor: bool) {
     );
     assert_eq!(
         later["specialised"], truth["specialised"],
-        "{what}: subscribe()'s specialised subscription after the window against before it"
+        "{what}: the specialised subscriptions of subscribe() and of the sites of the \
+         __getitem__ functions made during work(), after the window against before it"
     );
     // Reset.__getitem__'s defaults were set during the window: CPython
     // reset its version, and it keeps whatever it got since (3.11).
@@ -1015,7 +1016,8 @@ fn check_entries(python: &Python, monitor: bool) {
     }
     eprintln!(
         "   {what}: every way into a frame traced ({:?}{}): {} functions equal the truth; \
-         Box.__getitem__'s version {} before and after, {} during the window",
+         Box.__getitem__'s version {} before and after, {} during the window; \
+         specialised subscriptions before and after {}",
         python.trace_calls(),
         if monitor {
             ", beside the program's sys.monitoring tool"
@@ -1024,7 +1026,8 @@ fn check_entries(python: &Python, monitor: bool) {
         },
         expected.len(),
         truth["version"],
-        round["version"]
+        round["version"],
+        truth["specialised"]
     );
 }
 

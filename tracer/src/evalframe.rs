@@ -488,7 +488,8 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         return chain(previous, give_back, tstate, frame, throw);
     }
     // A class body's (or module's) frame, while 3.11.0-3.11.3's
-    // `__getitem__` functions are tagged (getitem.rs).
+    // `__getitem__` functions are tagged (getitem.rs); a `__getitem__`'s
+    // function is tagged as it enters.
     let mut getitem_namespace = false;
     let mut flags = 0;
     if let Some((owner, at)) = ef.layout.owner_and_flags {
@@ -498,7 +499,8 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         {
             return chain(previous, give_back, tstate, frame, throw);
         }
-        getitem_namespace = flags & CO_OPTIMIZED == 0 && crate::getitem::active();
+        getitem_namespace = crate::getitem::active()
+            && crate::getitem::entering(api, frame, code, flags & CO_OPTIMIZED != 0);
     }
     // 3.13: code objects whose calls pydeep's sys.monitoring tool reports
     // (module documentation); a class body's namespace, held until it

@@ -28,15 +28,41 @@
 //! address still names the same function.
 //!
 //! Which functions: those the class walk finds (`classes.rs`) when the
-//! window starts, and the `__getitem__` of a class body (or module, or
-//! `exec` code: any frame whose code is not `CO_OPTIMIZED`) that returns
-//! through the hook during the window. Not covered: a `__getitem__`
-//! attached to a class later (`cls.__getitem__ = f`, `setattr`), or that of
-//! a class made during the window with `type(name, bases, namespace)`
-//! (unless one of the above already holds the function), or a tagged
-//! function whose code, defaults or annotations are set during the window
-//! (its version reset, it specialises again): their calls are missed,
-//! undetected.
+//! window starts; the `__getitem__` of a class body (or module, or `exec`
+//! code: any frame whose code is not `CO_OPTIMIZED`) that returns through
+//! the hook during the window; and any function whose frame enters the
+//! hook during the window with a code object named `__getitem__` (its
+//! `co_name` compared by address with the interned string) while it holds
+//! no version of this window ([`entering`], the frame's `f_func`): 3.13's
+//! third `__init__` rule (`evalframe.rs`) for 3.11's `__getitem__`. That
+//! one catches, at the first call that reaches the hook, a `__getitem__`
+//! attached to a class during the window (`cls.__getitem__ = f`,
+//! `setattr`), that of a class made during the window with
+//! `type(name, bases, namespace)` or whose body's namespace is not a dict,
+//! and a tagged function whose defaults or annotations are set during the
+//! window, or its code (to one named `__getitem__`): its version reset to
+//! 0, it is tagged again, a second entry in the table (at the end only
+//! the entry whose version it still holds is given back: 0). Such a first
+//! call does reach the hook: a site specialised before, for the class or
+//! the function's old version, misses and runs the generic instruction (a
+//! specialised instruction misses 53 times, 3.11's `miss_counter_start`,
+//! before its site may specialise again).
+//!
+//! Not covered, missed undetected: a function's first call at a site
+//! whose adaptive counter runs out at that very call
+//! (BINARY_SUBSCR_ADAPTIVE specialises, gives the function a 16-bit
+//! version and runs the inlined frame at once), and its later calls there,
+//! until a call elsewhere reaches the hook; a function whose code is not
+//! named `__getitem__` (`cls.__getitem__ = lambda self, i: i`, a helper
+//! of another name given to `type()`), or whose `co_name` is not the
+//! interned string (a code object built or `replace`d with another
+//! string); every function past a full table (each re-tagging takes an
+//! entry).
+//!
+//! Cost: on every frame entry through the hook, a test of [`active`] (a
+//! static byte, false on every other version; it replaced a test of the
+//! code's flags there); during a window on 3.11.0-3.11.3, a read of
+//! `co_name` too, and for a `__getitem__` the function's version.
 //!
 //! The layout is checked on every function before it is touched: the word
 //! before `func_version` must be `vectorcall` holding
@@ -58,9 +84,12 @@ pub(crate) fn needed(version: u64) -> bool {
 /// `PyFunctionObject.vectorcall` and `.func_version` on 3.11 (64-bit).
 const VECTORCALL_OFFSET: usize = 120;
 const VERSION_OFFSET: usize = 128;
-/// `_PyInterpreterFrame.f_locals` on 3.11 (pycore_frame.h; 3.11.2 and
-/// 3.11.7 alike).
+/// `_PyInterpreterFrame.f_func` and `.f_locals` on 3.11 (pycore_frame.h;
+/// 3.11.2 and 3.11.7 alike).
+const F_FUNC_OFFSET: usize = 0;
 pub(crate) const F_LOCALS_OFFSET: usize = 24;
+/// `PyCodeObject.co_name` on 3.11 (cpython/code.h; `cpython/src/layouts.rs`).
+const CO_NAME_OFFSET: usize = 120;
 
 /// The first version handed out; the next ones count down.
 const FIRST_VERSION: u32 = 0xFFFF_FFF0;
@@ -109,6 +138,10 @@ static WINDOW_FIRST: AtomicU32 = AtomicU32::new(FIRST_VERSION);
 /// True while this window's functions are tagged: the hook tags class
 /// bodies' functions.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The interned `"__getitem__"` (held for good, resolved at the first
+/// window's start): a code object's `co_name` is compared with it by
+/// address.
+static GETITEM_NAME: AtomicUsize = AtomicUsize::new(0);
 
 /// True while this window tags `__getitem__` functions.
 #[inline(always)]
@@ -123,6 +156,14 @@ pub(crate) unsafe fn start(api: &Api) -> Result<usize, &'static str> {
     let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
         return Err("this interpreter does not export what the __getitem__ fix needs");
     };
+    if GETITEM_NAME.load(Ordering::Relaxed) == 0 {
+        let name = (found.intern)(c"__getitem__".as_ptr());
+        if name.is_null() {
+            (api.err_clear)();
+            return Err("\"__getitem__\" could not be interned");
+        }
+        GETITEM_NAME.store(name as usize, Ordering::Relaxed);
+    }
     COUNT.store(0, Ordering::Relaxed);
     WINDOW_FIRST.store(NEXT.load(Ordering::Relaxed), Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Relaxed);
@@ -141,6 +182,53 @@ pub(crate) unsafe fn start(api: &Api) -> Result<usize, &'static str> {
         restore(api);
     }
     outcome
+}
+
+/// The hook's check, during the window ([`active`]), of a frame it is
+/// about to evaluate (`optimized`: its code is `CO_OPTIMIZED`). A function's
+/// frame whose code is named `__getitem__` (the interned string) gets its
+/// function tagged if it holds no version of this window: one attached to
+/// a class or made during the window, or whose version a setter reset
+/// (module documentation). Returns true for a frame that is not
+/// `CO_OPTIMIZED` (a class body's, module's or `exec` code's), whose
+/// namespace [`namespace_returned`] looks at when it returns.
+#[inline(always)]
+pub(crate) unsafe fn entering(
+    api: &Api,
+    frame: *mut c_void,
+    code: *mut c_void,
+    optimized: bool,
+) -> bool {
+    if !optimized {
+        return true;
+    }
+    let name = core::ptr::read((code as *const u8).add(CO_NAME_OFFSET) as *const usize);
+    if name == GETITEM_NAME.load(Ordering::Relaxed) {
+        getitem_entering(api, frame);
+    }
+    false
+}
+
+/// A `__getitem__` frame's function, unless it holds a version of this
+/// window, is tagged (a full table or no version left: left untagged).
+#[inline(never)]
+unsafe fn getitem_entering(api: &Api, frame: *mut c_void) {
+    let Some(versions) = &api.function_versions else {
+        return;
+    };
+    // The frame holds a strong reference to its function.
+    let function = core::ptr::read((frame as *const u8).add(F_FUNC_OFFSET) as *const *mut c_void);
+    if function.is_null() || tagged_now(function) {
+        return;
+    }
+    let _ = tag(api, versions, function);
+}
+
+/// True if `function` holds a version given in this window.
+#[inline(always)]
+unsafe fn tagged_now(function: *mut c_void) -> bool {
+    let current = core::ptr::read((function as *const u8).add(VERSION_OFFSET) as *const u32);
+    current > NEXT.load(Ordering::Relaxed) && current <= WINDOW_FIRST.load(Ordering::Relaxed)
 }
 
 /// A frame whose code is not `CO_OPTIMIZED` returned (through the hook,
@@ -169,12 +257,12 @@ unsafe fn tag(api: &Api, versions: &VersionApi, function: *mut c_void) -> Result
     {
         return Err("a function's layout is not 3.11's (vectorcall)");
     }
+    if tagged_now(function) {
+        return Ok(());
+    }
     let field = base.add(VERSION_OFFSET) as *mut u32;
     let current = core::ptr::read(field);
     let next = NEXT.load(Ordering::Relaxed);
-    if current > next && current <= WINDOW_FIRST.load(Ordering::Relaxed) {
-        return Ok(()); // tagged already
-    }
     let count = COUNT.load(Ordering::Relaxed);
     let table = &mut *TAGGED.0.get();
     let Some(slot) = table.get_mut(count) else {
