@@ -6,13 +6,15 @@ as CALL_ALLOC_AND_ENTER_INIT, which runs `make` inline, past PEP 523's
 eval-frame hook, and pydeep's rule for a fresh __init__ (give it local
 sys.monitoring call events at its first call through the hook) goes by
 the name `__init__`: so its calls are missed, and the window must say so
-(TraceEventBatch.unwatched_functions). The truth: `make` counts its own
-calls.
+(TraceEventBatch.unwatched_functions). The same for 3.11.0-3.11.3's
+BINARY_SUBSCR_GETITEM: a class made during the window whose __getitem__
+is a function named `pick`, subscribed 500 times at one site. The truth:
+`make` and `pick` count their own calls.
 
 argv[1]: the ready file ({"ready": true} once started). Files in its
 folder: go -> the class is made and called between time.monotonic_ns()
-readings, round.json (the count, the readings, the thread's native id);
-end (the window is over) -> exit 0. The class stays alive until then, so
+readings, round.json (the counts, the readings, the thread's native id);
+end (the window is over) -> exit 0. The classes stay alive until then, so
 the walk at the window's end finds it.
 """
 import json
@@ -22,12 +24,26 @@ import threading
 import time
 
 CALLS = 0
+PICKS = 0
 
 
 def make(self, v):
     global CALLS
     CALLS += 1
     self.v = v
+
+
+def pick(self, i):
+    global PICKS
+    PICKS += 1
+    return i
+
+
+def subscribe(holder, n):
+    total = 0
+    for i in range(n):
+        total += holder[i]
+    return total
 
 
 def build(cls, n):
@@ -57,11 +73,14 @@ def main():
     before = time.monotonic_ns()
     made = type("Made", (), {"__init__": make})
     total = build(made, 500)
+    holder = type("Holder", (), {"__getitem__": pick})
+    total += subscribe(holder(), 500)
     after = time.monotonic_ns()
     write(
         os.path.join(folder, "round.json"),
         {
             "calls": CALLS,
+            "picks": PICKS,
             "total": total,
             "before": before,
             "after": after,
@@ -69,7 +88,7 @@ def main():
         },
     )
     wait_for(os.path.join(folder, "end"))
-    assert made(1).v == 1
+    assert made(1).v == 1 and holder()[2] == 2
 
 
 main()

@@ -224,8 +224,9 @@ pub mod offset {
     pub const CALLS_BY: u64 = 152;
     /// `u32` functions CPython could have called past the window's call
     /// events, found by a walk of the classes as the window ends (3.13: a
-    /// class's simple `__init__` without pydeep's local call events, see
-    /// the tracer's `evalframe::stop`); 0 if none, and in a tracer built
+    /// class's simple `__init__` without pydeep's local call events;
+    /// 3.11.0-3.11.3: a class's Python `__getitem__` without a version of
+    /// the window; see the tracer's `evalframe::stop`); 0 if none, and in a tracer built
     /// before this word was given a meaning (it was reserved, always 0).
     pub const UNWATCHED: u64 = 156;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.

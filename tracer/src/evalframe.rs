@@ -425,14 +425,18 @@ unsafe fn unwatched_inits(api: &Api) -> u32 {
 /// passes through). Then (or if the hook never went in) the
 /// `__getitem__` functions tagged for the window get their versions back.
 pub(crate) unsafe fn stop(api: &Api) {
-    // 3.13: what the window may have missed, counted before the local call
-    // events come off with the hook (the tool is closed after,
-    // monitoring::close).
+    // What the window may have missed (3.13's `__init__`s, 3.11.0-3.11.3's
+    // `__getitem__`s), counted before the local call events come off with
+    // the hook (the tool is closed after, monitoring::close) and the
+    // versions are given back.
+    let mut unwatched = 0u32;
     if INITS.load(Ordering::Relaxed) {
-        crate::CONTROL
-            .unwatched
-            .store(unwatched_inits(api), Ordering::Relaxed);
+        unwatched = unwatched_inits(api);
     }
+    if crate::getitem::active() {
+        unwatched = unwatched.saturating_add(crate::getitem::unwatched(api));
+    }
+    crate::CONTROL.unwatched.store(unwatched, Ordering::Relaxed);
     INITS.store(false, Ordering::Relaxed);
     monitoring::stop_local_calls(api);
     take_out(api);

@@ -283,6 +283,30 @@ unsafe fn tag(api: &Api, versions: &VersionApi, function: *mut c_void) -> Result
     Ok(())
 }
 
+/// As the window ends (with the GIL held, before [`restore`]): the classes
+/// whose own `__getitem__` is a Python function holding no version of this
+/// window. BINARY_SUBSCR_GETITEM may have run it inline, past the hook: one
+/// not named `__getitem__` (a lambda) attached or made during the window,
+/// one left untagged (a full table), or one whose first call at a site
+/// specialised it there. Counted, not named; classes past the walk's cap
+/// are not looked at.
+pub(crate) unsafe fn unwatched(api: &Api) -> u32 {
+    let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
+        return 0;
+    };
+    let mut unwatched = 0u32;
+    classes::for_each_class_function(api, found, c"__getitem__", |function| {
+        let base = function as *const u8;
+        if core::ptr::read(base.add(VECTORCALL_OFFSET) as *const usize)
+            == versions.function_vectorcall
+            && !tagged_now(function)
+        {
+            unwatched = unwatched.saturating_add(1);
+        }
+    });
+    unwatched
+}
+
 /// Gives each tagged function back the version it had, if it still holds
 /// the one given (with the GIL held), and the reference taken.
 pub(crate) unsafe fn restore(api: &Api) {

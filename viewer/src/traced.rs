@@ -452,8 +452,9 @@ pub fn write(calls: &Calls, limit: usize, mut out: impl Write) -> io::Result<()>
     if calls.unwatched_functions > 0 {
         writeln!(
             out,
-            "warning: {} class __init__ function{} had no call events as a window ended: \
-             calls of {} that CPython 3.13 ran inline may be missing below",
+            "warning: {} function{} CPython can run inline (a class's __init__ on 3.13, \
+             __getitem__ on 3.11.0-3.11.3) had no call events as a window ended: calls of {} \
+             may be missing below",
             calls.unwatched_functions,
             if calls.unwatched_functions == 1 {
                 ""

@@ -559,14 +559,18 @@ fn header(target: &Target) -> proto::Header {
 
 /// What to tell the user about `unwatched` functions a window found as it
 /// ended; None if none.
-pub fn unwatched_warning(unwatched: u32) -> Option<String> {
+fn unwatched_warning(unwatched: u32) -> Option<String> {
     (unwatched > 0).then(|| {
         format!(
-            "{unwatched} class __init__ function{} had no call events as the window ended \
-             (set during it outside a class body and not named __init__, or never called \
-             through the hook): calls of {} that CPython 3.13 ran inline may be missing \
-             (notes/tracing.md, \"3.13: __init__ through local events\")",
-            if unwatched == 1 { "" } else { "s" },
+            "{unwatched} {} CPython can run inline, past the eval-frame hook, had no call \
+             events as the window ended (a class's __init__ on 3.13 or __getitem__ on \
+             3.11.0-3.11.3, set during the window outside a class body under another name): \
+             calls of {} may be missing (notes/tracing.md, \"Not done (yet)\")",
+            if unwatched == 1 {
+                "function"
+            } else {
+                "functions"
+            },
             if unwatched == 1 { "it" } else { "them" },
         )
     })
