@@ -1,6 +1,8 @@
 //! Lookups shared by the tests that compare pydeep's JSON with the truth a
 //! fixture program wrote about itself.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 /// The item of the JSON array `items` whose "address" equals `address`
@@ -21,4 +23,15 @@ pub fn sorted_addresses(value: &Value) -> Vec<u64> {
         .unwrap_or_default();
     out.sort_unstable();
     out
+}
+
+/// A call-counting fixture's own count of calls per function name (the
+/// object "truth" of its truth: name → count).
+pub fn call_counts(truth: &Value) -> HashMap<String, u64> {
+    truth["truth"]
+        .as_object()
+        .expect("truth")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect()
 }

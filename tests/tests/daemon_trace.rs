@@ -6,12 +6,13 @@
 mod daemon_support;
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_support::{tag, verifies, Daemon};
 use pydeep_format::proto::TraceEventKind;
-use pydeep_format::{Event, Recording, TraceClock};
+use pydeep_format::{Event, Recording, Tables, TraceClock, TraceEvent};
+use pydeep_integration::json_truth::call_counts;
 use pydeep_integration::waits::{wait_for_file, LIMIT};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python};
 use serde_json::Value;
@@ -35,6 +36,82 @@ fn json_file(path: &std::path::Path, fixture: &mut Fixture, what: &str) -> Value
     serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
 }
 
+/// `pydeep ctl --json trace PID --duration 6s` through the daemon's socket.
+fn ctl_trace(daemon: &Daemon, pid: u32) -> Command {
+    let mut command = Command::new(workspace_binary("pydeep"));
+    command
+        .args(["ctl", "--json", "--socket"])
+        .arg(&daemon.socket)
+        .args(["trace", &pid.to_string(), "--duration", "6s"]);
+    command
+}
+
+/// Round `n` of the fixture in the window `ctl` opens: once the daemon
+/// says the target is tracing, the program is told to go (`goN`). Returns
+/// the program's round (`roundN.json`) and ctl's reply; ctl must succeed.
+fn round_in_window(
+    daemon: &mut Daemon,
+    fixture: &mut Fixture,
+    ctl: Child,
+    n: u32,
+    what: &str,
+) -> (Value, Value) {
+    let pid = fixture.pid() as u32;
+    let dir = fixture.dir().to_path_buf();
+    daemon.wait_until(&format!("{what} tracing (window {n})"), LIMIT, |d| {
+        d.target(pid).is_some_and(|t| t["tracing"] == true)
+    });
+    std::fs::write(dir.join(format!("go{n}")), "").expect("go");
+    let round = json_file(&dir.join(format!("round{n}.json")), fixture, what);
+    let out = ctl.wait_with_output().expect("ctl");
+    assert!(
+        out.status.success(),
+        "{what}: ctl trace (window {n}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).expect("reply");
+    (round, reply)
+}
+
+/// Each thread's clock readings around its work in a round:
+/// (native thread id, before, after).
+fn thread_clocks(round: &Value) -> Vec<(u64, u64, u64)> {
+    round["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .map(|c| {
+            (
+                c["thread"].as_u64().expect("thread"),
+                c["before"].as_u64().expect("before"),
+                c["after"].as_u64().expect("after"),
+            )
+        })
+        .collect()
+}
+
+/// The calls among `events` that a thread of `clocks` made between its own
+/// clock readings: (native thread id, file name, function name).
+fn calls_within(
+    events: &[TraceEvent],
+    tables: &Tables,
+    clocks: &[(u64, u64, u64)],
+) -> Vec<(u64, String, String)> {
+    events
+        .iter()
+        .filter(|e| e.kind == TraceEventKind::TraceCall)
+        .filter_map(|event| {
+            let native = tables.threads.get(&event.thread)?.native_id;
+            let &(_, before, after) = clocks.iter().find(|c| c.0 == native)?;
+            if event.time_ns < before || event.time_ns > after {
+                return None;
+            }
+            let (file, name) = pydeep_integration::recording::frame_name(tables, event.frame);
+            Some((native, file, name))
+        })
+        .collect()
+}
+
 fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
     let what = python.label();
     let mut fixture = Fixture::start(python, "trace_calls.py", &[tag]);
@@ -47,12 +124,9 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
         d.target(pid)
             .is_some_and(|t| t["samples"].as_u64() >= Some(1))
     });
-    let ctl = Command::new(workspace_binary("pydeep"))
-        .args(["ctl", "--json", "--socket"])
-        .arg(&daemon.socket)
-        .args(["trace", &pid.to_string(), "--duration", "6s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let ctl = ctl_trace(daemon, pid)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("pydeep ctl trace");
     if python.free_threaded {
@@ -67,18 +141,7 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
         eprintln!("   {what}: refused (free-threaded), still sampled");
         return;
     }
-    daemon.wait_until(&format!("{what} tracing"), LIMIT, |d| {
-        d.target(pid).is_some_and(|t| t["tracing"] == true)
-    });
-    std::fs::write(dir.join("go1"), "").expect("go1");
-    let round = json_file(&dir.join("round1.json"), &mut fixture, &what);
-    let out = ctl.wait_with_output().expect("ctl");
-    assert!(
-        out.status.success(),
-        "{what}: ctl trace: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&out.stdout).expect("reply");
+    let (round, reply) = round_in_window(daemon, &mut fixture, ctl, 1, &what);
     assert_eq!(reply["trace"]["lost"], 0, "{what}: {reply}");
     assert!(
         reply["trace"]["events"].as_u64() > Some(0),
@@ -91,10 +154,7 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
     // `pydeep trace`, nothing installed; that window selects only.
     let opcodes = python.version.1 >= 12;
     if !opcodes {
-        let out = Command::new(workspace_binary("pydeep"))
-            .args(["ctl", "--json", "--socket"])
-            .arg(&daemon.socket)
-            .args(["trace", &pid.to_string(), "--duration", "6s"])
+        let out = ctl_trace(daemon, pid)
             .args(["--functions", SELECTED, "--opcodes"])
             .output()
             .expect("pydeep ctl trace --opcodes");
@@ -104,32 +164,17 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
             "{what}: ctl trace --opcodes with a thread's own trace function: {said}"
         );
     }
-    let mut command = Command::new(workspace_binary("pydeep"));
-    command
-        .args(["ctl", "--json", "--socket"])
-        .arg(&daemon.socket)
-        .args(["trace", &pid.to_string(), "--duration", "6s"])
-        .args(["--functions", SELECTED, "--start-timeout", "10s"]);
+    let mut command = ctl_trace(daemon, pid);
+    command.args(["--functions", SELECTED, "--start-timeout", "10s"]);
     if opcodes {
         command.arg("--opcodes");
     }
     let ctl = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("pydeep ctl trace --functions");
-    daemon.wait_until(&format!("{what} tracing again"), LIMIT, |d| {
-        d.target(pid).is_some_and(|t| t["tracing"] == true)
-    });
-    std::fs::write(dir.join("go2"), "").expect("go2");
-    let round2 = json_file(&dir.join("round2.json"), &mut fixture, &what);
-    let out = ctl.wait_with_output().expect("ctl");
-    assert!(
-        out.status.success(),
-        "{what}: ctl trace --functions --opcodes: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply2: Value = serde_json::from_slice(&out.stdout).expect("reply");
+    let (round2, reply2) = round_in_window(daemon, &mut fixture, ctl, 2, &what);
     assert_eq!(reply2["trace"]["lost"], 0, "{what}: {reply2}");
     assert!(
         reply2["trace"]["selected"].as_u64() >= Some(2)
@@ -156,38 +201,11 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
     }
     assert!(daemon.target(pid).is_none(), "{what}: never finished");
     let files = daemon.files_of(pid);
-    let expected: HashMap<String, u64> = truth["truth"]
-        .as_object()
-        .expect("truth")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
-        .collect();
+    let expected = call_counts(&truth);
     let mut samples = 0;
     let mut counted: HashMap<u64, HashMap<String, u64>> = HashMap::new();
-    let clocks: Vec<(u64, u64, u64)> = round["threads"]
-        .as_array()
-        .expect("threads")
-        .iter()
-        .map(|c| {
-            (
-                c["thread"].as_u64().expect("thread"),
-                c["before"].as_u64().expect("before"),
-                c["after"].as_u64().expect("after"),
-            )
-        })
-        .collect();
-    let clocks2: Vec<(u64, u64, u64)> = round2["threads"]
-        .as_array()
-        .expect("threads")
-        .iter()
-        .map(|c| {
-            (
-                c["thread"].as_u64().expect("thread"),
-                c["before"].as_u64().expect("before"),
-                c["after"].as_u64().expect("after"),
-            )
-        })
-        .collect();
+    let clocks = thread_clocks(&round);
+    let clocks2 = thread_clocks(&round2);
     let mut counted2: HashMap<u64, HashMap<String, u64>> = HashMap::new();
     let mut counted_code = std::collections::BTreeSet::new();
     let mut opcodes_asked = false;
@@ -233,50 +251,15 @@ fn check(daemon: &mut Daemon, python: &Python, tag: &str) {
         }
         // The second window: only the selected functions, every call of
         // theirs between each thread's clock readings around its work().
-        for event in events
-            .iter()
-            .filter(|e| e.kind == TraceEventKind::TraceCall)
-        {
-            let Some(native) = tables.threads.get(&event.thread).map(|t| t.native_id) else {
-                continue;
-            };
-            let Some(&(_, before, after)) = clocks2.iter().find(|c| c.0 == native) else {
-                continue;
-            };
-            if event.time_ns < before || event.time_ns > after {
-                continue;
-            }
-            let (file, name) = name_of(event.frame);
+        for (native, file, name) in calls_within(&events, tables, &clocks2) {
             assert!(
                 file.ends_with("call_workload.py") && ["fib", "square"].contains(&name.as_str()),
                 "{what}: {file}:{name} traced by a window that selected {SELECTED}"
             );
             *counted2.entry(native).or_default().entry(name).or_default() += 1;
         }
-        for event in events
-            .iter()
-            .filter(|e| e.kind == TraceEventKind::TraceCall)
-        {
-            let Some(native) = tables.threads.get(&event.thread).map(|t| t.native_id) else {
-                continue;
-            };
-            let Some(&(_, before, after)) = clocks.iter().find(|c| c.0 == native) else {
-                continue;
-            };
-            if event.time_ns < before || event.time_ns > after {
-                continue;
-            }
-            let Some(code) = tables
-                .frames
-                .get(&event.frame)
-                .and_then(|f| tables.code_objects.get(&f.code))
-            else {
-                continue;
-            };
-            let name = tables.string(code.name).to_owned();
-            if tables.string(code.filename).ends_with("call_workload.py")
-                && expected.contains_key(&name)
-            {
+        for (native, file, name) in calls_within(&events, tables, &clocks) {
+            if file.ends_with("call_workload.py") && expected.contains_key(&name) {
                 *counted.entry(native).or_default().entry(name).or_default() += 1;
             }
         }

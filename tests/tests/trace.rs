@@ -666,6 +666,33 @@ fn start_program(python: &Python, program: &str, dir: &Path, name: &str) -> (Chi
     (child, ready)
 }
 
+/// One `pydeep trace -d 1s` window over `python -c PROGRAM`
+/// ([`start_program`], its files `NAME.*` in a folder of its own): the
+/// window opens once the program is ready and must exit 0; then the
+/// program is told to end (a file `end` beside its ready file) and must end
+/// by itself, with success (`the_program` names it in that message).
+/// Returns what the window traced.
+fn one_window(python: &Python, program: &str, name: &str, what: &str, the_program: &str) -> Traced {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, ready) = start_program(python, program, dir.path(), name);
+    wait_for_file(&ready, &mut child, what);
+    let recording = dir.path().join(format!("{name}.pdr"));
+    let output = Command::new(workspace_binary("pydeep"))
+        .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
+        .arg(&recording)
+        .output()
+        .expect("run pydeep trace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+    std::fs::write(dir.path().join("end"), "").expect("end");
+    let status = wait_exit(&mut child, what);
+    assert!(
+        status.success(),
+        "{what}: {the_program} ended with {status} after a window"
+    );
+    read_trace(&recording)
+}
+
 #[test]
 fn an_idle_target_gets_exit_19_and_one_with_a_profiler_exit_20_with_the_profile_path_both_left_running(
 ) {
@@ -1099,24 +1126,13 @@ print("rounds", rounds, flush=True)
                 continue;
             }
             let what = format!("{} (limit {limit}, depth {depth})", python.label());
-            let dir = tempfile::tempdir().expect("tempdir");
-            let (mut child, ready) = start_program(&python, &program, dir.path(), "deep");
-            wait_for_file(&ready, &mut child, &what);
-            let recording = dir.path().join("deep.pdr");
-            let output = Command::new(workspace_binary("pydeep"))
-                .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
-                .arg(&recording)
-                .output()
-                .expect("run pydeep trace");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
-            std::fs::write(dir.path().join("end"), "").expect("end");
-            let status = wait_exit(&mut child, &what);
-            assert!(
-                status.success(),
-                "{what}: the deeply recursing program ended with {status} after a window"
+            let traced = one_window(
+                &python,
+                &program,
+                "deep",
+                &what,
+                "the deeply recursing program",
             );
-            let traced = read_trace(&recording);
             let downs = traced.calls_of("down");
             assert!(downs > 0, "{what}: no call of down() traced");
             eprintln!(
@@ -1161,21 +1177,7 @@ print("zlib", lib.zlibVersion().decode(), flush=True)
             continue;
         }
         let what = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut child, ready) = start_program(&python, program, dir.path(), "memfd");
-        wait_for_file(&ready, &mut child, &what);
-        let recording = dir.path().join("memfd.pdr");
-        let output = Command::new(workspace_binary("pydeep"))
-            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
-            .arg(&recording)
-            .output()
-            .expect("run pydeep trace");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
-        std::fs::write(dir.path().join("end"), "").expect("end");
-        let status = wait_exit(&mut child, &what);
-        assert!(status.success(), "{what}: the program ended with {status}");
-        let beats = read_trace(&recording).calls_of("beat");
+        let beats = one_window(&python, program, "memfd", &what, "the program").calls_of("beat");
         assert!(beats > 0, "{what}: no call of beat() traced");
         eprintln!("   {what}: traced ({beats} calls of beat)");
     }
@@ -1212,24 +1214,14 @@ worker.join()
             continue;
         }
         let what = python.label();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut child, ready) = start_program(&python, program, dir.path(), "small");
-        wait_for_file(&ready, &mut child, &what);
-        let recording = dir.path().join("small.pdr");
-        let output = Command::new(workspace_binary("pydeep"))
-            .args(["trace", &child.id().to_string(), "-d", "1s", "-o"])
-            .arg(&recording)
-            .output()
-            .expect("run pydeep trace");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
-        std::fs::write(dir.path().join("end"), "").expect("end");
-        let status = wait_exit(&mut child, &what);
-        assert!(
-            status.success(),
-            "{what}: the program whose thread has a small stack ended with {status} after a window"
-        );
-        let downs = read_trace(&recording).calls_of("down");
+        let downs = one_window(
+            &python,
+            program,
+            "small",
+            &what,
+            "the program whose thread has a small stack",
+        )
+        .calls_of("down");
         assert!(downs > 0, "{what}: no call of down() traced");
         eprintln!(
             "   {what}: a 256 KiB thread 900 deep survived a window ({downs} calls of down traced)"

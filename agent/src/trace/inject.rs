@@ -195,18 +195,48 @@ pub struct Loaded {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
+/// The phases of a start timed one after another, each from the end of
+/// the one before: [`load_and_start`] and the PEP 768 start
+/// ([`super::remote_exec::run`]) time theirs alike, for
+/// [`Loaded::phases`].
+#[derive(Debug)]
+pub struct Phases {
+    since: Instant,
+    ended: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    /// The first phase starts now.
+    pub fn start() -> Phases {
+        Phases {
+            since: Instant::now(),
+            ended: Vec::new(),
+        }
+    }
+
+    /// Phase `name` ends now; the next starts.
+    pub fn end(&mut self, name: &'static str) {
+        self.end_at(name, Instant::now());
+    }
+
+    /// Phase `name` ended at `at`; the next started then.
+    pub fn end_at(&mut self, name: &'static str, at: Instant) {
+        self.ended.push((name, at - self.since));
+        self.since = at;
+    }
+
+    /// Each phase and how long it took, in order.
+    pub fn into_vec(self) -> Vec<(&'static str, Duration)> {
+        self.ended
+    }
+}
+
 /// The embedded tracer's own symbols, read once.
 fn tracer_symbols() -> Option<&'static elf::Symbols> {
     static SYMBOLS: std::sync::OnceLock<Option<elf::Symbols>> = std::sync::OnceLock::new();
     SYMBOLS
         .get_or_init(|| elf::symbols(TRACER_LIBRARY).ok())
         .as_ref()
-}
-
-/// The value (link-time address) of one of the embedded tracer's exported
-/// symbols.
-pub fn tracer_symbol(name: &str) -> Option<u64> {
-    tracer_symbols()?.values.get(name).copied()
 }
 
 /// The control block of a tracer an earlier window loaded, if any.
@@ -226,6 +256,21 @@ pub fn loaded_control(mappings: &[Mapping]) -> Option<u64> {
     )
 }
 
+/// The start function of the tracer whose control block is at `control`
+/// in the target (one loaded just now, or by an earlier window: both
+/// symbols lie in the same library, a fixed distance apart).
+pub fn start_function(control: u64) -> Result<u64, InjectError> {
+    let tracer =
+        tracer_symbols().ok_or_else(|| other("the embedded tracer is not a readable ELF file"))?;
+    let (Some(start), Some(control_value)) = (
+        tracer.values.get(abi::START_SYMBOL),
+        tracer.values.get(abi::CONTROL_SYMBOL),
+    ) else {
+        return Err(other("the embedded tracer lacks its exported symbols"));
+    };
+    Ok(control.wrapping_sub(*control_value).wrapping_add(*start))
+}
+
 /// Loads the tracer into `pid` (unless `reuse_control` names one an
 /// earlier window loaded) and calls its start function with `agent_pid`
 /// and `flags`, waiting at most `timeout` for a thread at a safe point.
@@ -236,15 +281,9 @@ pub fn load_and_start(
     timeout: Duration,
     reuse_control: Option<u64>,
 ) -> Result<Loaded, InjectError> {
-    let mut clock = Instant::now();
-    let mut phases = Vec::new();
-    let mut phase = |name: &'static str| {
-        let now = Instant::now();
-        phases.push((name, now - clock));
-        clock = now;
-    };
+    let mut phases = Phases::start();
     let (functions, python, python_path) = target_modules(pid)?;
-    phase("reading the symbols of libc and the interpreter");
+    phases.end("reading the symbols of libc and the interpreter");
     let safe_points: Vec<(String, u64)> = SAFE_POINTS
         .iter()
         .filter_map(|name| python.address(name).map(|a| (name.to_string(), a)))
@@ -255,26 +294,23 @@ pub fn load_and_start(
         )));
     }
     let mut session = Session::seize(pid)?;
-    phase("seizing every thread");
+    phases.end("seizing every thread");
     let mut hit = None;
     let outcome = session.run(&safe_points, timeout, |thread| {
         hit = Some(Instant::now());
         inject(thread, pid, &functions, agent_pid, flags, reuse_control)
     });
     if let Some(hit) = hit {
-        phases.push(("waiting for a thread at a safe point", hit - clock));
-        clock = hit;
+        phases.end_at("waiting for a thread at a safe point", hit);
     }
-    let now = Instant::now();
-    phases.push(("loading and starting the tracer", now - clock));
-    clock = now;
+    phases.end("loading and starting the tracer");
     let detached = session.detach_all();
-    phases.push(("detaching", clock.elapsed()));
+    phases.end("detaching");
     let (loaded, safe_point) = outcome?;
     detached?;
     Ok(Loaded {
         safe_point,
-        phases,
+        phases: phases.into_vec(),
         ..loaded
     })
 }
@@ -522,15 +558,7 @@ fn inject_and_wait(
             Some(control) => (control, true),
             None => (load(thread, pid, functions)?, false),
         };
-        let tracer = tracer_symbols()
-            .ok_or_else(|| other("the embedded tracer is not a readable ELF file"))?;
-        let (Some(start), Some(control_value)) = (
-            tracer.values.get(abi::START_SYMBOL),
-            tracer.values.get(abi::CONTROL_SYMBOL),
-        ) else {
-            return Err(other("the embedded tracer lacks its exported symbols"));
-        };
-        let start = control.wrapping_sub(*control_value).wrapping_add(*start);
+        let start = start_function(control)?;
         let start_result = thread.call(start, &[agent_pid as u64, flags as u64])? as u32 as i32;
         if let (0, Some((save, restore, wait))) = (start_result, handover) {
             let state = thread.call(save, &[])?;

@@ -400,20 +400,8 @@ impl Start {
         plan: &remote_exec::Plan,
     ) -> std::result::Result<inject::Loaded, inject::InjectError> {
         let pid = self.pid;
-        let tracer_symbol = |name: &str| {
-            inject::tracer_symbol(name).ok_or_else(|| {
-                inject::InjectError::Other("the embedded tracer lacks its exported symbols".into())
-            })
-        };
         // A library an earlier window loaded: call its start function.
-        let reuse_start = match self.reuse {
-            Some(control) => Some(
-                control
-                    .wrapping_sub(tracer_symbol(abi::CONTROL_SYMBOL)?)
-                    .wrapping_add(tracer_symbol(abi::START_SYMBOL)?),
-            ),
-            None => None,
-        };
+        let reuse_start = self.reuse.map(inject::start_function).transpose()?;
         // Files owned by the target's user when pydeep runs as another
         // (root); pydeep's own user otherwise.
         let owner = remote_exec::owner_of(pid).map_err(|e| {

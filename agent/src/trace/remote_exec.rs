@@ -23,7 +23,7 @@
 //!    the main thread raises the audit event `remote_debugger_script`, reads
 //!    the script through `io.open_code` and runs it: it copies the library
 //!    into a memfd, `dlopen`s it with ctypes, calls the start function and
-//!    writes its result into the directory. [`load_and_start`] waits for
+//!    writes its result into the directory. [`run`] waits for
 //!    that result (at most `--start-timeout`) and deletes the files.
 
 use std::ffi::CString;
@@ -648,13 +648,7 @@ pub fn run(
 ) -> Result<Started, RemoteExecError> {
     let pid = plan.pid;
     let timeout = request.timeout;
-    let mut clock = Instant::now();
-    let mut phases = Vec::new();
-    let mut phase = |name: &'static str| {
-        let now = Instant::now();
-        phases.push((name, now - clock));
-        clock = now;
-    };
+    let mut phases = super::inject::Phases::start();
     let files = |what: &str, source: io::Error| RemoteExecError::Files {
         pid,
         what: what.into(),
@@ -674,7 +668,7 @@ pub fn run(
     let script_path = placed
         .write_file(SCRIPT_FILE, text.as_bytes())
         .map_err(|e| files("writing the script", e))?;
-    phase("placing the files");
+    phases.end("placing the files");
     send(memory, writes, plan, &script_path)?;
     let until = Instant::now() + timeout;
     let result = loop {
@@ -695,9 +689,9 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    phase("waiting for the main thread to run the script");
+    phases.end("waiting for the main thread to run the script");
     drop(placed);
-    phase("deleting the files");
+    phases.end("deleting the files");
     let start_result = result
         .trim()
         .parse::<i32>()
@@ -707,7 +701,7 @@ pub fn run(
         })?;
     Ok(Started {
         start_result,
-        phases,
+        phases: phases.into_vec(),
     })
 }
 
