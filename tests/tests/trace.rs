@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
+use pydeep_integration::json_truth::call_counts;
 use pydeep_integration::spawned::Spawned;
 use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python, TraceCalls};
@@ -212,12 +213,7 @@ fn check(python: &Python) {
             .all(|w| w[0].time_ns <= w[1].time_ns),
         "{what}: trace times go backwards"
     );
-    let expected: HashMap<String, u64> = truth["truth"]
-        .as_object()
-        .expect("truth")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
-        .collect();
+    let expected = call_counts(&truth);
     let fixture_file = |file: &str| file.ends_with("call_workload.py");
     for clock in round["threads"].as_array().expect("threads") {
         let native = clock["thread"].as_u64().expect("thread");
@@ -929,12 +925,7 @@ fn check_entries(python: &Python, monitor: bool) {
     sigterm(&trace.child);
     let status = wait_exit(&mut trace.child, &what);
     assert!(status.success(), "{what}: pydeep trace ended with {status}");
-    let expected: HashMap<String, u64> = truth["truth"]
-        .as_object()
-        .expect("truth")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
-        .collect();
+    let expected = call_counts(&truth);
     let traced = read_trace(&recording);
     assert_eq!(traced.lost, 0, "{what}: events lost at a low call rate");
     // Every `__init__` and `__getitem__` of the fixture is one pydeep's
@@ -1268,12 +1259,7 @@ fn a_program_with_its_own_eval_frame_function_keeps_it() {
             Some(python.trace_calls() != TraceCalls::EvalFrame),
             "{what}: the interpreter's eval-frame function during the window: {round}"
         );
-        let expected: HashMap<String, u64> = truth["truth"]
-            .as_object()
-            .expect("truth")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
-            .collect();
+        let expected = call_counts(&truth);
         // The program's own function saw each call during the window: the
         // truth, except a generator's (3.11+ evaluate its frame once more
         // to make the generator) and __init__ (3.13's
