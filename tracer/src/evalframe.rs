@@ -545,14 +545,23 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     let generation = GENERATION.load(Ordering::Relaxed);
     // Kept (one reference in the window's table) if recorded: alive until
     // the window's RELEASE, which comes after STOP.
-    let recorded = crate::record_code(api, KIND_CALL, code, false);
+    // The call's thread id serves its return (the same thread).
+    let mut thread = 0;
+    let recorded = crate::record_code(api, KIND_CALL, code, false, &mut thread);
     let result = chain(previous, give_back, tstate, frame, throw);
     let same_window = c.command.load(Ordering::Relaxed) == COMMAND_RUN
         && GENERATION.load(Ordering::Relaxed) == generation;
     // (3.13: a code object given local call events while its frame ran
     // reports this return itself.)
     if recorded && same_window && !(inits.is_some() && monitoring::has_local_calls(code)) {
-        crate::write_event(crate::event_time(), code as u64, KIND_RETURN, 0, 0);
+        crate::write_event(
+            crate::event_time(),
+            code as u64,
+            KIND_RETURN,
+            0,
+            0,
+            &mut thread,
+        );
     }
     // The frame is cleared by its caller (`_PyEval_Vector`) after this
     // returns: its namespace is still there.

@@ -751,7 +751,7 @@ unsafe extern "C" fn profile(
     if !c_function {
         // A new reference.
         let code = (api.frame_get_code)(frame);
-        record_code(api, kind, code, true);
+        record_code(api, kind, code, true, &mut 0);
         return 0;
     }
     let time_ns = event_time();
@@ -762,7 +762,7 @@ unsafe extern "C" fn profile(
         drop_event(time_ns);
         return 0;
     }
-    write_event(time_ns, arg as u64, kind, 0, 0);
+    write_event(time_ns, arg as u64, kind, 0, 0, &mut 0);
     0
 }
 
@@ -773,9 +773,15 @@ unsafe extern "C" fn profile(
 ///
 /// True if the code object is kept (the event written or dropped for a
 /// full ring); false if skipped (`--functions`) or the kept-object table is
-/// full.
+/// full. `thread`: see [`write_event`].
 #[inline(always)]
-unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) -> bool {
+unsafe fn record_code(
+    api: &Api,
+    kind: u32,
+    code: *mut c_void,
+    owned: bool,
+    thread: &mut u32,
+) -> bool {
     let time_ns = event_time();
     if code.is_null() || skipped(code, owned) {
         return false;
@@ -784,13 +790,24 @@ unsafe fn record_code(api: &Api, kind: u32, code: *mut c_void, owned: bool) -> b
         drop_event(time_ns);
         return false;
     }
-    write_event(time_ns, code as u64, kind, 0, 0);
+    write_event(time_ns, code as u64, kind, 0, 0, thread);
     true
 }
 
 /// Appends one event to the ring, or counts it dropped if the ring is full.
+/// `thread`: the calling thread's id if the caller knows it, else 0 (then
+/// read with [`thread_id`] if the event is written, and left there): the
+/// eval-frame hook passes the same one to a call's event and its return's,
+/// which run on one thread, and so reads it once per call.
 #[inline(always)]
-unsafe fn write_event(time_ns: u64, object: u64, kind: u32, offset: u32, line: u32) {
+unsafe fn write_event(
+    time_ns: u64,
+    object: u64,
+    kind: u32,
+    offset: u32,
+    line: u32,
+    thread: &mut u32,
+) {
     let c = &CONTROL;
     let w = c.write_pos.load(Ordering::Relaxed);
     let r = c.read_pos.load(Ordering::Acquire);
@@ -798,13 +815,16 @@ unsafe fn write_event(time_ns: u64, object: u64, kind: u32, offset: u32, line: u
         drop_event(time_ns);
         return;
     }
+    if *thread == 0 {
+        *thread = thread_id();
+    }
     let slot = (RING.0.get() as *mut Event).add((w & (CAPACITY - 1)) as usize);
     core::ptr::write_volatile(
         slot,
         Event {
             time_ns,
             object,
-            thread: thread_id(),
+            thread: *thread,
             kind,
             offset,
             line,
@@ -881,7 +901,7 @@ unsafe extern "C" fn trace(
         Some(lasti) => lasti(frame).max(0) as u32,
         None => 0,
     };
-    write_event(time_ns, object as u64, KIND_LINE, offset, line);
+    write_event(time_ns, object as u64, KIND_LINE, offset, line, &mut 0);
     0
 }
 
@@ -909,7 +929,12 @@ fn profile_address() -> usize {
 /// converts the first and last drop's like the events').
 fn drop_event(time_ns: u64) {
     let c = &CONTROL;
-    if c.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+    // Every caller holds the GIL (one writer at a time; free-threaded
+    // builds are refused): a load and a store, not a locked add, which
+    // cost the target ~20 cycles per dropped event.
+    let dropped = c.dropped.load(Ordering::Relaxed);
+    c.dropped.store(dropped.wrapping_add(1), Ordering::Relaxed);
+    if dropped == 0 {
         c.first_drop_ns.store(time_ns, Ordering::Relaxed);
     }
     c.last_drop_ns.store(time_ns, Ordering::Relaxed);
@@ -936,10 +961,33 @@ unsafe fn give_back_code_reference(object: usize) {
 /// the first time, given back after); otherwise the object is borrowed and
 /// the first sighting takes one. False if the table is full: the event must
 /// be dropped.
+#[inline(always)]
 unsafe fn keep(api: &Api, object: usize, owned: bool) -> bool {
+    // The common case inline: the object is already kept, in its first
+    // slot (the table holds at most a few thousand of its 65,536 entries).
+    let table = &*KEPT.0.get();
+    let i = kept_slot(object);
+    if table[i] == object {
+        if owned {
+            give_back_code_reference(object);
+        }
+        return true;
+    }
+    keep_probe(api, object, owned, i)
+}
+
+/// The first slot of `object` in the kept-object table.
+#[inline(always)]
+fn kept_slot(object: usize) -> usize {
+    (object >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48 & (KEPT_CAPACITY - 1)
+}
+
+/// [`keep`] past the first slot: probes from slot `i` on.
+#[inline(never)]
+unsafe fn keep_probe(api: &Api, object: usize, owned: bool, first: usize) -> bool {
     let table = &mut *KEPT.0.get();
     let mask = KEPT_CAPACITY - 1;
-    let mut i = (object >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48 & mask;
+    let mut i = first & mask;
     for _ in 0..64 {
         let entry = table[i];
         if entry == object {

@@ -242,7 +242,7 @@ unsafe fn callback(args: *const *mut c_void, nargs: isize, kind: u32) -> *mut c_
         return core::ptr::null_mut();
     };
     if nargs >= 1 && CONTROL.command.load(Ordering::Relaxed) == COMMAND_RUN {
-        crate::record_code(api, kind, *args, false);
+        crate::record_code(api, kind, *args, false, &mut 0);
     }
     // None is immortal on 3.12+, the only versions that call this.
     ops.none_object
