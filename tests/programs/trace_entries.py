@@ -182,6 +182,10 @@ def make_getitem():
     return __getitem__
 
 
+# subscribe_made, subscribe_swapped and subscribe_defaults are the same
+# loop on purpose: each is a subscription site of its own, which 3.11
+# specialises for its one class alone (a shared site would flip between
+# classes and stay generic), and whose specialisation round2.json reads.
 def subscribe_made(obj, n):
     t = 0
     for i in range(n):
