@@ -21,6 +21,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_ulong, c_void, CStr};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Api;
 
@@ -102,6 +103,28 @@ pub(crate) fn resolve() -> Option<ClassApi> {
             function_type: symbol(b"PyFunction_Type\0")? as usize,
         })
     }
+}
+
+/// Interns `name` into `cell` the first time (the string is held for good:
+/// code objects' `co_name` is compared with it by address); `failure` if
+/// CPython could not. With the GIL held.
+pub(crate) unsafe fn intern_once(
+    api: &Api,
+    classes: &ClassApi,
+    name: &CStr,
+    cell: &AtomicUsize,
+    failure: &'static str,
+) -> Result<(), &'static str> {
+    if cell.load(Ordering::Relaxed) != 0 {
+        return Ok(());
+    }
+    let interned = (classes.intern)(name.as_ptr());
+    if interned.is_null() {
+        (api.err_clear)();
+        return Err(failure);
+    }
+    cell.store(interned as usize, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Most classes one walk looks at.

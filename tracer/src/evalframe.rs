@@ -351,14 +351,13 @@ pub(crate) unsafe fn start_inits(api: &Api) -> Result<(), &'static str> {
     let (Some(ops), Some(found)) = (&api.opcodes, &api.classes) else {
         return Err("this interpreter does not export what the __init__ handling of 3.13 needs");
     };
-    if INIT_NAME.load(Ordering::Relaxed) == 0 {
-        let name = (found.intern)(c"__init__".as_ptr());
-        if name.is_null() {
-            (api.err_clear)();
-            return Err("\"__init__\" could not be interned");
-        }
-        INIT_NAME.store(name as usize, Ordering::Relaxed);
-    }
+    classes::intern_once(
+        api,
+        found,
+        c"__init__",
+        &INIT_NAME,
+        "\"__init__\" could not be interned",
+    )?;
     monitoring::start_local_calls(api, ops)?;
     classes::for_each_class_function(api, found, c"__init__", |function| {
         let code = classes::function_code(found, function);

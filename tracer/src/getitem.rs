@@ -156,14 +156,13 @@ pub(crate) unsafe fn start(api: &Api) -> Result<usize, &'static str> {
     let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
         return Err("this interpreter does not export what the __getitem__ fix needs");
     };
-    if GETITEM_NAME.load(Ordering::Relaxed) == 0 {
-        let name = (found.intern)(c"__getitem__".as_ptr());
-        if name.is_null() {
-            (api.err_clear)();
-            return Err("\"__getitem__\" could not be interned");
-        }
-        GETITEM_NAME.store(name as usize, Ordering::Relaxed);
-    }
+    classes::intern_once(
+        api,
+        found,
+        c"__getitem__",
+        &GETITEM_NAME,
+        "\"__getitem__\" could not be interned",
+    )?;
     COUNT.store(0, Ordering::Relaxed);
     WINDOW_FIRST.store(NEXT.load(Ordering::Relaxed), Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Relaxed);
