@@ -85,6 +85,10 @@ pub(crate) struct Layout {
     c_recursion: Option<CRecursion>,
     /// 3.13: what the `__init__` handling reads (module documentation).
     inits: Option<InitLayout>,
+    /// 3.11+: `PyThreadState.native_thread_id` (the kernel's id of the
+    /// thread, `PyThread_get_thread_native_id`: 3.11 160, 3.12 144, 3.13
+    /// 160), checked by [`check_native_thread_id`] before the hook reads it.
+    native_thread_id: Option<usize>,
 }
 
 /// 3.13 offsets (`cpython/code.h`, `internal/pycore_frame.h`).
@@ -175,11 +179,17 @@ pub(crate) fn layout(version: u64) -> Option<Layout> {
         globals: 24,
         locals: 40,
     });
+    let native_thread_id = match version >> 16 {
+        0x030B | 0x030D => Some(160),
+        0x030C => Some(144),
+        _ => None,
+    };
     Some(Layout {
         code,
         owner_and_flags,
         c_recursion,
         inits,
+        native_thread_id,
     })
 }
 
@@ -205,6 +215,11 @@ static INITS: AtomicBool = AtomicBool::new(false);
 /// The interned `"__init__"` (held for good): a code object's `co_name`
 /// is compared with it by address.
 static INIT_NAME: AtomicUsize = AtomicUsize::new(0);
+
+/// The offset of `native_thread_id` in `PyThreadState` once this window's
+/// [`check_native_thread_id`] found the calling thread's id there; 0
+/// otherwise (the events' thread id is then asked of the C library).
+static NATIVE_THREAD_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// A new window starts (called by the start function, before any hook).
 pub(crate) fn new_window() {
@@ -267,6 +282,30 @@ pub(crate) unsafe fn thread_stacks_too_small(api: &Api, limit: c_int) -> bool {
         .unwrap_or(0)
         .saturating_mul(STACK_PER_LEVEL);
     bytes > 0 && (bytes as usize) < needed
+}
+
+/// Checks, on the calling thread's state (the watchdog's, with the GIL),
+/// that `native_thread_id` lies where [`Layout`] says: it holds the id the
+/// kernel gives this thread. Then the hook reads each call's thread id
+/// from the thread state it is given (one read, no call into the C
+/// library).
+pub(crate) unsafe fn check_native_thread_id(api: &Api) {
+    NATIVE_THREAD_ID.store(0, Ordering::Relaxed);
+    let Some(at) = api
+        .eval_frame
+        .as_ref()
+        .and_then(|ef| ef.layout.native_thread_id)
+    else {
+        return;
+    };
+    let me = (api.thread_state_get)();
+    if me.is_null() {
+        return;
+    }
+    let id = core::ptr::read_volatile((me as *const u8).add(at) as *const u64);
+    if id != 0 && id == u64::from(crate::sys::thread_id()) {
+        NATIVE_THREAD_ID.store(at, Ordering::Relaxed);
+    }
 }
 
 /// 3.12: checks, on the calling thread's state (the watchdog's, made fresh
@@ -465,6 +504,11 @@ fn previous(ef: &EvalFrameApi) -> EvalFrame {
 
 /// The eval-frame hook: a call event, the previous eval function, a return
 /// event. Runs on the thread evaluating the frame, with the GIL held.
+///
+/// The common frame (3.13: an optimised function not named `__init__`
+/// whose code was given no local call events this window) takes the short
+/// way here; 3.13's `__init__` handling is in [`init_frame`], out of line,
+/// so that what the common frame keeps across the call stays small.
 unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int) -> *mut c_void {
     // The API is resolved before any hook is installed.
     let Some(api) = crate::api() else {
@@ -505,54 +549,67 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         getitem_namespace = crate::getitem::active()
             && crate::getitem::entering(api, frame, code, flags & CO_OPTIMIZED != 0);
     }
-    // 3.13: code objects whose calls pydeep's sys.monitoring tool reports
-    // (module documentation); a class body's namespace, held until it
-    // returns.
-    let mut namespace = core::ptr::null_mut::<c_void>();
+    // 3.13: the frames the `__init__` handling looks at.
     let inits = match &ef.layout.inits {
         Some(layout) if INITS.load(Ordering::Relaxed) => Some(layout),
         _ => None,
     };
     if let Some(layout) = inits {
-        if monitoring::has_local_calls(code) {
-            return chain(previous, give_back, tstate, frame, throw);
-        }
-        if flags & CO_OPTIMIZED != 0 {
-            let name = core::ptr::read((code as *const u8).add(layout.name) as *const usize);
-            if name == INIT_NAME.load(Ordering::Relaxed)
-                && throw == 0
-                && is_simple(layout, code)
-                && api
-                    .opcodes
-                    .as_ref()
-                    .is_some_and(|ops| monitoring::add_local_calls(api, ops, code))
-            {
-                // Its PY_START event fires when the frame starts.
-                return chain(previous, give_back, tstate, frame, throw);
-            }
-        } else if throw == 0 {
-            // A class body, module or exec() code: a class body's locals
-            // are its namespace, not its globals.
-            let locals = core::ptr::read((frame as *const u8).add(layout.locals) as *const usize);
-            let globals = core::ptr::read((frame as *const u8).add(layout.globals) as *const usize);
-            if locals != 0 && locals != globals {
-                namespace = locals as *mut c_void;
-                (api.inc_ref)(namespace);
-            }
+        if flags & CO_OPTIMIZED == 0
+            || core::ptr::read((code as *const u8).add(layout.name) as *const usize)
+                == INIT_NAME.load(Ordering::Relaxed)
+            || monitoring::may_have_local_calls(code)
+        {
+            return init_frame(
+                api, layout, code, flags, previous, give_back, tstate, frame, throw,
+            );
         }
     }
+    let grants = monitoring::grants();
+    let (result, same_window) =
+        traced(api, code, previous, give_back, tstate, frame, throw, || {
+            // (3.13: a code object given local call events while its frame ran
+            // reports this return itself.)
+            inits.is_none() || monitoring::grants() == grants || !monitoring::has_local_calls(code)
+        });
+    // The frame is cleared by its caller (`_PyEval_Vector`) after this
+    // returns: its namespace is still there.
+    if getitem_namespace && same_window && !result.is_null() && crate::getitem::active() {
+        crate::getitem::namespace_returned(api, frame);
+    }
+    result
+}
+
+/// A call event for `code`, the previous eval function, and a return event
+/// if the call's was written, the window is the same and `write_return`
+/// agrees. Returns the result and
+/// whether the window is still the one of the call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn traced(
+    api: &Api,
+    code: *mut c_void,
+    previous: EvalFrame,
+    give_back: usize,
+    tstate: *mut c_void,
+    frame: *mut c_void,
+    throw: c_int,
+    write_return: impl FnOnce() -> bool,
+) -> (*mut c_void, bool) {
     let generation = GENERATION.load(Ordering::Relaxed);
     // Kept (one reference in the window's table) if recorded: alive until
     // the window's RELEASE, which comes after STOP.
     // The call's thread id serves its return (the same thread).
     let mut thread = 0;
+    let at = NATIVE_THREAD_ID.load(Ordering::Relaxed);
+    if at != 0 && !tstate.is_null() {
+        thread = core::ptr::read((tstate as *const u8).add(at) as *const u64) as u32;
+    }
     let recorded = crate::record_code(api, KIND_CALL, code, false, &mut thread);
     let result = chain(previous, give_back, tstate, frame, throw);
-    let same_window = c.command.load(Ordering::Relaxed) == COMMAND_RUN
+    let same_window = CONTROL.command.load(Ordering::Relaxed) == COMMAND_RUN
         && GENERATION.load(Ordering::Relaxed) == generation;
-    // (3.13: a code object given local call events while its frame ran
-    // reports this return itself.)
-    if recorded && same_window && !(inits.is_some() && monitoring::has_local_calls(code)) {
+    if recorded && same_window && write_return() {
         crate::write_event(
             crate::event_time(),
             code as u64,
@@ -562,13 +619,61 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
             &mut thread,
         );
     }
-    // The frame is cleared by its caller (`_PyEval_Vector`) after this
-    // returns: its namespace is still there.
-    if getitem_namespace && same_window && !result.is_null() && crate::getitem::active() {
-        crate::getitem::namespace_returned(api, frame);
+    (result, same_window)
+}
+
+/// 3.13, the hook's rare frames (module documentation): a code object
+/// with local call events (left to pydeep's `sys.monitoring` tool); a
+/// simple `__init__` entered without them (given them: its PY_START event
+/// fires when the frame starts); a class body, module or `exec()` code,
+/// traced, whose namespace's `__init__` gets the events when it returns.
+#[inline(never)]
+#[cold]
+#[allow(clippy::too_many_arguments)]
+unsafe fn init_frame(
+    api: &Api,
+    layout: &InitLayout,
+    code: *mut c_void,
+    flags: u32,
+    previous: EvalFrame,
+    give_back: usize,
+    tstate: *mut c_void,
+    frame: *mut c_void,
+    throw: c_int,
+) -> *mut c_void {
+    if monitoring::has_local_calls(code) {
+        return chain(previous, give_back, tstate, frame, throw);
     }
+    // A class body's namespace, held until it returns.
+    let mut namespace = core::ptr::null_mut::<c_void>();
+    if flags & CO_OPTIMIZED != 0 {
+        let name = core::ptr::read((code as *const u8).add(layout.name) as *const usize);
+        if name == INIT_NAME.load(Ordering::Relaxed)
+            && throw == 0
+            && is_simple(layout, code)
+            && api
+                .opcodes
+                .as_ref()
+                .is_some_and(|ops| monitoring::add_local_calls(api, ops, code))
+        {
+            return chain(previous, give_back, tstate, frame, throw);
+        }
+    } else if throw == 0 {
+        // A class body, module or exec() code: a class body's locals
+        // are its namespace, not its globals.
+        let locals = core::ptr::read((frame as *const u8).add(layout.locals) as *const usize);
+        let globals = core::ptr::read((frame as *const u8).add(layout.globals) as *const usize);
+        if locals != 0 && locals != globals {
+            namespace = locals as *mut c_void;
+            (api.inc_ref)(namespace);
+        }
+    }
+    let (result, same_window) =
+        traced(api, code, previous, give_back, tstate, frame, throw, || {
+            !monitoring::has_local_calls(code)
+        });
     if !namespace.is_null() {
-        if let (Some(layout), false, true) = (inits, result.is_null(), same_window) {
+        if !result.is_null() && same_window {
             class_body_returned(api, layout, namespace);
         }
         (api.dec_ref)(namespace);

@@ -370,6 +370,8 @@ pub(crate) fn calls_by(api: &Api) -> Calls {
 fn settle_calls(api: &Api) -> Calls {
     // SAFETY: on the watchdog's own thread state, with the GIL held.
     unsafe { evalframe::check_c_recursion(api) };
+    // SAFETY: the same.
+    unsafe { evalframe::check_native_thread_id(api) };
     let mut calls = choose_calls(api);
     // SAFETY: with the GIL held (the watchdog's install).
     if calls == Calls::EvalFrame

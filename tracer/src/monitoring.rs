@@ -27,7 +27,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void, CStr};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::abi::*;
 use crate::{Api, OpcodeApi, CONTROL};
@@ -355,6 +355,16 @@ struct LocalCodes(UnsafeCell<[usize; LOCAL_CAPACITY]>);
 unsafe impl Sync for LocalCodes {}
 static LOCAL_CODES: LocalCodes = LocalCodes(UnsafeCell::new([0; LOCAL_CAPACITY]));
 static LOCAL_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The code objects this window may have given local call events, as a
+/// 4,096-bit filter of their addresses ([`may_have_local_calls`]): set
+/// before each grant, cleared at the window's start. Read by the hook at
+/// every call instead of the code's `_co_monitoring` (two dependent reads,
+/// the second outside the code object).
+static GRANTED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// Bumped at each grant: a frame whose code gained the events while it ran
+/// (its return then comes from the tool) is told by this counter moving
+/// during its call ([`grants`]).
+static GRANTS: AtomicU32 = AtomicU32::new(0);
 /// Low bit of an entry: `set_local_events` refused that code object.
 const FAILED: usize = 1;
 
@@ -396,6 +406,9 @@ pub(crate) unsafe fn start_local_calls(api: &Api, ops: &OpcodeApi) -> Result<(),
         return Err("sys.monitoring: the tool is not open");
     };
     TOOL_BIT.store(1 << tool, Ordering::Relaxed);
+    for word in &GRANTED {
+        word.store(0, Ordering::Relaxed);
+    }
     let mut events = 0;
     for name in [c"PY_START", c"PY_RESUME"] {
         events |= register(api, ops, name, &ENTER_DEF)?;
@@ -429,6 +442,29 @@ pub(crate) unsafe fn has_local_calls(code: *mut c_void) -> bool {
     !data.is_null() && u32::from(core::ptr::read(data)) & TOOL_BIT.load(Ordering::Relaxed) != 0
 }
 
+/// The word of [`GRANTED`] and the bit in it for `code`.
+#[inline(always)]
+fn granted_bit(code: *mut c_void) -> (usize, u64) {
+    let h = ((code as usize) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
+    (h >> 6, 1 << (h & 63))
+}
+
+/// False if `code` has had no local call events given this window (then
+/// [`has_local_calls`] is false too); true if it may have. One read of the
+/// tracer's own memory. 3.13 only.
+#[inline(always)]
+pub(crate) fn may_have_local_calls(code: *mut c_void) -> bool {
+    let (word, bit) = granted_bit(code);
+    GRANTED[word].load(Ordering::Relaxed) & bit != 0
+}
+
+/// How many local call event grants this window made so far: unchanged
+/// across a call, its code gained no events during it.
+#[inline(always)]
+pub(crate) fn grants() -> u32 {
+    GRANTS.load(Ordering::Relaxed)
+}
+
 /// Gives `code` (a code object) the calls' local events, keeping it (one
 /// reference) until stop; true if it has them. With the GIL held and no
 /// exception set.
@@ -458,6 +494,9 @@ pub(crate) unsafe fn add_local_calls(api: &Api, ops: &OpcodeApi, code: *mut c_vo
     if LOCAL_COUNT.load(Ordering::Relaxed) >= LOCAL_CAPACITY / 4 * 3 {
         return false;
     }
+    let (word, bit) = granted_bit(code);
+    GRANTED[word].fetch_or(bit, Ordering::Relaxed);
+    GRANTS.fetch_add(1, Ordering::Relaxed);
     if !change_local_events(api, ops, code, bits, 0) {
         // Not asked again (the hook would at each call): remembered, with
         // no reference (the address is only compared).
