@@ -525,14 +525,21 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
     } else {
         0
     };
+    let evaluation = Evaluation {
+        previous,
+        give_back,
+        tstate,
+        frame,
+        throw,
+    };
     let c = &CONTROL;
     if c.command.load(Ordering::Relaxed) != COMMAND_RUN || frame.is_null() {
-        return chain(previous, give_back, tstate, frame, throw);
+        return evaluation.chain();
     }
     // The frame holds a strong reference to its code object.
     let code = core::ptr::read((frame as *const u8).add(ef.layout.code) as *const *mut c_void);
     if code.is_null() || core::ptr::read((code as *const usize).add(1)) != ef.code_type {
-        return chain(previous, give_back, tstate, frame, throw);
+        return evaluation.chain();
     }
     // A class body's (or module's) frame, while 3.11.0-3.11.3's
     // `__getitem__` functions are tagged (getitem.rs); a `__getitem__`'s
@@ -544,7 +551,7 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
         if flags & GENERATOR_FLAGS != 0
             && core::ptr::read((frame as *const u8).add(owner)) == OWNED_BY_THREAD
         {
-            return chain(previous, give_back, tstate, frame, throw);
+            return evaluation.chain();
         }
         getitem_namespace = crate::getitem::active()
             && crate::getitem::entering(api, frame, code, flags & CO_OPTIMIZED != 0);
@@ -560,18 +567,15 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
                 == INIT_NAME.load(Ordering::Relaxed)
             || monitoring::may_have_local_calls(code)
         {
-            return init_frame(
-                api, layout, code, flags, previous, give_back, tstate, frame, throw,
-            );
+            return init_frame(api, layout, code, flags, evaluation);
         }
     }
     let grants = monitoring::grants();
-    let (result, same_window) =
-        traced(api, code, previous, give_back, tstate, frame, throw, || {
-            // (3.13: a code object given local call events while its frame ran
-            // reports this return itself.)
-            inits.is_none() || monitoring::grants() == grants || !monitoring::has_local_calls(code)
-        });
+    let (result, same_window) = traced(api, code, evaluation, || {
+        // (3.13: a code object given local call events while its frame ran
+        // reports this return itself.)
+        inits.is_none() || monitoring::grants() == grants || !monitoring::has_local_calls(code)
+    });
     // The frame is cleared by its caller (`_PyEval_Vector`) after this
     // returns: its namespace is still there.
     if getitem_namespace && same_window && !result.is_null() && crate::getitem::active() {
@@ -585,15 +589,10 @@ unsafe extern "C" fn hook(tstate: *mut c_void, frame: *mut c_void, throw: c_int)
 /// agrees. Returns the result and
 /// whether the window is still the one of the call.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn traced(
     api: &Api,
     code: *mut c_void,
-    previous: EvalFrame,
-    give_back: usize,
-    tstate: *mut c_void,
-    frame: *mut c_void,
-    throw: c_int,
+    evaluation: Evaluation,
     write_return: impl FnOnce() -> bool,
 ) -> (*mut c_void, bool) {
     let generation = GENERATION.load(Ordering::Relaxed);
@@ -602,11 +601,11 @@ unsafe fn traced(
     // The call's thread id serves its return (the same thread).
     let mut thread = 0;
     let at = NATIVE_THREAD_ID.load(Ordering::Relaxed);
-    if at != 0 && !tstate.is_null() {
-        thread = core::ptr::read((tstate as *const u8).add(at) as *const u64) as u32;
+    if at != 0 && !evaluation.tstate.is_null() {
+        thread = core::ptr::read((evaluation.tstate as *const u8).add(at) as *const u64) as u32;
     }
     let recorded = crate::record_code(api, KIND_CALL, code, false, &mut thread);
-    let result = chain(previous, give_back, tstate, frame, throw);
+    let result = evaluation.chain();
     let same_window = CONTROL.command.load(Ordering::Relaxed) == COMMAND_RUN
         && GENERATION.load(Ordering::Relaxed) == generation;
     if recorded && same_window && write_return() {
@@ -629,20 +628,16 @@ unsafe fn traced(
 /// traced, whose namespace's `__init__` gets the events when it returns.
 #[inline(never)]
 #[cold]
-#[allow(clippy::too_many_arguments)]
 unsafe fn init_frame(
     api: &Api,
     layout: &InitLayout,
     code: *mut c_void,
     flags: u32,
-    previous: EvalFrame,
-    give_back: usize,
-    tstate: *mut c_void,
-    frame: *mut c_void,
-    throw: c_int,
+    evaluation: Evaluation,
 ) -> *mut c_void {
+    let Evaluation { frame, throw, .. } = evaluation;
     if monitoring::has_local_calls(code) {
-        return chain(previous, give_back, tstate, frame, throw);
+        return evaluation.chain();
     }
     // A class body's namespace, held until it returns.
     let mut namespace = core::ptr::null_mut::<c_void>();
@@ -656,7 +651,7 @@ unsafe fn init_frame(
                 .as_ref()
                 .is_some_and(|ops| monitoring::add_local_calls(api, ops, code))
         {
-            return chain(previous, give_back, tstate, frame, throw);
+            return evaluation.chain();
         }
     } else if throw == 0 {
         // A class body, module or exec() code: a class body's locals
@@ -669,9 +664,7 @@ unsafe fn init_frame(
         }
     }
     let (result, same_window) =
-        traced(api, code, previous, give_back, tstate, frame, throw, || {
-            !monitoring::has_local_calls(code)
-        });
+        traced(api, code, evaluation, || !monitoring::has_local_calls(code));
     if !namespace.is_null() {
         if !result.is_null() && same_window {
             class_body_returned(api, layout, namespace);
@@ -681,26 +674,42 @@ unsafe fn init_frame(
     result
 }
 
-/// Calls the eval function `previous`; with `give_back` (the offset of 3.12's
-/// `c_recursion_remaining`, else 0) adds the C recursion units its
-/// activation charges before, and takes them back after, on every path (the
-/// call always returns: a raised exception is a NULL result).
-#[inline(always)]
-unsafe fn chain(
+/// One evaluation the hook was asked for: its arguments, the eval
+/// function to chain to, and (3.12) where the C recursion units are given
+/// back.
+#[derive(Clone, Copy)]
+struct Evaluation {
     previous: EvalFrame,
+    /// The offset of 3.12's `c_recursion_remaining`, else 0.
     give_back: usize,
     tstate: *mut c_void,
     frame: *mut c_void,
     throw: c_int,
-) -> *mut c_void {
-    if give_back == 0 || tstate.is_null() {
-        return previous(tstate, frame, throw);
+}
+
+impl Evaluation {
+    /// Calls the eval function `previous`; with `give_back` adds the C
+    /// recursion units its activation charges before, and takes them back
+    /// after, on every path (the call always returns: a raised exception is
+    /// a NULL result).
+    #[inline(always)]
+    unsafe fn chain(self) -> *mut c_void {
+        let Evaluation {
+            previous,
+            give_back,
+            tstate,
+            frame,
+            throw,
+        } = self;
+        if give_back == 0 || tstate.is_null() {
+            return previous(tstate, frame, throw);
+        }
+        // The thread state of the thread evaluating the frame: this
+        // thread's, with the GIL held; no other thread writes this field.
+        let remaining = (tstate as *mut u8).add(give_back) as *mut c_int;
+        *remaining = (*remaining).wrapping_add(EVAL_C_STACK_UNITS);
+        let result = previous(tstate, frame, throw);
+        *remaining = (*remaining).wrapping_sub(EVAL_C_STACK_UNITS);
+        result
     }
-    // The thread state of the thread evaluating the frame: this thread's,
-    // with the GIL held; no other thread writes this field.
-    let remaining = (tstate as *mut u8).add(give_back) as *mut c_int;
-    *remaining = (*remaining).wrapping_add(EVAL_C_STACK_UNITS);
-    let result = previous(tstate, frame, throw);
-    *remaining = (*remaining).wrapping_sub(EVAL_C_STACK_UNITS);
-    result
 }
