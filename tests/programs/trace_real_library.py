@@ -22,20 +22,20 @@ after warm-up runs (caches filled, arity probes done) with the garbage
 collector off (a __del__ or weakref callback run by a collection would be
 a call the next work() need not make). work() must be deterministic for
 that truth to say what the window's work() called: the program takes it
-again after the window, and the test requires the two equal. After the
-truth, work() runs again until its code is specialised as before (the
-profile function, sys.monitoring on 3.12+, left it unspecialised), and the
-program counts the libraries' instructions specialised into the forms that
-push a Python frame inside the eval loop (3.11+): the window's work() runs
-through them.
+again after the windows, and the test requires the two equal.
 
-argv[1]: the ready file ({"truth", "value", "inlined", the libraries'
-versions}).
-Files in its folder: go -> one work() between time.monotonic_ns() readings,
-round.json (the readings, the thread, the value); end -> the truth again,
-final.json (sys.getprofile/gettrace, the sys.monitoring tools, every
-thread's C-level profile and trace functions and the interpreter's
-eval-frame function, each before and after), exit 0.
+argv[1]: the ready file ({"truth", "value", the libraries' versions}).
+Files in its folder, for rounds N = 1, 2, ...: warmN -> work() five times
+(the profile function of the truth, sys.monitoring on 3.12+, and a window
+recording by sys.monitoring leave the code unspecialised), then
+warmedN.json: how many of the libraries' instructions are specialised
+into the forms that push a Python frame inside the eval loop (3.11+; the
+window's work() runs through them); goN -> one work() between
+time.monotonic_ns() readings, roundN.json (the readings, the thread, the
+value). end -> the truth again, final.json (the rounds, sys.getprofile and
+gettrace, the sys.monitoring tools, every thread's C-level profile and
+trace functions and the interpreter's eval-frame function, each before
+and after), exit 0.
 """
 import dis
 import gc
@@ -256,15 +256,20 @@ def publish(name, value):
     os.rename(path + ".tmp", path)
 
 
+def wait_for(*names):
+    """The first of the files `names` (in the program's folder) to exist."""
+    while True:
+        for name in names:
+            if os.path.exists(os.path.join(folder, name)):
+                return name
+        time.sleep(0.005)
+
+
 gc.collect()
 gc.disable()
 for _ in range(5):
     work()
 counts, value = truth()
-# The profile function (sys.monitoring on 3.12+) left the code
-# unspecialised: specialise it again for the window.
-for _ in range(5):
-    work()
 hooks_before = {
     "profile": repr(sys.getprofile()),
     "trace": repr(sys.gettrace()),
@@ -277,30 +282,35 @@ publish(
     {
         "truth": counts,
         "value": value,
-        "inlined": inlined_sites(),
         "pyparsing": pp.__version__,
         "jinja2": jinja2.__version__,
     },
 )
 
-while not os.path.exists(os.path.join(folder, "go")):
-    time.sleep(0.005)
-before = time.monotonic_ns()
-during = work()
-after = time.monotonic_ns()
-publish(
-    "round.json",
-    {"thread": threading.get_native_id(), "before": before, "after": after, "value": during},
-)
+n = 1
+while wait_for("warm%d" % n, "end") != "end":
+    # The profile function (sys.monitoring on 3.12+) and a window recording
+    # by sys.monitoring leave the code unspecialised: specialise it again.
+    for _ in range(5):
+        work()
+    publish("warmed%d.json" % n, {"inlined": inlined_sites()})
+    wait_for("go%d" % n)
+    before = time.monotonic_ns()
+    during = work()
+    after = time.monotonic_ns()
+    publish(
+        "round%d.json" % n,
+        {"thread": threading.get_native_id(), "before": before, "after": after, "value": during},
+    )
+    n += 1
 
-while not os.path.exists(os.path.join(folder, "end")):
-    time.sleep(0.005)
 counts_after, value_after = truth()
 publish(
     "final.json",
     {
         "truth": counts_after,
         "value": value_after,
+        "rounds": n - 1,
         "before": hooks_before,
         "after": {
             "profile": repr(sys.getprofile()),
