@@ -13,11 +13,14 @@ time (lexer generators, the parser, the code generator's visit_*
 dispatch, then exec of the module code it generated: fresh code objects
 every work()) and renders it (the generated root, macro and block
 functions are generators; filters, loops, a macro call, attribute and item
-lookups through the sandbox-free environment).
+lookups), and renders another template in its async mode on an asyncio
+event loop (coroutines, async generators, a loop over an async generator
+of ours, the event loop's tasks and handles).
 
-The truth: one work() under a sys.setprofile counter of every Python
-function's "call" events (generator resumptions included, as the profile
-function sees them), keyed "co_filename:co_firstlineno:co_name", taken
+The truth: one work() under a C-level profile function's counter of every
+Python function's "call" events (generator resumptions included, as a
+profile function sees them; PyEval_SetProfile through ctypes, see truth()),
+keyed "co_filename:co_firstlineno:co_name", taken
 after warm-up runs (caches filled, arity probes done) with the garbage
 collector off (a __del__ or weakref callback run by a collection would be
 a call the next work() need not make). work() must be deterministic for
@@ -26,7 +29,7 @@ again after the windows, and the test requires the two equal.
 
 argv[1]: the ready file ({"truth", "value", the libraries' versions}).
 Files in its folder, for rounds N = 1, 2, ...: warmN -> work() five times
-(the profile function of the truth, sys.monitoring on 3.12+, and a window
+(the truth's profile function, sys.monitoring on 3.12+, and a window
 recording by sys.monitoring leave the code unspecialised), then
 warmedN.json: how many of the libraries' instructions are specialised
 into the forms that push a Python frame inside the eval loop (3.11+; the
@@ -37,6 +40,8 @@ gettrace, the sys.monitoring tools, every thread's C-level profile and
 trace functions and the interpreter's eval-frame function, each before
 and after), exit 0.
 """
+import asyncio
+import ctypes
 import dis
 import gc
 import json
@@ -191,24 +196,68 @@ def render():
     return template.render(items=ITEMS, meta={"title": "calls", "draft": False})
 
 
+# jinja2's async mode: the template compiled to coroutines and async
+# generators, its for loop over an async generator of ours, run on an
+# asyncio event loop (tasks, handles, the loop's own Python code).
+ASYNC_TEMPLATE = """\
+{% for name in names %}{{ loop.index }}:{{ name | upper }}\
+{% if not loop.last %}, {% endif %}{% endfor %}
+{% macro tag(x) %}<{{ x }}>{% endmacro %}{{ tag(words | map('title') | join('-')) }}
+"""
+ASYNC_ENVIRONMENT = jinja2.Environment(enable_async=True, autoescape=True)
+LOOP = asyncio.new_event_loop()
+
+
+async def names(n):
+    for i in range(n):
+        yield "name%d" % i
+
+
+def render_async():
+    template = ASYNC_ENVIRONMENT.from_string(ASYNC_TEMPLATE)
+    coroutine = template.render_async(names=names(6), words=["alpha", "beta", "gamma"])
+    return LOOP.run_until_complete(coroutine)
+
+
 def work():
     parsed = parse_all()
     page = render()
-    return [parsed[0], parsed[1], sorted(parsed[2].items()), len(page), page.count("<tr")]
+    text = render_async()
+    return [parsed[0], parsed[1], sorted(parsed[2].items()), len(page), page.count("<tr"), text]
+
+
+# A C-level profile function (PyEval_SetProfile through ctypes), not
+# sys.setprofile: on 3.9 and 3.10 sys.setprofile's trampoline copies the
+# frame's fast locals into its f_locals dict at every event, inside the
+# interpreter's guard against tracing the profile function itself
+# (call_trampoline in Python/sysmodule.c; 3.11+ does it only for a frame
+# whose f_locals were written), so a deallocation that copy triggers runs
+# its Python code unseen: here a WeakSet's _remove (an asyncio loop's
+# async generators, called 6 times per work()) was counted 5 times.
+# Py_tracefunc: int (PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+PROFILE = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p
+)
+PY_TRACE_CALL = 0
+set_profile = ctypes.pythonapi.PyEval_SetProfile
+set_profile.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+set_profile.restype = None
 
 
 def truth():
     counts = {}
 
-    def profiler(frame, event, arg):
-        if event == "call":
-            code = frame.f_code
+    def profiler(obj, frame, what, arg):
+        if what == PY_TRACE_CALL:
+            code = ctypes.cast(frame, ctypes.py_object).value.f_code
             key = "%s:%d:%s" % (code.co_filename, code.co_firstlineno, code.co_name)
             counts[key] = counts.get(key, 0) + 1
+        return 0
 
-    sys.setprofile(profiler)
+    callback = PROFILE(profiler)
+    set_profile(ctypes.cast(callback, ctypes.c_void_p), None)
     value = work()
-    sys.setprofile(None)
+    set_profile(None, None)
     return counts, value
 
 

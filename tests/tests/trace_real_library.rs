@@ -1,16 +1,19 @@
 //! `pydeep trace --calls` on real third-party code, on every interpreter
 //! found: pyparsing and jinja2 (pinned, pure Python, pip-installed into a
-//! venv per interpreter) driven by `tests/programs/trace_real_library.py`.
+//! venv per interpreter) driven by `tests/programs/trace_real_library.py`
+//! (parsing, template compilation and rendering, async rendering on an
+//! asyncio event loop).
 //! One window per way of recording calls the version offers (the tracer's
 //! own choice, then the others forced by `PYDEEP_TRACE_CALLS`: the
 //! eval-frame hook on 3.9-3.13, sys.monitoring on 3.12+, the profile
 //! function), each around one `work()` whose code was specialised again
 //! just before (through the instructions each version inlines frames
 //! with). Per window, the calls and returns traced per code object equal
-//! the program's own `sys.setprofile` count of the same `work()` (taken
-//! before and again after the windows, and equal), every function of every
-//! file, library, standard library and jinja2's generated template code
-//! alike; the thread's events nest; nothing is lost or reported unwatched.
+//! the program's own count of the same `work()` by a C-level profile
+//! function (`sys.setprofile` misses calls on 3.9/3.10: the fixture and
+//! notes/tracing.md say why), taken before and again after the windows
+//! and equal: every function of every file, library, standard library
+//! and jinja2's generated template code alike; the thread's events nest; nothing is lost or reported unwatched.
 //! After the windows the program's profile and trace functions (Python and
 //! C level), `sys.monitoring` tools and eval-frame function are what they
 //! were, and `work()` computed the same before, during and after them.
