@@ -7,6 +7,8 @@ pub mod json_truth;
 pub mod recording;
 pub mod run;
 pub mod spawned;
+pub mod traced;
+pub mod venv;
 pub mod waits;
 
 use std::path::{Path, PathBuf};

@@ -6,71 +6,17 @@
 //! target tmpdir); where it does not install (no network, no wheel for the
 //! version) the interpreter is skipped with a message saying why.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use pydeep_integration::blocking::{process_in, PAUSE};
 use pydeep_integration::run::succeeds;
-use pydeep_integration::{test_pythons, Fixture, Python};
+use pydeep_integration::venv::venv_with;
+use pydeep_integration::{test_pythons, Fixture};
 use serde_json::Value;
-
-/// A venv of `python` with pydantic, or why there is none.
-fn venv_with_pydantic(python: &Python) -> Result<Python, String> {
-    let (a, b, c) = python.version;
-    let name = format!(
-        "pydantic-{a}.{b}.{c}-{}",
-        python.path.display().to_string().replace('/', "_")
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let bin = dir.join("bin").join("python");
-    let importable = |bin: &PathBuf| {
-        Command::new(bin)
-            .args(["-c", "import pydantic"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !importable(&bin) {
-        let made = Command::new(&python.path)
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("python -m venv: {e}"))?;
-        if !made.status.success() {
-            return Err(format!(
-                "python -m venv failed: {}",
-                String::from_utf8_lossy(&made.stderr).trim()
-            ));
-        }
-        let pip = Command::new(&bin)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "pydantic",
-            ])
-            .output()
-            .map_err(|e| format!("pip: {e}"))?;
-        if !pip.status.success() || !importable(&bin) {
-            return Err(format!(
-                "pip install pydantic failed: {}",
-                String::from_utf8_lossy(&pip.stderr).trim()
-            ));
-        }
-    }
-    Ok(Python {
-        path: bin,
-        version: python.version,
-        free_threaded: python.free_threaded,
-    })
-}
 
 #[test]
 fn a_pydantic_model_and_the_containers_beside_it_read_as_python_sees_them() {
     for python in test_pythons("real library: pydantic") {
         let label = python.label();
-        let venv = match venv_with_pydantic(&python) {
+        let venv = match venv_with(&python, &["pydantic"]) {
             Ok(venv) => venv,
             Err(why) => {
                 eprintln!("   {label}: skipped, pydantic is not installable here: {why}");

@@ -12,156 +12,13 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use pydeep_format::proto::TraceEventKind;
-use pydeep_format::{Event, Recording, TraceClock, TraceEvent};
+use pydeep_format::{Event, Recording, TraceEvent};
 use pydeep_integration::json_truth::call_counts;
 use pydeep_integration::spawned::Spawned;
+use pydeep_integration::traced::{read_trace, sigterm, wait_json, Traced};
 use pydeep_integration::waits::{wait_exit, wait_for_file};
 use pydeep_integration::{test_pythons, workspace_binary, Fixture, Python, TraceCalls};
 use serde_json::Value;
-
-/// Every trace event of a recording, with the names of threads and frames.
-struct Traced {
-    events: Vec<TraceEvent>,
-    lost: u64,
-    /// When the window's hooks were removed (0 if the recording does not say).
-    window_end_ns: u64,
-    /// The clock the tracer stamped events with ("TSC", "CLOCK_MONOTONIC").
-    clock: String,
-    /// How the tracer recorded calls ("eval-frame", "monitoring", "profile").
-    calls_by: String,
-    /// Functions CPython could have called past the window's call events
-    /// (`TraceEventBatch.unwatched_functions`, summed over batches).
-    unwatched: u64,
-    /// The header's clock start: Chrome times count from it.
-    start_clock_ns: u64,
-    /// ThreadDef id → native thread id.
-    native: HashMap<u32, u64>,
-    /// FrameDef id → (file name, function name).
-    names: HashMap<u64, (String, String)>,
-    /// FrameDef id → its line (line events: the line reported).
-    lines: HashMap<u64, u32>,
-}
-
-impl Traced {
-    /// Call events of functions named `name`.
-    fn calls_of(&self, name: &str) -> usize {
-        self.events
-            .iter()
-            .filter(|e| {
-                e.kind == TraceEventKind::TraceCall
-                    && self.names.get(&e.frame).is_some_and(|(_, n)| n == name)
-            })
-            .count()
-    }
-
-    /// Call events per function name of native thread `native` between
-    /// `before` and `after` (the program's own clock readings), counting
-    /// functions of files ending in `file` that `keep` accepts.
-    fn calls_per_function(
-        &self,
-        native: u64,
-        window: (u64, u64),
-        file: &str,
-        keep: impl Fn(&str) -> bool,
-    ) -> HashMap<String, u64> {
-        self.per_function(TraceEventKind::TraceCall, native, window, file, keep)
-    }
-
-    /// Events of `kind` per function name, as [`Traced::calls_per_function`].
-    fn per_function(
-        &self,
-        kind: TraceEventKind,
-        native: u64,
-        (before, after): (u64, u64),
-        file: &str,
-        keep: impl Fn(&str) -> bool,
-    ) -> HashMap<String, u64> {
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for e in self.events.iter().filter(|e| {
-            e.kind == kind
-                && self.native.get(&e.thread) == Some(&native)
-                && (before..=after).contains(&e.time_ns)
-        }) {
-            if let Some((path, name)) = self.names.get(&e.frame) {
-                if path.ends_with(file) && keep(name) {
-                    *counts.entry(name.clone()).or_default() += 1;
-                }
-            }
-        }
-        counts
-    }
-}
-
-fn read_trace(path: &Path) -> Traced {
-    let mut recording = Recording::open(path).expect("open the trace recording");
-    let mut clock = TraceClock::new(recording.header().start_clock_ns);
-    let start_clock_ns = recording.header().start_clock_ns;
-    let mut events = Vec::new();
-    let mut lost = 0;
-    let mut window_end_ns = 0;
-    let mut clock_name = String::new();
-    let mut calls_by = String::new();
-    let mut unwatched = 0;
-    while let Some(event) = recording.next_event().expect("a complete recording") {
-        if let Event::TraceEvents(batch) = event {
-            unwatched += u64::from(batch.unwatched_functions);
-            if !batch.clock.is_empty() {
-                clock_name = batch.clock.clone();
-            }
-            if !batch.calls_by.is_empty() {
-                calls_by = batch.calls_by.clone();
-            }
-            lost += batch.lost;
-            window_end_ns = window_end_ns.max(batch.window_end_ns);
-            events.extend(clock.decode(&batch));
-        }
-    }
-    let tables = recording.tables();
-    let native = tables
-        .threads
-        .iter()
-        .map(|(id, t)| (*id, t.native_id))
-        .collect();
-    let names = tables
-        .frames
-        .iter()
-        .map(|(id, frame)| {
-            let code = tables.code_objects.get(&frame.code);
-            let name = |f: fn(&pydeep_format::proto::CodeObjectDef) -> u64| {
-                code.map(|c| tables.string(f(c)).to_owned())
-                    .unwrap_or_default()
-            };
-            (id, (name(|c| c.filename), name(|c| c.name)))
-        })
-        .collect();
-    let lines = tables
-        .frames
-        .iter()
-        .map(|(id, frame)| (id, frame.line))
-        .collect();
-    Traced {
-        events,
-        lost,
-        window_end_ns,
-        clock: clock_name,
-        calls_by,
-        unwatched,
-        start_clock_ns,
-        native,
-        names,
-        lines,
-    }
-}
-
-fn wait_json(path: &Path, fixture: &mut Fixture, what: &str) -> Value {
-    wait_for_file(path, &mut fixture.child, what);
-    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-}
 
 fn check(python: &Python) {
     let what = python.label();
@@ -230,24 +87,10 @@ fn check(python: &Python) {
             !thread_events.is_empty(),
             "{what}: no events of thread {native}"
         );
-        // Every return matches the call on top of the thread's stack
-        // (returns of frames entered before the window come first, on an
-        // empty stack).
-        let mut stack: Vec<u64> = Vec::new();
-        let mut unmatched_later = 0;
-        for e in &thread_events {
-            match e.kind {
-                TraceEventKind::TraceCall => stack.push(e.frame),
-                TraceEventKind::TraceReturn => match stack.pop() {
-                    Some(top) if top == e.frame => {}
-                    Some(_) => unmatched_later += 1,
-                    None => {}
-                },
-                _ => {}
-            }
-        }
+        // Every return matches the call on top of the thread's stack.
         assert_eq!(
-            unmatched_later, 0,
+            traced.unnested_returns(native),
+            0,
             "{what}: thread {native}'s events do not nest"
         );
         // Call counts of the workload equal the truth, and every workload
