@@ -44,7 +44,7 @@ fn the_start_script_loads_the_tracer_from_a_memfd_and_reports_the_start_result()
                  source = open(sys.argv[1], 'rb').read()\n\
                  exec(compile(source, sys.argv[1], 'exec'), {})\n\
                  maps = open('/proc/self/maps').read()\n\
-                 print(sum('/memfd:pydeep-tracer-v4' in line for line in maps.splitlines()))\n\
+                 print(sum('/memfd:pydeep-tracer-v5' in line for line in maps.splitlines()))\n\
                  sys.stdout.flush()\n\
                  os._exit(0)\n",
             )

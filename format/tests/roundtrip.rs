@@ -43,3 +43,72 @@ fn a_small_recording_reads_back_its_samples_tables_and_footer() {
     assert_eq!(footer.chunk_count, 7);
     assert_eq!(recording.reader().complete_chunks(), 7);
 }
+
+/// A trace window's last batch names the functions CPython may have run
+/// past it by FrameDef (`TraceEventBatch.unwatched_frame`): read back, the
+/// ids lead to the code objects' names, files and first lines.
+#[test]
+fn a_trace_batch_reads_back_its_unwatched_functions_as_frames_of_named_code_objects() {
+    use pydeep_format::proto::record::Kind;
+    use pydeep_format::{proto, FrameKey, Writer, WriterOptions};
+    let mut writer =
+        Writer::new(Vec::new(), common::header(), WriterOptions::default()).expect("writer");
+    let mut frames = Vec::new();
+    for (name, qualname, line) in [("make", "make", 12), ("pick", "Box.pick", 30)] {
+        let code = writer.next_code_id();
+        let filename = writer.intern_string("/tmp/app.py");
+        let name = writer.intern_string(name);
+        let qualname = writer.intern_string(qualname);
+        writer.define_code_object(proto::CodeObjectDef {
+            id: code,
+            filename,
+            name,
+            qualname,
+            first_line: line,
+            ..Default::default()
+        });
+        frames.push(writer.intern_frame(FrameKey {
+            code,
+            ..Default::default()
+        }));
+    }
+    let batch = proto::TraceEventBatch {
+        window_end_ns: 5_000_000,
+        unwatched_functions: 3,
+        unwatched_frame: frames.clone(),
+        ..Default::default()
+    };
+    writer
+        .record(Kind::TraceEvents(batch.clone()))
+        .expect("record");
+    let bytes = writer.finish(proto::Footer::default()).expect("finish");
+    let mut recording = Recording::new(Reader::new(&bytes[..]).unwrap()).unwrap();
+    let mut read = None;
+    while let Some(event) = recording.next_event().unwrap() {
+        if let Event::TraceEvents(batch) = event {
+            read = Some(batch);
+        }
+    }
+    let read = read.expect("the trace batch");
+    assert_eq!(read, batch);
+    let tables = recording.tables();
+    let named: Vec<(String, String, u32)> = read
+        .unwatched_frame
+        .iter()
+        .map(|frame| {
+            let code = &tables.code_objects[&tables.frames[frame].code];
+            (
+                tables.string(code.qualname).to_owned(),
+                tables.string(code.filename).to_owned(),
+                code.first_line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("make".to_owned(), "/tmp/app.py".to_owned(), 12),
+            ("Box.pick".to_owned(), "/tmp/app.py".to_owned(), 30)
+        ]
+    );
+}

@@ -9,7 +9,9 @@ the name `__init__`: so its calls are missed, and the window must say so
 (TraceEventBatch.unwatched_functions). The same for 3.11.0-3.11.3's
 BINARY_SUBSCR_GETITEM: a class made during the window whose __getitem__
 is a function named `pick`, subscribed 500 times at one site. The truth:
-`make` and `pick` count their own calls.
+`make` and `pick` count their own calls, and say what they are as the
+window must name them (round.json "functions": co_qualname, co_name
+before 3.11; co_filename; co_firstlineno).
 
 argv[1]: the ready file ({"ready": true} once started). Files in its
 folder: go -> the class is made and called between time.monotonic_ns()
@@ -53,6 +55,15 @@ def build(cls, n):
     return total
 
 
+def identity(function):
+    code = function.__code__
+    return {
+        "qualname": getattr(code, "co_qualname", code.co_name),
+        "filename": code.co_filename,
+        "first_line": code.co_firstlineno,
+    }
+
+
 def wait_for(path):
     while not os.path.exists(path):
         time.sleep(0.01)
@@ -85,6 +96,7 @@ def main():
             "before": before,
             "after": after,
             "thread": threading.get_native_id(),
+            "functions": {"make": identity(make), "pick": identity(pick)},
         },
     )
     wait_for(os.path.join(folder, "end"))

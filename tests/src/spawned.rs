@@ -109,6 +109,24 @@ impl Spawned {
         }
     }
 
+    /// Every line the command said, once it has ended and closed its
+    /// stderr (waited for at most [`LIMIT`]).
+    pub fn all_lines(&mut self) -> &[String] {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return &self.seen,
+                Err(mpsc::RecvTimeoutError::Timeout) => assert!(
+                    Instant::now() < deadline,
+                    "{}: pydeep's stderr never closed: {:?}",
+                    self.what,
+                    self.seen
+                ),
+            }
+        }
+    }
+
     /// Waits until `pydeep trace` (or a recording's trace window) has its
     /// hooks in: it says "tracing process".
     pub fn wait_tracing(&mut self) {

@@ -28,6 +28,10 @@ pub struct Traced {
     /// Functions CPython could have called past the window's call events
     /// (`TraceEventBatch.unwatched_functions`, summed over batches).
     pub unwatched: u64,
+    /// Those the recording names (`TraceEventBatch.unwatched_frame`): the
+    /// code object's qualified name (its name where it has none), file
+    /// and first line.
+    pub unwatched_named: Vec<(String, String, u32)>,
     /// The header's clock start: Chrome times count from it.
     pub start_clock_ns: u64,
     /// ThreadDef id → native thread id.
@@ -151,9 +155,11 @@ pub fn read_trace(path: &Path) -> Traced {
     let mut clock_name = String::new();
     let mut calls_by = String::new();
     let mut unwatched = 0;
+    let mut unwatched_frames = Vec::new();
     while let Some(event) = recording.next_event().expect("a complete recording") {
         if let Event::TraceEvents(batch) = event {
             unwatched += u64::from(batch.unwatched_functions);
+            unwatched_frames.extend(batch.unwatched_frame.iter().copied());
             if !batch.clock.is_empty() {
                 clock_name = batch.clock.clone();
             }
@@ -199,8 +205,13 @@ pub fn read_trace(path: &Path) -> Traced {
             (id, line)
         })
         .collect();
+    let unwatched_named = unwatched_frames
+        .iter()
+        .map(|frame| unwatched_identity(tables, *frame))
+        .collect();
     Traced {
         first_lines,
+        unwatched_named,
         events,
         lost,
         window_end_ns,
@@ -212,6 +223,28 @@ pub fn read_trace(path: &Path) -> Traced {
         names,
         lines,
     }
+}
+
+/// What a recording says of the unwatched function of FrameDef `frame`
+/// (`TraceEventBatch.unwatched_frame`): its code object's qualified name
+/// (`co_name` where it has none), file and first line. Panics if the
+/// recording does not define it.
+pub fn unwatched_identity(tables: &pydeep_format::Tables, frame: u64) -> (String, String, u32) {
+    let code = tables
+        .frames
+        .get(&frame)
+        .and_then(|f| tables.code_objects.get(&f.code))
+        .unwrap_or_else(|| panic!("unwatched frame {frame} is not defined"));
+    let name = if code.qualname != 0 {
+        code.qualname
+    } else {
+        code.name
+    };
+    (
+        tables.string(name).to_owned(),
+        tables.string(code.filename).to_owned(),
+        code.first_line,
+    )
 }
 
 /// Waits for the JSON file `path` the fixture writes (renamed into place

@@ -774,7 +774,8 @@ fn check_entries(python: &Python, monitor: bool) {
     // Every `__init__` and `__getitem__` of the fixture is one pydeep's
     // rules see, so the window reports none it may have missed.
     assert_eq!(
-        traced.unwatched, 0,
+        (traced.unwatched, traced.unwatched_named.len()),
+        (0, 0),
         "{what}: functions the window reported CPython may have run past it"
     );
     let (before, after) = (
@@ -1624,10 +1625,11 @@ fn read_counts(path: &Path) -> (HashMap<(String, u32), u64>, u64) {
 /// 500 times at one site (fixture `trace_unwatched_init.py`), which
 /// CALL_ALLOC_AND_ENTER_INIT runs inline; on 3.11.0-3.11.3 the same for a
 /// `__getitem__` named `pick` and BINARY_SUBSCR_GETITEM. The recording
-/// counts one unwatched function and `pydeep-view top --trace` warns.
-/// Everything else (the other function there, every other version or
-/// mechanism) is traced in full, against the functions' own counts, and
-/// nothing is reported.
+/// counts one unwatched function and names it (qualified name, file, first
+/// line: what the function's own `__code__` says), and `pydeep trace` and
+/// `pydeep-view top --trace` warn with that name. Everything else (the
+/// other function there, every other version or mechanism) is traced in
+/// full, against the functions' own counts, and nothing is reported.
 #[test]
 fn calls_cpython_may_have_run_past_the_window_are_reported() {
     for python in test_pythons("pydeep trace, unwatched functions reported") {
@@ -1646,6 +1648,7 @@ fn calls_cpython_may_have_run_past_the_window_are_reported() {
         sigterm(&trace.child);
         let status = wait_exit(&mut trace.child, &what);
         assert!(status.success(), "{what}: pydeep trace ended with {status}");
+        let said: Vec<String> = trace.all_lines().to_vec();
         std::fs::write(dir.join("end"), "").expect("end");
         let status = wait_exit(&mut fixture.child, &what);
         assert!(status.success(), "{what}: the target ended with {status}");
@@ -1699,12 +1702,50 @@ fn calls_cpython_may_have_run_past_the_window_are_reported() {
             seen("make"),
             seen("pick")
         );
+        // The names: the recording's, `pydeep trace`'s and the view's
+        // lists are the function's own identity, and empty elsewhere.
+        let identity = |name: &str| {
+            let f = &round["functions"][name];
+            (
+                f["qualname"].as_str().expect("qualname").to_owned(),
+                f["filename"].as_str().expect("filename").to_owned(),
+                u32::try_from(f["first_line"].as_u64().expect("first_line")).expect("a line"),
+            )
+        };
+        let expected: Vec<(String, String, u32)> = inlined.map(identity).into_iter().collect();
+        assert_eq!(
+            traced.unwatched_named,
+            expected,
+            "{what} ({:?}): unwatched functions named in the recording",
+            python.trace_calls()
+        );
+        let listed = |lines: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+            lines
+                .filter_map(|l| l.strip_prefix("  unwatched: "))
+                .map(str::to_owned)
+                .collect()
+        };
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|(name, file, line)| format!("{name} ({file}:{line})"))
+            .collect();
+        assert_eq!(
+            listed(&mut text.lines()),
+            expected,
+            "{what}: the functions pydeep-view top --trace names:\n{text}"
+        );
+        assert_eq!(
+            listed(&mut said.iter().map(String::as_str)),
+            expected,
+            "{what}: the functions pydeep trace names: {said:?}"
+        );
         eprintln!(
-            "   {what} ({:?}): make() {} and pick() {} of 500 calls traced, {} unwatched reported",
+            "   {what} ({:?}): make() {} and pick() {} of 500 calls traced, {} unwatched reported: {:?}",
             python.trace_calls(),
             seen("make"),
             seen("pick"),
-            traced.unwatched
+            traced.unwatched,
+            traced.unwatched_named
         );
     }
 }

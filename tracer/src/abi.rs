@@ -6,19 +6,22 @@
 //! (`agent/src/trace/ring.rs`, which reads the block with `process_vm_readv`).
 //! Change it only together with [`LAYOUT_VERSION`].
 
-/// First word of the control block: "PYDEEPT4" little-endian.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT4");
+/// First word of the control block: "PYDEEPT5" little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PYDEEPT5");
 /// Version of this layout; the exported names carry it too (the tracer's
 /// `export_name`s, and the agent's memfd name). 3 since `--opcodes` (the
 /// count table) and the watchdog that survives the target's exit; 4 since
-/// the block says how calls are recorded ([`offset::CALLS_BY`]). A target
-/// holding a tracer of another version gets a new library.
-pub const LAYOUT_VERSION: u32 = 4;
+/// the block says how calls are recorded ([`offset::CALLS_BY`]); 5 since it
+/// names the unwatched functions it counts ([`offset::UNWATCHED_CODES`]).
+/// A target holding a tracer of another version gets a new library (its
+/// memfd and exported names carry the version, so the old one is never
+/// found, and [`MAGIC`] and the version word are checked besides).
+pub const LAYOUT_VERSION: u32 = 5;
 /// Exported name of the control block.
-pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V4";
+pub const CONTROL_SYMBOL: &str = "PYDEEP_TRACER_V5";
 /// Exported name of the start function:
 /// `int start(uint32_t agent_pid, uint32_t flags)`.
-pub const START_SYMBOL: &str = "pydeep_tracer_v4_start";
+pub const START_SYMBOL: &str = "pydeep_tracer_v5_start";
 
 /// Events the ring holds (a power of two).
 pub const CAPACITY: u64 = 1 << 19;
@@ -27,6 +30,9 @@ pub const EVENT_SIZE: u64 = 32;
 /// Distinct code objects (and C functions) one window can keep alive; an
 /// event naming one more is dropped and counted.
 pub const KEPT_CAPACITY: usize = 1 << 16;
+/// Code objects of unwatched functions the control block names
+/// ([`offset::UNWATCHED_CODES`]); those past it are counted only.
+pub const UNWATCHED_CODES_CAPACITY: usize = 32;
 /// Bytes of the control block's message (a refusal or failure, UTF-8, NUL
 /// padded).
 pub const MESSAGE_SIZE: usize = 256;
@@ -228,9 +234,18 @@ pub mod offset {
     /// 3.11.0-3.11.3: a class's Python `__getitem__` without a version of
     /// the window; see the tracer's `evalframe::stop`); 0 if none, and in a tracer built
     /// before this word was given a meaning (it was reserved, always 0).
+    /// Each distinct function counted once up to
+    /// [`super::UNWATCHED_CODES_CAPACITY`] (two classes holding one
+    /// function are one), each class's past it.
     pub const UNWATCHED: u64 = 156;
+    /// `[u64; UNWATCHED_CODES_CAPACITY]` addresses of the code objects of
+    /// the first [`UNWATCHED`] functions, distinct, 0 after the last (and
+    /// for one the window could not keep: its kept-object table was full).
+    /// The window holds a reference to each until `COMMAND_RELEASE`, like
+    /// the code objects its events name; written before `STATE_STOPPED`.
+    pub const UNWATCHED_CODES: u64 = 160;
     /// `[u8; MESSAGE_SIZE]` why the tracer refused or failed.
-    pub const MESSAGE: u64 = 160;
+    pub const MESSAGE: u64 = UNWATCHED_CODES + 8 * super::UNWATCHED_CODES_CAPACITY as u64;
     /// Size of the whole block.
     pub const SIZE: u64 = MESSAGE + super::MESSAGE_SIZE as u64;
 }

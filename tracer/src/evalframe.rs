@@ -438,23 +438,22 @@ unsafe fn class_body_returned(api: &Api, layout: &InitLayout, namespace: *mut c_
 /// unrecorded: it was set outside a class body during the window, not
 /// named `__init__` (`type("T", (), {"__init__": make})`, `cls.__init__ =
 /// make`), or named so but never called through the hook, or its code
-/// object was one `set_local_events` refused or past the cap. Counted, not
-/// named; classes past the walk's cap are not looked at.
-unsafe fn unwatched_inits(api: &Api) -> u32 {
+/// object was one `set_local_events` refused or past the cap. Each is
+/// counted and named in the control block (`crate::note_unwatched`);
+/// classes past the walk's cap are not looked at.
+unsafe fn unwatched_inits(api: &Api) {
     let (Some(ef), Some(found)) = (&api.eval_frame, &api.classes) else {
-        return 0;
+        return;
     };
     let Some(layout) = &ef.layout.inits else {
-        return 0;
+        return;
     };
-    let mut unwatched = 0u32;
     classes::for_each_class_function(api, found, c"__init__", |function| {
         let code = classes::function_code(found, function);
         if !code.is_null() && is_simple(layout, code) && !monitoring::has_local_calls(code) {
-            unwatched = unwatched.saturating_add(1);
+            crate::note_unwatched(api, code);
         }
     });
-    unwatched
 }
 
 /// Takes the hook out (with the GIL held), giving the interpreter back the
@@ -466,15 +465,14 @@ pub(crate) unsafe fn stop(api: &Api) {
     // What the window may have missed (3.13's `__init__`s, 3.11.0-3.11.3's
     // `__getitem__`s), counted before the local call events come off with
     // the hook (the tool is closed after, monitoring::close) and the
-    // versions are given back.
-    let mut unwatched = 0u32;
+    // versions are given back (into the control block's `unwatched`
+    // count and code objects, cleared at the window's start).
     if INITS.load(Ordering::Relaxed) {
-        unwatched = unwatched_inits(api);
+        unwatched_inits(api);
     }
     if crate::getitem::active() {
-        unwatched = unwatched.saturating_add(crate::getitem::unwatched(api));
+        crate::getitem::unwatched(api);
     }
-    crate::CONTROL.unwatched.store(unwatched, Ordering::Relaxed);
     INITS.store(false, Ordering::Relaxed);
     monitoring::stop_local_calls(api);
     take_out(api);

@@ -287,23 +287,22 @@ unsafe fn tag(api: &Api, versions: &VersionApi, function: *mut c_void) -> Result
 /// window. BINARY_SUBSCR_GETITEM may have run it inline, past the hook: one
 /// not named `__getitem__` (a lambda) attached or made during the window,
 /// one left untagged (a full table), or one whose first call at a site
-/// specialised it there. Counted, not named; classes past the walk's cap
-/// are not looked at.
-pub(crate) unsafe fn unwatched(api: &Api) -> u32 {
+/// specialised it there. Each is counted and named in the control block
+/// (`crate::note_unwatched`); classes past the walk's cap are not looked
+/// at.
+pub(crate) unsafe fn unwatched(api: &Api) {
     let (Some(versions), Some(found)) = (&api.function_versions, &api.classes) else {
-        return 0;
+        return;
     };
-    let mut unwatched = 0u32;
     classes::for_each_class_function(api, found, c"__getitem__", |function| {
         let base = function as *const u8;
         if core::ptr::read(base.add(VECTORCALL_OFFSET) as *const usize)
             == versions.function_vectorcall
             && !tagged_now(function)
         {
-            unwatched = unwatched.saturating_add(1);
+            crate::note_unwatched(api, classes::function_code(found, function));
         }
     });
-    unwatched
 }
 
 /// Gives each tagged function back the version it had, if it still holds

@@ -1,7 +1,7 @@
 //! pydeep's in-target tracer.
 //!
 //! `pydeep trace` loads this library into a running CPython (see
-//! notes/tracing.md for how and when) and calls [`pydeep_tracer_v3_start`].
+//! notes/tracing.md for how and when) and calls [`start`] (exported as `pydeep_tracer_v5_start`).
 //! The library then:
 //!
 //! * starts one thread of its own, the watchdog, which takes the GIL
@@ -115,6 +115,7 @@ pub struct Control {
     monitoring_tool: AtomicU32,
     calls_by: AtomicU32,
     unwatched: AtomicU32,
+    unwatched_codes: [AtomicU64; UNWATCHED_CODES_CAPACITY],
     message: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
@@ -150,6 +151,7 @@ const _: () = {
     assert!(offset_of!(Control, monitoring_tool) as u64 == offset::MONITORING_TOOL);
     assert!(offset_of!(Control, calls_by) as u64 == offset::CALLS_BY);
     assert!(offset_of!(Control, unwatched) as u64 == offset::UNWATCHED);
+    assert!(offset_of!(Control, unwatched_codes) as u64 == offset::UNWATCHED_CODES);
     assert!(offset_of!(Control, message) as u64 == offset::MESSAGE);
     assert!(core::mem::size_of::<Control>() as u64 == offset::SIZE);
     assert!(core::mem::size_of::<Event>() as u64 == EVENT_SIZE);
@@ -163,7 +165,7 @@ const _: () = {
 
 /// The control block, found by the agent through the library's dynamic
 /// symbol table (under [`abi::CONTROL_SYMBOL`]).
-#[export_name = "PYDEEP_TRACER_V4"]
+#[export_name = "PYDEEP_TRACER_V5"]
 pub static CONTROL: Control = Control {
     magic: AtomicU64::new(MAGIC),
     version: AtomicU32::new(LAYOUT_VERSION),
@@ -191,6 +193,7 @@ pub static CONTROL: Control = Control {
     monitoring_tool: AtomicU32::new(0),
     calls_by: AtomicU32::new(CALLS_BY_NONE),
     unwatched: AtomicU32::new(0),
+    unwatched_codes: [const { AtomicU64::new(0) }; UNWATCHED_CODES_CAPACITY],
     message: UnsafeCell::new([0; MESSAGE_SIZE]),
 };
 
@@ -636,7 +639,7 @@ fn resolve_opcodes() -> Option<OpcodeApi> {
 ///
 /// # Safety
 /// Call from a thread where calling malloc and pthread_create is safe.
-#[export_name = "pydeep_tracer_v4_start"]
+#[export_name = "pydeep_tracer_v5_start"]
 pub unsafe extern "C" fn start(agent_pid: u32, flags: u32) -> c_int {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return -1;
@@ -667,6 +670,9 @@ pub unsafe extern "C" fn start(agent_pid: u32, flags: u32) -> c_int {
     evalframe::new_window();
     c.calls_by.store(CALLS_BY_NONE, Ordering::Relaxed);
     c.unwatched.store(0, Ordering::Relaxed);
+    for slot in c.unwatched_codes.iter() {
+        slot.store(0, Ordering::Relaxed);
+    }
     sys::create_thread_id_key();
     let tsc = flags & FLAG_TSC != 0 && sys::tsc_enabled();
     sys::use_tsc(tsc);
@@ -1012,6 +1018,50 @@ unsafe fn keep_probe(api: &Api, object: usize, owned: bool, first: usize) -> boo
         (api.dec_ref)(object as *mut c_void);
     }
     false
+}
+
+/// Counts one function the window's end found unwatched (its code object
+/// `code`; null if it has none) in the control block, and names it there
+/// (`offset::UNWATCHED_CODES`) if there is room, kept alive until the
+/// release like the code objects events name. A code object already named
+/// is not counted again: two classes holding one function are one. With
+/// the GIL held (the watchdog, as the window ends: `evalframe::stop`).
+pub(crate) unsafe fn note_unwatched(api: &Api, code: *mut c_void) {
+    let counted = name_unwatched(&CONTROL.unwatched_codes, code as u64, || {
+        // SAFETY: with the GIL held; `code` is a live code object its
+        // function holds.
+        unsafe { keep(api, code as usize, false) }
+    });
+    if counted {
+        let c = &CONTROL.unwatched;
+        c.store(
+            c.load(Ordering::Relaxed).saturating_add(1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// [`note_unwatched`]'s table: puts `code` in the first free slot of
+/// `slots` if it is in none and `keep` keeps it. False if `code` was there
+/// already (not to be counted again); true otherwise, named or not (a null
+/// `code`, a full table, a refused `keep`).
+fn name_unwatched(slots: &[AtomicU64], code: u64, keep: impl FnOnce() -> bool) -> bool {
+    if code == 0 {
+        return true;
+    }
+    for slot in slots {
+        let entry = slot.load(Ordering::Relaxed);
+        if entry == code {
+            return false;
+        }
+        if entry == 0 {
+            if keep() {
+                slot.store(code, Ordering::Relaxed);
+            }
+            return true;
+        }
+    }
+    true
 }
 
 /// Releases every kept reference (with the GIL held).
@@ -1408,6 +1458,41 @@ mod tests {
         fill_message(&mut message, &long);
         assert!(message[..MESSAGE_SIZE - 1].iter().all(|&b| b == b'y'));
         assert_eq!(message[MESSAGE_SIZE - 1], 0);
+    }
+
+    #[test]
+    fn unwatched_functions_are_named_once_each_up_to_the_tables_size() {
+        let slots = [const { AtomicU64::new(0) }; 3];
+        let mut kept = 0;
+        let mut note = |code: u64, keeps: bool| {
+            name_unwatched(&slots, code, || {
+                kept += usize::from(keeps);
+                keeps
+            })
+        };
+        assert!(note(0x1000, true));
+        assert!(
+            !note(0x1000, true),
+            "a function seen again is not counted again"
+        );
+        assert!(
+            note(0, true),
+            "a function without a code object is counted, not named"
+        );
+        assert!(
+            note(0x2000, false),
+            "one the window could not keep is counted"
+        );
+        assert!(note(0x3000, true));
+        assert!(note(0x4000, true));
+        assert!(note(0x5000, true), "past the table: counted, not named");
+        assert!(
+            note(0x5000, true),
+            "and counted each time, no longer told apart"
+        );
+        let named: Vec<u64> = slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        assert_eq!(named, [0x1000, 0x3000, 0x4000]);
+        assert_eq!(kept, 3);
     }
 
     #[test]

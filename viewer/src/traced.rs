@@ -65,6 +65,12 @@ pub struct Calls {
     /// Functions CPython could have called past the windows' call events,
     /// summed over windows (`TraceEventBatch.unwatched_functions`).
     pub unwatched_functions: u64,
+    /// Those the tracer named (`TraceEventBatch.unwatched_frame`), as rows
+    /// name functions, each once, in the order the windows named them.
+    pub unwatched_named: Vec<String>,
+    /// Those the tracer counted but did not name (past its 32 a window, or
+    /// a recording made before it named them), summed over windows.
+    pub unwatched_unnamed: u64,
 }
 
 /// One call open on a thread's stack.
@@ -224,6 +230,7 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
     let mut stacks = CallStacks::default();
     let mut active: HashMap<(u32, u64), u32> = HashMap::new();
     let mut calls = Calls::default();
+    let mut unwatched_frames: Vec<u64> = Vec::new();
     while let Some(event) = recording.next_event().transpose() {
         // A damaged tail ends the reading: what came before stands.
         let Ok(Event::TraceEvents(batch)) = event else {
@@ -240,6 +247,13 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
             calls.calls_by.push(batch.calls_by.clone());
         }
         calls.unwatched_functions += u64::from(batch.unwatched_functions);
+        calls.unwatched_unnamed +=
+            u64::from(batch.unwatched_functions).saturating_sub(batch.unwatched_frame.len() as u64);
+        for frame in &batch.unwatched_frame {
+            if !unwatched_frames.contains(frame) {
+                unwatched_frames.push(*frame);
+            }
+        }
         for e in clock.decode(&batch) {
             calls.events += 1;
             if stacks.cut(&e).is_some() {
@@ -278,25 +292,18 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
         }
     }
     let tables = recording.tables();
+    let mut named: Vec<String> = Vec::new();
+    for frame in unwatched_frames {
+        let label = function_label(tables, frame);
+        if !named.contains(&label) {
+            named.push(label);
+        }
+    }
+    calls.unwatched_named = named;
     calls.rows = rows
         .into_iter()
         .map(|(frame, mut row)| {
-            let code = tables
-                .frames
-                .get(&frame)
-                .and_then(|f| tables.code_objects.get(&f.code));
-            row.function = match code {
-                Some(c) => {
-                    let name = if c.qualname != 0 { c.qualname } else { c.name };
-                    format!(
-                        "{} ({}:{})",
-                        tables.string(name),
-                        tables.string(c.filename),
-                        c.first_line
-                    )
-                }
-                None => "<unknown>".into(),
-            };
+            row.function = function_label(tables, frame);
             row.durations.sort_unstable();
             row
         })
@@ -306,6 +313,32 @@ pub fn read(path: &Path) -> Result<Calls, pydeep_format::FormatError> {
         .sort_by(|a, b| b.own_ns.cmp(&a.own_ns).then(a.function.cmp(&b.function)));
     Ok(calls)
 }
+
+/// "qualname (file:line)" of the function of FrameDef `frame` (`co_name`
+/// where the recording has no qualified name), the target's strings
+/// escaped ([`pydeep_format::Tables::name`]); "<unknown>" if the recording
+/// does not define it.
+fn function_label(tables: &pydeep_format::Tables, frame: u64) -> String {
+    let code = tables
+        .frames
+        .get(&frame)
+        .and_then(|f| tables.code_objects.get(&f.code));
+    match code {
+        Some(c) => {
+            let name = if c.qualname != 0 { c.qualname } else { c.name };
+            format!(
+                "{} ({}:{})",
+                tables.name(name),
+                tables.name(c.filename),
+                c.first_line
+            )
+        }
+        None => "<unknown>".into(),
+    }
+}
+
+/// Unwatched functions named in full by `top --trace`; past these, a count.
+const UNWATCHED_NAMED_SHOWN: usize = 32;
 
 /// The traced time of the rest of `input` as a [`Profile`] for the graphs
 /// (`flamegraph --trace`): each stack of calls counts the nanoseconds its
@@ -467,6 +500,17 @@ pub fn write(calls: &Calls, limit: usize, mut out: impl Write) -> io::Result<()>
                 "them"
             },
         )?;
+        for label in calls.unwatched_named.iter().take(UNWATCHED_NAMED_SHOWN) {
+            writeln!(out, "  unwatched: {label}")?;
+        }
+        let more = calls.unwatched_unnamed
+            + calls
+                .unwatched_named
+                .len()
+                .saturating_sub(UNWATCHED_NAMED_SHOWN) as u64;
+        if !calls.unwatched_named.is_empty() && more > 0 {
+            writeln!(out, "  and {more} more, not named")?;
+        }
     }
     writeln!(
         out,
@@ -569,5 +613,49 @@ mod tests {
         assert_eq!(steps[4], Step::Ignored, "frame 1's call was cut");
         assert!(matches!(steps[5], Step::Entered { depth: 0 }));
         assert!(matches!(steps[6], Step::Left { call, depth: 0 } if call.start_ns == 60));
+    }
+
+    #[test]
+    fn unwatched_functions_are_listed_escaped_with_the_count_of_those_not_named() {
+        let mut tables = pydeep_format::Tables::default();
+        tables.strings.insert(1, "evil\x1b[2J".into());
+        tables.strings.insert(2, "app.py".into());
+        tables.code_objects.insert(
+            5,
+            pydeep_format::proto::CodeObjectDef {
+                id: 5,
+                filename: 2,
+                name: 1,
+                first_line: 7,
+                ..Default::default()
+            },
+        );
+        tables.frames.insert(
+            9,
+            pydeep_format::proto::FrameDef {
+                id: 9,
+                code: 5,
+                ..Default::default()
+            },
+        );
+        let label = function_label(&tables, 9);
+        assert_eq!(label, "evil\\x1b[2J (app.py:7)");
+        assert_eq!(function_label(&tables, 10), "<unknown>");
+        let calls = Calls {
+            unwatched_functions: 3,
+            unwatched_named: vec![label],
+            unwatched_unnamed: 2,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write(&calls, 0, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("warning: 3 functions"), "{out}");
+        assert!(
+            out.contains("\n  unwatched: evil\\x1b[2J (app.py:7)\n"),
+            "{out}"
+        );
+        assert!(out.contains("\n  and 2 more, not named\n"), "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
     }
 }

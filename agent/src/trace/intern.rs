@@ -51,6 +51,10 @@ pub struct RawBatch {
     /// `--opcodes` (the window's last batch): code object, instruction
     /// offset, executions.
     pub counts: Vec<(u64, u32, u64)>,
+    /// The window's last batch: the code objects of the functions CPython
+    /// could have called past the window's call events, as the tracer
+    /// named them (`TraceEventBatch.unwatched_frame`).
+    pub unwatched: Vec<u64>,
     /// The window's first batch: addresses may name other objects than in
     /// an earlier window.
     pub first: bool,
@@ -70,6 +74,7 @@ impl RawBatch {
             })
             .map(|e| e.object)
             .chain(self.counts.iter().map(|c| c.0))
+            .chain(self.unwatched.iter().copied())
     }
 
     /// [`RawBatch::code_addresses`], each once: a batch names a few code
@@ -126,6 +131,7 @@ impl Interner {
             threads,
             c_functions,
             counts,
+            unwatched,
             first,
         } = raw;
         if first {
@@ -203,8 +209,33 @@ impl Interner {
                 .push(proto::TraceEventKind::TraceOpcode as i32);
             meta.count.push(count);
         }
+        for code in unwatched {
+            let frame = *self
+                .frames
+                .entry((pid, code, 0, 0, 0))
+                .or_insert_with(|| code_frame(recorder, source, pid, version, code, 0));
+            meta.unwatched_frame.push(frame);
+        }
         meta
     }
+}
+
+/// How `pydeep trace` names a function in what it prints: "qualname
+/// (file:line)" (`co_qualname`, `co_name` before 3.11; `co_filename`,
+/// `co_firstlineno`), as `pydeep-view top --trace` does, escaped: the
+/// target's strings are its own.
+pub fn function_label(code: &crate::CodeObject) -> String {
+    let name = if code.qualname.is_empty() {
+        &code.name
+    } else {
+        &code.qualname
+    };
+    format!(
+        "{} ({}:{})",
+        pydeep_format::text::escape(name),
+        pydeep_format::text::escape(&code.filename),
+        code.first_line
+    )
 }
 
 fn code_frame<W: std::io::Write>(

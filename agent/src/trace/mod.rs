@@ -235,14 +235,14 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
     let mut recorder = crate::recording::recorder::Recorder::new(writer, true, true);
     let result = trace_into(&mut target, &mut recorder, pid, options);
     let events = match &result {
-        Ok(summary) => summary.events,
+        Ok((summary, _)) => summary.events,
         Err((_, summary)) => summary.events,
     };
     let finished = recorder
         .finish(proto::Footer::default())
         .map_err(|e| anyhow::Error::from(crate::cli::session::output_failure(&options.output, &e)));
-    let summary = match result {
-        Ok(summary) => summary,
+    let (summary, unwatched) = match result {
+        Ok(done) => done,
         Err((error, _)) => {
             if events == 0 {
                 // Nothing traced: no recording left behind.
@@ -275,7 +275,7 @@ fn run_x86_64(pid: i32, options: &TraceOptions) -> Result<Exit> {
         },
         options.output.display()
     );
-    if let Some(warning) = unwatched_warning(summary.unwatched) {
+    if let Some(warning) = unwatched_warning(summary.unwatched, &unwatched) {
         eprintln!("pydeep: warning: {warning}");
     }
     Ok(Exit::Ok)
@@ -287,17 +287,18 @@ fn trace_into<W: std::io::Write>(
     recorder: &mut crate::recording::recorder::Recorder<W>,
     pid: i32,
     options: &TraceOptions,
-) -> std::result::Result<Summary, (anyhow::Error, Summary)> {
+) -> std::result::Result<(Summary, Vec<String>), (anyhow::Error, Summary)> {
     let mut drain = open(target, pid, options).map_err(|e| (e, Summary::default()))?;
     let mut direct = Direct {
         recorder,
         interner: Interner::default(),
         codes: crate::recording::codes::ReadThenRecord::default(),
+        unwatched: Vec::new(),
     };
     let result = drain.window(target, &mut direct, options);
     let summary = drain.summary();
     match result {
-        Ok(()) => Ok(summary),
+        Ok(()) => Ok((summary, direct.unwatched)),
         Err(error) => Err((error, summary)),
     }
 }
@@ -546,10 +547,11 @@ fn header(target: &Target) -> proto::Header {
 }
 
 /// What to tell the user about `unwatched` functions a window found as it
-/// ended; None if none.
-fn unwatched_warning(unwatched: u32) -> Option<String> {
+/// ended, `named` those of them the tracer named (labels, at most
+/// `abi::UNWATCHED_CODES_CAPACITY`), one per line; None if none.
+fn unwatched_warning(unwatched: u32, named: &[String]) -> Option<String> {
     (unwatched > 0).then(|| {
-        format!(
+        let mut warning = format!(
             "{unwatched} {} CPython can run inline, past the eval-frame hook, had no call \
              events as the window ended (a class's __init__ on 3.13 or __getitem__ on \
              3.11.0-3.11.3, set during the window outside a class body under another name): \
@@ -560,7 +562,16 @@ fn unwatched_warning(unwatched: u32) -> Option<String> {
                 "functions"
             },
             if unwatched == 1 { "it" } else { "them" },
-        )
+        );
+        for label in named {
+            warning.push_str("\n  unwatched: ");
+            warning.push_str(label);
+        }
+        let more = (unwatched as usize).saturating_sub(named.len());
+        if more > 0 && !named.is_empty() {
+            warning.push_str(&format!("\n  and {more} more, not named"));
+        }
+        warning
     })
 }
 
@@ -628,13 +639,26 @@ pub struct Direct<'r, W: std::io::Write> {
     recorder: &'r mut crate::recording::recorder::Recorder<W>,
     interner: Interner,
     codes: crate::recording::codes::ReadThenRecord,
+    /// The unwatched functions the window named, as `pydeep trace` prints
+    /// them ([`intern::function_label`]).
+    unwatched: Vec<String>,
 }
 
 impl<W: std::io::Write> TraceOut for Direct<'_, W> {
     fn send(&mut self, target: &mut Target, batch: RawBatch) -> Result<()> {
         let pid = target.pid();
         let version = target.python_version();
+        use crate::recording::recorder::CodeSource as _;
         let codes = self.codes.resolve(target, batch.distinct_code_addresses());
+        for &code in &batch.unwatched {
+            // The code object as the recording gets it, from the same read.
+            self.unwatched.push(
+                codes
+                    .code_object(code)
+                    .map(|(_, code)| intern::function_label(code))
+                    .unwrap_or_else(|| format!("<unreadable code object at {code:#x}>")),
+            );
+        }
         let record = self
             .interner
             .batch(self.recorder, codes, pid, &version, batch);
@@ -1158,6 +1182,9 @@ impl Drain {
             meta.calls_by = calls_by_name(control.calls_by).to_owned();
             meta.unwatched_functions = control.unwatched;
             self.summary.unwatched = control.unwatched;
+            // Read before the RELEASE that follows this flush, while the
+            // tracer still keeps them alive.
+            self.batch.unwatched = control.unwatched_codes.clone();
             if self.first_batch {
                 meta.window_start_ns = control.start_ns;
             }

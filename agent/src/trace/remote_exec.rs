@@ -45,9 +45,9 @@ pub const EVAL_PLEASE_STOP_BIT: u64 = 1 << 5;
 
 /// The name of the memfd the script loads the library from, the same as the
 /// ptrace injection's (so a later window finds it in /proc/PID/maps).
-pub const MEMFD_NAME: &str = "pydeep-tracer-v4";
+pub const MEMFD_NAME: &str = "pydeep-tracer-v5";
 /// The tracer library's file in the private directory.
-pub const LIBRARY_FILE: &str = "pydeep-tracer-v4.so";
+pub const LIBRARY_FILE: &str = "pydeep-tracer-v5.so";
 /// The script's file.
 pub const SCRIPT_FILE: &str = "start.py";
 /// Where the script writes the start function's result (renamed from
@@ -539,7 +539,7 @@ fn plain(path: &str) -> bool {
 
 /// The Python the target runs (in a fresh namespace, on its main thread,
 /// holding the GIL). It loads the library the way the ptrace injection
-/// does, from a memfd named like its (`/memfd:pydeep-tracer-v4` in the
+/// does, from a memfd named like its (`/memfd:pydeep-tracer-v5` in the
 /// target's maps, so [`super::inject::loaded_control`] finds it as ever),
 /// rather than from the file: a /tmp mounted noexec refuses to map a
 /// library from it, while reading its bytes works anywhere. If a library
@@ -941,15 +941,15 @@ mod tests {
     #[test]
     fn the_script_names_only_its_own_files_and_the_start_function() {
         let fresh = script(
-            &Load::Library("/tmp/pydeep-ab/pydeep-tracer-v4.so".into()),
+            &Load::Library("/tmp/pydeep-ab/pydeep-tracer-v5.so".into()),
             "/tmp/pydeep-ab",
             4242,
             5,
         )
         .unwrap();
-        assert!(fresh.contains("open(\"/tmp/pydeep-ab/pydeep-tracer-v4.so\", \"rb\")"));
-        assert!(fresh.contains("os.memfd_create(\"pydeep-tracer-v4\""));
-        assert!(fresh.contains("library.pydeep_tracer_v4_start"));
+        assert!(fresh.contains("open(\"/tmp/pydeep-ab/pydeep-tracer-v5.so\", \"rb\")"));
+        assert!(fresh.contains("os.memfd_create(\"pydeep-tracer-v5\""));
+        assert!(fresh.contains("library.pydeep_tracer_v5_start"));
         assert!(fresh.contains("start(4242, 5)"));
         assert!(fresh.contains("\"/tmp/pydeep-ab/result\""));
         let again = script(&Load::Loaded { start: 0x7f00_1234 }, "/tmp/pydeep-ab", 1, 0).unwrap();

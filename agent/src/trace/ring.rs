@@ -45,6 +45,10 @@ pub struct ControlBlock {
     /// Functions CPython could have called past the window's call events,
     /// found as it ended (`abi::offset::UNWATCHED`).
     pub unwatched: u32,
+    /// The code objects of the first of them (at most
+    /// `abi::UNWATCHED_CODES_CAPACITY`, distinct; kept alive by the tracer
+    /// until the release): [`unwatched_codes`]'s reading.
+    pub unwatched_codes: Vec<u64>,
     /// Why the tracer refused or failed.
     pub message: String,
 }
@@ -92,8 +96,28 @@ pub fn read_control(target: &Target, address: u64) -> anyhow::Result<ControlBloc
         clock: u32_at(&block, offset::CLOCK),
         calls_by: u32_at(&block, offset::CALLS_BY),
         unwatched: u32_at(&block, offset::UNWATCHED),
+        unwatched_codes: unwatched_codes(&block),
         message: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
+}
+
+/// The unwatched functions' code object addresses a control block names
+/// (`offset::UNWATCHED_CODES`), as far as they can be addresses of
+/// objects: up to the first 0 (the tracer fills the slots in order), each
+/// 8-byte aligned, each once. What they point at is still the target's
+/// word: the code object reader checks each (its type) like any other.
+fn unwatched_codes(block: &[u8]) -> Vec<u64> {
+    let mut codes = Vec::new();
+    for i in 0..abi::UNWATCHED_CODES_CAPACITY as u64 {
+        let code = u64_at(block, offset::UNWATCHED_CODES + 8 * i);
+        if code == 0 {
+            break;
+        }
+        if code % 8 == 0 && !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    codes
 }
 
 /// True if `address` holds a tracer control block of this layout.
@@ -147,4 +171,31 @@ pub fn c_function_name(target: &Target, address: u64) -> Option<String> {
     name.chars()
         .all(|c| c.is_ascii_graphic())
         .then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_naming(codes: &[u64]) -> Vec<u8> {
+        let mut block = vec![0u8; offset::SIZE as usize];
+        for (i, code) in codes.iter().enumerate() {
+            let at = offset::UNWATCHED_CODES as usize + 8 * i;
+            block[at..at + 8].copy_from_slice(&code.to_le_bytes());
+        }
+        block
+    }
+
+    #[test]
+    fn unwatched_code_addresses_end_at_the_first_zero_and_misaligned_or_repeated_ones_are_left_out()
+    {
+        let block = block_naming(&[0x7f00_0010, 0x7f00_0013, 0x7f00_0010, 0x7f00_0020, 0, 0x40]);
+        assert_eq!(unwatched_codes(&block), [0x7f00_0010, 0x7f00_0020]);
+        let full: Vec<u64> = (1..=abi::UNWATCHED_CODES_CAPACITY as u64 + 4)
+            .map(|i| i << 4)
+            .collect();
+        let block = block_naming(&full[..abi::UNWATCHED_CODES_CAPACITY]);
+        assert_eq!(unwatched_codes(&block).len(), abi::UNWATCHED_CODES_CAPACITY);
+        assert!(unwatched_codes(&block_naming(&[])).is_empty());
+    }
 }
