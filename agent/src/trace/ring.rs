@@ -113,7 +113,7 @@ fn unwatched_codes(block: &[u8]) -> Vec<u64> {
         if code == 0 {
             break;
         }
-        if code % 8 == 0 && !codes.contains(&code) {
+        if code.is_multiple_of(8) && !codes.contains(&code) {
             codes.push(code);
         }
     }
