@@ -12,7 +12,7 @@ use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock};
 use pydeep_integration::spawned::Spawned;
 use pydeep_integration::waits::{wait_exit, LIMIT};
-use pydeep_integration::{program, test_pythons, workspace_binary, Python};
+use pydeep_integration::{program, test_pythons, workspace_binary, Python, TraceCalls};
 use serde_json::Value;
 
 /// Starts `pydeep record ARGS -o OUTPUT -- python record_trace.py DIR`.
@@ -298,4 +298,101 @@ fn check_chrome(recording: &Path, what: &str) {
         traced_tracks.iter().any(|t| has_work(*t)),
         "{what}: no traced fib slice"
     );
+}
+
+/// `record --trace`'s window (drained by the sampler, interned by the
+/// recording's sink) names the functions CPython may have run past it as
+/// `pydeep trace`'s does (`trace.rs`,
+/// `calls_cpython_may_have_run_past_the_window_are_reported`, same
+/// fixture): on 3.13 `make`, a `type()`-made class's `__init__`, on
+/// 3.11.0-3.11.3 `pick`, its `__getitem__`, each as its own `__code__`
+/// says (the fixture's round.json); none elsewhere. `pydeep record` warns
+/// and says where the names are.
+#[test]
+fn record_trace_names_the_functions_cpython_may_have_run_past_its_window() {
+    for python in test_pythons("pydeep record --trace, unwatched functions named") {
+        if python.free_threaded {
+            continue;
+        }
+        let what = python.label();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let output = dir.path().join("r.pdr");
+        let mut command = Command::new(workspace_binary("pydeep"));
+        command
+            .args(["record", "--trace", "--trace-duration", "8s", "-r", "200"])
+            .arg("-o")
+            .arg(&output)
+            .arg("--")
+            .arg(&python.path)
+            .arg(program("trace_unwatched_init.py"))
+            .arg(dir.path().join("ready"));
+        let mut record = Spawned::start(command, &what);
+        record.wait_line("tracing process");
+        wait_file(&dir.path().join("ready"), &mut record);
+        std::fs::write(dir.path().join("go"), "").expect("go");
+        let round = wait_file(&dir.path().join("round.json"), &mut record);
+        record.wait_line("pydeep: traced");
+        std::fs::write(dir.path().join("end"), "").expect("end");
+        let status = wait_exit(&mut record.child, &what);
+        assert!(status.success(), "{what}: pydeep record exited {status}");
+        let said = record.all_lines().to_vec();
+
+        // The function CPython runs inline there, past the hook, if any.
+        let hook = python.trace_calls() == TraceCalls::EvalFrame;
+        let inlined = match python.version {
+            (3, 13, _) if hook => Some("make"),
+            (3, 11, micro) if hook && micro < 4 => Some("pick"),
+            _ => None,
+        };
+        let expected: Vec<(String, String, u32)> = inlined
+            .map(|name| {
+                let f = &round["functions"][name];
+                (
+                    f["qualname"].as_str().expect("qualname").to_owned(),
+                    f["filename"].as_str().expect("filename").to_owned(),
+                    u32::try_from(f["first_line"].as_u64().expect("first_line")).expect("a line"),
+                )
+            })
+            .into_iter()
+            .collect();
+        let mut recording = Recording::open(&output).expect("open the recording");
+        let (mut counted, mut frames) = (0u64, Vec::new());
+        while let Some(event) = recording.next_event().expect("a complete recording") {
+            if let Event::TraceEvents(batch) = event {
+                counted += u64::from(batch.unwatched_functions);
+                frames.extend(batch.unwatched_frame);
+            }
+        }
+        let tables = recording.tables();
+        let named: Vec<(String, String, u32)> = frames
+            .iter()
+            .map(|frame| {
+                let code = &tables.code_objects[&tables.frames[frame].code];
+                let name = if code.qualname != 0 {
+                    code.qualname
+                } else {
+                    code.name
+                };
+                (
+                    tables.string(name).to_owned(),
+                    tables.string(code.filename).to_owned(),
+                    code.first_line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            (counted, &named),
+            (expected.len() as u64, &expected),
+            "{what}: unwatched functions counted and named in the recording"
+        );
+        let warned = said.iter().any(|l| {
+            l.starts_with("pydeep: warning: 1 function ") && l.contains("pydeep-view top --trace")
+        });
+        assert_eq!(
+            warned,
+            inlined.is_some(),
+            "{what}: pydeep record's warning: {said:?}"
+        );
+        eprintln!("   {what}: {counted} unwatched, named {named:?}");
+    }
 }

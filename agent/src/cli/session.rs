@@ -400,6 +400,14 @@ fn report_trace(window: &crate::trace::window::TraceWindow) {
             }
         ),
     }
+    // The names are read where the recording is written (the sink): the
+    // recording has them, this says where to look.
+    if let Some(warning) = crate::trace::unwatched_warning(summary.unwatched, &[]) {
+        eprintln!(
+            "pydeep: warning: {warning}; `pydeep-view top --trace` on the recording names {}",
+            if summary.unwatched == 1 { "it" } else { "them" }
+        );
+    }
 }
 
 impl Driver for Session<'_> {

@@ -549,7 +549,7 @@ fn header(target: &Target) -> proto::Header {
 /// What to tell the user about `unwatched` functions a window found as it
 /// ended, `named` those of them the tracer named (labels, at most
 /// `abi::UNWATCHED_CODES_CAPACITY`), one per line; None if none.
-fn unwatched_warning(unwatched: u32, named: &[String]) -> Option<String> {
+pub(crate) fn unwatched_warning(unwatched: u32, named: &[String]) -> Option<String> {
     (unwatched > 0).then(|| {
         let mut warning = format!(
             "{unwatched} {} CPython can run inline, past the eval-frame hook, had no call \
