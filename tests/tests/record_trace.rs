@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use pydeep_format::proto::TraceEventKind;
 use pydeep_format::{Event, Recording, TraceClock};
 use pydeep_integration::spawned::Spawned;
+use pydeep_integration::traced::unwatched_identity;
 use pydeep_integration::waits::{wait_exit, LIMIT};
 use pydeep_integration::{program, test_pythons, workspace_binary, Python, TraceCalls};
 use serde_json::Value;
@@ -366,19 +367,7 @@ fn record_trace_names_the_functions_cpython_may_have_run_past_its_window() {
         let tables = recording.tables();
         let named: Vec<(String, String, u32)> = frames
             .iter()
-            .map(|frame| {
-                let code = &tables.code_objects[&tables.frames[frame].code];
-                let name = if code.qualname != 0 {
-                    code.qualname
-                } else {
-                    code.name
-                };
-                (
-                    tables.string(name).to_owned(),
-                    tables.string(code.filename).to_owned(),
-                    code.first_line,
-                )
-            })
+            .map(|frame| unwatched_identity(tables, *frame))
             .collect();
         assert_eq!(
             (counted, &named),
