@@ -51,6 +51,7 @@ fn rotated_files_are_valid_and_their_samples_add_up_to_the_whole_on_every_interp
         let mut footer_total = 0;
         let mut read_total = 0;
         let mut previous_end: Option<u64> = None;
+        let mut working = false;
         for (index, file) in files.iter().enumerate() {
             verifies(file).unwrap_or_else(|e| panic!("{label}: {e}"));
             let read = recording::read(file);
@@ -58,9 +59,17 @@ fn rotated_files_are_valid_and_their_samples_add_up_to_the_whole_on_every_interp
             assert_eq!(read.footer_samples, Some(read.samples), "{label}: {file:?}");
             footer_total += ends.footer.sample_count;
             read_total += read.samples;
-            assert!(read.samples > 0, "{label}: {file:?} is empty");
+            let last = index + 1 == files.len();
+            // The stream's last file may be empty: the stop can come within
+            // a tick of a rotation (seen on a loaded machine). Every rotated
+            // file spans max_age and must hold samples.
+            assert!(
+                read.samples > 0 || last,
+                "{label}: {file:?} is empty (file {index} of {})",
+                files.len()
+            );
             let reason = &ends.footer.end_reason;
-            if index + 1 < files.len() {
+            if !last {
                 assert_eq!(reason, "rotated (age)", "{label}: {file:?}");
             } else {
                 assert_eq!(reason, "stopped by `pydeep ctl stop`", "{label}");
@@ -69,9 +78,23 @@ fn rotated_files_are_valid_and_their_samples_add_up_to_the_whole_on_every_interp
             if let (Some(end), Some(first)) = (previous_end, ends.first_sample_ns) {
                 assert!(first > end, "{label}: {file:?} overlaps its predecessor");
             }
-            previous_end = ends.last_sample_ns;
-            assert!(read.samples_in("daemon_leaf") > 0, "{label}: {file:?}");
+            previous_end = ends.last_sample_ns.or(previous_end);
+            // The target's files may begin with its start-up (the daemon
+            // records from discovery; on a loaded machine a free-threaded
+            // 3.13.5t spent two whole files, 1 s each, importing), and the
+            // last may hold only a few samples; between, once the work has
+            // begun (it never ends), every file holds some of it.
+            let in_leaf = read.samples_in("daemon_leaf");
+            assert!(
+                in_leaf > 0 || !working || last,
+                "{label}: {file:?}: {} samples ({} torn), none in daemon_leaf: {:?}",
+                read.samples,
+                read.torn,
+                read.stacks.iter().take(5).collect::<Vec<_>>()
+            );
+            working |= in_leaf > 0;
         }
+        assert!(working, "{label}: no file holds daemon_leaf");
         assert_eq!(
             footer_total, counted,
             "{label}: files vs the daemon's count"
