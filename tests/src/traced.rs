@@ -69,6 +69,21 @@ impl Traced {
         self.per_function(TraceEventKind::TraceCall, native, window, file, keep)
     }
 
+    /// The events of `kind` of native thread `native` between `before` and
+    /// `after` (the program's own clock readings).
+    fn events_of(
+        &self,
+        kind: TraceEventKind,
+        native: u64,
+        (before, after): (u64, u64),
+    ) -> impl Iterator<Item = &TraceEvent> + '_ {
+        self.events.iter().filter(move |e| {
+            e.kind == kind
+                && self.native.get(&e.thread) == Some(&native)
+                && (before..=after).contains(&e.time_ns)
+        })
+    }
+
     /// Events of `kind` per function name, as [`Traced::calls_per_function`].
     pub fn per_function(
         &self,
@@ -79,11 +94,7 @@ impl Traced {
         keep: impl Fn(&str) -> bool,
     ) -> HashMap<String, u64> {
         let mut counts: HashMap<String, u64> = HashMap::new();
-        for e in self.events.iter().filter(|e| {
-            e.kind == kind
-                && self.native.get(&e.thread) == Some(&native)
-                && (before..=after).contains(&e.time_ns)
-        }) {
+        for e in self.events_of(kind, native, (before, after)) {
             if let Some((path, name)) = self.names.get(&e.frame) {
                 if path.ends_with(file) && keep(name) {
                     *counts.entry(name.clone()).or_default() += 1;
@@ -104,11 +115,7 @@ impl Traced {
         (before, after): (u64, u64),
     ) -> HashMap<String, u64> {
         let mut counts: HashMap<String, u64> = HashMap::new();
-        for e in self.events.iter().filter(|e| {
-            e.kind == kind
-                && self.native.get(&e.thread) == Some(&native)
-                && (before..=after).contains(&e.time_ns)
-        }) {
+        for e in self.events_of(kind, native, (before, after)) {
             if let Some((path, name)) = self.names.get(&e.frame) {
                 let line = self.first_lines.get(&e.frame).copied().unwrap_or(0);
                 *counts.entry(format!("{path}:{line}:{name}")).or_default() += 1;
