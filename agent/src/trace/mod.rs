@@ -605,6 +605,12 @@ struct Selection {
     slots: Vec<u64>,
 }
 
+/// A set hashed by address (looked up per event: not SipHash).
+type AddressSet<K> = std::collections::HashSet<
+    K,
+    std::hash::BuildHasherDefault<crate::process::address_hash::AddressHasher>,
+>;
+
 /// Events per batch record.
 const BATCH: usize = 8192;
 /// How long the tracer may take to install or remove its hooks (it waits
@@ -654,8 +660,11 @@ pub struct Drain {
     read_pos: u64,
     heartbeat: u64,
     batch: RawBatch,
-    threads: std::collections::HashSet<u32>,
-    c_functions: std::collections::HashSet<u64>,
+    threads: AddressSet<u32>,
+    c_functions: AddressSet<u64>,
+    /// The thread of the last event (events come in runs of one thread):
+    /// seen, without a lookup.
+    last_thread: Option<u32>,
     seen_dropped: u64,
     buffer: Vec<u8>,
     summary: Summary,
@@ -679,6 +688,7 @@ impl Drain {
             batch: RawBatch::default(),
             threads: Default::default(),
             c_functions: Default::default(),
+            last_thread: None,
             seen_dropped: 0,
             buffer: Vec::new(),
             summary: Summary::default(),
@@ -1116,9 +1126,12 @@ impl Drain {
         if !c_function && !self.selected(target, object) {
             return;
         }
-        if self.threads.insert(native_id) {
-            let (sample, name) = thread_of(target, pid, native_id);
-            self.batch.threads.push((native_id, sample, name));
+        if self.last_thread != Some(native_id) {
+            if self.threads.insert(native_id) {
+                let (sample, name) = thread_of(target, pid, native_id);
+                self.batch.threads.push((native_id, sample, name));
+            }
+            self.last_thread = Some(native_id);
         }
         if c_function && self.c_functions.insert(object) {
             let name =
