@@ -75,14 +75,16 @@ impl RawBatch {
     /// [`RawBatch::code_addresses`], each once: a batch names a few code
     /// objects thousands of times.
     pub fn distinct_code_addresses(&self) -> Vec<u64> {
-        // Runs of one address (a call, its lines, its return) collapsed
-        // first: the sort then has a fraction of the events to order.
+        // Addresses seen lately skipped first (a direct-mapped filter: a
+        // call-heavy batch names a few hundred code objects): the sort
+        // then has a fraction of the events to order.
+        let mut seen = [0u64; 256];
         let mut addresses = Vec::new();
-        let mut last = None;
         for address in self.code_addresses() {
-            if last != Some(address) {
+            let slot = (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+            if seen[slot] != address || address == 0 {
+                seen[slot] = address;
                 addresses.push(address);
-                last = Some(address);
             }
         }
         addresses.sort_unstable();
@@ -376,6 +378,24 @@ mod tests {
         interner
             .batch(recorder, mirror, 7, &version, batch(first, events))
             .frame
+    }
+
+    #[test]
+    fn distinct_code_addresses_are_each_code_address_once() {
+        use proto::TraceEventKind::{TraceCCall, TraceCall, TraceReturn};
+        let codes: Vec<u64> = (0..2_000u64).map(|i| 0x1000 + (i % 700) * 0x40).collect();
+        let mut events: Vec<RawEvent> = codes
+            .iter()
+            .flat_map(|&c| [event(TraceCall, 7, c), event(TraceReturn, 7, c)])
+            .collect();
+        events.push(event(TraceCall, 7, 0));
+        events.push(event(TraceCCall, 7, 0xdead));
+        let mut raw = batch(false, events);
+        raw.counts.push((0x99, 2, 5));
+        let mut expected: Vec<u64> = codes.iter().copied().chain([0, 0x99]).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(raw.distinct_code_addresses(), expected);
     }
 
     #[test]

@@ -1038,6 +1038,9 @@ impl Drain {
             .saturating_sub(self.read_pos)
             .min(abi::CAPACITY);
         let first_event = self.batch.events.len();
+        // Room for the whole read at once (a batch taken by `flush` starts
+        // empty: grown by doubling, it was copied as it filled).
+        self.batch.events.reserve(available as usize);
         if available > 0 {
             let mut left = available;
             while left > 0 {
@@ -1123,7 +1126,7 @@ impl Drain {
             kind,
             proto::TraceEventKind::TraceCCall | proto::TraceEventKind::TraceCReturn
         );
-        if !c_function && !self.selected(target, object) {
+        if !c_function && self.selection.is_some() && !self.selected(target, object) {
             return;
         }
         if self.last_thread != Some(native_id) {
