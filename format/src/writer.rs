@@ -264,6 +264,10 @@ impl<W: Write> Writer<W> {
 
     /// Appends one record to the open chunk.
     fn push_record(&mut self, kind: Kind) -> Result<(), FormatError> {
+        let kind = match kind {
+            Kind::TraceEvents(batch) => return self.push_trace_events(batch),
+            kind => kind,
+        };
         let record = proto::Record { kind: Some(kind) };
         let size = record.encoded_len();
         if size > MAX_RECORD_LEN {
@@ -301,6 +305,61 @@ impl<W: Write> Writer<W> {
         record
             .encode_length_delimited(&mut self.pending)
             .map_err(|error| FormatError::Io(std::io::Error::other(error)))?;
+        self.boundaries.push(self.pending.len());
+        Ok(())
+    }
+
+    /// [`Writer::push_record`] of a trace batch, the same bytes as prost
+    /// writes: its four event columns (fields 1-4, first in tag order)
+    /// coded here, each walked twice (its length, its values), the rest by
+    /// prost. prost walked each column five times (the record's length,
+    /// again as the record is coded, the batch's as it is nested, each
+    /// column's own as it is written, and its values): at millions of
+    /// events a second that was a fifth of `pydeep trace`'s time.
+    fn push_trace_events(&mut self, mut batch: proto::TraceEventBatch) -> Result<(), FormatError> {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        let time = std::mem::take(&mut batch.time_delta_ns);
+        let thread = std::mem::take(&mut batch.thread);
+        let kind = std::mem::take(&mut batch.kind);
+        let frame = std::mem::take(&mut batch.frame);
+        let bodies = [
+            varints_len(time.iter().copied()),
+            varints_len(thread.iter().map(|&v| u64::from(v))),
+            varints_len(kind.iter().map(|&v| v as i64 as u64)),
+            varints_len(frame.iter().copied()),
+        ];
+        // A packed field: key (one byte for fields 1-4), length, values;
+        // nothing if empty.
+        let field_len = |body: usize| {
+            if body == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(body as u64) + body
+            }
+        };
+        let rest_len = batch.encoded_len();
+        let batch_len = bodies.iter().map(|&b| field_len(b)).sum::<usize>() + rest_len;
+        // Record: key of field 10, the batch's length, the batch.
+        let size = 1 + encoded_len_varint(batch_len as u64) + batch_len;
+        if size > MAX_RECORD_LEN {
+            return Err(FormatError::RecordTooLarge {
+                size,
+                limit: MAX_RECORD_LEN,
+            });
+        }
+        self.open_chunk();
+        let out = &mut self.pending;
+        out.reserve(encoded_len_varint(size as u64) + size);
+        let start = out.len();
+        encode_varint(size as u64, out);
+        encode_key(10, WireType::LengthDelimited, out);
+        encode_varint(batch_len as u64, out);
+        put_packed(out, 1, bodies[0], time.iter().copied());
+        put_packed(out, 2, bodies[1], thread.iter().map(|&v| u64::from(v)));
+        put_packed(out, 3, bodies[2], kind.iter().map(|&v| v as i64 as u64));
+        put_packed(out, 4, bodies[3], frame.iter().copied());
+        batch.encode_raw(out);
+        debug_assert_eq!(out.len() - start, encoded_len_varint(size as u64) + size);
         self.boundaries.push(self.pending.len());
         Ok(())
     }
@@ -788,6 +847,38 @@ fn deflated_len(parts: &[&[u8]]) -> usize {
     encoder.finish().map_or(usize::MAX, |out| out.len())
 }
 
+/// The length of `values` as varints.
+fn varints_len(values: impl Iterator<Item = u64>) -> usize {
+    values
+        .map(prost::encoding::encoded_len_varint)
+        .sum::<usize>()
+}
+
+/// Appends packed field `tag` (1-15) of `values`, `len` bytes of varints
+/// in all (their [`varints_len`]); nothing if `len` is 0.
+fn put_packed(out: &mut Vec<u8>, tag: u32, len: usize, values: impl Iterator<Item = u64>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    if len == 0 {
+        return;
+    }
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    let start = out.len();
+    out.resize(start + len, 0);
+    let room = &mut out[start..];
+    let mut at = 0;
+    for mut value in values {
+        while value >= 0x80 {
+            room[at] = (value as u8) | 0x80;
+            value >>= 7;
+            at += 1;
+        }
+        room[at] = value as u8;
+        at += 1;
+    }
+    debug_assert_eq!(at, len);
+}
+
 /// Encoded lengths of the columns of `batch`, in the order prost writes
 /// them (tag order; the scalar tick interval goes with the ticks).
 fn column_lengths(batch: &proto::SampleBatch) -> [usize; 7] {
@@ -816,5 +907,62 @@ pub fn tick_interval_of(rate_hz: f64) -> u64 {
         (1e9 / rate_hz.max(1e-3)).clamp(1_000.0, 3.6e12) as u64
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod trace_event_tests {
+    use super::*;
+
+    #[test]
+    fn trace_batches_are_coded_as_prost_codes_them() {
+        let columns = |n: u64| proto::TraceEventBatch {
+            time_delta_ns: (0..n).map(|i| i * i * 1_000_003 % (1 << 40)).collect(),
+            thread: (0..n).map(|i| (i % 3) as u32 * 100_000).collect(),
+            kind: (0..n).map(|i| (i % 5) as i32).collect(),
+            frame: (0..n).map(|i| u64::MAX >> (i % 64)).collect(),
+            ..Default::default()
+        };
+        let batches = [
+            proto::TraceEventBatch::default(),
+            columns(1),
+            columns(10_000),
+            proto::TraceEventBatch {
+                lost: 5,
+                lost_first_ns: 1 << 50,
+                window_start_ns: 3,
+                functions: "f.*".into(),
+                lines: true,
+                count_frame: vec![1, 2, 300],
+                count_kind: vec![5, 5, 5],
+                count: vec![7, 1 << 33, 9],
+                clock: "TSC".into(),
+                calls_by: "eval-frame hook".into(),
+                unwatched_functions: 2,
+                ..columns(300)
+            },
+            proto::TraceEventBatch {
+                // Only some columns (and a negative enum value, coded as
+                // prost codes an int32: ten bytes).
+                kind: vec![-1, 2],
+                frame: vec![0, 0],
+                ..Default::default()
+            },
+        ];
+        for batch in batches {
+            let mut writer =
+                Writer::new(Vec::new(), proto::Header::default(), Default::default()).unwrap();
+            writer.pending.clear();
+            writer.boundaries.clear();
+            writer
+                .push_record(Kind::TraceEvents(batch.clone()))
+                .unwrap();
+            let expected = proto::Record {
+                kind: Some(Kind::TraceEvents(batch)),
+            }
+            .encode_length_delimited_to_vec();
+            assert_eq!(writer.pending, expected);
+            assert_eq!(writer.boundaries, vec![expected.len()]);
+        }
     }
 }

@@ -616,6 +616,12 @@ struct Selection {
     slots: Vec<u64>,
 }
 
+/// A set hashed by address (looked up per event: not SipHash).
+type AddressSet<K> = std::collections::HashSet<
+    K,
+    std::hash::BuildHasherDefault<crate::process::address_hash::AddressHasher>,
+>;
+
 /// Events per batch record.
 const BATCH: usize = 8192;
 /// How long the tracer may take to install or remove its hooks (it waits
@@ -678,8 +684,11 @@ pub struct Drain {
     read_pos: u64,
     heartbeat: u64,
     batch: RawBatch,
-    threads: std::collections::HashSet<u32>,
-    c_functions: std::collections::HashSet<u64>,
+    threads: AddressSet<u32>,
+    c_functions: AddressSet<u64>,
+    /// The thread of the last event (events come in runs of one thread):
+    /// seen, without a lookup.
+    last_thread: Option<u32>,
     seen_dropped: u64,
     buffer: Vec<u8>,
     summary: Summary,
@@ -703,6 +712,7 @@ impl Drain {
             batch: RawBatch::default(),
             threads: Default::default(),
             c_functions: Default::default(),
+            last_thread: None,
             seen_dropped: 0,
             buffer: Vec::new(),
             summary: Summary::default(),
@@ -1052,6 +1062,9 @@ impl Drain {
             .saturating_sub(self.read_pos)
             .min(abi::CAPACITY);
         let first_event = self.batch.events.len();
+        // Room for the whole read at once (a batch taken by `flush` starts
+        // empty: grown by doubling, it was copied as it filled).
+        self.batch.events.reserve(available as usize);
         if available > 0 {
             let mut left = available;
             while left > 0 {
@@ -1137,12 +1150,15 @@ impl Drain {
             kind,
             proto::TraceEventKind::TraceCCall | proto::TraceEventKind::TraceCReturn
         );
-        if !c_function && !self.selected(target, object) {
+        if !c_function && self.selection.is_some() && !self.selected(target, object) {
             return;
         }
-        if self.threads.insert(native_id) {
-            let (sample, name) = thread_of(target, pid, native_id);
-            self.batch.threads.push((native_id, sample, name));
+        if self.last_thread != Some(native_id) {
+            if self.threads.insert(native_id) {
+                let (sample, name) = thread_of(target, pid, native_id);
+                self.batch.threads.push((native_id, sample, name));
+            }
+            self.last_thread = Some(native_id);
         }
         if c_function && self.c_functions.insert(object) {
             let name =
